@@ -1,0 +1,189 @@
+"""Typed configuration: ``gateway.yaml`` and the per-tool manifests.
+
+Every model is frozen and forbids unknown keys, so a typo is an error rather than a silently
+ignored setting. Units are in field names (``timeout_s``, ``max_body_bytes``). The JSON Schemas
+published under ``schemas/`` are generated from these models (``portcullis schema``) and a test
+keeps them in step.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+_TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+PIN_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class Classification(str, Enum):
+    """Data classification of a tool's inputs or outputs, least to most sensitive."""
+
+    PUBLIC = "Public"
+    INTERNAL = "Internal"
+    CONFIDENTIAL = "Confidential"
+    RESTRICTED = "Restricted"
+
+
+class Risk(str, Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+# --------------------------------------------------------------------------- gateway.yaml
+
+
+class ListenConfig(_Model):
+    """Where the gateway listens and which Host / Origin values it accepts."""
+
+    host: str = Field("127.0.0.1", description="Bind address. Loopback by default.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    allowed_hosts: tuple[str, ...] = Field(
+        ("127.0.0.1:*", "localhost:*", "[::1]:*"),
+        min_length=1,
+        description="Accepted Host header values; a ':*' suffix matches any port. Others get 421.",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"),
+        description="Accepted Origin header values (':*' = any port). A present, foreign Origin gets 403.",
+    )
+
+
+class LimitsConfig(_Model):
+    """Bounds on what a client may send and how long a call may take."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576, description="Largest request body.")
+    max_json_depth: int = Field(64, ge=4, le=512, description="Deepest JSON nesting accepted.")
+    call_timeout_s: float = Field(30.0, gt=0, le=3600, description="Default per-call upstream timeout.")
+
+
+class SessionsConfig(_Model):
+    """2025-era MCP sessions, sealed into the session id so any replica can serve them."""
+
+    key_ref: str | None = Field(
+        None,
+        description="secret:// reference to one or more base64 32-byte keys (comma separated, first "
+        "seals). Unset: a random per-process key, so sessions do not survive a restart or span replicas.",
+    )
+    ttl_s: int = Field(86_400, ge=60, le=30 * 86_400, description="Lifetime of a session id.")
+
+
+class _ServiceBase(_Model):
+    tool_prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="Prefix of exposed tool names; default '<service>.'. Exposed names must be unique.",
+    )
+    timeout_s: float | None = Field(None, gt=0, le=3600, description="Per-call timeout for this service.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Time allowed to (re)connect.")
+
+
+class StdioService(_ServiceBase):
+    """A service the gateway spawns as a child process and speaks to over stdin/stdout."""
+
+    transport: Literal["stdio"]
+    command: str | None = Field(None, min_length=1, description="Executable (absolute path or on PATH).")
+    module: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+        description="Python module run with the gateway's own interpreter (instead of command).",
+    )
+    args: tuple[str, ...] = ()
+    env_passthrough: tuple[Annotated[str, Field(pattern=_ENV_NAME)], ...] = Field(
+        (), description="Names of gateway environment variables copied to the child. Nothing else is."
+    )
+    env: dict[Annotated[str, Field(pattern=_ENV_NAME)], str] = Field(
+        default_factory=dict, description="Explicit environment values for the child."
+    )
+    cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _one_launcher(self) -> StdioService:
+        if (self.command is None) == (self.module is None):
+            raise ValueError("give exactly one of 'command' or 'module'")
+        return self
+
+
+class HttpService(_ServiceBase):
+    """A service reached over Streamable HTTP."""
+
+    transport: Literal["http"]
+    url: str = Field(pattern=r"^https?://", description="The service's MCP endpoint URL.")
+
+
+ServiceConfig = Annotated[StdioService | HttpService, Field(discriminator="transport")]
+
+
+class GatewayConfig(_Model):
+    """The whole of ``gateway.yaml``."""
+
+    version: Literal[1] = 1
+    listen: ListenConfig = ListenConfig()
+    limits: LimitsConfig = LimitsConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
+        description="Upstream MCP services by name.", min_length=1
+    )
+
+
+# --------------------------------------------------------------------------- tool manifests
+
+
+class ToolClassification(_Model):
+    input: Classification = Field(description="Most sensitive class of data a caller sends.")
+    output: Classification = Field(description="Most sensitive class of data the tool returns.")
+
+
+class ToolAnnotations(_Model):
+    """MCP tool annotations as the manifest declares them (hints to clients, never trust inputs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    title: str | None = None
+    readOnlyHint: bool | None = None  # noqa: N815 - MCP wire names
+    destructiveHint: bool | None = None  # noqa: N815
+    idempotentHint: bool | None = None  # noqa: N815
+    openWorldHint: bool | None = None  # noqa: N815
+
+
+class ToolManifest(_Model):
+    """One ``tools/<domain>/<tool>.yml``: the source of truth for what the gateway exposes."""
+
+    name: str = Field(pattern=_TOOL_NAME, description="The tool's name at its service.")
+    service: str = Field(pattern=_SERVICE_NAME, description="The service (in gateway.yaml) that runs it.")
+    owner: str = Field(min_length=3, description="Accountable owner: a team or person's address.")
+    description: str = Field(min_length=1, max_length=4096)
+    risk: Risk
+    classification: ToolClassification
+    annotations: ToolAnnotations = ToolAnnotations()
+    input_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) for the arguments.")
+    output_schema: dict[str, Any] | None = Field(None, description="JSON Schema of structured output.")
+    pin: str | None = Field(
+        None,
+        pattern=PIN_PATTERN,
+        description="sha256 of the upstream's live definition; a mismatch quarantines the tool.",
+    )
+
+    @field_validator("input_schema")
+    @classmethod
+    def _object_root(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError("input_schema must have type 'object' at its root")
+        return value
+
+
+def exposed_name(service: str, prefix: str | None, tool: str) -> str:
+    """The name a client sees: ``<prefix><tool>``, the prefix defaulting to ``<service>.``."""
+    return f"{service}." + tool if prefix is None else prefix + tool
+
+
+TOOL_NAME_RE = re.compile(_TOOL_NAME)

@@ -1,0 +1,215 @@
+"""The one error tree, and the one mapper from it to the wire.
+
+::
+
+    PortcullisError
+    ├── ConfigError                 bad deployment directory (problems carry file and line)
+    ├── TransportError              HTTP-level refusal, before any JSON-RPC exists
+    │   ├── BadHost                   421  Host header not allowed
+    │   ├── ForbiddenOrigin           403  Origin present and not allowed
+    │   ├── MethodNotAllowed          405  GET / DELETE / other verbs
+    │   ├── NotAcceptable             406  Accept excludes application/json
+    │   ├── BodyTooLarge              413  body over limits.max_body_bytes
+    │   └── UnsupportedMediaType      415  Content-Type is not application/json
+    ├── SessionError                2025-era session problems
+    │   ├── MissingSession            400  no Mcp-Session-Id on a non-initialize request
+    │   └── UnknownSession            404  id forged, tampered, expired or sealed with another key
+    ├── RpcError                    a JSON-RPC error object (code in the reserved range)
+    │   ├── ParseError                -32700 not JSON, duplicate keys, too deep
+    │   ├── InvalidRequest            -32600 not a JSON-RPC 2.0 request
+    │   ├── MethodNotFound            -32601
+    │   ├── InvalidParams             -32602 includes unknown (or hidden) tools and bad arguments
+    │   ├── HeaderMismatch            -32020 2026-07-28 request headers disagree with the body
+    │   └── UnsupportedVersion        -32022
+    └── GatewayCallError            a call that the gateway accepted but could not complete;
+        │                           codes outside -32768..-32000, as the 2026-07-28 policy asks
+        ├── UpstreamUnavailable       -31002 service not connected (crashed, starting, unreachable)
+        ├── UpstreamTimeout           -31003 no answer within the call's timeout
+        └── UpstreamFailed            -31004 the upstream broke protocol or errored
+
+Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
+the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
+objects and HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class PortcullisError(Exception):
+    """Base of every error Portcullis raises on purpose."""
+
+    message = "error"
+
+    def __init__(self, message: str | None = None, *, detail: str = "") -> None:
+        self.message = message or type(self).message
+        self.detail = detail  # operator-only; never sent to a client
+        super().__init__(self.message)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem in a deployment directory."""
+
+    path: Path
+    line: int | None
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class ConfigError(PortcullisError):
+    message = "invalid configuration"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems) or "invalid configuration")
+
+
+# --------------------------------------------------------------------------- HTTP transport
+
+
+class TransportError(PortcullisError):
+    status = 400
+    headers: dict[str, str] = {}  # noqa: RUF012 - class-level constant, never mutated
+
+
+class BadHost(TransportError):
+    status, message = 421, "Invalid Host header"
+
+
+class ForbiddenOrigin(TransportError):
+    status, message = 403, "Invalid Origin header"
+
+
+class MethodNotAllowed(TransportError):
+    status, message = 405, "Method Not Allowed"
+    headers = {"allow": "POST"}  # noqa: RUF012
+
+
+class NotAcceptable(TransportError):
+    status, message = 406, "Not Acceptable: the client must accept application/json"
+
+
+class BodyTooLarge(TransportError):
+    status, message = 413, "Request body too large"
+
+
+class UnsupportedMediaType(TransportError):
+    status, message = 415, "Invalid Content-Type header: expected application/json"
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class SessionError(PortcullisError):
+    status = 400
+    code = -32600
+
+
+class MissingSession(SessionError):
+    status, message = 400, "Bad Request: Missing session ID"
+
+
+class UnknownSession(SessionError):
+    status, message = 404, "Session not found"
+
+
+# --------------------------------------------------------------------------- JSON-RPC
+
+
+class RpcError(PortcullisError):
+    code = -32603
+    status = 200  # legacy era answers JSON-RPC errors with 200; modern-era statuses come from to_wire
+
+    def __init__(self, message: str | None = None, *, detail: str = "", data: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.data = data
+
+
+class ParseError(RpcError):
+    code, message = -32700, "Parse error"
+
+
+class InvalidRequest(RpcError):
+    code, message = -32600, "Invalid Request"
+
+
+class MethodNotFound(RpcError):
+    code, message = -32601, "Method not found"
+
+
+class InvalidParams(RpcError):
+    code, message = -32602, "Invalid params"
+
+
+class HeaderMismatch(RpcError):
+    code, message = -32020, "Request headers do not match the body"
+
+
+class UnsupportedVersion(RpcError):
+    code, message = -32022, "Unsupported protocol version"
+
+
+class InternalError(RpcError):
+    code, message = -32603, "Internal error"
+
+
+# --------------------------------------------------------------------------- calls
+
+
+class GatewayCallError(RpcError):
+    code, message = -31001, "The call could not be completed"
+
+
+class UpstreamUnavailable(GatewayCallError):
+    code, message = -31002, "Service unavailable"
+
+
+class UpstreamTimeout(GatewayCallError):
+    code, message = -31003, "Service timed out"
+
+
+class UpstreamFailed(GatewayCallError):
+    code, message = -31004, "Service error"
+
+
+# --------------------------------------------------------------------------- the mapper
+
+_MODERN_STATUS = {-32700: 400, -32600: 400, -32601: 404, -32602: 400, -32020: 400, -32022: 400, -32603: 500}
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """What the transport sends for an error: HTTP status, extra headers, JSON body or text."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any] | None  # a JSON-RPC response object, or None for a plain-text answer
+    text: str = ""
+
+
+def to_wire(error: BaseException, *, request_id: Any = None, modern: bool = False) -> WireError:
+    """Turn any exception into what the client sees. Unknown exceptions become a bare -32603."""
+    if isinstance(error, TransportError):
+        return WireError(error.status, dict(error.headers), None, error.message)
+    if isinstance(error, SessionError):
+        body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": error.code, "message": error.message}}
+        return WireError(error.status, {}, body)
+    if not isinstance(error, RpcError):
+        error = InternalError()
+    payload: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.data is not None:
+        payload["data"] = error.data
+    status = _MODERN_STATUS.get(error.code, 200) if modern else 200
+    return WireError(status, {}, {"jsonrpc": "2.0", "id": request_id, "error": payload})
