@@ -1,0 +1,5 @@
+"""``python -m portcullis``."""
+
+from portcullis.cli.main import app
+
+app()

@@ -1,0 +1,132 @@
+"""The tool catalog: manifests joined with what each upstream says it serves.
+
+The manifest is the source of truth for what a caller sees (description, schemas,
+annotations). An upstream's live definition only decides whether the tool may be served: its
+hash must equal the manifest's ``pin``. States per manifest:
+
+* ``serving``      — pin matches the live definition;
+* ``unpinned``     — the manifest has no pin yet (``portcullis pin``);
+* ``quarantined``  — the live definition changed (a rug pull) or the tool vanished upstream;
+* ``pending``      — its service has not answered ``tools/list`` yet.
+
+Upstream tools with no manifest are never exposed; each is logged once per listing. Lookups
+read an immutable snapshot that is replaced whole, so a reader never sees half an update.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from portcullis.config.loader import Deployment, LoadedManifest
+from portcullis.pinning import definition_hash
+
+log = logging.getLogger("portcullis.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A served tool: where calls go and what they are checked against."""
+
+    exposed_name: str
+    service: str
+    upstream_name: str
+    manifest: LoadedManifest
+    validator: Draft202012Validator
+    wire: Mapping[str, Any]  # the tool as tools/list shows it
+    timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStatus:
+    exposed_name: str
+    service: str
+    state: str  # serving | unpinned | quarantined | pending
+    reason: str
+    live_hash: str | None
+
+
+class Catalog:
+    """Joins manifests with live upstream listings; answers lookups from a snapshot."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._by_service: dict[str, list[LoadedManifest]] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._timeouts = {name: svc.timeout_s for name, svc in deployment.gateway.services.items()}
+        for loaded in deployment.manifests:
+            self._by_service.setdefault(loaded.manifest.service, []).append(loaded)
+            self._validators[loaded.exposed_name] = Draft202012Validator(loaded.manifest.input_schema)
+        self._status: dict[str, ToolStatus] = {
+            m.exposed_name: ToolStatus(m.exposed_name, m.manifest.service, "pending", "service not listed yet", None)
+            for m in deployment.manifests
+        }
+        self._routes: dict[str, Route] = {}
+        self._listing: tuple[Mapping[str, Any], ...] = ()
+
+    # ------------------------------------------------------------------ reads (hot path)
+
+    def lookup(self, name: str) -> Route | None:
+        return self._routes.get(name)
+
+    def listing(self) -> tuple[Mapping[str, Any], ...]:
+        return self._listing
+
+    def statuses(self) -> list[ToolStatus]:
+        return sorted(self._status.values(), key=lambda s: s.exposed_name)
+
+    # ------------------------------------------------------------------ updates
+
+    def update_service(self, service: str, live_tools: Iterable[Mapping[str, Any]]) -> None:
+        """Re-check every manifest of ``service`` against a fresh ``tools/list`` answer."""
+        live = {t.get("name"): t for t in live_tools if isinstance(t, Mapping)}
+        manifests = self._by_service.get(service, [])
+        declared = {m.manifest.name for m in manifests}
+        for name in sorted(set(live) - declared, key=str):
+            log.warning("upstream tool has no manifest; not exposed",
+                        extra={"fields": {"service": service, "upstream_tool": str(name)[:128]}})
+        statuses = dict(self._status)
+        routes = {k: v for k, v in self._routes.items() if v.service != service}
+        for loaded in manifests:
+            status = self._check(service, loaded, live.get(loaded.manifest.name))
+            previous = self._status.get(loaded.exposed_name)
+            if status.state != "serving" and (previous is None or previous.state != status.state):
+                log.warning("tool not served", extra={"fields": {
+                    "tool": loaded.exposed_name, "state": status.state, "reason": status.reason,
+                    "pinned": loaded.manifest.pin, "live": status.live_hash}})
+            statuses[loaded.exposed_name] = status
+            if status.state == "serving":
+                routes[loaded.exposed_name] = self._route(service, loaded)
+        self._status, self._routes = statuses, routes
+        self._listing = tuple(routes[name].wire for name in sorted(routes))
+
+    def live_hashes(self, service: str, live_tools: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """Hashes of the live definitions of the tools that ``service``'s manifests declare."""
+        declared = {m.manifest.name for m in self._by_service.get(service, [])}
+        return {t["name"]: definition_hash(t) for t in live_tools if t.get("name") in declared}
+
+    def _check(self, service: str, loaded: LoadedManifest, live: Mapping[str, Any] | None) -> ToolStatus:
+        name = loaded.exposed_name
+        if live is None:
+            return ToolStatus(name, service, "quarantined", "the service no longer offers this tool", None)
+        live_hash = definition_hash(live)
+        if loaded.manifest.pin is None:
+            return ToolStatus(name, service, "unpinned", "manifest has no pin", live_hash)
+        if live_hash != loaded.manifest.pin:
+            return ToolStatus(name, service, "quarantined", "live definition differs from the pin", live_hash)
+        return ToolStatus(name, service, "serving", "", live_hash)
+
+    def _route(self, service: str, loaded: LoadedManifest) -> Route:
+        m = loaded.manifest
+        wire: dict[str, Any] = {"name": loaded.exposed_name, "description": m.description,
+                                "inputSchema": m.input_schema}
+        if m.output_schema is not None:
+            wire["outputSchema"] = m.output_schema
+        annotations = m.annotations.model_dump(exclude_none=True)
+        if annotations:
+            wire["annotations"] = annotations
+        return Route(loaded.exposed_name, service, m.name, loaded, self._validators[loaded.exposed_name],
+                     wire, self._timeouts.get(service))

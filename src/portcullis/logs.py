@@ -1,0 +1,60 @@
+"""Structured JSON logging that never blocks the event loop.
+
+Records are put on an in-memory queue by the request path and written by a background thread
+(:class:`logging.handlers.QueueListener`). Each line is one JSON object: time, level, logger,
+event, and the record's ``fields`` (passed as ``extra={"fields": {...}}``). Exception tracebacks
+go to the operator log only, never to a client.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import logging
+import logging.handlers
+import queue
+import sys
+from typing import Any, TextIO
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, tz=dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update({k: v for k, v in fields.items() if v is not None})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=True)
+
+
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Route every ``portcullis.*`` logger through one queue to ``stream`` (stderr by default)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger("portcullis")
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.setLevel(level)
+    root.propagate = False
+    _listener = logging.handlers.QueueListener(q, handler)
+    _listener.start()
+    atexit.register(_stop)
+
+
+def _stop() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None

@@ -1,0 +1,63 @@
+"""``portcullis pin``: record each tool's live definition hash in its manifest.
+
+Pinning is a human decision — run it after reviewing what the service now offers. Each service
+is connected once, listed, and disconnected; a manifest is rewritten only when its pin changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from portcullis.config.loader import Deployment, write_pin
+from portcullis.errors import PortcullisError
+from portcullis.pinning import definition_hash
+from portcullis.upstream.registry import UpstreamRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class PinRow:
+    exposed_name: str
+    state: str  # unchanged | pinned | re-pinned | would pin | missing upstream | service unreachable
+    pin: str | None
+
+
+async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
+                         connect_timeout_s: float = 30.0) -> list[PinRow]:
+    listings: dict[str, list[dict]] = {}
+    registry = UpstreamRegistry.from_config(deployment.gateway, lambda *_: None, dict(os.environ))
+    for handle in registry.handles():
+        if services and handle.name not in services:
+            continue
+        for connector in handle._connectors:  # noqa: SLF001 - same package; first that speaks wins
+            try:
+                with anyio.fail_after(connect_timeout_s):
+                    async with connector.open() as conn:
+                        listings[handle.name] = await conn.list_tools()
+                break
+            except (PortcullisError, Exception):  # noqa: BLE001 - reported per tool below
+                continue
+    rows = []
+    for loaded in sorted(deployment.manifests, key=lambda m: m.exposed_name):
+        service = loaded.manifest.service
+        if services and service not in services:
+            continue
+        if service not in listings:
+            rows.append(PinRow(loaded.exposed_name, "service unreachable", loaded.manifest.pin))
+            continue
+        live = next((t for t in listings[service] if t.get("name") == loaded.manifest.name), None)
+        if live is None:
+            rows.append(PinRow(loaded.exposed_name, "missing upstream", loaded.manifest.pin))
+            continue
+        new = definition_hash(live)
+        if new == loaded.manifest.pin:
+            rows.append(PinRow(loaded.exposed_name, "unchanged", new))
+            continue
+        state = "would pin" if not write else ("re-pinned" if loaded.manifest.pin else "pinned")
+        if write:
+            write_pin(loaded.path, new)
+        rows.append(PinRow(loaded.exposed_name, state, new))
+    return rows

@@ -1,0 +1,39 @@
+"""The frozen call context that flows through the pipeline.
+
+A stage never mutates a context: it makes a new one with :meth:`CallContext.evolve` and hands
+that to the next stage. What a stage adds (the route today; the principal and the decision in
+later releases) is a new field here, so every stage sees the same, typed picture of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portcullis.catalog import Route
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Everything known about one ``tools/call`` at the point a stage sees it."""
+
+    request_id: str  # the gateway's own id for this call (logs, audit, upstream correlation)
+    jsonrpc_id: Any  # the caller's JSON-RPC id; never used for correlation upstream (P11)
+    protocol_version: str
+    tool_name: str  # exactly as the caller sent it
+    arguments: Mapping[str, Any]
+    started_ns: int
+    route: Route | None = None  # set by the route stage
+
+    def evolve(self, **changes: Any) -> CallContext:
+        """A copy of this context with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+#: What a call returns: a wire-format ``CallToolResult`` object (camelCase keys).
+CallResult = dict[str, Any]
+Handler = Callable[[CallContext], Awaitable[CallResult]]
+Stage = Callable[[CallContext, Handler], Awaitable[CallResult]]

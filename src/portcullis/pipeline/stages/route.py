@@ -1,0 +1,22 @@
+"""Route: the caller's tool name to a served, pinned manifest entry.
+
+Only an exact match of a name in the current catalog snapshot resolves. A name that is unknown,
+belongs to an unpinned or quarantined tool, or merely looks like a served one (case, homoglyphs,
+zero-width or trailing characters) gets the same answer: ``Unknown tool``.
+"""
+
+from __future__ import annotations
+
+from portcullis.catalog import Catalog
+from portcullis.errors import InvalidParams
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+
+
+def make_stage(catalog: Catalog) -> Stage:
+    async def route(ctx: CallContext, call_next: Handler) -> CallResult:
+        found = catalog.lookup(ctx.tool_name)
+        if found is None:
+            raise InvalidParams("Unknown tool", detail=f"no served tool named {ctx.tool_name!r}")
+        return await call_next(ctx.evolve(route=found))
+
+    return route

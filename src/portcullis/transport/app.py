@@ -1,0 +1,220 @@
+"""The transport stage: the gateway's ASGI application and its ``/mcp`` endpoint.
+
+Per POST, in order: Host and Origin allow-lists; POST only; ``Content-Type: application/json``;
+an ``Accept`` that admits JSON; the body read under ``limits.max_body_bytes`` (a declared
+``Content-Length`` over the limit is refused before reading, and reading stops the moment the
+limit is passed); strict JSON (UTF-8, no duplicate keys, bounded depth); one JSON-RPC message;
+era detection; then the era's own checks (sealed session for 2025-era, header/body agreement for
+2026-07-28) before :class:`~portcullis.transport.protocol.Dispatcher` sees the request.
+
+Every answer is ``application/json``. Errors go through :func:`portcullis.errors.to_wire`; an
+unexpected exception is logged for the operator and answered with a bare -32603.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+
+from portcullis.errors import (
+    BodyTooLarge,
+    InvalidParams,
+    InvalidRequest,
+    MissingSession,
+    MethodNotAllowed,
+    NotAcceptable,
+    PortcullisError,
+    UnsupportedMediaType,
+    to_wire,
+)
+from portcullis.transport.jsonrpc import loads_strict, parse_message
+from portcullis.transport.origin_guard import OriginGuard
+from portcullis.transport.protocol import Dispatcher, Request, check_modern, initialize_result, is_modern, negotiate
+from portcullis.transport.session_token import SessionSealer
+
+log = logging.getLogger("portcullis.transport")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MCP_PATH = "/mcp"
+_SINGLE_HEADERS = frozenset({b"host", b"origin", b"content-type", b"content-length", b"mcp-session-id",
+                             b"mcp-protocol-version", b"mcp-method", b"mcp-name"})
+_MAX_CAPABILITIES_BYTES = 4096
+_JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+class _Answer(Exception):
+    """Internal: an early plain answer (status, text)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status, self.text = status, text
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.lower()
+        key = name.decode("latin-1")
+        if key in seen:
+            if name in _SINGLE_HEADERS:
+                raise _Answer(400, f"Duplicate {key} header")
+            seen[key] += ", " + raw_value.decode("latin-1")
+        else:
+            seen[key] = raw_value.decode("latin-1")
+    return seen
+
+
+class GatewayApp:
+    """ASGI entry point. ``readiness`` returns (ready, detail) for ``/healthz``."""
+
+    def __init__(self, *, dispatcher: Dispatcher, sealer: SessionSealer, guard: OriginGuard,
+                 max_body_bytes: int, max_json_depth: int,
+                 background: Callable[[], Awaitable[None]] | None = None,
+                 readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+        self._dispatcher = dispatcher
+        self._sealer = sealer
+        self._guard = guard
+        self._max_body = max_body_bytes
+        self._max_depth = max_json_depth
+        self._background = background
+        self._readiness = readiness or (lambda: (True, {}))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            headers = _headers(scope)
+            self._guard.check(headers.get("host"), headers.get("origin"))
+            path = scope["path"]
+            if path in ("/healthz", "/livez"):
+                await self._health(path, send)
+                return
+            if path != MCP_PATH:
+                raise _Answer(404, "Not Found")
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(detail=f"{scope['method'][:16]} on /mcp")
+            status, extra, body = await self._post(headers, receive)
+        except _Answer as answer:
+            await _send(send, answer.status, [(b"content-type", b"text/plain; charset=utf-8")],
+                        answer.text.encode())
+            return
+        except PortcullisError as exc:
+            wire = to_wire(exc)
+            await _send(send, wire.status, [(b"content-type", b"text/plain; charset=utf-8"),
+                                            *((k.encode(), v.encode()) for k, v in wire.headers.items())],
+                        wire.text.encode())
+            return
+        await _send(send, status, extra, body)
+
+    async def _post(self, headers: dict[str, str], receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            raise UnsupportedMediaType
+        accept = headers.get("accept")
+        if accept is not None and not any(a.split(";", 1)[0].strip() in ("application/json", "*/*",
+                                          "application/*") for a in accept.lower().split(",")):
+            raise NotAcceptable
+        body = await self._read_body(headers, receive)
+        version = headers.get("mcp-protocol-version")
+        modern = is_modern(version)
+        request_id = None
+        try:
+            message = parse_message(loads_strict(body, max_depth=self._max_depth))
+            request_id = message.id
+            if modern:
+                req = Request(message, version or "", True, headers)
+                check_modern(req)
+                extra: list[tuple[bytes, bytes]] = []
+            else:
+                req, extra = self._legacy(message, version, headers)
+            if message.kind != "request":
+                return 202, [], b""
+            if not modern and message.method == "initialize":
+                result = initialize_result(req.protocol_version)
+            else:
+                result = await self._dispatcher.dispatch(req)
+            payload = {"jsonrpc": "2.0", "id": request_id, "result": result}
+            return 200, _JSON + extra, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except PortcullisError as exc:
+            wire = to_wire(exc, request_id=request_id, modern=modern)
+            if wire.body is None:
+                raise
+            status = 400 if wire.status == 200 and _is_envelope_error(exc) else wire.status
+            return status, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+        except Exception:
+            log.exception("unexpected error while handling a request")
+            wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
+            return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+
+    def _legacy(self, message: Any, version: str | None,
+                headers: dict[str, str]) -> tuple[Request, list[tuple[bytes, bytes]]]:
+        if message.method == "initialize" and message.kind == "request":
+            params = message.params
+            negotiated = negotiate(params.get("protocolVersion"))
+            caps = params.get("capabilities", {})
+            if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
+                raise InvalidParams("Invalid params: capabilities must be a small object")
+            session_id = self._sealer.seal(negotiated, caps)
+            return Request(message, negotiated, False, headers), [(b"mcp-session-id", session_id.encode())]
+        session_id = headers.get("mcp-session-id")
+        if session_id is None:
+            raise MissingSession
+        session = self._sealer.open(session_id)
+        if version is not None and version != session.protocol_version:
+            raise InvalidRequest("Bad Request: MCP-Protocol-Version does not match the session")
+        return Request(message, session.protocol_version, False, headers), []
+
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise _Answer(400, "Invalid Content-Length header")
+            if int(declared) > self._max_body:
+                raise BodyTooLarge(detail=f"declared {declared} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Answer(400, "Client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise BodyTooLarge(detail="streamed body over the limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _health(self, path: str, send: Send) -> None:
+        ready, detail = (True, {}) if path == "/livez" else self._readiness()
+        body = json.dumps({"status": "ok" if ready else "starting", **detail}).encode()
+        await _send(send, 200 if ready else 503, _JSON, body)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        async with anyio.create_task_group() as tg:
+            if self._background is not None:
+                tg.start_soon(self._background)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            tg.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _is_envelope_error(exc: PortcullisError) -> bool:
+    """Parse errors and malformed envelopes are HTTP 400 in both eras."""
+    return getattr(exc, "code", None) in (-32700, -32600) or exc.__class__.__name__ == "MissingSession"
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

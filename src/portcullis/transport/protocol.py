@@ -1,0 +1,139 @@
+"""MCP method handling for both protocol eras on one endpoint.
+
+Era selection follows the SDK and the 2026-07-28 revision: a request whose
+``MCP-Protocol-Version`` header is absent or names a handshake-era revision is legacy (2025-era:
+``initialize``, sealed ``Mcp-Session-Id``); any other value is modern (stateless, per-request
+``_meta`` envelope, ``Mcp-Method``/``Mcp-Name`` headers that must agree with the body). The
+body decides policy; the headers are only a consistency check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from portcullis import __version__
+from portcullis.catalog import Catalog
+from portcullis.errors import (
+    HeaderMismatch,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    UnsupportedVersion,
+)
+from portcullis.pipeline.context import CallContext, Handler
+from portcullis.transport.jsonrpc import Message
+
+MODERN_VERSIONS = ("2026-07-28",)
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_HANDSHAKE = "2025-11-25"
+_META_VERSION = "io.modelcontextprotocol/protocolVersion"
+_META_CAPS = "io.modelcontextprotocol/clientCapabilities"
+_NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+SERVER_INFO = {"name": "portcullis", "version": __version__}
+CAPABILITIES = {"tools": {"listChanged": False}}
+INSTRUCTIONS = "Portcullis gateway: tools are namespaced by service, e.g. 'billing.get_invoice'."
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed request plus what the transport learned about it."""
+
+    message: Message
+    protocol_version: str
+    modern: bool
+    headers: Mapping[str, str]  # lower-cased names
+
+
+def is_modern(version_header: str | None) -> bool:
+    return version_header is not None and version_header not in HANDSHAKE_VERSIONS
+
+
+def decode_header(value: str) -> str:
+    """Undo the ``=?base64?…?=`` sentinel; plain values pass unchanged."""
+    if value.startswith("=?base64?") and value.endswith("?=") and len(value) >= 11:
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise HeaderMismatch("Invalid base64 sentinel in request header") from None
+    return value
+
+
+def check_modern(req: Request) -> None:
+    """Validate a 2026-07-28 request's version, metadata headers and ``_meta`` envelope."""
+    version = req.protocol_version
+    if version not in MODERN_VERSIONS:
+        raise UnsupportedVersion(data={"supported": list(MODERN_VERSIONS), "requested": version[:64]})
+    msg = req.message
+    if msg.kind == "response":
+        raise InvalidRequest("Invalid Request: clients must not send responses")
+    if req.headers.get("mcp-method") != msg.method:
+        raise HeaderMismatch("Mcp-Method header does not match the request body's method")
+    field = _NAMED_METHODS.get(msg.method)
+    if field is not None:
+        header = req.headers.get("mcp-name")
+        if header is None or decode_header(header) != msg.params.get(field):
+            raise HeaderMismatch(f"Mcp-Name header does not match the request body's '{field}' parameter")
+    if msg.kind == "request":
+        meta = msg.params.get("_meta")
+        missing = [k for k in (_META_VERSION, _META_CAPS) if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise InvalidParams("params._meta is missing the required envelope key(s): " + ", ".join(missing))
+        if meta[_META_VERSION] != version:  # type: ignore[index]
+            raise HeaderMismatch("MCP-Protocol-Version header does not match params._meta")
+
+
+def negotiate(requested: Any) -> str:
+    return requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+
+
+class Dispatcher:
+    """Answers one JSON-RPC request; ``tools/call`` goes through the pipeline."""
+
+    def __init__(self, catalog: Catalog, pipeline: Handler) -> None:
+        self._catalog = catalog
+        self._pipeline = pipeline
+
+    async def dispatch(self, req: Request) -> dict[str, Any]:
+        method = req.message.method
+        if method == "tools/call":
+            result = await self._call(req)
+        elif method == "tools/list":
+            result = {"tools": list(self._catalog.listing())}
+            if req.modern:
+                result.update(ttlMs=0, cacheScope="private")
+        elif method == "ping":
+            result = {}
+        elif method == "server/discover" and req.modern:
+            result = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
+                      "instructions": INSTRUCTIONS, "ttlMs": 0, "cacheScope": "private"}
+        else:
+            raise MethodNotFound(data=method[:128])
+        if req.modern:
+            result["resultType"] = "complete"
+            result["_meta"] = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+        return result
+
+    async def _call(self, req: Request) -> dict[str, Any]:
+        params = req.message.params
+        name, arguments = params.get("name"), params.get("arguments", {})
+        if not isinstance(name, str) or len(name) > 256:
+            raise InvalidParams("Invalid params: 'name' must be a string")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise InvalidParams("Invalid params: 'arguments' must be an object")
+        ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
+                          protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
+                          started_ns=time.perf_counter_ns())
+        return await self._pipeline(ctx)
+
+
+def initialize_result(version: str) -> dict[str, Any]:
+    return {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS}

@@ -1,0 +1,188 @@
+"""A raw JSON-RPC relay to 2026-07-28 (stateless) HTTP services.
+
+The SDK client costs about 0.45 ms per call on this hardware over a plain pooled HTTP POST, which
+is half the gateway's whole budget, so for services that speak the stateless revision the
+gateway relays JSON-RPC itself over one pooled ``httpx2.AsyncClient``. It sends the request
+metadata headers the revision requires (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``,
+``Mcp-Param-*`` for arguments whose schema asks), the gateway's own fixed client capabilities,
+and accepts either a JSON or an SSE answer. The caller's token and headers are never forwarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+
+from portcullis.config.model import HttpService
+from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+
+MODERN = "2026-07-28"
+_CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
+_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class NotModern(Exception):
+    """The service does not speak 2026-07-28; fall back to the SDK client."""
+
+
+def header_value(value: str) -> str:
+    """ASCII values as they are; anything else in the ``=?base64?…?=`` sentinel form."""
+    if value.isascii() and value.isprintable() and value == value.strip():
+        return value
+    return "=?base64?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
+    """Argument name → header name, for top-level properties annotated with ``x-mcp-header``."""
+    props = schema.get("properties")
+    if not isinstance(props, Mapping):
+        return {}
+    return {arg: spec["x-mcp-header"] for arg, spec in props.items()
+            if isinstance(spec, Mapping) and isinstance(spec.get("x-mcp-header"), str)}
+
+
+class _RelayConnection:
+    def __init__(self, http: httpx2.AsyncClient, url: str) -> None:
+        self._http = http
+        self._url = url
+        self._ids = itertools.count(1)
+        self._param_headers: dict[str, dict[str, str]] = {}
+        self._closed = anyio.Event()
+
+    async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
+                  name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
+        request_id = next(self._ids)
+        params = {**params, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                                      "io.modelcontextprotocol/clientCapabilities": {},
+                                      "io.modelcontextprotocol/clientInfo": _CLIENT_INFO}}
+        headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+        if name is not None:
+            headers["Mcp-Name"] = header_value(name)
+        if extra_headers:
+            headers.update(extra_headers)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        try:
+            with anyio.fail_after(timeout_s):
+                async with self._http.stream("POST", self._url, content=body, headers=headers) as response:
+                    message = await _read_answer(response, request_id)
+        except TimeoutError:
+            raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
+        except httpx2.TransportError as exc:
+            raise UpstreamUnavailable(detail=f"transport: {type(exc).__name__}") from None
+        if "error" in message:
+            error = message["error"] if isinstance(message["error"], dict) else {}
+            raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}", data=None)
+        return message.get("result")
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(100):
+            result = await self.rpc("tools/list", {} if cursor is None else {"cursor": cursor}, timeout_s=30)
+            if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+                raise UpstreamFailed(detail="malformed tools/list result")
+            tools.extend(t for t in result["tools"] if isinstance(t, dict))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        self._param_headers = {t["name"]: _param_headers(t.get("inputSchema") or {})
+                               for t in tools if isinstance(t.get("name"), str)}
+        return tools
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
+                        request_id: str) -> dict[str, Any]:
+        extra = {f"Mcp-Param-{header}": header_value(_scalar(arguments[arg]))
+                 for arg, header in self._param_headers.get(name, {}).items() if arg in arguments}
+        result = await self.rpc("tools/call", {"name": name, "arguments": dict(arguments)},
+                                timeout_s=timeout_s, name=name, extra_headers=extra)
+        if not isinstance(result, dict):
+            raise UpstreamFailed(detail="malformed tools/call result")
+        if result.get("resultType", "complete") != "complete":
+            raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
+        return result
+
+    async def ping(self, *, timeout_s: float) -> None:
+        await self.rpc("ping", {}, timeout_s=timeout_s)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()  # stateless: only a failed health ping ends a relay connection
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def _read_answer(response: httpx2.Response, request_id: int) -> dict[str, Any]:
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "text/event-stream":
+        return await _read_sse(response, request_id)
+    raw = bytearray()
+    async for chunk in response.aiter_bytes():
+        raw += chunk
+        if len(raw) > _MAX_RESPONSE_BYTES:
+            raise UpstreamFailed(detail="upstream response too large")
+    if content_type != "application/json":
+        raise (UpstreamUnavailable if response.status_code >= 500 else UpstreamFailed)(
+            detail=f"upstream HTTP {response.status_code} {content_type[:40]}")
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise UpstreamFailed(detail="upstream sent invalid JSON") from None
+    if not isinstance(message, dict):
+        raise UpstreamFailed(detail="upstream sent a non-object")
+    return message
+
+
+async def _read_sse(response: httpx2.Response, request_id: int) -> dict[str, Any]:
+    data: list[str] = []
+    size = 0
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+            size += len(line)
+            if size > _MAX_RESPONSE_BYTES:
+                raise UpstreamFailed(detail="upstream event too large")
+        elif line == "" and data:
+            try:
+                message = json.loads("\n".join(data))
+            except ValueError:
+                raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
+            data, size = [], 0
+            if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                return message
+            # progress and log notifications for this request are dropped in this release
+    raise UpstreamFailed(detail="upstream stream ended without a response")
+
+
+class HttpRelayConnector:
+    """Opens a pooled relay to a 2026-07-28 HTTP service; raises :class:`NotModern` otherwise."""
+
+    def __init__(self, name: str, cfg: HttpService) -> None:
+        self.name = name
+        self._cfg = cfg
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[_RelayConnection]:
+        limits = httpx2.Limits(max_connections=64, max_keepalive_connections=32)
+        timeout = httpx2.Timeout(self._cfg.connect_timeout_s, read=None)
+        async with httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False,
+                                      headers={"Accept": "application/json, text/event-stream",
+                                               "Content-Type": "application/json"}) as http:
+            connection = _RelayConnection(http, self._cfg.url)
+            try:
+                discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
+            except UpstreamFailed as exc:
+                raise NotModern(exc.detail) from None
+            versions = discovered.get("supportedVersions") if isinstance(discovered, dict) else None
+            if not isinstance(versions, list) or MODERN not in versions:
+                raise NotModern("server/discover does not list 2026-07-28")
+            yield connection

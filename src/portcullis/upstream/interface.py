@@ -1,0 +1,47 @@
+"""The upstream seam: how the gateway talks to one MCP tool service.
+
+Implementations: :class:`~portcullis.upstream.sdk_client.SdkConnector` (stdio children and
+legacy-era HTTP services, through the official SDK client) and
+:class:`~portcullis.upstream.http_relay.HttpRelayConnector` (2026-07-28 HTTP services, a raw
+JSON-RPC relay over a pooled HTTP client). :class:`~portcullis.upstream.testing.FakeConnector`
+is the test double.
+
+Nothing above this package sees an SDK, HTTP-library or OS exception: connectors translate them
+into :class:`~portcullis.errors.UpstreamUnavailable`, :class:`~portcullis.errors.UpstreamTimeout`
+and :class:`~portcullis.errors.UpstreamFailed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class Connection(Protocol):
+    """One live, long-lived connection to a service (a session, a child process, a pool)."""
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        """Every tool the service offers, in wire format (camelCase keys), all pages."""
+        ...
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
+                        request_id: str) -> dict[str, Any]:
+        """Call one tool; returns a wire-format ``CallToolResult`` object."""
+        ...
+
+    async def ping(self, *, timeout_s: float) -> None:
+        """Raise if the connection is no longer usable."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Return when the connection has died (a crashed child, a closed stream)."""
+        ...
+
+
+class Connector(Protocol):
+    """Opens connections to one service. ``open`` is an async context manager."""
+
+    name: str
+
+    def open(self) -> Any:  # AbstractAsyncContextManager[Connection]
+        ...

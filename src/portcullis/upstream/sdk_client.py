@@ -1,0 +1,117 @@
+"""Upstream connections through the official SDK client: stdio children and legacy HTTP.
+
+stdio children get exactly the environment the configuration lists, nothing inherited: the SDK
+always merges a default set (HOME, PATH, USER, …) into the child's environment, so the child is
+started through ``env -i`` with only the allowed variables. The command is resolved to an
+absolute path by the gateway first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from portcullis.config.model import HttpService, StdioService
+from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger("portcullis.upstream")
+
+_ENV = "/usr/bin/env"
+_CONNECTION_CLOSED = -32000
+
+
+def stdio_parameters(cfg: StdioService, environ: Mapping[str, str]) -> StdioServerParameters:
+    """Spawn parameters with a clean environment: only ``env_passthrough`` and ``env``."""
+    if cfg.module is not None:
+        argv = [sys.executable, "-m", cfg.module, *cfg.args]
+    else:
+        command = cfg.command or ""
+        resolved = command if os.path.isabs(command) else shutil.which(command)
+        if resolved is None:
+            raise ConfigError([Problem(path=Path("gateway.yaml"), line=None,
+                                       message=f"stdio command not found: {command}")])
+        argv = [resolved, *cfg.args]
+    child_env = {name: environ[name] for name in cfg.env_passthrough if name in environ}
+    child_env.update(cfg.env)
+    assignments = [f"{k}={v}" for k, v in sorted(child_env.items())]
+    return StdioServerParameters(command=_ENV, args=["-i", *assignments, *argv], cwd=cfg.cwd)
+
+
+class _SdkConnection:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._closed = anyio.Event()
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(100):  # bounded pagination
+            page = await self._guard(self._client.session.list_tools(
+                params=None if cursor is None else {"cursor": cursor}), timeout_s=30)
+            tools.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
+                        request_id: str) -> dict[str, Any]:
+        result = await self._guard(self._client.session.call_tool(name, dict(arguments)), timeout_s=timeout_s)
+        return result.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    async def ping(self, *, timeout_s: float) -> None:
+        await self._guard(self._client.session.send_ping(), timeout_s=timeout_s)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _guard(self, awaitable: Any, *, timeout_s: float) -> Any:
+        if self._closed.is_set():
+            awaitable.close()
+            raise UpstreamUnavailable(detail="connection closed")
+        try:
+            with anyio.fail_after(timeout_s):
+                return await awaitable
+        except TimeoutError:
+            raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
+        except MCPError as exc:
+            if exc.code == _CONNECTION_CLOSED:
+                self._closed.set()
+                raise UpstreamUnavailable(detail="connection closed mid-call") from None
+            raise UpstreamFailed(detail=f"upstream JSON-RPC error {exc.code}") from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
+            self._closed.set()
+            raise UpstreamUnavailable(detail=f"connection lost: {type(exc).__name__}") from None
+
+
+class SdkConnector:
+    """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
+
+    def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str]) -> None:
+        self.name = name
+        self._cfg = cfg
+        self._params = stdio_parameters(cfg, environ) if isinstance(cfg, StdioService) else None
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[_SdkConnection]:
+        if self._params is not None:
+            target: Any = self._params
+            async with Client(target, cache=None) as client:
+                yield _SdkConnection(client)
+            return
+        if not isinstance(self._cfg, HttpService):
+            raise TypeError("unsupported service configuration")
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False) as http:
+            async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None) as client:
+                yield _SdkConnection(client)
