@@ -42,7 +42,7 @@ def _session_keys(deployment: Deployment, environ: Mapping[str, str]) -> list[by
                     "and will not survive a restart or span replicas")
         return [os.urandom(32)]
     try:
-        return decode_keys(resolve_secret(ref, environ=environ))
+        return decode_keys(resolve_secret(ref))
     except ValueError as exc:
         raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"sessions.key_ref: {exc}")]) from None
 

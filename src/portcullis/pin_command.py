@@ -6,6 +6,7 @@ is connected once, listed, and disconnected; a manifest is rewritten only when i
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 import anyio
 
 from portcullis.config.loader import Deployment, write_pin
-from portcullis.errors import PortcullisError
 from portcullis.pinning import definition_hash
 from portcullis.upstream.registry import UpstreamRegistry
+
+log = logging.getLogger("portcullis.pin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +34,15 @@ async def pin_deployment(deployment: Deployment, services: Sequence[str] | None,
     for handle in registry.handles():
         if services and handle.name not in services:
             continue
-        for connector in handle._connectors:  # noqa: SLF001 - same package; first that speaks wins
+        for connector in handle._connectors:
             try:
                 with anyio.fail_after(connect_timeout_s):
                     async with connector.open() as conn:
                         listings[handle.name] = await conn.list_tools()
                 break
-            except (PortcullisError, Exception):  # noqa: BLE001 - reported per tool below
-                continue
+            except Exception as exc:  # reported per tool as "service unreachable"
+                log.warning("pin: could not list service", extra={"fields": {
+                    "service": handle.name, "via": type(connector).__name__, "error": type(exc).__name__}})
     rows = []
     for loaded in sorted(deployment.manifests, key=lambda m: m.exposed_name):
         service = loaded.manifest.service

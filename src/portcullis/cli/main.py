@@ -14,8 +14,8 @@ from rich.table import Table
 from portcullis import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigDir = Annotated[Path | None, typer.Option("--config", "-c", help="Deployment directory (default: the "
                                                 "bundled demo).", file_okay=False)]
@@ -26,7 +26,7 @@ def demo_deployment() -> Path:
     return Path(str(resources.files("portcullis.demo").joinpath("deployment")))
 
 
-def _load(config: Path | None):  # noqa: ANN202 - returns Deployment; imported lazily for fast --help
+def _load(config: Path | None):
     from portcullis.config.loader import load_deployment
     from portcullis.errors import ConfigError
 

@@ -9,7 +9,7 @@ keeps them in step.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,7 +24,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
 
-class Classification(str, Enum):
+class Classification(StrEnum):
     """Data classification of a tool's inputs or outputs, least to most sensitive."""
 
     PUBLIC = "Public"
@@ -33,7 +33,7 @@ class Classification(str, Enum):
     RESTRICTED = "Restricted"
 
 
-class Risk(str, Enum):
+class Risk(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
@@ -149,10 +149,10 @@ class ToolAnnotations(_Model):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     title: str | None = None
-    readOnlyHint: bool | None = None  # noqa: N815 - MCP wire names
-    destructiveHint: bool | None = None  # noqa: N815
-    idempotentHint: bool | None = None  # noqa: N815
-    openWorldHint: bool | None = None  # noqa: N815
+    readOnlyHint: bool | None = None
+    destructiveHint: bool | None = None
+    idempotentHint: bool | None = None
+    openWorldHint: bool | None = None
 
 
 class ToolManifest(_Model):

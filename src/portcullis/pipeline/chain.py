@@ -22,7 +22,7 @@ def build_pipeline(catalog: Catalog, upstreams: UpstreamRegistry, *, default_tim
     stages: Sequence[Stage] = (
         # record: outermost, so that exactly one line is written per call, even when a later
         # stage rejects the call or crashes.
-        access_log.stage,
+        access_log.make_stage(catalog),
         # route: before validate, because the schema to validate against is the manifest's;
         # unknown, unpinned and quarantined tools all fail here identically.
         route.make_stage(catalog),

@@ -24,8 +24,8 @@ from portcullis.errors import (
     BodyTooLarge,
     InvalidParams,
     InvalidRequest,
-    MissingSession,
     MethodNotAllowed,
+    MissingSession,
     NotAcceptable,
     PortcullisError,
     UnsupportedMediaType,
@@ -33,7 +33,14 @@ from portcullis.errors import (
 )
 from portcullis.transport.jsonrpc import loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
-from portcullis.transport.protocol import Dispatcher, Request, check_modern, initialize_result, is_modern, negotiate
+from portcullis.transport.protocol import (
+    Dispatcher,
+    Request,
+    check_modern,
+    initialize_result,
+    is_modern,
+    negotiate,
+)
 from portcullis.transport.session_token import SessionSealer
 
 log = logging.getLogger("portcullis.transport")

@@ -12,9 +12,9 @@ import logging
 import os
 import shutil
 import sys
-from pathlib import Path
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio

@@ -10,13 +10,21 @@ from __future__ import annotations
 import logging
 import time
 
+from portcullis.catalog import Catalog
 from portcullis.errors import PortcullisError, RpcError
-from portcullis.pipeline.context import CallContext, CallResult, Handler
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 
 log = logging.getLogger("portcullis.access")
 
 
-async def stage(ctx: CallContext, call_next: Handler) -> CallResult:
+def make_stage(catalog: Catalog) -> Stage:
+    async def access_log(ctx: CallContext, call_next: Handler) -> CallResult:
+        return await _record(catalog, ctx, call_next)
+
+    return access_log
+
+
+async def _record(catalog: Catalog, ctx: CallContext, call_next: Handler) -> CallResult:
     outcome, code, detail = "error", None, ""
     try:
         result = await call_next(ctx)
@@ -31,12 +39,12 @@ async def stage(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, detail = "crash", type(exc).__name__
         raise
     finally:
-        route = ctx.route
+        route = catalog.lookup(ctx.tool_name)  # the context we hold predates the route stage
         log.info("tools/call", extra={"fields": {
             "request_id": ctx.request_id,
             "jsonrpc_id": ctx.jsonrpc_id,
             "protocol_version": ctx.protocol_version,
-            "tool": route.exposed_name if route else None,
+            "tool": ctx.tool_name[:128],
             "service": route.service if route else None,
             "outcome": outcome,
             "error_code": code,

@@ -1,0 +1,101 @@
+"""Demo analytics service: read-only revenue aggregates over a bundled CSV.
+
+Run it with ``python -m portcullis.demo.services.analytics``; it speaks MCP over stdio. The rows
+come from ``demo/data/revenue.csv`` (month, region, product, revenue_cents, orders).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from functools import cache
+from importlib import resources
+from typing import NamedTuple
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel
+
+REGIONS = ("emea", "amer", "apac")
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+
+server = MCPServer(name="analytics", instructions="Demo analytics service: revenue summaries.")
+
+
+class _Row(NamedTuple):
+    month: str
+    region: str
+    product: str
+    revenue_cents: int
+    orders: int
+
+
+class RegionTotal(BaseModel):
+    """Revenue and order count of one region within the filtered rows."""
+
+    region: str
+    revenue_cents: int
+    orders: int
+
+
+class RevenueSummary(BaseModel):
+    """An aggregate over the rows that match every given filter."""
+
+    total_revenue_cents: int
+    orders: int
+    row_count: int
+    by_region: list[RegionTotal]
+
+
+@cache
+def _rows() -> tuple[_Row, ...]:
+    text = (resources.files("portcullis.demo") / "data" / "revenue.csv").read_text(encoding="utf-8")
+    return tuple(
+        _Row(r["month"], r["region"], r["product"], int(r["revenue_cents"]), int(r["orders"]))
+        for r in csv.DictReader(io.StringIO(text))
+    )
+
+
+@server.tool(
+    annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False),
+)
+def summarize_revenue(
+    region: str | None = None, month: str | None = None, product: str | None = None
+) -> RevenueSummary:
+    """Total revenue and orders with a per-region breakdown, optionally filtered by region, month, product."""
+    if region is not None and region not in REGIONS:
+        raise ToolError("region must be one of: emea, amer, apac")
+    if month is not None and not _MONTH.fullmatch(month):
+        raise ToolError("month must look like YYYY-MM")
+    rows = [
+        row
+        for row in _rows()
+        if (region is None or row.region == region)
+        and (month is None or row.month == month)
+        and (product is None or row.product == product)
+    ]
+    by_region = [
+        RegionTotal(
+            region=name,
+            revenue_cents=sum(r.revenue_cents for r in rows if r.region == name),
+            orders=sum(r.orders for r in rows if r.region == name),
+        )
+        for name in sorted({r.region for r in rows})
+    ]
+    return RevenueSummary(
+        total_revenue_cents=sum(r.revenue_cents for r in rows),
+        orders=sum(r.orders for r in rows),
+        row_count=len(rows),
+        by_region=by_region,
+    )
+
+
+def main() -> None:
+    """Serve over stdio."""
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

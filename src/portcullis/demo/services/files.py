@@ -1,0 +1,215 @@
+"""Demo file service: read-only access to one directory tree, done carefully.
+
+Run it with ``python -m portcullis.demo.services.files``; it speaks MCP over stdio. The root is
+``$PORTCULLIS_DEMO_FILES_ROOT`` when set, else the bundled ``demo/data/files``. A path is a
+relative, '/'-separated name under the root. Refused: control or format characters, absolute
+paths, '~', drive letters and backslashes, '..' components, anything that resolves outside the
+root, symbolic links anywhere along the way, non-regular files and files over 256 KiB. The final
+open walks the tree one component at a time with ``O_NOFOLLOW`` relative to the parent's
+descriptor, so a link swapped in after the checks is still refused. Error messages are fixed
+short strings that never reveal where the root is.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel
+
+ROOT_ENV = "PORTCULLIS_DEMO_FILES_ROOT"
+MAX_PATH_CHARS = 1024
+MAX_READ_BYTES = 256 * 1024
+MAX_ENTRIES = 1000
+_DRIVE = re.compile(r"[A-Za-z]:")
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SUPPORTED = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+server = MCPServer(name="files", instructions="Demo file service: read-only access to a shared folder.")
+
+
+class FileContent(BaseModel):
+    """The text of one file."""
+
+    path: str
+    size: int
+    content: str
+
+
+class DirEntry(BaseModel):
+    """One entry of a directory listing (symbolic links are never listed)."""
+
+    name: str
+    type: Literal["file", "dir"]
+    size: int | None
+
+
+class DirListing(BaseModel):
+    """The entries of one directory, sorted by name."""
+
+    path: str
+    entries: list[DirEntry]
+    truncated: bool
+
+
+def _root() -> Path:
+    configured = os.environ.get(ROOT_ENV)
+    base = Path(configured) if configured else Path(str(resources.files("portcullis.demo") / "data" / "files"))
+    try:
+        root = base.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ToolError("file root unavailable") from None
+    if not root.is_dir():
+        raise ToolError("file root unavailable")
+    return root
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    """Split a caller's path into safe components, or refuse it."""
+    if not path:
+        raise ToolError("path must not be empty")
+    if len(path) > MAX_PATH_CHARS:
+        raise ToolError("path too long")
+    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in path):
+        raise ToolError("invalid characters in path")
+    if "\\" in path:
+        raise ToolError("backslashes are not allowed")
+    if path.startswith("/"):
+        raise ToolError("absolute paths are not allowed")
+    if path.startswith("~"):
+        raise ToolError("home-relative paths are not allowed")
+    if _DRIVE.match(path):
+        raise ToolError("drive letters are not allowed")
+    parts = tuple(part for part in path.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise ToolError("path outside the allowed root")
+    return parts
+
+
+def _check_inside(root: Path, parts: tuple[str, ...]) -> None:
+    """Refuse a path that does not exist or resolves to somewhere outside the root."""
+    try:
+        resolved = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ToolError("not found") from None
+    if not resolved.is_relative_to(root):
+        raise ToolError("path outside the allowed root")
+
+
+def _refusal(exc: OSError) -> ToolError:
+    if exc.errno in (errno.ELOOP, errno.EMLINK):
+        return ToolError("symbolic links are not allowed")
+    if exc.errno == errno.ENOENT:
+        return ToolError("not found")
+    if exc.errno == errno.ENOTDIR:
+        return ToolError("not a directory")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ToolError("permission denied")
+    return ToolError("cannot open path")
+
+
+def _open_at(name: str, flags: int, dir_fd: int) -> int:
+    """Open one component relative to its parent, refusing a symbolic link."""
+    try:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise ToolError("symbolic links are not allowed")
+        return os.open(name, flags | _NOFOLLOW, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _refusal(exc) from None
+
+
+@contextmanager
+def _walk(root: Path, parts: tuple[str, ...]) -> Iterator[int]:
+    """Yield a descriptor of the directory ``root/parts``, reached without following any link."""
+    if not _SUPPORTED:
+        raise ToolError("unsupported platform")
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        raise ToolError("file root unavailable") from None
+    try:
+        for name in parts:
+            child = _open_at(name, _DIR_FLAGS, fd)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@server.tool(annotations=READ_ONLY)
+def read_file(path: str) -> FileContent:
+    """Read a UTF-8 text file (at most 256 KiB) by its path relative to the shared folder."""
+    parts = _parts(path)
+    root = _root()
+    _check_inside(root, parts)
+    if not parts:
+        raise ToolError("not a regular file")
+    with _walk(root, parts[:-1]) as parent:
+        fd = _open_at(parts[-1], _FILE_FLAGS, parent)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError("not a regular file")
+        if info.st_size > MAX_READ_BYTES:
+            raise ToolError("file too large")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_READ_BYTES + 1)
+    if len(data) > MAX_READ_BYTES:
+        raise ToolError("file too large")
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise ToolError("file is not valid UTF-8 text") from None
+    return FileContent(path="/".join(parts), size=len(data), content=text)
+
+
+@server.tool(annotations=READ_ONLY)
+def list_dir(path: str = ".") -> DirListing:
+    """List a directory of the shared folder ('.' is the top): names, types and file sizes."""
+    parts = _parts(path)
+    root = _root()
+    _check_inside(root, parts)
+    entries: list[DirEntry] = []
+    with _walk(root, parts) as fd, os.scandir(fd) as scan:
+        for entry in scan:
+            try:
+                entry.name.encode("utf-8")
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    entries.append(DirEntry(name=entry.name, type="dir", size=None))
+                elif entry.is_file(follow_symlinks=False):
+                    size = entry.stat(follow_symlinks=False).st_size
+                    entries.append(DirEntry(name=entry.name, type="file", size=size))
+            except (OSError, UnicodeEncodeError):
+                continue
+    entries.sort(key=lambda e: e.name)
+    return DirListing(path="/".join(parts) or ".", entries=entries[:MAX_ENTRIES], truncated=len(entries) > MAX_ENTRIES)
+
+
+def main() -> None:
+    """Serve over stdio."""
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A stdio MCP service for failure tests: slow, hanging, crashing and shape-shifting tools.
+
+The description of ``echo`` comes from the environment (``FLAKY_ECHO_DESCRIPTION``) so a test
+can restart the service with a changed definition, as a rug pull would.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from mcp.server import MCPServer
+
+server = MCPServer("flaky")
+
+
+@server.tool(description=os.environ.get("FLAKY_ECHO_DESCRIPTION", "Echo the text back."))
+def echo(text: str) -> str:
+    return text
+
+
+@server.tool(description="Sleep for the given seconds, then answer.")
+async def sleep(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "slept"
+
+
+@server.tool(description="The service's process id.")
+def pid() -> int:
+    return os.getpid()
+
+
+@server.tool(description="The names of the environment variables the service sees.")
+def env_names() -> list[str]:
+    return sorted(os.environ)
+
+
+@server.tool(description="A tool no manifest declares.")
+def unmanifested() -> str:
+    return "should never be reachable"
+
+
+if __name__ == "__main__":
+    server.run()

@@ -1,0 +1,110 @@
+"""Shared helpers for end-to-end tests: deployments on disk and gateway processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "src" / "portcullis" / "demo" / "deployment"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def copy_demo(target: Path) -> Path:
+    shutil.copytree(DEMO, target)
+    return target
+
+
+def write_deployment(root: Path, gateway: Mapping[str, Any], manifests: list[Mapping[str, Any]]) -> Path:
+    """Write gateway.yaml and tools/<service>/<name>.yml."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "gateway.yaml").write_text(yaml.safe_dump(dict(gateway), sort_keys=False))
+    for manifest in manifests:
+        path = root / "tools" / manifest["service"] / f"{manifest['name']}.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(dict(manifest), sort_keys=False))
+    return root
+
+
+def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A manifest whose schemas are the live tool's own (wire-format dict)."""
+    manifest: dict[str, Any] = {
+        "name": tool["name"], "service": service, "owner": "tests@example.com",
+        "description": tool.get("description") or tool["name"], "risk": "low",
+        "classification": {"input": "Internal", "output": "Internal"},
+        "input_schema": tool["inputSchema"],
+    }
+    if tool.get("outputSchema"):
+        manifest["output_schema"] = tool["outputSchema"]
+    manifest.update(overrides)
+    return manifest
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "portcullis", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+class GatewayProcess:
+    """``portcullis serve`` as a child process, ready when /healthz answers 200."""
+
+    def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._log = config.parent / f"gateway-{self.port}.log"
+        self._out = open(self._log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port)],
+            stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def wait_ready(self, timeout: float = 30.0, *, require_ready: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log()}")
+            try:
+                status = httpx2.get(f"{self.base}/healthz", timeout=1).status_code
+                if status == 200 or (not require_ready and status == 503):
+                    return
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"gateway not ready:\n{self.log()}")
+
+    def log(self) -> str:
+        self._out.flush()
+        return self._log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+    def __enter__(self) -> GatewayProcess:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,83 @@
+"""The official MCP SDK client through a real gateway process to the real demo services."""
+
+from __future__ import annotations
+
+import pytest
+from mcp import Client, MCPError
+
+from tests.e2e.harness import GatewayProcess
+
+MODES = ["auto", "legacy", "2026-07-28"]
+EXPECTED_ERA = {"auto": "2026-07-28", "legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
+DEMO_TOOLS = ["analytics.summarize_revenue", "billing.get_invoice", "billing.process_refund",
+              "files.list_dir", "files.read_file"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_client_lists_exactly_the_manifest_tools(demo_gateway: GatewayProcess, mode: str) -> None:
+    """Every client mode negotiates its era and sees the five namespaced manifest tools."""
+    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+        assert client.protocol_version == EXPECTED_ERA[mode]
+        tools = (await client.list_tools()).tools
+    assert [t.name for t in tools] == DEMO_TOOLS
+    refund = next(t for t in tools if t.name == "billing.process_refund")
+    assert refund.input_schema["additionalProperties"] is False  # the manifest's schema, not the upstream's
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_read_only_and_side_effecting_calls_succeed(demo_gateway: GatewayProcess, mode: str) -> None:
+    """get_invoice, process_refund, summarize_revenue and list_dir work in every era."""
+    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+        invoice = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1001"})
+        refund = await client.call_tool("billing.process_refund", {
+            "order_id": "ORD-20001", "amount": 80, "currency": "USD", "reason": "damaged"})
+        revenue = await client.call_tool("analytics.summarize_revenue", {})
+        listing = await client.call_tool("files.list_dir", {"path": "."})
+    assert not invoice.is_error and invoice.structured_content["invoice_id"] == "INV-1001"
+    assert not refund.is_error and refund.structured_content["status"] == "processed"
+    assert not revenue.is_error and revenue.structured_content["row_count"] > 0
+    assert not listing.is_error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_arguments_outside_the_manifest_schema_never_reach_the_service(
+        demo_gateway: GatewayProcess, mode: str) -> None:
+    """A negative amount and a lowercase currency are refused with the failing paths and rules."""
+    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("billing.process_refund", {
+                "order_id": "ORD-20001", "amount": -5, "currency": "usd", "reason": "x"})
+    assert caught.value.code == -32602
+    assert caught.value.error.data == {"errors": [{"path": "/amount", "rule": "exclusiveMinimum"},
+                                                  {"path": "/currency", "rule": "pattern"}]}
+    assert "-5" not in caught.value.error.message
+
+
+@pytest.mark.parametrize("name", [
+    "billing.nope", "process_refund", "BILLING.process_refund", "billing.process_refund ",
+    "billing.process\u200b_refund", "billing.proc\u0435ss_refund", "bil\uff4cing.process_refund", "",
+    "billing.unmanifested",
+])
+async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: GatewayProcess, name: str) -> None:
+    """Unknown names, case changes, trailing spaces, zero-width and homoglyph names fail identically."""
+    async with Client(demo_gateway.url, cache=None) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool(name, {"order_id": "ORD-20001", "amount": 1, "currency": "USD", "reason": "r"})
+    assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
+
+
+async def test_path_escape_is_a_tool_error_without_content(demo_gateway: GatewayProcess) -> None:
+    """The files service refuses ../ escapes and the caller sees a tool error, no file content."""
+    async with Client(demo_gateway.url, cache=None) as client:
+        result = await client.call_tool("files.read_file", {"path": "../../../../etc/passwd"})
+    assert result.is_error
+    assert "root:" not in result.content[0].text
+
+
+async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayProcess) -> None:
+    """The result's _meta carries the gateway's serverInfo only, never the upstream's (P1)."""
+    async with Client(demo_gateway.url, cache=None, mode="2026-07-28") as client:
+        result = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1001"})
+    meta = result.meta or {}
+    assert meta.get("io.modelcontextprotocol/serverInfo", {}).get("name") == "portcullis"
+    assert "billing" not in str(meta)
