@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 from portcullis.config.loader import Deployment, LoadedManifest
 from portcullis.pinning import definition_hash
@@ -36,7 +38,7 @@ class Route:
     service: str
     upstream_name: str
     manifest: LoadedManifest
-    validator: Draft202012Validator
+    validator: Validator
     wire: Mapping[str, Any]  # the tool as tools/list shows it
     timeout_s: float | None
 
@@ -55,11 +57,12 @@ class Catalog:
 
     def __init__(self, deployment: Deployment) -> None:
         self._by_service: dict[str, list[LoadedManifest]] = {}
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Validator] = {}
         self._timeouts = {name: svc.timeout_s for name, svc in deployment.gateway.services.items()}
         for loaded in deployment.manifests:
             self._by_service.setdefault(loaded.manifest.service, []).append(loaded)
-            self._validators[loaded.exposed_name] = Draft202012Validator(loaded.manifest.input_schema)
+            schema = loaded.manifest.input_schema  # its own $schema dialect, 2020-12 by default
+            self._validators[loaded.exposed_name] = validator_for(schema, default=Draft202012Validator)(schema)
         self._status: dict[str, ToolStatus] = {
             m.exposed_name: ToolStatus(m.exposed_name, m.manifest.service, "pending", "service not listed yet", None)
             for m in deployment.manifests
