@@ -1,0 +1,36 @@
+# Portcullis — two commands on a fresh Debian machine with Python 3.11:
+#   make run    install what is needed, then start the gateway on its embedded default
+#   make test   install what is needed, then run the whole suite (lint, unit, end-to-end, conformance)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/portcullis serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+test: install
+	bash scripts/install-node-tools.sh
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache
