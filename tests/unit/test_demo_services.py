@@ -19,6 +19,7 @@ from mcp.types import CallToolResult, TextContent
 
 from portcullis.config.model import GatewayConfig, ToolManifest
 from portcullis.demo.services import analytics, billing, files
+from portcullis.pinning import definition_hash
 
 SECRET = "TOPSECRET-d3m0"
 DEPLOYMENT = Path(str(resources.files("portcullis.demo") / "deployment"))
@@ -334,7 +335,6 @@ async def test_manifest_matches_service_and_accepts_legitimate_calls(
     monkeypatch.delenv(files.ROOT_ENV, raising=False)
     monkeypatch.setenv(billing.STATE_DIR_ENV, str(tmp_path))
     manifest = ToolManifest.model_validate(yaml.safe_load(manifest_path.read_text(encoding="utf-8")))
-    assert manifest.pin is None
     assert (manifest_path.parent.name, manifest_path.stem) == (manifest.service, manifest.name)
     service = _gateway().services[manifest.service]
     server = importlib.import_module(str(service.module)).server
@@ -342,6 +342,8 @@ async def test_manifest_matches_service_and_accepts_legitimate_calls(
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert manifest.name in tools
         tool = tools[manifest.name]
+        live = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+        assert manifest.pin == definition_hash(live), "demo service changed: review it, then `portcullis pin`"
         assert tool.annotations is not None
         live = tool.annotations.model_dump(by_alias=True, exclude_none=True)
         assert manifest.annotations.model_dump(exclude_none=True) == live

@@ -1,0 +1,283 @@
+"""Load and lint a deployment directory.
+
+::
+
+    gateway.yaml                 listeners, services, limits
+    tools/<domain>/<tool>.yml    one manifest per tool (.yaml also accepted)
+    policy/*.rego                optional custom rules (not evaluated yet)
+    policy/data_class.yml        classification scheme (free-form for now)
+
+Contract: :func:`lint_deployment` returns every problem, each with its file and line;
+:func:`load_deployment` raises one :class:`~portcullis.errors.ConfigError` carrying every
+error-severity problem (warnings never raise) or returns a frozen :class:`Deployment`. The checks,
+in order: (1) walk the directory, refusing symlinks that leave it (they are never read);
+(2) scan every file for well-known secret formats; (3) gateway.yaml: YAML, schema, literal
+secrets, ``sessions.key_ref``; (4) each manifest: YAML, schema, JSON Schema 2020-12 of its
+schemas; (5) across files: unknown services, duplicate tools, exposed-name collisions (also after
+NFKC + casefold), names that differ from the file stem, missing pins. Messages never quote a value
+that might be a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ValidationError
+
+from portcullis.config.model import PIN_PATTERN, GatewayConfig, ToolManifest, exposed_name
+from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
+from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
+from portcullis.errors import ConfigError, Problem
+
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+_MANIFEST_SUFFIXES = (".yml", ".yaml")
+_M = TypeVar("_M", bound=BaseModel)
+_UNPINNED = "not pinned: the tool will not be served until `portcullis pin` records its hash"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedManifest:
+    path: Path  # the manifest file
+    domain: str  # the directory name under tools/
+    manifest: ToolManifest
+    exposed_name: str  # config.model.exposed_name(service, service_cfg.tool_prefix, manifest.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    root: Path
+    gateway: GatewayConfig
+    manifests: tuple[LoadedManifest, ...]
+
+
+def load_deployment(root: Path) -> Deployment:
+    """The validated deployment at ``root``; ConfigError with every error if there is any."""
+    problems, deployment = _check(Path(root))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or deployment is None:
+        raise ConfigError(_sorted(errors) or [Problem(Path(root), None, "invalid deployment")])
+    return deployment
+
+
+def lint_deployment(root: Path) -> list[Problem]:
+    """Every problem at ``root``, errors and warnings, sorted by path then line."""
+    return _sorted(_check(Path(root))[0])
+
+
+def write_pin(manifest_path: Path, pin: str) -> None:
+    """Set or replace the top-level ``pin:`` of one manifest, leaving every other byte as it was."""
+    if not re.fullmatch(PIN_PATTERN, pin):
+        raise ConfigError([Problem(manifest_path, None, "pin must look like sha256:<64 hex digits>")])
+    try:
+        text = set_top_level_scalar(manifest_path.read_bytes(), "pin", pin)
+    except YamlError as exc:
+        raise ConfigError([Problem(manifest_path, exc.line, exc.message)]) from None
+    atomic_write_text(manifest_path, text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() and not path.is_symlink() else 0o644
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+class _Problems(list[Problem]):
+    def error(self, path: Path, line: int | None, message: str) -> None:
+        self.append(Problem(path, line, message))
+
+    def warning(self, path: Path, line: int | None, message: str) -> None:
+        self.append(Problem(path, line, message, "warning"))
+
+
+_Checked = tuple[Path, str, YamlDocument, ToolManifest]
+
+
+def _check(root: Path) -> tuple[list[Problem], Deployment | None]:
+    report = _Problems()
+    if not root.is_dir():
+        report.error(root, None, "not a directory")
+        return report, None
+    files = _walk(root, report)  # 1
+    texts: dict[Path, bytes] = {}
+    for rel, real in files.items():
+        if (data := _read(root / rel, real, report)) is not None:
+            texts[rel] = data
+            for line, kind in find_known_secrets(data.decode("utf-8", errors="replace")):  # 2
+                report.error(root / rel, line, f"literal secret ({kind}): use a secret:// reference")
+    gateway = _check_gateway(root, texts, report)  # 3
+    manifests: list[_Checked] = []
+    for rel in sorted(files):
+        if rel.parts[0] == "tools" and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
+            if rel in texts and (checked := _check_manifest(root / rel, texts[rel], report)):  # 4
+                manifests.append((root / rel, rel.parts[1], *checked))
+        elif rel.parts[0] == "tools":
+            report.warning(root / rel, None, "not a manifest at tools/<domain>/<tool>.yml: ignored")
+        elif rel == Path("policy", "data_class.yml") and rel in texts:
+            _parse(root / rel, texts[rel], report, mapping=False)  # free-form for now: YAML only
+    loaded = _cross_check(gateway, manifests, report)  # 5
+    return report, None if gateway is None else Deployment(root, gateway, tuple(loaded))
+
+
+def _walk(root: Path, report: _Problems) -> dict[Path, Path]:
+    """Relative path → real path of every file to read; symlinks leaving ``root`` are errors."""
+    real_root = root.resolve()
+    files: dict[Path, Path] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git and friends
+        for name in [*dirs, *names]:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                if name in names:
+                    files[path.relative_to(root)] = path
+                continue
+            target = Path(os.path.realpath(path))
+            if target != real_root and real_root not in target.parents:
+                report.error(path, None, "symlink points outside the deployment directory: not read")
+            elif target.is_dir():
+                report.warning(path, None, "symlinked directory not followed")
+            elif name in names:
+                files[path.relative_to(root)] = target
+    return files
+
+
+def _read(path: Path, real: Path, report: _Problems) -> bytes | None:
+    """At most MAX_BYTES + 1 bytes of a regular file, refusing a last-moment symlink or FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        with os.fdopen(os.open(real, flags), "rb") as handle:
+            if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return handle.read(MAX_BYTES + 1)
+        report.warning(path, None, "not a regular file: ignored")
+    except OSError:
+        report.error(path, None, "cannot be read")
+    return None
+
+
+def _parse(path: Path, data: bytes, report: _Problems, *, mapping: bool = True) -> YamlDocument | None:
+    """The document if it is YAML (with a mapping at the top); otherwise None and a problem."""
+    try:
+        doc = load_yaml(data)
+    except YamlError as exc:
+        report.error(path, exc.line, exc.message)
+        return None
+    if mapping and not isinstance(doc.value, dict):
+        report.error(path, 1, "expected a mapping at the top level")
+        return None
+    return doc
+
+
+def _validate(model: type[_M], path: Path, doc: YamlDocument, report: _Problems) -> _M | None:
+    try:
+        return model.model_validate(doc.value)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = _present(doc.value, error["loc"], keep_last=error["type"] == "missing")
+            prefix = ".".join(str(part) for part in loc)
+            report.error(path, doc.line_of(loc), f"{prefix}: {error['msg']}" if prefix else error["msg"])
+        return None
+
+
+def _present(data: Any, loc: tuple[Any, ...], *, keep_last: bool) -> tuple[str | int, ...]:
+    """``loc`` without pydantic's union tags and markers: only the parts that exist in ``data``."""
+    shown: list[str | int] = []
+    for index, part in enumerate(loc):
+        if isinstance(data, dict) and isinstance(part, str) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (keep_last and index == len(loc) - 1):
+            continue
+        shown.append(part)
+    return tuple(shown)
+
+
+def _check_gateway(root: Path, texts: dict[Path, bytes], report: _Problems) -> GatewayConfig | None:
+    path = root / "gateway.yaml"
+    if Path("gateway.yaml") not in texts:
+        if not any(p.path == path and p.severity == "error" for p in report):
+            report.error(path, None, "missing: a deployment needs a gateway.yaml")
+        return None
+    if (doc := _parse(path, texts[Path("gateway.yaml")], report)) is None:
+        return None
+    for loc in literal_secret_locs(doc.value):
+        dotted = ".".join(str(part) for part in loc)
+        report.error(path, doc.line_of(loc), f"{dotted}: literal secret: use a secret:// reference")
+    sessions = doc.value.get("sessions")
+    key_ref = sessions.get("key_ref") if isinstance(sessions, dict) else None
+    if isinstance(key_ref, str) and not is_reference(key_ref):
+        line = doc.line_of(("sessions", "key_ref"))
+        report.error(path, line, "sessions.key_ref: must be a secret:// reference")
+    return _validate(GatewayConfig, path, doc, report)
+
+
+def _check_manifest(path: Path, data: bytes, report: _Problems) -> tuple[YamlDocument, ToolManifest] | None:
+    if (doc := _parse(path, data, report)) is None:
+        return None
+    for field in ("input_schema", "output_schema"):
+        if isinstance(schema := doc.value.get(field), dict):
+            for error in _META.iter_errors(schema):
+                why = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+                line = doc.line_of((field, *error.absolute_path))
+                report.error(path, line, f"{field}: not a valid JSON Schema 2020-12: {why}")
+    manifest = _validate(ToolManifest, path, doc, report)
+    return None if manifest is None else (doc, manifest)
+
+
+def _cross_check(gateway: GatewayConfig | None, manifests: list[_Checked], report: _Problems) -> list[LoadedManifest]:
+    loaded: list[LoadedManifest] = []
+    tools: dict[tuple[str, str], Path] = {}
+    exposed: dict[str, tuple[str, Path]] = {}  # NFKC + casefold of an exposed name -> (name, file)
+    for path, domain, doc, manifest in manifests:
+        name, name_line = manifest.name, doc.line_of(("name",))
+        if path.stem != name:
+            report.warning(path, name_line, f"name {name!r} differs from the file name {path.stem!r}")
+        if manifest.pin is None:
+            report.warning(path, 1, _UNPINNED)
+        if gateway is None:
+            continue
+        if (service := gateway.services.get(manifest.service)) is None:
+            line = doc.line_of(("service",))
+            report.error(path, line, f"service {manifest.service!r} is not declared in gateway.yaml")
+            continue
+        if (key := (manifest.service, name)) in tools:
+            where = tools[key]
+            report.error(path, name_line, f"tool {name!r} of {manifest.service!r} is also defined in {where}")
+            continue
+        tools[key] = path
+        public = exposed_name(manifest.service, service.tool_prefix, name)
+        folded = unicodedata.normalize("NFKC", public).casefold()
+        if folded in exposed:
+            other, where = exposed[folded]
+            how = "collides with" if other == public else "looks like"
+            report.error(path, name_line, f"exposed name {public!r} {how} {other!r} from {where}")
+            continue
+        exposed[folded] = (public, path)
+        loaded.append(LoadedManifest(path, domain, manifest, public))
+    return loaded
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (str(p.path), p.line or 0))

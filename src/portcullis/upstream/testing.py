@@ -1,0 +1,69 @@
+"""Test doubles for the upstream seam, for Portcullis's tests and for users' own.
+
+:class:`FakeConnector` serves a fixed tool list from plain Python callables, and can be told to
+fail its next ``open`` or to drop the live connection, so supervisor and pipeline behaviour can
+be tested without processes or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from portcullis.errors import UpstreamUnavailable
+
+ToolFn = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class FakeConnection:
+    def __init__(self, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn]) -> None:
+        self.tools = tools
+        self._handlers = handlers
+        self._closed = anyio.Event()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self.tools]
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
+                        request_id: str) -> dict[str, Any]:
+        if self._closed.is_set():
+            raise UpstreamUnavailable(detail="fake connection closed")
+        self.calls.append((name, dict(arguments)))
+        return await self._handlers[name](arguments)
+
+    async def ping(self, *, timeout_s: float) -> None:
+        if self._closed.is_set():
+            raise UpstreamUnavailable(detail="fake connection closed")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def drop(self) -> None:
+        """Simulate the service dying."""
+        self._closed.set()
+
+
+class FakeConnector:
+    def __init__(self, name: str, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn]) -> None:
+        self.name = name
+        self.tools = tools
+        self._handlers = handlers
+        self.fail_next_opens = 0
+        self.opens = 0
+        self.current: FakeConnection | None = None
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[FakeConnection]:
+        self.opens += 1
+        if self.fail_next_opens > 0:
+            self.fail_next_opens -= 1
+            raise UpstreamUnavailable(detail="fake open failure")
+        self.current = FakeConnection(self.tools, self._handlers)
+        try:
+            yield self.current
+        finally:
+            self.current = None
