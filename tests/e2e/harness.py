@@ -69,7 +69,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.base = f"http://127.0.0.1:{self.port}"
         self._log = config.parent / f"gateway-{self.port}.log"
-        self._out = open(self._log, "w")  # noqa: SIM115 - closed in stop()
+        self._out = open(self._log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port)],
             stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

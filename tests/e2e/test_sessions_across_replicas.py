@@ -84,7 +84,8 @@ async def test_a_replica_with_another_key_does_not_know_the_session(
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         init = httpx2.post(replicas[0].url, headers=headers, json={
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}})
         session = init.headers["mcp-session-id"]
         same_key = httpx2.post(replicas[1].url, headers={**headers, "Mcp-Session-Id": session},
                                json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
