@@ -124,9 +124,10 @@ def test_legacy_session_round_trip_over_raw_http(http: httpx2.Client) -> None:
     assert note.status_code == 202
     listed = http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     assert len(listed.json()["result"]["tools"]) == 5
-    wrong_version = http.post("/mcp", headers={**headers, "MCP-Protocol-Version": "2025-11-25"},
-                              json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
-    assert wrong_version.status_code == 400
+    unknown_version = http.post("/mcp", headers={**headers, "MCP-Protocol-Version": "2024-01-01"},
+                                json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    assert unknown_version.status_code == 400
+    assert unknown_version.json()["error"]["code"] == -32022
 
 
 def test_modern_unicode_tool_name_uses_the_base64_sentinel(http: httpx2.Client) -> None:

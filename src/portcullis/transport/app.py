@@ -23,7 +23,6 @@ import anyio
 from portcullis.errors import (
     BodyTooLarge,
     InvalidParams,
-    InvalidRequest,
     MethodNotAllowed,
     MissingSession,
     NotAcceptable,
@@ -176,8 +175,8 @@ class GatewayApp:
         if session_id is None:
             raise MissingSession
         session = self._sealer.open(session_id)
-        if version is not None and version != session.protocol_version:
-            raise InvalidRequest("Bad Request: MCP-Protocol-Version does not match the session")
+        # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
+        # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
         return Request(message, session.protocol_version, False, headers), []
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
