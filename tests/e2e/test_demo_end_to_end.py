@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 from mcp import Client, MCPError
 
@@ -81,3 +84,26 @@ async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayPro
     meta = result.meta or {}
     assert meta.get("io.modelcontextprotocol/serverInfo", {}).get("name") == "portcullis"
     assert "billing" not in str(meta)
+
+
+async def test_every_call_writes_one_structured_log_line(demo_gateway: GatewayProcess) -> None:
+    """Allowed, refused and unknown calls each leave exactly one JSON access line with id and outcome."""
+    marker = "INV-1004"
+    async with Client(demo_gateway.url, cache=None) as client:
+        await client.call_tool("billing.get_invoice", {"invoice_id": marker})
+        with pytest.raises(MCPError):
+            await client.call_tool("billing.get_invoice", {"invoice_id": "nope"})
+        with pytest.raises(MCPError):
+            await client.call_tool("billing.missing_tool", {})
+    for _ in range(50):  # the log is written by a background thread
+        lines = [json.loads(line) for line in demo_gateway.log().splitlines() if line.startswith("{")]
+        access = [line for line in lines if line.get("logger") == "portcullis.access"]
+        if len(access) >= 3 and access[-1].get("tool") == "billing.missing_tool":
+            break
+        await asyncio.sleep(0.1)
+    ok, invalid, unknown = access[-3:]
+    assert (ok["tool"], ok["outcome"]) == ("billing.get_invoice", "ok")
+    assert (invalid["outcome"], invalid["error_code"]) == ("InvalidParams", -32602)
+    assert unknown["tool"] == "billing.missing_tool" and unknown["error_code"] == -32602
+    assert all(len(line["request_id"]) == 32 and line["duration_ms"] >= 0 for line in (ok, invalid, unknown))
+    assert len({line["request_id"] for line in (ok, invalid, unknown)}) == 3
