@@ -35,8 +35,9 @@ def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = Tr
         "services": {
             "flaky": {"transport": "stdio", "command": sys.executable, "args": ["-m", "tests.e2e.flaky_service"],
                       "cwd": str(REPO), "timeout_s": 1.5, "env_passthrough": ["FLAKY_ALLOWED"],
-                      "env": child_env or {"EXPLICIT_SETTING": "on"}},
-            "billing": {"transport": "stdio", "module": "portcullis.demo.services.billing"},
+                      "env": child_env or {"EXPLICIT_SETTING": "on"}, "health_interval_s": 0.2},
+            "billing": {"transport": "stdio", "module": "portcullis.demo.services.billing",
+                        "health_interval_s": 0.2},
         },
     }
     manifests = [manifest_from_live("flaky", live[name]) for name in DECLARED]
@@ -67,6 +68,16 @@ async def test_undeclared_upstream_tools_are_not_exposed(gateway: GatewayProcess
     assert names == {"flaky.echo", "flaky.sleep", "flaky.pid", "flaky.env_names", "billing.get_invoice"}
     assert caught.value.error.message == "Unknown tool"
     assert "upstream tool has no manifest" in gateway.log()
+
+
+async def test_healthy_services_keep_their_connection_across_health_checks(gateway: GatewayProcess) -> None:
+    """Health checks valid in every protocol era never tear down a healthy service."""
+    async with Client(gateway.url, cache=None) as client:
+        before = (await client.call_tool("flaky.pid", {})).structured_content["result"]
+        await asyncio.sleep(1.0)  # five health-check intervals
+        after = (await client.call_tool("flaky.pid", {})).structured_content["result"]
+    assert before == after
+    assert "health check failed" not in gateway.log()
 
 
 async def test_stdio_child_sees_only_the_allowed_environment(gateway: GatewayProcess) -> None:

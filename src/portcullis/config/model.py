@@ -85,6 +85,8 @@ class _ServiceBase(_Model):
     )
     timeout_s: float | None = Field(None, gt=0, le=3600, description="Per-call timeout for this service.")
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Time allowed to (re)connect.")
+    health_interval_s: float = Field(5.0, ge=0.05, le=300, description="Seconds between health checks.")
+    refresh_s: float = Field(30.0, ge=0.1, le=86_400, description="Seconds between re-listings (pin re-check).")
 
 
 class StdioService(_ServiceBase):

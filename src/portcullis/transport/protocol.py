@@ -107,7 +107,7 @@ class Dispatcher:
             result = {"tools": list(self._catalog.listing())}
             if req.modern:
                 result.update(ttlMs=0, cacheScope="private")
-        elif method == "ping":
+        elif method == "ping" and not req.modern:  # removed in 2026-07-28
             result = {}
         elif method == "server/discover" and req.modern:
             result = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,

@@ -109,7 +109,7 @@ class _RelayConnection:
         return result
 
     async def ping(self, *, timeout_s: float) -> None:
-        await self.rpc("ping", {}, timeout_s=timeout_s)
+        await self.rpc("server/discover", {}, timeout_s=timeout_s)  # 2026-07-28 has no `ping`
 
     async def wait_closed(self) -> None:
         await self._closed.wait()  # stateless: only a failed health ping ends a relay connection

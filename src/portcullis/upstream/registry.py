@@ -114,7 +114,8 @@ class UpstreamRegistry:
             if isinstance(cfg, HttpService):
                 connectors.append(HttpRelayConnector(name, cfg))
             connectors.append(SdkConnector(name, cfg, environ))
-            handles[name] = ServiceHandle(name, connectors, on_tools, **timing)
+            settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
+            handles[name] = ServiceHandle(name, connectors, on_tools, **settings)
         return cls(handles)
 
     def get(self, name: str) -> ServiceHandle:

@@ -71,7 +71,9 @@ class _SdkConnection:
         return result.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     async def ping(self, *, timeout_s: float) -> None:
-        await self._guard(self._client.session.send_ping(), timeout_s=timeout_s)
+        # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first
+        # page of tools/list is valid in every era and cheap at health-check intervals.
+        await self._guard(self._client.session.list_tools(), timeout_s=timeout_s)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
