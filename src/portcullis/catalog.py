@@ -41,6 +41,7 @@ class Route:
     validator: Validator
     wire: Mapping[str, Any]  # the tool as tools/list shows it
     timeout_s: float | None
+    param_headers: tuple[tuple[str, str], ...] = ()  # (argument, lower-case Mcp-Param-* header name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,5 +132,9 @@ class Catalog:
         annotations = m.annotations.model_dump(exclude_none=True)
         if annotations:
             wire["annotations"] = annotations
+        props = m.input_schema.get("properties")
+        params = tuple((arg, "mcp-param-" + spec["x-mcp-header"].lower())
+                       for arg, spec in (props.items() if isinstance(props, Mapping) else ())
+                       if isinstance(spec, Mapping) and isinstance(spec.get("x-mcp-header"), str))
         return Route(loaded.exposed_name, service, m.name, loaded, self._validators[loaded.exposed_name],
-                     wire, self._timeouts.get(service))
+                     wire, self._timeouts.get(service), params)

@@ -55,7 +55,8 @@ def is_modern(version_header: str | None) -> bool:
 
 
 def decode_header(value: str) -> str:
-    """Undo the ``=?base64?…?=`` sentinel; plain values pass unchanged."""
+    """Strip optional whitespace (RFC 9110 §5.5) and undo the ``=?base64?…?=`` sentinel."""
+    value = value.strip(" \t")
     if value.startswith("=?base64?") and value.endswith("?=") and len(value) >= 11:
         try:
             return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
@@ -86,6 +87,19 @@ def check_modern(req: Request) -> None:
             raise InvalidParams("params._meta is missing the required envelope key(s): " + ", ".join(missing))
         if meta[_META_VERSION] != version:  # type: ignore[index]
             raise HeaderMismatch("MCP-Protocol-Version header does not match params._meta")
+
+
+def check_param_headers(headers: Mapping[str, str], arguments: Mapping[str, Any],
+                        param_headers: tuple[tuple[str, str], ...]) -> None:
+    """Each argument the schema mirrors into an ``Mcp-Param-*`` header must be there and agree."""
+    for arg, header in param_headers:
+        if arg not in arguments:
+            continue
+        value = arguments[arg]
+        expected = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        sent = headers.get(header)
+        if sent is None or decode_header(sent) != expected:
+            raise HeaderMismatch(f"{header} header does not match the request body's '{arg}' argument"[:200])
 
 
 def negotiate(requested: Any) -> str:
@@ -128,6 +142,10 @@ class Dispatcher:
             arguments = {}
         if not isinstance(arguments, dict):
             raise InvalidParams("Invalid params: 'arguments' must be an object")
+        if req.modern:
+            route = self._catalog.lookup(name)
+            if route is not None and route.param_headers:
+                check_param_headers(req.headers, arguments, route.param_headers)
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
                           started_ns=time.perf_counter_ns())
