@@ -1,0 +1,286 @@
+"""Gateway-minted actor tokens: one short-lived signed token per upstream call.
+
+The client's own token never travels past the gateway (MCP "no token passthrough"). Instead the
+forward stage asks :class:`TokenMinter` for a token that is good for exactly one call to exactly
+one service, and the service kit (:mod:`portcullis.service.verify`) checks it.
+
+A token is a compact JWS (RFC 7515) signed with Ed25519 (``EdDSA``, the default) or P-256
+(``ES256``)::
+
+    header  {"alg": "EdDSA", "kid": "<RFC 7638 thumbprint>", "typ": "portcullis-actor+jwt"}
+    claims  {"iss": "portcullis://<gateway>",          who minted it
+             "aud": "portcullis-service:<service>",    the one service that may accept it
+             "sub": "<principal.client_id>",
+             "iat": t, "nbf": t, "exp": t + ttl_s,      ttl_s <= 60
+             "jti": "<128 random bits>",                single use: the service remembers it
+             "req": "<gateway request id>",            joins the service's logs to the audit record
+             "tool": "<exposed tool name>",            as the client named it (billing.get_invoice)
+             "target": "<tool name at the service>",   what the service checks the call against
+             "act": Principal.to_claims()}
+
+``target`` goes beyond a bare actor token: it binds the token to the one tool the gateway
+authorised, so a token cannot be spent on another tool of the same service.
+
+Keys live in a :class:`KeyRing`: the ``current`` key signs, ``previous`` keys stay published in
+the JWKS for ``overlap_s`` after they were retired, so a token signed just before a rotation still
+verifies; :meth:`KeyRing.jwks` publishes public halves only. The minting path does no I/O and no
+key parsing: the private key object and the encoded header are built once per key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from portcullis.identity.principal import Principal
+
+ACTOR_TOKEN_TYP = "portcullis-actor+jwt"  # noqa: S105 - a JOSE type name, not a secret
+ACTOR_TOKEN_META_KEY = "io.portcullis/actor-token"  # noqa: S105 - the `_meta` key the token rides in on stdio
+ALGORITHMS = ("EdDSA", "ES256")
+MAX_TTL_S = 60
+MAX_CLAIM_CHARS = 256  # req, tool, target, aud
+
+Clock = Callable[[], float]
+PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def gateway_issuer(gateway_name: str) -> str:
+    """The ``iss`` of tokens minted by the gateway called ``gateway_name``."""
+    return f"portcullis://{gateway_name}"
+
+
+def service_audience(service: str) -> str:
+    """The ``aud`` of tokens for the service called ``service`` in ``gateway.yaml``."""
+    return f"portcullis-service:{service}"
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as JOSE writes it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict unpadded base64url: the JOSE alphabet only, no padding. Raises ValueError."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def public_jwk(key: PrivateKey) -> dict[str, str]:
+    """The public half of ``key`` as a bare JWK (no kid, use or alg)."""
+    if isinstance(key, Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+    numbers = key.public_key().public_numbers()
+    return {"kty": "EC", "crv": "P-256", "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big"))}
+
+
+def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
+    """RFC 7638 thumbprint (SHA-256, base64url): the same key gets the same kid on every replica."""
+    required = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("crv", "kty", "x")
+    canonical = json.dumps({name: jwk[name] for name in required}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One signing key: its id, algorithm, private key object and when it was made or retired."""
+
+    kid: str
+    alg: str
+    private_key: PrivateKey = field(repr=False)
+    created_at: float
+    retired_at: float | None = None
+    public: Mapping[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        expected = "EdDSA" if isinstance(self.private_key, Ed25519PrivateKey) else "ES256"
+        if isinstance(self.private_key, ec.EllipticCurvePrivateKey) and not isinstance(
+            self.private_key.curve, ec.SECP256R1
+        ):
+            raise ValueError("EC signing keys must be on P-256")
+        if self.alg != expected:
+            raise ValueError(f"a {expected} key cannot sign {self.alg}")
+        object.__setattr__(self, "public", MappingProxyType(public_jwk(self.private_key)))
+
+    @classmethod
+    def generate(cls, alg: str = "EdDSA", *, now: float) -> SigningKey:
+        """A fresh key made in memory (the embedded default; lost on restart)."""
+        if alg == "EdDSA":
+            key: PrivateKey = Ed25519PrivateKey.generate()
+        elif alg == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        else:
+            raise ValueError(f"unsupported algorithm {alg!r}; use one of {ALGORITHMS}")
+        return cls(jwk_thumbprint(public_jwk(key)), alg, key, now)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, *, now: float, kid: str | None = None) -> SigningKey:
+        """Load an unencrypted PKCS#8 PEM private key (Ed25519 or P-256).
+
+        The caller resolves ``secret://`` references and passes the bytes. Without ``kid`` the
+        RFC 7638 thumbprint is used, so every replica loading the same file agrees on it.
+        """
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise ValueError("signing keys must be Ed25519 or EC P-256")
+        alg = "EdDSA" if isinstance(key, Ed25519PrivateKey) else "ES256"
+        return cls(kid or jwk_thumbprint(public_jwk(key)), alg, key, now)
+
+    def sign(self, data: bytes) -> bytes:
+        """The JWS signature over ``data`` (ES256 as raw r || s, not DER)."""
+        if isinstance(self.private_key, Ed25519PrivateKey):
+            return self.private_key.sign(data)
+        r, s = decode_dss_signature(self.private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def published(self) -> dict[str, str]:
+        """The JWKS entry: public members plus kid, use and alg. Never ``d``."""
+        return {**self.public, "kid": self.kid, "use": "sig", "alg": self.alg}
+
+
+class KeyRing:
+    """Signing keys with overlapping validity.
+
+    ``keys[0]`` is current and signs; the others are previous keys, published until ``overlap_s``
+    after their retirement and then dropped. ``overlap_s`` must cover the longest token lifetime
+    plus the services' JWKS cache age, so no valid token outlives its key's publication.
+    At most ``max_keys`` keys are kept; past that the oldest previous key goes first.
+    """
+
+    def __init__(self, keys: Sequence[SigningKey], *, clock: Clock = time.time, overlap_s: float = 600.0,
+                 max_keys: int = 4) -> None:
+        if not keys:
+            raise ValueError("a key ring needs at least one key")
+        if overlap_s < MAX_TTL_S:
+            raise ValueError(f"overlap_s must be at least the longest token lifetime ({MAX_TTL_S} s)")
+        if max_keys < 2:
+            raise ValueError("max_keys must allow a current and a previous key")
+        if len({key.kid for key in keys}) != len(keys):
+            raise ValueError("key ids must be unique")
+        now = clock()
+        self._clock, self._overlap_s, self._max_keys = clock, overlap_s, max_keys
+        current, *previous = keys
+        self._lock = threading.Lock()
+        self._keys: tuple[SigningKey, ...] = self._live((
+            replace(current, retired_at=None),
+            *(key if key.retired_at is not None else replace(key, retired_at=now) for key in previous),
+        ), now)
+
+    @classmethod
+    def generate(cls, alg: str = "EdDSA", *, clock: Clock = time.time, overlap_s: float = 600.0,
+                 max_keys: int = 4) -> KeyRing:
+        """A ring with one in-memory key (the embedded default: one process, no key files)."""
+        return cls([SigningKey.generate(alg, now=clock())], clock=clock, overlap_s=overlap_s, max_keys=max_keys)
+
+    @classmethod
+    def from_pem(cls, pems: Sequence[bytes], *, clock: Clock = time.time, overlap_s: float = 600.0,
+                 max_keys: int = 4) -> KeyRing:
+        """A ring from PEM files: the first signs, the rest are previous keys still published."""
+        now = clock()
+        return cls([SigningKey.from_pem(pem, now=now) for pem in pems], clock=clock, overlap_s=overlap_s,
+                   max_keys=max_keys)
+
+    @property
+    def current(self) -> SigningKey:
+        """The key that signs new tokens."""
+        return self._keys[0]
+
+    @property
+    def previous(self) -> tuple[SigningKey, ...]:
+        """Retired keys still published, newest first."""
+        return self._live(self._keys, self._clock())[1:]
+
+    def rotate(self, now: float | None = None) -> SigningKey:
+        """Make a new current key (same algorithm), retire the old one, drop keys past overlap."""
+        with self._lock:
+            now = self._clock() if now is None else now
+            keys = self._keys
+            new = SigningKey.generate(keys[0].alg, now=now)
+            # One assignment: a concurrent reader sees the old ring or the new one, never a mix.
+            self._keys = self._live((new, replace(keys[0], retired_at=now), *keys[1:]), now)
+            return new
+
+    def jwks(self) -> dict[str, Any]:
+        """The JSON Web Key Set to publish: public keys of the current and previous keys only."""
+        return {"keys": [key.published() for key in self._live(self._keys, self._clock())]}
+
+    def _live(self, keys: tuple[SigningKey, ...], now: float) -> tuple[SigningKey, ...]:
+        """``keys`` without previous keys past their overlap or beyond ``max_keys``. Pure."""
+        live = [key for key in keys[1:] if key.retired_at is not None and now < key.retired_at + self._overlap_s]
+        return (keys[0], *live[: self._max_keys - 1])
+
+
+class TokenMinter:
+    """Signs actor tokens for single upstream calls.
+
+    Args:
+        keyring: the keys; the ring's current key signs each token.
+        issuer: this gateway's issuer id, normally :func:`gateway_issuer` of its name.
+        ttl_s: token lifetime, 1 to 60 seconds. Short: a token is for one call about to be made.
+        clock: seconds since the epoch; injected so tests need no sleeps.
+    """
+
+    def __init__(self, keyring: KeyRing, *, issuer: str, ttl_s: int = 30, clock: Clock = time.time) -> None:
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl_s must be a whole number of seconds from 1 to {MAX_TTL_S}")
+        _check_claim("issuer", issuer)
+        self._ring, self._issuer, self._ttl_s, self._clock = keyring, issuer, ttl_s, clock
+        self._headers: dict[str, str] = {}
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def mint(self, principal: Principal, *, audience: str, request_id: str, tool: str, target: str) -> str:
+        """A token for one call of ``target`` (``tool`` as the client named it) at ``audience``."""
+        for name, value in (("audience", audience), ("request_id", request_id), ("tool", tool), ("target", target)):
+            _check_claim(name, value)
+        key = self._ring.current
+        header = self._headers.get(key.kid)
+        if header is None:
+            header = self._headers[key.kid] = _encode({"alg": key.alg, "kid": key.kid, "typ": ACTOR_TOKEN_TYP})
+            if len(self._headers) > 16:  # rotated-away keys; keep the cache bounded
+                self._headers = {key.kid: header}
+        now = int(self._clock())
+        claims = {
+            "iss": self._issuer,
+            "aud": audience,
+            "sub": principal.client_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._ttl_s,
+            "jti": b64url(os.urandom(16)),
+            "req": request_id,
+            "tool": tool,
+            "target": target,
+            "act": principal.to_claims(),
+        }
+        signing_input = f"{header}.{_encode(claims)}"
+        return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
+
+
+def _encode(obj: Mapping[str, Any]) -> str:
+    return b64url(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _check_claim(name: str, value: object) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_CHARS:
+        raise ValueError(f"{name} must be a string of 1 to {MAX_CLAIM_CHARS} characters")
