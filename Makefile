@@ -22,11 +22,11 @@ run: install
 	$(BIN)/portcullis serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 test: install
 	bash scripts/install-node-tools.sh
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 bench: install
