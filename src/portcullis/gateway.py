@@ -1,4 +1,4 @@
-"""Wires a loaded deployment into a running gateway: catalog, upstreams, pipeline, transport.
+"""Wires a loaded deployment into a running gateway: identity, catalog, upstreams, pipeline, transport.
 
 This module only assembles parts; each part's behaviour lives in its own module. Clocks and the
 environment are injected so that tests control them.
@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
 from portcullis.config.secrets import resolve_secret
 from portcullis.errors import ConfigError, Problem
+from portcullis.identity.authenticate import Authenticator
+from portcullis.identity.certs import CertIdentityMapper
+from portcullis.identity.dev_issuer import dev_issuer_config
+from portcullis.identity.jwks import JwksCache
+from portcullis.identity.jwt_verify import BearerVerifier
+from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, service_audience
+from portcullis.identity.revocation import SqliteRevocations
+from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.pipeline.chain import build_pipeline
+from portcullis.service.env import gateway_env
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import Dispatcher
@@ -25,6 +38,7 @@ from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.gateway")
+_PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +47,16 @@ class Gateway:
     catalog: Catalog
     upstreams: UpstreamRegistry
     app: GatewayApp
+    resource: str
+    state_dir: Path
+    minter: TokenMinter
 
 
-def _session_keys(deployment: Deployment, environ: Mapping[str, str]) -> list[bytes]:
+def _problem(deployment: Deployment, message: str) -> ConfigError:
+    return ConfigError([Problem(deployment.root / "gateway.yaml", None, message)])
+
+
+def _session_keys(deployment: Deployment) -> list[bytes]:
     ref = deployment.gateway.sessions.key_ref
     if ref is None:
         log.warning("no sessions.key_ref configured: 2025-era sessions use a random per-process key "
@@ -44,26 +65,100 @@ def _session_keys(deployment: Deployment, environ: Mapping[str, str]) -> list[by
     try:
         return decode_keys(resolve_secret(ref))
     except ValueError as exc:
-        raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"sessions.key_ref: {exc}")]) from None
+        raise _problem(deployment, f"sessions.key_ref: {exc}") from None
 
 
-def build_gateway(deployment: Deployment, *, environ: Mapping[str, str] | None = None,
-                  clock: Callable[[], float] = time.time, **upstream_timing: float) -> Gateway:
+def _keyring(deployment: Deployment, clock: Callable[[], float]) -> KeyRing:
+    cfg = deployment.gateway.upstream_tokens
+    if cfg.keys_ref is None:
+        return KeyRing.generate(cfg.algorithm, clock=clock)
+    pems = _PEM.findall(resolve_secret(cfg.keys_ref).encode())
+    if not pems:
+        raise _problem(deployment, "upstream_tokens.keys_ref: no PEM private key found")
+    return KeyRing.from_pem(pems, clock=clock)
+
+
+def default_resource(deployment: Deployment, host: str | None, port: int | None) -> str:
+    listen = deployment.gateway.listen
+    scheme = "https" if listen.tls else "http"
+    host = host or listen.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{listen.port if port is None else port}/mcp"
+
+
+def build_gateway(deployment: Deployment, *, host: str | None = None, port: int | None = None,
+                  environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
+                  **upstream_timing: float) -> Gateway:
     """Assemble every part of the gateway for ``deployment``; nothing is started yet."""
     env = dict(os.environ if environ is None else environ)
     cfg = deployment.gateway
+    ident = cfg.identity
+    if ident is None:
+        raise _problem(deployment, "identity: missing; configure how callers authenticate (issuers, mtls, or "
+                       "allow_insecure_dev_issuer for local development)")
+    state_dir = resolve_state_dir(cfg.state_dir, env)
+    resource = ident.resource or default_resource(deployment, host, port)
+
+    # identity: issuers (plus the development issuer when explicitly allowed)
+    issuers = list(ident.issuers)
+    if ident.allow_insecure_dev_issuer:
+        log.warning("allow_insecure_dev_issuer: trusting the LOCAL DEVELOPMENT token issuer; anyone who can "
+                    "read the state directory can mint tokens. Never use this in production.",
+                    extra={"fields": {"state_dir": str(state_dir)}})
+        issuers.append(dev_issuer_config(state_dir, resource))
+    if ident.allow_insecure_anonymous:
+        log.warning("allow_insecure_anonymous: requests WITHOUT credentials are accepted as 'anonymous'")
+    for issuer in issuers:
+        if issuer.audience != resource:
+            raise _problem(deployment, f"identity.issuers[{issuer.name}].audience must equal the gateway's "
+                           f"resource URI {resource}")
+    caches = {issuer.name: JwksCache(issuer, clock=clock) for issuer in issuers}
+    verifier = BearerVerifier(issuers, caches, clock=clock) if issuers else None
+    revocations = SqliteRevocations(Path(ident.revocation_file) if ident.revocation_file
+                                    else state_dir / "revocations.db")
+    revocations.load()
+    metadata_url = resource.replace("/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
+    authenticator = Authenticator(
+        verifier=verifier, claim_map=ident.claims, required_scopes=ident.required_scopes,
+        revocations=revocations, cert_mapper=CertIdentityMapper(ident.mtls) if ident.mtls else None,
+        allow_anonymous=ident.allow_insecure_anonymous, resource_metadata_url=metadata_url,
+        issuer_names={i.name: i.issuer for i in issuers},
+        dev_issuer_name="dev" if ident.allow_insecure_dev_issuer else None)
+    prm = {"resource": resource, "authorization_servers": [i.issuer for i in issuers],
+           "scopes_supported": list(ident.required_scopes), "bearer_methods_supported": ["header"]}
+
+    # no token passthrough: each upstream call carries a token the gateway mints for that service
+    keyring = _keyring(deployment, clock)
+    minter = TokenMinter(keyring, issuer=gateway_issuer(cfg.upstream_tokens.gateway_name),
+                         ttl_s=cfg.upstream_tokens.ttl_s, clock=clock)
+
+    def child_env(service: str) -> dict[str, str]:
+        return gateway_env(keyring.jwks(), minter.issuer, service_audience(service))
+
     catalog = Catalog(deployment)
-    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, **upstream_timing)
-    pipeline = build_pipeline(catalog, upstreams, default_timeout_s=cfg.limits.call_timeout_s)
-    sealer = SessionSealer(_session_keys(deployment, env), ttl_s=cfg.sessions.ttl_s, clock=clock)
+    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
+                                             **upstream_timing)
+    pipeline = build_pipeline(catalog, upstreams, minter, default_timeout_s=cfg.limits.call_timeout_s)
+    sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
         return ready, {"services": services}
 
+    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run]
+    background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)
+                   if issuer.jwks_file is None]
+
+    async def run_background() -> None:
+        async with anyio.create_task_group() as tg:
+            for task in background:
+                tg.start_soon(task)
+
     app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),
+                     authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=cfg.limits.max_body_bytes, max_json_depth=cfg.limits.max_json_depth,
-                     background=upstreams.run, readiness=readiness)
-    return Gateway(deployment, catalog, upstreams, app)
+                     background=run_background, readiness=readiness)
+    return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import anyio
 
 from portcullis.config.loader import Deployment, write_pin
+from portcullis.identity.minting import KeyRing, gateway_issuer, service_audience
 from portcullis.pinning import definition_hash
+from portcullis.service.env import gateway_env
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.pin")
@@ -30,7 +32,13 @@ class PinRow:
 async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
                          connect_timeout_s: float = 30.0) -> list[PinRow]:
     listings: dict[str, list[dict]] = {}
-    registry = UpstreamRegistry.from_config(deployment.gateway, lambda *_: None, dict(os.environ))
+    keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
+
+    def child_env(service: str) -> dict[str, str]:
+        return gateway_env(keyring.jwks(), gateway_issuer("pin"), service_audience(service))
+
+    registry = UpstreamRegistry.from_config(deployment.gateway, lambda *_: None, dict(os.environ),
+                                            child_env=child_env)
     for handle in registry.handles():
         if services and handle.name not in services:
             continue

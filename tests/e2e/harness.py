@@ -61,18 +61,51 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 1
                           timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
-class GatewayProcess:
-    """``portcullis serve`` as a child process, ready when /healthz answers 200."""
+def dev_identity(gateway: dict[str, Any]) -> dict[str, Any]:
+    """Trust the development issuer (tests sign their own tokens with it)."""
+    return {**gateway, "identity": {"allow_insecure_dev_issuer": True}}
 
-    def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None) -> None:
+
+class GatewayProcess:
+    """``portcullis serve`` as a child process, ready when /healthz answers 200.
+
+    Its state directory (development issuer key, revocations) is ``<config>/../state-<port>``
+    unless ``state_dir`` is given; :meth:`token` signs development tokens for it.
+    """
+
+    def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
+                 state_dir: Path | None = None, audience: str | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.base = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.audience = audience or self.url
+        self.state_dir = state_dir or config.parent / f"state-{self.port}"
         self._log = config.parent / f"gateway-{self.port}.log"
         self._out = open(self._log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port)],
-            stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            stdout=self._out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PORTCULLIS_STATE_DIR": str(self.state_dir), **(env or {})})
+
+    def token(self, *, user: str | None = "alice", agent: str | None = "billing-bot", scopes: tuple[str, ...] = (
+            "mcp:tools",), **claims: Any) -> str:
+        """A development token for this gateway's audience."""
+        from portcullis.identity.dev_issuer import issue_token
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return issue_token(self.state_dir, audience=self.audience, user=user, agent=agent,
+                           client=claims.pop("client", None), scopes=scopes, tenant=claims.pop("tenant", None), extra=claims or None)
+
+    def client(self, *, mode: str = "auto", token: str | None = None, **client_kwargs: Any) -> Any:
+        """The official SDK client, authenticated with ``token`` (a fresh development token by default)."""
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token or self.token()}"},
+                                  timeout=httpx2.Timeout(30.0, read=60.0))
+        return _OwningClient(Client(streamable_http_client(self.url, http_client=http), cache=None, mode=mode,
+                                    **client_kwargs), http)
 
     def wait_ready(self, timeout: float = 30.0, *, require_ready: bool = True) -> None:
         deadline = time.monotonic() + timeout
@@ -102,9 +135,28 @@ class GatewayProcess:
                 self.proc.wait()
         self._out.close()
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
     def __enter__(self) -> GatewayProcess:
         self.wait_ready()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _OwningClient:
+    """``async with`` wrapper that also closes the HTTP client it was given."""
+
+    def __init__(self, client: Any, http: httpx2.AsyncClient) -> None:
+        self._client, self._http = client, http
+
+    async def __aenter__(self) -> Any:
+        return await self._client.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._client.__aexit__(*exc)
+        finally:
+            await self._http.aclose()

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from mcp import Client, MCPError
+from mcp import MCPError
 
 from tests.e2e.harness import GatewayProcess
 
@@ -19,7 +19,7 @@ DEMO_TOOLS = ["analytics.summarize_revenue", "billing.get_invoice", "billing.pro
 @pytest.mark.parametrize("mode", MODES)
 async def test_client_lists_exactly_the_manifest_tools(demo_gateway: GatewayProcess, mode: str) -> None:
     """Every client mode negotiates its era and sees the five namespaced manifest tools."""
-    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+    async with demo_gateway.client(mode=mode) as client:  # type: ignore[arg-type]
         assert client.protocol_version == EXPECTED_ERA[mode]
         tools = (await client.list_tools()).tools
     assert [t.name for t in tools] == DEMO_TOOLS
@@ -30,7 +30,7 @@ async def test_client_lists_exactly_the_manifest_tools(demo_gateway: GatewayProc
 @pytest.mark.parametrize("mode", MODES)
 async def test_read_only_and_side_effecting_calls_succeed(demo_gateway: GatewayProcess, mode: str) -> None:
     """get_invoice, process_refund, summarize_revenue and list_dir work in every era."""
-    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+    async with demo_gateway.client(mode=mode) as client:  # type: ignore[arg-type]
         invoice = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1001"})
         refund = await client.call_tool("billing.process_refund", {
             "order_id": "ORD-20001", "amount": 80, "currency": "USD", "reason": "damaged"})
@@ -46,7 +46,7 @@ async def test_read_only_and_side_effecting_calls_succeed(demo_gateway: GatewayP
 async def test_arguments_outside_the_manifest_schema_never_reach_the_service(
         demo_gateway: GatewayProcess, mode: str) -> None:
     """A negative amount and a lowercase currency are refused with the failing paths and rules."""
-    async with Client(demo_gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+    async with demo_gateway.client(mode=mode) as client:  # type: ignore[arg-type]
         with pytest.raises(MCPError) as caught:
             await client.call_tool("billing.process_refund", {
                 "order_id": "ORD-20001", "amount": -5, "currency": "usd", "reason": "x"})
@@ -63,7 +63,7 @@ async def test_arguments_outside_the_manifest_schema_never_reach_the_service(
 ])
 async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: GatewayProcess, name: str) -> None:
     """Unknown names, case changes, trailing spaces, zero-width and homoglyph names fail identically."""
-    async with Client(demo_gateway.url, cache=None) as client:
+    async with demo_gateway.client() as client:
         with pytest.raises(MCPError) as caught:
             await client.call_tool(name, {"order_id": "ORD-20001", "amount": 1, "currency": "USD", "reason": "r"})
     assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
@@ -71,7 +71,7 @@ async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: 
 
 async def test_path_escape_is_a_tool_error_without_content(demo_gateway: GatewayProcess) -> None:
     """The files service refuses ../ escapes and the caller sees a tool error, no file content."""
-    async with Client(demo_gateway.url, cache=None) as client:
+    async with demo_gateway.client() as client:
         result = await client.call_tool("files.read_file", {"path": "../../../../etc/passwd"})
     assert result.is_error
     assert "root:" not in result.content[0].text
@@ -79,7 +79,7 @@ async def test_path_escape_is_a_tool_error_without_content(demo_gateway: Gateway
 
 async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayProcess) -> None:
     """The result's _meta carries the gateway's serverInfo only, never the upstream's (P1)."""
-    async with Client(demo_gateway.url, cache=None, mode="2026-07-28") as client:
+    async with demo_gateway.client(mode="2026-07-28") as client:
         result = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1001"})
     meta = result.meta or {}
     assert meta.get("io.modelcontextprotocol/serverInfo", {}).get("name") == "portcullis"
@@ -89,7 +89,7 @@ async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayPro
 async def test_every_call_writes_one_structured_log_line(demo_gateway: GatewayProcess) -> None:
     """Allowed, refused and unknown calls each leave exactly one JSON access line with id and outcome."""
     marker = "INV-1004"
-    async with Client(demo_gateway.url, cache=None) as client:
+    async with demo_gateway.client() as client:
         await client.call_tool("billing.get_invoice", {"invoice_id": marker})
         with pytest.raises(MCPError):
             await client.call_tool("billing.get_invoice", {"invoice_id": "nope"})

@@ -34,7 +34,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     node = _node()
     live = anyio.run(_live, node)
     root = tmp_path_factory.mktemp("everything") / "deployment"
-    write_deployment(root, {"version": 1, "services": {"everything": {
+    write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {"everything": {
         "transport": "stdio", "command": node, "args": [str(EVERYTHING), "stdio"],
         "env": {"EVERYTHING_VISIBLE": "1"}}}},
         [manifest_from_live("everything", live[name]) for name in TOOLS])
@@ -47,7 +47,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 @pytest.mark.parametrize("mode", ["auto", "legacy", "2026-07-28"])
 async def test_reference_server_tools_work_through_the_gateway(gateway: GatewayProcess, mode: str) -> None:
     """A legacy-era TypeScript stdio server is served to clients of both eras."""
-    async with Client(gateway.url, cache=None, mode=mode) as client:  # type: ignore[arg-type]
+    async with gateway.client(mode=mode) as client:  # type: ignore[arg-type]
         names = sorted(t.name for t in (await client.list_tools()).tools)
         echoed = await client.call_tool("everything.echo", {"message": "hello"})
         summed = await client.call_tool("everything.get-sum", {"a": 2, "b": 3})
@@ -58,16 +58,19 @@ async def test_reference_server_tools_work_through_the_gateway(gateway: GatewayP
 
 async def test_reference_server_sees_none_of_the_gateway_environment(gateway: GatewayProcess) -> None:
     """get-env shows only the configured variable: no PATH, HOME or gateway secrets."""
-    async with Client(gateway.url, cache=None) as client:
+    async with gateway.client() as client:
         result = await client.call_tool("everything.get-env", {})
     env = json.loads(result.content[0].text)
-    assert env == {"EVERYTHING_VISIBLE": "1"}
+    gateway_trust = {"PORTCULLIS_GATEWAY_JWKS", "PORTCULLIS_GATEWAY_ISSUER", "PORTCULLIS_SERVICE_AUDIENCE"}
+    assert set(env) == {"EVERYTHING_VISIBLE"} | gateway_trust
+    assert env["EVERYTHING_VISIBLE"] == "1"
+    assert '"d"' not in env["PORTCULLIS_GATEWAY_JWKS"]  # public keys only
     assert "s3cr3t-value" not in result.content[0].text
 
 
 async def test_reference_server_schema_violations_are_refused(gateway: GatewayProcess) -> None:
     """Its draft-07 schemas are enforced at the gateway: a string for a number is refused."""
-    async with Client(gateway.url, cache=None) as client:
+    async with gateway.client() as client:
         with pytest.raises(MCPError) as caught:
             await client.call_tool("everything.get-sum", {"a": "2", "b": 3})
     assert caught.value.error.data == {"errors": [{"path": "/a", "rule": "type"}]}

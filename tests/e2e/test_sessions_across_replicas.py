@@ -16,6 +16,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.harness import GatewayProcess, copy_demo
 
+RESOURCE = "https://gateway.example/mcp"
+
 
 class AlternatingTransport(httpx2.AsyncBaseTransport):
     """Sends each request to the next gateway replica in turn, recording which one served it."""
@@ -41,6 +43,8 @@ def _deployment(root: Path) -> Path:
     copy_demo(root)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["sessions"] = {"key_ref": "secret://env/PORTCULLIS_TEST_SESSION_KEY"}
+    # replicas behind one name share the canonical resource URI (the token audience) and trust
+    config["identity"] = {"allow_insecure_dev_issuer": True, "resource": RESOURCE}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
 
@@ -49,7 +53,9 @@ def _deployment(root: Path) -> Path:
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayProcess]]:
     root = _deployment(tmp_path_factory.mktemp("replicas") / "deployment")
     env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode()}
-    gateways = [GatewayProcess(root, env=env), GatewayProcess(root, env=env)]
+    state = root.parent / "shared-state"
+    gateways = [GatewayProcess(root, env=env, state_dir=state, audience=RESOURCE),
+                GatewayProcess(root, env=env, state_dir=state, audience=RESOURCE)]
     try:
         for gateway in gateways:
             gateway.wait_ready()
@@ -62,7 +68,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayP
 async def test_one_legacy_client_alternating_between_two_replicas(replicas: list[GatewayProcess]) -> None:
     """The SDK client in legacy mode initializes on one replica and keeps working on both."""
     transport = AlternatingTransport([g.port for g in replicas])
-    async with httpx2.AsyncClient(transport=transport, timeout=30) as http:
+    async with httpx2.AsyncClient(transport=transport, timeout=30, headers=replicas[0].auth_headers()) as http:
         async with Client(streamable_http_client(replicas[0].url, http_client=http), cache=None,
                           mode="legacy") as client:
             assert client.protocol_version == "2025-11-25"
@@ -78,10 +84,12 @@ async def test_a_replica_with_another_key_does_not_know_the_session(
         replicas: list[GatewayProcess], tmp_path: Path) -> None:
     """A session sealed by the shared key is 'not found' on a gateway with a different key."""
     root = _deployment(tmp_path / "other")
-    other = GatewayProcess(root, env={"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode()})
+    other = GatewayProcess(root, env={"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode()},
+                           state_dir=replicas[0].state_dir, audience=RESOURCE)
     try:
         other.wait_ready()
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   **replicas[0].auth_headers()}
         init = httpx2.post(replicas[0].url, headers=headers, json={
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {},

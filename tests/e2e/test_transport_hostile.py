@@ -72,7 +72,7 @@ CASES: list[tuple[str, str, dict[str, str], Any, int, int | None]] = [
 
 @pytest.fixture(scope="module")
 def http(demo_gateway: GatewayProcess) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=demo_gateway.base, timeout=10) as client:
+    with httpx2.Client(base_url=demo_gateway.base, timeout=10, headers=demo_gateway.auth_headers()) as client:
         yield client
 
 
@@ -105,7 +105,8 @@ def test_streamed_body_over_the_limit_is_refused_while_reading(http: httpx2.Clie
 def test_declared_oversized_body_is_refused_before_reading(demo_gateway: GatewayProcess) -> None:
     """A Content-Length over the limit gets 413 without the gateway waiting for the body."""
     with socket.create_connection(("127.0.0.1", demo_gateway.port), timeout=5) as sock:
-        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        auth = f"Authorization: Bearer {demo_gateway.token()}\r\n".encode()
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth +
                      b"Content-Length: 99999999\r\n\r\n{")
         head = sock.recv(4096).decode("latin-1")
     assert head.startswith("HTTP/1.1 413")

@@ -48,28 +48,41 @@ def serve(config: ConfigDir = None,
     import uvicorn
 
     from portcullis import logs
+    from portcullis.errors import ConfigError
     from portcullis.gateway import build_gateway
+    from portcullis.identity.tls import uvicorn_kwargs
 
     logs.configure(log_level.upper())
     deployment = _load(config)
-    gateway = build_gateway(deployment)
-    bind_host = host or deployment.gateway.listen.host
-    bind_port = deployment.gateway.listen.port if port is None else port
-    url = f"http://{bind_host}:{bind_port}/mcp"
+    try:
+        gateway = build_gateway(deployment, host=host, port=port)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    listen = deployment.gateway.listen
+    bind_host = host or listen.host
+    bind_port = listen.port if port is None else port
+    transport = uvicorn_kwargs(listen.tls) if listen.tls else {"http": "httptools"}
     out.print(f"Portcullis {__version__} — deployment: {deployment.root}", highlight=False)
-    out.print(f"MCP endpoint: {url}", highlight=False)
-    out.print("Try it (2026-07-28 stateless request):", highlight=False)
-    out.print(_example(url), highlight=False, markup=False)
+    out.print(f"MCP endpoint: {gateway.resource}", highlight=False)
+    if deployment.gateway.identity and deployment.gateway.identity.allow_insecure_dev_issuer:
+        out.print("Try it with a DEVELOPMENT token (2026-07-28 stateless request):", highlight=False)
+        out.print(_example(gateway.resource, config, port), highlight=False, markup=False)
     sys.stdout.flush()
     uvicorn.run(gateway.app, host=bind_host, port=bind_port, log_level="warning", access_log=False,
-                lifespan="on", http="httptools", loop="uvloop", timeout_graceful_shutdown=5)
+                lifespan="on", loop="uvloop", timeout_graceful_shutdown=5, **transport)
 
 
-def _example(url: str) -> str:
+def _example(url: str, config: Path | None, port: int | None) -> str:
+    where = (f" --config {config}" if config else "") + (f" --port {port}" if port is not None else "")
     body = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"billing.get_invoice",'
             '"arguments":{"invoice_id":"INV-1001"},"_meta":{"io.modelcontextprotocol/protocolVersion":'
             '"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}')
-    return (f"  curl -s {url} -H 'Content-Type: application/json' -H 'Accept: application/json' \\\n"
+    exe = Path(sys.executable).parent / "portcullis"
+    return (f"  TOKEN=$({exe} token issue{where} --user alice --agent billing-bot --scope mcp:tools)\n"
+            f"  curl -s {url} -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n"
+            "    -H 'Accept: application/json' \\\n"
             "    -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/call' "
             "-H 'Mcp-Name: billing.get_invoice' \\\n"
             f"    -d '{body}'")
@@ -133,6 +146,63 @@ def schema(target: Annotated[Path, typer.Argument(help="Directory to write the J
 
     for path in write_schemas(target):
         out.print(f"wrote {path}", highlight=False)
+
+
+token_app = typer.Typer(no_args_is_help=True, help="Development tokens and revocations.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(config: ConfigDir = None,
+                user: Annotated[str | None, typer.Option(help="User id (sub).")] = None,
+                agent: Annotated[str | None, typer.Option(help="Agent id.")] = None,
+                client: Annotated[str | None, typer.Option(help="OAuth client id.")] = None,
+                scope: Annotated[list[str] | None, typer.Option(help="Scope (repeatable).")] = None,
+                tenant: Annotated[str | None, typer.Option(help="Tenant.")] = None,
+                role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
+                source_app: Annotated[str | None, typer.Option(help="Source application.")] = None,
+                ttl_s: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+                port: Annotated[int | None, typer.Option(help="The port the gateway serves on, if overridden.")] = None,
+                ) -> None:
+    """DEVELOPMENT ONLY: sign an access token with the local development issuer key."""
+    from portcullis.gateway import default_resource
+    from portcullis.identity.dev_issuer import issue_token
+    from portcullis.identity.state_dir import resolve_state_dir
+
+    deployment = _load(config)
+    ident = deployment.gateway.identity
+    if ident is None or not ident.allow_insecure_dev_issuer:
+        err.print("token issue: this deployment does not trust the development issuer "
+                  "(identity.allow_insecure_dev_issuer is off)", highlight=False)
+        raise typer.Exit(2)
+    err.print("warning: development token — never use the development issuer in production", highlight=False)
+    audience = ident.resource or default_resource(deployment, None, port)
+    token = issue_token(resolve_state_dir(deployment.gateway.state_dir), audience=audience, user=user, agent=agent,
+                        client=client, scopes=scope or list(ident.required_scopes), tenant=tenant, roles=role or (),
+                        source_app=source_app, ttl_s=ttl_s)
+    print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(config: ConfigDir = None,
+                 jti: Annotated[str | None, typer.Option(help="A token id.")] = None,
+                 client: Annotated[str | None, typer.Option(help="A client id: all its tokens.")] = None,
+                 agent: Annotated[str | None, typer.Option(help="An agent id: all its tokens.")] = None,
+                 reason: Annotated[str, typer.Option(help="Why (recorded).")] = "") -> None:
+    """Revoke a token, a client or an agent; running gateways pick it up within a second."""
+    from portcullis.identity.revocation import revoke
+    from portcullis.identity.state_dir import resolve_state_dir
+
+    chosen = [(k, v) for k, v in (("jti", jti), ("client", client), ("agent", agent)) if v]
+    if len(chosen) != 1:
+        err.print("token revoke: give exactly one of --jti, --client, --agent", highlight=False)
+        raise typer.Exit(2)
+    deployment = _load(config)
+    ident = deployment.gateway.identity
+    path = Path(ident.revocation_file) if ident and ident.revocation_file else (
+        resolve_state_dir(deployment.gateway.state_dir) / "revocations.db")
+    revoke(path, chosen[0][0], chosen[0][1], reason)
+    out.print(f"revoked {chosen[0][0]} {chosen[0][1]}", highlight=False)
 
 
 @app.command()

@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
+from portcullis.identity.tls import TlsConfig
+
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -56,6 +59,7 @@ class ListenConfig(_Model):
         ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"),
         description="Accepted Origin header values (':*' = any port). A present, foreign Origin gets 403.",
     )
+    tls: TlsConfig | None = Field(None, description="Terminate TLS (and optionally require client certificates).")
 
 
 class LimitsConfig(_Model):
@@ -132,6 +136,12 @@ class GatewayConfig(_Model):
     listen: ListenConfig = ListenConfig()
     limits: LimitsConfig = LimitsConfig()
     sessions: SessionsConfig = SessionsConfig()
+    identity: IdentityConfig | None = Field(
+        None, description="How callers authenticate. A gateway without it refuses to start (no anonymous default).")
+    upstream_tokens: UpstreamTokenConfig = UpstreamTokenConfig()
+    state_dir: str | None = Field(
+        None, description="Directory for local state (development issuer key, revocations). Default: "
+        "$PORTCULLIS_STATE_DIR or ./.portcullis.")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )

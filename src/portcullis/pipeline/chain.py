@@ -12,12 +12,14 @@ import functools
 from collections.abc import Sequence
 
 from portcullis.catalog import Catalog
+from portcullis.identity.minting import TokenMinter
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.stages import access_log, forward, route, validate
 from portcullis.upstream.registry import UpstreamRegistry
 
 
-def build_pipeline(catalog: Catalog, upstreams: UpstreamRegistry, *, default_timeout_s: float) -> Handler:
+def build_pipeline(catalog: Catalog, upstreams: UpstreamRegistry, minter: TokenMinter, *,
+                   default_timeout_s: float) -> Handler:
     """Assemble the ``tools/call`` handler. Each line says why it sits where it does."""
     stages: Sequence[Stage] = (
         # record: outermost, so that exactly one line is written per call, even when a later
@@ -30,7 +32,7 @@ def build_pipeline(catalog: Catalog, upstreams: UpstreamRegistry, *, default_tim
         validate.stage,
     )
     # forward: the terminal handler, over the pooled upstream connection.
-    return compose(stages, forward.make_forwarder(upstreams, default_timeout_s=default_timeout_s))
+    return compose(stages, forward.make_forwarder(upstreams, minter, default_timeout_s=default_timeout_s))
 
 
 def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portcullis.catalog import Route
+    from portcullis.identity.principal import Principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class CallContext:
     tool_name: str  # exactly as the caller sent it
     arguments: Mapping[str, Any]
     started_ns: int
+    principal: Principal  # from verified credentials only (the transport's authenticate step)
     route: Route | None = None  # set by the route stage
 
     def evolve(self, **changes: Any) -> CallContext:

@@ -1,9 +1,11 @@
 """The transport stage: the gateway's ASGI application and its ``/mcp`` endpoint.
 
 Per POST, in order: Host and Origin allow-lists; POST only; ``Content-Type: application/json``;
-an ``Accept`` that admits JSON; the body read under ``limits.max_body_bytes`` (a declared
-``Content-Length`` over the limit is refused before reading, and reading stops the moment the
-limit is passed); strict JSON (UTF-8, no duplicate keys, bounded depth); one JSON-RPC message;
+an ``Accept`` that admits JSON; authentication (a verified bearer token or client certificate
+becomes the actor principal, else 401 with a ``WWW-Authenticate`` challenge); the body read
+under ``limits.max_body_bytes`` (a declared ``Content-Length`` over the limit is refused before
+reading, and reading stops the moment the limit is passed); strict JSON (UTF-8, no duplicate
+keys, bounded depth); one JSON-RPC message;
 era detection; then the era's own checks (sealed session for 2025-era, header/body agreement for
 2026-07-28) before :class:`~portcullis.transport.protocol.Dispatcher` sees the request.
 
@@ -13,6 +15,7 @@ unexpected exception is logged for the operator and answered with a bare -32603.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,9 +30,12 @@ from portcullis.errors import (
     MissingSession,
     NotAcceptable,
     PortcullisError,
+    UnknownSession,
     UnsupportedMediaType,
     to_wire,
 )
+from portcullis.identity.authenticate import Authenticator, AuthFailure
+from portcullis.identity.principal import Principal
 from portcullis.transport.jsonrpc import loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
@@ -80,12 +86,16 @@ class GatewayApp:
     """ASGI entry point. ``readiness`` returns (ready, detail) for ``/healthz``."""
 
     def __init__(self, *, dispatcher: Dispatcher, sealer: SessionSealer, guard: OriginGuard,
-                 max_body_bytes: int, max_json_depth: int,
+                 authenticator: Authenticator, protected_resource_metadata: dict[str, Any],
+                 jwks: Callable[[], dict[str, Any]], max_body_bytes: int, max_json_depth: int,
                  background: Callable[[], Awaitable[None]] | None = None,
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
+        self._authenticator = authenticator
+        self._prm = json.dumps(protected_resource_metadata).encode()
+        self._jwks = jwks
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
         self._background = background
@@ -104,11 +114,22 @@ class GatewayApp:
             if path in ("/healthz", "/livez"):
                 await self._health(path, send)
                 return
+            if path in _PRM_PATHS or path == "/.well-known/jwks.json":
+                body = self._prm if path in _PRM_PATHS else json.dumps(self._jwks()).encode()
+                await _send(send, 200, [(b"content-type", b"application/json")], body)
+                return
             if path != MCP_PATH:
                 raise _Answer(404, "Not Found")
             if scope["method"] != "POST":
                 raise MethodNotAllowed(detail=f"{scope['method'][:16]} on /mcp")
-            status, extra, body = await self._post(headers, receive)
+            status, extra, body = await self._post(headers, receive, scope)
+        except AuthFailure as failure:
+            log.info("authentication refused", extra={"fields": {"status": failure.status,
+                                                                  "reason": failure.detail}})
+            body = json.dumps({"error": failure.error, "error_description": failure.description}).encode()
+            await _send(send, failure.status, [(b"content-type", b"application/json"),
+                                               (b"www-authenticate", failure.challenge.encode())], body)
+            return
         except _Answer as answer:
             await _send(send, answer.status, [(b"content-type", b"text/plain; charset=utf-8")],
                         answer.text.encode())
@@ -121,7 +142,8 @@ class GatewayApp:
             return
         await _send(send, status, extra, body)
 
-    async def _post(self, headers: dict[str, str], receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _post(self, headers: dict[str, str], receive: Receive,
+                    scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type != "application/json":
             raise UnsupportedMediaType
@@ -129,6 +151,8 @@ class GatewayApp:
         if accept is not None and not any(a.split(";", 1)[0].strip() in ("application/json", "*/*",
                                           "application/*") for a in accept.lower().split(",")):
             raise NotAcceptable
+        # authenticate before reading the body: an unauthenticated caller costs no buffering
+        principal = await self._authenticator.authenticate(headers, scope)
         body = await self._read_body(headers, receive)
         version = headers.get("mcp-protocol-version")
         modern = is_modern(version)
@@ -137,11 +161,11 @@ class GatewayApp:
             message = parse_message(loads_strict(body, max_depth=self._max_depth))
             request_id = message.id
             if modern:
-                req = Request(message, version or "", True, headers)
+                req = Request(message, version or "", True, headers, principal)
                 check_modern(req)
                 extra: list[tuple[bytes, bytes]] = []
             else:
-                req, extra = self._legacy(message, version, headers)
+                req, extra = self._legacy(message, headers, principal)
             if message.kind != "request":
                 return 202, [], b""
             if not modern and message.method == "initialize":
@@ -161,23 +185,25 @@ class GatewayApp:
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
 
-    def _legacy(self, message: Any, version: str | None,
-                headers: dict[str, str]) -> tuple[Request, list[tuple[bytes, bytes]]]:
+    def _legacy(self, message: Any, headers: dict[str, str],
+                principal: Principal) -> tuple[Request, list[tuple[bytes, bytes]]]:
         if message.method == "initialize" and message.kind == "request":
             params = message.params
             negotiated = negotiate(params.get("protocolVersion"))
             caps = params.get("capabilities", {})
             if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
                 raise InvalidParams("Invalid params: capabilities must be a small object")
-            session_id = self._sealer.seal(negotiated, caps)
-            return Request(message, negotiated, False, headers), [(b"mcp-session-id", session_id.encode())]
+            session_id = self._sealer.seal(negotiated, caps, _principal_key(principal))
+            return Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", session_id.encode())]
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             raise MissingSession
         session = self._sealer.open(session_id)
+        if session.principal_key != _principal_key(principal):  # a session is not a credential
+            raise UnknownSession(detail="session belongs to another principal")
         # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
         # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
-        return Request(message, session.protocol_version, False, headers), []
+        return Request(message, session.protocol_version, False, headers, principal), []
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")
@@ -213,6 +239,15 @@ class GatewayApp:
             await receive()  # lifespan.shutdown
             tg.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+_PRM_PATHS = frozenset({"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"})
+
+
+def _principal_key(principal: Principal) -> str:
+    who = "\x1f".join(str(v) for v in (principal.issuer, principal.client_id, principal.user_id, principal.agent_id,
+                                       principal.tenant))
+    return hashlib.sha256(who.encode()).hexdigest()[:32]
 
 
 def _is_envelope_error(exc: PortcullisError) -> bool:

@@ -26,6 +26,7 @@ from portcullis.errors import (
     MethodNotFound,
     UnsupportedVersion,
 )
+from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, Handler
 from portcullis.transport.jsonrpc import Message
 
@@ -48,6 +49,7 @@ class Request:
     protocol_version: str
     modern: bool
     headers: Mapping[str, str]  # lower-cased names
+    principal: Principal
 
 
 def is_modern(version_header: str | None) -> bool:
@@ -148,7 +150,7 @@ class Dispatcher:
                 check_param_headers(req.headers, arguments, route.param_headers)
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
-                          started_ns=time.perf_counter_ns())
+                          started_ns=time.perf_counter_ns(), principal=req.principal)
         return await self._pipeline(ctx)
 
 

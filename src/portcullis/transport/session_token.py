@@ -36,6 +36,7 @@ class Session:
     """What a sealed session id carries."""
 
     session_nonce: str
+    principal_key: str  # binds the session to who opened it (session hijacking defence)
     protocol_version: str
     client_capabilities: dict[str, Any]
     issued_at: int
@@ -54,10 +55,10 @@ class SessionSealer:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    def seal(self, protocol_version: str, client_capabilities: dict[str, Any]) -> str:
+    def seal(self, protocol_version: str, client_capabilities: dict[str, Any], principal_key: str = "") -> str:
         now = int(self._clock())
         payload = {"n": secrets.token_urlsafe(16), "v": protocol_version, "c": client_capabilities,
-                   "iat": now, "exp": now + self._ttl_s}
+                   "p": principal_key, "iat": now, "exp": now + self._ttl_s}
         plain = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aeads[0].encrypt(nonce, plain, _AAD)
@@ -84,7 +85,7 @@ class SessionSealer:
         data = json.loads(plain)
         if int(self._clock()) >= data["exp"]:
             raise UnknownSession(detail="session id expired")
-        return Session(data["n"], data["v"], data["c"], data["iat"], data["exp"])
+        return Session(data["n"], data.get("p", ""), data["v"], data["c"], data["iat"], data["exp"])
 
 
 def decode_keys(text: str) -> list[bytes]:

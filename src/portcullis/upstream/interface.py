@@ -25,8 +25,8 @@ class Connection(Protocol):
         ...
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str) -> dict[str, Any]:
-        """Call one tool; returns a wire-format ``CallToolResult`` object."""
+                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
+        """Call one tool with the gateway-minted ``actor_token``; returns a wire ``CallToolResult``."""
         ...
 
     async def ping(self, *, timeout_s: float) -> None:

@@ -46,11 +46,12 @@ class ServiceHandle:
         return self._conn is not None
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str) -> dict[str, Any]:
+                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
         conn = self._conn
         if conn is None:
             raise UpstreamUnavailable(detail=f"service {self.name} is not connected")
-        return await conn.call_tool(name, arguments, timeout_s=timeout_s, request_id=request_id)
+        return await conn.call_tool(name, arguments, timeout_s=timeout_s, request_id=request_id,
+                                    actor_token=actor_token)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -106,14 +107,16 @@ class UpstreamRegistry:
         self._handles = dict(handles)
 
     @classmethod
-    def from_config(cls, gateway: GatewayConfig, on_tools: ToolsCallback, environ: Mapping[str, str],
+    def from_config(cls, gateway: GatewayConfig, on_tools: ToolsCallback, environ: Mapping[str, str], *,
+                    child_env: Callable[[str], Mapping[str, str]] | None = None,
                     **timing: float) -> UpstreamRegistry:
         handles = {}
         for name, cfg in gateway.services.items():
             connectors: list[Connector] = []
             if isinstance(cfg, HttpService):
                 connectors.append(HttpRelayConnector(name, cfg))
-            connectors.append(SdkConnector(name, cfg, environ))
+            extra = dict(child_env(name)) if child_env is not None else {}
+            connectors.append(SdkConnector(name, cfg, environ, extra_env=extra))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
             handles[name] = ServiceHandle(name, connectors, on_tools, **settings)
         return cls(handles)

@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -31,8 +32,9 @@ _ENV = "/usr/bin/env"
 _CONNECTION_CLOSED = -32000
 
 
-def stdio_parameters(cfg: StdioService, environ: Mapping[str, str]) -> StdioServerParameters:
-    """Spawn parameters with a clean environment: only ``env_passthrough`` and ``env``."""
+def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
+                     extra_env: Mapping[str, str] | None = None) -> StdioServerParameters:
+    """Spawn parameters with a clean environment: ``env_passthrough``, ``env`` and the gateway's trust."""
     if cfg.module is not None:
         argv = [sys.executable, "-m", cfg.module, *cfg.args]
     else:
@@ -44,13 +46,15 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str]) -> StdioServ
         argv = [resolved, *cfg.args]
     child_env = {name: environ[name] for name in cfg.env_passthrough if name in environ}
     child_env.update(cfg.env)
+    child_env.update(extra_env or {})  # the gateway's public keys and the service's audience
     assignments = [f"{k}={v}" for k, v in sorted(child_env.items())]
     return StdioServerParameters(command=_ENV, args=["-i", *assignments, *argv], cwd=cfg.cwd)
 
 
 class _SdkConnection:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, token_in_meta: bool) -> None:
         self._client = client
+        self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._closed = anyio.Event()
 
     async def list_tools(self) -> list[dict[str, Any]]:
@@ -66,8 +70,10 @@ class _SdkConnection:
         return tools
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str) -> dict[str, Any]:
-        result = await self._guard(self._client.session.call_tool(name, dict(arguments)), timeout_s=timeout_s)
+                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
+        meta = {ACTOR_TOKEN_META_KEY: actor_token} if actor_token and self._token_in_meta else None
+        result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
+                                   timeout_s=timeout_s)
         return result.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     async def ping(self, *, timeout_s: float) -> None:
@@ -100,20 +106,21 @@ class _SdkConnection:
 class SdkConnector:
     """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
 
-    def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str]) -> None:
+    def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self._cfg = cfg
-        self._params = stdio_parameters(cfg, environ) if isinstance(cfg, StdioService) else None
+        self._params = stdio_parameters(cfg, environ, extra_env) if isinstance(cfg, StdioService) else None
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_SdkConnection]:
         if self._params is not None:
             target: Any = self._params
             async with Client(target, cache=None) as client:
-                yield _SdkConnection(client)
+                yield _SdkConnection(client, token_in_meta=True)
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
         async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False) as http:
             async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None) as client:
-                yield _SdkConnection(client)
+                yield _SdkConnection(client, token_in_meta=False)  # legacy HTTP: third-party servers

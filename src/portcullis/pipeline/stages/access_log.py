@@ -45,6 +45,7 @@ async def _record(catalog: Catalog, ctx: CallContext, call_next: Handler) -> Cal
             "jsonrpc_id": ctx.jsonrpc_id,
             "protocol_version": ctx.protocol_version,
             "tool": ctx.tool_name[:128],
+            **ctx.principal.log_fields(),
             "service": route.service if route else None,
             "outcome": outcome,
             "error_code": code,

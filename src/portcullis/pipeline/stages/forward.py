@@ -10,18 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from portcullis.errors import InternalError, UpstreamFailed
+from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.pipeline.context import CallContext, CallResult, Handler
 from portcullis.upstream.registry import UpstreamRegistry
 
 
-def make_forwarder(upstreams: UpstreamRegistry, *, default_timeout_s: float) -> Handler:
+def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_timeout_s: float) -> Handler:
     async def forward(ctx: CallContext) -> CallResult:
-        if ctx.route is None:
+        route = ctx.route
+        if route is None:
             raise InternalError(detail="forward ran before route")
-        upstream = upstreams.get(ctx.route.service)
-        timeout_s = ctx.route.timeout_s or default_timeout_s
-        raw = await upstream.call_tool(ctx.route.upstream_name, dict(ctx.arguments), timeout_s=timeout_s,
-                                       request_id=ctx.request_id)
+        upstream = upstreams.get(route.service)
+        # no token passthrough: a fresh token for this service, this call and this tool only
+        token = minter.mint(ctx.principal, audience=service_audience(route.service), request_id=ctx.request_id,
+                            tool=route.exposed_name, target=route.upstream_name)
+        raw = await upstream.call_tool(route.upstream_name, dict(ctx.arguments),
+                                       timeout_s=route.timeout_s or default_timeout_s,
+                                       request_id=ctx.request_id, actor_token=token)
         return rebuild_result(raw)
 
     return forward
