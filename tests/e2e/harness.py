@@ -95,7 +95,8 @@ class GatewayProcess:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return issue_token(self.state_dir, audience=self.audience, user=user, agent=agent,
-                           client=claims.pop("client", None), scopes=scopes, tenant=claims.pop("tenant", None), extra=claims or None)
+                           client=claims.pop("client", None), scopes=scopes, tenant=claims.pop("tenant", None),
+                           extra=claims or None)
 
     def client(self, *, mode: str = "auto", token: str | None = None, **client_kwargs: Any) -> Any:
         """The official SDK client, authenticated with ``token`` (a fresh development token by default)."""
