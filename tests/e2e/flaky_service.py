@@ -10,6 +10,7 @@ import os
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 server = MCPServer("flaky")
 
@@ -33,6 +34,14 @@ def pid() -> int:
 @server.tool(description="The names of the environment variables the service sees.")
 def env_names() -> list[str]:
     return sorted(os.environ)
+
+
+@server.tool(description="The actor token the gateway sent with this call (a test probe).")
+def actor_token(ctx: Context) -> str:
+    meta = ctx.request_context.meta or {}
+    value = meta.get("io.portcullis/actor-token") if isinstance(meta, dict) else getattr(meta, "model_extra", {}).get(
+        "io.portcullis/actor-token")
+    return str(value)
 
 
 @server.tool(description="A tool no manifest declares.")

@@ -18,7 +18,7 @@ from mcp import Client, MCPError
 from tests.e2e import flaky_service
 from tests.e2e.harness import REPO, GatewayProcess, manifest_from_live, run_cli, write_deployment
 
-DECLARED = ("echo", "sleep", "pid", "env_names")
+DECLARED = ("echo", "sleep", "pid", "env_names", "actor_token")
 
 
 async def _live_tools() -> list[dict[str, Any]]:
@@ -66,7 +66,8 @@ async def test_undeclared_upstream_tools_are_not_exposed(gateway: GatewayProcess
         names = {t.name for t in (await client.list_tools()).tools}
         with pytest.raises(MCPError) as caught:
             await client.call_tool("flaky.unmanifested", {})
-    assert names == {"flaky.echo", "flaky.sleep", "flaky.pid", "flaky.env_names", "billing.get_invoice"}
+    assert names == {"flaky.echo", "flaky.sleep", "flaky.pid", "flaky.env_names", "flaky.actor_token",
+                     "billing.get_invoice"}
     assert caught.value.error.message == "Unknown tool"
     assert "upstream tool has no manifest" in gateway.log()
 

@@ -1,34 +1,104 @@
-"""The bundled demo tool services and the demo deployment that fronts them."""
+"""The bundled demo tool services and the demo deployment that fronts them.
+
+The services are service kit apps: every call here carries a fresh actor token minted by a
+stand-in gateway (:class:`StandInGateway`), as the real gateway's forward stage does.
+"""
 
 from __future__ import annotations
 
 import csv
 import importlib
 import io
+import itertools
 import json
 import os
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.types import CallToolResult, TextContent
 
 from portcullis.config.model import GatewayConfig, ToolManifest
 from portcullis.demo.services import analytics, billing, files
+from portcullis.identity.minting import (
+    ACTOR_TOKEN_META_KEY,
+    KeyRing,
+    TokenMinter,
+    gateway_issuer,
+    service_audience,
+)
+from portcullis.identity.principal import Principal
 from portcullis.pinning import definition_hash
+from portcullis.service import GatewayTokenVerifier, ServiceApp
+from portcullis.service.env import AUDIENCE_ENV, ISSUER_ENV, JWKS_ENV
 
 SECRET = "TOPSECRET-d3m0"
 DEPLOYMENT = Path(str(resources.files("portcullis.demo") / "deployment"))
 DATA = Path(str(resources.files("portcullis.demo") / "data"))
+ISSUER = gateway_issuer("demo-test")
+PRINCIPAL = Principal(client_id="agent-console", auth_method="bearer", issuer="https://idp.example",
+                      user_id="alice", agent_id="refund-bot")
+SERVICES: dict[str, ModuleType] = {"billing": billing, "analytics": analytics, "files": files}
 
 
-async def call(server: Any, tool: str, args: dict[str, Any]) -> CallToolResult:
-    async with Client(server) as client:
-        return await client.call_tool(tool, args)
+class StandInGateway:
+    """One signing key ring, and a fresh single-use actor token for every call, as the gateway mints."""
+
+    def __init__(self) -> None:
+        self.ring = KeyRing.generate()
+        self.minter = TokenMinter(self.ring, issuer=ISSUER)
+        self._request_ids = itertools.count(1)
+
+    def verifier(self, service: str) -> GatewayTokenVerifier:
+        """What the gateway's environment variables give the service ``service``."""
+        return GatewayTokenVerifier(self.ring.jwks(), audience=service_audience(service), issuer=ISSUER)
+
+    def server(self, service: str) -> ServiceApp:
+        """The demo service ``service``, trusting this gateway."""
+        return SERVICES[service].build_server(self.verifier(service))
+
+    def token(self, service: str, name: str) -> str:
+        """A token for one call of tool ``name`` at ``service``."""
+        return self.minter.mint(PRINCIPAL, audience=service_audience(service), request_id=f"req-{next(self._request_ids)}",
+                                tool=f"{service}.{name}", target=name)
+
+    async def call(self, client: Client, name: str, args: dict[str, Any]) -> CallToolResult:
+        """Call tool ``name`` over ``client`` with a token for the service at the other end."""
+        service = client.server_info.name
+        meta = {ACTOR_TOKEN_META_KEY: self.token(service, name)}
+        return await client.session.call_tool(name, args, meta=meta)
+
+    async def invoke(self, server: ServiceApp, name: str, args: dict[str, Any]) -> CallToolResult:
+        """One call on a fresh in-memory connection to ``server``."""
+        async with Client(server) as client:
+            return await self.call(client, name, args)
+
+
+@pytest.fixture
+def gateway() -> StandInGateway:
+    return StandInGateway()
+
+
+@pytest.fixture
+def billing_app(gateway: StandInGateway) -> ServiceApp:
+    return gateway.server("billing")
+
+
+@pytest.fixture
+def analytics_app(gateway: StandInGateway) -> ServiceApp:
+    return gateway.server("analytics")
+
+
+@pytest.fixture
+def files_app(gateway: StandInGateway) -> ServiceApp:
+    return gateway.server("files")
 
 
 def text_of(result: CallToolResult) -> str:
@@ -45,9 +115,9 @@ def assert_refused(result: CallToolResult, message: str) -> None:
 # --------------------------------------------------------------------------- billing
 
 
-async def test_get_invoice_returns_bundled_invoice() -> None:
+async def test_get_invoice_returns_bundled_invoice(gateway: StandInGateway, billing_app: ServiceApp) -> None:
     """A known invoice id returns that invoice as structured content."""
-    result = await call(billing.server, "get_invoice", {"invoice_id": "INV-1001"})
+    result = await gateway.invoke(billing_app, "get_invoice", {"invoice_id": "INV-1001"})
     assert not result.is_error
     assert result.structured_content is not None
     assert result.structured_content["invoice_id"] == "INV-1001"
@@ -55,17 +125,19 @@ async def test_get_invoice_returns_bundled_invoice() -> None:
     assert result.structured_content["currency"] == "EUR"
 
 
-async def test_get_invoice_unknown_id_is_tool_error() -> None:
+async def test_get_invoice_unknown_id_is_tool_error(gateway: StandInGateway, billing_app: ServiceApp) -> None:
     """An unknown invoice id is a tool error with a short message."""
-    result = await call(billing.server, "get_invoice", {"invoice_id": "INV-9999"})
+    result = await gateway.invoke(billing_app, "get_invoice", {"invoice_id": "INV-9999"})
     assert_refused(result, "invoice not found")
 
 
-async def test_process_refund_records_in_ledger_and_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_process_refund_records_in_ledger_and_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: StandInGateway, billing_app: ServiceApp
+) -> None:
     """A valid refund is processed, kept in the ledger and appended to refunds.jsonl."""
     monkeypatch.setenv(billing.STATE_DIR_ENV, str(tmp_path))
     args = {"order_id": "ORD-20002", "amount": 49.5, "currency": "USD", "reason": "damaged in transit"}
-    result = await call(billing.server, "process_refund", args)
+    result = await gateway.invoke(billing_app, "process_refund", args)
     assert not result.is_error
     refund = result.structured_content
     assert refund is not None
@@ -79,19 +151,21 @@ async def test_process_refund_records_in_ledger_and_state_dir(tmp_path: Path, mo
 
 
 @pytest.mark.parametrize("amount", [0, -10.0])
-async def test_process_refund_rejects_non_positive_amount(amount: float) -> None:
+async def test_process_refund_rejects_non_positive_amount(
+    amount: float, gateway: StandInGateway, billing_app: ServiceApp
+) -> None:
     """A zero or negative amount is refused and nothing is recorded."""
     before = len(billing.ledger())
     args = {"order_id": "ORD-20001", "amount": amount, "currency": "EUR", "reason": "test"}
-    result = await call(billing.server, "process_refund", args)
+    result = await gateway.invoke(billing_app, "process_refund", args)
     assert_refused(result, "amount must be a positive number")
     assert len(billing.ledger()) == before
 
 
-async def test_process_refund_rejects_bad_currency() -> None:
+async def test_process_refund_rejects_bad_currency(gateway: StandInGateway, billing_app: ServiceApp) -> None:
     """A currency that is not a 3-letter upper-case code is refused."""
     args = {"order_id": "ORD-20001", "amount": 5, "currency": "euro", "reason": "test"}
-    result = await call(billing.server, "process_refund", args)
+    result = await gateway.invoke(billing_app, "process_refund", args)
     assert result.is_error
 
 
@@ -106,11 +180,13 @@ def _revenue_rows() -> list[dict[str, str]]:
     "filters",
     [{}, {"region": "emea"}, {"month": "2024-07"}, {"region": "apac", "month": "2024-09"}, {"product": "gateway-lite"}],
 )
-async def test_summarize_revenue_applies_filters(filters: dict[str, str]) -> None:
+async def test_summarize_revenue_applies_filters(
+    filters: dict[str, str], gateway: StandInGateway, analytics_app: ServiceApp
+) -> None:
     """The summary totals exactly the CSV rows matching every given filter."""
     rows = [r for r in _revenue_rows() if all(r[key] == value for key, value in filters.items())]
     assert rows
-    result = await call(analytics.server, "summarize_revenue", filters)
+    result = await gateway.invoke(analytics_app, "summarize_revenue", filters)
     assert not result.is_error
     summary = result.structured_content
     assert summary is not None
@@ -121,27 +197,31 @@ async def test_summarize_revenue_applies_filters(filters: dict[str, str]) -> Non
     assert sum(b["revenue_cents"] for b in summary["by_region"]) == summary["total_revenue_cents"]
 
 
-async def test_summarize_revenue_with_no_match_is_empty() -> None:
+async def test_summarize_revenue_with_no_match_is_empty(gateway: StandInGateway, analytics_app: ServiceApp) -> None:
     """A filter that matches nothing gives zero totals, not an error."""
-    result = await call(analytics.server, "summarize_revenue", {"product": "no-such-product"})
+    result = await gateway.invoke(analytics_app, "summarize_revenue", {"product": "no-such-product"})
     assert not result.is_error
     assert result.structured_content == {"total_revenue_cents": 0, "orders": 0, "row_count": 0, "by_region": []}
 
 
 @pytest.mark.parametrize("args", [{"region": "mars"}, {"month": "2024-13"}, {"month": "July"}])
-async def test_summarize_revenue_rejects_bad_filters(args: dict[str, str]) -> None:
+async def test_summarize_revenue_rejects_bad_filters(
+    args: dict[str, str], gateway: StandInGateway, analytics_app: ServiceApp
+) -> None:
     """An unknown region or a malformed month is a tool error."""
-    result = await call(analytics.server, "summarize_revenue", args)
+    result = await gateway.invoke(analytics_app, "summarize_revenue", args)
     assert result.is_error
 
 
 # --------------------------------------------------------------------------- files (bundled root)
 
 
-async def test_read_file_returns_bundled_text(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_read_file_returns_bundled_text(
+    monkeypatch: pytest.MonkeyPatch, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """A file under the bundled root is returned as UTF-8 text with its size."""
     monkeypatch.delenv(files.ROOT_ENV, raising=False)
-    result = await call(files.server, "read_file", {"path": "handbook/holidays.txt"})
+    result = await gateway.invoke(files_app, "read_file", {"path": "handbook/holidays.txt"})
     assert not result.is_error
     content = result.structured_content
     assert content is not None
@@ -150,10 +230,12 @@ async def test_read_file_returns_bundled_text(monkeypatch: pytest.MonkeyPatch) -
     assert content["size"] == (DATA / "files" / "handbook" / "holidays.txt").stat().st_size
 
 
-async def test_list_dir_lists_bundled_root_sorted(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_list_dir_lists_bundled_root_sorted(
+    monkeypatch: pytest.MonkeyPatch, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Listing '.' gives the bundled top-level entries, sorted, with sizes for files only."""
     monkeypatch.delenv(files.ROOT_ENV, raising=False)
-    result = await call(files.server, "list_dir", {})
+    result = await gateway.invoke(files_app, "list_dir", {})
     assert not result.is_error
     listing = result.structured_content
     assert listing is not None
@@ -165,7 +247,7 @@ async def test_list_dir_lists_bundled_root_sorted(monkeypatch: pytest.MonkeyPatc
     ]
     assert listing["entries"][0]["size"] > 0
     assert listing["entries"][1]["size"] is None
-    sub = await call(files.server, "list_dir", {"path": "handbook/"})
+    sub = await gateway.invoke(files_app, "list_dir", {"path": "handbook/"})
     assert [e["name"] for e in (sub.structured_content or {})["entries"]] == ["expenses.txt", "holidays.txt"]
 
 
@@ -213,9 +295,11 @@ HOSTILE_PATHS = [
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
-async def test_read_file_refuses_hostile_path(hostile_root: Path, path: str) -> None:
+async def test_read_file_refuses_hostile_path(
+    hostile_root: Path, path: str, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Every escaping, link-following or malformed path is a tool error that leaks nothing."""
-    result = await call(files.server, "read_file", {"path": path})
+    result = await gateway.invoke(files_app, "read_file", {"path": path})
     assert result.is_error
     assert result.structured_content is None
     message = text_of(result)
@@ -225,63 +309,75 @@ async def test_read_file_refuses_hostile_path(hostile_root: Path, path: str) -> 
 
 
 @pytest.mark.parametrize("path", ["..", "/", "/tmp", "~", "C:\\", "link-dir", "sub-link", "../root-evil", "README.txt"])
-async def test_list_dir_refuses_hostile_path(hostile_root: Path, path: str) -> None:
+async def test_list_dir_refuses_hostile_path(
+    hostile_root: Path, path: str, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Listing outside the root, through a link or of a file is a tool error."""
-    result = await call(files.server, "list_dir", {"path": path})
+    result = await gateway.invoke(files_app, "list_dir", {"path": path})
     assert result.is_error
     assert "secret.txt" not in text_of(result)
     assert str(hostile_root.parent) not in text_of(result)
 
 
-async def test_absolute_path_inside_root_is_still_refused(hostile_root: Path) -> None:
+async def test_absolute_path_inside_root_is_still_refused(
+    hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Even an absolute path that points inside the root is refused."""
-    result = await call(files.server, "read_file", {"path": str(hostile_root / "README.txt")})
+    result = await gateway.invoke(files_app, "read_file", {"path": str(hostile_root / "README.txt")})
     assert_refused(result, "absolute paths are not allowed")
 
 
-async def test_read_file_refuses_parent_escape(hostile_root: Path) -> None:
+async def test_read_file_refuses_parent_escape(
+    hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """A '..' component is refused with the fixed outside-the-root message."""
-    result = await call(files.server, "read_file", {"path": "sub/../../outside.txt"})
+    result = await gateway.invoke(files_app, "read_file", {"path": "sub/../../outside.txt"})
     assert_refused(result, "path outside the allowed root")
 
 
-async def test_read_file_refuses_sibling_prefix_directory(hostile_root: Path) -> None:
+async def test_read_file_refuses_sibling_prefix_directory(
+    hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """A link into 'root-evil' is refused although its path starts with the root's path as a string."""
-    result = await call(files.server, "read_file", {"path": "link-dir/secret.txt"})
+    result = await gateway.invoke(files_app, "read_file", {"path": "link-dir/secret.txt"})
     assert_refused(result, "path outside the allowed root")
 
 
-async def test_list_dir_skips_symlinks(hostile_root: Path) -> None:
+async def test_list_dir_skips_symlinks(hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp) -> None:
     """A listing of a root holding links shows only the real files and directories."""
-    result = await call(files.server, "list_dir", {"path": "."})
+    result = await gateway.invoke(files_app, "list_dir", {"path": "."})
     assert not result.is_error
     names = [e["name"] for e in (result.structured_content or {})["entries"]]
     assert names == ["README.txt", "sub"]
 
 
-async def test_read_file_inside_hostile_root_still_works(hostile_root: Path) -> None:
+async def test_read_file_inside_hostile_root_still_works(
+    hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Ordinary files under a configured root are readable, including in subdirectories."""
-    result = await call(files.server, "read_file", {"path": "./sub//inner.txt"})
+    result = await gateway.invoke(files_app, "read_file", {"path": "./sub//inner.txt"})
     assert not result.is_error
     assert (result.structured_content or {})["content"] == "inner\n"
     assert (result.structured_content or {})["path"] == "sub/inner.txt"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
-async def test_read_file_refuses_fifo(hostile_root: Path) -> None:
+async def test_read_file_refuses_fifo(hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp) -> None:
     """A named pipe is not a regular file and is refused without blocking."""
     os.mkfifo(hostile_root / "pipe")
-    result = await call(files.server, "read_file", {"path": "pipe"})
+    result = await gateway.invoke(files_app, "read_file", {"path": "pipe"})
     assert_refused(result, "not a regular file")
 
 
-async def test_read_file_refuses_directory_oversize_and_binary(hostile_root: Path) -> None:
+async def test_read_file_refuses_directory_oversize_and_binary(
+    hostile_root: Path, gateway: StandInGateway, files_app: ServiceApp
+) -> None:
     """Directories, files over 256 KiB and non-UTF-8 files are tool errors."""
     (hostile_root / "big.txt").write_bytes(b"a" * (files.MAX_READ_BYTES + 1))
     (hostile_root / "blob.bin").write_bytes(b"\xff\xfe\x00binary")
     expected = {"sub": "not a regular file", "big.txt": "file too large", "blob.bin": "file is not valid UTF-8 text"}
     for path, message in expected.items():
-        result = await call(files.server, "read_file", {"path": path})
+        result = await gateway.invoke(files_app, "read_file", {"path": path})
         assert_refused(result, message)
 
 
@@ -389,10 +485,10 @@ def test_manifest_input_schema_is_tighter_than_service(tool: str, args: dict[str
     ("tool", "path"), [("read_file", "link-out"), ("read_file", "link-dir/secret.txt"), ("list_dir", "link-dir")]
 )
 async def test_descriptor_walk_refuses_links_even_without_resolve_check(
-    hostile_root: Path, monkeypatch: pytest.MonkeyPatch, tool: str, path: str
+    hostile_root: Path, monkeypatch: pytest.MonkeyPatch, tool: str, path: str, gateway: StandInGateway, files_app: ServiceApp
 ) -> None:
     """With the resolve check disabled (a link swapped in after it), the O_NOFOLLOW walk still refuses links."""
     monkeypatch.setattr(files, "_check_inside", lambda root, parts: None)
-    result = await call(files.server, tool, {"path": path})
+    result = await gateway.invoke(files_app, tool, {"path": path})
     assert_refused(result, "symbolic links are not allowed")
     assert SECRET not in text_of(result)
