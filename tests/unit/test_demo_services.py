@@ -43,8 +43,13 @@ SECRET = "TOPSECRET-d3m0"
 DEPLOYMENT = Path(str(resources.files("portcullis.demo") / "deployment"))
 DATA = Path(str(resources.files("portcullis.demo") / "data"))
 ISSUER = gateway_issuer("demo-test")
-PRINCIPAL = Principal(client_id="agent-console", auth_method="bearer", issuer="https://idp.example",
-                      user_id="alice", agent_id="refund-bot")
+PRINCIPAL = Principal(
+    client_id="agent-console",
+    auth_method="bearer",
+    issuer="https://idp.example",
+    user_id="alice",
+    agent_id="refund-bot",
+)
 SERVICES: dict[str, ModuleType] = {"billing": billing, "analytics": analytics, "files": files}
 
 
@@ -66,8 +71,10 @@ class StandInGateway:
 
     def token(self, service: str, name: str) -> str:
         """A token for one call of tool ``name`` at ``service``."""
-        return self.minter.mint(PRINCIPAL, audience=service_audience(service), request_id=f"req-{next(self._request_ids)}",
-                                tool=f"{service}.{name}", target=name)
+        request_id = f"req-{next(self._request_ids)}"
+        return self.minter.mint(
+            PRINCIPAL, audience=service_audience(service), request_id=request_id, tool=f"{service}.{name}", target=name
+        )
 
     async def call(self, client: Client, name: str, args: dict[str, Any]) -> CallToolResult:
         """Call tool ``name`` over ``client`` with a token for the service at the other end."""
@@ -148,6 +155,26 @@ async def test_process_refund_records_in_ledger_and_state_dir(
     record = json.loads(lines[-1])
     assert record["refund_id"] == refund["refund_id"]
     assert record["reason"] == "damaged in transit"
+
+
+async def test_refund_ledger_records_who_requested_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: StandInGateway, billing_app: ServiceApp
+) -> None:
+    """The ledger and its JSON line name the verified principal; the tool's result does not (its schema is pinned)."""
+    monkeypatch.setenv(billing.STATE_DIR_ENV, str(tmp_path))
+    args = {"order_id": "ORD-20003", "amount": 12.0, "currency": "EUR", "reason": "late delivery"}
+    result = await gateway.invoke(billing_app, "process_refund", args)
+    assert not result.is_error
+    refund = result.structured_content
+    assert refund is not None
+    assert "requested_by" not in refund
+    requested_by = {"client_id": "agent-console", "user_id": "alice", "agent_id": "refund-bot"}
+    (entry,) = [r for r in billing.ledger() if r.refund_id == refund["refund_id"]]
+    assert entry.requested_by.model_dump() == requested_by
+    record = json.loads((tmp_path / "refunds.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert record["refund_id"] == refund["refund_id"]
+    assert record["requested_by"]["agent_id"] == PRINCIPAL.agent_id
+    assert record["requested_by"] == requested_by
 
 
 @pytest.mark.parametrize("amount", [0, -10.0])
@@ -381,6 +408,100 @@ async def test_read_file_refuses_directory_oversize_and_binary(
         assert_refused(result, message)
 
 
+# --------------------------------------------------------------------------- only through the gateway
+
+
+FIRST_CALLS = [
+    ("billing", "get_invoice"),
+    ("billing", "process_refund"),
+    ("analytics", "summarize_revenue"),
+    ("files", "read_file"),
+    ("files", "list_dir"),
+]
+
+
+def assert_unauthenticated(refused: pytest.ExceptionInfo[MCPError]) -> None:
+    """The service kit's bare refusal: no reason, no data."""
+    error = refused.value.error
+    assert (error.code, error.message, error.data) == (-31401, "unauthenticated", None)
+
+
+@pytest.mark.parametrize(("service", "tool"), FIRST_CALLS)
+async def test_a_call_without_a_token_is_refused_before_the_tool_runs(
+    service: str, tool: str, gateway: StandInGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every demo tool refuses a call that did not come through the gateway; no refund is made."""
+    monkeypatch.setenv(billing.STATE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(files.ROOT_ENV, raising=False)
+    before = len(billing.ledger())
+    async with Client(gateway.server(service)) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.session.call_tool(tool, LEGITIMATE_CALLS[tool][0])
+    assert_unauthenticated(refused)
+    assert len(billing.ledger()) == before
+    assert not (tmp_path / "refunds.jsonl").exists()
+
+
+async def test_a_token_minted_for_billing_is_refused_by_analytics(
+    gateway: StandInGateway, analytics_app: ServiceApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token is good at the one service it was minted for; the analytics tool body never runs."""
+    ran: list[bool] = []
+    monkeypatch.setattr(analytics, "_rows", lambda: ran.append(True) or ())
+    token = gateway.token("billing", "summarize_revenue")
+    async with Client(analytics_app) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.session.call_tool("summarize_revenue", {}, meta={ACTOR_TOKEN_META_KEY: token})
+        assert_unauthenticated(refused)
+        assert ran == []
+        result = await gateway.call(client, "summarize_revenue", {})  # the same service, a token for it
+    assert not result.is_error
+    assert ran == [True]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_a_service_started_without_the_gateways_trust_refuses_to_start(service: str) -> None:
+    """Run directly, without the three variables the gateway sets: one line on stderr, non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if k not in (JWKS_ENV, ISSUER_ENV, AUDIENCE_ENV)}
+    started = subprocess.run(
+        [sys.executable, "-m", f"portcullis.demo.services.{service}"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=10,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "Traceback" not in started.stderr
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert "refuses to start" in lines[0] and JWKS_ENV in lines[0]
+    assert started.stdout == ""
+
+
+def test_a_service_given_another_services_audience_refuses_to_start(gateway: StandInGateway) -> None:
+    """Trust variables meant for analytics do not start billing."""
+    env = {
+        **os.environ,
+        JWKS_ENV: json.dumps(gateway.ring.jwks()),
+        ISSUER_ENV: ISSUER,
+        AUDIENCE_ENV: service_audience("analytics"),
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "portcullis.demo.services.billing"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=10,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "Traceback" not in started.stderr
+    assert len(started.stderr.strip().splitlines()) == 1, started.stderr
+
+
 # --------------------------------------------------------------------------- deployment
 
 
@@ -425,7 +546,7 @@ def test_every_demo_tool_has_a_manifest() -> None:
 
 @pytest.mark.parametrize("manifest_path", MANIFEST_PATHS, ids=lambda p: p.stem)
 async def test_manifest_matches_service_and_accepts_legitimate_calls(
-    manifest_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    manifest_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gateway: StandInGateway
 ) -> None:
     """Each manifest validates, names a real tool, mirrors its annotations and accepts real calls."""
     monkeypatch.delenv(files.ROOT_ENV, raising=False)
@@ -433,7 +554,7 @@ async def test_manifest_matches_service_and_accepts_legitimate_calls(
     manifest = ToolManifest.model_validate(yaml.safe_load(manifest_path.read_text(encoding="utf-8")))
     assert (manifest_path.parent.name, manifest_path.stem) == (manifest.service, manifest.name)
     service = _gateway().services[manifest.service]
-    server = importlib.import_module(str(service.module)).server
+    server = importlib.import_module(str(service.module)).build_server(gateway.verifier(manifest.service))
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert manifest.name in tools
@@ -452,7 +573,7 @@ async def test_manifest_matches_service_and_accepts_legitimate_calls(
         for example in LEGITIMATE_CALLS[manifest.name]:
             assert not list(validator.iter_errors(example)), example
             assert Draft202012Validator(tool.input_schema).is_valid(example)
-            result = await client.call_tool(manifest.name, example)
+            result = await gateway.call(client, manifest.name, example)
             assert not result.is_error, (example, text_of(result))
 
 
@@ -485,7 +606,12 @@ def test_manifest_input_schema_is_tighter_than_service(tool: str, args: dict[str
     ("tool", "path"), [("read_file", "link-out"), ("read_file", "link-dir/secret.txt"), ("list_dir", "link-dir")]
 )
 async def test_descriptor_walk_refuses_links_even_without_resolve_check(
-    hostile_root: Path, monkeypatch: pytest.MonkeyPatch, tool: str, path: str, gateway: StandInGateway, files_app: ServiceApp
+    hostile_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tool: str,
+    path: str,
+    gateway: StandInGateway,
+    files_app: ServiceApp,
 ) -> None:
     """With the resolve check disabled (a link swapped in after it), the O_NOFOLLOW walk still refuses links."""
     monkeypatch.setattr(files, "_check_inside", lambda root, parts: None)

@@ -1,7 +1,9 @@
 """Demo analytics service: read-only revenue aggregates over a bundled CSV.
 
-Run it with ``python -m portcullis.demo.services.analytics``; it speaks MCP over stdio. The rows
-come from ``demo/data/revenue.csv`` (month, region, product, revenue_cents, orders).
+Run it with ``python -m portcullis.demo.services.analytics``; it speaks MCP over stdio and, being a
+service kit app (:mod:`portcullis.service`), serves only calls carrying a gateway-minted actor
+token: started without the gateway's trust variables it refuses to start. The rows come from
+``demo/data/revenue.csv`` (month, region, product, revenue_cents, orders).
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from functools import cache
 from importlib import resources
 from typing import NamedTuple
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
+from portcullis.demo.services._common import new_service, serve
+from portcullis.service import GatewayTokenVerifier, ServiceApp
+
 REGIONS = ("emea", "amer", "apac")
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
-server = MCPServer(name="analytics", instructions="Demo analytics service: revenue summaries.")
+SERVICE = "analytics"
+INSTRUCTIONS = "Demo analytics service: revenue summaries."
+READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 
 class _Row(NamedTuple):
@@ -58,9 +64,6 @@ def _rows() -> tuple[_Row, ...]:
     )
 
 
-@server.tool(
-    annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False),
-)
 def summarize_revenue(
     region: str | None = None, month: str | None = None, product: str | None = None
 ) -> RevenueSummary:
@@ -92,9 +95,16 @@ def summarize_revenue(
     )
 
 
+def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
+    """The analytics service, accepting only calls whose actor token ``verifier`` accepts."""
+    app = new_service(SERVICE, verifier, instructions=INSTRUCTIONS)
+    app.add_tool(summarize_revenue, annotations=READ_ONLY)
+    return app
+
+
 def main() -> None:
-    """Serve over stdio."""
-    server.run()
+    """Serve over stdio, trusting the gateway named in the environment; refuse to start without it."""
+    serve(SERVICE, build_server)
 
 
 if __name__ == "__main__":

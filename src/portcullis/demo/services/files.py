@@ -1,6 +1,8 @@
 """Demo file service: read-only access to one directory tree, done carefully.
 
-Run it with ``python -m portcullis.demo.services.files``; it speaks MCP over stdio. The root is
+Run it with ``python -m portcullis.demo.services.files``; it speaks MCP over stdio and, being a
+service kit app (:mod:`portcullis.service`), serves only calls carrying a gateway-minted actor
+token: started without the gateway's trust variables it refuses to start. The root is
 ``$PORTCULLIS_DEMO_FILES_ROOT`` when set, else the bundled ``demo/data/files``. A path is a
 relative, '/'-separated name under the root. Refused: control or format characters, absolute
 paths, '~', drive letters and backslashes, '..' components, anything that resolves outside the
@@ -23,10 +25,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
+
+from portcullis.demo.services._common import new_service, serve
+from portcullis.service import GatewayTokenVerifier, ServiceApp
 
 ROOT_ENV = "PORTCULLIS_DEMO_FILES_ROOT"
 MAX_PATH_CHARS = 1024
@@ -40,7 +44,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
-server = MCPServer(name="files", instructions="Demo file service: read-only access to a shared folder.")
+SERVICE = "files"
+INSTRUCTIONS = "Demo file service: read-only access to a shared folder."
 
 
 class FileContent(BaseModel):
@@ -152,7 +157,6 @@ def _walk(root: Path, parts: tuple[str, ...]) -> Iterator[int]:
         os.close(fd)
 
 
-@server.tool(annotations=READ_ONLY)
 def read_file(path: str) -> FileContent:
     """Read a UTF-8 text file (at most 256 KiB) by its path relative to the shared folder."""
     parts = _parts(path)
@@ -182,7 +186,6 @@ def read_file(path: str) -> FileContent:
     return FileContent(path="/".join(parts), size=len(data), content=text)
 
 
-@server.tool(annotations=READ_ONLY)
 def list_dir(path: str = ".") -> DirListing:
     """List a directory of the shared folder ('.' is the top): names, types and file sizes."""
     parts = _parts(path)
@@ -206,9 +209,17 @@ def list_dir(path: str = ".") -> DirListing:
     return DirListing(path="/".join(parts) or ".", entries=entries[:MAX_ENTRIES], truncated=len(entries) > MAX_ENTRIES)
 
 
+def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
+    """The file service, accepting only calls whose actor token ``verifier`` accepts."""
+    app = new_service(SERVICE, verifier, instructions=INSTRUCTIONS)
+    app.add_tool(read_file, annotations=READ_ONLY)
+    app.add_tool(list_dir, annotations=READ_ONLY)
+    return app
+
+
 def main() -> None:
-    """Serve over stdio."""
-    server.run()
+    """Serve over stdio, trusting the gateway named in the environment; refuse to start without it."""
+    serve(SERVICE, build_server)
 
 
 if __name__ == "__main__":
