@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -74,10 +75,13 @@ class GatewayProcess:
     """
 
     def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
-                 state_dir: Path | None = None, audience: str | None = None) -> None:
+                 state_dir: Path | None = None, audience: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.base = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.ssl_context = ssl_context
+        self.url = f"{scheme}://127.0.0.1:{self.port}/mcp"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.config = config
         self.audience = audience or self.url
         self.state_dir = state_dir or config.parent / f"state-{self.port}"
@@ -114,7 +118,8 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
-                status = httpx2.get(f"{self.base}/healthz", timeout=1).status_code
+                status = httpx2.get(f"{self.base}/healthz", timeout=1,
+                                    verify=self.ssl_context or True).status_code
                 if status == 200 or (not require_ready and status == 503):
                     return
             except httpx2.TransportError:
