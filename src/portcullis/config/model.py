@@ -9,6 +9,7 @@ keeps them in step.
 from __future__ import annotations
 
 import re
+import ssl
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -119,11 +120,37 @@ class StdioService(_ServiceBase):
         return self
 
 
+class UpstreamTls(_Model):
+    """TLS towards one upstream: which CA to trust, and the gateway's client certificate (mTLS)."""
+
+    ca_file: str | None = Field(None, description="CA bundle that signs the service's certificate "
+                                "(default: the system trust store).")
+    cert_file: str | None = Field(None, description="The gateway's client certificate, for mTLS.")
+    key_file: str | None = Field(None, description="Its private key.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
+
 class HttpService(_ServiceBase):
     """A service reached over Streamable HTTP."""
 
     transport: Literal["http"]
     url: str = Field(pattern=r"^https?://", description="The service's MCP endpoint URL.")
+    tls: UpstreamTls | None = Field(None, description="CA and client certificate for an https:// service.")
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What the HTTP client verifies with: the configured CA and client certificate, else defaults."""
+        if self.tls is None:
+            return True
+        ctx = ssl.create_default_context(cafile=self.tls.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.tls.cert_file and self.tls.key_file:
+            ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        return ctx
 
 
 ServiceConfig = Annotated[StdioService | HttpService, Field(discriminator="transport")]

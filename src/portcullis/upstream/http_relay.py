@@ -176,7 +176,8 @@ class HttpRelayConnector:
     async def open(self) -> AsyncIterator[_RelayConnection]:
         limits = httpx2.Limits(max_connections=64, max_keepalive_connections=32)
         timeout = httpx2.Timeout(self._cfg.connect_timeout_s, read=None)
-        async with httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False,
+        async with httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, trust_env=False,
+                                      verify=self._cfg.ssl_context(),
                                       headers={"Accept": "application/json, text/event-stream",
                                                "Content-Type": "application/json"}) as http:
             connection = _RelayConnection(http, self._cfg.url)

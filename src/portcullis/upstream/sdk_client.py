@@ -121,6 +121,7 @@ class SdkConnector:
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
-        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False) as http:
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False,
+                                      trust_env=False, verify=self._cfg.ssl_context()) as http:
             async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None) as client:
                 yield _SdkConnection(client, token_in_meta=False)  # legacy HTTP: third-party servers
