@@ -35,6 +35,20 @@ limits:
 # sessions:
 #   key_ref: secret://env/PORTCULLIS_SESSION_KEYS
 
+# Who may call. Every request needs a bearer token from a trusted issuer (or a mapped client
+# certificate); there is no anonymous default. Replace the example with your identity provider:
+# the audience must be this gateway's canonical URI (default http://<host>:<port>/mcp).
+identity:
+  required_scopes: [mcp:tools]
+  issuers:
+    - name: corp
+      issuer: https://idp.example.com
+      discovery_url: https://idp.example.com/.well-known/openid-configuration
+      algorithms: [ES256, RS256]
+      audience: http://127.0.0.1:8080/mcp
+  # For local experiments only (warns at every start): trust `portcullis token issue`.
+  # allow_insecure_dev_issuer: true
+
 # Upstream MCP services by name. Their tools are exposed as "<service>.<tool>" and only if a
 # manifest under tools/ declares them.
 services:
