@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.run`` measures the gateway against a direct upstream (see BENCHMARKS.md)."""
