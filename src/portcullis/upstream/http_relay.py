@@ -2,7 +2,7 @@
 
 The SDK client costs about 0.45 ms per call on this hardware over a plain pooled HTTP POST, which
 is half the gateway's whole budget, so for services that speak the stateless revision the
-gateway relays JSON-RPC itself over one pooled ``httpx2.AsyncClient``. It sends the request
+gateway relays JSON-RPC itself over a small keep-alive pool (:mod:`.http11`). It sends the request
 metadata headers the revision requires (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``,
 ``Mcp-Param-*`` for arguments whose schema asks), the gateway's own fixed client capabilities,
 and accepts either a JSON or an SSE answer. The caller's token and headers are never forwarded.
@@ -10,22 +10,25 @@ and accepts either a JSON or an SSE answer. The caller's token and headers are n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx2
 
 from portcullis.config.model import HttpService
 from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.upstream.http11 import Http11Pool, HttpError, Response
 
 MODERN = "2026-07-28"
 _CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
-_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+         "io.modelcontextprotocol/clientInfo": _CLIENT_INFO}
 
 
 class NotModern(Exception):
@@ -49,9 +52,8 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 
 class _RelayConnection:
-    def __init__(self, http: httpx2.AsyncClient, url: str) -> None:
-        self._http = http
-        self._url = url
+    def __init__(self, pool: Http11Pool) -> None:
+        self._pool = pool
         self._ids = itertools.count(1)
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
@@ -59,26 +61,26 @@ class _RelayConnection:
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
         request_id = next(self._ids)
-        params = {**params, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
-                                      "io.modelcontextprotocol/clientCapabilities": {},
-                                      "io.modelcontextprotocol/clientInfo": _CLIENT_INFO}}
-        headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+        params = {**params, "_meta": _META}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
         if name is not None:
             headers["Mcp-Name"] = header_value(name)
         if extra_headers:
             headers.update(extra_headers)
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
+                          separators=(",", ":")).encode()
         try:
-            with anyio.fail_after(timeout_s):
-                async with self._http.stream("POST", self._url, content=body, headers=headers) as response:
-                    message = await _read_answer(response, request_id)
+            async with asyncio.timeout(timeout_s):
+                response = await self._pool.post(body, headers)
         except TimeoutError:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
-        except httpx2.TransportError as exc:
-            raise UpstreamUnavailable(detail=f"transport: {type(exc).__name__}") from None
+        except HttpError as exc:
+            raise UpstreamUnavailable(detail=f"transport: {exc}") from None
+        message = _read_answer(response, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
-            raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}", data=None)
+            raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
         return message.get("result")
 
     async def list_tools(self) -> list[dict[str, Any]]:
@@ -123,20 +125,15 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-async def _read_answer(response: httpx2.Response, request_id: int) -> dict[str, Any]:
+def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
-        return await _read_sse(response, request_id)
-    raw = bytearray()
-    async for chunk in response.aiter_bytes():
-        raw += chunk
-        if len(raw) > _MAX_RESPONSE_BYTES:
-            raise UpstreamFailed(detail="upstream response too large")
+        return _read_sse(response.body, request_id)
     if content_type != "application/json":
-        raise (UpstreamUnavailable if response.status_code >= 500 else UpstreamFailed)(
-            detail=f"upstream HTTP {response.status_code} {content_type[:40]}")
+        raise (UpstreamUnavailable if response.status >= 500 else UpstreamFailed)(
+            detail=f"upstream HTTP {response.status} {content_type[:40]}")
     try:
-        message = json.loads(raw)
+        message = json.loads(response.body)
     except ValueError:
         raise UpstreamFailed(detail="upstream sent invalid JSON") from None
     if not isinstance(message, dict):
@@ -144,24 +141,19 @@ async def _read_answer(response: httpx2.Response, request_id: int) -> dict[str, 
     return message
 
 
-async def _read_sse(response: httpx2.Response, request_id: int) -> dict[str, Any]:
-    data: list[str] = []
-    size = 0
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-            size += len(line)
-            if size > _MAX_RESPONSE_BYTES:
-                raise UpstreamFailed(detail="upstream event too large")
-        elif line == "" and data:
-            try:
-                message = json.loads("\n".join(data))
-            except ValueError:
-                raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
-            data, size = [], 0
-            if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-                return message
-            # progress and log notifications for this request are dropped in this release
+def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
+    """The response for ``request_id`` among the stream's events (notifications are dropped)."""
+    text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    for event in text.split("\n\n"):
+        data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
+        if not data:
+            continue
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
+        if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+            return message
     raise UpstreamFailed(detail="upstream stream ended without a response")
 
 
@@ -174,13 +166,11 @@ class HttpRelayConnector:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_RelayConnection]:
-        limits = httpx2.Limits(max_connections=64, max_keepalive_connections=32)
-        timeout = httpx2.Timeout(self._cfg.connect_timeout_s, read=None)
-        async with httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, trust_env=False,
-                                      verify=self._cfg.ssl_context(),
-                                      headers={"Accept": "application/json, text/event-stream",
-                                               "Content-Type": "application/json"}) as http:
-            connection = _RelayConnection(http, self._cfg.url)
+        verify = self._cfg.ssl_context()
+        pool = Http11Pool(self._cfg.url, ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
+                          connect_timeout_s=self._cfg.connect_timeout_s)
+        try:
+            connection = _RelayConnection(pool)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
             except UpstreamFailed as exc:
@@ -189,3 +179,5 @@ class HttpRelayConnector:
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
             yield connection
+        finally:
+            await pool.aclose()
