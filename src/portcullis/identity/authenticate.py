@@ -17,6 +17,7 @@ Nothing in a principal comes from the request body or from a header a client can
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from portcullis.identity.tls import peer_certificate
 
 log = logging.getLogger("portcullis.identity")
 
+_CACHE_TTL_S = 60.0
+_CACHE_ENTRIES = 10_000
 ANONYMOUS = Principal(client_id="anonymous", auth_method="dev", issuer="portcullis://anonymous")
 
 
@@ -82,6 +85,9 @@ class Authenticator:
         self._dev = dev_issuer_name
         scope = f', scope="{" ".join(self._required)}"' if self._required else ""
         self._bare_challenge = f'Bearer resource_metadata="{self._metadata}"{scope}'
+        # Signature checks are the costliest step; a token already verified is not re-verified for up
+        # to a minute (never past its own expiry). Bounded: the oldest entries go first when full.
+        self._verified: dict[str, tuple[VerifiedToken, float]] = {}
 
     async def authenticate(self, headers: Mapping[str, str], scope: Mapping[str, Any]) -> Principal:
         authorization = headers.get("authorization")
@@ -108,9 +114,16 @@ class Authenticator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip() or self._verifier is None:
             raise self._invalid("not_a_bearer_token")
+        token = token.strip()
+        now = time.time()
+        cached = self._verified.get(token)
         try:
-            verified = await self._verifier.verify(token.strip())
-            verified.require_scopes(*self._required)
+            if cached is not None and cached[1] > now:
+                verified = cached[0]
+            else:
+                verified = await self._verifier.verify(token)
+                verified.require_scopes(*self._required)
+                self._remember(token, verified, now)
         except InvalidToken as exc:
             raise self._invalid(exc.reason_code) from None
         except InsufficientScope as exc:
@@ -124,6 +137,14 @@ class Authenticator:
                                          method)
         self._check_revoked(verified.jti, principal)
         return principal
+
+    def _remember(self, token: str, verified: VerifiedToken, now: float) -> None:
+        """Cache a verified token until it expires, at most ``_CACHE_TTL_S`` (revocation is still per request)."""
+        if len(self._verified) >= _CACHE_ENTRIES:
+            for key in [k for k, (_, until) in self._verified.items() if until <= now] or [next(iter(self._verified))]:
+                del self._verified[key]
+        until = min(float(verified.expires_at or now), now + _CACHE_TTL_S)
+        self._verified[token] = (verified, until)
 
     def _check_revoked(self, jti: str | None, principal: Principal) -> None:
         try:
