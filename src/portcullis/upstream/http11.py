@@ -51,6 +51,12 @@ class _Reader:
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     done: bool = False
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
+
+    def on_headers_complete(self) -> None:
+        # must be read here: once the message completes, the parser has reset its state
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -143,6 +149,7 @@ class Http11Pool:
     async def _exchange(self, conn: _Conn, request: bytes) -> Response:
         collected = _Reader(self._limit)
         parser = httptools.HttpResponseParser(collected)
+        collected.parser = parser
         received = 0
         try:
             conn.writer.write(request)
@@ -166,7 +173,8 @@ class Http11Pool:
             self._close(conn)
             raise
         response = Response(parser.get_status_code(), collected.headers, b"".join(collected.chunks))
-        if parser.should_keep_alive() and len(self._idle) < self._max_idle:
+        collected.parser = None
+        if collected.keep_alive and len(self._idle) < self._max_idle:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
