@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import json
 import logging
 import logging.handlers
 import queue
 import sys
 from typing import Any, TextIO
+
+import orjson
 
 _listener: logging.handlers.QueueListener | None = None
 
@@ -31,9 +32,21 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update({k: v for k, v in fields.items() if v is not None})
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        # orjson escapes control characters as JSON requires, so a hostile value cannot forge a line
+        return orjson.dumps(line, default=str).decode()
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: the stdlib copies and pre-formats each one on
+    the caller's thread, which is the event loop here. Tracebacks are rendered to text first."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=True)
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -60,7 +73,7 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler.setFormatter(JsonFormatter())
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger("portcullis")
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.handlers[:] = [_QueueHandler(q)]
     root.setLevel(level)
     root.propagate = False
     _listener = logging.handlers.QueueListener(q, handler)

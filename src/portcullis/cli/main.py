@@ -70,8 +70,10 @@ def serve(config: ConfigDir = None,
         out.print("Try it with a DEVELOPMENT token (2026-07-28 stateless request):", highlight=False)
         out.print(_example(gateway.resource, config, port), highlight=False, markup=False)
     sys.stdout.flush()
+    # proxy_headers off: X-Forwarded-* from a client must never change what the gateway believes
     uvicorn.run(gateway.app, host=bind_host, port=bind_port, log_level="warning", access_log=False,
-                lifespan="on", loop="uvloop", timeout_graceful_shutdown=5, **transport)
+                lifespan="on", loop="uvloop", timeout_graceful_shutdown=5, proxy_headers=False,
+                server_header=False, date_header=False, **transport)
 
 
 def _example(url: str, config: Path | None, port: int | None) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import orjson
 
 from portcullis.errors import (
     BodyTooLarge,
@@ -173,7 +174,7 @@ class GatewayApp:
             else:
                 result = await self._dispatcher.dispatch(req)
             payload = {"jsonrpc": "2.0", "id": request_id, "result": result}
-            return 200, _JSON + extra, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            return 200, _JSON + extra, orjson.dumps(payload)
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
             if wire.body is None:

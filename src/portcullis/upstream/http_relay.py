@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import orjson
 
 from portcullis.config.model import HttpService
 from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
@@ -68,8 +69,7 @@ class _RelayConnection:
             headers["Mcp-Name"] = header_value(name)
         if extra_headers:
             headers.update(extra_headers)
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
-                          separators=(",", ":")).encode()
+        body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             async with asyncio.timeout(timeout_s):
                 response = await self._pool.post(body, headers)
@@ -133,8 +133,8 @@ def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
         raise (UpstreamUnavailable if response.status >= 500 else UpstreamFailed)(
             detail=f"upstream HTTP {response.status} {content_type[:40]}")
     try:
-        message = json.loads(response.body)
-    except ValueError:
+        message = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
         raise UpstreamFailed(detail="upstream sent invalid JSON") from None
     if not isinstance(message, dict):
         raise UpstreamFailed(detail="upstream sent a non-object")
