@@ -71,7 +71,7 @@ def _session_keys(deployment: Deployment) -> list[bytes]:
 def _keyring(deployment: Deployment, clock: Callable[[], float]) -> KeyRing:
     cfg = deployment.gateway.upstream_tokens
     if cfg.keys_ref is None:
-        return KeyRing.generate(cfg.algorithm, clock=clock)
+        return KeyRing.generate(cfg.algorithm, clock=clock, upcoming=cfg.prepublished_keys)
     pems = _PEM.findall(resolve_secret(cfg.keys_ref).encode())
     if not pems:
         raise _problem(deployment, "upstream_tokens.keys_ref: no PEM private key found")
@@ -133,8 +133,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     minter = TokenMinter(keyring, issuer=gateway_issuer(cfg.upstream_tokens.gateway_name),
                          ttl_s=cfg.upstream_tokens.ttl_s, clock=clock)
 
+    spawned_with: dict[str, frozenset[str]] = {}  # service -> key ids its running child was given
+
     def child_env(service: str) -> dict[str, str]:
-        return gateway_env(keyring.jwks(), minter.issuer, service_audience(service))
+        jwks = keyring.jwks()
+        spawned_with[service] = frozenset(key["kid"] for key in jwks["keys"])
+        return gateway_env(jwks, minter.issuer, service_audience(service))
 
     catalog = Catalog(deployment)
     upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
@@ -147,7 +151,23 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         ready = all(h.ready.is_set() for h in upstreams.handles())
         return ready, {"services": services}
 
-    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run]
+    async def rotate_keys() -> None:
+        every = cfg.upstream_tokens.rotate_every_s
+        if every is None or cfg.upstream_tokens.keys_ref is not None:
+            return
+        while True:
+            await anyio.sleep(every)
+            current = keyring.rotate()
+            log.info("upstream token signing key rotated", extra={"fields": {"kid": current.kid}})
+            # A child that lacks the key signing next is restarted now, a whole interval ahead of
+            # need, so no call ever reaches a child that cannot verify its token.
+            needed = {current.kid, *(key.kid for key in keyring.upcoming[:1])}
+            for handle in upstreams.handles():
+                kids = spawned_with.get(handle.name)
+                if kids is not None and not needed <= kids:
+                    handle.recycle()
+
+    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys]
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)
                    if issuer.jwks_file is None]
 

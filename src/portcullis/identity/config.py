@@ -45,6 +45,11 @@ class UpstreamTokenConfig(_Model):
     keys_ref: str | None = Field(
         None, description="secret:// reference to a file of PEM private keys (first signs). Unset: a key "
         "generated at start, so services must re-read the JWKS after a restart.")
+    rotate_every_s: float | None = Field(
+        86_400, ge=1, description="Rotate the in-memory signing key this often (keys_ref unset); null: never.")
+    prepublished_keys: int = Field(
+        2, ge=1, le=16, description="Future keys published ahead of use, so services that read the JWKS once "
+        "(stdio children, at spawn) survive that many rotations; after that they are restarted.")
     gateway_name: str = Field("gateway", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                               description="Names the issuer: portcullis://<gateway_name>.")
 

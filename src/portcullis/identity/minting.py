@@ -166,7 +166,7 @@ class KeyRing:
     """
 
     def __init__(self, keys: Sequence[SigningKey], *, clock: Clock = time.time, overlap_s: float = 600.0,
-                 max_keys: int = 4) -> None:
+                 max_keys: int = 4, upcoming: Sequence[SigningKey] = ()) -> None:
         if not keys:
             raise ValueError("a key ring needs at least one key")
         if overlap_s < MAX_TTL_S:
@@ -179,6 +179,9 @@ class KeyRing:
         self._clock, self._overlap_s, self._max_keys = clock, overlap_s, max_keys
         current, *previous = keys
         self._lock = threading.Lock()
+        # Pre-published keys: in the JWKS before they sign, so a service that read the JWKS once (a
+        # stdio child reads it at spawn) still verifies tokens after that many rotations.
+        self._upcoming: tuple[SigningKey, ...] = tuple(upcoming)
         self._keys: tuple[SigningKey, ...] = self._live((
             replace(current, retired_at=None),
             *(key if key.retired_at is not None else replace(key, retired_at=now) for key in previous),
@@ -186,9 +189,11 @@ class KeyRing:
 
     @classmethod
     def generate(cls, alg: str = "EdDSA", *, clock: Clock = time.time, overlap_s: float = 600.0,
-                 max_keys: int = 4) -> KeyRing:
-        """A ring with one in-memory key (the embedded default: one process, no key files)."""
-        return cls([SigningKey.generate(alg, now=clock())], clock=clock, overlap_s=overlap_s, max_keys=max_keys)
+                 max_keys: int = 4, upcoming: int = 0) -> KeyRing:
+        """A ring of in-memory keys (one process, no key files), with ``upcoming`` keys pre-published."""
+        now = clock()
+        return cls([SigningKey.generate(alg, now=now)], clock=clock, overlap_s=overlap_s, max_keys=max_keys,
+                   upcoming=[SigningKey.generate(alg, now=now) for _ in range(upcoming)])
 
     @classmethod
     def from_pem(cls, pems: Sequence[bytes], *, clock: Clock = time.time, overlap_s: float = 600.0,
@@ -204,6 +209,11 @@ class KeyRing:
         return self._keys[0]
 
     @property
+    def upcoming(self) -> tuple[SigningKey, ...]:
+        """Pre-published keys, next to sign first."""
+        return self._upcoming
+
+    @property
     def previous(self) -> tuple[SigningKey, ...]:
         """Retired keys still published, newest first."""
         return self._live(self._keys, self._clock())[1:]
@@ -213,14 +223,20 @@ class KeyRing:
         with self._lock:
             now = self._clock() if now is None else now
             keys = self._keys
-            new = SigningKey.generate(keys[0].alg, now=now)
+            if self._upcoming:  # promote the oldest pre-published key; publish a new one behind it
+                new, self._upcoming = self._upcoming[0], (*self._upcoming[1:], SigningKey.generate(keys[0].alg,
+                                                                                                   now=now))
+            else:
+                new = SigningKey.generate(keys[0].alg, now=now)
             # One assignment: a concurrent reader sees the old ring or the new one, never a mix.
             self._keys = self._live((new, replace(keys[0], retired_at=now), *keys[1:]), now)
             return new
 
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set to publish: public keys of the current and previous keys only."""
-        return {"keys": [key.published() for key in self._live(self._keys, self._clock())]}
+        with self._lock:  # rotate() changes keys and upcoming together
+            keys, upcoming = self._keys, self._upcoming
+        return {"keys": [key.published() for key in (*self._live(keys, self._clock()), *upcoming)]}
 
     def _live(self, keys: tuple[SigningKey, ...], now: float) -> tuple[SigningKey, ...]:
         """``keys`` without previous keys past their overlap or beyond ``max_keys``. Pure."""

@@ -9,9 +9,11 @@ at once with ``UpstreamUnavailable``; other services are not affected.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -27,19 +29,37 @@ log = logging.getLogger("portcullis.upstream")
 ToolsCallback = Callable[[str, list[dict[str, Any]]], None]
 
 
+@dataclass(eq=False)
+class _Held:
+    """One connection owned by a :meth:`ServiceHandle._hold` task."""
+
+    conn: Connection | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    opened: anyio.Event = field(default_factory=anyio.Event)
+    stop: anyio.Event = field(default_factory=anyio.Event)
+
+
 class ServiceHandle:
     """One service: its current connection (if any) and the loop that keeps it alive."""
 
     def __init__(self, name: str, connectors: Sequence[Connector], on_tools: ToolsCallback, *,
-                 health_interval_s: float = 5.0, refresh_s: float = 30.0, max_backoff_s: float = 5.0) -> None:
+                 health_interval_s: float = 5.0, refresh_s: float = 30.0, max_backoff_s: float = 5.0,
+                 retire_grace_s: float = 10.0) -> None:
         self.name = name
         self._connectors = list(connectors)
         self._on_tools = on_tools
         self._health_s = health_interval_s
         self._refresh_s = refresh_s
         self._max_backoff_s = max_backoff_s
+        self._retire_grace_s = retire_grace_s
         self._conn: Connection | None = None
+        self._recycle = anyio.Event()
         self.ready = anyio.Event()  # set after the first successful listing
+
+    def recycle(self) -> None:
+        """Reopen the connection (a stdio child is restarted with the current environment)."""
+        self._recycle.set()
 
     @property
     def connected(self) -> bool:
@@ -54,39 +74,92 @@ class ServiceHandle:
                                     actor_token=actor_token)
 
     async def run(self) -> None:
+        """Keep one connection open; on a planned restart open the new one before closing the old."""
         backoff = 0.1
-        while True:
-            connector = self._connectors[0]
-            try:
-                async with connector.open() as conn:
-                    self._on_tools(self.name, await conn.list_tools())
-                    self._conn = conn
+        async with anyio.create_task_group() as tg:
+            previous: _Held | None = None  # still serving while its replacement starts (recycle)
+            while True:
+                connector = self._connectors[0]
+                held = _Held()
+                tg.start_soon(self._hold, connector, held)
+                await held.opened.wait()
+                if held.conn is None:
+                    if isinstance(held.error, NotModern) and len(self._connectors) > 1:
+                        self._connectors.pop(0)
+                        continue
+                    self._log_failure(held.error)
+                    if previous is None:
+                        await anyio.sleep(backoff * (1 + random.random() / 4))  # noqa: S311 - jitter
+                        backoff = min(backoff * 2, self._max_backoff_s)
+                        continue
+                    held, previous = previous, None  # the replacement failed: keep the running one
+                else:
+                    self._on_tools(self.name, held.tools)
+                    self._conn = held.conn
                     self.ready.set()
                     backoff = 0.1
                     log.info("service connected", extra={"fields": {"service": self.name,
                                                                     "via": type(connector).__name__}})
-                    await self._watch(conn)
-            except NotModern:
-                if len(self._connectors) > 1:
-                    self._connectors.pop(0)
+                    if previous is not None:
+                        tg.start_soon(self._retire, previous)
+                        previous = None
+                if await self._watch(held.conn):  # a planned restart: keep serving until the new one is up
+                    self._recycle = anyio.Event()
+                    previous = held
                     continue
-                log.warning("service speaks no supported revision", extra={"fields": {"service": self.name}})
-            except Exception as exc:  # any failure of one service must not touch the others
-                log.warning("service connection failed", extra={"fields": {
-                    "service": self.name, "error": type(exc).__name__,
-                    "detail": exc.detail if isinstance(exc, PortcullisError) else ""}})
-            finally:
                 self._conn = None
-            await anyio.sleep(backoff * (1 + random.random() / 4))  # noqa: S311 - jitter, not crypto
-            backoff = min(backoff * 2, self._max_backoff_s)
+                held.stop.set()
+                await anyio.sleep(backoff * (1 + random.random() / 4))  # noqa: S311 - jitter, not crypto
+                backoff = min(backoff * 2, self._max_backoff_s)
 
-    async def _watch(self, conn: Connection) -> None:
+    async def _hold(self, connector: Connector, held: _Held) -> None:
+        """Own one connection in its own task, so old and new can overlap and close in any order."""
+        try:
+            async with connector.open() as conn:
+                held.tools = await conn.list_tools()
+                held.conn = conn
+                held.opened.set()
+                await held.stop.wait()
+        except Exception as exc:  # any failure of one service must not touch the others
+            held.error = exc
+        finally:
+            held.opened.set()
+
+    async def _retire(self, held: _Held) -> None:
+        await anyio.sleep(self._retire_grace_s)  # calls already on the old connection may finish
+        held.stop.set()
+
+    def _log_failure(self, error: BaseException | None) -> None:
+        if isinstance(error, NotModern):
+            log.warning("service speaks no supported revision", extra={"fields": {"service": self.name}})
+            return
+        log.warning("service connection failed", extra={"fields": {
+            "service": self.name, "error": type(error).__name__,
+            "detail": error.detail if isinstance(error, PortcullisError) else ""}})
+
+    async def _watch(self, conn: Connection) -> bool:
+        """Return when the connection should be replaced: True for a planned restart, False if it failed."""
         since_refresh = 0.0
+        recycled = False
         while True:
             with anyio.move_on_after(self._health_s):
-                await conn.wait_closed()
-                log.warning("service connection closed", extra={"fields": {"service": self.name}})
-                return
+                async with anyio.create_task_group() as tg:
+                    async def closed() -> None:
+                        await conn.wait_closed()
+                        log.warning("service connection closed", extra={"fields": {"service": self.name}})
+                        tg.cancel_scope.cancel()
+
+                    async def recycle() -> None:
+                        nonlocal recycled
+                        await self._recycle.wait()
+                        recycled = True
+                        log.info("service restarted to refresh the gateway's keys",
+                                 extra={"fields": {"service": self.name}})
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(closed)
+                    tg.start_soon(recycle)
+                return recycled
             since_refresh += self._health_s
             try:
                 if since_refresh >= self._refresh_s:
@@ -97,7 +170,7 @@ class ServiceHandle:
             except PortcullisError as exc:
                 log.warning("service health check failed", extra={"fields": {
                     "service": self.name, "error": type(exc).__name__}})
-                return
+                return False
 
 
 class UpstreamRegistry:
@@ -115,7 +188,7 @@ class UpstreamRegistry:
             connectors: list[Connector] = []
             if isinstance(cfg, HttpService):
                 connectors.append(HttpRelayConnector(name, cfg))
-            extra = dict(child_env(name)) if child_env is not None else {}
+            extra = functools.partial(child_env, name) if child_env is not None else None
             connectors.append(SdkConnector(name, cfg, environ, extra_env=extra))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
             handles[name] = ServiceHandle(name, connectors, on_tools, **settings)

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -107,15 +107,19 @@ class SdkConnector:
     """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
 
     def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.name = name
         self._cfg = cfg
-        self._params = stdio_parameters(cfg, environ, extra_env) if isinstance(cfg, StdioService) else None
+        self._environ = dict(environ)
+        self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
+        if isinstance(cfg, StdioService):
+            stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_SdkConnection]:
-        if self._params is not None:
-            target: Any = self._params
+        if isinstance(self._cfg, StdioService):
+            extra = self._extra_env() if self._extra_env is not None else None
+            target: Any = stdio_parameters(self._cfg, self._environ, extra)
             async with Client(target, cache=None) as client:
                 yield _SdkConnection(client, token_in_meta=True)
             return
