@@ -266,3 +266,18 @@ def test_rsa_pem_keys_are_refused() -> None:
     )
     with pytest.raises(ValueError):
         SigningKey.from_pem(pem, now=0)
+
+
+def test_pre_published_keys_are_in_the_jwks_before_they_sign() -> None:
+    """An upcoming key is published ahead of use and becomes current at the next rotation."""
+    from portcullis.identity.minting import KeyRing
+
+    ring = KeyRing.generate(upcoming=2)
+    first_current = ring.current.kid
+    next_kid = ring.upcoming[0].kid
+    published = {key["kid"] for key in ring.jwks()["keys"]}
+    assert {first_current, next_kid, ring.upcoming[1].kid} <= published
+    assert ring.rotate().kid == next_kid
+    assert len(ring.upcoming) == 2 and next_kid not in {k.kid for k in ring.upcoming}
+    assert first_current in {key["kid"] for key in ring.jwks()["keys"]}  # still published during overlap
+    assert all("d" not in key for key in ring.jwks()["keys"])
