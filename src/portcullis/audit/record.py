@@ -1,0 +1,170 @@
+"""Audit records and the pure rules that chain them.
+
+Contract:
+
+* A record's *body* is every field except ``hash``. Its canonical form is JSON with sorted keys,
+  no whitespace, UTF-8, and no NaN or infinities (:func:`canonical_bytes` raises ``ValueError``).
+* ``hash = sha256(prev_hash_ascii || canonical_bytes(body))`` as lowercase hex; the first record
+  has index 0 and ``prev_hash`` = :data:`GENESIS_HASH` (64 zeros).
+* Indexes are consecutive; each record's ``prev_hash`` is the previous record's ``hash``.
+* Sensitive values are written as :func:`keyed_hash` digests: equal values give equal digests
+  (so calls can be correlated) but the value cannot be read back without the audit key.
+
+Everything here is a function over values; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+KINDS = frozenset({"decision", "outcome", "rejected"})
+KEYED_HASH_PREFIX = "hmac-sha256:"
+MIN_AUDIT_KEY_BYTES = 16
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Canonical JSON of ``value``; ``ValueError`` for NaN, infinities, lone surrogates or non-JSON types."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except (TypeError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not canonical JSON: {type(exc).__name__}") from None
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    """``sha256(prev_hash || canonical)`` as lowercase hex."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+
+
+def keyed_hash(audit_key: bytes, value: Any) -> str:
+    """``"hmac-sha256:<hex>"`` over the canonical JSON of ``value`` (so ``1`` and ``"1"`` differ)."""
+    if len(audit_key) < MIN_AUDIT_KEY_BYTES:
+        raise ValueError(f"audit key must be at least {MIN_AUDIT_KEY_BYTES} bytes")
+    return KEYED_HASH_PREFIX + hmac.new(audit_key, canonical_bytes(value), hashlib.sha256).hexdigest()
+
+
+def hash_sensitive(arguments: Mapping[str, Any], sensitive: Iterable[str], audit_key: bytes) -> dict[str, Any]:
+    """A copy of ``arguments`` with the named top-level fields replaced by keyed hashes."""
+    names = frozenset(sensitive)
+    return {k: keyed_hash(audit_key, v) if k in names else v for k, v in arguments.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One link of the chain. Build with :func:`make_record`; check with :func:`record_hash_ok`."""
+
+    index: int
+    ts: float
+    request_id: str
+    kind: str
+    fields: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """Every field except ``hash``: what the hash covers."""
+        return {"index": self.index, "ts": self.ts, "request_id": self.request_id, "kind": self.kind,
+                "fields": self.fields, "prev_hash": self.prev_hash}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement that the chain's record ``index`` has hash ``hash`` (see ``checkpoint.py``)."""
+
+    index: int
+    hash: str
+    ts: float
+    key_id: str
+    signature: str  # hex Ed25519 signature over checkpoint.checkpoint_payload(index, hash, ts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "hash": self.hash, "ts": self.ts, "key_id": self.key_id,
+                "signature": self.signature}
+
+
+def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep, JSON-normalised copy of ``fields`` (refuses what :func:`canonical_bytes` refuses)."""
+    if not isinstance(fields, Mapping):
+        raise ValueError("fields must be a mapping")
+    normalized = json.loads(canonical_bytes(dict(fields)))
+    if not isinstance(normalized, dict):  # pragma: no cover - a Mapping always dumps to an object
+        raise ValueError("fields must be a mapping")
+    return normalized
+
+
+def make_record(index: int, ts: float, request_id: str, kind: str, fields: Mapping[str, Any],
+                prev_hash: str) -> AuditRecord:
+    """Build and hash one record; ``fields`` must already be normalised."""
+    if kind not in KINDS:
+        raise ValueError("unknown audit record kind")
+    if not math.isfinite(ts):
+        raise ValueError("timestamp must be finite")
+    unhashed = AuditRecord(index, float(ts), request_id, kind, fields, prev_hash, "")
+    return AuditRecord(index, float(ts), request_id, kind, fields, prev_hash,
+                       chain_hash(prev_hash, canonical_bytes(unhashed.body())))
+
+
+def record_hash_ok(record: AuditRecord) -> bool:
+    """Whether ``record.hash`` is the hash of its own body (constant-time compare)."""
+    try:
+        expected = chain_hash(record.prev_hash, canonical_bytes(record.body()))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return hmac.compare_digest(expected, record.hash)
+
+
+def next_position(head: tuple[int, str] | None) -> tuple[int, str]:
+    """The index and ``prev_hash`` that the record after ``head`` must carry."""
+    return (0, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
+
+
+def continues(head: tuple[int, str] | None, batch: Sequence[AuditRecord]) -> bool:
+    """Whether ``batch`` is non-empty, starts right after ``head`` and links record to record."""
+    if not batch:
+        return False
+    index, prev = next_position(head)
+    for record in batch:
+        if record.index != index or record.prev_hash != prev:
+            return False
+        index, prev = index + 1, record.hash
+    return True
+
+
+_RECORD_KEYS = frozenset({"index", "ts", "request_id", "kind", "fields", "prev_hash", "hash"})
+
+
+def record_from_json(obj: Any) -> AuditRecord:
+    """Parse a record as written by :meth:`AuditRecord.to_json`; ``ValueError`` on any deviation."""
+    if not isinstance(obj, dict) or set(obj) != _RECORD_KEYS:
+        raise ValueError("record has the wrong keys")
+    index, ts = obj["index"], obj["ts"]
+    if type(index) is not int or type(ts) is not float:
+        raise ValueError("record index or ts has the wrong type")
+    strings = (obj["request_id"], obj["kind"], obj["prev_hash"], obj["hash"])
+    if not all(isinstance(s, str) for s in strings) or not isinstance(obj["fields"], dict):
+        raise ValueError("record field has the wrong type")
+    return AuditRecord(index, ts, obj["request_id"], obj["kind"], obj["fields"], obj["prev_hash"], obj["hash"])
+
+
+_CHECKPOINT_KEYS = frozenset({"index", "hash", "ts", "key_id", "signature"})
+
+
+def checkpoint_from_json(obj: Any) -> Checkpoint:
+    """Parse a checkpoint as written by :meth:`Checkpoint.to_json`; ``ValueError`` on any deviation."""
+    if not isinstance(obj, dict) or set(obj) != _CHECKPOINT_KEYS:
+        raise ValueError("checkpoint has the wrong keys")
+    if type(obj["index"]) is not int or type(obj["ts"]) is not float:
+        raise ValueError("checkpoint index or ts has the wrong type")
+    if not all(isinstance(obj[k], str) for k in ("hash", "key_id", "signature")):
+        raise ValueError("checkpoint field has the wrong type")
+    return Checkpoint(obj["index"], obj["hash"], obj["ts"], obj["key_id"], obj["signature"])

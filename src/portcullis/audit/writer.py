@@ -1,0 +1,162 @@
+"""Group commit for the audit chain: many callers, one transaction per batch, write-ahead.
+
+Contract:
+
+* ``await writer.record(kind, request_id, fields)`` returns the chained :class:`AuditRecord`
+  only once the store says its batch is durable. The pipeline awaits the decision record
+  before forwarding a call, so no forwarded call lacks a durable decision.
+* One background task takes records in arrival order: whatever is already queued, then more
+  for up to ``max_delay_s`` (0 = only what piled up during the previous commit), at most
+  ``max_batch``; it chains them (pure :func:`make_record`) and appends them in one transaction.
+* If the append (or reading the head) fails, every caller in that batch gets
+  :class:`AuditUnavailable` — fail closed — and the head is re-read before the next batch.
+  A store refuses a batch that does not continue its head, so nothing partial is written.
+* The queue is bounded (``max_pending``): when it is full, callers wait (backpressure).
+* Bad ``fields`` (not JSON, NaN) or an unknown ``kind`` raise ``ValueError`` to that caller
+  only, before anything is queued. Timestamps come from the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from portcullis.audit.checkpoint import Checkpointer
+from portcullis.audit.errors import AuditUnavailable
+from portcullis.audit.record import KINDS, AuditRecord, make_record, next_position, normalize_fields
+from portcullis.audit.store import AuditStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    ts: float
+    request_id: str
+    kind: str
+    fields: dict[str, Any]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    record: AuditRecord | None = None
+    error: AuditUnavailable | None = None
+
+
+class AuditWriter:
+    """Chains and durably appends audit records with group commit. Use as ``async with``."""
+
+    def __init__(self, store: AuditStore, *, clock: Callable[[], float], max_batch: int = 256,
+                 max_delay_s: float = 0.002, max_pending: int = 4096,
+                 checkpointer: Checkpointer | None = None) -> None:
+        if max_batch < 1 or max_pending < 1 or max_delay_s < 0:
+            raise ValueError("max_batch and max_pending must be >= 1 and max_delay_s >= 0")
+        self._store, self._clock, self._checkpointer = store, clock, checkpointer
+        self._max_batch, self._max_delay_s = max_batch, max_delay_s
+        self._send: MemoryObjectSendStream[_Pending]
+        self._receive: MemoryObjectReceiveStream[_Pending]
+        self._send, self._receive = anyio.create_memory_object_stream[_Pending](max_pending)
+        self._head: tuple[int, str] | None = None
+        self._head_known = False
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> AuditWriter:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._run)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self._send.close()  # the loop drains what is queued, then ends
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:  # pragma: no cover - __aexit__ without __aenter__
+            return None
+        result = await task_group.__aexit__(*exc_info)
+        if self._checkpointer is not None:
+            await self._checkpointer.tick(force=True)
+        return result
+
+    async def record(self, kind: str, request_id: str, fields: Mapping[str, Any]) -> AuditRecord:
+        """Queue one record and return it once durable; ``AuditUnavailable`` if it could not be."""
+        if kind not in KINDS:
+            raise ValueError("unknown audit record kind")
+        pending = _Pending(float(self._clock()), request_id, kind, normalize_fields(fields))
+        try:
+            await self._send.send(pending)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise AuditUnavailable(detail="audit writer is closed") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        if pending.record is None:  # pragma: no cover - _finish always sets one of the two
+            raise AuditUnavailable(detail="audit record missing")
+        return pending.record
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    await self._collect(batch)
+                    await self._commit(batch)
+                    batch = []
+        finally:
+            failure = AuditUnavailable(detail="audit writer stopped")
+            for pending in batch:
+                _finish(pending, None, failure)
+            while True:  # nothing queued may wait forever
+                try:
+                    _finish(self._receive.receive_nowait(), None, failure)
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+
+    async def _collect(self, batch: list[_Pending]) -> None:
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except anyio.WouldBlock:
+                break
+            except anyio.EndOfStream:
+                return
+        if self._max_delay_s > 0 and len(batch) < self._max_batch:
+            with anyio.move_on_after(self._max_delay_s):
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(await self._receive.receive())
+                    except anyio.EndOfStream:
+                        return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            if not self._head_known:
+                self._head, self._head_known = await self._store.head(), True
+            index, prev = next_position(self._head)
+            records = []
+            for pending in batch:
+                record = make_record(index, pending.ts, pending.request_id, pending.kind, pending.fields, prev)
+                records.append(record)
+                index, prev = index + 1, record.hash
+            await self._store.append(records)
+        except Exception as exc:
+            self._head_known = False  # re-read the head before the next batch
+            log.error("audit append of %d records failed: %r", len(batch), exc)
+            detail = exc.detail if isinstance(exc, AuditUnavailable) else f"{type(exc).__name__}"
+            for pending in batch:
+                _finish(pending, None, AuditUnavailable(detail=detail))
+            return
+        self._head = (records[-1].index, records[-1].hash)
+        for pending, record in zip(batch, records, strict=True):
+            _finish(pending, record, None)
+        if self._checkpointer is not None:
+            await self._checkpointer.after_append(self._head)
+
+
+def _finish(pending: _Pending, record: AuditRecord | None, error: AuditUnavailable | None) -> None:
+    pending.record, pending.error = record, error
+    pending.done.set()

@@ -1,0 +1,83 @@
+"""The SQLite audit store: durable settings, fork refusal, all-or-nothing batches, paging."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from portcullis.audit import GENESIS_HASH, AuditStore, AuditUnavailable, ChainConflict, SqliteAuditStore, make_record
+
+
+def records(start: int, n: int, prev: str) -> list:
+    out = []
+    for i in range(start, start + n):
+        out.append(make_record(i, float(i), f"r{i}", "decision", {"i": i}, prev))
+        prev = out[-1].hash
+    return out
+
+
+async def test_store_uses_wal_and_full_sync_and_satisfies_the_protocol(tmp_path: Path) -> None:
+    """The store opens in WAL mode with synchronous=FULL and implements the AuditStore seam."""
+    async with await SqliteAuditStore.open(tmp_path / "a.db") as store:
+        assert isinstance(store, AuditStore)
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+async def test_appended_records_read_back_equal_and_head_advances(tmp_path: Path) -> None:
+    """Records read back equal to what was appended, in pages, and head names the last one."""
+    async with await SqliteAuditStore.open(tmp_path / "a.db") as store:
+        assert await store.head() is None
+        batch = records(0, 5, GENESIS_HASH)
+        await store.append(batch)
+        assert await store.head() == (4, batch[-1].hash)
+        assert await store.read(0, 3) == batch[:3]
+        assert await store.read(3, 10) == batch[3:]
+
+
+@pytest.mark.parametrize("case", ["stale-prev-hash", "index-gap", "replay-genesis", "broken-inner-link", "empty"])
+async def test_append_not_continuing_the_head_is_refused_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    """A batch that would fork the chain is refused whole with ChainConflict."""
+    async with await SqliteAuditStore.open(tmp_path / "a.db") as store:
+        first = records(0, 3, GENESIS_HASH)
+        await store.append(first)
+        good = records(3, 3, first[-1].hash)
+        bad = {
+            "stale-prev-hash": records(3, 3, first[1].hash),
+            "index-gap": records(4, 3, first[-1].hash),
+            "replay-genesis": records(0, 3, GENESIS_HASH),
+            "broken-inner-link": [good[0], records(4, 1, first[0].hash)[0]],
+            "empty": [],
+        }[case]
+        with pytest.raises(ChainConflict):
+            await store.append(bad)
+        assert await store.head() == (2, first[-1].hash)
+        await store.append(good)  # the store is still usable after a refusal
+        assert await store.head() == (5, good[-1].hash)
+
+
+async def test_driver_errors_become_audit_unavailable_without_partial_rows(tmp_path: Path) -> None:
+    """A database failure mid-batch surfaces as AuditUnavailable and rolls back the whole batch."""
+    db = tmp_path / "a.db"
+    async with await SqliteAuditStore.open(db) as store:
+        first = records(0, 2, GENESIS_HASH)
+        await store.append(first)
+        batch = records(2, 3, first[-1].hash)
+        side = sqlite3.connect(db)
+        side.execute("CREATE TRIGGER boom BEFORE INSERT ON audit_record WHEN NEW.idx = 3 "
+                     "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        side.commit()
+        side.close()
+        with pytest.raises(AuditUnavailable) as info:
+            await store.append(batch)
+        assert not isinstance(info.value, ChainConflict)
+        assert "boom" in info.value.detail
+        assert [r.index for r in await store.read(0, 10)] == [0, 1]
+
+
+async def test_unopenable_path_is_audit_unavailable(tmp_path: Path) -> None:
+    """A store path that cannot be opened fails closed with AuditUnavailable."""
+    with pytest.raises(AuditUnavailable):
+        await SqliteAuditStore.open(tmp_path / "missing-dir" / "a.db")
