@@ -71,6 +71,17 @@ class VerifiedToken:
             raise InsufficientScope(required)
 
 
+def _json_object(segment: str) -> dict[str, Any]:
+    """One base64url JSON segment that must be an object, else the token is malformed."""
+    try:
+        value = _b64json(segment)
+    except (ValueError, binascii.Error, RecursionError):
+        raise InvalidToken("malformed") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("malformed")
+    return value
+
+
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Header members that point at keys or change the processing rules; never fetched, never used.
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit", "b64"})
@@ -161,12 +172,7 @@ class BearerVerifier:
         #     alg is compared case-sensitively with pinned asymmetric algorithms, so none / None /
         #     HS256 (key confusion, blank secrets) are rejected here; key-carrying and
         #     rule-changing members are rejected outright; kid is an opaque, bounded map key.
-        try:
-            header = _b64json(header_b64)
-        except (ValueError, binascii.Error, RecursionError):
-            raise InvalidToken("malformed") from None
-        if not isinstance(header, dict):
-            raise InvalidToken("malformed")
+        header = _json_object(header_b64)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._any_alg:
             raise InvalidToken("alg_not_allowed")
@@ -179,12 +185,7 @@ class BearerVerifier:
 
         # (3) The issuer, chosen by the unverified iss only to select its key set and rules;
         #     PyJWT compares iss with the configured string again after the signature (step 5).
-        try:
-            payload = _b64json(payload_b64)
-        except (ValueError, binascii.Error, RecursionError):
-            raise InvalidToken("malformed") from None
-        if not isinstance(payload, dict):
-            raise InvalidToken("malformed")
+        payload = _json_object(payload_b64)
         iss = payload.get("iss")
         if iss is None:
             raise InvalidToken("missing_claim")
