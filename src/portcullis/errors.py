@@ -19,13 +19,15 @@
     │   ├── InvalidRequest            -32600 not a JSON-RPC 2.0 request
     │   ├── MethodNotFound            -32601
     │   ├── InvalidParams             -32602 includes unknown (or hidden) tools and bad arguments
+    │   │   └── Denied                  -32602 "Unknown tool": a policy said no (looks like unknown)
     │   ├── HeaderMismatch            -32020 2026-07-28 request headers disagree with the body
     │   └── UnsupportedVersion        -32022
     └── GatewayCallError            a call that the gateway accepted but could not complete;
         │                           codes outside -32768..-32000, as the 2026-07-28 policy asks
         ├── UpstreamUnavailable       -31002 service not connected (crashed, starting, unreachable)
         ├── UpstreamTimeout           -31003 no answer within the call's timeout
-        └── UpstreamFailed            -31004 the upstream broke protocol or errored
+        ├── UpstreamFailed            -31004 the upstream broke protocol or errored
+        └── ApprovalRequired          -31010 policy asks a human to approve this call first
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -153,6 +155,16 @@ class InvalidParams(RpcError):
     code, message = -32602, "Invalid params"
 
 
+class Denied(InvalidParams):
+    """A policy denied the call. On the wire it is exactly the unknown-tool error (no data), so a
+    caller cannot tell a tool it may not call from one that does not exist; ``decision`` is kept
+    for the audit record and the log."""
+
+    def __init__(self, decision: Any, *, detail: str = "") -> None:
+        super().__init__("Unknown tool", detail=detail)
+        self.decision = decision
+
+
 class HeaderMismatch(RpcError):
     code, message = -32020, "Request headers do not match the body"
 
@@ -182,6 +194,16 @@ class UpstreamTimeout(GatewayCallError):
 
 class UpstreamFailed(GatewayCallError):
     code, message = -31004, "Service error"
+
+
+class ApprovalRequired(GatewayCallError):
+    """The policy decided ``require_approval``: the call was not forwarded."""
+
+    code, message = -31010, "This call requires human approval"
+
+    def __init__(self, decision: Any, *, detail: str = "") -> None:
+        super().__init__(detail=detail)
+        self.decision = decision
 
 
 # --------------------------------------------------------------------------- the mapper

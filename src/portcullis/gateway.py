@@ -6,17 +6,24 @@ environment are injected so that tests control them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
+from portcullis.audit.keys import AuditKeys
+from portcullis.audit.siem.config import build_queue
+from portcullis.audit.store import SqliteAuditStore
+from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
 from portcullis.config.secrets import resolve_secret
@@ -27,10 +34,16 @@ from portcullis.identity.dev_issuer import dev_issuer_config
 from portcullis.identity.jwks import JwksCache
 from portcullis.identity.jwt_verify import BearerVerifier
 from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, service_audience
+from portcullis.identity.principal import Principal
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
-from portcullis.pipeline.chain import build_pipeline
+from portcullis.pipeline.auditing import CallAuditor
+from portcullis.pipeline.chain import PipelineParts, build_pipeline
+from portcullis.pipeline.hooks import NullHooks
+from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.service.env import gateway_env
+from portcullis.state.memory import InMemoryStateStore
+from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import Dispatcher
@@ -89,7 +102,7 @@ def default_resource(deployment: Deployment, host: str | None, port: int | None)
 
 def build_gateway(deployment: Deployment, *, host: str | None = None, port: int | None = None,
                   environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
-                  **upstream_timing: float) -> Gateway:
+                  admin_port: int | None = None, **upstream_timing: float) -> Gateway:
     """Assemble every part of the gateway for ``deployment``; nothing is started yet."""
     env = dict(os.environ if environ is None else environ)
     cfg = deployment.gateway
@@ -138,12 +151,45 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     def child_env(service: str) -> dict[str, str]:
         jwks = keyring.jwks()
         spawned_with[service] = frozenset(key["kid"] for key in jwks["keys"])
-        return gateway_env(jwks, minter.issuer, service_audience(service))
+        return gateway_env(jwks, minter.issuer, service_audience(service), policy_root=deployment.root.resolve(),
+                           environment=cfg.authorization.environment)
 
     catalog = Catalog(deployment)
     upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
                                              **upstream_timing)
-    pipeline = build_pipeline(catalog, upstreams, minter, default_timeout_s=cfg.limits.call_timeout_s)
+
+    # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
+    authz = cfg.authorization
+    rego_dir = None if authz.rego_dir is None else deployment.root / authz.rego_dir
+    if rego_dir is not None and any(rego_dir.glob("*.rego")):
+        engine = PolicyEngine.from_deployment(deployment, environment=authz.environment, rego_dir=rego_dir)
+    else:
+        engine = PolicyEngine.build(tool_policies(deployment.manifests), None, environment=authz.environment)
+    for loaded in deployment.manifests:
+        if loaded.manifest.policy is None:
+            log.warning("tool has no policy: it is denied to every caller",
+                        extra={"fields": {"tool": loaded.exposed_name}})
+    log.info("policy loaded", extra={"fields": {"policy_version": engine.version,
+                                                 "environment": authz.environment}})
+    state = InMemoryStateStore()
+
+    # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
+    # the background task group; records are signed with a key kept in the state directory.
+    audit_keys = AuditKeys.load_or_create(state_dir)
+    audit_path = Path(cfg.audit.path) if cfg.audit.path else state_dir / "audit.sqlite3"
+    audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
+    checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
+        every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s))
+    audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
+    hooks = NullHooks()
+    siem = None if cfg.audit.siem is None else build_queue(
+        cfg.audit.siem, base_dir=deployment.root,
+        resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
+    auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
+                          export=None if siem is None else siem.offer)
+    pipeline = build_pipeline(PipelineParts(
+        catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
+        limit_rules=authz.limits, hooks=hooks, clock=clock, default_timeout_s=cfg.limits.call_timeout_s))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -167,7 +213,36 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 if kids is not None and not needed <= kids:
                     handle.recycle()
 
-    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys]
+    async def run_audit() -> None:
+        async with audit_writer, contextlib.AsyncExitStack() as exports:
+            if siem is not None:  # entered after the writer, so it flushes before the writer closes
+                await exports.enter_async_context(siem)
+            try:
+                while True:
+                    await anyio.sleep(min(1.0, cfg.audit.checkpoint_every_s))
+                    await checkpointer.tick()
+                    await audit_store.checkpoint_wal()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await checkpointer.tick(force=True)
+
+    def metrics_render() -> tuple[bytes, str]:
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
+
+    admin_app = AdminApp(metrics=metrics_render, readiness=readiness)
+
+    async def run_admin() -> None:
+        port = cfg.admin.port if admin_port is None else admin_port
+        if port is None:
+            return
+        server = admin_server(admin_app, cfg.admin.host, port)
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind; the MCP endpoint keeps serving
+            log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
+
+    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
+                                                       run_admin]
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)
                    if issuer.jwks_file is None]
 
@@ -176,7 +251,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             for task in background:
                 tg.start_soon(task)
 
-    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline), sealer=sealer,
+    def visible(principal: Principal) -> frozenset[str]:
+        return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
+
+    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=cfg.limits.max_body_bytes, max_json_depth=cfg.limits.max_json_depth,

@@ -35,7 +35,9 @@ async def pin_deployment(deployment: Deployment, services: Sequence[str] | None,
     keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
 
     def child_env(service: str) -> dict[str, str]:
-        return gateway_env(keyring.jwks(), gateway_issuer("pin"), service_audience(service))
+        return gateway_env(keyring.jwks(), gateway_issuer("pin"), service_audience(service),
+                           policy_root=deployment.root.resolve(),
+                           environment=deployment.gateway.authorization.environment)
 
     registry = UpstreamRegistry.from_config(deployment.gateway, lambda *_: None, dict(os.environ),
                                             child_env=child_env)

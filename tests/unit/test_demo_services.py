@@ -88,6 +88,13 @@ class StandInGateway:
             return await self.call(client, name, args)
 
 
+@pytest.fixture(autouse=True)
+def _tool_logic_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests exercise the tools' own checks; the kit's policy re-check has its own tests."""
+    monkeypatch.setenv("PORTCULLIS_POLICY_ENFORCE", "0")
+    monkeypatch.delenv("PORTCULLIS_POLICY_ROOT", raising=False)
+
+
 @pytest.fixture
 def gateway() -> StandInGateway:
     return StandInGateway()

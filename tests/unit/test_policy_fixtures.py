@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from portcullis.policy import ToolPolicy, load_fixtures, run_fixtures
+from portcullis.cli.main import demo_deployment
+from portcullis.config.loader import load_deployment
+from portcullis.policy import PolicyEngine, ToolInfo, ToolPolicy, load_fixtures, run_fixtures
 
 TOOL = "billing.process_refund"
 
@@ -60,19 +64,30 @@ FIXTURES = """
 """
 
 
+def info(name: str) -> ToolInfo:
+    service, _, tool = name.partition(".")
+    return ToolInfo(exposed_name=name, service=service, upstream_name=tool, risk="high", owner="payments@example.com",
+                    classification_input="Confidential", classification_output="Confidential")
+
+
+def engine(policies: dict[str, ToolPolicy | None] = POLICIES, environment: str = "production") -> PolicyEngine:
+    return PolicyEngine.build({name: (policy, info(name)) for name, policy in policies.items()}, None,
+                              environment=environment)
+
+
 def test_fixtures_all_pass_for_the_refund_table() -> None:
     """The issue's refund table, written as YAML fixtures, passes against the policy."""
-    report = run_fixtures(POLICIES, load_fixtures(FIXTURES), policy_version="v1")
+    report = run_fixtures(engine(), load_fixtures(FIXTURES))
     assert [result.passed for result in report.results] == [True] * 5
     assert report.passed
 
 
 def test_fixtures_report_which_rules_were_exercised() -> None:
     """Coverage lists the rules some fixture made fire, and those no fixture did."""
-    report = run_fixtures(POLICIES, load_fixtures(FIXTURES), policy_version="v1")
+    report = run_fixtures(engine(), load_fixtures(FIXTURES))
     assert report.covered == tuple(f"{TOOL}/{n}" for n in (
         "caller", "max_amount", "requires_approval_over", "allowed_currencies"))
-    assert report.uncovered == (f"{TOOL}/tenant_argument", f"{TOOL}/environments", f"{TOOL}/policy_error")
+    assert report.uncovered == (f"{TOOL}/tenant_argument", f"{TOOL}/environments")
 
 
 def test_fixtures_fail_when_effect_or_rule_ids_differ() -> None:
@@ -80,7 +95,7 @@ def test_fixtures_fail_when_effect_or_rule_ids_differ() -> None:
     wrong = FIXTURES.replace("{effect: deny, rule_ids: [billing.process_refund/max_amount]}",
                              "{effect: deny, rule_ids: []}")
     wrong = wrong.replace("{effect: allow, rule_ids: []}", "{effect: deny, rule_ids: []}")
-    report = run_fixtures(POLICIES, load_fixtures(wrong), policy_version="v1")
+    report = run_fixtures(engine(), load_fixtures(wrong))
     assert [result.passed for result in report.results] == [False, True, False, True, True]
     assert not report.passed
 
@@ -90,16 +105,55 @@ def test_fixtures_compare_shadow_rule_ids_in_log_only_mode() -> None:
     shadow = {TOOL: POLICIES[TOOL].model_copy(update={"mode": "log_only"})}
     fixtures = load_fixtures(FIXTURES.replace("{effect: deny,", "{effect: allow,")
                              .replace("{effect: require_approval,", "{effect: allow,"))
-    report = run_fixtures(shadow, fixtures, policy_version="v1")
+    report = run_fixtures(engine(shadow), fixtures)
     assert report.passed
     assert f"{TOOL}/max_amount" in report.covered
 
 
-def test_fixtures_reject_a_tool_without_a_policy() -> None:
-    """A fixture for a tool no policy covers is a broken test, reported as an error."""
+def test_fixtures_reject_a_tool_the_engine_does_not_know() -> None:
+    """A fixture for a tool the deployment does not have is a broken test, reported as an error."""
     fixtures = load_fixtures(FIXTURES.replace("tool: billing.process_refund", "tool: billing.unknown", 1))
-    with pytest.raises(ValueError, match="no policy"):
-        run_fixtures(POLICIES, fixtures, policy_version="v1")
+    with pytest.raises(ValueError, match=r"unknown tool 'billing\.unknown'"):
+        run_fixtures(engine(), fixtures)
+
+
+def test_fixtures_reject_a_malformed_principal() -> None:
+    """A fixture whose principal is not a valid claim form is a broken test, named in the error."""
+    fixtures = load_fixtures(FIXTURES.replace("principal: {agent_id: billing-bot,", "principal: {agent_id: 7,", 1))
+    with pytest.raises(ValueError, match=r"billing-bot refunds 80 USD.*agent_id must be a string"):
+        run_fixtures(engine(), fixtures)
+
+
+def test_fixtures_show_that_a_tool_without_a_policy_is_denied() -> None:
+    """A known tool without a policy is decided (no_policy), so a fixture can pin that denial down."""
+    fixtures = load_fixtures(FIXTURES.replace("tool: billing.process_refund", "tool: billing.get_invoice", 1)
+                             .replace("{effect: allow, rule_ids: []}",
+                                      "{effect: deny, rule_ids: [billing.get_invoice/no_policy]}", 1))
+    report = run_fixtures(engine({**POLICIES, "billing.get_invoice": None}), fixtures)
+    assert report.passed
+    assert "billing.get_invoice/no_policy" in report.covered
+
+
+def test_fixtures_decide_in_their_own_environment_or_the_engines() -> None:
+    """A fixture's environment overrides the engine's; without one the engine's environment applies."""
+    text = FIXTURES.replace("  environment: production\n", "", 1)
+    staging = text.replace("environment: production", "environment: staging", 1)
+    staging = staging.replace("{effect: require_approval, rule_ids: [billing.process_refund/requires_approval_over]}",
+                              "{effect: deny, rule_ids: [billing.process_refund/requires_approval_over, "
+                              "billing.process_refund/environments]}")
+    report = run_fixtures(engine(), load_fixtures(staging))
+    assert report.passed, [(r.fixture.label, r.decision) for r in report.results]
+    assert f"{TOOL}/environments" in report.covered
+    assert {r.decision.policy_version for r in report.results} == {engine().version,
+                                                                  engine(environment="staging").version}
+
+
+def test_fixtures_pass_their_session_through() -> None:
+    """A fixture's optional session is parsed; without one the engine is given none."""
+    fixtures = load_fixtures(FIXTURES.replace("  expect: {effect: allow,", "  session: {refunds: 2}\n"
+                                              "  expect: {effect: allow,", 1))
+    assert fixtures[0].session == {"refunds": 2}
+    assert fixtures[1].session is None
 
 
 @pytest.mark.parametrize(
@@ -109,10 +163,24 @@ def test_fixtures_reject_a_tool_without_a_policy() -> None:
         FIXTURES.replace('"2026-03-02T10:00:00Z"', '"2026-03-02T10:00:00"', 1),  # naive time
         FIXTURES.replace("expect: {effect: allow,", "expect: {effect: maybe,", 1),
         FIXTURES.replace("environment: production", "environment: production\n  extra: 1", 1),
+        FIXTURES.replace("environment: production", "environment: ''", 1),
+        "- {name: [unclosed\n",
     ],
-    ids=["not-a-list", "naive-time", "unknown-effect", "unknown-key"],
+    ids=["not-a-list", "naive-time", "unknown-effect", "unknown-key", "empty-environment", "not-yaml"],
 )
 def test_fixtures_reject_malformed_files(text: str) -> None:
     """A fixture file that is not a list of well-formed entries is rejected when loaded."""
     with pytest.raises((ValueError, ValidationError)):
         load_fixtures(text)
+
+
+def test_the_demo_fixtures_pass_and_cover_every_rule() -> None:
+    """The bundled demo's fixture files pass against its manifests and Rego module, with no rule left unfired."""
+    root = demo_deployment()
+    demo = PolicyEngine.from_deployment(load_deployment(root), environment="production", rego_budget_s=10.0)
+    fixtures = [f for path in sorted(Path(root, "policy", "fixtures").glob("*.yaml"))
+                for f in load_fixtures(path.read_text())]
+    report = run_fixtures(demo, fixtures)
+    assert [r.fixture.label for r in report.results if not r.passed] == []
+    assert report.uncovered == ()
+    assert {"rego/contractor_sensitive_data", "rego/cross_tenant", "rego/trainee_high_risk"} <= set(report.covered)

@@ -12,7 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from portcullis.identity.principal import Principal
-from portcullis.policy import Decision, Obligation, ToolPolicy, evaluate, path_within_root, rule_ids
+from portcullis.policy import Decision, Obligation, ToolPolicy, evaluate, may_call, path_within_root, rule_ids
+from portcullis.policy.model import Constraint
+from portcullis.policy.native import failing_checks
 
 TOOL = "billing.process_refund"
 MONDAY_10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # 2026-03-02 is a Monday
@@ -504,3 +506,89 @@ def test_policy_lists_every_rule_id_it_can_produce() -> None:
     assert rid("constraint/path/within_root") in ids
     assert rid("constraint/amount/maximum") in ids
     assert len(ids) == len(set(ids)) == 15
+
+
+# ----------------------------------------------------------------------------- denied callers
+
+
+@pytest.mark.parametrize(
+    ("denied", "changes", "denied_fires", "caller_fires"),
+    [
+        (["agent:billing-bot"], {}, True, False),
+        (["agent:billing-*"], {}, True, False),
+        (["app:public-chat"], {"source_app": "public-chat"}, True, False),
+        (["app:public-chat"], {"source_app": "customer-support-ui"}, False, False),
+        (["role:contractor"], {"roles": ("contractor", "billing")}, True, False),
+        (["agent:billing-bot"], {"agent_id": "stranger"}, False, True),
+        (["agent:stranger"], {"agent_id": "stranger"}, True, True),
+        (["agent:billing-bo"], {}, False, False),
+        (["agent:Billing-bot"], {}, False, False),
+    ],
+    ids=["exact", "wildcard", "source-app", "other-app", "one-of-roles", "not-denied-not-allowed",
+         "denied-and-not-allowed", "no-prefix-match-without-star", "case-sensitive"],
+)
+def test_policy_denied_callers_override_allowed_callers(denied: list[str], changes: dict[str, Any],
+                                                        denied_fires: bool, caller_fires: bool) -> None:
+    """A caller matching a denied pattern is denied even when an allowed pattern matches too."""
+    decision = decide(refund_policy(denied_callers=denied), principal=bot(**changes))
+    assert (rid("denied_callers") in decision.rule_ids) is denied_fires
+    assert (rid("caller") in decision.rule_ids) is caller_fires
+    assert (decision.effect == "deny") is (denied_fires or caller_fires)
+    if denied_fires:
+        assert "caller_denied" in decision.reasons
+
+
+def test_policy_denied_callers_cites_its_rule_before_the_others() -> None:
+    """``denied_callers`` is a caller rule: it is checked with ``allowed_callers``, before amounts."""
+    decision = decide(refund_policy(denied_callers=["agent:billing-bot"]), arguments=refund(amount=600))
+    assert decision.rule_ids == (rid("denied_callers"), rid("max_amount"))
+
+
+@pytest.mark.parametrize("pattern", ["agent:*", "*", "agent", "robot:x", "agent:a*b", "agent:\u200bx", ""])
+def test_policy_denied_callers_reject_malformed_patterns(pattern: str) -> None:
+    """Denied patterns follow the allowed-pattern syntax; a malformed one is a configuration error."""
+    with pytest.raises(ValidationError):
+        refund_policy(denied_callers=[pattern])
+
+
+def test_policy_rule_ids_include_denied_callers_only_when_set() -> None:
+    """``denied_callers`` has a rule id only in a policy that sets it."""
+    assert rid("denied_callers") not in rule_ids(POLICY, TOOL)
+    assert rule_ids(refund_policy(denied_callers=["agent:x"]), TOOL)[:2] == (rid("caller"), rid("denied_callers"))
+
+
+# ----------------------------------------------------------------------------- may_call (tools/list)
+
+
+@pytest.mark.parametrize(
+    ("policy_changes", "principal_changes", "environment", "now", "expected"),
+    [
+        ({}, {}, "production", MONDAY_10, True),
+        ({}, {"agent_id": "stranger"}, "production", MONDAY_10, False),
+        ({"denied_callers": ["agent:billing-bot"]}, {}, "production", MONDAY_10, False),
+        ({}, {"attributes": {"employment_type": "contractor"}}, "production", MONDAY_10, False),
+        ({}, {}, "dev", MONDAY_10, False),
+        ({}, {}, "production", MONDAY_10.replace(hour=22), False),
+        ({}, {"tenant": "globex"}, "production", MONDAY_10, True),
+        ({}, {"agent_id": "billing\u200bbot"}, "production", MONDAY_10, False),
+        ({"mode": "log_only"}, {"agent_id": "stranger"}, "dev", MONDAY_10, True),
+        ({}, {}, "production", MONDAY_10.replace(tzinfo=None), False),
+    ],
+    ids=["allowed", "unknown-caller", "denied-caller", "contractor", "other-environment", "out-of-hours",
+         "tenant-needs-arguments", "invisible-characters", "log-only-allows-all", "naive-clock"],
+)
+def test_may_call_checks_only_rules_that_do_not_read_arguments(
+        policy_changes: dict[str, Any], principal_changes: dict[str, Any], environment: str, now: datetime,
+        expected: bool) -> None:
+    """Callers, attributes, time and environment decide visibility; argument rules wait for the call."""
+    principal = bot(**principal_changes)
+    assert may_call(refund_policy(**policy_changes), principal, environment=environment, now=now) is expected
+
+
+def test_failing_checks_names_every_check_a_value_fails() -> None:
+    """``failing_checks`` runs a constraint's checks on one value (the lint uses it on enum values)."""
+    constraint = Constraint(pointer="/x", enum=("ab", "toolong", 3), max_length=3, pattern="^[a-z]+$")
+    assert failing_checks(constraint, "ab") == ()
+    assert failing_checks(constraint, "toolong") == ("max_length",)
+    assert failing_checks(constraint, 3) == ("max_length", "pattern")
+    assert failing_checks(constraint, "zz") == ("enum",)

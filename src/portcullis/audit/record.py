@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 GENESIS_HASH = "0" * 64
 KINDS = frozenset({"decision", "outcome", "rejected"})
@@ -30,12 +31,32 @@ MIN_AUDIT_KEY_BYTES = 16
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """Canonical JSON of ``value``; ``ValueError`` for NaN, infinities, lone surrogates or non-JSON types."""
+    """Canonical JSON of ``value``; ``ValueError`` for NaN, infinities, lone surrogates or non-JSON types.
+
+    orjson with sorted keys: compact, UTF-8, shortest round-trip floats, integers within 64 bits.
+    orjson writes NaN and infinities as ``null``, so any ``null`` in the output is double-checked
+    against the value (rare: the fields the gateway writes hold no ``None`` on the hot path).
+    """
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
-    except (TypeError, UnicodeEncodeError) as exc:
+        out = orjson.dumps(value, option=_CANONICAL)
+    except (TypeError, orjson.JSONEncodeError) as exc:
         raise ValueError(f"not canonical JSON: {type(exc).__name__}") from None
+    if b"null" in out and _has_non_finite(value):
+        raise ValueError("not canonical JSON: NaN or infinity")
+    return out
+
+
+_CANONICAL = orjson.OPT_SORT_KEYS
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:
@@ -96,7 +117,7 @@ def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A deep, JSON-normalised copy of ``fields`` (refuses what :func:`canonical_bytes` refuses)."""
     if not isinstance(fields, Mapping):
         raise ValueError("fields must be a mapping")
-    normalized = json.loads(canonical_bytes(dict(fields)))
+    normalized = orjson.loads(canonical_bytes(dict(fields)))
     if not isinstance(normalized, dict):  # pragma: no cover - a Mapping always dumps to an object
         raise ValueError("fields must be a mapping")
     return normalized
@@ -120,7 +141,18 @@ def record_hash_ok(record: AuditRecord) -> bool:
         expected = chain_hash(record.prev_hash, canonical_bytes(record.body()))
     except (ValueError, UnicodeEncodeError):
         return False
-    return hmac.compare_digest(expected, record.hash)
+    return digest_equal(expected, record.hash)
+
+
+def digest_equal(a: object, b: object) -> bool:
+    """Constant-time equality of two hex digests as read from a store or an export.
+
+    A tampered store can hold anything in a hash column (a BLOB, non-ASCII text, a number), which
+    :func:`hmac.compare_digest` would raise on; anything that is not text is simply unequal.
+    """
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 def next_position(head: tuple[int, str] | None) -> tuple[int, str]:

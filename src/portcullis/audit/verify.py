@@ -22,7 +22,6 @@ rewrites that unsigned tail consistently is caught by the next checkpoint, not b
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from portcullis.audit.checkpoint import checkpoint_signature_ok
 from portcullis.audit.export import MalformedExport, iter_store, read_export
-from portcullis.audit.record import GENESIS_HASH, AuditRecord, Checkpoint, record_hash_ok
+from portcullis.audit.record import GENESIS_HASH, AuditRecord, Checkpoint, digest_equal, record_hash_ok
 from portcullis.audit.store import AuditStore
 
 
@@ -94,12 +93,12 @@ class ChainVerifier:
     def _step(self, record: AuditRecord) -> _Failure | None:
         if record.index != self._expected:
             return _Failure(self._expected, "record missing or out of order")
-        if not hmac.compare_digest(record.prev_hash, self._prev):
+        if not digest_equal(record.prev_hash, self._prev):
             return _Failure(record.index, "prev_hash does not link to the previous record")
         if not record_hash_ok(record):
             return _Failure(record.index, "record hash does not match its content")
         pinned = self._pinned.get(record.index)
-        if pinned is not None and not hmac.compare_digest(pinned, record.hash):
+        if pinned is not None and not digest_equal(pinned, record.hash):
             return _Failure(record.index, "record does not match its signed checkpoint")
         return None
 

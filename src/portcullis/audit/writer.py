@@ -12,6 +12,9 @@ Contract:
   :class:`AuditUnavailable` — fail closed — and the head is re-read before the next batch.
   A store refuses a batch that does not continue its head, so nothing partial is written.
 * The queue is bounded (``max_pending``): when it is full, callers wait (backpressure).
+* With an inline store (``SqliteAuditStore`` opened with ``durability="process"``) there is
+  no queue: each ``record`` chains and commits its one record before returning, atomically
+  because nothing in between suspends.
 * Bad ``fields`` (not JSON, NaN) or an unknown ``kind`` raise ``ValueError`` to that caller
   only, before anything is queued. Timestamps come from the injected ``clock``.
 """
@@ -62,6 +65,9 @@ class AuditWriter:
         self._head: tuple[int, str] | None = None
         self._head_known = False
         self._task_group: TaskGroup | None = None
+        # An inline store (durability="process") commits on the loop thread in microseconds: one
+        # record, one transaction, no queue and no task hop. Group commit is for fsync'ing stores.
+        self._inline = bool(getattr(store, "inline", False))
 
     async def __aenter__(self) -> AuditWriter:
         self._task_group = anyio.create_task_group()
@@ -84,16 +90,15 @@ class AuditWriter:
         if kind not in KINDS:
             raise ValueError("unknown audit record kind")
         pending = _Pending(float(self._clock()), request_id, kind, normalize_fields(fields))
+        if self._inline:  # durability="process": the store never suspends, so this runs atomically
+            await self._commit([pending])
+            return _outcome(pending)
         try:
             await self._send.send(pending)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise AuditUnavailable(detail="audit writer is closed") from None
         await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        if pending.record is None:  # pragma: no cover - _finish always sets one of the two
-            raise AuditUnavailable(detail="audit record missing")
-        return pending.record
+        return _outcome(pending)
 
     # ------------------------------------------------------------------ the loop
 
@@ -155,6 +160,14 @@ class AuditWriter:
             _finish(pending, record, None)
         if self._checkpointer is not None:
             await self._checkpointer.after_append(self._head)
+
+
+def _outcome(pending: _Pending) -> AuditRecord:
+    if pending.error is not None:
+        raise pending.error
+    if pending.record is None:  # pragma: no cover - _finish always sets one of the two
+        raise AuditUnavailable(detail="audit record missing")
+    return pending.record
 
 
 def _finish(pending: _Pending, record: AuditRecord | None, error: AuditUnavailable | None) -> None:

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from portcullis import __version__
+from portcullis.cli.audit_cmd import audit_app
+from portcullis.cli.policy_cmd import policy_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
 out = Console(soft_wrap=True)
@@ -43,6 +45,8 @@ def _load(config: Path | None):
 def serve(config: ConfigDir = None,
           host: Annotated[str | None, typer.Option(help="Bind address (overrides gateway.yaml).")] = None,
           port: Annotated[int | None, typer.Option(help="TCP port (overrides gateway.yaml).")] = None,
+          admin_port: Annotated[int | None, typer.Option(
+              help="Port of the admin listener: /metrics, /readyz (overrides gateway.yaml).")] = None,
           log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
     """Run the gateway. With no --config: the embedded default with the bundled demo services."""
     import uvicorn
@@ -55,7 +59,7 @@ def serve(config: ConfigDir = None,
     logs.configure(log_level.upper())
     deployment = _load(config)
     try:
-        gateway = build_gateway(deployment, host=host, port=port)
+        gateway = build_gateway(deployment, host=host, port=port, admin_port=admin_port)
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(str(problem), highlight=False, markup=False)
@@ -152,6 +156,8 @@ def schema(target: Annotated[Path, typer.Argument(help="Directory to write the J
 
 token_app = typer.Typer(no_args_is_help=True, help="Development tokens and revocations.")
 app.add_typer(token_app, name="token")
+app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 
 
 @token_app.command("issue")

@@ -4,7 +4,7 @@
 
     gateway.yaml                 listeners, services, limits
     tools/<domain>/<tool>.yml    one manifest per tool (.yaml also accepted)
-    policy/*.rego                optional custom rules (not evaluated yet)
+    policy/*.rego                optional custom rules (Rego), compiled by the policy lint
     policy/data_class.yml        classification scheme (free-form for now)
 
 Contract: :func:`lint_deployment` returns every problem, each with its file and line;
@@ -69,8 +69,41 @@ def load_deployment(root: Path) -> Deployment:
 
 
 def lint_deployment(root: Path) -> list[Problem]:
-    """Every problem at ``root``, errors and warnings, sorted by path then line."""
-    return _sorted(_check(Path(root))[0])
+    """Every problem at ``root``, errors and warnings, sorted by path then line.
+
+    Past the checks :func:`load_deployment` makes, (6) the policies: conflicts, unreachable rules,
+    tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`).
+    """
+    problems, deployment = _check(Path(root))
+    if deployment is not None:
+        problems += _policy_problems(deployment)  # 6
+    return _sorted(problems)
+
+
+def _policy_problems(deployment: Deployment) -> list[Problem]:
+    """The policy lint's findings, each at the line of the offending YAML key."""
+    from portcullis.policy.engine import configured_environment
+    from portcullis.policy.lint import lint_policies
+
+    # A tool without a policy is flagged only once the deployment has adopted policies (some tool
+    # has one): there a missing section is the likely mistake. Either way such a tool is denied.
+    adopted = any(loaded.manifest.policy is not None for loaded in deployment.manifests)
+    found = lint_policies(deployment.manifests, environment=configured_environment(deployment),
+                          rego_dir=deployment.root / "policy", report_missing=adopted)
+    docs: dict[Path, YamlDocument | None] = {}
+    problems = []
+    for item in found:
+        line = item.line
+        if line is None and item.loc:
+            if item.path not in docs:
+                try:
+                    docs[item.path] = load_yaml(item.path.read_bytes())
+                except (OSError, YamlError):  # changed since it was checked: the problem stands, lineless
+                    docs[item.path] = None
+            doc = docs[item.path]
+            line = None if doc is None else doc.line_of(item.loc)
+        problems.append(Problem(item.path, line, item.message, item.severity))
+    return problems
 
 
 def write_pin(manifest_path: Path, pin: str) -> None:

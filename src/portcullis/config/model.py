@@ -15,8 +15,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
+from portcullis.policy.limits import LimitRule, check_unique_ids
+from portcullis.policy.model import ToolPolicy
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -156,6 +159,51 @@ class HttpService(_ServiceBase):
 ServiceConfig = Annotated[StdioService | HttpService, Field(discriminator="transport")]
 
 
+class AuthorizationConfig(_Model):
+    """How calls are authorized beyond each manifest's ``policy:`` section."""
+
+    environment: str = Field(
+        "production", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="This gateway's environment (``production``, ``staging``, ``sandbox``, …): what a "
+        "policy's ``environments`` list and Rego's ``input.environment`` see.")
+    rego_dir: str | None = Field(
+        "policy", description="Directory of ``*.rego`` modules, relative to the deployment directory. "
+        "Every module is compiled once at start; a missing directory means no Rego rules.")
+    limits: tuple[LimitRule, ...] = Field(
+        (), description="Session-aware limits: counts and running totals per principal over a window.")
+
+    @field_validator("limits")
+    @classmethod
+    def _unique_limit_ids(cls, value: tuple[LimitRule, ...]) -> tuple[LimitRule, ...]:
+        check_unique_ids(value)
+        return value
+
+
+class AuditConfig(_Model):
+    """The tamper-evident audit trail (always on: there is no switch to turn it off)."""
+
+    path: str | None = Field(
+        None, description="SQLite file of the audit chain. Default: ``audit.sqlite3`` in the state directory.")
+    durability: Literal["process", "power"] = Field(
+        "process", description="``process``: a record is committed to the write-ahead log before the call "
+        "goes on and survives the gateway being killed (kill -9), not a power cut; ~60 µs per record. "
+        "``power``: every group commit is fsync'ed (survives a power cut) at ~0.3-0.7 ms per commit.")
+    checkpoint_every_records: int = Field(
+        1000, ge=1, le=1_000_000, description="Sign a checkpoint after this many new records …")
+    checkpoint_every_s: float = Field(10.0, gt=0, le=86_400, description="… or this many seconds.")
+    siem: SiemExportConfig | None = Field(
+        None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
+        "through a bounded retry queue that never blocks a call and counts what it drops.")
+
+
+class AdminConfig(_Model):
+    """A second listener for operators: ``/metrics``, ``/livez``, ``/readyz``. Loopback by default."""
+
+    host: str = Field("127.0.0.1", description="Bind address of the admin listener.")
+    port: int | None = Field(
+        9464, ge=0, le=65535, description="Port of the admin listener (0 picks a free one; null turns it off).")
+
+
 class GatewayConfig(_Model):
     """The whole of ``gateway.yaml``."""
 
@@ -169,6 +217,9 @@ class GatewayConfig(_Model):
     state_dir: str | None = Field(
         None, description="Directory for local state (development issuer key, revocations). Default: "
         "$PORTCULLIS_STATE_DIR or ./.portcullis.")
+    authorization: AuthorizationConfig = AuthorizationConfig()
+    audit: AuditConfig = AuditConfig()
+    admin: AdminConfig = AdminConfig()
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
@@ -211,6 +262,12 @@ class ToolManifest(_Model):
         pattern=PIN_PATTERN,
         description="sha256 of the upstream's live definition; a mismatch quarantines the tool.",
     )
+    policy: ToolPolicy | None = Field(
+        None, description="Who may call this tool and with which arguments. A tool without a policy is "
+        "denied to every caller (default deny).")
+    sensitive_arguments: tuple[Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=512)], ...] = Field(
+        (), description="RFC 6901 pointers of arguments written to the audit trail only as keyed hashes "
+        "(HMAC with the audit key), never in clear.")
 
     @field_validator("input_schema")
     @classmethod

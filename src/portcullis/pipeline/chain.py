@@ -2,37 +2,70 @@
 
 Request stages run top to bottom; anything they do after ``await call_next(ctx)`` runs in
 reverse order on the way back. The last element is the forwarder. The transport stage
-(bounded body, Host/Origin, JSON-RPC parsing, protocol era) runs before this chain, in
-:mod:`portcullis.transport.app`, because it decides whether there is a call at all.
+(bounded body, Host/Origin, JSON-RPC parsing, protocol era, authentication) runs before this
+chain, in :mod:`portcullis.transport.app`, because it decides whether there is a call at all.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from portcullis.catalog import Catalog
 from portcullis.identity.minting import TokenMinter
+from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
-from portcullis.pipeline.stages import access_log, forward, route, validate
+from portcullis.pipeline.hooks import Hooks, NullHooks
+from portcullis.pipeline.stages import audit, authorize, forward, limits, record, route, validate
+from portcullis.policy.engine import PolicyEngine
+from portcullis.policy.limits import LimitRule
+from portcullis.state.interface import StateStore
 from portcullis.upstream.registry import UpstreamRegistry
 
 
-def build_pipeline(catalog: Catalog, upstreams: UpstreamRegistry, minter: TokenMinter, *,
-                   default_timeout_s: float) -> Handler:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineParts:
+    """Everything the stages need, built once by the gateway."""
+
+    catalog: Catalog
+    upstreams: UpstreamRegistry
+    minter: TokenMinter
+    engine: PolicyEngine
+    auditor: CallAuditor
+    state: StateStore
+    limit_rules: Sequence[LimitRule] = ()
+    hooks: Hooks = field(default_factory=NullHooks)
+    clock: Callable[[], float] = time.time
+    default_timeout_s: float = 30.0
+
+
+def build_pipeline(parts: PipelineParts) -> Handler:
     """Assemble the ``tools/call`` handler. Each line says why it sits where it does."""
+    p = parts
     stages: Sequence[Stage] = (
-        # record: outermost, so that exactly one line is written per call, even when a later
-        # stage rejects the call or crashes.
-        access_log.make_stage(catalog),
-        # route: before validate, because the schema to validate against is the manifest's;
-        # unknown, unpinned and quarantined tools all fail here identically.
-        route.make_stage(catalog),
-        # validate: before forward, so the upstream never sees arguments the manifest forbids.
+        # record: outermost, so that every call gets one log line and its metrics, and a call
+        # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
+        record.make_stage(p.catalog, p.auditor, p.hooks),
+        # route: before everything that needs the manifest; unknown, unpinned and quarantined
+        # tools all fail here identically ("Unknown tool").
+        route.make_stage(p.catalog),
+        # gate: before validate, so a caller the policy can never admit learns nothing about the
+        # tool's schema; it gets the same "Unknown tool" as for a tool that does not exist.
+        authorize.make_gate(p.engine, p.clock),
+        # validate: before authorize, so policy rules see arguments of the declared types.
         validate.stage,
+        # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
+        authorize.make_stage(p.engine, p.clock, p.hooks),
+        # limits: after authorize, so a call the policy refuses consumes no counter.
+        limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks),
+        # audit: last before forward: the decision record is durable before anything is sent,
+        # and the outcome record before the caller sees the answer.
+        audit.make_stage(p.auditor),
     )
     # forward: the terminal handler, over the pooled upstream connection.
-    return compose(stages, forward.make_forwarder(upstreams, minter, default_timeout_s=default_timeout_s))
+    return compose(stages, forward.make_forwarder(p.upstreams, p.minter, default_timeout_s=p.default_timeout_s))
 
 
 def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from portcullis.catalog import Route
     from portcullis.identity.principal import Principal
+    from portcullis.policy.decision import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,9 @@ class CallContext:
     started_ns: int
     principal: Principal  # from verified credentials only (the transport's authenticate step)
     route: Route | None = None  # set by the route stage
+    decision: Decision | None = None  # set by the authorize stage (allow, possibly with a shadow)
+    trace: Any = None  # the call's tracing span handle (observability), or None when tracing is off
+    headers: Mapping[str, str] | None = None  # lower-cased request headers (traceparent, Mcp-Param-*)
 
     def evolve(self, **changes: Any) -> CallContext:
         """A copy of this context with ``changes`` applied."""

@@ -17,6 +17,8 @@ Effect = Literal["allow", "deny", "require_approval"]
 # Reasons: one fixed string per way a rule can fail.
 CALLER_NOT_ALLOWED = "caller_not_allowed"
 CALLER_ID_REJECTED = "caller_id_rejected"
+CALLER_DENIED = "caller_denied"
+NO_POLICY = "no_policy"
 AMOUNT_MISSING = "amount_missing"
 AMOUNT_INVALID = "amount_invalid"
 AMOUNT_OVER_MAX = "amount_over_max"

@@ -1,35 +1,45 @@
-"""Golden decision fixtures: a YAML table of calls and the decisions the policies must make.
+"""Golden decision fixtures: a YAML table of calls and the decisions the policy engine must make.
 
 A fixture file is a YAML list; each entry::
 
     - name: billing-bot refunds 80 USD          # optional, for reports
       principal: {agent_id: billing-bot, tenant: acme}   # Principal claim form
-      tool: billing.process_refund
-      arguments: {amount: 80, currency: USD, tenant_id: acme}
-      environment: production
+      tool: billing.process_refund              # the exposed name
+      arguments: {amount: 80, currency: USD}
+      environment: production                   # optional: default, the engine's environment
       now: "2026-03-02T10:00:00Z"               # timezone-aware
+      session: {refunds_today: 2}               # optional: the Rego input's ``session``
       expect: {effect: allow, rule_ids: []}
 
-``principal`` is the claim form of :class:`~portcullis.identity.principal.Principal`;
-``client_id``, ``auth_method`` and ``issuer`` default to ``fixture`` / ``dev`` / ``fixture``.
-``rule_ids`` compare as a set against the decision's rule ids plus, in ``log_only`` mode, those
-of the shadow decision. Coverage lists the rule ids that at least one fixture made fire, and
-those none did: a rule no fixture ever trips is a rule nobody has shown to work.
+Fixtures run through :meth:`~portcullis.policy.engine.PolicyEngine.decide`, so they exercise the
+native policies and the Rego modules together. ``principal`` is the claim form of
+:class:`~portcullis.identity.principal.Principal`; ``client_id``, ``auth_method`` and ``issuer``
+default to ``fixture`` / ``dev`` / ``fixture``. ``rule_ids`` compare as a set against the
+decision's rule ids plus, in ``log_only`` mode, those of the shadow decision.
+
+Coverage lists the rule ids that at least one fixture made fire, and those none did: a rule no
+fixture ever trips is a rule nobody has shown to work. The rules are the engine's
+(:meth:`~portcullis.policy.engine.PolicyEngine.rule_ids`: every native rule, and the Rego rules
+the modules declare) plus any Rego rule id a fixture saw fire. The fail-closed ids
+(``<tool>/policy_error``, ``rego/policy_error``) are not rules and are left out. Rego is not
+evaluated for a call the native policy denies, so a Rego rule is covered only by a call the
+native policy lets through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from portcullis.identity.principal import Principal
 from portcullis.policy.decision import Decision, Effect
-from portcullis.policy.model import ToolPolicy
-from portcullis.policy.native import evaluate, rule_ids
+
+if TYPE_CHECKING:
+    from portcullis.policy.engine import PolicyEngine
 
 _PRINCIPAL_DEFAULTS = {"client_id": "fixture", "auth_method": "dev", "issuer": "fixture"}
 
@@ -50,11 +60,18 @@ class Fixture(_Model):
 
     name: str | None = Field(None, description="A label for reports.")
     principal: dict[str, Any] = Field(description="Principal claim form (client_id/auth_method/issuer optional).")
-    tool: str = Field(min_length=1, description="The exposed tool name; a policy for it must be given.")
+    tool: str = Field(min_length=1, description="The exposed tool name; the engine must know it.")
     arguments: dict[str, Any] = Field(default_factory=dict, description="The call's arguments.")
-    environment: str = Field(min_length=1, description="The gateway environment the call is made in.")
+    environment: str | None = Field(
+        None, min_length=1, description="The gateway environment of the call; default: the engine's.")
     now: AwareDatetime = Field(description="The evaluation time, with a time zone.")
+    session: dict[str, Any] | None = Field(None, description="The Rego input's ``session`` object.")
     expect: Expectation
+
+    @property
+    def label(self) -> str:
+        """The fixture's name, else its tool."""
+        return self.name or self.tool
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +102,10 @@ _FIXTURES = TypeAdapter(tuple[Fixture, ...])
 
 def load_fixtures(text: str) -> tuple[Fixture, ...]:
     """Parse and validate a YAML fixture list. Raises :class:`ValueError` on a malformed file."""
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML: {exc}") from None
     if not isinstance(data, list):
         raise ValueError("a fixture file is a YAML list")
     return _FIXTURES.validate_python(data)
@@ -97,26 +117,33 @@ def fired_rule_ids(decision: Decision) -> tuple[str, ...]:
     return decision.rule_ids + shadow
 
 
-def run_fixtures(policies: Mapping[str, ToolPolicy], fixtures: Sequence[Fixture], *,
-                 policy_version: str) -> FixtureReport:
-    """Evaluate every fixture against the policy of its tool and report results and coverage.
+def run_fixtures(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureReport:
+    """Decide every fixture with ``engine`` and report results and rule coverage.
 
-    Raises :class:`ValueError` for a fixture whose tool has no policy or whose principal is
-    malformed: a fixture that cannot run is a broken test, not a failing decision.
+    Raises :class:`ValueError` for a fixture whose tool the engine does not know or whose
+    principal is malformed: a fixture that cannot run is a broken test, not a failing decision.
+    A known tool without a policy is decided (``no_policy``), so a fixture can show that denial.
     """
+    engines = {engine.environment: engine}
     results = []
     for fixture in fixtures:
-        policy = policies.get(fixture.tool)
-        if policy is None:
-            raise ValueError(f"fixture {fixture.name or fixture.tool!r}: no policy for tool {fixture.tool!r}")
-        principal = Principal.from_claims({**_PRINCIPAL_DEFAULTS, **fixture.principal})
-        decision = evaluate(policy, tool=fixture.tool, principal=principal, arguments=fixture.arguments,
-                            environment=fixture.environment, now=fixture.now, policy_version=policy_version)
+        if fixture.tool not in engine.tools:
+            raise ValueError(f"fixture {fixture.label!r}: unknown tool {fixture.tool!r}")
+        try:
+            principal = Principal.from_claims({**_PRINCIPAL_DEFAULTS, **fixture.principal})
+        except ValueError as exc:
+            raise ValueError(f"fixture {fixture.label!r}: principal: {exc}") from None
+        environment = fixture.environment or engine.environment
+        if environment not in engines:
+            engines[environment] = engine.with_environment(environment)
+        decision = engines[environment].decide(fixture.tool, principal, fixture.arguments, now=fixture.now,
+                                               session=fixture.session)
         passed = (decision.effect == fixture.expect.effect
                   and set(fired_rule_ids(decision)) == set(fixture.expect.rule_ids))
         results.append(FixtureResult(fixture, decision, passed))
     fired = {rule for result in results for rule in fired_rule_ids(result.decision)}
-    known = [rule for tool, policy in policies.items() for rule in rule_ids(policy, tool)]
+    known = [rule for rule in engine.rule_ids() if not rule.endswith("/policy_error")]
+    known += sorted(rule for rule in fired if rule not in known and not rule.endswith("/policy_error"))
     return FixtureReport(
         results=tuple(results),
         covered=tuple(rule for rule in known if rule in fired),

@@ -9,7 +9,8 @@ root that is not an absolute canonical directory.
 
 Caller patterns are ``<kind>:<value>`` where kind is one of :data:`CALLER_KINDS`. Values match
 exactly (case-sensitive, Unicode NFC); the only wildcard is a single trailing ``*`` after at
-least one literal character (``agent:billing-*``).
+least one literal character (``agent:billing-*``). ``denied_callers`` uses the same patterns and
+overrides ``allowed_callers``.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ class ToolPolicy(_Model):
     allowed_callers: tuple[str, ...] = Field(
         description="Caller patterns ``<kind>:<value>``; the call is allowed past this rule if any pattern "
         "matches. Must not be empty: an empty list is an error, never 'allow everyone'.")
+    denied_callers: tuple[str, ...] = Field(
+        (), description="Caller patterns that are denied even if an ``allowed_callers`` pattern matches "
+        "(deny overrides allow). Same syntax as ``allowed_callers``.")
     amount_pointer: Pointer = Field("/amount", description="The argument that holds the amount.")
     currency_pointer: Pointer = Field("/currency", description="The argument that holds the currency code.")
     max_amount: Number | None = Field(None, ge=0, description="Amounts above this are denied.")
@@ -186,6 +190,13 @@ class ToolPolicy(_Model):
         if not value:
             raise ValueError("allowed_callers must not be empty (an empty list would deny everyone; "
                              "it never means allow everyone)")
+        for pattern in value:
+            check_caller_pattern(pattern)
+        return value
+
+    @field_validator("denied_callers")
+    @classmethod
+    def _denied(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
             check_caller_pattern(pattern)
         return value

@@ -22,6 +22,7 @@ import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import chain
 
 from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
@@ -57,9 +58,30 @@ def evaluate(
     return decided
 
 
+def may_call(policy: ToolPolicy, principal: Principal, *, environment: str, now: datetime) -> bool:
+    """True if ``principal`` could call the tool with *some* arguments (for filtering ``tools/list``).
+
+    Only the rules that do not read arguments are checked: callers (allowed and denied),
+    required attributes, time windows and environments. A ``log_only`` policy allows every call,
+    so it is always True there. Never raises: an error is False (fail closed: the tool is hidden).
+    """
+    if policy.mode == "log_only":
+        return True
+    try:
+        if now.tzinfo is None or now.utcoffset() is None:
+            return False
+        failures = chain(_caller(policy, principal), _attributes(policy, principal),
+                         _context(policy, environment, now))
+        return next(failures, None) is None
+    except Exception:  # fail closed: a tool we cannot decide about is not listed
+        return False
+
+
 def rule_ids(policy: ToolPolicy, tool: str) -> tuple[str, ...]:
     """Every rule id ``policy`` can produce for ``tool`` (for coverage reports and lint)."""
     names = ["caller"]
+    if policy.denied_callers:
+        names.append("denied_callers")
     if policy.max_amount is not None:
         names.append("max_amount")
     if policy.requires_approval_over is not None:
@@ -106,48 +128,68 @@ def _failures(policy: ToolPolicy, principal: Principal, arguments: Mapping[str, 
               now: datetime) -> Iterator[Failure]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")  # a naive clock is a bug upstream: policy_error
-    # Who: the caller must match a listed pattern, and its ids must be unambiguous text.
-    yield from _caller(policy.allowed_callers, principal)
+    # Who: the caller must match an allowed pattern and no denied one; its ids must be unambiguous text.
+    yield from _caller(policy, principal)
     # How much: Decimal from the JSON number, hard maximum before the approval threshold.
     yield from _amount(policy, arguments)
-    for name, allowed in policy.require_attributes.items():
-        if principal.attributes.get(name) not in allowed:
-            yield "deny", r.ATTRIBUTE_NOT_ALLOWED, f"require_attributes/{name}"
+    yield from _attributes(policy, principal)
     # Where: the tenant named in the arguments must be the caller's own.
     if policy.tenant_argument is not None:
         value = _resolve(arguments, policy.tenant_argument)
         if principal.tenant is None or not isinstance(value, str) or value != principal.tenant:
             yield "deny", r.TENANT_MISMATCH, "tenant_argument"
     # When, and in which deployment.
-    if policy.time_windows is not None and not any(_in_window(w, now) for w in policy.time_windows):
-        yield "deny", r.OUTSIDE_TIME_WINDOW, "time_windows"
-    if policy.environments is not None and environment not in policy.environments:
-        yield "deny", r.ENVIRONMENT_NOT_ALLOWED, "environments"
+    yield from _context(policy, environment, now)
     for constraint in policy.constraints:
         yield from _constraint(constraint, arguments)
 
 
-def _caller(patterns: Sequence[str], principal: Principal) -> Iterator[Failure]:
+def _attributes(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
+    for name, allowed in policy.require_attributes.items():
+        if principal.attributes.get(name) not in allowed:
+            yield "deny", r.ATTRIBUTE_NOT_ALLOWED, f"require_attributes/{name}"
+
+
+def _context(policy: ToolPolicy, environment: str, now: datetime) -> Iterator[Failure]:
+    if policy.time_windows is not None and not any(_in_window(w, now) for w in policy.time_windows):
+        yield "deny", r.OUTSIDE_TIME_WINDOW, "time_windows"
+    if policy.environments is not None and environment not in policy.environments:
+        yield "deny", r.ENVIRONMENT_NOT_ALLOWED, "environments"
+
+
+def _caller(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
     values = _caller_values(principal)
     if values is None:
         yield "deny", r.CALLER_ID_REJECTED, "caller"
-    elif not any(_matches(pattern, values) for pattern in patterns):
+        return
+    if any(_matches(pattern, values) for pattern in policy.denied_callers):
+        yield "deny", r.CALLER_DENIED, "denied_callers"
+    if not any(_matches(pattern, values) for pattern in policy.allowed_callers):
         yield "deny", r.CALLER_NOT_ALLOWED, "caller"
 
 
 def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
     """The principal's ids by pattern kind, NFC-normalised; ``None`` if any id is unsafe text."""
-    raw = {
-        "agent": (principal.agent_id,), "user": (principal.user_id,), "client": (principal.client_id,),
-        "app": (principal.source_app,), "tenant": (principal.tenant,),
-        "role": principal.roles, "scope": principal.scopes,
-    }
+    raw = (
+        ("agent", (principal.agent_id,)), ("user", (principal.user_id,)), ("client", (principal.client_id,)),
+        ("app", (principal.source_app,)), ("tenant", (principal.tenant,)),
+        ("role", principal.roles), ("scope", principal.scopes),
+    )
     values: dict[str, tuple[str, ...]] = {}
-    for kind, items in raw.items():
-        present = tuple(item for item in items if item is not None)
-        if any(unsafe_text(item) for item in present):
-            return None
-        values[kind] = tuple(item if item.isascii() else unicodedata.normalize("NFC", item) for item in present)
+    for kind, items in raw:  # a plain loop: this runs on every call and every tools/list entry
+        present: list[str] = []
+        for item in items:
+            if item is None:
+                continue
+            if item.isascii():
+                if not item.isprintable():
+                    return None
+                present.append(item)
+            elif unsafe_text(item):
+                return None
+            else:
+                present.append(unicodedata.normalize("NFC", item))
+        values[kind] = tuple(present)
     return values
 
 
@@ -258,6 +300,11 @@ _CHECKS: dict[str, Callable[[Constraint, object], bool]] = {
     "max_length": _max_length, "enum": _enum, "within_root": _within_root,
     "pattern": _pattern, "minimum": _minimum, "maximum": _maximum,
 }
+
+
+def failing_checks(constraint: Constraint, value: object) -> tuple[str, ...]:
+    """The names of ``constraint``'s checks that ``value`` fails (for lint: an enum value no call can pass)."""
+    return tuple(check for check in constraint.checks() if not _CHECKS[check](constraint, value))
 
 
 def path_within_root(root: str, path: str) -> bool:

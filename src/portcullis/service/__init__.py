@@ -7,19 +7,37 @@ Public surface:
 - :func:`current_principal` / :func:`current_call` — who is acting on the call being served.
 - :class:`GatewayTokenVerifier` — the token check itself (see :mod:`portcullis.service.verify`),
   and :class:`ServiceAuthError`, what it raises.
+- :class:`ServicePolicies` — the service's manifest policies, re-checked on every ``tools/call``
+  when given to :func:`create_service` (see :mod:`portcullis.service.policy_guard`), and
+  :class:`PolicyLoadError`, what loading them raises.
+
+From the environment the gateway sets (:mod:`portcullis.service.env`): ``service_from_env``,
+``verifier_from_env``, ``policies_from_env``.
 """
 
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
-from portcullis.service.kit import ActorTokenGuard, ServiceApp, create_service, current_call, current_principal
+from portcullis.service.kit import (
+    ActorTokenGuard,
+    PolicyGuard,
+    ServiceApp,
+    create_service,
+    current_call,
+    current_principal,
+)
+from portcullis.service.policy_guard import FORBIDDEN_CODE, PolicyLoadError, ServicePolicies
 from portcullis.service.verify import GatewayTokenVerifier, ReplayCache, ServiceAuthError, VerifiedCall
 
 __all__ = [
     "ACTOR_TOKEN_META_KEY",
+    "FORBIDDEN_CODE",
     "ActorTokenGuard",
     "GatewayTokenVerifier",
+    "PolicyGuard",
+    "PolicyLoadError",
     "ReplayCache",
     "ServiceApp",
     "ServiceAuthError",
+    "ServicePolicies",
     "VerifiedCall",
     "create_service",
     "current_call",

@@ -39,14 +39,29 @@ prompt name; anything else to the method name.
 
 **What a refused caller sees**: JSON-RPC error ``-31401`` with the message ``unauthenticated``
 and no data. The reason goes to the ``portcullis.service`` log.
+
+**Policy, again, at the service.** Given ``policies=`` (:class:`ServicePolicies`, the manifest
+policies of this service), :class:`PolicyGuard` decides every ``tools/call`` once more with the
+principal from the verified token, the tool name and the call's arguments, so a call that
+bypassed the gateway is still denied. Anything but ``allow`` is refused with ``-31403``
+``forbidden`` and no data; the reasons and rule ids go to the log. The middleware order, outermost
+first, is built in :meth:`ServiceApp.__init__`:
+
+1. :class:`ActorTokenGuard` — outermost, so no user code runs for an unauthenticated call, and
+   the principal is known to everything inside;
+2. the service's own ``middleware=``, in the order given;
+3. :class:`PolicyGuard` — innermost, so the arguments it decides on are the very params object
+   the SDK validates and hands to the tool: no middleware can change them between check and tool.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from mcp.server import MCPServer
@@ -56,6 +71,8 @@ from mcp_types import RequestParamsMeta
 
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
 from portcullis.identity.principal import Principal
+from portcullis.policy.decision import Decision
+from portcullis.service.policy_guard import FORBIDDEN_CODE, FORBIDDEN_MESSAGE, ServicePolicies
 from portcullis.service.verify import GatewayTokenVerifier, ServiceAuthError, VerifiedCall
 
 logger = logging.getLogger("portcullis.service")
@@ -154,31 +171,93 @@ class ActorTokenGuard:
             _current.reset(reset)
 
 
-class ServiceApp(MCPServer[Any]):
-    """An ``MCPServer`` whose first middleware is an :class:`ActorTokenGuard`. Make one with
-    :func:`create_service`; add tools with ``@app.tool()`` as usual."""
+class PolicyGuard:
+    """SDK middleware: decide each ``tools/call`` with the service's policies; refuse with "forbidden".
 
-    def __init__(self, name: str, *, verifier: GatewayTokenVerifier, **mcpserver_kwargs: Any) -> None:
+    Runs inside :class:`ActorTokenGuard`, so the call's principal is the verified token's. The
+    decision uses ``params["arguments"]`` of the very context passed on (absent means ``{}``, as
+    the SDK hands the tool), never anything the caller says about itself in the arguments.
+    """
+
+    def __init__(self, policies: ServicePolicies, *, clock: Callable[[], float] = time.time) -> None:
+        self.policies = policies
+        self._clock = clock
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.request_id is None or ctx.method != "tools/call":
+            return await call_next(ctx)
+        call = _current.get()
+        params = ctx.params or {}
+        name, arguments = params.get("name"), params.get("arguments")
+        arguments = {} if arguments is None else arguments
+        if call is None or not isinstance(name, str) or not isinstance(arguments, Mapping):
+            # unreachable behind ActorTokenGuard and the SDK's params check; refuse all the same
+            raise self._refuse(ctx, call, str(name), "malformed or unverified call", None)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        decision = self.policies.check(name, call.principal, arguments, now)
+        if not decision.allowed:
+            raise self._refuse(ctx, call, name, "policy refused the call", decision)
+        if decision.shadow is not None:
+            logger.info("policy shadow decision", extra={"fields": self._fields(ctx, call, name, decision.shadow)})
+        return await call_next(ctx)
+
+    def _refuse(self, ctx: ServerRequestContext[Any, Any], call: VerifiedCall | None, tool: str, why: str,
+                decision: Decision | None) -> MCPError:
+        """Log ``why`` with the decision for the operator; the caller gets a bare "forbidden"."""
+        logger.warning(why, extra={"fields": self._fields(ctx, call, tool, decision)})
+        return MCPError(code=FORBIDDEN_CODE, message=FORBIDDEN_MESSAGE)
+
+    def _fields(self, ctx: ServerRequestContext[Any, Any], call: VerifiedCall | None, tool: str,
+                decision: Decision | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"service": self.policies.service, "tool": tool, "rpc_id": str(ctx.request_id)}
+        if call is not None:
+            fields |= {"req": call.claims.get("req"), "exposed_tool": call.claims.get("tool"),
+                       **call.principal.log_fields()}
+        if decision is not None:
+            fields |= {"effect": decision.effect, "reasons": list(decision.reasons),
+                       "rule_ids": list(decision.rule_ids), "policy_version": decision.policy_version}
+        return fields
+
+
+class ServiceApp(MCPServer[Any]):
+    """An ``MCPServer`` guarded by the kit's middleware (order in the module docstring). Make one
+    with :func:`create_service`; add tools with ``@app.tool()`` as usual."""
+
+    def __init__(self, name: str, *, verifier: GatewayTokenVerifier, policies: ServicePolicies | None = None,
+                 clock: Callable[[], float] = time.time, **mcpserver_kwargs: Any) -> None:
         for key in _KIT_OWNS:
             if mcpserver_kwargs.get(key) is not None:
                 raise ValueError(f"{key!r} is not allowed: the service kit authenticates every call itself")
+        if policies is not None and policies.service != name:
+            raise ValueError(f"the policies are service {policies.service!r}'s, not {name!r}'s")
         self.guard = ActorTokenGuard(verifier)
+        self.policy_guard = None if policies is None else PolicyGuard(policies, clock=clock)
         user_middleware = list(mcpserver_kwargs.pop("middleware", None) or ())
-        super().__init__(name, middleware=[self.guard, *user_middleware], **mcpserver_kwargs)
+        innermost = [] if self.policy_guard is None else [self.policy_guard]
+        super().__init__(name, middleware=[self.guard, *user_middleware, *innermost], **mcpserver_kwargs)
 
     @property
     def verifier(self) -> GatewayTokenVerifier:
         return self.guard.verifier
 
+    @property
+    def policies(self) -> ServicePolicies | None:
+        """The policies every ``tools/call`` is decided with, or None if the service checks none."""
+        return None if self.policy_guard is None else self.policy_guard.policies
+
 
 def create_service(name: str, *, audience: str, verifier: GatewayTokenVerifier,
+                   policies: ServicePolicies | None = None, clock: Callable[[], float] = time.time,
                    **mcpserver_kwargs: Any) -> ServiceApp:
     """A tool service that refuses every call without a valid gateway token for ``audience``.
 
     ``audience`` must be the verifier's audience (normally ``portcullis-service:<name>``); it is
     repeated here so that a service wired to another service's verifier fails at start-up.
-    Other keywords go to ``MCPServer`` except its own auth settings, which the kit replaces.
+    With ``policies`` (this service's, else ValueError), every ``tools/call`` is also decided
+    against its manifest policy with the token's principal; ``clock`` (seconds since the epoch)
+    is the time those decisions are made at. Other keywords go to ``MCPServer`` except its own
+    auth settings, which the kit replaces.
     """
     if verifier.audience != audience:
         raise ValueError(f"the verifier checks audience {verifier.audience!r}, not {audience!r}")
-    return ServiceApp(name, verifier=verifier, **mcpserver_kwargs)
+    return ServiceApp(name, verifier=verifier, policies=policies, clock=clock, **mcpserver_kwargs)

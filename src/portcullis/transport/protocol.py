@@ -13,7 +13,7 @@ import base64
 import binascii
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,16 +111,24 @@ def negotiate(requested: Any) -> str:
 class Dispatcher:
     """Answers one JSON-RPC request; ``tools/call`` goes through the pipeline."""
 
-    def __init__(self, catalog: Catalog, pipeline: Handler) -> None:
+    def __init__(self, catalog: Catalog, pipeline: Handler,
+                 visible: Callable[[Principal], Collection[str]] | None = None) -> None:
         self._catalog = catalog
         self._pipeline = pipeline
+        # the tools a caller may see: only those its policy could ever admit (default: none)
+        self._visible = visible or (lambda _principal: frozenset())
+
+    def listing(self, principal: Principal) -> list[Mapping[str, Any]]:
+        """``tools/list`` for ``principal``: the served tools its policies could ever admit."""
+        visible = self._visible(principal)
+        return [tool for tool in self._catalog.listing() if tool["name"] in visible]
 
     async def dispatch(self, req: Request) -> dict[str, Any]:
         method = req.message.method
         if method == "tools/call":
             result = await self._call(req)
         elif method == "tools/list":
-            result = {"tools": list(self._catalog.listing())}
+            result = {"tools": self.listing(req.principal)}
             if req.modern:
                 result.update(ttlMs=0, cacheScope="private")
         elif method == "ping" and not req.modern:  # removed in 2026-07-28
@@ -146,7 +154,8 @@ class Dispatcher:
             raise InvalidParams("Invalid params: 'arguments' must be an object")
         if req.modern:
             route = self._catalog.lookup(name)
-            if route is not None and route.param_headers:
+            # only for a tool the caller may see: a mismatch error must not reveal a hidden tool
+            if route is not None and route.param_headers and name in self._visible(req.principal):
                 check_param_headers(req.headers, arguments, route.param_headers)
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,

@@ -13,14 +13,15 @@ from collections.abc import Callable
 
 from portcullis.identity.minting import service_audience
 from portcullis.service import GatewayTokenVerifier, ServiceApp, create_service
-from portcullis.service.env import AUDIENCE_ENV, MissingGatewayTrust, verifier_from_env
+from portcullis.service.env import AUDIENCE_ENV, MissingGatewayTrust, policies_from_env, verifier_from_env
 
 EXIT_NO_TRUST = 2
 
 
 def new_service(name: str, verifier: GatewayTokenVerifier, *, instructions: str) -> ServiceApp:
     """An empty service kit app called ``name`` that accepts only tokens for ``service_audience(name)``."""
-    return create_service(name, audience=service_audience(name), verifier=verifier, instructions=instructions)
+    return create_service(name, audience=service_audience(name), verifier=verifier, instructions=instructions,
+                          policies=policies_from_env(name))
 
 
 def serve(name: str, build_server: Callable[[GatewayTokenVerifier], ServiceApp]) -> None:
@@ -29,7 +30,8 @@ def serve(name: str, build_server: Callable[[GatewayTokenVerifier], ServiceApp])
         verifier, audience = verifier_from_env()
         if audience != service_audience(name):
             raise MissingGatewayTrust(f"{AUDIENCE_ENV} is {audience!r}, not {service_audience(name)!r}")
-    except (MissingGatewayTrust, ValueError) as exc:  # ValueError: a JWKS that must not be trusted
+        app = build_server(verifier)  # loads the manifest policies this service re-checks
+    except (MissingGatewayTrust, ValueError) as exc:  # ValueError: untrusted JWKS, or policies that do not load
         print(f"portcullis demo service {name!r} refuses to start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_NO_TRUST) from None
-    build_server(verifier).run()
+    app.run()

@@ -1,0 +1,516 @@
+"""``portcullis audit``: verify, search, timeline and export the audit trail — read-only.
+
+Every command opens the store with ``mode=ro``: forensics never changes the evidence. Values
+shown in tables come from callers (tool names, principal ids), so :func:`terminal_safe` renders
+control, bidi and invisible characters visibly and tables take them as plain ``Text`` (no Rich
+markup); ``--json`` output is ASCII-only JSON. Exit codes: 0 ok, 1 failure (verification
+failed, store missing or unreadable), 2 usage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from portcullis.audit.record import AuditRecord, Checkpoint
+    from portcullis.audit.verify import VerifyReport
+
+T = TypeVar("T")
+
+audit_app = typer.Typer(no_args_is_help=True, help="Forensics on the audit trail (read-only): verify, search, "
+                        "timeline, export.")
+
+STORE_FILE = "audit.sqlite3"
+
+Store = Annotated[Path | None, typer.Option("--store", help="Audit store file (default: as the gateway: "
+                                            "gateway.yaml's audit.path with --config, else <state dir>/audit.sqlite3).",
+                                            dir_okay=False)]
+StateDir = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: as the gateway: "
+                                               "gateway.yaml's state_dir with --config, else $PORTCULLIS_STATE_DIR, "
+                                               "else ./.portcullis).", file_okay=False)]
+ConfigDir = Annotated[Path | None, typer.Option("--config", "-c", help="Deployment directory whose gateway.yaml "
+                                                "names the state directory.", file_okay=False)]
+Since = Annotated[str | None, typer.Option(help="From this time: ISO 8601 (no zone = UTC), UNIX seconds, "
+                                           "or an age such as 30m, 2h, 7d.")]
+Until = Annotated[str | None, typer.Option(help="Up to this time (same forms as --since).")]
+Limit = Annotated[int, typer.Option(help="At most this many records (search) or requests (timeline).",
+                                    min=1, max=100_000)]
+AsJson = Annotated[bool, typer.Option("--json", help="One ASCII JSON object per line instead of a table.")]
+
+
+def _consoles() -> tuple[Console, Console]:
+    # made per command, not at import, so COLUMNS and the streams of the moment apply
+    return Console(soft_wrap=True, highlight=False), Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _consoles()[1].print(message, markup=False)
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- terminal safety
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Blank or invisible code points in other categories (fillers, combining grapheme joiner,
+# variation selectors): they let one name pose as another.
+_INVISIBLE = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800, 0x3164,
+                        0xFFA0, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)})
+MAX_CELL_CHARS = 200
+
+
+def terminal_safe(value: object, max_chars: int = MAX_CELL_CHARS) -> str:
+    """``value`` as text a terminal shows faithfully: controls, bidi, invisibles become ``\\uXXXX``.
+
+    Backslashes are doubled so an escape written by an attacker cannot pass for one of ours;
+    text past ``max_chars`` is cut with a visible count of what was dropped.
+    """
+    text = value if isinstance(value, str) else str(value)
+    out: list[str] = []
+    for ch in text[:max_chars]:
+        cp = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif cp in _INVISIBLE or unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+        else:
+            out.append(ch)
+    if len(text) > max_chars:
+        out.append(f"…(+{len(text) - max_chars} chars)")
+    return "".join(out)
+
+
+def _cell(value: object) -> Text:
+    """A table cell that Rich never parses as markup."""
+    return Text("-" if value is None or value == "" else terminal_safe(value))
+
+
+def _json_line(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=True, sort_keys=True, default=lambda o: f"<{type(o).__name__}> {o!r}")
+
+
+# --------------------------------------------------------------------------- where the store is
+
+
+def _configured(config: Path | None) -> tuple[str | None, str | None]:
+    """``(state_dir, audit.path)`` from the deployment's gateway.yaml, or ``(None, None)`` without one."""
+    if config is None:
+        return None, None
+    from portcullis.config.loader import load_deployment
+    from portcullis.errors import ConfigError
+
+    try:
+        gateway = load_deployment(config).gateway
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _consoles()[1].print(str(problem), markup=False)
+        raise typer.Exit(2) from None
+    return gateway.state_dir, gateway.audit.path
+
+
+def _state_dir(state_dir: Path | None, config: Path | None) -> Path:
+    """The gateway's precedence (``identity/state_dir.py``) without creating the directory."""
+    if state_dir is not None:
+        return state_dir.expanduser().resolve()
+    configured = _configured(config)[0]
+    return Path(configured or os.environ.get("PORTCULLIS_STATE_DIR") or ".portcullis").expanduser().resolve()
+
+
+def _store_path(store: Path | None, state_dir: Path | None, config: Path | None) -> Path:
+    """``--store``; else as the gateway: gateway.yaml's ``audit.path``, else ``<state dir>/audit.sqlite3``."""
+    if store is not None:
+        return store
+    if state_dir is None and (audit_path := _configured(config)[1]):
+        return Path(audit_path)
+    return _state_dir(state_dir, config) / STORE_FILE
+
+
+def _run(fn: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``fn`` in an event loop; a store that cannot be read is a clear failure, not a traceback."""
+    import anyio
+
+    from portcullis.audit.errors import AuditUnavailable
+
+    try:
+        return anyio.run(fn)
+    except AuditUnavailable as exc:
+        raise _fail(f"audit {what}: cannot read the audit store: {exc.detail or exc.message}") from None
+
+
+# --------------------------------------------------------------------------- time
+
+
+_AGE = re.compile(r"^(\d{1,9})([smhd])$")
+_AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, *, now: float, option: str) -> float:
+    """ISO 8601 (no zone means UTC), UNIX seconds, or an age before ``now`` (``30m``, ``2h``, ``7d``)."""
+    value = text.strip()
+    if age := _AGE.match(value):
+        return now - int(age[1]) * _AGE_SECONDS[age[2]]
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("expected ISO 8601 (2027-01-15T10:00:00Z), UNIX seconds, or an age (30m, 2h, 7d)",
+                                 param_hint=option) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _utc(ts: object) -> str:
+    if isinstance(ts, int | float) and math.isfinite(ts):
+        try:
+            return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return terminal_safe(repr(ts))
+
+
+# --------------------------------------------------------------------------- rendering records
+
+
+def _get(obj: object, *path: str) -> Any:
+    """``obj[path[0]][path[1]]…`` or ``None``; tolerant of tampered, non-dict fields."""
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _principal(fields: object) -> str | None:
+    parts = [f"{label}={_get(fields, 'principal', key)}" for label, key in
+             (("agent", "agent_id"), ("user", "user_id")) if _get(fields, "principal", key) is not None]
+    if not parts and _get(fields, "principal", "client_id") is not None:
+        parts.append(f"client={_get(fields, 'principal', 'client_id')}")
+    return " ".join(parts) or None
+
+
+def _verdict(kind: str, fields: object) -> str | None:
+    if kind == "decision":
+        effect, shadow = _get(fields, "decision", "effect"), _get(fields, "decision", "shadow", "effect")
+        return None if effect is None else f"{effect} (shadow: {shadow})" if shadow is not None else str(effect)
+    if kind == "rejected":
+        return f"rejected: {_get(fields, 'reason')}"
+    if kind == "outcome":
+        text = str(_get(fields, "outcome"))
+        if _get(fields, "error_code") is not None:
+            text += f" ({_get(fields, 'error_code')})"
+        duration = _get(fields, "duration_ms")
+        if isinstance(duration, int | float) and math.isfinite(duration):
+            text += f" {duration:.1f} ms"
+        return text
+    return None
+
+
+def _rules(fields: object) -> str | None:
+    rule_ids = _get(fields, "decision", "rule_ids")
+    return ", ".join(str(r) for r in rule_ids) if isinstance(rule_ids, list) and rule_ids else None
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("index", "time (UTC)", "kind", "request id", "tool", "principal", "decision / outcome",
+                   "rule ids"):
+        table.add_column(column, overflow="fold")  # fold, never hide the end of a hostile value behind "…"
+    return table
+
+
+def _add_row(table: Table, record: AuditRecord) -> None:
+    fields = record.fields
+    table.add_row(_cell(record.index), Text(_utc(record.ts)), _cell(record.kind), _cell(record.request_id),
+                  _cell(_get(fields, "tool", "name")), _cell(_principal(fields)), _cell(_verdict(record.kind, fields)),
+                  _cell(_rules(fields)))
+
+
+# --------------------------------------------------------------------------- verify
+
+_EXPLANATIONS = (
+    ("record missing or out of order", "the record expected here is missing or another sits in its place: "
+     "a record was deleted, or records were reordered"),
+    ("prev_hash does not link", "this record does not follow the one before it: one of the two was replaced "
+     "(a forged record with a recomputed hash), moved or inserted"),
+    ("record hash does not match", "the record was edited after it was written"),
+    ("record does not match its signed checkpoint", "the history up to this signed checkpoint was rewritten "
+     "(every hash recomputed)"),
+    ("tail truncated", "records were deleted from the end: a signed checkpoint names a later record"),
+    ("checkpoint signature invalid", "a checkpoint here is not signed by this public key: forged or altered, "
+     "or signed by another key (a rotated key, or the wrong --public-key)"),
+    ("conflicting signed checkpoints", "two validly signed checkpoints disagree about this index: the signing key "
+     "signed two histories (key compromise, or two gateways writing one store)"),
+)
+
+
+def explain(reason: str) -> str | None:
+    """What a :class:`VerifyReport` reason means for an investigator."""
+    return next((text for prefix, text in _EXPLANATIONS if reason.startswith(prefix)), None)
+
+
+@audit_app.command("verify")
+def verify(store: Store = None,
+           export: Annotated[Path | None, typer.Option("--export", help="Verify a JSON-lines export instead of "
+                                                       "a store.", dir_okay=False)] = None,
+           public_key: Annotated[Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM) that "
+                                                           "signs checkpoints (default: <state dir>/"
+                                                           "audit-signing.pub.pem).", dir_okay=False)] = None,
+           state_dir: StateDir = None, config: ConfigDir = None,
+           unsafe_allow_unsigned: Annotated[bool, typer.Option(
+               "--unsafe-allow-unsigned", help="Pass a chain that no checkpoint signs (it proves only that it "
+               "is self-consistent).")] = False) -> None:
+    """Check the hash chain and signed checkpoints; name the first broken index."""
+    from portcullis.audit.keys import load_public_key, public_key_path
+    from portcullis.errors import ConfigError
+
+    out, err = _consoles()
+    if store is not None and export is not None:
+        raise typer.BadParameter("give --store or --export, not both", param_hint="--export")
+    if public_key is None:
+        public_key = public_key_path(_state_dir(state_dir, config))
+        err.print(f"note: using the public key in the state directory ({public_key}); whoever could rewrite the "
+                  "store could also replace it — for evidence, pass a copy kept elsewhere with --public-key",
+                  markup=False)
+    try:
+        key = load_public_key(public_key)
+    except ConfigError as exc:
+        raise _fail(f"audit verify: {exc}") from None
+
+    if export is not None:
+        if not export.is_file():
+            raise _fail(f"audit verify: no export file at {export}")
+        report, checkpoints = _verify_export(export, key)
+    else:
+        path = _store_path(store, state_dir, config)
+        report, checkpoints = _run(lambda: _verify_store(path, key), "verify")
+    _print_report(out, err, report, checkpoints, key, unsafe_allow_unsigned)
+
+
+def _verify_export(path: Path, key: Any) -> tuple[VerifyReport, list[Checkpoint]]:
+    """``verify_export``, with hash-like fields made comparable first (see :func:`_comparable`)."""
+    from portcullis.audit.export import MalformedExport, read_export
+    from portcullis.audit.verify import VerifyReport, verify_chain
+
+    try:
+        checkpoints = [_comparable(c) for c in read_export(path, "checkpoint")]
+        records = (_comparable(r) for r in read_export(path, "record"))
+        return verify_chain(records, checkpoints, key), checkpoints
+    except MalformedExport as exc:
+        return VerifyReport(False, None, f"malformed export: {exc}", 0), []
+    except OSError as exc:
+        raise _fail(f"audit verify: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+def _ascii(value: object) -> str:
+    text = value if isinstance(value, str) else f"<{type(value).__name__}>{value!r}"
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+R = TypeVar("R", "AuditRecord", "Checkpoint")
+
+
+def _comparable(item: R) -> R:
+    """``item`` with its hash-like fields as ASCII ``str``.
+
+    SQLite keeps whatever type was written and an export line may hold any string, so tampered
+    data can put a BLOB or non-ASCII text where a hash belongs; ``hmac.compare_digest`` raises
+    on those instead of answering "no". Genuine hashes are hex, so only tampered items change,
+    and they then fail verification at their own index like any other edit.
+    """
+    from dataclasses import replace
+
+    from portcullis.audit.record import Checkpoint
+
+    if isinstance(item, Checkpoint):
+        return replace(item, hash=_ascii(item.hash), key_id=_ascii(item.key_id), signature=_ascii(item.signature))
+    return replace(item, prev_hash=_ascii(item.prev_hash), hash=_ascii(item.hash))
+
+
+class _ComparableStore:
+    """The two reads ``verify_store`` makes, through :func:`_comparable`."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def read(self, from_index: int, limit: int) -> list[AuditRecord]:
+        return [_comparable(r) for r in await self._store.read(from_index, limit)]
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        return [_comparable(c) for c in await self._store.checkpoints()]
+
+
+async def _verify_store(path: Path, key: Any) -> tuple[VerifyReport, list[Checkpoint]]:
+    from portcullis.audit.store import SqliteAuditStore
+    from portcullis.audit.verify import verify_store
+
+    async with await SqliteAuditStore.open_readonly(path) as opened, opened.snapshot():
+        store = _ComparableStore(opened)
+        return await verify_store(store, key), await store.checkpoints()  # type: ignore[arg-type]
+
+
+def _print_report(out: Console, err: Console, report: VerifyReport, checkpoints: Sequence[Checkpoint], key: Any,
+                  unsafe_allow_unsigned: bool) -> None:
+    from portcullis.audit.checkpoint import checkpoint_signature_ok, key_id
+
+    kid = key_id(key)
+    if not report.ok:
+        where = "" if report.first_bad_index is None else f" at index {report.first_bad_index}"
+        out.print(f"FAILED{where}: {terminal_safe(report.reason, 500)}", markup=False)
+        if meaning := explain(report.reason):
+            out.print(f"  meaning: {meaning}", markup=False)
+        out.print(f"  {report.records_checked} record(s) verified before the failure; key id {kid}", markup=False)
+        raise typer.Exit(1)
+    signed = [c for c in checkpoints if checkpoint_signature_ok(c, key)]
+    count = report.records_checked
+    if not signed:
+        if not unsafe_allow_unsigned:
+            out.print(f"FAILED: no checkpoint signed by key {kid} ({count} record(s)): the chain links up, but "
+                      "nothing proves it was not rewritten or emptied whole", markup=False)
+            raise typer.Exit(1)
+        err.print("warning: --unsafe-allow-unsigned: this chain is only self-consistent; nothing proves it was not "
+                  "rewritten whole", markup=False)
+        out.print(f"OK (UNSIGNED): {count} record(s) link up; no signed checkpoint", markup=False)
+        return
+    latest = max(signed, key=lambda c: c.index)
+    out.print(f"OK: {count} record(s) verified; latest signed checkpoint at index {latest.index} "
+              f"({_utc(latest.ts)}), key id {kid}", markup=False)
+    if latest.index < count - 1:
+        out.print(f"  note: records {latest.index + 1}..{count - 1} come after the latest checkpoint; only their "
+                  "hash links protect them until the next one", markup=False)
+
+
+# --------------------------------------------------------------------------- search and timeline
+
+
+@audit_app.command("search")
+def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = None,
+           tool: Annotated[str | None, typer.Option(help="Exposed tool name.")] = None,
+           principal: Annotated[list[str] | None, typer.Option(
+               help="field=value, repeatable (agent_id, user_id, client_id, tenant, session_id, source_app, "
+               "issuer, auth_method; roles and scopes match one member).")] = None,
+           since: Since = None, until: Until = None,
+           decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
+                                                        "rejected calls).")] = None,
+           kind: Annotated[str | None, typer.Option(help="decision, outcome or rejected.")] = None,
+           request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
+           limit: Limit = 100, as_json: AsJson = False) -> None:
+    """Find records; the newest first."""
+    from portcullis.audit.query import AuditQuery
+    from portcullis.audit.query import search as run_search
+
+    now = time.time()
+    try:
+        query = AuditQuery(tool=tool, principal=_principal_filters(principal or []),
+                           since=None if since is None else parse_time(since, now=now, option="--since"),
+                           until=None if until is None else parse_time(until, now=now, option="--until"),
+                           effect=decision, kind=kind, request_id=request_id, limit=limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    path = _store_path(store, state_dir, config)
+    records = _run(lambda: run_search(path, query), "search")
+    if as_json:
+        for record in records:
+            typer.echo(_json_line(record.to_json()))
+        return
+    out = _consoles()[0]
+    if not records:
+        out.print("no matching records", markup=False)
+        return
+    table = _table(f"{len(records)} record(s), newest first")
+    for record in records:
+        _add_row(table, record)
+    out.print(table)
+
+
+def _principal_filters(items: Sequence[str]) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter("expected field=value, e.g. agent_id=billing-bot", param_hint="--principal")
+        if name.strip() in filters:
+            raise typer.BadParameter(f"{name.strip()} given twice", param_hint="--principal")
+        filters[name.strip()] = value
+    return filters
+
+
+@audit_app.command("timeline")
+def timeline(request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
+             agent: Annotated[str | None, typer.Option(help="Every request of this agent id.")] = None,
+             store: Store = None, state_dir: StateDir = None, config: ConfigDir = None,
+             since: Since = None, until: Until = None, limit: Limit = 100, as_json: AsJson = False) -> None:
+    """Requests in order, each with its decision (or rejection) and outcome."""
+    from portcullis.audit.query import timeline as run_timeline
+
+    if (request_id is None) == (agent is None):
+        raise typer.BadParameter("give exactly one of --request-id and --agent", param_hint="--request-id")
+    now = time.time()
+    start = None if since is None else parse_time(since, now=now, option="--since")
+    end = None if until is None else parse_time(until, now=now, option="--until")
+    path = _store_path(store, state_dir, config)
+    groups = _run(lambda: run_timeline(path, request_id=request_id, agent_id=agent, since=start, until=end,
+                                       limit=limit), "timeline")
+    if as_json:
+        for group in groups:
+            typer.echo(_json_line({"request_id": group.request_id, "records": [r.to_json() for r in group.records]}))
+        return
+    out = _consoles()[0]
+    if not groups:
+        out.print("no matching requests", markup=False)
+        return
+    table = _table(f"{len(groups)} request(s), oldest first")
+    for group in groups:
+        for record in group.records:
+            _add_row(table, record)
+        table.add_section()
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@audit_app.command("export")
+def export(out_file: Annotated[Path, typer.Option("--out", help="JSON-lines file to write (mode 0600).",
+                                                  dir_okay=False)],
+           store: Store = None, state_dir: StateDir = None, config: ConfigDir = None,
+           force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False) -> None:
+    """Write every record and checkpoint, from one consistent snapshot, as JSON lines."""
+    if out_file.exists() and not force:
+        raise _fail(f"audit export: {out_file} exists; pass --force to replace it", 2)
+    path = _store_path(store, state_dir, config)
+    try:
+        count, checkpoints = _run(lambda: _export(path, out_file), "export")
+        out_file.chmod(0o600)  # who called what is sensitive even with arguments hashed
+        digest = hashlib.sha256(out_file.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise _fail(f"audit export: cannot write {out_file}: {exc.strerror or type(exc).__name__}") from None
+    _consoles()[0].print(f"exported {count} record(s) and {checkpoints} checkpoint(s) to {out_file}\n"
+                         f"sha256 {digest}", markup=False)
+
+
+async def _export(path: Path, out_file: Path) -> tuple[int, int]:
+    from portcullis.audit.export import export_jsonl
+    from portcullis.audit.store import SqliteAuditStore
+
+    async with await SqliteAuditStore.open_readonly(path) as store, store.snapshot():
+        # one read transaction: a checkpoint signed while we copy cannot name a record we did not copy
+        return await export_jsonl(store, out_file), len(await store.checkpoints())

@@ -1,0 +1,327 @@
+"""Prometheus metrics for one gateway, in its own registry, cheap enough for every call.
+
+Metrics (``portcullis_`` prefix; ``_seconds`` are histograms):
+
+==========================================  =====================================  =============================
+name                                         labels                                 meaning
+==========================================  =====================================  =============================
+``portcullis_calls_total``                   tool, decision, outcome                ``tools/call`` requests
+``portcullis_call_seconds``                  tool                                   whole-call latency
+``portcullis_stage_seconds``                 stage                                  latency of one pipeline stage
+``portcullis_upstream_errors_total``         service, kind                          upstream failures
+``portcullis_policy_errors_total``           (none)                                 policy evaluations that failed
+``portcullis_policy_shadow_total``           rule                                   log-only rules that would deny
+``portcullis_limit_exceeded_total``          rule                                   limit rules that tripped
+``portcullis_audit_records_total``           kind                                   audit records written
+``portcullis_audit_failures_total``          (none)                                 audit writes that failed
+``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
+``portcullis_export_sent_total``             exporter                               records exported *
+``portcullis_export_dropped_total``          exporter                               records dropped by exporters *
+``portcullis_export_failed_attempts_total``  exporter                               failed export attempts *
+``portcullis_export_queue_depth``            exporter                               records waiting to export *
+==========================================  =====================================  =============================
+
+``*``: read at scrape time from a callback (:meth:`GatewayMetrics.set_audit_queue_depth_source`,
+:meth:`GatewayMetrics.set_export_stats_source`); absent until one is set. ``decision`` is
+``allow``, ``deny``, ``require_approval`` or ``none``; ``outcome`` is ``ok``, ``tool_error``,
+``denied``, ``error`` or the name of the error class. The standard ``process_*``, ``python_gc_*``
+and ``python_info`` metrics are included unless turned off.
+
+Cardinality. Label values can come from callers (tool names) or from policy code (rule ids), and
+every new value is a new time series held forever. Three bounds, outermost first:
+
+1. :func:`tool_label` and :func:`rule_label` map anything that is not a known served tool or
+   configured rule to ``"unknown"``; :class:`GatewayMetrics` applies them itself when given
+   ``known_tools`` / ``known_rules``.
+2. Every label value is cut to 128 characters.
+3. Every metric holds at most ``max_series`` series; once full, new label combinations are
+   counted under one series whose labels are all ``"other"``. Nothing a caller sends can grow
+   memory or the scrape past that.
+
+Speed. The hot path is plain Python arithmetic on cached children (no locks): about ten times
+cheaper than ``prometheus_client``'s own ``Counter``/``Histogram`` (``bench/observability_micro.py``);
+``prometheus_client`` is used only to format the scrape. Update from the event-loop thread, as
+the pipeline does; a scrape from any thread sees each value whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left
+from collections.abc import Callable, Container, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+log = logging.getLogger("portcullis.metrics")
+
+MAX_LABEL_CHARS = 128
+UNKNOWN = "unknown"  # a tool or rule that is not known
+OVERFLOW = "other"  # every label of the one series that takes values past ``max_series``
+
+#: 10 µs … 5 s: a stage is usually tens of microseconds; forward includes the upstream.
+STAGE_BUCKETS_S = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: 100 µs … 60 s: a whole call, upstream included, up to the longest configurable timeout.
+CALL_BUCKETS_S = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                  1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: What an export stats source returns: exporter name -> {"sent", "dropped", "depth", "failed_attempts"}.
+ExportStats = Mapping[str, Mapping[str, int]]
+
+
+def cap_label(value: object) -> str:
+    """``value`` as a label value of at most 128 characters."""
+    text = value if type(value) is str else str(value)
+    return text[:MAX_LABEL_CHARS]
+
+
+def tool_label(name: str, known: Container[str]) -> str:
+    """``name`` if it is a served tool, else ``"unknown"``: callers choose tool names, so raw names
+    would let anyone create series. Names over 128 characters are never known (tool names are
+    limited to 128), which also keeps a huge name from being hashed."""
+    return name if type(name) is str and len(name) <= MAX_LABEL_CHARS and name in known else UNKNOWN
+
+
+def rule_label(rule_id: str, known: Container[str]) -> str:
+    """``rule_id`` if it is a configured rule, else ``"unknown"`` (Rego can build ids from input)."""
+    return tool_label(rule_id, known)
+
+
+class CounterChild:
+    """One counter series."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (never negative)."""
+        self.value += amount
+
+
+class HistogramChild:
+    """One histogram series: a count per bucket (not cumulative; the last bucket is +Inf) and a sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds  # upper bounds, ending with +Inf
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one observation (seconds from a monotonic clock)."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+
+C = TypeVar("C", CounterChild, HistogramChild)
+
+
+class Family(Generic[C]):
+    """A metric and its series. ``labels(...)`` returns the cached series for those values, so
+    the pipeline can also fetch a series once (``stage_seconds.labels("authorize")``) and keep it."""
+
+    __slots__ = ("_children", "_max_series", "_new", "_overflow", "documentation", "labelnames", "name")
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], new: Callable[[], C],
+                 *, max_series: int) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self._new, self._max_series = new, max_series
+        self._overflow = (OVERFLOW,) * len(labelnames)
+        self._children: dict[tuple[str, ...], C] = {}
+
+    def labels(self, *values: str) -> C:
+        """The series for ``values`` (in ``labelnames`` order), created on first use."""
+        child = self._children.get(values)
+        return child if child is not None else self._admit(values)
+
+    def series(self) -> list[tuple[tuple[str, ...], C]]:
+        """A snapshot of (label values, series)."""
+        return list(self._children.items())
+
+    def _admit(self, values: tuple[str, ...]) -> C:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {len(values)} values")
+        key = tuple(map(cap_label, values))
+        child = self._children.get(key)
+        if child is not None:  # a value that was cut or converted: not cached under its raw form
+            return child
+        if len(self._children) >= self._max_series:
+            key = self._overflow
+            child = self._children.get(key)
+            if child is not None:
+                return child
+        child = self._children[key] = self._new()
+        return child
+
+
+class GatewayMetrics:
+    """All of one gateway's metrics, in :attr:`registry` (never the process-wide default one).
+
+    The methods ``call_done`` … ``upstream_error`` match :class:`~portcullis.pipeline.hooks.Hooks`,
+    so an instance is passed to the pipeline as its hooks. ``known_tools`` / ``known_rules`` may
+    be live containers (the gateway's catalog, the loaded policy's rule ids); when given, tool and
+    rule labels outside them become ``"unknown"``.
+    """
+
+    def __init__(self, *, known_tools: Container[str] | None = None, known_rules: Container[str] | None = None,
+                 max_series: int = 2000, process_metrics: bool = True) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self._known_tools, self._known_rules = known_tools, known_rules
+        self._export_source: Callable[[], ExportStats] | None = None
+        self._audit_depth_source: Callable[[], int] | None = None
+
+        def counter(name: str, doc: str, *labels: str) -> Family[CounterChild]:
+            return Family(f"portcullis_{name}", doc, labels, CounterChild, max_series=max_series)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Family[HistogramChild]:
+            bounds = (*buckets, float("inf"))
+            return Family(f"portcullis_{name}", doc, labels, lambda: HistogramChild(bounds), max_series=max_series)
+
+        self.calls_total = counter("calls_total", "tools/call requests.", "tool", "decision", "outcome")
+        self.call_seconds = histogram("call_seconds", "Whole tools/call latency.", CALL_BUCKETS_S, "tool")
+        self.stage_seconds = histogram("stage_seconds", "Latency of one pipeline stage.", STAGE_BUCKETS_S, "stage")
+        self.upstream_errors_total = counter("upstream_errors_total", "Upstream failures.", "service", "kind")
+        self.policy_errors_total = counter("policy_errors_total", "Policy evaluations that failed (denied).")
+        self.policy_shadow_total = counter("policy_shadow_total", "Log-only policy rules that would deny.", "rule")
+        self.limit_exceeded_total = counter("limit_exceeded_total", "Limit rules that tripped.", "rule")
+        self.audit_records_total = counter("audit_records_total", "Audit records written.", "kind")
+        self.audit_failures_total = counter("audit_failures_total", "Audit writes that failed.")
+        self._counters = (self.calls_total, self.upstream_errors_total, self.policy_errors_total,
+                          self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
+                          self.audit_failures_total)
+        self._histograms = (self.call_seconds, self.stage_seconds)
+        self._policy_errors = self.policy_errors_total.labels()  # unlabelled: present at 0 from the start
+        self._audit_failures = self.audit_failures_total.labels()
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)  # registers nothing where gc has no stats
+
+    # ------------------------------------------------------------------ per call (Hooks)
+
+    def call_done(self, tool: str, decision: str, outcome: str, seconds: float) -> None:
+        """One finished ``tools/call``: counts it and observes its latency."""
+        if self._known_tools is not None:
+            tool = tool_label(tool, self._known_tools)
+        self.calls_total.labels(tool, decision, outcome).inc()
+        self.call_seconds.labels(tool).observe(seconds)
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        """One stage's own time. On the hot path prefer ``stage_seconds.labels(stage)`` fetched once."""
+        self.stage_seconds.labels(stage).observe(seconds)
+
+    def shadow(self, decision: Any) -> None:
+        """A log-only policy decision that would not have allowed: one count per failing rule."""
+        for rule in getattr(decision, "rule_ids", ()) or ("none",):
+            self.policy_shadow_total.labels(self._rule(rule)).inc()
+
+    def policy_error(self) -> None:
+        self._policy_errors.inc()
+
+    def limit_exceeded(self, rule_id: str) -> None:
+        self.limit_exceeded_total.labels(self._rule(rule_id)).inc()
+
+    def audit_record(self, kind: str) -> None:
+        self.audit_records_total.labels(kind).inc()
+
+    def audit_failure(self) -> None:
+        self._audit_failures.inc()
+
+    def upstream_error(self, service: str, kind: str) -> None:
+        self.upstream_errors_total.labels(service, kind).inc()
+
+    def _rule(self, rule_id: str) -> str:
+        return rule_id if self._known_rules is None else rule_label(rule_id, self._known_rules)
+
+    # ------------------------------------------------------------------ scrape time
+
+    def set_audit_queue_depth_source(self, source: Callable[[], int] | None) -> None:
+        """Read ``portcullis_audit_queue_depth`` from ``source()`` at every scrape."""
+        self._audit_depth_source = source
+
+    def set_export_stats_source(self, source: Callable[[], ExportStats] | None) -> None:
+        """Read the ``portcullis_export_*`` metrics from ``source()`` at every scrape."""
+        self._export_source = source
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The scrape body and its content type; ``accept`` (the request's Accept header) may ask
+        for OpenMetrics."""
+        if accept is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    def _collect(self) -> Iterator[Metric]:
+        for counter in self._counters:
+            family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labelnames)
+            for values, child in counter.series():
+                family.add_metric(values, child.value)
+            yield family
+        for histogram in self._histograms:
+            family_h = HistogramMetricFamily(histogram.name, histogram.documentation, labels=histogram.labelnames)
+            for values, child_h in histogram.series():
+                buckets, total = [], 0
+                for bound, count in zip(child_h.bounds, list(child_h.counts), strict=True):
+                    total += count
+                    buckets.append((floatToGoString(bound), float(total)))
+                family_h.add_metric(values, buckets, child_h.sum)
+            yield family_h
+        yield from self._callback_families()
+
+    def _callback_families(self) -> Iterator[Metric]:
+        if self._audit_depth_source is not None:
+            try:
+                depth = float(self._audit_depth_source())
+            except Exception:  # a broken source must not break the scrape; the gauge goes absent
+                log.warning("audit queue depth source failed", exc_info=True)
+            else:
+                yield GaugeMetricFamily("portcullis_audit_queue_depth", "Audit records waiting to commit.", depth)
+        if self._export_source is not None:
+            try:
+                yield from _export_families(self._export_source())
+            except Exception:
+                log.warning("export stats source failed", exc_info=True)
+
+
+def _export_families(stats: ExportStats) -> list[Metric]:
+    labels = ["exporter"]
+    sent = CounterMetricFamily("portcullis_export_sent_total", "Audit records exported.", labels=labels)
+    dropped = CounterMetricFamily("portcullis_export_dropped_total", "Audit records dropped by an exporter "
+                                  "(queue full or retries exhausted).", labels=labels)
+    failed = CounterMetricFamily("portcullis_export_failed_attempts_total", "Failed export attempts.",
+                                 labels=labels)
+    depth = GaugeMetricFamily("portcullis_export_queue_depth", "Audit records waiting to export.", labels=labels)
+    for name, s in stats.items():
+        label = [cap_label(name)]
+        sent.add_metric(label, float(s.get("sent", 0)))
+        dropped.add_metric(label, float(s.get("dropped", 0)))
+        failed.add_metric(label, float(s.get("failed_attempts", 0)))
+        depth.add_metric(label, float(s.get("depth", 0)))
+    return [sent, dropped, failed, depth]  # built whole first, so a bad entry yields none of them
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics._collect()

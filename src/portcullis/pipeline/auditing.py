@@ -1,0 +1,129 @@
+"""What the audit trail says about a call: pure field builders and the recorder the stages use.
+
+Three record kinds (see ``docs/audit.md`` for the full layout):
+
+* ``decision`` — written, and durable, *before* a call is forwarded (write-ahead), and also for
+  every policy denial and approval request. Tool identity (exposed and upstream name,
+  definition hash, service version), every principal field, the decision (effect, reasons,
+  rule ids, policy version, shadow) and the arguments with sensitive values replaced by keyed
+  hashes.
+* ``outcome`` — after the upstream answered (or failed): outcome, error code, output size and
+  classification, duration. Durable before the client sees the answer.
+* ``rejected`` — refused before a decision existed: unknown tool, invalid arguments.
+
+Sensitive values: every argument at a pointer listed in the manifest's ``sensitive_arguments``
+or in a ``redact`` obligation of the decision becomes ``hmac-sha256:<hex>`` under the audit
+key, so equal values correlate without being readable. Nothing else of the output is recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from portcullis.audit.errors import AuditUnavailable
+from portcullis.audit.record import AuditRecord, keyed_hash
+from portcullis.audit.writer import AuditWriter
+from portcullis.catalog import Route
+from portcullis.pipeline.context import CallContext
+from portcullis.pipeline.hooks import Hooks
+
+log = logging.getLogger("portcullis.audit")
+MAX_NAME_CHARS = 128
+
+
+def decision_json(decision: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"effect": decision.effect, "reasons": list(decision.reasons),
+                           "rule_ids": list(decision.rule_ids), "policy_version": decision.policy_version}
+    if decision.shadow is not None:
+        out["shadow"] = decision_json(decision.shadow)
+    return out
+
+
+def redact(arguments: Mapping[str, Any], pointers: Iterable[str], audit_key: bytes) -> dict[str, Any]:
+    """A copy of ``arguments`` with the value at each RFC 6901 pointer replaced by its keyed hash."""
+    out: Any = None
+    for pointer in pointers:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        if out is None:
+            out = copy.deepcopy(dict(arguments))
+        node = out
+        for part in parts[:-1]:
+            node = _child(node, part)
+            if node is None:
+                break
+        else:
+            last = parts[-1]
+            if isinstance(node, dict) and last in node:
+                node[last] = keyed_hash(audit_key, node[last])
+            elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+                node[int(last)] = keyed_hash(audit_key, node[int(last)])
+    return dict(arguments) if out is None else out
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None
+
+
+def _common(ctx: CallContext, environment: str) -> dict[str, Any]:
+    trace = ctx.trace
+    return {"environment": environment, "protocol_version": ctx.protocol_version,
+            "trace_id": getattr(trace, "trace_id_hex", None), "span_id": getattr(trace, "span_id_hex", None),
+            "principal": ctx.principal.to_claims()}
+
+
+def tool_json(route: Route, service_version: str | None) -> dict[str, Any]:
+    return {"name": route.exposed_name, "service": route.service, "upstream_name": route.upstream_name,
+            "definition_hash": route.manifest.manifest.pin, "service_version": service_version}
+
+
+class CallAuditor:
+    """Writes a call's records through the :class:`AuditWriter`, then offers them for export."""
+
+    def __init__(self, writer: AuditWriter, *, audit_key: bytes, environment: str, hooks: Hooks,
+                 export: Callable[[dict[str, Any]], bool] | None = None,
+                 service_version: Callable[[str], str | None] = lambda _service: None) -> None:
+        self._writer, self._key, self._environment = writer, audit_key, environment
+        self._hooks, self._export, self._service_version = hooks, export, service_version
+
+    async def decision(self, ctx: CallContext, route: Route, decision: Any) -> AuditRecord:
+        pointers = [*route.manifest.manifest.sensitive_arguments,
+                    *(o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer)]
+        fields = _common(ctx, self._environment)
+        fields.update(tool=tool_json(route, self._service_version(route.service)),
+                      decision=decision_json(decision),
+                      arguments=redact(ctx.arguments, pointers, self._key) if pointers else ctx.arguments)
+        return await self._write("decision", ctx.request_id, fields)
+
+    async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
+                      output_bytes: int, duration_ms: float, upstream_span_id: str | None) -> AuditRecord:
+        fields = {"outcome": outcome, "error_code": error_code,
+                  "output": {"bytes": output_bytes,
+                             "classification": str(route.manifest.manifest.classification.output)},
+                  "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
+        return await self._write("outcome", ctx.request_id, fields)
+
+    async def rejected(self, ctx: CallContext, *, reason: str, error_code: int | None) -> AuditRecord:
+        fields = _common(ctx, self._environment)
+        fields.update(tool={"name": ctx.tool_name[:MAX_NAME_CHARS]}, reason=reason, error_code=error_code)
+        return await self._write("rejected", ctx.request_id, fields)
+
+    async def _write(self, kind: str, request_id: str, fields: dict[str, Any]) -> AuditRecord:
+        try:
+            record = await self._writer.record(kind, request_id, fields)
+        except AuditUnavailable:
+            self._hooks.audit_failure()
+            raise
+        except ValueError as exc:  # fields that are not canonical JSON: a bug, never a silent skip
+            self._hooks.audit_failure()
+            raise AuditUnavailable(detail=f"audit record not serialisable: {exc}") from None
+        self._hooks.audit_record(kind)
+        if self._export is not None:
+            self._export(record.to_json())
+        return record

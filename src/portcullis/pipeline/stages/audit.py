@@ -1,0 +1,50 @@
+"""Audit (write-ahead): the decision record is durable before the call is forwarded; the
+outcome record is durable before the caller sees the answer.
+
+This stage sits right before the forwarder, after every check that can refuse the call. If the
+decision record cannot be made durable the call is not forwarded (fail closed:
+:class:`~portcullis.audit.errors.AuditUnavailable`). If the outcome record cannot be written
+after the upstream answered, the caller gets the same error instead of the answer: a result the
+client saw always has both records, and the decision record alone shows the call was sent.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from portcullis.errors import InternalError, PortcullisError, RpcError, UpstreamTimeout
+from portcullis.pipeline.auditing import CallAuditor
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+
+
+def make_stage(auditor: CallAuditor) -> Stage:
+    async def audit(ctx: CallContext, call_next: Handler) -> CallResult:
+        route, decision = ctx.route, ctx.decision
+        if route is None or decision is None:
+            raise InternalError(detail="audit ran before route or authorize")
+        await auditor.decision(ctx, route, decision)
+        started = time.perf_counter_ns()
+        try:
+            result = await call_next(ctx)
+        except PortcullisError as exc:
+            exc.audited = True  # type: ignore[attr-defined]  # the record stage must not add a 'rejected'
+            outcome = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+            await auditor.outcome(ctx, route, outcome=outcome, error_code=exc.code if isinstance(exc, RpcError)
+                                  else None, output_bytes=0, duration_ms=_ms(started), upstream_span_id=None)
+            raise
+        except Exception:
+            await auditor.outcome(ctx, route, outcome="error", error_code=None, output_bytes=0,
+                                  duration_ms=_ms(started), upstream_span_id=None)
+            raise
+        await auditor.outcome(ctx, route, outcome="tool_error" if result.get("isError") else "ok", error_code=None,
+                              output_bytes=len(orjson.dumps(result)), duration_ms=_ms(started),
+                              upstream_span_id=None)
+        return result
+
+    return audit
+
+
+def _ms(started_ns: int) -> float:
+    return round((time.perf_counter_ns() - started_ns) / 1e6, 3)

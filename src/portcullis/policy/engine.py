@@ -1,0 +1,325 @@
+"""The policy engine: each tool's native policy and the deployment's Rego modules, under one version.
+
+A :class:`PolicyEngine` is built once per policy version (at start and on every accepted policy
+push) and then only read, so :meth:`PolicyEngine.decide` is a synchronous pure function of its
+arguments. The manifest's native ``policy:`` is the only source of an allow (its
+``allowed_callers`` is never empty); Rego modules can only add denials, approvals and
+obligations. :meth:`PolicyEngine.decide` follows these steps:
+
+1. A tool the engine does not know, or one whose manifest has no ``policy:``, is denied with
+   reason ``no_policy`` (rule id ``<tool>/no_policy``): default deny.
+2. The native policy decides (:func:`~portcullis.policy.native.evaluate`).
+3. If that is a deny, it is returned as it is. Deny overrides everything, so evaluating Rego
+   could not change the effect; skipping it keeps the deny path cheap. The cost: a natively
+   denied call never shows Rego rule ids, so a fixture covers a Rego rule only through a call
+   the native policy lets through (or shadows, in ``log_only`` mode).
+4. Otherwise the Rego modules decide over :meth:`PolicyEngine.input_document`. Their findings
+   are always enforced, also when the native policy is in ``log_only`` (shadow) mode. A Rego
+   evaluation error is a deny with reason ``policy_error`` (rule id ``rego/policy_error``).
+5. Effects combine: any deny → ``deny``; else any approval → ``require_approval``; else
+   ``allow``. Reasons and rule ids are concatenated, native first, then Rego's as
+   ``rego/<id>``; obligations are merged without duplicates.
+6. Anything unexpected is a deny with ``policy_error`` (fail closed). Every decision carries
+   :attr:`PolicyEngine.version`.
+
+The Rego input document (``input`` in a module)::
+
+    {"principal":   Principal.to_claims(),       # client_id, user_id, agent_id, roles, attributes, ...
+     "tool":        {"name": "billing.process_refund", "service": "billing",
+                     "upstream_name": "process_refund", "risk": "high",
+                     "owner": "payments-team@example.com",
+                     "classification": {"input": "Confidential", "output": "Confidential"},
+                     "annotations": {"destructiveHint": true, ...}},
+     "arguments":   {...},                       # as validated against the input schema
+     "environment": "production",
+     "now":         "2026-03-02T10:00:00Z",      # RFC 3339, UTC
+     "session":     {...}}                       # what the pipeline knows of the session, or {}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from portcullis.identity.principal import Principal
+from portcullis.pinning import canonical_json
+from portcullis.policy import decision as r
+from portcullis.policy.decision import Decision, Effect, Obligation
+from portcullis.policy.model import ToolPolicy
+from portcullis.policy.native import evaluate, may_call, rule_ids
+
+if TYPE_CHECKING:
+    from portcullis.config.loader import Deployment, LoadedManifest
+    from portcullis.policy.rego import RegoPolicy, RegoResult
+
+REGO_POLICY_ERROR = "rego/policy_error"
+ENGINE_SEMANTICS = 1  # part of every version: bump when the way decisions combine changes
+log = logging.getLogger("portcullis.policy")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolInfo:
+    """What the Rego input says about a tool, taken from its manifest (operator configuration).
+
+    Fields:
+        exposed_name: the name clients call (``billing.process_refund``).
+        service: the service that runs it.
+        upstream_name: the tool's name at that service.
+        risk: ``low``, ``medium`` or ``high``.
+        owner: the accountable owner.
+        classification_input: the most sensitive class of data a caller sends.
+        classification_output: the most sensitive class of data the tool returns.
+        annotations: the manifest's MCP annotations that are set.
+    """
+
+    exposed_name: str
+    service: str
+    upstream_name: str
+    risk: str
+    owner: str
+    classification_input: str
+    classification_output: str
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, loaded: LoadedManifest) -> ToolInfo:
+        """The tool facts of one loaded manifest."""
+        manifest = loaded.manifest
+        return cls(
+            exposed_name=loaded.exposed_name, service=manifest.service, upstream_name=manifest.name,
+            risk=str(manifest.risk), owner=manifest.owner,
+            classification_input=str(manifest.classification.input),
+            classification_output=str(manifest.classification.output),
+            annotations=manifest.annotations.model_dump(exclude_none=True),
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The ``input.tool`` object."""
+        return {
+            "name": self.exposed_name, "service": self.service, "upstream_name": self.upstream_name,
+            "risk": self.risk, "owner": self.owner,
+            "classification": {"input": self.classification_input, "output": self.classification_output},
+            "annotations": dict(self.annotations),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    policy: ToolPolicy | None
+    info: ToolInfo
+    tool_doc: dict[str, Any]  # built once; a plain dict so that it serialises as JSON
+
+
+class PolicyEngine:
+    """Decides ``tools/call`` requests for one policy version. Build with :meth:`build`."""
+
+    __slots__ = ("_entries", "_rego", "environment", "version")
+
+    def __init__(self, entries: Mapping[str, _Entry], rego: RegoPolicy | None, environment: str,
+                 version: str) -> None:
+        self._entries = entries
+        self._rego = rego
+        self.environment = environment
+        self.version = version
+
+    # ----------------------------------------------------------------------- building
+
+    @classmethod
+    def build(cls, policies: Mapping[str, tuple[ToolPolicy | None, ToolInfo]], rego: RegoPolicy | None, *,
+              environment: str) -> PolicyEngine:
+        """An engine over ``policies`` (exposed name → policy, or None, and tool facts) and ``rego``.
+
+        Raises :class:`ValueError` if a key differs from its ``ToolInfo.exposed_name`` or the
+        environment is empty.
+        """
+        if not environment:
+            raise ValueError("environment must be a non-empty name")
+        entries: dict[str, _Entry] = {}
+        for name, (policy, info) in sorted(policies.items()):
+            if info.exposed_name != name:
+                raise ValueError(f"tool {name!r}: ToolInfo names {info.exposed_name!r}")
+            entries[name] = _Entry(policy, info, info.document())
+        if rego is not None:  # warm up: the first evaluation of a fresh interpreter is the slowest
+            with contextlib.suppress(Exception):  # its result is thrown away; decide() handles failures
+                rego.evaluate({"principal": {}, "tool": {}, "arguments": {}, "environment": environment,
+                               "now": "1970-01-01T00:00:00Z", "session": {}})
+        return cls(MappingProxyType(entries), rego, environment, _version(entries, rego, environment))
+
+    @classmethod
+    def from_deployment(cls, deployment: Deployment, *, environment: str, rego_dir: Path | None = None,
+                        rego_budget_s: float | None = None) -> PolicyEngine:
+        """The engine of a loaded deployment: its manifests' policies and the ``*.rego`` in ``rego_dir``.
+
+        ``rego_dir`` defaults to ``<deployment root>/policy``; a directory without ``*.rego``
+        files means no Rego. ``rego_budget_s`` overrides the Rego time budget (see
+        :mod:`.rego`; an evaluation over budget is a deny). Raises
+        :class:`~portcullis.errors.ConfigError` if a module does not compile (a policy that
+        cannot be evaluated is rejected whole, never half-applied).
+        """
+        from portcullis.errors import ConfigError, Problem
+        from portcullis.policy.rego import RegoCompileError, RegoPolicy
+
+        directory = deployment.root / "policy" if rego_dir is None else rego_dir
+        budget = {} if rego_budget_s is None else {"budget_s": rego_budget_s}
+        try:
+            rego = RegoPolicy.load_dir(directory, **budget) if directory.is_dir() else None
+        except (RegoCompileError, OSError) as exc:
+            raise ConfigError([Problem(directory, None, f"Rego policy rejected: {exc}")]) from None
+        return cls.build(tool_policies(deployment.manifests), rego, environment=environment)
+
+    def with_environment(self, environment: str) -> PolicyEngine:
+        """The same policies evaluated for another environment (a different version)."""
+        inputs = {name: (entry.policy, entry.info) for name, entry in self._entries.items()}
+        return PolicyEngine.build(inputs, self._rego, environment=environment)
+
+    # ----------------------------------------------------------------------- reading
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        """Every exposed tool name the engine knows, with or without a policy, sorted."""
+        return tuple(self._entries)
+
+    @property
+    def rego(self) -> RegoPolicy | None:
+        """The Rego modules, if any."""
+        return self._rego
+
+    def policy(self, tool: str) -> ToolPolicy | None:
+        """The native policy of ``tool``; None if it has none or is unknown."""
+        entry = self._entries.get(tool)
+        return None if entry is None else entry.policy
+
+    def rule_ids(self) -> tuple[str, ...]:
+        """Every rule id a decision can cite: native ones per tool, then the Rego modules' declared ones."""
+        ids: list[str] = []
+        for name, entry in self._entries.items():
+            ids += rule_ids(entry.policy, name) if entry.policy is not None else [f"{name}/no_policy"]
+        if self._rego is not None:
+            ids += [f"rego/{rule}" for rule in self._rego.rule_ids()]  # those written literally in the modules
+            ids.append(REGO_POLICY_ERROR)
+        return tuple(dict.fromkeys(ids))
+
+    def input_document(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
+                       session: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The Rego ``input`` for one call (see the module docstring). Raises KeyError for an unknown tool."""
+        return {
+            "principal": principal.to_claims(),
+            "tool": self._entries[tool].tool_doc,
+            "arguments": arguments if isinstance(arguments, dict) else dict(arguments),
+            "environment": self.environment,
+            "now": _rfc3339(now),
+            "session": session if session is not None else {},
+        }
+
+    # ----------------------------------------------------------------------- deciding
+
+    def decide(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
+               session: Mapping[str, Any] | None = None) -> Decision:
+        """Decide one call of ``tool`` (its exposed name). Never raises; see the module docstring."""
+        native: Decision | None = None
+        try:
+            entry = self._entries.get(tool)
+            if entry is None or entry.policy is None:  # 1
+                return Decision(effect="deny", reasons=(r.NO_POLICY,), rule_ids=(f"{tool}/no_policy",),
+                                policy_version=self.version)
+            native = evaluate(entry.policy, tool=tool, principal=principal, arguments=arguments,  # 2
+                              environment=self.environment, now=now, policy_version=self.version)
+            if native.effect == "deny" or self._rego is None:  # 3
+                return native
+            result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 4
+                                                             session=session))
+            return _combine(tool, native, result)  # 5
+        except Exception as exc:  # 6: fail closed, keeping the policy's obligations (audit) when known
+            log.warning("policy evaluation failed: the call is denied", extra={"fields": {
+                "tool": tool, "error": type(exc).__name__, "policy_version": self.version}})
+            return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
+                            obligations=() if native is None else native.obligations, policy_version=self.version)
+
+    def may_call(self, tool: str, principal: Principal, *, now: datetime) -> bool:
+        """True if ``principal`` could call ``tool`` with some arguments (see :meth:`visible_tools`)."""
+        entry = self._entries.get(tool)
+        return (entry is not None and entry.policy is not None
+                and may_call(entry.policy, principal, environment=self.environment, now=now))
+
+    def visible_tools(self, principal: Principal, *, now: datetime) -> frozenset[str]:
+        """The tools ``principal`` could call with some arguments (to filter ``tools/list``).
+
+        Native rules that do not read arguments decide (:func:`~portcullis.policy.native.may_call`);
+        Rego is not consulted, so a listed tool may still be denied by a Rego rule at call time.
+        """
+        return frozenset(
+            name for name, entry in self._entries.items()
+            if entry.policy is not None
+            and may_call(entry.policy, principal, environment=self.environment, now=now)
+        )
+
+
+def configured_environment(deployment: Deployment) -> str | None:
+    """The environment ``gateway.yaml`` names under ``authorization.environment``, if it does."""
+    authorization = getattr(deployment.gateway, "authorization", None)
+    environment = getattr(authorization, "environment", None)
+    return environment if isinstance(environment, str) and environment else None
+
+
+def tool_policies(manifests: Iterable[LoadedManifest]) -> dict[str, tuple[ToolPolicy | None, ToolInfo]]:
+    """The :meth:`PolicyEngine.build` input for a deployment's loaded manifests."""
+    return {m.exposed_name: (m.manifest.policy, ToolInfo.from_manifest(m)) for m in manifests}
+
+
+def _combine(tool: str, native: Decision, result: RegoResult) -> Decision:
+    if result.error is not None:
+        log.warning("Rego evaluation failed: the call is denied", extra={"fields": {
+            "tool": tool, "error": result.error, "policy_version": native.policy_version}})
+        return Decision(effect="deny", reasons=(*native.reasons, r.POLICY_ERROR),
+                        rule_ids=(*native.rule_ids, REGO_POLICY_ERROR), obligations=native.obligations,
+                        policy_version=native.policy_version, shadow=native.shadow)
+    effects = {native.effect, *(finding.effect for finding in result.findings)}
+    effect: Effect = "deny" if "deny" in effects else "require_approval" if "require_approval" in effects else "allow"
+    return Decision(
+        effect=effect,
+        reasons=tuple(dict.fromkeys((*native.reasons, *(f.reason for f in result.findings)))),
+        rule_ids=tuple(dict.fromkeys((*native.rule_ids, *(f"rego/{f.rule_id}" for f in result.findings)))),
+        obligations=_merge(native.obligations, result.obligations),
+        policy_version=native.policy_version,
+        shadow=native.shadow,
+    )
+
+
+def _merge(first: tuple[Obligation, ...], second: tuple[Obligation, ...]) -> tuple[Obligation, ...]:
+    return tuple(dict.fromkeys((*first, *second))) if second else first
+
+
+def _rfc3339(now: datetime) -> str:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _version(entries: Mapping[str, _Entry], rego: RegoPolicy | None, environment: str) -> str:
+    """``pv-`` + 16 hex digits of SHA-256 over everything that can change a decision."""
+    document = {
+        "engine": ENGINE_SEMANTICS,
+        "environment": environment,
+        "rego": None if rego is None else rego.version,
+        "tools": {
+            name: {"policy": None if e.policy is None else e.policy.model_dump(mode="json", by_alias=True),
+                   "tool": e.tool_doc}
+            for name, e in entries.items()
+        },
+    }
+    return "pv-" + hashlib.sha256(canonical_json(_plain(document))).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,92 @@
+"""The state-store seam: shared mutable state that gateway decisions depend on.
+
+Today the seam holds one primitive, an **atomic windowed counter**, which the limits engine
+(:mod:`portcullis.policy.limits`) uses for "at most N calls" and "at most X in total" rules.
+Approvals, rate limits and kill switches will sit behind the same seam later; only what is used
+is defined now.
+
+Implementations: :class:`~portcullis.state.memory.InMemoryStateStore` (the embedded default, one
+process) and, later, a Redis store for cluster mode. :class:`~portcullis.state.memory.FailingStateStore`
+is the test double for an unreachable store.
+
+The windowed counter, precisely:
+
+1. A key holds *entries* ``(expires_at, amount, entry_id)``. :meth:`StateStore.window_add` at
+   time ``now`` with ``window_s`` makes an entry with ``expires_at = now + window_s``; an entry
+   counts while ``now < expires_at``. So it is an exact sliding log: an entry added at ``t``
+   counts for ``[t, t + window_s)`` and a call at exactly ``t + window_s`` no longer sees it.
+   (A Redis store keeps the same log as a sorted set scored by ``expires_at``.)
+2. ``window_add`` is an atomic check-and-add: it adds only if ``total + amount <= limit``, where
+   ``total`` is the sum of the key's live entries, and says which happened. A refused add leaves
+   the key unchanged and never creates it.
+3. Time is the caller's ``now`` (float seconds from one clock that all users of the store share);
+   a store never reads a clock. If ``now`` goes backwards, a new entry never expires before an
+   older entry of the same key: it may count *longer* than ``window_s``, never shorter.
+4. Amounts and limits are ``int`` or finite :class:`~decimal.Decimal` from ``0`` to
+   :data:`MAX_AMOUNT` with at most :data:`MAX_AMOUNT_SCALE` decimal places, and arithmetic on them
+   is exact (no rounding). A store rejects anything else with :class:`ValueError`.
+5. Stores are bounded. When one cannot take a new key or entry it raises :class:`StateFull`
+   rather than forget live state: a limit must never silently become unlimited.
+6. Any failure of the store itself (unreachable, full, timed out) is :class:`StateUnavailable`;
+   nothing above a store sees a driver's exceptions. Callers deny when they see it (fail closed).
+   :class:`ValueError` means the caller passed bad input (a bug), not an unavailable store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from portcullis.errors import PortcullisError
+
+Amount = Decimal | int
+MAX_KEY_CHARS = 1024  # longer keys are rejected with ValueError
+MAX_AMOUNT = 10**18  # largest amount or limit a store must take
+MAX_AMOUNT_SCALE = 18  # most decimal places an amount or limit may have
+
+
+class StateUnavailable(PortcullisError):
+    """The state store could not answer; the caller must fail closed. ``detail`` is operator-only."""
+
+    message = "state store unavailable"
+
+
+class StateFull(StateUnavailable):
+    """The store is at a configured capacity (keys, or entries in one key) and cannot add more."""
+
+    message = "state store full"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowResult:
+    """The outcome of one :meth:`StateStore.window_add`.
+
+    Fields:
+        accepted: True if the amount was added (the window had room for it).
+        total_before: the sum of the key's live entries before this call.
+        total_after: the sum after it; equal to ``total_before`` when refused.
+        entry_id: the id of the added entry (for :meth:`StateStore.window_remove`); ``None`` when refused.
+    """
+
+    accepted: bool
+    total_before: Decimal
+    total_after: Decimal
+    entry_id: str | None = None
+
+
+class StateStore(Protocol):
+    """Shared gateway state. Every method is atomic with respect to every other call on the store."""
+
+    async def window_add(self, key: str, amount: Amount, *, window_s: float, limit: Amount,
+                         now: float) -> WindowResult:
+        """Add ``amount`` to ``key``'s window only if the live total plus ``amount`` stays ``<= limit``."""
+        ...
+
+    async def window_total(self, key: str, *, now: float) -> Decimal:
+        """The sum of ``key``'s live entries at ``now`` (``0`` for an unknown key). Never creates a key."""
+        ...
+
+    async def window_remove(self, key: str, entry_id: str) -> None:
+        """Remove one entry (undo an add that a later check refused). Unknown ids are ignored."""
+        ...

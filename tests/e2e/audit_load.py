@@ -1,0 +1,112 @@
+"""Helpers for the audit end-to-end tests: a server-everything deployment, concurrent load, chain reading."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from portcullis.audit.export import iter_store
+from portcullis.audit.record import AuditRecord
+from portcullis.audit.store import SqliteAuditStore
+from tests.e2e.harness import REPO, GatewayProcess, manifest_from_live, run_cli, write_deployment
+
+EVERYTHING = REPO / ".tools/everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+ECHO = "everything.echo"
+STORE_FILE = "audit.sqlite3"
+
+
+def node() -> str:
+    found = shutil.which("node")
+    if found is None or not EVERYTHING.exists():
+        pytest.fail("server-everything is not installed: run scripts/install-node-tools.sh (make test does)")
+    return found
+
+
+async def live_echo(node_path: str) -> dict[str, Any]:
+    """server-everything's own ``echo`` definition (wire format)."""
+    params = StdioServerParameters(command=node_path, args=[str(EVERYTHING), "stdio"])
+    async with Client(params, cache=None) as client:
+        tools = (await client.list_tools()).tools
+    echo = next(t for t in tools if t.name == "echo")
+    return echo.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def echo_deployment(root: Path, node_path: str, echo: Mapping[str, Any], **manifest: Any) -> Path:
+    """A pinned deployment serving only server-everything's ``echo`` over stdio."""
+    write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {
+        "everything": {"transport": "stdio", "command": node_path, "args": [str(EVERYTHING), "stdio"]}}},
+        [manifest_from_live("everything", echo, **manifest)])
+    pinned = run_cli("pin", str(root))
+    if pinned.returncode != 0:
+        pytest.fail(f"portcullis pin failed:\n{pinned.stdout}{pinned.stderr}")
+    return root
+
+
+async def read_chain(store_path: Path) -> list[AuditRecord]:
+    """Every record of the store, in index order, through the read-only forensics API."""
+    async with await SqliteAuditStore.open_readonly(store_path) as store, store.snapshot():
+        return [record async for record in iter_store(store)]
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A consistent one-file copy of a (WAL-mode) store, through SQLite's backup API."""
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return target
+
+
+def echo_text(result: Any) -> str:
+    """The text server-everything's echo answered with ('' for anything else)."""
+    content = result.content
+    return content[0].text if content and getattr(content[0], "type", None) == "text" else ""
+
+
+@dataclass
+class LoadReport:
+    acknowledged: list[str] = field(default_factory=list)  # messages whose call returned their echo
+    attempted: int = 0
+    client_errors: int = 0
+
+
+async def _client_loop(gateway: GatewayProcess, client_no: int, report: LoadReport) -> None:
+    n = 0
+    try:
+        async with gateway.client() as client:
+            while True:
+                message = f"m-{client_no}-{n}"
+                n += 1
+                report.attempted += 1
+                with anyio.fail_after(5):  # a call cut off by the kill must not hang the test
+                    result = await client.call_tool(ECHO, {"message": message})
+                if not result.is_error and echo_text(result) == f"Echo: {message}":
+                    report.acknowledged.append(message)
+    except Exception:  # the gateway died under this client: expected; what it acknowledged counts
+        report.client_errors += 1
+
+
+async def load_then_kill(gateway: GatewayProcess, *, clients: int, kill_after_s: float) -> LoadReport:
+    """``clients`` concurrent SDK clients calling echo in a loop; SIGKILL the gateway after ``kill_after_s``."""
+    report = LoadReport()
+    with anyio.fail_after(kill_after_s + 30):
+        async with anyio.create_task_group() as tg:
+            for client_no in range(clients):
+                tg.start_soon(_client_loop, gateway, client_no, report)
+            await anyio.sleep(kill_after_s)
+            gateway.proc.send_signal(signal.SIGKILL)
+            # clients now fail on their own (connection refused or reset); the group waits for them
+    await anyio.to_thread.run_sync(gateway.proc.wait)
+    return report
