@@ -194,6 +194,13 @@ def gateway_has_identity() -> bool:
     return "identity" in GatewayConfig.model_fields
 
 
+def gateway_has_policy() -> bool:
+    """Whether this gateway version authorizes calls (a ``policy`` section in tool manifests)."""
+    from portcullis.config.model import ToolManifest
+
+    return "policy" in ToolManifest.model_fields
+
+
 def auth_settings(workdir: Path, mode: str) -> dict[str, Any]:
     """gateway.yaml settings for inbound authentication (nothing for gateway versions without it).
 
@@ -231,6 +238,10 @@ def write_deployment(root: Path, upstream_url: str, tool: Mapping[str, Any], aut
     }
     if tool.get("outputSchema"):
         manifest["output_schema"] = tool["outputSchema"]
+    if gateway_has_policy():
+        # the gateway denies by default: allow the bench caller (the policy decision is in the figures)
+        manifest["policy"] = {"allowed_callers": ["agent:bench-agent", "client:anonymous"]}
+        gateway["admin"] = {"port": 0}  # metrics on (a free port, so parallel runs do not collide)
     root.mkdir(parents=True, exist_ok=True)
     (root / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
     path = root / "tools" / "echo" / f"{tool['name']}.yml"

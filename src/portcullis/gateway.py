@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
+from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
@@ -176,8 +177,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
     # the background task group; records are signed with a key kept in the state directory.
     audit_keys = AuditKeys.load_or_create(state_dir)
-    audit_path = Path(cfg.audit.path) if cfg.audit.path else state_dir / "audit.sqlite3"
-    audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
+    audit_path = Path(env.get("PORTCULLIS_AUDIT_PATH") or cfg.audit.path or state_dir / "audit.sqlite3")
+    try:
+        audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
+    except AuditUnavailable as exc:
+        raise _problem(deployment, f"audit: {exc.detail}") from None
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
         every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s))
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)

@@ -50,8 +50,9 @@ def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) 
         "description": tool.get("description") or tool["name"], "risk": "low",
         "classification": {"input": "Internal", "output": "Internal"},
         "input_schema": tool["inputSchema"],
-        # every authenticated test caller holds the mcp:tools scope; default deny would refuse all
-        "policy": {"allowed_callers": ["scope:mcp:tools"]},
+        # every test token holds the mcp:tools scope, the mTLS tests' certificate names agent
+        # billing-bot; default deny would refuse everyone else
+        "policy": {"allowed_callers": ["scope:mcp:tools", "agent:billing-bot"]},
     }
     if tool.get("outputSchema"):
         manifest["output_schema"] = tool["outputSchema"]

@@ -61,7 +61,8 @@ async def test_reference_server_sees_none_of_the_gateway_environment(gateway: Ga
     async with gateway.client() as client:
         result = await client.call_tool("everything.get-env", {})
     env = json.loads(result.content[0].text)
-    gateway_trust = {"PORTCULLIS_GATEWAY_JWKS", "PORTCULLIS_GATEWAY_ISSUER", "PORTCULLIS_SERVICE_AUDIENCE"}
+    gateway_trust = {"PORTCULLIS_GATEWAY_JWKS", "PORTCULLIS_GATEWAY_ISSUER", "PORTCULLIS_SERVICE_AUDIENCE",
+                     "PORTCULLIS_POLICY_ROOT", "PORTCULLIS_ENVIRONMENT", "PORTCULLIS_POLICY_ENFORCE"}
     assert set(env) == {"EVERYTHING_VISIBLE"} | gateway_trust
     assert env["EVERYTHING_VISIBLE"] == "1"
     assert '"d"' not in env["PORTCULLIS_GATEWAY_JWKS"]  # public keys only

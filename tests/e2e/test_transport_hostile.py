@@ -124,7 +124,9 @@ def test_legacy_session_round_trip_over_raw_http(http: httpx2.Client) -> None:
     note = http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert note.status_code == 202
     listed = http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-    assert len(listed.json()["result"]["tools"]) == 5
+    names = {tool["name"] for tool in listed.json()["result"]["tools"]}
+    # the harness token is agent billing-bot without the analyst role: summarize_revenue is not listed
+    assert names == {"billing.get_invoice", "billing.process_refund", "files.list_dir", "files.read_file"}
     unknown_version = http.post("/mcp", headers={**headers, "MCP-Protocol-Version": "2024-01-01"},
                                 json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
     assert unknown_version.status_code == 400

@@ -87,7 +87,8 @@ async def test_stdio_child_sees_only_the_allowed_environment(gateway: GatewayPro
     async with gateway.client() as client:
         result = await client.call_tool("flaky.env_names", {})
     names = set(result.structured_content["result"])
-    gateway_trust = {"PORTCULLIS_GATEWAY_JWKS", "PORTCULLIS_GATEWAY_ISSUER", "PORTCULLIS_SERVICE_AUDIENCE"}
+    gateway_trust = {"PORTCULLIS_GATEWAY_JWKS", "PORTCULLIS_GATEWAY_ISSUER", "PORTCULLIS_SERVICE_AUDIENCE",
+                     "PORTCULLIS_POLICY_ROOT", "PORTCULLIS_ENVIRONMENT", "PORTCULLIS_POLICY_ENFORCE"}
     assert names - {"LC_CTYPE"} == {"FLAKY_ALLOWED", "EXPLICIT_SETTING"} | gateway_trust
 
 

@@ -159,8 +159,10 @@ async def test_untouched_store_verifies(tmp_path: Path) -> None:
       "CASE substr(signature, 1, 1) WHEN 'a' THEN 'b' ELSE 'a' END) WHERE idx = 10"], 10, "signature"),
     (["UPDATE audit_checkpoint SET hash = (SELECT hash FROM audit_record WHERE idx = 4) WHERE idx = 5"], 5,
      "signature"),
+    (["UPDATE audit_record SET hash = 'é' || substr(hash, 2) WHERE idx = 6"], 6, "hash does not"),
+    (["UPDATE audit_record SET prev_hash = X'00ff' WHERE idx = 11"], 11, "prev_hash"),
 ], ids=["edit-field", "edit-ts", "delete-row", "swap-rows", "truncate-tail", "corrupt-signature",
-        "repoint-checkpoint"])
+        "repoint-checkpoint", "non-ascii-hash", "blob-prev-hash"])
 async def test_tampered_store_reports_the_first_broken_index(
         tmp_path: Path, statements: list[str], first_bad: int, reason: str) -> None:
     """Each tampering of the SQLite file is reported at exactly the first index it breaks."""

@@ -81,3 +81,29 @@ async def test_unopenable_path_is_audit_unavailable(tmp_path: Path) -> None:
     """A store path that cannot be opened fails closed with AuditUnavailable."""
     with pytest.raises(AuditUnavailable):
         await SqliteAuditStore.open(tmp_path / "missing-dir" / "a.db")
+
+
+async def test_the_store_file_is_created_owner_only(tmp_path: Path) -> None:
+    """The chain, its write-ahead log and its lock file are readable by the gateway's user only."""
+    store = await SqliteAuditStore.open(tmp_path / "audit.sqlite3", durability="process")
+    try:
+        await store.append(records(0, 3, GENESIS_HASH))
+        for name in ("audit.sqlite3", "audit.sqlite3-wal", "audit.sqlite3.lock"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        await store.aclose()
+
+
+async def test_a_second_writer_on_one_chain_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    first = await SqliteAuditStore.open(path)
+    try:
+        with pytest.raises(AuditUnavailable) as refused:
+            SqliteAuditStore.open_sync(path)
+        assert "in use by another gateway process" in refused.value.detail
+        with pytest.raises(AuditUnavailable):
+            await SqliteAuditStore.open(path, durability="process")
+    finally:
+        await first.aclose()
+    second = SqliteAuditStore.open_sync(path)  # the lock went with the first store
+    await second.aclose()

@@ -30,6 +30,7 @@ holds one read transaction so pages and checkpoints read inside it describe one 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -109,6 +110,34 @@ def _create_private(path: str | Path) -> None:
     os.close(fd)
 
 
+def _claim(path: str | Path) -> int | None:
+    """Take the writer's lock on ``path`` (``<path>.lock``, flock): one gateway process per chain.
+
+    Two writers on one chain would fork it; the second one is refused at start instead, with a
+    message that says what to do. The lock goes with the process, so kill -9 releases it.
+    """
+    text = str(path)
+    if text == ":memory:" or text.startswith("file:"):
+        return None
+    try:
+        fd = os.open(text + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise AuditUnavailable(detail=f"audit store lock {text}.lock cannot be opened: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AuditUnavailable(detail=(
+            f"audit store {text} is in use by another gateway process; give each gateway its own audit "
+            "file (audit.path in gateway.yaml, or $PORTCULLIS_AUDIT_PATH)")) from None
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
 def _connect(path: str | Path, inline: bool) -> sqlite3.Connection:
     _create_private(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -128,8 +157,10 @@ def _connect(path: str | Path, inline: bool) -> sqlite3.Connection:
 class SqliteAuditStore:
     """The embedded audit store: one SQLite file. Open with ``await SqliteAuditStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, *, path: str | Path | None = None, inline: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, path: str | Path | None = None, inline: bool = False,
+                 lock_fd: int | None = None) -> None:
         self._conn = conn
+        self._lock_fd = lock_fd
         self._path = path
         self.inline = inline  # statements run on the caller's thread (durability="process")
         self._lock = threading.Lock()  # one statement sequence at a time; threads come from anyio's pool
@@ -139,19 +170,31 @@ class SqliteAuditStore:
     async def open(cls, path: str | Path, *, durability: Literal["process", "power"] = "power") -> SqliteAuditStore:
         """Open (creating if needed) the store at ``path``; see the module docstring for ``durability``."""
         inline = _inline(durability)
+        lock_fd = _claim(path)
         try:
-            return cls(await anyio.to_thread.run_sync(_connect, path, inline), path=path, inline=inline)
+            conn = await anyio.to_thread.run_sync(_connect, path, inline)
         except sqlite3.Error as exc:
+            _release(lock_fd)
             raise AuditUnavailable(detail=f"audit store open failed: {exc}") from None
+        except BaseException:
+            _release(lock_fd)
+            raise
+        return cls(conn, path=path, inline=inline, lock_fd=lock_fd)
 
     @classmethod
     def open_sync(cls, path: str | Path, *, durability: Literal["process", "power"] = "power") -> SqliteAuditStore:
         """:meth:`open` for start-up code (blocks the calling thread while SQLite opens the file)."""
         inline = _inline(durability)
+        lock_fd = _claim(path)
         try:
-            return cls(_connect(path, inline), path=path, inline=inline)
+            conn = _connect(path, inline)
         except sqlite3.Error as exc:
+            _release(lock_fd)
             raise AuditUnavailable(detail=f"audit store open failed: {exc}") from None
+        except BaseException:
+            _release(lock_fd)
+            raise
+        return cls(conn, path=path, inline=inline, lock_fd=lock_fd)
 
     async def checkpoint_wal(self) -> None:
         """Move committed WAL frames into the database file (``PASSIVE``: never blocks the writer)."""
@@ -209,7 +252,11 @@ class SqliteAuditStore:
             await self._run(lambda: self._conn.execute("COMMIT") if self._conn.in_transaction else None)
 
     async def aclose(self) -> None:
-        await self._run(self._conn.close)
+        try:
+            await self._run(self._conn.close)
+        finally:
+            fd, self._lock_fd = self._lock_fd, None
+            _release(fd)
 
     async def __aenter__(self) -> SqliteAuditStore:
         return self
