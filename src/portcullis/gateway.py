@@ -38,9 +38,9 @@ from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, se
 from portcullis.identity.principal import Principal
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
+from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
-from portcullis.pipeline.hooks import NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.service.env import gateway_env
 from portcullis.state.memory import InMemoryStateStore
@@ -68,6 +68,18 @@ class Gateway:
 
 def _problem(deployment: Deployment, message: str) -> ConfigError:
     return ConfigError([Problem(deployment.root / "gateway.yaml", None, message)])
+
+
+class _KnownTools:
+    """The catalog's exposed tool names as a live container (for bounded metric labels)."""
+
+    __slots__ = ("_catalog",)
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._catalog.lookup(name) is not None
 
 
 def _session_keys(deployment: Deployment) -> list[bytes]:
@@ -185,7 +197,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
         every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s))
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
-    hooks = NullHooks()
+    # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
+    metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
+    metrics.set_audit_queue_depth_source(audit_writer.queue_depth)
+    hooks = metrics
     siem = None if cfg.audit.siem is None else build_queue(
         cfg.audit.siem, base_dir=deployment.root,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
@@ -230,8 +245,14 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)
 
-    def metrics_render() -> tuple[bytes, str]:
-        return b"", "text/plain; version=0.0.4; charset=utf-8"
+    if siem is not None:
+        stats = siem.stats
+        metrics.set_export_stats_source(lambda: {name: {"sent": st.sent, "dropped": st.dropped, "depth": st.depth,
+                                                        "failed_attempts": st.failed_attempts}
+                                                 for name, st in stats().items()})
+
+    def metrics_render(accept: str | None = None) -> tuple[bytes, str]:
+        return metrics.render(accept)
 
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness)
 

@@ -201,6 +201,11 @@ async def test_canary_secret_never_reaches_audit_logs_or_metrics(
         async with httpx2.AsyncClient() as admin:
             metrics = await admin.get(f"{gateway.admin_base}/metrics")
         assert metrics.status_code == 200
+        scrape = metrics.text  # the scrape counts the calls (by tool, decision, outcome), not their content
+        assert f'portcullis_calls_total{{decision="allow",outcome="ok",tool="{ECHO}"}} 3.0' in scrape
+        assert f'portcullis_calls_total{{decision="deny",outcome="denied",tool="{ECHO}"}} 1.0' in scrape
+        assert 'portcullis_stage_seconds_count{stage="audit"} 3.0' in scrape
+        assert 'portcullis_audit_records_total{kind="decision"} 4.0' in scrape
         # while the gateway runs the WAL holds the records; after it stops, the log is complete
         running = {**_snapshot(gateway.state_dir), "log": gateway.log().encode()}
     finally:

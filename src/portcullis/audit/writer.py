@@ -69,6 +69,10 @@ class AuditWriter:
         # record, one transaction, no queue and no task hop. Group commit is for fsync'ing stores.
         self._inline = bool(getattr(store, "inline", False))
 
+    def queue_depth(self) -> int:
+        """Records waiting for the group commit (always 0 for an inline store)."""
+        return self._send.statistics().current_buffer_used
+
     async def __aenter__(self) -> AuditWriter:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()

@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from portcullis.catalog import Catalog
 from portcullis.identity.minting import TokenMinter
@@ -44,28 +45,32 @@ class PipelineParts:
 def build_pipeline(parts: PipelineParts) -> Handler:
     """Assemble the ``tools/call`` handler. Each line says why it sits where it does."""
     p = parts
-    stages: Sequence[Stage] = (
+    stages: Sequence[tuple[str, Stage]] = (
         # record: outermost, so that every call gets one log line and its metrics, and a call
         # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
-        record.make_stage(p.catalog, p.auditor, p.hooks),
+        ("record", record.make_stage(p.catalog, p.auditor, p.hooks)),
         # route: before everything that needs the manifest; unknown, unpinned and quarantined
         # tools all fail here identically ("Unknown tool").
-        route.make_stage(p.catalog),
+        ("route", route.make_stage(p.catalog)),
         # gate: before validate, so a caller the policy can never admit learns nothing about the
         # tool's schema; it gets the same "Unknown tool" as for a tool that does not exist.
-        authorize.make_gate(p.engine, p.clock),
+        ("gate", authorize.make_gate(p.engine, p.clock)),
         # validate: before authorize, so policy rules see arguments of the declared types.
-        validate.stage,
+        ("validate", validate.stage),
         # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
-        authorize.make_stage(p.engine, p.clock, p.hooks),
+        ("authorize", authorize.make_stage(p.engine, p.clock, p.hooks)),
         # limits: after authorize, so a call the policy refuses consumes no counter.
-        limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks),
+        ("limits", limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks)),
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
-        audit.make_stage(p.auditor),
+        ("audit", audit.make_stage(p.auditor)),
     )
     # forward: the terminal handler, over the pooled upstream connection.
-    return compose(stages, forward.make_forwarder(p.upstreams, p.minter, default_timeout_s=p.default_timeout_s))
+    forwarder = forward.make_forwarder(p.upstreams, p.minter, default_timeout_s=p.default_timeout_s)
+    timing = getattr(p.hooks, "stage_done", None)
+    if timing is None:
+        return compose([stage for _, stage in stages], forwarder)
+    return compose_timed(stages, ("forward", forwarder), timing)
 
 
 def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:
@@ -78,3 +83,43 @@ def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:
 
 async def _invoke(stage: Stage, call_next: Handler, ctx: CallContext) -> CallResult:
     return await stage(ctx, call_next)
+
+
+def compose_timed(stages: Sequence[tuple[str, Stage]], terminal: tuple[str, Handler],
+                  report: Callable[[str, float], None]) -> Handler:
+    """:func:`compose`, reporting each stage's own time (``report(name, seconds)``).
+
+    A stage's own time excludes the stages it calls: each handler measures itself and hands the
+    time spent further in back to its caller through ``inner``. About 0.5 µs per stage.
+    """
+    name, handler_fn = terminal
+
+    async def timed_terminal(ctx: CallContext, acc: list[int]) -> CallResult:
+        start = time.perf_counter_ns()
+        try:
+            return await handler_fn(ctx)
+        finally:
+            spent = time.perf_counter_ns() - start
+            acc[0] += spent
+            report(name, spent / 1e9)
+
+    handler: Callable[[CallContext, list[int]], Any] = timed_terminal
+    for stage_name, stage in reversed(stages):
+        handler = functools.partial(_invoke_timed, stage_name, stage, handler, report)
+
+    async def entry(ctx: CallContext) -> CallResult:
+        return await handler(ctx, [0])
+
+    return entry
+
+
+async def _invoke_timed(name: str, stage: Stage, call_next: Callable[[CallContext, list[int]], Any],
+                        report: Callable[[str, float], None], ctx: CallContext, acc: list[int]) -> CallResult:
+    inner = [0]  # time spent in the stages this one calls
+    start = time.perf_counter_ns()
+    try:
+        return await stage(ctx, functools.partial(call_next, acc=inner))
+    finally:
+        spent = time.perf_counter_ns() - start
+        acc[0] += spent
+        report(name, max(spent - inner[0], 0) / 1e9)

@@ -19,7 +19,16 @@ import time
 
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.catalog import Catalog
-from portcullis.errors import ApprovalRequired, Denied, InvalidParams, PortcullisError, RpcError
+from portcullis.errors import (
+    ApprovalRequired,
+    Denied,
+    InvalidParams,
+    PortcullisError,
+    RpcError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
@@ -43,6 +52,9 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks) -> Stage:
             raise
         except PortcullisError as exc:
             outcome = type(exc).__name__
+            if isinstance(exc, UpstreamUnavailable | UpstreamTimeout | UpstreamFailed):
+                route = catalog.lookup(ctx.tool_name)
+                hooks.upstream_error(route.service if route else "unknown", _snake(outcome))
             code = exc.code if isinstance(exc, RpcError) else None
             detail = exc.detail
             if not getattr(exc, "audited", False) and not isinstance(exc, AuditUnavailable):
