@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
@@ -39,8 +40,10 @@ from portcullis.identity.principal import Principal
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
+from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.service.env import gateway_env
 from portcullis.state.memory import InMemoryStateStore
@@ -200,7 +203,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
     metrics.set_audit_queue_depth_source(audit_writer.queue_depth)
-    hooks = metrics
+    hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
+    tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     siem = None if cfg.audit.siem is None else build_queue(
         cfg.audit.siem, base_dir=deployment.root,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
@@ -208,7 +212,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                           export=None if siem is None else siem.offer)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
-        limit_rules=authz.limits, hooks=hooks, clock=clock, default_timeout_s=cfg.limits.call_timeout_s))
+        limit_rules=authz.limits, hooks=hooks, tracing=tracing, clock=clock,
+        default_timeout_s=cfg.limits.call_timeout_s))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -252,6 +257,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                                  for name, st in stats().items()})
 
     def metrics_render(accept: str | None = None) -> tuple[bytes, str]:
+        if not cfg.observability.metrics.enabled:
+            return b"# metrics are turned off (observability.metrics.enabled)\n", "text/plain; charset=utf-8"
         return metrics.render(accept)
 
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness)
@@ -272,9 +279,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                    if issuer.jwks_file is None]
 
     async def run_background() -> None:
-        async with anyio.create_task_group() as tg:
-            for task in background:
-                tg.start_soon(task)
+        try:
+            async with anyio.create_task_group() as tg:
+                for task in background:
+                    tg.start_soon(task)
+        finally:
+            await anyio.to_thread.run_sync(tracing.shutdown)  # flushes batched spans
 
     def visible(principal: Principal) -> frozenset[str]:
         return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))

@@ -44,6 +44,13 @@ def actor_token(ctx: Context) -> str:
     return str(value)
 
 
+@server.tool(description="The W3C trace context the gateway sent with this call (a test probe).")
+def trace_context(ctx: Context) -> str:
+    meta = ctx.request_context.meta or {}
+    extra = meta if isinstance(meta, dict) else (getattr(meta, "model_extra", None) or {})
+    return str(extra.get("traceparent"))
+
+
 @server.tool(description="A tool no manifest declares.")
 def unmanifested() -> str:
     return "should never be reachable"

@@ -27,7 +27,8 @@ async def _live_tools() -> list[dict[str, Any]]:
     return [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools]
 
 
-def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = True) -> Path:
+def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = True,
+          declared: tuple[str, ...] = DECLARED) -> Path:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running loop too
         live = {t["name"]: t for t in pool.submit(asyncio.run, _live_tools()).result()}
     gateway = {
@@ -41,7 +42,7 @@ def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = Tr
                         "health_interval_s": 0.2},
         },
     }
-    manifests = [manifest_from_live("flaky", live[name]) for name in DECLARED]
+    manifests = [manifest_from_live("flaky", live[name]) for name in declared]
     demo_invoice = (REPO / "src/portcullis/demo/deployment/tools/billing/get_invoice.yml")
     write_deployment(root, gateway, manifests)
     (root / "tools" / "billing").mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
+from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy
 
@@ -220,6 +221,7 @@ class GatewayConfig(_Model):
     authorization: AuthorizationConfig = AuthorizationConfig()
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )

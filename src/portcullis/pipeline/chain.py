@@ -16,6 +16,7 @@ from typing import Any
 
 from portcullis.catalog import Catalog
 from portcullis.identity.minting import TokenMinter
+from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
@@ -38,6 +39,7 @@ class PipelineParts:
     state: StateStore
     limit_rules: Sequence[LimitRule] = ()
     hooks: Hooks = field(default_factory=NullHooks)
+    tracing: Tracing | None = None  # None: no spans, and no trace context passed to upstreams
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
 
@@ -48,7 +50,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
     stages: Sequence[tuple[str, Stage]] = (
         # record: outermost, so that every call gets one log line and its metrics, and a call
         # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
-        ("record", record.make_stage(p.catalog, p.auditor, p.hooks)),
+        ("record", record.make_stage(p.catalog, p.auditor, p.hooks, p.tracing)),
         # route: before everything that needs the manifest; unknown, unpinned and quarantined
         # tools all fail here identically ("Unknown tool").
         ("route", route.make_stage(p.catalog)),
@@ -63,14 +65,19 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         ("limits", limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks)),
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
-        ("audit", audit.make_stage(p.auditor)),
+        ("audit", audit.make_stage(p.auditor, p.tracing)),
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, default_timeout_s=p.default_timeout_s)
     timing = getattr(p.hooks, "stage_done", None)
-    if timing is None:
+    spans = p.tracing if p.tracing is not None and p.tracing.enabled else None
+    if timing is None and spans is None:
         return compose([stage for _, stage in stages], forwarder)
-    return compose_timed(stages, ("forward", forwarder), timing)
+    return compose_timed(stages, ("forward", forwarder), timing or _ignore, spans)
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    pass
 
 
 def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:
@@ -86,11 +93,13 @@ async def _invoke(stage: Stage, call_next: Handler, ctx: CallContext) -> CallRes
 
 
 def compose_timed(stages: Sequence[tuple[str, Stage]], terminal: tuple[str, Handler],
-                  report: Callable[[str, float], None]) -> Handler:
-    """:func:`compose`, reporting each stage's own time (``report(name, seconds)``).
+                  report: Callable[[str, float], None], tracing: Tracing | None = None) -> Handler:
+    """:func:`compose`, reporting each stage's own time (``report(name, seconds)``) and, with
+    ``tracing``, running each stage after ``record`` in a span of its own (a child of the call's).
 
     A stage's own time excludes the stages it calls: each handler measures itself and hands the
-    time spent further in back to its caller through ``inner``. About 0.5 µs per stage.
+    time spent further in back to its caller through ``inner``. About 0.5 µs per stage. The
+    forward span is the audit stage's (it must name it in the outcome record).
     """
     name, handler_fn = terminal
 
@@ -106,6 +115,8 @@ def compose_timed(stages: Sequence[tuple[str, Stage]], terminal: tuple[str, Hand
     handler: Callable[[CallContext, list[int]], Any] = timed_terminal
     for stage_name, stage in reversed(stages):
         handler = functools.partial(_invoke_timed, stage_name, stage, handler, report)
+        if tracing is not None and stage_name != "record":  # record opens the call's span itself
+            handler = functools.partial(_invoke_traced, tracing, stage_name, handler)
 
     async def entry(ctx: CallContext) -> CallResult:
         return await handler(ctx, [0])
@@ -123,3 +134,11 @@ async def _invoke_timed(name: str, stage: Stage, call_next: Callable[[CallContex
         spent = time.perf_counter_ns() - start
         acc[0] += spent
         report(name, max(spent - inner[0], 0) / 1e9)
+
+
+async def _invoke_traced(tracing: Tracing, name: str, call: Callable[..., Any], ctx: CallContext,
+                         acc: list[int]) -> CallResult:
+    if ctx.trace is None:
+        return await call(ctx, acc=acc)
+    with tracing.stage(name, ctx.trace):
+        return await call(ctx, acc=acc)

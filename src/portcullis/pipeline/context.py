@@ -33,6 +33,7 @@ class CallContext:
     decision: Decision | None = None  # set by the authorize stage (allow, possibly with a shadow)
     trace: Any = None  # the call's tracing span handle (observability), or None when tracing is off
     headers: Mapping[str, str] | None = None  # lower-cased request headers (traceparent, Mcp-Param-*)
+    upstream_span: Any = None  # the span the upstream continues from (set by the audit stage)
 
     def evolve(self, **changes: Any) -> CallContext:
         """A copy of this context with ``changes`` applied."""

@@ -159,7 +159,7 @@ class Dispatcher:
                 check_param_headers(req.headers, arguments, route.param_headers)
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
-                          started_ns=time.perf_counter_ns(), principal=req.principal)
+                          started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers)
         return await self._pipeline(ctx)
 
 

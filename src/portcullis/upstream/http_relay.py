@@ -99,11 +99,14 @@ class _RelayConnection:
         return tools
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
+                        request_id: str, actor_token: str | None = None,
+                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         extra = {f"Mcp-Param-{header}": header_value(_scalar(arguments[arg]))
                  for arg, header in self._param_headers.get(name, {}).items() if arg in arguments}
         if actor_token:
             extra["Authorization"] = f"Bearer {actor_token}"  # minted for this service; never the caller's
+        if trace_headers:
+            extra.update(trace_headers)  # W3C trace context: the upstream's spans join the call's trace
         result = await self.rpc("tools/call", {"name": name, "arguments": dict(arguments)},
                                 timeout_s=timeout_s, name=name, extra_headers=extra)
         if not isinstance(result, dict):

@@ -25,8 +25,12 @@ class Connection(Protocol):
         ...
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
-        """Call one tool with the gateway-minted ``actor_token``; returns a wire ``CallToolResult``."""
+                        request_id: str, actor_token: str | None = None,
+                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Call one tool with the gateway-minted ``actor_token``; returns a wire ``CallToolResult``.
+
+        ``trace_headers`` (``traceparent``, ``tracestate``) go to the service as HTTP headers, or in
+        the request's ``params._meta`` over stdio."""
         ...
 
     async def ping(self, *, timeout_s: float) -> None:

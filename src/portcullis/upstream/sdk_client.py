@@ -70,8 +70,13 @@ class _SdkConnection:
         return tools
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
-        meta = {ACTOR_TOKEN_META_KEY: actor_token} if actor_token and self._token_in_meta else None
+                        request_id: str, actor_token: str | None = None,
+                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] | None = None
+        if actor_token and self._token_in_meta:
+            meta = {ACTOR_TOKEN_META_KEY: actor_token}
+        if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
+            meta = {**(meta or {}), **trace_headers}
         result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
                                    timeout_s=timeout_s)
         return result.model_dump(by_alias=True, exclude_none=True, mode="json")

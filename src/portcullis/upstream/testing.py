@@ -25,16 +25,19 @@ class FakeConnection:
         self._closed = anyio.Event()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.tokens: list[str | None] = []
+        self.trace_headers: list[dict[str, str]] = []
 
     async def list_tools(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self.tools]
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
-                        request_id: str, actor_token: str | None = None) -> dict[str, Any]:
+                        request_id: str, actor_token: str | None = None,
+                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         if self._closed.is_set():
             raise UpstreamUnavailable(detail="fake connection closed")
         self.calls.append((name, dict(arguments)))
         self.tokens.append(actor_token)
+        self.trace_headers.append(dict(trace_headers or {}))
         return await self._handlers[name](arguments)
 
     async def ping(self, *, timeout_s: float) -> None:

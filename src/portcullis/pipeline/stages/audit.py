@@ -15,32 +15,41 @@ import time
 import orjson
 
 from portcullis.errors import InternalError, PortcullisError, RpcError, UpstreamTimeout
+from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 
 
-def make_stage(auditor: CallAuditor) -> Stage:
+def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
     async def audit(ctx: CallContext, call_next: Handler) -> CallResult:
         route, decision = ctx.route, ctx.decision
         if route is None or decision is None:
             raise InternalError(detail="audit ran before route or authorize")
         await auditor.decision(ctx, route, decision)
         started = time.perf_counter_ns()
+        upstream_span_id = None
         try:
-            result = await call_next(ctx)
+            if tracing is not None and ctx.trace is not None:
+                # the forward span: the upstream continues from it, and the outcome record names it
+                with tracing.stage("forward", ctx.trace) as span:
+                    upstream_span_id = span.span_id_hex
+                    result = await call_next(ctx.evolve(upstream_span=span))
+            else:
+                result = await call_next(ctx)
         except PortcullisError as exc:
             exc.audited = True  # type: ignore[attr-defined]  # the record stage must not add a 'rejected'
             outcome = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-            await auditor.outcome(ctx, route, outcome=outcome, error_code=exc.code if isinstance(exc, RpcError)
-                                  else None, output_bytes=0, duration_ms=_ms(started), upstream_span_id=None)
+            code = exc.code if isinstance(exc, RpcError) else None
+            await auditor.outcome(ctx, route, outcome=outcome, error_code=code, output_bytes=0,
+                                  duration_ms=_ms(started), upstream_span_id=upstream_span_id)
             raise
         except Exception:
             await auditor.outcome(ctx, route, outcome="error", error_code=None, output_bytes=0,
-                                  duration_ms=_ms(started), upstream_span_id=None)
+                                  duration_ms=_ms(started), upstream_span_id=upstream_span_id)
             raise
         await auditor.outcome(ctx, route, outcome="tool_error" if result.get("isError") else "ok", error_code=None,
                               output_bytes=len(orjson.dumps(result)), duration_ms=_ms(started),
-                              upstream_span_id=None)
+                              upstream_span_id=upstream_span_id)
         return result
 
     return audit

@@ -11,6 +11,7 @@ from typing import Any
 
 from portcullis.errors import InternalError, UpstreamFailed
 from portcullis.identity.minting import TokenMinter, service_audience
+from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.context import CallContext, CallResult, Handler
 from portcullis.upstream.registry import UpstreamRegistry
 
@@ -24,9 +25,13 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_
         # no token passthrough: a fresh token for this service, this call and this tool only
         token = minter.mint(ctx.principal, audience=service_audience(route.service), request_id=ctx.request_id,
                             tool=route.exposed_name, target=route.upstream_name)
+        trace_headers: dict[str, str] | None = None
+        if ctx.upstream_span is not None:
+            trace_headers = {}
+            Tracing.inject(trace_headers, ctx.upstream_span)
         raw = await upstream.call_tool(route.upstream_name, dict(ctx.arguments),
                                        timeout_s=route.timeout_s or default_timeout_s,
-                                       request_id=ctx.request_id, actor_token=token)
+                                       request_id=ctx.request_id, actor_token=token, trace_headers=trace_headers)
         return rebuild_result(raw)
 
     return forward

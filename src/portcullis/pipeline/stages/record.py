@@ -29,6 +29,7 @@ from portcullis.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
@@ -36,9 +37,16 @@ from portcullis.pipeline.hooks import Hooks
 log = logging.getLogger("portcullis.access")
 
 
-def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks) -> Stage:
+def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None) -> Stage:
     async def record(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, code, detail, effect = "error", None, "", "none"
+        span = None
+        if tracing is not None:
+            headers = ctx.headers or {}
+            span = tracing.start_call(headers.get("traceparent"), headers.get("tracestate"),
+                                      request_id=ctx.request_id, protocol_version=ctx.protocol_version)
+            if span.trace_id_hex is not None:  # a span of our own, or a caller's context to pass on
+                ctx = ctx.evolve(trace=span)
         try:
             result = await call_next(ctx)
             outcome, effect = ("tool_error" if result.get("isError") else "ok"), "allow"
@@ -69,6 +77,12 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks) -> Stage:
             seconds = (time.perf_counter_ns() - ctx.started_ns) / 1e9
             route = catalog.lookup(ctx.tool_name)
             hooks.call_done(route.exposed_name if route else "unknown", effect, outcome, seconds)
+            if span is not None:
+                if route is not None:
+                    span.set_tool(route.exposed_name)
+                span.set_decision(effect)
+                span.end(outcome, error_type=str(code) if code is not None else (
+                    "tool_error" if outcome == "tool_error" else None))
             log.info("tools/call", extra={"fields": {
                 "request_id": ctx.request_id,
                 "jsonrpc_id": ctx.jsonrpc_id,
