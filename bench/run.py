@@ -63,6 +63,7 @@ HOST = "127.0.0.1"
 CONCURRENCY = 16
 TARGET_ADDED_P50_MS = 1.0
 TARGET_THROUGHPUT_RATIO = 0.60
+TARGET_AUDIT_P50_MS = 0.2  # issue 5: the audit trail's per-call cost
 REQUEST_TIMEOUT_S = 10.0
 TEXT = "portcullis benchmark payload"
 
@@ -241,7 +242,7 @@ def write_deployment(root: Path, upstream_url: str, tool: Mapping[str, Any], aut
     if gateway_has_policy():
         # the gateway denies by default: allow the bench caller (the policy decision is in the figures)
         manifest["policy"] = {"allowed_callers": ["agent:bench-agent", "client:anonymous"]}
-        gateway["admin"] = {"port": 0}  # metrics on (a free port, so parallel runs do not collide)
+        gateway["admin"] = {"port": 0}  # metrics on; main() passes a free port with --admin-port
     root.mkdir(parents=True, exist_ok=True)
     (root / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
     path = root / "tools" / "echo" / f"{tool['name']}.yml"
@@ -460,7 +461,55 @@ def report(results: dict[str, Any]) -> list[str]:
         f"  (target >= {TARGET_THROUGHPUT_RATIO:.2f})  {'PASS' if r['throughput_pass'] else 'FAIL'}",
         f"sdk client added p50 (ms) at c=1: {r['sdk_added_p50_ms']:.3f}  (reference)",
     ]
+    stages = results.get("stages")
+    if stages:
+        lines += ["", "gateway time per stage (own time, from its /metrics; every call of the run):",
+                  f"{'stage':<10} {'calls':>7} {'p50 us':>8} {'mean us':>8}"]
+        order = ("record", "route", "gate", "validate", "authorize", "limits", "audit", "forward")
+        for name in sorted(stages, key=lambda n: order.index(n) if n in order else len(order)):
+            st = stages[name]
+            lines.append(f"{name:<10} {int(st['calls']):>7} {st['p50_us']:>8.1f} {st['mean_us']:>8.1f}")
+        if "audit" in stages:
+            audit_ms = stages["audit"]["p50_us"] / 1e3
+            lines.append(f"audit overhead p50 (ms) = the audit stage's own time (decision + outcome records): "
+                         f"{audit_ms:.3f}  (target <= {TARGET_AUDIT_P50_MS:.3f})  "
+                         f"{'PASS' if audit_ms <= TARGET_AUDIT_P50_MS else 'FAIL'}")
     return lines
+
+
+def stage_times(scrape: str) -> dict[str, dict[str, float]]:
+    """Per pipeline stage, from the gateway's ``portcullis_stage_seconds`` histogram (every call of
+    the run, warm-ups included): calls, mean and p50 (interpolated within its bucket), in µs."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(scrape):
+        if family.name != "portcullis_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "?")
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(stage, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                sums[stage] = sample.value
+    out: dict[str, dict[str, float]] = {}
+    for stage, pairs in buckets.items():
+        pairs.sort()
+        count = pairs[-1][1]
+        if not count:
+            continue
+        half, lower, below = count / 2, 0.0, 0.0
+        p50 = pairs[-1][0]
+        for bound, cumulative in pairs:
+            if cumulative >= half:
+                width = (bound - lower) if bound != float("inf") else 0.0
+                p50 = lower + width * ((half - below) / max(cumulative - below, 1.0))
+                break
+            lower, below = bound, cumulative
+        out[stage] = {"calls": count, "mean_us": round(sums.get(stage, 0.0) / count * 1e6, 1),
+                      "p50_us": round(p50 * 1e6, 1)}
+    return out
 
 
 def machine() -> dict[str, Any]:
@@ -563,9 +612,11 @@ def main(argv: list[str] | None = None) -> int:
 
         deployment = write_deployment(workdir / "deployment", upstream_url, tool, args.gateway_auth)
         pin(deployment)
+        admin_port = free_port() if gateway_has_policy() else None
+        admin_args = ["--admin-port", str(admin_port)] if admin_port is not None else []
         gateway = Child("gateway", [sys.executable, "-m", "portcullis", "serve", "--config", str(deployment),
-                                    "--port", str(gateway_port), "--log-level", settings.gateway_log_level],
-                        workdir)
+                                    "--port", str(gateway_port), "--log-level", settings.gateway_log_level,
+                                    *admin_args], workdir)
         children.append(gateway)
         base = f"http://{HOST}:{gateway_port}"
         wait_until(gateway, lambda: httpx2.get(f"{base}/healthz", timeout=1).status_code == 200, "gateway")
@@ -582,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         meter = CpuMeter({"upstream": upstream.proc.pid, "gateway": gateway.proc.pid})
         results = run_async(benchmark, Target("direct", upstream_url, "echo"),
                             Target("gateway", f"{base}/mcp", "echo.echo", gateway_headers), settings, meter)
+        if admin_port is not None:  # the gateway's own account of where its time went, per stage
+            scrape = httpx2.get(f"http://{HOST}:{admin_port}/metrics", timeout=10)
+            results["stages"] = stage_times(scrape.text)
         results["upstream"] = {"keep_alive_s": args.upstream_keep_alive_s}
         results["gateway_auth"] = auth
         flaps = gateway.log_tail(10**9).count("service health check failed")
