@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -102,6 +102,8 @@ class AuditRecord:
     fields: Mapping[str, Any]
     prev_hash: str
     hash: str
+    # canonical JSON of ``fields`` when the writer already has it (saves re-serialising on append)
+    fields_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def body(self) -> dict[str, Any]:
         """Every field except ``hash``: what the hash covers."""
@@ -129,24 +131,39 @@ class Checkpoint:
 
 def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A deep, JSON-normalised copy of ``fields`` (refuses what :func:`canonical_bytes` refuses)."""
+    return normalize_fields_json(fields)[0]
+
+
+def normalize_fields_json(fields: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """:func:`normalize_fields`, and the canonical JSON it was made from (for :func:`make_record`)."""
     if not isinstance(fields, Mapping):
         raise ValueError("fields must be a mapping")
-    normalized = orjson.loads(canonical_bytes(dict(fields)))
+    text = canonical_bytes(dict(fields))
+    normalized = orjson.loads(text)
     if not isinstance(normalized, dict):  # pragma: no cover - a Mapping always dumps to an object
         raise ValueError("fields must be a mapping")
-    return normalized
+    return normalized, text
 
 
 def make_record(index: int, ts: float, request_id: str, kind: str, fields: Mapping[str, Any],
-                prev_hash: str) -> AuditRecord:
-    """Build and hash one record; ``fields`` must already be normalised."""
+                prev_hash: str, *, fields_json: bytes | None = None) -> AuditRecord:
+    """Build and hash one record; ``fields`` must already be normalised.
+
+    ``fields_json``, when given, must be ``canonical_bytes(fields)`` (as
+    :func:`normalize_fields_json` returns it): it is embedded as is instead of serialised again.
+    """
     if kind not in KINDS:
         raise ValueError("unknown audit record kind")
     if not math.isfinite(ts):
         raise ValueError("timestamp must be finite")
-    unhashed = AuditRecord(index, float(ts), request_id, kind, fields, prev_hash, "")
-    return AuditRecord(index, float(ts), request_id, kind, fields, prev_hash,
-                       chain_hash(prev_hash, canonical_bytes(unhashed.body())))
+    if fields_json is None:
+        fields_json = canonical_bytes(fields)
+    ts = float(ts)
+    # the same bytes as canonical_bytes(record.body()): keys sorted, fields embedded pre-serialised
+    body = orjson.dumps({"index": index, "ts": ts, "request_id": request_id, "kind": kind,
+                         "fields": orjson.Fragment(fields_json), "prev_hash": prev_hash}, option=_CANONICAL)
+    return AuditRecord(index, ts, request_id, kind, fields, prev_hash, chain_hash(prev_hash, body),
+                       fields_json)
 
 
 def record_hash_ok(record: AuditRecord) -> bool:

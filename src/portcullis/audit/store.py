@@ -279,8 +279,9 @@ class SqliteAuditStore:
     # ------------------------------------------------------------------ records
 
     async def append(self, batch: Sequence[AuditRecord]) -> None:
-        rows = [(r.index, r.ts, r.request_id, r.kind, canonical_bytes(r.fields).decode("utf-8"), r.prev_hash, r.hash)
-                for r in batch]
+        rows = [(r.index, r.ts, r.request_id, r.kind,
+                 (r.fields_json if r.fields_json is not None else canonical_bytes(r.fields)).decode("utf-8"),
+                 r.prev_hash, r.hash) for r in batch]
 
         if len(rows) == 1:  # one statement, its own transaction: continuity is checked inside it
             row_ = rows[0]

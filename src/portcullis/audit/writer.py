@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from portcullis.audit.checkpoint import Checkpointer
 from portcullis.audit.errors import AuditUnavailable
-from portcullis.audit.record import KINDS, AuditRecord, make_record, next_position, normalize_fields
+from portcullis.audit.record import KINDS, AuditRecord, make_record, next_position, normalize_fields_json
 from portcullis.audit.store import AuditStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class _Pending:
     request_id: str
     kind: str
     fields: dict[str, Any]
+    fields_json: bytes
     done: anyio.Event = field(default_factory=anyio.Event)
     record: AuditRecord | None = None
     error: AuditUnavailable | None = None
@@ -93,7 +94,8 @@ class AuditWriter:
         """Queue one record and return it once durable; ``AuditUnavailable`` if it could not be."""
         if kind not in KINDS:
             raise ValueError("unknown audit record kind")
-        pending = _Pending(float(self._clock()), request_id, kind, normalize_fields(fields))
+        normalized, text = normalize_fields_json(fields)
+        pending = _Pending(float(self._clock()), request_id, kind, normalized, text)
         if self._inline:  # durability="process": the store never suspends, so this runs atomically
             await self._commit([pending])
             return _outcome(pending)
@@ -148,7 +150,8 @@ class AuditWriter:
             index, prev = next_position(self._head)
             records = []
             for pending in batch:
-                record = make_record(index, pending.ts, pending.request_id, pending.kind, pending.fields, prev)
+                record = make_record(index, pending.ts, pending.request_id, pending.kind, pending.fields, prev,
+                                     fields_json=pending.fields_json)
                 records.append(record)
                 index, prev = index + 1, record.hash
             await self._store.append(records)
