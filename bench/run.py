@@ -318,6 +318,7 @@ class Target:
     url: str
     tool: str
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. the gateway's Authorization
+    metrics_url: str | None = None  # the gateway's admin /metrics: its own time per stage
 
 
 class RawCaller:
@@ -377,7 +378,7 @@ async def measure(label: str, call: Callable[[], Awaitable[None]], *, calls: int
 
 
 async def raw_round(targets: Sequence[Target], settings: Settings, round_no: int,
-                    meter: CpuMeter) -> dict[str, dict[str, Run]]:
+                    meter: CpuMeter, stages: dict[str, StageHist] | None = None) -> dict[str, dict[str, Run]]:
     """One round: c=1 for each target, then c=16 for each target; order flips each round."""
     order = list(targets) if round_no % 2 == 0 else list(reversed(targets))
     runs: dict[str, dict[str, Run]] = {t.label: {} for t in targets}
@@ -387,10 +388,15 @@ async def raw_round(targets: Sequence[Target], settings: Settings, round_no: int
                 # warm-up: open the pool's connections and let both servers settle
                 await measure(target.label, caller.call, calls=settings.warmup, concurrency=concurrency,
                               timeout_s=settings.phase_timeout_s)
+                hist_before = await scrape_stages(target.metrics_url)
                 before = meter.snapshot()
                 run = await measure(target.label, caller.call, calls=calls, concurrency=concurrency,
                                     timeout_s=settings.phase_timeout_s)
                 run.cpu_ms_per_call = CpuMeter.per_call_ms(before, meter.snapshot(), calls)
+                if stages is not None and target.metrics_url is not None:
+                    key = f"c{concurrency}"
+                    delta = stage_delta(hist_before, await scrape_stages(target.metrics_url))
+                    stages[key] = stage_add(stages.get(key, {}), delta)
                 runs[target.label][f"c{concurrency}"] = run
     return runs
 
@@ -461,25 +467,31 @@ def report(results: dict[str, Any]) -> list[str]:
         f"  (target >= {TARGET_THROUGHPUT_RATIO:.2f})  {'PASS' if r['throughput_pass'] else 'FAIL'}",
         f"sdk client added p50 (ms) at c=1: {r['sdk_added_p50_ms']:.3f}  (reference)",
     ]
-    stages = results.get("stages")
+    stages = results.get("stages") or {}
     if stages:
-        lines += ["", "gateway time per stage (own time, from its /metrics; every call of the run):",
-                  f"{'stage':<10} {'calls':>7} {'p50 us':>8} {'mean us':>8}"]
+        lines += ["", "gateway's own time per stage, measured phases only (from its /metrics histograms):",
+                  f"{'stage':<10} {'c=1 p50 us':>11} {'c=1 mean us':>12} {'c=16 p50 us':>12} {'c=16 mean us':>13}"]
         order = ("record", "route", "gate", "validate", "authorize", "limits", "audit", "forward")
-        for name in sorted(stages, key=lambda n: order.index(n) if n in order else len(order)):
-            st = stages[name]
-            lines.append(f"{name:<10} {int(st['calls']):>7} {st['p50_us']:>8.1f} {st['mean_us']:>8.1f}")
-        if "audit" in stages:
-            audit_ms = stages["audit"]["p50_us"] / 1e3
-            lines.append(f"audit overhead p50 (ms) = the audit stage's own time (decision + outcome records): "
-                         f"{audit_ms:.3f}  (target <= {TARGET_AUDIT_P50_MS:.3f})  "
+        names = sorted({n for per in stages.values() for n in per},
+                       key=lambda n: order.index(n) if n in order else len(order))
+        for name in names:
+            c1, c16 = stages.get("c1", {}).get(name, {}), stages.get("c16", {}).get(name, {})
+            lines.append(f"{name:<10} {c1.get('p50_us', 0):>11.1f} {c1.get('mean_us', 0):>12.1f} "
+                         f"{c16.get('p50_us', 0):>12.1f} {c16.get('mean_us', 0):>13.1f}")
+        audit_c1 = stages.get("c1", {}).get("audit")
+        if audit_c1:
+            audit_ms = audit_c1["p50_us"] / 1e3
+            lines.append(f"audit overhead p50 (ms) at c=1 = the audit stage's own time (decision + outcome "
+                         f"records): {audit_ms:.3f}  (target <= {TARGET_AUDIT_P50_MS:.3f})  "
                          f"{'PASS' if audit_ms <= TARGET_AUDIT_P50_MS else 'FAIL'}")
     return lines
 
 
-def stage_times(scrape: str) -> dict[str, dict[str, float]]:
-    """Per pipeline stage, from the gateway's ``portcullis_stage_seconds`` histogram (every call of
-    the run, warm-ups included): calls, mean and p50 (interpolated within its bucket), in µs."""
+StageHist = dict[str, tuple[list[tuple[float, float]], float]]  # stage -> (cumulative buckets, sum)
+
+
+def parse_stages(scrape: str) -> StageHist:
+    """The gateway's ``portcullis_stage_seconds`` histogram from a /metrics scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
     buckets: dict[str, list[tuple[float, float]]] = {}
@@ -493,10 +505,35 @@ def stage_times(scrape: str) -> dict[str, dict[str, float]]:
                 buckets.setdefault(stage, []).append((float(sample.labels["le"]), sample.value))
             elif sample.name.endswith("_sum"):
                 sums[stage] = sample.value
+    return {stage: (sorted(pairs), sums.get(stage, 0.0)) for stage, pairs in buckets.items()}
+
+
+def stage_delta(before: StageHist, after: StageHist) -> StageHist:
+    """What was observed between two scrapes (histograms only grow)."""
+    out: StageHist = {}
+    for stage, (pairs, total) in after.items():
+        old_pairs, old_total = before.get(stage, ([], 0.0))
+        old = dict(old_pairs)
+        out[stage] = ([(bound, count - old.get(bound, 0.0)) for bound, count in pairs], total - old_total)
+    return out
+
+
+def stage_add(a: StageHist, b: StageHist) -> StageHist:
+    out: StageHist = dict(a)
+    for stage, (pairs, total) in b.items():
+        if stage in out:
+            old = dict(out[stage][0])
+            out[stage] = ([(bound, count + old.get(bound, 0.0)) for bound, count in pairs], out[stage][1] + total)
+        else:
+            out[stage] = (pairs, total)
+    return out
+
+
+def stage_times(hist: StageHist) -> dict[str, dict[str, float]]:
+    """Per stage: calls, mean and p50 (interpolated within its histogram bucket), in µs."""
     out: dict[str, dict[str, float]] = {}
-    for stage, pairs in buckets.items():
-        pairs.sort()
-        count = pairs[-1][1]
+    for stage, (pairs, total) in hist.items():
+        count = pairs[-1][1] if pairs else 0.0
         if not count:
             continue
         half, lower, below = count / 2, 0.0, 0.0
@@ -507,9 +544,15 @@ def stage_times(scrape: str) -> dict[str, dict[str, float]]:
                 p50 = lower + width * ((half - below) / max(cumulative - below, 1.0))
                 break
             lower, below = bound, cumulative
-        out[stage] = {"calls": count, "mean_us": round(sums.get(stage, 0.0) / count * 1e6, 1),
-                      "p50_us": round(p50 * 1e6, 1)}
+        out[stage] = {"calls": count, "mean_us": round(total / count * 1e6, 1), "p50_us": round(p50 * 1e6, 1)}
     return out
+
+
+async def scrape_stages(url: str | None) -> StageHist:
+    if url is None:
+        return {}
+    async with httpx2.AsyncClient(timeout=10) as client:
+        return parse_stages((await client.get(url)).text)
 
 
 def machine() -> dict[str, Any]:
@@ -530,8 +573,9 @@ def machine() -> dict[str, Any]:
 
 async def benchmark(direct: Target, gateway: Target, settings: Settings, meter: CpuMeter) -> dict[str, Any]:
     rounds: list[dict[str, dict[str, Run]]] = []
+    stages: dict[str, StageHist] = {}
     for round_no in range(settings.rounds):
-        rounds.append(await raw_round((direct, gateway), settings, round_no, meter))
+        rounds.append(await raw_round((direct, gateway), settings, round_no, meter, stages))
         c1 = {t: rounds[-1][t]["c1"].pct(0.5) for t in ("direct", "gateway")}
         c16 = {t: rounds[-1][t]["c16"].calls_per_s for t in ("direct", "gateway")}
         print(f"round {round_no + 1}/{settings.rounds}: c=1 p50 direct {c1['direct']:.3f} ms, gateway "
@@ -564,6 +608,7 @@ async def benchmark(direct: Target, gateway: Target, settings: Settings, meter: 
         "machine": machine(),
         "rounds": [{label: {key: run.summary() for key, run in r[label].items()} for label in r} for r in rounds],
         "median": median, "sdk": sdk, "ratios": ratios,
+        "stages": {key: stage_times(hist) for key, hist in stages.items()},
     }
 
 
@@ -631,11 +676,10 @@ def main(argv: list[str] | None = None) -> int:
                            if auth == "dev-token" else {})
         print(f"upstream keep-alive: {args.upstream_keep_alive_s} s; gateway authentication: {auth}", flush=True)
         meter = CpuMeter({"upstream": upstream.proc.pid, "gateway": gateway.proc.pid})
+        metrics_url = f"http://{HOST}:{admin_port}/metrics" if admin_port is not None else None
         results = run_async(benchmark, Target("direct", upstream_url, "echo"),
-                            Target("gateway", f"{base}/mcp", "echo.echo", gateway_headers), settings, meter)
-        if admin_port is not None:  # the gateway's own account of where its time went, per stage
-            scrape = httpx2.get(f"http://{HOST}:{admin_port}/metrics", timeout=10)
-            results["stages"] = stage_times(scrape.text)
+                            Target("gateway", f"{base}/mcp", "echo.echo", gateway_headers, metrics_url),
+                            settings, meter)
         results["upstream"] = {"keep_alive_s": args.upstream_keep_alive_s}
         results["gateway_auth"] = auth
         flaps = gateway.log_tail(10**9).count("service health check failed")
