@@ -60,7 +60,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # validate: before authorize, so policy rules see arguments of the declared types.
         ("validate", validate.stage),
         # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
-        ("authorize", authorize.make_stage(p.engine, p.clock, p.hooks)),
+        ("authorize", authorize.make_stage(p.engine, p.clock, p.hooks, p.limit_rules, p.state)),
         # limits: after authorize, so a call the policy refuses consumes no counter.
         ("limits", limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks)),
         # audit: last before forward: the decision record is durable before anything is sent,

@@ -206,6 +206,14 @@ class PolicyEngine:
             ids.append(REGO_POLICY_ERROR)
         return tuple(dict.fromkeys(ids))
 
+    @property
+    def wants_session(self) -> bool:
+        """Whether a Rego module reads ``input.session`` (only then is it worth fetching)."""
+        if self._rego is None:
+            return False
+        wanted = self._rego.wanted
+        return wanted is True or (isinstance(wanted, dict) and "session" in wanted)
+
     def input_document(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
                        session: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The Rego ``input`` for one call (see the module docstring). Raises KeyError for an unknown tool."""
@@ -241,6 +249,11 @@ class PolicyEngine:
                 "tool": tool, "error": type(exc).__name__, "policy_version": self.version}})
             return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
                             obligations=() if native is None else native.obligations, policy_version=self.version)
+
+    def error_decision(self, tool: str) -> Decision:
+        """The deny for a call whose policy could not be evaluated (reason ``policy_error``)."""
+        return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
+                        policy_version=self.version)
 
     def may_call(self, tool: str, principal: Principal, *, now: datetime) -> bool:
         """True if ``principal`` could call ``tool`` with some arguments (see :meth:`visible_tools`)."""

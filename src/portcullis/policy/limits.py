@@ -234,6 +234,20 @@ async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: s
         return LimitOutcome(failures=(LimitFailure("deny", r.POLICY_ERROR, _POLICY_ERROR_ID),), detail=_detail(exc))
 
 
+async def session_totals(rules: Sequence[LimitRule], store: StateStore, *, tool: str, principal: Principal,
+                         arguments: Mapping[str, object], now: float) -> dict[str, Any]:
+    """The Rego input's ``session``: for each limit rule that applies to this call, the
+    principal's running total in the rule's window *before* this call (calls, or the summed
+    amount), as ``{"limits": {limit id: number}}``; ``{}`` when no rule applies. Raises
+    :class:`~portcullis.state.interface.StateUnavailable` when the store cannot answer."""
+    totals: dict[str, Any] = {}
+    for rule in rules:
+        if _applies(rule, tool, arguments):
+            total = await store.window_total(counter_key(rule, principal), now=now)
+            totals[rule.id] = int(total) if total == total.to_integral_value() else float(total)
+    return {"limits": totals} if totals else {}
+
+
 def _detail(exc: Exception) -> str:
     return f"{type(exc).__name__}: {getattr(exc, 'detail', '') or exc}"
 

@@ -151,6 +151,11 @@ class RegoPolicy:
             return reuse
         return cls.compile(modules, budget_s=budget_s)
 
+    @property
+    def wanted(self) -> Wanted:
+        """The parts of ``input`` the modules read (:func:`wanted_input`): a tree, or ``True`` for all."""
+        return self._runtime._wanted
+
     def rule_ids(self) -> tuple[str, ...]:
         """The rule ids written literally (``"id": "..."``) in the modules, sorted. Best effort, for coverage."""
         return self._declared

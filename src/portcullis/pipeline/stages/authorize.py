@@ -18,13 +18,15 @@ The engine never raises: an evaluation error is a ``deny`` with reason ``policy_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from portcullis.errors import ApprovalRequired, Denied, InternalError
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.engine import PolicyEngine
+from portcullis.policy.limits import LimitRule, session_totals
+from portcullis.state.interface import StateStore
 
 log = logging.getLogger("portcullis.policy")
 
@@ -42,12 +44,27 @@ def make_gate(engine: PolicyEngine, clock: Callable[[], float]) -> Stage:
     return gate
 
 
-def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks) -> Stage:
+def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks,
+               limit_rules: Sequence[LimitRule] = (), state: StateStore | None = None) -> Stage:
+    fetch_session = engine.wants_session and bool(limit_rules) and state is not None
+
     async def authorize(ctx: CallContext, call_next: Handler) -> CallResult:
         if ctx.route is None:
             raise InternalError(detail="authorize ran before route")
+        now = clock()
+        session = None
+        if fetch_session:  # a Rego module reads input.session: the running totals of the limits
+            try:
+                session = await session_totals(limit_rules, state, tool=ctx.route.exposed_name,  # type: ignore[arg-type]
+                                               principal=ctx.principal, arguments=ctx.arguments, now=now)
+            except Exception as exc:  # fail closed: a policy that reads history cannot decide without it
+                log.warning("session history unavailable: the call is denied", extra={"fields": {
+                    "request_id": ctx.request_id, "tool": ctx.route.exposed_name, "error": type(exc).__name__}})
+                hooks.policy_error()
+                decision = engine.error_decision(ctx.route.exposed_name)
+                raise Denied(decision, detail="session history unavailable") from None
         decision = engine.decide(ctx.route.exposed_name, ctx.principal, ctx.arguments,
-                                 now=datetime.fromtimestamp(clock(), UTC))
+                                 now=datetime.fromtimestamp(now, UTC), session=session)
         if decision.shadow is not None and decision.shadow.effect != "allow":
             hooks.shadow(decision.shadow)
             log.warning("shadow policy would not allow this call", extra={"fields": {
