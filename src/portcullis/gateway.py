@@ -209,7 +209,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         cfg.audit.siem, base_dir=deployment.root,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
-                          export=None if siem is None else siem.offer)
+                          export=None if siem is None else siem.offer, service_version=upstreams.server_version)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, clock=clock,

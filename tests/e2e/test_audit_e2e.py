@@ -218,6 +218,8 @@ async def test_canary_secret_never_reaches_audit_logs_or_metrics(
     records = await read_chain(gateway.state_dir / STORE_FILE)
     decisions = [r.fields for r in records if r.kind == "decision"]
     assert [d["decision"]["effect"] for d in decisions] == ["allow", "allow", "allow", "deny"]
+    # the build identity the service reported (its serverInfo), so a record names what ran
+    assert all(d["tool"]["service_version"] and "everything" in d["tool"]["service_version"] for d in decisions)
     digests = [d["arguments"]["message"] for d in decisions]
     assert all(d.startswith("hmac-sha256:") for d in digests)
     assert digests[0] == digests[1] == digests[3] != digests[2]

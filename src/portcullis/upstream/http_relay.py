@@ -25,6 +25,7 @@ import orjson
 from portcullis.config.model import HttpService
 from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from portcullis.upstream.http11 import Http11Pool, HttpError, Response
+from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
 _CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
@@ -54,6 +55,7 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 class _RelayConnection:
     def __init__(self, pool: Http11Pool) -> None:
+        self.server_version: str | None = None
         self._pool = pool
         self._ids = itertools.count(1)
         self._param_headers: dict[str, dict[str, str]] = {}
@@ -181,6 +183,7 @@ class HttpRelayConnector:
             versions = discovered.get("supportedVersions") if isinstance(discovered, dict) else None
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
+            connection.server_version = server_version(discovered.get("serverInfo"))
             yield connection
         finally:
             await pool.aclose()

@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 
 class Connection(Protocol):
-    """One live, long-lived connection to a service (a session, a child process, a pool)."""
+    """One live, long-lived connection to a service (a session, a child process, a pool).
+
+    ``server_version`` is the build identity the service reported when the connection opened
+    (``serverInfo`` name and version, at most 128 characters), or ``None``.
+    """
+
+    server_version: str | None
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """Every tool the service offers, in wire format (camelCase keys), all pages."""
@@ -49,3 +55,13 @@ class Connector(Protocol):
 
     def open(self) -> Any:  # AbstractAsyncContextManager[Connection]
         ...
+
+
+def server_version(info: object) -> str | None:
+    """``"<name> <version>"`` from a ``serverInfo`` mapping or SDK ``Implementation`` (printable, ≤ 128 chars)."""
+    if info is None:
+        return None
+    get = info.get if isinstance(info, Mapping) else (lambda key: getattr(info, key, None))
+    parts = [str(value) for value in (get("name"), get("version")) if isinstance(value, str) and value]
+    text = "".join(c for c in " ".join(parts) if c.isprintable())[:128]
+    return text or None

@@ -62,6 +62,12 @@ class ServiceHandle:
         self._recycle.set()
 
     @property
+    def server_version(self) -> str | None:
+        """The build identity the service reported on its current connection, if any."""
+        conn = self._conn
+        return None if conn is None else getattr(conn, "server_version", None)
+
+    @property
     def connected(self) -> bool:
         return self._conn is not None
 
@@ -200,6 +206,11 @@ class UpstreamRegistry:
         if handle is None:
             raise UpstreamUnavailable(detail=f"no service named {name}")
         return handle
+
+    def server_version(self, name: str) -> str | None:
+        """The build identity service ``name`` reported (for audit records), or ``None``."""
+        handle = self._handles.get(name)
+        return None if handle is None else handle.server_version
 
     def handles(self) -> list[ServiceHandle]:
         return list(self._handles.values())

@@ -25,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
+from portcullis.upstream.interface import server_version
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -54,6 +55,7 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
 class _SdkConnection:
     def __init__(self, client: Client, *, token_in_meta: bool) -> None:
         self._client = client
+        self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._closed = anyio.Event()
 

@@ -21,6 +21,7 @@ ToolFn = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 class FakeConnection:
     def __init__(self, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn]) -> None:
         self.tools = tools
+        self.server_version: str | None = "fake 1.0"
         self._handlers = handlers
         self._closed = anyio.Event()
         self.calls: list[tuple[str, dict[str, Any]]] = []
