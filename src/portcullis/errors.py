@@ -197,13 +197,33 @@ class UpstreamFailed(GatewayCallError):
 
 
 class ApprovalRequired(GatewayCallError):
-    """The policy decided ``require_approval``: the call was not forwarded."""
+    """The policy decided ``require_approval``: the call was not forwarded. ``data`` (when an
+    approval request exists) tells the agent its id, status, expiry and how to resume."""
 
     code, message = -31010, "This call requires human approval"
 
-    def __init__(self, decision: Any, *, detail: str = "") -> None:
-        super().__init__(detail=detail)
+    def __init__(self, decision: Any, *, detail: str = "", data: Any = None) -> None:
+        super().__init__(detail=detail, data=data)
         self.decision = decision
+
+
+class ApprovalDenied(GatewayCallError):
+    """An approver denied the approval the call presented."""
+
+    code, message = -31011, "Approval denied"
+
+
+class ApprovalExpired(GatewayCallError):
+    """The approval the call presented expired before it was used (expiry means deny)."""
+
+    code, message = -31012, "Approval expired"
+
+
+class ApprovalInvalid(GatewayCallError):
+    """The presented approval does not exist, was already used, or is bound to another call
+    (tool, arguments, caller or policy version): the same answer for each, so ids cannot be probed."""
+
+    code, message = -31013, "Approval not valid for this call"
 
 
 # --------------------------------------------------------------------------- the mapper

@@ -20,6 +20,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from portcullis.approvals.api import ApprovalApi
+from portcullis.approvals.service import ApprovalService
+from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalStore, approval_store_path
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
@@ -210,9 +213,15 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
                           export=None if siem is None else siem.offer, service_version=upstreams.server_version)
+    # approvals: pending requests survive restarts (a SQLite file in the state directory)
+    try:
+        approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
+    except ApprovalStoreUnavailable as exc:
+        raise _problem(deployment, f"approvals: {exc.detail}") from None
+    approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
-        limit_rules=authz.limits, hooks=hooks, tracing=tracing, clock=clock,
+        limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
@@ -242,10 +251,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             if siem is not None:  # entered after the writer, so it flushes before the writer closes
                 await exports.enter_async_context(siem)
             try:
+                ticks = 0
                 while True:
                     await anyio.sleep(min(1.0, cfg.audit.checkpoint_every_s))
                     await checkpointer.tick()
                     await audit_store.checkpoint_wal()
+                    ticks += 1
+                    if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
+                        try:
+                            await approvals.sweep()
+                        except Exception as exc:  # the next sweep retries; redeem checks expiry itself
+                            log.warning("approval sweep failed", extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)
@@ -261,7 +277,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             return b"# metrics are turned off (observability.metrics.enabled)\n", "text/plain; charset=utf-8"
         return metrics.render(accept)
 
-    admin_app = AdminApp(metrics=metrics_render, readiness=readiness)
+    admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
+                         approvals=ApprovalApi(approvals, authenticator.authenticate))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

@@ -191,7 +191,7 @@ async def test_a_tool_named_like_an_injection_is_found_by_that_exact_name(tmp_pa
     ({"principal": {"agent_id') OR 1=1 --": "x"}}, "unknown principal field"),
     ({"principal": {"attributes": "x"}}, "unknown principal field"),
     ({"effect": "permit"}, "effect must be"),
-    ({"kind": "approval"}, "kind must be"),
+    ({"kind": "approvals"}, "kind must be"),
     ({"limit": 0}, "limit"),
     ({"limit": 100_001}, "limit"),
     ({"limit": True}, "limit"),

@@ -312,7 +312,7 @@ def test_search_with_no_match_says_so(state: Path) -> None:
     ["--principal", "password=x"],
     ["--principal", "agent_id=a", "--principal", "agent_id=b"],
     ["--decision", "permit"],
-    ["--kind", "approval"],
+    ["--kind", "approvals"],
     ["--since", "yesterday"],
     ["--limit", "0"],
 ])

@@ -410,7 +410,7 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            since: Since = None, until: Until = None,
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
-           kind: Annotated[str | None, typer.Option(help="decision, outcome or rejected.")] = None,
+           kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected or approval.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from portcullis import __version__
+from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.policy_cmd import policy_app
 
@@ -158,6 +159,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Development tokens and revoc
 app.add_typer(token_app, name="token")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(approvals_app, name="approvals")
 
 
 @token_app.command("issue")

@@ -205,6 +205,31 @@ class AdminConfig(_Model):
         9464, ge=0, le=65535, description="Port of the admin listener (0 picks a free one; null turns it off).")
 
 
+class ApproverRule(_Model):
+    """Who may approve calls of which tools."""
+
+    tools: tuple[Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]*\*?)$", max_length=200)], ...] = Field(
+        ("*",), min_length=1, description="Exposed tool names, or prefixes ending in '*' ('billing.*'); '*' is all.")
+    approvers: tuple[Annotated[str, Field(pattern=r"^(user|role|scope|tenant|client|app):[^\s*]+\*?$",
+                                          max_length=300)], ...] = Field(
+        min_length=1, description="Caller patterns of the people who may approve (role:finance-approver, "
+        "user:alice). An approver must be a person: a credential that names an agent never approves.")
+
+
+class ApprovalsConfig(_Model):
+    """Human approval of calls that the policy answers with require_approval."""
+
+    path: str | None = Field(None, description="SQLite file of pending and past approvals. Default: "
+                             "``approvals.sqlite3`` in the state directory.")
+    ttl_s: float = Field(900.0, ge=10, le=7 * 86400, description="How long an approval request stays open "
+                         "(and an approval stays usable). Expiry means deny.")
+    approvers: tuple[ApproverRule, ...] = Field(
+        (), description="Who may approve which tools. Empty: nobody can approve, so every call that needs "
+        "approval is, in effect, denied (the gateway warns at start).")
+    recent_similar: int = Field(5, ge=0, le=50, description="How many of the same requester's recent "
+                                "requests for the same tool an approver is shown.")
+
+
 class GatewayConfig(_Model):
     """The whole of ``gateway.yaml``."""
 
@@ -221,6 +246,7 @@ class GatewayConfig(_Model):
     authorization: AuthorizationConfig = AuthorizationConfig()
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1

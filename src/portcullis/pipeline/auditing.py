@@ -99,6 +99,12 @@ class CallAuditor:
         fields.update(tool=tool_json(route, self._service_version(route.service)),
                       decision=decision_json(decision),
                       arguments=redact(ctx.arguments, pointers, self._key) if pointers else ctx.arguments)
+        approval = ctx.approval
+        if approval is not None:  # the call runs on a human approval: name it and who gave it
+            fields["approval"] = {"id": approval.id, "arguments_hash": approval.arguments_hash,
+                                  "approvers": [dict(v.approver) for v in approval.approvals()]}
+        if ctx.justification:
+            fields["justification"] = ctx.justification
         return await self._write("decision", ctx.request_id, fields)
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
@@ -113,6 +119,27 @@ class CallAuditor:
         fields = _common(ctx, self._environment)
         fields.update(tool={"name": ctx.tool_name[:MAX_NAME_CHARS]}, reason=reason, error_code=error_code)
         return await self._write("rejected", ctx.request_id, fields)
+
+    async def approval(self, event: str, approval: Any, *, request_id: str, approver: Any = None,
+                       reason: str = "") -> AuditRecord:
+        """One step of an approval: ``proposed``, ``approved`` / ``denied`` (an approver's vote,
+        with who and when), ``expired``, ``executed``. Arguments appear only as their hash here;
+        the proposing call's decision record holds them (keyed-hashed where sensitive)."""
+        fields: dict[str, Any] = {
+            "event": event, "approval_id": approval.id, "status": approval.status,
+            "tool": {"name": approval.tool}, "arguments_hash": approval.arguments_hash,
+            "requester": dict(approval.requester), "policy_version": approval.policy_version,
+            "rule_ids": list(approval.rule_ids), "required": approval.required,
+            "approvals": len(approval.approvals()), "expires_at": approval.expires_at,
+            "environment": self._environment,
+        }
+        if approval.risk:
+            fields["risk"] = dict(approval.risk)
+        if approver is not None:
+            fields["approver"] = approver.to_claims()
+        if reason:
+            fields["reason"] = reason[:1000]
+        return await self._write("approval", request_id, fields)
 
     async def _write(self, kind: str, request_id: str, fields: dict[str, Any]) -> AuditRecord:
         try:

@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
-from portcullis.pipeline.stages import audit, authorize, forward, limits, record, route, validate
+from portcullis.pipeline.stages import approve, audit, authorize, forward, limits, record, route, validate
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -40,6 +41,7 @@ class PipelineParts:
     limit_rules: Sequence[LimitRule] = ()
     hooks: Hooks = field(default_factory=NullHooks)
     tracing: Tracing | None = None  # None: no spans, and no trace context passed to upstreams
+    approvals: ApprovalService | None = None  # None: require_approval calls never run
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
 
@@ -47,6 +49,7 @@ class PipelineParts:
 def build_pipeline(parts: PipelineParts) -> Handler:
     """Assemble the ``tools/call`` handler. Each line says why it sits where it does."""
     p = parts
+    limit_check = limits.make_check(p.limit_rules, p.state, p.clock, p.hooks)
     stages: Sequence[tuple[str, Stage]] = (
         # record: outermost, so that every call gets one log line and its metrics, and a call
         # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
@@ -61,8 +64,11 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         ("validate", validate.stage),
         # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
         ("authorize", authorize.make_stage(p.engine, p.clock, p.hooks, p.limit_rules, p.state)),
-        # limits: after authorize, so a call the policy refuses consumes no counter.
-        ("limits", limits.make_stage(p.limit_rules, p.state, p.clock, p.hooks)),
+        # limits: after authorize, so a call the policy refuses consumes no counter; before
+        # approve, so no human approves a call that would then be throttled.
+        ("limits", limits.make_stage(limit_check)),
+        # approve: a require_approval call proposes an approval and stops, or redeems one.
+        ("approve", approve.make_stage(p.approvals, limit_check)),
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),

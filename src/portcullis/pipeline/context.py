@@ -34,6 +34,9 @@ class CallContext:
     trace: Any = None  # the call's tracing span handle (observability), or None when tracing is off
     headers: Mapping[str, str] | None = None  # lower-cased request headers (traceparent, Mcp-Param-*)
     upstream_span: Any = None  # the span the upstream continues from (set by the audit stage)
+    approval_id: str | None = None  # params._meta["io.portcullis/approval-id"]: resuming an approved call
+    justification: str = ""  # params._meta["io.portcullis/justification"]: why the agent asks (for approvers)
+    approval: Any = None  # the approval this call redeemed (set by the approve stage)
 
     def evolve(self, **changes: Any) -> CallContext:
         """A copy of this context with ``changes`` applied."""

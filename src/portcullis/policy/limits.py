@@ -191,8 +191,11 @@ class _Plan:
 
 
 async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: str, principal: Principal,
-                       arguments: Mapping[str, object], now: float) -> LimitOutcome:
-    """Check and count one call of ``tool`` by ``principal``. Never raises (except on cancellation)."""
+                       arguments: Mapping[str, object], now: float, reserve: bool = True) -> LimitOutcome:
+    """Check and count one call of ``tool`` by ``principal``. Never raises (except on cancellation).
+
+    ``reserve=False`` only checks (nothing is counted): for a call that waits for a human
+    approval, which is counted when the approved call runs."""
     added: list[tuple[str, str]] = []  # (key, entry_id) of reservations to undo if the call is refused
     try:
         check_unique_ids(rules)
@@ -210,7 +213,7 @@ async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: s
                 plans.append(_Plan(rule, counter_key(rule, principal), amount, rule.limit))
         # Step 4: enforce rules reserve (once the call is refused, they only look), rolled back on refusal.
         for plan in (p for p in plans if p.rule.mode == "enforce"):
-            if not await _fits(store, plan, now, reserve=not failures, added=added):
+            if not await _fits(store, plan, now, reserve=reserve and not failures, added=added):
                 failures.append(LimitFailure("deny", LIMIT_EXCEEDED, plan.rule.rule_id))
         if failures:
             await _undo(store, added)
@@ -218,7 +221,7 @@ async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: s
         detail = ""
         for plan in (p for p in plans if p.rule.mode == "log_only"):
             try:
-                fits = await _fits(store, plan, now, reserve=not failures, added=[])
+                fits = await _fits(store, plan, now, reserve=reserve and not failures, added=[])
             except Exception as exc:
                 shadow.append(LimitFailure("deny", r.POLICY_ERROR, _POLICY_ERROR_ID))
                 detail = _detail(exc)

@@ -166,6 +166,8 @@ class ToolPolicy(_Model):
     max_amount: Number | None = Field(None, ge=0, description="Amounts above this are denied.")
     requires_approval_over: Number | None = Field(
         None, ge=0, description="Amounts above this (and within max_amount) need a human approval.")
+    requires_two_approvals_over: Number | None = Field(
+        None, ge=0, description="Amounts above this need two distinct approvers (above requires_approval_over).")
     allowed_currencies: tuple[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], ...] | None = Field(
         None, min_length=1, description="ISO 4217 codes allowed in the currency argument.")
     audit_required: StrictBool = Field(True, description="Attach an 'audit' obligation to every decision.")
@@ -214,6 +216,9 @@ class ToolPolicy(_Model):
         if (self.max_amount is not None and self.requires_approval_over is not None
                 and self.requires_approval_over >= self.max_amount):
             raise ValueError("requires_approval_over must be below max_amount (else the rule never applies)")
+        if self.requires_two_approvals_over is not None and (
+                self.requires_approval_over is None or self.requires_two_approvals_over <= self.requires_approval_over):
+            raise ValueError("requires_two_approvals_over needs a lower requires_approval_over")
         seen: set[tuple[str, str]] = set()
         for constraint in self.constraints:
             for check in constraint.checks():

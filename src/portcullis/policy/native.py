@@ -19,7 +19,7 @@ import posixpath
 import re
 import unicodedata
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from itertools import chain
@@ -155,6 +155,13 @@ def _context(policy: ToolPolicy, environment: str, now: datetime) -> Iterator[Fa
         yield "deny", r.OUTSIDE_TIME_WINDOW, "time_windows"
     if policy.environments is not None and environment not in policy.environments:
         yield "deny", r.ENVIRONMENT_NOT_ALLOWED, "environments"
+
+
+def caller_matches(patterns: Iterable[str], principal: Principal) -> bool:
+    """Whether any caller pattern (``role:finance``, ``user:al*``) matches ``principal`` (the same
+    matching as ``allowed_callers``; a principal with unsafe ids matches nothing)."""
+    values = _caller_values(principal)
+    return values is not None and any(_matches(pattern, values) for pattern in patterns)
 
 
 def _caller(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:

@@ -1,8 +1,9 @@
 """The admin listener: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz`` for operators.
 
 It is a second, separate listener (``admin:`` in ``gateway.yaml``, loopback by default) so that
-metrics never share a port with the MCP endpoint that agents reach; the approval API of a later
-release lives here too. Only ``GET`` is served; every other path is 404 and every other verb 405.
+metrics never share a port with the MCP endpoint that agents reach. The approvers' API
+(``/approvals…``, :mod:`portcullis.approvals.api`) lives here too, authenticated per request.
+Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
 The readiness body names services and their state, never configuration or secrets.
 """
 
@@ -26,13 +27,17 @@ class AdminApp:
     """ASGI app of the admin listener."""
 
     def __init__(self, *, metrics: Callable[[], tuple[bytes, str]],
-                 readiness: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
-        self._metrics, self._readiness = metrics, readiness
+                 readiness: Callable[[], tuple[bool, dict[str, Any]]],
+                 approvals: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+        self._metrics, self._readiness, self._approvals = metrics, readiness, approvals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        if self._approvals is not None and (path == "/approvals" or path.startswith("/approvals/")):
+            await self._approvals(scope, receive, send)  # authenticated and authorized there
+            return
         if path not in ("/metrics", "/livez", "/readyz"):
             await _send(send, 404, _TEXT, b"Not Found")
         elif method not in ("GET", "HEAD"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -157,12 +158,36 @@ class Dispatcher:
             # only for a tool the caller may see: a mismatch error must not reveal a hidden tool
             if route is not None and route.param_headers and name in self._visible(req.principal):
                 check_param_headers(req.headers, arguments, route.param_headers)
+        approval_id, justification = _approval_meta(params.get("_meta"))
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
-                          started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers)
+                          started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers,
+                          approval_id=approval_id, justification=justification)
         return await self._pipeline(ctx)
 
 
 def initialize_result(version: str) -> dict[str, Any]:
     return {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
             "instructions": INSTRUCTIONS}
+
+
+APPROVAL_ID_META = "io.portcullis/approval-id"
+JUSTIFICATION_META = "io.portcullis/justification"
+_APPROVAL_ID = re.compile(r"apr_[0-9a-f]{32}")
+
+
+def _approval_meta(meta: Any) -> tuple[str | None, str]:
+    """The approval id and justification a ``tools/call`` carries in ``params._meta``.
+
+    A malformed approval id is an invalid-params error (never silently ignored: the caller meant
+    to resume); the justification is cut to 1,000 characters and shown to approvers escaped.
+    """
+    if not isinstance(meta, dict):
+        return None, ""
+    approval_id = meta.get(APPROVAL_ID_META)
+    if approval_id is not None and (not isinstance(approval_id, str) or not _APPROVAL_ID.fullmatch(approval_id)):
+        raise InvalidParams(f"Invalid params: _meta['{APPROVAL_ID_META}'] is not an approval id")
+    justification = meta.get(JUSTIFICATION_META, "")
+    if not isinstance(justification, str):
+        raise InvalidParams(f"Invalid params: _meta['{JUSTIFICATION_META}'] must be a string")
+    return approval_id, justification[:1000]

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from portcullis.errors import ApprovalRequired, Denied, InternalError
+from portcullis.errors import Denied, InternalError
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.engine import PolicyEngine
@@ -75,8 +75,7 @@ def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks,
             hooks.policy_error()
         if decision.effect == "deny":
             raise Denied(decision, detail="policy denied the call")
-        if decision.effect == "require_approval":
-            raise ApprovalRequired(decision, detail="policy requires approval")
+        # require_approval goes on: limits check it, the approve stage proposes or redeems
         return await call_next(ctx.evolve(decision=decision))
 
     return authorize

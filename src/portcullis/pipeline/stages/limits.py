@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from portcullis.errors import Denied, InternalError
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
@@ -22,18 +22,24 @@ from portcullis.state.interface import StateStore
 log = logging.getLogger("portcullis.policy")
 
 
-def make_stage(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[], float], hooks: Hooks) -> Stage:
-    async def limits(ctx: CallContext, call_next: Handler) -> CallResult:
+LimitCheck = Callable[[CallContext, bool], Awaitable[None]]
+
+
+def make_check(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[], float], hooks: Hooks) -> LimitCheck:
+    """``check(ctx, reserve)``: returns if the call fits every limit (counting it when ``reserve``),
+    else raises :class:`Denied` with the limit rules added to the decision."""
+
+    async def check(ctx: CallContext, reserve: bool) -> None:
         if ctx.route is None or ctx.decision is None:
             raise InternalError(detail="limits ran before authorize")
         outcome = await check_limits(rules, store, tool=ctx.route.exposed_name, principal=ctx.principal,
-                                     arguments=ctx.arguments, now=clock())
+                                     arguments=ctx.arguments, now=clock(), reserve=reserve)
         for failure in outcome.shadow:
             hooks.limit_exceeded(failure.rule_id)
             log.warning("shadow limit would deny this call", extra={"fields": {
                 "request_id": ctx.request_id, "tool": ctx.route.exposed_name, "rule_id": failure.rule_id}})
         if outcome.allowed:
-            return await call_next(ctx)
+            return
         if outcome.detail:
             hooks.policy_error()
             log.error("limit check failed; call denied", extra={"fields": {
@@ -45,5 +51,16 @@ def make_stage(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[]
             reasons=tuple(dict.fromkeys((*ctx.decision.reasons, *(f.reason for f in outcome.failures)))),
             rule_ids=(*ctx.decision.rule_ids, *(f.rule_id for f in outcome.failures)))
         raise Denied(decision, detail="limit exceeded")
+
+    return check
+
+
+def make_stage(check: LimitCheck) -> Stage:
+    async def limits(ctx: CallContext, call_next: Handler) -> CallResult:
+        # a call that waits for a human is only checked here (no human approves a call that would be
+        # throttled); the approve stage counts it when the approved call runs
+        waits = ctx.decision is not None and ctx.decision.effect == "require_approval"
+        await check(ctx, not waits)
+        return await call_next(ctx)
 
     return limits

@@ -1,0 +1,126 @@
+"""The approvers' HTTP API, served on the admin listener.
+
+Every request is authenticated exactly as an MCP request is (``Authorization: Bearer …`` through
+the gateway's own authenticator: issuers, algorithms, audience, revocation) and authorized
+against ``approvals.approvers``: only people who may approve some tool may list, only approvers
+of an approval's tool may see or decide it.
+
+=======  ==============================  =====================================================
+GET      ``/approvals?status=pending``   the approvals this approver may decide (brief)
+GET      ``/approvals/<id>``             everything bound to one approval, made visible
+POST     ``/approvals/<id>/approve``     body ``{"reason": "…"}`` (optional)
+POST     ``/approvals/<id>/deny``        body ``{"reason": "…"}`` (optional)
+=======  ==============================  =====================================================
+
+Answers are JSON; errors are ``{"error": "<fixed text>"}`` with 400, 401, 403, 404, 405, 409,
+413 or 503 — never a stack trace or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from portcullis.approvals.model import STATUSES
+from portcullis.approvals.service import ApprovalService, ApproverRefused
+from portcullis.approvals.store import ApprovalStoreUnavailable
+from portcullis.errors import PortcullisError, TransportError
+from portcullis.identity.principal import Principal
+
+log = logging.getLogger("portcullis.approvals")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Authenticate = Callable[[Mapping[str, str], Mapping[str, Any]], Awaitable[Principal]]
+
+MAX_BODY = 8192
+_ONE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})$")
+_VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny)$")
+
+
+class ApprovalApi:
+    """ASGI handler for ``/approvals…`` on the admin listener."""
+
+    def __init__(self, service: ApprovalService, authenticate: Authenticate) -> None:
+        self._service, self._authenticate = service, authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            status, body = await self._handle(scope, receive)
+        except ApproverRefused as exc:
+            status, body = exc.status, {"error": exc.reason}
+        except ApprovalStoreUnavailable:
+            log.error("approval store unavailable")
+            status, body = 503, {"error": "approval store unavailable"}
+        except TransportError as exc:  # authentication: 401 / 403 with the fixed message
+            status, body = exc.status, {"error": exc.message}
+        except PortcullisError as exc:
+            log.warning("approval API request refused", extra={"fields": {"error": type(exc).__name__}})
+            status, body = 400, {"error": exc.message}
+        data = json.dumps(body, ensure_ascii=True).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                                (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        one, vote = _ONE.match(path), _VOTE.match(path)
+        if path != "/approvals" and one is None and vote is None:
+            return 404, {"error": "not found"}
+        wanted = "POST" if vote else "GET"
+        if method != wanted:
+            return 405, {"error": "method not allowed"}
+        approver = await self._authenticate(headers, scope)
+        if approver.user_id is None or approver.agent_id is not None:
+            raise ApproverRefused("approvers must be people: the credential must name a user and no agent")
+        if path == "/approvals":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            status = (query.get("status") or [None])[0]
+            if status is not None and status not in STATUSES:
+                return 400, {"error": "unknown status"}
+            listed = await self._service.list(status, limit=200)
+            return 200, {"approvals": [a for a in listed if self._service.may_approve(a["tool"], approver)]}
+        if one is not None:
+            view = await self._service.view(one.group(1))
+            if view is None or not self._service.may_approve(view["tool"], approver):
+                return 404, {"error": "no such approval"}  # the same for "not yours": ids cannot be probed
+            return 200, view
+        assert vote is not None
+        body = await _read_body(receive)
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            return 400, {"error": "reason must be a string"}
+        updated = await self._service.vote(vote.group(1), approver, vote.group(2), reason=reason)
+        return 200, {"id": updated.id, "status": updated.status, "approvals": len(updated.approvals()),
+                     "required": updated.required}
+
+
+async def _read_body(receive: Receive) -> dict[str, Any]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApproverRefused("request body too large", status=413)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApproverRefused("body must be a JSON object", status=400) from None
+    if not isinstance(value, dict):
+        raise ApproverRefused("body must be a JSON object", status=400)
+    return value

@@ -1,0 +1,265 @@
+"""Two-step execution: propose, vote, redeem — every step checked, atomic and audited.
+
+* :meth:`ApprovalService.propose` — the policy said ``require_approval`` and the call carried no
+  approval id: a pending approval bound to this exact call is stored and audited (``proposed``);
+  the agent is told its id, status, expiry and how to resume.
+* :meth:`ApprovalService.vote` — an approver approves or denies. The approver must be an
+  authenticated **person** (a credential that names a user and no agent), allowed by an
+  ``approvals.approvers`` rule for the tool, and never the requester (same user, same agent or
+  same identity); each person votes once. One deny denies; ``required`` distinct approvals
+  approve.
+* :meth:`ApprovalService.redeem` — the agent retries the same call with the approval id. The
+  approval must exist, be ``approved``, unexpired, and bound to this tool, these canonical
+  arguments, this caller and this policy version; then it turns ``executed`` atomically (single
+  use) before the call is forwarded. Every mismatch answers the same
+  :class:`~portcullis.errors.ApprovalInvalid`, so ids cannot be probed.
+* Expiry means deny: an approval touched after ``expires_at`` turns ``expired`` (audited), and
+  :meth:`ApprovalService.sweep` expires the ones nobody touches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from portcullis.approvals.model import (
+    OPEN,
+    Approval,
+    Vote,
+    arguments_hash,
+    identity_key,
+    new_id,
+    same_person,
+    visible,
+    visible_json,
+)
+from portcullis.approvals.store import ApprovalStore
+from portcullis.config.model import ApprovalsConfig
+from portcullis.errors import ApprovalDenied, ApprovalExpired, ApprovalInvalid, ApprovalRequired, PortcullisError
+from portcullis.identity.principal import Principal
+from portcullis.policy.native import caller_matches
+
+log = logging.getLogger("portcullis.approvals")
+
+APPROVAL_ID_META = "io.portcullis/approval-id"
+Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
+
+
+class ApproverRefused(PortcullisError):
+    """An approver may not cast this vote. ``reason`` is a fixed string shown to the approver."""
+
+    message = "approval refused"
+
+    def __init__(self, reason: str, *, status: int = 403) -> None:
+        super().__init__(reason, detail=reason)
+        self.reason, self.status = reason, status
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ApprovalService:
+    """Approvals for one gateway (see the module docstring)."""
+
+    def __init__(self, store: ApprovalStore, config: ApprovalsConfig, *, clock: Callable[[], float],
+                 audit: Audit) -> None:
+        self._store, self._config, self._clock, self._audit = store, config, clock, audit
+        if not config.approvers:
+            log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
+                        "never run")
+
+    # ------------------------------------------------------------------ the agent's side
+
+    async def propose(self, *, tool: str, arguments: Mapping[str, Any], principal: Principal, decision: Any,
+                      required: int, justification: str, request_id: str,
+                      risk: Mapping[str, Any] | None = None) -> Approval:
+        now = self._clock()
+        approval = Approval(
+            id=new_id(), tool=tool, arguments=dict(arguments), arguments_hash=arguments_hash(arguments),
+            requester=principal.to_claims(), requester_key=identity_key(principal),
+            policy_version=decision.policy_version, rule_ids=tuple(decision.rule_ids),
+            reasons=tuple(decision.reasons), required=required, created_at=now, expires_at=now + self._config.ttl_s,
+            justification=justification, risk=dict(risk) if risk else None, request_id=request_id)
+        await self._store.create(approval)
+        await self._audit("proposed", approval, request_id=request_id)
+        return approval
+
+    def pending_error(self, approval: Approval, decision: Any) -> ApprovalRequired:
+        """What the agent is told: the approval, its state, and how to resume."""
+        return ApprovalRequired(decision, detail=f"approval {approval.id} {approval.status}", data={
+            "approval_id": approval.id, "status": approval.status, "expires_at": _iso(approval.expires_at),
+            "required_approvers": approval.required, "approvals": len(approval.approvals()),
+            "summary": approval.summary(),
+            "resume": {"how": "when approved, retry exactly the same call (same tool and arguments) with "
+                              f"params._meta['{APPROVAL_ID_META}'] set to the approval id; the same retry "
+                              "before then reports the status",
+                       "_meta": {APPROVAL_ID_META: approval.id}}})
+
+    async def redeem(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
+                     decision: Any, request_id: str, before_use: Callable[[], Awaitable[None]]) -> Approval:
+        """Check the presented approval against this call and use it up (see the module docstring).
+
+        ``before_use`` runs after every check passed and before the approval is consumed (the
+        limits are counted there); if it raises, the approval stays usable.
+        """
+        current = await self._store.get(approval_id)
+        if current is None or not self._bound(current, tool, arguments, principal, decision):
+            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
+        current = await self._expire_if_due(current, request_id)
+        if current.status == "expired":
+            raise ApprovalExpired(detail=f"approval {current.id} expired")
+        if current.status == "denied":
+            raise ApprovalDenied(detail=f"approval {current.id} denied")
+        if current.status == "executed":
+            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+        if current.status == "pending":
+            raise self.pending_error(current, decision)
+        await before_use()
+        now = self._clock()
+
+        def use(approval: Approval) -> Approval:
+            if approval.status != "approved" or now >= approval.expires_at:
+                raise ApprovalInvalid(detail=f"approval {approval.id} no longer usable ({approval.status})")
+            return dataclasses.replace(approval, status="executed")
+
+        try:
+            used = await self._store.transition(approval_id, use)
+        except KeyError:
+            raise ApprovalInvalid(detail="approval vanished") from None
+        await self._audit("executed", used, request_id=request_id)
+        return used
+
+    def _bound(self, approval: Approval, tool: str, arguments: Mapping[str, Any], principal: Principal,
+               decision: Any) -> bool:
+        try:
+            args_hash = arguments_hash(arguments)
+        except ValueError:
+            return False
+        return (approval.tool == tool and approval.arguments_hash == args_hash
+                and approval.requester_key == identity_key(principal)
+                and approval.policy_version == decision.policy_version)
+
+    # ------------------------------------------------------------------ the approver's side
+
+    async def vote(self, approval_id: str, approver: Principal, verdict: str, *, reason: str = "") -> Approval:
+        if verdict not in ("approve", "deny"):
+            raise ApproverRefused("verdict must be approve or deny", status=400)
+        if approver.user_id is None or approver.agent_id is not None:
+            raise ApproverRefused("approvers must be people: the credential must name a user and no agent")
+        current = await self._store.get(approval_id)
+        if current is None:
+            raise ApproverRefused("no such approval", status=404)
+        if not self.may_approve(current.tool, approver):
+            raise ApproverRefused("not an approver for this tool")
+        if same_person(current.requester, approver):
+            raise ApproverRefused("the requester cannot approve their own request")
+        request_id = f"vote-{current.id}"
+        current = await self._expire_if_due(current, request_id)
+        now = self._clock()
+
+        def cast(approval: Approval) -> Approval:
+            if approval.status != "pending":
+                raise ApproverRefused(f"approval is {approval.status}", status=409)
+            if now >= approval.expires_at:
+                raise ApproverRefused("approval expired", status=409)
+            if any(v.approver.get("user_id") == approver.user_id for v in approval.votes):
+                raise ApproverRefused("you already voted on this approval", status=409)
+            votes = (*approval.votes, Vote(approver.to_claims(), verdict, now, visible(reason[:1000])))  # type: ignore[arg-type]
+            approvals = sum(1 for v in votes if v.verdict == "approve")
+            status = "denied" if verdict == "deny" else ("approved" if approvals >= approval.required else "pending")
+            return dataclasses.replace(approval, votes=votes, status=status)
+
+        try:
+            updated = await self._store.transition(approval_id, cast)
+        except KeyError:
+            raise ApproverRefused("no such approval", status=404) from None
+        await self._audit("approved" if verdict == "approve" else "denied", updated, request_id=request_id,
+                          approver=approver, reason=reason)
+        log.info("approval vote", extra={"fields": {"approval_id": updated.id, "verdict": verdict,
+                                                    "status": updated.status, "approver": approver.user_id}})
+        return updated
+
+    def may_approve(self, tool: str, approver: Principal) -> bool:
+        for rule in self._config.approvers:
+            if any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in rule.tools):
+                if caller_matches(rule.approvers, approver):
+                    return True
+        return False
+
+    async def view(self, approval_id: str) -> dict[str, Any] | None:
+        """What an approver sees: everything bound, made visible, and the requester's recent similar requests."""
+        approval = await self._store.get(approval_id)
+        if approval is None:
+            return None
+        approval = await self._expire_if_due(approval, f"view-{approval.id}")
+        recent = await self._store.recent(requester_key=approval.requester_key, tool=approval.tool,
+                                          limit=self._config.recent_similar, exclude=approval.id)
+        return {**_brief(approval),
+                "arguments": visible_json(approval.arguments),
+                "arguments_hash": approval.arguments_hash,
+                "justification": visible(approval.justification),
+                "requester": visible_json(dict(approval.requester)),
+                "rule_ids": list(approval.rule_ids), "reasons": list(approval.reasons),
+                "policy_version": approval.policy_version, "risk": approval.risk,
+                "votes": [{"approver": visible_json(dict(v.approver)), "verdict": v.verdict, "at": _iso(v.at),
+                           "reason": v.reason} for v in approval.votes],
+                "recent_similar": [{**_brief(r), "arguments": visible_json(r.arguments),
+                                    "arguments_hash": r.arguments_hash} for r in recent]}
+
+    async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return [_brief(a) for a in await self._store.list(status=status, limit=limit)]
+
+    # ------------------------------------------------------------------ expiry
+
+    async def sweep(self) -> int:
+        """Expire every open approval past its time (audited); returns how many."""
+        expired = 0
+        for status in OPEN:
+            for approval in await self._store.list(status=status, limit=1000):
+                if (await self._expire_if_due(approval, f"sweep-{approval.id}")).status == "expired":
+                    expired += 1
+        return expired
+
+    async def _expire_if_due(self, approval: Approval, request_id: str) -> Approval:
+        now = self._clock()
+        if approval.status not in OPEN or now < approval.expires_at:
+            return approval
+
+        def expire(current: Approval) -> Approval:
+            if current.status not in OPEN:
+                return current
+            return dataclasses.replace(current, status="expired")
+
+        updated = await self._store.transition(approval.id, expire)
+        if approval.status != updated.status and updated.status == "expired":
+            await self._audit("expired", updated, request_id=request_id)
+        return updated
+
+
+def _brief(approval: Approval) -> dict[str, Any]:
+    who = approval.requester
+    return {"id": approval.id, "tool": approval.tool, "status": approval.status,
+            "requester": visible(str(who.get("user_id") or who.get("agent_id") or who.get("client_id"))),
+            "required": approval.required, "approvals": len(approval.approvals()),
+            "created_at": _iso(approval.created_at), "expires_at": _iso(approval.expires_at)}
+
+
+def approvers_required(policy: Any, arguments: Mapping[str, Any]) -> int:
+    """2 when the tool's policy asks for two approvers above an amount and the call is above it, else 1."""
+    threshold = getattr(policy, "requires_two_approvals_over", None)
+    if threshold is None:
+        return 1
+    value: Any = arguments
+    for part in policy.amount_pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(value, Mapping) or part not in value:
+            return 1
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return 1
+    return 2 if Decimal(str(value)) > threshold else 1
