@@ -29,6 +29,7 @@ from portcullis.approvals.model import STATUSES
 from portcullis.approvals.service import ApprovalService, ApproverRefused
 from portcullis.approvals.store import ApprovalStoreUnavailable
 from portcullis.errors import PortcullisError, TransportError
+from portcullis.identity.authenticate import AuthFailure
 from portcullis.identity.principal import Principal
 
 log = logging.getLogger("portcullis.approvals")
@@ -57,7 +58,9 @@ class ApprovalApi:
         except ApprovalStoreUnavailable:
             log.error("approval store unavailable")
             status, body = 503, {"error": "approval store unavailable"}
-        except TransportError as exc:  # authentication: 401 / 403 with the fixed message
+        except AuthFailure as exc:  # authentication: 401 / 403 / 503 with its fixed description
+            status, body = exc.status, {"error": exc.description}
+        except TransportError as exc:
             status, body = exc.status, {"error": exc.message}
         except PortcullisError as exc:
             log.warning("approval API request refused", extra={"fields": {"error": type(exc).__name__}})

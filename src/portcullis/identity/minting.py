@@ -265,8 +265,13 @@ class TokenMinter:
     def issuer(self) -> str:
         return self._issuer
 
-    def mint(self, principal: Principal, *, audience: str, request_id: str, tool: str, target: str) -> str:
-        """A token for one call of ``target`` (``tool`` as the client named it) at ``audience``."""
+    def mint(self, principal: Principal, *, audience: str, request_id: str, tool: str, target: str,
+             approval: dict[str, Any] | None = None) -> str:
+        """A token for one call of ``target`` (``tool`` as the client named it) at ``audience``.
+
+        ``approval`` (``{"id", "args", "by"}``: the approval id, the canonical-argument hash it
+        binds, the approvers' user ids) goes in the ``apv`` claim of a call that runs on a human
+        approval, so the service kit can tell it from a call that skipped one."""
         for name, value in (("audience", audience), ("request_id", request_id), ("tool", tool), ("target", target)):
             _check_claim(name, value)
         key = self._ring.current
@@ -289,6 +294,8 @@ class TokenMinter:
             "target": target,
             "act": principal.to_claims(),
         }
+        if approval is not None:
+            claims["apv"] = approval
         signing_input = f"{header}.{_encode(claims)}"
         return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
 

@@ -194,7 +194,7 @@ class PolicyGuard:
             # unreachable behind ActorTokenGuard and the SDK's params check; refuse all the same
             raise self._refuse(ctx, call, str(name), "malformed or unverified call", None)
         now = datetime.fromtimestamp(self._clock(), UTC)
-        decision = self.policies.check(name, call.principal, arguments, now)
+        decision = self.policies.check(name, call.principal, arguments, now, approval=call.claims.get("apv"))
         if not decision.allowed:
             raise self._refuse(ctx, call, name, "policy refused the call", decision)
         if decision.shadow is not None:

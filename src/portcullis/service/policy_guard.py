@@ -22,9 +22,10 @@ never starts:
 5. At least one manifest names this service: an empty policy set is a configuration error.
 
 :meth:`ServicePolicies.check` is pure: a tool with no manifest or no ``policy:`` is denied
-(``no_policy``); otherwise the native engine decides. ``require_approval`` becomes ``deny`` here:
-the token carries no approval yet, so the service cannot tell an approved call from one that
-skipped the approval. ``log_only`` policies allow, as at the gateway. Only the native policy is
+(``no_policy``); otherwise the native engine decides. ``require_approval`` is an allow only when
+the gateway's token carries an approval (``apv`` claim) bound to exactly these arguments (their
+canonical hash); otherwise it becomes ``deny``, so a call that skipped the approval is refused.
+``log_only`` policies allow, as at the gateway. Only the native policy is
 re-checked; Rego modules (deployment-wide ``policy/*.rego``) are the gateway's alone.
 """
 
@@ -40,6 +41,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -128,16 +130,22 @@ class ServicePolicies:
         """The policy of ``tool``; ``None`` if it has none or no manifest."""
         return self._policies.get(tool)
 
-    def check(self, tool: str, principal: Principal, arguments: Mapping[str, object], now: datetime) -> Decision:
-        """Decide one ``tools/call`` of ``tool`` (its name at this service). Never raises."""
+    def check(self, tool: str, principal: Principal, arguments: Mapping[str, object], now: datetime,
+              approval: Mapping[str, Any] | None = None) -> Decision:
+        """Decide one ``tools/call`` of ``tool`` (its name at this service). Never raises.
+
+        ``approval`` is the gateway token's ``apv`` claim: a ``require_approval`` decision is an
+        allow only when it binds exactly these arguments (their canonical hash)."""
         policy = self._policies.get(tool)
         if policy is None:
             return Decision(effect="deny", reasons=(NO_POLICY,), rule_ids=(f"{tool}/{NO_POLICY}",),
                             policy_version=self.version)
         decision = evaluate(policy, tool=tool, principal=principal, arguments=arguments,
                             environment=self.environment, now=now, policy_version=self.version)
-        if decision.effect == "require_approval":  # no approval claim in the token yet: not an allow
-            return replace(decision, effect="deny")
+        if decision.effect == "require_approval":
+            if approval is not None and _binds(approval, arguments):
+                return replace(decision, effect="allow", reasons=(*decision.reasons, f"approved:{approval['id']}"))
+            return replace(decision, effect="deny")  # no approval, or one for other arguments
         return decision
 
 
@@ -198,3 +206,12 @@ def _version(policies: Mapping[str, ToolPolicy | None]) -> str:
             for name, policy in policies.items()}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     return f"sha256:{digest.hexdigest()}"
+
+
+def _binds(approval: Mapping[str, Any], arguments: Mapping[str, object]) -> bool:
+    from portcullis.approvals.model import arguments_hash
+
+    try:
+        return approval.get("args") == arguments_hash(arguments)
+    except ValueError:
+        return False

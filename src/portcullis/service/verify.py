@@ -337,3 +337,7 @@ def _check_types(claims: Mapping[str, Any]) -> None:
         raise ServiceAuthError("bad jti claim")
     if not isinstance(claims.get("act"), dict):
         raise ServiceAuthError("bad act claim")
+    approval = claims.get("apv")
+    if approval is not None and not (isinstance(approval, dict) and isinstance(approval.get("id"), str)
+                                     and isinstance(approval.get("args"), str)):
+        raise ServiceAuthError("bad apv claim")

@@ -23,8 +23,12 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_
             raise InternalError(detail="forward ran before route")
         upstream = upstreams.get(route.service)
         # no token passthrough: a fresh token for this service, this call and this tool only
+        approval = ctx.approval
         token = minter.mint(ctx.principal, audience=service_audience(route.service), request_id=ctx.request_id,
-                            tool=route.exposed_name, target=route.upstream_name)
+                            tool=route.exposed_name, target=route.upstream_name,
+                            approval=None if approval is None else {
+                                "id": approval.id, "args": approval.arguments_hash,
+                                "by": [v.approver.get("user_id") for v in approval.approvals()]})
         trace_headers: dict[str, str] | None = None
         if ctx.upstream_span is not None:
             trace_headers = {}

@@ -1,0 +1,190 @@
+"""Human approval end to end: the demo gateway, the official SDK client as the agent, approvers
+through the admin API and the ``portcullis approvals`` CLI, and the audit trail as the witness."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import MCPError
+
+from tests.e2e.audit_load import STORE_FILE, read_chain
+from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+
+REFUND = "billing.process_refund"
+META = "io.portcullis/approval-id"
+
+
+def refund(amount: float, order: str = "ORD-20001") -> dict[str, Any]:
+    return {"order_id": order, "amount": amount, "currency": "USD", "reason": "duplicate charge"}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    root = copy_demo(tmp_path_factory.mktemp("approvals") / "deployment")
+    with GatewayProcess(root) as process:
+        yield process
+
+
+def approver(gateway: GatewayProcess, user: str, *roles: str, agent: str | None = None) -> str:
+    return gateway.token(user=user, agent=agent, roles=list(roles or ("finance-approver",)))
+
+
+async def ask(gateway: GatewayProcess, arguments: dict[str, Any], approval_id: str | None = None,
+              justification: str | None = None) -> Any:
+    """One call by billing-bot (on behalf of alice); returns the result or the MCPError."""
+    meta: dict[str, Any] = {}
+    if approval_id:
+        meta[META] = approval_id
+    if justification:
+        meta["io.portcullis/justification"] = justification
+    async with gateway.client() as client:
+        try:
+            return await client.call_tool(REFUND, arguments, meta=meta or None)
+        except MCPError as exc:
+            return exc
+
+
+def vote(gateway: GatewayProcess, approval_id: str, verdict: str, token: str | None) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx2.post(f"{gateway.admin_base}/approvals/{approval_id}/{verdict}", headers=headers,
+                       json={"reason": "checked the order"}, timeout=15)
+
+
+async def pending(gateway: GatewayProcess, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    answer = await ask(gateway, arguments, **kwargs)
+    assert isinstance(answer, MCPError) and answer.code == -31010, answer
+    return answer.data
+
+
+async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayProcess) -> None:
+    """Drafted, pending, approved by a person through the CLI, executed once, every step audited."""
+    data = await pending(gateway, refund(300), justification="customer charged twice\u202e")
+    approval_id = data["approval_id"]
+    assert data["status"] == "pending" and data["required_approvers"] == 1
+    assert data["resume"]["_meta"] == {META: approval_id} and data["expires_at"].endswith("Z")
+    # polling: the same retry before approval reports the status and runs nothing
+    again = await pending(gateway, refund(300), approval_id=approval_id)
+    assert again["status"] == "pending" and again["approval_id"] == approval_id
+
+    bob = approver(gateway, "bob")
+    shown = run_cli("approvals", "show", approval_id, "--admin-url", gateway.admin_base, "--token", bob)
+    assert shown.returncode == 0, shown.stderr
+    assert "customer charged twice\\u{202E}" in shown.stdout  # invisible characters made visible
+    assert '"amount": 300' in shown.stdout and "sha256:" in shown.stdout and "billing-bot" in shown.stdout
+    done = run_cli("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
+                   "--reason", "order checked")
+    assert done.returncode == 0 and "approved" in done.stdout, done.stdout + done.stderr
+
+    result = await ask(gateway, refund(300), approval_id=approval_id)
+    assert not isinstance(result, MCPError), result
+    assert result.structured_content["status"] == "processed"
+
+    records = await read_chain(gateway.state_dir / STORE_FILE)
+    steps = [r.fields["event"] for r in records if r.kind == "approval" and r.fields["approval_id"] == approval_id]
+    assert steps == ["proposed", "approved", "executed"]
+    vote_record = next(r for r in records if r.kind == "approval" and r.fields["event"] == "approved"
+                       and r.fields["approval_id"] == approval_id)
+    assert vote_record.fields["approver"]["user_id"] == "bob" and vote_record.fields["reason"] == "order checked"
+    executed = [r for r in records
+                if r.kind == "decision" and (r.fields.get("approval") or {}).get("id") == approval_id]
+    assert len(executed) == 1 and executed[0].fields["decision"]["effect"] == "allow"
+    assert executed[0].fields["approval"]["approvers"][0]["user_id"] == "bob"
+
+
+async def test_arguments_swapped_after_approval_need_a_new_approval(gateway: GatewayProcess) -> None:
+    approval_id = (await pending(gateway, refund(250)))["approval_id"]
+    assert vote(gateway, approval_id, "approve", approver(gateway, "bob")).status_code == 200
+    for changed in (refund(251), refund(250, order="ORD-20002"), {**refund(250), "reason": "duplicate charge "}):
+        answer = await ask(gateway, changed, approval_id=approval_id)
+        assert isinstance(answer, MCPError) and answer.code == -31013, changed
+    assert not isinstance(await ask(gateway, refund(250), approval_id=approval_id), MCPError)  # still unused
+
+
+async def test_an_approval_is_used_once(gateway: GatewayProcess) -> None:
+    approval_id = (await pending(gateway, refund(120)))["approval_id"]
+    assert vote(gateway, approval_id, "approve", approver(gateway, "bob")).status_code == 200
+    assert not isinstance(await ask(gateway, refund(120), approval_id=approval_id), MCPError)
+    replay = await ask(gateway, refund(120), approval_id=approval_id)
+    assert isinstance(replay, MCPError) and replay.code == -31013
+
+
+async def test_the_requester_cannot_approve_their_own_request(gateway: GatewayProcess) -> None:
+    approval_id = (await pending(gateway, refund(130)))["approval_id"]
+    alice = approver(gateway, "alice")  # the user billing-bot acts for, with the approver role
+    refused = vote(gateway, approval_id, "approve", alice)
+    assert refused.status_code == 403 and "own request" in refused.json()["error"]
+    answer = await ask(gateway, refund(130), approval_id=approval_id)
+    assert isinstance(answer, MCPError) and answer.code == -31010  # still pending
+
+
+async def test_approving_needs_an_authenticated_authorized_person(gateway: GatewayProcess) -> None:
+    approval_id = (await pending(gateway, refund(140)))["approval_id"]
+    assert vote(gateway, approval_id, "approve", None).status_code == 401
+    assert vote(gateway, approval_id, "approve", "not.a.token").status_code == 401
+    assert vote(gateway, approval_id, "approve", approver(gateway, "mallory", "analyst")).status_code == 403
+    assert vote(gateway, approval_id, "approve", approver(gateway, "bob", agent="approver-bot")).status_code == 403
+    listed = httpx2.get(f"{gateway.admin_base}/approvals", timeout=15)
+    assert listed.status_code == 401 and "Bearer" not in listed.text
+    view = httpx2.get(f"{gateway.admin_base}/approvals/{approval_id}", timeout=15,
+                      headers={"Authorization": f"Bearer {approver(gateway, 'mallory', 'analyst')}"})
+    assert view.status_code == 404  # not an approver of this tool: indistinguishable from no such id
+    denied = vote(gateway, approval_id, "deny", approver(gateway, "carol"))
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    answer = await ask(gateway, refund(140), approval_id=approval_id)
+    assert isinstance(answer, MCPError) and answer.code == -31011
+
+
+async def test_above_the_second_threshold_two_distinct_approvers_are_needed(gateway: GatewayProcess) -> None:
+    data = await pending(gateway, refund(450))
+    approval_id = data["approval_id"]
+    assert data["required_approvers"] == 2
+    bob = approver(gateway, "bob")
+    assert vote(gateway, approval_id, "approve", bob).json()["status"] == "pending"
+    assert vote(gateway, approval_id, "approve", bob).status_code == 409  # one vote per person
+    still = await pending(gateway, refund(450), approval_id=approval_id)
+    assert still["approvals"] == 1 and still["status"] == "pending"
+    assert vote(gateway, approval_id, "approve", approver(gateway, "carol")).json()["status"] == "approved"
+    assert not isinstance(await ask(gateway, refund(450), approval_id=approval_id), MCPError)
+
+
+async def test_a_pending_approval_survives_a_gateway_restart(tmp_path: Path) -> None:
+    root = copy_demo(tmp_path / "deployment")
+    state = tmp_path / "state"
+    first = GatewayProcess(root, state_dir=state)
+    try:
+        first.wait_ready()
+        approval_id = (await pending(first, refund(160)))["approval_id"]
+    finally:
+        first.stop()
+    second = GatewayProcess(root, state_dir=state)
+    try:
+        second.wait_ready()
+        listed = httpx2.get(f"{second.admin_base}/approvals?status=pending", timeout=15,
+                            headers={"Authorization": f"Bearer {approver(second, 'bob')}"})
+        assert [a["id"] for a in listed.json()["approvals"]] == [approval_id]
+        assert vote(second, approval_id, "approve", approver(second, "bob")).status_code == 200
+        result = await ask(second, refund(160), approval_id=approval_id)
+        assert not isinstance(result, MCPError), result
+    finally:
+        second.stop()
+    events = [r.fields["event"] for r in await read_chain(state / STORE_FILE) if r.kind == "approval"]
+    assert events == ["proposed", "approved", "executed"]
+
+
+def test_approval_ids_in_meta_are_checked(gateway: GatewayProcess) -> None:
+    """A malformed approval id is a precise invalid-params error, not silently ignored."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": REFUND, "arguments": refund(300), "_meta": {
+            META: "../../etc/passwd", "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {**gateway.auth_headers(), "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+               "Mcp-Name": REFUND, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    answer = httpx2.post(gateway.url, headers=headers, content=json.dumps(body), timeout=15)
+    assert answer.headers.get("content-type", "").startswith("application/json"), (answer.status_code, answer.text)
+    error = answer.json()["error"]
+    assert error["code"] == -32602 and "approval id" in error["message"]
