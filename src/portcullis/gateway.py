@@ -221,7 +221,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
-        limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, clock=clock,
+        limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
+        environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 

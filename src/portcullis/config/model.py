@@ -216,6 +216,48 @@ class ApproverRule(_Model):
         "user:alice). An approver must be a person: a credential that names an agent never approves.")
 
 
+class RiskAmount(_Model):
+    pointer: str = Field("/amount", pattern=r"^(/([^~/]|~[01])*)+$", description="Argument holding the amount.")
+    points_per_unit: float = Field(0.05, ge=0, le=1000, description="Points per unit of the amount.")
+    max_points: float = Field(40, ge=0, le=1000, description="Cap on the amount's points.")
+
+
+class RiskRate(_Model):
+    window_s: float = Field(3600, gt=0, le=7 * 86400, description="Window of the same requester's calls to "
+                            "the same tool that count as a rate signal.")
+    points_per_call: float = Field(2, ge=0, le=1000, description="Points per earlier call in the window.")
+    max_points: float = Field(20, ge=0, le=1000, description="Cap on the rate's points.")
+
+
+class RiskThresholds(_Model):
+    one_approver: float = Field(40, ge=0, description="From this score a call needs one approver.")
+    two_approvers: float = Field(70, ge=0, description="From this score it needs two distinct approvers.")
+    deny: float = Field(100, ge=0, description="From this score it is denied outright.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskThresholds:
+        if not self.one_approver <= self.two_approvers <= self.deny:
+            raise ValueError("risk thresholds must satisfy one_approver <= two_approvers <= deny")
+        return self
+
+
+class RiskConfig(_Model):
+    """A risk score per call: the sum of its parts, mapped by thresholds to allow, one approver,
+    two approvers or deny. It can only make a call stricter than the policy's decision."""
+
+    tool_risk: dict[Literal["low", "medium", "high"], float] = Field(
+        {"low": 0, "medium": 10, "high": 30}, description="Points for the manifest's risk level.")
+    classification: dict[Classification, float] = Field(
+        {Classification.PUBLIC: 0, Classification.INTERNAL: 5, Classification.CONFIDENTIAL: 15,
+         Classification.RESTRICTED: 30},
+        description="Points for the most sensitive of the tool's input and output classification (data scope).")
+    environment: dict[str, float] = Field(
+        {"production": 20, "staging": 5, "sandbox": 0}, description="Points for the gateway's environment.")
+    amount: RiskAmount | None = Field(RiskAmount(), description="Points for the amount argument (null: none).")
+    rate: RiskRate | None = Field(RiskRate(), description="Points for the requester's recent calls (null: none).")
+    thresholds: RiskThresholds = Field(RiskThresholds(), description="Score thresholds.")
+
+
 class ApprovalsConfig(_Model):
     """Human approval of calls that the policy answers with require_approval."""
 
@@ -228,6 +270,8 @@ class ApprovalsConfig(_Model):
         "approval is, in effect, denied (the gateway warns at start).")
     recent_similar: int = Field(5, ge=0, le=50, description="How many of the same requester's recent "
                                 "requests for the same tool an approver is shown.")
+    risk: RiskConfig | None = Field(None, description="Risk scoring of every allowed or approval-bound call "
+                                    "(null: off, the policy alone decides).")
 
 
 class GatewayConfig(_Model):

@@ -39,6 +39,9 @@ def decision_json(decision: Any) -> dict[str, Any]:
                            "rule_ids": list(decision.rule_ids), "policy_version": decision.policy_version}
     if decision.shadow is not None:
         out["shadow"] = decision_json(decision.shadow)
+    risk = getattr(decision, "risk", None)
+    if risk is not None:
+        out["risk"] = dict(risk)
     return out
 
 

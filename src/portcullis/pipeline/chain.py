@@ -16,12 +16,13 @@ from typing import Any
 
 from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
+from portcullis.config.model import RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
-from portcullis.pipeline.stages import approve, audit, authorize, forward, limits, record, route, validate
+from portcullis.pipeline.stages import approve, audit, authorize, forward, limits, record, risk, route, validate
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -42,6 +43,8 @@ class PipelineParts:
     hooks: Hooks = field(default_factory=NullHooks)
     tracing: Tracing | None = None  # None: no spans, and no trace context passed to upstreams
     approvals: ApprovalService | None = None  # None: require_approval calls never run
+    risk: RiskConfig | None = None  # None: no risk scoring
+    environment: str = "production"
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
 
@@ -64,6 +67,9 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         ("validate", validate.stage),
         # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
         ("authorize", authorize.make_stage(p.engine, p.clock, p.hooks, p.limit_rules, p.state)),
+        # risk: after authorize (a denied call is not scored), before limits and approve; it
+        # can only make the decision stricter (approval, two approvers, deny).
+        *((("risk", risk.make_stage(p.risk, p.state, p.clock, p.hooks, p.environment)),) if p.risk else ()),
         # limits: after authorize, so a call the policy refuses consumes no counter; before
         # approve, so no human approves a call that would then be throttled.
         ("limits", limits.make_stage(limit_check)),

@@ -9,8 +9,9 @@ is reordered.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Effect = Literal["allow", "deny", "require_approval"]
 
@@ -68,6 +69,7 @@ class Decision:
     obligations: tuple[Obligation, ...] = ()
     policy_version: str
     shadow: Decision | None = None
+    risk: Mapping[str, Any] | None = None  # {"score", "parts", "verdict", "approvers"} when risk scoring ran
 
     @property
     def allowed(self) -> bool:

@@ -31,8 +31,8 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
             policy = route.manifest.manifest.policy
             pending = await approvals.propose(
                 tool=route.exposed_name, arguments=ctx.arguments, principal=ctx.principal, decision=decision,
-                required=approvers_required(policy, ctx.arguments), justification=ctx.justification,
-                request_id=ctx.request_id)
+                required=max(approvers_required(policy, ctx.arguments), (decision.risk or {}).get("approvers", 0)),
+                justification=ctx.justification, request_id=ctx.request_id, risk=decision.risk)
             raise approvals.pending_error(pending, decision)
 
         async def count_limits() -> None:
