@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 
 from portcullis.approvals.api import ApprovalApi
+from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
 from portcullis.approvals.service import ApprovalService
 from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalStore, approval_store_path
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
@@ -218,7 +219,20 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
     except ApprovalStoreUnavailable as exc:
         raise _problem(deployment, f"approvals: {exc.detail}") from None
-    approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval)
+    notifier: WebhookNotifier | None = None
+    link_signer: LinkSigner | None = None
+    notify_cfg = cfg.approvals.notify
+    if notify_cfg is not None:
+        try:
+            link_signer = LinkSigner(load_link_key(state_dir), notify_cfg.link_base)
+            notifier = WebhookNotifier(
+                notify_cfg.webhook_url, resolve_secret(notify_cfg.secret_ref, origin=deployment.root / "gateway.yaml"
+                                                       ).encode(), link_signer,
+                allow_insecure_http=notify_cfg.allow_insecure_http, timeout_s=notify_cfg.timeout_s, clock=clock)
+        except (ValueError, OSError) as exc:
+            raise _problem(deployment, f"approvals.notify: {exc}") from None
+    approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
+                                notify=None if notifier is None else notifier.offer, links=link_signer)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
@@ -279,7 +293,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         return metrics.render(accept)
 
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
-                         approvals=ApprovalApi(approvals, authenticator.authenticate))
+                         approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
@@ -293,6 +307,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin]
+    if notifier is not None:
+        background.append(notifier.run)
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)
                    if issuer.jwks_file is None]
 

@@ -188,3 +188,79 @@ def test_approval_ids_in_meta_are_checked(gateway: GatewayProcess) -> None:
     assert answer.headers.get("content-type", "").startswith("application/json"), (answer.status_code, answer.text)
     error = answer.json()["error"]
     assert error["code"] == -32602 and "approval id" in error["message"]
+
+
+class _Sink:
+    """A local incoming-webhook endpoint that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[tuple[dict[str, str], bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def test_approvers_are_notified_with_signed_expiring_links(tmp_path: Path) -> None:
+    import time
+
+    import yaml
+
+    from portcullis.audit.siem.webhook import verify_signature
+
+    sink = _Sink()
+    key = "n" * 32
+    root = copy_demo(tmp_path / "deployment")
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["approvals"]["notify"] = {"webhook_url": sink.url, "secret_ref": "secret://env/PORTCULLIS_TEST_NOTIFY",
+                                     "link_base": "https://approvals.example", "allow_insecure_http": True}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    gateway = GatewayProcess(root, env={"PORTCULLIS_TEST_NOTIFY": key})
+    try:
+        gateway.wait_ready()
+        approval_id = (await pending(gateway, refund(310)))["approval_id"]
+        deadline = time.monotonic() + 10
+        while not sink.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        headers, body = sink.received[0]
+        assert verify_signature(key.encode(), headers["x-portcullis-signature"], body, time.time())
+        notice = json.loads(body)
+        assert notice["approval"]["id"] == approval_id and approval_id not in notice["text"]
+        assert "billing.process_refund" in notice["text"] and '\\"amount\\": 310' in json.dumps(notice)
+        links = {b["text"]["text"]: b["url"] for b in notice["blocks"][-1]["elements"]}
+        approve_link = links["Review and approve"].replace("https://approvals.example", gateway.admin_base)
+        assert f"/approvals/{approval_id}/approve?exp=" in approve_link
+
+        shown = httpx2.get(approve_link, timeout=15)  # following the link shows, never decides
+        assert shown.status_code == 200 and shown.json()["status"] == "pending"
+        assert shown.json()["arguments"]["amount"] == 310
+        for tampered in (approve_link[:-1] + ("0" if approve_link[-1] != "0" else "1"),
+                         approve_link.replace("exp=", "exp=9"),
+                         approve_link.replace("/approve?", "/deny?")):
+            assert httpx2.get(tampered, timeout=15).status_code == 403, tampered
+        assert httpx2.post(approve_link, timeout=15).status_code == 401  # the link alone approves nothing
+        bob = approver(gateway, "bob")
+        voted = httpx2.post(approve_link, headers={"Authorization": f"Bearer {bob}"}, json={}, timeout=15)
+        assert voted.status_code == 200 and voted.json()["status"] == "approved"
+        assert not isinstance(await ask(gateway, refund(310), approval_id=approval_id), MCPError)
+    finally:
+        gateway.stop()
+        sink.close()

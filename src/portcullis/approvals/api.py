@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from portcullis.approvals.model import STATUSES
+from portcullis.approvals.model import STATUSES, visible_json
 from portcullis.approvals.service import ApprovalService, ApproverRefused
 from portcullis.approvals.store import ApprovalStoreUnavailable
 from portcullis.errors import PortcullisError, TransportError
@@ -47,8 +48,9 @@ _VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny)$")
 class ApprovalApi:
     """ASGI handler for ``/approvals…`` on the admin listener."""
 
-    def __init__(self, service: ApprovalService, authenticate: Authenticate) -> None:
-        self._service, self._authenticate = service, authenticate
+    def __init__(self, service: ApprovalService, authenticate: Authenticate,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._service, self._authenticate, self._clock = service, authenticate, clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -77,6 +79,22 @@ class ApprovalApi:
         one, vote = _ONE.match(path), _VOTE.match(path)
         if path != "/approvals" and one is None and vote is None:
             return 404, {"error": "not found"}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        link = vote is not None and ("sig" in query or "exp" in query)
+        if link:  # a signed link from a notice: genuine, unexpired, for these exact arguments?
+            assert vote is not None
+            approval = await self._service.get(vote.group(1))
+            signer = self._service.links
+            if (approval is None or signer is None
+                    or not signer.check(approval, vote.group(2), (query.get("exp") or [""])[0],
+                                        (query.get("sig") or [""])[0], self._clock())):
+                return 403, {"error": "link invalid or expired"}
+            if method == "GET":  # shows, never decides (link previews and forwarded links approve nothing)
+                return 200, {"id": approval.id, "tool": approval.tool, "status": approval.status,
+                             "arguments": visible_json(approval.arguments), "arguments_hash": approval.arguments_hash,
+                             "expires_at": approval.expires_at, "verdict": vote.group(2),
+                             "how": "POST this URL with your own bearer token (or run: portcullis approvals "
+                                    f"{vote.group(2)} {approval.id}) to record your verdict"}
         wanted = "POST" if vote else "GET"
         if method != wanted:
             return 405, {"error": "method not allowed"}
@@ -84,7 +102,6 @@ class ApprovalApi:
         if approver.user_id is None or approver.agent_id is not None:
             raise ApproverRefused("approvers must be people: the credential must name a user and no agent")
         if path == "/approvals":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             status = (query.get("status") or [None])[0]
             if status is not None and status not in STATUSES:
                 return 400, {"error": "unknown status"}

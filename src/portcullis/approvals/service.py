@@ -37,6 +37,7 @@ from portcullis.approvals.model import (
     visible,
     visible_json,
 )
+from portcullis.approvals.notify import LinkSigner
 from portcullis.approvals.store import ApprovalStore
 from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import ApprovalDenied, ApprovalExpired, ApprovalInvalid, ApprovalRequired, PortcullisError
@@ -67,8 +68,10 @@ class ApprovalService:
     """Approvals for one gateway (see the module docstring)."""
 
     def __init__(self, store: ApprovalStore, config: ApprovalsConfig, *, clock: Callable[[], float],
-                 audit: Audit) -> None:
+                 audit: Audit, notify: Callable[[Approval], bool] | None = None,
+                 links: LinkSigner | None = None) -> None:
         self._store, self._config, self._clock, self._audit = store, config, clock, audit
+        self._notify, self.links = notify, links
         if not config.approvers:
             log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
                         "never run")
@@ -87,7 +90,12 @@ class ApprovalService:
             justification=justification, risk=dict(risk) if risk else None, request_id=request_id)
         await self._store.create(approval)
         await self._audit("proposed", approval, request_id=request_id)
+        if self._notify is not None:
+            self._notify(approval)  # never blocks: a full queue drops the notice (the approval is listed anyway)
         return approval
+
+    async def get(self, approval_id: str) -> Approval | None:
+        return await self._store.get(approval_id)
 
     def pending_error(self, approval: Approval, decision: Any) -> ApprovalRequired:
         """What the agent is told: the approval, its state, and how to resume."""

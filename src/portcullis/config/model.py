@@ -258,6 +258,22 @@ class RiskConfig(_Model):
     thresholds: RiskThresholds = Field(RiskThresholds(), description="Score thresholds.")
 
 
+class ApprovalNotifyConfig(_Model):
+    """A chat-style incoming webhook told of every new approval request, with signed, expiring
+    approve and deny links (following a link shows the request; voting still needs the approver's
+    own bearer token)."""
+
+    webhook_url: str = Field(pattern=r"^https?://[^\s#]+$", max_length=2048, description="Incoming-webhook URL "
+                             "(https://; http:// only with allow_insecure_http).")
+    secret_ref: str = Field(pattern=r"^secret://(env|file)/\S+$", description="secret:// reference to the HMAC "
+                            "key that signs each POST (X-Portcullis-Signature), at least 16 bytes.")
+    link_base: str = Field(pattern=r"^https?://[^\s#?]+$", max_length=1024, description="Base URL of this "
+                           "gateway's admin listener as approvers reach it; links are <link_base>/approvals/<id>/"
+                           "approve?exp=…&sig=….")
+    allow_insecure_http: bool = Field(False, description="Permit an http:// webhook URL (tests, local chat).")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of each POST.")
+
+
 class ApprovalsConfig(_Model):
     """Human approval of calls that the policy answers with require_approval."""
 
@@ -270,6 +286,7 @@ class ApprovalsConfig(_Model):
         "approval is, in effect, denied (the gateway warns at start).")
     recent_similar: int = Field(5, ge=0, le=50, description="How many of the same requester's recent "
                                 "requests for the same tool an approver is shown.")
+    notify: ApprovalNotifyConfig | None = Field(None, description="Tell approvers through a chat webhook.")
     risk: RiskConfig | None = Field(None, description="Risk scoring of every allowed or approval-bound call "
                                     "(null: off, the policy alone decides).")
 
