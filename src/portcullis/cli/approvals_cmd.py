@@ -97,7 +97,10 @@ def list_approvals(status: Annotated[str | None, typer.Option(help="pending, app
     if not rows:
         out.print("no approvals", highlight=False)
         return
-    table = Table("id", "tool", "requester", "status", "approvals", "expires")
+    table = Table()
+    table.add_column("id", no_wrap=True)  # copied into show / approve: never cut
+    for name in ("tool", "requester", "status", "approvals", "expires"):
+        table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(row["id"], row["tool"], row["requester"], row["status"],
                       f"{row['approvals']}/{row['required']}", row["expires_at"])
