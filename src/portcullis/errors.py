@@ -207,6 +207,16 @@ class ApprovalRequired(GatewayCallError):
         self.decision = decision
 
 
+class InputRequired(ApprovalRequired):
+    """``require_approval`` answered with the protocol's own mechanism: a 2026-07-28
+    ``input_required`` result carrying a URL-mode elicitation (``result``), not an error. The
+    record stage audits it like :class:`ApprovalRequired` and returns ``result``."""
+
+    def __init__(self, decision: Any, result: dict[str, Any], *, detail: str = "") -> None:
+        super().__init__(decision, detail=detail)
+        self.result = result
+
+
 class ApprovalDenied(GatewayCallError):
     """An approver denied the approval the call presented."""
 

@@ -264,3 +264,74 @@ async def test_approvers_are_notified_with_signed_expiring_links(tmp_path: Path)
     finally:
         gateway.stop()
         sink.close()
+
+
+@pytest.fixture(scope="module")
+def notifying_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    import yaml
+
+    sink = _Sink()
+    root = copy_demo(tmp_path_factory.mktemp("elicit") / "deployment")
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["approvals"]["notify"] = {"webhook_url": sink.url, "secret_ref": "secret://env/PORTCULLIS_TEST_NOTIFY",
+                                     "link_base": "https://approvals.example", "allow_insecure_http": True}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        with GatewayProcess(root, env={"PORTCULLIS_TEST_NOTIFY": "n" * 32}) as process:
+            yield process
+    finally:
+        sink.close()
+
+
+async def test_a_client_that_elicits_urls_gets_input_required_and_resumes_by_itself(
+        notifying_gateway: GatewayProcess) -> None:
+    """2026-07-28 with URL-mode elicitation: the held call is an input_required result; the SDK
+    shows the URL, the user accepts once a person approved, and the SDK's retry runs the call."""
+    from mcp import types
+
+    gateway = notifying_gateway
+    asked: list[types.ElicitRequestURLParams] = []
+
+    async def elicitation(context: Any, params: Any) -> types.ElicitResult:
+        asked.append(params)
+        status_url = params.url.replace("https://approvals.example", gateway.admin_base)
+        async with httpx2.AsyncClient(timeout=15) as http:
+            status = (await http.get(status_url)).json()
+            assert status["status"] == "pending" and "arguments" not in status  # the requester sees state only
+            if len(asked) == 1:  # a person approves while the user waits, then the user accepts
+                listed = await http.get(f"{gateway.admin_base}/approvals?status=pending",
+                                        headers={"Authorization": f"Bearer {approver(gateway, 'bob')}"})
+                approval_id = next(a["id"] for a in listed.json()["approvals"] if a["tool"] == REFUND)
+                voted = await http.post(f"{gateway.admin_base}/approvals/{approval_id}/approve",
+                                        headers={"Authorization": f"Bearer {approver(gateway, 'bob')}"}, json={})
+                assert voted.json()["status"] == "approved"
+        return types.ElicitResult(action="accept")
+
+    async with gateway.client(mode="2026-07-28", elicitation_callback=elicitation) as client:
+        result = await client.call_tool(REFUND, refund(333))
+    assert not result.is_error and result.structured_content["status"] == "processed"
+    assert len(asked) == 1 and asked[0].mode == "url" and "approver" in asked[0].message
+    records = await read_chain(gateway.state_dir / STORE_FILE)
+    events = [r.fields["event"] for r in records if r.kind == "approval"]
+    assert events[-3:] == ["proposed", "approved", "executed"]
+
+
+async def test_a_forged_request_state_is_refused(notifying_gateway: GatewayProcess) -> None:
+    from mcp import types
+
+    gateway = notifying_gateway
+
+    async def decline(context: Any, params: Any) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    async with gateway.client(mode="2026-07-28", elicitation_callback=decline) as client:
+        with pytest.raises(MCPError) as stopped:  # the user stopped waiting: the structured pending error
+            await client.call_tool(REFUND, refund(334))
+    assert stopped.value.code == -31010 and stopped.value.data["status"] == "pending"
+    approval_id = stopped.value.data["approval_id"]
+    async with gateway.client(mode="2026-07-28", elicitation_callback=decline) as client:
+        with pytest.raises(MCPError) as forged:
+            await client.session.call_tool(REFUND, refund(334), request_state=f"{approval_id}.9999999999.00",
+                                           input_responses={"portcullis_approval": types.ElicitResult(
+                                               action="accept")}, allow_input_required=True)
+    assert forged.value.code == -31013

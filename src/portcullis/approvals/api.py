@@ -42,7 +42,7 @@ Authenticate = Callable[[Mapping[str, str], Mapping[str, Any]], Awaitable[Princi
 
 MAX_BODY = 8192
 _ONE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})$")
-_VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny)$")
+_VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny|status)$")
 
 
 class ApprovalApi:
@@ -89,6 +89,12 @@ class ApprovalApi:
                     or not signer.check(approval, vote.group(2), (query.get("exp") or [""])[0],
                                         (query.get("sig") or [""])[0], self._clock())):
                 return 403, {"error": "link invalid or expired"}
+            if vote.group(2) == "status":  # the requester's link: state only, never the arguments
+                if method != "GET":
+                    return 405, {"error": "method not allowed"}
+                return 200, {"id": approval.id, "tool": approval.tool, "status": approval.status,
+                             "approvals": len(approval.approvals()), "required": approval.required,
+                             "expires_at": approval.expires_at}
             if method == "GET":  # shows, never decides (link previews and forwarded links approve nothing)
                 return 200, {"id": approval.id, "tool": approval.tool, "status": approval.status,
                              "arguments": visible_json(approval.arguments), "arguments_hash": approval.arguments_hash,
@@ -113,6 +119,8 @@ class ApprovalApi:
                 return 404, {"error": "no such approval"}  # the same for "not yours": ids cannot be probed
             return 200, view
         assert vote is not None
+        if vote.group(2) == "status":
+            return 404, {"error": "not found"}
         body = await _read_body(receive)
         reason = body.get("reason", "")
         if not isinstance(reason, str):

@@ -73,6 +73,28 @@ class LinkSigner:
         query = urlencode({"exp": exp, "sig": self._mac(approval.id, verdict, exp, approval.arguments_hash)})
         return f"{self._base}/approvals/{approval.id}/{verdict}?{query}"
 
+    def status_link(self, approval: Approval) -> str:
+        """A signed link to the approval's status only (no arguments): for the requester."""
+        return self.link(approval, "status")
+
+    def request_state(self, approval: Approval) -> str:
+        """The 2026-07-28 ``requestState`` of a held call: the approval id, signed (callers may not forge it)."""
+        exp = int(approval.expires_at)
+        return f"{approval.id}.{exp}.{self._mac(approval.id, 'request-state', exp, approval.arguments_hash)}"
+
+    @staticmethod
+    def state_id(state: str) -> str | None:
+        """The approval id a ``requestState`` names (unverified: :meth:`check_state` verifies)."""
+        parts = state.split(".") if isinstance(state, str) and len(state) < 256 else []
+        return parts[0] if len(parts) == 3 and parts[0].startswith("apr_") else None
+
+    def check_state(self, approval: Approval, state: str) -> bool:
+        parts = state.split(".")
+        if len(parts) != 3 or parts[0] != approval.id or not parts[1].isdigit() or not parts[2].isascii():
+            return False
+        expected = self._mac(approval.id, "request-state", int(parts[1]), approval.arguments_hash)
+        return hmac.compare_digest(expected, parts[2])
+
     def check(self, approval: Approval, verdict: str, exp: str, sig: str, now: float) -> bool:
         """Whether a link's ``exp`` and ``sig`` are genuine for this approval and verdict, and unexpired."""
         if not exp.isascii() or not exp.isdigit() or len(exp) > 12 or not sig.isascii():

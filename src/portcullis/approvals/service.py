@@ -47,6 +47,7 @@ from portcullis.policy.native import caller_matches
 log = logging.getLogger("portcullis.approvals")
 
 APPROVAL_ID_META = "io.portcullis/approval-id"
+INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a held call
 Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
 
 
@@ -93,6 +94,26 @@ class ApprovalService:
         if self._notify is not None:
             self._notify(approval)  # never blocks: a full queue drops the notice (the approval is listed anyway)
         return approval
+
+    def input_required(self, approval: Approval) -> dict[str, Any]:
+        """The 2026-07-28 ``input_required`` result of a held call: a URL-mode elicitation telling
+        the user what waits for whom (the URL shows the status only), and a signed ``requestState``
+        that names the approval when the client retries."""
+        assert self.links is not None
+        message = (f"{approval.summary()}. The call runs when {approval.required} approver(s) agree; "
+                   f"it expires at {_iso(approval.expires_at)}. Accept to retry once it is approved.")
+        return {"resultType": "input_required",
+                "inputRequests": {INPUT_KEY: {"method": "elicitation/create", "params": {
+                    "mode": "url", "message": message, "url": self.links.status_link(approval)}}},
+                "requestState": self.links.request_state(approval)}
+
+    async def from_request_state(self, state: str) -> Approval | None:
+        """The approval a signed ``requestState`` names, or None if it is forged or unknown."""
+        approval_id = LinkSigner.state_id(state)
+        if approval_id is None or self.links is None:
+            return None
+        approval = await self._store.get(approval_id)
+        return approval if approval is not None and self.links.check_state(approval, state) else None
 
     async def get(self, approval_id: str) -> Approval | None:
         return await self._store.get(approval_id)

@@ -37,6 +37,8 @@ class CallContext:
     approval_id: str | None = None  # params._meta["io.portcullis/approval-id"]: resuming an approved call
     justification: str = ""  # params._meta["io.portcullis/justification"]: why the agent asks (for approvers)
     approval: Any = None  # the approval this call redeemed (set by the approve stage)
+    # a 2026-07-28 caller that handles URL-mode elicitation: {"request_state", "responses"} of this try
+    input_state: Mapping[str, Any] | None = None
 
     def evolve(self, **changes: Any) -> CallContext:
         """A copy of this context with ``changes`` applied."""

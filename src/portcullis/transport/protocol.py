@@ -140,7 +140,7 @@ class Dispatcher:
         else:
             raise MethodNotFound(data=method[:128])
         if req.modern:
-            result["resultType"] = "complete"
+            result.setdefault("resultType", "complete")  # tools/call may answer input_required (approvals)
             result["_meta"] = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
         return result
 
@@ -159,10 +159,15 @@ class Dispatcher:
             if route is not None and route.param_headers and name in self._visible(req.principal):
                 check_param_headers(req.headers, arguments, route.param_headers)
         approval_id, justification = _approval_meta(params.get("_meta"))
+        input_state = None
+        if req.modern and _elicits_urls(params.get("_meta")):
+            state, responses = params.get("requestState"), params.get("inputResponses")
+            input_state = {"request_state": state if isinstance(state, str) else None,
+                           "responses": responses if isinstance(responses, dict) else {}}
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
                           started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers,
-                          approval_id=approval_id, justification=justification)
+                          approval_id=approval_id, justification=justification, input_state=input_state)
         return await self._pipeline(ctx)
 
 
@@ -191,3 +196,10 @@ def _approval_meta(meta: Any) -> tuple[str | None, str]:
     if not isinstance(justification, str):
         raise InvalidParams(f"Invalid params: _meta['{JUSTIFICATION_META}'] must be a string")
     return approval_id, justification[:1000]
+
+
+def _elicits_urls(meta: Any) -> bool:
+    """Whether a 2026-07-28 request declares URL-mode elicitation in its client capabilities."""
+    caps = meta.get("io.modelcontextprotocol/clientCapabilities") if isinstance(meta, dict) else None
+    elicitation = caps.get("elicitation") if isinstance(caps, dict) else None
+    return isinstance(elicitation, dict) and isinstance(elicitation.get("url"), dict)

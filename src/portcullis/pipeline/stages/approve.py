@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from portcullis.approvals.service import ApprovalService, approvers_required
-from portcullis.errors import ApprovalRequired, InternalError
+from portcullis.approvals.service import INPUT_KEY, ApprovalService, approvers_required
+from portcullis.errors import ApprovalInvalid, ApprovalRequired, InputRequired, InternalError
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.stages.limits import LimitCheck
 
@@ -27,20 +27,38 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
             return await call_next(ctx)
         if approvals is None:
             raise ApprovalRequired(decision, detail="policy requires approval; no approval service")
-        if ctx.approval_id is None:
+        elicit = ctx.input_state is not None and approvals.links is not None
+        approval_id = ctx.approval_id
+        if elicit and ctx.input_state["request_state"] is not None:  # type: ignore[index]
+            held = await approvals.from_request_state(ctx.input_state["request_state"])  # type: ignore[index]
+            if held is None:
+                raise ApprovalInvalid(detail="requestState forged or unknown")
+            response = ctx.input_state["responses"].get(INPUT_KEY)  # type: ignore[index]
+            if not isinstance(response, dict) or response.get("action") != "accept":
+                raise approvals.pending_error(held, decision)  # the user stopped waiting: resume by id later
+            approval_id = held.id
+        if approval_id is None:
             policy = route.manifest.manifest.policy
             pending = await approvals.propose(
                 tool=route.exposed_name, arguments=ctx.arguments, principal=ctx.principal, decision=decision,
                 required=max(approvers_required(policy, ctx.arguments), (decision.risk or {}).get("approvers", 0)),
                 justification=ctx.justification, request_id=ctx.request_id, risk=decision.risk)
+            if elicit:  # the protocol's own mechanism: input_required with a URL-mode elicitation
+                raise InputRequired(decision, approvals.input_required(pending))
             raise approvals.pending_error(pending, decision)
 
         async def count_limits() -> None:
             await check_limits(ctx, True)
 
-        used = await approvals.redeem(approval_id=ctx.approval_id, tool=route.exposed_name, arguments=ctx.arguments,
-                                      principal=ctx.principal, decision=decision, request_id=ctx.request_id,
-                                      before_use=count_limits)
+        try:
+            used = await approvals.redeem(approval_id=approval_id, tool=route.exposed_name, arguments=ctx.arguments,
+                                          principal=ctx.principal, decision=decision, request_id=ctx.request_id,
+                                          before_use=count_limits)
+        except ApprovalRequired:  # still pending
+            current = await approvals.get(approval_id) if elicit else None
+            if current is None:
+                raise
+            raise InputRequired(decision, approvals.input_required(current)) from None
         # the call now runs as approved: its records name the approval and who approved it
         approved = dataclasses.replace(decision, effect="allow",
                                        reasons=(*decision.reasons, f"approved:{used.id}"))

@@ -22,6 +22,7 @@ from portcullis.catalog import Catalog
 from portcullis.errors import (
     ApprovalRequired,
     Denied,
+    InputRequired,
     InvalidParams,
     PortcullisError,
     RpcError,
@@ -57,6 +58,9 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
             route = catalog.lookup(ctx.tool_name)
             if route is not None:
                 await auditor.decision(ctx, route, decision)
+            if isinstance(exc, InputRequired):  # held for approval, answered as input_required
+                outcome, code = "input_required", None
+                return exc.result
             raise
         except PortcullisError as exc:
             outcome = type(exc).__name__
