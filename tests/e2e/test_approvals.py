@@ -335,3 +335,51 @@ async def test_a_forged_request_state_is_refused(notifying_gateway: GatewayProce
                                            input_responses={"portcullis_approval": types.ElicitResult(
                                                action="accept")}, allow_input_required=True)
     assert forged.value.code == -31013
+
+
+async def test_polling_reports_the_status_without_running_the_call(gateway: GatewayProcess) -> None:
+    """With approval-poll the agent sees pending, approved, denied or expired, and nothing runs."""
+    async def poll(approval_id: str, arguments: dict[str, Any]) -> MCPError:
+        async with gateway.client() as client:
+            with pytest.raises(MCPError) as answer:
+                await client.call_tool(REFUND, arguments, meta={META: approval_id, "io.portcullis/approval-poll": True})
+        return answer.value
+
+    approval_id = (await pending(gateway, refund(170)))["approval_id"]
+    first = await poll(approval_id, refund(170))
+    assert first.code == -31010 and first.data["status"] == "pending"
+    assert vote(gateway, approval_id, "approve", approver(gateway, "bob")).status_code == 200
+    approved = await poll(approval_id, refund(170))
+    assert approved.code == -31010 and approved.data["status"] == "approved"
+    assert (await poll(approval_id, refund(171))).code == -31013  # polling is bound to the call too
+    assert not isinstance(await ask(gateway, refund(170), approval_id=approval_id), MCPError)  # not used up
+    denied_id = (await pending(gateway, refund(180)))["approval_id"]
+    assert vote(gateway, denied_id, "deny", approver(gateway, "carol")).status_code == 200
+    assert (await poll(denied_id, refund(180))).code == -31011
+
+
+async def test_expiry_means_deny(tmp_path: Path) -> None:
+    import time
+
+    import yaml
+
+    root = copy_demo(tmp_path / "deployment")
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["approvals"]["ttl_s"] = 10  # the shortest allowed
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    gateway = GatewayProcess(root, state_dir=tmp_path / "state")
+    try:
+        gateway.wait_ready()
+        late = (await pending(gateway, refund(190)))["approval_id"]
+        approved_too_late = (await pending(gateway, refund(191)))["approval_id"]
+        assert vote(gateway, approved_too_late, "approve", approver(gateway, "bob")).status_code == 200
+        time.sleep(10.5)
+        assert vote(gateway, late, "approve", approver(gateway, "bob")).status_code == 409
+        for approval_id, amount in ((late, 190), (approved_too_late, 191)):
+            answer = await ask(gateway, refund(amount), approval_id=approval_id)
+            assert isinstance(answer, MCPError) and answer.code == -31012
+    finally:
+        gateway.stop()
+    events = [(r.fields["approval_id"], r.fields["event"]) for r in await read_chain(tmp_path / "state" / STORE_FILE)
+              if r.kind == "approval"]
+    assert (late, "expired") in events and (approved_too_late, "expired") in events

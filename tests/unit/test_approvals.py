@@ -195,3 +195,25 @@ def test_an_unopenable_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ApprovalStoreUnavailable) as failed:
         SqliteApprovalStore.open(tmp_path / "missing" / "approvals.sqlite3")
     assert "cannot be opened" in failed.value.detail
+
+
+async def test_approver_rules_can_depend_on_the_tools_risk_level(tmp_path: Path) -> None:
+    config = ApprovalsConfig.model_validate({"approvers": [
+        {"tools": ["*"], "risk": ["high"], "approvers": ["role:security"]},
+        {"tools": ["billing.*"], "risk": ["low", "medium"], "approvers": ["role:finance-approver"]}]})
+    store = SqliteApprovalStore.open(tmp_path / "a.sqlite3")
+    service = ApprovalService(store, config, clock=Clock(), audit=Audit())
+    sec = Principal(client_id="s", auth_method="dev", issuer="dev", user_id="sec", roles=("security",))
+
+    async def ask(risk: str) -> str:
+        approval = await service.propose(tool=TOOL, arguments=ARGS, principal=BOT, decision=DECISION, required=1,
+                                         justification="", request_id="r", tool_risk=risk)
+        return approval.id
+
+    high, low = await ask("high"), await ask("low")
+    with pytest.raises(ApproverRefused):
+        await service.vote(high, BOB, "approve")  # finance approves low and medium risk only
+    assert (await service.vote(high, sec, "approve")).status == "approved"
+    with pytest.raises(ApproverRefused):
+        await service.vote(low, sec, "approve")
+    assert (await service.vote(low, BOB, "approve")).status == "approved"

@@ -112,10 +112,11 @@ class ApprovalApi:
             if status is not None and status not in STATUSES:
                 return 400, {"error": "unknown status"}
             listed = await self._service.list(status, limit=200)
-            return 200, {"approvals": [a for a in listed if self._service.may_approve(a["tool"], approver)]}
+            mine = [a for a in listed if self._service.may_approve(a["tool"], approver, a["tool_risk"])]
+            return 200, {"approvals": mine}
         if one is not None:
             view = await self._service.view(one.group(1))
-            if view is None or not self._service.may_approve(view["tool"], approver):
+            if view is None or not self._service.may_approve(view["tool"], approver, view["tool_risk"]):
                 return 404, {"error": "no such approval"}  # the same for "not yours": ids cannot be probed
             return 200, view
         assert vote is not None

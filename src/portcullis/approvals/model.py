@@ -105,6 +105,7 @@ class Approval:
     risk: Mapping[str, Any] | None = None  # {"score": n, "parts": {...}} when risk scoring ran
     votes: tuple[Vote, ...] = field(default=())
     request_id: str = ""  # the request that proposed it
+    tool_risk: str = ""  # the manifest's risk level of the tool (approver rules may depend on it)
 
     def approvals(self) -> tuple[Vote, ...]:
         return tuple(v for v in self.votes if v.verdict == "approve")
@@ -122,7 +123,8 @@ class Approval:
                 "rule_ids": list(self.rule_ids), "reasons": list(self.reasons), "required": self.required,
                 "created_at": self.created_at, "expires_at": self.expires_at, "status": self.status,
                 "justification": self.justification, "risk": dict(self.risk) if self.risk else None,
-                "votes": [v.to_json() for v in self.votes], "request_id": self.request_id}
+                "votes": [v.to_json() for v in self.votes], "request_id": self.request_id,
+                "tool_risk": self.tool_risk}
 
 
 # ----------------------------------------------------------------------------- what approvers see

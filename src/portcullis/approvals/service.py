@@ -81,14 +81,15 @@ class ApprovalService:
 
     async def propose(self, *, tool: str, arguments: Mapping[str, Any], principal: Principal, decision: Any,
                       required: int, justification: str, request_id: str,
-                      risk: Mapping[str, Any] | None = None) -> Approval:
+                      risk: Mapping[str, Any] | None = None, tool_risk: str = "") -> Approval:
         now = self._clock()
         approval = Approval(
             id=new_id(), tool=tool, arguments=dict(arguments), arguments_hash=arguments_hash(arguments),
             requester=principal.to_claims(), requester_key=identity_key(principal),
             policy_version=decision.policy_version, rule_ids=tuple(decision.rule_ids),
             reasons=tuple(decision.reasons), required=required, created_at=now, expires_at=now + self._config.ttl_s,
-            justification=justification, risk=dict(risk) if risk else None, request_id=request_id)
+            justification=justification, risk=dict(risk) if risk else None, request_id=request_id,
+            tool_risk=tool_risk)
         await self._store.create(approval)
         await self._audit("proposed", approval, request_id=request_id)
         if self._notify is not None:
@@ -128,6 +129,23 @@ class ApprovalService:
                               f"params._meta['{APPROVAL_ID_META}'] set to the approval id; the same retry "
                               "before then reports the status",
                        "_meta": {APPROVAL_ID_META: approval.id}}})
+
+    async def peek(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
+                   decision: Any, request_id: str) -> None:
+        """Report the status of an approval bound to this call without running it: always raises
+        (pending or approved: :class:`ApprovalRequired` with the status; denied, expired, used or
+        not bound: as :meth:`redeem`)."""
+        current = await self._store.get(approval_id)
+        if current is None or not self._bound(current, tool, arguments, principal, decision):
+            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
+        current = await self._expire_if_due(current, request_id)
+        if current.status == "expired":
+            raise ApprovalExpired(detail=f"approval {current.id} expired")
+        if current.status == "denied":
+            raise ApprovalDenied(detail=f"approval {current.id} denied")
+        if current.status == "executed":
+            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+        raise self.pending_error(current, decision)
 
     async def redeem(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
                      decision: Any, request_id: str, before_use: Callable[[], Awaitable[None]]) -> Approval:
@@ -183,7 +201,7 @@ class ApprovalService:
         current = await self._store.get(approval_id)
         if current is None:
             raise ApproverRefused("no such approval", status=404)
-        if not self.may_approve(current.tool, approver):
+        if not self.may_approve(current.tool, approver, current.tool_risk):
             raise ApproverRefused("not an approver for this tool")
         if same_person(current.requester, approver):
             raise ApproverRefused("the requester cannot approve their own request")
@@ -213,8 +231,10 @@ class ApprovalService:
                                                     "status": updated.status, "approver": approver.user_id}})
         return updated
 
-    def may_approve(self, tool: str, approver: Principal) -> bool:
+    def may_approve(self, tool: str, approver: Principal, tool_risk: str = "") -> bool:
         for rule in self._config.approvers:
+            if rule.risk is not None and tool_risk not in rule.risk:
+                continue
             if any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in rule.tools):
                 if caller_matches(rule.approvers, approver):
                     return True
@@ -272,7 +292,7 @@ class ApprovalService:
 
 def _brief(approval: Approval) -> dict[str, Any]:
     who = approval.requester
-    return {"id": approval.id, "tool": approval.tool, "status": approval.status,
+    return {"id": approval.id, "tool": approval.tool, "tool_risk": approval.tool_risk, "status": approval.status,
             "requester": visible(str(who.get("user_id") or who.get("agent_id") or who.get("client_id"))),
             "required": approval.required, "approvals": len(approval.approvals()),
             "created_at": _iso(approval.created_at), "expires_at": _iso(approval.expires_at)}

@@ -72,7 +72,8 @@ def _decode(body: str) -> Approval:
         rule_ids=tuple(obj["rule_ids"]), reasons=tuple(obj["reasons"]), required=int(obj["required"]),
         created_at=float(obj["created_at"]), expires_at=float(obj["expires_at"]), status=obj["status"],
         justification=obj.get("justification", ""), risk=obj.get("risk"),
-        votes=tuple(Vote.from_json(v) for v in obj.get("votes", [])), request_id=obj.get("request_id", ""))
+        votes=tuple(Vote.from_json(v) for v in obj.get("votes", [])), request_id=obj.get("request_id", ""),
+        tool_risk=obj.get("tool_risk", ""))
 
 
 class SqliteApprovalStore:

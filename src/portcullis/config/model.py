@@ -214,6 +214,8 @@ class ApproverRule(_Model):
                                           max_length=300)], ...] = Field(
         min_length=1, description="Caller patterns of the people who may approve (role:finance-approver, "
         "user:alice). An approver must be a person: a credential that names an agent never approves.")
+    risk: tuple[Literal["low", "medium", "high"], ...] | None = Field(
+        None, min_length=1, description="Only for tools of these manifest risk levels (default: any).")
 
 
 class RiskAmount(_Model):

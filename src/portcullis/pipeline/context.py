@@ -35,6 +35,7 @@ class CallContext:
     headers: Mapping[str, str] | None = None  # lower-cased request headers (traceparent, Mcp-Param-*)
     upstream_span: Any = None  # the span the upstream continues from (set by the audit stage)
     approval_id: str | None = None  # params._meta["io.portcullis/approval-id"]: resuming an approved call
+    approval_poll: bool = False  # params._meta["io.portcullis/approval-poll"]: report the status, run nothing
     justification: str = ""  # params._meta["io.portcullis/justification"]: why the agent asks (for approvers)
     approval: Any = None  # the approval this call redeemed (set by the approve stage)
     # a 2026-07-28 caller that handles URL-mode elicitation: {"request_state", "responses"} of this try

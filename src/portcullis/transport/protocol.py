@@ -167,7 +167,8 @@ class Dispatcher:
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
                           started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers,
-                          approval_id=approval_id, justification=justification, input_state=input_state)
+                          approval_id=approval_id, justification=justification, input_state=input_state,
+                          approval_poll=_approval_poll(params.get("_meta")))
         return await self._pipeline(ctx)
 
 
@@ -178,6 +179,7 @@ def initialize_result(version: str) -> dict[str, Any]:
 
 APPROVAL_ID_META = "io.portcullis/approval-id"
 JUSTIFICATION_META = "io.portcullis/justification"
+APPROVAL_POLL_META = "io.portcullis/approval-poll"
 _APPROVAL_ID = re.compile(r"apr_[0-9a-f]{32}")
 
 
@@ -196,6 +198,14 @@ def _approval_meta(meta: Any) -> tuple[str | None, str]:
     if not isinstance(justification, str):
         raise InvalidParams(f"Invalid params: _meta['{JUSTIFICATION_META}'] must be a string")
     return approval_id, justification[:1000]
+
+
+def _approval_poll(meta: Any) -> bool:
+    """``_meta["io.portcullis/approval-poll"]: true``: report the approval's status, run nothing."""
+    value = meta.get(APPROVAL_POLL_META, False) if isinstance(meta, dict) else False
+    if not isinstance(value, bool):
+        raise InvalidParams(f"Invalid params: _meta['{APPROVAL_POLL_META}'] must be a boolean")
+    return value
 
 
 def _elicits_urls(meta: Any) -> bool:

@@ -42,10 +42,15 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
             pending = await approvals.propose(
                 tool=route.exposed_name, arguments=ctx.arguments, principal=ctx.principal, decision=decision,
                 required=max(approvers_required(policy, ctx.arguments), (decision.risk or {}).get("approvers", 0)),
-                justification=ctx.justification, request_id=ctx.request_id, risk=decision.risk)
+                justification=ctx.justification, request_id=ctx.request_id, risk=decision.risk,
+                tool_risk=str(route.manifest.manifest.risk))
             if elicit:  # the protocol's own mechanism: input_required with a URL-mode elicitation
                 raise InputRequired(decision, approvals.input_required(pending))
             raise approvals.pending_error(pending, decision)
+
+        if ctx.approval_poll:  # status only: pending / approved come back as -31010 with the status
+            await approvals.peek(approval_id=approval_id, tool=route.exposed_name, arguments=ctx.arguments,
+                                 principal=ctx.principal, decision=decision, request_id=ctx.request_id)
 
         async def count_limits() -> None:
             await check_limits(ctx, True)
