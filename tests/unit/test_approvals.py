@@ -217,3 +217,48 @@ async def test_approver_rules_can_depend_on_the_tools_risk_level(tmp_path: Path)
     with pytest.raises(ApproverRefused):
         await service.vote(low, sec, "approve")
     assert (await service.vote(low, BOB, "approve")).status == "approved"
+
+
+class FailingAudit(Audit):
+    """Records ``proposed``, then fails from the ``fail_from``-th event on (an audit outage)."""
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__()
+        self.fail_from = fail_from
+
+    async def __call__(self, event: str, approval: Any, **kwargs: Any) -> None:
+        from portcullis.audit.errors import AuditUnavailable
+
+        if len(self.events) >= self.fail_from:
+            raise AuditUnavailable(detail="audit store down")
+        await super().__call__(event, approval, **kwargs)
+
+
+async def test_a_vote_or_a_use_that_cannot_be_audited_does_not_count(tmp_path: Path) -> None:
+    from portcullis.audit.errors import AuditUnavailable
+
+    audit = FailingAudit(fail_from=1)
+    store = SqliteApprovalStore.open(tmp_path / "a.sqlite3")
+    service = ApprovalService(store, CONFIG, clock=Clock(), audit=audit)
+    approval_id = await propose(service)
+    with pytest.raises(AuditUnavailable):
+        await service.vote(approval_id, BOB, "approve")
+    assert (await store.get(approval_id)).status == "pending"  # type: ignore[union-attr]
+    assert (await store.get(approval_id)).votes == ()  # type: ignore[union-attr]
+    audit.fail_from = 2
+    await service.vote(approval_id, BOB, "approve")
+    with pytest.raises(AuditUnavailable):
+        await redeem(service, approval_id)
+    assert (await store.get(approval_id)).status == "approved"  # type: ignore[union-attr]  # still usable
+    audit.fail_from = 99
+    assert (await redeem(service, approval_id)).status == "executed"
+
+
+async def test_a_request_that_cannot_be_audited_is_not_stored(tmp_path: Path) -> None:
+    from portcullis.audit.errors import AuditUnavailable
+
+    store = SqliteApprovalStore.open(tmp_path / "a.sqlite3")
+    service = ApprovalService(store, CONFIG, clock=Clock(), audit=FailingAudit(fail_from=0))
+    with pytest.raises(AuditUnavailable):
+        await propose(service)
+    assert await store.list() == []

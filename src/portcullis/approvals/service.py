@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import anyio
+
 from portcullis.approvals.model import (
     OPEN,
     Approval,
@@ -90,8 +92,10 @@ class ApprovalService:
             reasons=tuple(decision.reasons), required=required, created_at=now, expires_at=now + self._config.ttl_s,
             justification=justification, risk=dict(risk) if risk else None, request_id=request_id,
             tool_risk=tool_risk)
-        await self._store.create(approval)
+        # audited first: a failed create leaves a record of a request that never existed (the trail
+        # may over-report, never under-report); a failed audit stores nothing
         await self._audit("proposed", approval, request_id=request_id)
+        await self._store.create(approval)
         if self._notify is not None:
             self._notify(approval)  # never blocks: a full queue drops the notice (the approval is listed anyway)
         return approval
@@ -169,7 +173,10 @@ class ApprovalService:
         await before_use()
         now = self._clock()
 
+        before: list[Approval] = []  # the stored state the transition changed (to undo it exactly)
+
         def use(approval: Approval) -> Approval:
+            before.append(approval)
             if approval.status != "approved" or now >= approval.expires_at:
                 raise ApprovalInvalid(detail=f"approval {approval.id} no longer usable ({approval.status})")
             return dataclasses.replace(approval, status="executed")
@@ -178,7 +185,11 @@ class ApprovalService:
             used = await self._store.transition(approval_id, use)
         except KeyError:
             raise ApprovalInvalid(detail="approval vanished") from None
-        await self._audit("executed", used, request_id=request_id)
+        try:
+            await self._audit("executed", used, request_id=request_id)
+        except BaseException:  # not on the record: the call does not run, and the approval stays usable
+            await self._restore(used, before[-1])
+            raise
         return used
 
     def _bound(self, approval: Approval, tool: str, arguments: Mapping[str, Any], principal: Principal,
@@ -209,7 +220,10 @@ class ApprovalService:
         current = await self._expire_if_due(current, request_id)
         now = self._clock()
 
+        before: list[Approval] = []
+
         def cast(approval: Approval) -> Approval:
+            before.append(approval)
             if approval.status != "pending":
                 raise ApproverRefused(f"approval is {approval.status}", status=409)
             if now >= approval.expires_at:
@@ -225,11 +239,27 @@ class ApprovalService:
             updated = await self._store.transition(approval_id, cast)
         except KeyError:
             raise ApproverRefused("no such approval", status=404) from None
-        await self._audit("approved" if verdict == "approve" else "denied", updated, request_id=request_id,
-                          approver=approver, reason=reason)
+        try:
+            await self._audit("approved" if verdict == "approve" else "denied", updated, request_id=request_id,
+                              approver=approver, reason=reason)
+        except BaseException:  # a vote that is not on the record does not count
+            await self._restore(updated, before[-1])
+            raise
         log.info("approval vote", extra={"fields": {"approval_id": updated.id, "verdict": verdict,
                                                     "status": updated.status, "approver": approver.user_id}})
         return updated
+
+    async def _restore(self, changed: Approval, previous: Approval) -> None:
+        """Undo ``changed`` (back to ``previous``) if nothing else changed the approval since."""
+        def undo(now_stored: Approval) -> Approval:
+            return previous if now_stored == changed else now_stored
+
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.transition(changed.id, undo)
+        except Exception:  # the store is failing too: the approval stays as changed (logged)
+            log.error("approval change could not be undone after an audit failure",
+                      extra={"fields": {"approval_id": changed.id, "status": changed.status}})
 
     def may_approve(self, tool: str, approver: Principal, tool_risk: str = "") -> bool:
         for rule in self._config.approvers:
