@@ -1,24 +1,26 @@
 """Structured JSON logging that never blocks the event loop.
 
-Records are put on an in-memory queue by the request path and written by a background thread
-(:class:`logging.handlers.QueueListener`). Each line is one JSON object: time, level, logger,
-event, and the record's ``fields`` (passed as ``extra={"fields": {...}}``). Exception tracebacks
-go to the operator log only, never to a client.
+Records are appended to an in-memory deque by the request path and written by a background
+thread that wakes every 10 ms and writes whatever accumulated in one go. There is no per-record
+wake-up: a queue-based listener woke its thread for every line, and that futex and GIL hand-over
+showed as ~14 % of the gateway's busy time per call (py-spy, c=1 benchmark). Each line is one
+JSON object: time, level, logger, event, and the record's ``fields`` (passed as
+``extra={"fields": {...}}``). Exception tracebacks go to the operator log only, never to a client.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import datetime as dt
 import logging
-import logging.handlers
-import queue
 import sys
+import threading
 from typing import Any, TextIO
 
 import orjson
 
-_listener: logging.handlers.QueueListener | None = None
+_listener: _BatchWriter | None = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,18 +37,76 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text:
             line["exception"] = record.exc_text
         # orjson escapes control characters as JSON requires, so a hostile value cannot forge a line
-        return orjson.dumps(line, default=str).decode()
+        text = orjson.dumps(line, default=str).decode()
+        # U+2028 / U+2029 are valid in JSON strings but end lines for many readers (str.splitlines, JS)
+        return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") if "\u2028" in text or (
+            "\u2029" in text) else text
 
 
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread as they are: the stdlib copies and pre-formats each one on
-    the caller's thread, which is the event loop here. Tracebacks are rendered to text first."""
+class _DequeHandler(logging.Handler):
+    """Hands records to the writer thread as they are (no copy, no formatting on the event loop);
+    tracebacks are rendered to text first, while the exception is still alive."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+    def __init__(self, items: collections.deque[logging.LogRecord]) -> None:
+        super().__init__()
+        self._items = items
+
+    def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
-        return record
+        self._items.append(record)  # deque.append is atomic; the writer thread pops from the left
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: emit is one atomic append
+        if self.filter(record):
+            self.emit(record)
+            return True
+        return False
+
+
+class _BatchWriter:
+    """The writer thread: every ``interval_s`` it formats and writes what accumulated, in one write."""
+
+    def __init__(self, items: collections.deque[logging.LogRecord], handler: logging.Handler,
+                 interval_s: float = 0.01) -> None:
+        self._items, self._handler, self._interval_s = items, handler, interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portcullis-log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self.drain()  # whatever came in after the thread's last pass
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self.drain()
+        self.drain()
+
+    def drain(self) -> None:
+        items, handler = self._items, self._handler
+        if not items:
+            return
+        lines: list[str] = []
+        while items:
+            try:
+                record = items.popleft()
+            except IndexError:
+                break
+            try:
+                lines.append(handler.format(record))
+            except Exception:  # a record that cannot be formatted must not stop the writer
+                lines.append(orjson.dumps({"level": "error", "logger": "portcullis.logs",
+                                           "event": "log record could not be formatted"}).decode())
+        stream = handler.stream  # type: ignore[attr-defined]
+        try:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: the lines are lost, the gateway is not
+            pass
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -69,14 +129,15 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     global _listener
     if _listener is not None:
         _listener.stop()
-    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
+    handler: logging.StreamHandler = (  # type: ignore[type-arg]
+        logging.StreamHandler(stream) if stream is not None else _CurrentStderr())
     handler.setFormatter(JsonFormatter())
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    items: collections.deque[logging.LogRecord] = collections.deque()
     root = logging.getLogger("portcullis")
-    root.handlers[:] = [_QueueHandler(q)]
+    root.handlers[:] = [_DequeHandler(items)]
     root.setLevel(level)
     root.propagate = False
-    _listener = logging.handlers.QueueListener(q, handler)
+    _listener = _BatchWriter(items, handler)
     _listener.start()
     atexit.register(_stop)
 
