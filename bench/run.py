@@ -471,7 +471,7 @@ def report(results: dict[str, Any]) -> list[str]:
     if stages:
         lines += ["", "gateway's own time per stage, measured phases only (from its /metrics histograms):",
                   f"{'stage':<10} {'c=1 p50 us':>11} {'c=1 mean us':>12} {'c=16 p50 us':>12} {'c=16 mean us':>13}"]
-        order = ("record", "route", "gate", "validate", "authorize", "limits", "audit", "forward")
+        order = ("record", "route", "gate", "validate", "authorize", "risk", "limits", "approve", "audit", "forward")
         names = sorted({n for per in stages.values() for n in per},
                        key=lambda n: order.index(n) if n in order else len(order))
         for name in names:
