@@ -27,6 +27,8 @@ from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalS
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
+from portcullis.audit.query import AuditQuery
+from portcullis.audit.query import search as audit_search
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
@@ -231,8 +233,21 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 allow_insecure_http=notify_cfg.allow_insecure_http, timeout_s=notify_cfg.timeout_s, clock=clock)
         except (ValueError, OSError) as exc:
             raise _problem(deployment, f"approvals.notify: {exc}") from None
+    async def recent_calls(tool: str, requester: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+        """The same agent's (else user's, else client's) decided calls of ``tool`` in the last day, from the
+        audit trail through a read-only connection in a worker thread (never the writer's)."""
+        who = next(((name, requester[name]) for name in ("agent_id", "user_id", "client_id")
+                    if isinstance(requester.get(name), str)), None)
+        if who is None:
+            return []
+        query = AuditQuery(tool=tool, principal={who[0]: who[1]}, kind="decision", since=clock() - 86400, limit=limit)
+        return [{"at": record.ts, "request_id": record.request_id,
+                 "effect": record.fields.get("decision", {}).get("effect"),
+                 "arguments": record.fields.get("arguments")} for record in await audit_search(audit_path, query)]
+
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
-                                notify=None if notifier is None else notifier.offer, links=link_signer)
+                                notify=None if notifier is None else notifier.offer, links=link_signer,
+                                recent_calls=recent_calls)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,

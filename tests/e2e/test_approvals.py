@@ -63,6 +63,7 @@ async def pending(gateway: GatewayProcess, arguments: dict[str, Any], **kwargs: 
 
 async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayProcess) -> None:
     """Drafted, pending, approved by a person through the CLI, executed once, every step audited."""
+    assert not isinstance(await ask(gateway, refund(80, order="ORD-20077")), MCPError)  # history for the approver
     data = await pending(gateway, refund(300), justification="customer charged twice\u202e")
     approval_id = data["approval_id"]
     assert data["status"] == "pending" and data["required_approvers"] == 1
@@ -76,6 +77,8 @@ async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayPr
     assert shown.returncode == 0, shown.stderr
     assert "customer charged twice\\u{202E}" in shown.stdout  # invisible characters made visible
     assert '"amount": 300' in shown.stdout and "sha256:" in shown.stdout and "billing-bot" in shown.stdout
+    history = shown.stdout.split("calls of this tool in the last day", 1)[1]
+    assert "ORD-20077" in history and "allow" in history  # the same agent's earlier call, from the audit trail
     done = run_cli("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
                    "--reason", "order checked")
     assert done.returncode == 0 and "approved" in done.stdout, done.stdout + done.stderr

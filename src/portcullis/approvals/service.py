@@ -51,6 +51,8 @@ log = logging.getLogger("portcullis.approvals")
 APPROVAL_ID_META = "io.portcullis/approval-id"
 INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a held call
 Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
+# (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
+RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
 
 
 class ApproverRefused(PortcullisError):
@@ -72,9 +74,9 @@ class ApprovalService:
 
     def __init__(self, store: ApprovalStore, config: ApprovalsConfig, *, clock: Callable[[], float],
                  audit: Audit, notify: Callable[[Approval], bool] | None = None,
-                 links: LinkSigner | None = None) -> None:
+                 links: LinkSigner | None = None, recent_calls: RecentCalls | None = None) -> None:
         self._store, self._config, self._clock, self._audit = store, config, clock, audit
-        self._notify, self.links = notify, links
+        self._notify, self.links, self._recent_calls = notify, links, recent_calls
         if not config.approvers:
             log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
                         "never run")
@@ -278,6 +280,13 @@ class ApprovalService:
         approval = await self._expire_if_due(approval, f"view-{approval.id}")
         recent = await self._store.recent(requester_key=approval.requester_key, tool=approval.tool,
                                           limit=self._config.recent_similar, exclude=approval.id)
+        calls: list[dict[str, Any]] = []
+        if self._recent_calls is not None and self._config.recent_similar:
+            try:
+                calls = await self._recent_calls(approval.tool, approval.requester, self._config.recent_similar)
+            except Exception as exc:  # the view still shows everything bound; the history is context only
+                log.warning("recent calls unavailable for an approval view", extra={"fields": {
+                    "approval_id": approval.id, "error": type(exc).__name__}})
         return {**_brief(approval),
                 "arguments": visible_json(approval.arguments),
                 "arguments_hash": approval.arguments_hash,
@@ -288,7 +297,8 @@ class ApprovalService:
                 "votes": [{"approver": visible_json(dict(v.approver)), "verdict": v.verdict, "at": _iso(v.at),
                            "reason": v.reason} for v in approval.votes],
                 "recent_similar": [{**_brief(r), "arguments": visible_json(r.arguments),
-                                    "arguments_hash": r.arguments_hash} for r in recent]}
+                                    "arguments_hash": r.arguments_hash} for r in recent],
+                "recent_calls": [visible_json(c) for c in calls]}
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return [_brief(a) for a in await self._store.list(status=status, limit=limit)]

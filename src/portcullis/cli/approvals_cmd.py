@@ -130,6 +130,11 @@ def show(approval_id: ApprovalId, admin_url: AdminUrl = None, config: Config = N
     for vote in view["votes"]:
         lines.append(f"vote       {vote['verdict']} by {vote['approver'].get('user_id')} at {vote['at']}"
                      + (f": {vote['reason']}" if vote["reason"] else ""))
+    calls = view.get("recent_calls") or []
+    lines.append(f"the same caller's calls of this tool in the last day ({len(calls)}, newest first):")
+    for call in calls:
+        arguments = json.dumps(call.get("arguments"), sort_keys=True, ensure_ascii=True)
+        lines.append(f"  {call.get('effect') or '?':<16} {arguments}")
     recent = view.get("recent_similar") or []
     lines.append(f"recent similar requests by the same requester ({len(recent)}):")
     for item in recent:
