@@ -461,3 +461,53 @@ def test_docs_example_module_and_input_give_the_documented_result() -> None:
     assert {"findings": [[f.effect, f.rule_id, f.reason] for f in result.findings],
             "obligations": [[o.kind, o.pointer] for o in result.obligations],
             "error": result.error} == expected
+
+
+# ----------------------------------------------------------------------------- decision cache
+
+
+def test_the_cache_answers_repeated_input_paths_and_only_those() -> None:
+    policy = RegoPolicy.compile({"hr.rego": HR}, budget_s=10)
+    first = policy.evaluate(_input(anything="x"))
+    again = policy.evaluate(_input(anything="y"))  # arguments are not read by HR: the same decision input
+    assert again == first and policy.cache_hits == 1
+    contractor = policy.evaluate(_input(principal=_principal(employment_type="contractor")))
+    assert policy.cache_hits == 1  # a referenced path changed: evaluated
+    assert [f.rule_id for f in contractor.findings] == ["hr/contractor_denied"] != [f.rule_id for f in first.findings]
+
+
+def test_errors_and_non_json_inputs_are_never_cached() -> None:
+    policy = RegoPolicy.compile({"t.rego": TENANCY}, budget_s=10)
+    for _ in range(2):
+        assert policy.evaluate(_input(tenant_id=float("nan"))).error is not None
+        assert policy.evaluate(_input(tenant_id={1, 2})).error is not None
+    assert policy.cache_hits == 0
+    boom = RegoPolicy.compile({"b.rego": 'package portcullis.b\nimport rego.v1\nx := 1 / count(input.arguments)\n'
+                                          'deny contains {"id": "b/x", "reason": "r"} if x > 0\n'}, budget_s=10)
+    for _ in range(2):
+        assert boom.evaluate(_input()).error is not None  # division by zero, every time
+    assert boom.cache_hits == 0
+
+
+def test_policies_with_non_deterministic_builtins_are_never_cached() -> None:
+    module = ('package portcullis.clock\nimport rego.v1\n'
+              'deny contains {"id": "clock/late", "reason": "late"} if time.now_ns() < 0\n')
+    policy = RegoPolicy.compile({"clock.rego": module}, budget_s=10)
+    for _ in range(3):
+        assert policy.evaluate(_input()).error is None
+    assert policy.cache_hits == 0
+    commented = RegoPolicy.compile({"c.rego": HR + "# time.now_ns() only in a comment\n"}, budget_s=10)
+    commented.evaluate(_input())
+    commented.evaluate(_input())
+    assert commented.cache_hits == 1
+
+
+def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rego_module, "CACHE_ENTRIES", 3)
+    policy = RegoPolicy.compile({"t.rego": TENANCY}, budget_s=10)
+    for i in range(10):
+        policy.evaluate(_input(tenant_id=f"t{i}"))
+    assert len(policy._cache) == 3  # type: ignore[arg-type]
+    policy.evaluate(_input(tenant_id="t9"))
+    policy.evaluate(_input(tenant_id="t0"))  # evicted long ago: evaluated again
+    assert policy.cache_hits == 1

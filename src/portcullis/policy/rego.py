@@ -35,6 +35,7 @@ lock serialises evaluations anyway, because one rego-cpp interpreter holds the i
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hashlib
 import json
@@ -50,6 +51,7 @@ from typing import Any, Literal
 from regopy import Interpreter, LogLevel, RegoError
 from regopy import rego_shared as _capi  # regopy's ctypes bindings of the rego-cpp C API
 
+from portcullis.audit.record import canonical_bytes
 from portcullis.policy.decision import Obligation
 
 DECISION_KEYS = ("deny", "require_approval", "obligations")
@@ -57,6 +59,7 @@ RESERVED_RULES = ("allow", "warn", "violation")  # would look like decisions but
 MAX_INPUT_VALUES = 10_000  # values in one input document (each costs about 1 µs to hand over)
 MAX_INPUT_DEPTH = 64
 DEFAULT_BUDGET_S = 0.02  # CPU seconds per evaluation; typical evaluations take 0.2-0.4 ms
+CACHE_ENTRIES = 4096  # cached decisions per policy version
 MAX_ENTRIES = 64  # elements in one deny / require_approval / obligations collection
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
@@ -100,10 +103,15 @@ class _EvalError(Exception):
 class RegoPolicy:
     """The compiled Rego modules of one policy version. Build with :meth:`compile` or :meth:`load_dir`."""
 
-    __slots__ = ("_budget_ns", "_declared", "_lock", "_runtime", "_slots", "module_names", "version")
+    __slots__ = ("_budget_ns", "_cache", "_declared", "_lock", "_runtime", "_slots", "cache_hits", "module_names",
+                 "version")
 
     def __init__(self, *, version: str, module_names: tuple[str, ...], declared: tuple[str, ...],
-                 runtime: _Runtime, slots: tuple[tuple[str, str], ...], budget_ns: int) -> None:
+                 runtime: _Runtime, slots: tuple[tuple[str, str], ...], budget_ns: int,
+                 cacheable: bool = False) -> None:
+        self._cache: collections.OrderedDict[bytes, RegoResult] | None = (
+            collections.OrderedDict() if cacheable else None)
+        self.cache_hits = 0
         self.version = version
         self.module_names = module_names
         self._declared = declared
@@ -124,8 +132,9 @@ class RegoPolicy:
         runtime = _Runtime.build(modules, slots)
         declared = sorted({match for source in modules.values() for match in _DECLARED_ID.findall(source)
                            if RULE_ID.fullmatch(match)})
+        deterministic = not any(_NONDETERMINISTIC.search(_NOT_CODE.sub(" ", s)) for s in modules.values())
         return cls(version=_version(modules), module_names=tuple(sorted(modules)), declared=tuple(declared),
-                   runtime=runtime, slots=slots, budget_ns=round(budget_s * 1e9))
+                   runtime=runtime, slots=slots, budget_ns=round(budget_s * 1e9), cacheable=deterministic)
 
     @classmethod
     def load_dir(cls, directory: Path, *, budget_s: float = DEFAULT_BUDGET_S,
@@ -161,19 +170,44 @@ class RegoPolicy:
         return self._declared
 
     def evaluate(self, input_doc: Mapping[str, Any]) -> RegoResult:
-        """Evaluate the modules over ``input_doc`` (any JSON-able mapping). Never raises."""
+        """Evaluate the modules over ``input_doc`` (any JSON-able mapping). Never raises.
+
+        Decision cache: Rego without non-deterministic built-ins (``time.now_ns``, ``rand.*``,
+        ``http.send``, …) is a pure function of the input it reads, so a successful result is kept
+        per policy version, keyed by the canonical JSON of exactly the input paths the modules
+        reference (:func:`wanted_input`); an input that is not canonical JSON is never cached. At
+        most :data:`CACHE_ENTRIES` results, least recently used out first.
+        """
+        key = self._cache_key(input_doc) if self._cache is not None else None
         try:
             with self._lock:
+                if key is not None:
+                    cached = self._cache.get(key)  # type: ignore[union-attr]
+                    if cached is not None:
+                        self._cache.move_to_end(key)  # type: ignore[union-attr]
+                        self.cache_hits += 1
+                        return cached
                 start = time.thread_time_ns()
                 output = self._runtime.evaluate(input_doc)
                 findings, obligations = _decode(output, self._slots)
                 elapsed = time.thread_time_ns() - start
+                result = RegoResult(findings=findings, obligations=obligations,
+                                    error="timeout" if elapsed > self._budget_ns else None)
+                if key is not None and result.error is None:
+                    self._cache[key] = result  # type: ignore[index]
+                    if len(self._cache) > CACHE_ENTRIES:  # type: ignore[arg-type]
+                        self._cache.popitem(last=False)  # type: ignore[union-attr]
+                return result
         except _EvalError as exc:
             return RegoResult(error=str(exc))
         except Exception as exc:  # fail closed: a bug here must not become an allow
             return RegoResult(error=f"internal: {type(exc).__name__}")
-        return RegoResult(findings=findings, obligations=obligations,
-                          error="timeout" if elapsed > self._budget_ns else None)
+
+    def _cache_key(self, input_doc: Mapping[str, Any]) -> bytes | None:
+        try:
+            return canonical_bytes(_project(input_doc, self._runtime._wanted))
+        except (ValueError, TypeError, RecursionError):
+            return None  # not canonical JSON (NaN, a set, a huge int, …): evaluated, never cached
 
     def __repr__(self) -> str:
         return f"RegoPolicy(version={self.version!r}, modules={list(self.module_names)!r})"
@@ -349,6 +383,9 @@ def _error_message(node: int) -> str:
 Wanted = Literal[True] | dict[str, "Wanted"]
 ALL: Literal[True] = True
 _INPUT_REF = re.compile(r"(?<![.\w])input\b((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+# built-ins whose result is not a function of the input: a policy that calls one is never cached
+_NONDETERMINISTIC = re.compile(r"\b(?:time\.now_ns|rand\.\w+|uuid\.\w+|http\.send|opa\.runtime|net\.\w+|"
+                               r"crypto\.x509\.parse_and_verify_certificates\w*|io\.jwt\.decode_verify)\s*\(")
 _NOT_CODE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')  # strings, raw strings, comments
 
 
