@@ -245,6 +245,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                  "effect": record.fields.get("decision", {}).get("effect"),
                  "arguments": record.fields.get("arguments")} for record in await audit_search(audit_path, query)]
 
+    metrics.set_approvals_source(approval_store.open_counts)
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls)

@@ -68,6 +68,8 @@ async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayPr
     approval_id = data["approval_id"]
     assert data["status"] == "pending" and data["required_approvers"] == 1
     assert data["resume"]["_meta"] == {META: approval_id} and data["expires_at"].endswith("Z")
+    scrape = httpx2.get(f"{gateway.admin_base}/metrics", timeout=15).text
+    assert 'portcullis_approvals_open{status="pending"} 1.0' in scrape  # the approvers' queue, for alerts
     # polling: the same retry before approval reports the status and runs nothing
     again = await pending(gateway, refund(300), approval_id=approval_id)
     assert again["status"] == "pending" and again["approval_id"] == approval_id

@@ -260,3 +260,20 @@ def test_metrics_config_is_on_by_default_and_strict() -> None:
         MetricsConfig.model_validate({"enabled": True, "port": 9090})
     with pytest.raises(ValidationError):
         config.enabled = False  # type: ignore[misc]
+
+
+def test_open_approvals_are_read_at_scrape_time_and_a_failing_source_is_left_out() -> None:
+    from portcullis.observability.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(process_metrics=False)
+    metrics.set_approvals_source(lambda: {"pending": 3})
+    body, _ = metrics.render()
+    assert b'portcullis_approvals_open{status="pending"} 3.0' in body
+    assert b'portcullis_approvals_open{status="approved"} 0.0' in body
+
+    def broken() -> dict[str, int]:
+        raise RuntimeError("store down")
+
+    metrics.set_approvals_source(broken)
+    body, _ = metrics.render()
+    assert b"portcullis_approvals_open" not in body and b"portcullis_calls_total" in body

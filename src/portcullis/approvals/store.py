@@ -113,6 +113,13 @@ class SqliteApprovalStore:
         except sqlite3.Error as exc:
             raise ApprovalStoreUnavailable(detail=f"approval store failed: {type(exc).__name__}: {exc}") from None
 
+    def open_counts(self) -> dict[str, int]:
+        """Approvals pending and approved-but-unused, by status (for the metrics scrape; one indexed query)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT status, count(*) FROM approval WHERE status IN ('pending', 'approved') "
+                                      "GROUP BY status").fetchall()
+        return {status: int(count) for status, count in rows}
+
     async def create(self, approval: Approval) -> None:
         def insert() -> None:
             self._conn.execute("INSERT INTO approval (id, created_at, status, tool, requester_key, body) "

@@ -19,10 +19,12 @@ name                                         labels                             
 ``portcullis_export_dropped_total``          exporter                               records dropped by exporters *
 ``portcullis_export_failed_attempts_total``  exporter                               failed export attempts *
 ``portcullis_export_queue_depth``            exporter                               records waiting to export *
+``portcullis_approvals_open``                status                                 approvals pending / approved *
 ==========================================  =====================================  =============================
 
 ``*``: read at scrape time from a callback (:meth:`GatewayMetrics.set_audit_queue_depth_source`,
-:meth:`GatewayMetrics.set_export_stats_source`); absent until one is set. ``decision`` is
+:meth:`GatewayMetrics.set_export_stats_source`, :meth:`GatewayMetrics.set_approvals_source`);
+absent until one is set. ``decision`` is
 ``allow``, ``deny``, ``require_approval`` or ``none``; ``outcome`` is ``ok``, ``tool_error``,
 ``denied``, ``error`` or the name of the error class. The standard ``process_*``, ``python_gc_*``
 and ``python_info`` metrics are included unless turned off.
@@ -185,6 +187,7 @@ class GatewayMetrics:
         self._known_tools, self._known_rules = known_tools, known_rules
         self._export_source: Callable[[], ExportStats] | None = None
         self._audit_depth_source: Callable[[], int] | None = None
+        self._approvals_source: Callable[[], Mapping[str, int]] | None = None
 
         def counter(name: str, doc: str, *labels: str) -> Family[CounterChild]:
             return Family(f"portcullis_{name}", doc, labels, CounterChild, max_series=max_series)
@@ -262,6 +265,10 @@ class GatewayMetrics:
         """Read the ``portcullis_export_*`` metrics from ``source()`` at every scrape."""
         self._export_source = source
 
+    def set_approvals_source(self, source: Callable[[], Mapping[str, int]] | None) -> None:
+        """Read ``portcullis_approvals_open`` (status -> count) from ``source()`` at every scrape."""
+        self._approvals_source = source
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type; ``accept`` (the request's Accept header) may ask
         for OpenMetrics."""
@@ -300,6 +307,17 @@ class GatewayMetrics:
                 yield from _export_families(self._export_source())
             except Exception:
                 log.warning("export stats source failed", exc_info=True)
+        if self._approvals_source is not None:
+            try:
+                counts = self._approvals_source()
+                family = GaugeMetricFamily("portcullis_approvals_open", "Approvals waiting for approvers "
+                                           "(pending) or for the agent's retry (approved).", labels=["status"])
+                for status in ("pending", "approved"):
+                    family.add_metric([status], float(counts.get(status, 0)))
+            except Exception:
+                log.warning("approvals source failed", exc_info=True)
+            else:
+                yield family
 
 
 def _export_families(stats: ExportStats) -> list[Metric]:
