@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
-import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +29,7 @@ import anyio
 import httpx2
 
 from portcullis.approvals.model import Approval, visible
+from portcullis.audit.keys import create_once, read_private
 from portcullis.audit.siem.webhook import SIGNATURE_HEADER, signature_header
 
 log = logging.getLogger("portcullis.approvals")
@@ -41,18 +42,13 @@ class Notifier(Protocol):
 
 
 def load_link_key(state_dir: Path) -> bytes:
-    """The key that signs approval links (32 random bytes in the state directory, owner-only)."""
+    """The key that signs approval links (32 random bytes in the state directory, owner-only),
+    created once the way the audit keys are (atomic, never replaced, mode checked on read)."""
     path = state_dir / LINK_KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise ValueError(f"{path} is shorter than 32 bytes") from None
-        return key
-    key = os.urandom(32)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
+    create_once(path, lambda: secrets.token_bytes(32), 0o600)
+    key = read_private(path)
+    if len(key) < 32:
+        raise ValueError(f"{path} is shorter than 32 bytes")
     return key
 
 

@@ -141,16 +141,7 @@ class ApprovalService:
         """Report the status of an approval bound to this call without running it: always raises
         (pending or approved: :class:`ApprovalRequired` with the status; denied, expired, used or
         not bound: as :meth:`redeem`)."""
-        current = await self._store.get(approval_id)
-        if current is None or not self._bound(current, tool, arguments, principal, decision):
-            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
-        current = await self._expire_if_due(current, request_id)
-        if current.status == "expired":
-            raise ApprovalExpired(detail=f"approval {current.id} expired")
-        if current.status == "denied":
-            raise ApprovalDenied(detail=f"approval {current.id} denied")
-        if current.status == "executed":
-            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id)
         raise self.pending_error(current, decision)
 
     async def redeem(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
@@ -160,16 +151,7 @@ class ApprovalService:
         ``before_use`` runs after every check passed and before the approval is consumed (the
         limits are counted there); if it raises, the approval stays usable.
         """
-        current = await self._store.get(approval_id)
-        if current is None or not self._bound(current, tool, arguments, principal, decision):
-            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
-        current = await self._expire_if_due(current, request_id)
-        if current.status == "expired":
-            raise ApprovalExpired(detail=f"approval {current.id} expired")
-        if current.status == "denied":
-            raise ApprovalDenied(detail=f"approval {current.id} denied")
-        if current.status == "executed":
-            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id)
         if current.status == "pending":
             raise self.pending_error(current, decision)
         await before_use()
@@ -193,6 +175,22 @@ class ApprovalService:
             await self._restore(used, before[-1])
             raise
         return used
+
+    async def _open_for(self, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
+                        decision: Any, request_id: str) -> Approval:
+        """The approval bound to this call, still pending or approved; raises for every other case
+        (missing or bound elsewhere, expired, denied, already used)."""
+        current = await self._store.get(approval_id)
+        if current is None or not self._bound(current, tool, arguments, principal, decision):
+            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
+        current = await self._expire_if_due(current, request_id)
+        if current.status == "expired":
+            raise ApprovalExpired(detail=f"approval {current.id} expired")
+        if current.status == "denied":
+            raise ApprovalDenied(detail=f"approval {current.id} denied")
+        if current.status == "executed":
+            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+        return current
 
     def _bound(self, approval: Approval, tool: str, arguments: Mapping[str, Any], principal: Principal,
                decision: Any) -> bool:

@@ -72,18 +72,18 @@ class AuditKeys:
         root = Path(state_dir)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         signing_path = root / SIGNING_KEY_FILE
-        _create_once(signing_path, lambda: Ed25519PrivateKey.generate().private_bytes(
+        create_once(signing_path, lambda: Ed25519PrivateKey.generate().private_bytes(
             Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()), 0o600)
-        signing_key = _parse_private_key(signing_path, _read_private(signing_path))
+        signing_key = _parse_private_key(signing_path, read_private(signing_path))
 
         hmac_path = root / HMAC_KEY_FILE
-        _create_once(hmac_path, lambda: secrets.token_bytes(HMAC_KEY_BYTES), 0o600)
-        hmac_key = _read_private(hmac_path)
+        create_once(hmac_path, lambda: secrets.token_bytes(HMAC_KEY_BYTES), 0o600)
+        hmac_key = read_private(hmac_path)
         if len(hmac_key) != HMAC_KEY_BYTES:
             raise _problem(hmac_path, f"must hold exactly {HMAC_KEY_BYTES} bytes")
 
         public_path = root / PUBLIC_KEY_FILE
-        _create_once(public_path, lambda: _public_pem(signing_key.public_key()), 0o644)
+        create_once(public_path, lambda: _public_pem(signing_key.public_key()), 0o644)
         if _raw(load_public_key(public_path)) != _raw(signing_key.public_key()):
             raise _problem(public_path, f"does not match {SIGNING_KEY_FILE}; one of them was replaced")
         return cls(signing_key, hmac_key)
@@ -131,7 +131,7 @@ def _parse_private_key(path: Path, data: bytes) -> Ed25519PrivateKey:
     return key
 
 
-def _create_once(path: Path, make: Callable[[], bytes], mode: int) -> None:
+def create_once(path: Path, make: Callable[[], bytes], mode: int) -> None:
     """Create ``path`` with ``make()``'s bytes unless it exists; never replaces an existing file."""
     if os.path.lexists(path):
         return
@@ -165,7 +165,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _read_private(path: Path) -> bytes:
+def read_private(path: Path) -> bytes:
     """Read a secret file after checking, on the open descriptor, that only its owner can access it."""
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -35,6 +35,7 @@ holds one read transaction so pages and checkpoints read inside it describe one 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -175,17 +176,7 @@ class SqliteAuditStore:
     @classmethod
     async def open(cls, path: str | Path, *, durability: Literal["process", "power"] = "power") -> SqliteAuditStore:
         """Open (creating if needed) the store at ``path``; see the module docstring for ``durability``."""
-        inline = _inline(durability)
-        lock_fd = _claim(path)
-        try:
-            conn = await anyio.to_thread.run_sync(_connect, path, inline)
-        except sqlite3.Error as exc:
-            _release(lock_fd)
-            raise AuditUnavailable(detail=f"audit store open failed: {exc}") from None
-        except BaseException:
-            _release(lock_fd)
-            raise
-        return cls(conn, path=path, inline=inline, lock_fd=lock_fd)
+        return await anyio.to_thread.run_sync(functools.partial(cls.open_sync, path, durability=durability))
 
     @classmethod
     def open_sync(cls, path: str | Path, *, durability: Literal["process", "power"] = "power") -> SqliteAuditStore:

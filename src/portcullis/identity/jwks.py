@@ -164,8 +164,11 @@ def _url_allowed(url: str) -> bool:
         return False
     if parts.scheme == "https":
         return True
-    if parts.scheme != "http":
-        return False
+    return parts.scheme == "http" and is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address (where plain-text transport stays on this machine)."""
     if host == "localhost":
         return True
     try:

@@ -28,7 +28,6 @@ Transports:
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import math
 import os
@@ -42,6 +41,7 @@ import orjson
 from anyio.abc import AsyncResource, ByteStream, ConnectedUDPSocket, SocketAttribute
 
 from portcullis.audit.siem.interface import ExportFailed, Record
+from portcullis.identity.jwks import is_loopback_host
 
 log = logging.getLogger("portcullis.audit.siem")
 
@@ -147,7 +147,7 @@ class SyslogExporter:
         self._ssl_context = ssl_context
         self._udp: ConnectedUDPSocket | None = None
         self._stream: ByteStream | None = None
-        if protocol != "tls" and not _is_loopback(host):
+        if protocol != "tls" and not is_loopback_host(host):
             log.warning("syslog audit export in cleartext to a non-loopback host; use protocol tls",
                         extra={"fields": {"exporter": name, "host": host, "protocol": protocol}})
 
@@ -249,10 +249,3 @@ async def _alive(stream: ByteStream) -> bool:
     return True
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
