@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,7 +321,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         except SystemExit:  # uvicorn exits when it cannot bind; the MCP endpoint keeps serving
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
-    background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin]
     if notifier is not None:
         background.append(notifier.run)

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -31,7 +32,7 @@ class PinRow:
 
 async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
                          connect_timeout_s: float = 30.0) -> list[PinRow]:
-    listings: dict[str, list[dict]] = {}
+    listings: dict[str, list[dict[str, Any]]] = {}
     keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
 
     def child_env(service: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ therefore survive a gateway restart. PostgreSQL (cluster mode) implements the sa
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -55,8 +56,8 @@ class ApprovalStoreUnavailable(GatewayCallError):
 class ApprovalStore(Protocol):
     async def create(self, approval: Approval) -> None: ...
     async def get(self, approval_id: str) -> Approval | None: ...
-    async def list(self, *, status: str | None = None, limit: int = 100) -> list[Approval]: ...
-    async def recent(self, *, requester_key: str, tool: str, limit: int, exclude: str) -> list[Approval]: ...
+    async def list(self, *, status: str | None = None, limit: int = 100) -> builtins.list[Approval]: ...
+    async def recent(self, *, requester_key: str, tool: str, limit: int, exclude: str) -> builtins.list[Approval]: ...
     async def transition(self, approval_id: str, change: Callable[[Approval], Approval]) -> Approval: ...
 
 
@@ -134,8 +135,8 @@ class SqliteApprovalStore:
             return None if row is None else _decode(row[0])
         return await self._run(select)
 
-    async def list(self, *, status: str | None = None, limit: int = 100) -> list[Approval]:
-        def select() -> list[Approval]:
+    async def list(self, *, status: str | None = None, limit: int = 100) -> builtins.list[Approval]:
+        def select() -> builtins.list[Approval]:
             if status is None:
                 rows = self._conn.execute("SELECT body FROM approval ORDER BY created_at DESC LIMIT ?", (limit,))
             else:
@@ -144,8 +145,8 @@ class SqliteApprovalStore:
             return [_decode(body) for (body,) in rows.fetchall()]
         return await self._run(select)
 
-    async def recent(self, *, requester_key: str, tool: str, limit: int, exclude: str) -> list[Approval]:
-        def select() -> list[Approval]:
+    async def recent(self, *, requester_key: str, tool: str, limit: int, exclude: str) -> builtins.list[Approval]:
+        def select() -> builtins.list[Approval]:
             rows = self._conn.execute("SELECT body FROM approval WHERE requester_key = ? AND tool = ? AND id != ? "
                                       "ORDER BY created_at DESC LIMIT ?", (requester_key, tool, exclude, limit))
             return [_decode(body) for (body,) in rows.fetchall()]

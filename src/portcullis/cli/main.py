@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from portcullis import __version__
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.policy_cmd import policy_app
+
+if TYPE_CHECKING:
+    from portcullis.config.loader import Deployment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
 out = Console(soft_wrap=True)
@@ -29,7 +32,7 @@ def demo_deployment() -> Path:
     return Path(str(resources.files("portcullis.demo").joinpath("deployment")))
 
 
-def _load(config: Path | None):
+def _load(config: Path | None) -> Deployment:
     from portcullis.config.loader import load_deployment
     from portcullis.errors import ConfigError
 

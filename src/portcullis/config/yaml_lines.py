@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from yaml.events import AliasEvent, NodeEvent
@@ -77,21 +77,21 @@ class YamlDocument:
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 core resolution that refuses anchors, aliases and deep nesting."""
 
-    yaml_implicit_resolvers: ClassVar[dict[Any, list[Any]]] = {}
+    yaml_implicit_resolvers: dict[Any, list[Any]] = {}  # noqa: RUF012  # PyYAML's own class-level table
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML stubs leave it untyped
         if isinstance(event, AliasEvent) or (isinstance(event, NodeEvent) and event.anchor is not None):
             raise YamlError("anchors and aliases are not allowed", _line(event.start_mark))
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 raise YamlError(f"nesting deeper than {MAX_DEPTH} levels", _line(event.start_mark))
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -114,7 +114,7 @@ def load_yaml(data: bytes | str) -> YamlDocument:
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise YamlError("not UTF-8 text", data[: exc.start].count(b"\n") + 1) from None
+            raise YamlError("not UTF-8 text", raw[: exc.start].count(b"\n") + 1) from None
     try:
         loader = _Loader(data)
     except yaml.reader.ReaderError as exc:

@@ -142,7 +142,8 @@ class Family(Generic[C]):
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], new: Callable[[], C],
                  *, max_series: int) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
-        self._new, self._max_series = new, max_series
+        self._new: Callable[[], C] = new
+        self._max_series = max_series
         self._overflow = (OVERFLOW,) * len(labelnames)
         self._children: dict[tuple[str, ...], C] = {}
 
@@ -289,7 +290,7 @@ class GatewayMetrics:
                 buckets, total = [], 0
                 for bound, count in zip(child_h.bounds, list(child_h.counts), strict=True):
                     total += count
-                    buckets.append((floatToGoString(bound), float(total)))
+                    buckets.append((floatToGoString(bound), float(total)))  # type: ignore[no-untyped-call]
                 family_h.add_metric(values, buckets, child_h.sum)
             yield family_h
         yield from self._callback_families()

@@ -229,7 +229,9 @@ class Tracing:
                 return cls.with_exporter(InMemorySpanExporter(), service_name, sample_ratio=ratio)
             case "otlp":
                 try:
-                    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+                    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                        OTLPSpanExporter,
+                    )
                 except ImportError:
                     raise ConfigError([Problem(Path("gateway.yaml"), None, (
                         "observability.tracing.exporter 'otlp' needs the package "

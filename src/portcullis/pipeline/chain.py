@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
@@ -124,7 +123,7 @@ def compose_timed(stages: Sequence[tuple[str, Stage]], terminal: tuple[str, Hand
             acc[0] += spent
             report(name, spent / 1e9)
 
-    handler: Callable[[CallContext, list[int]], Any] = timed_terminal
+    handler: Callable[..., Awaitable[CallResult]] = timed_terminal
     for stage_name, stage in reversed(stages):
         handler = functools.partial(_invoke_timed, stage_name, stage, handler, report)
         if tracing is not None and stage_name != "record":  # record opens the call's span itself
@@ -136,7 +135,7 @@ def compose_timed(stages: Sequence[tuple[str, Stage]], terminal: tuple[str, Hand
     return entry
 
 
-async def _invoke_timed(name: str, stage: Stage, call_next: Callable[[CallContext, list[int]], Any],
+async def _invoke_timed(name: str, stage: Stage, call_next: Callable[..., Awaitable[CallResult]],
                         report: Callable[[str, float], None], ctx: CallContext, acc: list[int]) -> CallResult:
     inner = [0]  # time spent in the stages this one calls
     start = time.perf_counter_ns()
@@ -148,7 +147,7 @@ async def _invoke_timed(name: str, stage: Stage, call_next: Callable[[CallContex
         report(name, max(spent - inner[0], 0) / 1e9)
 
 
-async def _invoke_traced(tracing: Tracing, name: str, call: Callable[..., Any], ctx: CallContext,
+async def _invoke_traced(tracing: Tracing, name: str, call: Callable[..., Awaitable[CallResult]], ctx: CallContext,
                          acc: list[int]) -> CallResult:
     if ctx.trace is None:
         return await call(ctx, acc=acc)

@@ -195,8 +195,11 @@ def _bound(schema: Mapping[str, Any], inclusive: str, exclusive: str, *, lower: 
     if not found:
         return None, False
     # Lower bound: the largest, exclusive first on a tie; upper bound: the smallest, exclusive first.
-    key = (lambda item: (item[0], item[1])) if lower else (lambda item: (-item[0], item[1]))
-    return max(found, key=key)
+    def rank(item: tuple[Decimal, bool]) -> tuple[Decimal, bool]:
+        return (item[0], item[1]) if lower else (-item[0], item[1])
+
+    best = max(found, key=rank)
+    return best[0], best[1]
 
 
 # ----------------------------------------------------------------------------- 6. currencies

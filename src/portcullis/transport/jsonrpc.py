@@ -33,7 +33,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
-            children = node.values()
+            children: Any = node.values()
         elif isinstance(node, list):
             children = node
         else:

@@ -61,7 +61,10 @@ def server_version(info: object) -> str | None:
     """``"<name> <version>"`` from a ``serverInfo`` mapping or SDK ``Implementation`` (printable, ≤ 128 chars)."""
     if info is None:
         return None
-    get = info.get if isinstance(info, Mapping) else (lambda key: getattr(info, key, None))
-    parts = [str(value) for value in (get("name"), get("version")) if isinstance(value, str) and value]
+    if isinstance(info, Mapping):
+        values = (info.get("name"), info.get("version"))
+    else:
+        values = (getattr(info, "name", None), getattr(info, "version", None))
+    parts = [str(value) for value in values if isinstance(value, str) and value]
     text = "".join(c for c in " ".join(parts) if c.isprintable())[:128]
     return text or None

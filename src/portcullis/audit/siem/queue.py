@@ -214,7 +214,7 @@ class ExportQueue:
 
     def backoff_s(self, attempt: int) -> float:
         """The wait after failed attempt number ``attempt`` (1-based)."""
-        capped = min(self._retry_max_s, self._retry_initial_s * 2 ** min(attempt - 1, 62))
+        capped: float = min(self._retry_max_s, self._retry_initial_s * float(2 ** min(attempt - 1, 62)))
         return capped * (0.5 + 0.5 * min(max(self._jitter(), 0.0), 1.0))
 
 

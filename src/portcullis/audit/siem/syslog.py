@@ -71,9 +71,9 @@ def severity_for(record: Mapping[str, Any]) -> int:
     if kind == "decision":
         decision = fields.get("decision")
         effect = decision.get("effect") if isinstance(decision, Mapping) else None
-        return {"allow": INFO, "require_approval": NOTICE}.get(effect, WARNING)
+        return {"allow": INFO, "require_approval": NOTICE}.get(str(effect), WARNING)
     if kind == "outcome":
-        return {"ok": INFO, "tool_error": NOTICE}.get(fields.get("outcome"), WARNING)
+        return {"ok": INFO, "tool_error": NOTICE}.get(str(fields.get("outcome")), WARNING)
     return WARNING
 
 
