@@ -111,8 +111,10 @@ class Constraint(_Model):
     enum: tuple[str | StrictInt, ...] | None = Field(
         None, min_length=1, description="The only values allowed (type and value must both match).")
     within_root: str | None = Field(
-        None, description="The argument is a relative path that must stay inside this absolute directory "
-        "after canonicalisation (no filesystem access).")
+        None, description="The argument is a relative path that must stay inside this absolute directory. "
+        "Judged on its exact text (nothing is decoded): percent escapes, backslashes, ':', control and "
+        "lookalike characters, a leading '/' or '~' and Windows device names are refused; '..' may not "
+        "climb above the root (see docs/arguments.md).")
     pattern: str | None = Field(None, description="Python regular expression the whole string must match.")
     minimum: Number | None = Field(None, description="Smallest number allowed (inclusive).")
     maximum: Number | None = Field(None, description="Largest number allowed (inclusive).")

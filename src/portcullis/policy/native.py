@@ -28,6 +28,7 @@ from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
 from portcullis.policy.model import DAYS, Constraint, TimeWindow, ToolPolicy, unsafe_text
+from portcullis.policy.paths import is_within_root
 
 _MISSING = object()
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # RFC 6901 array index, ASCII digits only
@@ -315,23 +316,13 @@ def failing_checks(constraint: Constraint, value: object) -> tuple[str, ...]:
 
 
 def path_within_root(root: str, path: str) -> bool:
-    """True if the relative ``path`` stays inside ``root`` after POSIX canonicalisation.
+    """True if the relative ``path`` stays inside the absolute ``root`` (no filesystem access).
 
-    Checked on the text only (no filesystem access, so symlinks are the tool's concern):
-
-    1. reject empty, NUL, control/format characters and backslashes (a Windows separator);
-    2. reject absolute paths and any ``..`` segment, also in the NFKC form (fullwidth dots);
-    3. canonicalise ``root/path`` with :func:`posixpath.normpath` and compare *segments* with
-       the root's, so ``/srv/files-evil`` is not inside ``/srv/files``.
+    One decision, made by :func:`portcullis.policy.paths.canonical_segments` (see there for the
+    decoding model and the steps); ``root`` only has to be absolute and canonical, as the
+    manifest model already ensures.
     """
-    if not path or "\\" in path or unsafe_text(path):
-        return False
-    for form in {path, unicodedata.normalize("NFKC", path)}:
-        if form.startswith("/") or ".." in form.split("/") or "\\" in form:
-            return False
-    joined = posixpath.normpath(posixpath.join(root, path))
-    root_parts = root.split("/")
-    return joined.split("/")[: len(root_parts)] == root_parts
+    return root.startswith("/") and posixpath.normpath(root) == root and is_within_root(path)
 
 
 # ----------------------------------------------------------------------------- JSON pointer
