@@ -27,6 +27,7 @@ from itertools import chain
 from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
+from portcullis.policy.ecma_regex import compile_pattern
 from portcullis.policy.model import DAYS, Constraint, TimeWindow, ToolPolicy, unsafe_text
 from portcullis.policy.paths import is_within_root
 
@@ -287,7 +288,8 @@ def _enum(c: Constraint, value: object) -> bool:
 
 
 def _pattern(c: Constraint, value: object) -> bool:
-    return isinstance(value, str) and c.pattern is not None and re.fullmatch(c.pattern, value) is not None
+    # ECMA-262, whole string, linear time; compiled once per pattern text (validated at load).
+    return isinstance(value, str) and c.pattern is not None and compile_pattern(c.pattern).fullmatch(value)
 
 
 def _minimum(c: Constraint, value: object) -> bool:
