@@ -176,8 +176,7 @@ class _Translator:
             raise PatternError(f"expected {char!r} at {self.pos - 1}")
 
     def unsupported(self, what: str) -> PatternError:
-        return PatternError(f"{what} is not supported in manifest patterns (it cannot be matched in linear time "
-                            "or has no exact equivalent)")
+        return PatternError(f"{what}: not supported in manifest patterns (no exact linear-time equivalent)")
 
     # -- structure
 
@@ -303,7 +302,10 @@ class _Translator:
             name, value = "General_Category", name
         binary = _BINARY.get(value) if name == "General_Category" else None
         if binary is not None:
-            return f"[{_ranges(binary if not negated else _complement(binary))}]"
+            ranges = _complement(binary) if negated else binary
+            if not ranges:
+                raise self.unsupported(f"the property escape \\P{{{body}}} (it matches nothing)")
+            return f"[{_ranges(ranges)}]"
         if name in ("General_Category", "gc") and value in _CATEGORIES:
             token = _CATEGORIES[value]
         elif name in ("Script", "sc") and value.isascii() and value.replace("_", "").isalpha():

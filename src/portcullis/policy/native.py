@@ -15,7 +15,6 @@ No I/O: the clock (``now``) and environment are passed in; paths are checked on 
 
 from __future__ import annotations
 
-import posixpath
 import re
 import unicodedata
 import zoneinfo
@@ -321,10 +320,10 @@ def path_within_root(root: str, path: str) -> bool:
     """True if the relative ``path`` stays inside the absolute ``root`` (no filesystem access).
 
     One decision, made by :func:`portcullis.policy.paths.canonical_segments` (see there for the
-    decoding model and the steps); ``root`` only has to be absolute and canonical, as the
-    manifest model already ensures.
+    decoding model and the steps): the canonical segments lie under any root by construction.
+    ``root`` must be absolute and canonical, which the manifest model checks once at load.
     """
-    return root.startswith("/") and posixpath.normpath(root) == root and is_within_root(path)
+    return root.startswith("/") and is_within_root(path)
 
 
 # ----------------------------------------------------------------------------- JSON pointer

@@ -39,6 +39,7 @@ service does); opening the raw text would let ``link/../x`` resolve through the 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -58,6 +59,7 @@ _LOOKALIKES = frozenset(
     "\u00a5\u20a9"
 )
 # Windows device names, refused as a segment's stem in any case ("con", "NUL.txt", "com1.log").
+_DEVICE_STEMS = frozenset({"con", "prn", "aux", "nul", "com", "lpt"})
 _DEVICE = re.compile(r"(?i)(?:con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3]) *(?:\..*)?")
 
 
@@ -98,9 +100,9 @@ def canonical_segments(path: object) -> tuple[str, ...]:
             continue
         if len(segment) > MAX_SEGMENT_CHARS:
             raise PathRefused("segment too long")
-        if not segment.partition(";")[0].strip(". "):  # "...", ".. ", and "..;x" (a URL path parameter)
+        if segment[0] in ". " and not segment.partition(";")[0].strip(". "):  # "...", ".. ", "..;x"
             raise PathRefused("dot segment")
-        if _DEVICE.fullmatch(segment.rstrip(". ")):
+        if segment[:3].lower() in _DEVICE_STEMS and _DEVICE.fullmatch(segment.rstrip(". ")):
             raise PathRefused("device name")
         segments.append(segment)
     return tuple(segments)
@@ -120,5 +122,6 @@ def is_within_root(path: object) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8192)
 def _lookalike(char: str) -> bool:
     return char in _LOOKALIKES or not _STRUCTURAL.isdisjoint(unicodedata.normalize("NFKC", char))
