@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 
 from portcullis.config.loader import Deployment, LoadedManifest
+from portcullis.config.schema_patterns import manifest_validator
 from portcullis.pinning import definition_hash
 
 log = logging.getLogger("portcullis.catalog")
@@ -62,8 +61,8 @@ class Catalog:
         self._timeouts = {name: svc.timeout_s for name, svc in deployment.gateway.services.items()}
         for loaded in deployment.manifests:
             self._by_service.setdefault(loaded.manifest.service, []).append(loaded)
-            schema = loaded.manifest.input_schema  # its own $schema dialect, 2020-12 by default
-            self._validators[loaded.exposed_name] = validator_for(schema, default=Draft202012Validator)(schema)
+            schema = loaded.manifest.input_schema  # its own $schema dialect (2020-12 by default), ECMA-262 patterns
+            self._validators[loaded.exposed_name] = manifest_validator(schema)
         self._status: dict[str, ToolStatus] = {
             m.exposed_name: ToolStatus(m.exposed_name, m.manifest.service, "pending", "service not listed yet", None)
             for m in deployment.manifests

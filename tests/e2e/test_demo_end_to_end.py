@@ -74,16 +74,30 @@ async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: 
     assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
 
 
-async def test_path_escape_is_denied_at_the_gateway(demo_gateway: GatewayProcess) -> None:
-    """A ../ escape breaks read_file's within_root policy: denied like an unknown tool, never forwarded.
+@pytest.mark.parametrize("path", [
+    "../../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "..%252f..%252fetc/passwd", "%c0%ae%c0%ae/etc/passwd",
+    "\uff0e\uff0e/etc/passwd", "....//....//etc/passwd", "file:///etc/passwd", "~/.ssh/id_rsa",
+    "reports/../../etc/passwd",
+])
+async def test_path_escape_is_denied_at_the_gateway(demo_gateway: GatewayProcess, path: str) -> None:
+    """A ../ escape, in any encoding, breaks read_file's within_root policy: denied like an unknown tool.
 
-    (The files service refuses the same path itself; its unit tests show that second line of defence.)
+    (The files service refuses the same paths itself; tests/security/test_path_traversal.py shows
+    that second line of defence and the full table.)
     """
     async with demo_gateway.client() as client:
         with pytest.raises(MCPError) as caught:
-            await client.call_tool("files.read_file", {"path": "../../../../etc/passwd"})
+            await client.call_tool("files.read_file", {"path": path})
     assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
     assert "root:" not in str(caught.value.error)
+
+
+async def test_inner_parent_segment_that_stays_inside_is_served(demo_gateway: GatewayProcess) -> None:
+    """``handbook/../reports/q3-summary.md`` stays inside the root, so it is allowed and read."""
+    async with demo_gateway.client(token=staff(demo_gateway)) as client:
+        result = await client.call_tool("files.read_file", {"path": "handbook/../reports/q3-summary.md"})
+    assert not result.is_error
+    assert result.structured_content["path"] == "reports/q3-summary.md"
 
 
 async def test_results_do_not_leak_upstream_server_info(demo_gateway: GatewayProcess) -> None:

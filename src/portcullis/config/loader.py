@@ -13,7 +13,8 @@ error-severity problem (warnings never raise) or returns a frozen :class:`Deploy
 in order: (1) walk the directory, refusing symlinks that leave it (they are never read);
 (2) scan every file for well-known secret formats; (3) gateway.yaml: YAML, schema, literal
 secrets, ``sessions.key_ref``; (4) each manifest: YAML, schema, JSON Schema 2020-12 of its
-schemas; (5) across files: unknown services, duplicate tools, exposed-name collisions (also after
+schemas, every schema pattern ECMA-262 and linear-time (:mod:`.schema_patterns`); (5) across
+files: unknown services, duplicate tools, exposed-name collisions (also after
 NFKC + casefold), names that differ from the file stem, missing pins. Messages never quote a value
 that might be a secret.
 """
@@ -34,6 +35,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from portcullis.config.model import PIN_PATTERN, GatewayConfig, ToolManifest, exposed_name
+from portcullis.config.schema_patterns import pattern_problems
 from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
 from portcullis.errors import ConfigError, Problem
@@ -275,6 +277,9 @@ def _check_manifest(path: Path, data: bytes, report: _Problems) -> tuple[YamlDoc
                 why = error.message if len(error.message) <= 160 else error.message[:157] + "..."
                 line = doc.line_of((field, *error.absolute_path))
                 report.error(path, line, f"{field}: not a valid JSON Schema 2020-12: {why}")
+            for loc, message in pattern_problems(schema):  # ECMA-262, linear time
+                dotted = ".".join(str(part) for part in (field, *loc))
+                report.error(path, doc.line_of((field, *loc)), f"{dotted}: {message}")
     manifest = _validate(ToolManifest, path, doc, report)
     return None if manifest is None else (doc, manifest)
 

@@ -38,6 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from portcullis.policy.ecma_regex import PatternError, compile_pattern
 from portcullis.policy.model import Constraint, ToolPolicy
 from portcullis.policy.native import failing_checks
 
@@ -232,9 +233,9 @@ def _accepts(schema: Mapping[str, Any], value: str) -> bool | None:
         return False
     if isinstance(pattern := schema.get("pattern"), str):
         try:
-            if re.search(pattern, value) is None:  # JSON Schema patterns are unanchored
+            if not compile_pattern(pattern).search(value):  # ECMA-262, unanchored as in JSON Schema
                 return False
-        except re.error:
+        except PatternError:  # reported by the loader at the pattern's line
             return None
     return None
 

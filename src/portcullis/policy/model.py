@@ -4,7 +4,8 @@ Every model is frozen and forbids unknown keys. Anything that would make a rule 
 silently permissive is a configuration error here, once, rather than a surprise at call time:
 an empty ``allowed_callers`` (never "allow everyone"), an empty ``time_windows`` or
 ``environments`` list, an approval threshold at or above the hard maximum (an unreachable
-rule), a constraint with no check, a regular expression that does not compile, a containment
+rule), a constraint with no check, a pattern that is not a linear-time ECMA-262 regular
+expression (:mod:`.ecma_regex`), a containment
 root that is not an absolute canonical directory.
 
 Caller patterns are ``<kind>:<value>`` where kind is one of :data:`CALLER_KINDS`. Values match
@@ -32,6 +33,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from portcullis.policy.ecma_regex import PatternError, compile_pattern
 
 CALLER_KINDS = frozenset({"agent", "user", "client", "app", "role", "scope", "tenant"})
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index == datetime.weekday()
@@ -111,9 +114,13 @@ class Constraint(_Model):
     enum: tuple[str | StrictInt, ...] | None = Field(
         None, min_length=1, description="The only values allowed (type and value must both match).")
     within_root: str | None = Field(
-        None, description="The argument is a relative path that must stay inside this absolute directory "
-        "after canonicalisation (no filesystem access).")
-    pattern: str | None = Field(None, description="Python regular expression the whole string must match.")
+        None, description="The argument is a relative path that must stay inside this absolute directory. "
+        "Judged on its exact text (nothing is decoded): percent escapes, backslashes, ':', control and "
+        "lookalike characters, a leading '/' or '~' and Windows device names are refused; '..' may not "
+        "climb above the root (see docs/arguments.md).")
+    pattern: str | None = Field(
+        None, description="ECMA-262 regular expression (JSON Schema's dialect, Unicode mode) the whole string "
+        "must match. Lookaround and backreferences are refused: patterns run in linear time (see docs/arguments.md).")
     minimum: Number | None = Field(None, description="Smallest number allowed (inclusive).")
     maximum: Number | None = Field(None, description="Largest number allowed (inclusive).")
 
@@ -133,9 +140,9 @@ class Constraint(_Model):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"pattern does not compile: {exc}") from exc
+                compile_pattern(value)
+            except PatternError as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
         return value
 
     @model_validator(mode="after")

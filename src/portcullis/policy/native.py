@@ -15,7 +15,6 @@ No I/O: the clock (``now``) and environment are passed in; paths are checked on 
 
 from __future__ import annotations
 
-import posixpath
 import re
 import unicodedata
 import zoneinfo
@@ -27,7 +26,9 @@ from itertools import chain
 from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
+from portcullis.policy.ecma_regex import compile_pattern
 from portcullis.policy.model import DAYS, Constraint, TimeWindow, ToolPolicy, unsafe_text
+from portcullis.policy.paths import is_within_root
 
 _MISSING = object()
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # RFC 6901 array index, ASCII digits only
@@ -286,7 +287,8 @@ def _enum(c: Constraint, value: object) -> bool:
 
 
 def _pattern(c: Constraint, value: object) -> bool:
-    return isinstance(value, str) and c.pattern is not None and re.fullmatch(c.pattern, value) is not None
+    # ECMA-262, whole string, linear time; compiled once per pattern text (validated at load).
+    return isinstance(value, str) and c.pattern is not None and compile_pattern(c.pattern).fullmatch(value)
 
 
 def _minimum(c: Constraint, value: object) -> bool:
@@ -315,23 +317,13 @@ def failing_checks(constraint: Constraint, value: object) -> tuple[str, ...]:
 
 
 def path_within_root(root: str, path: str) -> bool:
-    """True if the relative ``path`` stays inside ``root`` after POSIX canonicalisation.
+    """True if the relative ``path`` stays inside the absolute ``root`` (no filesystem access).
 
-    Checked on the text only (no filesystem access, so symlinks are the tool's concern):
-
-    1. reject empty, NUL, control/format characters and backslashes (a Windows separator);
-    2. reject absolute paths and any ``..`` segment, also in the NFKC form (fullwidth dots);
-    3. canonicalise ``root/path`` with :func:`posixpath.normpath` and compare *segments* with
-       the root's, so ``/srv/files-evil`` is not inside ``/srv/files``.
+    One decision, made by :func:`portcullis.policy.paths.canonical_segments` (see there for the
+    decoding model and the steps): the canonical segments lie under any root by construction.
+    ``root`` must be absolute and canonical, which the manifest model checks once at load.
     """
-    if not path or "\\" in path or unsafe_text(path):
-        return False
-    for form in {path, unicodedata.normalize("NFKC", path)}:
-        if form.startswith("/") or ".." in form.split("/") or "\\" in form:
-            return False
-    joined = posixpath.normpath(posixpath.join(root, path))
-    root_parts = root.split("/")
-    return joined.split("/")[: len(root_parts)] == root_parts
+    return root.startswith("/") and is_within_root(path)
 
 
 # ----------------------------------------------------------------------------- JSON pointer

@@ -4,21 +4,21 @@ Run it with ``python -m portcullis.demo.services.files``; it speaks MCP over std
 service kit app (:mod:`portcullis.service`), serves only calls carrying a gateway-minted actor
 token: started without the gateway's trust variables it refuses to start. The root is
 ``$PORTCULLIS_DEMO_FILES_ROOT`` when set, else the bundled ``demo/data/files``. A path is a
-relative, '/'-separated name under the root. Refused: control or format characters, absolute
-paths, '~', drive letters and backslashes, '..' components, anything that resolves outside the
-root, symbolic links anywhere along the way, non-regular files and files over 256 KiB. The final
-open walks the tree one component at a time with ``O_NOFOLLOW`` relative to the parent's
-descriptor, so a link swapped in after the checks is still refused. Error messages are fixed
-short strings that never reveal where the root is.
+relative, '/'-separated name under the root, judged by the same function as the gateway's
+``within_root`` policy (:func:`portcullis.policy.paths.canonical_segments`: no decoding; control
+and lookalike characters, percent escapes, absolute paths, '~', ':' and backslashes refused;
+'..' may not climb above the root), and only its canonical segments are opened. Also refused:
+anything that resolves outside the root, symbolic links anywhere along the way, non-regular
+files and files over 256 KiB. The final open walks the tree one component at a time with
+``O_NOFOLLOW`` relative to the parent's descriptor, so a link swapped in after the checks is
+still refused. Error messages are fixed short strings that never reveal where the root is.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -30,14 +30,15 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
 from portcullis.demo.services._common import new_service, serve
+from portcullis.policy.paths import PathRefused, canonical_segments
 from portcullis.service import GatewayTokenVerifier, ServiceApp
 
 ROOT_ENV = "PORTCULLIS_DEMO_FILES_ROOT"
-MAX_PATH_CHARS = 1024
 MAX_READ_BYTES = 256 * 1024
 MAX_ENTRIES = 1000
-_DRIVE = re.compile(r"[A-Za-z]:")
-_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_REFUSALS = {"empty": "path must not be empty", "too long": "path too long",
+             "absolute": "absolute paths are not allowed", "home-relative": "home-relative paths are not allowed",
+             "outside the root": "path outside the allowed root"}
 _SUPPORTED = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -85,25 +86,11 @@ def _root() -> Path:
 
 
 def _parts(path: str) -> tuple[str, ...]:
-    """Split a caller's path into safe components, or refuse it."""
-    if not path:
-        raise ToolError("path must not be empty")
-    if len(path) > MAX_PATH_CHARS:
-        raise ToolError("path too long")
-    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in path):
-        raise ToolError("invalid characters in path")
-    if "\\" in path:
-        raise ToolError("backslashes are not allowed")
-    if path.startswith("/"):
-        raise ToolError("absolute paths are not allowed")
-    if path.startswith("~"):
-        raise ToolError("home-relative paths are not allowed")
-    if _DRIVE.match(path):
-        raise ToolError("drive letters are not allowed")
-    parts = tuple(part for part in path.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise ToolError("path outside the allowed root")
-    return parts
+    """The canonical components of a caller's path (the gateway's ``within_root`` decision), or refuse it."""
+    try:
+        return canonical_segments(path)
+    except PathRefused as refused:
+        raise ToolError(_REFUSALS.get(refused.reason, "invalid path")) from None
 
 
 def _check_inside(root: Path, parts: tuple[str, ...]) -> None:
