@@ -279,7 +279,9 @@ def patterns(draw: Any, depth: int = 2) -> str:
         if draw(st.integers(0, 5)) == 0:
             return draw(st.sampled_from(ASSERTIONS))
         if depth > 0 and draw(st.integers(0, 4)) == 0:
-            return "(" + draw(patterns(depth=depth - 1)) + ")" + draw(st.sampled_from(QUANTIFIERS))
+            # A group is never repeated: nested quantifiers make the backtracking oracle (regress)
+            # explode in time and memory (a seed reached 24 GB); our RE2-based matcher is linear anyway.
+            return "(" + draw(patterns(depth=depth - 1)) + ")" + draw(st.sampled_from(["", "?"]))
         return draw(st.sampled_from(ATOMS)) + draw(st.sampled_from(QUANTIFIERS))
 
     alternatives = ["".join(term() for _ in range(draw(st.integers(1, 3)))) for _ in range(draw(st.integers(1, 2)))]
