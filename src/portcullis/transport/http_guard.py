@@ -15,8 +15,10 @@ arrives:
 3. **Head size.** At most ``max_header_count`` header lines and ``max_header_bytes`` of target
    plus header names and values (trailers of a chunked body count too); past either, ``431`` and
    close. The check runs in the parser's callbacks, on each header as it completes, and on the
-   raw bytes of a head still incomplete after a read, so an unterminated header line is caught
-   too and the parser never accumulates more than the limit plus one read.
+   raw bytes of the head (framing and whitespace included, with an allowance of 4 bytes a line):
+   the parser is never fed more of a head than that, so an unterminated or padded header line is
+   caught too. (A head that begins in the same read as the end of the previous request's body is
+   bounded by the callbacks' count and the size of that one read.)
 4. **Body-read timeout.** Once the head is complete, the whole body must arrive within
    ``body_timeout_s``; else ``408`` (if no response started), the app sees ``http.disconnect``
    and the connection closes.
@@ -166,13 +168,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._admitted or self.transport.is_closing():
             return
-        spans, heads = self._in_head, self._heads
-        super().data_received(data)
-        if spans and self._heads == heads and not self.transport.is_closing():
-            # the whole read belonged to a head that is still incomplete: bound it in raw bytes too
-            self._head_raw += len(data)
-            if self._head_raw > self.limits.max_head_raw_bytes:
-                self._refuse_head()
+        if not self._in_head:
+            super().data_received(data)
+            return
+        heads = self._heads
+        budget = self.limits.max_head_raw_bytes - self._head_raw
+        if len(data) <= budget:
+            super().data_received(data)
+            if self._heads == heads:  # the whole read went to a head that is still incomplete
+                self._head_raw += len(data)
+            return
+        # more than the head may still take: feed only that much, and the rest once the head is done
+        super().data_received(data[:budget])
+        if self.transport.is_closing():
+            return
+        if self._heads == heads:
+            self._refuse_head()
+        else:
+            super().data_received(data[budget:])
 
     # parser callbacks ------------------------------------------------------------------------
 
