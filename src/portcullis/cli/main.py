@@ -51,12 +51,12 @@ def serve(config: ConfigDir = None,
           log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
     """Run the gateway. With no --config: the embedded default with the bundled demo services."""
     import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from portcullis import logs
     from portcullis.errors import ConfigError
     from portcullis.gateway import build_gateway
     from portcullis.identity.tls import uvicorn_kwargs
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     logs.configure(log_level.upper())
     deployment = _load(config)

@@ -307,6 +307,6 @@ def guarded_protocol(limits: HttpLimits, clients: ClientConnections | None = Non
         raise TypeError("base must be uvicorn's HttpToolsProtocol or a subclass of it")
     bases: tuple[type, ...] = (GuardedHttpToolsProtocol,) if base is HttpToolsProtocol else (
         GuardedHttpToolsProtocol, base)
-    namespace = {"limits": limits, "clients": clients if clients is not None else ClientConnections(limits.max_connections_per_client),
-                 "__module__": __name__}
+    shared = clients if clients is not None else ClientConnections(limits.max_connections_per_client)
+    namespace = {"limits": limits, "clients": shared, "__module__": __name__}
     return type(f"Guarded{base.__name__}", bases, namespace)

@@ -8,8 +8,9 @@ The body has already been bounded by the transport. Here, in order:
    hundred nanoseconds of event-loop time per value, so this bound, not the byte limit, is what
    keeps one request from blocking the loop (a 1 MiB body of ``[{},{},…]`` is 350,000 objects).
 3. It must be JSON with no duplicate object keys (``json.loads`` would silently keep the last one,
-   so two layers could read two different values), no ``NaN``/``Infinity`` and no number that
-   overflows to infinity (an integer literal of more than 20 characters is not converted), nesting no deeper than ``max_depth``.
+   so two layers could read two different values), no ``NaN``/``Infinity``, no number that
+   overflows to infinity, nesting no deeper than ``max_depth``. An integer literal of more than
+   20 characters is not converted (thousands of digits cost quadratic time; none fits 64 bits).
 4. It must be exactly one JSON-RPC request, notification or response object (batches were
    removed from MCP in 2025-06-18) whose ``id``, if any, can be echoed: a string of at most 256
    characters without unpaired surrogates, or an integer in the signed 64-bit range.
