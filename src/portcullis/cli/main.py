@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from importlib import resources
 from pathlib import Path
@@ -77,6 +78,10 @@ def serve(config: ConfigDir = None,
         out.print("Try it with a DEVELOPMENT token (2026-07-28 stateless request):", highlight=False)
         out.print(_example(gateway.resource, config, port), highlight=False, markup=False)
     sys.stdout.flush()
+    # Everything loaded so far (modules, configuration, compiled policy) lives as long as the process:
+    # freezing it keeps the garbage collector's full passes from scanning it again and again, so a
+    # request that allocates many objects cannot trigger a pass that stalls the loop (BENCHMARKS.md).
+    gc.freeze()
     # proxy_headers off: X-Forwarded-* from a client must never change what the gateway believes;
     # ws off: no request is ever upgraded away from the guarded HTTP protocol
     uvicorn.run(gateway.app, host=bind_host, port=bind_port, log_level="warning", access_log=False,
