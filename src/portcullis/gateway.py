@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
@@ -55,6 +56,7 @@ from portcullis.service.env import gateway_env
 from portcullis.state.memory import InMemoryStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
+from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.session_token import SessionSealer, decode_keys
@@ -73,6 +75,12 @@ class Gateway:
     resource: str
     state_dir: Path
     minter: TokenMinter
+    http_limits: HttpLimits
+    connections: ClientConnections  # the MCP listener's per-client counts and refusals (/metrics)
+
+    def http_protocol(self, base: type[HttpToolsProtocol] = HttpToolsProtocol) -> type[HttpToolsProtocol]:
+        """The uvicorn protocol class for the MCP listener: ``base`` with the HTTP-layer bounds."""
+        return guarded_protocol(self.http_limits, self.connections, base)
 
 
 def _problem(deployment: Deployment, message: str) -> ConfigError:
@@ -308,14 +316,24 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             return b"# metrics are turned off (observability.metrics.enabled)\n", "text/plain; charset=utf-8"
         return metrics.render(accept)
 
+    limits = cfg.limits
+    http_limits = HttpLimits(max_header_count=limits.max_header_count, max_header_bytes=limits.max_header_bytes,
+                             header_timeout_s=limits.header_timeout_s, body_timeout_s=limits.body_timeout_s,
+                             max_connections_per_client=limits.max_connections_per_client)
+    connections = ClientConnections(limits.max_connections_per_client)
+    admin_connections = ClientConnections(limits.max_connections_per_client)
+    metrics.set_connection_refusals_source(lambda: {"mcp": connections.stats(), "admin": admin_connections.stats()})
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
-                         approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock))
+                         approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
+                         guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
+                         max_header_count=limits.max_header_count)
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
         if port is None:
             return
-        server = admin_server(admin_app, cfg.admin.host, port)
+        server = admin_server(admin_app, cfg.admin.host, port,
+                              http=guarded_protocol(http_limits, admin_connections))
         try:
             await server.serve()
         except SystemExit:  # uvicorn exits when it cannot bind; the MCP endpoint keeps serving
@@ -342,6 +360,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
-                     max_body_bytes=cfg.limits.max_body_bytes, max_json_depth=cfg.limits.max_json_depth,
+                     max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
+                     max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
                      background=run_background, readiness=readiness)
-    return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter)
+    return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

@@ -6,6 +6,13 @@ wake-up: a queue-based listener woke its thread for every line, and that futex a
 showed as ~14 % of the gateway's busy time per call (py-spy, c=1 benchmark). Each line is one
 JSON object: time, level, logger, event, and the record's ``fields`` (passed as
 ``extra={"fields": {...}}``). Exception tracebacks go to the operator log only, never to a client.
+
+The queue is bounded (``max_queued_records``, 10,000 by default). When the sink blocks (a full
+pipe, a stalled terminal, a hung log shipper) and the queue fills, *new* records are dropped and
+counted: the records already queued, which lead up to the stall, are kept in order; nothing the
+request path does ever waits on the sink or grows memory past the bound. The writer then writes
+one ``"log records dropped"`` line with the count where the gap is, and :func:`dropped` (exported
+as ``portcullis_log_records_dropped_total``) counts every drop since the process started.
 """
 
 from __future__ import annotations
@@ -21,6 +28,18 @@ from typing import Any, TextIO
 import orjson
 
 _listener: _BatchWriter | None = None
+DEFAULT_MAX_QUEUED_RECORDS = 10_000
+
+
+class _Drops:
+    """Records dropped since the process started (every handler adds to the same count)."""
+
+    total = 0
+
+
+def dropped() -> int:
+    """Log records dropped because the queue was full, since the process started."""
+    return _Drops.total
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,11 +66,14 @@ class _DequeHandler(logging.Handler):
     """Hands records to the writer thread as they are (no copy, no formatting on the event loop);
     tracebacks are rendered to text first, while the exception is still alive."""
 
-    def __init__(self, items: collections.deque[logging.LogRecord]) -> None:
+    def __init__(self, items: collections.deque[logging.LogRecord], max_queued: int) -> None:
         super().__init__()
-        self._items = items
+        self._items, self._max_queued = items, max_queued
 
     def emit(self, record: logging.LogRecord) -> None:
+        if len(self._items) >= self._max_queued:  # the sink is behind: drop the newest, count it
+            _Drops.total += 1
+            return
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
@@ -70,6 +92,7 @@ class _BatchWriter:
     def __init__(self, items: collections.deque[logging.LogRecord], handler: logging.Handler,
                  interval_s: float = 0.01) -> None:
         self._items, self._handler, self._interval_s = items, handler, interval_s
+        self._reported = _Drops.total  # drops already written as a gap line
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="portcullis-log-writer", daemon=True)
 
@@ -79,7 +102,8 @@ class _BatchWriter:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5)
-        self.drain()  # whatever came in after the thread's last pass
+        if not self._thread.is_alive():  # a thread stuck in a blocked write: do not hang exit on it too
+            self.drain()  # whatever came in after the thread's last pass
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
@@ -88,10 +112,16 @@ class _BatchWriter:
 
     def drain(self) -> None:
         items, handler = self._items, self._handler
-        if not items:
+        drops = _Drops.total - self._reported
+        if not items and not drops:
             return
         lines: list[str] = []
+        before_gap = len(items)  # queued before the drops were seen: they precede the gap
         while items:
+            if drops and before_gap == 0:
+                lines.append(self._gap_line(drops))
+                drops = 0
+            before_gap -= 1
             try:
                 record = items.popleft()
             except IndexError:
@@ -101,12 +131,21 @@ class _BatchWriter:
             except Exception:  # a record that cannot be formatted must not stop the writer
                 lines.append(orjson.dumps({"level": "error", "logger": "portcullis.logs",
                                            "event": "log record could not be formatted"}).decode())
+        if drops:
+            lines.append(self._gap_line(drops))
         stream = handler.stream  # type: ignore[attr-defined]
         try:
             stream.write("\n".join(lines) + "\n")
             stream.flush()
         except (OSError, ValueError):  # a closed or broken stream: the lines are lost, the gateway is not
             pass
+
+
+    def _gap_line(self, count: int) -> str:
+        self._reported += count
+        return orjson.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "level": "error",
+                             "logger": "portcullis.logs", "event": "log records dropped: the log sink is too slow",
+                             "dropped": count}).decode()
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -124,8 +163,11 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route every ``portcullis.*`` logger through one queue to ``stream`` (stderr by default)."""
+def configure(level: str = "INFO", stream: TextIO | None = None, *,
+              max_queued_records: int = DEFAULT_MAX_QUEUED_RECORDS) -> None:
+    """Route every ``portcullis.*`` logger through one bounded queue to ``stream`` (stderr by default)."""
+    if max_queued_records < 1:
+        raise ValueError("max_queued_records must be at least 1")
     global _listener
     if _listener is not None:
         _listener.stop()
@@ -134,7 +176,7 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler.setFormatter(JsonFormatter())
     items: collections.deque[logging.LogRecord] = collections.deque()
     root = logging.getLogger("portcullis")
-    root.handlers[:] = [_DequeHandler(items)]
+    root.handlers[:] = [_DequeHandler(items, max_queued_records)]
     root.setLevel(level)
     root.propagate = False
     _listener = _BatchWriter(items, handler)

@@ -72,6 +72,25 @@ class LimitsConfig(_Model):
 
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576, description="Largest request body.")
     max_json_depth: int = Field(64, ge=4, le=512, description="Deepest JSON nesting accepted.")
+    max_json_values: int = Field(
+        20_000, ge=100, le=10_000_000,
+        description="Most JSON values (objects, arrays, keys, strings, numbers, literals) in one request body, "
+        "counted before parsing; bounds the event-loop time one request can take (-32700 past it).")
+    max_header_count: int = Field(100, ge=16, le=1000, description="Most header lines in one request (431 past it).")
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576,
+        description="Most bytes of request target plus header names and values in one request (431 past it).")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300,
+        description="Time a client has to send a whole request head, from connecting or from the previous "
+        "response (408 and close past it: slow-header clients cannot hold connections).")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Time a client has to send a whole request body once its head is in (408 and close past it).")
+    max_connections_per_client: int = Field(
+        64, ge=1, le=65_536,
+        description="Most open connections from one client address (IPv6: one /64) per listener; more get 503 "
+        "and are closed. Behind a proxy every client shares the proxy's address: size this for it.")
     call_timeout_s: float = Field(30.0, gt=0, le=3600, description="Default per-call upstream timeout.")
 
 
@@ -203,6 +222,17 @@ class AdminConfig(_Model):
     host: str = Field("127.0.0.1", description="Bind address of the admin listener.")
     port: int | None = Field(
         9464, ge=0, le=65535, description="Port of the admin listener (0 picks a free one; null turns it off).")
+    allowed_hosts: tuple[str, ...] = Field(
+        ("127.0.0.1:*", "localhost:*", "[::1]:*"),
+        min_length=1,
+        description="Accepted Host header values on the admin listener; a ':*' suffix matches any port. Others "
+        "get 421 (DNS-rebinding protection, as on the front door). Add the name Prometheus scrapes by.",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"),
+        description="Accepted Origin header values on the admin listener (':*' = any port). A present, foreign "
+        "Origin gets 403.",
+    )
 
 
 class ApproverRule(_Model):

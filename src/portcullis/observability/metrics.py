@@ -20,6 +20,10 @@ name                                         labels                             
 ``portcullis_export_failed_attempts_total``  exporter                               failed export attempts *
 ``portcullis_export_queue_depth``            exporter                               records waiting to export *
 ``portcullis_approvals_open``                status                                 approvals pending / approved *
+``portcullis_connections_refused_total``     listener, reason                       connections refused at the
+                                                                                    HTTP layer *
+``portcullis_log_records_dropped_total``     (none)                                 log records dropped: the log
+                                                                                    sink was too slow
 ==========================================  =====================================  =============================
 
 ``*``: read at scrape time from a callback (:meth:`GatewayMetrics.set_audit_queue_depth_source`,
@@ -65,6 +69,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from portcullis import logs
 
 log = logging.getLogger("portcullis.metrics")
 
@@ -189,6 +195,7 @@ class GatewayMetrics:
         self._export_source: Callable[[], ExportStats] | None = None
         self._audit_depth_source: Callable[[], int] | None = None
         self._approvals_source: Callable[[], Mapping[str, int]] | None = None
+        self._refusals_source: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
 
         def counter(name: str, doc: str, *labels: str) -> Family[CounterChild]:
             return Family(f"portcullis_{name}", doc, labels, CounterChild, max_series=max_series)
@@ -270,6 +277,11 @@ class GatewayMetrics:
         """Read ``portcullis_approvals_open`` (status -> count) from ``source()`` at every scrape."""
         self._approvals_source = source
 
+    def set_connection_refusals_source(self, source: Callable[[], Mapping[str, Mapping[str, int]]] | None) -> None:
+        """Read ``portcullis_connections_refused_total`` (listener -> reason -> count) from ``source()``
+        at every scrape."""
+        self._refusals_source = source
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type; ``accept`` (the request's Accept header) may ask
         for OpenMetrics."""
@@ -319,6 +331,20 @@ class GatewayMetrics:
                 log.warning("approvals source failed", exc_info=True)
             else:
                 yield family
+        if self._refusals_source is not None:
+            try:
+                refused = CounterMetricFamily("portcullis_connections_refused_total", "Connections or requests "
+                                              "refused at the HTTP layer (per-client cap, header limits, "
+                                              "header or body read timeout).", labels=["listener", "reason"])
+                for listener, reasons in self._refusals_source().items():
+                    for reason, count in reasons.items():
+                        refused.add_metric([cap_label(listener), cap_label(reason)], float(count))
+            except Exception:
+                log.warning("connection refusals source failed", exc_info=True)
+            else:
+                yield refused
+        yield CounterMetricFamily("portcullis_log_records_dropped_total", "Log records dropped because the log "
+                                  "sink could not keep up (the queue is bounded).", value=float(logs.dropped()))
 
 
 def _export_families(stats: ExportStats) -> list[Metric]:

@@ -5,6 +5,14 @@ metrics never share a port with the MCP endpoint that agents reach. The approver
 (``/approvals…``, :mod:`portcullis.approvals.api`) lives here too, authenticated per request.
 Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
 The readiness body names services and their state, never configuration or secrets.
+
+Every request, the approvers' API included, first passes the same Host and Origin allow-lists as
+the front door (:class:`~portcullis.transport.origin_guard.OriginGuard`, ``admin.allowed_hosts``
+and ``admin.allowed_origins``): a loopback listener is still reachable from a browser through DNS
+rebinding, so an unknown Host is 421 and a foreign Origin 403. A header sent twice where one is
+meant (Host, Origin, Authorization, Content-Type, Content-Length) is 400, so the guard and the
+app always read the same value. The listener runs the same HTTP-layer bounds as the MCP one
+(:mod:`portcullis.transport.http_guard`).
 """
 
 from __future__ import annotations
@@ -15,12 +23,39 @@ from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from portcullis.errors import TransportError
+from portcullis.transport.origin_guard import OriginGuard
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
+_SINGLE = frozenset({b"host", b"origin", b"authorization", b"content-type", b"content-length"})
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, text: bytes) -> None:
+        self.status, self.text = status, text
+
+
+def _host_and_origin(scope: Scope, max_count: int) -> tuple[str | None, str | None]:
+    """The request's Host and Origin; :class:`_Refused` when its headers are too many or repeat one
+    that must be single."""
+    raw = scope.get("headers", ())
+    if len(raw) > max_count:
+        raise _Refused(431, b"Request Header Fields Too Large")
+    seen: dict[bytes, bytes] = {}
+    for name, value in raw:
+        name = name.lower()
+        if name in _SINGLE:
+            if name in seen:
+                raise _Refused(400, b"Duplicate " + name + b" header")
+            seen[name] = value
+    host, origin = seen.get(b"host"), seen.get(b"origin")
+    return (None if host is None else host.decode("latin-1"), None if origin is None else origin.decode("latin-1"))
 
 
 class AdminApp:
@@ -28,11 +63,21 @@ class AdminApp:
 
     def __init__(self, *, metrics: Callable[[], tuple[bytes, str]],
                  readiness: Callable[[], tuple[bool, dict[str, Any]]],
-                 approvals: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+                 approvals: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+                 guard: OriginGuard, max_header_count: int = 100) -> None:
         self._metrics, self._readiness, self._approvals = metrics, readiness, approvals
+        self._guard, self._max_headers = guard, max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        try:
+            self._guard.check(*_host_and_origin(scope, self._max_headers))
+        except _Refused as refused:
+            await _send(send, refused.status, _TEXT, refused.text)
+            return
+        except TransportError as refused:
+            await _send(send, refused.status, _TEXT, refused.message.encode())
             return
         path, method = scope["path"], scope["method"]
         if self._approvals is not None and (path == "/approvals" or path.startswith("/approvals/")):
@@ -69,7 +114,10 @@ class AdminServer(uvicorn.Server):
         yield
 
 
-def admin_server(app: AdminApp, host: str, port: int) -> AdminServer:
+def admin_server(app: AdminApp, host: str, port: int,
+                 http: type[HttpToolsProtocol] | str = "httptools") -> AdminServer:
+    """``http`` is the protocol (class); the gateway passes its guarded one
+    (:func:`~portcullis.transport.http_guard.guarded_protocol`)."""
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning", access_log=False,
-                            http="h11", proxy_headers=False, server_header=False, date_header=False)
+                            http=http, ws="none", proxy_headers=False, server_header=False, date_header=False)
     return AdminServer(config)

@@ -37,7 +37,7 @@ from portcullis.errors import (
 )
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
-from portcullis.transport.jsonrpc import loads_strict, parse_message
+from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
     Dispatcher,
@@ -56,8 +56,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MCP_PATH = "/mcp"
-_SINGLE_HEADERS = frozenset({b"host", b"origin", b"content-type", b"content-length", b"mcp-session-id",
-                             b"mcp-protocol-version", b"mcp-method", b"mcp-name"})
+_SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length", "mcp-session-id",
+                             "mcp-protocol-version", "mcp-method", "mcp-name", "authorization"})
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
@@ -69,17 +69,36 @@ class _Answer(Exception):
         self.status, self.text = status, text
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def _headers(scope: Scope, max_count: int) -> dict[str, str]:
+    """Header names (lower-cased) to values; repeats of a list-valued header are joined with ", ".
+
+    Linear in the headers: repeats are collected and joined once at the end (joining as they come
+    copied the growing value every time). The HTTP layer already bounds the count; this bound
+    holds under any other server too.
+    """
+    raw = scope.get("headers", ())
+    if len(raw) > max_count:
+        raise _Answer(431, "Request Header Fields Too Large")
     seen: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.lower()
-        key = name.decode("latin-1")
-        if key in seen:
-            if name in _SINGLE_HEADERS:
-                raise _Answer(400, f"Duplicate {key} header")
-            seen[key] += ", " + raw_value.decode("latin-1")
+    repeats: dict[str, list[str]] | None = None
+    for raw_name, raw_value in raw:
+        key = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if key not in seen:
+            seen[key] = value
+            continue
+        if key in _SINGLE_HEADERS:
+            raise _Answer(400, f"Duplicate {key} header")
+        if repeats is None:
+            repeats = {}
+        parts = repeats.get(key)
+        if parts is None:
+            repeats[key] = [seen[key], value]
         else:
-            seen[key] = raw_value.decode("latin-1")
+            parts.append(value)
+    if repeats:
+        for key, parts in repeats.items():
+            seen[key] = ", ".join(parts)
     return seen
 
 
@@ -89,6 +108,7 @@ class GatewayApp:
     def __init__(self, *, dispatcher: Dispatcher, sealer: SessionSealer, guard: OriginGuard,
                  authenticator: Authenticator, protected_resource_metadata: dict[str, Any],
                  jwks: Callable[[], dict[str, Any]], max_body_bytes: int, max_json_depth: int,
+                 max_json_values: int = DEFAULT_MAX_VALUES, max_header_count: int = 100,
                  background: Callable[[], Awaitable[None]] | None = None,
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
         self._dispatcher = dispatcher
@@ -99,6 +119,8 @@ class GatewayApp:
         self._jwks = jwks
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
+        self._max_values = max_json_values
+        self._max_headers = max_header_count
         self._background = background
         self._readiness = readiness or (lambda: (True, {}))
 
@@ -109,7 +131,7 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         try:
-            headers = _headers(scope)
+            headers = _headers(scope, self._max_headers)
             self._guard.check(headers.get("host"), headers.get("origin"))
             path = scope["path"]
             if path in ("/healthz", "/livez"):
@@ -159,7 +181,7 @@ class GatewayApp:
         modern = is_modern(version)
         request_id = None
         try:
-            message = parse_message(loads_strict(body, max_depth=self._max_depth))
+            message = parse_message(loads_strict(body, max_depth=self._max_depth, max_values=self._max_values))
             request_id = message.id
             if modern:
                 req = Request(message, version or "", True, headers, principal)

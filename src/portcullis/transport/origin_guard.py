@@ -29,7 +29,7 @@ class _Matcher:
         if value in self._exact:
             return True
         base, sep, port = value.rpartition(":")
-        if sep and port.isdigit() and not base.endswith(":") and base in self._any_port:
+        if sep and port.isascii() and port.isdigit() and not base.endswith(":") and base in self._any_port:
             return True
         return value in self._any_port  # no port at all: the default port of that host
 
