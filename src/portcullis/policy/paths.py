@@ -22,7 +22,8 @@ rather than guessed at. The steps, in order; the first that fails refuses the pa
    SLASH and kin, and U+00A5/U+20A9 (a backslash in Windows' best-fit code pages). Other
    non-ASCII text (``résumé.txt``, ``日本語/メモ.txt``) is accepted as it is, in whatever
    normalisation form it arrives.
-5. Not absolute (no leading ``/``, so no ``//host/share`` either) and no leading ``~``.
+5. Not absolute (no leading ``/``, so no ``//host/share`` either) and no segment that begins
+   with ``~`` (``~``, ``~root``, also after ``./``: the canonical form must itself be accepted).
 6. Split on ``/``. Empty and ``.`` segments are dropped; ``..`` removes the segment before it,
    and a ``..`` with nothing left to remove (an escape above the root) refuses the path. A
    segment made only of dots and spaces other than ``.`` and ``..`` (``...``, ``....``, ``.. ``)
@@ -100,6 +101,8 @@ def canonical_segments(path: object) -> tuple[str, ...]:
             continue
         if len(segment) > MAX_SEGMENT_CHARS:
             raise PathRefused("segment too long")
+        if segment[0] == "~":  # ".//~" would canonicalise to "~", which a shell or expanduser reads as home
+            raise PathRefused("home-relative")
         if segment[0] in ". " and not segment.partition(";")[0].strip(". "):  # "...", ".. ", "..;x"
             raise PathRefused("dot segment")
         if segment[:3].lower() in _DEVICE_STEMS and _DEVICE.fullmatch(segment.rstrip(". ")):
