@@ -24,10 +24,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from itertools import chain
 
+from portcullis.identity.claims import fold
 from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
-from portcullis.policy.model import DAYS, Constraint, TimeWindow, ToolPolicy, unsafe_text
+from portcullis.policy.model import ANY_ISSUER, DAYS, ISSUER_SCOPE, Constraint, TimeWindow, ToolPolicy, unsafe_text
 
 _MISSING = object()
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # RFC 6901 array index, ASCII digits only
@@ -158,8 +159,8 @@ def _context(policy: ToolPolicy, environment: str, now: datetime) -> Iterator[Fa
 
 
 def caller_matches(patterns: Iterable[str], principal: Principal) -> bool:
-    """Whether any caller pattern (``role:finance``, ``user:al*``) matches ``principal`` (the same
-    matching as ``allowed_callers``; a principal with unsafe ids matches nothing)."""
+    """Whether any caller pattern (``role:finance``, ``issuer:corp/user:al*``) matches ``principal`` (the
+    same matching as ``allowed_callers``; a principal with unsafe ids matches nothing)."""
     values = _caller_values(principal)
     return values is not None and any(_matches(pattern, values) for pattern in patterns)
 
@@ -169,14 +170,20 @@ def _caller(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
     if values is None:
         yield "deny", r.CALLER_ID_REJECTED, "caller"
         return
-    if any(_matches(pattern, values) for pattern in policy.denied_callers):
-        yield "deny", r.CALLER_DENIED, "denied_callers"
+    if policy.denied_callers:
+        folded = {kind: tuple(fold(item) for item in items) for kind, items in values.items()}
+        if any(_matches(pattern, folded, fold_pattern=True) for pattern in policy.denied_callers):
+            yield "deny", r.CALLER_DENIED, "denied_callers"
     if not any(_matches(pattern, values) for pattern in policy.allowed_callers):
         yield "deny", r.CALLER_NOT_ALLOWED, "caller"
 
 
 def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
-    """The principal's ids by pattern kind, NFC-normalised; ``None`` if any id is unsafe text."""
+    """The principal's ids by pattern kind, NFC-normalised; ``None`` if any id is unsafe text.
+
+    ``issuer`` holds the source that asserted them (for the ``issuer:<source>/`` scope), empty
+    when the principal does not name one: then only unscoped and ``issuer:*/`` patterns match.
+    """
     raw = (
         ("agent", (principal.agent_id,)), ("user", (principal.user_id,)), ("client", (principal.client_id,)),
         ("app", (principal.source_app,)), ("tenant", (principal.tenant,)),
@@ -197,14 +204,25 @@ def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
             else:
                 present.append(unicodedata.normalize("NFC", item))
         values[kind] = tuple(present)
+    values["issuer"] = () if principal.issuer_name is None else (principal.issuer_name,)
     return values
 
 
-def _matches(pattern: str, values: Mapping[str, tuple[str, ...]]) -> bool:
+def _matches(pattern: str, values: Mapping[str, tuple[str, ...]], *, fold_pattern: bool = False) -> bool:
+    """``pattern`` against the principal's ``values``; ``fold_pattern`` (deny rules, with folded
+    values) compares the pattern's value folded too. The issuer scope is compared exactly."""
+    if pattern.startswith(ISSUER_SCOPE):
+        source, _, pattern = pattern[len(ISSUER_SCOPE):].partition("/")
+        if source != ANY_ISSUER and source not in values["issuer"]:
+            return False
     kind, _, expected = pattern.partition(":")
-    if expected.endswith("*"):
-        prefix = expected[:-1]
-        return any(value.startswith(prefix) for value in values[kind])
+    wildcard = expected.endswith("*")  # before folding: a fullwidth star folds to '*' but is no wildcard
+    if wildcard:
+        expected = expected[:-1]
+    if fold_pattern:
+        expected = fold(expected)
+    if wildcard:
+        return any(value.startswith(expected) for value in values[kind])
     return expected in values[kind]
 
 
