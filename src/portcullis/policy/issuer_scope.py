@@ -46,7 +46,9 @@ class ScopeProblem:
 
 def scope_problems(gateway: GatewayConfig, manifests: Iterable[tuple[Path, ToolManifest]]) -> list[ScopeProblem]:
     """Every issuer-scope problem of the deployment (see the module docstring)."""
-    sources = gateway.identity.sources() if gateway.identity is not None else ()
+    if gateway.identity is None:
+        return []  # a gateway without identity is refused on its own, whatever its patterns say
+    sources = gateway.identity.sources()
     problems = []
     for path, manifest in manifests:
         if manifest.policy is None:
