@@ -224,7 +224,8 @@ def test_lint_deployment_prints_policy_problems_with_file_and_line(demo: Path) -
     line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("  allowed_callers:"))
     problems = [p for p in lint_deployment(demo) if p.path == path]
     assert [(p.line, p.severity) for p in problems] == [(line, "error")]
-    assert str(problems[0]).startswith(f"{path}:{line}: error: allowed_callers: 'issuer:dev/agent:billing-bot' is covered")
+    expected = f"{path}:{line}: error: allowed_callers: 'issuer:dev/agent:billing-bot' is covered"
+    assert str(problems[0]).startswith(expected)
 
 
 def test_lint_deployment_flags_a_missing_policy_once_policies_are_in_use(demo: Path) -> None:

@@ -45,6 +45,7 @@ names a user, and it names no agent. A missing ``agent_id`` alone never makes a 
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -92,31 +93,32 @@ def identifier_problem(value: object, limit: int, *, spaces: bool = True) -> str
         if not value.isprintable():
             return "unsafe"
     else:
-        for char in value:
+        scripts: set[str] = set()
+        for char in value:  # one pass: unsafe characters, and the scripts of the letters
+            if char < "\x80":
+                if not char.isprintable():
+                    return "unsafe"
+                if char.isalpha():
+                    scripts.add("LATIN")
+                continue
             category = unicodedata.category(char)
             if category in _UNSAFE_CATEGORIES or (category == "Zs" and char != " ") or char in _INVISIBLE:
                 return "unsafe"
-        if _mixed_script(value):
+            if category[0] == "L" and (script := _script(char)) is not None:
+                scripts.add(script)
+        if len(scripts) > 1:
             return "mixed_script"
     if (value[0] == " " or value[-1] == " ") if spaces else " " in value:
         return "space"
     return None
 
 
-def _mixed_script(value: str) -> bool:
-    seen: set[str] = set()
-    for char in value:
-        if char.isascii():
-            if char.isalpha():
-                seen.add("LATIN")
-            continue
-        if not unicodedata.category(char).startswith("L"):
-            continue
-        words = unicodedata.name(char, "").split(" ", 2)
-        script = words[1] if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1 else words[0]
-        if script in _LOOKALIKE_SCRIPTS:
-            seen.add(script)
-    return len(seen) > 1
+@functools.lru_cache(maxsize=4096)
+def _script(letter: str) -> str | None:
+    """The look-alike script of a non-ASCII letter (``LATIN``, ``CYRILLIC``, …), else None."""
+    words = unicodedata.name(letter, "").split(" ", 2)
+    script = words[1] if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1 else words[0]
+    return script if script in _LOOKALIKE_SCRIPTS else None
 
 
 def fold(text: str) -> str:
@@ -132,9 +134,11 @@ def _nfc(value: str) -> str:
 
 def _one(claims: Mapping[str, Any], claim: str, field: str, limit: int = MAX_ID_CHARS) -> str | None:
     """The claim as an identifier, ``None`` if absent; :class:`ClaimRejected` if malformed."""
-    if claim not in claims:
-        return None
-    value = claims[claim]
+    return _text(claims[claim], field, limit) if claim in claims else None
+
+
+def _text(value: object, field: str, limit: int = MAX_ID_CHARS) -> str:
+    """``value`` as an NFC identifier, or :class:`ClaimRejected`."""
     if isinstance(value, str):
         value = _nfc(value)
     problem = identifier_problem(value, limit)
@@ -202,9 +206,8 @@ def principal_from_claims(claims: Mapping[str, Any], claim_map: ClaimMap, *, sub
         claim: str | None = getattr(claim_map, name)
         return None if claim is None else _one(claims, claim, name)
 
-    client_id = next((_one(claims, name, "client_id") for name in claim_map.client_id if name in claims), None)
-    if client_id is None:
-        client_id = _one({"sub": subject}, "sub", "client_id")
+    present = next((name for name in claim_map.client_id if name in claims), None)  # the first present decides
+    client_id = _text(claims[present] if present is not None else subject, "client_id")
     roles = _many(claims[claim_map.roles], "roles") if claim_map.roles and claim_map.roles in claims else ()
     attributes = {attr: value for attr, claim in claim_map.attributes.items()
                   if (value := _one(claims, claim, f"attributes.{attr}", MAX_ITEM_CHARS)) is not None}

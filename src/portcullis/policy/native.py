@@ -171,8 +171,8 @@ def _caller(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
         yield "deny", r.CALLER_ID_REJECTED, "caller"
         return
     if policy.denied_callers:
-        folded = {kind: tuple(fold(item) for item in items) for kind, items in values.items()}
-        if any(_matches(pattern, folded, fold_pattern=True) for pattern in policy.denied_callers):
+        folded: dict[str, tuple[str, ...]] = {}  # filled per kind, only for the kinds a deny names
+        if any(_matches(pattern, values, folded=folded) for pattern in policy.denied_callers):
             yield "deny", r.CALLER_DENIED, "denied_callers"
     if not any(_matches(pattern, values) for pattern in policy.allowed_callers):
         yield "deny", r.CALLER_NOT_ALLOWED, "caller"
@@ -208,9 +208,10 @@ def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
     return values
 
 
-def _matches(pattern: str, values: Mapping[str, tuple[str, ...]], *, fold_pattern: bool = False) -> bool:
-    """``pattern`` against the principal's ``values``; ``fold_pattern`` (deny rules, with folded
-    values) compares the pattern's value folded too. The issuer scope is compared exactly."""
+def _matches(pattern: str, values: Mapping[str, tuple[str, ...]], *,
+             folded: dict[str, tuple[str, ...]] | None = None) -> bool:
+    """``pattern`` against the principal's ``values``. With ``folded`` (deny rules) both sides are
+    compared case-folded, the folded values cached there per kind. The issuer scope is exact."""
     if pattern.startswith(ISSUER_SCOPE):
         source, _, pattern = pattern[len(ISSUER_SCOPE):].partition("/")
         if source != ANY_ISSUER and source not in values["issuer"]:
@@ -219,11 +220,15 @@ def _matches(pattern: str, values: Mapping[str, tuple[str, ...]], *, fold_patter
     wildcard = expected.endswith("*")  # before folding: a fullwidth star folds to '*' but is no wildcard
     if wildcard:
         expected = expected[:-1]
-    if fold_pattern:
+    candidates = values[kind]
+    if folded is not None:
         expected = fold(expected)
+        if kind not in folded:
+            folded[kind] = tuple(fold(value) for value in candidates)
+        candidates = folded[kind]
     if wildcard:
-        return any(value.startswith(expected) for value in values[kind])
-    return expected in values[kind]
+        return any(value.startswith(expected) for value in candidates)
+    return expected in candidates
 
 
 def _amount(policy: ToolPolicy, arguments: Mapping[str, object]) -> Iterator[Failure]:
