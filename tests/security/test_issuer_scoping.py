@@ -30,7 +30,7 @@ from portcullis.approvals.store import SqliteApprovalStore
 from portcullis.audit.query import AuditQuery
 from portcullis.config.loader import lint_deployment, load_deployment
 from portcullis.config.model import ApprovalsConfig, ApproverRule
-from portcullis.errors import ConfigError
+from portcullis.errors import ApprovalInvalid, ConfigError
 from portcullis.identity.config import IdentityConfig
 from portcullis.identity.principal import Principal
 from portcullis.policy import ToolPolicy, evaluate
@@ -254,6 +254,26 @@ async def test_a_person_from_the_wrong_issuer_cannot_vote(approvals: ApprovalSer
             await approvals.vote(approval.id, refused, "approve")
     bob = who("corp", user_id="bob", roles=("finance-approver",), person=True)
     assert (await approvals.vote(approval.id, bob, "approve")).status == "approved"
+
+
+async def test_an_approval_for_one_issuers_agent_cannot_be_redeemed_by_anothers(approvals: ApprovalService) -> None:
+    """The approval is bound to the requester's source too: the same agent id from issuer B gets nothing."""
+    decision = Decision(effect="require_approval", policy_version="pv")
+    requester = who("corp", agent_id="billing-bot")
+    approval = await approvals.propose(tool="billing.process_refund", arguments={"amount": 300}, principal=requester,
+                                       decision=decision, required=1, justification="", request_id="r")
+    await approvals.vote(approval.id, who("corp", user_id="bob", roles=("finance-approver",), person=True), "approve")
+
+    async def nothing() -> None:
+        return None
+
+    with pytest.raises(ApprovalInvalid):
+        await approvals.redeem(approval_id=approval.id, tool="billing.process_refund", arguments={"amount": 300},
+                               principal=who("partner", agent_id="billing-bot"), decision=decision,
+                               request_id="r2", before_use=nothing)
+    used = await approvals.redeem(approval_id=approval.id, tool="billing.process_refund", arguments={"amount": 300},
+                                  principal=requester, decision=decision, request_id="r3", before_use=nothing)
+    assert used.status == "executed"
 
 
 def test_caller_matches_is_issuer_aware() -> None:
