@@ -10,6 +10,10 @@ Contract, in the order :func:`evaluate` follows it:
 3. Any exception while evaluating is a ``deny`` with reason ``policy_error`` (fail closed).
 4. In ``log_only`` mode the decision from 1-3 goes into ``shadow`` and ``allow`` is returned.
 
+Caller patterns match as :mod:`portcullis.policy.model` describes: an ``issuer:<source>/`` scope
+exactly against the principal's ``issuer_name``; ``allowed_callers`` values exactly; and
+``denied_callers`` values case-folded (NFKC + casefold), the fail-closed direction for each.
+
 No I/O: the clock (``now``) and environment are passed in; paths are checked on their text.
 """
 
