@@ -167,7 +167,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         revocations=revocations, cert_mapper=CertIdentityMapper(ident.mtls) if ident.mtls else None,
         allow_anonymous=ident.allow_insecure_anonymous, resource_metadata_url=metadata_url,
         issuer_names={i.name: i.issuer for i in issuers},
-        dev_issuer_name="dev" if ident.allow_insecure_dev_issuer else None)
+        dev_issuer_name="dev" if ident.allow_insecure_dev_issuer else None,
+        person_signals={i.name: i.person for i in issuers if i.person is not None})
     prm = {"resource": resource, "authorization_servers": [i.issuer for i in issuers],
            "scopes_supported": list(ident.required_scopes), "bearer_methods_supported": ["header"]}
 
@@ -248,7 +249,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                     if isinstance(requester.get(name), str)), None)
         if who is None:
             return []
-        query = AuditQuery(tool=tool, principal={who[0]: who[1]}, kind="decision", since=clock() - 86400, limit=limit)
+        # the same source too: "billing-bot" asserted by another issuer is another caller
+        source = {"issuer_name": requester["issuer_name"]} if isinstance(requester.get("issuer_name"), str) else {}
+        query = AuditQuery(tool=tool, principal={who[0]: who[1], **source}, kind="decision", since=clock() - 86400,
+                           limit=limit)
         return [{"at": record.ts, "request_id": record.request_id,
                  "effect": record.fields.get("decision", {}).get("effect"),
                  "arguments": record.fields.get("arguments")} for record in await audit_search(audit_path, query)]

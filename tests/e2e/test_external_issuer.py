@@ -66,6 +66,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, idp: str) -> Iterator[Gate
         {"name": "corp", "issuer": idp, "discovery_url": idp + "/.well-known/openid-configuration",
          "algorithms": ["ES256"], "audience": resource}]}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    invoice = root / "tools" / "billing" / "get_invoice.yml"  # the demo's, scoped to its dev issuer
+    invoice.write_text(invoice.read_text().replace("issuer:dev/", "issuer:corp/"))
     with GatewayProcess(root, audience=resource) as process:
         yield process
 

@@ -43,6 +43,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gate
         {"match_spiffe_prefix": BILLING_BOT, "client_id": "billing-bot-client", "agent_id": "billing-bot",
          "tenant": "acme"}]}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # two identity sources (dev tokens and certificates): every allow pattern names its source
+    for path in (root / "tools" / "flaky").glob("*.yml"):
+        manifest = yaml.safe_load(path.read_text())
+        manifest["policy"]["allowed_callers"] = ["issuer:dev/scope:mcp:tools", "issuer:mtls/agent:billing-bot"]
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     with GatewayProcess(root, ssl_context=client_context(pki, pki.billing_bot)) as process:
         yield process
 
@@ -54,8 +59,8 @@ async def test_a_certificate_identity_calls_tools_and_reaches_the_upstream(gatew
             seen = (await client.call_tool("flaky.actor_token", {})).structured_content["result"]
     body = seen.split(".")[1]
     act = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["act"]
-    assert (act["client_id"], act["agent_id"], act["tenant"], act["auth_method"]) == (
-        "billing-bot-client", "billing-bot", "acme", "mtls")
+    assert (act["client_id"], act["agent_id"], act["tenant"], act["auth_method"], act["issuer_name"]) == (
+        "billing-bot-client", "billing-bot", "acme", "mtls", "mtls")
 
 
 def test_no_certificate_and_no_token_is_401(gateway: GatewayProcess, pki: Pki) -> None:

@@ -24,8 +24,10 @@ from portcullis.service.policy_guard import ServicePolicies
 TOOL = "billing.process_refund"
 ARGS = {"order_id": "ORD-1", "amount": 300, "currency": "USD", "reason": "x"}
 BOT = Principal(client_id="c", auth_method="dev", issuer="dev", user_id="alice", agent_id="billing-bot")
-BOB = Principal(client_id="bob", auth_method="dev", issuer="dev", user_id="bob", roles=("finance-approver",))
-CAROL = Principal(client_id="carol", auth_method="dev", issuer="dev", user_id="carol", roles=("finance-approver",))
+BOB = Principal(client_id="bob", auth_method="dev", issuer="dev", user_id="bob", roles=("finance-approver",),
+                person=True)
+CAROL = Principal(client_id="carol", auth_method="dev", issuer="dev", user_id="carol", roles=("finance-approver",),
+                  person=True)
 DECISION = Decision(effect="require_approval", reasons=("amount_needs_approval",),
                     rule_ids=(f"{TOOL}/requires_approval_over",), policy_version="pv-1")
 CONFIG = ApprovalsConfig.model_validate({"ttl_s": 60, "approvers": [{"tools": ["billing.*"],
@@ -132,12 +134,14 @@ async def test_pending_and_mismatched_redeems(setup: Any) -> None:
 
 
 @pytest.mark.parametrize("who", [
-    Principal(client_id="x", auth_method="dev", issuer="dev", user_id="alice", roles=("finance-approver",)),
+    Principal(client_id="x", auth_method="dev", issuer="dev", user_id="alice", roles=("finance-approver",),
+              person=True),
     Principal(client_id="x", auth_method="dev", issuer="dev", user_id="zed", agent_id="billing-bot",
               roles=("finance-approver",)),
     Principal(client_id="x", auth_method="dev", issuer="dev", roles=("finance-approver",)),
-    Principal(client_id="x", auth_method="dev", issuer="dev", user_id="eve", roles=("analyst",)),
-], ids=["requester-user", "an-agent", "no-user", "no-approver-role"])
+    Principal(client_id="x", auth_method="dev", issuer="dev", user_id="eve", roles=("analyst",), person=True),
+    Principal(client_id="x", auth_method="dev", issuer="dev", user_id="zed", roles=("finance-approver",)),
+], ids=["requester-user", "an-agent", "no-user", "no-approver-role", "user-without-person-signal"])
 async def test_who_may_not_approve(setup: Any, who: Principal) -> None:
     service, _, audit, _ = setup
     approval_id = await propose(service)
@@ -177,7 +181,7 @@ def test_the_service_kit_runs_a_require_approval_call_only_with_a_matching_appro
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     args = {"order_id": "ORD-1", "amount": 300, "currency": "USD", "reason": "x"}
     claim = {"id": "apr_" + "1" * 32, "args": arguments_hash(args), "by": ["bob"]}
-    bot = Principal(client_id="c", auth_method="dev", issuer="dev", agent_id="billing-bot")
+    bot = Principal(client_id="c", auth_method="dev", issuer="dev", issuer_name="dev", agent_id="billing-bot")
     assert policies.check("process_refund", bot, args, now).effect == "deny"
     assert policies.check("process_refund", bot, args, now, approval=claim).effect == "allow"
     assert policies.check("process_refund", bot, {**args, "amount": 301}, now, approval=claim).effect == "deny"
@@ -203,7 +207,7 @@ async def test_approver_rules_can_depend_on_the_tools_risk_level(tmp_path: Path)
         {"tools": ["billing.*"], "risk": ["low", "medium"], "approvers": ["role:finance-approver"]}]})
     store = SqliteApprovalStore.open(tmp_path / "a.sqlite3")
     service = ApprovalService(store, config, clock=Clock(), audit=Audit())
-    sec = Principal(client_id="s", auth_method="dev", issuer="dev", user_id="sec", roles=("security",))
+    sec = Principal(client_id="s", auth_method="dev", issuer="dev", user_id="sec", roles=("security",), person=True)
 
     async def ask(risk: str) -> str:
         approval = await service.propose(tool=TOOL, arguments=ARGS, principal=BOT, decision=DECISION, required=1,

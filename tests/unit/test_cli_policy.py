@@ -17,7 +17,7 @@ runner = CliRunner()
 
 ONE_FIXTURE = """\
 - name: billing-bot refunds 80 USD
-  principal: {agent_id: billing-bot}
+  principal: {issuer_name: dev, agent_id: billing-bot}
   tool: billing.process_refund
   arguments: {order_id: ORD-20001, amount: 80, currency: USD, reason: damaged}
   now: "2026-03-02T10:00:00Z"
@@ -100,7 +100,7 @@ def test_policy_test_decides_in_the_requested_environment(demo: Path) -> None:
          "timezone"),
         ({"policy/fixtures/billing.yaml": ONE_FIXTURE.replace("billing.process_refund", "billing.nope")},
          "unknown tool 'billing.nope'"),
-        ({"policy/fixtures/billing.yaml": ONE_FIXTURE.replace("{agent_id: billing-bot}", "{roles: admin}")},
+        ({"policy/fixtures/billing.yaml": ONE_FIXTURE.replace("agent_id: billing-bot}", "roles: admin}")},
          "principal: roles must be a list"),
         ({"policy/broken.rego": "package portcullis.broken\nimport rego.v1\ndeny contains x if {\n"},
          "broken.rego:3"),

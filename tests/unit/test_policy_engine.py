@@ -30,7 +30,7 @@ ENGINE = PolicyEngine.from_deployment(DEMO, environment="production", rego_budge
 
 
 def who(**claims: Any) -> Principal:
-    return Principal(client_id="test-client", auth_method="dev", issuer="test", **claims)
+    return Principal(client_id="test-client", auth_method="dev", issuer="test", issuer_name="dev", **claims)
 
 
 BOT = who(agent_id="billing-bot")

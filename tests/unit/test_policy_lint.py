@@ -185,11 +185,18 @@ def test_lint_warns_about_a_tool_without_a_policy() -> None:
         ("agent:ab*", "agent:a*", False),
         ("agent:ab", "agent:ab*", False),
         ("agent:a*", "user:ab", False),
-        ("agent:a", "agent:A", False),
+        ("agent:a", "agent:A", True),  # a deny compares case-folded
+        ("agent:a*", "agent:AB", True),
+        ("issuer:corp/agent:a", "issuer:corp/agent:a", True),
+        ("agent:a", "issuer:corp/agent:a", True),
+        ("issuer:*/agent:a", "issuer:corp/agent:a", True),
+        ("issuer:corp/agent:a", "agent:a", False),  # the allow admits other issuers too
+        ("issuer:corp/agent:a", "issuer:partner/agent:a", False),
+        ("issuer:corp/agent:a", "issuer:*/agent:a", False),
     ],
 )
 def test_covers_compares_kind_and_prefix(wider: str, narrower: str, expected: bool) -> None:
-    """A pattern covers another only of the same kind, by equality or by its wildcard prefix."""
+    """A denied pattern covers an allowed one of the same kind and issuer scope, by folded equality or prefix."""
     assert covers(wider, narrower) is expected
 
 
@@ -217,7 +224,8 @@ def test_lint_deployment_prints_policy_problems_with_file_and_line(demo: Path) -
     line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("  allowed_callers:"))
     problems = [p for p in lint_deployment(demo) if p.path == path]
     assert [(p.line, p.severity) for p in problems] == [(line, "error")]
-    assert str(problems[0]).startswith(f"{path}:{line}: error: allowed_callers: 'agent:billing-bot' is covered")
+    expected = f"{path}:{line}: error: allowed_callers: 'issuer:dev/agent:billing-bot' is covered"
+    assert str(problems[0]).startswith(expected)
 
 
 def test_lint_deployment_flags_a_missing_policy_once_policies_are_in_use(demo: Path) -> None:

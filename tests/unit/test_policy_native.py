@@ -522,10 +522,10 @@ def test_policy_lists_every_rule_id_it_can_produce() -> None:
         (["agent:billing-bot"], {"agent_id": "stranger"}, False, True),
         (["agent:stranger"], {"agent_id": "stranger"}, True, True),
         (["agent:billing-bo"], {}, False, False),
-        (["agent:Billing-bot"], {}, False, False),
+        (["agent:Billing-bot"], {}, True, False),
     ],
     ids=["exact", "wildcard", "source-app", "other-app", "one-of-roles", "not-denied-not-allowed",
-         "denied-and-not-allowed", "no-prefix-match-without-star", "case-sensitive"],
+         "denied-and-not-allowed", "no-prefix-match-without-star", "case-folded"],
 )
 def test_policy_denied_callers_override_allowed_callers(denied: list[str], changes: dict[str, Any],
                                                         denied_fires: bool, caller_fires: bool) -> None:

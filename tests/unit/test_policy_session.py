@@ -24,8 +24,8 @@ from portcullis.state.memory import FailingStateStore, InMemoryStateStore
 
 REFUND = "billing.process_refund"
 DEMO = load_deployment(demo_deployment())
-BOT = Principal(client_id="c", auth_method="dev", issuer="test", agent_id="billing-bot")
-OTHER = Principal(client_id="c", auth_method="dev", issuer="test", agent_id="support-bot",
+BOT = Principal(client_id="c", auth_method="dev", issuer="test", issuer_name="dev", agent_id="billing-bot")
+OTHER = Principal(client_id="c", auth_method="dev", issuer="test", issuer_name="dev", agent_id="support-bot",
                   source_app="customer-support-ui")
 RULE = LimitRule.model_validate({"id": "refunds-day", "tools": [REFUND], "per": ["agent"], "window_s": 86400,
                                  "max_total": 1000, "amount_pointer": "/amount"})

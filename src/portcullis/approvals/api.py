@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from portcullis.approvals.model import STATUSES, visible_json
-from portcullis.approvals.service import ApprovalService, ApproverRefused
+from portcullis.approvals.service import NOT_A_PERSON, ApprovalService, ApproverRefused
 from portcullis.approvals.store import ApprovalStoreUnavailable
 from portcullis.errors import PortcullisError, TransportError
 from portcullis.identity.authenticate import AuthFailure
@@ -105,8 +105,8 @@ class ApprovalApi:
         if method != wanted:
             return 405, {"error": "method not allowed"}
         approver = await self._authenticate(headers, scope)
-        if approver.user_id is None or approver.agent_id is not None:
-            raise ApproverRefused("approvers must be people: the credential must name a user and no agent")
+        if not approver.person:
+            raise ApproverRefused(NOT_A_PERSON)
         if path == "/approvals":
             status = (query.get("status") or [None])[0]
             if status is not None and status not in STATUSES:

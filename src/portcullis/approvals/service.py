@@ -4,9 +4,10 @@
   approval id: a pending approval bound to this exact call is stored and audited (``proposed``);
   the agent is told its id, status, expiry and how to resume.
 * :meth:`ApprovalService.vote` — an approver approves or denies. The approver must be an
-  authenticated **person** (a credential that names a user and no agent), allowed by an
-  ``approvals.approvers`` rule for the tool, and never the requester (same user, same agent or
-  same identity); each person votes once. One deny denies; ``required`` distinct approvals
+  authenticated **person** (:attr:`Principal.person`: the issuer's configured positive signal,
+  a user, no agent — a credential merely lacking an agent is not enough), allowed by an
+  ``approvals.approvers`` rule for the tool (issuer scope included), and never the requester
+  (same user, same agent or same identity); each person votes once. One deny denies; ``required`` distinct approvals
   approve.
 * :meth:`ApprovalService.redeem` — the agent retries the same call with the approval id. The
   approval must exist, be ``approved``, unexpired, and bound to this tool, these canonical
@@ -53,6 +54,10 @@ INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a
 Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
 # (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
 RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
+
+
+NOT_A_PERSON = ("approvers must be people: the credential must carry its issuer's person signal, name a user "
+                "and no agent")
 
 
 class ApproverRefused(PortcullisError):
@@ -207,8 +212,8 @@ class ApprovalService:
     async def vote(self, approval_id: str, approver: Principal, verdict: str, *, reason: str = "") -> Approval:
         if verdict not in ("approve", "deny"):
             raise ApproverRefused("verdict must be approve or deny", status=400)
-        if approver.user_id is None or approver.agent_id is not None:
-            raise ApproverRefused("approvers must be people: the credential must name a user and no agent")
+        if not approver.person:
+            raise ApproverRefused(NOT_A_PERSON)
         current = await self._store.get(approval_id)
         if current is None:
             raise ApproverRefused("no such approval", status=404)

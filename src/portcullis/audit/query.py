@@ -37,8 +37,8 @@ from portcullis.audit.store import SqliteAuditStore
 EFFECTS = frozenset({"allow", "deny", "require_approval"})
 MAX_LIMIT = 100_000
 
-_SCALAR_PRINCIPAL = ("client_id", "auth_method", "issuer", "user_id", "agent_id", "session_id", "source_app",
-                     "tenant")
+_SCALAR_PRINCIPAL = ("client_id", "auth_method", "issuer", "issuer_name", "user_id", "agent_id", "session_id",
+                     "source_app", "tenant")
 _LIST_PRINCIPAL = ("roles", "scopes")
 PRINCIPAL_FIELDS = frozenset(_SCALAR_PRINCIPAL + _LIST_PRINCIPAL)
 """Principal fields a query may filter on; ``roles`` and ``scopes`` match one member of the list."""

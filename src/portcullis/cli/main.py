@@ -175,7 +175,9 @@ app.add_typer(approvals_app, name="approvals")
 
 @token_app.command("issue")
 def token_issue(config: ConfigDir = None,
-                user: Annotated[str | None, typer.Option(help="User id (sub).")] = None,
+                user: Annotated[str | None, typer.Option(
+                    help="User id (sub). Without --agent the token is the user's own: a person, who can approve.",
+                )] = None,
                 agent: Annotated[str | None, typer.Option(help="Agent id.")] = None,
                 client: Annotated[str | None, typer.Option(help="OAuth client id.")] = None,
                 scope: Annotated[list[str] | None, typer.Option(help="Scope (repeatable).")] = None,

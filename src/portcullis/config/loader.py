@@ -14,8 +14,10 @@ in order: (1) walk the directory, refusing symlinks that leave it (they are neve
 (2) scan every file for well-known secret formats; (3) gateway.yaml: YAML, schema, literal
 secrets, ``sessions.key_ref``; (4) each manifest: YAML, schema, JSON Schema 2020-12 of its
 schemas, every schema pattern ECMA-262 and linear-time (:mod:`.schema_patterns`); (5) across
-files: unknown services, duplicate tools, exposed-name collisions (also after
-NFKC + casefold), names that differ from the file stem, missing pins. Messages never quote a value
+files: unknown services, duplicate tools, exposed-name collisions (also after NFKC + casefold),
+names that differ from the file stem, missing pins; (6) caller patterns against the identity
+sources: an ``issuer:`` scope nobody configured, an unscoped allow or approver pattern where
+several sources are trusted (:mod:`portcullis.policy.issuer_scope`). Messages never quote a value
 that might be a secret.
 """
 
@@ -173,7 +175,26 @@ def _check(root: Path) -> tuple[list[Problem], Deployment | None]:
         elif rel == Path("policy", "data_class.yml") and rel in texts:
             _parse(root / rel, texts[rel], report, mapping=False)  # free-form for now: YAML only
     loaded = _cross_check(gateway, manifests, report)  # 5
+    if gateway is not None:
+        _issuer_scopes(root, gateway, texts[Path("gateway.yaml")], manifests, loaded, report)  # 6
     return report, None if gateway is None else Deployment(root, gateway, tuple(loaded))
+
+
+def _issuer_scopes(root: Path, gateway: GatewayConfig, gateway_text: bytes, manifests: list[_Checked],
+                   loaded: list[LoadedManifest], report: _Problems) -> None:
+    """Caller patterns whose issuer scope is unknown, or missing where several sources are trusted."""
+    from portcullis.policy.issuer_scope import scope_problems
+
+    docs = {path: doc for path, _, doc, _ in manifests}
+    gateway_doc: YamlDocument | None = None
+    for problem in scope_problems(gateway, [(item.path, item.manifest) for item in loaded]):
+        if problem.path is None:
+            if gateway_doc is None:
+                gateway_doc = _parse(root / "gateway.yaml", gateway_text, _Problems())
+            line = None if gateway_doc is None else gateway_doc.line_of(problem.loc)
+            report.error(root / "gateway.yaml", line, problem.message)
+        else:
+            report.error(problem.path, docs[problem.path].line_of(problem.loc), problem.message)
 
 
 def _walk(root: Path, report: _Problems) -> dict[Path, Path]:

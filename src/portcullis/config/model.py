@@ -20,7 +20,7 @@ from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
-from portcullis.policy.model import ToolPolicy
+from portcullis.policy.model import ToolPolicy, check_caller_pattern
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -240,10 +240,19 @@ class ApproverRule(_Model):
 
     tools: tuple[Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]*\*?)$", max_length=200)], ...] = Field(
         ("*",), min_length=1, description="Exposed tool names, or prefixes ending in '*' ('billing.*'); '*' is all.")
-    approvers: tuple[Annotated[str, Field(pattern=r"^(user|role|scope|tenant|client|app):[^\s*]+\*?$",
-                                          max_length=300)], ...] = Field(
-        min_length=1, description="Caller patterns of the people who may approve (role:finance-approver, "
-        "user:alice). An approver must be a person: a credential that names an agent never approves.")
+    approvers: tuple[Annotated[str, Field(
+        pattern=r"^(issuer:(\*|[a-z][a-z0-9_-]{0,62})/)?(user|role|scope|tenant|client|app):[^\s*]+\*?$",
+        max_length=300)], ...] = Field(
+        min_length=1, description="Caller patterns of the people who may approve, scoped to the issuer that "
+        "must assert them when more than one identity source is configured (issuer:corp/role:finance-approver, "
+        "issuer:corp/user:alice). An approver must be a person: the issuer's person signal, a user, no agent.")
+
+    @field_validator("approvers")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_caller_pattern(pattern)
+        return value
     risk: tuple[Literal["low", "medium", "high"], ...] | None = Field(
         None, min_length=1, description="Only for tools of these manifest risk levels (default: any).")
 

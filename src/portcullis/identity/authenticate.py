@@ -5,13 +5,19 @@ read. In order:
 
 1. a bearer token, if the request has an ``Authorization`` header: verified by
    :class:`~portcullis.identity.jwt_verify.BearerVerifier` (pinned algorithms, issuer, audience,
-   times), then the scopes every request needs, then the revocation list (token id, client,
-   agent); the principal's fields come only from the verified claims, via the claim map;
-2. otherwise a client certificate verified by the TLS handshake, mapped by the ``mtls`` rules;
-3. otherwise, only when ``allow_insecure_anonymous`` is set, an anonymous principal (warned);
+   times), then the scopes every request needs, then the claim mapping
+   (:mod:`~portcullis.identity.claims`: a malformed claim refuses the token), then the revocation
+   list (token id, client, agent); the principal's fields come only from the verified claims;
+2. otherwise a client certificate verified by the TLS handshake, mapped by the ``mtls`` rules
+   (source ``mtls``; never a person);
+3. otherwise, only when ``allow_insecure_anonymous`` is set, an anonymous principal (warned;
+   source ``anonymous``);
 4. otherwise 401 with a ``WWW-Authenticate`` challenge naming the resource metadata.
 
-Nothing in a principal comes from the request body or from a header a client can set freely.
+Every principal names its source (``issuer_name``: the issuer's configured name, ``dev``, ``mtls``
+or ``anonymous``) so that caller patterns can be scoped to it. Nothing in a principal comes from
+the request body or from a header a client can set freely. Every refusal is an
+:class:`AuthFailure` (401 ``invalid_token``, 403, 503), never another exception.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from typing import Any
 
 from portcullis.errors import PortcullisError
 from portcullis.identity.certs import CertIdentityMapper
+from portcullis.identity.claims import ClaimRejected, principal_from_claims
 from portcullis.identity.config import ClaimMap
+from portcullis.identity.issuers import PersonSignal
 from portcullis.identity.jwt_verify import BearerVerifier, InsufficientScope, InvalidToken, VerifiedToken
-from portcullis.identity.principal import Principal
+from portcullis.identity.principal import ANONYMOUS_SOURCE, MTLS_SOURCE, Principal
 from portcullis.identity.revocation import RevocationList, RevocationUnavailable, Revoked
 from portcullis.identity.tls import peer_certificate
 
@@ -33,7 +41,8 @@ log = logging.getLogger("portcullis.identity")
 
 _CACHE_TTL_S = 60.0
 _CACHE_ENTRIES = 10_000
-ANONYMOUS = Principal(client_id="anonymous", auth_method="dev", issuer="portcullis://anonymous")
+ANONYMOUS = Principal(client_id="anonymous", auth_method="dev", issuer="portcullis://anonymous",
+                      issuer_name=ANONYMOUS_SOURCE)
 
 
 class AuthFailure(PortcullisError):
@@ -44,36 +53,28 @@ class AuthFailure(PortcullisError):
         self.status, self.error, self.description, self.challenge = status, error, description, challenge
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def principal_from_token(token: VerifiedToken, claim_map: ClaimMap, issuer: str, auth_method: str, *,
+                         person: PersonSignal | None = None) -> Principal:
+    """Map verified claims to a principal (:mod:`~portcullis.identity.claims`); malformed: :class:`InvalidToken`.
 
-
-def principal_from_token(token: VerifiedToken, claim_map: ClaimMap, issuer: str, auth_method: str) -> Principal:
-    """Map verified claims to a principal; claims of the wrong type are ignored, never coerced."""
-    claims = token.claims
-
-    def pick(name: str | None) -> str | None:
-        return _text(claims.get(name)) if name else None
-
-    client_id = next((v for v in (pick(n) for n in claim_map.client_id) if v), None) or token.subject
-    roles_claim = claims.get(claim_map.roles) if claim_map.roles else None
-    if isinstance(roles_claim, str):
-        roles: tuple[str, ...] = tuple(roles_claim.split())
-    elif isinstance(roles_claim, list):
-        roles = tuple(r for r in roles_claim if isinstance(r, str))
-    else:
-        roles = ()
-    attributes = {attr: v for attr, claim in claim_map.attributes.items() if (v := pick(claim)) is not None}
-    return Principal(user_id=pick(claim_map.user_id), agent_id=pick(claim_map.agent_id), client_id=client_id,
-                     session_id=pick(claim_map.session_id), source_app=pick(claim_map.source_app),
-                     tenant=pick(claim_map.tenant), roles=roles, scopes=token.scopes, attributes=attributes,
-                     auth_method=auth_method, issuer=issuer)
+    Every failure is the same 401 ``invalid_token``: the principal's own checks (sizes, types) are
+    translated too, so no claim can surface as a server error.
+    """
+    try:
+        return principal_from_claims(token.claims, claim_map, subject=token.subject, issuer=issuer,
+                                     issuer_name=token.issuer_name, auth_method=auth_method, person=person,
+                                     scopes=token.scopes)
+    except ClaimRejected as exc:
+        raise InvalidToken(exc.reason) from None
+    except ValueError:
+        raise InvalidToken("bad_claim") from None
 
 
 class Authenticator:
     def __init__(self, *, verifier: BearerVerifier | None, claim_map: ClaimMap, required_scopes: Sequence[str],
                  revocations: RevocationList, cert_mapper: CertIdentityMapper | None, allow_anonymous: bool,
-                 resource_metadata_url: str, issuer_names: Mapping[str, str], dev_issuer_name: str | None) -> None:
+                 resource_metadata_url: str, issuer_names: Mapping[str, str], dev_issuer_name: str | None,
+                 person_signals: Mapping[str, PersonSignal] | None = None) -> None:
         self._verifier = verifier
         self._claims = claim_map
         self._required = tuple(required_scopes)
@@ -83,11 +84,13 @@ class Authenticator:
         self._metadata = resource_metadata_url
         self._issuers = dict(issuer_names)  # issuer config name -> iss string
         self._dev = dev_issuer_name
+        self._people = dict(person_signals or {})  # issuer config name -> its person signal
         scope = f', scope="{" ".join(self._required)}"' if self._required else ""
         self._bare_challenge = f'Bearer resource_metadata="{self._metadata}"{scope}'
-        # Signature checks are the costliest step; a token already verified is not re-verified for up
-        # to a minute (never past its own expiry). Bounded: the oldest entries go first when full.
-        self._verified: dict[str, tuple[VerifiedToken, float]] = {}
+        # Signature checks are the costliest step; a token already verified (and mapped to its
+        # principal) is not re-verified for up to a minute (never past its own expiry). Bounded:
+        # the oldest entries go first when full.
+        self._verified: dict[str, tuple[VerifiedToken, Principal, float]] = {}
 
     async def authenticate(self, headers: Mapping[str, str], scope: Mapping[str, Any]) -> Principal:
         authorization = headers.get("authorization")
@@ -101,7 +104,8 @@ class Authenticator:
                     raise self._invalid("certificate_not_mapped")
                 principal = Principal(client_id=identity.client_id, agent_id=identity.agent_id,
                                       tenant=identity.tenant, roles=identity.roles, auth_method="mtls",
-                                      issuer="mtls", attributes={"cert_sha256": identity.fingerprint_sha256})
+                                      issuer="mtls", issuer_name=MTLS_SOURCE,
+                                      attributes={"cert_sha256": identity.fingerprint_sha256})
                 self._check_revoked(None, principal)
                 return principal
         if self._anonymous:
@@ -117,34 +121,35 @@ class Authenticator:
         token = token.strip()
         now = time.time()
         cached = self._verified.get(token)
-        try:
-            if cached is not None and cached[1] > now:
-                verified = cached[0]
-            else:
+        if cached is not None and cached[2] > now:
+            verified, principal = cached[0], cached[1]
+        else:
+            try:
                 verified = await self._verifier.verify(token)
                 verified.require_scopes(*self._required)
-                self._remember(token, verified, now)
-        except InvalidToken as exc:
-            raise self._invalid(exc.reason_code) from None
-        except InsufficientScope as exc:
-            needed = " ".join(exc.required_scopes)
-            raise AuthFailure(403, "insufficient_scope", "Insufficient scope",
-                              f'Bearer error="insufficient_scope", scope="{needed}", '
-                              f'resource_metadata="{self._metadata}", error_description="Insufficient scope"',
-                              detail="missing scope") from None
-        method = "dev" if verified.issuer_name == self._dev else "bearer"
-        principal = principal_from_token(verified, self._claims, self._issuers.get(verified.issuer_name, "?"),
-                                         method)
+                method = "dev" if verified.issuer_name == self._dev else "bearer"
+                principal = principal_from_token(verified, self._claims, self._issuers.get(verified.issuer_name, "?"),
+                                                 method, person=self._people.get(verified.issuer_name))
+            except InvalidToken as exc:
+                raise self._invalid(exc.reason_code) from None
+            except InsufficientScope as exc:
+                needed = " ".join(exc.required_scopes)
+                raise AuthFailure(403, "insufficient_scope", "Insufficient scope",
+                                  f'Bearer error="insufficient_scope", scope="{needed}", '
+                                  f'resource_metadata="{self._metadata}", error_description="Insufficient scope"',
+                                  detail="missing scope") from None
+            self._remember(token, verified, principal, now)
         self._check_revoked(verified.jti, principal)
         return principal
 
-    def _remember(self, token: str, verified: VerifiedToken, now: float) -> None:
+    def _remember(self, token: str, verified: VerifiedToken, principal: Principal, now: float) -> None:
         """Cache a verified token until it expires, at most ``_CACHE_TTL_S`` (revocation is still per request)."""
         if len(self._verified) >= _CACHE_ENTRIES:
-            for key in [k for k, (_, until) in self._verified.items() if until <= now] or [next(iter(self._verified))]:
+            expired = [k for k, (_, _, until) in self._verified.items() if until <= now]
+            for key in expired or [next(iter(self._verified))]:
                 del self._verified[key]
         until = min(float(verified.expires_at or now), now + _CACHE_TTL_S)
-        self._verified[token] = (verified, until)
+        self._verified[token] = (verified, principal, until)
 
     def _check_revoked(self, jti: str | None, principal: Principal) -> None:
         try:

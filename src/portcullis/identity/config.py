@@ -7,12 +7,16 @@ that weaken authentication are named ``allow_insecure_…`` and warn at every st
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.identity.certs import CertMappingRule
 from portcullis.identity.issuers import IssuerConfig
+from portcullis.identity.principal import BUILT_IN_SOURCES, MAX_ITEMS
 
 _CLAIM = r"^[A-Za-z0-9_.:/-]{1,128}$"
+_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class _Model(BaseModel):
@@ -20,7 +24,11 @@ class _Model(BaseModel):
 
 
 class ClaimMap(_Model):
-    """Which token claim supplies each principal field. Values never come from anywhere else."""
+    """Which token claim supplies each principal field. Values never come from anywhere else.
+
+    How each claim's value is checked and normalised (types, Unicode, sizes, duplicates) is fixed,
+    not configurable: :mod:`portcullis.identity.claims` and docs/identity.md.
+    """
 
     user_id: str | None = Field("sub", pattern=_CLAIM, description="Claim naming the human user.")
     agent_id: str | None = Field("agent_id", pattern=_CLAIM, description="Claim naming the agent.")
@@ -34,7 +42,18 @@ class ClaimMap(_Model):
     attributes: dict[str, str] = Field(
         default_factory=lambda: {"department": "department", "employment_type": "employment_type",
                                  "region": "region"},
-        description="Principal attribute name -> claim name.")
+        description="Principal attribute name -> claim name (at most 32; names of A-Z a-z 0-9 _ . : -).")
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ITEMS:
+            raise ValueError(f"at most {MAX_ITEMS} attributes")
+        for name, claim in value.items():
+            if not _ATTRIBUTE.fullmatch(name) or not re.fullmatch(_CLAIM, claim):
+                raise ValueError("attribute names are 1 to 64 of A-Z a-z 0-9 _ . : -, claim names 1 to 128 of "
+                                 "A-Z a-z 0-9 _ . : / -")
+        return value
 
 
 class UpstreamTokenConfig(_Model):
@@ -79,4 +98,14 @@ class IdentityConfig(_Model):
             raise ValueError("no way to authenticate: configure issuers or mtls rules")
         if len({i.name for i in self.issuers}) != len(self.issuers):
             raise ValueError("issuer names must be unique")
+        reserved = sorted({i.name for i in self.issuers} & BUILT_IN_SOURCES)
+        if reserved:
+            raise ValueError(f"issuer name {reserved[0]!r} is reserved for a built-in identity source "
+                             f"({', '.join(sorted(BUILT_IN_SOURCES))})")
         return self
+
+    def sources(self) -> tuple[str, ...]:
+        """The names of every identity source this configuration trusts, as ``issuer:`` scopes name them."""
+        names = [i.name for i in self.issuers]
+        names += ["dev"] * self.allow_insecure_dev_issuer + ["mtls"] * bool(self.mtls)
+        return (*names, *["anonymous"] * self.allow_insecure_anonymous)

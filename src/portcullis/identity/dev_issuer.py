@@ -17,11 +17,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from portcullis.identity.issuers import IssuerConfig
+from portcullis.identity.issuers import IssuerConfig, PersonSignal
 from portcullis.identity.minting import b64url, jwk_thumbprint, public_jwk
 from portcullis.identity.state_dir import write_private
 
 DEV_ISSUER = "portcullis-dev://local"
+# The development issuer's positive person signal: `token issue --user bob` (no --agent) is bob's own.
+PERSON_CLAIM, PERSON_VALUE = "principal_type", "user"
 _KEY_FILE = "dev-issuer-key.pem"
 _JWKS_FILE = "dev-issuer-jwks.json"
 
@@ -46,21 +48,28 @@ def dev_issuer_config(state_dir: Path, audience: str) -> IssuerConfig:
     jwk.update(kid=jwk_thumbprint(jwk), use="sig", alg="EdDSA")
     write_private(state_dir / _JWKS_FILE, json.dumps({"keys": [jwk]}).encode())
     return IssuerConfig(name="dev", issuer=DEV_ISSUER, jwks_file=str(state_dir / _JWKS_FILE),
-                        algorithms=("EdDSA",), audience=audience)
+                        algorithms=("EdDSA",), audience=audience,
+                        person=PersonSignal(claim=PERSON_CLAIM, equals=PERSON_VALUE))
 
 
 def issue_token(state_dir: Path, *, audience: str, user: str | None, agent: str | None, client: str | None,
                 scopes: Sequence[str], tenant: str | None = None, roles: Sequence[str] = (),
                 source_app: str | None = None, ttl_s: int = 3600, now: float | None = None,
                 extra: dict[str, Any] | None = None) -> str:
-    """Sign an access token with the development key (EdDSA, ``typ: at+jwt``)."""
+    """Sign an access token with the development key (EdDSA, ``typ: at+jwt``).
+
+    A token for a user and no agent says so (``principal_type: user``, the development issuer's
+    person signal); one naming an agent says ``agent``, else ``client``. ``extra`` overrides any claim.
+    """
     key = _load_or_create_key(state_dir)
     jwk = public_jwk(key)
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"iss": DEV_ISSUER, "aud": audience, "sub": user or agent or client or "anonymous",
                               "iat": issued, "nbf": issued, "exp": issued + ttl_s, "jti": secrets.token_hex(16),
                               "scope": " ".join(scopes), "client_id": client or agent or user or "dev-client"}
-    optional = {"agent_id": agent, "tenant": tenant, "source_app": source_app, "roles": list(roles) or None}
+    kind = "agent" if agent else PERSON_VALUE if user else "client"
+    optional = {"agent_id": agent, "tenant": tenant, "source_app": source_app, "roles": list(roles) or None,
+                PERSON_CLAIM: kind}
     claims.update({k: v for k, v in optional.items() if v is not None})
     claims.update(extra or {})
     header = {"alg": "EdDSA", "typ": "at+jwt", "kid": jwk_thumbprint(jwk)}

@@ -32,14 +32,30 @@ def normalise_typ(value: str) -> str:
     return value[len("application/"):] if value.startswith("application/") else value
 
 
+class PersonSignal(_Model):
+    """How a token of this issuer says "a person holds me": a claim with a given value.
+
+    Positive only: without the signal a token is not a person's, whatever else it lacks (a
+    missing ``agent_id`` proves nothing). A token that names an agent is never a person's.
+    """
+
+    claim: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$", description="The claim that carries the signal "
+                       "(for example 'principal_type', 'idtyp', 'groups').")
+    equals: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\s]+$",
+                               description="The value that signals a person: the claim equals it, or is a list "
+                               "that contains it. Unset: any non-empty value of the claim does (for example "
+                               "a claim only user tokens carry).")
+
+
 class IssuerConfig(_Model):
     """One trusted authorization server and how to verify its access tokens."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Short name used in logs and metrics.")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Short name used in logs, metrics and the "
+                      "'issuer:<name>/' scope of caller patterns. 'dev', 'mtls' and 'anonymous' are reserved.")
     issuer: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^\S+$",
+        pattern=r"^[^\s\x00-\x1f\x7f]+$",
         description="The exact 'iss' string the AS writes, compared byte for byte (mind trailing slashes).",
     )
     jwks_url: str | None = Field(None, pattern=r"^https?://\S+$", description="URL of the AS's JWK Set.")
@@ -71,6 +87,9 @@ class IssuerConfig(_Model):
         ("at+jwt", "JWT"), min_length=1, description="Accepted 'typ' header values when the header has one."
     )
     max_token_bytes: int = Field(8192, ge=512, le=65_536, description="Longest token accepted.")
+    person: PersonSignal | None = Field(
+        None, description="The positive signal that a token is a person's (only people approve). Unset: no "
+        "token of this issuer is a person's.")
 
     @field_validator("required_claims")
     @classmethod

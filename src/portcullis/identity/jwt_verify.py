@@ -29,6 +29,7 @@ import jwt
 from jwt.types import Options
 
 from portcullis.errors import PortcullisError
+from portcullis.identity.claims import ClaimRejected, scope_list
 from portcullis.identity.issuers import IssuerConfig, normalise_typ
 from portcullis.identity.jwks import JwksCache, valid_kid
 
@@ -107,15 +108,12 @@ def _number(value: Any) -> float | None:
 
 
 def _scopes(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    """Scopes from ``scope`` (space separated, RFC 8693/9068) or ``scp`` (a list, or a string)."""
-    raw = claims.get("scope", claims.get("scp"))
-    if raw is None:
-        return ()
-    if isinstance(raw, str):
-        return tuple(raw.split())
-    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
-        return tuple(raw)
-    raise InvalidToken("bad_claim")
+    """Scopes from ``scope`` (space separated, RFC 8693/9068) or ``scp`` (a list, or a string),
+    checked as the claim mapping checks every list claim (:func:`~portcullis.identity.claims.scope_list`)."""
+    try:
+        return scope_list(claims)
+    except ClaimRejected as exc:
+        raise InvalidToken(exc.reason) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,10 @@ format: strict types, bounded sizes, unknown keys ignored (a newer gateway may a
 
 Every field is validated when the object is made, whichever way it is made, so a ``Principal``
 in hand is always well formed: identifiers are short printable strings, ``roles`` and ``scopes``
-are tuples, ``attributes`` is a read-only mapping of strings.
+are tuples, ``attributes`` is a read-only mapping of strings, ``issuer_name`` is a configured
+source name and ``person`` is only ever true for a user without an agent. The stricter rules for
+what a *token* may put into these fields (types, Unicode, sizes, duplicates) are the claim
+mapping's, :mod:`portcullis.identity.claims`.
 """
 
 from __future__ import annotations
@@ -21,14 +24,20 @@ from typing import Any
 
 AUTH_METHODS = frozenset({"bearer", "mtls", "dev"})
 
-MAX_ID_CHARS = 256  # user, agent, client, session, source app, tenant, issuer
+MAX_ID_CHARS = 256  # user, agent, client, session, source app, tenant
+MAX_ISSUER_CHARS = 2048  # the issuer's own id (an ``iss`` URL may be long; the configuration allows 2048)
 MAX_ITEMS = 32  # roles, scopes, attributes: each at most this many entries
 MAX_ITEM_CHARS = 128  # one role, one scope, one attribute value
 _ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The name of the identity source that vouched for the principal: a configured issuer's ``name``,
+# or one of the built-in sources. Never holds ``/``, ``:`` or ``*`` (the caller-pattern syntax).
+ISSUER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+DEV_SOURCE, MTLS_SOURCE, ANONYMOUS_SOURCE = "dev", "mtls", "anonymous"
+BUILT_IN_SOURCES = frozenset({DEV_SOURCE, MTLS_SOURCE, ANONYMOUS_SOURCE})
 
 _OPTIONAL_IDS = ("user_id", "agent_id", "session_id", "source_app", "tenant")
-_REQUIRED_IDS = ("client_id", "issuer")
+_REQUIRED_IDS = ("client_id",)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -52,6 +61,14 @@ class Principal:
         auth_method: how the credential was verified: ``"bearer"``, ``"mtls"`` or ``"dev"``.
         issuer: who vouched for the identity (the OIDC issuer, the client CA, ``"dev"``). Not the
             gateway: the gateway is the issuer of the actor *token*, not of the identity.
+        issuer_name: the configured name of that source, what caller patterns scope on
+            (``issuer:corp/role:finance``): an ``identity.issuers`` entry's ``name``, ``"dev"`` (the
+            development issuer), ``"mtls"`` (client certificates) or ``"anonymous"``. ``None`` only
+            for principals not made by the gateway's authenticator (tests, old claim forms): such a
+            principal matches no issuer-scoped pattern.
+        person: the credential is a person's, decided from the issuer's configured positive signal
+            (``identity.issuers[].person``), never from a missing ``agent_id``. Only people approve.
+            Always false for a principal without ``user_id`` or with ``agent_id``.
     """
 
     client_id: str
@@ -65,10 +82,20 @@ class Principal:
     roles: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    issuer_name: str | None = None
+    person: bool = False
 
     def __post_init__(self) -> None:
         for name in _REQUIRED_IDS:
             _check_text(name, getattr(self, name), MAX_ID_CHARS)
+        _check_text("issuer", self.issuer, MAX_ISSUER_CHARS)
+        if self.issuer_name is not None and (not isinstance(self.issuer_name, str)
+                                             or not ISSUER_NAME.fullmatch(self.issuer_name)):
+            raise ValueError("issuer_name must be 1 to 63 of a-z 0-9 _ - starting with a letter")
+        if not isinstance(self.person, bool):
+            raise ValueError("person must be a boolean")
+        if self.person and (self.user_id is None or self.agent_id is not None):
+            raise ValueError("a person is a user without an agent")
         for name in _OPTIONAL_IDS:
             value = getattr(self, name)
             if value is not None:
@@ -88,6 +115,10 @@ class Principal:
             "auth_method": self.auth_method,
             "issuer": self.issuer,
         }
+        if self.issuer_name is not None:
+            claims["issuer_name"] = self.issuer_name
+        if self.person:
+            claims["person"] = True
         for name in _OPTIONAL_IDS:
             value = getattr(self, name)
             if value is not None:
@@ -111,12 +142,12 @@ class Principal:
         if not isinstance(claims, Mapping):
             raise ValueError("principal claims must be an object")
         values: dict[str, Any] = {}
-        for name in (*_REQUIRED_IDS, "auth_method"):
+        for name in (*_REQUIRED_IDS, "issuer", "auth_method"):
             value = claims.get(name)
             if not isinstance(value, str):
                 raise ValueError(f"{name} must be a string")
             values[name] = value
-        for name in _OPTIONAL_IDS:
+        for name in (*_OPTIONAL_IDS, "issuer_name"):
             value = claims.get(name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string")
@@ -130,6 +161,10 @@ class Principal:
         if not isinstance(attributes, dict):
             raise ValueError("attributes must be an object")
         values["attributes"] = attributes
+        person = claims.get("person", False)
+        if not isinstance(person, bool):
+            raise ValueError("person must be a boolean")
+        values["person"] = person
         return cls(**values)
 
     def log_fields(self) -> dict[str, Any]:
@@ -149,6 +184,8 @@ class Principal:
             "principal.scopes": list(self.scopes),
             "principal.auth_method": self.auth_method,
             "principal.issuer": self.issuer,
+            "principal.issuer_name": self.issuer_name,
+            "principal.person": self.person,
         }
 
 

@@ -6,6 +6,10 @@ immutable in-memory snapshot that a background task reloads (in a worker thread)
 database is locked or corrupt — every request is denied (``revocation_unavailable``): a list we
 cannot read is never treated as empty. The cluster implementation (PostgreSQL + Redis pub/sub)
 will fill the same :class:`RevocationList` interface.
+
+A revocation is a deny list, so client and agent ids compare as deny rules do: case-folded
+(NFKC + casefold), so revoking ``billing-bot`` also refuses ``Billing-Bot``. Token ids (``jti``)
+are opaque and compare exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Protocol
 import anyio
 
 from portcullis.errors import PortcullisError
+from portcullis.identity.claims import fold
 
 log = logging.getLogger("portcullis.identity")
 
@@ -78,15 +83,15 @@ class SqliteRevocations:
         by_kind: dict[str, set[str]] = {kind: set() for kind in KINDS}
         for kind, value in rows:
             by_kind[kind].add(value)
-        self._snapshot = _Snapshot(frozenset(by_kind["jti"]), frozenset(by_kind["client"]),
-                                   frozenset(by_kind["agent"]), self._clock())
+        self._snapshot = _Snapshot(frozenset(by_kind["jti"]), frozenset(map(fold, by_kind["client"])),
+                                   frozenset(map(fold, by_kind["agent"])), self._clock())
 
     def check(self, *, jti: str | None, client_id: str | None, agent_id: str | None) -> None:
         snap = self._snapshot
         if snap is None or self._clock() - snap.loaded_at > self._max_staleness_s:
             raise RevocationUnavailable(detail="revocation snapshot missing or stale")
-        if (jti is not None and jti in snap.jti) or (client_id is not None and client_id in snap.client) or (
-                agent_id is not None and agent_id in snap.agent):
+        if (jti is not None and jti in snap.jti) or (client_id is not None and fold(client_id) in snap.client) or (
+                agent_id is not None and fold(agent_id) in snap.agent):
             raise Revoked(detail="credential revoked")
 
     async def run(self) -> None:

@@ -3,7 +3,7 @@
 A fixture file is a YAML list; each entry::
 
     - name: billing-bot refunds 80 USD          # optional, for reports
-      principal: {agent_id: billing-bot, tenant: acme}   # Principal claim form
+      principal: {issuer_name: corp, agent_id: billing-bot, tenant: acme}   # Principal claim form
       tool: billing.process_refund              # the exposed name
       arguments: {amount: 80, currency: USD}
       environment: production                   # optional: default, the engine's environment
@@ -14,8 +14,10 @@ A fixture file is a YAML list; each entry::
 Fixtures run through :meth:`~portcullis.policy.engine.PolicyEngine.decide`, so they exercise the
 native policies and the Rego modules together. ``principal`` is the claim form of
 :class:`~portcullis.identity.principal.Principal`; ``client_id``, ``auth_method`` and ``issuer``
-default to ``fixture`` / ``dev`` / ``fixture``. ``rule_ids`` compare as a set against the
-decision's rule ids plus, in ``log_only`` mode, those of the shadow decision.
+default to ``fixture`` / ``dev`` / ``fixture``. ``issuer_name`` has no default: a principal without
+it matches no issuer-scoped pattern (``issuer:corp/agent:billing-bot``), exactly as at run time.
+``rule_ids`` compare as a set against the decision's rule ids plus, in ``log_only`` mode, those of
+the shadow decision.
 
 Coverage lists the rule ids that at least one fixture made fire, and those none did: a rule no
 fixture ever trips is a rule nobody has shown to work. The rules are the engine's

@@ -72,10 +72,10 @@ _TOOL_PATTERN = r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\*?)$"
 _SCALE = Decimal(1).scaleb(-MAX_AMOUNT_SCALE)
 _WIDE = decimal.Context(prec=60)  # exact for every in-range amount and sum (the default 28 is not)
 
-PerField = Literal["agent", "user", "client", "tenant", "session", "app"]
+PerField = Literal["agent", "user", "client", "tenant", "session", "app", "issuer"]
 _PER_ATTRIBUTE: dict[str, str] = {
     "agent": "agent_id", "user": "user_id", "client": "client_id",
-    "tenant": "tenant", "session": "session_id", "app": "source_app",
+    "tenant": "tenant", "session": "session_id", "app": "source_app", "issuer": "issuer_name",
 }
 
 
@@ -101,7 +101,9 @@ class LimitRule(BaseModel):
         "tool). All matching tools share one counter.")
     per: tuple[PerField, ...] = Field(
         min_length=1, description="Principal fields that key the counter (``agent``, ``user``, ``client``, "
-        "``tenant``, ``session``, ``app``). Callers without a field share one counter for it.")
+        "``tenant``, ``session``, ``app``, ``issuer``). Callers without a field share one counter for it. Ids "
+        "are not scoped by issuer unless ``issuer`` is listed: the same agent id from two issuers shares a "
+        "counter (stricter).")
     window_s: Seconds = Field(description="Length of the sliding window in seconds (at most 366 days).")
     max_calls: StrictInt | None = Field(None, ge=1, le=MAX_AMOUNT,
                                         description="At most this many calls per window.")

@@ -38,8 +38,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from portcullis.identity.claims import fold
 from portcullis.policy.ecma_regex import PatternError, compile_pattern
-from portcullis.policy.model import Constraint, ToolPolicy
+from portcullis.policy.model import ANY_ISSUER, Constraint, ToolPolicy, split_issuer_scope
 from portcullis.policy.native import failing_checks
 
 if TYPE_CHECKING:
@@ -118,14 +119,22 @@ def _policy(policy: ToolPolicy, schema: Mapping[str, Any], environment: str | No
 
 
 def covers(wider: str, narrower: str) -> bool:
-    """True if every caller ``narrower`` matches is also matched by ``wider`` (same kind, prefix or equal)."""
+    """True if every caller ``narrower`` (an allowed pattern) matches is also matched by ``wider`` (a denied one).
+
+    Same kind; ``wider``'s issuer scope is absent, ``*`` or ``narrower``'s own; values compared as
+    deny rules compare them (case-folded), ``wider`` a prefix of ``narrower`` or equal.
+    """
+    wider_source, wider = split_issuer_scope(wider)
+    narrower_source, narrower = split_issuer_scope(narrower)
+    if wider_source not in (None, ANY_ISSUER, narrower_source):
+        return False
     kind, _, value = wider.partition(":")
     other_kind, _, other_value = narrower.partition(":")
     if kind != other_kind:
         return False
     if value.endswith("*"):
-        return other_value.removesuffix("*").startswith(value[:-1])
-    return value == other_value
+        return fold(other_value.removesuffix("*")).startswith(fold(value[:-1]))
+    return not other_value.endswith("*") and fold(value) == fold(other_value)
 
 
 def _conflicts(policy: ToolPolicy) -> Iterator[_Found]:

@@ -8,10 +8,15 @@ rule), a constraint with no check, a pattern that is not a linear-time ECMA-262 
 expression (:mod:`.ecma_regex`), a containment
 root that is not an absolute canonical directory.
 
-Caller patterns are ``<kind>:<value>`` where kind is one of :data:`CALLER_KINDS`. Values match
-exactly (case-sensitive, Unicode NFC); the only wildcard is a single trailing ``*`` after at
-least one literal character (``agent:billing-*``). ``denied_callers`` uses the same patterns and
-overrides ``allowed_callers``.
+Caller patterns are ``[issuer:<source>/]<kind>:<value>`` where kind is one of
+:data:`CALLER_KINDS`. The optional scope names the identity source that must have asserted the
+value: a configured issuer's ``name``, ``dev``, ``mtls`` or ``anonymous``, or ``*`` for any source
+said out loud (``issuer:corp/role:finance``, ``issuer:*/scope:mcp:tools``); a pattern without a
+scope matches whichever source asserted the value. In ``allowed_callers`` (and approver rules)
+values match exactly (case-sensitive, Unicode NFC); the only wildcard is a single trailing ``*``
+after at least one literal character (``agent:billing-*``). ``denied_callers`` uses the same
+patterns, overrides ``allowed_callers``, and compares values case-folded (NFKC + casefold), so a
+deny is never evaded by ``Admin`` for ``admin`` or a fullwidth spelling.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from pydantic import (
 from portcullis.policy.ecma_regex import PatternError, compile_pattern
 
 CALLER_KINDS = frozenset({"agent", "user", "client", "app", "role", "scope", "tenant"})
+ISSUER_SCOPE = "issuer:"  # the prefix of a scoped pattern: issuer:<source>/<kind>:<value>
+ANY_ISSUER = "*"
+_SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # = IssuerConfig.name, and the built-in sources
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index == datetime.weekday()
 
 _POINTER = r"^(/([^~/]|~[01])*)+$"  # RFC 6901, and never "" (the whole arguments object)
@@ -235,8 +243,22 @@ class ToolPolicy(_Model):
         return self
 
 
+def split_issuer_scope(pattern: str) -> tuple[str | None, str]:
+    """``(source or "*", rest)`` of a scoped pattern ``issuer:<source>/<rest>``; ``(None, pattern)`` if unscoped."""
+    if not pattern.startswith(ISSUER_SCOPE):
+        return None, pattern
+    source, _, rest = pattern[len(ISSUER_SCOPE):].partition("/")
+    return source, rest
+
+
 def check_caller_pattern(pattern: str) -> None:
-    """Raise :class:`ValueError` unless ``pattern`` is a well-formed ``<kind>:<value>`` caller pattern."""
+    """Raise :class:`ValueError` unless ``pattern`` is a well-formed ``[issuer:<source>/]<kind>:<value>`` pattern."""
+    if not isinstance(pattern, str):
+        raise ValueError("a caller pattern is a string")
+    source, pattern = split_issuer_scope(pattern)
+    if source is not None and source != ANY_ISSUER and not _SOURCE.fullmatch(source):
+        raise ValueError(f"caller pattern scope issuer:{source[:64]!r} must be an issuer name (a-z 0-9 _ -, "
+                         "starting with a letter) or '*', followed by '/'")
     kind, sep, value = pattern.partition(":")
     if not sep or kind not in CALLER_KINDS:
         raise ValueError(f"caller pattern {pattern!r} must start with one of {sorted(CALLER_KINDS)} and ':'")

@@ -10,6 +10,10 @@ Contract, in the order :func:`evaluate` follows it:
 3. Any exception while evaluating is a ``deny`` with reason ``policy_error`` (fail closed).
 4. In ``log_only`` mode the decision from 1-3 goes into ``shadow`` and ``allow`` is returned.
 
+Caller patterns match as :mod:`portcullis.policy.model` describes: an ``issuer:<source>/`` scope
+exactly against the principal's ``issuer_name``; ``allowed_callers`` values exactly; and
+``denied_callers`` values case-folded (NFKC + casefold), the fail-closed direction for each.
+
 No I/O: the clock (``now``) and environment are passed in; paths are checked on their text.
 """
 
@@ -23,11 +27,12 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from itertools import chain
 
+from portcullis.identity.claims import fold
 from portcullis.identity.principal import Principal
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
 from portcullis.policy.ecma_regex import compile_pattern
-from portcullis.policy.model import DAYS, Constraint, TimeWindow, ToolPolicy, unsafe_text
+from portcullis.policy.model import ANY_ISSUER, DAYS, ISSUER_SCOPE, Constraint, TimeWindow, ToolPolicy, unsafe_text
 from portcullis.policy.paths import is_within_root
 
 _MISSING = object()
@@ -159,8 +164,8 @@ def _context(policy: ToolPolicy, environment: str, now: datetime) -> Iterator[Fa
 
 
 def caller_matches(patterns: Iterable[str], principal: Principal) -> bool:
-    """Whether any caller pattern (``role:finance``, ``user:al*``) matches ``principal`` (the same
-    matching as ``allowed_callers``; a principal with unsafe ids matches nothing)."""
+    """Whether any caller pattern (``role:finance``, ``issuer:corp/user:al*``) matches ``principal`` (the
+    same matching as ``allowed_callers``; a principal with unsafe ids matches nothing)."""
     values = _caller_values(principal)
     return values is not None and any(_matches(pattern, values) for pattern in patterns)
 
@@ -170,14 +175,20 @@ def _caller(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
     if values is None:
         yield "deny", r.CALLER_ID_REJECTED, "caller"
         return
-    if any(_matches(pattern, values) for pattern in policy.denied_callers):
-        yield "deny", r.CALLER_DENIED, "denied_callers"
+    if policy.denied_callers:
+        folded: dict[str, tuple[str, ...]] = {}  # filled per kind, only for the kinds a deny names
+        if any(_matches(pattern, values, folded=folded) for pattern in policy.denied_callers):
+            yield "deny", r.CALLER_DENIED, "denied_callers"
     if not any(_matches(pattern, values) for pattern in policy.allowed_callers):
         yield "deny", r.CALLER_NOT_ALLOWED, "caller"
 
 
 def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
-    """The principal's ids by pattern kind, NFC-normalised; ``None`` if any id is unsafe text."""
+    """The principal's ids by pattern kind, NFC-normalised; ``None`` if any id is unsafe text.
+
+    ``issuer`` holds the source that asserted them (for the ``issuer:<source>/`` scope), empty
+    when the principal does not name one: then only unscoped and ``issuer:*/`` patterns match.
+    """
     raw = (
         ("agent", (principal.agent_id,)), ("user", (principal.user_id,)), ("client", (principal.client_id,)),
         ("app", (principal.source_app,)), ("tenant", (principal.tenant,)),
@@ -198,15 +209,31 @@ def _caller_values(principal: Principal) -> dict[str, tuple[str, ...]] | None:
             else:
                 present.append(unicodedata.normalize("NFC", item))
         values[kind] = tuple(present)
+    values["issuer"] = () if principal.issuer_name is None else (principal.issuer_name,)
     return values
 
 
-def _matches(pattern: str, values: Mapping[str, tuple[str, ...]]) -> bool:
+def _matches(pattern: str, values: Mapping[str, tuple[str, ...]], *,
+             folded: dict[str, tuple[str, ...]] | None = None) -> bool:
+    """``pattern`` against the principal's ``values``. With ``folded`` (deny rules) both sides are
+    compared case-folded, the folded values cached there per kind. The issuer scope is exact."""
+    if pattern.startswith(ISSUER_SCOPE):
+        source, _, pattern = pattern[len(ISSUER_SCOPE):].partition("/")
+        if source != ANY_ISSUER and source not in values["issuer"]:
+            return False
     kind, _, expected = pattern.partition(":")
-    if expected.endswith("*"):
-        prefix = expected[:-1]
-        return any(value.startswith(prefix) for value in values[kind])
-    return expected in values[kind]
+    wildcard = expected.endswith("*")  # before folding: a fullwidth star folds to '*' but is no wildcard
+    if wildcard:
+        expected = expected[:-1]
+    candidates = values[kind]
+    if folded is not None:
+        expected = fold(expected)
+        if kind not in folded:
+            folded[kind] = tuple(fold(value) for value in candidates)
+        candidates = folded[kind]
+    if wildcard:
+        return any(value.startswith(expected) for value in candidates)
+    return expected in candidates
 
 
 def _amount(policy: ToolPolicy, arguments: Mapping[str, object]) -> Iterator[Failure]:
