@@ -38,6 +38,7 @@ from portcullis.pipeline.hooks import NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.limits import LimitRule
 from portcullis.policy.rego import RegoPolicy
+from portcullis.policy.rego_pool import PoolSettings
 from portcullis.state.memory import InMemoryStateStore
 from portcullis.transport.jsonrpc import Message
 from portcullis.transport.protocol import Dispatcher, Request
@@ -116,6 +117,7 @@ class Answer:
 
     result: dict[str, Any] | None = None
     body: dict[str, Any] | None = None
+    status: int = 200  # the HTTP status the mapper chose
 
     @property
     def error(self) -> dict[str, Any]:
@@ -138,7 +140,7 @@ class InProcessGateway:
     approvals: ApprovalService
     connector: FakeConnector
     audit_store: SqliteAuditStore
-    state: InMemoryStateStore
+    state: Any
     clock: Clock
     engine: PolicyEngine
     forwarded: list[dict[str, Any]] = field(default_factory=list)
@@ -163,8 +165,12 @@ class InProcessGateway:
         except Exception as exc:
             wire = to_wire(exc, request_id=jsonrpc_id, modern=modern)
             assert wire.body is not None
-            return Answer(body=wire.body)
+            return Answer(body=wire.body, status=wire.status)
         return Answer(result=result)
+
+    def listed(self, principal: Principal = BOT) -> set[str]:
+        """The tool names ``tools/list`` shows ``principal``."""
+        return {str(tool["name"]) for tool in self.dispatcher.listing(principal)}
 
     async def records(self) -> list[AuditRecord]:
         return await self.audit_store.read(0, 100_000)
@@ -194,14 +200,17 @@ async def _echo(arguments: Mapping[str, Any]) -> dict[str, Any]:
 async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None = None,
                              limits: list[dict[str, Any]] | None = None, rego: RegoPolicy | None = None,
                              links: bool = False, policies: Mapping[str, Any] | None = None,
-                             approvals_config: Mapping[str, Any] | None = None
-                             ) -> AsyncIterator[InProcessGateway]:
+                             approvals_config: Mapping[str, Any] | None = None, state: Any = None,
+                             rego_workers: PoolSettings | None = None) -> AsyncIterator[InProcessGateway]:
+    """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
+    ``portcullis serve`` does), started before the first call and stopped at the end."""
     dep = deployment(limits=limits, policies=policies)
     clock = Clock()
     catalog = Catalog(dep)
     connector = FakeConnector("billing", list(_LIVE.values()), {name: _echo for name in _LIVE})
     handle = ServiceHandle("billing", [connector], catalog.update_service, health_interval_s=60, refresh_s=60)
     engine = PolicyEngine.build(tool_policies(dep.manifests), rego, environment="production")
+    pool = None if rego is None or rego_workers is None else rego.workers(rego_workers)
     directory = tmp_path / f"gw-{uuid.uuid4().hex[:8]}"
     directory.mkdir()
     async with await SqliteAuditStore.open(directory / "audit.sqlite3") as store:
@@ -211,7 +220,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 SqliteApprovalStore.open(directory / "approvals.sqlite3"),
                 ApprovalsConfig.model_validate({**APPROVERS, **(approvals_config or {})}), clock=clock,
                 audit=auditor.approval, links=LinkSigner(b"l" * 32, "https://approvals.example") if links else None)
-            state = InMemoryStateStore()
+            state = InMemoryStateStore() if state is None else state
             rules = tuple(LimitRule.model_validate(rule) for rule in limits or ())
             pipeline = build_pipeline(PipelineParts(
                 catalog=catalog, upstreams=UpstreamRegistry({"billing": handle}),
@@ -224,16 +233,22 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
 
                 return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(handle.run)
-                with anyio.fail_after(10):
-                    await handle.ready.wait()
-                gateway = InProcessGateway(Dispatcher(catalog, pipeline, visible), approvals, connector, store,
-                                           state, clock, engine)
-                try:
-                    yield gateway
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(handle.run)
+                    with anyio.fail_after(10):
+                        await handle.ready.wait()
+                    if pool is not None:
+                        assert await pool.wait_ready(60), "Rego workers did not start"
+                    gateway = InProcessGateway(Dispatcher(catalog, pipeline, visible), approvals, connector, store,
+                                               state, clock, engine)
+                    try:
+                        yield gateway
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                if pool is not None:
+                    await pool.aclose()
 
 
 def forwarded(gateway: InProcessGateway) -> list[tuple[str, dict[str, Any]]]:

@@ -2,8 +2,8 @@
 refused before the write-ahead audit stage still leaves an audit record.
 
 * A policy denial or approval request (:class:`~portcullis.errors.Denied`,
-  :class:`~portcullis.errors.ApprovalRequired`) is audited as a ``decision`` record with its
-  effect, rule ids and policy version.
+  :class:`~portcullis.errors.PolicyRefused`, :class:`~portcullis.errors.ApprovalRequired`) is
+  audited as a ``decision`` record with its effect, rule ids and policy version.
 * A presented approval that is not valid for the call (denied, expired, used, bound elsewhere)
   is audited as a ``decision`` record too, with what was presented and what came of it.
 * Anything else refused before forwarding (unknown tool, invalid arguments) is a ``rejected``
@@ -26,6 +26,7 @@ from portcullis.errors import (
     Denied,
     InputRequired,
     InvalidParams,
+    PolicyRefused,
     PortcullisError,
     RpcError,
     UpstreamFailed,
@@ -54,7 +55,7 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
             result = await call_next(ctx)
             outcome, effect = ("tool_error" if result.get("isError") else "ok"), "allow"
             return result
-        except (Denied, ApprovalRequired) as exc:
+        except (Denied, PolicyRefused, ApprovalRequired) as exc:
             decision = exc.decision
             outcome, code, detail, effect = "denied", exc.code, exc.detail, decision.effect
             route = catalog.lookup(ctx.tool_name)

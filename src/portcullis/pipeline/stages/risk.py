@@ -27,7 +27,7 @@ from typing import Any
 from portcullis.approvals.model import identity_key
 from portcullis.approvals.risk import score
 from portcullis.config.model import RiskConfig
-from portcullis.errors import Denied, InternalError
+from portcullis.errors import InternalError, PolicyRefused
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.decision import Decision
@@ -68,9 +68,10 @@ def make_stage(config: RiskConfig, state: StateStore, clock: Callable[[], float]
             hooks.policy_error()
             log.warning("risk rate signal unavailable: the call is denied", extra={"fields": {
                 "request_id": ctx.request_id, "error": type(exc).__name__}})
-            raise Denied(dataclasses.replace(decision, effect="deny", reasons=(*decision.reasons, "policy_error"),
-                                             rule_ids=(*decision.rule_ids, "risk/policy_error")),
-                         detail="risk signal unavailable") from None
+            raise PolicyRefused(dataclasses.replace(
+                decision, effect="deny", reasons=(*decision.reasons, "policy_error"),
+                rule_ids=(*decision.rule_ids, "risk/policy_error"), denied_by="risk/policy_error"),
+                detail="risk signal unavailable") from None
         return await call_next(ctx.evolve(decision=_stricter(decision, scored)))
 
     return risk
@@ -81,12 +82,13 @@ def _needs_approval(decision: Decision, scored: dict[str, Any]) -> bool:
 
 
 def _stricter(decision: Decision, scored: dict[str, Any]) -> Decision:
-    """``decision`` made as strict as the score asks (raises :class:`Denied` for a deny verdict)."""
+    """``decision`` made as strict as the score asks (raises :class:`PolicyRefused` for a deny verdict)."""
     verdict = scored["verdict"]
     if verdict == "deny":
-        raise Denied(dataclasses.replace(decision, effect="deny", risk=scored,
-                                         reasons=(*decision.reasons, "risk_too_high"),
-                                         rule_ids=(*decision.rule_ids, "risk/deny")), detail="risk too high")
+        raise PolicyRefused(dataclasses.replace(decision, effect="deny", risk=scored,
+                                                reasons=(*decision.reasons, "risk_too_high"),
+                                                rule_ids=(*decision.rule_ids, "risk/deny"), denied_by="risk/deny"),
+                            detail="risk too high")
     if verdict in ("one", "two"):
         rule = "risk/two_approvers" if verdict == "two" else "risk/one_approver"
         return dataclasses.replace(decision, effect="require_approval", risk=scored,
