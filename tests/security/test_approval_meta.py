@@ -290,6 +290,18 @@ async def test_a_poll_does_not_use_the_approval_it_reports(tmp_path: Path) -> No
         assert (await gw.call(REFUND, RISKY, meta={APPROVAL_ID: approval_id})).result is not None
 
 
+async def test_a_poll_consumes_no_limit(tmp_path: Path) -> None:
+    """Polls are checked against the limits but never counted: the one call the limit allows still runs."""
+    once = {"id": "one-refund", "tools": [REFUND], "per": ["agent"], "window_s": 3600, "max_calls": 1}
+    async with in_process_gateway(tmp_path, limits=[once]) as gw:
+        approval_id = await approved_elsewhere(gw, arguments=refund(10))
+        for _ in range(3):
+            poll = await gw.call(REFUND, refund(10), meta={APPROVAL_ID: approval_id, APPROVAL_POLL: True})
+            assert poll.code == -31010 and poll.error["data"]["status"] == "approved"
+        assert (await gw.call(REFUND, refund(10))).result is not None
+        assert (await gw.call(REFUND, refund(10))).error["data"]["rule_id"] == "limits/one-refund"
+
+
 # ----------------------------------------------------------------------------- the rate signal counts every try
 
 async def rate_points(gw: InProcessGateway) -> float:

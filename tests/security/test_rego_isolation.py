@@ -239,6 +239,8 @@ INPUTS: list[tuple[str, dict[str, Any], str | None]] = [
     ("lone-surrogate", {"fast": True, "x": "\ud800"}, "input"),
     ("too-many-values", {"fast": True, "x": list(range(20_000))}, "input"),
     ("too-deep", {"fast": True, "x": nested(80)}, "input"),
+    ("non-string-key", {"fast": True, "x": {1: "a"}}, "input"),
+    ("non-string-key-next-to-a-huge-int", {"fast": True, "x": {1: 2**80}}, "input"),
     ("huge-int", {"fast": True, "x": 2**80}, None),
     ("quote-injection", {"fast": True, "x": '"}], "expressions": [[]]}'}, None),
 ]

@@ -50,6 +50,7 @@ from portcullis.policy.rego_runtime import (
     NOT_CODE,
     RULE_ID,
     EvalError,
+    InputWriter,
     RegoCompileError,
     RegoFinding,
     Runtime,
@@ -272,9 +273,10 @@ def _payload(input_doc: Mapping[str, Any], wanted: Wanted) -> tuple[bytes, bool]
         return canonical_bytes(projected), True
     except (ValueError, TypeError, RecursionError):
         pass
-    try:
-        return json.dumps(projected, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass"), False
-    except (ValueError, TypeError, RecursionError):
+    try:  # rare: check every value as the in-process path does (no C calls), then the exact stdlib JSON
+        InputWriter(0).write(projected, 0, None)
+        return json.dumps(projected, ensure_ascii=False, allow_nan=False).encode("utf-8"), False
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
         raise EvalError("input: not a JSON document") from None
 
 

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import orjson
 
 from portcullis.policy.decision import Obligation
@@ -176,7 +177,8 @@ class RegoWorkers:
         try:
             await asyncio.Event().wait()
         finally:
-            await self.aclose()
+            with anyio.move_on_after(10, shield=True):  # a cancelled task group must still stop the processes
+                await self.aclose()
 
     async def aclose(self) -> None:
         self._closing = True

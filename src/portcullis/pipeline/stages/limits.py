@@ -66,8 +66,9 @@ def make_check(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[]
 def make_stage(check: LimitCheck) -> Stage:
     async def limits(ctx: CallContext, call_next: Handler) -> CallResult:
         # a call that waits for a human is only checked here (no human approves a call that would be
-        # throttled); the approve stage counts it when the approved call runs
-        waits = ctx.decision is not None and ctx.decision.effect == "require_approval"
+        # throttled); the approve stage counts it when the approved call runs. A status poll never
+        # runs, so it is only checked too, whatever its decision.
+        waits = ctx.approval_poll or (ctx.decision is not None and ctx.decision.effect == "require_approval")
         await check(ctx, not waits)
         return await call_next(ctx)
 
