@@ -4,10 +4,9 @@ Run by :class:`~portcullis.policy.rego_pool.RegoWorkers` as ``python -m
 portcullis.policy.rego_worker <control fd>``; never by hand. The contract, in order:
 
 1. The zygote reads one setup frame from the control socket (the modules, the query slots, the
-   CPU budget and the memory allowance), compiles the modules, evaluates them once (a fresh
-   interpreter's first evaluation is the slowest) and answers ``ready`` (or ``error: …`` and
-   exits). It imports the standard library, regopy and :mod:`.rego_runtime` only, so it starts
-   in well under a second.
+   CPU budget and the memory allowance), compiles the modules (it never evaluates: only a worker
+   runs under a budget) and answers ``ready`` (or ``error: …`` and exits). It imports the
+   standard library, regopy and :mod:`.rego_runtime` only, so it starts in well under a second.
 2. Then it obeys control frames: ``S`` carries one socket (``SCM_RIGHTS``): fork a worker that
    talks over it; ``K`` + 8-byte pid: kill that worker (only a child it has not reaped, so the pid
    cannot have been reused). At the end of the control stream (the gateway closed it, or died)
@@ -90,12 +89,11 @@ def zygote(control: socket.socket) -> int:
         return 1
     try:
         setup = json.loads(setup_frame)
-        from portcullis.policy.rego_runtime import Runtime, decode
+        from portcullis.policy.rego_runtime import Runtime
 
         slots = tuple((str(package), str(key)) for package, key in setup["slots"])
+        # no warm-up evaluation here: nothing would stop it (a worker's first one costs ~0.6 ms more)
         runtime = Runtime.build(setup["modules"], slots)
-        with contextlib.suppress(Exception):  # warm up; the result does not matter
-            decode(runtime.evaluate({}), slots)
         budget_s, allowance = float(setup["budget_s"]), int(setup["memory_bytes"])
     except Exception as exc:  # the gateway compiled the same modules; this is a broken install or a bug
         _send(control, f"error: {type(exc).__name__}: {str(exc)[:200]}".encode())
