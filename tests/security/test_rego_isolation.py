@@ -222,6 +222,22 @@ async def test_closing_the_pool_stops_its_processes() -> None:
     assert (await rego.evaluate_async(doc(fast=True, n=9))).error == BUSY  # closed: fail closed
 
 
+async def test_a_worker_sees_none_of_the_gateways_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``opa.runtime().env`` in a worker holds only what Python needs, never the gateway's secrets."""
+    monkeypatch.setenv("PORTCULLIS_TEST_SECRET", "hunter2")
+    module = HEADER + ('deny contains {"id": "leak", "reason": "leak"} if '
+                       'opa.runtime().env.PORTCULLIS_TEST_SECRET == "hunter2"\n'
+                       'deny contains {"id": "no_env", "reason": "no_env"} if not opa.runtime().env.PATH\n')
+    rego = RegoPolicy.compile({"t.rego": module}, budget_s=1.0)
+    assert [f.rule_id for f in rego.evaluate(doc()).findings] == ["leak"]  # in process it would leak
+    pool = await started(rego, size=1)
+    try:
+        result = await rego.evaluate_async(doc())
+        assert result.error is None and result.findings == ()
+    finally:
+        await pool.aclose()
+
+
 # ----------------------------------------------------------------------------- hostile inputs and replies
 
 def nested(depth: int) -> list[Any]:

@@ -33,6 +33,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import socket
 import struct
 import subprocess
@@ -318,7 +319,8 @@ class RegoWorkers:
         try:
             self._zygote = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "portcullis.policy.rego_worker", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=_worker_env())
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -387,6 +389,15 @@ class RegoWorkers:
                 with contextlib.suppress(ProcessLookupError):
                     zygote.kill()
                 await zygote.wait()
+
+
+_ENV_KEPT = ("PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TMPDIR")
+
+
+def _worker_env() -> dict[str, str]:
+    """Only what a Python interpreter needs to find its modules: none of the gateway's secrets
+    (an ``opa.runtime()`` in a module, or a compromised worker, sees nothing else)."""
+    return {name: os.environ[name] for name in _ENV_KEPT if name in os.environ}
 
 
 def _settle(waiter: asyncio.Future[Any], value: Any) -> None:
