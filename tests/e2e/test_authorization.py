@@ -117,6 +117,28 @@ async def test_a_caller_that_cannot_see_the_tool_gets_exactly_the_unknown_tool_a
                    for r in records(demo_gateway))
 
 
+def test_a_hidden_tool_answers_the_same_bytes_as_a_missing_one(demo_gateway: GatewayProcess) -> None:
+    """Over raw HTTP (2026-07-28), with the same JSON-RPC id: status, content type and body are equal.
+
+    (The 2025 era needs a session; the SDK-client test above and tests/security cover it.)"""
+    import httpx2
+
+    token = demo_gateway.token(agent="rogue-bot", user=None)
+    answers = []
+    for name in (REFUND, "billing.no_such_tool"):
+        body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": name, "arguments": refund(80), "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": "tools/call", "Mcp-Name": name}
+        answer = httpx2.post(demo_gateway.url, headers=headers, content=orjson.dumps(body), timeout=15)
+        answers.append((answer.status_code, answer.headers.get("content-type"), answer.content))
+    assert answers[0] == answers[1]
+    assert b'"Unknown tool"' in answers[0][2]
+
+
 async def test_hidden_tool_does_not_reveal_its_schema_through_validation(demo_gateway: GatewayProcess) -> None:
     """An agent the policy never admits gets "Unknown tool" even for invalid arguments (no schema errors)."""
     error = await call_error(demo_gateway, REFUND, {"amount": "lots"}, agent="rogue-bot")
