@@ -19,7 +19,7 @@
     │   ├── InvalidRequest            -32600 not a JSON-RPC 2.0 request
     │   ├── MethodNotFound            -32601
     │   ├── InvalidParams             -32602 includes unknown (or hidden) tools and bad arguments
-    │   │   └── Denied                  -32602 "Unknown tool": a policy said no (looks like unknown)
+    │   │   └── Denied                  -32602 "Unknown tool": the caller may not see the tool at all
     │   ├── HeaderMismatch            -32020 2026-07-28 request headers disagree with the body
     │   └── UnsupportedVersion        -32022
     └── GatewayCallError            a call that the gateway accepted but could not complete;
@@ -27,7 +27,13 @@
         ├── UpstreamUnavailable       -31002 service not connected (crashed, starting, unreachable)
         ├── UpstreamTimeout           -31003 no answer within the call's timeout
         ├── UpstreamFailed            -31004 the upstream broke protocol or errored
-        └── ApprovalRequired          -31010 policy asks a human to approve this call first
+        ├── ApprovalRequired          -31010 policy asks a human to approve this call first
+        │   └── InputRequired           (2026-07-28: answered as an input_required result)
+        ├── ApprovalDenied            -31011
+        ├── ApprovalExpired           -31012
+        ├── ApprovalInvalid           -31013
+        └── PolicyRefused             -31020 a tool the caller may see, refused by one rule
+                                             (data: rule_id, and retry_after_s for a limit)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -156,9 +162,10 @@ class InvalidParams(RpcError):
 
 
 class Denied(InvalidParams):
-    """A policy denied the call. On the wire it is exactly the unknown-tool error (no data), so a
-    caller cannot tell a tool it may not call from one that does not exist; ``decision`` is kept
-    for the audit record and the log."""
+    """The caller may not see the tool at all (the gate: it is not in its ``tools/list``). On the
+    wire it is exactly the unknown-tool error (no data), so such a caller cannot tell a tool it may
+    not call from one that does not exist; ``decision`` is kept for the audit record and the log.
+    A refusal of a tool the caller *can* see is :class:`PolicyRefused`."""
 
     def __init__(self, decision: Any, *, detail: str = "") -> None:
         super().__init__("Unknown tool", detail=detail)
@@ -234,6 +241,26 @@ class ApprovalInvalid(GatewayCallError):
     (tool, arguments, caller or policy version): the same answer for each, so ids cannot be probed."""
 
     code, message = -31013, "Approval not valid for this call"
+
+
+class PolicyRefused(GatewayCallError):
+    """A policy refused a call of a tool the caller may see (an argument rule, a time window, a
+    limit, Rego, the risk score, an evaluation error). ``data`` names the one rule that refused it
+    (``rule_id``, e.g. ``billing.process_refund/max_amount``, ``limits/eur-daily``) and, for a
+    limit, ``retry_after_s``: the rule's window, after which the caller's own calls counted now
+    have left it (an upper bound, the same for every caller of the rule). Nothing else: no other
+    failing rule, no threshold, no counter. ``decision`` is kept for the audit record."""
+
+    code, message = -31020, "Call refused by policy"
+
+    def __init__(self, decision: Any, *, detail: str = "", retry_after_s: int | None = None) -> None:
+        rule_ids = getattr(decision, "rule_ids", ())
+        rule_id = getattr(decision, "denied_by", None) or (rule_ids[-1] if rule_ids else "policy")
+        data: dict[str, Any] = {"rule_id": rule_id}
+        if retry_after_s is not None:
+            data["retry_after_s"] = retry_after_s
+        super().__init__(detail=detail, data=data)
+        self.decision = decision
 
 
 # --------------------------------------------------------------------------- the mapper

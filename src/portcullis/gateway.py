@@ -52,6 +52,7 @@ from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
+from portcullis.policy.rego_pool import PoolSettings
 from portcullis.service.env import gateway_env
 from portcullis.state.memory import InMemoryStateStore
 from portcullis.transport.admin import AdminApp, admin_server
@@ -192,10 +193,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization
     rego_dir = None if authz.rego_dir is None else deployment.root / authz.rego_dir
+    evaluation = authz.rego_evaluation
     if rego_dir is not None and any(rego_dir.glob("*.rego")):
-        engine = PolicyEngine.from_deployment(deployment, environment=authz.environment, rego_dir=rego_dir)
+        engine = PolicyEngine.from_deployment(deployment, environment=authz.environment, rego_dir=rego_dir,
+                                              rego_budget_s=evaluation.budget_ms / 1000)
     else:
         engine = PolicyEngine.build(tool_policies(deployment.manifests), None, environment=authz.environment)
+    # Rego never runs on the event loop: decision-cache misses go to worker processes, each
+    # evaluation terminated at its CPU budget (policy/rego_pool.py)
+    rego_workers = None if engine.rego is None else engine.rego.workers(PoolSettings(
+        size=evaluation.workers, memory_bytes=evaluation.memory_mb * 1024 * 1024,
+        max_wait_s=evaluation.max_wait_ms / 1000, wall_s=max(1.0, 50 * evaluation.budget_ms / 1000)))
     for loaded in deployment.manifests:
         if loaded.manifest.policy is None:
             log.warning("tool has no policy: it is denied to every caller",
@@ -271,7 +279,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
-        return ready, {"services": services}
+        if rego_workers is None:
+            return ready, {"services": services}
+        return ready and rego_workers.ready, {"services": services,
+                                              "rego_workers": "ready" if rego_workers.ready else "down"}
 
     async def rotate_keys() -> None:
         every = cfg.upstream_tokens.rotate_every_s
@@ -345,6 +356,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin]
+    if rego_workers is not None:
+        background.append(rego_workers.run)
     if notifier is not None:
         background.append(notifier.run)
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)

@@ -1,8 +1,9 @@
 """Authorization end to end: the official SDK client through a real gateway and the demo policies.
 
 The demo's ``billing.process_refund`` carries the seed policy (billing-bot and the support UI;
-at most 500; approval above 100; USD or EUR). Every denial must look exactly like an unknown
-tool, nothing denied may reach the service, and every decision is in the audit trail.
+at most 500; approval above 100; USD or EUR). A caller that may not see a tool gets exactly the
+unknown-tool answer; a caller that sees it gets ``-31020`` naming the one rule that refused the
+call. Nothing refused may reach the service, and every decision is in the audit trail.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.e2e.harness import GatewayProcess, copy_demo
 
 REFUND = "billing.process_refund"
 UNKNOWN = (-32602, "Unknown tool")
+REFUSED = (-31020, "Call refused by policy")
 
 
 def refund(amount: float, currency: str = "USD") -> dict[str, Any]:
@@ -87,11 +89,23 @@ async def test_refund_of_300_usd_requires_approval_and_is_not_forwarded(demo_gat
 @pytest.mark.parametrize(("arguments", "token", "rule"), [
     (refund(600), {}, "billing.process_refund/max_amount"),
     (refund(50, "JPY"), {}, "billing.process_refund/allowed_currencies"),
-    (refund(80), {"agent": "rogue-bot"}, "billing.process_refund/caller"),
-], ids=["600-usd", "any-jpy", "unknown-agent"])
-async def test_denied_refunds_look_exactly_like_an_unknown_tool(
+], ids=["600-usd", "any-jpy"])
+async def test_refused_refunds_name_the_one_rule_that_refused_them(
         demo_gateway: GatewayProcess, arguments: dict[str, Any], token: dict[str, Any], rule: str) -> None:
-    """600 USD, JPY and an unknown agent are denied with the unknown-tool error; the rule is audited."""
+    """billing-bot sees process_refund: 600 USD and JPY answer -31020 with that rule's id only; audited."""
+    denied = await call_error(demo_gateway, REFUND, arguments, **token)
+    assert (denied.code, denied.error.message, denied.error.data) == (*REFUSED, {"rule_id": rule})
+    decision = [r for r in records(demo_gateway) if r["kind"] == "decision"][-1]
+    assert decision["fields"]["decision"]["effect"] == "deny"
+    assert rule in decision["fields"]["decision"]["rule_ids"]
+    assert not any(r["kind"] == "outcome" and r["request_id"] == decision["request_id"]
+                   for r in records(demo_gateway))
+
+
+async def test_a_caller_that_cannot_see_the_tool_gets_exactly_the_unknown_tool_answer(
+        demo_gateway: GatewayProcess) -> None:
+    """An unknown agent is refused with the unknown-tool error, as for a missing tool; the rule is audited."""
+    arguments, token, rule = refund(80), {"agent": "rogue-bot"}, "billing.process_refund/caller"
     denied = await call_error(demo_gateway, REFUND, arguments, **token)
     missing = await call_error(demo_gateway, "billing.no_such_tool", arguments, **token)
     assert (denied.code, denied.error.message, denied.error.data) == (*UNKNOWN, None)
@@ -101,6 +115,28 @@ async def test_denied_refunds_look_exactly_like_an_unknown_tool(
     assert rule in decision["fields"]["decision"]["rule_ids"]
     assert not any(r["kind"] == "outcome" and r["request_id"] == decision["request_id"]
                    for r in records(demo_gateway))
+
+
+def test_a_hidden_tool_answers_the_same_bytes_as_a_missing_one(demo_gateway: GatewayProcess) -> None:
+    """Over raw HTTP (2026-07-28), with the same JSON-RPC id: status, content type and body are equal.
+
+    (The 2025 era needs a session; the SDK-client test above and tests/security cover it.)"""
+    import httpx2
+
+    token = demo_gateway.token(agent="rogue-bot", user=None)
+    answers = []
+    for name in (REFUND, "billing.no_such_tool"):
+        body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": name, "arguments": refund(80), "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": "tools/call", "Mcp-Name": name}
+        answer = httpx2.post(demo_gateway.url, headers=headers, content=orjson.dumps(body), timeout=15)
+        answers.append((answer.status_code, answer.headers.get("content-type"), answer.content))
+    assert answers[0] == answers[1]
+    assert b'"Unknown tool"' in answers[0][2]
 
 
 async def test_hidden_tool_does_not_reveal_its_schema_through_validation(demo_gateway: GatewayProcess) -> None:
@@ -150,7 +186,8 @@ async def test_eur_running_total_denies_the_refund_that_crosses_1000_per_day(lim
         with pytest.raises(MCPError) as caught:
             await client.call_tool(REFUND, refund(95, "EUR"))
         usd = await client.call_tool(REFUND, refund(95, "USD"))
-    assert (caught.value.code, caught.value.error.message) == UNKNOWN
+    assert (caught.value.code, caught.value.error.message) == REFUSED
+    assert caught.value.error.data == {"rule_id": "limits/billing-bot-eur-daily", "retry_after_s": 86400}
     assert not usd.is_error
     denied = [r for r in records(limited_demo) if r["kind"] == "decision"
               and r["fields"]["decision"]["effect"] == "deny"][-1]
@@ -166,14 +203,15 @@ async def test_call_count_limit_applies_to_a_tool_glob(limited_demo: GatewayProc
         await client.call_tool("files.list_dir", {})
         with pytest.raises(MCPError) as caught:
             await client.call_tool("files.list_dir", {"path": "."})
-    assert (caught.value.code, caught.value.error.message) == UNKNOWN
+    assert (caught.value.code, caught.value.error.message) == REFUSED
+    assert caught.value.error.data == {"rule_id": "limits/files-hourly", "retry_after_s": 3600}
 
 
 # ----------------------------------------------------------------------------- Rego failures
 
 
 def test_rego_runtime_error_denies_with_policy_error(tmp_path: Path) -> None:
-    """A Rego module that fails at evaluation time denies every call it covers (policy_error), audited."""
+    """A Rego module that fails at evaluation time refuses every call it covers (policy_error), audited."""
     import anyio
 
     root = copy_demo(tmp_path / "deployment")
@@ -190,6 +228,6 @@ def test_rego_runtime_error_denies_with_policy_error(tmp_path: Path) -> None:
 
         error = anyio.run(attempt)
         decision = [r for r in records(gateway) if r["kind"] == "decision"][-1]
-    assert (error.code, error.error.message) == UNKNOWN
+    assert (error.code, error.error.message, error.error.data) == (*REFUSED, {"rule_id": "rego/policy_error"})
     assert decision["fields"]["decision"]["effect"] == "deny"
     assert "policy_error" in decision["fields"]["decision"]["reasons"]

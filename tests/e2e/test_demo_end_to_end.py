@@ -80,7 +80,7 @@ async def test_unknown_and_look_alike_names_all_read_unknown_tool(demo_gateway: 
     "reports/../../etc/passwd",
 ])
 async def test_path_escape_is_denied_at_the_gateway(demo_gateway: GatewayProcess, path: str) -> None:
-    """A ../ escape, in any encoding, breaks read_file's within_root policy: denied like an unknown tool.
+    """A ../ escape, in any encoding, breaks read_file's within_root policy: refused naming that rule, never forwarded.
 
     (The files service refuses the same paths itself; tests/security/test_path_traversal.py shows
     that second line of defence and the full table.)
@@ -88,7 +88,8 @@ async def test_path_escape_is_denied_at_the_gateway(demo_gateway: GatewayProcess
     async with demo_gateway.client() as client:
         with pytest.raises(MCPError) as caught:
             await client.call_tool("files.read_file", {"path": path})
-    assert (caught.value.code, caught.value.error.message) == (-32602, "Unknown tool")
+    assert (caught.value.code, caught.value.error.message) == (-31020, "Call refused by policy")
+    assert caught.value.error.data == {"rule_id": "files.read_file/constraint/path/within_root"}
     assert "root:" not in str(caught.value.error)
 
 

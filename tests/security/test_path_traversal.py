@@ -38,8 +38,8 @@ ROWS: list[dict[str, Any]] = [
 HOSTILE = [row for row in ROWS if row["expect"] == "refuse"]
 LEGITIMATE = [row for row in ROWS if row["expect"] == "accept"]
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-STAFF = Principal(client_id="console", auth_method="bearer", issuer="https://idp.example", user_id="alice",
-                  roles=("employee",))
+STAFF = Principal(client_id="console", auth_method="bearer", issuer="https://idp.example", issuer_name="dev",
+                  user_id="alice", roles=("employee",))
 ENGINE = PolicyEngine.from_deployment(load_deployment(demo_deployment()), environment="production")
 KIT = ServicePolicies.load(demo_deployment(), "files", environment="production")
 

@@ -568,7 +568,7 @@ def test_policy_rule_ids_include_denied_callers_only_when_set() -> None:
         ({"denied_callers": ["agent:billing-bot"]}, {}, "production", MONDAY_10, False),
         ({}, {"attributes": {"employment_type": "contractor"}}, "production", MONDAY_10, False),
         ({}, {}, "dev", MONDAY_10, False),
-        ({}, {}, "production", MONDAY_10.replace(hour=22), False),
+        ({}, {}, "production", MONDAY_10.replace(hour=22), True),  # visible; the call is refused by time_windows
         ({}, {"tenant": "globex"}, "production", MONDAY_10, True),
         ({}, {"agent_id": "billing\u200bbot"}, "production", MONDAY_10, False),
         ({"mode": "log_only"}, {"agent_id": "stranger"}, "dev", MONDAY_10, True),
@@ -580,7 +580,7 @@ def test_policy_rule_ids_include_denied_callers_only_when_set() -> None:
 def test_may_call_checks_only_rules_that_do_not_read_arguments(
         policy_changes: dict[str, Any], principal_changes: dict[str, Any], environment: str, now: datetime,
         expected: bool) -> None:
-    """Callers, attributes, time and environment decide visibility; argument rules wait for the call."""
+    """Callers, attributes and environment decide visibility; argument and time rules wait for the call."""
     principal = bot(**principal_changes)
     assert may_call(refund_policy(**policy_changes), principal, environment=environment, now=now) is expected
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from portcullis.identity.principal import Principal
-from portcullis.policy import Obligation
+from portcullis.policy import Obligation, rego_runtime
 from portcullis.policy import rego as rego_module
 from portcullis.policy.rego import ALL, RegoCompileError, RegoFinding, RegoPolicy, RegoResult, wanted_input
 
@@ -258,7 +258,7 @@ NOT_JSON: dict[str, Any] = {
     "a lone surrogate": {"x": "\ud800"},
     "a list at the top": [1, 2],
     "too deep": {"x": json.loads("[" * 70 + "]" * 70)},
-    "too many values": {"x": list(range(rego_module.MAX_INPUT_VALUES + 1))},
+    "too many values": {"x": list(range(rego_runtime.MAX_INPUT_VALUES + 1))},
 }
 
 
@@ -357,8 +357,8 @@ def test_evaluate_never_compiles(monkeypatch: pytest.MonkeyPatch, policy: RegoPo
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("compiled during evaluate")
 
-    monkeypatch.setattr(rego_module.Interpreter, "build", refuse)
-    monkeypatch.setattr(rego_module.Interpreter, "add_module", refuse)
+    monkeypatch.setattr(rego_runtime.Interpreter, "build", refuse)
+    monkeypatch.setattr(rego_runtime.Interpreter, "add_module", refuse)
     assert _ids(policy.evaluate(_input(principal=_principal(employment_type="contractor")))) == [
         "hr/contractor_denied"]
 

@@ -11,7 +11,7 @@ import pytest
 from portcullis.catalog import Catalog
 from portcullis.cli.main import demo_deployment
 from portcullis.config.loader import load_deployment
-from portcullis.errors import Denied
+from portcullis.errors import PolicyRefused
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallResult
 from portcullis.pipeline.hooks import NullHooks
@@ -95,7 +95,7 @@ async def test_a_rego_rule_on_session_history_turns_the_call_into_an_approval() 
 
 async def test_an_unreachable_state_store_denies_when_the_policy_reads_history() -> None:
     stage = authorize.make_stage(engine(), lambda: NOW, NullHooks(), [RULE], FailingStateStore())
-    with pytest.raises(Denied) as denied:
+    with pytest.raises(PolicyRefused) as denied:
         await stage(ctx(BOT, 60), forwarded)
     assert denied.value.decision.reasons == ("policy_error",)
 

@@ -12,7 +12,7 @@ from portcullis.catalog import Catalog
 from portcullis.cli.main import demo_deployment
 from portcullis.config.loader import load_deployment
 from portcullis.config.model import Classification, RiskConfig
-from portcullis.errors import Denied
+from portcullis.errors import PolicyRefused
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallResult
 from portcullis.pipeline.hooks import NullHooks
@@ -76,7 +76,7 @@ async def test_the_stage_turns_risky_calls_into_approvals_and_records_the_score(
     fresh = risk.make_stage(CONFIG, InMemoryStateStore(), lambda: 1000.0, NullHooks(), "production")
     big = await run(fresh, ctx(400))  # 30 + 10 + 20 + 40 = 100: two approvers
     assert big.effect == "require_approval" and big.risk["approvers"] == 2  # type: ignore[index]
-    with pytest.raises(Denied) as denied:  # the fifth call in the hour: 100 + rate 20
+    with pytest.raises(PolicyRefused) as denied:  # the fifth call in the hour: 100 + rate 20
         await run(stage, ctx(10_000))
     assert "risk/deny" in denied.value.decision.rule_ids and denied.value.decision.risk["verdict"] == "deny"
 
@@ -88,6 +88,6 @@ async def test_a_policy_approval_is_never_relaxed_by_a_low_score() -> None:
 
 async def test_an_unavailable_rate_signal_denies() -> None:
     stage = risk.make_stage(CONFIG, FailingStateStore(), lambda: 1000.0, NullHooks(), "production")
-    with pytest.raises(Denied) as denied:
+    with pytest.raises(PolicyRefused) as denied:
         await run(stage, ctx(1))
     assert "policy_error" in denied.value.decision.reasons

@@ -10,9 +10,10 @@
   (same user, same agent or same identity); each person votes once. One deny denies; ``required`` distinct approvals
   approve.
 * :meth:`ApprovalService.redeem` — the agent retries the same call with the approval id. The
-  approval must exist, be ``approved``, unexpired, and bound to this tool, these canonical
-  arguments, this caller and this policy version; then it turns ``executed`` atomically (single
-  use) before the call is forwarded. Every mismatch answers the same
+  approval must exist, be ``approved``, unexpired, bound to this tool, these canonical
+  arguments, this caller and this policy version, and granted by at least as many approvers as
+  this try of the call needs (the risk score may ask for more than when it was proposed); then it
+  turns ``executed`` atomically (single use) before the call is forwarded. Every mismatch answers the same
   :class:`~portcullis.errors.ApprovalInvalid`, so ids cannot be probed.
 * Expiry means deny: an approval touched after ``expires_at`` turns ``expired`` (audited), and
   :meth:`ApprovalService.sweep` expires the ones nobody touches.
@@ -142,21 +143,24 @@ class ApprovalService:
                        "_meta": {APPROVAL_ID_META: approval.id}}})
 
     async def peek(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
-                   decision: Any, request_id: str) -> None:
+                   decision: Any, request_id: str, required: int = 1) -> None:
         """Report the status of an approval bound to this call without running it: always raises
-        (pending or approved: :class:`ApprovalRequired` with the status; denied, expired, used or
-        not bound: as :meth:`redeem`)."""
-        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id)
+        (pending or approved: :class:`ApprovalRequired` with the status; denied, expired, used,
+        not bound or too few approvers: as :meth:`redeem`)."""
+        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id, required)
         raise self.pending_error(current, decision)
 
     async def redeem(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
-                     decision: Any, request_id: str, before_use: Callable[[], Awaitable[None]]) -> Approval:
+                     decision: Any, request_id: str, before_use: Callable[[], Awaitable[None]],
+                     required: int = 1) -> Approval:
         """Check the presented approval against this call and use it up (see the module docstring).
 
+        ``required`` is how many approvers this call needs *now* (the policy's threshold and the
+        risk score of this try): an approval granted by fewer is not valid for it.
         ``before_use`` runs after every check passed and before the approval is consumed (the
         limits are counted there); if it raises, the approval stays usable.
         """
-        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id)
+        current = await self._open_for(approval_id, tool, arguments, principal, decision, request_id, required)
         if current.status == "pending":
             raise self.pending_error(current, decision)
         await before_use()
@@ -167,13 +171,13 @@ class ApprovalService:
         def use(approval: Approval) -> Approval:
             before.append(approval)
             if approval.status != "approved" or now >= approval.expires_at:
-                raise ApprovalInvalid(detail=f"approval {approval.id} no longer usable ({approval.status})")
+                raise _invalid("used", f"approval {approval.id} no longer usable ({approval.status})")
             return dataclasses.replace(approval, status="executed")
 
         try:
             used = await self._store.transition(approval_id, use)
         except KeyError:
-            raise ApprovalInvalid(detail="approval vanished") from None
+            raise _invalid("invalid", "approval vanished") from None
         try:
             await self._audit("executed", used, request_id=request_id)
         except BaseException:  # not on the record: the call does not run, and the approval stays usable
@@ -182,19 +186,23 @@ class ApprovalService:
         return used
 
     async def _open_for(self, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
-                        decision: Any, request_id: str) -> Approval:
-        """The approval bound to this call, still pending or approved; raises for every other case
-        (missing or bound elsewhere, expired, denied, already used)."""
+                        decision: Any, request_id: str, required: int) -> Approval:
+        """The approval bound to this call, still pending or approved, granted by (or waiting for)
+        at least ``required`` approvers; raises for every other case (missing or bound elsewhere,
+        expired, denied, already used, too few approvers)."""
         current = await self._store.get(approval_id)
         if current is None or not self._bound(current, tool, arguments, principal, decision):
-            raise ApprovalInvalid(detail=f"approval {approval_id[:40]} missing or bound to another call")
+            raise _invalid("invalid", f"approval {approval_id[:40]} missing or bound to another call")
         current = await self._expire_if_due(current, request_id)
         if current.status == "expired":
             raise ApprovalExpired(detail=f"approval {current.id} expired")
         if current.status == "denied":
             raise ApprovalDenied(detail=f"approval {current.id} denied")
         if current.status == "executed":
-            raise ApprovalInvalid(detail=f"approval {current.id} already used")
+            raise _invalid("used", f"approval {current.id} already used")
+        if max(current.required, len(current.approvals())) < required:  # e.g. the risk now asks for two
+            raise _invalid("insufficient", f"approval {current.id} is for {current.required} approver(s); "
+                                           f"this call needs {required}")
         return current
 
     def _bound(self, approval: Approval, tool: str, arguments: Mapping[str, Any], principal: Principal,
@@ -331,6 +339,14 @@ class ApprovalService:
         if approval.status != updated.status and updated.status == "expired":
             await self._audit("expired", updated, request_id=request_id)
         return updated
+
+
+def _invalid(why: str, detail: str) -> ApprovalInvalid:
+    """The one answer for every approval that is not valid for the call (ids cannot be probed);
+    ``approval_result`` (``invalid``, ``used``, ``insufficient``) is for the audit record only."""
+    error = ApprovalInvalid(detail=detail)
+    error.approval_result = why  # type: ignore[attr-defined]
+    return error
 
 
 def _brief(approval: Approval) -> dict[str, Any]:

@@ -179,6 +179,21 @@ class HttpService(_ServiceBase):
 ServiceConfig = Annotated[StdioService | HttpService, Field(discriminator="transport")]
 
 
+class RegoEvaluationConfig(_Model):
+    """How the gateway evaluates Rego modules: in worker processes, each evaluation stopped at a CPU
+    budget, so that a slow module never delays other callers. An evaluation that is stopped, finds
+    no idle worker in time or fails otherwise is a deny (``policy_error``)."""
+
+    budget_ms: float = Field(20.0, gt=0, le=10_000, description="CPU time one evaluation may use; the "
+                             "worker is terminated when it is used up (typical evaluations take 0.2-0.4 ms).")
+    workers: int = Field(2, ge=1, le=64, description="Worker processes: how many evaluations can run at "
+                         "once (decision-cache hits need none).")
+    memory_mb: int = Field(512, ge=32, le=65_536, description="Address space a worker may add to what it "
+                           "started with; an evaluation that needs more fails (and is denied).")
+    max_wait_ms: float = Field(1000.0, gt=0, le=60_000, description="How long an evaluation waits for an "
+                               "idle worker before the call is denied.")
+
+
 class AuthorizationConfig(_Model):
     """How calls are authorized beyond each manifest's ``policy:`` section."""
 
@@ -191,6 +206,7 @@ class AuthorizationConfig(_Model):
         "Every module is compiled once at start; a missing directory means no Rego rules.")
     limits: tuple[LimitRule, ...] = Field(
         (), description="Session-aware limits: counts and running totals per principal over a window.")
+    rego_evaluation: RegoEvaluationConfig = RegoEvaluationConfig()
 
     @field_validator("limits")
     @classmethod

@@ -81,6 +81,14 @@ def _common(ctx: CallContext, environment: str) -> dict[str, Any]:
             "principal": ctx.principal.to_claims()}
 
 
+def presented_unchecked(ctx: CallContext) -> dict[str, Any] | None:
+    """``approval_presented`` of a call refused before the approve stage looked at what it presented."""
+    if not ctx.presents_approval:
+        return None
+    return {"id": ctx.approval_id, "via": "meta" if ctx.approval_id else "request_state",
+            "poll": ctx.approval_poll, "result": "not_checked"}
+
+
 def tool_json(route: Route, service_version: str | None) -> dict[str, Any]:
     return {"name": route.exposed_name, "service": route.service, "upstream_name": route.upstream_name,
             "definition_hash": route.manifest.manifest.pin, "service_version": service_version}
@@ -95,7 +103,10 @@ class CallAuditor:
         self._writer, self._key, self._environment = writer, audit_key, environment
         self._hooks, self._export, self._service_version = hooks, export, service_version
 
-    async def decision(self, ctx: CallContext, route: Route, decision: Any) -> AuditRecord:
+    async def decision(self, ctx: CallContext, route: Route, decision: Any,
+                       presented: Mapping[str, Any] | None = None) -> AuditRecord:
+        """The decision record. ``presented`` (default: ``ctx.approval_presented``) is what the call
+        presented of an approval and what came of it: ``{"id", "via", "poll", "result"}``."""
         pointers = [*route.manifest.manifest.sensitive_arguments,
                     *(o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer)]
         fields = _common(ctx, self._environment)
@@ -108,6 +119,9 @@ class CallAuditor:
                                   "approvers": [dict(v.approver) for v in approval.approvals()]}
         if ctx.justification:
             fields["justification"] = ctx.justification
+        presented = presented or ctx.approval_presented or presented_unchecked(ctx)
+        if presented is not None:
+            fields["approval_presented"] = dict(presented)
         return await self._write("decision", ctx.request_id, fields)
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
@@ -118,9 +132,13 @@ class CallAuditor:
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
         return await self._write("outcome", ctx.request_id, fields)
 
-    async def rejected(self, ctx: CallContext, *, reason: str, error_code: int | None) -> AuditRecord:
+    async def rejected(self, ctx: CallContext, *, reason: str, error_code: int | None,
+                       presented: Mapping[str, Any] | None = None) -> AuditRecord:
         fields = _common(ctx, self._environment)
         fields.update(tool={"name": ctx.tool_name[:MAX_NAME_CHARS]}, reason=reason, error_code=error_code)
+        presented = presented or presented_unchecked(ctx)
+        if presented is not None:
+            fields["approval_presented"] = dict(presented)
         return await self._write("rejected", ctx.request_id, fields)
 
     async def approval(self, event: str, approval: Any, *, request_id: str, approver: Any = None,

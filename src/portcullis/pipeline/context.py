@@ -40,6 +40,17 @@ class CallContext:
     approval: Any = None  # the approval this call redeemed (set by the approve stage)
     # a 2026-07-28 caller that handles URL-mode elicitation: {"request_state", "responses"} of this try
     input_state: Mapping[str, Any] | None = None
+    # what the approve stage made of a presented approval ({"id", "via", "poll", "result"}), for the records
+    approval_presented: Mapping[str, Any] | None = None
+
+    @property
+    def presents_approval(self) -> bool:
+        """Whether the call names an approval (an id, a signed requestState) or asks for a status poll.
+
+        Such a call is only a claim until the approve stage redeems the approval: no stage may
+        treat it differently from the same call without one, except in what it *counts*."""
+        return (self.approval_id is not None or self.approval_poll
+                or (self.input_state is not None and self.input_state.get("request_state") is not None))
 
     def evolve(self, **changes: Any) -> CallContext:
         """A copy of this context with ``changes`` applied."""

@@ -61,6 +61,8 @@ class Decision:
         obligations: what the gateway must do whatever the effect (audit, redaction).
         policy_version: the version of the policy that decided (for the audit record).
         shadow: in ``log_only`` mode, the decision the policy *would* have made; else ``None``.
+        denied_by: for a ``deny``, the one rule that made it one (the first failing deny rule;
+            ``rule_ids`` may also hold approval rules): what a refused caller is told.
     """
 
     effect: Effect
@@ -70,6 +72,7 @@ class Decision:
     policy_version: str
     shadow: Decision | None = None
     risk: Mapping[str, Any] | None = None  # {"score", "parts", "verdict", "approvers"} when risk scoring ran
+    denied_by: str | None = None
 
     @property
     def allowed(self) -> bool:

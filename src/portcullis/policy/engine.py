@@ -15,7 +15,9 @@ obligations. :meth:`PolicyEngine.decide` follows these steps:
    the native policy lets through (or shadows, in ``log_only`` mode).
 4. Otherwise the Rego modules decide over :meth:`PolicyEngine.input_document`. Their findings
    are always enforced, also when the native policy is in ``log_only`` (shadow) mode. A Rego
-   evaluation error is a deny with reason ``policy_error`` (rule id ``rego/policy_error``).
+   evaluation error, or one stopped at its CPU budget, is a deny with reason ``policy_error``
+   (rule id ``rego/policy_error``). In the gateway (:meth:`PolicyEngine.decide_async`) a Rego
+   evaluation never runs on the event loop, except to answer a decision-cache hit.
 5. Effects combine: any deny → ``deny``; else any approval → ``require_approval``; else
    ``allow``. Reasons and rule ids are concatenated, native first, then Rego's as
    ``rego/<id>``; obligations are merged without duplicates.
@@ -164,12 +166,12 @@ class PolicyEngine:
         cannot be evaluated is rejected whole, never half-applied).
         """
         from portcullis.errors import ConfigError, Problem
-        from portcullis.policy.rego import RegoCompileError, RegoPolicy
+        from portcullis.policy.rego import DEFAULT_BUDGET_S, RegoCompileError, RegoPolicy
 
         directory = deployment.root / "policy" if rego_dir is None else rego_dir
-        budget = {} if rego_budget_s is None else {"budget_s": rego_budget_s}
+        budget_s = DEFAULT_BUDGET_S if rego_budget_s is None else rego_budget_s
         try:
-            rego = RegoPolicy.load_dir(directory, **budget) if directory.is_dir() else None
+            rego = RegoPolicy.load_dir(directory, budget_s=budget_s) if directory.is_dir() else None
         except (RegoCompileError, OSError) as exc:
             raise ConfigError([Problem(directory, None, f"Rego policy rejected: {exc}")]) from None
         return cls.build(tool_policies(deployment.manifests), rego, environment=environment)
@@ -230,30 +232,55 @@ class PolicyEngine:
 
     def decide(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
                session: Mapping[str, Any] | None = None) -> Decision:
-        """Decide one call of ``tool`` (its exposed name). Never raises; see the module docstring."""
+        """Decide one call of ``tool`` (its exposed name), Rego in this process. Never raises; see
+        the module docstring. The gateway uses :meth:`decide_async`; this is for the CLI and tests."""
         native: Decision | None = None
         try:
-            entry = self._entries.get(tool)
-            if entry is None or entry.policy is None:  # 1
-                return Decision(effect="deny", reasons=(r.NO_POLICY,), rule_ids=(f"{tool}/no_policy",),
-                                policy_version=self.version)
-            native = evaluate(entry.policy, tool=tool, principal=principal, arguments=arguments,  # 2
-                              environment=self.environment, now=now, policy_version=self.version)
+            native = self._native(tool, principal, arguments, now)  # 1, 2
             if native.effect == "deny" or self._rego is None:  # 3
                 return native
             result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 4
                                                              session=session))
             return _combine(tool, native, result)  # 5
-        except Exception as exc:  # 6: fail closed, keeping the policy's obligations (audit) when known
-            log.warning("policy evaluation failed: the call is denied", extra={"fields": {
-                "tool": tool, "error": type(exc).__name__, "policy_version": self.version}})
-            return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
-                            obligations=() if native is None else native.obligations, policy_version=self.version)
+        except Exception as exc:  # 6
+            return self._failed(tool, native, exc)
+
+    async def decide_async(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
+                           session: Mapping[str, Any] | None = None) -> Decision:
+        """:meth:`decide` without blocking the event loop: Rego runs as
+        :meth:`~portcullis.policy.rego.RegoPolicy.evaluate_async` does (a cache hit here, a miss in
+        a worker process stopped at its CPU budget). Never raises (except on cancellation)."""
+        native: Decision | None = None
+        try:
+            native = self._native(tool, principal, arguments, now)  # 1, 2
+            if native.effect == "deny" or self._rego is None:  # 3
+                return native
+            result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 4
+                                                                         session=session))
+            return _combine(tool, native, result)  # 5
+        except Exception as exc:  # 6
+            return self._failed(tool, native, exc)
+
+    def _native(self, tool: str, principal: Principal, arguments: Mapping[str, Any], now: datetime) -> Decision:
+        entry = self._entries.get(tool)
+        if entry is None or entry.policy is None:  # 1
+            return Decision(effect="deny", reasons=(r.NO_POLICY,), rule_ids=(f"{tool}/no_policy",),
+                            policy_version=self.version, denied_by=f"{tool}/no_policy")
+        return evaluate(entry.policy, tool=tool, principal=principal, arguments=arguments,  # 2
+                        environment=self.environment, now=now, policy_version=self.version)
+
+    def _failed(self, tool: str, native: Decision | None, exc: Exception) -> Decision:
+        """Step 6: fail closed, keeping the policy's obligations (audit) when known."""
+        log.warning("policy evaluation failed: the call is denied", extra={"fields": {
+            "tool": tool, "error": type(exc).__name__, "policy_version": self.version}})
+        return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
+                        obligations=() if native is None else native.obligations, policy_version=self.version,
+                        denied_by=f"{tool}/policy_error")
 
     def error_decision(self, tool: str) -> Decision:
         """The deny for a call whose policy could not be evaluated (reason ``policy_error``)."""
         return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
-                        policy_version=self.version)
+                        policy_version=self.version, denied_by=f"{tool}/policy_error")
 
     def may_call(self, tool: str, principal: Principal, *, now: datetime) -> bool:
         """True if ``principal`` could call ``tool`` with some arguments (see :meth:`visible_tools`)."""
@@ -264,8 +291,10 @@ class PolicyEngine:
     def visible_tools(self, principal: Principal, *, now: datetime) -> frozenset[str]:
         """The tools ``principal`` could call with some arguments (to filter ``tools/list``).
 
-        Native rules that do not read arguments decide (:func:`~portcullis.policy.native.may_call`);
-        Rego is not consulted, so a listed tool may still be denied by a Rego rule at call time.
+        The native rules about who calls and where decide (:func:`~portcullis.policy.native.may_call`);
+        Rego, argument rules, time windows and limits are not consulted, so a listed tool may still
+        be refused at call time: then with :class:`~portcullis.errors.PolicyRefused` (``-31020``,
+        naming the rule), never with the unknown-tool answer a caller gets for an unlisted tool.
         """
         return frozenset(
             name for name, entry in self._entries.items()
@@ -292,7 +321,7 @@ def _combine(tool: str, native: Decision, result: RegoResult) -> Decision:
             "tool": tool, "error": result.error, "policy_version": native.policy_version}})
         return Decision(effect="deny", reasons=(*native.reasons, r.POLICY_ERROR),
                         rule_ids=(*native.rule_ids, REGO_POLICY_ERROR), obligations=native.obligations,
-                        policy_version=native.policy_version, shadow=native.shadow)
+                        policy_version=native.policy_version, shadow=native.shadow, denied_by=REGO_POLICY_ERROR)
     effects = {native.effect, *(finding.effect for finding in result.findings)}
     effect: Effect = "deny" if "deny" in effects else "require_approval" if "require_approval" in effects else "allow"
     return Decision(
@@ -302,6 +331,8 @@ def _combine(tool: str, native: Decision, result: RegoResult) -> Decision:
         obligations=_merge(native.obligations, result.obligations),
         policy_version=native.policy_version,
         shadow=native.shadow,
+        denied_by=None if effect != "deny" else native.denied_by or next(
+            (f"rego/{f.rule_id}" for f in result.findings if f.effect == "deny"), None),
     )
 
 

@@ -57,7 +57,7 @@ def evaluate(
         decided = _combine(failures, tool, obligations, policy_version)
     except Exception:  # fail closed: a broken rule or hostile input must not become an allow
         decided = Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
-                           obligations=obligations, policy_version=policy_version)
+                           obligations=obligations, policy_version=policy_version, denied_by=f"{tool}/policy_error")
     if policy.mode == "log_only":
         return Decision(effect="allow", reasons=(r.SHADOW_MODE,), obligations=obligations,
                         policy_version=policy_version, shadow=decided)
@@ -65,19 +65,22 @@ def evaluate(
 
 
 def may_call(policy: ToolPolicy, principal: Principal, *, environment: str, now: datetime) -> bool:
-    """True if ``principal`` could call the tool with *some* arguments (for filtering ``tools/list``).
+    """True if ``principal`` could call the tool with *some* arguments at *some* time (for filtering
+    ``tools/list``, and the gate: a caller for whom this is False is told the tool is unknown).
 
-    Only the rules that do not read arguments are checked: callers (allowed and denied),
-    required attributes, time windows and environments. A ``log_only`` policy allows every call,
-    so it is always True there. Never raises: an error is False (fail closed: the tool is hidden).
+    Only the rules about who is calling and where are checked: callers (allowed and denied),
+    required attributes and environments. Time windows are not: a caller admitted by those rules
+    may see the tool at any hour, and a call outside its window is refused by rule
+    ``<tool>/time_windows`` (the caller learns nothing about a tool it could not see anyway). A
+    ``log_only`` policy allows every call, so it is always True there. Never raises: an error is
+    False (fail closed: the tool is hidden); so is a naive ``now``.
     """
     if policy.mode == "log_only":
         return True
     try:
         if now.tzinfo is None or now.utcoffset() is None:
             return False
-        failures = chain(_caller(policy, principal), _attributes(policy, principal),
-                         _context(policy, environment, now))
+        failures = chain(_caller(policy, principal), _attributes(policy, principal), _environment(policy, environment))
         return next(failures, None) is None
     except Exception:  # fail closed: a tool we cannot decide about is not listed
         return False
@@ -119,6 +122,7 @@ def _combine(failures: Sequence[Failure], tool: str, obligations: tuple[Obligati
         rule_ids=tuple(dict.fromkeys(f"{tool}/{name}" for _, _, name in failures)),
         obligations=obligations,
         policy_version=policy_version,
+        denied_by=next((f"{tool}/{name}" for kind, _, name in failures if kind == "deny"), None),
     )
 
 
@@ -159,6 +163,10 @@ def _attributes(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:
 def _context(policy: ToolPolicy, environment: str, now: datetime) -> Iterator[Failure]:
     if policy.time_windows is not None and not any(_in_window(w, now) for w in policy.time_windows):
         yield "deny", r.OUTSIDE_TIME_WINDOW, "time_windows"
+    yield from _environment(policy, environment)
+
+
+def _environment(policy: ToolPolicy, environment: str) -> Iterator[Failure]:
     if policy.environments is not None and environment not in policy.environments:
         yield "deny", r.ENVIRONMENT_NOT_ALLOWED, "environments"
 

@@ -1,4 +1,4 @@
-"""Deployment-wide Rego modules, evaluated in-process with regopy (rego-cpp), compiled once per version.
+"""Deployment-wide Rego modules, evaluated with regopy (rego-cpp), compiled once per version.
 
 Rego can only make a call *more* restricted: a module adds denials, approvals and obligations,
 never an allow (the native policy is the only source of an allow). The contract, in the order
@@ -9,82 +9,71 @@ the code follows it (``docs/rego.md`` has the module shape, the input document a
    them ONCE into a regopy ``Bundle`` whose query reads, for every package, ``deny``,
    ``require_approval`` and ``obligations``. A module that does not compile is a
    :class:`RegoCompileError` naming the file and line; no modules at all is an error too.
-2. :meth:`RegoPolicy.evaluate` only hands over the input (the parts of it the modules name, see
-   :func:`wanted_input`; all of it is checked to be JSON) and runs the compiled query. It never raises:
-   input that is not JSON, a Rego runtime error (conflicting values of a complete rule, a failing
-   built-in such as division by zero: built-in errors are strict) and any malformed output all
-   come back as :attr:`RegoResult.error`, which the caller must turn into a deny with reason
-   ``policy_error`` (fail closed).
-3. Rego is not Turing-complete (no unbounded recursion or loops), so an evaluation terminates;
-   the time budget is checked afterwards against the evaluating thread's CPU time
-   (:func:`time.thread_time_ns`, so a busy machine that preempts the thread does not turn a
-   normal evaluation into a timeout). Over budget, the result is still returned, with
-   ``error="timeout"``.
+2. Evaluating only hands over the input (the parts of it the modules name, see
+   :func:`wanted_input`) and runs the compiled query. It never raises: input that is not JSON, a
+   Rego runtime error (conflicting values of a complete rule, a failing built-in such as division
+   by zero: built-in errors are strict), any malformed output and an evaluation over its CPU
+   budget all come back as :attr:`RegoResult.error`, which the caller must turn into a deny with
+   reason ``policy_error`` (fail closed).
+3. In the gateway, :meth:`RegoPolicy.evaluate_async` runs on the event loop only to serialise the
+   input and answer decision-cache hits; a miss is evaluated in a worker process
+   (:mod:`.rego_pool`, :mod:`.rego_worker`) that the kernel terminates once it has used
+   ``budget_s`` of CPU time, so a slow module never delays another caller and is stopped at its
+   budget.
+4. :meth:`RegoPolicy.evaluate` (the CLI: ``policy test``, ``lint``; tests) evaluates in this
+   process and checks the budget afterwards against the evaluating thread's CPU time (an
+   evaluation terminates: Rego has no unbounded recursion or loops); over budget, the findings
+   are returned with ``error="timeout"``. It is serialised by a lock (one interpreter holds the
+   input between "set input" and "query", and ctypes releases the GIL in between).
 
-Why the rego-cpp C API and not ``regopy.Input``/``Output`` on the hot path: ``Input`` hands
-strings to rego-cpp *unescaped* (a ``"`` in an argument breaks equality and can inject JSON into
-the output) and floats with six decimals (``100.0000004`` becomes ``100``), and ``Output``
-raises on some error outputs. :class:`_Runtime` builds the input through the same C functions
-with JSON escaping, sends numbers that would lose precision as JSON text instead, and reads
-errors from the output tree. It is the only code here that touches regopy.
-
-Thread safety: the gateway calls :meth:`RegoPolicy.evaluate` from the event-loop thread only. A
-lock serialises evaluations anyway, because one rego-cpp interpreter holds the input between
-"set input" and "query" and ctypes releases the GIL in between.
+The C API details (escaping, exact numbers, reading errors) are in :mod:`.rego_runtime`.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from regopy import Interpreter, LogLevel, RegoError
-from regopy import rego_shared as _capi  # regopy's ctypes bindings of the rego-cpp C API
+from typing import TYPE_CHECKING, Any
 
 from portcullis.audit.record import canonical_bytes
 from portcullis.policy.decision import Obligation
+from portcullis.policy.rego_runtime import (
+    ALL,
+    NOT_CODE,
+    RULE_ID,
+    EvalError,
+    InputWriter,
+    RegoCompileError,
+    RegoFinding,
+    Runtime,
+    Wanted,
+    decode,
+    project,
+    wanted_input,
+)
+
+if TYPE_CHECKING:
+    from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
+
+__all__ = ["ALL", "DEFAULT_BUDGET_S", "RegoCompileError", "RegoFinding", "RegoPolicy", "RegoResult", "wanted_input"]
 
 DECISION_KEYS = ("deny", "require_approval", "obligations")
 RESERVED_RULES = ("allow", "warn", "violation")  # would look like decisions but be ignored
-MAX_INPUT_VALUES = 10_000  # values in one input document (each costs about 1 µs to hand over)
-MAX_INPUT_DEPTH = 64
 DEFAULT_BUDGET_S = 0.02  # CPU seconds per evaluation; typical evaluations take 0.2-0.4 ms
 CACHE_ENTRIES = 4096  # cached decisions per policy version
-MAX_ENTRIES = 64  # elements in one deny / require_approval / obligations collection
 
-RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
-REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
-POINTER = re.compile(r"(/([^~/]|~[01])*)+")  # RFC 6901 and never "" (as policy.model's Pointer)
 _MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PACKAGE = re.compile(r"package[ \t]+portcullis\.([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:#.*)?")
 _RESERVED = re.compile(rf"^(?:default[ \t]+)?({'|'.join(RESERVED_RULES)})\b", re.MULTILINE)
 _DECLARED_ID = re.compile(r'"id"\s*:\s*"([^"\\]*)"')
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
-_INT64 = range(-(2**63), 2**63)
-_OK = 0
-
-
-class RegoCompileError(ValueError):
-    """The modules cannot be compiled; the message names the file (and line when known)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegoFinding:
-    """One element of a module's ``deny`` or ``require_approval``."""
-
-    effect: Literal["deny", "require_approval"]
-    rule_id: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +85,15 @@ class RegoResult:
     error: str | None = None
 
 
-class _EvalError(Exception):
-    """An evaluation failed; the message is the (short, value-free) :attr:`RegoResult.error`."""
-
-
 class RegoPolicy:
     """The compiled Rego modules of one policy version. Build with :meth:`compile` or :meth:`load_dir`."""
 
-    __slots__ = ("_budget_ns", "_cache", "_declared", "_lock", "_runtime", "_slots", "cache_hits", "module_names",
-                 "version")
+    __slots__ = ("_budget_ns", "_cache", "_cache_lock", "_declared", "_lock", "_modules", "_runtime", "_slots",
+                 "_workers", "cache_hits", "module_names", "version")
 
     def __init__(self, *, version: str, module_names: tuple[str, ...], declared: tuple[str, ...],
-                 runtime: _Runtime, slots: tuple[tuple[str, str], ...], budget_ns: int,
-                 cacheable: bool = False) -> None:
+                 runtime: Runtime, slots: tuple[tuple[str, str], ...], budget_ns: int,
+                 cacheable: bool = False, modules: Mapping[str, str] | None = None) -> None:
         self._cache: collections.OrderedDict[bytes, RegoResult] | None = (
             collections.OrderedDict() if cacheable else None)
         self.cache_hits = 0
@@ -118,7 +103,10 @@ class RegoPolicy:
         self._runtime = runtime
         self._slots = slots
         self._budget_ns = budget_ns
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the in-process interpreter
+        self._cache_lock = threading.Lock()  # the cache only: held for microseconds, never around an evaluation
+        self._modules = dict(modules or {})
+        self._workers: RegoWorkers | None = None
 
     @classmethod
     def compile(cls, modules: Mapping[str, str], *, budget_s: float = DEFAULT_BUDGET_S) -> RegoPolicy:
@@ -129,12 +117,13 @@ class RegoPolicy:
             raise RegoCompileError("no modules: a Rego policy needs at least one module")
         packages = sorted({_check_module(name, source) for name, source in modules.items()})
         slots = tuple((package, key) for package in packages for key in DECISION_KEYS)
-        runtime = _Runtime.build(modules, slots)
+        runtime = Runtime.build(modules, slots)
         declared = sorted({match for source in modules.values() for match in _DECLARED_ID.findall(source)
                            if RULE_ID.fullmatch(match)})
-        deterministic = not any(_NONDETERMINISTIC.search(_NOT_CODE.sub(" ", s)) for s in modules.values())
+        deterministic = not any(_NONDETERMINISTIC.search(NOT_CODE.sub(" ", s)) for s in modules.values())
         return cls(version=_version(modules), module_names=tuple(sorted(modules)), declared=tuple(declared),
-                   runtime=runtime, slots=slots, budget_ns=round(budget_s * 1e9), cacheable=deterministic)
+                   runtime=runtime, slots=slots, budget_ns=round(budget_s * 1e9), cacheable=deterministic,
+                   modules=modules)
 
     @classmethod
     def load_dir(cls, directory: Path, *, budget_s: float = DEFAULT_BUDGET_S,
@@ -163,14 +152,59 @@ class RegoPolicy:
     @property
     def wanted(self) -> Wanted:
         """The parts of ``input`` the modules read (:func:`wanted_input`): a tree, or ``True`` for all."""
-        return self._runtime._wanted
+        return self._runtime.wanted
+
+    @property
+    def budget_s(self) -> float:
+        """CPU seconds one evaluation may use."""
+        return self._budget_ns / 1e9
 
     def rule_ids(self) -> tuple[str, ...]:
         """The rule ids written literally (``"id": "..."``) in the modules, sorted. Best effort, for coverage."""
         return self._declared
 
+    # ----------------------------------------------------------------------- worker processes
+
+    def workers(self, settings: PoolSettings | None = None) -> RegoWorkers:
+        """The worker pool that :meth:`evaluate_async` uses from now on (created once; start it with
+        ``await pool.start()`` or run ``pool.run`` as a background task). The budget is this
+        policy's whatever ``settings`` says, and the wall-clock backstop at least ten times it."""
+        from dataclasses import replace
+
+        from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
+
+        if self._workers is None:
+            chosen = settings or PoolSettings()
+            chosen = replace(chosen, budget_s=self.budget_s, wall_s=max(chosen.wall_s, 10 * self.budget_s + 1.0))
+            self._workers = RegoWorkers(self._modules, self._slots, chosen)
+        return self._workers
+
+    # ----------------------------------------------------------------------- evaluating
+
+    async def evaluate_async(self, input_doc: Mapping[str, Any]) -> RegoResult:
+        """Evaluate the modules over ``input_doc`` without blocking the event loop. Never raises
+        (except on cancellation).
+
+        A cache hit is answered here (~10 µs); a miss goes to a worker process
+        (:meth:`workers`), or, when this policy has none (the CLI, tests), is evaluated in this
+        process as :meth:`evaluate` does.
+        """
+        if self._workers is None:
+            return self.evaluate(input_doc)
+        try:
+            payload, cacheable = _payload(input_doc, self._runtime.wanted)
+        except EvalError as exc:
+            return RegoResult(error=str(exc))
+        key = payload if cacheable and self._cache is not None else None
+        if key is not None and (cached := self._cached(key)) is not None:
+            return cached
+        result = await self._workers.evaluate(payload)
+        if key is not None and result.error is None:
+            self._remember(key, result)
+        return result
+
     def evaluate(self, input_doc: Mapping[str, Any]) -> RegoResult:
-        """Evaluate the modules over ``input_doc`` (any JSON-able mapping). Never raises.
+        """Evaluate the modules over ``input_doc`` (any JSON-able mapping) in this process. Never raises.
 
         Decision cache: Rego without non-deterministic built-ins (``time.now_ns``, ``rand.*``,
         ``http.send``, …) is a pure function of the input it reads, so a successful result is kept
@@ -180,37 +214,70 @@ class RegoPolicy:
         """
         key = self._cache_key(input_doc) if self._cache is not None else None
         try:
+            if key is not None and (cached := self._cached(key)) is not None:
+                return cached
             with self._lock:
-                if key is not None:
-                    cached = self._cache.get(key)  # type: ignore[union-attr]
-                    if cached is not None:
-                        self._cache.move_to_end(key)  # type: ignore[union-attr]
-                        self.cache_hits += 1
-                        return cached
                 start = time.thread_time_ns()
                 output = self._runtime.evaluate(input_doc)
-                findings, obligations = _decode(output, self._slots)
+                findings, obligations = decode(output, self._slots)
                 elapsed = time.thread_time_ns() - start
-                result = RegoResult(findings=findings, obligations=obligations,
-                                    error="timeout" if elapsed > self._budget_ns else None)
-                if key is not None and result.error is None:
-                    self._cache[key] = result  # type: ignore[index]
-                    if len(self._cache) > CACHE_ENTRIES:  # type: ignore[arg-type]
-                        self._cache.popitem(last=False)  # type: ignore[union-attr]
-                return result
-        except _EvalError as exc:
+            result = RegoResult(findings=findings, obligations=obligations,
+                                error="timeout" if elapsed > self._budget_ns else None)
+            if key is not None and result.error is None:
+                self._remember(key, result)
+            return result
+        except EvalError as exc:
             return RegoResult(error=str(exc))
         except Exception as exc:  # fail closed: a bug here must not become an allow
             return RegoResult(error=f"internal: {type(exc).__name__}")
 
+    def _cached(self, key: bytes) -> RegoResult | None:
+        with self._cache_lock:
+            cached = self._cache.get(key) if self._cache is not None else None
+            if cached is not None:
+                self._cache.move_to_end(key)  # type: ignore[union-attr]
+                self.cache_hits += 1
+            return cached
+
+    def _remember(self, key: bytes, result: RegoResult) -> None:
+        with self._cache_lock:
+            if self._cache is None:
+                return
+            self._cache[key] = result
+            if len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+
     def _cache_key(self, input_doc: Mapping[str, Any]) -> bytes | None:
         try:
-            return canonical_bytes(_project(input_doc, self._runtime._wanted))
+            return canonical_bytes(project(input_doc, self._runtime.wanted))
         except (ValueError, TypeError, RecursionError):
             return None  # not canonical JSON (NaN, a set, a huge int, …): evaluated, never cached
 
     def __repr__(self) -> str:
         return f"RegoPolicy(version={self.version!r}, modules={list(self.module_names)!r})"
+
+
+def _payload(input_doc: Mapping[str, Any], wanted: Wanted) -> tuple[bytes, bool]:
+    """The JSON a worker gets: the input paths the modules read, and whether it is canonical (cacheable).
+
+    Canonical JSON (sorted keys, no NaN) when it can be; an integer beyond 64 bits falls back to
+    the standard library (exact, never cached). Anything that is not JSON raises EvalError.
+    """
+    if not isinstance(input_doc, Mapping):
+        raise EvalError("input: not an object")
+    try:
+        projected = project(input_doc, wanted)
+    except RecursionError:
+        raise EvalError("input: nested too deeply") from None
+    try:
+        return canonical_bytes(projected), True
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:  # rare: check every value as the in-process path does (no C calls), then the exact stdlib JSON
+        InputWriter(0).write(projected, 0, None)
+        return json.dumps(projected, ensure_ascii=False, allow_nan=False).encode("utf-8"), False
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        raise EvalError("input: not a JSON document") from None
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -257,315 +324,6 @@ def _version(modules: Mapping[str, str]) -> str:
     return "rego-" + digest.hexdigest()[:16]
 
 
-_ERROR_AT = re.compile(rb"\(error (\d+):")
-_ERROR_MSG = re.compile(rb"\(errormsg (\d+):")
-_OFFSET = re.compile(rb"\|(\d+)\|")
-_ERROR_TEXT = re.compile(r"\(errormsg \d+:([^)\n]*)")
-
-
-def _compile_message(error: str, modules: Mapping[str, str]) -> str:
-    """``file:line:column: message`` from regopy's error text (an S-expression with length-prefixed atoms)."""
-    raw = error.encode("utf-8", "replace")
-    messages = [raw[m.end():m.end() + int(m.group(1))].decode("utf-8", "replace") for m in _ERROR_MSG.finditer(raw)]
-    text = _printable(messages[0] if messages else "does not compile")
-    more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-    located = _ERROR_AT.search(raw)
-    if located is None:
-        return f"{', '.join(sorted(modules))}: {text}{more}"
-    end = located.end() + int(located.group(1))
-    file = raw[located.end():end].decode("utf-8", "replace")
-    offset = _OFFSET.match(raw, end)
-    if file not in modules or offset is None:
-        return f"{_printable(file)}: {text}{more}"
-    before = modules[file].encode("utf-8")[: int(offset.group(1))]
-    line = before.count(b"\n") + 1
-    column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
-    return f"{file}:{line}:{column}: {text}{more}"
-
-
-def _printable(text: str, limit: int = 160) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
-
-
-# ----------------------------------------------------------------------------- the runtime (C API)
-
-
-class _Runtime:
-    """One compiled bundle and the interpreter that runs it. Not thread-safe (see the module docstring)."""
-
-    __slots__ = ("_builder", "_bundle", "_handle", "_interpreter", "_wanted")
-
-    def __init__(self, builder: Interpreter, bundle: Any, interpreter: Interpreter, wanted: Wanted) -> None:
-        self._builder = builder  # kept alive with the bundle it built
-        self._bundle = bundle
-        self._interpreter = interpreter
-        self._handle = interpreter._impl
-        self._wanted = wanted
-
-    @classmethod
-    def build(cls, modules: Mapping[str, str], slots: tuple[tuple[str, str], ...]) -> _Runtime:
-        # [v | v := ref] is [] when the rule is undefined and [value] when defined, so the output keeps
-        # the value's type (a string where a set belongs is an error, not a silent "no findings").
-        query = "[" + ", ".join(f"[v | v := data.portcullis.{package}.{key}]" for package, key in slots) + "]"
-        builder = _quiet(Interpreter())
-        try:
-            for name, source in sorted(modules.items()):
-                builder.add_module(name, source)
-            bundle = builder.build(query)
-        except RegoError as exc:
-            raise RegoCompileError(_compile_message(str(exc), modules)) from None
-        if not bundle.ok():
-            raise RegoCompileError(f"{', '.join(sorted(modules))}: does not compile")
-        interpreter = _quiet(Interpreter())
-        interpreter.strict_built_in_errors = True  # a failing built-in is an error, not a silent undefined
-        return cls(builder, bundle, interpreter, wanted_input(modules.values()))
-
-    def evaluate(self, document: Mapping[str, Any]) -> str:
-        """The query's output JSON text for ``document``; raises _EvalError."""
-        self._set_input(document)
-        output = _capi.rego.regoBundleQuery(self._handle, self._bundle._impl)
-        if not output:
-            raise _EvalError("runtime: " + _printable(_capi.rego_get_error(self._handle) or "query failed"))
-        try:
-            if not _capi.rego.regoOutputOk(output):
-                raise _EvalError("runtime: " + _error_message(_capi.rego.regoOutputNode(output)))
-            size = _capi.rego.regoOutputJSONSize(output)
-            buffer = ctypes.create_string_buffer(size)
-            if _capi.rego.regoOutputJSON(output, buffer, size) != _OK:
-                raise _EvalError("runtime: output unreadable")
-            text = buffer.value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _EvalError("output: not UTF-8") from None
-        finally:
-            _capi.rego.regoFreeOutput(output)
-        if text.startswith("(error"):  # e.g. "Function not found": ok, but an error tree as text
-            message = _ERROR_TEXT.search(text)
-            raise _EvalError("runtime: " + (_printable(message.group(1)) if message else "error"))
-        return text
-
-    def _set_input(self, document: Mapping[str, Any]) -> None:
-        if not isinstance(document, Mapping):
-            raise _EvalError("input: not an object")
-        handle = _capi.rego.regoNewInput()
-        try:
-            writer = _InputWriter(handle)
-            status = writer.write(document, 0, self._wanted)
-            if writer.inexact:  # a float the C API would round, or an int beyond 64 bits: send JSON text
-                text = json.dumps(_project(document, self._wanted), ensure_ascii=False, allow_nan=False)
-                status = _capi.rego.regoSetInputTerm(self._handle, text.encode("utf-8"))
-            elif status == _OK:
-                status = _capi.rego.regoSetInput(self._handle, handle)
-        finally:
-            _capi.rego.regoFreeInput(handle)  # regoSetInput copied the value
-        if status != _OK:
-            raise _EvalError("input: rejected by the Rego runtime")
-
-
-def _quiet(interpreter: Interpreter) -> Interpreter:
-    interpreter.log_level = LogLevel.NONE  # rego-cpp otherwise prints compile errors to stdout
-    return interpreter
-
-
-def _error_message(node: int) -> str:
-    """The first error message in an output's error tree (kinds from regopy's NodeKind)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if _capi.rego.regoNodeType(current) == _capi.NodeKind.ErrorMessage:
-            return _printable(_capi.rego_node_value(current))
-        stack += [_capi.rego.regoNodeGet(current, i) for i in reversed(range(_capi.rego.regoNodeSize(current)))]
-    return "error"
-
-
-# ----------------------------------------------------------------------------- the input document
-
-# Which parts of ``input`` the modules can read: ALL, or a tree {key: Wanted} of the referenced paths.
-Wanted = Literal[True] | dict[str, "Wanted"]
-ALL: Literal[True] = True
-_INPUT_REF = re.compile(r"(?<![.\w])input\b((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 # built-ins whose result is not a function of the input: a policy that calls one is never cached
 _NONDETERMINISTIC = re.compile(r"\b(?:time\.now_ns|rand\.\w+|uuid\.\w+|http\.send|opa\.runtime|net\.\w+|"
                                r"crypto\.x509\.parse_and_verify_certificates\w*|io\.jwt\.decode_verify)\s*\(")
-_NOT_CODE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')  # strings, raw strings, comments
-
-
-def wanted_input(sources: Iterable[str]) -> Wanted:
-    """The parts of ``input`` that ``sources`` mention, conservatively.
-
-    Rego reaches the input only through the ``input`` keyword, so every ``input.a.b`` in the code
-    (strings and comments removed: they cannot reference anything) wants the subtree at ``a.b``,
-    and any other use (``input[k]``, ``walk(input)``, ``import input as i``) wants everything. The
-    hand-over costs about 1 µs per value, so sending only what can be read saves most of it.
-    """
-    tree: dict[str, Wanted] = {}
-    for source in sources:
-        for match in _INPUT_REF.finditer(_NOT_CODE.sub(" ", source)):
-            path = match.group(1).split(".")[1:]
-            if not path:
-                return ALL
-            node: dict[str, Wanted] = tree
-            for key in path[:-1]:
-                child = node.setdefault(key, {})
-                if not isinstance(child, dict):  # ALL already
-                    break
-                node = child
-            else:
-                node[path[-1]] = ALL
-    return tree
-
-
-def _project(value: Any, wanted: Wanted) -> Any:
-    """``value`` cut down to ``wanted``, as plain JSON types (for the JSON-text path)."""
-    if isinstance(value, Mapping):
-        if wanted is ALL:
-            return {key: _project(item, ALL) for key, item in value.items()}
-        return {key: _project(value[key], sub) for key, sub in wanted.items() if key in value}
-    if isinstance(value, list | tuple):
-        return [_project(item, ALL) for item in value]
-    return value
-
-
-class _InputWriter:
-    """Pushes the wanted parts of a document onto a rego-cpp input stack; checks ALL of it is JSON."""
-
-    __slots__ = ("_handle", "_left", "inexact")
-
-    def __init__(self, handle: int) -> None:
-        self._handle = handle
-        self._left = MAX_INPUT_VALUES
-        self.inexact = False
-
-    def write(self, value: Any, depth: int, wanted: Wanted | None) -> int:
-        """Push ``value`` (``wanted`` None: only check it); the status of the last push (sticky in rego-cpp)."""
-        # One branch per JSON type, the commonest first; subclasses (enums, read-only mappings) last.
-        self._left -= 1
-        if self._left < 0:
-            raise _EvalError(f"input: more than {MAX_INPUT_VALUES} values")
-        kind = type(value)
-        if kind is str:
-            encoded = _text(value)
-            return _OK if wanted is None else _capi.rego.regoInputString(self._handle, encoded)
-        if kind is dict or (kind is not list and isinstance(value, Mapping)):
-            return self._object(value, depth, wanted)
-        if kind is list or kind is tuple:
-            if depth >= MAX_INPUT_DEPTH:
-                raise _EvalError("input: nested too deeply")
-            inner = None if wanted is None else ALL
-            for item in value:
-                self.write(item, depth + 1, inner)
-            return _OK if wanted is None else _capi.rego.regoInputArray(self._handle, len(value))
-        if kind is bool:
-            return _OK if wanted is None else _capi.rego.regoInputBoolean(self._handle, value)
-        if kind is int:
-            if wanted is None:
-                return _OK
-            if value not in _INT64:
-                self.inexact = True
-                return _capi.rego.regoInputNull(self._handle)
-            return _capi.rego.regoInputInt(self._handle, value)
-        if kind is float:
-            if not math.isfinite(value):
-                raise _EvalError("input: number is not finite")
-            if wanted is None:
-                return _OK
-            if float(f"{value:f}") != value:  # the C API formats floats with %f
-                self.inexact = True
-            return _capi.rego.regoInputFloat(self._handle, value)
-        if value is None:
-            return _OK if wanted is None else _capi.rego.regoInputNull(self._handle)
-        for plain in (str, int, float):  # bool is matched above, and never subclassed
-            if isinstance(value, plain):
-                self._left += 1
-                return self.write(plain(value) if plain is not str else str.__str__(value), depth, wanted)
-        raise _EvalError(f"input: {kind.__name__} is not a JSON value")
-
-    def _object(self, value: Mapping[Any, Any], depth: int, wanted: Wanted | None) -> int:
-        if depth >= MAX_INPUT_DEPTH:
-            raise _EvalError("input: nested too deeply")
-        pushed = 0
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _EvalError("input: object key is not a string")
-            sub = wanted if wanted is None or wanted is ALL else wanted.get(key)
-            if sub is None:
-                _text(key)
-                self.write(item, depth + 1, None)
-                continue
-            _capi.rego.regoInputString(self._handle, _text(key))
-            self.write(item, depth + 1, sub)
-            _capi.rego.regoInputObjectItem(self._handle)
-            pushed += 1
-        return _OK if wanted is None else _capi.rego.regoInputObject(self._handle, pushed)
-
-
-def _text(value: str) -> bytes:
-    # rego-cpp keeps strings in their JSON-escaped form (without quotes), as its parser would.
-    if _NEEDS_ESCAPE.search(value) is not None:
-        value = json.dumps(value, ensure_ascii=False)[1:-1]
-    try:
-        return value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _EvalError("input: string is not valid Unicode") from None
-
-
-# ----------------------------------------------------------------------------- reading the output
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # a duplicate key can only come from a forged string: reject
-        raise _EvalError("output: duplicate key")
-    return obj
-
-
-def _decode(text: str, slots: tuple[tuple[str, str], ...]) -> tuple[tuple[RegoFinding, ...], tuple[Obligation, ...]]:
-    """Findings and obligations from the query output, validated strictly; raises _EvalError."""
-    try:
-        document = json.loads(text, object_pairs_hook=_unique)
-    except ValueError:
-        raise _EvalError("output: not valid JSON") from None
-    expressions = document.get("expressions") if isinstance(document, dict) else None
-    if (not isinstance(expressions, list) or len(expressions) != 1 or not isinstance(expressions[0], list)
-            or len(expressions[0]) != len(slots)):
-        raise _EvalError("output: unexpected shape")
-    findings: dict[RegoFinding, None] = {}
-    obligations: dict[Obligation, None] = {}
-    for (package, key), cell in zip(slots, expressions[0], strict=True):
-        if not cell:
-            continue  # the rule is not defined
-        where = f"data.portcullis.{package}.{key}"
-        entries = cell[0] if isinstance(cell, list) and len(cell) == 1 else None
-        if not isinstance(entries, list):
-            raise _EvalError(f"output: {where} must be a set or an array")
-        if len(entries) > MAX_ENTRIES:
-            raise _EvalError(f"output: {where} has more than {MAX_ENTRIES} elements")
-        for entry in entries:
-            if key == "obligations":
-                obligations[_obligation(entry, where)] = None
-            else:
-                findings[_finding(entry, key, where)] = None
-    ordered = sorted(findings, key=lambda f: f.effect != "deny")  # denials first, else in package order
-    return tuple(ordered), tuple(obligations)
-
-
-def _finding(entry: object, effect: str, where: str) -> RegoFinding:
-    if not isinstance(entry, dict) or set(entry) != {"id", "reason"}:
-        raise _EvalError(f'output: {where} elements must be {{"id": ..., "reason": ...}}')
-    rule_id, reason = entry["id"], entry["reason"]
-    if not isinstance(rule_id, str) or not RULE_ID.fullmatch(rule_id):
-        raise _EvalError(f"output: {where} has an id that is not a short rule id")
-    if not isinstance(reason, str) or not REASON.fullmatch(reason):
-        raise _EvalError(f"output: {where} has a reason that is not a short snake_case string")
-    return RegoFinding("deny" if effect == "deny" else "require_approval", rule_id, reason)
-
-
-def _obligation(entry: object, where: str) -> Obligation:
-    if isinstance(entry, dict) and entry.get("kind") == "audit" and set(entry) == {"kind"}:
-        return Obligation("audit")
-    if not isinstance(entry, dict) or entry.get("kind") != "redact" or set(entry) != {"kind", "pointer"}:
-        raise _EvalError(f'output: {where} elements must be {{"kind": "redact", "pointer": ...}} '
-                         '(or {"kind": "audit"})')
-    pointer = entry["pointer"]
-    if not isinstance(pointer, str) or len(pointer) > 512 or not POINTER.fullmatch(pointer):
-        raise _EvalError(f"output: {where} has a pointer that is not an RFC 6901 pointer")
-    return Obligation("redact", pointer)

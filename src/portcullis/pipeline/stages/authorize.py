@@ -7,12 +7,15 @@ Two stages, because what a caller may learn depends on whether it may call the t
   policy) gets the unknown-tool error here, *before* argument validation could tell it that the
   tool exists and what its schema wants.
 * :func:`make_stage` runs after validate, on well-typed arguments: the native policy plus the
-  Rego modules (:class:`~portcullis.policy.engine.PolicyEngine`). ``deny`` raises
-  :class:`~portcullis.errors.Denied` (the unknown-tool error on the wire); ``require_approval``
-  raises :class:`~portcullis.errors.ApprovalRequired` and nothing is forwarded; a shadow
-  (``log_only``) decision is logged and counted and the call goes on.
+  Rego modules (:class:`~portcullis.policy.engine.PolicyEngine`). The caller passed the gate, so
+  the tool is in its ``tools/list``: ``deny`` raises :class:`~portcullis.errors.PolicyRefused`
+  (``-31020`` naming the one rule that refused it); ``require_approval`` goes on to the limits and
+  the approve stage, and nothing is forwarded without an approval; a shadow (``log_only``)
+  decision is logged and counted and the call goes on.
 
-The engine never raises: an evaluation error is a ``deny`` with reason ``policy_error``.
+The engine never raises: an evaluation error is a ``deny`` with reason ``policy_error``. Rego
+runs off the event loop (a worker process, stopped at its CPU budget), so a slow module never
+delays another caller.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from portcullis.errors import Denied, InternalError
+from portcullis.errors import Denied, InternalError, PolicyRefused
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.engine import PolicyEngine
@@ -62,9 +65,9 @@ def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks,
                     "request_id": ctx.request_id, "tool": ctx.route.exposed_name, "error": type(exc).__name__}})
                 hooks.policy_error()
                 decision = engine.error_decision(ctx.route.exposed_name)
-                raise Denied(decision, detail="session history unavailable") from None
-        decision = engine.decide(ctx.route.exposed_name, ctx.principal, ctx.arguments,
-                                 now=datetime.fromtimestamp(now, UTC), session=session)
+                raise PolicyRefused(decision, detail="session history unavailable") from None
+        decision = await engine.decide_async(ctx.route.exposed_name, ctx.principal, ctx.arguments,
+                                             now=datetime.fromtimestamp(now, UTC), session=session)
         if decision.shadow is not None and decision.shadow.effect != "allow":
             hooks.shadow(decision.shadow)
             log.warning("shadow policy would not allow this call", extra={"fields": {
@@ -74,7 +77,7 @@ def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks,
         if "policy_error" in decision.reasons:
             hooks.policy_error()
         if decision.effect == "deny":
-            raise Denied(decision, detail="policy denied the call")
+            raise PolicyRefused(decision, detail="policy denied the call")
         # require_approval goes on: limits check it, the approve stage proposes or redeems
         return await call_next(ctx.evolve(decision=decision))
 

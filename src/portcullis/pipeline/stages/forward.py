@@ -21,6 +21,8 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_
         route = ctx.route
         if route is None:
             raise InternalError(detail="forward ran before route")
+        if ctx.approval_poll:  # the approve stage never lets a poll through; this is the backstop
+            raise InternalError(detail="an approval poll reached the forwarder")
         upstream = upstreams.get(route.service)
         # no token passthrough: a fresh token for this service, this call and this tool only
         approval = ctx.approval

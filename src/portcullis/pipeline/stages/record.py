@@ -2,8 +2,10 @@
 refused before the write-ahead audit stage still leaves an audit record.
 
 * A policy denial or approval request (:class:`~portcullis.errors.Denied`,
-  :class:`~portcullis.errors.ApprovalRequired`) is audited as a ``decision`` record with its
-  effect, rule ids and policy version.
+  :class:`~portcullis.errors.PolicyRefused`, :class:`~portcullis.errors.ApprovalRequired`) is
+  audited as a ``decision`` record with its effect, rule ids and policy version.
+* A presented approval that is not valid for the call (denied, expired, used, bound elsewhere)
+  is audited as a ``decision`` record too, with what was presented and what came of it.
 * Anything else refused before forwarding (unknown tool, invalid arguments) is a ``rejected``
   record. Calls that reached the audit stage have their records already.
 
@@ -24,6 +26,7 @@ from portcullis.errors import (
     Denied,
     InputRequired,
     InvalidParams,
+    PolicyRefused,
     PortcullisError,
     RpcError,
     UpstreamFailed,
@@ -52,12 +55,12 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
             result = await call_next(ctx)
             outcome, effect = ("tool_error" if result.get("isError") else "ok"), "allow"
             return result
-        except (Denied, ApprovalRequired) as exc:
+        except (Denied, PolicyRefused, ApprovalRequired) as exc:
             decision = exc.decision
             outcome, code, detail, effect = "denied", exc.code, exc.detail, decision.effect
             route = catalog.lookup(ctx.tool_name)
             if route is not None:
-                await auditor.decision(ctx, route, decision)
+                await auditor.decision(ctx, route, decision, getattr(exc, "approval_presented", None))
             if isinstance(exc, InputRequired):  # held for approval, answered as input_required
                 outcome, code = "input_required", None
                 return exc.result
@@ -69,10 +72,16 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
                 hooks.upstream_error(route.service if route else "unknown", _snake(outcome))
             code = exc.code if isinstance(exc, RpcError) else None
             detail = exc.detail
-            if not getattr(exc, "audited", False) and not isinstance(exc, AuditUnavailable):
+            presented = getattr(exc, "approval_presented", None)
+            decision = getattr(exc, "decision", None)  # an approval that failed: the decision it was for
+            route = catalog.lookup(ctx.tool_name)
+            if decision is not None and route is not None and not getattr(exc, "audited", False):
+                outcome, effect = "denied", decision.effect
+                await auditor.decision(ctx, route, decision, presented)
+            elif not getattr(exc, "audited", False) and not isinstance(exc, AuditUnavailable):
                 reason = "unknown_tool" if exc.message == "Unknown tool" else (
                     "invalid_arguments" if isinstance(exc, InvalidParams) else _snake(type(exc).__name__))
-                await auditor.rejected(ctx, reason=reason, error_code=code)
+                await auditor.rejected(ctx, reason=reason, error_code=code, presented=presented)
             raise
         except BaseException as exc:  # recorded, then re-raised for the mapper (never swallowed)
             outcome, detail = "crash", type(exc).__name__
