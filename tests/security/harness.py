@@ -55,12 +55,15 @@ APPROVAL_POLL = "io.portcullis/approval-poll"
 JUSTIFICATION = "io.portcullis/justification"
 NOW = 1_800_000_000.0  # a Friday, 08:00 UTC
 
-BOT = Principal(client_id="bot-client", auth_method="dev", issuer="dev", user_id="alice", agent_id="billing-bot")
-OTHER_BOT = Principal(client_id="bot-client", auth_method="dev", issuer="dev", user_id="mallory",
+BOT = Principal(client_id="bot-client", auth_method="dev", issuer="dev", issuer_name="dev", user_id="alice",
+                agent_id="billing-bot")
+OTHER_BOT = Principal(client_id="bot-client", auth_method="dev", issuer="dev", issuer_name="dev", user_id="mallory",
                       agent_id="billing-bot")
-BOB = Principal(client_id="bob", auth_method="dev", issuer="dev", user_id="bob", roles=("finance-approver",))
-CAROL = Principal(client_id="carol", auth_method="dev", issuer="dev", user_id="carol", roles=("finance-approver",))
-STRANGER = Principal(client_id="stranger", auth_method="dev", issuer="dev", agent_id="rogue-bot")
+BOB = Principal(client_id="bob", auth_method="dev", issuer="dev", issuer_name="dev", user_id="bob",
+                roles=("finance-approver",), person=True)
+CAROL = Principal(client_id="carol", auth_method="dev", issuer="dev", issuer_name="dev", user_id="carol",
+                  roles=("finance-approver",), person=True)
+STRANGER = Principal(client_id="stranger", auth_method="dev", issuer="dev", issuer_name="dev", agent_id="rogue-bot")
 
 _STRING = {"type": "string"}
 _LIVE = {
