@@ -27,20 +27,23 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than ``limit`` (iterative: no recursion on hostile input)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+def depth_exceeds(value: Any, limit: int, *, raw: bytes | None = None) -> bool:
+    """True when containers nest deeper than ``limit`` (the top-level container is depth 1).
+
+    Iterative, one level at a time (no recursion on hostile input). ``raw``, the text ``value``
+    was parsed from, short-cuts the common case: nesting can never exceed the number of ``[``
+    and ``{`` bytes in it, which C counts in well under a microsecond for a typical message.
+    Also used on upstream results (:mod:`portcullis.upstream`)."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]
     return False
 
 
@@ -58,7 +61,7 @@ def loads_strict(body: bytes, *, max_depth: int) -> Any:
         raise ParseError("Parse error: JSON nested too deeply") from None
     except ValueError:
         raise ParseError("Parse error: body is not valid JSON") from None
-    if _depth_exceeds(value, max_depth):
+    if depth_exceeds(value, max_depth, raw=body):
         raise ParseError("Parse error: JSON nested too deeply")
     return value
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,8 +22,9 @@ import anyio
 import orjson
 
 from portcullis.config.model import HttpService
-from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from portcullis.upstream.http11 import Http11Pool, HttpError, Response
+from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.upstream.http11 import Http11Pool, HttpError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
@@ -54,10 +54,11 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 
 class _RelayConnection:
-    def __init__(self, pool: Http11Pool) -> None:
+    def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64) -> None:
         self.server_version: str | None = None
         self._pool = pool
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(1)  # never reused on this connection: a stale answer cannot match
+        self._max_depth = max_result_depth
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
 
@@ -72,14 +73,20 @@ class _RelayConnection:
         if extra_headers:
             headers.update(extra_headers)
         body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        max_depth = self._max_depth
+
+        def read(response: Response) -> dict[str, Any]:  # runs before the connection may be pooled
+            return read_answer(response, request_id, max_depth=max_depth)
+
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._pool.post(body, headers)
+                message = await self._pool.exchange(body, headers, read)
         except TimeoutError:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
+        except ResponseTooLarge as exc:
+            raise ResultTooLarge(detail=f"transport: {exc}") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
-        message = _read_answer(response, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
@@ -130,36 +137,77 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
+def read_answer(response: Response, request_id: int, *, max_depth: int) -> dict[str, Any]:
+    """The JSON-RPC response to ``request_id`` in an HTTP answer (JSON or SSE), checked.
+
+    The answer must be exactly one response object whose id is ``request_id`` — the same JSON
+    type and value: ``"1"``, ``1.0`` and ``true`` are not ``1`` — with a result nested no deeper
+    than ``max_depth``. Anything else raises (:class:`UpstreamFailed`, or :class:`ResultTooLarge`
+    for depth), and the pool then closes the connection instead of pooling it.
+    """
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
-        return _read_sse(response.body, request_id)
-    if content_type != "application/json":
+        message = _read_sse(response.body, request_id)
+    elif content_type == "application/json":
+        message = _parse(response.body, "upstream sent invalid JSON")
+        if not _is_response(message):
+            raise UpstreamFailed(detail="upstream answer is not one JSON-RPC response")
+        _check_id(message, request_id)
+    else:
         raise (UpstreamUnavailable if response.status >= 500 else UpstreamFailed)(
             detail=f"upstream HTTP {response.status} {content_type[:40]}")
-    try:
-        message = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailed(detail="upstream sent invalid JSON") from None
-    if not isinstance(message, dict):
-        raise UpstreamFailed(detail="upstream sent a non-object")
+    if "result" in message and depth_exceeds(message["result"], max_depth, raw=response.body):
+        raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {max_depth}")
     return message
 
 
+def _parse(data: bytes | str, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailed(detail=what) from None
+
+
+def _is_response(message: Any) -> bool:
+    """A response object: a dict with no ``method`` and exactly one of ``result`` / ``error``."""
+    return (type(message) is dict and "method" not in message
+            and ("result" in message) != ("error" in message))
+
+
+def _check_id(message: dict[str, Any], request_id: int) -> None:
+    answered = message.get("id")
+    if type(answered) is not int or answered != request_id:  # bool, float and str ids never match
+        raise UpstreamFailed(detail="upstream answer carries another request's id")
+
+
 def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
-    """The response for ``request_id`` among the stream's events (notifications are dropped)."""
-    text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
-    for event in text.split("\n\n"):
-        data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
+    """The one response in the stream, which must answer ``request_id``.
+
+    Notifications and server requests (messages with a ``method``) are dropped. A response for
+    any other id, before or after ours, a second response, or a batch fails the call: the stream
+    is not the answer to this request alone.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamFailed(detail="upstream SSE is not UTF-8") from None
+    found: dict[str, Any] | None = None
+    for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
+        data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
         if not data:
             continue
-        try:
-            message = json.loads(data)
-        except ValueError:
-            raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
-        if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-            return message
-    raise UpstreamFailed(detail="upstream stream ended without a response")
+        message = _parse(data, "upstream sent invalid JSON in SSE")
+        if type(message) is dict and "method" in message:
+            continue  # a notification or a server request: not an answer
+        if not _is_response(message):
+            raise UpstreamFailed(detail="upstream SSE event is not a JSON-RPC message")
+        _check_id(message, request_id)
+        if found is not None:
+            raise UpstreamFailed(detail="upstream SSE carries two responses")
+        found = message
+    if found is None:
+        raise UpstreamFailed(detail="upstream stream ended without a response")
+    return found
 
 
 class HttpRelayConnector:
@@ -173,9 +221,10 @@ class HttpRelayConnector:
     async def open(self) -> AsyncIterator[_RelayConnection]:
         verify = self._cfg.ssl_context()
         pool = Http11Pool(self._cfg.url, ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
-                          connect_timeout_s=self._cfg.connect_timeout_s)
+                          connect_timeout_s=self._cfg.connect_timeout_s,
+                          max_response_bytes=self._cfg.max_result_bytes)
         try:
-            connection = _RelayConnection(pool)
+            connection = _RelayConnection(pool, max_result_depth=self._cfg.max_result_depth)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
             except UpstreamFailed as exc:
