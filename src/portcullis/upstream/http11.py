@@ -44,7 +44,11 @@ class HttpError(Exception):
     """Transport-level failure (connect, reset, protocol). Translated by the relay."""
 
 
-class ResponseTooLarge(HttpError):
+class ProtocolError(HttpError):
+    """The upstream's bytes are not one well-formed HTTP/1.1 response (it broke the protocol)."""
+
+
+class ResponseTooLarge(ProtocolError):
     """The response body passed ``max_response_bytes``; reading stopped there."""
 
 
@@ -234,7 +238,8 @@ class Http11Pool:
                 if not data:
                     if received == 0:
                         raise _NothingReceived
-                    reader.feed_eof()
+                    if not reader.feed_eof():
+                        raise HttpError("connection closed mid-response")
                     break
                 received += len(data)
                 if reader.feed(data):
@@ -247,7 +252,7 @@ class Http11Pool:
             raise ResponseTooLarge(f"response body over {self._limit} bytes") from None
         except ResponseError as exc:
             conn.close()
-            raise HttpError(str(exc)) from None
+            raise ProtocolError(str(exc)) from None
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             if received == 0 and isinstance(exc, ConnectionError):
@@ -257,9 +262,9 @@ class Http11Pool:
             conn.close()
             raise
         head = reader.head
-        if head is None:  # feed_eof completes only a response whose head was read
+        if head is None:  # unreachable: done implies a head; kept so a bug fails closed
             conn.close()
-            raise HttpError("no response head")
+            raise ProtocolError("no response head")
         return Response(head.status, head.headers, reader.body), reader.reusable
 
 

@@ -38,6 +38,7 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})((?:;[ \t]*" + _TOKEN + rb"(?:=(?:" + _TOKEN +
                     rb"|\"[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]*\"))?)*)")
 _MAX_CHUNK_LINE = 4096
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # a CR or LF that is not part of a CRLF
 _SINGLETONS = frozenset({"content-length", "transfer-encoding", "content-type"})
 
 # states
@@ -108,12 +109,11 @@ class ResponseReader:
             self.trailing = True
         return self._state == _DONE
 
-    def feed_eof(self) -> None:
-        """The peer closed: completes a close-delimited body; anything else unfinished is truncated."""
+    def feed_eof(self) -> bool:
+        """The peer closed: completes a close-delimited body; return ``done`` (False: truncated)."""
         if self._state == _UNTIL_CLOSE:
             self._state = _DONE
-        elif self._state != _DONE:
-            raise ResponseError("connection closed mid-response")
+        return self._state == _DONE
 
     # ------------------------------------------------------------------ one step per state
     # Each returns True when it made progress and another step may follow, False to wait for bytes.
@@ -124,6 +124,7 @@ class ResponseReader:
         if end < 0:
             if len(buf) > self._max_head:
                 raise ResponseError("response header section too large")
+            self._refuse_bare_line_ends()
             self._scan = max(0, len(buf) - 3)  # bytes dribbled in one at a time are not rescanned
             return False
         head = _parse_head(bytes(buf[:end]))
@@ -237,12 +238,20 @@ class ResponseReader:
         if end < 0:
             if len(buf) > _MAX_CHUNK_LINE:
                 raise ResponseError("chunk or trailer line too long")
+            self._refuse_bare_line_ends()
             self._scan = max(0, len(buf) - 1)
             return None
         line = bytes(buf[:end])
         del buf[:end + 2]
         self._scan = 0
         return line
+
+    def _refuse_bare_line_ends(self) -> None:
+        """Fail now on a lone CR or LF in a head or chunk line, instead of waiting for a CRLF."""
+        buf = self._buf
+        end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)  # a final CR may be half of a CRLF
+        if _BARE_LINE_END.search(buf, max(0, self._scan - 1), end):
+            raise ResponseError("bare CR or LF in a line")
 
     def _grow(self, count: int) -> None:
         """Count body bytes against the limit; a declared length is counted before it is read."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -24,7 +24,7 @@ import orjson
 from portcullis.config.model import HttpService
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from portcullis.transport.jsonrpc import depth_exceeds
-from portcullis.upstream.http11 import Http11Pool, HttpError, Response, ResponseTooLarge
+from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
@@ -35,6 +35,10 @@ _META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprot
 
 class NotModern(Exception):
     """The service does not speak 2026-07-28; fall back to the SDK client."""
+
+
+class _BrokenHttp(UpstreamFailed):
+    """The upstream's bytes were not a well-formed HTTP/1.1 response: a broken service, not an old one."""
 
 
 def header_value(value: str) -> str:
@@ -57,14 +61,15 @@ class _RelayConnection:
     def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64) -> None:
         self.server_version: str | None = None
         self._pool = pool
-        self._ids = itertools.count(1)  # never reused on this connection: a stale answer cannot match
         self._max_depth = max_result_depth
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
 
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
-        request_id = next(self._ids)
+        # random, not a counter: an answer written for any other request (a duplicate, a stale or a
+        # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
+        request_id = secrets.randbits(52) + 1  # within JavaScript's safe integers
         params = {**params, "_meta": _META}
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -85,6 +90,8 @@ class _RelayConnection:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
         except ResponseTooLarge as exc:
             raise ResultTooLarge(detail=f"transport: {exc}") from None
+        except ProtocolError as exc:
+            raise _BrokenHttp(detail=f"transport: {exc}") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
         if "error" in message:
@@ -170,7 +177,7 @@ def _parse(data: bytes | str, what: str) -> Any:
 
 def _is_response(message: Any) -> bool:
     """A response object: a dict with no ``method`` and exactly one of ``result`` / ``error``."""
-    return (type(message) is dict and "method" not in message
+    return (type(message) is dict and "method" not in message and message.get("jsonrpc") == "2.0"
             and ("result" in message) != ("error" in message))
 
 
@@ -227,6 +234,8 @@ class HttpRelayConnector:
             connection = _RelayConnection(pool, max_result_depth=self._cfg.max_result_depth)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
+            except (_BrokenHttp, ResultTooLarge):
+                raise  # retried with backoff, never a reason to fall back to the SDK client
             except UpstreamFailed as exc:
                 raise NotModern(exc.detail) from None
             versions = discovered.get("supportedVersions") if isinstance(discovered, dict) else None
