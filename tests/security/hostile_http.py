@@ -17,6 +17,7 @@ import orjson
 
 from portcullis.config.model import HttpService
 from portcullis.upstream.http_relay import HttpRelayConnector
+from portcullis.upstream.sdk_client import SdkConnector
 
 ECHO_TOOL = {"name": "echo", "description": "Echo who.", "inputSchema": {
     "type": "object", "properties": {"who": {"type": "string"}}, "required": ["who"]}}
@@ -37,11 +38,21 @@ def echo_result(who: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": who}], "isError": False}
 
 
-def correct(message: dict[str, Any]) -> bytes:
-    """The right answer to ``message`` (discover, tools/list or an echo call)."""
+def correct(message: dict[str, Any], *, legacy: bool = False) -> bytes:
+    """The right answer to ``message`` (discover, tools/list or an echo call).
+
+    ``legacy``: a 2025-era service, which knows no ``server/discover`` and has an ``initialize``."""
     method = message["method"]
-    if method == "server/discover":
-        result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+    if "id" not in message:
+        return b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+    if legacy and method == "server/discover":
+        return http(orjson.dumps({"jsonrpc": "2.0", "id": message["id"],
+                                  "error": {"code": -32601, "message": "Method not found"}}))
+    if method == "initialize":
+        result: dict[str, Any] = {"protocolVersion": message["params"]["protocolVersion"],
+                                  "capabilities": {"tools": {}}, "serverInfo": {"name": "hostile", "version": "1"}}
+    elif method == "server/discover":
+        result = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
                                   "serverInfo": {"name": "hostile", "version": "1"}}
     elif method == "tools/list":
         result = {"tools": [ECHO_TOOL]}
@@ -68,6 +79,7 @@ Script = Callable[[dict[str, Any], int], Reply | None]  # (request, index of thi
 @dataclass
 class HostileUpstream:
     script: Script
+    legacy: bool = False
     connections: int = 0
     calls: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -83,6 +95,9 @@ class HostileUpstream:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"POST "):  # the SDK's GET stream and DELETE: not offered
+                    writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                               if line.lower().startswith(b"content-length:"))
                 message = orjson.loads(await reader.readexactly(length))
@@ -91,7 +106,7 @@ class HostileUpstream:
                 if message["method"] == "tools/call":
                     reply = self.script(message, self.calls)
                     self.calls += 1
-                for n, chunk in enumerate(reply.chunks if reply else (correct(message),)):
+                for n, chunk in enumerate(reply.chunks if reply else (correct(message, legacy=self.legacy),)):
                     if n and reply is not None and reply.pause_s:
                         await asyncio.sleep(reply.pause_s)
                     writer.write(chunk)
@@ -100,13 +115,15 @@ class HostileUpstream:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
             pass
+        except asyncio.CancelledError:  # the test is over and the server closes: nothing to report
+            pass
         finally:
             writer.close()
 
 
 @asynccontextmanager
-async def hostile_upstream(script: Script) -> AsyncIterator[HostileUpstream]:
-    upstream = HostileUpstream(script)
+async def hostile_upstream(script: Script, *, legacy: bool = False) -> AsyncIterator[HostileUpstream]:
+    upstream = HostileUpstream(script, legacy)
     upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
     async with upstream.server:
         yield upstream
@@ -117,6 +134,14 @@ async def relay_to(upstream: HostileUpstream, **service: Any) -> AsyncIterator[A
     """The gateway's relay connection to ``upstream`` (service settings as in gateway.yaml)."""
     cfg = HttpService.model_validate({"transport": "http", "url": upstream.url, **service})
     async with HttpRelayConnector("hostile", cfg).open() as connection:
+        yield connection
+
+
+@asynccontextmanager
+async def sdk_client_to(upstream: HostileUpstream, **service: Any) -> AsyncIterator[Any]:
+    """The gateway's SDK-client connection to a legacy-era ``upstream``."""
+    cfg = HttpService.model_validate({"transport": "http", "url": upstream.url, **service})
+    async with SdkConnector("hostile", cfg, {}).open() as connection:
         yield connection
 
 

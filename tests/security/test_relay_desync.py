@@ -9,16 +9,31 @@ extra and pipelined bytes, malformed heads, and JSON-RPC ids in JSON and SSE ans
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from portcullis.config.model import StdioService
 from portcullis.errors import ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from portcullis.upstream.http11 import Response
 from portcullis.upstream.http_relay import read_answer
-from tests.security.hostile_http import Reply, correct, echo, echo_result, hostile_upstream, http, relay_to, rpc_body
+from portcullis.upstream.sdk_client import SdkConnector
+from tests.security.hostile_http import (
+    Reply,
+    correct,
+    echo,
+    echo_result,
+    hostile_upstream,
+    http,
+    relay_to,
+    rpc_body,
+    sdk_client_to,
+)
 
 Build = Callable[[dict[str, Any]], Reply]
 
@@ -303,3 +318,86 @@ def test_only_the_exact_integer_id_answers_request_one(answered: bytes) -> None:
     with pytest.raises(UpstreamFailed):
         read_answer(Response(200, {"content-type": "application/json"}, template % answered), 1, max_depth=64)
     assert read_answer(_json(orjson.loads(template % b"1")), 1, max_depth=64)["result"] == {"content": []}
+
+
+# ---------------------------------------------------------------------------- stdio children
+
+
+REPO = Path(__file__).resolve().parents[2]
+OK_ROW, FAILS, DROPPED = "ok", "fails", "dropped"
+# (mode of the child's answer, what the call sees); the connection always survives
+STDIO_ROWS = [
+    ("ok", OK_ROW), ("junk-then-ok", OK_ROW), ("twice", OK_ROW), ("notification-then-ok", OK_ROW),
+    ("id-as-string", FAILS), ("id-as-float", FAILS), ("result-and-error", FAILS), ("neither", FAILS),
+    ("id-as-true", DROPPED), ("id-unknown", DROPPED), ("id-null", DROPPED), ("id-missing", DROPPED),
+    ("batch", DROPPED),
+]
+
+
+@pytest.mark.parametrize(("mode", "outcome"), STDIO_ROWS, ids=[r[0] for r in STDIO_ROWS])
+async def test_a_stdio_answer_reaches_only_the_call_whose_id_it_carries(mode: str, outcome: str) -> None:
+    """Exact ids only: a type-confused id fails that call (-31004), an id of no request is dropped."""
+    cfg = StdioService.model_validate({"transport": "stdio", "command": sys.executable,
+                                       "args": ["-m", "tests.security.hostile_stdio"], "cwd": str(REPO),
+                                       "env": {"PYTHONPATH": str(REPO)}})
+    async with SdkConnector("hostile", cfg, os.environ).open() as connection:
+        async def call(mode: str, who: str, timeout_s: float = 20.0) -> str:
+            result = await connection.call_tool("echo", {"who": who, "mode": mode}, timeout_s=timeout_s,
+                                                request_id="r")
+            return str(result["content"][0]["text"])
+
+        if outcome == OK_ROW:
+            assert await call(mode, "alice") == "alice"
+        elif outcome == FAILS:
+            with pytest.raises(UpstreamFailed) as caught:
+                await call(mode, "alice")
+            assert caught.value.code == -31004
+        else:
+            with pytest.raises(UpstreamTimeout):  # nothing answered this call: it can only time out
+                await call(mode, "alice", timeout_s=1.0)
+        assert await call("ok", "bob") == "bob"
+        assert await call("ok", "carol") == "carol"
+
+
+# ---------------------------------------------------------------------------- legacy HTTP, through the SDK client
+
+
+LEGACY_ROWS: list[tuple[str, Build, str]] = [
+    ("ok", raw(correct), OK),
+    ("id-of-another-request", raw(lambda m: http(body(m, rid(m) + 1))), FAILED),
+    ("id-as-string", raw(lambda m: http(body(m, str(rid(m))))), FAILED),
+    ("id-as-float", raw(lambda m: http(body(m, float(rid(m))))), FAILED),
+    ("id-null", json_answer(lambda m: {"jsonrpc": "2.0", "id": None, "result": result_of(m)}), FAILED),
+    ("id-missing", json_answer(lambda m: {"jsonrpc": "2.0", "result": result_of(m)}), FAILED),
+    ("batch-array", raw(lambda m: http(b"[" + body(m) + b"]")), FAILED),
+    ("sse-ours", raw(sse(NOTE, OURS)), OK),
+    ("sse-other-id-first", raw(sse(OTHER, OURS)), FAILED),
+    ("sse-id-as-string", raw(sse(OURS.replace(b'"id":{ID}', b'"id":"{ID}"'))), FAILED),
+]
+
+
+@pytest.mark.parametrize(("reply", "outcome"), [r[1:] for r in LEGACY_ROWS], ids=[r[0] for r in LEGACY_ROWS])
+async def test_a_legacy_answer_must_carry_its_own_posts_id(reply: Build, outcome: str) -> None:
+    """Through the SDK client too, an answer with any other id fails that call and no other."""
+    async with hostile_upstream(lambda m, i: reply(m) if i == 0 else None, legacy=True) as upstream:
+        async with sdk_client_to(upstream) as connection:
+            if outcome == OK:
+                assert await echo(connection, "alice") == "alice"
+            else:
+                with pytest.raises(UpstreamFailed) as caught:
+                    await echo(connection, "alice")
+                assert caught.value.code == -31004
+            assert await echo(connection, "bob") == "bob"
+
+
+async def test_a_legacy_answer_naming_another_callers_request_is_not_delivered_to_it() -> None:
+    """alice's POST answered with bob's (next) id: alice's call fails, bob still gets his own answer."""
+    def script(m: dict[str, Any], i: int) -> Reply | None:
+        if who(m) == "alice":  # answered while bob's request is in flight, with bob's id
+            return Reply((b"", http(rpc_body(rid(m) + 1, echo_result("mallory")))), pause_s=0.3)
+        return Reply((b"", correct(m, legacy=True)), pause_s=0.6)  # bob's own answer comes later
+
+    async with hostile_upstream(script, legacy=True) as upstream, sdk_client_to(upstream) as connection:
+        results = await asyncio.gather(echo(connection, "alice"), echo(connection, "bob"), return_exceptions=True)
+    assert isinstance(results[0], UpstreamFailed) and results[0].code == -31004
+    assert results[1] == "bob"

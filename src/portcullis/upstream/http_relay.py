@@ -171,7 +171,9 @@ def read_answer(response: Response, request_id: int, *, max_depth: int) -> dict[
 def _parse(data: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # deeper than the parser goes (1024): deeper than any limit
+            raise ResultTooLarge(RESULT_TOO_DEEP, detail="answer nested too deeply to parse") from None
         raise UpstreamFailed(detail=what) from None
 
 
