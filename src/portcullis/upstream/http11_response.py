@@ -28,13 +28,15 @@ Rules (RFC 9112), in the order the reader applies them:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_INTERIM = 16
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?")
+_VALUE = r"[\t\x20-\x7e\x80-\xff]*"  # visible ASCII, obs-text, SP and HTAB: no CR, LF, NUL or controls
+_SECTION = re.compile(r"HTTP/1\.([01]) ([1-9][0-9]{2})(?: " + _VALUE + r")?((?:\r\n" + _TOKEN.decode() + ":" + _VALUE
+                   + r")*)")  # over the latin-1 text of the section
+_PAIRS = re.compile(r"\r\n([^:]+):([^\r]*)")
 _FIELD = re.compile(_TOKEN + rb":[\t\x20-\x7e\x80-\xff]*")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})((?:;[ \t]*" + _TOKEN + rb"(?:=(?:" + _TOKEN +
                     rb"|\"[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]*\"))?)*)")
 _MAX_CHUNK_LINE = 4096
@@ -53,8 +55,7 @@ class BodyTooLarge(ResponseError):
     """The body passed ``max_body_bytes`` (declared or as read); reading stopped there."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
     status: int
     headers: dict[str, str]  # lower-case names; a repeated field is joined with ", "
     http11: bool
@@ -87,14 +88,17 @@ class ResponseReader:
 
     @property
     def body(self) -> bytes:
-        return b"".join(self._parts)
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     @property
     def reusable(self) -> bool:
         """True only when the connection provably holds nothing of this exchange any more."""
         head = self.head
-        return (self._state == _DONE and not self.trailing and not self._close_delimited and head is not None
-                and head.http11 and "close" not in _tokens(head.headers.get("connection", "")))
+        if self._state != _DONE or self.trailing or self._close_delimited or head is None or not head.http11:
+            return False
+        connection = head.headers.get("connection")
+        return connection is None or "close" not in _tokens(connection)
 
     def feed(self, data: bytes) -> bool:
         """Take the next bytes from the connection; return ``done``. Raises :class:`ResponseError`."""
@@ -127,7 +131,7 @@ class ResponseReader:
             self._refuse_bare_line_ends()
             self._scan = max(0, len(buf) - 3)  # bytes dribbled in one at a time are not rescanned
             return False
-        head = _parse_head(bytes(buf[:end]))
+        head = _parse_head(buf[:end].decode("latin-1"))
         del buf[:end + 4]
         self._scan = 0
         if head.status < 200:
@@ -153,7 +157,7 @@ class ResponseReader:
         elif head.status in (204, 304):
             self._state = _DONE
         elif length is not None:
-            if not _DIGITS.fullmatch(length.encode("latin-1")):
+            if not (length.isascii() and length.isdigit() and len(length) <= 18):  # one run of digits
                 raise ResponseError("invalid Content-Length")
             self._remaining = int(length)
             self._grow(self._remaining)
@@ -262,9 +266,13 @@ class ResponseReader:
     def _take(self, count: int) -> None:
         """Move ``count`` buffered bytes to the body."""
         buf = self._buf
-        with memoryview(buf) as view:
-            self._parts.append(bytes(view[:count]))
-        del buf[:count]
+        if count == len(buf):
+            self._parts.append(bytes(buf))
+            buf.clear()
+        else:
+            with memoryview(buf) as view:
+                self._parts.append(bytes(view[:count]))
+            del buf[:count]
         self._scan = 0
 
 
@@ -273,25 +281,23 @@ _STEPS = (ResponseReader._step_head, ResponseReader._step_length, ResponseReader
           ResponseReader._step_until_close, ResponseReader._step_done)
 
 
-def _parse_head(raw: bytes) -> ResponseHead:
-    lines = raw.split(b"\r\n")
-    status = _STATUS.fullmatch(lines[0])
-    if status is None:
-        raise ResponseError("invalid status line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        field = _FIELD.fullmatch(line)
-        if field is None:
-            raise ResponseError("invalid header field")
-        colon = line.index(b":")
-        name = line[:colon].decode("ascii").lower()
-        value = line[colon + 1:].strip(b" \t").decode("latin-1")
-        if name in headers:
-            if name in _SINGLETONS:
-                raise ResponseError(f"repeated {name}")
-            value = f"{headers[name]}, {value}"
-        headers[name] = value
-    return ResponseHead(int(status.group(2)), headers, status.group(1) == b"1")
+def _parse_head(text: str) -> ResponseHead:
+    """The status and fields of a header section (its latin-1 text, without the final CRLF CRLF)."""
+    head = _SECTION.fullmatch(text)  # the whole section is validated here, in C
+    if head is None:
+        raise ResponseError("invalid status line or header field")
+    pairs = _PAIRS.findall(head.group(3))
+    headers = {name.lower(): value.strip(" \t") for name, value in pairs}
+    if len(headers) != len(pairs):  # a repeated field: join it, unless it must be single
+        headers = {}
+        for name, value in pairs:
+            key, value = name.lower(), value.strip(" \t")
+            if key in headers:
+                if key in _SINGLETONS:
+                    raise ResponseError(f"repeated {key}")
+                value = f"{headers[key]}, {value}"
+            headers[key] = value
+    return ResponseHead(int(head.group(2)), headers, head.group(1) == "1")
 
 
 def _tokens(value: str) -> set[str]:
