@@ -401,3 +401,49 @@ async def test_a_legacy_answer_naming_another_callers_request_is_not_delivered_t
         results = await asyncio.gather(echo(connection, "alice"), echo(connection, "bob"), return_exceptions=True)
     assert isinstance(results[0], UpstreamFailed) and results[0].code == -31004
     assert results[1] == "bob"
+
+
+# ---------------------------------------------------------------------------- end to end, two principals
+
+
+async def test_two_principals_through_the_gateway_each_get_only_their_own_answers(tmp_path: Path) -> None:
+    """alice's and bob's tokens, one gateway, one misbehaving upstream: nobody sees the other's answer."""
+    from mcp import MCPError
+
+    from portcullis.pinning import definition_hash
+    from tests.e2e.harness import GatewayProcess, manifest_from_live, write_deployment
+    from tests.security.hostile_http import ECHO_TOOL
+
+    async with hostile_upstream(_misbehaving) as upstream:
+        root = write_deployment(tmp_path / "deployment", {
+            "version": 1, "identity": {"allow_insecure_dev_issuer": True},
+            "services": {"hostile": {"transport": "http", "url": upstream.url, "timeout_s": 5}}},
+            [manifest_from_live("hostile", ECHO_TOOL, pin=definition_hash(ECHO_TOOL))])
+        gateway = GatewayProcess(root)
+        try:
+            await asyncio.to_thread(gateway.wait_ready)  # the upstream answers from this loop meanwhile
+            received: dict[str, list[str]] = {"alice": [], "bob": []}
+            errors: list[int] = []
+            async with gateway.client(token=gateway.token(user="alice", agent="agent-a")) as alice, \
+                    gateway.client(token=gateway.token(user="bob", agent="agent-b")) as bob:
+                async def call(client: Any, name: str, n: int) -> None:
+                    try:
+                        result = await client.call_tool("hostile.echo", {"who": f"{name}-{n}"})
+                    except MCPError as exc:
+                        errors.append(exc.error.code)
+                        return
+                    if result.is_error:
+                        errors.append(0)
+                    else:
+                        received[name].append(result.content[0].text)
+
+                for n in range(14):
+                    await call(alice, "alice", n)
+                    await call(bob, "bob", n)
+                for n in range(14, 24):
+                    await asyncio.gather(call(alice, "alice", n), call(bob, "bob", n))
+        finally:
+            await asyncio.to_thread(gateway.stop)
+    for name, answers in received.items():
+        assert answers and all(a.startswith(f"{name}-") for a in answers), answers
+    assert errors and set(errors) <= {-31004, -31002}, errors

@@ -6,13 +6,19 @@ gateway relays JSON-RPC itself over a small keep-alive pool (:mod:`.http11`). It
 metadata headers the revision requires (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``,
 ``Mcp-Param-*`` for arguments whose schema asks), the gateway's own fixed client capabilities,
 and accepts either a JSON or an SSE answer. The caller's token and headers are never forwarded.
+
+Every answer is checked before its connection may be pooled (:func:`read_answer`): exactly one
+JSON-RPC response carrying the request's id (random per request, compared with its JSON type), a
+body no larger than the service's ``max_result_bytes`` (enforced while reading, by the pool) and a
+result no deeper than its ``max_result_depth``. A failed check fails that call only (-31004, or
+-31005 for the limits) and closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import secrets
+import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -69,7 +75,7 @@ class _RelayConnection:
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
         # random, not a counter: an answer written for any other request (a duplicate, a stale or a
         # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
-        request_id = secrets.randbits(52) + 1  # within JavaScript's safe integers
+        request_id = random.getrandbits(52) + 1  # uniqueness, not secrecy; within JavaScript's safe integers
         params = {**params, "_meta": _META}
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
