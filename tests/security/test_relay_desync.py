@@ -225,6 +225,11 @@ ROWS: list[tuple[str, Build, str, bool]] = [
     ("sse-batch", raw(sse(b"data: [" + OURS[6:] + b"]")), FAILED, False),
     ("sse-invalid-utf8", raw(sse(OURS, b"data: \xff\xfe")), FAILED, False),
     ("sse-invalid-json", raw(sse(b"data: {oops", OURS)), FAILED, False),
+    ("sse-unterminated-ours", raw(lambda m: sse(OURS)(m).removesuffix(b"\n\n").replace(
+        b"Content-Length: %d" % len(sse(OURS)(m).split(b"\r\n\r\n", 1)[1]),
+        b"Content-Length: %d" % (len(sse(OURS)(m).split(b"\r\n\r\n", 1)[1]) - 2))), OK, True),
+    ("sse-unterminated-other-id", raw(http(NOTE + b"\n\n" + OTHER, content_type=b"text/event-stream")),
+     FAILED, False),
 ]
 
 EXPECTED: dict[str, type[Exception]] = {FAILED: UpstreamFailed, UNAVAILABLE: UpstreamUnavailable,
@@ -373,6 +378,7 @@ LEGACY_ROWS: list[tuple[str, Build, str]] = [
     ("sse-ours", raw(sse(NOTE, OURS)), OK),
     ("sse-other-id-first", raw(sse(OTHER, OURS)), FAILED),
     ("sse-id-as-string", raw(sse(OURS.replace(b'"id":{ID}', b'"id":"{ID}"'))), FAILED),
+    ("sse-unterminated-other-id", raw(lambda m: http(OTHER, content_type=b"text/event-stream")), FAILED),
 ]
 
 

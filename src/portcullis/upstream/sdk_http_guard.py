@@ -127,7 +127,10 @@ class _SseGuard(httpx2.AsyncByteStream):
                     yield self._error_event(UpstreamFailed)
                     return
                 yield event + b"\n\n"
-        if pending:
+        if pending:  # an event without its blank line: checked like any other
+            if not self._event_ok(bytes(pending).replace(b"\r\n", b"\n").replace(b"\r", b"\n")):
+                yield self._error_event(UpstreamFailed)
+                return
             yield bytes(pending)
 
     async def aclose(self) -> None:
