@@ -27,6 +27,7 @@
         ├── UpstreamUnavailable       -31002 service not connected (crashed, starting, unreachable)
         ├── UpstreamTimeout           -31003 no answer within the call's timeout
         ├── UpstreamFailed            -31004 the upstream broke protocol or errored
+        │   └── ResultTooLarge          -31005 its answer passed max_result_bytes / max_result_depth
         ├── ApprovalRequired          -31010 policy asks a human to approve this call first
         │   └── InputRequired           (2026-07-28: answered as an input_required result)
         ├── ApprovalDenied            -31011
@@ -201,6 +202,16 @@ class UpstreamTimeout(GatewayCallError):
 
 class UpstreamFailed(GatewayCallError):
     code, message = -31004, "Service error"
+
+
+class ResultTooLarge(UpstreamFailed):
+    """The service's answer passed the service's ``max_result_bytes`` (reading stopped there) or
+    its ``max_result_depth``; the message says which. A kind of :class:`UpstreamFailed`."""
+
+    code, message = -31005, "Service result too large"
+
+
+RESULT_TOO_DEEP = "Service result nested too deeply"
 
 
 class ApprovalRequired(GatewayCallError):

@@ -132,3 +132,35 @@ async def test_connection_refused_is_an_http_error() -> None:
     await server.wait_closed()
     with pytest.raises(HttpError):
         await Http11Pool(f"http://127.0.0.1:{port}/mcp").post(b"{}", {})
+
+
+async def test_a_pooled_connection_that_receives_bytes_while_idle_is_closed_not_reused(pool_for) -> None:  # type: ignore[no-untyped-def]
+    """Bytes nobody asked for (a late extra response) make the client close that idle connection at once."""
+    closed_by_client = asyncio.Event()
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+                writer.write(ok())
+                await writer.drain()
+                if len(connections) == 1:
+                    writer.write(ok(b'{"stale":true}'))  # after the answer, while the client is idle
+                    await writer.drain()
+                    if await reader.read(1) == b"":
+                        closed_by_client.set()
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        pool = pool_for(server)
+        assert (await pool.post(b"{}", {})).body == b'{"ok":true}'
+        await asyncio.wait_for(closed_by_client.wait(), 30)
+        assert (await pool.post(b"{}", {})).body == b'{"ok":true}'
+    assert len(connections) == 2

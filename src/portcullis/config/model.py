@@ -115,6 +115,14 @@ class _ServiceBase(_Model):
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Time allowed to (re)connect.")
     health_interval_s: float = Field(5.0, ge=0.05, le=300, description="Seconds between health checks.")
     refresh_s: float = Field(30.0, ge=0.1, le=86_400, description="Seconds between re-listings (pin re-check).")
+    max_result_bytes: int = Field(
+        4 * 1_048_576, ge=1024, le=256 * 1_048_576,
+        description="Largest answer read from this service: the HTTP body (JSON or SSE) or the stdio line. "
+        "Reading stops when it is passed; the call fails with -31005, the HTTP connection is closed and a "
+        "stdio child is restarted (its stream can no longer be trusted).")
+    max_result_depth: int = Field(
+        64, ge=4, le=128,
+        description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
 
 
 class StdioService(_ServiceBase):

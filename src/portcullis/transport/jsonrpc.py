@@ -94,8 +94,15 @@ def count_values(text: str, limit: int) -> int:
     return outside.count(",") + outside.count(":") + outside.count("[") + outside.count("{") + 1
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than ``limit`` (level by level: no recursion on hostile input)."""
+def depth_exceeds(value: Any, limit: int, *, raw: bytes | None = None) -> bool:
+    """True when containers nest deeper than ``limit`` (the top-level container is depth 1).
+
+    Iterative, one level at a time (no recursion on hostile input). ``raw``, the text ``value``
+    was parsed from, short-cuts the common case: nesting can never exceed the number of ``[``
+    and ``{`` bytes in it, which C counts in well under a microsecond for a typical message.
+    Also used on upstream results (:mod:`portcullis.upstream`)."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
     level = [value] if isinstance(value, dict | list) else []
     depth = 0
     while level:
@@ -127,7 +134,7 @@ def loads_strict(body: bytes, *, max_depth: int, max_values: int = DEFAULT_MAX_V
     except ValueError:
         raise ParseError("Parse error: body is not valid JSON") from None
     # only a body with more brackets than the limit can nest past it: most never pay for the walk
-    if text.count("[") + text.count("{") > max_depth and _depth_exceeds(value, max_depth):
+    if text.count("[") + text.count("{") > max_depth and depth_exceeds(value, max_depth):
         raise ParseError("Parse error: JSON nested too deeply")
     return value
 

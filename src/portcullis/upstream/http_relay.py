@@ -6,14 +6,19 @@ gateway relays JSON-RPC itself over a small keep-alive pool (:mod:`.http11`). It
 metadata headers the revision requires (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``,
 ``Mcp-Param-*`` for arguments whose schema asks), the gateway's own fixed client capabilities,
 and accepts either a JSON or an SSE answer. The caller's token and headers are never forwarded.
+
+Every answer is checked before its connection may be pooled (:func:`read_answer`): exactly one
+JSON-RPC response carrying the request's id (random per request, compared with its JSON type), a
+body no larger than the service's ``max_result_bytes`` (enforced while reading, by the pool) and a
+result no deeper than its ``max_result_depth``. A failed check fails that call only (-31004, or
+-31005 for the limits) and closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
-import json
+import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,8 +28,9 @@ import anyio
 import orjson
 
 from portcullis.config.model import HttpService
-from portcullis.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from portcullis.upstream.http11 import Http11Pool, HttpError, Response
+from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
@@ -35,6 +41,10 @@ _META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprot
 
 class NotModern(Exception):
     """The service does not speak 2026-07-28; fall back to the SDK client."""
+
+
+class _BrokenHttp(UpstreamFailed):
+    """The upstream's bytes were not a well-formed HTTP/1.1 response: a broken service, not an old one."""
 
 
 def header_value(value: str) -> str:
@@ -54,16 +64,18 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 
 class _RelayConnection:
-    def __init__(self, pool: Http11Pool) -> None:
+    def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64) -> None:
         self.server_version: str | None = None
         self._pool = pool
-        self._ids = itertools.count(1)
+        self._max_depth = max_result_depth
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
 
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
-        request_id = next(self._ids)
+        # random, not a counter: an answer written for any other request (a duplicate, a stale or a
+        # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
+        request_id = random.getrandbits(52) + 1  # uniqueness, not secrecy; within JavaScript's safe integers
         params = {**params, "_meta": _META}
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -72,14 +84,22 @@ class _RelayConnection:
         if extra_headers:
             headers.update(extra_headers)
         body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        max_depth = self._max_depth
+
+        def read(response: Response) -> dict[str, Any]:  # runs before the connection may be pooled
+            return read_answer(response, request_id, max_depth=max_depth)
+
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._pool.post(body, headers)
+                message = await self._pool.exchange(body, headers, read)
         except TimeoutError:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
+        except ResponseTooLarge as exc:
+            raise ResultTooLarge(detail=f"transport: {exc}") from None
+        except ProtocolError as exc:
+            raise _BrokenHttp(detail=f"transport: {exc}") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
-        message = _read_answer(response, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
@@ -130,36 +150,79 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
+def read_answer(response: Response, request_id: int, *, max_depth: int) -> dict[str, Any]:
+    """The JSON-RPC response to ``request_id`` in an HTTP answer (JSON or SSE), checked.
+
+    The answer must be exactly one response object whose id is ``request_id`` — the same JSON
+    type and value: ``"1"``, ``1.0`` and ``true`` are not ``1`` — with a result nested no deeper
+    than ``max_depth``. Anything else raises (:class:`UpstreamFailed`, or :class:`ResultTooLarge`
+    for depth), and the pool then closes the connection instead of pooling it.
+    """
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
-        return _read_sse(response.body, request_id)
-    if content_type != "application/json":
+        message = _read_sse(response.body, request_id)
+    elif content_type == "application/json":
+        message = _parse(response.body, "upstream sent invalid JSON")
+        if not _is_response(message):
+            raise UpstreamFailed(detail="upstream answer is not one JSON-RPC response")
+        _check_id(message, request_id)
+    else:
         raise (UpstreamUnavailable if response.status >= 500 else UpstreamFailed)(
             detail=f"upstream HTTP {response.status} {content_type[:40]}")
-    try:
-        message = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailed(detail="upstream sent invalid JSON") from None
-    if not isinstance(message, dict):
-        raise UpstreamFailed(detail="upstream sent a non-object")
+    if "result" in message and depth_exceeds(message["result"], max_depth, raw=response.body):
+        raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {max_depth}")
     return message
 
 
+def _parse(data: bytes | str, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # deeper than the parser goes (1024): deeper than any limit
+            raise ResultTooLarge(RESULT_TOO_DEEP, detail="answer nested too deeply to parse") from None
+        raise UpstreamFailed(detail=what) from None
+
+
+def _is_response(message: Any) -> bool:
+    """A response object: a dict with no ``method`` and exactly one of ``result`` / ``error``."""
+    return (type(message) is dict and "method" not in message and message.get("jsonrpc") == "2.0"
+            and ("result" in message) != ("error" in message))
+
+
+def _check_id(message: dict[str, Any], request_id: int) -> None:
+    answered = message.get("id")
+    if type(answered) is not int or answered != request_id:  # bool, float and str ids never match
+        raise UpstreamFailed(detail="upstream answer carries another request's id")
+
+
 def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
-    """The response for ``request_id`` among the stream's events (notifications are dropped)."""
-    text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
-    for event in text.split("\n\n"):
-        data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
+    """The one response in the stream, which must answer ``request_id``.
+
+    Notifications and server requests (messages with a ``method``) are dropped. A response for
+    any other id, before or after ours, a second response, or a batch fails the call: the stream
+    is not the answer to this request alone.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamFailed(detail="upstream SSE is not UTF-8") from None
+    found: dict[str, Any] | None = None
+    for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
+        data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
         if not data:
             continue
-        try:
-            message = json.loads(data)
-        except ValueError:
-            raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
-        if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-            return message
-    raise UpstreamFailed(detail="upstream stream ended without a response")
+        message = _parse(data, "upstream sent invalid JSON in SSE")
+        if type(message) is dict and "method" in message:
+            continue  # a notification or a server request: not an answer
+        if not _is_response(message):
+            raise UpstreamFailed(detail="upstream SSE event is not a JSON-RPC message")
+        _check_id(message, request_id)
+        if found is not None:
+            raise UpstreamFailed(detail="upstream SSE carries two responses")
+        found = message
+    if found is None:
+        raise UpstreamFailed(detail="upstream stream ended without a response")
+    return found
 
 
 class HttpRelayConnector:
@@ -173,11 +236,14 @@ class HttpRelayConnector:
     async def open(self) -> AsyncIterator[_RelayConnection]:
         verify = self._cfg.ssl_context()
         pool = Http11Pool(self._cfg.url, ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
-                          connect_timeout_s=self._cfg.connect_timeout_s)
+                          connect_timeout_s=self._cfg.connect_timeout_s,
+                          max_response_bytes=self._cfg.max_result_bytes)
         try:
-            connection = _RelayConnection(pool)
+            connection = _RelayConnection(pool, max_result_depth=self._cfg.max_result_depth)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
+            except (_BrokenHttp, ResultTooLarge):
+                raise  # retried with backoff, never a reason to fall back to the SDK client
             except UpstreamFailed as exc:
                 raise NotModern(exc.detail) from None
             versions = discovered.get("supportedVersions") if isinstance(discovered, dict) else None

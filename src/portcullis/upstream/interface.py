@@ -8,7 +8,10 @@ is the test double.
 
 Nothing above this package sees an SDK, HTTP-library or OS exception: connectors translate them
 into :class:`~portcullis.errors.UpstreamUnavailable`, :class:`~portcullis.errors.UpstreamTimeout`
-and :class:`~portcullis.errors.UpstreamFailed`.
+and :class:`~portcullis.errors.UpstreamFailed` (with :class:`~portcullis.errors.ResultTooLarge`
+for an answer over the service's ``max_result_bytes`` / ``max_result_depth``). Every connector
+matches each answer to its request by exact JSON-RPC id; the SDK client's transports for stdio
+(:mod:`.stdio_bounded`) and legacy HTTP (:mod:`.sdk_http_guard`) are the gateway's own for that.
 """
 
 from __future__ import annotations

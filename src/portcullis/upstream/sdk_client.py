@@ -23,9 +23,20 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from portcullis.config.model import HttpService, StdioService
-from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.errors import (
+    RESULT_TOO_DEEP,
+    ConfigError,
+    Problem,
+    ResultTooLarge,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
+from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.interface import server_version
+from portcullis.upstream.sdk_http_guard import GuardedTransport
+from portcullis.upstream.stdio_bounded import bounded_stdio_client
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -53,11 +64,13 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
 
 
 class _SdkConnection:
-    def __init__(self, client: Client, *, token_in_meta: bool) -> None:
+    def __init__(self, client: Client, *, token_in_meta: bool, max_result_depth: int | None = None,
+                 closed: anyio.Event | None = None) -> None:
         self._client = client
         self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
-        self._closed = anyio.Event()
+        self._max_depth = max_result_depth
+        self._closed = closed or anyio.Event()  # set by the transport too when the child's stream ends
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -81,7 +94,10 @@ class _SdkConnection:
             meta = {**(meta or {}), **trace_headers}
         result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
                                    timeout_s=timeout_s)
-        return result.model_dump(by_alias=True, exclude_none=True, mode="json")
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if self._max_depth is not None and depth_exceeds(dumped, self._max_depth):
+            raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {self._max_depth}")
+        return dumped
 
     async def ping(self, *, timeout_s: float) -> None:
         # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first
@@ -104,6 +120,9 @@ class _SdkConnection:
             if exc.code == _CONNECTION_CLOSED:
                 self._closed.set()
                 raise UpstreamUnavailable(detail="connection closed mid-call") from None
+            if exc.code == ResultTooLarge.code:  # the gateway's own transports say so (see stdio_bounded)
+                raise ResultTooLarge(RESULT_TOO_DEEP if exc.error.message == RESULT_TOO_DEEP else None,
+                                     detail="result over the service's limits") from None
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {exc.code}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
             self._closed.set()
@@ -126,13 +145,22 @@ class SdkConnector:
     async def open(self) -> AsyncIterator[_SdkConnection]:
         if isinstance(self._cfg, StdioService):
             extra = self._extra_env() if self._extra_env is not None else None
-            target: Any = stdio_parameters(self._cfg, self._environ, extra)
-            async with Client(target, cache=None) as client:
-                yield _SdkConnection(client, token_in_meta=True)
+            params = stdio_parameters(self._cfg, self._environ, extra)
+            closed = anyio.Event()
+            transport = bounded_stdio_client(params, max_line_bytes=self._cfg.max_result_bytes,
+                                             max_depth=self._cfg.max_result_depth, closed=closed)
+            async with Client(transport, cache=None) as client:
+                yield _SdkConnection(client, token_in_meta=True, closed=closed)  # the transport checks depth
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
-        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False,
-                                      trust_env=False, verify=self._cfg.ssl_context()) as http:
-            async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None) as client:
-                yield _SdkConnection(client, token_in_meta=False)  # legacy HTTP: third-party servers
+        cfg = self._cfg
+        guarded = GuardedTransport(httpx2.AsyncHTTPTransport(verify=cfg.ssl_context(), trust_env=False),
+                                   max_body_bytes=cfg.max_result_bytes)
+        async with httpx2.AsyncClient(transport=guarded, timeout=httpx2.Timeout(30.0, read=None),
+                                      follow_redirects=False, trust_env=False,
+                                      headers={"Accept-Encoding": "identity"}) as http:
+            streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
+            async with Client(streams, cache=None) as client:
+                # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
+                yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth)

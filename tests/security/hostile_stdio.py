@@ -1,0 +1,109 @@
+"""A hostile stdio MCP service: raw newline-delimited JSON-RPC, misbehaving as each call asks.
+
+It speaks the legacy handshake (``server/discover`` is answered "method not found"), lists one
+tool, ``echo``, and answers ``tools/call`` according to ``arguments["mode"]`` (see ``MODES``);
+a correct answer echoes ``arguments["who"]``. ``arguments["size"]`` and ``["depth"]`` size the
+oversized and deep answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+TOOL = {"name": "echo", "description": "Echo who.", "inputSchema": {"type": "object", "properties": {
+    "who": {"type": "string"}, "mode": {"type": "string"}, "size": {"type": "integer"},
+    "depth": {"type": "integer"}}}}
+
+
+def write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def send(message: dict[str, Any]) -> None:
+    write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+
+def result(who: str, structured: Any = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"content": [{"type": "text", "text": who}], "isError": False}
+    if structured is not None:
+        answer["structuredContent"] = structured
+    return answer
+
+
+def nested(depth: int) -> Any:
+    """A value that, as a result's ``structuredContent``, makes the result ``depth`` deep."""
+    value: Any = {}
+    for _ in range(depth - 2):  # the result object is 1, structuredContent 2
+        value = {"a": value}
+    return value
+
+
+def call(rid: Any, args: dict[str, Any]) -> None:
+    mode, who = args.get("mode", "ok"), args.get("who", "")
+    ok = {"jsonrpc": "2.0", "id": rid, "result": result(who)}
+    if mode == "ok":
+        send(ok)
+    elif mode == "pid":
+        send({"jsonrpc": "2.0", "id": rid, "result": result(str(os.getpid()))})
+    elif mode in ("id-as-string", "id-as-float", "id-as-true", "id-unknown", "id-null", "id-missing"):
+        wrong = {"id-as-string": str(rid), "id-as-float": float(rid), "id-as-true": True, "id-unknown": 987654,
+                 "id-null": None}.get(mode)
+        message = {k: v for k, v in ok.items() if k != "id"}
+        if mode != "id-missing":
+            message["id"] = wrong
+        send(message)
+    elif mode == "result-and-error":
+        send({**ok, "error": {"code": 1, "message": "x"}})
+    elif mode == "neither":
+        send({"jsonrpc": "2.0", "id": rid})
+    elif mode == "batch":
+        write(json.dumps([ok]).encode() + b"\n")
+    elif mode == "junk-then-ok":
+        write(b"this is not json\n\n")
+        send(ok)
+    elif mode == "twice":
+        send(ok)
+        send(ok)
+    elif mode == "notification-then-ok":
+        send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
+        send(ok)
+    elif mode == "deep":
+        send({"jsonrpc": "2.0", "id": rid, "result": result(who, nested(int(args["depth"])))})
+    elif mode == "sized":  # one line of exactly ``size`` bytes (without its newline)
+        frame = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result("")}, separators=(",", ":")).encode()
+        padding = int(args["size"]) - len(frame)
+        text = b'"text":""'
+        write(frame.replace(text, b'"text":"' + b"x" * padding + b'"') + b"\n")
+    elif mode == "endless":  # a line that never ends, written as fast as the pipe takes it
+        write(b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"' % rid)
+        chunk = b"x" * 65536
+        for _ in range(int(args.get("size", 1 << 30)) // len(chunk)):
+            write(chunk)
+
+
+def main() -> None:
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        method, rid = message.get("method"), message.get("id")
+        if rid is None or method is None:
+            continue  # notifications and anything else get no answer
+        if method == "initialize":
+            send({"jsonrpc": "2.0", "id": rid, "result": {
+                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                "serverInfo": {"name": "hostile-stdio", "version": "1"}}})
+        elif method == "tools/list":
+            send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [TOOL]}})
+        elif method == "tools/call":
+            call(rid, message["params"].get("arguments") or {})
+        else:
+            send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}})
+
+
+if __name__ == "__main__":
+    main()
