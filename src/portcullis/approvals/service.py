@@ -33,6 +33,7 @@ import anyio
 from portcullis.approvals.model import (
     OPEN,
     Approval,
+    Status,
     Vote,
     arguments_hash,
     identity_key,
@@ -245,7 +246,8 @@ class ApprovalService:
                 raise ApproverRefused("you already voted on this approval", status=409)
             votes = (*approval.votes, Vote(approver.to_claims(), verdict, now, visible(reason[:1000])))  # type: ignore[arg-type]
             approvals = sum(1 for v in votes if v.verdict == "approve")
-            status = "denied" if verdict == "deny" else ("approved" if approvals >= approval.required else "pending")
+            status: Status = "denied" if verdict == "deny" else (
+                "approved" if approvals >= approval.required else "pending")
             return dataclasses.replace(approval, votes=votes, status=status)
 
         try:

@@ -142,5 +142,6 @@ def _additional_properties(validator: Any, additional: Any, instance: Any, schem
 def _ecma(base: type[Validator]) -> type[Validator]:
     replaced = {"pattern": _pattern, "patternProperties": _pattern_properties,
                 "additionalProperties": _additional_properties}
-    extended: type[Validator] = validators.extend(base, {k: v for k, v in replaced.items() if k in base.VALIDATORS})
+    extended: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]  # jsonschema stubs leave it untyped
+        base, {k: v for k, v in replaced.items() if k in base.VALIDATORS})
     return extended

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from cryptography import x509
@@ -176,7 +176,7 @@ def uvicorn_kwargs(cfg: TlsConfig, *, http: Literal["httptools", "h11"] = "httpt
     return {"http": _PROTOCOLS[http], "ssl_context_factory": _ContextFactory(cfg)}
 
 
-def peer_certificate(scope: dict[str, Any]) -> str | None:
+def peer_certificate(scope: Mapping[str, Any]) -> str | None:
     """The verified client certificate (PEM) of this request's connection, or None."""
     tls = (scope.get("extensions") or {}).get("tls")
     chain = tls.get("client_cert_chain") if isinstance(tls, dict) else None

@@ -309,8 +309,8 @@ def _check_module(name: object, source: object) -> str:
         raise RegoCompileError(f"{name}: no package declaration (expected 'package portcullis.<name>')")
     reserved = _RESERVED.search(source)
     if reserved is not None:
-        line = source.count("\n", 0, reserved.start()) + 1
-        raise RegoCompileError(f"{name}:{line}: rule '{reserved.group(1)}' is not supported: Rego modules "
+        at = source.count("\n", 0, reserved.start()) + 1
+        raise RegoCompileError(f"{name}:{at}: rule '{reserved.group(1)}' is not supported: Rego modules "
                                "only add findings through deny, require_approval and obligations")
     return package
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from regopy import Interpreter, LogLevel, RegoError
+from regopy import Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]  # ships no py.typed
 from regopy import rego_shared as _capi  # regopy's ctypes bindings of the rego-cpp C API
 
 from portcullis.policy.decision import Obligation
@@ -253,14 +253,14 @@ class InputWriter:
                 self.write(item, depth + 1, inner)
             return _OK if wanted is None else _capi.rego.regoInputArray(self._handle, len(value))
         if kind is bool:
-            return _OK if wanted is None else _capi.rego.regoInputBoolean(self._handle, value)
+            return _OK if wanted is None else int(_capi.rego.regoInputBoolean(self._handle, value))
         if kind is int:
             if wanted is None:
                 return _OK
             if value not in _INT64:
                 self.inexact = True
-                return _capi.rego.regoInputNull(self._handle)
-            return _capi.rego.regoInputInt(self._handle, value)
+                return int(_capi.rego.regoInputNull(self._handle))
+            return int(_capi.rego.regoInputInt(self._handle, value))
         if kind is float:
             if not math.isfinite(value):
                 raise EvalError("input: number is not finite")
@@ -268,7 +268,7 @@ class InputWriter:
                 return _OK
             if float(f"{value:f}") != value:  # the C API formats floats with %f
                 self.inexact = True
-            return _capi.rego.regoInputFloat(self._handle, value)
+            return int(_capi.rego.regoInputFloat(self._handle, value))
         if value is None:
             return _OK if wanted is None else _capi.rego.regoInputNull(self._handle)
         for plain in (str, int, float):  # bool is matched above, and never subclassed

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 import anyio
@@ -109,7 +109,7 @@ class GatewayApp:
                  authenticator: Authenticator, protected_resource_metadata: dict[str, Any],
                  jwks: Callable[[], dict[str, Any]], max_body_bytes: int, max_json_depth: int,
                  max_json_values: int = DEFAULT_MAX_VALUES, max_header_count: int = 100,
-                 background: Callable[[], Awaitable[None]] | None = None,
+                 background: Callable[[], Coroutine[Any, Any, None]] | None = None,
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
@@ -216,8 +216,8 @@ class GatewayApp:
             caps = params.get("capabilities", {})
             if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
                 raise InvalidParams("Invalid params: capabilities must be a small object")
-            session_id = self._sealer.seal(negotiated, caps, _principal_key(principal))
-            return Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", session_id.encode())]
+            sealed = self._sealer.seal(negotiated, caps, _principal_key(principal))
+            return Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())]
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             raise MissingSession
