@@ -198,21 +198,53 @@ def token_revoke(config: ConfigDir = None,
                  jti: Annotated[str | None, typer.Option(help="A token id.")] = None,
                  client: Annotated[str | None, typer.Option(help="A client id: all its tokens.")] = None,
                  agent: Annotated[str | None, typer.Option(help="An agent id: all its tokens.")] = None,
-                 reason: Annotated[str, typer.Option(help="Why (recorded).")] = "") -> None:
-    """Revoke a token, a client or an agent; running gateways pick it up within a second."""
+                 reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
+                 state_dir: Annotated[Path | None, typer.Option(
+                     "--state-dir", help="The gateway's state directory (instead of reading --config).",
+                     file_okay=False)] = None,
+                 revocation_file: Annotated[Path | None, typer.Option(
+                     "--revocation-file", help="The revocation list itself (instead of reading --config).",
+                     dir_okay=False)] = None) -> None:
+    """Revoke a token, a client or an agent; running gateways pick it up within a second.
+
+    Emergency use: only the revocation list's location is read from --config (``state_dir`` and
+    ``identity.revocation_file`` of gateway.yaml), so this works even when the rest of the
+    deployment does not load. Without --config: $PORTCULLIS_STATE_DIR, else ./.portcullis."""
+    from portcullis.config.state_paths import REVOCATIONS_FILE, StatePaths
     from portcullis.identity.revocation import revoke
-    from portcullis.identity.state_dir import resolve_state_dir
 
     chosen = [(k, v) for k, v in (("jti", jti), ("client", client), ("agent", agent)) if v]
     if len(chosen) != 1:
         err.print("token revoke: give exactly one of --jti, --client, --agent", highlight=False)
         raise typer.Exit(2)
-    deployment = _load(config)
-    ident = deployment.gateway.identity
-    path = Path(ident.revocation_file) if ident and ident.revocation_file else (
-        resolve_state_dir(deployment.gateway.state_dir) / "revocations.db")
+    if revocation_file is not None:
+        path = revocation_file.expanduser().resolve()
+    elif state_dir is not None:
+        path = state_dir.expanduser().resolve() / REVOCATIONS_FILE
+    else:
+        path = StatePaths.from_raw(_raw_gateway(config) if config is not None else None).revocations
+    if not path.parent.is_dir():
+        err.print(f"token revoke: {path.parent} does not exist; is this the gateway's state directory? "
+                  "(--state-dir, --revocation-file)", highlight=False, markup=False)
+        raise typer.Exit(2)
+    if not path.exists():
+        err.print(f"warning: {path} did not exist: no running gateway reads this list yet; check that it is the "
+                  "one your gateway uses", highlight=False, markup=False)
     revoke(path, chosen[0][0], chosen[0][1], reason)
-    out.print(f"revoked {chosen[0][0]} {chosen[0][1]}", highlight=False)
+    out.print(f"revoked {chosen[0][0]} {chosen[0][1]} in {path}", highlight=False, markup=False)
+
+
+def _raw_gateway(config: Path) -> object:
+    """gateway.yaml parsed, not validated: only where the state lives is read from it."""
+    from portcullis.config.yaml_lines import MAX_BYTES, YamlError, load_yaml
+
+    path = config / "gateway.yaml"
+    try:
+        return load_yaml(path.read_bytes()[: MAX_BYTES + 1]).value
+    except (OSError, YamlError) as exc:
+        err.print(f"token revoke: cannot read {path} ({type(exc).__name__}); name the list with --state-dir or "
+                  "--revocation-file", highlight=False, markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -305,7 +305,8 @@ class GatewayConfig(_Model):
     upstream_tokens: UpstreamTokenConfig = UpstreamTokenConfig()
     state_dir: str | None = Field(
         None, description="Directory for local state (development issuer key, revocations). Default: "
-        "$PORTCULLIS_STATE_DIR or ./.portcullis.")
+        "$PORTCULLIS_STATE_DIR or ./.portcullis. Never read as configuration, even inside the deployment "
+        "directory (a warning: keep it out of version control); it must not be the deployment directory itself.")
     authorization: AuthorizationConfig = AuthorizationConfig()
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()
