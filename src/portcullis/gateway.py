@@ -178,7 +178,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     catalog = Catalog(deployment)
     upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
-                                             **upstream_timing)
+                                             gateway_keys=minter, **upstream_timing)
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization
@@ -267,10 +267,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             return
         while True:
             await anyio.sleep(every)
-            current = keyring.rotate()
+            current = minter.rotate()  # also endorses the new key set, chained to the last
             log.info("upstream token signing key rotated", extra={"fields": {"kid": current.kid}})
             # A child that lacks the key signing next is restarted now, a whole interval ahead of
-            # need, so no call ever reaches a child that cannot verify its token.
+            # need. Correctness does not hang on that restart's speed: until a child has the signing
+            # key, its calls carry the endorsed key set (sdk_client), which it adopts. The restart
+            # keeps an idle child's keys from all leaving the ring before its next call.
             needed = {current.kid, *(key.kid for key in keyring.upcoming[:1])}
             for handle in upstreams.handles():
                 kids = spawned_with.get(handle.name)

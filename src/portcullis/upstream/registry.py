@@ -20,6 +20,7 @@ import anyio
 
 from portcullis.config.model import GatewayConfig, HttpService
 from portcullis.errors import PortcullisError, UpstreamUnavailable
+from portcullis.identity.minting import TokenMinter
 from portcullis.upstream.http_relay import HttpRelayConnector, NotModern
 from portcullis.upstream.interface import Connection, Connector
 from portcullis.upstream.sdk_client import SdkConnector
@@ -189,6 +190,7 @@ class UpstreamRegistry:
     @classmethod
     def from_config(cls, gateway: GatewayConfig, on_tools: ToolsCallback, environ: Mapping[str, str], *,
                     child_env: Callable[[str], Mapping[str, str]] | None = None,
+                    gateway_keys: TokenMinter | None = None,
                     **timing: float) -> UpstreamRegistry:
         handles = {}
         for name, cfg in gateway.services.items():
@@ -196,7 +198,7 @@ class UpstreamRegistry:
             if isinstance(cfg, HttpService):
                 connectors.append(HttpRelayConnector(name, cfg))
             extra = functools.partial(child_env, name) if child_env is not None else None
-            connectors.append(SdkConnector(name, cfg, environ, extra_env=extra))
+            connectors.append(SdkConnector(name, cfg, environ, extra_env=extra, gateway_keys=gateway_keys))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
             handles[name] = ServiceHandle(name, connectors, on_tools, **settings)
         return cls(handles)

@@ -4,6 +4,11 @@ stdio children get exactly the environment the configuration lists, nothing inhe
 always merges a default set (HOME, PATH, USER, …) into the child's environment, so the child is
 started through ``env -i`` with only the allowed variables. The command is resolved to an
 absolute path by the gateway first.
+
+A child learns the gateway's public keys at spawn. While the key signing its tokens is one the
+child was not given (the gateway rotated since), each call also carries the endorsed key sets it
+needs (:meth:`~portcullis.identity.minting.TokenMinter.key_sets_for`) until a call succeeds with
+them, so a child restarted late never refuses a call.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
+from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
 from portcullis.upstream.interface import server_version
 
 log = logging.getLogger("portcullis.upstream")
@@ -53,11 +58,16 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
 
 
 class _SdkConnection:
-    def __init__(self, client: Client, *, token_in_meta: bool) -> None:
+    def __init__(self, client: Client, *, token_in_meta: bool,
+                 gateway_keys: TokenMinter | None = None, child_kids: frozenset[str] = frozenset()) -> None:
         self._client = client
         self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._closed = anyio.Event()
+        self._gateway_keys = gateway_keys
+        # the keys this child trusts as far as we know: those it was spawned with, then those of
+        # the last key set it accepted
+        self._child_kids = child_kids
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -75,12 +85,20 @@ class _SdkConnection:
                         request_id: str, actor_token: str | None = None,
                         trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
+        offered: EndorsedKeys | None = None
         if actor_token and self._token_in_meta:
             meta = {ACTOR_TOKEN_META_KEY: actor_token}
+            if self._gateway_keys is not None:
+                chain = self._gateway_keys.key_sets_for(self._child_kids)
+                if chain is not None:  # signed by a key published after the spawn
+                    meta[GATEWAY_KEYS_META_KEY] = [link.document for link in chain]
+                    offered = chain[-1]
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
         result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
                                    timeout_s=timeout_s)
+        if offered is not None:  # the child verified the token, so it holds these keys now
+            self._child_kids = offered.kids
         return result.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     async def ping(self, *, timeout_s: float) -> None:
@@ -114,11 +132,13 @@ class SdkConnector:
     """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
 
     def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
-                 extra_env: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 extra_env: Callable[[], Mapping[str, str]] | None = None,
+                 gateway_keys: TokenMinter | None = None) -> None:
         self.name = name
         self._cfg = cfg
         self._environ = dict(environ)
         self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
+        self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
         if isinstance(cfg, StdioService):
             stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
 
@@ -127,8 +147,11 @@ class SdkConnector:
         if isinstance(self._cfg, StdioService):
             extra = self._extra_env() if self._extra_env is not None else None
             target: Any = stdio_parameters(self._cfg, self._environ, extra)
+            # read in the same synchronous step as the environment: exactly the keys the child gets
+            spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
             async with Client(target, cache=None) as client:
-                yield _SdkConnection(client, token_in_meta=True)
+                yield _SdkConnection(client, token_in_meta=True, gateway_keys=self._gateway_keys,
+                                     child_kids=spawn_kids)
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
