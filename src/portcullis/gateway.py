@@ -52,7 +52,8 @@ from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.service.env import gateway_env
-from portcullis.state.memory import InMemoryStateStore
+from portcullis.state.interface import StateUnavailable
+from portcullis.state.sqlite import SqliteStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.origin_guard import OriginGuard
@@ -61,6 +62,7 @@ from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.gateway")
+COUNTERS_FILE = "counters.sqlite3"
 _PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 
@@ -193,7 +195,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                         extra={"fields": {"tool": loaded.exposed_name}})
     log.info("policy loaded", extra={"fields": {"policy_version": engine.version,
                                                  "environment": authz.environment}})
-    state = InMemoryStateStore()
+    # limits: windows written through to a file in the state directory, so "per day" survives restarts
+    try:
+        state = SqliteStateStore.open(state_dir / COUNTERS_FILE)
+    except StateUnavailable as exc:
+        raise _problem(deployment, f"limits: {exc.detail}") from None
 
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
     # the background task group; records are signed with a key kept in the state directory.
@@ -299,6 +305,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)
 
+    async def run_state() -> None:
+        try:
+            while True:
+                await anyio.sleep(1.0)
+                try:
+                    await state.maintain(clock())
+                except StateUnavailable as exc:  # calls fail closed on their own; this is for the operator
+                    log.warning("state store maintenance failed", extra={"fields": {"detail": exc.detail}})
+        finally:
+            state.close()
+
     if siem is not None:
         stats = siem.stats
         metrics.set_export_stats_source(lambda: {name: {"sent": st.sent, "dropped": st.dropped, "depth": st.depth,
@@ -324,7 +341,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Awaitable[None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin]
+                                                       run_admin, run_state]
     if notifier is not None:
         background.append(notifier.run)
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)

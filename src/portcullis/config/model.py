@@ -171,7 +171,9 @@ class AuthorizationConfig(_Model):
         "policy", description="Directory of ``*.rego`` modules, relative to the deployment directory. "
         "Every module is compiled once at start; a missing directory means no Rego rules.")
     limits: tuple[LimitRule, ...] = Field(
-        (), description="Session-aware limits: counts and running totals per principal over a window.")
+        (), description="Session-aware limits: counts and running totals per principal over a window. Counted "
+        "in ``counters.sqlite3`` in the state directory, so they survive restarts; an add counts for the window "
+        "and at most 1/64 of it longer (never shorter).")
 
     @field_validator("limits")
     @classmethod
