@@ -179,8 +179,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                            environment=cfg.authorization.environment)
 
     catalog = Catalog(deployment)
-    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
-                                             gateway_keys=minter, **upstream_timing)
+    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, on_change=catalog.note_change,
+                                             child_env=child_env, gateway_keys=minter, **upstream_timing)
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization

@@ -82,7 +82,7 @@ async def test_supervisor_reconnects_after_failures_and_drops() -> None:
     seen: list[list[dict[str, Any]]] = []
     connector = FakeConnector("svc", [ECHO], {"echo": _ok})
     connector.fail_next_opens = 2
-    handle = ServiceHandle("svc", [connector], lambda _name, tools: seen.append(tools),
+    handle = ServiceHandle("svc", [connector], lambda _name, tools, _as_of: seen.append(tools),
                            health_interval_s=0.05, refresh_s=10, max_backoff_s=0.05)
     with pytest.raises(UpstreamUnavailable):
         await handle.call_tool("echo", {"text": "x"}, timeout_s=1, request_id="r")

@@ -89,7 +89,7 @@ async def test_a_service_spawned_before_three_rotations_verifies_with_the_endors
 
 def test_the_endorsed_key_set_is_made_once_per_rotation() -> None:
     """endorsed_keys is a cached object on the call path; a rotation makes a new one naming the new key."""
-    clock, ring, minter, _ = setup()
+    _clock, ring, minter, _ = setup()
     first = minter.endorsed_keys()
     assert minter.endorsed_keys() is first
     assert first.current_kid == ring.current.kid and first.kids == {k["kid"] for k in ring.jwks()["keys"]}
@@ -207,7 +207,7 @@ async def test_a_key_set_is_adopted_only_for_an_unknown_kid() -> None:
 
 async def test_a_kit_service_adopts_the_key_set_from_meta_and_the_tool_never_sees_it() -> None:
     """Through the kit over an in-memory connection: the key set in _meta is used, then stripped."""
-    clock, ring, minter, verifier = setup(upcoming=0)
+    _clock, ring, minter, verifier = setup(upcoming=0)
     app = create_service("billing", audience=BILLING, verifier=verifier)
 
     @app.tool()
@@ -251,7 +251,7 @@ def attacker_token(minter: TokenMinter, attacker: SigningKey) -> str:
 
 async def test_a_forged_link_in_the_chain_is_skipped_and_its_key_never_trusted() -> None:
     """A link signed by an unknown key is refused; the genuine links around it still carry the child forward."""
-    clock, ring, minter, verifier = setup(upcoming=0)
+    clock, _ring, minter, verifier = setup(upcoming=0)
     spawned = minter.endorsed_keys().kids
     for _ in range(8):
         clock.now += 1
@@ -268,7 +268,7 @@ async def test_a_forged_link_in_the_chain_is_skipped_and_its_key_never_trusted()
 
 async def test_an_attacker_link_after_a_genuine_chain_is_not_adopted() -> None:
     """Appending one's own key set to the gateway's chain gains nothing: a token signed by that key is refused."""
-    clock, ring, minter, verifier = setup(upcoming=0)
+    clock, _ring, minter, verifier = setup(upcoming=0)
     spawned = minter.endorsed_keys().kids
     minter.rotate()
     attacker = SigningKey.generate(now=clock.now)
@@ -282,7 +282,7 @@ async def test_an_attacker_link_after_a_genuine_chain_is_not_adopted() -> None:
 @pytest.mark.parametrize("shape", ["65 links", "nested lists"])
 async def test_oversized_or_nested_chains_are_refused(shape: str) -> None:
     """A chain longer than 64 links, or lists inside the list, adopts nothing."""
-    clock, ring, minter, verifier = setup(upcoming=0)
+    _clock, ring, minter, verifier = setup(upcoming=0)
     ring.rotate()
     document = minter.endorsed_keys().document
     key_set: Any = [document] * 65 if shape == "65 links" else [[document]]

@@ -6,6 +6,13 @@ gateway relays JSON-RPC itself over a small keep-alive pool (:mod:`.http11`). It
 metadata headers the revision requires (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``,
 ``Mcp-Param-*`` for arguments whose schema asks), the gateway's own fixed client capabilities,
 and accepts either a JSON or an SSE answer. The caller's token and headers are never forwarded.
+
+Tool-list changes: the revision has no unasked push, so the connection keeps one
+``subscriptions/listen`` stream (``toolsListChanged``) open beside the pool and reports each
+``notifications/tools/list_changed`` on it, or inside any answer's SSE stream, to
+``on_tools_changed``. A service that refuses the stream is checked at every health check instead
+(the health check is a first page of ``tools/list``); a stream that drops after it was accepted
+counts as a possible change, then is reopened.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx2
 import orjson
 
 from portcullis.config.model import HttpService
@@ -28,6 +37,9 @@ from portcullis.upstream.http11 import Http11Pool, HttpError, Response
 from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
+TOOLS_CHANGED = "notifications/tools/list_changed"
+_MAX_EVENT_CHARS = 65_536  # one SSE event on the listen stream
+log = logging.getLogger("portcullis.upstream")
 _CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
 _META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
          "io.modelcontextprotocol/clientInfo": _CLIENT_INFO}
@@ -54,12 +66,13 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 
 class _RelayConnection:
-    def __init__(self, pool: Http11Pool) -> None:
+    def __init__(self, pool: Http11Pool, on_tools_changed: Callable[[], None] | None = None) -> None:
         self.server_version: str | None = None
         self._pool = pool
         self._ids = itertools.count(1)
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
+        self._on_tools_changed = on_tools_changed
 
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
@@ -79,7 +92,9 @@ class _RelayConnection:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
-        message = _read_answer(response, request_id)
+        message, changed = _read_answer(response, request_id)
+        if changed and self._on_tools_changed is not None:
+            self._on_tools_changed()
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
@@ -117,8 +132,15 @@ class _RelayConnection:
             raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
         return result
 
-    async def ping(self, *, timeout_s: float) -> None:
-        await self.rpc("server/discover", {}, timeout_s=timeout_s)  # 2026-07-28 has no `ping`
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
+        # 2026-07-28 has no `ping`; a first page of tools/list proves the service answers and, when
+        # it is the whole listing, lets the pin check see a change nobody announced
+        result = await self.rpc("tools/list", {}, timeout_s=timeout_s)
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            raise UpstreamFailed(detail="malformed tools/list result")
+        if result.get("nextCursor"):
+            return None
+        return [t for t in result["tools"] if isinstance(t, dict)]
 
     async def wait_closed(self) -> None:
         await self._closed.wait()  # stateless: only a failed health ping ends a relay connection
@@ -130,7 +152,8 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
+def _read_answer(response: Response, request_id: int) -> tuple[dict[str, Any], bool]:
+    """The response message, and whether the stream also said the tool list changed."""
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
         return _read_sse(response.body, request_id)
@@ -143,13 +166,25 @@ def _read_answer(response: Response, request_id: int) -> dict[str, Any]:
         raise UpstreamFailed(detail="upstream sent invalid JSON") from None
     if not isinstance(message, dict):
         raise UpstreamFailed(detail="upstream sent a non-object")
-    return message
+    return message, False
 
 
-def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
-    """The response for ``request_id`` among the stream's events (notifications are dropped)."""
-    text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
-    for event in text.split("\n\n"):
+def _read_sse(body: bytes, request_id: int) -> tuple[dict[str, Any], bool]:
+    """The response for ``request_id`` among the stream's events, and whether a
+    ``notifications/tools/list_changed`` came with it (other notifications are dropped)."""
+    changed = False
+    for message in _sse_messages(body.decode("utf-8", errors="replace")):
+        if message.get("method") == TOOLS_CHANGED:
+            changed = True
+        elif message.get("id") == request_id and "method" not in message:
+            return message, changed
+    raise UpstreamFailed(detail="upstream stream ended without a response")
+
+
+def _sse_messages(text: str) -> list[dict[str, Any]]:
+    """The JSON objects in the ``data:`` of each complete SSE event of ``text``."""
+    messages = []
+    for event in text.replace("\r\n", "\n").split("\n\n"):
         data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
         if not data:
             continue
@@ -157,17 +192,18 @@ def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
             message = json.loads(data)
         except ValueError:
             raise UpstreamFailed(detail="upstream sent invalid JSON in SSE") from None
-        if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-            return message
-    raise UpstreamFailed(detail="upstream stream ended without a response")
+        if isinstance(message, dict):
+            messages.append(message)
+    return messages
 
 
 class HttpRelayConnector:
     """Opens a pooled relay to a 2026-07-28 HTTP service; raises :class:`NotModern` otherwise."""
 
-    def __init__(self, name: str, cfg: HttpService) -> None:
+    def __init__(self, name: str, cfg: HttpService, *, on_tools_changed: Callable[[], None] | None = None) -> None:
         self.name = name
         self._cfg = cfg
+        self._on_tools_changed = on_tools_changed
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_RelayConnection]:
@@ -175,7 +211,7 @@ class HttpRelayConnector:
         pool = Http11Pool(self._cfg.url, ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
                           connect_timeout_s=self._cfg.connect_timeout_s)
         try:
-            connection = _RelayConnection(pool)
+            connection = _RelayConnection(pool, self._on_tools_changed)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
             except UpstreamFailed as exc:
@@ -184,6 +220,68 @@ class HttpRelayConnector:
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
             connection.server_version = server_version(discovered.get("serverInfo"))
-            yield connection
+            if self._on_tools_changed is None:
+                yield connection
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listen_for_changes, self.name, self._cfg, self._on_tools_changed)
+                try:
+                    yield connection
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             await pool.aclose()
+
+
+async def listen_for_changes(name: str, cfg: HttpService, changed: Callable[[], None]) -> None:
+    """Keep a ``subscriptions/listen`` stream open and report each tool-list change (see the module
+    docstring). Events are read with a bounded buffer: a hostile stream cannot grow memory."""
+    backoff = 1.0
+    while True:
+        try:
+            accepted = await _listen_once(cfg, changed)
+        except (httpx2.HTTPError, OSError, UpstreamFailed) as exc:
+            accepted = None
+            log.info("tool-list change stream failed", extra={"fields": {"service": name,
+                                                                        "error": type(exc).__name__}})
+        if accepted is False:
+            log.info("service offers no tool-list change stream; checked at every health check",
+                     extra={"fields": {"service": name}})
+            return
+        if accepted:  # it was open: changes may have been missed while it was down
+            changed()
+            backoff = 1.0
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+async def _listen_once(cfg: HttpService, changed: Callable[[], None]) -> bool | None:
+    """One stream: False if the service refuses it, True if it was accepted and then ended."""
+    body = {"jsonrpc": "2.0", "id": "portcullis-listen", "method": "subscriptions/listen",
+            "params": {"notifications": {"toolsListChanged": True}, "_meta": _META}}
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json",
+               "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"}
+    timeout = httpx2.Timeout(cfg.connect_timeout_s, read=None)
+    async with httpx2.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                  verify=cfg.ssl_context()) as http, \
+            http.stream("POST", cfg.url, content=orjson.dumps(body), headers=headers) as response:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code != 200 or content_type != "text/event-stream":
+            return False
+        acknowledged = False
+        buffer = ""
+        async for chunk in response.aiter_text():
+            buffer += chunk.replace("\r\n", "\n")
+            if len(buffer) > _MAX_EVENT_CHARS:
+                raise UpstreamFailed(detail="listen stream event too large")
+            *events, buffer = buffer.split("\n\n")
+            for message in _sse_messages("\n\n".join(events)):
+                method = message.get("method")
+                if method == TOOLS_CHANGED:
+                    changed()
+                elif method == "notifications/subscriptions/acknowledged":
+                    acknowledged = True
+                elif "error" in message and not acknowledged:
+                    return False
+        return acknowledged
+

@@ -24,8 +24,10 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import ConfigError, Problem, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
@@ -101,10 +103,14 @@ class _SdkConnection:
             self._child_kids = offered.kids
         return result.model_dump(by_alias=True, exclude_none=True, mode="json")
 
-    async def ping(self, *, timeout_s: float) -> None:
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first
-        # page of tools/list is valid in every era and cheap at health-check intervals.
-        await self._guard(self._client.session.list_tools(), timeout_s=timeout_s)
+        # page of tools/list is valid in every era, cheap at health-check intervals, and when it is
+        # the whole listing the pin check gets it for free.
+        page = await self._guard(self._client.session.list_tools(), timeout_s=timeout_s)
+        if page.next_cursor:
+            return None
+        return [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools]
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -133,12 +139,14 @@ class SdkConnector:
 
     def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
                  extra_env: Callable[[], Mapping[str, str]] | None = None,
-                 gateway_keys: TokenMinter | None = None) -> None:
+                 gateway_keys: TokenMinter | None = None,
+                 on_tools_changed: Callable[[], None] | None = None) -> None:
         self.name = name
         self._cfg = cfg
         self._environ = dict(environ)
         self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
         self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
+        self._on_tools_changed = on_tools_changed
         if isinstance(cfg, StdioService):
             stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
 
@@ -149,7 +157,8 @@ class SdkConnector:
             target: Any = stdio_parameters(self._cfg, self._environ, extra)
             # read in the same synchronous step as the environment: exactly the keys the child gets
             spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
-            async with Client(target, cache=None) as client:
+            async with Client(target, cache=None, message_handler=self._on_message) as client, \
+                    self._listening(client):
                 yield _SdkConnection(client, token_in_meta=True, gateway_keys=self._gateway_keys,
                                      child_kids=spawn_kids)
             return
@@ -157,5 +166,41 @@ class SdkConnector:
             raise TypeError("unsupported service configuration")
         async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), follow_redirects=False,
                                       trust_env=False, verify=self._cfg.ssl_context()) as http:
-            async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None) as client:
+            async with Client(streamable_http_client(self._cfg.url, http_client=http), cache=None,
+                              message_handler=self._on_message) as client, self._listening(client):
                 yield _SdkConnection(client, token_in_meta=False)  # legacy HTTP: third-party servers
+
+    async def _on_message(self, message: Any) -> None:
+        """Every server notification, on either era: a tool-list change is reported before any await."""
+        if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
+            self._on_tools_changed()
+
+    @asynccontextmanager
+    async def _listening(self, client: Client) -> AsyncIterator[None]:
+        """On a 2026-07-28 connection, keep a ``subscriptions/listen`` stream for tool-list changes open
+        (its events reach :meth:`_on_message` like a 2025-era push); older servers push unasked."""
+        if self._on_tools_changed is None or client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen, client)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _listen(self, client: Client) -> None:
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                if not subscription.honored.tools_list_changed:
+                    log.info("service does not announce tool-list changes; checked at every health check",
+                             extra={"fields": {"service": self.name}})
+                    await anyio.sleep_forever()
+                async for _ in subscription:  # each event also reaches _on_message
+                    pass
+        except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError,
+                anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+            log.info("no tool-list change stream from service; checked at every health check",
+                     extra={"fields": {"service": self.name, "reason": type(exc).__name__}})
+            if isinstance(exc, SubscriptionLost) and self._on_tools_changed is not None:
+                self._on_tools_changed()  # changes may have been missed while it was down
