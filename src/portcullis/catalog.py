@@ -118,6 +118,16 @@ class Catalog:
             return None
         return self._routes.get(name)
 
+    def pin_report(self) -> list[dict[str, Any]]:
+        """Each manifest's pin against the live definition this gateway last checked, by exposed name:
+        ``{tool, service, state, reason, pin, live, verifying}`` (``verifying``: its service announced a
+        change not checked yet)."""
+        pins = {m.exposed_name: m.manifest.pin for ms in self._by_service.values() for m in ms}
+        pending = self.pending_services()
+        return [{"tool": status.exposed_name, "service": status.service, "state": status.state,
+                 "reason": status.reason, "pin": pins.get(status.exposed_name), "live": status.live_hash,
+                 "verifying": status.service in pending} for status in self.statuses()]
+
     def pending_services(self) -> dict[str, int]:
         """Services with announced changes not yet verified, and how many."""
         return {service: count - self._verified.get(service, 0) for service, count in self._announced.items()

@@ -57,6 +57,7 @@ from portcullis.state.sqlite import SqliteStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.origin_guard import OriginGuard
+from portcullis.transport.pins_api import PinsApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.upstream.registry import UpstreamRegistry
@@ -328,7 +329,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         return metrics.render(accept)
 
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
-                         approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock))
+                         approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
+                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

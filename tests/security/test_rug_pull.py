@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+import yaml
 from mcp import Client, MCPError, StdioServerParameters
 
 from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, write_deployment
@@ -303,3 +305,45 @@ async def test_over_http_a_storm_costs_bounded_relistings(http_rig: Rig) -> None
     elapsed = time.monotonic() - started
     assert answers == ["other"] * 20
     assert http_rig.listings() - before <= elapsed / 0.1 + 5
+
+
+# ----------------------------------------------------------------------------- pin --check --gateway
+
+
+def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_not(tmp_path: Path) -> None:
+    """The running child changed echo; a fresh child (plain `pin --check`) still serves the old definition,
+    so only `pin --check --gateway` reports the drift. The report needs a caller in admin.operators."""
+    log = tmp_path / "rug.log"
+    root = deployment(tmp_path / "deployment", ERAS["2025 push"], log)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["admin"] = {"operators": ["user:ops-alice", "client:ci-*"]}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with GatewayProcess(root) as gateway:
+        async def change() -> str:
+            async with gateway.client() as client:
+                await outcome(client, "mutate", {"kind": "description"})
+                return await outcome(client, "echo")
+
+        assert asyncio.run(change()) == UNKNOWN
+        fresh = run_cli("pin", str(root), "--check")
+        operator = gateway.token(user="ops-alice")
+        seen = run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token", operator)
+        ci = run_cli("pin", "--check", "--gateway", gateway.admin_base, env={
+            "PORTCULLIS_TOKEN": gateway.token(user=None, agent=None, client="ci-pipeline")})
+        refusals = {
+            "no token": run_cli("pin", "--check", "--gateway", gateway.admin_base, env={"PORTCULLIS_TOKEN": ""}),
+            "not an operator": run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token",
+                                       gateway.token(user="mallory")),
+            "forged token": run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token",
+                                    operator[:-4] + "AAAA"),
+            "without --check": run_cli("pin", "--gateway", gateway.admin_base, "--token", operator),
+        }
+        raw = {method: httpx2.request(method, f"{gateway.admin_base}/pins", headers={
+            "Authorization": f"Bearer {operator}"}).status_code for method in ("GET", "POST", "DELETE")}
+        anonymous = httpx2.get(f"{gateway.admin_base}/pins").status_code
+    assert fresh.returncode == 0, fresh.stdout  # the fresh child has nothing to report
+    assert seen.returncode == 1 and "changed" in seen.stdout and "rug.echo" in seen.stdout, seen.stdout + seen.stderr
+    assert ci.returncode == 1 and "changed" in ci.stdout
+    assert {name: done.returncode for name, done in refusals.items()} == dict.fromkeys(refusals, 2)
+    assert "admin.operators" in refusals["not an operator"].stderr
+    assert raw == {"GET": 200, "POST": 405, "DELETE": 405} and anonymous == 401

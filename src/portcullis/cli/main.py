@@ -127,8 +127,20 @@ def lint(target: Annotated[Path, typer.Argument(help="Deployment directory to ch
 def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory (default: the demo).")] = None,
         service: Annotated[list[str] | None, typer.Option(help="Only these services.")] = None,
         check: Annotated[bool, typer.Option(help="Only report; write nothing; exit 1 on any drift.")] = False,
+        gateway: Annotated[str | None, typer.Option(
+            "--gateway", help="With --check: report what a RUNNING gateway sees (its admin listener URL, e.g. "
+            "http://127.0.0.1:9464), not a fresh child of each service. Needs a caller in admin.operators.")] = None,
+        token: Annotated[str | None, typer.Option("--token", help="Bearer token for --gateway (default: "
+                                                  "$PORTCULLIS_TOKEN).", show_default=False)] = None,
         ) -> None:
     """Record the hash of each tool's live definition in its manifest (after a person reviewed it)."""
+    if gateway is not None:
+        if not check:
+            err.print("pin: --gateway only reports (pins are written from a reviewed fresh listing): add --check",
+                      highlight=False)
+            raise typer.Exit(2)
+        _pin_check_gateway(gateway, token, service)
+        return
     import anyio
 
     from portcullis.pin_command import pin_deployment
@@ -143,6 +155,55 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
     failed = [r for r in rows if r.state in ("missing upstream", "service unreachable")]
     if failed or (check and drift):
         raise typer.Exit(1)
+
+
+def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) -> None:
+    """``pin --check --gateway``: the running gateway's view of every pin; exit 1 unless all unchanged."""
+    import os
+
+    import httpx2
+
+    token = token or os.environ.get("PORTCULLIS_TOKEN")
+    if not token:
+        err.print("pin: no token: pass --token or set PORTCULLIS_TOKEN (a caller in admin.operators)", highlight=False)
+        raise typer.Exit(2)
+    endpoint = url.rstrip("/") + "/pins"
+    try:
+        response = httpx2.get(endpoint, headers={"Authorization": f"Bearer {token}"}, timeout=15,
+                              follow_redirects=False)
+        answer = response.json()
+    except (httpx2.HTTPError, ValueError) as exc:
+        err.print(f"pin: cannot read {endpoint}: {type(exc).__name__}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    if response.status_code != 200 or not isinstance(answer, dict) or not isinstance(answer.get("tools"), list):
+        message = answer.get("error") if isinstance(answer, dict) else None
+        err.print(f"pin: refused (HTTP {response.status_code}): {message or 'unexpected answer'}", highlight=False,
+                  markup=False)
+        raise typer.Exit(2)
+    table = Table("tool", "state", "pin", "live (as the gateway sees it)")
+    drift = 0
+    for row in answer["tools"]:
+        if not isinstance(row, dict) or (services and row.get("service") not in services):
+            continue
+        state = _gateway_pin_state(row)
+        drift += state != "unchanged"
+        table.add_row(str(row.get("tool")), state, str(row.get("pin") or "-"), str(row.get("live") or "-"))
+    out.print(table)
+    if drift:
+        raise typer.Exit(1)
+
+
+def _gateway_pin_state(row: dict[str, object]) -> str:
+    if row.get("verifying"):
+        return "verifying a change"
+    state = row.get("state")
+    if state == "serving":
+        return "unchanged"
+    if state == "quarantined":
+        return "changed" if row.get("live") else "missing upstream"
+    if state == "unpinned":
+        return "not pinned"
+    return "service unreachable"
 
 
 @app.command()

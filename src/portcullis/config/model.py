@@ -20,7 +20,7 @@ from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
-from portcullis.policy.model import ToolPolicy
+from portcullis.policy.model import ToolPolicy, check_caller_pattern
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -205,6 +205,17 @@ class AdminConfig(_Model):
     host: str = Field("127.0.0.1", description="Bind address of the admin listener.")
     port: int | None = Field(
         9464, ge=0, le=65535, description="Port of the admin listener (0 picks a free one; null turns it off).")
+    operators: tuple[str, ...] = Field(
+        (), description="Caller patterns (``role:platform``, ``client:ci-pipeline``) allowed to read the "
+        "authenticated operator endpoints (``GET /pins``: each tool's pin against the definition the running "
+        "gateway sees, for ``portcullis pin --check --gateway``). Empty: nobody.")
+
+    @field_validator("operators")
+    @classmethod
+    def _operators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_caller_pattern(pattern)
+        return value
 
 
 class ApproverRule(_Model):
