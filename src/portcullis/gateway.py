@@ -198,7 +198,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                                  "environment": authz.environment}})
     # limits: windows written through to a file in the state directory, so "per day" survives restarts
     try:
-        state = SqliteStateStore.open(state_dir / COUNTERS_FILE)
+        state = SqliteStateStore.open(env.get("PORTCULLIS_COUNTERS_PATH") or state_dir / COUNTERS_FILE)
     except StateUnavailable as exc:
         raise _problem(deployment, f"limits: {exc.detail}") from None
 

@@ -13,7 +13,8 @@ Every path is resolved exactly as the gateway resolves it (relative to the worki
 - the state directory: ``state_dir``, else ``$PORTCULLIS_STATE_DIR``, else ``./.portcullis``;
 - the revocation list: ``identity.revocation_file``, else ``<state dir>/revocations.db``;
 - the audit store: ``$PORTCULLIS_AUDIT_PATH``, else ``audit.path``, else in the state directory;
-- the approval store: ``$PORTCULLIS_APPROVALS_PATH``, else ``approvals.path``, else in the state directory.
+- the approval store: ``$PORTCULLIS_APPROVALS_PATH``, else ``approvals.path``, else in the state directory;
+- the limit counters: ``$PORTCULLIS_COUNTERS_PATH``, else ``counters.sqlite3`` in the state directory.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class StatePaths:
         revocations = Path(revocation_file).expanduser().resolve() if revocation_file else state_dir / REVOCATIONS_FILE
         audit = env.get("PORTCULLIS_AUDIT_PATH") or _text(raw, "audit", "path")
         approvals = env.get("PORTCULLIS_APPROVALS_PATH") or _text(raw, "approvals", "path")
-        files = tuple(Path(p).expanduser().resolve() for p in (audit, approvals) if p)
+        counters = env.get("PORTCULLIS_COUNTERS_PATH")
+        files = tuple(Path(p).expanduser().resolve() for p in (audit, approvals, counters) if p)
         return cls(state_dir, revocations, (revocations, *files))
 
     def holds_file(self, real: Path) -> bool:

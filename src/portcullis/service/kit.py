@@ -35,10 +35,11 @@ Authorization header; the token is single-use and bound to this service, so it i
 pass on.)
 
 **Which methods need a token.** Every request except the discovery and lifecycle methods in
-:data:`OPEN_METHODS` (``initialize``, ``ping``, ``server/discover`` and the ``*/list`` methods)
-and notifications. ``tools/list`` stays open in this step: the gateway lists tools for pinning
-and health checks outside any client call, the definitions it may see are the manifests it
-already holds, and listing runs no tool code. ``tools/call`` tokens are bound to the tool
+:data:`OPEN_METHODS` (``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
+``subscriptions/listen``) and notifications. ``tools/list`` and ``subscriptions/listen`` stay
+open in this step: the gateway lists tools for pinning and health checks, and listens for
+tool-list changes, outside any client call; the definitions it may see are the manifests it
+already holds, and neither runs tool code. ``tools/call`` tokens are bound to the tool
 (``target`` claim = the ``name`` in the call); ``resources/read`` and ``prompts/get`` to the URI or
 prompt name; anything else to the method name.
 
@@ -85,6 +86,7 @@ logger = logging.getLogger("portcullis.service")
 OPEN_METHODS = frozenset({
     "initialize", "ping", "server/discover",
     "tools/list", "resources/list", "resources/templates/list", "prompts/list",
+    "subscriptions/listen",  # the gateway watches for tool-list changes outside any client call
 })
 _KIT_OWNS = ("auth", "token_verifier", "auth_server_provider")
 

@@ -363,7 +363,8 @@ class GatewayTokenVerifier:
                 raw = b64url_decode(signature)
             except (ServiceAuthError, ValueError):
                 continue
-            trusted = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+            kid = header.get("kid")
+            trusted = self._keys.get(kid) if isinstance(kid, str) else None
             if (header.keys() != _HEADER_NAMES or header.get("typ") != KEY_SET_TYP or trusted is None
                     or header.get("alg") != trusted.alg):
                 continue
