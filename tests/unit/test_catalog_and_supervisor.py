@@ -188,3 +188,38 @@ async def test_a_change_announced_through_the_connector_quarantines_the_tool() -
         with anyio.fail_after(5):
             assert await catalog.settle("svc.echo") is None
         tg.cancel_scope.cancel()
+
+
+# ----------------------------------------------------------------------------- how announcements arrive
+
+
+async def test_the_sdk_connector_reports_a_tool_list_change_from_any_era() -> None:
+    """The SDK message handler reports notifications/tools/list_changed and nothing else."""
+    from mcp import types
+
+    from portcullis.config.model import HttpService
+    from portcullis.upstream.sdk_client import SdkConnector
+
+    seen: list[str] = []
+    connector = SdkConnector("svc", HttpService.model_validate({"transport": "http", "url": "http://127.0.0.1:1/mcp"}),
+                             {}, on_tools_changed=lambda: seen.append("changed"))
+    for message in (types.ToolListChangedNotification(), types.PromptListChangedNotification(),
+                    types.ResourceListChangedNotification(), RuntimeError("stream broke")):
+        await connector._on_message(message)
+    assert seen == ["changed"]
+
+
+@pytest.mark.parametrize(("body", "changed"), [
+    (b'data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n'
+     b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n', True),
+    (b'data: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n'
+     b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n', False),
+    (b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n'
+     b'data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n', False),
+])
+def test_the_relay_notices_a_change_announced_inside_an_answer(body: bytes, changed: bool) -> None:
+    """An SSE answer that carries notifications/tools/list_changed before the response reports it."""
+    from portcullis.upstream.http_relay import _read_sse
+
+    message, seen = _read_sse(body, 7)
+    assert message["id"] == 7 and seen is changed
