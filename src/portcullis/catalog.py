@@ -11,6 +11,15 @@ hash must equal the manifest's ``pin``. States per manifest:
 
 Upstream tools with no manifest are never exposed; each is logged once per listing. Lookups
 read an immutable snapshot that is replaced whole, so a reader never sees half an update.
+
+**Pending verification.** When a service announces that its tools changed, :meth:`note_change`
+records it synchronously, before any other call can be routed. From then on no call of that
+service is forwarded until a listing *started after* the announcement has been checked
+(``update_service(..., as_of=…)``): :meth:`settle` (route stage, and again just before
+forwarding) waits for that verdict, at most ``verify_wait_s``, and then answers from the new
+snapshot: tools whose definitions still match are released, changed ones are quarantined. A call
+whose verdict does not come in time is not forwarded (``Unknown tool``). The check on the hot path
+is two dictionary reads when nothing is pending.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from jsonschema.protocols import Validator
 
 from portcullis.config.loader import Deployment, LoadedManifest
@@ -55,7 +65,7 @@ class ToolStatus:
 class Catalog:
     """Joins manifests with live upstream listings; answers lookups from a snapshot."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, verify_wait_s: float = 5.0) -> None:
         self._by_service: dict[str, list[LoadedManifest]] = {}
         self._validators: dict[str, Validator] = {}
         self._timeouts = {name: svc.timeout_s for name, svc in deployment.gateway.services.items()}
@@ -69,6 +79,11 @@ class Catalog:
         }
         self._routes: dict[str, Route] = {}
         self._listing: tuple[Mapping[str, Any], ...] = ()
+        self._service_of = {m.exposed_name: m.manifest.service for m in deployment.manifests}
+        self._announced: dict[str, int] = {}  # service -> changes it announced
+        self._verified: dict[str, int] = {}  # service -> announcements answered by a checked listing
+        self._verdict: dict[str, anyio.Event] = {}  # set when a listing of the service is checked
+        self._verify_wait_s = verify_wait_s
 
     # ------------------------------------------------------------------ reads (hot path)
 
@@ -81,10 +96,52 @@ class Catalog:
     def statuses(self) -> list[ToolStatus]:
         return sorted(self._status.values(), key=lambda s: s.exposed_name)
 
+    def unsettled(self, name: str) -> bool:
+        """Whether tool ``name``'s service announced a change no checked listing has answered yet."""
+        service = self._service_of.get(name)
+        return service is not None and self._verified.get(service, 0) < self._announced.get(service, 0)
+
+    async def settle(self, name: str) -> Route | None:
+        """:meth:`lookup` once every change announced so far by ``name``'s service is verified; None if
+        the tool is not served then, or the verdict did not come within ``verify_wait_s``."""
+        service = self._service_of.get(name)
+        if service is None:
+            return None
+        needed = self._announced.get(service, 0)
+        with anyio.move_on_after(self._verify_wait_s):
+            while self._verified.get(service, 0) < needed:
+                await self._verdict.setdefault(service, anyio.Event()).wait()
+        if self._verified.get(service, 0) < needed:
+            log.warning("call held back: the service's changed tools were not re-verified in time",
+                        extra={"fields": {"tool": name, "service": service}})
+            return None
+        return self._routes.get(name)
+
+    def pin_report(self) -> list[dict[str, Any]]:
+        """Each manifest's pin against the live definition this gateway last checked, by exposed name:
+        ``{tool, service, state, reason, pin, live, verifying}`` (``verifying``: its service announced a
+        change not checked yet)."""
+        pins = {m.exposed_name: m.manifest.pin for ms in self._by_service.values() for m in ms}
+        pending = self.pending_services()
+        return [{"tool": status.exposed_name, "service": status.service, "state": status.state,
+                 "reason": status.reason, "pin": pins.get(status.exposed_name), "live": status.live_hash,
+                 "verifying": status.service in pending} for status in self.statuses()]
+
+    def pending_services(self) -> dict[str, int]:
+        """Services with announced changes not yet verified, and how many."""
+        return {service: count - self._verified.get(service, 0) for service, count in self._announced.items()
+                if count > self._verified.get(service, 0)}
+
     # ------------------------------------------------------------------ updates
 
-    def update_service(self, service: str, live_tools: Iterable[Mapping[str, Any]]) -> None:
-        """Re-check every manifest of ``service`` against a fresh ``tools/list`` answer."""
+    def note_change(self, service: str, count: int) -> None:
+        """``service`` announced its ``count``-th tool-list change: hold its calls until it is verified."""
+        if count > self._announced.get(service, 0):
+            self._announced[service] = count
+
+    def update_service(self, service: str, live_tools: Iterable[Mapping[str, Any]], as_of: int | None = None) -> None:
+        """Re-check every manifest of ``service`` against a fresh ``tools/list`` answer; ``as_of`` is
+        how many changes the service had announced when that listing started (they are now verified)."""
         live = {t.get("name"): t for t in live_tools if isinstance(t, Mapping)}
         manifests = self._by_service.get(service, [])
         declared = {m.manifest.name for m in manifests}
@@ -105,6 +162,11 @@ class Catalog:
                 routes[loaded.exposed_name] = self._route(service, loaded)
         self._status, self._routes = statuses, routes
         self._listing = tuple(routes[name].wire for name in sorted(routes))
+        if as_of is not None and as_of > self._verified.get(service, 0):
+            self._verified[service] = as_of
+        verdict = self._verdict.pop(service, None)
+        if verdict is not None:
+            verdict.set()  # waiting calls look again (and wait on, if a later change is still open)
 
     def live_hashes(self, service: str, live_tools: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         """Hashes of the live definitions of the tools that ``service``'s manifests declare."""

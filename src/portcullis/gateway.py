@@ -54,16 +54,19 @@ from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.service.env import gateway_env
-from portcullis.state.memory import InMemoryStateStore
+from portcullis.state.interface import StateUnavailable
+from portcullis.state.sqlite import SqliteStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
+from portcullis.transport.pins_api import PinsApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.gateway")
+COUNTERS_FILE = "counters.sqlite3"
 _PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 
@@ -187,8 +190,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                            environment=cfg.authorization.environment)
 
     catalog = Catalog(deployment)
-    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, child_env=child_env,
-                                             **upstream_timing)
+    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, on_change=catalog.note_change,
+                                             child_env=child_env, gateway_keys=minter, **upstream_timing)
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization
@@ -210,7 +213,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                         extra={"fields": {"tool": loaded.exposed_name}})
     log.info("policy loaded", extra={"fields": {"policy_version": engine.version,
                                                  "environment": authz.environment}})
-    state = InMemoryStateStore()
+    # limits: windows written through to a file in the state directory, so "per day" survives restarts
+    try:
+        state = SqliteStateStore.open(env.get("PORTCULLIS_COUNTERS_PATH") or state_dir / COUNTERS_FILE)
+    except StateUnavailable as exc:
+        raise _problem(deployment, f"limits: {exc.detail}") from None
 
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
     # the background task group; records are signed with a key kept in the state directory.
@@ -290,10 +297,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             return
         while True:
             await anyio.sleep(every)
-            current = keyring.rotate()
+            current = minter.rotate()  # also endorses the new key set, chained to the last
             log.info("upstream token signing key rotated", extra={"fields": {"kid": current.kid}})
             # A child that lacks the key signing next is restarted now, a whole interval ahead of
-            # need, so no call ever reaches a child that cannot verify its token.
+            # need. Correctness does not hang on that restart's speed: until a child has the signing
+            # key, its calls carry the endorsed key set (sdk_client), which it adopts. The restart
+            # keeps an idle child's keys from all leaving the ring before its next call.
             needed = {current.kid, *(key.kid for key in keyring.upcoming[:1])}
             for handle in upstreams.handles():
                 kids = spawned_with.get(handle.name)
@@ -320,6 +329,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)
 
+    async def run_state() -> None:
+        try:
+            while True:
+                await anyio.sleep(1.0)
+                try:
+                    await state.maintain(clock())
+                except StateUnavailable as exc:  # calls fail closed on their own; this is for the operator
+                    log.warning("state store maintenance failed", extra={"fields": {"detail": exc.detail}})
+        finally:
+            state.close()
+
     if siem is not None:
         stats = siem.stats
         metrics.set_export_stats_source(lambda: {name: {"sent": st.sent, "dropped": st.dropped, "depth": st.depth,
@@ -341,7 +361,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
                          approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
                          guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
-                         max_header_count=limits.max_header_count)
+                         max_header_count=limits.max_header_count,
+                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
@@ -355,7 +376,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin]
+                                                       run_admin, run_state]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:

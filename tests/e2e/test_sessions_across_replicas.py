@@ -54,8 +54,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayP
     root = _deployment(tmp_path_factory.mktemp("replicas") / "deployment")
     env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode()}
     state = root.parent / "shared-state"
-    # one audit chain per replica: a second writer on one chain is refused at start
-    gateways = [GatewayProcess(root, env={**env, "PORTCULLIS_AUDIT_PATH": str(root.parent / f"audit-{i}.sqlite3")},
+    # one audit chain and one counters file per replica: a second writer on either is refused at start
+    gateways = [GatewayProcess(root, env={**env, "PORTCULLIS_AUDIT_PATH": str(root.parent / f"audit-{i}.sqlite3"),
+                                          "PORTCULLIS_COUNTERS_PATH": str(root.parent / f"counters-{i}.sqlite3")},
                                state_dir=state, audience=RESOURCE) for i in range(2)]
     try:
         for gateway in gateways:

@@ -82,7 +82,7 @@ async def test_supervisor_reconnects_after_failures_and_drops() -> None:
     seen: list[list[dict[str, Any]]] = []
     connector = FakeConnector("svc", [ECHO], {"echo": _ok})
     connector.fail_next_opens = 2
-    handle = ServiceHandle("svc", [connector], lambda _name, tools: seen.append(tools),
+    handle = ServiceHandle("svc", [connector], lambda _name, tools, _as_of: seen.append(tools),
                            health_interval_s=0.05, refresh_s=10, max_backoff_s=0.05)
     with pytest.raises(UpstreamUnavailable):
         await handle.call_tool("echo", {"text": "x"}, timeout_s=1, request_id="r")
@@ -102,3 +102,124 @@ async def test_supervisor_reconnects_after_failures_and_drops() -> None:
         assert (await handle.call_tool("echo", {"text": "again"}, timeout_s=1, request_id="r"))["isError"] is False
         tg.cancel_scope.cancel()
     assert len(seen) >= 2
+
+
+# ----------------------------------------------------------------------------- pending verification
+
+
+async def test_an_announced_change_holds_calls_until_a_later_listing_is_checked() -> None:
+    """After note_change, settle waits; a listing started before the change does not release it, one after does."""
+    catalog = Catalog(deployment(definition_hash(ECHO)), verify_wait_s=5)
+    catalog.update_service("svc", [ECHO], as_of=0)
+    assert not catalog.unsettled("svc.echo")
+    catalog.note_change("svc", 1)
+    assert catalog.unsettled("svc.echo")
+    settled: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        async def call() -> None:
+            settled.append(await catalog.settle("svc.echo"))
+
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        catalog.update_service("svc", [ECHO], as_of=0)  # started before the announcement: not an answer
+        await anyio.wait_all_tasks_blocked()
+        assert settled == []
+        catalog.update_service("svc", [ECHO], as_of=1)
+    assert settled[0] is not None and settled[0].exposed_name == "svc.echo"
+    assert not catalog.unsettled("svc.echo")
+
+
+async def test_a_changed_definition_announced_is_refused_after_the_check() -> None:
+    """The listing that answers the announcement shows a changed description: settle returns None."""
+    catalog = Catalog(deployment(definition_hash(ECHO)))
+    catalog.update_service("svc", [ECHO], as_of=0)
+    catalog.note_change("svc", 1)
+    catalog.update_service("svc", [{**ECHO, "description": "changed"}], as_of=1)
+    assert await catalog.settle("svc.echo") is None
+    assert catalog.pin_report()[0]["state"] == "quarantined"
+
+
+async def test_a_verdict_that_never_comes_refuses_the_call_after_the_wait() -> None:
+    """No listing answers the announcement within verify_wait_s: the call is refused, not forwarded."""
+    catalog = Catalog(deployment(definition_hash(ECHO)), verify_wait_s=0.05)
+    catalog.update_service("svc", [ECHO], as_of=0)
+    catalog.note_change("svc", 3)
+    assert await catalog.settle("svc.echo") is None
+    assert catalog.pin_report()[0]["verifying"] is True
+
+
+async def test_a_notification_storm_is_relisted_a_bounded_number_of_times() -> None:
+    """A thousand announcements: re-listings start at least min_relist_s apart, and the hold ends."""
+    catalog = Catalog(deployment(definition_hash(ECHO)), verify_wait_s=5)
+    connector = FakeConnector("svc", [ECHO], {"echo": _ok})
+    handle = ServiceHandle("svc", [connector], catalog.update_service, on_change=catalog.note_change,
+                           health_interval_s=30, refresh_s=60, min_relist_s=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handle.run)
+        with anyio.fail_after(5):
+            await handle.ready.wait()
+        started = anyio.current_time()
+        for _ in range(1000):
+            handle.tools_changed()
+        with anyio.fail_after(5):
+            assert await catalog.settle("svc.echo") is not None
+        elapsed = anyio.current_time() - started
+        tg.cancel_scope.cancel()
+    assert handle.changes == 1000
+    assert 1 <= handle.relists <= elapsed / 0.05 + 2
+
+
+async def test_a_change_announced_through_the_connector_quarantines_the_tool() -> None:
+    """The fake service changes its definition and announces it: the tool is quarantined, others unaffected."""
+    catalog = Catalog(deployment(definition_hash(ECHO)), verify_wait_s=5)
+    tools = [dict(ECHO)]
+    handles: dict[str, ServiceHandle] = {}
+    connector = FakeConnector("svc", tools, {"echo": _ok}, on_tools_changed=lambda: handles["svc"].tools_changed())
+    handles["svc"] = ServiceHandle("svc", [connector], catalog.update_service, on_change=catalog.note_change,
+                                   health_interval_s=30, refresh_s=60)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handles["svc"].run)
+        with anyio.fail_after(5):
+            await handles["svc"].ready.wait()
+        assert catalog.lookup("svc.echo") is not None
+        tools[0] = {**ECHO, "inputSchema": {"type": "object"}}
+        connector.announce_change()
+        assert catalog.unsettled("svc.echo")  # at once, before any await
+        with anyio.fail_after(5):
+            assert await catalog.settle("svc.echo") is None
+        tg.cancel_scope.cancel()
+
+
+# ----------------------------------------------------------------------------- how announcements arrive
+
+
+async def test_the_sdk_connector_reports_a_tool_list_change_from_any_era() -> None:
+    """The SDK message handler reports notifications/tools/list_changed and nothing else."""
+    from mcp import types
+
+    from portcullis.config.model import HttpService
+    from portcullis.upstream.sdk_client import SdkConnector
+
+    seen: list[str] = []
+    connector = SdkConnector("svc", HttpService.model_validate({"transport": "http", "url": "http://127.0.0.1:1/mcp"}),
+                             {}, on_tools_changed=lambda: seen.append("changed"))
+    for message in (types.ToolListChangedNotification(), types.PromptListChangedNotification(),
+                    types.ResourceListChangedNotification(), RuntimeError("stream broke")):
+        await connector._on_message(message)
+    assert seen == ["changed"]
+
+
+@pytest.mark.parametrize(("body", "changed"), [
+    (b'data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n'
+     b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n', True),
+    (b'data: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n'
+     b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n', False),
+    (b'data: {"jsonrpc":"2.0","id":7,"result":{}}\n\n'
+     b'data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n', True),  # after it counts too
+])
+def test_the_relay_notices_a_change_announced_inside_an_answer(body: bytes, changed: bool) -> None:
+    """An SSE answer that carries notifications/tools/list_changed, before or after the response, reports it."""
+    from portcullis.upstream.http_relay import _read_sse
+
+    message, seen = _read_sse(body, 7)
+    assert message["id"] == 7 and seen is changed

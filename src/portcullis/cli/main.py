@@ -138,8 +138,20 @@ def lint(target: Annotated[Path, typer.Argument(help="Deployment directory to ch
 def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory (default: the demo).")] = None,
         service: Annotated[list[str] | None, typer.Option(help="Only these services.")] = None,
         check: Annotated[bool, typer.Option(help="Only report; write nothing; exit 1 on any drift.")] = False,
+        gateway: Annotated[str | None, typer.Option(
+            "--gateway", help="With --check: report what a RUNNING gateway sees (its admin listener URL, e.g. "
+            "http://127.0.0.1:9464), not a fresh child of each service. Needs a caller in admin.operators.")] = None,
+        token: Annotated[str | None, typer.Option("--token", help="Bearer token for --gateway (default: "
+                                                  "$PORTCULLIS_TOKEN).", show_default=False)] = None,
         ) -> None:
     """Record the hash of each tool's live definition in its manifest (after a person reviewed it)."""
+    if gateway is not None:
+        if not check:
+            err.print("pin: --gateway only reports (pins are written from a reviewed fresh listing): add --check",
+                      highlight=False)
+            raise typer.Exit(2)
+        _pin_check_gateway(gateway, token, service)
+        return
     import anyio
 
     from portcullis.pin_command import pin_deployment
@@ -154,6 +166,55 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
     failed = [r for r in rows if r.state in ("missing upstream", "service unreachable")]
     if failed or (check and drift):
         raise typer.Exit(1)
+
+
+def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) -> None:
+    """``pin --check --gateway``: the running gateway's view of every pin; exit 1 unless all unchanged."""
+    import os
+
+    import httpx2
+
+    token = token or os.environ.get("PORTCULLIS_TOKEN")
+    if not token:
+        err.print("pin: no token: pass --token or set PORTCULLIS_TOKEN (a caller in admin.operators)", highlight=False)
+        raise typer.Exit(2)
+    endpoint = url.rstrip("/") + "/pins"
+    try:
+        response = httpx2.get(endpoint, headers={"Authorization": f"Bearer {token}"}, timeout=15,
+                              follow_redirects=False)
+        answer = response.json()
+    except (httpx2.HTTPError, ValueError) as exc:
+        err.print(f"pin: cannot read {endpoint}: {type(exc).__name__}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    if response.status_code != 200 or not isinstance(answer, dict) or not isinstance(answer.get("tools"), list):
+        message = answer.get("error") if isinstance(answer, dict) else None
+        err.print(f"pin: refused (HTTP {response.status_code}): {message or 'unexpected answer'}", highlight=False,
+                  markup=False)
+        raise typer.Exit(2)
+    table = Table("tool", "state", "pin", "live (as the gateway sees it)")
+    drift = 0
+    for row in answer["tools"]:
+        if not isinstance(row, dict) or (services and row.get("service") not in services):
+            continue
+        state = _gateway_pin_state(row)
+        drift += state != "unchanged"
+        table.add_row(str(row.get("tool")), state, str(row.get("pin") or "-"), str(row.get("live") or "-"))
+    out.print(table)
+    if drift:
+        raise typer.Exit(1)
+
+
+def _gateway_pin_state(row: dict[str, object]) -> str:
+    if row.get("verifying"):
+        return "verifying a change"
+    state = row.get("state")
+    if state == "serving":
+        return "unchanged"
+    if state == "quarantined":
+        return "changed" if row.get("live") else "missing upstream"
+    if state == "unpinned":
+        return "not pinned"
+    return "service unreachable"
 
 
 @app.command()
@@ -211,21 +272,53 @@ def token_revoke(config: ConfigDir = None,
                  jti: Annotated[str | None, typer.Option(help="A token id.")] = None,
                  client: Annotated[str | None, typer.Option(help="A client id: all its tokens.")] = None,
                  agent: Annotated[str | None, typer.Option(help="An agent id: all its tokens.")] = None,
-                 reason: Annotated[str, typer.Option(help="Why (recorded).")] = "") -> None:
-    """Revoke a token, a client or an agent; running gateways pick it up within a second."""
+                 reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
+                 state_dir: Annotated[Path | None, typer.Option(
+                     "--state-dir", help="The gateway's state directory (instead of reading --config).",
+                     file_okay=False)] = None,
+                 revocation_file: Annotated[Path | None, typer.Option(
+                     "--revocation-file", help="The revocation list itself (instead of reading --config).",
+                     dir_okay=False)] = None) -> None:
+    """Revoke a token, a client or an agent; running gateways pick it up within a second.
+
+    Emergency use: only the revocation list's location is read from --config (``state_dir`` and
+    ``identity.revocation_file`` of gateway.yaml), so this works even when the rest of the
+    deployment does not load. Without --config: $PORTCULLIS_STATE_DIR, else ./.portcullis."""
+    from portcullis.config.state_paths import REVOCATIONS_FILE, StatePaths
     from portcullis.identity.revocation import revoke
-    from portcullis.identity.state_dir import resolve_state_dir
 
     chosen = [(k, v) for k, v in (("jti", jti), ("client", client), ("agent", agent)) if v]
     if len(chosen) != 1:
         err.print("token revoke: give exactly one of --jti, --client, --agent", highlight=False)
         raise typer.Exit(2)
-    deployment = _load(config)
-    ident = deployment.gateway.identity
-    path = Path(ident.revocation_file) if ident and ident.revocation_file else (
-        resolve_state_dir(deployment.gateway.state_dir) / "revocations.db")
+    if revocation_file is not None:
+        path = revocation_file.expanduser().resolve()
+    elif state_dir is not None:
+        path = state_dir.expanduser().resolve() / REVOCATIONS_FILE
+    else:
+        path = StatePaths.from_raw(_raw_gateway(config) if config is not None else None).revocations
+    if not path.parent.is_dir():
+        err.print(f"token revoke: {path.parent} does not exist; is this the gateway's state directory? "
+                  "(--state-dir, --revocation-file)", highlight=False, markup=False)
+        raise typer.Exit(2)
+    if not path.exists():
+        err.print(f"warning: {path} did not exist: no running gateway reads this list yet; check that it is the "
+                  "one your gateway uses", highlight=False, markup=False)
     revoke(path, chosen[0][0], chosen[0][1], reason)
-    out.print(f"revoked {chosen[0][0]} {chosen[0][1]}", highlight=False)
+    out.print(f"revoked {chosen[0][0]} {chosen[0][1]} in {path}", highlight=False, markup=False)
+
+
+def _raw_gateway(config: Path) -> object:
+    """gateway.yaml parsed, not validated: only where the state lives is read from it."""
+    from portcullis.config.yaml_lines import MAX_BYTES, YamlError, load_yaml
+
+    path = config / "gateway.yaml"
+    try:
+        return load_yaml(path.read_bytes()[: MAX_BYTES + 1]).value
+    except (OSError, YamlError) as exc:
+        err.print(f"token revoke: cannot read {path} ({type(exc).__name__}); name the list with --state-dir or "
+                  "--revocation-file", highlight=False, markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -24,11 +24,13 @@ that might be a secret.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 from portcullis.config.model import PIN_PATTERN, GatewayConfig, ToolManifest, exposed_name
 from portcullis.config.schema_patterns import pattern_problems
 from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
+from portcullis.config.state_paths import StatePaths
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
 from portcullis.errors import ConfigError, Problem
 
@@ -63,22 +66,25 @@ class Deployment:
     manifests: tuple[LoadedManifest, ...]
 
 
-def load_deployment(root: Path) -> Deployment:
-    """The validated deployment at ``root``; ConfigError with every error if there is any."""
-    problems, deployment = _check(Path(root))
+def load_deployment(root: Path, environ: Mapping[str, str] | None = None) -> Deployment:
+    """The validated deployment at ``root``; ConfigError with every error if there is any.
+
+    ``environ`` (default: the process environment) is where ``$PORTCULLIS_STATE_DIR`` and the
+    store path overrides are read, to know which files are the gateway's state and not configuration."""
+    problems, deployment = _check(Path(root), environ)
     errors = [p for p in problems if p.severity == "error"]
     if errors or deployment is None:
         raise ConfigError(_sorted(errors) or [Problem(Path(root), None, "invalid deployment")])
     return deployment
 
 
-def lint_deployment(root: Path) -> list[Problem]:
+def lint_deployment(root: Path, environ: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem at ``root``, errors and warnings, sorted by path then line.
 
     Past the checks :func:`load_deployment` makes, (6) the policies: conflicts, unreachable rules,
     tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`).
     """
-    problems, deployment = _check(Path(root))
+    problems, deployment = _check(Path(root), environ)
     if deployment is not None:
         problems += _policy_problems(deployment)  # 6
     return _sorted(problems)
@@ -152,12 +158,12 @@ class _Problems(list[Problem]):
 _Checked = tuple[Path, str, YamlDocument, ToolManifest]
 
 
-def _check(root: Path) -> tuple[list[Problem], Deployment | None]:
+def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem], Deployment | None]:
     report = _Problems()
     if not root.is_dir():
         report.error(root, None, "not a directory")
         return report, None
-    files = _walk(root, report)  # 1
+    files = _walk(root, report, _state_paths(root, report, environ))  # 1
     texts: dict[Path, bytes] = {}
     for rel, real in files.items():
         if (data := _read(root / rel, real, report)) is not None:
@@ -197,16 +203,43 @@ def _issuer_scopes(root: Path, gateway: GatewayConfig, gateway_text: bytes, mani
             report.error(problem.path, docs[problem.path].line_of(problem.loc), problem.message)
 
 
-def _walk(root: Path, report: _Problems) -> dict[Path, Path]:
-    """Relative path → real path of every file to read; symlinks leaving ``root`` are errors."""
+def _state_paths(root: Path, report: _Problems, environ: Mapping[str, str] | None) -> StatePaths:
+    """The gateway's own state as this deployment places it (read from the raw gateway.yaml, which is
+    checked properly later); a state directory inside the deployment is a warning, the deployment
+    directory itself an error."""
+    raw: Any = None
+    path = root / "gateway.yaml"
+    if path.is_file() and not path.is_symlink():
+        try:
+            raw = load_yaml(path.read_bytes()[: MAX_BYTES + 1]).value
+        except (OSError, YamlError):
+            raw = None  # reported by step 3
+    paths = StatePaths.from_raw(raw, environ)
     real_root = root.resolve()
+    if paths.state_dir == real_root:
+        report.error(path, None, "state_dir is the deployment directory itself: the gateway's keys would sit "
+                     "among the configuration; give it a directory of its own")
+    elif real_root in paths.state_dir.parents:
+        inside = paths.state_dir.relative_to(real_root)
+        report.warning(path, None, f"state_dir is inside the deployment directory ({inside}): it is never read "
+                       "as configuration, but keep it out of version control (it holds private keys)")
+    return paths
+
+
+def _walk(root: Path, report: _Problems, state: StatePaths) -> dict[Path, Path]:
+    """Relative path → real path of every file to read; symlinks leaving ``root`` are errors; the
+    gateway's own state (``state``) is skipped, never read."""
+    real_root = root.resolve()
+    if real_root not in state.state_dir.parents:  # outside: nothing to skip; the root itself or above it:
+        state = dataclasses.replace(state, skip_state_dir=False)  # skipping it would skip the deployment
     files: dict[Path, Path] = {}
     for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git and friends
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # .git and friends
+                         and not state.holds_dir(Path(os.path.realpath(Path(folder, d)))))
         for name in [*dirs, *names]:
             path = Path(folder, name)
             if not path.is_symlink():
-                if name in names:
+                if name in names and not state.holds_file(Path(os.path.realpath(path))):
                     files[path.relative_to(root)] = path
                 continue
             target = Path(os.path.realpath(path))
@@ -214,7 +247,7 @@ def _walk(root: Path, report: _Problems) -> dict[Path, Path]:
                 report.error(path, None, "symlink points outside the deployment directory: not read")
             elif target.is_dir():
                 report.warning(path, None, "symlinked directory not followed")
-            elif name in names:
+            elif name in names and not state.holds_file(target):
                 files[path.relative_to(root)] = target
     return files
 

@@ -213,7 +213,9 @@ class AuthorizationConfig(_Model):
         "policy", description="Directory of ``*.rego`` modules, relative to the deployment directory. "
         "Every module is compiled once at start; a missing directory means no Rego rules.")
     limits: tuple[LimitRule, ...] = Field(
-        (), description="Session-aware limits: counts and running totals per principal over a window.")
+        (), description="Session-aware limits: counts and running totals per principal over a window. Counted "
+        "in ``counters.sqlite3`` in the state directory, so they survive restarts; an add counts for the window "
+        "and at most 1/64 of it longer (never shorter).")
     rego_evaluation: RegoEvaluationConfig = RegoEvaluationConfig()
 
     @field_validator("limits")
@@ -257,6 +259,17 @@ class AdminConfig(_Model):
         description="Accepted Origin header values on the admin listener (':*' = any port). A present, foreign "
         "Origin gets 403.",
     )
+    operators: tuple[str, ...] = Field(
+        (), description="Caller patterns (``role:platform``, ``client:ci-pipeline``) allowed to read the "
+        "authenticated operator endpoints (``GET /pins``: each tool's pin against the definition the running "
+        "gateway sees, for ``portcullis pin --check --gateway``). Empty: nobody.")
+
+    @field_validator("operators")
+    @classmethod
+    def _operators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_caller_pattern(pattern)
+        return value
 
 
 class ApproverRule(_Model):
@@ -368,7 +381,8 @@ class GatewayConfig(_Model):
     upstream_tokens: UpstreamTokenConfig = UpstreamTokenConfig()
     state_dir: str | None = Field(
         None, description="Directory for local state (development issuer key, revocations). Default: "
-        "$PORTCULLIS_STATE_DIR or ./.portcullis.")
+        "$PORTCULLIS_STATE_DIR or ./.portcullis. Never read as configuration, even inside the deployment "
+        "directory (a warning: keep it out of version control); it must not be the deployment directory itself.")
     authorization: AuthorizationConfig = AuthorizationConfig()
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()

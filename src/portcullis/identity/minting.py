@@ -21,6 +21,24 @@ A token is a compact JWS (RFC 7515) signed with Ed25519 (``EdDSA``, the default)
 ``target`` goes beyond a bare actor token: it binds the token to the one tool the gateway
 authorised, so a token cannot be spent on another tool of the same service.
 
+**Key continuity.** A stdio child learns the gateway's keys once, at spawn. So that a child that
+started late, or has not been restarted yet, never refuses a token signed by a key published
+after it started, the minter signs each published key set with *every* key the gateway holds
+then (current, previous still published, and pre-published), as a JWS in the JSON general
+serialization::
+
+    {"payload": b64url({"iss": "<issuer>", "iat": t, "keys": [<JWKS entries>]}),
+     "signatures": [{"protected": b64url({"alg", "kid", "typ": "portcullis-jwks+jws"}), "signature": …}, …]}
+
+One such set is made at every rotation (:meth:`TokenMinter.rotate`) and the last
+``chain_length`` are kept, public halves and signatures only. Each set is signed by the key that
+signed before it, so they form a chain: :meth:`TokenMinter.key_sets_for` picks the links a
+child needs from the newest set it can verify with keys it already holds. They ride in a call's
+``_meta`` (``io.portcullis/gateway-keys``) while the child may lack the signing key, and the kit
+adopts each only if a key it trusts at that moment signed it
+(:meth:`portcullis.service.verify.GatewayTokenVerifier.adopt_key_set`): trust only ever passes
+from a trusted key to the keys it vouches for.
+
 Keys live in a :class:`KeyRing`: the ``current`` key signs, ``previous`` keys stay published in
 the JWKS for ``overlap_s`` after they were retired, so a token signed just before a rotation still
 verifies; :meth:`KeyRing.jwks` publishes public halves only. The minting path does no I/O and no
@@ -36,6 +54,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -50,9 +69,12 @@ from portcullis.identity.principal import Principal
 
 ACTOR_TOKEN_TYP = "portcullis-actor+jwt"  # noqa: S105 - a JOSE type name, not a secret
 ACTOR_TOKEN_META_KEY = "io.portcullis/actor-token"  # noqa: S105 - the `_meta` key the token rides in on stdio
+KEY_SET_TYP = "portcullis-jwks+jws"  # the endorsed key set's JOSE type
+GATEWAY_KEYS_META_KEY = "io.portcullis/gateway-keys"  # the `_meta` key an endorsed key set rides in
 ALGORITHMS = ("EdDSA", "ES256")
 MAX_TTL_S = 60
 MAX_CLAIM_CHARS = 256  # req, tool, target, aud
+MAX_KEY_SETS = 64  # endorsed key sets kept, and accepted by the kit in one call
 
 Clock = Callable[[], float]
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -234,14 +256,29 @@ class KeyRing:
 
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set to publish: public keys of the current and previous keys only."""
+        return {"keys": [key.published() for key in self.held()]}
+
+    def held(self) -> tuple[SigningKey, ...]:
+        """Every key the ring publishes: current, previous still within overlap, pre-published."""
         with self._lock:  # rotate() changes keys and upcoming together
             keys, upcoming = self._keys, self._upcoming
-        return {"keys": [key.published() for key in (*self._live(keys, self._clock()), *upcoming)]}
+        return (*self._live(keys, self._clock()), *upcoming)
 
     def _live(self, keys: tuple[SigningKey, ...], now: float) -> tuple[SigningKey, ...]:
         """``keys`` without previous keys past their overlap or beyond ``max_keys``. Pure."""
         live = [key for key in keys[1:] if key.retired_at is not None and now < key.retired_at + self._overlap_s]
         return (keys[0], *live[: self._max_keys - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class EndorsedKeys:
+    """The published key set signed by every held key (see the module docstring), and which keys it names.
+
+    ``current_kid`` is the key signing tokens when it was made; ``kids`` every key in it."""
+
+    current_kid: str
+    kids: frozenset[str]
+    document: dict[str, Any]  # never changed after it is made; shared by every call that carries it
 
 
 class TokenMinter:
@@ -254,16 +291,65 @@ class TokenMinter:
         clock: seconds since the epoch; injected so tests need no sleeps.
     """
 
-    def __init__(self, keyring: KeyRing, *, issuer: str, ttl_s: int = 30, clock: Clock = time.time) -> None:
+    def __init__(self, keyring: KeyRing, *, issuer: str, ttl_s: int = 30, clock: Clock = time.time,
+                 chain_length: int = 64) -> None:
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be a whole number of seconds from 1 to {MAX_TTL_S}")
+        if not 1 <= chain_length <= MAX_KEY_SETS:
+            raise ValueError(f"chain_length must be 1 to {MAX_KEY_SETS}")
         _check_claim("issuer", issuer)
         self._ring, self._issuer, self._ttl_s, self._clock = keyring, issuer, ttl_s, clock
         self._headers: dict[str, str] = {}
+        self._endorsed_for: tuple[str, ...] = ()
+        self._chain: deque[EndorsedKeys] = deque(maxlen=chain_length)  # oldest first
+        self.endorsed_keys()
 
     @property
     def issuer(self) -> str:
         return self._issuer
+
+    def rotate(self) -> SigningKey:
+        """Rotate the ring and endorse the new key set at once (so the chain has no gap)."""
+        key = self._ring.rotate()
+        self.endorsed_keys()
+        return key
+
+    def key_sets_for(self, known: frozenset[str]) -> list[EndorsedKeys] | None:
+        """What a service holding the keys ``known`` needs to verify tokens signed now: ``None`` if it
+        has the signing key, else the endorsed key sets from the newest one signed by a key it
+        holds, oldest first (just the newest when it holds none of them: it cannot catch up and
+        must be restarted)."""
+        latest = self.endorsed_keys()
+        if latest.current_kid in known:
+            return None
+        chain = list(self._chain)
+        for index in range(len(chain) - 1, -1, -1):
+            if chain[index].kids & known:
+                return chain[index:]
+        return [latest]
+
+    def endorsed_keys(self) -> EndorsedKeys:
+        """The published key set, signed by every held key; remade only when the ring has rotated.
+
+        Cheap on the call path: a cached object unless the current or a pre-published key changed
+        (about 50 µs per held key to re-sign, once per rotation)."""
+        ring = self._ring
+        marker = (ring.current.kid, *(key.kid for key in ring.upcoming))
+        if self._chain and marker == self._endorsed_for:
+            return self._chain[-1]
+        held = ring.held()
+        payload = _encode({"iss": self._issuer, "iat": int(self._clock()),
+                           "keys": [key.published() for key in held]})
+        signatures = []
+        for key in held:
+            protected = _encode({"alg": key.alg, "kid": key.kid, "typ": KEY_SET_TYP})
+            signature = key.sign(f"{protected}.{payload}".encode("ascii"))
+            signatures.append({"protected": protected, "signature": b64url(signature)})
+        endorsed = EndorsedKeys(held[0].kid, frozenset(key.kid for key in held),
+                                {"payload": payload, "signatures": signatures})
+        self._chain.append(endorsed)
+        self._endorsed_for = marker
+        return endorsed
 
     def mint(self, principal: Principal, *, audience: str, request_id: str, tool: str, target: str,
              approval: dict[str, Any] | None = None) -> str:

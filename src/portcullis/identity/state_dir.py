@@ -1,7 +1,8 @@
 """Where local state lives: the development issuer's key and the revocation list.
 
 ``gateway.yaml``'s ``state_dir``, else ``$PORTCULLIS_STATE_DIR``, else ``./.portcullis``. The
-directory is created with mode 0700; files holding keys are written with mode 0600.
+directory is created with mode 0700; files holding keys are written with mode 0600. The
+deployment loader never reads it, wherever it is (:mod:`portcullis.config.state_paths`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from portcullis.config.state_paths import state_dir_path
+
 
 def resolve_state_dir(configured: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    path = Path(configured or env.get("PORTCULLIS_STATE_DIR") or ".portcullis").expanduser().resolve()
+    path = state_dir_path(configured, environ)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 

@@ -79,7 +79,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         ("audit", audit.make_stage(p.auditor, p.tracing)),
     )
     # forward: the terminal handler, over the pooled upstream connection.
-    forwarder = forward.make_forwarder(p.upstreams, p.minter, default_timeout_s=p.default_timeout_s)
+    forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)
     timing = getattr(p.hooks, "stage_done", None)
     spans = p.tracing if p.tracing is not None and p.tracing.enabled else None
     if timing is None and spans is None:

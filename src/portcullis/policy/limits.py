@@ -25,7 +25,8 @@ When a call is counted: :func:`check_limits` reserves as it allows, so call it a
 before forwarding. A reservation is never given back afterwards — not when the upstream fails
 nor when the task is cancelled — so errors make limits stricter, never looser.
 
-Races. With :class:`~portcullis.state.memory.InMemoryStateStore` nothing awaits inside the store,
+Races. With the embedded stores (:class:`~portcullis.state.sqlite.SqliteStateStore`, the
+default, and :class:`~portcullis.state.memory.InMemoryStateStore`) nothing awaits inside the store,
 so the whole of :func:`check_limits` runs without another call interleaving on the event loop.
 With a shared store (Redis, later) each ``window_add`` is atomic (one Lua script) but the phases
 are not: another call may briefly see a reservation that is about to be rolled back and be refused

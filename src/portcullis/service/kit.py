@@ -24,16 +24,22 @@ author cannot forget it and no tool body runs for a refused call.
   never carries two credentials that could disagree;
 - over stdio and in memory (no HTTP request): ``params._meta["io.portcullis/actor-token"]``.
 
-The ``_meta`` entry is removed from every message before anything else sees it, so tool code
-reading ``ctx.request_context.meta`` never sees a token. (Over HTTP ``ctx.headers`` still shows the
+Beside it, over any transport, may ride the gateway's endorsed key set
+(``params._meta["io.portcullis/gateway-keys"]``, :mod:`portcullis.identity.minting`): a child
+that started before the signing key was published adopts it when a key it already trusts
+signed it, so no call fails because a child was restarted late.
+
+Both ``_meta`` entries are removed from every message before anything else sees them, so tool
+code reading ``ctx.request_context.meta`` never sees a token or key set. (Over HTTP ``ctx.headers`` still shows the
 Authorization header; the token is single-use and bound to this service, so it is worthless to
 pass on.)
 
 **Which methods need a token.** Every request except the discovery and lifecycle methods in
-:data:`OPEN_METHODS` (``initialize``, ``ping``, ``server/discover`` and the ``*/list`` methods)
-and notifications. ``tools/list`` stays open in this step: the gateway lists tools for pinning
-and health checks outside any client call, the definitions it may see are the manifests it
-already holds, and listing runs no tool code. ``tools/call`` tokens are bound to the tool
+:data:`OPEN_METHODS` (``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
+``subscriptions/listen``) and notifications. ``tools/list`` and ``subscriptions/listen`` stay
+open in this step: the gateway lists tools for pinning and health checks, and listens for
+tool-list changes, outside any client call; the definitions it may see are the manifests it
+already holds, and neither runs tool code. ``tools/call`` tokens are bound to the tool
 (``target`` claim = the ``name`` in the call); ``resources/read`` and ``prompts/get`` to the URI or
 prompt name; anything else to the method name.
 
@@ -69,7 +75,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import RequestParamsMeta
 
-from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
+from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY
 from portcullis.identity.principal import Principal
 from portcullis.policy.decision import Decision
 from portcullis.service.policy_guard import FORBIDDEN_CODE, FORBIDDEN_MESSAGE, ServicePolicies
@@ -80,6 +86,7 @@ logger = logging.getLogger("portcullis.service")
 OPEN_METHODS = frozenset({
     "initialize", "ping", "server/discover",
     "tools/list", "resources/list", "resources/templates/list", "prompts/list",
+    "subscriptions/listen",  # the gateway watches for tool-list changes outside any client call
 })
 _KIT_OWNS = ("auth", "token_verifier", "auth_server_provider")
 
@@ -104,17 +111,32 @@ def current_principal() -> Principal:
     return current_call().principal
 
 
+_KIT_META = (ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY)
+
+
+def key_set_of(ctx: ServerRequestContext[Any, Any]) -> object:
+    """The gateway's endorsed key set the call carries in ``_meta``, or None. Any transport: the key
+    set is trusted for its signature, never for the channel it came by."""
+    meta = ctx.params.get("_meta") if ctx.params else None
+    return meta.get(GATEWAY_KEYS_META_KEY) if isinstance(meta, Mapping) else None
+
+
+def _without_meta(ctx: ServerRequestContext[Any, Any], keys: tuple[str, ...]) -> ServerRequestContext[Any, Any]:
+    params = ctx.params or {}
+    meta = params.get("_meta")
+    stripped = {k: v for k, v in meta.items() if k not in keys} if isinstance(meta, Mapping) else meta
+    new_meta = {k: v for k, v in ctx.meta.items() if k not in keys} if ctx.meta else None
+    return replace(ctx, params={**params, "_meta": stripped}, meta=cast("RequestParamsMeta | None", new_meta))
+
+
 def take_token(ctx: ServerRequestContext[Any, Any]) -> tuple[ServerRequestContext[Any, Any], str | None, str | None]:
-    """``(ctx without the _meta token, token or None, problem or None)`` for either transport."""
+    """``(ctx without the kit's _meta entries, token or None, problem or None)`` for either transport."""
     params = ctx.params
     meta = params.get("_meta") if params else None
     meta_token: Any = None
-    if isinstance(meta, Mapping) and ACTOR_TOKEN_META_KEY in meta:
-        meta_token = meta[ACTOR_TOKEN_META_KEY]
-        stripped = {k: v for k, v in meta.items() if k != ACTOR_TOKEN_META_KEY}
-        new_meta = {k: v for k, v in ctx.meta.items() if k != ACTOR_TOKEN_META_KEY} if ctx.meta else None
-        new_params = {**(params or {}), "_meta": stripped}
-        ctx = replace(ctx, params=new_params, meta=cast("RequestParamsMeta | None", new_meta))
+    if isinstance(meta, Mapping) and any(key in meta for key in _KIT_META):
+        meta_token = meta.get(ACTOR_TOKEN_META_KEY)
+        ctx = _without_meta(ctx, _KIT_META)
     headers = getattr(ctx.request, "headers", None)
     if headers is None:  # stdio, in memory
         if meta_token is not None and not isinstance(meta_token, str):
@@ -148,6 +170,7 @@ class ActorTokenGuard:
         self.verifier = verifier
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        key_set = key_set_of(ctx)
         ctx, token, problem = take_token(ctx)
         if ctx.request_id is None or ctx.method in OPEN_METHODS:
             return await call_next(ctx)
@@ -157,7 +180,7 @@ class ActorTokenGuard:
             target = _target(ctx.method, ctx.params)
             if target is None:
                 raise ServiceAuthError("no call target")
-            verified = await self.verifier.verify(token, target=target)
+            verified = await self.verifier.verify(token, target=target, key_set=key_set)
         except ServiceAuthError as exc:
             logger.warning("actor token refused", extra={"fields": {
                 "reason": exc.reason, "method": ctx.method, "rpc_id": str(ctx.request_id),

@@ -11,7 +11,9 @@ only ever sees "unauthenticated"):
 4. ``typ`` is ``portcullis-actor+jwt``.
 5. ``alg`` is one of the configured algorithms (EdDSA, ES256); the header only *names* which,
    and it must match the algorithm of the key it selects.
-6. ``kid`` selects a key in the JWKS (refreshed when stale or when the kid is unknown).
+6. ``kid`` selects a key in the JWKS (refreshed when stale or when the kid is unknown; when the
+   call carries the gateway's endorsed key set, that is adopted first if a key this service
+   already trusts signed it, see :meth:`GatewayTokenVerifier.adopt_key_set`).
 7. The signature verifies with that key.
 8. The claims are a JSON object with the minted types; ``iss`` and ``aud`` are exactly this
    service's issuer and audience.
@@ -45,7 +47,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from portcullis.errors import PortcullisError
-from portcullis.identity.minting import ACTOR_TOKEN_TYP, ALGORITHMS, MAX_CLAIM_CHARS, MAX_TTL_S, b64url_decode
+from portcullis.identity.minting import (
+    ACTOR_TOKEN_TYP,
+    ALGORITHMS,
+    KEY_SET_TYP,
+    MAX_CLAIM_CHARS,
+    MAX_KEY_SETS,
+    MAX_TTL_S,
+    b64url_decode,
+)
 from portcullis.identity.principal import Principal
 
 logger = logging.getLogger("portcullis.service")
@@ -54,6 +64,9 @@ UNAUTHENTICATED_CODE = -31401  # outside -32768..-32000, as the 2026-07-28 revis
 JwksSource = Mapping[str, Any] | Callable[[], Awaitable[Mapping[str, Any]]]
 
 _HEADER_NAMES = frozenset({"alg", "kid", "typ"})
+_MAX_KEY_SET_PAYLOAD = 16_384  # base64url characters of an endorsed key set
+_MAX_KEY_SET_SIGNATURES = 16
+_MAX_KEY_SET_KEYS = 32
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit")
 _MAX_HEADER_CHARS = 512
 
@@ -198,6 +211,8 @@ class GatewayTokenVerifier:
         self._jwks_max_age_s, self._jwks_min_refresh_s = jwks_max_age_s, jwks_min_refresh_s
         self._lock = anyio.Lock()
         self._fetched_at = self._attempted_at = -math.inf
+        self._key_set_iat = -math.inf  # iat of the last endorsed key set adopted (never go back)
+        self._key_set_payload = ""
         if callable(jwks):
             self._source: Callable[[], Awaitable[Mapping[str, Any]]] | None = jwks
             self._keys: dict[str, _PublicKey] = {}
@@ -205,11 +220,14 @@ class GatewayTokenVerifier:
             self._source = None
             self._keys = parse_jwks(jwks, self._algorithms)
 
-    async def verify(self, token: str | None, *, target: str | None = None) -> VerifiedCall:
+    async def verify(self, token: str | None, *, target: str | None = None,
+                     key_set: object = None) -> VerifiedCall:
         """The principal and claims of a valid token; ServiceAuthError(reason) otherwise.
 
         With ``target``, the token must have been minted for exactly that target (the tool name
-        at this service), so a token for one tool cannot be spent on another.
+        at this service), so a token for one tool cannot be spent on another. ``key_set`` is the
+        gateway's endorsed key set if the call carried one: adopted (when a trusted key signed
+        it) only if the token's kid is unknown.
         """
         # 1-2. present, bounded, well formed
         if token is None or token == "":
@@ -238,6 +256,8 @@ class GatewayTokenVerifier:
         if not isinstance(kid, str):
             raise ServiceAuthError("malformed token")
         key = await self._key(kid)
+        if key is None and key_set is not None and self.adopt_key_set(key_set):
+            key = self._keys.get(kid)
         if key is None:
             raise ServiceAuthError("unknown kid")
         if key.alg != alg:
@@ -280,6 +300,80 @@ class GatewayTokenVerifier:
         # 12. single use
         self._replay.remember(claims["jti"], exp, now)
         return VerifiedCall(principal, claims)
+
+    def adopt_key_set(self, document: object) -> bool:
+        """Replace the trusted keys with an endorsed key set if a key trusted now signed it; given a
+        list (at most 64, oldest first, a chain), each in turn, so each link may vouch for the next.
+
+        Steps: (1) bounded shape: a ``payload`` string and at most 16 ``signatures``; (2) the
+        payload is a JSON object naming this service's issuer, an integer ``iat`` not before the
+        last adopted set's (no rollback to an older set) nor beyond ``leeway_s`` in the future,
+        and a key set that parses like a JWKS (no private keys, no duplicate kids, at least one
+        usable key); (3) the first signature whose protected header has exactly ``alg``, ``kid``,
+        ``typ`` (``portcullis-jwks+jws``) and names a key trusted *now* with that algorithm
+        verifies over ``protected.payload``. Anything else leaves the keys unchanged (logged).
+        Returns whether the keys changed.
+        """
+        if isinstance(document, list):
+            if len(document) > MAX_KEY_SETS:
+                logger.warning("gateway key set refused", extra={"fields": {"reason": "chain too long"}})
+                return False
+            return any([self.adopt_key_set(link) for link in document if not isinstance(link, list)])
+        try:
+            keys, iat, payload = self._endorsed(document)
+        except ValueError as exc:
+            logger.warning("gateway key set refused", extra={"fields": {"reason": str(exc)}})
+            return False
+        if payload == self._key_set_payload:
+            return False
+        self._keys, self._key_set_iat, self._key_set_payload = keys, iat, payload
+        logger.info("gateway key set adopted", extra={"fields": {"kids": sorted(keys)}})
+        return True
+
+    def _endorsed(self, document: object) -> tuple[dict[str, _PublicKey], float, str]:
+        if not isinstance(document, Mapping):
+            raise ValueError("not an object")
+        payload, signatures = document.get("payload"), document.get("signatures")
+        if not isinstance(payload, str) or len(payload) > _MAX_KEY_SET_PAYLOAD:
+            raise ValueError("bad payload")
+        if not isinstance(signatures, list) or not 0 < len(signatures) <= _MAX_KEY_SET_SIGNATURES:
+            raise ValueError("bad signatures")
+        try:
+            claims = _json_object(payload)
+        except ServiceAuthError:
+            raise ValueError("bad payload") from None
+        iat, listed = claims.get("iat"), claims.get("keys")
+        if claims.get("iss") != self.issuer:
+            raise ValueError("wrong iss")
+        if type(iat) is not int or iat < self._key_set_iat or iat > self._clock() + self._leeway_s:
+            raise ValueError("stale or future iat")
+        if not isinstance(listed, list) or len(listed) > _MAX_KEY_SET_KEYS:
+            raise ValueError("bad keys")
+        keys = parse_jwks({"keys": listed}, self._algorithms)
+        if not keys:
+            raise ValueError("no usable key")
+        for entry in signatures:
+            if not isinstance(entry, Mapping):
+                continue
+            protected, signature = entry.get("protected"), entry.get("signature")
+            if not isinstance(protected, str) or not isinstance(signature, str) or len(protected) > _MAX_HEADER_CHARS:
+                continue
+            try:
+                header = _json_object(protected)
+                raw = b64url_decode(signature)
+            except (ServiceAuthError, ValueError):
+                continue
+            kid = header.get("kid")
+            trusted = self._keys.get(kid) if isinstance(kid, str) else None
+            if (header.keys() != _HEADER_NAMES or header.get("typ") != KEY_SET_TYP or trusted is None
+                    or header.get("alg") != trusted.alg):
+                continue
+            # one attempt per set: every signature of a genuine set verifies, so a set whose first
+            # trusted signature does not is forged (and a hostile set costs one verification at most)
+            if trusted.verifies(raw, f"{protected}.{payload}".encode("ascii")):
+                return keys, iat, payload
+            break
+        raise ValueError("no signature by a trusted key")
 
     async def _key(self, kid: str) -> _PublicKey | None:
         source = self._source

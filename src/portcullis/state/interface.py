@@ -5,17 +5,21 @@ Today the seam holds one primitive, an **atomic windowed counter**, which the li
 Approvals, rate limits and kill switches will sit behind the same seam later; only what is used
 is defined now.
 
-Implementations: :class:`~portcullis.state.memory.InMemoryStateStore` (the embedded default, one
-process) and, later, a Redis store for cluster mode. :class:`~portcullis.state.memory.FailingStateStore`
+Implementations: :class:`~portcullis.state.sqlite.SqliteStateStore` (the embedded default: one
+process, windows written through to a SQLite file so they survive restarts),
+:class:`~portcullis.state.memory.InMemoryStateStore` (the same windows in process only: the test
+double) and, later, a Redis store for cluster mode. :class:`~portcullis.state.memory.FailingStateStore`
 is the test double for an unreachable store.
 
 The windowed counter, precisely:
 
-1. A key holds *entries* ``(expires_at, amount, entry_id)``. :meth:`StateStore.window_add` at
-   time ``now`` with ``window_s`` makes an entry with ``expires_at = now + window_s``; an entry
-   counts while ``now < expires_at``. So it is an exact sliding log: an entry added at ``t``
-   counts for ``[t, t + window_s)`` and a call at exactly ``t + window_s`` no longer sees it.
-   (A Redis store keeps the same log as a sorted set scored by ``expires_at``.)
+1. A key's window counts in buckets (:mod:`portcullis.state.buckets`): an add at ``now`` with
+   ``window_s`` counts while the time is before its bucket's expiry, which is at least
+   ``now + window_s`` and at most ``now + window_s * (1 + 1/64)``. So a limit is never looser
+   than its rule: every add of the last ``window_s`` is always counted; one may count up to 1/64
+   of the window longer. A key holds at most 65 buckets whatever it counts, so any limit up to
+   :data:`MAX_AMOUNT` is honoured exactly (memory does not grow with the count). (A Redis store
+   keeps the same buckets in a hash.)
 2. ``window_add`` is an atomic check-and-add: it adds only if ``total + amount <= limit``, where
    ``total`` is the sum of the key's live entries, and says which happened. A refused add leaves
    the key unchanged and never creates it.
@@ -25,8 +29,11 @@ The windowed counter, precisely:
 4. Amounts and limits are ``int`` or finite :class:`~decimal.Decimal` from ``0`` to
    :data:`MAX_AMOUNT` with at most :data:`MAX_AMOUNT_SCALE` decimal places, and arithmetic on them
    is exact (no rounding). A store rejects anything else with :class:`ValueError`.
-5. Stores are bounded. When one cannot take a new key or entry it raises :class:`StateFull`
-   rather than forget live state: a limit must never silently become unlimited.
+5. Stores are bounded in keys, never in what one key counts. When one cannot take a new key it
+   raises :class:`StateFull` rather than forget live state: a limit must never silently become
+   unlimited. Every limit a valid :class:`~portcullis.policy.limits.LimitRule` can state (counts
+   and totals up to :data:`MAX_AMOUNT`, windows up to 366 days) is one every store honours: the
+   rule's schema is the one place that decides what a limit may say.
 6. Any failure of the store itself (unreachable, full, timed out) is :class:`StateUnavailable`;
    nothing above a store sees a driver's exceptions. Callers deny when they see it (fail closed).
    :class:`ValueError` means the caller passed bad input (a bug), not an unavailable store.
@@ -66,7 +73,8 @@ class WindowResult:
         accepted: True if the amount was added (the window had room for it).
         total_before: the sum of the key's live entries before this call.
         total_after: the sum after it; equal to ``total_before`` when refused.
-        entry_id: the id of the added entry (for :meth:`StateStore.window_remove`); ``None`` when refused.
+        entry_id: the id of the added entry (for :meth:`StateStore.window_remove`, at most once); ``None``
+            when refused.
     """
 
     accepted: bool
@@ -88,5 +96,5 @@ class StateStore(Protocol):
         ...
 
     async def window_remove(self, key: str, entry_id: str) -> None:
-        """Remove one entry (undo an add that a later check refused). Unknown ids are ignored."""
+        """Undo one add (one that a later check refused), at most once per id. Unknown ids are ignored."""
         ...

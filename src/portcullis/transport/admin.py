@@ -2,7 +2,8 @@
 
 It is a second, separate listener (``admin:`` in ``gateway.yaml``, loopback by default) so that
 metrics never share a port with the MCP endpoint that agents reach. The approvers' API
-(``/approvals…``, :mod:`portcullis.approvals.api`) lives here too, authenticated per request.
+(``/approvals…``, :mod:`portcullis.approvals.api`) and the operators' pin report (``/pins``,
+:mod:`portcullis.transport.pins_api`) live here too, authenticated per request.
 Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
 The readiness body names services and their state, never configuration or secrets.
 
@@ -64,8 +65,9 @@ class AdminApp:
     def __init__(self, *, metrics: Callable[[], tuple[bytes, str]],
                  readiness: Callable[[], tuple[bool, dict[str, Any]]],
                  approvals: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
-                 guard: OriginGuard, max_header_count: int = 100) -> None:
-        self._metrics, self._readiness, self._approvals = metrics, readiness, approvals
+                 guard: OriginGuard, max_header_count: int = 100,
+                 pins: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+        self._metrics, self._readiness, self._approvals, self._pins = metrics, readiness, approvals, pins
         self._guard, self._max_headers = guard, max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,6 +84,9 @@ class AdminApp:
         path, method = scope["path"], scope["method"]
         if self._approvals is not None and (path == "/approvals" or path.startswith("/approvals/")):
             await self._approvals(scope, receive, send)  # authenticated and authorized there
+            return
+        if self._pins is not None and path == "/pins":
+            await self._pins(scope, receive, send)  # authenticated and authorized there
             return
         if path not in ("/metrics", "/livez", "/readyz"):
             await _send(send, 404, _TEXT, b"Not Found")

@@ -12,19 +12,28 @@ JSON-RPC response carrying the request's id (random per request, compared with i
 body no larger than the service's ``max_result_bytes`` (enforced while reading, by the pool) and a
 result no deeper than its ``max_result_depth``. A failed check fails that call only (-31004, or
 -31005 for the limits) and closes the connection.
+
+Tool-list changes: the revision has no unasked push, so the connection keeps one
+``subscriptions/listen`` stream (``toolsListChanged``) open beside the pool and reports each
+``notifications/tools/list_changed`` on it, or inside any answer's SSE stream, to
+``on_tools_changed``. A service that refuses the stream is checked at every health check instead
+(the health check is a first page of ``tools/list``); a stream that drops after it was accepted
+counts as a possible change, then is reopened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx2
 import orjson
 
 from portcullis.config.model import HttpService
@@ -34,6 +43,9 @@ from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Res
 from portcullis.upstream.interface import server_version
 
 MODERN = "2026-07-28"
+TOOLS_CHANGED = "notifications/tools/list_changed"
+_MAX_EVENT_CHARS = 65_536  # one SSE event on the listen stream
+log = logging.getLogger("portcullis.upstream")
 _CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
 _META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
          "io.modelcontextprotocol/clientInfo": _CLIENT_INFO}
@@ -64,10 +76,12 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 
 class _RelayConnection:
-    def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64) -> None:
+    def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64,
+                 on_tools_changed: Callable[[], None] | None = None) -> None:
         self.server_version: str | None = None
         self._pool = pool
         self._max_depth = max_result_depth
+        self._on_tools_changed = on_tools_changed
         self._param_headers: dict[str, dict[str, str]] = {}
         self._closed = anyio.Event()
 
@@ -84,10 +98,10 @@ class _RelayConnection:
         if extra_headers:
             headers.update(extra_headers)
         body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        max_depth = self._max_depth
+        max_depth, on_changed = self._max_depth, self._on_tools_changed
 
         def read(response: Response) -> dict[str, Any]:  # runs before the connection may be pooled
-            return read_answer(response, request_id, max_depth=max_depth)
+            return read_answer(response, request_id, max_depth=max_depth, on_tools_changed=on_changed)
 
         try:
             async with asyncio.timeout(timeout_s):
@@ -137,8 +151,15 @@ class _RelayConnection:
             raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
         return result
 
-    async def ping(self, *, timeout_s: float) -> None:
-        await self.rpc("server/discover", {}, timeout_s=timeout_s)  # 2026-07-28 has no `ping`
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
+        # 2026-07-28 has no `ping`; a first page of tools/list proves the service answers and, when
+        # it is the whole listing, lets the pin check see a change nobody announced
+        result = await self.rpc("tools/list", {}, timeout_s=timeout_s)
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            raise UpstreamFailed(detail="malformed tools/list result")
+        if result.get("nextCursor"):
+            return None
+        return [t for t in result["tools"] if isinstance(t, dict)]
 
     async def wait_closed(self) -> None:
         await self._closed.wait()  # stateless: only a failed health ping ends a relay connection
@@ -150,17 +171,22 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def read_answer(response: Response, request_id: int, *, max_depth: int) -> dict[str, Any]:
+def read_answer(response: Response, request_id: int, *, max_depth: int,
+                on_tools_changed: Callable[[], None] | None = None) -> dict[str, Any]:
     """The JSON-RPC response to ``request_id`` in an HTTP answer (JSON or SSE), checked.
 
     The answer must be exactly one response object whose id is ``request_id`` — the same JSON
     type and value: ``"1"``, ``1.0`` and ``true`` are not ``1`` — with a result nested no deeper
     than ``max_depth``. Anything else raises (:class:`UpstreamFailed`, or :class:`ResultTooLarge`
-    for depth), and the pool then closes the connection instead of pooling it.
+    for depth), and the pool then closes the connection instead of pooling it. A
+    ``notifications/tools/list_changed`` anywhere in an SSE answer is reported to
+    ``on_tools_changed`` (synchronously, before the answer is returned).
     """
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
-        message = _read_sse(response.body, request_id)
+        message, changed = _read_sse(response.body, request_id)
+        if changed and on_tools_changed is not None:
+            on_tools_changed()
     elif content_type == "application/json":
         message = _parse(response.body, "upstream sent invalid JSON")
         if not _is_response(message):
@@ -195,10 +221,11 @@ def _check_id(message: dict[str, Any], request_id: int) -> None:
         raise UpstreamFailed(detail="upstream answer carries another request's id")
 
 
-def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
-    """The one response in the stream, which must answer ``request_id``.
+def _read_sse(body: bytes, request_id: int) -> tuple[dict[str, Any], bool]:
+    """The one response in the stream, which must answer ``request_id``, and whether the stream
+    also announced ``notifications/tools/list_changed`` (before or after the response).
 
-    Notifications and server requests (messages with a ``method``) are dropped. A response for
+    Other notifications and server requests (messages with a ``method``) are dropped. A response for
     any other id, before or after ours, a second response, or a batch fails the call: the stream
     is not the answer to this request alone.
     """
@@ -207,12 +234,14 @@ def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UpstreamFailed(detail="upstream SSE is not UTF-8") from None
     found: dict[str, Any] | None = None
+    changed = False
     for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
         data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
         if not data:
             continue
         message = _parse(data, "upstream sent invalid JSON in SSE")
         if type(message) is dict and "method" in message:
+            changed = changed or message["method"] == TOOLS_CHANGED
             continue  # a notification or a server request: not an answer
         if not _is_response(message):
             raise UpstreamFailed(detail="upstream SSE event is not a JSON-RPC message")
@@ -222,15 +251,26 @@ def _read_sse(body: bytes, request_id: int) -> dict[str, Any]:
         found = message
     if found is None:
         raise UpstreamFailed(detail="upstream stream ended without a response")
-    return found
+    return found, changed
+
+
+def _sse_events(text: str) -> list[Any]:
+    """The parsed ``data:`` of each complete SSE event of ``text``."""
+    messages = []
+    for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
+        data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
+        if data:
+            messages.append(_parse(data, "upstream sent invalid JSON in SSE"))
+    return messages
 
 
 class HttpRelayConnector:
     """Opens a pooled relay to a 2026-07-28 HTTP service; raises :class:`NotModern` otherwise."""
 
-    def __init__(self, name: str, cfg: HttpService) -> None:
+    def __init__(self, name: str, cfg: HttpService, *, on_tools_changed: Callable[[], None] | None = None) -> None:
         self.name = name
         self._cfg = cfg
+        self._on_tools_changed = on_tools_changed
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_RelayConnection]:
@@ -239,7 +279,8 @@ class HttpRelayConnector:
                           connect_timeout_s=self._cfg.connect_timeout_s,
                           max_response_bytes=self._cfg.max_result_bytes)
         try:
-            connection = _RelayConnection(pool, max_result_depth=self._cfg.max_result_depth)
+            connection = _RelayConnection(pool, max_result_depth=self._cfg.max_result_depth,
+                                          on_tools_changed=self._on_tools_changed)
             try:
                 discovered = await connection.rpc("server/discover", {}, timeout_s=self._cfg.connect_timeout_s)
             except (_BrokenHttp, ResultTooLarge):
@@ -250,6 +291,69 @@ class HttpRelayConnector:
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
             connection.server_version = server_version(discovered.get("serverInfo"))
-            yield connection
+            if self._on_tools_changed is None:
+                yield connection
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listen_for_changes, self.name, self._cfg, self._on_tools_changed)
+                try:
+                    yield connection
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             await pool.aclose()
+
+
+async def listen_for_changes(name: str, cfg: HttpService, changed: Callable[[], None]) -> None:
+    """Keep a ``subscriptions/listen`` stream open and report each tool-list change (see the module
+    docstring). Events are read with a bounded buffer: a hostile stream cannot grow memory."""
+    backoff = 1.0
+    while True:
+        try:
+            accepted = await _listen_once(cfg, changed)
+        except (httpx2.HTTPError, OSError, UpstreamFailed) as exc:
+            accepted = None
+            log.info("tool-list change stream failed", extra={"fields": {"service": name,
+                                                                        "error": type(exc).__name__}})
+        if accepted is False:
+            log.info("service offers no tool-list change stream; checked at every health check",
+                     extra={"fields": {"service": name}})
+            return
+        if accepted:  # it was open: changes may have been missed while it was down
+            changed()
+            backoff = 1.0
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+async def _listen_once(cfg: HttpService, changed: Callable[[], None]) -> bool | None:
+    """One stream: False if the service refuses it, True if it was accepted and then ended."""
+    body = {"jsonrpc": "2.0", "id": "portcullis-listen", "method": "subscriptions/listen",
+            "params": {"notifications": {"toolsListChanged": True}, "_meta": _META}}
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json",
+               "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"}
+    timeout = httpx2.Timeout(cfg.connect_timeout_s, read=None)
+    async with httpx2.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                  verify=cfg.ssl_context()) as http, \
+            http.stream("POST", cfg.url, content=orjson.dumps(body), headers=headers) as response:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code != 200 or content_type != "text/event-stream":
+            return False
+        acknowledged = False
+        buffer = ""
+        async for chunk in response.aiter_text():
+            buffer += chunk.replace("\r\n", "\n")
+            if len(buffer) > _MAX_EVENT_CHARS:
+                raise UpstreamFailed(detail="listen stream event too large")
+            *events, buffer = buffer.split("\n\n")
+            for message in _sse_events("\n\n".join(events)):
+                if type(message) is not dict:
+                    continue
+                method = message.get("method")
+                if method == TOOLS_CHANGED:
+                    changed()
+                elif method == "notifications/subscriptions/acknowledged":
+                    acknowledged = True
+                elif "error" in message and not acknowledged:
+                    return False
+        return acknowledged

@@ -42,8 +42,9 @@ class Connection(Protocol):
         the request's ``params._meta`` over stdio."""
         ...
 
-    async def ping(self, *, timeout_s: float) -> None:
-        """Raise if the connection is no longer usable."""
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
+        """Raise if the connection is no longer usable. A health check that is a ``tools/list`` (valid in
+        every era) returns the tools when that one page was the whole listing, else ``None``."""
         ...
 
     async def wait_closed(self) -> None:
@@ -52,7 +53,10 @@ class Connection(Protocol):
 
 
 class Connector(Protocol):
-    """Opens connections to one service. ``open`` is an async context manager."""
+    """Opens connections to one service. ``open`` is an async context manager.
+
+    A connector given ``on_tools_changed`` calls it, synchronously and before anything else, for
+    every ``notifications/tools/list_changed`` the service sends on any of its connections."""
 
     name: str
 

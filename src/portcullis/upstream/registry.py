@@ -1,17 +1,36 @@
 """Supervises one long-lived connection per service and routes calls to it.
 
 Each service has a supervisor task that opens a connection, lists its tools (feeding the
-catalog's pin check), then watches it: a health ping every few seconds and a fresh listing
-every ``refresh_s``, so a changed definition is quarantined without a restart. A dead
-connection is reopened with capped exponential backoff. While a service is down its calls fail
-at once with ``UpstreamUnavailable``; other services are not affected.
+catalog's pin check), then watches it. A dead connection is reopened with capped exponential
+backoff. While a service is down its calls fail at once with ``UpstreamUnavailable``; other
+services are not affected.
+
+**Keeping the pin check current** (a changed definition is quarantined without a restart):
+
+1. *Told*: a service that says its tools changed (``notifications/tools/list_changed``, pushed by
+   a 2025-era server or through a 2026-07-28 ``subscriptions/listen`` stream) calls
+   :meth:`ServiceHandle.tools_changed` synchronously from the connection. That counts a change
+   at once (``on_change``), so no call of the service is forwarded until a listing *started
+   after it* has been checked (the catalog holds them, :meth:`portcullis.catalog.Catalog.settle`),
+   and wakes the watcher to re-list now.
+2. *Not told*: every health check is a first page of ``tools/list`` (valid in every era), checked
+   like any listing when it is complete; a full listing every ``refresh_s``; and a re-list right
+   after a call the upstream refused or answered as an error (:meth:`ServiceHandle.refresh_soon`,
+   at most once a second).
+3. *Bounded*: re-lists of one service start at least ``min_relist_s`` apart however many
+   notifications arrive; notifications during a re-list are folded into one more re-list.
+
+Each listing is reported with the change count it was started at (``as_of``), so the catalog
+knows which notifications it answers.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +39,15 @@ import anyio
 
 from portcullis.config.model import GatewayConfig, HttpService
 from portcullis.errors import PortcullisError, UpstreamUnavailable
+from portcullis.identity.minting import TokenMinter
 from portcullis.upstream.http_relay import HttpRelayConnector, NotModern
 from portcullis.upstream.interface import Connection, Connector
 from portcullis.upstream.sdk_client import SdkConnector
 
 log = logging.getLogger("portcullis.upstream")
 
-ToolsCallback = Callable[[str, list[dict[str, Any]]], None]
+ToolsCallback = Callable[[str, list[dict[str, Any]], int], None]  # (service, tools, as_of change count)
+ChangeCallback = Callable[[str, int], None]  # (service, change count): hold its calls until re-verified
 
 
 @dataclass(eq=False)
@@ -44,22 +65,46 @@ class ServiceHandle:
     """One service: its current connection (if any) and the loop that keeps it alive."""
 
     def __init__(self, name: str, connectors: Sequence[Connector], on_tools: ToolsCallback, *,
-                 health_interval_s: float = 5.0, refresh_s: float = 30.0, max_backoff_s: float = 5.0,
-                 retire_grace_s: float = 10.0) -> None:
+                 on_change: ChangeCallback | None = None, health_interval_s: float = 5.0, refresh_s: float = 30.0,
+                 max_backoff_s: float = 5.0, retire_grace_s: float = 10.0, min_relist_s: float = 0.1,
+                 error_relist_s: float = 1.0) -> None:
         self.name = name
         self._connectors = list(connectors)
         self._on_tools = on_tools
+        self._on_change = on_change
         self._health_s = health_interval_s
         self._refresh_s = refresh_s
         self._max_backoff_s = max_backoff_s
         self._retire_grace_s = retire_grace_s
+        self._min_relist_s = min_relist_s
         self._conn: Connection | None = None
         self._recycle = anyio.Event()
+        self._relist = anyio.Event()
+        self.changes = 0  # tool-list changes the service announced (the catalog holds calls until verified)
+        self.relists = 0  # listings made because of a change or an error (bounded by min_relist_s)
+        self._last_relist = -math.inf
+        self._error_relist_s = error_relist_s
+        self._last_refresh_request = -math.inf
         self.ready = anyio.Event()  # set after the first successful listing
 
     def recycle(self) -> None:
         """Reopen the connection (a stdio child is restarted with the current environment)."""
         self._recycle.set()
+
+    def tools_changed(self) -> None:
+        """The service says its tools changed: hold its calls (synchronously) and re-list soon."""
+        self.changes += 1
+        if self._on_change is not None:
+            self._on_change(self.name, self.changes)
+        self._relist.set()
+
+    def refresh_soon(self) -> None:
+        """Re-list soon without holding calls (the upstream refused a call: its tools may have changed);
+        at most once per ``error_relist_s``, so a tool that fails often costs little."""
+        now = time.monotonic()
+        if now - self._last_refresh_request >= self._error_relist_s:
+            self._last_refresh_request = now
+            self._relist.set()
 
     @property
     def server_version(self) -> str | None:
@@ -88,6 +133,7 @@ class ServiceHandle:
             while True:
                 connector = self._connectors[0]
                 held = _Held()
+                as_of = self.changes  # the first listing answers the changes announced before it started
                 tg.start_soon(self._hold, connector, held)
                 await held.opened.wait()
                 if held.conn is None:
@@ -101,7 +147,7 @@ class ServiceHandle:
                         continue
                     held, previous = previous, None  # the replacement failed: keep the running one
                 else:
-                    self._on_tools(self.name, held.tools)
+                    self._on_tools(self.name, held.tools, as_of)
                     self._conn = held.conn
                     self.ready.set()
                     backoff = 0.1
@@ -147,33 +193,41 @@ class ServiceHandle:
     async def _watch(self, conn: Connection) -> bool:
         """Return when the connection should be replaced: True for a planned restart, False if it failed."""
         since_refresh = 0.0
-        recycled = False
         while True:
+            woke = "tick"
             with anyio.move_on_after(self._health_s):
                 async with anyio.create_task_group() as tg:
-                    async def closed() -> None:
-                        await conn.wait_closed()
-                        log.warning("service connection closed", extra={"fields": {"service": self.name}})
+                    async def until(wait: Callable[[], Any], reason: str) -> None:
+                        nonlocal woke
+                        await wait()
+                        woke = reason
                         tg.cancel_scope.cancel()
 
-                    async def recycle() -> None:
-                        nonlocal recycled
-                        await self._recycle.wait()
-                        recycled = True
-                        log.info("service restarted to refresh the gateway's keys",
-                                 extra={"fields": {"service": self.name}})
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(closed)
-                    tg.start_soon(recycle)
-                return recycled
-            since_refresh += self._health_s
+                    tg.start_soon(until, conn.wait_closed, "closed")
+                    tg.start_soon(until, self._recycle.wait, "recycle")
+                    tg.start_soon(until, self._relist.wait, "relist")
+            if woke == "closed":
+                log.warning("service connection closed", extra={"fields": {"service": self.name}})
+                return False
+            if woke == "recycle":
+                log.info("service restarted to refresh the gateway's keys", extra={"fields": {"service": self.name}})
+                return True
             try:
+                if woke == "relist":
+                    await anyio.sleep(max(0.0, self._last_relist + self._min_relist_s - time.monotonic()))
+                    self._relist = anyio.Event()  # a change announced from here on needs another listing
+                    self._last_relist = time.monotonic()
+                    self.relists += 1
+                    as_of = self.changes
+                    self._on_tools(self.name, await conn.list_tools(), as_of)
+                    continue
+                since_refresh += self._health_s
+                as_of = self.changes
                 if since_refresh >= self._refresh_s:
                     since_refresh = 0.0
-                    self._on_tools(self.name, await conn.list_tools())
-                else:
-                    await conn.ping(timeout_s=self._health_s)
+                    self._on_tools(self.name, await conn.list_tools(), as_of)
+                elif (listing := await conn.ping(timeout_s=self._health_s)) is not None:
+                    self._on_tools(self.name, listing, as_of)  # a complete first page: checked for free
             except PortcullisError as exc:
                 log.warning("service health check failed", extra={"fields": {
                     "service": self.name, "error": type(exc).__name__}})
@@ -188,17 +242,21 @@ class UpstreamRegistry:
 
     @classmethod
     def from_config(cls, gateway: GatewayConfig, on_tools: ToolsCallback, environ: Mapping[str, str], *,
+                    on_change: ChangeCallback | None = None,
                     child_env: Callable[[str], Mapping[str, str]] | None = None,
+                    gateway_keys: TokenMinter | None = None,
                     **timing: float) -> UpstreamRegistry:
-        handles = {}
+        handles: dict[str, ServiceHandle] = {}
         for name, cfg in gateway.services.items():
+            changed = functools.partial(_tools_changed, handles, name)  # the handle exists by the first call
             connectors: list[Connector] = []
             if isinstance(cfg, HttpService):
-                connectors.append(HttpRelayConnector(name, cfg))
+                connectors.append(HttpRelayConnector(name, cfg, on_tools_changed=changed))
             extra = functools.partial(child_env, name) if child_env is not None else None
-            connectors.append(SdkConnector(name, cfg, environ, extra_env=extra))
+            connectors.append(SdkConnector(name, cfg, environ, extra_env=extra, gateway_keys=gateway_keys,
+                                           on_tools_changed=changed))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
-            handles[name] = ServiceHandle(name, connectors, on_tools, **settings)
+            handles[name] = ServiceHandle(name, connectors, on_tools, on_change=on_change, **settings)
         return cls(handles)
 
     def get(self, name: str) -> ServiceHandle:
@@ -219,3 +277,7 @@ class UpstreamRegistry:
         async with anyio.create_task_group() as tg:
             for handle in self._handles.values():
                 tg.start_soon(handle.run)
+
+
+def _tools_changed(handles: Mapping[str, ServiceHandle], name: str) -> None:
+    handles[name].tools_changed()

@@ -4,6 +4,11 @@ stdio children get exactly the environment the configuration lists, nothing inhe
 always merges a default set (HOME, PATH, USER, …) into the child's environment, so the child is
 started through ``env -i`` with only the allowed variables. The command is resolved to an
 absolute path by the gateway first.
+
+A child learns the gateway's public keys at spawn. While the key signing its tokens is one the
+child was not given (the gateway rotated since), each call also carries the endorsed key sets it
+needs (:meth:`~portcullis.identity.minting.TokenMinter.key_sets_for`) until a call succeeds with
+them, so a child restarted late never refuses a call.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import (
@@ -32,7 +39,7 @@ from portcullis.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from portcullis.identity.minting import ACTOR_TOKEN_META_KEY
+from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
@@ -65,12 +72,17 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
 
 class _SdkConnection:
     def __init__(self, client: Client, *, token_in_meta: bool, max_result_depth: int | None = None,
-                 closed: anyio.Event | None = None) -> None:
+                 closed: anyio.Event | None = None, gateway_keys: TokenMinter | None = None,
+                 child_kids: frozenset[str] = frozenset()) -> None:
         self._client = client
         self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._max_depth = max_result_depth
         self._closed = closed or anyio.Event()  # set by the transport too when the child's stream ends
+        self._gateway_keys = gateway_keys
+        # the keys this child trusts as far as we know: those it was spawned with, then those of
+        # the last key set it accepted
+        self._child_kids = child_kids
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -88,21 +100,33 @@ class _SdkConnection:
                         request_id: str, actor_token: str | None = None,
                         trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
+        offered: EndorsedKeys | None = None
         if actor_token and self._token_in_meta:
             meta = {ACTOR_TOKEN_META_KEY: actor_token}
+            if self._gateway_keys is not None:
+                chain = self._gateway_keys.key_sets_for(self._child_kids)
+                if chain is not None:  # signed by a key published after the spawn
+                    meta[GATEWAY_KEYS_META_KEY] = [link.document for link in chain]
+                    offered = chain[-1]
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
         result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
                                    timeout_s=timeout_s)
+        if offered is not None:  # the child verified the token, so it holds these keys now
+            self._child_kids = offered.kids
         dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
         if self._max_depth is not None and depth_exceeds(dumped, self._max_depth):
             raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {self._max_depth}")
         return dumped
 
-    async def ping(self, *, timeout_s: float) -> None:
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first
-        # page of tools/list is valid in every era and cheap at health-check intervals.
-        await self._guard(self._client.session.list_tools(), timeout_s=timeout_s)
+        # page of tools/list is valid in every era, cheap at health-check intervals, and when it is
+        # the whole listing the pin check gets it for free.
+        page = await self._guard(self._client.session.list_tools(), timeout_s=timeout_s)
+        if page.next_cursor:
+            return None
+        return [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools]
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -133,11 +157,15 @@ class SdkConnector:
     """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
 
     def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
-                 extra_env: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 extra_env: Callable[[], Mapping[str, str]] | None = None,
+                 gateway_keys: TokenMinter | None = None,
+                 on_tools_changed: Callable[[], None] | None = None) -> None:
         self.name = name
         self._cfg = cfg
         self._environ = dict(environ)
         self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
+        self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
+        self._on_tools_changed = on_tools_changed
         if isinstance(cfg, StdioService):
             stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
 
@@ -146,11 +174,16 @@ class SdkConnector:
         if isinstance(self._cfg, StdioService):
             extra = self._extra_env() if self._extra_env is not None else None
             params = stdio_parameters(self._cfg, self._environ, extra)
+            # read in the same synchronous step as the environment: exactly the keys the child gets
+            spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
             closed = anyio.Event()
             transport = bounded_stdio_client(params, max_line_bytes=self._cfg.max_result_bytes,
                                              max_depth=self._cfg.max_result_depth, closed=closed)
-            async with Client(transport, cache=None) as client:
-                yield _SdkConnection(client, token_in_meta=True, closed=closed)  # the transport checks depth
+            async with Client(transport, cache=None, message_handler=self._on_message) as client, \
+                    self._listening(client):
+                # the transport checks depth
+                yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
+                                     child_kids=spawn_kids)
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
@@ -161,6 +194,42 @@ class SdkConnector:
                                       follow_redirects=False, trust_env=False,
                                       headers={"Accept-Encoding": "identity"}) as http:
             streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
-            async with Client(streams, cache=None) as client:
+            async with Client(streams, cache=None, message_handler=self._on_message) as client, \
+                    self._listening(client):
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth)
+
+    async def _on_message(self, message: Any) -> None:
+        """Every server notification, on either era: a tool-list change is reported before any await."""
+        if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
+            self._on_tools_changed()
+
+    @asynccontextmanager
+    async def _listening(self, client: Client) -> AsyncIterator[None]:
+        """On a 2026-07-28 connection, keep a ``subscriptions/listen`` stream for tool-list changes open
+        (its events reach :meth:`_on_message` like a 2025-era push); older servers push unasked."""
+        if self._on_tools_changed is None or client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen, client)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _listen(self, client: Client) -> None:
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                if not subscription.honored.tools_list_changed:
+                    log.info("service does not announce tool-list changes; checked at every health check",
+                             extra={"fields": {"service": self.name}})
+                    await anyio.sleep_forever()
+                async for _ in subscription:  # each event also reaches _on_message
+                    pass
+        except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError,
+                anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+            log.info("no tool-list change stream from service; checked at every health check",
+                     extra={"fields": {"service": self.name, "reason": type(exc).__name__}})
+            if isinstance(exc, SubscriptionLost) and self._on_tools_changed is not None:
+                self._on_tools_changed()  # changes may have been missed while it was down

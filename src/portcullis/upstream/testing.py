@@ -41,9 +41,10 @@ class FakeConnection:
         self.trace_headers.append(dict(trace_headers or {}))
         return await self._handlers[name](arguments)
 
-    async def ping(self, *, timeout_s: float) -> None:
+    async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         if self._closed.is_set():
             raise UpstreamUnavailable(detail="fake connection closed")
+        return await self.list_tools()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -54,13 +55,23 @@ class FakeConnection:
 
 
 class FakeConnector:
-    def __init__(self, name: str, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn]) -> None:
+    """Serves ``tools`` (the list itself: change it in place to change what is listed) through ``handlers``.
+
+    :meth:`announce_change` plays a ``notifications/tools/list_changed`` from the service."""
+
+    def __init__(self, name: str, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn], *,
+                 on_tools_changed: Callable[[], None] | None = None) -> None:
         self.name = name
         self.tools = tools
         self._handlers = handlers
+        self.on_tools_changed = on_tools_changed
         self.fail_next_opens = 0
         self.opens = 0
         self.current: FakeConnection | None = None
+
+    def announce_change(self) -> None:
+        if self.on_tools_changed is not None:
+            self.on_tools_changed()
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[FakeConnection]:

@@ -1,5 +1,11 @@
 """Forward: send the call to its upstream and rebuild the result from allowed fields only.
 
+Last look before sending: the tool must still be served. If its service announced a tool-list
+change while the call went through the earlier stages, the call waits for the re-check like the
+route stage does, and a tool quarantined meanwhile (a re-listing, a health check) is not sent:
+``Unknown tool``. A JSON-RPC error or an error result from the upstream asks for a re-listing
+soon (at most once a second), since a tool that changed without saying so is a likely cause.
+
 The upstream's ``_meta`` (its serverInfo and anything else it chooses to add) never reaches the
 caller (pitfall P1): the result is rebuilt from ``content``, ``structuredContent`` and
 ``isError``.
@@ -9,20 +15,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from portcullis.errors import InternalError, UpstreamFailed
+from portcullis.catalog import Catalog
+from portcullis.errors import InternalError, InvalidParams, UpstreamFailed
 from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.context import CallContext, CallResult, Handler
 from portcullis.upstream.registry import UpstreamRegistry
 
 
-def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_timeout_s: float) -> Handler:
+def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Catalog, *,
+                   default_timeout_s: float) -> Handler:
     async def forward(ctx: CallContext) -> CallResult:
         route = ctx.route
         if route is None:
             raise InternalError(detail="forward ran before route")
         if ctx.approval_poll:  # the approve stage never lets a poll through; this is the backstop
             raise InternalError(detail="an approval poll reached the forwarder")
+        name = route.exposed_name
+        current = await catalog.settle(name) if catalog.unsettled(name) else catalog.lookup(name)
+        if current is None or current.manifest is not route.manifest:
+            raise InvalidParams("Unknown tool", detail=f"{name!r} stopped being served before it was forwarded")
         upstream = upstreams.get(route.service)
         # no token passthrough: a fresh token for this service, this call and this tool only
         approval = ctx.approval
@@ -35,10 +47,17 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, *, default_
         if ctx.upstream_span is not None:
             trace_headers = {}
             Tracing.inject(trace_headers, ctx.upstream_span)
-        raw = await upstream.call_tool(route.upstream_name, dict(ctx.arguments),
-                                       timeout_s=route.timeout_s or default_timeout_s,
-                                       request_id=ctx.request_id, actor_token=token, trace_headers=trace_headers)
-        return rebuild_result(raw)
+        try:
+            raw = await upstream.call_tool(route.upstream_name, dict(ctx.arguments),
+                                           timeout_s=route.timeout_s or default_timeout_s,
+                                           request_id=ctx.request_id, actor_token=token, trace_headers=trace_headers)
+        except UpstreamFailed:
+            upstream.refresh_soon()  # refused by the upstream: did the tool change without saying so?
+            raise
+        result = rebuild_result(raw)
+        if result["isError"]:
+            upstream.refresh_soon()
+        return result
 
     return forward
 

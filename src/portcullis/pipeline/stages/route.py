@@ -2,7 +2,9 @@
 
 Only an exact match of a name in the current catalog snapshot resolves. A name that is unknown,
 belongs to an unpinned or quarantined tool, or merely looks like a served one (case, homoglyphs,
-zero-width or trailing characters) gets the same answer: ``Unknown tool``.
+zero-width or trailing characters) gets the same answer: ``Unknown tool``. A tool whose service
+announced a change waits here for the re-check (:meth:`~portcullis.catalog.Catalog.settle`):
+released, it is routed; quarantined or not verified in time, it is unknown.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 
 def make_stage(catalog: Catalog) -> Stage:
     async def route(ctx: CallContext, call_next: Handler) -> CallResult:
-        found = catalog.lookup(ctx.tool_name)
+        found = await catalog.settle(ctx.tool_name) if catalog.unsettled(ctx.tool_name) else catalog.lookup(
+            ctx.tool_name)
         if found is None:
             raise InvalidParams("Unknown tool", detail=f"no served tool named {ctx.tool_name!r}")
         return await call_next(ctx.evolve(route=found))
