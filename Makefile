@@ -1,6 +1,7 @@
 # Portcullis — two commands on a fresh Debian machine with Python 3.11:
 #   make run    install what is needed, then start the gateway on its embedded default
-#   make test   install what is needed, then run the whole suite (lint, unit, end-to-end, conformance)
+#   make test   install what is needed, then run the whole suite (ruff, mypy --strict, unit, security,
+#               fuzz, end-to-end, conformance)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,10 +24,12 @@ run: install
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/mypy
 
 test: install
 	bash scripts/install-node-tools.sh
 	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 bench: install

@@ -156,7 +156,10 @@ class ServiceHandle:
                     if previous is not None:
                         tg.start_soon(self._retire, previous)
                         previous = None
-                if await self._watch(held.conn):  # a planned restart: keep serving until the new one is up
+                kept = held.conn
+                if kept is None:  # unreachable: both branches above leave an open connection in `held`
+                    continue
+                if await self._watch(kept):  # a planned restart: keep serving until the new one is up
                     self._recycle = anyio.Event()
                     previous = held
                     continue

@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -89,7 +89,7 @@ class _SdkConnection:
         cursor: str | None = None
         for _ in range(100):  # bounded pagination
             page = await self._guard(self._client.session.list_tools(
-                params=None if cursor is None else {"cursor": cursor}), timeout_s=30)
+                params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)), timeout_s=30)
             tools.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools)
             cursor = page.next_cursor
             if not cursor:
@@ -110,7 +110,7 @@ class _SdkConnection:
                     offered = chain[-1]
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
-        result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=meta),
+        result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=cast(Any, meta)),
                                    timeout_s=timeout_s)
         if offered is not None:  # the child verified the token, so it holds these keys now
             self._child_kids = offered.kids
