@@ -340,7 +340,7 @@ async def test_a_per_day_total_survives_restarting_the_gateway(tmp_path: Path, h
         first.proc.send_signal(how)
         first.proc.wait(timeout=30)
     with GatewayProcess(root, state_dir=state) as second:
-        assert [await _call(second), await _call(second)] == ["ok", "Unknown tool"]
+        assert [await _call(second), await _call(second)] == ["ok", "Call refused by policy"]
         assert '"limits/invoices-daily"' in second.log() or "limits/invoices-daily" in _decisions(state)
 
 

@@ -218,7 +218,7 @@ async def test_a_stdio_answer_over_the_limits_fails_its_call(args: dict[str, Any
 async def test_a_stdio_child_whose_line_passed_the_limit_is_restarted() -> None:
     """The supervisor replaces the child; calls then work again on a new process."""
     connector = SdkConnector("hostile", stdio_service(max_result_bytes=STDIO_LIMIT), os.environ)
-    handle = ServiceHandle("hostile", [connector], lambda _name, _tools: None, health_interval_s=0.2,
+    handle = ServiceHandle("hostile", [connector], lambda _name, _tools, _as_of: None, health_interval_s=0.2,
                            max_backoff_s=0.2)
     async with anyio.create_task_group() as tg:
         tg.start_soon(handle.run)
