@@ -28,8 +28,10 @@ from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalS
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
+from portcullis.audit.note import checkpoint_export
 from portcullis.audit.query import AuditQuery
 from portcullis.audit.query import search as audit_search
+from portcullis.audit.record import Checkpoint
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
@@ -227,17 +229,23 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
     except AuditUnavailable as exc:
         raise _problem(deployment, f"audit: {exc.detail}") from None
+    siem = None if cfg.audit.siem is None else build_queue(
+        cfg.audit.siem, base_dir=deployment.root,
+        resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
+    # every checkpoint also leaves the machine: to each SIEM exporter, as a C2SP signed note (note.py)
+    def export_checkpoint(checkpoint: Checkpoint) -> None:
+        if siem is not None:
+            siem.offer(checkpoint_export(audit_keys.signing_key, checkpoint))
+
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
-        every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s))
+        every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s),
+        on_checkpoint=None if siem is None else export_checkpoint)
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
     metrics.set_audit_queue_depth_source(audit_writer.queue_depth)
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
-    siem = None if cfg.audit.siem is None else build_queue(
-        cfg.audit.siem, base_dir=deployment.root,
-        resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
                           export=None if siem is None else siem.offer, service_version=upstreams.server_version)
     # approvals: pending requests survive restarts (a SQLite file in the state directory)
@@ -314,17 +322,20 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             if siem is not None:  # entered after the writer, so it flushes before the writer closes
                 await exports.enter_async_context(siem)
             try:
-                ticks = 0
-                while True:
-                    await anyio.sleep(min(1.0, cfg.audit.checkpoint_every_s))
-                    await checkpointer.tick()
-                    await audit_store.checkpoint_wal()
-                    ticks += 1
-                    if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
-                        try:
-                            await approvals.sweep()
-                        except Exception as exc:  # the next sweep retries; redeem checks expiry itself
-                            log.warning("approval sweep failed", extra={"fields": {"error": type(exc).__name__}})
+                async with anyio.create_task_group() as housekeeping:
+                    # the tail window: a durable record is signed at most checkpoint_every_s later
+                    housekeeping.start_soon(checkpointer.run, name="audit-checkpoints")
+                    ticks = 0
+                    while True:
+                        await anyio.sleep(1.0)
+                        await audit_store.checkpoint_wal()
+                        ticks += 1
+                        if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
+                            try:
+                                await approvals.sweep()
+                            except Exception as exc:  # the next sweep retries; redeem checks expiry itself
+                                log.warning("approval sweep failed",
+                                            extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import anyio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -56,10 +58,15 @@ def checkpoint_signature_ok(checkpoint: Checkpoint, public_key: Ed25519PublicKey
 
 @dataclass(frozen=True, slots=True)
 class CheckpointPolicy:
-    """Checkpoint once ``every_records`` new records exist, or ``every_s`` after the last one."""
+    """Checkpoint once ``every_records`` new records exist, and at most ``every_s`` after any record.
+
+    ``every_s`` is the tail window: a durable record waits at most that long (plus the time to
+    sign) before a checkpoint covers it, busy or idle (:meth:`Checkpointer.run` keeps the promise
+    when no further record arrives). A record arriving after a quiet spell is signed at once.
+    """
 
     every_records: int = 1000
-    every_s: float = 10.0
+    every_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.every_records < 1 or not self.every_s > 0:
@@ -84,11 +91,35 @@ class Checkpointer:
     """
 
     def __init__(self, store: AuditStore, private_key: Ed25519PrivateKey, *, clock: Callable[[], float],
-                 policy: CheckpointPolicy | None = None) -> None:
+                 policy: CheckpointPolicy | None = None,
+                 on_checkpoint: Callable[[Checkpoint], None] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
         self._store, self._key, self._clock = store, private_key, clock
         self._policy = policy or CheckpointPolicy()
+        self._on_checkpoint, self._sleep = on_checkpoint, sleep
         self._last: tuple[int, float] | None = None
         self._loaded = False
+        self._unsigned = False  # a durable record waits for a checkpoint
+        self._wake: anyio.Event | None = None  # run() waits on it while nothing is unsigned
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        return self._policy
+
+    async def run(self) -> None:
+        """Sign the unsigned tail at most ``every_s`` after the last checkpoint, forever (a task).
+
+        Waits (no polling) until :meth:`after_append` leaves a record unsigned, then sleeps until
+        that record's checkpoint is due and signs it. Cancel it to stop; then ``tick(force=True)``.
+        """
+        while True:
+            while not self._unsigned:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            last_ts = self._last[1] if self._last is not None else self._clock()
+            await self._sleep(max(0.0, last_ts + self._policy.every_s - self._clock()))
+            if await self.tick() is None and self._unsigned:
+                await self._sleep(min(1.0, self._policy.every_s))  # store failing: retry, don't spin
 
     async def after_append(self, head: tuple[int, str], *, force: bool = False) -> Checkpoint | None:
         """Checkpoint ``head`` if due; a failure is logged and retried next time (records stay durable)."""
@@ -99,15 +130,29 @@ class Checkpointer:
                 self._loaded = True
             now = self._clock()
             if not checkpoint_due(self._policy, self._last, head[0], now, force=force):
+                if self._last is not None and head[0] > self._last[0]:
+                    self._mark_unsigned()
                 return None
             checkpoint = sign_checkpoint(self._key, head[0], head[1], now)
             await self._store.add_checkpoint(checkpoint)
         except AuditUnavailable as exc:
             log.warning("audit checkpoint failed; will retry: %s", exc.detail)
             self._loaded = False
+            self._mark_unsigned()
             return None
         self._last = (checkpoint.index, checkpoint.ts)
+        self._unsigned = False
+        if self._on_checkpoint is not None:
+            try:
+                self._on_checkpoint(checkpoint)
+            except Exception as exc:  # an exporter's trouble never stops the chain
+                log.warning("audit checkpoint export failed: %r", exc)
         return checkpoint
+
+    def _mark_unsigned(self) -> None:
+        self._unsigned = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def tick(self, *, force: bool = False) -> Checkpoint | None:
         """Checkpoint the store's head if due, or if unsigned when ``force`` (quiet periods, shutdown)."""

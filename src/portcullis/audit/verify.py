@@ -15,9 +15,15 @@ first index at which the evidence breaks:
 3. If the latest valid checkpoint is beyond the last record, the tail was truncated: fail at
    the first missing index with ``truncated=True``.
 
+Anchors (checkpoints kept off the machine: SIEM, witness, a file; ``anchors.py``) are used as
+in steps 1, 2d and 3, with their own messages: a record that differs from an anchor means the
+store was rewritten and re-chained (its own checkpoints may be re-signed by whoever holds the
+key; an anchor cannot be recalled), and an anchor beyond the last record means a truncated tail.
+
 The lowest failing index of steps 1-3 is reported. An empty chain with no checkpoints is ok.
 Records after the newest checkpoint are protected only by their hash links: a forger who
-rewrites that unsigned tail consistently is caught by the next checkpoint, not before.
+rewrites that unsigned tail consistently is caught by the next checkpoint, not before; the
+checkpointer bounds that window (``CheckpointPolicy.every_s``, 1 s by default).
 """
 
 from __future__ import annotations
@@ -71,8 +77,14 @@ def _check_checkpoints(checkpoints: Iterable[Checkpoint],
 class ChainVerifier:
     """Incremental form of :func:`verify_chain`: ``feed`` records in order, then ``finish``."""
 
-    def __init__(self, checkpoints: Iterable[Checkpoint], public_key: Ed25519PublicKey) -> None:
+    def __init__(self, checkpoints: Iterable[Checkpoint], public_key: Ed25519PublicKey,
+                 anchors: Iterable[tuple[int, str]] = ()) -> None:
         self._pinned, self._checkpoint_failure = _check_checkpoints(checkpoints, public_key)
+        self._anchored: dict[int, str] = {}
+        for index, hash_ in anchors:  # already verified (anchors.py): signed by the key, kept elsewhere
+            if self._anchored.setdefault(index, hash_) != hash_ and (
+                    self._checkpoint_failure is None or index < self._checkpoint_failure.index):
+                self._checkpoint_failure = _Failure(index, "conflicting anchored checkpoints")
         self._expected, self._prev = 0, GENESIS_HASH
         self._checked = 0
         self._failure: _Failure | None = None
@@ -97,6 +109,10 @@ class ChainVerifier:
             return _Failure(record.index, "prev_hash does not link to the previous record")
         if not record_hash_ok(record):
             return _Failure(record.index, "record hash does not match its content")
+        anchored = self._anchored.get(record.index)
+        if anchored is not None and not digest_equal(anchored, record.hash):
+            return _Failure(record.index, f"store re-chained: record {record.index} does not match the anchored "
+                            f"checkpoint of size {record.index + 1} kept elsewhere")
         pinned = self._pinned.get(record.index)
         if pinned is not None and not digest_equal(pinned, record.hash):
             return _Failure(record.index, "record does not match its signed checkpoint")
@@ -104,6 +120,11 @@ class ChainVerifier:
 
     def finish(self) -> VerifyReport:
         failures = [f for f in (self._checkpoint_failure, self._failure) if f is not None]
+        if self._failure is None and self._anchored:
+            latest = max(self._anchored)
+            if latest >= self._expected:
+                failures.append(_Failure(self._expected, f"tail truncated: the store ends at {self._expected} "
+                                         f"record(s); an anchored checkpoint kept elsewhere names {latest + 1}", True))
         if self._failure is None and self._pinned:
             latest = max(self._pinned)
             if latest >= self._expected:
@@ -115,9 +136,9 @@ class ChainVerifier:
 
 
 def verify_chain(records: Iterable[AuditRecord], checkpoints: Iterable[Checkpoint],
-                 public_key: Ed25519PublicKey) -> VerifyReport:
-    """Verify ``records`` (in index order) against signed ``checkpoints``; see the module steps."""
-    verifier = ChainVerifier(checkpoints, public_key)
+                 public_key: Ed25519PublicKey, anchors: Iterable[tuple[int, str]] = ()) -> VerifyReport:
+    """Verify ``records`` (in index order) against signed ``checkpoints`` and ``anchors``; see the module steps."""
+    verifier = ChainVerifier(checkpoints, public_key, anchors)
     for record in records:
         verifier.feed(record)
         if verifier.failed:
@@ -125,9 +146,11 @@ def verify_chain(records: Iterable[AuditRecord], checkpoints: Iterable[Checkpoin
     return verifier.finish()
 
 
-async def verify_store(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
-    """Verify everything in ``store``, reading records a page at a time."""
-    verifier = ChainVerifier(await store.checkpoints(), public_key)
+async def verify_store(store: AuditStore, public_key: Ed25519PublicKey,
+                       anchors: Iterable[tuple[int, str]] = ()) -> VerifyReport:
+    """Verify everything in ``store``, reading records a page at a time; ``anchors`` are verified
+    ``(index, hash)`` pairs of checkpoints kept elsewhere (``anchors.py``)."""
+    verifier = ChainVerifier(await store.checkpoints(), public_key, anchors)
     async for record in iter_store(store):
         verifier.feed(record)
         if verifier.failed:

@@ -235,8 +235,11 @@ class AuditConfig(_Model):
         "goes on and survives the gateway being killed (kill -9), not a power cut; ~60 µs per record. "
         "``power``: every group commit is fsync'ed (survives a power cut) at ~0.3-0.7 ms per commit.")
     checkpoint_every_records: int = Field(
-        1000, ge=1, le=1_000_000, description="Sign a checkpoint after this many new records …")
-    checkpoint_every_s: float = Field(10.0, gt=0, le=86_400, description="… or this many seconds.")
+        1000, ge=1, le=1_000_000, description="Sign a checkpoint after this many new records, and …")
+    checkpoint_every_s: float = Field(
+        1.0, gt=0, le=86_400, description="… at most this many seconds after any durable record (the tail "
+        "window: how long a record is protected only by its hash links), and at clean stop. Each checkpoint also "
+        "goes to every SIEM exporter as a C2SP signed note (docs/audit.md).")
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
