@@ -97,7 +97,8 @@ async def build_store(path: Path, key: Ed25519PrivateKey, entries: Sequence[tupl
                       *, every_records: int = 4) -> None:
     """Write ``entries`` through the real writer, one batch each, checkpointing every few records and at close."""
     async with await SqliteAuditStore.open(path) as store:
-        checkpointer = Checkpointer(store, key, clock=Clock(), policy=CheckpointPolicy(every_records=every_records, every_s=1e9))
+        checkpointer = Checkpointer(store, key, clock=Clock(),
+                                    policy=CheckpointPolicy(every_records=every_records, every_s=1e9))
         async with AuditWriter(store, clock=Clock(), max_delay_s=0, checkpointer=checkpointer) as writer:
             for kind, request_id, fields in entries:
                 await writer.record(kind, request_id, fields)

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from portcullis.audit.anchors import Anchor
     from portcullis.audit.record import AuditRecord, Checkpoint
     from portcullis.audit.verify import VerifyReport
 
@@ -254,9 +255,16 @@ _EXPLANATIONS = (
     ("record hash does not match", "the record was edited after it was written"),
     ("record does not match its signed checkpoint", "the history up to this signed checkpoint was rewritten "
      "(every hash recomputed)"),
+    ("store re-chained", "the store's history up to this anchor was rewritten and its hashes recomputed: the "
+     "store is consistent with itself (its own checkpoints may have been re-signed with the key beside it) but "
+     "not with the checkpoint that left the machine"),
+    ("tail truncated: the store ends", "records were deleted from the end: a checkpoint kept elsewhere names a "
+     "later record"),
     ("tail truncated", "records were deleted from the end: a signed checkpoint names a later record"),
     ("checkpoint signature invalid", "a checkpoint here is not signed by this public key: forged or altered, "
      "or signed by another key (a rotated key, or the wrong --public-key)"),
+    ("conflicting anchored checkpoints", "two validly signed checkpoints kept elsewhere disagree about this "
+     "index: the signing key signed two histories (key compromise, or two gateways writing one store)"),
     ("conflicting signed checkpoints", "two validly signed checkpoints disagree about this index: the signing key "
      "signed two histories (key compromise, or two gateways writing one store)"),
 )
@@ -275,10 +283,15 @@ def verify(store: Store = None,
                                                            "signs checkpoints (default: <state dir>/"
                                                            "audit-signing.pub.pem).", dir_okay=False)] = None,
            state_dir: StateDir = None, config: ConfigDir = None,
+           anchors: Annotated[Path | None, typer.Option(
+               "--anchors", help="Also check against checkpoints kept elsewhere: a SIEM JSON-lines file (its "
+               "\"kind\": \"checkpoint\" lines), an audit export, or a file of C2SP signed notes. Catches a "
+               "truncated, rewritten or re-chained tail that the store's own checkpoints cannot.",
+               dir_okay=False)] = None,
            unsafe_allow_unsigned: Annotated[bool, typer.Option(
                "--unsafe-allow-unsigned", help="Pass a chain that no checkpoint signs (it proves only that it "
                "is self-consistent).")] = False) -> None:
-    """Check the hash chain and signed checkpoints; name the first broken index."""
+    """Check the hash chain and signed checkpoints (and anchors kept elsewhere); name the first broken index."""
     from portcullis.audit.keys import load_public_key, public_key_path
     from portcullis.errors import ConfigError
 
@@ -295,17 +308,43 @@ def verify(store: Store = None,
     except ConfigError as exc:
         raise _fail(f"audit verify: {exc}") from None
 
+    pinned = [] if anchors is None else _read_anchors(out, anchors, key)
+    pairs = [(a.index, _ascii(a.hash)) for a in pinned]
     if export is not None:
         if not export.is_file():
             raise _fail(f"audit verify: no export file at {export}")
-        report, checkpoints = _verify_export(export, key)
+        report, checkpoints = _verify_export(export, key, pairs)
     else:
         path = _store_path(store, state_dir, config)
-        report, checkpoints = _run(lambda: _verify_store(path, key), "verify")
+        report, checkpoints = _run(lambda: _verify_store(path, key, pairs), "verify")
     _print_report(out, err, report, checkpoints, key, unsafe_allow_unsigned)
+    if pinned:
+        latest = max(a.index for a in pinned)
+        out.print(f"  anchors: {len(pinned)} checkpoint(s) kept elsewhere agree; the latest covers records "
+                  f"0..{latest}", markup=False)
+        if latest < report.records_checked - 1:
+            out.print(f"  note: records {latest + 1}..{report.records_checked - 1} come after the latest anchor; "
+                      "only the store's own checkpoints (signed with the key beside it) cover them", markup=False)
 
 
-def _verify_export(path: Path, key: Any) -> tuple[VerifyReport, list[Checkpoint]]:
+def _read_anchors(out: Console, path: Path, key: Any) -> list[Anchor]:
+    """The anchors in ``path``, each verified with ``key``; a bad one fails the verification (exit 1)."""
+    from portcullis.audit.anchors import BadAnchor, read_anchors
+
+    try:
+        return read_anchors(path, key)
+    except BadAnchor as exc:
+        out.print(f"FAILED: anchor file {terminal_safe(str(path), 200)}, {terminal_safe(str(exc), 300)}",
+                  markup=False)
+        out.print("  meaning: a checkpoint kept elsewhere is damaged, forged, or signed by another key (a rotated "
+                  "key, or the wrong --public-key); nothing was checked against it", markup=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        raise _fail(f"audit verify: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+def _verify_export(path: Path, key: Any,
+                   anchors: Sequence[tuple[int, str]] = ()) -> tuple[VerifyReport, list[Checkpoint]]:
     """``verify_export``, with hash-like fields made comparable first (see :func:`_comparable`)."""
     from portcullis.audit.export import MalformedExport, read_export
     from portcullis.audit.verify import VerifyReport, verify_chain
@@ -313,7 +352,7 @@ def _verify_export(path: Path, key: Any) -> tuple[VerifyReport, list[Checkpoint]
     try:
         checkpoints = [_comparable(c) for c in read_export(path, "checkpoint")]
         records = (_comparable(r) for r in read_export(path, "record"))
-        return verify_chain(records, checkpoints, key), checkpoints
+        return verify_chain(records, checkpoints, key, anchors), checkpoints
     except MalformedExport as exc:
         return VerifyReport(False, None, f"malformed export: {exc}", 0), []
     except OSError as exc:
@@ -358,13 +397,14 @@ class _ComparableStore:
         return [_comparable(c) for c in await self._store.checkpoints()]
 
 
-async def _verify_store(path: Path, key: Any) -> tuple[VerifyReport, list[Checkpoint]]:
+async def _verify_store(path: Path, key: Any,
+                        anchors: Sequence[tuple[int, str]] = ()) -> tuple[VerifyReport, list[Checkpoint]]:
     from portcullis.audit.store import SqliteAuditStore
     from portcullis.audit.verify import verify_store
 
     async with await SqliteAuditStore.open_readonly(path) as opened, opened.snapshot():
         store = _ComparableStore(opened)
-        return await verify_store(store, key), await store.checkpoints()  # type: ignore[arg-type]
+        return await verify_store(store, key, anchors), await store.checkpoints()  # type: ignore[arg-type]
 
 
 def _print_report(out: Console, err: Console, report: VerifyReport, checkpoints: Sequence[Checkpoint], key: Any,
