@@ -7,6 +7,10 @@
    Target (issue 5): the audit adds at most 0.2 ms per call at p50.
 2. **Append throughput**: records/s through :class:`AuditWriter` with the chain and group
    commit, 64 concurrent writers, for each durability; the chain is verified afterwards.
+   Rows: no checkpointer; checkpoints every 1,000 records or 10 s (the cadence before issue 11);
+   every 1,000 records or 1 s after any record (the default since), its window task running.
+3. **One checkpoint**: signing and storing one (what a record arriving after a quiet second
+   pays, and a busy gateway pays once a second), and the C2SP note for the SIEM exporters.
 
 Run: ``.venv/bin/python -m bench.audit_micro`` (``--calls 2000`` for a short run).
 """
@@ -24,7 +28,9 @@ from typing import Any
 import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.keys import AuditKeys
+from portcullis.audit.note import checkpoint_export
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.verify import verify_store
 from portcullis.audit.writer import AuditWriter
@@ -98,28 +104,58 @@ async def per_call(durability: str, calls: int, warmup: int) -> dict[str, float]
             "audited_p99_us": pct(audited, 0.99), "added_p50_ms": (pct(audited, 0.5) - pct(direct, 0.5)) / 1e3}
 
 
-async def throughput(durability: str, records: int, concurrency: int) -> dict[str, float]:
+async def throughput(durability: str, records: int, concurrency: int,
+                     every_s: float | None = None) -> dict[str, float]:
     fields = {"tool": {"name": TOOL}, "principal": PRINCIPAL.to_claims(), "arguments": ARGUMENTS,
               "decision": {"effect": "allow", "rule_ids": ["process_refund/allowed_callers"], "policy_version": "v1"}}
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteAuditStore.open_sync(Path(tmp) / "audit.sqlite3", durability=durability)  # type: ignore[arg-type]
-        writer = AuditWriter(store, clock=time.time)
+        key = Ed25519PrivateKey.generate()
+        checkpointer = None if every_s is None else Checkpointer(
+            store, key, clock=time.time, policy=CheckpointPolicy(every_records=1000, every_s=every_s))
+        writer = AuditWriter(store, clock=time.time, checkpointer=checkpointer)
 
         async def worker(w: int) -> None:
             for i in range(records // concurrency):
                 await writer.record("decision", f"req-{w}-{i}", fields)
 
-        async with writer:
+        async with writer, anyio.create_task_group() as window:
+            if checkpointer is not None:
+                window.start_soon(checkpointer.run)
             start = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for w in range(concurrency):
                     tg.start_soon(worker, w)
             elapsed = time.perf_counter() - start
+            window.cancel_scope.cancel()
         written = records // concurrency * concurrency
-        report = await verify_store(store, Ed25519PrivateKey.generate().public_key())
+        report = await verify_store(store, key.public_key())
+        checkpoints = len(await store.checkpoints())
         await store.aclose()
     assert report.ok and report.records_checked == written, report
-    return {"records": written, "records_per_s": written / elapsed}
+    return {"records": written, "records_per_s": written / elapsed, "checkpoints": checkpoints}
+
+
+async def checkpoint_cost(durability: str, n: int = 500) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteAuditStore.open_sync(Path(tmp) / "audit.sqlite3", durability=durability)  # type: ignore[arg-type]
+        key = Ed25519PrivateKey.generate()
+        checkpointer = Checkpointer(store, key, clock=time.time)
+        writer = AuditWriter(store, clock=time.time)
+        samples: list[int] = []
+        notes: list[int] = []
+        async with writer:
+            for i in range(n):
+                record = await writer.record("decision", f"r{i}", {"n": i})
+                start = time.perf_counter_ns()
+                checkpoint = await checkpointer.after_append((record.index, record.hash), force=True)
+                middle = time.perf_counter_ns()
+                assert checkpoint is not None
+                checkpoint_export(key, checkpoint)
+                samples.append(middle - start)
+                notes.append(time.perf_counter_ns() - middle)
+        await store.aclose()
+    return {"p50_us": pct(samples, 0.5), "p99_us": pct(samples, 0.99), "note_p50_us": pct(notes, 0.5)}
 
 
 async def main_async(calls: int, records: int) -> None:
@@ -134,9 +170,18 @@ async def main_async(calls: int, records: int) -> None:
     print(f"\naudit overhead p50 (ms), default durability 'process': {added:.3f}  (target <= {TARGET_P50_MS:.3f})  "
           f"{'PASS' if added <= TARGET_P50_MS else 'FAIL'}")
     print(f"\nappend throughput, {records} records, 64 concurrent writers, chain verified afterwards:")
+    cadences: list[tuple[str, float | None]] = [("no checkpoints", None), ("1000 rec / 10 s", 10.0),
+                                                ("1000 rec / 1 s", 1.0)]
     for durability in ("process", "power"):
-        t = await throughput(durability, records, 64)
-        print(f"{durability:<11} {t['records_per_s']:>10,.0f} records/s")
+        for label, every_s in cadences:
+            t = await throughput(durability, records, 64, every_s)
+            print(f"{durability:<11} {label:<16} {t['records_per_s']:>10,.0f} records/s  "
+                  f"({t['checkpoints']:.0f} checkpoints)")
+    print("\none checkpoint (sign + store), and its C2SP note for the SIEM exporters:")
+    for durability in ("process", "power"):
+        c = await checkpoint_cost(durability)
+        print(f"{durability:<11} sign+store p50 {c['p50_us']:>8.1f} us  p99 {c['p99_us']:>8.1f} us   "
+              f"note p50 {c['note_p50_us']:>6.1f} us")
 
 
 def main() -> None:
