@@ -8,8 +8,10 @@ from pathlib import Path
 
 import orjson
 import yaml
+from typer.testing import CliRunner
 
 from portcullis.audit.record import record_from_json, record_hash_ok
+from portcullis.cli.main import app
 from tests.e2e.harness import GatewayProcess, copy_demo
 
 
@@ -36,7 +38,9 @@ def test_audit_records_reach_the_jsonl_file_and_a_syslog_receiver(tmp_path: Path
                     await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1002"})
 
             anyio.run(calls)
-            datagrams = [receiver.recv(65535) for _ in range(4)]  # two calls: decision + outcome each
+            datagrams: list[bytes] = []  # two calls: decision + outcome each, checkpoints in between
+            while len([d for d in datagrams if b'"kind":"checkpoint"' not in d]) < 4:
+                datagrams.append(receiver.recv(65535))
             path = root / "exports" / "audit.jsonl"
             for _ in range(50):
                 if path.exists() and len(path.read_bytes().splitlines()) >= 4:
@@ -44,10 +48,18 @@ def test_audit_records_reach_the_jsonl_file_and_a_syslog_receiver(tmp_path: Path
                 time.sleep(0.1)
     finally:
         receiver.close()
-    exported = [record_from_json(orjson.loads(line)) for line in path.read_bytes().splitlines()]
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    exported = [record_from_json(line) for line in lines if line["kind"] != "checkpoint"]
     assert [r.kind for r in exported] == ["decision", "outcome", "decision", "outcome"]
     assert all(record_hash_ok(r) for r in exported)
     assert [r.index for r in exported] == [0, 1, 2, 3]
+    # every checkpoint went out too, the last (clean stop) covering the last record; the store verifies against them
+    checkpoints = [line for line in lines if line["kind"] == "checkpoint"]
+    assert checkpoints and checkpoints[-1]["index"] == 3
+    result = CliRunner().invoke(app, ["audit", "verify", "--state-dir", str(gateway.state_dir), "--public-key",
+                                      str(gateway.state_dir / "audit-signing.pub.pem"), "--anchors", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "anchors:" in result.output and "the latest covers records 0..3" in result.output
     for datagram in datagrams:
         assert datagram.startswith(b"<134>1 "), datagram[:16]  # local0.info, RFC 5424 version 1
         assert b"portcullis" in datagram and b"\xef\xbb\xbf{" in datagram  # BOM + JSON body (RFC 5424)

@@ -391,3 +391,18 @@ async def test_a_record_that_is_not_json_is_refused_and_the_rest_sent() -> None:
         await exporter.aclose()
     assert [parse_message(f)["record"] for f in receiver.frames] == good
     assert receiver.connections == 1
+
+
+def test_a_checkpoint_export_is_an_info_message_carrying_its_signed_note() -> None:
+    """A checkpoint handed to the exporters is routine (info) and keeps its C2SP note intact in the JSON body."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from portcullis.audit import sign_checkpoint
+    from portcullis.audit.note import checkpoint_export
+
+    key = Ed25519PrivateKey.generate()
+    exported = checkpoint_export(key, sign_checkpoint(key, 3, "ab" * 32, 1_800_000_000.0))
+    assert severity_for(exported) == 6
+    message = format_message(exported, facility=FACILITIES["auth"], hostname="h", procid="1")
+    assert message.startswith(b"<38>1 ") and b" checkpoint [portcullis@32473 " in message
+    assert orjson.loads(message.split(b"\xef\xbb\xbf", 1)[1])["note"] == exported["note"]

@@ -6,7 +6,8 @@ The message, built by the pure :func:`format_message`::
 
 * PRI = facility * 8 + severity. Severity (:func:`severity_for`): ``rejected`` records, denied
   decisions and failed outcomes are *warning*; approval requests and tool errors *notice*;
-  allowed decisions and ``ok`` outcomes *info*. Anything unrecognised is *warning*.
+  allowed decisions, ``ok`` outcomes and signed ``checkpoint`` records *info*. Anything
+  unrecognised is *warning*.
 * TIMESTAMP is the record's ``ts`` in UTC with microseconds (RFC 3339); APP-NAME ``portcullis``;
   MSGID the record kind. Header fields keep only printable ASCII (anything else becomes ``_``)
   and are cut to the RFC's lengths (255, 48, 128, 32); an empty one is the NILVALUE ``-``.
@@ -74,6 +75,8 @@ def severity_for(record: Mapping[str, Any]) -> int:
         return {"allow": INFO, "require_approval": NOTICE}.get(str(effect), WARNING)
     if kind == "outcome":
         return {"ok": INFO, "tool_error": NOTICE}.get(str(fields.get("outcome")), WARNING)
+    if kind == "checkpoint":  # a signed checkpoint of the chain (audit/note.py): routine
+        return INFO
     return WARNING
 
 
