@@ -290,3 +290,70 @@ def test_notes_follow_the_c2sp_signed_note_format(state: Path) -> None:
         assert blob[:4] == hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4]
         key.public_key().verify(blob[4:], (body + "\n").encode())
         assert "hash" not in obj  # SIEM consumers de-duplicate records on "hash"
+
+
+# --------------------------------------------------------------------------- anchors from a URL
+
+
+class _Serve:
+    """A loopback HTTP server answering every GET with ``status`` and ``body`` (and a redirect for 302)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                if outer.status == 302:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.status, self.body = status, body
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/anchors?token=sekrit"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_anchors_can_be_fetched_from_a_url_and_catch_a_truncation(state: Path) -> None:
+    """An http:// URL needs --allow-insecure-http; with it the served notes anchor like a file."""
+    served = _Serve(200, plain_notes(state).encode())
+    try:
+        refused = verify(state, "--anchors", served.url)
+        assert refused.exit_code == 1 and "must be https://" in refused.output and "sekrit" not in refused.output
+        assert verify(state, "--anchors", served.url, "--allow-insecure-http").exit_code == 0
+        rewrite(state, RECORDS - 1, [], resign=True)
+        result = verify(state, "--anchors", served.url, "--allow-insecure-http")
+        assert result.exit_code == 1 and "tail truncated: the store ends" in result.output
+    finally:
+        served.close()
+
+
+@pytest.mark.parametrize(("status", "body", "says"), [
+    (404, b"not found", "HTTP 404"),
+    (302, b"", "HTTP 302"),
+    (200, b"", "no checkpoint"),
+    (200, b"\xff\xfe", "not UTF-8"),
+    (200, b'{"kind": "decision"}\n', "no checkpoint"),
+])
+def test_a_url_that_serves_no_valid_anchors_fails(state: Path, status: int, body: bytes, says: str) -> None:
+    """Errors, redirects (not followed), empty and non-UTF-8 answers fail the run, naming why."""
+    served = _Serve(status, body)
+    try:
+        result = verify(state, "--anchors", served.url, "--allow-insecure-http")
+    finally:
+        served.close()
+    assert result.exit_code == 1 and says in result.output, result.output
+    assert "sekrit" not in result.output

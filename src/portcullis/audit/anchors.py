@@ -59,6 +59,50 @@ def read_anchors(path: str | Path, public_key: Ed25519PublicKey) -> list[Anchor]
     return anchors
 
 
+MAX_ANCHOR_URL_BYTES = 64 * 1024 * 1024
+
+
+def fetch_anchors(url: str, public_key: Ed25519PublicKey, *, allow_insecure_http: bool = False,
+                  timeout_s: float = 30.0) -> list[Anchor]:
+    """The anchors served at ``url`` (a witness, a SIEM export endpoint): https only unless
+    ``allow_insecure_http``; no redirects, no credentials in the URL, at most 64 MiB. Anchors are
+    signed, so TLS guards availability and privacy here, not their authenticity."""
+    import httpx2
+
+    try:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL:
+        raise BadAnchor("url", "not a valid URL") from None
+    if parsed.scheme not in ("https", "http") or not parsed.host or parsed.userinfo:
+        raise BadAnchor("url", "anchors URL must be https://host/... without credentials")
+    if parsed.scheme == "http" and not allow_insecure_http:
+        raise BadAnchor("url", "anchors URL must be https:// (--allow-insecure-http permits http://)")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with httpx2.Client(timeout=timeout_s, follow_redirects=False) as client, \
+                client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise BadAnchor("url", f"HTTP {response.status_code}")
+            for chunk in response.iter_raw():
+                size += len(chunk)
+                if size > MAX_ANCHOR_URL_BYTES:
+                    raise BadAnchor("url", "anchor document too large")
+                chunks.append(chunk)
+    except httpx2.TimeoutException:
+        raise BadAnchor("url", "timed out") from None
+    except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
+        raise BadAnchor("url", f"fetch failed: {type(exc).__name__}") from None
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadAnchor("url", "anchor document is not UTF-8") from None
+    anchors = list(parse_anchors(text, public_key))
+    if not anchors:
+        raise BadAnchor("url", "no checkpoint in the anchor document")
+    return anchors
+
+
 def parse_anchors(text: str, public_key: Ed25519PublicKey) -> Iterator[Anchor]:
     stripped = text.lstrip()
     if stripped.startswith("{"):

@@ -283,11 +283,14 @@ def verify(store: Store = None,
                                                            "signs checkpoints (default: <state dir>/"
                                                            "audit-signing.pub.pem).", dir_okay=False)] = None,
            state_dir: StateDir = None, config: ConfigDir = None,
-           anchors: Annotated[Path | None, typer.Option(
+           anchors: Annotated[str | None, typer.Option(
                "--anchors", help="Also check against checkpoints kept elsewhere: a SIEM JSON-lines file (its "
-               "\"kind\": \"checkpoint\" lines), an audit export, or a file of C2SP signed notes. Catches a "
-               "truncated, rewritten or re-chained tail that the store's own checkpoints cannot.",
-               dir_okay=False)] = None,
+               "\"kind\": \"checkpoint\" lines), an audit export, or a file of C2SP signed notes, or an https:// "
+               "URL serving one. Catches a truncated, rewritten or re-chained tail that the store's own "
+               "checkpoints cannot.")] = None,
+           allow_insecure_http: Annotated[bool, typer.Option(
+               "--allow-insecure-http", help="Let --anchors fetch an http:// URL (anchors are signed, so this "
+               "risks availability and privacy, not forgery).")] = False,
            unsafe_allow_unsigned: Annotated[bool, typer.Option(
                "--unsafe-allow-unsigned", help="Pass a chain that no checkpoint signs (it proves only that it "
                "is self-consistent).")] = False) -> None:
@@ -308,7 +311,7 @@ def verify(store: Store = None,
     except ConfigError as exc:
         raise _fail(f"audit verify: {exc}") from None
 
-    pinned = [] if anchors is None else _read_anchors(out, anchors, key)
+    pinned = [] if anchors is None else _read_anchors(out, anchors, key, allow_insecure_http)
     pairs = [(a.index, _ascii(a.hash)) for a in pinned]
     if export is not None:
         if not export.is_file():
@@ -327,14 +330,20 @@ def verify(store: Store = None,
                       "only the store's own checkpoints (signed with the key beside it) cover them", markup=False)
 
 
-def _read_anchors(out: Console, path: Path, key: Any) -> list[Anchor]:
-    """The anchors in ``path``, each verified with ``key``; a bad one fails the verification (exit 1)."""
-    from portcullis.audit.anchors import BadAnchor, read_anchors
+def _read_anchors(out: Console, where: str, key: Any, allow_insecure_http: bool) -> list[Anchor]:
+    """The anchors in file or URL ``where``, each verified with ``key``; a bad one fails the run (exit 1)."""
+    from portcullis.audit.anchors import BadAnchor, fetch_anchors, read_anchors
 
+    path = Path(where)
     try:
+        if where.lower().startswith(("https://", "http://")):
+            return fetch_anchors(where, key, allow_insecure_http=allow_insecure_http)
+        if not path.is_file():
+            raise _fail(f"audit verify: no anchor file at {where}")
         return read_anchors(path, key)
     except BadAnchor as exc:
-        out.print(f"FAILED: anchor file {terminal_safe(str(path), 200)}, {terminal_safe(str(exc), 300)}",
+        shown = where.split("?", 1)[0]  # a URL's query may carry a token
+        out.print(f"FAILED: anchor file {terminal_safe(shown, 200)}, {terminal_safe(str(exc), 300)}",
                   markup=False)
         out.print("  meaning: a checkpoint kept elsewhere is damaged, forged, or signed by another key (a rotated "
                   "key, or the wrong --public-key); nothing was checked against it", markup=False)
