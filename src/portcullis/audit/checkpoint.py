@@ -86,8 +86,10 @@ def checkpoint_due(policy: CheckpointPolicy, last: tuple[int, float] | None, hea
 class Checkpointer:
     """Signs and stores checkpoints of a store's head when :func:`checkpoint_due` says so.
 
-    The writer calls :meth:`after_append` after each durable batch; call :meth:`tick` from a
-    periodic housekeeping task (and at shutdown) so a quiet tail is signed too.
+    The writer calls :meth:`after_append` after each durable batch; run :meth:`run` as a task so
+    a record is signed at most ``policy.every_s`` later even if no other follows, and call
+    ``tick(force=True)`` at shutdown. ``on_checkpoint`` receives each stored checkpoint (the
+    gateway hands it to the SIEM exporters); its exceptions are logged, never raised.
     """
 
     def __init__(self, store: AuditStore, private_key: Ed25519PrivateKey, *, clock: Callable[[], float],
@@ -101,6 +103,7 @@ class Checkpointer:
         self._loaded = False
         self._unsigned = False  # a durable record waits for a checkpoint
         self._wake: anyio.Event | None = None  # run() waits on it while nothing is unsigned
+        self._lock: anyio.Lock | None = None  # made on first use, inside the event loop
 
     @property
     def policy(self) -> CheckpointPolicy:
@@ -122,7 +125,15 @@ class Checkpointer:
                 await self._sleep(min(1.0, self._policy.every_s))  # store failing: retry, don't spin
 
     async def after_append(self, head: tuple[int, str], *, force: bool = False) -> Checkpoint | None:
-        """Checkpoint ``head`` if due; a failure is logged and retried next time (records stay durable)."""
+        """Checkpoint ``head`` if due; a failure is logged and retried next time (records stay durable).
+
+        Serialised: the writer and :meth:`run` may both call it, and a threaded store suspends."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            return await self._after_append(head, force=force)
+
+    async def _after_append(self, head: tuple[int, str], *, force: bool) -> Checkpoint | None:
         try:
             if not self._loaded:
                 existing = await self._store.checkpoints()
