@@ -127,7 +127,12 @@ class Checkpointer:
     async def after_append(self, head: tuple[int, str], *, force: bool = False) -> Checkpoint | None:
         """Checkpoint ``head`` if due; a failure is logged and retried next time (records stay durable).
 
-        Serialised: the writer and :meth:`run` may both call it, and a threaded store suspends."""
+        Serialised: the writer and :meth:`run` may both call it, and a threaded store suspends. The
+        common case (nothing due) is decided without awaiting: it runs once per committed batch."""
+        if self._loaded and not force and not checkpoint_due(self._policy, self._last, head[0], self._clock()):
+            if self._last is not None and head[0] > self._last[0]:
+                self._mark_unsigned()
+            return None
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
