@@ -5,8 +5,10 @@ Layers (each module's docstring states its contract):
 * ``record``     value types and pure hashing rules (canonical JSON, chain hash, keyed hashes)
 * ``store``      the ``AuditStore`` seam; ``SqliteAuditStore`` for the embedded default
 * ``writer``     ``AuditWriter``: write-ahead group commit, fail closed, bounded queue
-* ``checkpoint`` Ed25519-signed checkpoints of the head
-* ``verify``     ``verify_chain`` (pure), ``verify_store``, ``verify_export``
+* ``checkpoint`` Ed25519-signed checkpoints of the head, at most ``every_s`` after any record
+* ``note``       checkpoints as C2SP ``tlog-checkpoint`` signed notes (what leaves the machine)
+* ``anchors``    reading checkpoints kept elsewhere (SIEM JSON lines, exports, notes, a URL)
+* ``verify``     ``verify_chain`` (pure), ``verify_store``, ``verify_export``; anchors too
 * ``export``     JSON-lines export
 
 Seam for the pipeline: ``record = await writer.record("decision", request_id, fields)`` before
