@@ -145,3 +145,18 @@ async def test_an_export_hook_that_raises_does_not_stop_the_chain(tmp_path: Path
             await writer.record("decision", "r", {"n": 0})
             await writer.record("decision", "r", {"n": 1})
         assert [c.index for c in await store.checkpoints()] == [0, 1]
+
+
+async def test_a_tail_left_unsigned_by_a_crash_is_signed_when_the_checkpointer_starts(tmp_path: Path) -> None:
+    """Records written with no checkpoint (a killed gateway) are signed as soon as run() begins."""
+    clock = ManualClock()
+    async with await SqliteAuditStore.open(tmp_path / "a.db", durability="process") as store:
+        async with AuditWriter(store, clock=clock, max_delay_s=0) as writer:
+            for n in range(3):
+                await writer.record("decision", "r", {"n": n})
+        checkpointer = Checkpointer(store, KEY, clock=clock, sleep=clock.sleep)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(checkpointer.run)
+            await clock.advance_to(T0)
+            tg.cancel_scope.cancel()
+        assert [c.index for c in await store.checkpoints()] == [2]

@@ -114,7 +114,9 @@ class Checkpointer:
 
         Waits (no polling) until :meth:`after_append` leaves a record unsigned, then sleeps until
         that record's checkpoint is due and signs it. Cancel it to stop; then ``tick(force=True)``.
+        A tail left unsigned by a crash is signed when it starts (or within the window).
         """
+        await self.tick()
         while True:
             while not self._unsigned:
                 self._wake = anyio.Event()
