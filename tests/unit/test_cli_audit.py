@@ -503,8 +503,12 @@ def test_every_command_in_the_docs_runs(state: Path, tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     commands = re.findall(r"^\$ portcullis (audit .+)$", DOCS.read_text(), re.MULTILINE)
     assert len(commands) >= 8
+    anchors = tmp_path / "anchors.jsonl"  # checkpoints kept elsewhere: here, an export of the store
+    exported = runner.invoke(app, ["audit", "export", "--out", str(anchors), *store_args(state)[:2]], env=WIDE)
+    assert exported.exit_code == 0, exported.output
     for command in commands:
         line = (command.replace("~/evidence/audit-signing.pub.pem", str(state / PUBLIC_KEY_FILE))
+                .replace("/mnt/siem/audit.jsonl", str(anchors))
                 .replace("/srv/portcullis/audit.sqlite3", str(state / "audit.sqlite3"))
                 .replace("9b1c6f0e4d2a4c7e8f3b5a6d7e8f9a0b", "req-6"))
         result = runner.invoke(app, shlex.split(line), env={**WIDE, "PORTCULLIS_STATE_DIR": str(state)})
