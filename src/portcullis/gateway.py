@@ -323,6 +323,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                     if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
                         try:
                             await approvals.sweep()
+                            if ticks % 3600 == 5:  # at start, then hourly: finished approvals past retention_days
+                                await approvals.prune()
                         except Exception as exc:  # the next sweep retries; redeem checks expiry itself
                             log.warning("approval sweep failed", extra={"fields": {"error": type(exc).__name__}})
             finally:
