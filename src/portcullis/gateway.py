@@ -30,6 +30,7 @@ from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
 from portcullis.audit.query import AuditQuery
 from portcullis.audit.query import search as audit_search
+from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
@@ -327,6 +328,14 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                 await approvals.prune()
                         except Exception as exc:  # the next sweep retries; redeem checks expiry itself
                             log.warning("approval sweep failed", extra={"fields": {"error": type(exc).__name__}})
+                    if ticks % 3600 == 5 and cfg.audit.retention_days is not None:  # at start, then hourly
+                        try:
+                            await prune_audit(audit_store, audit_writer.record,
+                                              lambda: checkpointer.tick(force=True),
+                                              audit_keys.signing_key.public_key(),
+                                              retention_days=cfg.audit.retention_days, now=clock())
+                        except Exception as exc:  # the next run retries; nothing is deleted unattested
+                            log.warning("audit retention failed", extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):
                     await checkpointer.tick(force=True)

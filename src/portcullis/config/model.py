@@ -237,6 +237,11 @@ class AuditConfig(_Model):
     checkpoint_every_records: int = Field(
         1000, ge=1, le=1_000_000, description="Sign a checkpoint after this many new records …")
     checkpoint_every_s: float = Field(10.0, gt=0, le=86_400, description="… or this many seconds.")
+    retention_days: float | None = Field(
+        None, ge=1, le=36500, description="Delete records older than this, whole checkpointed segments at a "
+        "time from the start of the chain, after a retention record saying so is signed into the chain; "
+        "checkpoints are kept and ``portcullis audit verify`` verifies the rest from the retained checkpoint. "
+        "null: keep every record.")
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
