@@ -171,9 +171,11 @@ class Trail:
                     await writer.record("decision", f"req-{i}", {"tool": "refund", "n": i})
                     self.clock.now += DAY
 
+    every_records = 5
+
     def _checkpointer(self, store: SqliteAuditStore) -> Checkpointer:
         return Checkpointer(store, self.keys.signing_key, clock=self.clock,
-                            policy=CheckpointPolicy(every_records=5, every_s=1e12))
+                            policy=CheckpointPolicy(every_records=self.every_records, every_s=1e12))
 
     async def prune(self, retention_days: float) -> int:
         async with await SqliteAuditStore.open(self.path) as store:
@@ -228,6 +230,13 @@ async def test_the_chain_continues_after_pruning_and_prunes_again(trail: Trail) 
     report = await trail.verify()
     assert report.ok and report.pruned_through is not None and report.pruned_through > 10
     assert trail.indexes()[-1] == 31  # 0..22, a retention record, 24..30, another retention record
+
+
+async def test_pruning_works_when_the_writer_already_signed_the_retention_record(trail: Trail) -> None:
+    """A checkpoint the writer signs on its own (every record here) covers the retention record too."""
+    trail.every_records = 1
+    assert await trail.prune(retention_days=12.5) == 11
+    assert (await trail.verify()).ok
 
 
 async def test_nothing_old_enough_prunes_nothing_and_writes_nothing(trail: Trail) -> None:

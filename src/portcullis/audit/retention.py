@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_KIND = "retention"
 Record = Callable[[str, str, Mapping[str, Any]], Awaitable[AuditRecord]]  # AuditWriter.record
-Sign = Callable[[], Awaitable[Checkpoint | None]]  # Checkpointer.tick(force=True)
+Sign = Callable[[], Awaitable[Checkpoint | None]]  # Checkpointer.tick(force=True): sign the head now
 
 
 class PrunableStore(Protocol):
@@ -78,8 +78,9 @@ async def prune_audit(store: PrunableStore, record: Record, sign: Sign, public_k
     written = await record(RETENTION_KIND, f"retention-{target.index}", {
         "event": "pruned", "pruned_through": target.index, "checkpoint_hash": target.hash,
         "retention_days": retention_days})
-    signed = await sign()
-    if signed is None or signed.index < written.index:
+    await sign()  # None too when the writer's own checkpointer signed it already
+    if not any(cp.index >= written.index and checkpoint_signature_ok(cp, public_key)
+               for cp in await store.checkpoints()):
         log.warning("audit retention postponed: the retention record could not be checkpointed")
         return 0
     # 3: one segment at a time, each ending at a checkpoint
