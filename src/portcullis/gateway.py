@@ -32,6 +32,7 @@ from portcullis.audit.note import checkpoint_export
 from portcullis.audit.query import AuditQuery
 from portcullis.audit.query import search as audit_search
 from portcullis.audit.record import Checkpoint
+from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
@@ -333,8 +334,19 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                         if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
                             try:
                                 await approvals.sweep()
+                                if ticks % 3600 == 5:  # at start, then hourly: finished approvals past retention
+                                    await approvals.prune()
                             except Exception as exc:  # the next sweep retries; redeem checks expiry itself
                                 log.warning("approval sweep failed",
+                                            extra={"fields": {"error": type(exc).__name__}})
+                        if ticks % 3600 == 5 and cfg.audit.retention_days is not None:  # at start, then hourly
+                            try:
+                                await prune_audit(audit_store, audit_writer.record,
+                                                  lambda: checkpointer.tick(force=True),
+                                                  audit_keys.signing_key.public_key(),
+                                                  retention_days=cfg.audit.retention_days, now=clock())
+                            except Exception as exc:  # the next run retries; nothing is deleted unattested
+                                log.warning("audit retention failed",
                                             extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):

@@ -388,3 +388,32 @@ async def test_expiry_means_deny(tmp_path: Path) -> None:
     events = [(r.fields["approval_id"], r.fields["event"]) for r in await read_chain(tmp_path / "state" / STORE_FILE)
               if r.kind == "approval"]
     assert (late, "expired") in events and (approved_too_late, "expired") in events
+
+
+async def test_the_open_cap_and_cli_paging_end_to_end(tmp_path: Path) -> None:
+    """A real gateway with approvals.max_open_per_requester: 3: the fourth request is -31020 naming the
+    cap, and `portcullis approvals list` pages through the three (one page, then every page)."""
+    import yaml
+
+    root = copy_demo(tmp_path / "deployment")
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["approvals"]["max_open_per_requester"] = 3
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    gateway = GatewayProcess(root, state_dir=tmp_path / "state")
+    try:
+        gateway.wait_ready()
+        ids = [(await pending(gateway, refund(200 + n, order=f"ORD-3000{n}")))["approval_id"] for n in range(3)]
+        over = await ask(gateway, refund(299, order="ORD-30009"))
+        assert isinstance(over, MCPError) and over.code == -31020
+        assert over.error.data == {"rule_id": "approvals/max_open_per_requester", "retry_after_s": 900}
+        base = ["--admin-url", gateway.admin_base, "--token", approver(gateway, "bob"), "--json"]
+        one = run_cli("approvals", "list", "--limit", "2", *base)
+        assert one.returncode == 0, one.stderr
+        assert len(json.loads(one.stdout)) == 2 and "next_cursor apr_" in one.stderr
+        every = run_cli("approvals", "list", "--limit", "1", "--all", *base)
+        assert every.returncode == 0, every.stderr
+        assert sorted(row["id"] for row in json.loads(every.stdout)) == sorted(ids)
+    finally:
+        gateway.stop()
+    events = [r.fields["event"] for r in await read_chain(tmp_path / "state" / STORE_FILE) if r.kind == "approval"]
+    assert events == ["proposed"] * 3 + ["refused"]

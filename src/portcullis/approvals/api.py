@@ -6,7 +6,9 @@ against ``approvals.approvers``: only people who may approve some tool may list,
 of an approval's tool may see or decide it.
 
 =======  ==============================  =====================================================
-GET      ``/approvals?status=pending``   the approvals this approver may decide (brief)
+GET      ``/approvals?status=pending``   one page of the approvals this approver may decide
+                                        (brief, newest first; ``limit`` 1 to 500, default 100;
+                                        ``cursor``: the ``next_cursor`` of the previous page)
 GET      ``/approvals/<id>``             everything bound to one approval, made visible
 POST     ``/approvals/<id>/approve``     body ``{"reason": "…"}`` (optional)
 POST     ``/approvals/<id>/deny``        body ``{"reason": "…"}`` (optional)
@@ -27,8 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from portcullis.approvals.model import STATUSES, visible_json
-from portcullis.approvals.service import NOT_A_PERSON, ApprovalService, ApproverRefused
-from portcullis.approvals.store import ApprovalStoreUnavailable
+from portcullis.approvals.service import NOT_A_PERSON, PAGE_MAX, ApprovalService, ApproverRefused
+from portcullis.approvals.store import ApprovalStoreUnavailable, UnknownCursor
 from portcullis.errors import PortcullisError, TransportError
 from portcullis.identity.authenticate import AuthFailure
 from portcullis.identity.principal import Principal
@@ -41,6 +43,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Authenticate = Callable[[Mapping[str, str], Mapping[str, Any]], Awaitable[Principal]]
 
 MAX_BODY = 8192
+PAGE_DEFAULT = 100
+_ID = re.compile(r"^apr_[0-9a-f]{32}$")
 _ONE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})$")
 _VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny|status)$")
 
@@ -111,9 +115,18 @@ class ApprovalApi:
             status = (query.get("status") or [None])[0]
             if status is not None and status not in STATUSES:
                 return 400, {"error": "unknown status"}
-            listed = await self._service.list(status, limit=200)
-            mine = [a for a in listed if self._service.may_approve(a["tool"], approver, a["tool_risk"])]
-            return 200, {"approvals": mine}
+            limit_text = (query.get("limit") or [str(PAGE_DEFAULT)])[0]
+            if not limit_text.isascii() or not limit_text.isdigit() or not 1 <= int(limit_text) <= PAGE_MAX:
+                return 400, {"error": f"limit must be a whole number from 1 to {PAGE_MAX}"}
+            cursor = (query.get("cursor") or [None])[0]
+            if cursor is not None and _ID.match(cursor) is None:
+                return 400, {"error": "unknown cursor"}
+            try:
+                mine, next_cursor = await self._service.list_for(approver, status, limit=int(limit_text),
+                                                                 cursor=cursor)
+            except UnknownCursor:
+                return 400, {"error": "unknown cursor"}
+            return 200, {"approvals": mine, "next_cursor": next_cursor}
         if one is not None:
             view = await self._service.view(one.group(1))
             if view is None or not self._service.may_approve(view["tool"], approver, view["tool_risk"]):

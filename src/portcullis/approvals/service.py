@@ -15,14 +15,23 @@
   this try of the call needs (the risk score may ask for more than when it was proposed); then it
   turns ``executed`` atomically (single use) before the call is forwarded. Every mismatch answers the same
   :class:`~portcullis.errors.ApprovalInvalid`, so ids cannot be probed.
+* A requester (:func:`~portcullis.approvals.model.identity_key`: issuer, client, user, agent,
+  tenant — not the tool, not the arguments) may have at most ``approvals.max_open_per_requester``
+  pending, unexpired approvals: one more is refused with :class:`~portcullis.errors.PolicyRefused`
+  (rule ``approvals/max_open_per_requester``), audited as ``refused``, and nothing is stored. The store
+  counts and inserts in one transaction, so concurrent proposals never pass the cap.
+* :meth:`ApprovalService.list_for` is what an approver lists: filtered to the approvals that
+  approver may decide *before* a page is cut, so nobody's flood hides another tool's request.
 * Expiry means deny: an approval touched after ``expires_at`` turns ``expired`` (audited), and
   :meth:`ApprovalService.sweep` expires the ones nobody touches.
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,9 +52,16 @@ from portcullis.approvals.model import (
     visible_json,
 )
 from portcullis.approvals.notify import LinkSigner
-from portcullis.approvals.store import ApprovalStore
+from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded
 from portcullis.config.model import ApprovalsConfig
-from portcullis.errors import ApprovalDenied, ApprovalExpired, ApprovalInvalid, ApprovalRequired, PortcullisError
+from portcullis.errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalInvalid,
+    ApprovalRequired,
+    PolicyRefused,
+    PortcullisError,
+)
 from portcullis.identity.principal import Principal
 from portcullis.policy.native import caller_matches
 
@@ -57,6 +73,10 @@ Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
 # (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
 RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
 
+
+OPEN_CAP_RULE = "approvals/max_open_per_requester"
+PAGE_MAX = 500  # the most approvals one listing page holds
+_SCAN = 500  # how many stored approvals one step of a filtered listing reads
 
 NOT_A_PERSON = ("approvers must be people: the credential must carry its issuer's person signal, name a user "
                 "and no agent")
@@ -101,13 +121,31 @@ class ApprovalService:
             reasons=tuple(decision.reasons), required=required, created_at=now, expires_at=now + self._config.ttl_s,
             justification=justification, risk=dict(risk) if risk else None, request_id=request_id,
             tool_risk=tool_risk)
+        cap = self._config.max_open_per_requester
+        if await self._store.count_open(approval.requester_key, now) >= cap:
+            await self._refuse(approval, decision, request_id)
         # audited first: a failed create leaves a record of a request that never existed (the trail
         # may over-report, never under-report); a failed audit stores nothing
         await self._audit("proposed", approval, request_id=request_id)
-        await self._store.create(approval)
+        try:  # counted again with the insert, atomically: concurrent proposals never pass the cap
+            await self._store.create(approval, max_open=cap, now=now)
+        except OpenApprovalsExceeded:
+            await self._refuse(approval, decision, request_id)
         if self._notify is not None:
             self._notify(approval)  # never blocks: a full queue drops the notice (the approval is listed anyway)
         return approval
+
+    async def _refuse(self, approval: Approval, decision: Any, request_id: str) -> None:
+        """Refuse a proposal over the requester's cap: audited (``refused``), nothing stored; always raises."""
+        refused = dataclasses.replace(approval, status="refused")  # type: ignore[arg-type]
+        await self._audit("refused", refused, request_id=request_id, reason=OPEN_CAP_RULE)
+        log.warning("approval request refused: too many open", extra={"fields": {
+            "tool": approval.tool, "requester_key": approval.requester_key,
+            "max_open_per_requester": self._config.max_open_per_requester}})
+        raise PolicyRefused(dataclasses.replace(
+            decision, effect="deny", reasons=(*decision.reasons, "too_many_open_approvals"),
+            rule_ids=(*decision.rule_ids, OPEN_CAP_RULE), denied_by=OPEN_CAP_RULE),
+            detail="too many open approval requests", retry_after_s=math.ceil(self._config.ttl_s))
 
     def input_required(self, approval: Approval) -> dict[str, Any]:
         """The 2026-07-28 ``input_required`` result of a held call: a URL-mode elicitation telling
@@ -315,6 +353,36 @@ class ApprovalService:
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return [_brief(a) for a in await self._store.list(status=status, limit=limit)]
+
+    async def list_for(self, approver: Principal, status: str | None = None, *, limit: int = 100,
+                       cursor: str | None = None) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """One page (newest first) of the approvals ``approver`` may decide, and the cursor of the next
+        page (None: this was the last). Filtered while reading, before the page is cut: approvals of
+        tools this approver may not decide never take a place on it. ``cursor`` is the id of the last
+        approval of the previous page (raises :class:`~portcullis.approvals.store.UnknownCursor`)."""
+        limit = max(1, min(limit, PAGE_MAX))
+        page: list[Approval] = []
+        before = cursor
+        while True:
+            batch = await self._store.list(status=status, limit=_SCAN, before=before)
+            for approval in batch:
+                if self.may_approve(approval.tool, approver, approval.tool_risk):
+                    page.append(approval)
+                    if len(page) > limit:  # one more than a page: there is a next page
+                        return [_brief(a) for a in page[:limit]], page[limit - 1].id
+            if len(batch) < _SCAN:
+                return [_brief(a) for a in page], None
+            before = batch[-1].id
+
+    async def prune(self) -> int:
+        """Delete finished approvals older than ``approvals.retention_days`` (none when it is null)."""
+        days = self._config.retention_days
+        if days is None:
+            return 0
+        pruned = await self._store.prune(created_before=self._clock() - days * 86400)
+        if pruned:
+            log.info("approvals pruned", extra={"fields": {"pruned": pruned, "retention_days": days}})
+        return pruned
 
     # ------------------------------------------------------------------ expiry
 

@@ -2,7 +2,13 @@
 
 Contract of every store:
 
-* ``create`` adds a new approval; ids never repeat.
+* ``create`` adds a new approval; ids never repeat. With ``max_open`` it first counts the
+  requester's open approvals (``pending`` and not yet past ``expires_at``) and refuses with
+  :class:`OpenApprovalsExceeded` when there are already ``max_open`` — count and insert in one
+  transaction, so concurrent proposals never pass the cap.
+* ``list`` pages newest first (``created_at``, then id); ``before`` is the id of the last approval of
+  the previous page (keyset paging: a page never repeats or skips an approval that was already there).
+* ``prune(statuses, created_before)`` deletes finished approvals (never ``pending`` or ``approved``).
 * ``transition(id, change)`` is the only way an approval changes: it reads the approval, calls
   ``change(current)`` and writes what it returns, **atomically** (no other transition of the
   same approval can interleave, in this process or another). ``change`` may raise to refuse;
@@ -48,15 +54,30 @@ CREATE INDEX IF NOT EXISTS approval_status ON approval (status, created_at);
 CREATE INDEX IF NOT EXISTS approval_requester ON approval (requester_key, tool, created_at);
 """
 
+# the requester's pending approvals not yet past their expiry (an expired one nobody swept frees its slot)
+_COUNT_OPEN = ("SELECT count(*) FROM approval WHERE requester_key = ? AND status = 'pending' "
+               "AND json_extract(body, '$.expires_at') > ?")
+
 
 class ApprovalStoreUnavailable(GatewayCallError):
     """The approval store could not answer; the call is not forwarded (fail closed)."""
 
 
+class OpenApprovalsExceeded(Exception):
+    """The requester already has ``max_open`` open approvals; nothing was stored."""
+
+
+class UnknownCursor(Exception):
+    """A paging cursor that names no stored approval."""
+
+
 class ApprovalStore(Protocol):
-    async def create(self, approval: Approval) -> None: ...
+    async def create(self, approval: Approval, *, max_open: int | None = None, now: float = 0.0) -> None: ...
+    async def count_open(self, requester_key: str, now: float) -> int: ...
     async def get(self, approval_id: str) -> Approval | None: ...
-    async def list(self, *, status: str | None = None, limit: int = 100) -> builtins.list[Approval]: ...
+    async def list(self, *, status: str | None = None, limit: int = 100,
+                   before: str | None = None) -> builtins.list[Approval]: ...
+    async def prune(self, *, created_before: float) -> int: ...
     async def recent(self, *, requester_key: str, tool: str, limit: int, exclude: str) -> builtins.list[Approval]: ...
     async def transition(self, approval_id: str, change: Callable[[Approval], Approval]) -> Approval: ...
 
@@ -121,13 +142,37 @@ class SqliteApprovalStore:
                                       "GROUP BY status").fetchall()
         return {status: int(count) for status, count in rows}
 
-    async def create(self, approval: Approval) -> None:
+    def _count_open(self, requester_key: str, now: float) -> int:
+        row = self._conn.execute(_COUNT_OPEN, (requester_key, now)).fetchone()
+        return int(row[0])
+
+    async def count_open(self, requester_key: str, now: float) -> int:
+        """How many of this requester's approvals are pending and not yet past their expiry."""
+        return await self._run(lambda: self._count_open(requester_key, now))
+
+    async def create(self, approval: Approval, *, max_open: int | None = None, now: float = 0.0) -> None:
         def insert() -> None:
-            self._conn.execute("INSERT INTO approval (id, created_at, status, tool, requester_key, body) "
-                               "VALUES (?, ?, ?, ?, ?, ?)", (approval.id, approval.created_at, approval.status,
-                                                             approval.tool, approval.requester_key,
-                                                             _encode(approval)))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if max_open is not None and self._count_open(approval.requester_key, now) >= max_open:
+                    raise OpenApprovalsExceeded(approval.requester_key)
+                self._conn.execute("INSERT INTO approval (id, created_at, status, tool, requester_key, body) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", (approval.id, approval.created_at, approval.status,
+                                                                 approval.tool, approval.requester_key,
+                                                                 _encode(approval)))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
         await self._run(insert)
+
+    async def prune(self, *, created_before: float) -> int:
+        """Delete denied, expired and executed approvals created before ``created_before``; returns how many."""
+        def delete() -> int:
+            cursor = self._conn.execute("DELETE FROM approval WHERE status IN ('denied', 'expired', 'executed') "
+                                        "AND created_at < ?", (created_before,))
+            return int(cursor.rowcount)
+        return await self._run(delete)
 
     async def get(self, approval_id: str) -> Approval | None:
         def select() -> Approval | None:
@@ -135,13 +180,23 @@ class SqliteApprovalStore:
             return None if row is None else _decode(row[0])
         return await self._run(select)
 
-    async def list(self, *, status: str | None = None, limit: int = 100) -> builtins.list[Approval]:
+    async def list(self, *, status: str | None = None, limit: int = 100,
+                   before: str | None = None) -> builtins.list[Approval]:
         def select() -> builtins.list[Approval]:
-            if status is None:
-                rows = self._conn.execute("SELECT body FROM approval ORDER BY created_at DESC LIMIT ?", (limit,))
-            else:
-                rows = self._conn.execute("SELECT body FROM approval WHERE status = ? ORDER BY created_at DESC "
-                                          "LIMIT ?", (status, limit))
+            where: builtins.list[str] = []
+            params: builtins.list[Any] = []
+            if status is not None:
+                where.append("status = ?")
+                params.append(status)
+            if before is not None:
+                mark = self._conn.execute("SELECT created_at, id FROM approval WHERE id = ?", (before,)).fetchone()
+                if mark is None:
+                    raise UnknownCursor(before)
+                where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+                params.extend((mark[0], mark[0], mark[1]))
+            clause = f"WHERE {' AND '.join(where)} " if where else ""
+            rows = self._conn.execute(f"SELECT body FROM approval {clause}ORDER BY created_at DESC, id DESC "  # noqa: S608 - fixed fragments, values bound
+                                      "LIMIT ?", (*params, limit))
             return [_decode(body) for (body,) in rows.fetchall()]
         return await self._run(select)
 

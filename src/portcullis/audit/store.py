@@ -322,6 +322,31 @@ class SqliteAuditStore:
         rows = await self._run(lambda: self._conn.execute(sql, tuple(params)).fetchall())
         return [_to_record(row) for row in rows]
 
+    async def prune_through(self, index: int) -> int:
+        """Delete the records up to and including ``index`` (retention; see ``retention.py``); returns how many.
+
+        Refused (:class:`AuditUnavailable`, nothing deleted) unless a checkpoint is stored at
+        exactly ``index`` and a newer record exists (the head is never deleted, so the chain
+        continues from it). Checkpoints are never deleted.
+        """
+        def delete() -> int:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                pinned = self._conn.execute("SELECT 1 FROM audit_checkpoint WHERE idx = ?", (index,)).fetchone()
+                newer = self._conn.execute("SELECT 1 FROM audit_record WHERE idx > ? LIMIT 1", (index,)).fetchone()
+                if pinned is None or newer is None:
+                    raise AuditUnavailable(detail=f"audit prune through {index} refused: it must end at a "
+                                                  "checkpoint and leave a newer record")
+                count = self._conn.execute("DELETE FROM audit_record WHERE idx <= ?", (index,)).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            return int(count)
+
+        return await self._run(delete)
+
     # ------------------------------------------------------------------ checkpoints
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> None:

@@ -14,6 +14,11 @@ first index at which the evidence breaks:
       (a rewritten history, even with every later hash recomputed, fails there).
 3. If the latest valid checkpoint is beyond the last record, the tail was truncated: fail at
    the first missing index with ``truncated=True``.
+4. A chain whose start was pruned by retention (``retention.py``) begins at record ``s > 0``: the
+   walk starts there from the hash of the valid checkpoint at ``s - 1`` (none: fail at 0, as a
+   deleted record). The missing start must be attested by a ``retention`` record in the walked
+   chain, at or before the newest valid checkpoint, whose ``pruned_through`` is at least
+   ``s - 1``; otherwise fail at 0 ("records removed without a retention record").
 
 Anchors (checkpoints kept off the machine: SIEM, witness, a file; ``anchors.py``) are used as
 in steps 1, 2d and 3, with their own messages: a record that differs from an anchor means the
@@ -37,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from portcullis.audit.checkpoint import checkpoint_signature_ok
 from portcullis.audit.export import MalformedExport, iter_store, read_export
 from portcullis.audit.record import GENESIS_HASH, AuditRecord, Checkpoint, digest_equal, record_hash_ok
+from portcullis.audit.retention import RETENTION_KIND
 from portcullis.audit.store import AuditStore
 
 
@@ -47,6 +53,7 @@ class VerifyReport:
     reason: str
     records_checked: int
     truncated: bool = False
+    pruned_through: int | None = None  # the start was pruned by retention up to this index (attested)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,9 @@ class ChainVerifier:
         self._expected, self._prev = 0, GENESIS_HASH
         self._checked = 0
         self._failure: _Failure | None = None
+        self._started = False
+        self._pruned_through: int | None = None
+        self._attested = -1  # the highest pruned_through a signed retention record states
 
     @property
     def failed(self) -> bool:
@@ -97,10 +107,19 @@ class ChainVerifier:
     def feed(self, record: AuditRecord) -> None:
         if self._failure is not None:
             return
+        if not self._started:
+            self._started = True
+            anchor = self._pinned.get(record.index - 1) if record.index > 0 else None
+            if anchor is not None:  # 4: a pruned start continues from its signed checkpoint
+                self._pruned_through, self._expected, self._prev = record.index - 1, record.index, anchor
         self._failure = self._step(record)
         if self._failure is None:
             self._checked += 1
             self._expected, self._prev = record.index + 1, record.hash
+            if record.kind == RETENTION_KIND and self._pinned and record.index <= max(self._pinned):
+                through = record.fields.get("pruned_through") if isinstance(record.fields, dict) else None
+                if type(through) is int:
+                    self._attested = max(self._attested, through)
 
     def _step(self, record: AuditRecord) -> _Failure | None:
         if record.index != self._expected:
@@ -129,8 +148,10 @@ class ChainVerifier:
             latest = max(self._pinned)
             if latest >= self._expected:
                 failures.append(_Failure(self._expected, f"tail truncated: signed checkpoint at {latest}", True))
+        if self._pruned_through is not None and self._attested < self._pruned_through:
+            failures.append(_Failure(0, f"records 0..{self._pruned_through} removed without a retention record"))
         if not failures:
-            return VerifyReport(True, None, "ok", self._checked)
+            return VerifyReport(True, None, "ok", self._checked, pruned_through=self._pruned_through)
         first = min(failures, key=lambda f: f.index)
         return VerifyReport(False, first.index, first.reason, self._checked, first.truncated)
 

@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
@@ -85,14 +86,26 @@ def _call(method: str, path: str, *, admin_url: str | None, config: Path | None,
 @approvals_app.command("list")
 def list_approvals(status: Annotated[str | None, typer.Option(help="pending, approved, denied, expired, executed "
                                                                    "(default: all).")] = "pending",
+                   limit: Annotated[int, typer.Option(min=1, max=500, help="How many per page.")] = 100,
+                   cursor: Annotated[str | None, typer.Option(help="Start after this approval id (the "
+                                                                    "next_cursor a previous page printed).")] = None,
+                   every: Annotated[bool, typer.Option("--all", help="Follow the pages to the end.")] = False,
                    admin_url: AdminUrl = None, config: Config = None, token: Token = None,
                    as_json: AsJson = False) -> None:
-    """Approvals you may decide, newest first (pending ones by default)."""
-    query = f"?status={status}" if status else ""
-    answer = _call("GET", f"/approvals{query}", admin_url=admin_url, config=config, token=token)
-    rows = answer.get("approvals", [])
-    if as_json:
+    """Approvals you may decide, newest first (pending ones by default), one page at a time."""
+    rows: list[dict[str, Any]] = []
+    while True:
+        params = {"limit": str(limit), **({"status": status} if status else {}),
+                  **({"cursor": cursor} if cursor else {})}
+        answer = _call("GET", f"/approvals?{urlencode(params)}", admin_url=admin_url, config=config, token=token)
+        rows.extend(answer.get("approvals", []))
+        cursor = answer.get("next_cursor")
+        if not every or not cursor:
+            break
+    if as_json:  # the rows, as before paging existed; the next page's cursor goes to stderr
         out.print_json(json.dumps(rows))
+        if cursor:
+            err.print(f"next_cursor {cursor}", highlight=False, markup=False)
         return
     if not rows:
         out.print("no approvals", highlight=False)
@@ -105,6 +118,8 @@ def list_approvals(status: Annotated[str | None, typer.Option(help="pending, app
         table.add_row(row["id"], row["tool"], row["requester"], row["status"],
                       f"{row['approvals']}/{row['required']}", row["expires_at"])
     out.print(table)
+    if cursor:
+        out.print(f"more: portcullis approvals list --cursor {cursor} (or --all)", highlight=False)
 
 
 @approvals_app.command("show")

@@ -267,6 +267,8 @@ _EXPLANATIONS = (
      "index: the signing key signed two histories (key compromise, or two gateways writing one store)"),
     ("conflicting signed checkpoints", "two validly signed checkpoints disagree about this index: the signing key "
      "signed two histories (key compromise, or two gateways writing one store)"),
+    ("records 0..", "the oldest records are gone and no signed retention record in the chain says retention "
+     "pruned them (or not that many): they were deleted by someone else"),
 )
 
 
@@ -440,10 +442,16 @@ def _print_report(out: Console, err: Console, report: VerifyReport, checkpoints:
         out.print(f"OK (UNSIGNED): {count} record(s) link up; no signed checkpoint", markup=False)
         return
     latest = max(signed, key=lambda c: c.index)
+    first = 0 if report.pruned_through is None else report.pruned_through + 1
     out.print(f"OK: {count} record(s) verified; latest signed checkpoint at index {latest.index} "
               f"({_utc(latest.ts)}), key id {kid}", markup=False)
-    if latest.index < count - 1:
-        out.print(f"  note: records {latest.index + 1}..{count - 1} come after the latest checkpoint; only their "
+    if report.pruned_through is not None:
+        out.print(f"  note: records 0..{report.pruned_through} were pruned by retention (a retention record in "
+                  f"the chain says so); verified from the signed checkpoint at index {report.pruned_through}",
+                  markup=False)
+    last = first + count - 1
+    if latest.index < last:
+        out.print(f"  note: records {latest.index + 1}..{last} come after the latest checkpoint; only their "
                   "hash links protect them until the next one", markup=False)
 
 

@@ -240,6 +240,11 @@ class AuditConfig(_Model):
         1.0, gt=0, le=86_400, description="… at most this many seconds after any durable record (the tail "
         "window: how long a record is protected only by its hash links), and at clean stop. Each checkpoint also "
         "goes to every SIEM exporter as a C2SP signed note (docs/audit.md).")
+    retention_days: float | None = Field(
+        None, ge=1, le=36500, description="Delete records older than this, whole checkpointed segments at a "
+        "time from the start of the chain, after a retention record saying so is signed into the chain; "
+        "checkpoints are kept and ``portcullis audit verify`` verifies the rest from the retained checkpoint. "
+        "null: keep every record.")
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
@@ -367,6 +372,14 @@ class ApprovalsConfig(_Model):
         "approval is, in effect, denied (the gateway warns at start).")
     recent_similar: int = Field(5, ge=0, le=50, description="How many of the same requester's recent "
                                 "requests for the same tool an approver is shown.")
+    max_open_per_requester: int = Field(
+        20, ge=1, le=10000, description="How many pending (undecided, unexpired) approval requests one requester "
+        "identity (issuer, client, user, agent, tenant) may have open at once, over all tools and arguments. One "
+        "more is refused (-31020, rule_id approvals/max_open_per_requester) until one is decided or expires.")
+    retention_days: float | None = Field(
+        90.0, ge=1, le=36500, description="Denied, expired and executed approvals created longer ago than this "
+        "are deleted from the approval store (pending and approved-unused ones never are; the audit trail keeps "
+        "every step). null: keep them forever.")
     notify: ApprovalNotifyConfig | None = Field(None, description="Tell approvers through a chat webhook.")
     risk: RiskConfig | None = Field(None, description="Risk scoring of every allowed or approval-bound call "
                                     "(null: off, the policy alone decides).")
