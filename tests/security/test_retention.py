@@ -169,6 +169,7 @@ class Trail:
             async with AuditWriter(store, clock=self.clock, max_delay_s=0, checkpointer=checkpointer) as writer:
                 for i in range(n):
                     await writer.record("decision", f"req-{i}", {"tool": "refund", "n": i})
+                    await checkpointer.tick()  # a due checkpoint is signed on the record's day, not the next
                     self.clock.now += DAY
 
     every_records = 5
