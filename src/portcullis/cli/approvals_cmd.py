@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from portcullis.cli.safe_text import cell, json_text, lines_safe, terminal_safe
+from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
 
 approvals_app = typer.Typer(no_args_is_help=True, help="Human approvals: list, show, approve, deny.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 AdminUrl = Annotated[str | None, typer.Option("--admin-url", help="The gateway's admin listener (default: from "
                                               "--config, else http://127.0.0.1:9464).")]

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portcullis.cli.safe_text import cell as _cell
-from portcullis.cli.safe_text import lines_safe, terminal_safe
+from portcullis.cli.safe_text import console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.audit.record import AuditRecord, Checkpoint
@@ -57,7 +57,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="One ASCII JSON object per 
 
 def _consoles() -> tuple[Console, Console]:
     # made per command, not at import, so COLUMNS and the streams of the moment apply
-    return Console(soft_wrap=True, highlight=False), Console(stderr=True, soft_wrap=True, highlight=False)
+    return console(), console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -9,21 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from portcullis import __version__
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.policy_cmd import policy_app
-from portcullis.cli.safe_text import cell, lines_safe, terminal_safe
+from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 ConfigDir = Annotated[Path | None, typer.Option("--config", "-c", help="Deployment directory (default: the "
                                                 "bundled demo).", file_okay=False)]

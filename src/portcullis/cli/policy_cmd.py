@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.safe_text import lines_safe, terminal_safe
+from portcullis.cli.safe_text import console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.policy.engine import PolicyEngine
     from portcullis.policy.fixtures import Fixture, FixtureReport
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policy: golden fixtures and versions.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 Target = Annotated[Path | None, typer.Argument(help="Deployment directory (default: the bundled demo).",
                                                file_okay=False)]

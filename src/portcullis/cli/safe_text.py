@@ -10,8 +10,8 @@ other invisible characters that make one string look like another. So every CLI 
   unassigned and line/paragraph separator characters, other whitespace than the space, and a
   short list of blank "letters" become ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``, and backslashes
   are doubled so an escape written by a caller cannot pass for one of ours;
-* hands them to Rich only as :class:`rich.text.Text` (:func:`cell`) or with ``markup=False``,
-  never as a markup string;
+* prints through :func:`console` (no markup, no ``:emoji:`` codes, no highlighting) and hands
+  values to Rich tables only as :class:`rich.text.Text` (:func:`cell`), never as markup strings;
 * writes ``--json`` output as ASCII-only JSON (:func:`json_text`): every non-ASCII character is a
   ``\\uXXXX`` escape, so nothing in it can reach the terminal raw.
 """
@@ -22,6 +22,7 @@ import json
 import unicodedata
 from typing import Any
 
+from rich.console import Console
 from rich.text import Text
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -30,6 +31,12 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _INVISIBLE = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800, 0x3164,
                         0xFFA0, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)})
 MAX_CELL_CHARS = 200
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A Rich console for CLI output that interprets nothing in the strings it prints: no markup,
+    no ``:emoji:`` codes, no highlighting (styles are given as :class:`Text` styles instead)."""
+    return Console(stderr=stderr, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def terminal_safe(value: object, max_chars: int | None = MAX_CELL_CHARS, *, double_backslashes: bool = True) -> str:
