@@ -156,6 +156,17 @@ def test_engine_keeps_a_native_deny_but_adds_regos_obligations() -> None:
     assert failing.rule_ids == (f"{REFUND}/max_amount",) and REDACT_ALL in failing.obligations
 
 
+def test_engine_skips_rego_on_a_native_deny_when_no_module_can_oblige() -> None:
+    """Modules that never mention obligations cannot add any: a native deny does not evaluate them."""
+    fake = FakeRego(RegoResult(obligations=(Obligation("redact", "/x"),)))
+    fake.may_oblige = False  # type: ignore[attr-defined]
+    engine = engine_with(fake)
+    decision = engine.decide(REFUND, BOT, refund(amount=600), now=NOW)
+    assert decision.rule_ids == (f"{REFUND}/max_amount",) and fake.inputs == []
+    assert RegoPolicy.compile({"a.rego": "package portcullis.a\nimport rego.v1\n"
+                                         'deny contains {"id": "x", "reason": "x"} if false\n'}).may_oblige is False
+
+
 @pytest.mark.parametrize(
     ("findings", "effect"),
     [

@@ -13,9 +13,10 @@ obligations. :meth:`PolicyEngine.decide` follows these steps:
    the Rego modules are still evaluated for their **obligations**: obligations apply whatever
    the effect, so a denied call's sensitive arguments are hashed in its records exactly like an
    allowed call's. If that evaluation fails, the deny gains :data:`REDACT_ALL` (obligations
-   unknown: every argument is hashed). A natively denied call never shows Rego rule ids, so a
-   fixture covers a Rego rule only through a call the native policy lets through (or shadows,
-   in ``log_only`` mode).
+   unknown: every argument is hashed). Modules that never mention ``obligations`` cannot add
+   any, so for them the deny is returned at once (the cheap path stays cheap). A natively
+   denied call never shows Rego rule ids, so a fixture covers a Rego rule only through a call
+   the native policy lets through (or shadows, in ``log_only`` mode).
 4. Otherwise the Rego modules decide over :meth:`PolicyEngine.input_document`. Their findings
    are always enforced, also when the native policy is in ``log_only`` (shadow) mode. A Rego
    evaluation error, or one stopped at its CPU budget, is a deny with reason ``policy_error``
@@ -253,6 +254,8 @@ class PolicyEngine:
                 return native
             if tool not in self._entries:  # no input document: nothing of it is recorded anyway
                 return dataclasses.replace(native, obligations=(REDACT_ALL,))
+            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
+                return native  # 3: no module can add an obligation, so the deny is complete as it is
             result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                              session=session))
             if native.effect == "deny":  # 3
@@ -273,6 +276,8 @@ class PolicyEngine:
                 return native
             if tool not in self._entries:  # no input document: nothing of it is recorded anyway
                 return dataclasses.replace(native, obligations=(REDACT_ALL,))
+            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
+                return native  # 3: no module can add an obligation, so the deny is complete as it is
             result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                                          session=session))
             if native.effect == "deny":  # 3
