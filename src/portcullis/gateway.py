@@ -284,7 +284,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     metrics.set_approvals_source(approval_store.open_counts)
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
-                                recent_calls=recent_calls)
+                                recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,

@@ -19,7 +19,7 @@ from portcullis.config.loader import load_deployment
 from portcullis.errors import ConfigError
 from portcullis.identity.principal import Principal
 from portcullis.policy import Obligation, PolicyEngine, ToolInfo, ToolPolicy
-from portcullis.policy.engine import tool_policies
+from portcullis.policy.engine import REDACT_ALL, tool_policies
 from portcullis.policy.rego import RegoFinding, RegoPolicy, RegoResult
 
 REFUND = "billing.process_refund"
@@ -130,7 +130,7 @@ def test_engine_denies_a_tool_it_does_not_know(tool: str) -> None:
 
 
 def test_engine_denies_a_tool_whose_manifest_has_no_policy() -> None:
-    """A known tool without ``policy:`` is denied to everyone and never reaches Rego."""
+    """A known tool without ``policy:`` is denied to everyone; Rego only adds its obligations."""
     inputs = tool_policies(DEMO.manifests)
     inputs[REFUND] = (None, inputs[REFUND][1])
     fake = FakeRego()
@@ -138,22 +138,33 @@ def test_engine_denies_a_tool_whose_manifest_has_no_policy() -> None:
     fake.inputs.clear()
     decision = engine.decide(REFUND, BOT, refund(), now=NOW)
     assert (decision.effect, decision.rule_ids) == ("deny", (f"{REFUND}/no_policy",))
-    assert fake.inputs == []
     assert REFUND not in engine.visible_tools(BOT, now=NOW)
 
 
 # ----------------------------------------------------------------------------- combining with Rego
 
 
-def test_engine_skips_rego_when_the_native_policy_denies() -> None:
-    """Deny overrides everything, so a natively denied call is not evaluated by Rego at all."""
-    fake = FakeRego(RegoResult(findings=(RegoFinding("deny", "never_seen", "never_seen"),)))
+def test_engine_keeps_a_native_deny_but_adds_regos_obligations() -> None:
+    """Deny overrides everything, so Rego's findings do not change a native deny; its obligations still apply."""
+    fake = FakeRego(RegoResult(findings=(RegoFinding("deny", "never_seen", "never_seen"),),
+                               obligations=(Obligation("redact", "/x"),)))
     engine = engine_with(fake)
     decision = engine.decide(REFUND, BOT, refund(amount=600), now=NOW)
     assert decision.rule_ids == (f"{REFUND}/max_amount",)
-    assert fake.inputs == []
-    engine.decide(REFUND, BOT, refund(amount=300), now=NOW)
-    assert len(fake.inputs) == 1
+    assert decision.obligations == (Obligation("audit"), Obligation("redact", "/x"))
+    failing = engine_with(FakeRego(RegoResult(error="timeout"))).decide(REFUND, BOT, refund(amount=600), now=NOW)
+    assert failing.rule_ids == (f"{REFUND}/max_amount",) and REDACT_ALL in failing.obligations
+
+
+def test_engine_skips_rego_on_a_native_deny_when_no_module_can_oblige() -> None:
+    """Modules that never mention obligations cannot add any: a native deny does not evaluate them."""
+    fake = FakeRego(RegoResult(obligations=(Obligation("redact", "/x"),)))
+    fake.may_oblige = False  # type: ignore[attr-defined]
+    engine = engine_with(fake)
+    decision = engine.decide(REFUND, BOT, refund(amount=600), now=NOW)
+    assert decision.rule_ids == (f"{REFUND}/max_amount",) and fake.inputs == []
+    assert RegoPolicy.compile({"a.rego": "package portcullis.a\nimport rego.v1\n"
+                                         'deny contains {"id": "x", "reason": "x"} if false\n'}).may_oblige is False
 
 
 @pytest.mark.parametrize(
@@ -177,13 +188,13 @@ def test_engine_combines_rego_findings_deny_over_approval_over_allow(
 
 @pytest.mark.parametrize("error", ["timeout", "runtime: conflicting values", "input: set is not a JSON value"])
 def test_engine_denies_with_policy_error_when_rego_reports_an_error(error: str) -> None:
-    """A Rego error is a deny citing rego/policy_error, after the native rule ids, with native obligations."""
+    """A Rego error is a deny citing rego/policy_error, after the native rule ids; its obligations are unknown."""
     fake = FakeRego(RegoResult(findings=(RegoFinding("require_approval", "a", "x"),), error=error))
     decision = engine_with(fake).decide(REFUND, BOT, refund(amount=300), now=NOW)
     assert decision.effect == "deny"
     assert decision.rule_ids == (f"{REFUND}/requires_approval_over", "rego/policy_error")
     assert decision.reasons == ("amount_needs_approval", "policy_error")
-    assert decision.obligations == (Obligation("audit"),)
+    assert decision.obligations == (Obligation("audit"), REDACT_ALL)
 
 
 def test_engine_denies_with_policy_error_when_rego_raises() -> None:
@@ -191,7 +202,7 @@ def test_engine_denies_with_policy_error_when_rego_raises() -> None:
     decision = engine_with(FakeRego(fails=RuntimeError("boom"))).decide(REFUND, BOT, refund(), now=NOW)
     assert (decision.effect, decision.reasons, decision.rule_ids) == (
         "deny", ("policy_error",), (f"{REFUND}/policy_error",))
-    assert decision.obligations == (Obligation("audit"),)
+    assert decision.obligations == (Obligation("audit"), REDACT_ALL)
 
 
 def test_engine_enforces_rego_findings_on_a_log_only_policy() -> None:

@@ -10,6 +10,7 @@ GET      ``/approvals?status=pending``   one page of the approvals this approver
                                         (brief, newest first; ``limit`` 1 to 500, default 100;
                                         ``cursor``: the ``next_cursor`` of the previous page)
 GET      ``/approvals/<id>``             everything bound to one approval, made visible
+                                         (values the policy hides as keyed hashes)
 POST     ``/approvals/<id>/approve``     body ``{"reason": "…"}`` (optional)
 POST     ``/approvals/<id>/deny``        body ``{"reason": "…"}`` (optional)
 =======  ==============================  =====================================================
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from portcullis.approvals.model import STATUSES, visible_json
+from portcullis.approvals.model import STATUSES, visible
 from portcullis.approvals.service import NOT_A_PERSON, PAGE_MAX, ApprovalService, ApproverRefused
 from portcullis.approvals.store import ApprovalStoreUnavailable, UnknownCursor
 from portcullis.errors import PortcullisError, TransportError
@@ -100,11 +101,14 @@ class ApprovalApi:
                              "approvals": len(approval.approvals()), "required": approval.required,
                              "expires_at": approval.expires_at}
             if method == "GET":  # shows, never decides (link previews and forwarded links approve nothing)
-                return 200, {"id": approval.id, "tool": approval.tool, "status": approval.status,
-                             "arguments": visible_json(approval.arguments), "arguments_hash": approval.arguments_hash,
+                # unauthenticated: the summary and the bound hash only, never the arguments
+                return 200, {"id": approval.id, "tool": visible(approval.tool), "status": approval.status,
+                             "summary": visible(approval.summary()), "arguments_hash": approval.arguments_hash,
                              "expires_at": approval.expires_at, "verdict": vote.group(2),
-                             "how": "POST this URL with your own bearer token (or run: portcullis approvals "
-                                    f"{vote.group(2)} {approval.id}) to record your verdict"}
+                             "how": f"GET /approvals/{approval.id} with your own bearer token (or run: portcullis "
+                                    f"approvals show {approval.id}) to see the arguments; POST this URL with it "
+                                    f"(or run: portcullis approvals {vote.group(2)} {approval.id}) to record "
+                                    "your verdict"}
         wanted = "POST" if vote else "GET"
         if method != wanted:
             return 405, {"error": "method not allowed"}

@@ -6,10 +6,12 @@ and listed either way), and a background task delivers them with a few retries.
 
 :class:`WebhookNotifier` POSTs a Slack-style ``{"text", "blocks"}`` payload, signed like the SIEM
 webhook (``X-Portcullis-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>``), with an
-approve and a deny **link**. A link is signed and expiring (:class:`LinkSigner`): it binds the
-approval id, the verdict, the expiry and the hash of the exact arguments. Following it (GET)
-only shows the approval; voting through it is a POST that still carries the approver's own
-bearer token — a link forwarded, previewed by a chat bot or leaked approves nothing by itself.
+approve and a deny **link**. A notice carries the summary and the hash of the arguments, never
+the arguments themselves (only an authenticated approver sees those). A link is signed and
+expiring (:class:`LinkSigner`): it binds the approval id, the verdict, the expiry and the hash of
+the exact arguments. Following it (GET) needs no credentials, so it shows the summary and the
+hash only; voting through it is a POST that still carries the approver's own bearer token — a
+link forwarded, previewed by a chat bot or leaked approves nothing by itself.
 """
 
 from __future__ import annotations
@@ -101,11 +103,14 @@ class LinkSigner:
 
 
 def chat_payload(approval: Approval, signer: LinkSigner) -> dict[str, Any]:
-    """A Slack-style incoming-webhook message: summary, bound hash, arguments, two link buttons."""
+    """A Slack-style incoming-webhook message: summary, bound hash, two link buttons.
+
+    Never the arguments: a chat channel is not an approver's credential, so the notice names the
+    call (tool, requester, rules) and the hash it is bound to; the arguments are shown only to an
+    authenticated approver (``GET /approvals/<id>``, ``portcullis approvals show``)."""
     who = approval.requester
     requester = visible(str(who.get("user_id") or "-")) + " via " + visible(str(who.get("agent_id") or
                                                                               who.get("client_id")))
-    arguments = json.dumps(approval.arguments, sort_keys=True, ensure_ascii=True)
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(approval.expires_at))
     text = f"Approval needed: {approval.tool} by {requester} ({approval.required} approver(s), expires {expires})"
     return {
@@ -113,9 +118,8 @@ def chat_payload(approval: Approval, signer: LinkSigner) -> dict[str, Any]:
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Arguments*\n```{arguments}```"},
                 {"type": "mrkdwn", "text": f"*Executes*\n`{approval.arguments_hash}`"},
-                {"type": "mrkdwn", "text": f"*Rules*\n{', '.join(approval.rule_ids) or '-'}"},
+                {"type": "mrkdwn", "text": f"*Rules*\n{visible(', '.join(approval.rule_ids)) or '-'}"},
                 {"type": "mrkdwn", "text": f"*Why*\n{visible(approval.justification) or '-'}"},
             ]},
             {"type": "actions", "elements": [
@@ -125,7 +129,8 @@ def chat_payload(approval: Approval, signer: LinkSigner) -> dict[str, Any]:
                  "url": signer.link(approval, "deny")},
             ]},
         ],
-        "approval": {"id": approval.id, "tool": approval.tool, "arguments_hash": approval.arguments_hash,
+        "approval": {"id": approval.id, "tool": visible(approval.tool), "summary": visible(approval.summary()),
+                     "arguments_hash": approval.arguments_hash,
                      "expires_at": approval.expires_at, "required": approval.required},
     }
 

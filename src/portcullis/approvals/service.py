@@ -32,7 +32,8 @@ import builtins
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -53,6 +54,7 @@ from portcullis.approvals.model import (
 )
 from portcullis.approvals.notify import LinkSigner
 from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded
+from portcullis.audit.record import redact
 from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import (
     ApprovalDenied,
@@ -101,9 +103,13 @@ class ApprovalService:
 
     def __init__(self, store: ApprovalStore, config: ApprovalsConfig, *, clock: Callable[[], float],
                  audit: Audit, notify: Callable[[Approval], bool] | None = None,
-                 links: LinkSigner | None = None, recent_calls: RecentCalls | None = None) -> None:
+                 links: LinkSigner | None = None, recent_calls: RecentCalls | None = None,
+                 arguments_key: bytes | None = None) -> None:
         self._store, self._config, self._clock, self._audit = store, config, clock, audit
         self._notify, self.links, self._recent_calls = notify, links, recent_calls
+        # the audit key, so that a hidden value's hash matches the call's audit record; without one
+        # a key of this process only (the values stay hidden, they just do not correlate)
+        self._arguments_key = arguments_key if arguments_key is not None else secrets.token_bytes(32)
         if not config.approvers:
             log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
                         "never run")
@@ -112,10 +118,16 @@ class ApprovalService:
 
     async def propose(self, *, tool: str, arguments: Mapping[str, Any], principal: Principal, decision: Any,
                       required: int, justification: str, request_id: str,
-                      risk: Mapping[str, Any] | None = None, tool_risk: str = "") -> Approval:
+                      risk: Mapping[str, Any] | None = None, tool_risk: str = "",
+                      hidden: Sequence[str] = ()) -> Approval:
+        """Store and announce a pending approval bound to this call. ``hidden`` are the pointers
+        the call's records hide (the manifest's ``sensitive_arguments``, the decision's ``redact``
+        obligations): the stored arguments carry their keyed hashes, never the values, so no
+        view, notice or listing can show them; ``arguments_hash`` still binds every value."""
         now = self._clock()
+        shown = redact(arguments, hidden, self._arguments_key) if hidden else dict(arguments)
         approval = Approval(
-            id=new_id(), tool=tool, arguments=dict(arguments), arguments_hash=arguments_hash(arguments),
+            id=new_id(), tool=tool, arguments=shown, arguments_hash=arguments_hash(arguments),
             requester=principal.to_claims(), requester_key=identity_key(principal),
             policy_version=decision.policy_version, rule_ids=tuple(decision.rule_ids),
             reasons=tuple(decision.reasons), required=required, created_at=now, expires_at=now + self._config.ttl_s,
@@ -324,7 +336,9 @@ class ApprovalService:
         return False
 
     async def view(self, approval_id: str) -> dict[str, Any] | None:
-        """What an approver sees: everything bound, made visible, and the requester's recent similar requests."""
+        """What an approver sees: everything bound, made visible, and the requester's recent similar
+        requests. Arguments the policy hides are keyed hashes (see :meth:`propose`); the hash of
+        the complete canonical arguments is ``arguments_hash``."""
         approval = await self._store.get(approval_id)
         if approval is None:
             return None

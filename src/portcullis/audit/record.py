@@ -15,6 +15,7 @@ Everything here is a function over values; no I/O, no clock.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import math
@@ -231,3 +232,39 @@ def checkpoint_from_json(obj: Any) -> Checkpoint:
     if not all(isinstance(obj[k], str) for k in ("hash", "key_id", "signature")):
         raise ValueError("checkpoint field has the wrong type")
     return Checkpoint(obj["index"], obj["hash"], obj["ts"], obj["key_id"], obj["signature"])
+
+
+MAX_REDACTED_KEY_CHARS = 128  # the keys kept when every value is hashed (pointer "")
+
+
+def redact(arguments: Mapping[str, Any], pointers: Iterable[str], audit_key: bytes) -> dict[str, Any]:
+    """A copy of ``arguments`` with the value at each RFC 6901 pointer replaced by its keyed hash.
+
+    The pointer ``""`` (the whole arguments object) hashes every top-level value, keys kept."""
+    out: Any = None
+    for pointer in pointers:
+        if pointer == "":
+            return {str(k)[:MAX_REDACTED_KEY_CHARS]: keyed_hash(audit_key, v) for k, v in arguments.items()}
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        if out is None:
+            out = copy.deepcopy(dict(arguments))
+        node = out
+        for part in parts[:-1]:
+            node = _child(node, part)
+            if node is None:
+                break
+        else:
+            last = parts[-1]
+            if isinstance(node, dict) and last in node:
+                node[last] = keyed_hash(audit_key, node[last])
+            elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+                node[int(last)] = keyed_hash(audit_key, node[int(last)])
+    return dict(arguments) if out is None else out
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None

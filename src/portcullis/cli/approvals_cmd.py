@@ -5,27 +5,31 @@ bearer token (``--token`` or ``$PORTCULLIS_TOKEN``): the gateway authenticates a
 every request, so this command holds no privilege of its own. ``--admin-url`` defaults to the
 deployment's ``admin:`` address (``--config``), else ``http://127.0.0.1:9464``.
 
-``show`` prints everything the approval is bound to: the full canonical arguments with control,
-invisible and bidirectional characters made visible (``\\u{202E}``), nothing truncated, the hash
+``show`` prints everything the approval is bound to: the canonical arguments as the policy lets
+approvers see them (hidden values as keyed hashes) with control, invisible and bidirectional
+characters made visible (``\\u{202E}``), nothing truncated, the hash of the complete arguments
 that will be executed, the requester, the justification, the rules that asked for approval and
 the requester's recent similar requests.
+
+Every value in these views can be written by the requester, so nothing is ever rendered as Rich
+markup or raw terminal text (:mod:`portcullis.cli.safe_text`); ``--json`` is ASCII-only JSON.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlencode
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
+
 approvals_app = typer.Typer(no_args_is_help=True, help="Human approvals: list, show, approve, deny.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 AdminUrl = Annotated[str | None, typer.Option("--admin-url", help="The gateway's admin listener (default: from "
                                               "--config, else http://127.0.0.1:9464).")]
@@ -38,7 +42,7 @@ ApprovalId = Annotated[str, typer.Argument(help="The approval id (apr_…).")]
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(message, highlight=False, markup=False)
+    err.print(lines_safe(message), highlight=False, markup=False)
     raise typer.Exit(code)
 
 
@@ -103,9 +107,9 @@ def list_approvals(status: Annotated[str | None, typer.Option(help="pending, app
         if not every or not cursor:
             break
     if as_json:  # the rows, as before paging existed; the next page's cursor goes to stderr
-        out.print_json(json.dumps(rows))
+        typer.echo(json_text(rows, indent=2))
         if cursor:
-            err.print(f"next_cursor {cursor}", highlight=False, markup=False)
+            err.print(lines_safe(f"next_cursor {cursor}"), highlight=False, markup=False)
         return
     if not rows:
         out.print("no approvals", highlight=False)
@@ -114,9 +118,10 @@ def list_approvals(status: Annotated[str | None, typer.Option(help="pending, app
     table.add_column("id", no_wrap=True)  # copied into show / approve: never cut
     for name in ("tool", "requester", "status", "approvals", "expires"):
         table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(row["id"], row["tool"], row["requester"], row["status"],
-                      f"{row['approvals']}/{row['required']}", row["expires_at"])
+    for row in rows:  # every cell plain Text: a requester's "[bold]" or ESC is shown, never obeyed
+        table.add_row(*(cell(v, None, double_backslashes=False) for v in (
+            row.get("id"), row.get("tool"), row.get("requester"), row.get("status"),
+            f"{row.get('approvals')}/{row.get('required')}", row.get("expires_at"))))
     out.print(table)
     if cursor:
         out.print(f"more: portcullis approvals list --cursor {cursor} (or --all)", highlight=False)
@@ -128,33 +133,36 @@ def show(approval_id: ApprovalId, admin_url: AdminUrl = None, config: Config = N
     """Everything one approval is bound to, with invisible characters made visible."""
     view = _call("GET", f"/approvals/{approval_id}", admin_url=admin_url, config=config, token=token)
     if as_json:
-        out.print_json(json.dumps(view))
+        typer.echo(json_text(view, indent=2))
         return
+
+    def t(value: object) -> str:  # the gateway made these visible already; anything raw is escaped here
+        return terminal_safe(value, None, double_backslashes=False)
+
     lines = [
-        f"approval   {view['id']}  ({view['status']}, {view['approvals']}/{view['required']} approvals, "
-        f"expires {view['expires_at']})",
-        f"tool       {view['tool']}",
-        f"requester  {json.dumps(view['requester'], ensure_ascii=True)}",
-        f"rules      {', '.join(view['rule_ids'])}  (policy {view['policy_version']})",
-        f"reasons    {', '.join(view['reasons'])}",
-        f"why        {view['justification'] or '(no justification given)'}",
-        f"executes   {view['arguments_hash']}",
-        "arguments (canonical, complete):",
-        json.dumps(view["arguments"], indent=2, sort_keys=True, ensure_ascii=True),
+        f"approval   {t(view['id'])}  ({t(view['status'])}, {t(view['approvals'])}/{t(view['required'])} "
+        f"approvals, expires {t(view['expires_at'])})",
+        f"tool       {t(view['tool'])}",
+        f"requester  {json_text(view['requester'])}",
+        f"rules      {t(', '.join(view['rule_ids']))}  (policy {t(view['policy_version'])})",
+        f"reasons    {t(', '.join(view['reasons']))}",
+        f"why        {t(view['justification']) or '(no justification given)'}",
+        f"executes   {t(view['arguments_hash'])}",
+        "arguments (canonical; values the policy hides are keyed hashes, the hash above covers them all):",
+        json_text(view["arguments"], indent=2),
     ]
     for vote in view["votes"]:
-        lines.append(f"vote       {vote['verdict']} by {vote['approver'].get('user_id')} at {vote['at']}"
-                     + (f": {vote['reason']}" if vote["reason"] else ""))
+        lines.append(f"vote       {t(vote['verdict'])} by {t(vote['approver'].get('user_id'))} at {t(vote['at'])}"
+                     + (f": {t(vote['reason'])}" if vote["reason"] else ""))
     calls = view.get("recent_calls") or []
     lines.append(f"the same caller's calls of this tool in the last day ({len(calls)}, newest first):")
     for call in calls:
-        arguments = json.dumps(call.get("arguments"), sort_keys=True, ensure_ascii=True)
-        lines.append(f"  {call.get('effect') or '?':<16} {arguments}")
+        lines.append(f"  {t(call.get('effect') or '?'):<16} {json_text(call.get('arguments'))}")
     recent = view.get("recent_similar") or []
     lines.append(f"recent similar requests by the same requester ({len(recent)}):")
     for item in recent:
-        lines.append(f"  {item['created_at']}  {item['status']:<9} {item['id']}  "
-                     f"{json.dumps(item['arguments'], sort_keys=True, ensure_ascii=True)}")
+        lines.append(f"  {t(item['created_at'])}  {t(item['status']):<9} {t(item['id'])}  "
+                     f"{json_text(item['arguments'])}")
     out.print("\n".join(lines), highlight=False, markup=False)
 
 
@@ -163,10 +171,10 @@ def _vote(verdict: str, approval_id: str, reason: str, admin_url: str | None, co
     answer = _call("POST", f"/approvals/{approval_id}/{verdict}", admin_url=admin_url, config=config,
                    token=token, body={"reason": reason})
     if as_json:
-        out.print_json(json.dumps(answer))
+        typer.echo(json_text(answer, indent=2))
         return
-    out.print(f"{answer['id']}: {answer['status']} ({answer['approvals']}/{answer['required']} approvals)",
-              highlight=False, markup=False)
+    out.print(terminal_safe(f"{answer.get('id')}: {answer.get('status')} ({answer.get('approvals')}/"
+                            f"{answer.get('required')} approvals)", None), highlight=False, markup=False)
 
 
 Reason = Annotated[str, typer.Option(help="Why (kept in the audit trail).")]

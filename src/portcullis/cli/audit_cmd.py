@@ -15,7 +15,6 @@ import math
 import os
 import re
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from portcullis.cli.safe_text import cell as _cell
+from portcullis.cli.safe_text import console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.audit.anchors import Anchor
@@ -56,48 +58,16 @@ AsJson = Annotated[bool, typer.Option("--json", help="One ASCII JSON object per 
 
 def _consoles() -> tuple[Console, Console]:
     # made per command, not at import, so COLUMNS and the streams of the moment apply
-    return Console(soft_wrap=True, highlight=False), Console(stderr=True, soft_wrap=True, highlight=False)
+    return console(), console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _consoles()[1].print(message, markup=False)
+    _consoles()[1].print(lines_safe(message), markup=False)
     return typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- terminal safety
-
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-# Blank or invisible code points in other categories (fillers, combining grapheme joiner,
-# variation selectors): they let one name pose as another.
-_INVISIBLE = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800, 0x3164,
-                        0xFFA0, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)})
-MAX_CELL_CHARS = 200
-
-
-def terminal_safe(value: object, max_chars: int = MAX_CELL_CHARS) -> str:
-    """``value`` as text a terminal shows faithfully: controls, bidi, invisibles become ``\\uXXXX``.
-
-    Backslashes are doubled so an escape written by an attacker cannot pass for one of ours;
-    text past ``max_chars`` is cut with a visible count of what was dropped.
-    """
-    text = value if isinstance(value, str) else str(value)
-    out: list[str] = []
-    for ch in text[:max_chars]:
-        cp = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif cp in _INVISIBLE or unicodedata.category(ch) in _UNSAFE_CATEGORIES:
-            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
-        else:
-            out.append(ch)
-    if len(text) > max_chars:
-        out.append(f"…(+{len(text) - max_chars} chars)")
-    return "".join(out)
-
-
-def _cell(value: object) -> Text:
-    """A table cell that Rich never parses as markup."""
-    return Text("-" if value is None or value == "" else terminal_safe(value))
+# (shared by every CLI view: portcullis.cli.safe_text)
 
 
 def _json_line(obj: object) -> str:
@@ -118,7 +88,7 @@ def _configured(config: Path | None) -> tuple[str | None, str | None]:
         gateway = load_deployment(config).gateway
     except ConfigError as exc:
         for problem in exc.problems:
-            _consoles()[1].print(str(problem), markup=False)
+            _consoles()[1].print(lines_safe(str(problem)), markup=False)
         raise typer.Exit(2) from None
     return gateway.state_dir, gateway.audit.path
 

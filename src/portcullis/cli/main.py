@@ -9,20 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from portcullis import __version__
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.policy_cmd import policy_app
+from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 ConfigDir = Annotated[Path | None, typer.Option("--config", "-c", help="Deployment directory (default: the "
                                                 "bundled demo).", file_okay=False)]
@@ -42,7 +42,7 @@ def _load(config: Path | None) -> Deployment:
         return load_deployment(root)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+            err.print(lines_safe(str(problem)), highlight=False, markup=False)
         raise typer.Exit(2) from None
 
 
@@ -68,7 +68,7 @@ def serve(config: ConfigDir = None,
         gateway = build_gateway(deployment, host=host, port=port, admin_port=admin_port)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+            err.print(lines_safe(str(problem)), highlight=False, markup=False)
         raise typer.Exit(2) from None
     listen = deployment.gateway.listen
     bind_host = host or listen.host
@@ -128,7 +128,8 @@ def lint(target: Annotated[Path, typer.Argument(help="Deployment directory to ch
 
     problems = lint_deployment(target)
     for problem in problems:
-        (err if problem.severity == "error" else out).print(str(problem), highlight=False, markup=False)
+        (err if problem.severity == "error" else out).print(lines_safe(str(problem)), highlight=False,
+                                                            markup=False)
     errors = sum(p.severity == "error" for p in problems)
     out.print(f"{errors} error(s), {len(problems) - errors} warning(s)", highlight=False)
     raise typer.Exit(1 if errors else 0)
@@ -160,7 +161,7 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
     rows = anyio.run(pin_deployment, deployment, service, not check)
     table = Table("tool", "state", "pin")
     for row in rows:
-        table.add_row(row.exposed_name, row.state, row.pin or "-")
+        table.add_row(cell(row.exposed_name, None), cell(row.state), cell(row.pin or "-", None))
     out.print(table)
     drift = [r for r in rows if r.state not in ("unchanged",)]
     failed = [r for r in rows if r.state in ("missing upstream", "service unreachable")]
@@ -188,7 +189,8 @@ def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) 
         raise typer.Exit(2) from None
     if response.status_code != 200 or not isinstance(answer, dict) or not isinstance(answer.get("tools"), list):
         message = answer.get("error") if isinstance(answer, dict) else None
-        err.print(f"pin: refused (HTTP {response.status_code}): {message or 'unexpected answer'}", highlight=False,
+        err.print(f"pin: refused (HTTP {response.status_code}): {terminal_safe(message or 'unexpected answer')}",
+                  highlight=False,
                   markup=False)
         raise typer.Exit(2)
     table = Table("tool", "state", "pin", "live (as the gateway sees it)")
@@ -198,7 +200,8 @@ def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) 
             continue
         state = _gateway_pin_state(row)
         drift += state != "unchanged"
-        table.add_row(str(row.get("tool")), state, str(row.get("pin") or "-"), str(row.get("live") or "-"))
+        table.add_row(cell(row.get("tool"), None), cell(state), cell(row.get("pin"), None),
+                      cell(row.get("live"), None))  # the gateway's answer: shown, never obeyed as markup
     out.print(table)
     if drift:
         raise typer.Exit(1)

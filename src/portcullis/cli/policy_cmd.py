@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from portcullis.cli.safe_text import console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.policy.engine import PolicyEngine
     from portcullis.policy.fixtures import Fixture, FixtureReport
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policy: golden fixtures and versions.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 Target = Annotated[Path | None, typer.Argument(help="Deployment directory (default: the bundled demo).",
                                                file_okay=False)]
@@ -97,41 +99,39 @@ def _engine(target: Path | None, environment: str | None) -> tuple[PolicyEngine,
         return PolicyEngine.from_deployment(deployment, environment=env, rego_budget_s=REGO_BUDGET_S), root
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+            err.print(lines_safe(str(problem)), highlight=False, markup=False)
         raise typer.Exit(1) from None
     except ValueError as exc:
         _fail(str(exc))
 
 
 def _print(version: str, report: FixtureReport, sources: list[Path]) -> None:
-    from rich.markup import escape
-
     from portcullis.policy.fixtures import fired_rule_ids
 
-    table = Table(title=f"policy {version}")
+    table = Table(title=Text(f"policy {terminal_safe(version)}"))
     table.add_column("")
     table.add_column("fixture", ratio=2, overflow="fold")
     table.add_column("expected", ratio=3, overflow="fold")
     table.add_column("got", ratio=3, overflow="fold")
     for result, source in zip(report.results, sources, strict=True):
         fixture, decision = result.fixture, result.decision
-        table.add_row("[green]pass[/]" if result.passed else "[red]FAIL[/]",
-                      escape(f"{source.name}: {fixture.label}") + f"\n[dim]{escape(fixture.tool)}[/]",
+        # fixture files, tool names and rule ids are text, never markup or terminal control
+        table.add_row(Text("pass", style="green") if result.passed else Text("FAIL", style="red"),
+                      Text.assemble(terminal_safe(f"{source.name}: {fixture.label}", None), "\n",
+                                    (terminal_safe(fixture.tool, None), "dim")),
                       _effect(fixture.expect.effect, fixture.expect.rule_ids),
                       _effect(decision.effect, fired_rule_ids(decision)))
     out.print(table)
     total = len(report.covered) + len(report.uncovered)
     out.print(f"rule coverage: {len(report.covered)}/{total}", highlight=False)
     for rule in report.uncovered:
-        out.print(f"  never fired: {rule}", highlight=False, markup=False)
+        out.print(f"  never fired: {terminal_safe(rule, None)}", highlight=False, markup=False)
     failed = sum(not result.passed for result in report.results)
     out.print(f"{len(report.results) - failed} passed, {failed} failed", highlight=False)
 
 
-def _effect(effect: str, rule_ids: tuple[str, ...]) -> str:
-    from rich.markup import escape
-
-    return escape(effect) + "".join(f"\n  {escape(rule)}" for rule in sorted(rule_ids))
+def _effect(effect: str, rule_ids: tuple[str, ...]) -> Text:
+    return Text(terminal_safe(effect) + "".join(f"\n  {terminal_safe(rule, None)}" for rule in sorted(rule_ids)))
 
 
 def _json(version: str, report: FixtureReport, sources: list[Path]) -> dict[str, Any]:
@@ -156,5 +156,5 @@ def _clip(exc: Exception) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"policy: {message}", highlight=False, markup=False)
+    err.print(f"policy: {lines_safe(message)}", highlight=False, markup=False)
     raise typer.Exit(1)

@@ -13,18 +13,20 @@ Three record kinds (see ``docs/audit.md`` for the full layout):
 
 Sensitive values: every argument at a pointer listed in the manifest's ``sensitive_arguments``
 or in a ``redact`` obligation of the decision becomes ``hmac-sha256:<hex>`` under the audit
-key, so equal values correlate without being readable. Nothing else of the output is recorded.
+key, so equal values correlate without being readable. Obligations apply whatever the effect:
+a denied or held call's sensitive arguments are hashed like an allowed call's, and a decision
+whose obligations are unknown (a policy error, a refusal at the gate with Rego modules loaded)
+has every argument value hashed. Nothing else of the output is recorded.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from portcullis.audit.errors import AuditUnavailable
-from portcullis.audit.record import AuditRecord, keyed_hash
+from portcullis.audit.record import AuditRecord, redact
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Route
 from portcullis.pipeline.context import CallContext
@@ -45,33 +47,11 @@ def decision_json(decision: Any) -> dict[str, Any]:
     return out
 
 
-def redact(arguments: Mapping[str, Any], pointers: Iterable[str], audit_key: bytes) -> dict[str, Any]:
-    """A copy of ``arguments`` with the value at each RFC 6901 pointer replaced by its keyed hash."""
-    out: Any = None
-    for pointer in pointers:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
-        if out is None:
-            out = copy.deepcopy(dict(arguments))
-        node = out
-        for part in parts[:-1]:
-            node = _child(node, part)
-            if node is None:
-                break
-        else:
-            last = parts[-1]
-            if isinstance(node, dict) and last in node:
-                node[last] = keyed_hash(audit_key, node[last])
-            elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-                node[int(last)] = keyed_hash(audit_key, node[int(last)])
-    return dict(arguments) if out is None else out
-
-
-def _child(node: Any, part: str) -> Any:
-    if isinstance(node, dict):
-        return node.get(part)
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-        return node[int(part)]
-    return None
+def redaction_pointers(route: Route, decision: Any) -> list[str]:
+    """Every pointer whose value a call's records hide: the manifest's ``sensitive_arguments`` and
+    the decision's ``redact`` obligations (``""``, the whole object, when they are unknown)."""
+    return [*route.manifest.manifest.sensitive_arguments,
+            *(o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer is not None)]
 
 
 def _common(ctx: CallContext, environment: str) -> dict[str, Any]:
@@ -107,8 +87,7 @@ class CallAuditor:
                        presented: Mapping[str, Any] | None = None) -> AuditRecord:
         """The decision record. ``presented`` (default: ``ctx.approval_presented``) is what the call
         presented of an approval and what came of it: ``{"id", "via", "poll", "result"}``."""
-        pointers = [*route.manifest.manifest.sensitive_arguments,
-                    *(o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer)]
+        pointers = redaction_pointers(route, decision)
         fields = _common(ctx, self._environment)
         fields.update(tool=tool_json(route, self._service_version(route.service)),
                       decision=decision_json(decision),

@@ -9,20 +9,31 @@ obligations. :meth:`PolicyEngine.decide` follows these steps:
 1. A tool the engine does not know, or one whose manifest has no ``policy:``, is denied with
    reason ``no_policy`` (rule id ``<tool>/no_policy``): default deny.
 2. The native policy decides (:func:`~portcullis.policy.native.evaluate`).
-3. If that is a deny, it is returned as it is. Deny overrides everything, so evaluating Rego
-   could not change the effect; skipping it keeps the deny path cheap. The cost: a natively
+3. If that is a deny, its effect, reasons and rule ids stand (deny overrides everything), but
+   the Rego modules are still evaluated for their **obligations**: obligations apply whatever
+   the effect, so a denied call's sensitive arguments are hashed in its records exactly like an
+   allowed call's. If that evaluation fails, the deny gains :data:`REDACT_ALL` (obligations
+   unknown: every argument is hashed). Modules that never mention ``obligations`` cannot add
+   any, so for them the deny is returned at once (the cheap path stays cheap). A natively
    denied call never shows Rego rule ids, so a fixture covers a Rego rule only through a call
    the native policy lets through (or shadows, in ``log_only`` mode).
 4. Otherwise the Rego modules decide over :meth:`PolicyEngine.input_document`. Their findings
    are always enforced, also when the native policy is in ``log_only`` (shadow) mode. A Rego
    evaluation error, or one stopped at its CPU budget, is a deny with reason ``policy_error``
-   (rule id ``rego/policy_error``). In the gateway (:meth:`PolicyEngine.decide_async`) a Rego
-   evaluation never runs on the event loop, except to answer a decision-cache hit.
+   (rule id ``rego/policy_error``) carrying :data:`REDACT_ALL`. In the gateway
+   (:meth:`PolicyEngine.decide_async`) a Rego evaluation never runs on the event loop, except to
+   answer a decision-cache hit.
 5. Effects combine: any deny → ``deny``; else any approval → ``require_approval``; else
    ``allow``. Reasons and rule ids are concatenated, native first, then Rego's as
    ``rego/<id>``; obligations are merged without duplicates.
-6. Anything unexpected is a deny with ``policy_error`` (fail closed). Every decision carries
+6. Anything unexpected is a deny with ``policy_error`` (fail closed) carrying the native
+   policy's obligations and :data:`REDACT_ALL`. Every decision carries
    :attr:`PolicyEngine.version`.
+
+Obligations are never lost: whenever the engine cannot know every obligation that applies (an
+evaluation error, a refusal at the gate, which never runs Rego), the decision carries
+:data:`REDACT_ALL` (``Obligation("redact", "")``: RFC 6901's pointer to the whole arguments
+object, which no policy may write) and every argument value is hashed in the records.
 
 The Rego input document (``input`` in a module)::
 
@@ -41,6 +52,7 @@ The Rego input document (``input`` in a module)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -55,13 +67,14 @@ from portcullis.pinning import canonical_json
 from portcullis.policy import decision as r
 from portcullis.policy.decision import Decision, Effect, Obligation
 from portcullis.policy.model import ToolPolicy
-from portcullis.policy.native import evaluate, may_call, rule_ids
+from portcullis.policy.native import evaluate, may_call, rule_ids, static_obligations
 
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment, LoadedManifest
     from portcullis.policy.rego import RegoPolicy, RegoResult
 
 REGO_POLICY_ERROR = "rego/policy_error"
+REDACT_ALL = Obligation("redact", "")  # obligations unknown: hash every argument (see the module docstring)
 ENGINE_SEMANTICS = 1  # part of every version: bump when the way decisions combine changes
 log = logging.getLogger("portcullis.policy")
 
@@ -237,10 +250,16 @@ class PolicyEngine:
         native: Decision | None = None
         try:
             native = self._native(tool, principal, arguments, now)  # 1, 2
-            if native.effect == "deny" or self._rego is None:  # 3
+            if self._rego is None:
                 return native
-            result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 4
+            if tool not in self._entries:  # no input document: nothing of it is recorded anyway
+                return dataclasses.replace(native, obligations=(REDACT_ALL,))
+            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
+                return native  # 3: no module can add an obligation, so the deny is complete as it is
+            result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                              session=session))
+            if native.effect == "deny":  # 3
+                return _with_obligations(native, result)
             return _combine(tool, native, result)  # 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
@@ -253,10 +272,16 @@ class PolicyEngine:
         native: Decision | None = None
         try:
             native = self._native(tool, principal, arguments, now)  # 1, 2
-            if native.effect == "deny" or self._rego is None:  # 3
+            if self._rego is None:
                 return native
-            result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 4
+            if tool not in self._entries:  # no input document: nothing of it is recorded anyway
+                return dataclasses.replace(native, obligations=(REDACT_ALL,))
+            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
+                return native  # 3: no module can add an obligation, so the deny is complete as it is
+            result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                                          session=session))
+            if native.effect == "deny":  # 3
+                return _with_obligations(native, result)
             return _combine(tool, native, result)  # 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
@@ -273,14 +298,40 @@ class PolicyEngine:
         """Step 6: fail closed, keeping the policy's obligations (audit) when known."""
         log.warning("policy evaluation failed: the call is denied", extra={"fields": {
             "tool": tool, "error": type(exc).__name__, "policy_version": self.version}})
+        known = self._static_obligations(tool) if native is None else native.obligations
         return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
-                        obligations=() if native is None else native.obligations, policy_version=self.version,
+                        obligations=_merge(known, (REDACT_ALL,)), policy_version=self.version,
                         denied_by=f"{tool}/policy_error")
 
     def error_decision(self, tool: str) -> Decision:
-        """The deny for a call whose policy could not be evaluated (reason ``policy_error``)."""
+        """The deny for a call whose policy could not be evaluated (reason ``policy_error``): its
+        obligations are unknown, so it carries :data:`REDACT_ALL` (every argument hashed)."""
         return Decision(effect="deny", reasons=(r.POLICY_ERROR,), rule_ids=(f"{tool}/policy_error",),
+                        obligations=_merge(self._static_obligations(tool), (REDACT_ALL,)),
                         policy_version=self.version, denied_by=f"{tool}/policy_error")
+
+    def gate_decision(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *,
+                      now: datetime) -> Decision:
+        """The decision recorded for a caller refused at the gate (it may never call ``tool``).
+
+        Native only, never Rego (the arguments are not validated yet, and a caller that may not
+        use the tool must not be able to spend Rego evaluations); so when Rego modules exist
+        their obligations are unknown and the decision carries :data:`REDACT_ALL`.
+        """
+        try:
+            native = self._native(tool, principal, arguments, now)
+        except Exception as exc:
+            return self._failed(tool, None, exc)
+        if self._rego is None:
+            return native
+        return dataclasses.replace(native, obligations=_merge(native.obligations, (REDACT_ALL,)))
+
+    def _static_obligations(self, tool: str) -> tuple[Obligation, ...]:
+        """The obligations the native policy of ``tool`` always carries (audit, its ``redact`` list)."""
+        entry = self._entries.get(tool)
+        if entry is None or entry.policy is None:
+            return ()
+        return static_obligations(entry.policy)
 
     def may_call(self, tool: str, principal: Principal, *, now: datetime) -> bool:
         """True if ``principal`` could call ``tool`` with some arguments (see :meth:`visible_tools`)."""
@@ -320,7 +371,8 @@ def _combine(tool: str, native: Decision, result: RegoResult) -> Decision:
         log.warning("Rego evaluation failed: the call is denied", extra={"fields": {
             "tool": tool, "error": result.error, "policy_version": native.policy_version}})
         return Decision(effect="deny", reasons=(*native.reasons, r.POLICY_ERROR),
-                        rule_ids=(*native.rule_ids, REGO_POLICY_ERROR), obligations=native.obligations,
+                        rule_ids=(*native.rule_ids, REGO_POLICY_ERROR),
+                        obligations=_merge(native.obligations, (REDACT_ALL,)),
                         policy_version=native.policy_version, shadow=native.shadow, denied_by=REGO_POLICY_ERROR)
     effects = {native.effect, *(finding.effect for finding in result.findings)}
     effect: Effect = "deny" if "deny" in effects else "require_approval" if "require_approval" in effects else "allow"
@@ -334,6 +386,13 @@ def _combine(tool: str, native: Decision, result: RegoResult) -> Decision:
         denied_by=None if effect != "deny" else native.denied_by or next(
             (f"rego/{f.rule_id}" for f in result.findings if f.effect == "deny"), None),
     )
+
+
+def _with_obligations(native: Decision, result: RegoResult) -> Decision:
+    """Step 3: a native deny stands as it is, with the Rego modules' obligations added (or, if
+    they could not be evaluated, :data:`REDACT_ALL`)."""
+    extra = (REDACT_ALL,) if result.error is not None else result.obligations
+    return dataclasses.replace(native, obligations=_merge(native.obligations, extra))
 
 
 def _merge(first: tuple[Obligation, ...], second: tuple[Obligation, ...]) -> tuple[Obligation, ...]:

@@ -51,7 +51,7 @@ def evaluate(
     policy_version: str,
 ) -> Decision:
     """Decide one ``tools/call`` of ``tool`` by ``principal`` with ``arguments``. Never raises."""
-    obligations = _obligations(policy)
+    obligations = static_obligations(policy)
     try:
         failures = list(_failures(policy, principal, arguments, environment, now))
         decided = _combine(failures, tool, obligations, policy_version)
@@ -126,7 +126,8 @@ def _combine(failures: Sequence[Failure], tool: str, obligations: tuple[Obligati
     )
 
 
-def _obligations(policy: ToolPolicy) -> tuple[Obligation, ...]:
+def static_obligations(policy: ToolPolicy) -> tuple[Obligation, ...]:
+    """The obligations ``policy`` attaches to every decision, whatever the effect."""
     audit = (Obligation("audit"),) if policy.audit_required else ()
     return audit + tuple(Obligation("redact", pointer) for pointer in policy.redact)
 

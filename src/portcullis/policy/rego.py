@@ -89,7 +89,7 @@ class RegoPolicy:
     """The compiled Rego modules of one policy version. Build with :meth:`compile` or :meth:`load_dir`."""
 
     __slots__ = ("_budget_ns", "_cache", "_cache_lock", "_declared", "_lock", "_modules", "_runtime", "_slots",
-                 "_workers", "cache_hits", "module_names", "version")
+                 "_workers", "cache_hits", "may_oblige", "module_names", "version")
 
     def __init__(self, *, version: str, module_names: tuple[str, ...], declared: tuple[str, ...],
                  runtime: Runtime, slots: tuple[tuple[str, str], ...], budget_ns: int,
@@ -106,6 +106,9 @@ class RegoPolicy:
         self._lock = threading.Lock()  # the in-process interpreter
         self._cache_lock = threading.Lock()  # the cache only: held for microseconds, never around an evaluation
         self._modules = dict(modules or {})
+        # whether an evaluation can yield obligations at all: a rule producing them is named
+        # "obligations" in its module's text (unknown sources: assume it can)
+        self.may_oblige = not self._modules or any("obligations" in source for source in self._modules.values())
         self._workers: RegoWorkers | None = None
 
     @classmethod

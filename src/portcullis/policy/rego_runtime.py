@@ -23,6 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+# google-re2 must be loaded before regopy: the other order corrupts the heap on the first RE2
+# compile (manifest patterns) once a Rego module was loaded (both bundle the same C++ libraries)
+import re2  # type: ignore[import-untyped]  # noqa: F401  # load order, see above
 from regopy import Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]  # ships no py.typed
 from regopy import rego_shared as _capi  # regopy's ctypes bindings of the rego-cpp C API
 

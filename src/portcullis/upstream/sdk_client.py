@@ -43,6 +43,7 @@ from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
+from portcullis.upstream.stderr_relay import StderrRelay
 from portcullis.upstream.stdio_bounded import bounded_stdio_client
 
 log = logging.getLogger("portcullis.upstream")
@@ -178,7 +179,8 @@ class SdkConnector:
             spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
             closed = anyio.Event()
             transport = bounded_stdio_client(params, max_line_bytes=self._cfg.max_result_bytes,
-                                             max_depth=self._cfg.max_result_depth, closed=closed)
+                                             max_depth=self._cfg.max_result_depth, closed=closed,
+                                             stderr=StderrRelay(self.name, env=params.env or {}))
             async with Client(transport, cache=None, message_handler=self._on_message) as client, \
                     self._listening(client):
                 # the transport checks depth

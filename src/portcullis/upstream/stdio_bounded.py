@@ -17,6 +17,9 @@ rules on what comes back, applied to every line before the SDK's session sees it
    dropped and logged, since there is no call it could be given to.
 3. A result nested deeper than ``max_depth`` fails its call with -31005.
 
+The child's stderr is never the gateway's: it is a pipe relayed line by line into the gateway's
+log as an escaped, redacted, rate-bounded field naming the service (:mod:`.stderr_relay`).
+
 Lines that are not JSON at all are handed to the session as the SDK hands them (logged, ignored).
 The failures above reach the session as JSON-RPC errors with the gateway's own codes, which
 :mod:`.sdk_client` turns back into the gateway's errors.
@@ -25,6 +28,7 @@ The failures above reach the session as JSON-RPC errors with the gateway's own c
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +53,7 @@ from pydantic import ValidationError
 
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed
 from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.upstream.stderr_relay import StderrRelay
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -142,10 +147,15 @@ def _session_message(value: Any) -> Item:
 
 @asynccontextmanager
 async def bounded_stdio_client(server: StdioServerParameters, *, max_line_bytes: int, max_depth: int,
-                               closed: anyio.Event, errlog: TextIO = sys.stderr) -> AsyncIterator[TransportStreams]:
-    """Spawn ``server`` and yield the session's streams; ``closed`` is set when the child's stream ends."""
+                               closed: anyio.Event, errlog: TextIO = sys.stderr,
+                               stderr: StderrRelay | None = None) -> AsyncIterator[TransportStreams]:
+    """Spawn ``server`` and yield the session's streams; ``closed`` is set when the child's stream ends.
+
+    With ``stderr`` the child's stderr is a pipe relayed into the log as escaped, redacted,
+    rate-bounded fields (:mod:`.stderr_relay`); without it the child writes to ``errlog``."""
     process = await _create_platform_compatible_process(
-        command=server.command, args=server.args, env=dict(server.env or {}), errlog=errlog, cwd=server.cwd)
+        command=server.command, args=server.args, env=dict(server.env or {}),
+        errlog=subprocess.PIPE if stderr is not None else errlog, cwd=server.cwd)  # type: ignore[arg-type]
     # no awaits until the task group is entered, or a cancellation here would leak the process
     read_stream_writer, read_stream = anyio.create_memory_object_stream[Item](0)
     write_stream, write_stream_reader = anyio.create_memory_object_stream[SessionMessage](0)
@@ -189,9 +199,19 @@ async def bounded_stdio_client(server: StdioServerParameters, *, max_line_bytes:
         finally:
             writer_done.set()
 
+    async def stderr_reader() -> None:
+        pipe = getattr(process, "stderr", None)  # anyio's Process (POSIX); the Windows fallback has none here
+        if stderr is None or pipe is None:
+            return
+        try:
+            await stderr.pump(pipe)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            pass  # the child is gone; what it wrote so far was relayed
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(stdout_reader)
         tg.start_soon(stdin_writer)
+        tg.start_soon(stderr_reader)
         try:
             yield read_stream, write_stream
         finally:

@@ -42,6 +42,7 @@ from portcullis.errors import (
     InvalidParams,
     PortcullisError,
 )
+from portcullis.pipeline.auditing import redaction_pointers
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.stages.limits import LimitCheck
 from portcullis.policy.decision import Decision
@@ -77,7 +78,8 @@ async def _propose(approvals: ApprovalService, ctx: CallContext, route: Route, d
     pending = await approvals.propose(
         tool=route.exposed_name, arguments=ctx.arguments, principal=ctx.principal, decision=decision,
         required=_needed(manifest.policy, ctx, decision), justification=ctx.justification,
-        request_id=ctx.request_id, risk=decision.risk, tool_risk=str(manifest.risk))
+        request_id=ctx.request_id, risk=decision.risk, tool_risk=str(manifest.risk),
+        hidden=redaction_pointers(route, decision))
     if ctx.input_state is not None and approvals.links is not None:  # the protocol's own mechanism
         raise InputRequired(decision, approvals.input_required(pending))
     raise approvals.pending_error(pending, decision)

@@ -40,7 +40,7 @@ def make_gate(engine: PolicyEngine, clock: Callable[[], float]) -> Stage:
             raise InternalError(detail="gate ran before route")
         now = datetime.fromtimestamp(clock(), UTC)
         if not engine.may_call(ctx.route.exposed_name, ctx.principal, now=now):
-            decision = engine.decide(ctx.route.exposed_name, ctx.principal, ctx.arguments, now=now)
+            decision = engine.gate_decision(ctx.route.exposed_name, ctx.principal, ctx.arguments, now=now)
             raise Denied(decision, detail="caller may not call this tool")
         return await call_next(ctx)
 
