@@ -94,7 +94,7 @@ class _Admin:
                            "reason": value}],
                 "recent_similar": [{**brief, "arguments": {"reason": value}, "arguments_hash": "sha256:1"}],
                 "recent_calls": [{"effect": value, "arguments": {"reason": value}}]}
-        answers = {"/approvals?status=pending": {"approvals": [brief]}, f"/approvals/{APPROVAL_ID}": view}
+        answers = {"/approvals": {"approvals": [brief]}, f"/approvals/{APPROVAL_ID}": view}
         voted = {"id": APPROVAL_ID, "status": value, "approvals": 1, "required": 1}
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -107,7 +107,7 @@ class _Admin:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._send(answers.get(self.path, {"approvals": []}))
+                self._send(answers.get(self.path.split("?")[0], {"approvals": []}))  # any page, any status
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
