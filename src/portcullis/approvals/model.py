@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from portcullis.audit.record import canonical_bytes
 from portcullis.identity.principal import Principal
+from portcullis.text import escape_invisible
 
 Status = Literal["pending", "approved", "denied", "expired", "executed"]
 STATUSES: tuple[Status, ...] = ("pending", "approved", "denied", "expired", "executed")
@@ -135,18 +135,7 @@ _VISIBLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 def visible(text: str) -> str:
     """``text`` with every control, format (zero-width, bidirectional) and other invisible
     character shown as ``\\u{XXXX}``, so an approver sees exactly what will run. Nothing is cut."""
-    out: list[str] = []
-    for char in text:
-        if char in _VISIBLE:
-            out.append(_VISIBLE[char])
-        elif char == "\\":
-            out.append("\\\\")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or (
-                char.isspace() and char != " "):
-            out.append(f"\\u{{{ord(char):04X}}}")
-        else:
-            out.append(char)
-    return "".join(out)
+    return escape_invisible(text, _VISIBLE)
 
 
 def visible_json(value: Any) -> Any:

@@ -252,15 +252,11 @@ class PolicyEngine:
             native = self._native(tool, principal, arguments, now)  # 1, 2
             if self._rego is None:
                 return native
-            if tool not in self._entries:  # no input document: nothing of it is recorded anyway
-                return dataclasses.replace(native, obligations=(REDACT_ALL,))
-            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
-                return native  # 3: no module can add an obligation, so the deny is complete as it is
+            if (done := self._without_rego(tool, native)) is not None:
+                return done
             result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                              session=session))
-            if native.effect == "deny":  # 3
-                return _with_obligations(native, result)
-            return _combine(tool, native, result)  # 5
+            return self._with_rego(tool, native, result)  # 3, 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
 
@@ -274,17 +270,27 @@ class PolicyEngine:
             native = self._native(tool, principal, arguments, now)  # 1, 2
             if self._rego is None:
                 return native
-            if tool not in self._entries:  # no input document: nothing of it is recorded anyway
-                return dataclasses.replace(native, obligations=(REDACT_ALL,))
-            if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
-                return native  # 3: no module can add an obligation, so the deny is complete as it is
+            if (done := self._without_rego(tool, native)) is not None:
+                return done
             result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 3, 4
                                                                          session=session))
-            if native.effect == "deny":  # 3
-                return _with_obligations(native, result)
-            return _combine(tool, native, result)  # 5
+            return self._with_rego(tool, native, result)  # 3, 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
+
+    def _without_rego(self, tool: str, native: Decision) -> Decision | None:
+        """The decision when Rego need not run for this call, else None (shared by both deciders)."""
+        if tool not in self._entries:  # no input document: nothing of it is recorded anyway
+            return dataclasses.replace(native, obligations=(REDACT_ALL,))
+        if native.effect == "deny" and not getattr(self._rego, "may_oblige", True):
+            return native  # 3: no module can add an obligation, so the deny is complete as it is
+        return None
+
+    @staticmethod
+    def _with_rego(tool: str, native: Decision, result: Any) -> Decision:
+        if native.effect == "deny":  # 3: a native deny stands; Rego only adds its obligations
+            return _with_obligations(native, result)
+        return _combine(tool, native, result)  # 5
 
     def _native(self, tool: str, principal: Principal, arguments: Mapping[str, Any], now: datetime) -> Decision:
         entry = self._entries.get(tool)

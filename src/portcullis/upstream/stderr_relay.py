@@ -26,10 +26,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import AsyncIterable, Callable, Mapping
 
 from portcullis.config.secrets import KNOWN_FORMATS, SECRET_KEY_NAME
+from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.upstream.stderr")
 
@@ -48,16 +48,7 @@ _GENERIC = (
 def escape_line(text: str) -> str:
     """``text`` with backslashes doubled and every control, format, separator or non-space
     whitespace character shown as ``\\u{XXXX}``."""
-    out: list[str] = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or (
-                ch.isspace() and ch != " "):
-            out.append(f"\\u{{{ord(ch):04X}}}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return escape_invisible(text)
 
 
 class StderrRelay:
