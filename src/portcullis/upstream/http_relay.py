@@ -235,11 +235,7 @@ def _read_sse(body: bytes, request_id: int) -> tuple[dict[str, Any], bool]:
         raise UpstreamFailed(detail="upstream SSE is not UTF-8") from None
     found: dict[str, Any] | None = None
     changed = False
-    for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
-        data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
-        if not data:
-            continue
-        message = _parse(data, "upstream sent invalid JSON in SSE")
+    for message in _sse_events(text):
         if type(message) is dict and "method" in message:
             changed = changed or message["method"] == TOOLS_CHANGED
             continue  # a notification or a server request: not an answer
