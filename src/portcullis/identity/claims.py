@@ -50,7 +50,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from portcullis.identity.principal import MAX_ID_CHARS, MAX_ITEM_CHARS, MAX_ITEMS, Principal
+from portcullis.identity.principal import MAX_ID_CHARS, MAX_ITEM_CHARS, MAX_ITEMS, Credential, Principal
 
 if TYPE_CHECKING:
     from portcullis.identity.config import ClaimMap
@@ -193,6 +193,12 @@ def is_person(claims: Mapping[str, Any], signal: PersonSignal | None) -> bool:
     return signal.equals is None or text == signal.equals
 
 
+def credential_from_claims(claims: Mapping[str, Any]) -> Credential | None:
+    """The token's ``jti`` and OAuth Transaction Token ``txn`` (both optional; malformed: refused)."""
+    jti, txn = _one(claims, "jti", "jti"), _one(claims, "txn", "txn")
+    return None if jti is None and txn is None else Credential(jti=jti, txn=txn)
+
+
 def principal_from_claims(claims: Mapping[str, Any], claim_map: ClaimMap, *, subject: str, issuer: str,
                           issuer_name: str, auth_method: str, person: PersonSignal | None = None,
                           scopes: tuple[str, ...] | None = None) -> Principal:
@@ -217,4 +223,5 @@ def principal_from_claims(claims: Mapping[str, Any], claim_map: ClaimMap, *, sub
                      source_app=field("source_app"), tenant=field("tenant"), roles=roles,
                      scopes=scope_list(claims) if scopes is None else scopes, attributes=attributes,
                      auth_method=auth_method, issuer=issuer, issuer_name=issuer_name,
-                     person=signalled and user_id is not None and agent_id is None)
+                     person=signalled and user_id is not None and agent_id is None,
+                     credential=credential_from_claims(claims))

@@ -42,6 +42,30 @@ _REQUIRED_IDS = ("client_id",)
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """The credential a principal was established from, for the audit trail only: the token's
+    ``jti`` and, from an OAuth Transaction Token, its ``txn`` (the caller's transaction).
+
+    Not part of who the principal is: it takes no part in a :class:`Principal`'s equality or hash
+    (so sessions, caches and approvals see the same principal across its tokens), is not in the
+    claim form (it never travels to a service) and not in log lines. Each value is a checked,
+    bounded identifier (:mod:`~portcullis.identity.claims` refuses a token whose claim is not).
+    """
+
+    jti: str | None = None
+    txn: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("jti", "txn"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_text(name, value, MAX_ID_CHARS)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"jti": self.jti, "txn": self.txn}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
     """Who is acting: the human (if any), the agent, the OAuth client and where the call came from.
@@ -84,6 +108,8 @@ class Principal:
     attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     issuer_name: str | None = None
     person: bool = False
+    # the credential presented (jti, txn): audit only, never part of equality, the hash or the claim form
+    credential: Credential | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in _REQUIRED_IDS:
@@ -105,6 +131,8 @@ class Principal:
         object.__setattr__(self, "roles", _text_tuple("roles", self.roles))
         object.__setattr__(self, "scopes", _text_tuple("scopes", self.scopes))
         object.__setattr__(self, "attributes", _frozen_attributes(self.attributes))
+        if self.credential is not None and not isinstance(self.credential, Credential):
+            raise ValueError("credential must be a Credential")
 
     # ----------------------------------------------------------------------- the claim form
 

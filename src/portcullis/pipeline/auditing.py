@@ -29,6 +29,7 @@ from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.record import AuditRecord, redact
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Route
+from portcullis.errors import InternalError
 from portcullis.pipeline.context import CallContext
 from portcullis.pipeline.hooks import Hooks
 
@@ -56,9 +57,13 @@ def redaction_pointers(route: Route, decision: Any) -> list[str]:
 
 def _common(ctx: CallContext, environment: str) -> dict[str, Any]:
     trace = ctx.trace
-    return {"environment": environment, "protocol_version": ctx.protocol_version,
-            "trace_id": getattr(trace, "trace_id_hex", None), "span_id": getattr(trace, "span_id_hex", None),
-            "principal": ctx.principal.to_claims()}
+    fields = {"environment": environment, "protocol_version": ctx.protocol_version,
+              "trace_id": getattr(trace, "trace_id_hex", None), "span_id": getattr(trace, "span_id_hex", None),
+              "principal": ctx.principal.to_claims()}
+    credential = ctx.principal.credential
+    if credential is not None:  # the exact token (jti) and the caller's transaction (txn), when they say
+        fields["credential"] = credential.to_json()
+    return fields
 
 
 def presented_unchecked(ctx: CallContext) -> dict[str, Any] | None:
@@ -101,7 +106,12 @@ class CallAuditor:
         presented = presented or ctx.approval_presented or presented_unchecked(ctx)
         if presented is not None:
             fields["approval_presented"] = dict(presented)
-        return await self._write("decision", ctx.request_id, fields)
+        ctx.record.decision_written = True  # on its way: what the record stage sees if the call ends meanwhile
+        try:
+            return await self._write("decision", ctx.request_id, fields)
+        except (AuditUnavailable, ValueError):  # the writer says it was not written
+            ctx.record.decision_written = False
+            raise
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
                       output_bytes: int, duration_ms: float, upstream_span_id: str | None) -> AuditRecord:
@@ -109,7 +119,15 @@ class CallAuditor:
                   "output": {"bytes": output_bytes,
                              "classification": str(route.manifest.manifest.classification.output)},
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
-        return await self._write("outcome", ctx.request_id, fields)
+        record = ctx.record
+        if record.outcome_written:  # exactly one per decision, whoever asks twice
+            raise InternalError(detail="second outcome record for one call")
+        record.outcome_written = True  # on its way (see decision)
+        try:
+            return await self._write("outcome", ctx.request_id, fields)
+        except (AuditUnavailable, ValueError):
+            record.outcome_written = False
+            raise
 
     async def rejected(self, ctx: CallContext, *, reason: str, error_code: int | None,
                        presented: Mapping[str, Any] | None = None) -> AuditRecord:

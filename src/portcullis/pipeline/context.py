@@ -1,21 +1,72 @@
 """The frozen call context that flows through the pipeline.
 
 A stage never mutates a context: it makes a new one with :meth:`CallContext.evolve` and hands
-that to the next stage. What a stage adds (the route today; the principal and the decision in
+that to the next stage. The one exception is :class:`CallRecord`, the per-call accumulator of
+what the audit trail holds, shared by every copy. What a stage adds (the route today; the principal and the decision in
 later releases) is a new field here, so every stage sees the same, typed picture of the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portcullis.catalog import Route
     from portcullis.identity.principal import Principal
     from portcullis.policy.decision import Decision
+
+
+class Refusal(enum.Enum):
+    """Why a stage refused a call before it had a decision (the ``reason`` of a ``rejected`` record)."""
+
+    UNKNOWN_TOOL = "unknown_tool"  # route (or forward's last look): not a served, pinned tool
+    INVALID_ARGUMENTS = "invalid_arguments"  # validate: the arguments break the tool's schema
+
+
+class CallRecord:
+    """What the audit trail already holds about one call, filled in by the stages as it goes.
+
+    The one mutable object a :class:`CallContext` carries, and deliberately so: every evolved copy
+    of the context shares it, so what an inner stage learns reaches the record stage however the
+    call ends (a result, a refusal, an exception from anywhere, a cancellation). It only grows: each
+    field goes from unset to set once (:meth:`refuse` keeps the first, innermost verdict); the one
+    step back is a write mark the audit writer reports failed (nothing was written, so nothing is
+    owed). A context is made per call with a fresh record, which the record stage claims (a context
+    run twice gets a new one) and, at the end, decides from it alone what is still missing from the
+    trail: a ``rejected`` record, a refused decision's ``decision`` record, or the ``outcome`` record
+    owed to a written decision.
+    """
+
+    __slots__ = ("claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
+                 "refused_decision", "route", "upstream_span_id")
+
+    def __init__(self) -> None:
+        self.claimed = False  # the record stage took it for a call
+        self.route: Route | None = None  # the route stage's answer
+        self.refusal: Refusal | None = None  # set by the stage that refused before any decision
+        self.refused_decision: Decision | None = None  # a decision refused after authorize (a failed approval)
+        self.presented: Mapping[str, Any] | None = None  # what came of a presented approval (approve stage)
+        # the auditor's marks: the record is durable or on its way (queued: the writer's task finishes it
+        # even if the call is cancelled); cleared again only when the writer reports it was not written
+        self.decision_written = False
+        self.outcome_written = False
+        self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
+        self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
+
+    def refuse(self, reason: Refusal) -> None:
+        if self.refusal is None:
+            self.refusal = reason
+
+    def refuse_approval(self, presented: Mapping[str, Any], decision: Decision | None) -> None:
+        """What came of a presented approval that did not run the call; the first verdict stands."""
+        if self.presented is None:
+            self.presented = presented
+            if decision is not None:
+                self.refused_decision = decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +93,8 @@ class CallContext:
     input_state: Mapping[str, Any] | None = None
     # what the approve stage made of a presented approval ({"id", "via", "poll", "result"}), for the records
     approval_presented: Mapping[str, Any] | None = None
+    # what the trail holds about this call so far (see CallRecord); the record stage makes a fresh one
+    record: CallRecord = field(default_factory=CallRecord)
 
     @property
     def presents_approval(self) -> bool:
@@ -59,5 +112,21 @@ class CallContext:
 
 #: What a call returns: a wire-format ``CallToolResult`` object (camelCase keys).
 CallResult = dict[str, Any]
+
+
+class EncodedResult(dict[str, Any]):
+    """A call result together with its JSON encoding, made once by the audit stage.
+
+    The outcome record states the size of exactly these bytes, and the transport answers with them
+    (:func:`portcullis.transport.protocol.encode_response`), so what the record says is what the
+    caller got and the result is encoded once per call. Whoever changes the mapping afterwards
+    must change ``encoded`` with it (the dispatcher's 2026-07-28 additions do, by splicing).
+    """
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, result: Mapping[str, Any], encoded: bytes) -> None:
+        super().__init__(result)
+        self.encoded = encoded
 Handler = Callable[[CallContext], Awaitable[CallResult]]
 Stage = Callable[[CallContext, Handler], Awaitable[CallResult]]

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 import anyio
-import orjson
 
 from portcullis.errors import (
     BodyTooLarge,
@@ -43,6 +42,7 @@ from portcullis.transport.protocol import (
     Dispatcher,
     Request,
     check_modern,
+    encode_response,
     initialize_result,
     is_modern,
     negotiate,
@@ -195,8 +195,7 @@ class GatewayApp:
                 result = initialize_result(req.protocol_version)
             else:
                 result = await self._dispatcher.dispatch(req)
-            payload = {"jsonrpc": "2.0", "id": request_id, "result": result}
-            return 200, _JSON + extra, orjson.dumps(payload)
+            return 200, _JSON + extra, encode_response(request_id, result)
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
             if wire.body is None:

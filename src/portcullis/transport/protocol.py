@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from portcullis import __version__
 from portcullis.catalog import Catalog
 from portcullis.errors import (
@@ -28,7 +30,7 @@ from portcullis.errors import (
     UnsupportedVersion,
 )
 from portcullis.identity.principal import Principal
-from portcullis.pipeline.context import CallContext, Handler
+from portcullis.pipeline.context import CallContext, EncodedResult, Handler
 from portcullis.transport.jsonrpc import Message
 
 MODERN_VERSIONS = ("2026-07-28",)
@@ -38,6 +40,7 @@ _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 _NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SERVER_INFO = {"name": "portcullis", "version": __version__}
+_SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
 CAPABILITIES = {"tools": {"listChanged": False}}
 INSTRUCTIONS = "Portcullis gateway: tools are namespaced by service, e.g. 'billing.get_invoice'."
 
@@ -139,9 +142,9 @@ class Dispatcher:
                       "instructions": INSTRUCTIONS, "ttlMs": 0, "cacheScope": "private"}
         else:
             raise MethodNotFound(data=method[:128])
-        if req.modern:
-            result.setdefault("resultType", "complete")  # tools/call may answer input_required (approvals)
-            result["_meta"] = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+        if req.modern:  # tools/call may answer input_required (approvals): its resultType stands
+            add_fields(result, {"_meta": _SERVER_META} if "resultType" in result else
+                       {"resultType": "complete", "_meta": _SERVER_META})
         return result
 
     async def _call(self, req: Request) -> dict[str, Any]:
@@ -170,6 +173,29 @@ class Dispatcher:
                           approval_id=approval_id, justification=justification, input_state=input_state,
                           approval_poll=_approval_poll(params.get("_meta")))
         return await self._pipeline(ctx)
+
+
+def add_fields(result: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Set ``fields`` in ``result``; an :class:`EncodedResult`'s bytes are kept in step by splicing
+    the new members in before its closing brace (no second encoding of the result)."""
+    if not isinstance(result, EncodedResult):
+        result.update(fields)
+        return
+    replaced = any(key in result for key in fields)
+    result.update(fields)
+    if replaced:  # a key the result already had (never in a rebuilt CallToolResult): encode afresh
+        result.encoded = orjson.dumps(result)
+        return
+    encoded, members = result.encoded, orjson.dumps(dict(fields))
+    result.encoded = encoded[:-1] + (b"," if len(encoded) > 2 else b"") + members[1:]
+
+
+def encode_response(request_id: Any, result: Mapping[str, Any]) -> bytes:
+    """The JSON-RPC success response. An :class:`EncodedResult` is answered with its own bytes, the
+    ones the outcome record measured; ``request_id`` was checked encodable when it was parsed."""
+    if isinstance(result, EncodedResult):
+        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":' + result.encoded + b"}"
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
 def initialize_result(version: str) -> dict[str, Any]:

@@ -63,11 +63,10 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
                                      "poll": ctx.approval_poll}
         try:
             return await _presented(approvals, check_limits, ctx, route, decision, presented, call_next)
-        except PortcullisError as exc:
-            if not hasattr(exc, "approval_presented"):  # the first (innermost) verdict stands
-                exc.approval_presented = {**presented, "result": _result(exc)}  # type: ignore[attr-defined]
-                if isinstance(exc, ApprovalInvalid | ApprovalExpired | ApprovalDenied):
-                    exc.decision = decision  # type: ignore[union-attr]  # audited as a decision
+        except PortcullisError as exc:  # the first (innermost) verdict stands (CallRecord.refuse_approval)
+            ctx.record.refuse_approval({**presented, "result": _result(exc)},  # audited as a decision:
+                                       decision if isinstance(exc, ApprovalInvalid | ApprovalExpired | ApprovalDenied)
+                                       else None)
             raise
 
     return approve

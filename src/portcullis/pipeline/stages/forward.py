@@ -19,7 +19,7 @@ from portcullis.catalog import Catalog
 from portcullis.errors import InternalError, InvalidParams, UpstreamFailed
 from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.observability.tracing import Tracing
-from portcullis.pipeline.context import CallContext, CallResult, Handler
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
 from portcullis.upstream.registry import UpstreamRegistry
 
 
@@ -34,6 +34,7 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
         name = route.exposed_name
         current = await catalog.settle(name) if catalog.unsettled(name) else catalog.lookup(name)
         if current is None or current.manifest is not route.manifest:
+            ctx.record.refuse(Refusal.UNKNOWN_TOOL)
             raise InvalidParams("Unknown tool", detail=f"{name!r} stopped being served before it was forwarded")
         upstream = upstreams.get(route.service)
         # no token passthrough: a fresh token for this service, this call and this tool only

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import time
 
+import anyio
+
 from portcullis.audit.errors import AuditUnavailable
-from portcullis.catalog import Catalog
 from portcullis.errors import (
     ApprovalRequired,
     Denied,
@@ -35,16 +36,23 @@ from portcullis.errors import (
 )
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+from portcullis.pipeline.context import CallContext, CallRecord, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 
 log = logging.getLogger("portcullis.access")
+#: How long the record stage waits for an outcome record it writes after the call was cancelled.
+LATE_OUTCOME_TIMEOUT_S = 10.0
 
 
-def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None) -> Stage:
+def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None) -> Stage:
     async def record(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, code, detail, effect = "error", None, "", "none"
         span = None
+        trail = ctx.record  # made with the context (one per call); a context run twice gets a fresh one
+        if trail.claimed:
+            trail = CallRecord()
+            ctx = ctx.evolve(record=trail)
+        trail.claimed = True
         if tracing is not None:
             headers = ctx.headers or {}
             span = tracing.start_call(headers.get("traceparent"), headers.get("tracestate"),
@@ -58,9 +66,7 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
         except (Denied, PolicyRefused, ApprovalRequired) as exc:
             decision = exc.decision
             outcome, code, detail, effect = "denied", exc.code, exc.detail, decision.effect
-            route = catalog.lookup(ctx.tool_name)
-            if route is not None:
-                await auditor.decision(ctx, route, decision, getattr(exc, "approval_presented", None))
+            await _missing(auditor, ctx, exc)
             if isinstance(exc, InputRequired):  # held for approval, answered as input_required
                 outcome, code = "input_required", None
                 return exc.result
@@ -68,27 +74,20 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
         except PortcullisError as exc:
             outcome = type(exc).__name__
             if isinstance(exc, UpstreamUnavailable | UpstreamTimeout | UpstreamFailed):
-                route = catalog.lookup(ctx.tool_name)
-                hooks.upstream_error(route.service if route else "unknown", _snake(outcome))
+                hooks.upstream_error(trail.route.service if trail.route else "unknown", _snake(outcome))
             code = exc.code if isinstance(exc, RpcError) else None
             detail = exc.detail
-            presented = getattr(exc, "approval_presented", None)
-            decision = getattr(exc, "decision", None)  # an approval that failed: the decision it was for
-            route = catalog.lookup(ctx.tool_name)
-            if decision is not None and route is not None and not getattr(exc, "audited", False):
-                outcome, effect = "denied", decision.effect
-                await auditor.decision(ctx, route, decision, presented)
-            elif not getattr(exc, "audited", False) and not isinstance(exc, AuditUnavailable):
-                reason = "unknown_tool" if exc.message == "Unknown tool" else (
-                    "invalid_arguments" if isinstance(exc, InvalidParams) else _snake(type(exc).__name__))
-                await auditor.rejected(ctx, reason=reason, error_code=code, presented=presented)
+            if trail.refused_decision is not None and not trail.decision_written:
+                outcome, effect = "denied", trail.refused_decision.effect
+            await _missing(auditor, ctx, exc)
             raise
         except BaseException as exc:  # recorded, then re-raised for the mapper (never swallowed)
             outcome, detail = "crash", type(exc).__name__
+            await _missing(auditor, ctx, exc)
             raise
         finally:
             seconds = (time.perf_counter_ns() - ctx.started_ns) / 1e9
-            route = catalog.lookup(ctx.tool_name)
+            route = trail.route
             hooks.call_done(route.exposed_name if route else "unknown", effect, outcome, seconds)
             if span is not None:
                 if route is not None:
@@ -111,6 +110,36 @@ def make_stage(catalog: Catalog, auditor: CallAuditor, hooks: Hooks, tracing: Tr
             }})
 
     return record
+
+
+async def _missing(auditor: CallAuditor, ctx: CallContext, exc: BaseException) -> None:
+    """Write what the trail still lacks for a call that ended with ``exc``, judged from its
+    :class:`CallRecord` alone: the outcome owed to a written decision (``cancelled`` or ``error``),
+    else the decision a refusal was for (a policy refusal, a failed approval), else a ``rejected``
+    record. Never a second record of a kind the call has."""
+    trail = ctx.record
+    route = trail.route
+    if trail.decision_written:
+        if not trail.outcome_written and route is not None:
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            started = trail.forwarded_ns or ctx.started_ns
+            with anyio.CancelScope(shield=True) as scope:  # bounded: a stuck trail does not hold the task
+                scope.deadline = anyio.current_time() + LATE_OUTCOME_TIMEOUT_S
+                await auditor.outcome(ctx, route, outcome="cancelled" if cancelled else "error",
+                                      error_code=exc.code if isinstance(exc, RpcError) else None, output_bytes=0,
+                                      duration_ms=round((time.perf_counter_ns() - started) / 1e6, 3),
+                                      upstream_span_id=trail.upstream_span_id)
+        return
+    decision = exc.decision if isinstance(exc, Denied | PolicyRefused | ApprovalRequired) else trail.refused_decision
+    if decision is not None:
+        if route is not None:
+            await auditor.decision(ctx, route, decision, trail.presented)
+        return
+    if isinstance(exc, PortcullisError) and not isinstance(exc, AuditUnavailable):
+        reason = trail.refusal.value if trail.refusal is not None else (
+            "invalid_arguments" if isinstance(exc, InvalidParams) else _snake(type(exc).__name__))
+        await auditor.rejected(ctx, reason=reason, error_code=exc.code if isinstance(exc, RpcError) else None,
+                               presented=trail.presented)
 
 
 def _snake(name: str) -> str:

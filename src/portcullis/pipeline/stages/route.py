@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from portcullis.catalog import Catalog
 from portcullis.errors import InvalidParams
-from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal, Stage
 
 
 def make_stage(catalog: Catalog) -> Stage:
@@ -19,7 +19,9 @@ def make_stage(catalog: Catalog) -> Stage:
         found = await catalog.settle(ctx.tool_name) if catalog.unsettled(ctx.tool_name) else catalog.lookup(
             ctx.tool_name)
         if found is None:
+            ctx.record.refuse(Refusal.UNKNOWN_TOOL)
             raise InvalidParams("Unknown tool", detail=f"no served tool named {ctx.tool_name!r}")
+        ctx.record.route = found
         return await call_next(ctx.evolve(route=found))
 
     return route

@@ -7,7 +7,7 @@ keyword), never the offending value, and at most a few entries.
 from __future__ import annotations
 
 from portcullis.errors import InternalError, InvalidParams
-from portcullis.pipeline.context import CallContext, CallResult, Handler
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
 
 _MAX_REPORTED = 5
 
@@ -22,6 +22,7 @@ async def stage(ctx: CallContext, call_next: Handler) -> CallResult:
         if len(errors) >= _MAX_REPORTED:
             break
     if errors:
+        ctx.record.refuse(Refusal.INVALID_ARGUMENTS)
         raise InvalidParams("Invalid arguments for tool", data={"errors": errors},
                             detail=f"{len(errors)} schema violation(s)")
     return await call_next(ctx)
