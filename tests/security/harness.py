@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from portcullis.approvals.notify import LinkSigner
 from portcullis.approvals.service import ApprovalService
 from portcullis.approvals.store import SqliteApprovalStore
 from portcullis.audit.record import AuditRecord
-from portcullis.audit.store import SqliteAuditStore
+from portcullis.audit.store import AuditStore, SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, LoadedManifest
@@ -43,7 +43,7 @@ from portcullis.state.memory import InMemoryStateStore
 from portcullis.transport.jsonrpc import Message
 from portcullis.transport.protocol import Dispatcher, Request
 from portcullis.upstream.registry import ServiceHandle, UpstreamRegistry
-from portcullis.upstream.testing import FakeConnector
+from portcullis.upstream.testing import FakeConnector, ToolFn
 
 REFUND = "billing.process_refund"
 INVOICE = "billing.get_invoice"
@@ -204,20 +204,26 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              limits: list[dict[str, Any]] | None = None, rego: RegoPolicy | None = None,
                              links: bool = False, policies: Mapping[str, Any] | None = None,
                              approvals_config: Mapping[str, Any] | None = None, state: Any = None,
-                             rego_workers: PoolSettings | None = None) -> AsyncIterator[InProcessGateway]:
+                             rego_workers: PoolSettings | None = None,
+                             handlers: Mapping[str, ToolFn] | None = None,
+                             wrap_audit_store: Callable[[AuditStore], AuditStore] | None = None,
+                             ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
-    ``portcullis serve`` does), started before the first call and stopped at the end."""
+    ``portcullis serve`` does), started before the first call and stopped at the end.
+    ``handlers`` replace the upstream's answers per tool (default: every tool answers "done");
+    ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store."""
     dep = deployment(limits=limits, policies=policies)
     clock = Clock()
     catalog = Catalog(dep)
-    connector = FakeConnector("billing", list(_LIVE.values()), {name: _echo for name in _LIVE})
+    connector = FakeConnector("billing", list(_LIVE.values()), {**{name: _echo for name in _LIVE}, **(handlers or {})})
     handle = ServiceHandle("billing", [connector], catalog.update_service, health_interval_s=60, refresh_s=60)
     engine = PolicyEngine.build(tool_policies(dep.manifests), rego, environment="production")
     pool = None if rego is None or rego_workers is None else rego.workers(rego_workers)
     directory = tmp_path / f"gw-{uuid.uuid4().hex[:8]}"
     directory.mkdir()
     async with await SqliteAuditStore.open(directory / "audit.sqlite3") as store:
-        async with AuditWriter(store, clock=clock, max_delay_s=0) as writer:
+        async with AuditWriter(store if wrap_audit_store is None else wrap_audit_store(store), clock=clock,
+                               max_delay_s=0) as writer:
             auditor = CallAuditor(writer, audit_key=b"k" * 32, environment="production", hooks=NullHooks())
             approvals = ApprovalService(
                 SqliteApprovalStore.open(directory / "approvals.sqlite3"),

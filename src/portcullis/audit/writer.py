@@ -15,6 +15,11 @@ Contract:
 * With an inline store (``SqliteAuditStore`` opened with ``durability="process"``) there is
   no queue: each ``record`` chains and commits its one record before returning, atomically
   because nothing in between suspends.
+* Cancellation never leaves a record's fate unknown: ``on_durable`` (if given) is called the
+  moment the record is durable, whoever is waiting; a queued record's wait is shielded (it is
+  written or failed by the writer's task, which answers every queued record), so a cancelled
+  caller learns the outcome before the cancellation reaches it. An inline commit does not suspend
+  before it is durable.
 * Bad ``fields`` (not JSON, NaN) or an unknown ``kind`` raise ``ValueError`` to that caller
   only, before anything is queued. Timestamps come from the injected ``clock``.
 """
@@ -48,6 +53,7 @@ class _Pending:
     done: anyio.Event = field(default_factory=anyio.Event)
     record: AuditRecord | None = None
     error: AuditUnavailable | None = None
+    on_durable: Callable[[], None] | None = None
 
 
 class AuditWriter:
@@ -90,20 +96,23 @@ class AuditWriter:
             await self._checkpointer.tick(force=True)
         return result
 
-    async def record(self, kind: str, request_id: str, fields: Mapping[str, Any]) -> AuditRecord:
-        """Queue one record and return it once durable; ``AuditUnavailable`` if it could not be."""
+    async def record(self, kind: str, request_id: str, fields: Mapping[str, Any], *,
+                     on_durable: Callable[[], None] | None = None) -> AuditRecord:
+        """Queue one record and return it once durable; ``AuditUnavailable`` if it could not be.
+        ``on_durable`` runs when it is durable, even if the caller was cancelled meanwhile."""
         if kind not in KINDS:
             raise ValueError("unknown audit record kind")
         normalized, text = normalize_fields_json(fields)
-        pending = _Pending(float(self._clock()), request_id, kind, normalized, text)
+        pending = _Pending(float(self._clock()), request_id, kind, normalized, text, on_durable=on_durable)
         if self._inline:  # durability="process": the store never suspends, so this runs atomically
             await self._commit([pending])
             return _outcome(pending)
-        try:
-            await self._send.send(pending)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise AuditUnavailable(detail="audit writer is closed") from None
-        await pending.done.wait()
+        with anyio.CancelScope(shield=True):  # queued is answered: a cancelled caller still learns how
+            try:
+                await self._send.send(pending)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise AuditUnavailable(detail="audit writer is closed") from None
+            await pending.done.wait()
         return _outcome(pending)
 
     # ------------------------------------------------------------------ the loop
@@ -180,3 +189,5 @@ def _outcome(pending: _Pending) -> AuditRecord:
 def _finish(pending: _Pending, record: AuditRecord | None, error: AuditUnavailable | None) -> None:
     pending.record, pending.error = record, error
     pending.done.set()
+    if record is not None and pending.on_durable is not None:
+        pending.on_durable()

@@ -106,12 +106,7 @@ class CallAuditor:
         presented = presented or ctx.approval_presented or presented_unchecked(ctx)
         if presented is not None:
             fields["approval_presented"] = dict(presented)
-        ctx.record.decision_written = True  # on its way: what the record stage sees if the call ends meanwhile
-        try:
-            return await self._write("decision", ctx.request_id, fields)
-        except (AuditUnavailable, ValueError):  # the writer says it was not written
-            ctx.record.decision_written = False
-            raise
+        return await self._write("decision", ctx.request_id, fields, ctx.record.decision_durable)
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
                       output_bytes: int, duration_ms: float, upstream_span_id: str | None) -> AuditRecord:
@@ -119,15 +114,9 @@ class CallAuditor:
                   "output": {"bytes": output_bytes,
                              "classification": str(route.manifest.manifest.classification.output)},
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
-        record = ctx.record
-        if record.outcome_written:  # exactly one per decision, whoever asks twice
+        if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
-        record.outcome_written = True  # on its way (see decision)
-        try:
-            return await self._write("outcome", ctx.request_id, fields)
-        except (AuditUnavailable, ValueError):
-            record.outcome_written = False
-            raise
+        return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)
 
     async def rejected(self, ctx: CallContext, *, reason: str, error_code: int | None,
                        presented: Mapping[str, Any] | None = None) -> AuditRecord:
@@ -159,9 +148,10 @@ class CallAuditor:
             fields["reason"] = reason[:1000]
         return await self._write("approval", request_id, fields)
 
-    async def _write(self, kind: str, request_id: str, fields: dict[str, Any]) -> AuditRecord:
+    async def _write(self, kind: str, request_id: str, fields: dict[str, Any],
+                     on_durable: Callable[[], None] | None = None) -> AuditRecord:
         try:
-            record = await self._writer.record(kind, request_id, fields)
+            record = await self._writer.record(kind, request_id, fields, on_durable=on_durable)
         except AuditUnavailable:
             self._hooks.audit_failure()
             raise

@@ -33,12 +33,12 @@ class CallRecord:
     The one mutable object a :class:`CallContext` carries, and deliberately so: every evolved copy
     of the context shares it, so what an inner stage learns reaches the record stage however the
     call ends (a result, a refusal, an exception from anywhere, a cancellation). It only grows: each
-    field goes from unset to set once (:meth:`refuse` keeps the first, innermost verdict); the one
-    step back is a write mark the audit writer reports failed (nothing was written, so nothing is
-    owed). A context is made per call with a fresh record, which the record stage claims (a context
-    run twice gets a new one) and, at the end, decides from it alone what is still missing from the
-    trail: a ``rejected`` record, a refused decision's ``decision`` record, or the ``outcome`` record
-    owed to a written decision.
+    field goes from unset to set once (:meth:`refuse` keeps the first, innermost verdict), and the
+    write marks are set by the audit writer itself when a record is durable, so they are true even
+    for a call cancelled while its record was being written. A context is made per call with a
+    fresh record, which the record stage claims (a context run twice gets a new one) and, at the
+    end, decides from it alone what is still missing from the trail: a ``rejected`` record, a
+    refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
     __slots__ = ("claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
@@ -50,12 +50,17 @@ class CallRecord:
         self.refusal: Refusal | None = None  # set by the stage that refused before any decision
         self.refused_decision: Decision | None = None  # a decision refused after authorize (a failed approval)
         self.presented: Mapping[str, Any] | None = None  # what came of a presented approval (approve stage)
-        # the auditor's marks: the record is durable or on its way (queued: the writer's task finishes it
-        # even if the call is cancelled); cleared again only when the writer reports it was not written
+        # set by the audit writer the moment the record is durable (even if the call was cancelled meanwhile)
         self.decision_written = False
         self.outcome_written = False
         self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
         self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
+
+    def decision_durable(self) -> None:
+        self.decision_written = True
+
+    def outcome_durable(self) -> None:
+        self.outcome_written = True
 
     def refuse(self, reason: Refusal) -> None:
         if self.refusal is None:
