@@ -47,6 +47,8 @@ def call(rid: Any, args: dict[str, Any]) -> None:
     ok = {"jsonrpc": "2.0", "id": rid, "result": result(who)}
     if mode == "ok":
         send(ok)
+    elif mode == "big-int":  # valid JSON the gateway cannot write back: an integer beyond 64 bits
+        send({"jsonrpc": "2.0", "id": rid, "result": result(who, {"n": 2**70})})
     elif mode == "pid":
         send({"jsonrpc": "2.0", "id": rid, "result": result(str(os.getpid()))})
     elif mode in ("id-as-string", "id-as-float", "id-as-true", "id-unknown", "id-null", "id-missing"):
