@@ -175,6 +175,9 @@ def _principal(fields: object) -> str | None:
              (("agent", "agent_id"), ("user", "user_id")) if _get(fields, "principal", key) is not None]
     if not parts and _get(fields, "principal", "client_id") is not None:
         parts.append(f"client={_get(fields, 'principal', 'client_id')}")
+    # the credential (token id, transaction id): caller-controlled text, escaped by _cell like the rest
+    parts += [f"{key}={_get(fields, 'credential', key)}" for key in ("txn", "jti")
+              if _get(fields, "credential", key) is not None]
     return " ".join(parts) or None
 
 

@@ -47,7 +47,7 @@ class Credential:
     """The credential a principal was established from, for the audit trail only: the token's
     ``jti`` and, from an OAuth Transaction Token, its ``txn`` (the caller's transaction).
 
-    Not part of who the principal is: it takes no part in a :class:`Principal`'s equality or hash
+    Not part of who the principal is: it takes no part in a :class:`Principal`'s equality
     (so sessions, caches and approvals see the same principal across its tokens), is not in the
     claim form (it never travels to a service) and not in log lines. Each value is a checked,
     bounded identifier (:mod:`~portcullis.identity.claims` refuses a token whose claim is not).
