@@ -38,6 +38,10 @@ scopes come from ``scope`` (RFC 9068: a space-separated string) or, when it is a
 (a list or such a string). The client id is the first of ``identity.claims.client_id`` that is
 *present* (a malformed one is refused, not skipped), else ``sub``.
 
+The credential: ``jti`` and ``txn`` (an OAuth Transaction Token's transaction id) are read as
+identifiers by the same rules (a malformed one refuses the token) into ``Principal.credential``,
+which the audit records name and nothing else uses (:func:`credential_from_claims`).
+
 Person: a principal is a person only when its issuer's configured positive signal is there
 (``identity.issuers[].person``: a claim equal to a value, or a list claim containing it), it
 names a user, and it names no agent. A missing ``agent_id`` alone never makes a person.
