@@ -39,7 +39,7 @@ from portcullis.cli.main import demo_deployment
 from portcullis.config.loader import load_deployment
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.context import CallContext, CallResult
+from portcullis.pipeline.context import CallContext, CallRecord, CallResult
 from portcullis.pipeline.hooks import NullHooks
 from portcullis.pipeline.stages import audit
 from portcullis.policy.engine import PolicyEngine
@@ -88,7 +88,7 @@ async def per_call(durability: str, calls: int, warmup: int) -> dict[str, float]
         audited: list[int] = []
         async with writer:
             for i in range(warmup + calls):  # interleaved, so both see the same machine state
-                call_ctx = ctx.evolve(request_id=f"{i:032x}")
+                call_ctx = ctx.evolve(request_id=f"{i:032x}", record=CallRecord())  # each call's own record
                 start = time.perf_counter_ns()
                 await answer(call_ctx)
                 middle = time.perf_counter_ns()
