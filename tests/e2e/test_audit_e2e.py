@@ -33,7 +33,7 @@ from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
 PUBLIC_KEY = "audit-signing.pub.pem"
 ALLOWED = ("first call", "second call", "third call")
 DECISION_FIELDS = {"environment", "trace_id", "span_id", "protocol_version", "tool", "principal", "decision",
-                   "arguments"}
+                   "arguments", "credential"}  # credential: the development token's jti
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,7 @@ async def test_every_call_leaves_a_verifying_chain(mixed_run: Run) -> None:
         assert [r.kind for r in by_request[decision.request_id]] == ["decision", "outcome"]  # decision first
         outcome = by_request[decision.request_id][1]
         assert set(decision.fields) == DECISION_FIELDS
+        assert isinstance(decision.fields["credential"]["jti"], str) and decision.fields["credential"]["txn"] is None
         assert decision.fields["decision"]["effect"] == "allow"
         assert decision.fields["decision"]["policy_version"]
         assert decision.fields["tool"]["name"] == ECHO
