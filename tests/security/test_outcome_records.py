@@ -354,3 +354,21 @@ async def _run_calls(tmp_path: Path, calls: list[tuple[str, int, bool]]) -> None
 def test_property_one_outcome_per_decision(calls: list[tuple[str, int, bool]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         anyio.run(_run_calls, Path(directory), calls)
+
+
+@pytest.mark.parametrize(("result", "fields"), [
+    ({}, {"resultType": "complete"}),
+    ({"content": []}, {"resultType": "complete", "_meta": {"k": "v"}}),
+    ({"content": [], "_meta": {"upstream": 1}}, {"_meta": {"k": "v"}}),  # a key it had: encoded afresh
+    ({"content": [{"text": "é\u2028"}], "isError": False}, {"_meta": {"io.x/y": "\u00e9"}}),
+])
+def test_splicing_members_gives_the_bytes_a_full_encoding_gives(result: dict[str, Any],
+                                                                fields: dict[str, Any]) -> None:
+    from portcullis.pipeline.context import EncodedResult
+    from portcullis.transport.protocol import add_fields
+
+    encoded = EncodedResult(result, orjson.dumps(result))
+    add_fields(encoded, fields)
+    expected = {**result, **fields}
+    assert dict(encoded) == expected and encoded.encoded == orjson.dumps(expected)
+    assert encode_response("r-1", encoded) == orjson.dumps({"jsonrpc": "2.0", "id": "r-1", "result": expected})
