@@ -364,10 +364,10 @@ def test_property_one_outcome_per_decision(calls: list[tuple[str, int, bool]]) -
 ])
 def test_splicing_members_gives_the_bytes_a_full_encoding_gives(result: dict[str, Any],
                                                                 fields: dict[str, Any]) -> None:
-    from portcullis.pipeline.context import EncodedResult
+    from portcullis.pipeline.context import encoded_result
     from portcullis.transport.protocol import add_fields
 
-    encoded = EncodedResult(result, orjson.dumps(result))
+    encoded = encoded_result(result, orjson.dumps(result))
     add_fields(encoded, fields)
     expected = {**result, **fields}
     assert dict(encoded) == expected and encoded.encoded == orjson.dumps(expected)

@@ -129,9 +129,13 @@ class EncodedResult(dict[str, Any]):
     """
 
     __slots__ = ("encoded",)
+    encoded: bytes
 
-    def __init__(self, result: Mapping[str, Any], encoded: bytes) -> None:
-        super().__init__(result)
-        self.encoded = encoded
+
+def encoded_result(result: Mapping[str, Any], encoded: bytes) -> EncodedResult:
+    """``result`` with its encoding (a C-level copy: cheaper than a Python ``__init__``)."""
+    out = EncodedResult(result)
+    out.encoded = encoded
+    return out
 Handler = Callable[[CallContext], Awaitable[CallResult]]
 Stage = Callable[[CallContext, Handler], Awaitable[CallResult]]

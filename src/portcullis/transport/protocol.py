@@ -41,6 +41,8 @@ _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 _NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SERVER_INFO = {"name": "portcullis", "version": __version__}
 _SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+_MODERN_TAIL = b"," + orjson.dumps({"resultType": "complete", "_meta": _SERVER_META})[1:]  # spliced before "}"
+_RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
 CAPABILITIES = {"tools": {"listChanged": False}}
 INSTRUCTIONS = "Portcullis gateway: tools are namespaced by service, e.g. 'billing.get_invoice'."
 
@@ -143,8 +145,13 @@ class Dispatcher:
         else:
             raise MethodNotFound(data=method[:128])
         if req.modern:  # tools/call may answer input_required (approvals): its resultType stands
-            add_fields(result, {"_meta": _SERVER_META} if "resultType" in result else
-                       {"resultType": "complete", "_meta": _SERVER_META})
+            if "resultType" in result:
+                add_fields(result, {"_meta": _SERVER_META})
+            elif isinstance(result, EncodedResult) and "_meta" not in result and len(result.encoded) > 2:
+                result["resultType"], result["_meta"] = "complete", _SERVER_META  # the common case, spliced
+                result.encoded = result.encoded[:-1] + _MODERN_TAIL
+            else:
+                add_fields(result, {"resultType": "complete", "_meta": _SERVER_META})
         return result
 
     async def _call(self, req: Request) -> dict[str, Any]:
@@ -194,7 +201,7 @@ def encode_response(request_id: Any, result: Mapping[str, Any]) -> bytes:
     """The JSON-RPC success response. An :class:`EncodedResult` is answered with its own bytes, the
     ones the outcome record measured; ``request_id`` was checked encodable when it was parsed."""
     if isinstance(result, EncodedResult):
-        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":' + result.encoded + b"}"
+        return b"".join((_RESPONSE_HEAD, orjson.dumps(request_id), b',"result":', result.encoded, b"}"))
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 

@@ -24,7 +24,7 @@ import orjson
 from portcullis.errors import InternalError, PortcullisError, RpcError, UpstreamFailed, UpstreamTimeout
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.context import CallContext, CallResult, EncodedResult, Handler, Stage
+from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage, encoded_result
 
 
 def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
@@ -59,7 +59,7 @@ def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
         await auditor.outcome(ctx, route, outcome="tool_error" if result.get("isError") else "ok", error_code=None,
                               output_bytes=len(encoded), duration_ms=_ms(started),
                               upstream_span_id=upstream_span_id)
-        return EncodedResult(result, encoded)
+        return encoded_result(result, encoded)
 
     return audit
 
