@@ -25,6 +25,7 @@ from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
 from portcullis.approvals.service import ApprovalService
 from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalStore, approval_store_path
+from portcullis.audit.attempts import AttemptRecorder, NullAttemptHooks
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
@@ -249,6 +250,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
                           export=None if siem is None else siem.offer, service_version=upstreams.server_version)
+    # refused requests (no or a bad credential, a refused Host, body, session...): aggregated
+    # attempt records, counted on the request path and written by a background task (audit/attempts.py)
+    attempts = AttemptRecorder(audit_writer, audit_key=audit_keys.hmac_key, clock=clock,
+                               window_s=cfg.audit.attempts.window_s, max_keys=cfg.audit.attempts.max_keys,
+                               hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
+                               export=None if siem is None else siem.offer)
     # approvals: pending requests survive restarts (a SQLite file in the state directory)
     try:
         approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
@@ -326,6 +333,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 async with anyio.create_task_group() as housekeeping:
                     # the tail window: a durable record is signed at most checkpoint_every_s later
                     housekeeping.start_soon(checkpointer.run, name="audit-checkpoints")
+                    housekeeping.start_soon(attempts.run, name="audit-attempts")
                     ticks = 0
                     while True:
                         await anyio.sleep(1.0)
@@ -350,6 +358,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                             extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):
+                    await attempts.flush(every=True)  # also done by attempts.run; here for a run that never started
                     await checkpointer.tick(force=True)
 
     async def run_state() -> None:
@@ -378,7 +387,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     http_limits = HttpLimits(max_header_count=limits.max_header_count, max_header_bytes=limits.max_header_bytes,
                              header_timeout_s=limits.header_timeout_s, body_timeout_s=limits.body_timeout_s,
                              max_connections_per_client=limits.max_connections_per_client)
-    connections = ClientConnections(limits.max_connections_per_client)
+    connections = ClientConnections(limits.max_connections_per_client, observer=attempts)
     admin_connections = ClientConnections(limits.max_connections_per_client)
     metrics.set_connection_refusals_source(lambda: {"mcp": connections.stats(), "admin": admin_connections.stats()})
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
@@ -423,5 +432,5 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
                      max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
-                     background=run_background, readiness=readiness)
+                     background=run_background, readiness=readiness, attempts=attempts)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

@@ -178,12 +178,18 @@ def _principal(fields: object) -> str | None:
     return " ".join(parts) or None
 
 
+def _source(kind: str, fields: object) -> str | None:
+    return f"source={_get(fields, 'source')}" if kind == "attempt" else None
+
+
 def _verdict(kind: str, fields: object) -> str | None:
     if kind == "decision":
         effect, shadow = _get(fields, "decision", "effect"), _get(fields, "decision", "shadow", "effect")
         return None if effect is None else f"{effect} (shadow: {shadow})" if shadow is not None else str(effect)
     if kind == "rejected":
         return f"rejected: {_get(fields, 'reason')}"
+    if kind == "attempt":
+        return f"attempt: {_get(fields, 'reason')} ({_get(fields, 'status')}) x{_get(fields, 'count')}"
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:
@@ -211,7 +217,8 @@ def _table(title: str) -> Table:
 def _add_row(table: Table, record: AuditRecord) -> None:
     fields = record.fields
     table.add_row(_cell(record.index), Text(_utc(record.ts)), _cell(record.kind), _cell(record.request_id),
-                  _cell(_get(fields, "tool", "name")), _cell(_principal(fields)), _cell(_verdict(record.kind, fields)),
+                  _cell(_get(fields, "tool", "name")), _cell(_principal(fields) or _source(record.kind, fields)),
+                  _cell(_verdict(record.kind, fields)),
                   _cell(_rules(fields)))
 
 
@@ -437,7 +444,8 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            since: Since = None, until: Until = None,
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
-           kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected or approval.")] = None,
+           kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
+                                                     "attempt or retention.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""

@@ -225,6 +225,18 @@ class AuthorizationConfig(_Model):
         return value
 
 
+class AttemptsConfig(_Model):
+    """``attempt`` records: requests refused before the pipeline, aggregated (docs/audit.md)."""
+
+    window_s: float = Field(
+        10.0, gt=0, le=3600, description="The first refusal of a key (source, reason, status, method, tool, "
+        "principal or token hash) is written at once; its repeats within this many seconds are written as one "
+        "record with a count when the window closes (and at clean stop).")
+    max_keys: int = Field(
+        10_000, ge=1, le=1_000_000, description="Keys tracked at once; beyond this, new keys are counted in one "
+        "overflow key per reason (source ``*``).")
+
+
 class AuditConfig(_Model):
     """The tamper-evident audit trail (always on: there is no switch to turn it off)."""
 
@@ -248,6 +260,9 @@ class AuditConfig(_Model):
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
+    attempts: AttemptsConfig = Field(
+        AttemptsConfig(), description="How refused requests (no or a bad credential, a refused Host, Origin or "
+        "body, protocol-level refusals) are aggregated into ``attempt`` records.")
 
 
 class AdminConfig(_Model):
