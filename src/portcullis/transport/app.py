@@ -68,6 +68,7 @@ _SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length",
                              "mcp-protocol-version", "mcp-method", "mcp-name", "authorization"})
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_NO_HEADERS: dict[str, str] = {}
 
 
 class _Answer(Exception):
@@ -163,7 +164,7 @@ class GatewayApp:
             return
         if scope["type"] != "http":
             return
-        headers: dict[str, str] = {}
+        headers = _NO_HEADERS  # what a refusal before the headers were read is recorded with (never mutated)
         try:
             headers = _headers(scope, self._max_headers)
             self._guard.check(headers.get("host"), headers.get("origin"))
