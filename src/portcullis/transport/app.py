@@ -245,8 +245,7 @@ class GatewayApp:
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
             status = 400 if wire.status == 200 and _is_envelope_error(exc) else wire.status
-            if envelope:
-                self._attempt(exc, status, scope, headers, principal, message)
+            self._attempt(exc, status, scope, headers, principal, message, record=envelope)
             if wire.body is None:
                 raise
             return status, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
@@ -256,14 +255,15 @@ class GatewayApp:
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
 
     def _attempt(self, exc: BaseException, status: int, scope: Scope, headers: dict[str, str],
-                 principal: Principal | None = None, message: Any = None) -> None:
-        """Tell the attempt sink of a refusal (once: a refusal noted in ``_post`` is marked)."""
+                 principal: Principal | None = None, message: Any = None, *, record: bool = True) -> None:
+        """Tell the attempt sink of a refusal, once: ``_post`` marks what it handled (``record=False``:
+        an error after dispatch, which the pipeline audits) so the outer handler leaves it alone."""
         if self._attempts is None or getattr(exc, "attempt_noted", False):
             return
+        exc.attempt_noted = True  # type: ignore[attr-defined]
         reason = attempt_reason(exc)
-        if reason is None:
+        if reason is None or not record:
             return
-        exc.attempt_noted = True  # type: ignore[attr-defined]  # the outer handler must not note it again
         try:
             peer = scope.get("client")
             source = client_key(tuple(peer) if isinstance(peer, list) else peer)
