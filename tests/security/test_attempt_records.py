@@ -143,6 +143,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     gateway = GatewayProcess(root)
     try:
         gateway.wait_ready()
+        well_formed = bearer(gateway.token(user="well-formed-user"), secrets)
+        statuses["well-formed"] = post(gateway, well_formed)
         for row in ROWS:
             statuses[row.name] = row.send(gateway, secrets)
         with httpx2.Client(timeout=30) as client:
@@ -195,6 +197,12 @@ def test_each_refusal_is_answered_as_before_and_leaves_its_attempt(run: Run, row
         assert record["principal"] is None
     if row.name in ("garbage-token", "other-signing-key", "expired", "alg-none", "other-audience"):
         assert record["token_hash"].startswith("hmac-sha256:") and len(record["token_hash"]) == 28
+
+
+def test_a_well_formed_authenticated_call_leaves_no_attempt(run: Run) -> None:
+    assert run.statuses["well-formed"] == 200
+    assert not [f for f in attempts(run) if (f["principal"] or {}).get("user_id") == "well-formed-user"]
+    assert any(f["principal"] for f in attempts(run))  # authenticated refusals do name their principal
 
 
 def test_forged_tokens_correlate_by_their_hash_and_differ_from_each_other(run: Run) -> None:
