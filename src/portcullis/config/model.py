@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.audit.siem.config import SiemExportConfig
+from portcullis.audit.witness.client import WitnessConfig
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
@@ -260,6 +261,9 @@ class AuditConfig(_Model):
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
+    witness: WitnessConfig | None = Field(
+        None, description="POST every checkpoint (a C2SP signed note) to a witness (``portcullis audit witness``) "
+        "that refuses a rolled-back or forked chain; off the request path, bounded, retried, counted.")
 
 
 class AdminConfig(_Model):
