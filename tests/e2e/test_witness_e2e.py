@@ -34,7 +34,7 @@ class WitnessProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._log = store.parent / f"witness-{self.port}.log"
-        self._out = open(self._log, "w")  # noqa: SIM115 - closed in stop()
+        self._out = open(self._log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portcullis", "audit", "witness", "--listen", f"127.0.0.1:{self.port}",
              "--key", str(key), "--store", str(store)], stdout=self._out, stderr=subprocess.STDOUT, env=os.environ)
