@@ -6,7 +6,6 @@ refuses the attacker's re-signed, shorter head (409)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from portcullis.audit.keys import PUBLIC_KEY_FILE, AuditKeys
 from portcullis.audit.note import sign_note
 from portcullis.audit.record import Checkpoint
 from portcullis.cli.main import app
-from tests.e2e.harness import GatewayProcess, copy_demo, free_port
+from tests.e2e.harness import GatewayProcess, copy_demo, free_port, stop_child
 from tests.security.test_audit_tail import rewrite, rows
 
 runner = CliRunner()
@@ -57,13 +56,7 @@ class WitnessProcess:
         raise RuntimeError(f"witness not ready:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         self._out.close()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from portcullis.audit.siem.config import _header_value, _ssl_context, _why
 from portcullis.audit.siem.interface import ExportFailed, Record
 from portcullis.audit.siem.queue import ExportQueue
+from portcullis.audit.siem.webhook import endpoint
 from portcullis.errors import ConfigError, PortcullisError, Problem
 from portcullis.text import escape_invisible
 
@@ -72,17 +73,10 @@ class WitnessExporter:
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0,
                  allow_insecure_http: bool = False, ssl_context: ssl.SSLContext | None = None,
                  name: str = EXPORTER_NAME, transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        try:
-            parsed = httpx2.URL(url)
-        except httpx2.InvalidURL:
-            raise ValueError("witness url is not a valid URL") from None
-        if parsed.scheme not in ("https", "http") or not parsed.host or parsed.userinfo:
-            raise ValueError("witness url must be https://host/... without credentials (use token_ref)")
         self.name = name
-        self.where = f"{parsed.scheme}://{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
-        if parsed.scheme == "http":
-            if not allow_insecure_http:
-                raise ValueError("witness url must be https:// (allow_insecure_http permits http://)")
+        self.where = endpoint(url, "witness", allow_insecure_http=allow_insecure_http,
+                              credentials_hint="use token_ref")
+        if self.where.startswith("http:"):
             log.warning("allow_insecure_http: checkpoints go to the witness in cleartext",
                         extra={"fields": {"endpoint": self.where}})
         self._url, self._timeout_s, self._ssl_context, self._transport = url, timeout_s, ssl_context, transport
