@@ -183,3 +183,12 @@ def test_stderr_bounds_are_validated(bad: dict[str, Any]) -> None:
 
     with pytest.raises(ValidationError):
         stdio_service(stderr=bad)
+
+
+def test_the_configured_defaults_are_the_relays_defaults() -> None:
+    """Leaving ``stderr`` out keeps the bounds the relay has always had (2 KiB, 20 lines/s, burst 200)."""
+    from portcullis.config.model import StderrBounds
+    from portcullis.upstream import stderr_relay
+
+    assert (StderrBounds().max_line_bytes, StderrBounds().lines_per_s, StderrBounds().burst) == (
+        stderr_relay.DEFAULT_MAX_LINE_BYTES, stderr_relay.DEFAULT_LINES_PER_S, stderr_relay.DEFAULT_BURST)
