@@ -36,6 +36,7 @@ from portcullis.audit.record import Checkpoint
 from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
+from portcullis.audit.witness.client import build_witness_queue
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
@@ -234,14 +235,19 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     siem = None if cfg.audit.siem is None else build_queue(
         cfg.audit.siem, base_dir=deployment.root,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
-    # every checkpoint also leaves the machine: to each SIEM exporter, as a C2SP signed note (note.py)
+    witness = None if cfg.audit.witness is None else build_witness_queue(
+        cfg.audit.witness, base_dir=deployment.root,
+        resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
+    # every checkpoint also leaves the machine: to each SIEM exporter and the witness, as a C2SP signed note
     def export_checkpoint(checkpoint: Checkpoint) -> None:
-        if siem is not None:
-            siem.offer(checkpoint_export(audit_keys.signing_key, checkpoint))
+        exported = checkpoint_export(audit_keys.signing_key, checkpoint)
+        for queue in (siem, witness):
+            if queue is not None:
+                queue.offer(exported)
 
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
         every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s),
-        on_checkpoint=None if siem is None else export_checkpoint)
+        on_checkpoint=None if siem is None and witness is None else export_checkpoint)
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
@@ -327,8 +333,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     async def run_audit() -> None:
         async with audit_writer, contextlib.AsyncExitStack() as exports:
-            if siem is not None:  # entered after the writer, so it flushes before the writer closes
-                await exports.enter_async_context(siem)
+            for queue in (siem, witness):  # entered after the writer, so they flush before the writer closes
+                if queue is not None:
+                    await exports.enter_async_context(queue)
             try:
                 async with anyio.create_task_group() as housekeeping:
                     # the tail window: a durable record is signed at most checkpoint_every_s later
@@ -372,11 +379,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         finally:
             state.close()
 
-    if siem is not None:
-        stats = siem.stats
+    export_queues = [queue for queue in (siem, witness) if queue is not None]
+    if export_queues:  # the witness is the series exporter="audit.witness" (no SIEM exporter name has a dot)
         metrics.set_export_stats_source(lambda: {name: {"sent": st.sent, "dropped": st.dropped, "depth": st.depth,
                                                         "failed_attempts": st.failed_attempts}
-                                                 for name, st in stats().items()})
+                                                 for queue in export_queues for name, st in queue.stats().items()})
 
     def metrics_render(accept: str | None = None) -> tuple[bytes, str]:
         if not cfg.observability.metrics.enabled:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.audit.siem.config import SiemExportConfig
+from portcullis.audit.witness.client import WitnessConfig
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
@@ -125,6 +126,16 @@ class _ServiceBase(_Model):
         description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
 
 
+class StderrBounds(_Model):
+    """Bounds on what a stdio child's stderr may put into the gateway's log (docs/upstreams.md)."""
+
+    max_line_bytes: int = Field(2048, ge=64, le=65_536, description="Longest stderr line relayed; a longer "
+                                "one is cut and marked ``truncated``, the rest of it skipped.")
+    lines_per_s: float = Field(20.0, gt=0, le=10_000, description="Lines relayed per second on average; "
+                               "lines past it are read, dropped and counted.")
+    burst: int = Field(200, ge=1, le=100_000, description="Lines relayed at once before the rate applies.")
+
+
 class StdioService(_ServiceBase):
     """A service the gateway spawns as a child process and speaks to over stdin/stdout."""
 
@@ -143,6 +154,8 @@ class StdioService(_ServiceBase):
         default_factory=dict, description="Explicit environment values for the child."
     )
     cwd: str | None = None
+    stderr: StderrBounds = Field(StderrBounds(), description="Bounds on the child's stderr relayed into the "
+                                 "gateway's log: line length and rate.")
 
     @model_validator(mode="after")
     def _one_launcher(self) -> StdioService:
@@ -263,6 +276,9 @@ class AuditConfig(_Model):
     attempts: AttemptsConfig = Field(
         AttemptsConfig(), description="How refused requests (no or a bad credential, a refused Host, Origin or "
         "body, protocol-level refusals) are aggregated into ``attempt`` records.")
+    witness: WitnessConfig | None = Field(
+        None, description="POST every checkpoint (a C2SP signed note) to a witness (``portcullis audit witness``) "
+        "that refuses a rolled-back or forked chain; off the request path, bounded, retried, counted.")
 
 
 class AdminConfig(_Model):
