@@ -25,6 +25,7 @@ from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
 from portcullis.approvals.service import ApprovalService
 from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalStore, approval_store_path
+from portcullis.audit.attempts import AttemptRecorder, NullAttemptHooks
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
@@ -35,6 +36,7 @@ from portcullis.audit.record import Checkpoint
 from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
 from portcullis.audit.store import SqliteAuditStore
+from portcullis.audit.witness.client import build_witness_queue
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
@@ -233,14 +235,19 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     siem = None if cfg.audit.siem is None else build_queue(
         cfg.audit.siem, base_dir=deployment.root,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
-    # every checkpoint also leaves the machine: to each SIEM exporter, as a C2SP signed note (note.py)
+    witness = None if cfg.audit.witness is None else build_witness_queue(
+        cfg.audit.witness, base_dir=deployment.root,
+        resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
+    # every checkpoint also leaves the machine: to each SIEM exporter and the witness, as a C2SP signed note
     def export_checkpoint(checkpoint: Checkpoint) -> None:
-        if siem is not None:
-            siem.offer(checkpoint_export(audit_keys.signing_key, checkpoint))
+        exported = checkpoint_export(audit_keys.signing_key, checkpoint)
+        for queue in (siem, witness):
+            if queue is not None:
+                queue.offer(exported)
 
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
         every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s),
-        on_checkpoint=None if siem is None else export_checkpoint)
+        on_checkpoint=None if siem is None and witness is None else export_checkpoint)
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
@@ -249,6 +256,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
                           export=None if siem is None else siem.offer, service_version=upstreams.server_version)
+    # refused requests (no or a bad credential, a refused Host, body, session...): aggregated
+    # attempt records, counted on the request path and written by a background task (audit/attempts.py)
+    attempts = AttemptRecorder(audit_writer, audit_key=audit_keys.hmac_key, clock=clock,
+                               window_s=cfg.audit.attempts.window_s, max_keys=cfg.audit.attempts.max_keys,
+                               hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
+                               export=None if siem is None else siem.offer)
     # approvals: pending requests survive restarts (a SQLite file in the state directory)
     try:
         approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
@@ -320,12 +333,14 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     async def run_audit() -> None:
         async with audit_writer, contextlib.AsyncExitStack() as exports:
-            if siem is not None:  # entered after the writer, so it flushes before the writer closes
-                await exports.enter_async_context(siem)
+            for queue in (siem, witness):  # entered after the writer, so they flush before the writer closes
+                if queue is not None:
+                    await exports.enter_async_context(queue)
             try:
                 async with anyio.create_task_group() as housekeeping:
                     # the tail window: a durable record is signed at most checkpoint_every_s later
                     housekeeping.start_soon(checkpointer.run, name="audit-checkpoints")
+                    housekeeping.start_soon(attempts.run, name="audit-attempts")
                     ticks = 0
                     while True:
                         await anyio.sleep(1.0)
@@ -350,6 +365,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                             extra={"fields": {"error": type(exc).__name__}})
             finally:
                 with anyio.CancelScope(shield=True):
+                    await attempts.flush(every=True)  # also done by attempts.run; here for a run that never started
                     await checkpointer.tick(force=True)
 
     async def run_state() -> None:
@@ -363,11 +379,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         finally:
             state.close()
 
-    if siem is not None:
-        stats = siem.stats
+    export_queues = [queue for queue in (siem, witness) if queue is not None]
+    if export_queues:  # the witness is the series exporter="audit.witness" (no SIEM exporter name has a dot)
         metrics.set_export_stats_source(lambda: {name: {"sent": st.sent, "dropped": st.dropped, "depth": st.depth,
                                                         "failed_attempts": st.failed_attempts}
-                                                 for name, st in stats().items()})
+                                                 for queue in export_queues for name, st in queue.stats().items()})
 
     def metrics_render(accept: str | None = None) -> tuple[bytes, str]:
         if not cfg.observability.metrics.enabled:
@@ -378,7 +394,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     http_limits = HttpLimits(max_header_count=limits.max_header_count, max_header_bytes=limits.max_header_bytes,
                              header_timeout_s=limits.header_timeout_s, body_timeout_s=limits.body_timeout_s,
                              max_connections_per_client=limits.max_connections_per_client)
-    connections = ClientConnections(limits.max_connections_per_client)
+    connections = ClientConnections(limits.max_connections_per_client, observer=attempts)
     admin_connections = ClientConnections(limits.max_connections_per_client)
     metrics.set_connection_refusals_source(lambda: {"mcp": connections.stats(), "admin": admin_connections.stats()})
     admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
@@ -423,5 +439,5 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
                      max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
-                     background=run_background, readiness=readiness)
+                     background=run_background, readiness=readiness, attempts=attempts)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

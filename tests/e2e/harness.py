@@ -27,6 +27,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_child(proc: subprocess.Popen[Any]) -> None:
+    """SIGINT (a clean stop), then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def copy_demo(target: Path) -> Path:
     shutil.copytree(DEMO, target)
     return target
@@ -138,13 +149,7 @@ class GatewayProcess:
         return self._log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         self._out.close()
 
     def auth_headers(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 TOOL = {"name": "echo", "description": "Echo who.", "inputSchema": {"type": "object", "properties": {
     "who": {"type": "string"}, "mode": {"type": "string"}, "size": {"type": "integer"},
-    "depth": {"type": "integer"}}}}
+    "depth": {"type": "integer"}, "count": {"type": "integer"}}}}
 
 
 def write(data: bytes) -> None:
@@ -80,6 +80,11 @@ def call(rid: Any, args: dict[str, Any]) -> None:
         padding = int(args["size"]) - len(frame)
         text = b'"text":""'
         write(frame.replace(text, b'"text":"' + b"x" * padding + b'"') + b"\n")
+    elif mode == "stderr":  # ``count`` stderr lines of ``size`` bytes each, then a correct answer
+        for _ in range(int(args.get("count", 1))):
+            sys.stderr.buffer.write(b"e" * int(args.get("size", 10)) + b"\n")
+        sys.stderr.buffer.flush()
+        send({"jsonrpc": "2.0", "id": rid, "result": result(who)})
     elif mode == "endless":  # a line that never ends, written as fast as the pipe takes it
         write(b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"' % rid)
         chunk = b"x" * 65536

@@ -322,6 +322,70 @@ async def test_a_cursor_from_another_tool_reveals_nothing_of_it(kit: Any) -> Non
     assert status == 200 and [a["id"] for a in body["approvals"]] == [older]
 
 
+class CountingStore:
+    """The real store, counting the rows each listing reads (the seam the scan bound is about)."""
+
+    def __init__(self, store: SqliteApprovalStore) -> None:
+        self._store, self.read = store, 0
+
+    async def list(self, **kwargs: Any) -> list[Any]:
+        rows = await self._store.list(**kwargs)
+        self.read += len(rows)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+# (id, billing approvals flooding the table, scan bound, pages olga's walk takes, rows one request may read)
+SCAN_ROWS = [("under-the-bound", 40, 500, 1, 500), ("at-the-bound", 100, 500, 2, 500),
+             ("past-the-bound", 240, 500, 3, 500), ("far-past-a-larger-bound", 240, 1000, 2, 1000)]
+
+
+@pytest.mark.parametrize(("flooders", "scan_max", "pages", "bound"), [r[1:] for r in SCAN_ROWS],
+                         ids=[r[0] for r in SCAN_ROWS])
+async def test_one_listing_request_reads_a_bounded_number_of_rows(tmp_path: Path, flooders: int, scan_max: int,
+                                                                  pages: int, bound: int) -> None:
+    """A table of approvals this approver may not decide: each request reads at most the bound and
+    answers a sealed continuation cursor; walking the cursors still finds the one ops approval."""
+    clock, audit = Clock(), Audit()
+    real = SqliteApprovalStore.open(tmp_path / "approvals.sqlite3")
+    counting = CountingStore(real)
+    service = ApprovalService(counting, ApprovalsConfig.model_validate(CONFIG), clock=clock,  # type: ignore[arg-type]
+                              audit=audit, scan_max=scan_max)
+    ops_id = await propose(service, tool="ops.restart", principal=ANOTHER_BOT)
+    await _flood(service, clock, flooders)
+    api, cursor, seen, reads = Api(service), "", [], []
+    while True:
+        counting.read = 0
+        status, body = await api.get("olga", "status=pending" + (f"&cursor={cursor}" if cursor else ""))
+        assert status == 200, body
+        reads.append(counting.read)
+        seen.extend(a["id"] for a in body["approvals"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert cursor.startswith("scan_") and "apr_" not in cursor  # names no approval olga may not see
+        assert not any(a.id[4:] in cursor for a in await real.list(limit=2000))
+    assert seen == [ops_id] and len(reads) == pages and max(reads) <= bound
+
+
+async def test_a_forged_or_foreign_continuation_cursor_is_refused(tmp_path: Path) -> None:
+    """A continuation cursor sealed by another process (or altered) is an unknown cursor: 400."""
+    clock, audit = Clock(), Audit()
+    services = [ApprovalService(SqliteApprovalStore.open(tmp_path / "approvals.sqlite3"),
+                                ApprovalsConfig.model_validate(CONFIG), clock=clock, audit=audit, scan_max=500)
+                for _ in range(2)]
+    await _flood(services[0], clock, 120)
+    status, body = await Api(services[0]).get("olga", "status=pending")
+    cursor = body["next_cursor"]
+    assert status == 200 and cursor.startswith("scan_")
+    flipped = cursor[:-1] + ("0" if cursor[-1] != "0" else "1")
+    for service, sent in ((services[1], cursor), (services[0], flipped), (services[0], "scan_" + "0" * 88)):
+        status, body = await Api(service).get("olga", f"cursor={sent}")
+        assert status == 400 and body == {"error": "unknown cursor"}
+
+
 # --------------------------------------------------------------------------- through the pipeline
 
 async def test_an_agent_over_its_cap_gets_the_refusal_and_it_is_audited(tmp_path: Path) -> None:

@@ -130,3 +130,65 @@ async def test_a_real_child_stderr_goes_through_the_relay_not_the_gateways_stder
     assert "AKIA" not in lines[2]
     captured = capfd.readouterr()
     assert "AKIA" not in captured.err and "\x1b[31m" not in captured.err and "portcullis.access" not in captured.err
+
+
+# (id, the service's stderr settings, lines written, line size, lines relayed, relayed length, truncated)
+CONFIGURED: list[tuple[str, dict[str, Any], int, int, int, int, bool]] = [
+    ("defaults", {}, 30, 300, 30, 300, False),
+    ("short-lines", {"max_line_bytes": 64}, 5, 300, 5, 64, True),
+    ("small-burst", {"burst": 3, "lines_per_s": 0.001}, 30, 10, 3, 10, False),
+]
+
+
+@pytest.mark.parametrize(("settings", "written", "size", "relayed", "length", "truncated"),
+                         [r[1:] for r in CONFIGURED], ids=[r[0] for r in CONFIGURED])
+async def test_a_services_configured_stderr_bounds_apply(settings: dict[str, Any], written: int, size: int,
+                                                        relayed: int, length: int, truncated: bool) -> None:
+    """``services.<name>.stderr`` sets the relay's line length and rate for that service's real child."""
+    import os
+
+    from portcullis.upstream.sdk_client import SdkConnector
+    from tests.security.test_result_bounds import stdio_call, stdio_service
+
+    handler = _Records()
+    logger = logging.getLogger("portcullis.upstream.stderr")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        connector = SdkConnector("bounded", stdio_service(stderr=settings), os.environ)
+        async with connector.open() as connection:
+            assert await stdio_call(connection, "stderr", count=written, size=size) == "alice"
+            with anyio.fail_after(30):  # the relay reads the pipe concurrently with the answer
+                while sum(r.getMessage() == "stdio service stderr" for r in handler.records) < relayed:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.3)  # any line past the bound would have arrived by now
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r for r in handler.records if r.getMessage() == "stdio service stderr"
+             and r.fields["service"] == "bounded"]  # type: ignore[attr-defined]
+    assert len(lines) == relayed
+    assert {(len(r.fields["line"]), r.fields["truncated"]) for r in lines} == {(length, truncated)}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [{"max_line_bytes": 0}, {"max_line_bytes": 10}, {"max_line_bytes": 1 << 20},
+                                 {"lines_per_s": 0}, {"lines_per_s": -1}, {"lines_per_s": 1e9}, {"burst": 0},
+                                 {"burst": 10**9}, {"unknown": 1}])
+def test_stderr_bounds_are_validated(bad: dict[str, Any]) -> None:
+    """Zero, negative, absurd or unknown stderr settings are a configuration error."""
+    from pydantic import ValidationError
+
+    from tests.security.test_result_bounds import stdio_service
+
+    with pytest.raises(ValidationError):
+        stdio_service(stderr=bad)
+
+
+def test_the_configured_defaults_are_the_relays_defaults() -> None:
+    """Leaving ``stderr`` out keeps the bounds the relay has always had (2 KiB, 20 lines/s, burst 200)."""
+    from portcullis.config.model import StderrBounds
+    from portcullis.upstream import stderr_relay
+
+    assert (StderrBounds().max_line_bytes, StderrBounds().lines_per_s, StderrBounds().burst) == (
+        stderr_relay.DEFAULT_MAX_LINE_BYTES, stderr_relay.DEFAULT_LINES_PER_S, stderr_relay.DEFAULT_BURST)

@@ -8,7 +8,9 @@ of an approval's tool may see or decide it.
 =======  ==============================  =====================================================
 GET      ``/approvals?status=pending``   one page of the approvals this approver may decide
                                         (brief, newest first; ``limit`` 1 to 500, default 100;
-                                        ``cursor``: the ``next_cursor`` of the previous page)
+                                        ``cursor``: the ``next_cursor`` of the previous page;
+                                        one request reads at most 5000 stored approvals, so a
+                                        page may be short, even empty, with a ``next_cursor``)
 GET      ``/approvals/<id>``             everything bound to one approval, made visible
                                          (values the policy hides as keyed hashes)
 POST     ``/approvals/<id>/approve``     body ``{"reason": "…"}`` (optional)
@@ -45,7 +47,7 @@ Authenticate = Callable[[Mapping[str, str], Mapping[str, Any]], Awaitable[Princi
 
 MAX_BODY = 8192
 PAGE_DEFAULT = 100
-_ID = re.compile(r"^apr_[0-9a-f]{32}$")
+_CURSOR = re.compile(r"^(apr_[0-9a-f]{32}|scan_[0-9a-f]{88})$")  # a page's last id, or a sealed continuation
 _ONE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})$")
 _VOTE = re.compile(r"^/approvals/(apr_[0-9a-f]{32})/(approve|deny|status)$")
 
@@ -123,7 +125,7 @@ class ApprovalApi:
             if not limit_text.isascii() or not limit_text.isdigit() or not 1 <= int(limit_text) <= PAGE_MAX:
                 return 400, {"error": f"limit must be a whole number from 1 to {PAGE_MAX}"}
             cursor = (query.get("cursor") or [None])[0]
-            if cursor is not None and _ID.match(cursor) is None:
+            if cursor is not None and _CURSOR.match(cursor) is None:
                 return 400, {"error": "unknown cursor"}
             try:
                 mine, next_cursor = await self._service.list_for(approver, status, limit=int(limit_text),

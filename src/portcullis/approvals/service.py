@@ -32,6 +32,7 @@ import builtins
 import dataclasses
 import logging
 import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from portcullis.approvals.model import (
     OPEN,
@@ -53,7 +56,7 @@ from portcullis.approvals.model import (
     visible_json,
 )
 from portcullis.approvals.notify import LinkSigner
-from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded
+from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded, UnknownCursor
 from portcullis.audit.record import redact
 from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import (
@@ -79,6 +82,8 @@ RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, A
 OPEN_CAP_RULE = "approvals/max_open_per_requester"
 PAGE_MAX = 500  # the most approvals one listing page holds
 _SCAN = 500  # how many stored approvals one step of a filtered listing reads
+SCAN_MAX = 5000  # the most stored approvals one listing request reads (then it answers a continuation cursor)
+_SEALED = re.compile(r"^scan_[0-9a-f]{88}$")  # a continuation cursor: a sealed approval id
 
 NOT_A_PERSON = ("approvers must be people: the credential must carry its issuer's person signal, name a user "
                 "and no agent")
@@ -104,8 +109,10 @@ class ApprovalService:
     def __init__(self, store: ApprovalStore, config: ApprovalsConfig, *, clock: Callable[[], float],
                  audit: Audit, notify: Callable[[Approval], bool] | None = None,
                  links: LinkSigner | None = None, recent_calls: RecentCalls | None = None,
-                 arguments_key: bytes | None = None) -> None:
+                 arguments_key: bytes | None = None, scan_max: int = SCAN_MAX) -> None:
         self._store, self._config, self._clock, self._audit = store, config, clock, audit
+        self._scan_max = max(_SCAN, scan_max)
+        self._cursor_key = AESGCM(secrets.token_bytes(16))  # seals continuation cursors; this process only
         self._notify, self.links, self._recent_calls = notify, links, recent_calls
         # the audit key, so that a hidden value's hash matches the call's audit record; without one
         # a key of this process only (the values stay hidden, they just do not correlate)
@@ -373,20 +380,41 @@ class ApprovalService:
         """One page (newest first) of the approvals ``approver`` may decide, and the cursor of the next
         page (None: this was the last). Filtered while reading, before the page is cut: approvals of
         tools this approver may not decide never take a place on it. ``cursor`` is the id of the last
-        approval of the previous page (raises :class:`~portcullis.approvals.store.UnknownCursor`)."""
+        approval of the previous page (raises :class:`~portcullis.approvals.store.UnknownCursor`).
+
+        One request reads at most ``scan_max`` stored approvals: past that it answers the page so far
+        (perhaps short or empty) with a continuation cursor, so a flood of approvals this approver may
+        not decide cannot make one request scan the whole table. That cursor is sealed (an approval id
+        this approver may not see, encrypted with a key of this process), so it reveals nothing."""
         limit = max(1, min(limit, PAGE_MAX))
         page: list[Approval] = []
-        before = cursor
+        before = self._unseal(cursor) if cursor is not None and _SEALED.match(cursor) else cursor
+        scanned = 0
         while True:
-            batch = await self._store.list(status=status, limit=_SCAN, before=before)
+            batch = await self._store.list(status=status, limit=min(_SCAN, self._scan_max - scanned), before=before)
+            scanned += len(batch)
             for approval in batch:
                 if self.may_approve(approval.tool, approver, approval.tool_risk):
                     page.append(approval)
                     if len(page) > limit:  # one more than a page: there is a next page
                         return [_brief(a) for a in page[:limit]], page[limit - 1].id
-            if len(batch) < _SCAN:
+            if len(batch) < _SCAN and scanned < self._scan_max:
                 return [_brief(a) for a in page], None
+            if scanned >= self._scan_max:  # the bound: the page so far, and where to go on
+                return [_brief(a) for a in page], self._seal(batch[-1].id)
             before = batch[-1].id
+
+    def _seal(self, approval_id: str) -> str:
+        nonce = secrets.token_bytes(12)
+        raw = bytes.fromhex(approval_id.removeprefix("apr_"))
+        return "scan_" + (nonce + self._cursor_key.encrypt(nonce, raw, b"approvals-cursor")).hex()
+
+    def _unseal(self, cursor: str) -> str:
+        sealed = bytes.fromhex(cursor.removeprefix("scan_"))
+        try:
+            return "apr_" + self._cursor_key.decrypt(sealed[:12], sealed[12:], b"approvals-cursor").hex()
+        except InvalidTag:
+            raise UnknownCursor(cursor) from None
 
     async def prune(self) -> int:
         """Delete finished approvals older than ``approvals.retention_days`` (none when it is null)."""

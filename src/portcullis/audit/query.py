@@ -106,7 +106,7 @@ def _where(*, tool: str | None = None, principal: Mapping[str, str] | None = Non
     if until is not None:
         add("ts <= ?", until)
     if tool is not None:
-        add("kind IN ('decision', 'rejected') AND json_extract(j, '$.tool.name') = ?", tool)
+        add("kind IN ('decision', 'rejected', 'attempt') AND json_extract(j, '$.tool.name') = ?", tool)
     for name, value in sorted((principal or {}).items()):
         add(_PRINCIPAL_SQL[name], value)  # KeyError impossible: AuditQuery whitelists the names
     if effect == "deny":

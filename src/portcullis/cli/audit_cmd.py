@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 audit_app = typer.Typer(no_args_is_help=True, help="Forensics on the audit trail (read-only): verify, search, "
-                        "timeline, export.")
+                        "timeline, export; and `witness`, a server that keeps checkpoints.")
 
 STORE_FILE = "audit.sqlite3"
 
@@ -181,12 +181,18 @@ def _principal(fields: object) -> str | None:
     return " ".join(parts) or None
 
 
+def _source(kind: str, fields: object) -> str | None:
+    return f"source={_get(fields, 'source')}" if kind == "attempt" else None
+
+
 def _verdict(kind: str, fields: object) -> str | None:
     if kind == "decision":
         effect, shadow = _get(fields, "decision", "effect"), _get(fields, "decision", "shadow", "effect")
         return None if effect is None else f"{effect} (shadow: {shadow})" if shadow is not None else str(effect)
     if kind == "rejected":
         return f"rejected: {_get(fields, 'reason')}"
+    if kind == "attempt":
+        return f"attempt: {_get(fields, 'reason')} ({_get(fields, 'status')}) x{_get(fields, 'count')}"
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:
@@ -214,7 +220,8 @@ def _table(title: str) -> Table:
 def _add_row(table: Table, record: AuditRecord) -> None:
     fields = record.fields
     table.add_row(_cell(record.index), Text(_utc(record.ts)), _cell(record.kind), _cell(record.request_id),
-                  _cell(_get(fields, "tool", "name")), _cell(_principal(fields)), _cell(_verdict(record.kind, fields)),
+                  _cell(_get(fields, "tool", "name")), _cell(_principal(fields) or _source(record.kind, fields)),
+                  _cell(_verdict(record.kind, fields)),
                   _cell(_rules(fields)))
 
 
@@ -440,7 +447,8 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            since: Since = None, until: Until = None,
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
-           kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected or approval.")] = None,
+           kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
+                                                     "attempt or retention.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""
@@ -544,3 +552,43 @@ async def _export(path: Path, out_file: Path) -> tuple[int, int]:
     async with await SqliteAuditStore.open_readonly(path) as store, store.snapshot():
         # one read transaction: a checkpoint signed while we copy cannot name a record we did not copy
         return await export_jsonl(store, out_file), len(await store.checkpoints())
+
+
+@audit_app.command("witness")
+def witness(listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (an IPv6 host in "
+                                                "brackets).")],
+            key: Annotated[Path, typer.Option("--key", help="The gateway's audit public key (PEM, "
+                                              "audit-signing.pub.pem): only notes it signs are kept.",
+                                              dir_okay=False)],
+            store: Annotated[Path, typer.Option("--store", help="Directory of the kept notes "
+                                                "(checkpoints.notes, appended and fsync'ed).", file_okay=False)],
+            tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve https with this PEM "
+                                                          "certificate chain.", dir_okay=False)] = None,
+            tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).",
+                                                         dir_okay=False)] = None,
+            log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
+    """Run a witness: keep every checkpoint the gateway POSTs to /add-checkpoint, refuse (409) a rolled-back
+    or forked one, serve them all at /checkpoints for `audit verify --anchors URL` (docs/audit.md)."""
+    from portcullis import logs
+    from portcullis.audit.keys import load_public_key
+    from portcullis.audit.witness.server import WitnessStoreError, serve
+    from portcullis.errors import ConfigError
+
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", listen)
+    if match is None or not 0 <= int(match.group(2)) <= 65535:
+        raise typer.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:8443", param_hint="--listen")
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert")
+    try:
+        public_key = load_public_key(key)
+    except ConfigError as exc:
+        raise _fail(f"audit witness: {exc}") from None
+    logs.configure(log_level.upper())
+    try:
+        serve(match.group(1).strip("[]"), int(match.group(2)), store, public_key,
+              ssl_certfile=None if tls_cert is None else str(tls_cert),
+              ssl_keyfile=None if tls_key is None else str(tls_key))
+    except WitnessStoreError as exc:
+        raise _fail(f"audit witness: {terminal_safe(str(exc))}") from None
+    except OSError as exc:
+        raise _fail(f"audit witness: {exc.strerror or type(exc).__name__}") from None

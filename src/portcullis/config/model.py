@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.audit.siem.config import SiemExportConfig
+from portcullis.audit.witness.client import WitnessConfig
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
@@ -125,6 +126,16 @@ class _ServiceBase(_Model):
         description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
 
 
+class StderrBounds(_Model):
+    """Bounds on what a stdio child's stderr may put into the gateway's log (docs/upstreams.md)."""
+
+    max_line_bytes: int = Field(2048, ge=64, le=65_536, description="Longest stderr line relayed; a longer "
+                                "one is cut and marked ``truncated``, the rest of it skipped.")
+    lines_per_s: float = Field(20.0, gt=0, le=10_000, description="Lines relayed per second on average; "
+                               "lines past it are read, dropped and counted.")
+    burst: int = Field(200, ge=1, le=100_000, description="Lines relayed at once before the rate applies.")
+
+
 class StdioService(_ServiceBase):
     """A service the gateway spawns as a child process and speaks to over stdin/stdout."""
 
@@ -143,6 +154,8 @@ class StdioService(_ServiceBase):
         default_factory=dict, description="Explicit environment values for the child."
     )
     cwd: str | None = None
+    stderr: StderrBounds = Field(StderrBounds(), description="Bounds on the child's stderr relayed into the "
+                                 "gateway's log: line length and rate.")
 
     @model_validator(mode="after")
     def _one_launcher(self) -> StdioService:
@@ -225,6 +238,18 @@ class AuthorizationConfig(_Model):
         return value
 
 
+class AttemptsConfig(_Model):
+    """``attempt`` records: requests refused before the pipeline, aggregated (docs/audit.md)."""
+
+    window_s: float = Field(
+        10.0, gt=0, le=3600, description="The first refusal of a key (source, reason, status, method, tool, "
+        "principal or token hash) is written at once; its repeats within this many seconds are written as one "
+        "record with a count when the window closes (and at clean stop).")
+    max_keys: int = Field(
+        10_000, ge=1, le=1_000_000, description="Keys tracked at once; beyond this, new keys are counted in one "
+        "overflow key per reason (source ``*``).")
+
+
 class AuditConfig(_Model):
     """The tamper-evident audit trail (always on: there is no switch to turn it off)."""
 
@@ -248,6 +273,12 @@ class AuditConfig(_Model):
     siem: SiemExportConfig | None = Field(
         None, description="Export every durable record to SIEMs (JSON lines files, syslog, HTTPS webhook) "
         "through a bounded retry queue that never blocks a call and counts what it drops.")
+    attempts: AttemptsConfig = Field(
+        AttemptsConfig(), description="How refused requests (no or a bad credential, a refused Host, Origin or "
+        "body, protocol-level refusals) are aggregated into ``attempt`` records.")
+    witness: WitnessConfig | None = Field(
+        None, description="POST every checkpoint (a C2SP signed note) to a witness (``portcullis audit witness``) "
+        "that refuses a rolled-back or forked chain; off the request path, bounded, retried, counted.")
 
 
 class AdminConfig(_Model):

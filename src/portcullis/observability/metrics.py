@@ -213,9 +213,11 @@ class GatewayMetrics:
         self.limit_exceeded_total = counter("limit_exceeded_total", "Limit rules that tripped.", "rule")
         self.audit_records_total = counter("audit_records_total", "Audit records written.", "kind")
         self.audit_failures_total = counter("audit_failures_total", "Audit writes that failed.")
+        self.attempts_total = counter("attempts_total", "Requests refused before the pipeline (attempt records).",
+                                      "reason")
         self._counters = (self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
-                          self.audit_failures_total)
+                          self.audit_failures_total, self.attempts_total)
         self._histograms = (self.call_seconds, self.stage_seconds)
         self._policy_errors = self.policy_errors_total.labels()  # unlabelled: present at 0 from the start
         self._audit_failures = self.audit_failures_total.labels()
@@ -256,6 +258,10 @@ class GatewayMetrics:
 
     def audit_failure(self) -> None:
         self._audit_failures.inc()
+
+    def attempt(self, reason: str) -> None:
+        """One refused request; ``reason`` is one of the closed set in audit/attempts.py."""
+        self.attempts_total.labels(reason).inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

@@ -23,19 +23,27 @@ from typing import Any
 
 import anyio
 
+from portcullis.audit.attempts import Attempt, AttemptSink, clip
 from portcullis.errors import (
+    BadHost,
     BodyTooLarge,
+    ForbiddenOrigin,
+    HeaderMismatch,
     InvalidParams,
+    InvalidRequest,
     MethodNotAllowed,
     MissingSession,
     NotAcceptable,
+    ParseError,
     PortcullisError,
     UnknownSession,
     UnsupportedMediaType,
+    UnsupportedVersion,
     to_wire,
 )
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
+from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
@@ -60,13 +68,37 @@ _SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length",
                              "mcp-protocol-version", "mcp-method", "mcp-name", "authorization"})
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_NO_HEADERS: dict[str, str] = {}
 
 
 class _Answer(Exception):
-    """Internal: an early plain answer (status, text)."""
+    """Internal: an early plain answer (status, text); ``reason``: the attempt it is, if any."""
 
-    def __init__(self, status: int, text: str) -> None:
-        self.status, self.text = status, text
+    def __init__(self, status: int, text: str, reason: str | None = None) -> None:
+        self.status, self.text, self.reason = status, text, reason
+
+
+#: Refusals by exception type (most specific first) as attempt reasons (audit/attempts.py).
+_REASONS: tuple[tuple[type[PortcullisError], str], ...] = (
+    (BadHost, "host_refused"), (ForbiddenOrigin, "origin_refused"), (MethodNotAllowed, "method_not_allowed"),
+    (UnsupportedMediaType, "unsupported_media_type"), (NotAcceptable, "not_acceptable"),
+    (BodyTooLarge, "body_too_large"), (ParseError, "parse_error"), (InvalidRequest, "invalid_request"),
+    (InvalidParams, "invalid_params"), (HeaderMismatch, "header_mismatch"),
+    (UnsupportedVersion, "unsupported_version"), (MissingSession, "missing_session"),
+    (UnknownSession, "unknown_session"))
+
+
+def attempt_reason(exc: BaseException) -> str | None:
+    """The attempt reason of a refusal, from its type (and an auth failure's status and reason code)."""
+    if isinstance(exc, AuthFailure):
+        if exc.status == 403:
+            return "insufficient_scope"
+        if exc.status == 503:
+            return "auth_unavailable"
+        return {"no credentials": "missing_credentials", "revoked": "revoked"}.get(exc.detail, "invalid_token")
+    if isinstance(exc, _Answer):
+        return exc.reason
+    return next((reason for kind, reason in _REASONS if isinstance(exc, kind)), None)
 
 
 def _headers(scope: Scope, max_count: int) -> dict[str, str]:
@@ -78,7 +110,7 @@ def _headers(scope: Scope, max_count: int) -> dict[str, str]:
     """
     raw = scope.get("headers", ())
     if len(raw) > max_count:
-        raise _Answer(431, "Request Header Fields Too Large")
+        raise _Answer(431, "Request Header Fields Too Large", "header_limits")
     seen: dict[str, str] = {}
     repeats: dict[str, list[str]] | None = None
     for raw_name, raw_value in raw:
@@ -88,7 +120,7 @@ def _headers(scope: Scope, max_count: int) -> dict[str, str]:
             seen[key] = value
             continue
         if key in _SINGLE_HEADERS:
-            raise _Answer(400, f"Duplicate {key} header")
+            raise _Answer(400, f"Duplicate {key} header", "invalid_request")
         if repeats is None:
             repeats = {}
         parts = repeats.get(key)
@@ -110,7 +142,8 @@ class GatewayApp:
                  jwks: Callable[[], dict[str, Any]], max_body_bytes: int, max_json_depth: int,
                  max_json_values: int = DEFAULT_MAX_VALUES, max_header_count: int = 100,
                  background: Callable[[], Coroutine[Any, Any, None]] | None = None,
-                 readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+                 readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+                 attempts: AttemptSink | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -123,6 +156,7 @@ class GatewayApp:
         self._max_headers = max_header_count
         self._background = background
         self._readiness = readiness or (lambda: (True, {}))
+        self._attempts = attempts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -130,6 +164,7 @@ class GatewayApp:
             return
         if scope["type"] != "http":
             return
+        headers = _NO_HEADERS  # what a refusal before the headers were read is recorded with (never mutated)
         try:
             headers = _headers(scope, self._max_headers)
             self._guard.check(headers.get("host"), headers.get("origin"))
@@ -147,6 +182,7 @@ class GatewayApp:
                 raise MethodNotAllowed(detail=f"{scope['method'][:16]} on /mcp")
             status, extra, body = await self._post(headers, receive, scope)
         except AuthFailure as failure:
+            self._attempt(failure, failure.status, scope, headers)
             log.info("authentication refused", extra={"fields": {"status": failure.status,
                                                                   "reason": failure.detail}})
             body = json.dumps({"error": failure.error, "error_description": failure.description}).encode()
@@ -154,11 +190,13 @@ class GatewayApp:
                                                (b"www-authenticate", failure.challenge.encode())], body)
             return
         except _Answer as answer:
+            self._attempt(answer, answer.status, scope, headers)
             await _send(send, answer.status, [(b"content-type", b"text/plain; charset=utf-8")],
                         answer.text.encode())
             return
         except PortcullisError as exc:
             wire = to_wire(exc)
+            self._attempt(exc, wire.status, scope, headers)
             await _send(send, wire.status, [(b"content-type", b"text/plain; charset=utf-8"),
                                             *((k.encode(), v.encode()) for k, v in wire.headers.items())],
                         wire.text.encode())
@@ -176,10 +214,16 @@ class GatewayApp:
             raise NotAcceptable
         # authenticate before reading the body: an unauthenticated caller costs no buffering
         principal = await self._authenticator.authenticate(headers, scope)
-        body = await self._read_body(headers, receive)
+        try:
+            body = await self._read_body(headers, receive)
+        except (_Answer, BodyTooLarge) as exc:
+            self._attempt(exc, exc.status, scope, headers, principal)
+            raise
         version = headers.get("mcp-protocol-version")
         modern = is_modern(version)
         request_id = None
+        message = None
+        envelope = True  # until dispatch: a refusal here is an attempt; after it, the pipeline audits
         try:
             message = parse_message(loads_strict(body, max_depth=self._max_depth, max_values=self._max_values))
             request_id = message.id
@@ -194,18 +238,51 @@ class GatewayApp:
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
             else:
+                envelope = False
                 result = await self._dispatcher.dispatch(req)
             return 200, _JSON + extra, encode_response(request_id, result)
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
+            status = 400 if wire.status == 200 and _is_envelope_error(exc) else wire.status
+            self._attempt(exc, status, scope, headers, principal, message, record=envelope)
             if wire.body is None:
                 raise
-            status = 400 if wire.status == 200 and _is_envelope_error(exc) else wire.status
             return status, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
         except Exception:
             log.exception("unexpected error while handling a request")
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+
+    def _attempt(self, exc: BaseException, status: int, scope: Scope, headers: dict[str, str],
+                 principal: Principal | None = None, message: Any = None, *, record: bool = True) -> None:
+        """Tell the attempt sink of a refusal, once: ``_post`` marks what it handled (``record=False``:
+        an error after dispatch, which the pipeline audits) so the outer handler leaves it alone."""
+        if self._attempts is None or getattr(exc, "attempt_noted", False):
+            return
+        exc.attempt_noted = True  # type: ignore[attr-defined]
+        reason = attempt_reason(exc)
+        if reason is None or not record:
+            return
+        try:
+            peer = scope.get("client")
+            source = client_key(tuple(peer) if isinstance(peer, list) else peer)
+            if message is not None:
+                method = clip(message.method)
+                params = message.params if isinstance(message.params, dict) else {}
+                tool = clip(params.get("name")) if method == "tools/call" else None
+                named = "body"
+            else:
+                method, tool = clip(headers.get("mcp-method")), clip(headers.get("mcp-name"))
+                named = "headers" if method is not None or tool is not None else "unread"
+            claims, who, hashed = None, None, None
+            if principal is not None:
+                claims, who = principal.to_claims(), _principal_key(principal)
+            elif (credential := headers.get("authorization")) is not None:
+                hashed = who = self._attempts.token_hash(credential.strip())
+            detail = clip(exc.detail, 64) if isinstance(exc, AuthFailure) else None
+            self._attempts.note(Attempt(source, reason, status, method, tool, named, claims, hashed, detail, who))
+        except Exception:  # never turn a refusal into a 500
+            log.exception("refused request could not be recorded as an attempt")
 
     def _legacy(self, message: Any, headers: dict[str, str],
                 principal: Principal) -> tuple[Request, list[tuple[bytes, bytes]]]:
@@ -231,7 +308,7 @@ class GatewayApp:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise _Answer(400, "Invalid Content-Length header")
+                raise _Answer(400, "Invalid Content-Length header", "invalid_request")
             if int(declared) > self._max_body:
                 raise BodyTooLarge(detail=f"declared {declared} bytes")
         chunks, size = [], 0

@@ -33,12 +33,15 @@ import asyncio
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: Reasons counted in :attr:`ClientConnections.refused`.
 REASONS = ("per_client_cap", "header_limit", "header_timeout", "body_timeout")
+#: Each refusal reason as an attempt reason (audit/attempts.py) and the status answered.
+ATTEMPTS = {"per_client_cap": ("too_many_connections", 503), "header_limit": ("header_limits", 431),
+            "header_timeout": ("header_timeout", 408), "body_timeout": ("body_timeout", 408)}
 _LINE_OVERHEAD = 4  # ": " and CRLF of each header line; the raw-bytes bound allows for them
 
 
@@ -74,23 +77,38 @@ def client_key(peer: Any) -> str | None:
     return str(address)
 
 
+class RefusalObserver(Protocol):
+    """Told of every refusal (the gateway's attempt recorder); must not raise or block."""
+
+    def refused(self, source: str | None, reason: str, status: int) -> None: ...
+
+
 class ClientConnections:
     """Open connections per client address (an entry exists only while one is open, so the map
-    is bounded by the open connections) and refusals by reason. Event-loop thread only."""
+    is bounded by the open connections) and refusals by reason, each also told to ``observer``
+    (as an attempt reason, see :data:`ATTEMPTS`). Event-loop thread only."""
 
-    def __init__(self, max_per_client: int) -> None:
+    def __init__(self, max_per_client: int, observer: RefusalObserver | None = None) -> None:
         if max_per_client < 1:
             raise ValueError("max_per_client must be at least 1")
         self._max = max_per_client
         self._open: dict[str, int] = {}
         self.refused: Counter[str] = Counter({reason: 0 for reason in REASONS})
+        self.observer = observer
+
+    def refuse(self, key: str | None, reason: str) -> None:
+        """Count one refusal of ``key``'s connection for ``reason`` (one of :data:`REASONS`)."""
+        self.refused[reason] += 1
+        if self.observer is not None:
+            attempt_reason, status = ATTEMPTS[reason]
+            self.observer.refused(key, attempt_reason, status)
 
     def admit(self, key: str | None) -> bool:
         if key is None:
             return True
         count = self._open.get(key, 0)
         if count >= self._max:
-            self.refused["per_client_cap"] += 1
+            self.refuse(key, "per_client_cap")
             return False
         self._open[key] = count + 1
         return True
@@ -249,7 +267,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _count(self, reason: str) -> None:
         if self.clients is not None:
-            self.clients.refused[reason] += 1
+            self.clients.refuse(self._client_key, reason)
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()

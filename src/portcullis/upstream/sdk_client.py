@@ -180,7 +180,10 @@ class SdkConnector:
             closed = anyio.Event()
             transport = bounded_stdio_client(params, max_line_bytes=self._cfg.max_result_bytes,
                                              max_depth=self._cfg.max_result_depth, closed=closed,
-                                             stderr=StderrRelay(self.name, env=params.env or {}))
+                                             stderr=StderrRelay(self.name, env=params.env or {},
+                                                                max_line_bytes=self._cfg.stderr.max_line_bytes,
+                                                                lines_per_s=self._cfg.stderr.lines_per_s,
+                                                                burst=self._cfg.stderr.burst))
             async with Client(transport, cache=None, message_handler=self._on_message) as client, \
                     self._listening(client):
                 # the transport checks depth

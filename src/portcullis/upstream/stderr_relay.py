@@ -16,6 +16,9 @@ stderr is a pipe and :meth:`StderrRelay.pump` reads it:
    are read (so the child never blocks on a full pipe) but dropped and counted, and one record
    reports how many were dropped once lines are let through again.
 
+The bounds are per service (``services.<name>.stderr``: ``max_line_bytes``, ``lines_per_s``,
+``burst``); the ``DEFAULT_*`` values below are their defaults.
+
 Each line becomes one gateway log record, ``"stdio service stderr"``, with fields ``service``
 (the configured name), ``line`` (the escaped text) and ``truncated``: the JSON formatter escapes
 it once more as a string field, so a child can never produce a record of its own.

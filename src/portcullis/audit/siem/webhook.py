@@ -85,6 +85,22 @@ def _item(record: Record) -> bytes | None:
         return None
 
 
+def endpoint(url: str, what: str, *, allow_insecure_http: bool, credentials_hint: str) -> str:
+    """``scheme://host:port`` of ``url`` (what logs may name: paths often embed a token); ValueError
+    for a URL that is not ``https://`` (or ``http://`` with ``allow_insecure_http``) or holds credentials."""
+    try:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL:
+        raise ValueError(f"{what} url is not a valid URL") from None
+    if parsed.scheme not in ("https", "http") or not parsed.host:
+        raise ValueError(f"{what} url must be https://host/...")
+    if parsed.userinfo:
+        raise ValueError(f"{what} url must not hold credentials; {credentials_hint}")
+    if parsed.scheme == "http" and not allow_insecure_http:
+        raise ValueError(f"{what} url must be https:// (allow_insecure_http permits http://)")
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+
+
 class WebhookExporter:
     """POSTs each batch to ``url``, signed with ``key`` (the resolved ``secret://`` bytes)."""
 
@@ -92,23 +108,14 @@ class WebhookExporter:
                  ssl_context: ssl.SSLContext | None = None, authorization: str | None = None,
                  name: str = "webhook", clock: Callable[[], float] = time.time,
                  transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        try:
-            parsed = httpx2.URL(url)
-        except httpx2.InvalidURL:
-            raise ValueError("webhook url is not a valid URL") from None
-        if parsed.scheme not in ("https", "http") or not parsed.host:
-            raise ValueError("webhook url must be https://host/...")
-        if parsed.userinfo:
-            raise ValueError("webhook url must not hold credentials; use an authorization secret")
+        self.where = endpoint(url, "webhook", allow_insecure_http=allow_insecure_http,
+                              credentials_hint="use an authorization secret")
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"webhook HMAC key must be at least {MIN_KEY_BYTES} bytes")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self.name = name
-        self.where = f"{parsed.scheme}://{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
-        if parsed.scheme == "http":
-            if not allow_insecure_http:
-                raise ValueError("webhook url must be https:// (allow_insecure_http permits http://)")
+        if self.where.startswith("http:"):
             log.warning("allow_insecure_http: audit records and their signatures go to the webhook in cleartext",
                         extra={"fields": {"exporter": name, "endpoint": self.where}})
         self._url, self._key, self._authorization = url, key, authorization
