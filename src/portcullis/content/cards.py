@@ -66,6 +66,7 @@ def _layout_ok(candidate: str) -> bool:
 
 class CardDetector:
     name = "card"
+    gate = r"\d{4}(?:[ -]?\d){9}"
 
     def detect(self, view: TextView, window: Window, meter: Meter) -> list[Finding]:
         findings = []

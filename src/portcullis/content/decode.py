@@ -35,10 +35,18 @@ _URL_CHARS = r"[A-Za-z0-9._~!*'()+,;=:@/?&$#\[\]-]"
 _QP_CHARS = r"[!-<>-~]"
 
 
+ENCODINGS = ("base64", "url", "quoted-printable")  # base64 covers hex (a hex run is a base64-alphabet run)
+
+
+def gates(min_run: int) -> tuple[str, str, str]:
+    """For each of :data:`ENCODINGS`, a pattern that occurs wherever a run of that encoding does."""
+    return r"[A-Za-z0-9+/_-]{" + str(min_run) + "}", r"%[0-9A-Fa-f]{2}", r"=(?:[0-9A-F]{2}|\r?\n)"
+
+
 @functools.lru_cache(maxsize=8)
 def _patterns(min_run: int) -> tuple[Pattern, Pattern, Pattern]:
     b64 = Pattern(r"[A-Za-z0-9+/_-]{" + str(min_run) + r",}={0,2}")
-    url = Pattern(_URL_CHARS + r"*(?:%[0-9A-Fa-f]{2}" + _URL_CHARS + r"*){2,}")
+    url = Pattern(_URL_CHARS + r"*(?:%[0-9A-Fa-f]{2}" + _URL_CHARS + r"*)+")
     qp = Pattern(_QP_CHARS + r"*(?:=(?:[0-9A-F]{2}|\r?\n)" + _QP_CHARS + r"*){2,}")
     return b64, url, qp
 
@@ -88,16 +96,19 @@ def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
         return None
 
 
-def encoded_runs(view: TextView, meter: Meter, min_run: int) -> Iterator[EncodedRun]:
-    """Runs in ``view`` whose decoding is text, in the order found (base64/hex, then URL, then QP)."""
+def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str]) -> Iterator[EncodedRun]:
+    """Runs in ``view`` whose decoding is text, base64/hex first, then URL, then QP; only the encodings
+    in ``present`` (whose :func:`gates` matched) are searched."""
     data = view.data
     b64, url, qp = _patterns(min_run)
-    for _, _, start, end in b64.finditer(data, 0, len(data), len(data)):
+    for _, _, start, end in b64.finditer(data, 0, len(data), len(data)) if "base64" in present else ():
         meter.charge(64 + end - start)
         decoded = _decode_b64(data[start:end])
         if decoded is not None and is_text(decoded[1]):
             yield EncodedRun(start, end, decoded[0], decoded[1])
     for pattern, encoding in ((url, "url"), (qp, "quoted-printable")):
+        if encoding not in present:
+            continue
         for _, _, start, end in pattern.finditer(data, 0, len(data), len(data)):
             if end - start < min_run:
                 continue

@@ -13,8 +13,8 @@ finding can be logged or recorded as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 Category = Literal["secret", "pii"]
 PLAIN = "plain"
@@ -25,9 +25,9 @@ FLAG_CHECKSUM_OK = "checksum_ok"  # the kind has a checksum and it verified (Git
 FLAG_PARTIAL = "partial"  # a truncated value (a private-key block without its END line)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One detected value: what it is, which rule said so, and where it is."""
+class Finding(NamedTuple):
+    """One detected value: what it is, which rule said so, and where it is. (A named tuple, not a frozen
+    dataclass: a frozen dataclass costs about 1.5 µs to build, a named tuple a tenth of that.)"""
 
     kind: str  # what was found, e.g. "aws_secret_access_key", "card_number", "email"
     rule_id: str  # the rule that matched, e.g. "secret.aws.secret_access_key"
@@ -36,12 +36,11 @@ class Finding:
     category: Category
     confidence: float  # 0..1: how sure the rule is that this is the real thing
     encoding: str = PLAIN
-    flags: frozenset[str] = field(default_factory=frozenset)
+    flags: frozenset[str] = frozenset()
 
     def shifted(self, offset: int) -> Finding:
         """The same finding ``offset`` characters further on (a text scanned as part of a larger one)."""
-        return Finding(self.kind, self.rule_id, self.start + offset, self.end + offset, self.category,
-                       self.confidence, self.encoding, self.flags)
+        return self._replace(start=self.start + offset, end=self.end + offset)
 
 
 BlockReason = Literal["budget_exceeded", "input_too_large", "too_many_findings", "decode_limit", "detector_error"]

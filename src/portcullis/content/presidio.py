@@ -65,6 +65,7 @@ class PresidioDetector:
     """Names, places and addresses from an :class:`Analyzer`, reported as PII ``kind`` = entity type, lower-case."""
 
     name = "presidio"
+    gate = None
 
     def __init__(self, analyzer: Analyzer, *, entities: Sequence[str] = DEFAULT_ENTITIES, min_score: float = 0.5,
                  language: str = "en", max_chars: int = 20_000) -> None:

@@ -8,14 +8,16 @@ cost), as :mod:`portcullis.policy.ecma_regex` does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information; loaded before regopy
 from re2 import _re2 as _engine
 
 _UNANCHORED = _engine.RE2.Anchor.UNANCHORED
+_ANCHOR_START = _engine.RE2.Anchor.ANCHOR_START
 
 
-def _options(case_insensitive: bool) -> object:
+def _options(case_insensitive: bool) -> Any:
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.log_errors = False
@@ -57,5 +59,48 @@ class Pattern:
             yield s0, e0, vs, ve
             pos = max(ve, s0 + 1)  # resume after the value, so a trailing delimiter can start the next match
 
+    def match_at(self, data: bytes, pos: int, stop: int) -> int:
+        """End of the value group of a match that starts exactly at ``pos``, or -1."""
+        spans = self._compiled.Match(_ANCHOR_START, data, pos, stop)
+        return int(spans[self.group][1]) if spans[0][0] >= 0 else -1
+
     def search(self, data: bytes, start: int, stop: int) -> bool:
         return bool(self._compiled.Match(_UNANCHORED, data, start, stop)[0][0] >= 0)
+
+
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` (non-empty) sorted, with overlapping or touching ones merged."""
+    spans.sort()
+    merged = [spans[0]]
+    for start, stop in spans[1:]:
+        if start <= merged[-1][1]:
+            if stop > merged[-1][1]:
+                merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+class GateSet:
+    """Several patterns matched in one pass (an RE2 set): which of them occur anywhere in a stretch of bytes.
+    A detector's gate is a pattern that must occur for the detector to find anything, so a detector whose
+    gate did not match is skipped."""
+
+    __slots__ = ("_set", "size")
+
+    def __init__(self, patterns: list[str]) -> None:
+        options = _options(False)
+        options.never_capture = True
+        self._set = _engine.Set(_UNANCHORED, options)
+        for pattern in patterns:
+            if self._set.Add(pattern.encode("latin-1")) < 0:
+                raise ValueError("gate pattern does not compile")
+        if patterns and not self._set.Compile():
+            raise ValueError("gate set does not compile")
+        self.size = len(patterns)
+
+    def matching(self, data: bytes, start: int, stop: int) -> set[int]:
+        """Indexes of the patterns that match in ``data[start:stop]``."""
+        if not self.size:
+            return set()
+        return set(self._set.Match(memoryview(data)[start:stop]))

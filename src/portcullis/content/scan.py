@@ -5,8 +5,10 @@
 1. An input longer than ``ScanBudget.max_chars`` is blocked unscanned.
 2. The text becomes a :class:`~.view.TextView` (one byte per code point).
 3. Chunk by chunk (:data:`CHUNK_CHARS`, each window overlapping the next by :data:`OVERLAP_CHARS`
-   so a value across a chunk edge is seen whole), every detector runs on the window; a match
-   belongs to the chunk it starts in, so none is reported twice.
+   so a value across a chunk edge is seen whole): one RE2-set pass finds which detector *gates*
+   (a pattern wherever the detector can find something: a digit run for cards, an ``@`` for
+   e-mail) and which encodings occur; then every detector whose gate matched runs on the window.
+   A match belongs to the chunk it starts in, so none is reported twice.
 4. Unless the depth limit is reached, encoded runs (:mod:`.decode`) are decoded and their
    decodings scanned from step 2, one level deeper; findings map back onto the encoded run.
 5. Findings are de-duplicated and sorted by position.
@@ -20,14 +22,17 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from portcullis.content.budget import BudgetExceeded, Meter, ScanBudget
 from portcullis.content.cards import CardDetector
+from portcullis.content.decode import ENCODINGS as DECODE_ENCODINGS
 from portcullis.content.decode import encoded_runs
+from portcullis.content.decode import gates as decode_gates
 from portcullis.content.findings import PLAIN, Finding, ScanResult
 from portcullis.content.pii import EmailDetector, IbanDetector, PhoneDetector, SsnDetector
+from portcullis.content.regex import GateSet
 from portcullis.content.secret_rules import MAX_MATCH_CHARS
 from portcullis.content.secrets import SecretDetector
 from portcullis.content.view import TextView, Window
@@ -50,6 +55,10 @@ class Detector(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def gate(self) -> str | None:
+        """An RE2 pattern that occurs wherever the detector can find something (None: always run)."""
+
     def detect(self, view: TextView, window: Window, meter: Meter) -> list[Finding]: ...
 
 
@@ -59,10 +68,19 @@ class DetectorSet:
 
     detectors: tuple[Detector, ...]
     decode: bool = True
+    _gates: dict[int, GateSet] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.detectors:
             raise ValueError("a detector set needs at least one detector")  # no detectors is not "clean"
+
+    def _gate_set(self, min_run: int) -> GateSet:
+        """One RE2 set of every detector's gate, then the decode gates (compiled once per ``min_run``)."""
+        gates = self._gates.get(min_run)
+        if gates is None:
+            patterns = [d.gate for d in self.detectors if d.gate is not None]
+            gates = self._gates[min_run] = GateSet(patterns + list(decode_gates(min_run)))
+        return gates
 
     @classmethod
     def build(cls, *, secrets: bool = True, pii: Sequence[str] = PII_KINDS, presidio: Detector | None = None,
@@ -104,10 +122,21 @@ class DetectorSet:
     def _scan_view(self, view: TextView, meter: Meter, depth: int, found: list[Finding],
                    outer: Callable[[Finding], Finding] | None) -> None:
         size = len(view.data)
+        gate_set = self._gate_set(meter.budget.min_encoded_run)
+        gated = sum(d.gate is not None for d in self.detectors)
+        encodings: set[str] = set()
         for start in range(0, size, CHUNK_CHARS):
             accept_end = min(size, start + CHUNK_CHARS)
             window = Window(start, accept_end, min(size, accept_end + OVERLAP_CHARS))
+            open_gates = gate_set.matching(view.data, start, window.stop)
+            meter.charge(window.stop - start)
+            encodings.update(name for i, name in enumerate(DECODE_ENCODINGS) if gated + i in open_gates)
+            g = 0
             for detector in self.detectors:
+                if detector.gate is not None:
+                    g += 1
+                    if g - 1 not in open_gates:
+                        continue
                 try:
                     new = detector.detect(view, window, meter)
                 except BudgetExceeded:
@@ -116,10 +145,9 @@ class DetectorSet:
                     raise DetectorError(detector.name) from exc
                 meter.count_findings(len(new))
                 found.extend(new if outer is None else map(outer, new))
-            meter.check()
-        if not self.decode or depth >= meter.budget.decode_depth:
+        if not self.decode or depth >= meter.budget.decode_depth or not encodings:
             return
-        for run in encoded_runs(view, meter, meter.budget.min_encoded_run):
+        for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings):
             meter.count_decoded(len(run.decoded))
             self._scan_view(TextView.of_bytes(run.decoded), meter, depth + 1, found,
                             _mapper(run.outer_span, run.encoding, outer))

@@ -42,6 +42,10 @@ class SecretRule:
     check: Check | None = None
     case_insensitive: bool = False
     group: int = 1
+    # where a match can lie around a keyword hit at p: from p - lead to p + reach (the prefilter runs the
+    # pattern only there); generous, and MAX_MATCH_CHARS for kinds without a length bound
+    lead: int = 48
+    reach: int = 512
 
 
 _NO_FLAGS: frozenset[str] = frozenset()
@@ -72,7 +76,29 @@ def _pem(value: str) -> frozenset[str] | None:
 
 
 def _rule(rule_id: str, kind: str, keywords: str, pattern: str, **options: object) -> SecretRule:
-    return SecretRule(f"secret.{rule_id}", kind, tuple(keywords.split()), pattern, **options)  # type: ignore[arg-type]
+    lead, reach = _NEAR.get(rule_id, (48, 512))
+    return SecretRule(f"secret.{rule_id}", kind, tuple(keywords.split()), pattern, lead=lead, reach=reach,
+                      **options)  # type: ignore[arg-type]
+
+
+_UNBOUNDED = MAX_MATCH_CHARS
+_NEAR: dict[str, tuple[int, int]] = {  # (lead, reach) per rule; the default (48, 512) suits assignments
+    "aws.access_key_id": (1, 32), "gcp.api_key": (1, 48), "gcp.service_account_key_id": (2, 96),
+    "google.oauth_client_secret": (1, 48), "google.oauth_access_token": (1, _UNBOUNDED),
+    "azure.storage_account_key": (1, 128), "azure.shared_access_key": (1, 96), "azure.sas_signature": (1, 160),
+    "azure.ad_client_secret": (6, 64), "digitalocean.token": (1, 80), "heroku.api_key_v2": (1, 80),
+    "github.token": (1, 48), "github.fine_grained_pat": (1, 104), "gitlab.token": (1, 160),
+    "gitlab.trigger_token": (1, 56), "gitlab.runner_registration": (1, 64), "npm.token": (1, 48),
+    "pypi.token": (1, _UNBOUNDED), "atlassian.api_token": (1, 224), "linear.api_key": (1, 56),
+    "doppler.token": (1, 64), "vault.token": (1, 416), "slack.token": (1, 320), "slack.app_token": (1, 160),
+    "slack.webhook": (12, 224), "discord.bot_token": (128, 512), "discord.webhook": (16, 224),
+    "telegram.bot_token": (12, 48),
+    "mailgun.api_key": (1, 256), "sendgrid.api_key": (1, 80), "twilio.api_key": (1, 40),
+    "stripe.secret_key": (1, 264), "stripe.publishable_key": (1, 264), "stripe.webhook_secret": (1, 80),
+    "shopify.token": (1, 48), "openai.api_key": (232, 240), "anthropic.api_key": (1, 144),
+    "huggingface.token": (1, 48), "jwt": (1, _UNBOUNDED), "private_key.pem": (1, _UNBOUNDED),
+    "private_key.putty": (1, _UNBOUNDED), "connection_string.password": (32, 448), "url.basic_auth": (12, 448),
+}
 
 
 RULES: tuple[SecretRule, ...] = (
@@ -136,18 +162,19 @@ RULES: tuple[SecretRule, ...] = (
     _rule("slack.webhook", "slack_webhook", "hooks.slack.com",
           r"(?i)(https?://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{20,160})",
           confidence=0.95),
-    _rule("discord.bot_token", "discord_token", "",
+    _rule("discord.bot_token", "discord_token", "discord bot",
           r"(?:^|[^A-Za-z0-9_.-])([MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40})" + _END,
           min_entropy=3.5, confidence=0.8),
     _rule("discord.webhook", "discord_webhook", "discord",
           r"(?i)(https?://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d{5,30}/[A-Za-z0-9_-]{60,80})"),
     _rule("telegram.bot_token", "telegram_bot_token", ":aa",
-          r"(?:^|[^0-9A-Za-z_:])(\d{8,10}:AA[A-Za-z0-9_-]{33})" + _END, confidence=0.9),
+          r"(?:^|[^0-9])(\d{8,10}:AA[A-Za-z0-9_-]{33})" + _END, confidence=0.9),
     _rule("mailgun.api_key", "mailgun_api_key", "key- mailgun",
           r"\b(key-[0-9a-f]{32})\b", confidence=0.85),
     _rule("sendgrid.api_key", "sendgrid_api_key", "sg.",
           r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})" + _END, confidence=0.99),
-    _rule("twilio.api_key", "twilio_api_key", "sk", r"\b(SK[0-9a-fA-F]{32})\b", confidence=0.8),
+    _rule("twilio.api_key", "twilio_api_key", " ".join("sk" + c for c in "0123456789abcdef"),
+          r"\b(SK[0-9a-fA-F]{32})\b", confidence=0.8),
     _rule("twilio.auth_token", "twilio_api_key", "twilio",
           r"(?i)twilio" + _ASSIGN + r"([a-f0-9]{32})\b", confidence=0.8),
     # --- payments, SaaS, AI providers
