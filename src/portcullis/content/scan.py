@@ -39,6 +39,7 @@ from portcullis.content.view import TextView, Window
 
 CHUNK_CHARS = 256 * 1024
 OVERLAP_CHARS = MAX_MATCH_CHARS
+VIEW_UNITS = 1024  # the fixed cost of scanning one text (about 20 µs), charged however short it is
 PII_KINDS = ("card", "ssn", "email", "phone", "iban")
 DEFAULT_BUDGET = ScanBudget()
 Clock = Callable[[], int]
@@ -122,6 +123,7 @@ class DetectorSet:
     def _scan_view(self, view: TextView, meter: Meter, depth: int, found: list[Finding],
                    outer: Callable[[Finding], Finding] | None) -> None:
         size = len(view.data)
+        meter.charge(VIEW_UNITS)
         gate_set = self._gate_set(meter.budget.min_encoded_run)
         gated = sum(d.gate is not None for d in self.detectors)
         encodings: set[str] = set()

@@ -26,6 +26,9 @@ from portcullis.content.validators import shannon_entropy
 from portcullis.content.view import TextView, Window
 
 
+MANY_HITS = 2048  # keyword hits in one chunk past which local runs cost more than whole-chunk runs
+
+
 class SecretDetector:
     """Detects the :data:`~.secret_rules.RULES` (or another rule table) in a text."""
 
@@ -65,12 +68,21 @@ class SecretDetector:
         hits = self._automaton.find_matches_as_indexes(memoryview(view.lower)[window.start:window.stop],
                                                        overlapping=True)
         meter.charge(window.stop - window.start + 16 * len(hits))
+        if len(hits) > MANY_HITS:  # a keyword flood: run each selected rule once over the whole window instead
+            for i in sorted({i for keyword in {k for k, _, _ in hits} for i in self._keyword_rules[keyword]}):
+                meter.charge(window.stop - window.start)
+                self._run(i, view, window, window.start, window.stop, meter, findings)
+            return findings
         near: dict[int, list[tuple[int, int]]] = {}
         for keyword, at, _ in hits:
             at += window.start
             for i in self._keyword_rules[keyword]:
-                rule = self._rules[i]
-                near.setdefault(i, []).append((max(window.start, at - rule.lead), min(window.stop, at + rule.reach)))
+                rule, spans = self._rules[i], near.setdefault(i, [])
+                start, stop = max(window.start, at - rule.lead), min(window.stop, at + rule.reach)
+                if spans and spans[-1][0] <= start <= spans[-1][1]:  # hits come nearly in order: extend
+                    spans[-1] = (spans[-1][0], max(stop, spans[-1][1]))
+                else:
+                    spans.append((start, stop))
         for i in sorted(near):
             for start, stop in merge_spans(near[i]):
                 meter.charge(stop - start)
