@@ -39,7 +39,8 @@ def _rule_rows() -> list[tuple[str, str]]:
 def _mixed_unicode(size: int) -> str:
     rng = random.Random(5)
     pieces = ["漢字テキスト", "مرحبا بالعالم", "שלום", "👩\u200d👩\u200d👧\u200d👦", "🏳️\u200d🌈", "a\u0301\u0302\u0303",
-              "e\u0308", "\u202bRTL\u202c", "\u200b", "Ω≈ç√∫", "ｆｕｌｌｗｉｄｔｈ", " ", "\n", "12 ", "@", "%", "="]
+              "e\u0308", "\u202bRTL\u202c", "\u200b", "Ω≈ç√∫", "\uff46\uff55\uff4c\uff4c",
+              " ", "\n", "12 ", "@", "%", "="]
     out, total = [], 0
     while total < size:
         piece = rng.choice(pieces)

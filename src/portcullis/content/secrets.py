@@ -25,7 +25,6 @@ from portcullis.content.secret_rules import RULES, SecretRule
 from portcullis.content.validators import shannon_entropy
 from portcullis.content.view import TextView, Window
 
-
 MANY_HITS = 2048  # keyword hits in one chunk past which local runs cost more than whole-chunk runs
 
 

@@ -103,8 +103,8 @@ class Corpus:
         return _s("slack_token", "SLACK_BOT_TOKEN=", value, "\n")
 
     def slack_webhook(self) -> Sample:
-        value = f"https://hooks.slack.com/services/T{self.chars(UPPER + DIGITS, 8)}/B{self.chars(UPPER + DIGITS, 10)}/" \
-                + self.chars(ALNUM, 24)
+        team, bot = self.chars(UPPER + DIGITS, 8), self.chars(UPPER + DIGITS, 10)
+        value = f"https://hooks.slack.com/services/T{team}/B{bot}/{self.chars(ALNUM, 24)}"
         return _s("slack_webhook", "post to ", value, " now")
 
     def stripe_key(self) -> Sample:
