@@ -16,7 +16,8 @@ from portcullis.content.regex import Pattern
 from portcullis.content.validators import luhn_ok
 from portcullis.content.view import TextView, Window
 
-_CANDIDATE = Pattern(r"(?:^|[^0-9A-Za-z_.,/:-])(\d{4}(?:[ -]?\d){9,15})(?:[^0-9A-Za-z_]|$)", group=1)
+_CANDIDATE_SOURCE = r"(?:^|[^0-9A-Za-z_.,/:-])(\d{4}(?:[ -]?\d){9,15})(?:[^0-9A-Za-z_]|$)"
+_CANDIDATE = Pattern(_CANDIDATE_SOURCE, group=1)
 
 # (first digits, inclusive range of that many leading digits, allowed lengths)
 _RANGES: tuple[tuple[int, int, int, frozenset[int]], ...] = (
@@ -66,7 +67,7 @@ def _layout_ok(candidate: str) -> bool:
 
 class CardDetector:
     name = "card"
-    gate = r"\d{4}(?:[ -]?\d){9}"
+    gate = _CANDIDATE_SOURCE
 
     def detect(self, view: TextView, window: Window, meter: Meter) -> list[Finding]:
         findings = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -30,7 +29,7 @@ from portcullis.content.view import TextView
 
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _CONTROL = bytes(b for b in range(0x20) if b not in (9, 10, 13))
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX = b"0123456789abcdefABCDEF"
 _URL_CHARS = r"[A-Za-z0-9._~!*'()+,;=:@/?&$#\[\]-]"
 _QP_CHARS = r"[!-<>-~]"
 
@@ -43,12 +42,29 @@ def gates(min_run: int) -> tuple[str, str, str]:
     return r"[A-Za-z0-9+/_-]{" + str(min_run) + "}", r"%[0-9A-Fa-f]{2}", r"=(?:[0-9A-F]{2}|\r?\n)"
 
 
-@functools.lru_cache(maxsize=8)
-def _patterns(min_run: int) -> tuple[Pattern, Pattern, Pattern]:
-    b64 = Pattern(r"[A-Za-z0-9+/_-]{" + str(min_run) + r",}={0,2}")
-    url = Pattern(_URL_CHARS + r"*(?:%[0-9A-Fa-f]{2}" + _URL_CHARS + r"*)+")
-    qp = Pattern(_QP_CHARS + r"*(?:=(?:[0-9A-F]{2}|\r?\n)" + _QP_CHARS + r"*){2,}")
-    return b64, url, qp
+_URL = Pattern(_URL_CHARS + r"*(?:%[0-9A-Fa-f]{2}" + _URL_CHARS + r"*)+")
+_QP = Pattern(_QP_CHARS + r"*(?:=(?:[0-9A-F]{2}|\r?\n)" + _QP_CHARS + r"*){2,}")
+# base64-alphabet bytes become "a", all others " ": a run of min_run "a" is then found by bytes.find
+_B64_CLASS = bytes(0x61 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/_-") else 0x20 for b in range(256))
+
+
+def _b64_runs(data: bytes, min_run: int) -> Iterator[tuple[int, int]]:
+    """Maximal base64-alphabet runs of at least ``min_run`` bytes, with up to two "=" of padding.
+
+    A result is full of such runs (digests, UUIDs, long identifiers), so this is written with C-level
+    byte searches (about 0.5 µs a run) rather than a regex search per run (about 3 µs): the first
+    occurrence of ``min_run`` alphabet bytes is where a long enough run starts."""
+    marks = data.translate(_B64_CLASS)
+    needle = b"a" * min_run
+    start = marks.find(needle)
+    while start >= 0:
+        end = marks.find(b" ", start + min_run)
+        end = len(data) if end < 0 else end
+        padded = end
+        while padded < len(data) and padded - end < 2 and data[padded] == 0x3D:
+            padded += 1
+        yield start, padded
+        start = marks.find(needle, end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +100,9 @@ def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
     body = token.rstrip(b"=")
     if len(body) % 4 == 1:
         body = body[:-1]
-    if len(body) % 2 == 0 and all(c in _HEX for c in body[:64]) and all(c in _HEX for c in body):
+    if len(body) % 2 == 0 and not body.translate(None, _HEX):
+        if body[::2].translate(None, b"01234567"):  # a byte >= 0x80: not ASCII text (a digest, an id)
+            return None
         return "hex", bytes.fromhex(body.decode("ascii"))
     urlsafe = b"-" in body or b"_" in body
     if urlsafe and (b"+" in body or b"/" in body):
@@ -100,13 +118,12 @@ def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str]) 
     """Runs in ``view`` whose decoding is text, base64/hex first, then URL, then QP; only the encodings
     in ``present`` (whose :func:`gates` matched) are searched."""
     data = view.data
-    b64, url, qp = _patterns(min_run)
-    for _, _, start, end in b64.finditer(data, 0, len(data), len(data)) if "base64" in present else ():
+    for start, end in _b64_runs(data, min_run) if "base64" in present else ():
         meter.charge(64 + end - start)
         decoded = _decode_b64(data[start:end])
         if decoded is not None and is_text(decoded[1]):
             yield EncodedRun(start, end, decoded[0], decoded[1])
-    for pattern, encoding in ((url, "url"), (qp, "quoted-printable")):
+    for pattern, encoding in ((_URL, "url"), (_QP, "quoted-printable")):
         if encoding not in present:
             continue
         for _, _, start, end in pattern.finditer(data, 0, len(data), len(data)):

@@ -17,7 +17,8 @@ from portcullis.content.findings import FLAG_CHECKSUM_OK, FLAG_TEST_VALUE, Findi
 from portcullis.content.regex import Pattern
 from portcullis.content.view import TextView, Window
 
-_SSN = Pattern(r"(?:^|[^0-9A-Za-z_.,/:-])(\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4})(?:[^0-9A-Za-z_-]|$)", group=1)
+_SSN_SOURCE = r"(?:^|[^0-9A-Za-z_.,/:-])(\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4})(?:[^0-9A-Za-z_-]|$)"
+_SSN = Pattern(_SSN_SOURCE, group=1)
 _SSN_SAMPLES = frozenset({"078051120", "219099999", "123456789"})
 
 # at most 255 characters reach this pattern, and each label is delimited by a dot: bounded backtracking
@@ -28,13 +29,15 @@ _LOCAL_CHARS = bytes(0x61 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in
                      for b in range(256))
 _NOT_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "js", "css", "map", "ts"})
 
-_PHONE = Pattern(r"(?:^|[^0-9A-Za-z_+.,/:-])(\+?\(?\d[\d ().-]{6,20}\d)(?:[^0-9A-Za-z_]|$)", group=1)
+_PHONE_SOURCE = r"(?:^|[^0-9A-Za-z_+.,/:-])(\+?\(?\d[\d ().-]{6,20}\d)(?:[^0-9A-Za-z_]|$)"
+_PHONE = Pattern(_PHONE_SOURCE, group=1)
 _DATE = Pattern(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 _DOTTED_QUAD = Pattern(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 _NON_DIGITS = re.compile(r"[^0-9]+")  # on a candidate of at most 23 characters: no ReDoS
 PHONE_PARSE_UNITS = 4096  # a phonenumbers parse costs about 40 µs: charge it like 4 KB of scanning
 
-_IBAN = Pattern(r"\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b", group=1)
+_IBAN_SOURCE = r"\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b"
+_IBAN = Pattern(_IBAN_SOURCE, group=1)
 
 
 class SsnDetector:
@@ -43,7 +46,7 @@ class SsnDetector:
     (too many other things are nine digits)."""
 
     name = "ssn"
-    gate = r"\d{3}[- ]\d{2}[- ]\d{4}"
+    gate = _SSN_SOURCE  # the candidate pattern itself: the gate set pass then finds exactly the texts with one
 
     def detect(self, view: TextView, window: Window, meter: Meter) -> list[Finding]:
         findings = []
@@ -96,7 +99,7 @@ class PhoneDetector:
     date or a dotted quad. Numbers without a country code are read in ``region``."""
 
     name = "phone"
-    gate = r"\d[\d ().-]{6,20}\d"
+    gate = _PHONE_SOURCE
 
     def __init__(self, region: str = "US") -> None:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
@@ -164,7 +167,7 @@ class IbanDetector:
     """IBANs (upper-case, optionally grouped by spaces) whose country length and mod-97 check verify."""
 
     name = "iban"
-    gate = r"[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}"
+    gate = _IBAN_SOURCE
 
     def detect(self, view: TextView, window: Window, meter: Meter) -> list[Finding]:
         findings = []
