@@ -239,3 +239,13 @@ def test_budget_of_a_scan_is_fresh_each_call() -> None:
     """A ScanBudget is a value: the same budget object serves many scans."""
     budget = ScanBudget(cpu_ms=1000)
     assert scan_text("me@example.com", budget).findings and scan_text("me@example.com", budget).findings
+
+
+def test_decoding_follows_two_levels_and_stops_at_the_depth_limit() -> None:
+    """base64 inside base64 is found (``base64>base64``); a third level is past ``decode_depth`` = 2."""
+    secret = b"key " + b"npm_" + b"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    twice = base64.b64encode(base64.b64encode(secret)).decode()
+    assert [f.encoding for f in scan_text(twice).findings] == ["base64>base64"]
+    thrice = base64.b64encode(twice.encode()).decode()
+    assert not scan_text(thrice).findings
+    assert [f.encoding for f in scan_text(thrice, ScanBudget(decode_depth=3)).findings] == ["base64>base64>base64"]
