@@ -1,0 +1,1 @@
+"""Content security: scanners for what upstreams send (tool definitions, results) — pure functions."""
