@@ -66,10 +66,15 @@ _MODEL = r"(?:ai|assistant|chatbot|chatgpt|claude|gpt(?:-?\d[\w.-]*)?|gemini|lla
 # Rules for both scanners: what an attacker writes whether the text is a tool description or a result.
 SHARED: tuple[Rule, ...] = (
     _rule("override", "high", "ignore|disregard|forget|overrid|overrul|bypass|neglect|skip",
-          r"\b(?:ignore|disregard|forget|overrid(?:e|ing)|overrule|bypass|neglect|skip)\b[^.\n]{0,40}?"
+          r"\b(?:ignore|disregard|forget|overrid(?:e|ing)|overrule|bypass|neglect|skip)\b(?:[^.\n]{0,40}?"
           r"\b(?:previous|prior|above|earlier|preceding|former|all|any|your|the|system|original|initial|other|"
-          r"existing|these|those|every)\b[^.\n]{0,30}?\b(?:instructions?|directions?|directives?|prompts?|rules?|"
-          r"guidelines?|commands?|context|constraints?|tasks?|polic(?:y|ies)|guardrails?|safety)\b"),
+          r"existing|these|those|every)\b)?[^.\n]{0,30}?\b(?:instructions?|directions?|directives?|prompts?|rules?|"
+          r"guidelines?|commands?|context|constraints?|tasks?|polic(?:y|ies)|guardrails?|safety|info|information|"
+          r"the rest|everything (?:else|above|before))\b"
+          r"|\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:your|the|my|these|those|all)?\s*"
+          r"(?:previous|prior|above|earlier|preceding|former|original|initial)\b"
+          r"|\b(?:reply|respond|answer|output|print|say)\b(?: with)? only (?:with )?(?:the following|this|these "
+          r"words)\b[^.\n]{0,40}\b(?:nothing else|no other|and nothing)"),
     _rule("override", "high", "new instruction|updated instruction|new task|from now on|new rules|real instruction|"
           "actual instruction|instead, |instead do",
           r"\b(?:(?:your |the )?(?:new|updated|real|actual|true) (?:instructions?|task|rules|objective|goal)s?"
@@ -134,8 +139,12 @@ SHARED: tuple[Rule, ...] = (
           r"!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^)\s]{1,500}[?&#][^)\s]{0,500}\)"
           r"|!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^)\s]{0,500}(?:\{|\$|%s)[^)\s]{0,500}\)"
           r"|<img\b[^>]{0,200}\bsrc\s*=\s*[\"']?(?:https?:)?//[^\s\"'>]{1,500}[?&][^\s\"'>]{0,500}"),
+    _rule("harmful_request", "medium", "toxic|offensive|discriminat|hateful|racist|sexist|harmful|insult|slur",
+          r"\b(?:write|generate|produce|create|say|compose|output)\b[^.\n]{0,30}\b(?:toxic|offensive|"
+          r"discriminatory|hateful|racist|sexist|harmful|insulting|derogatory)\b[^.\n]{0,30}\b(?:about|against|"
+          r"towards?|sentence|statement|message|joke|comment)\b"),
     _rule("tool_request", "medium", "tool|function",
-          r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?[`'\"]?[a-z][a-z0-9_.-]{1,60}[`'\"]?\s+"
+          r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?(?!this\b)[`'\"]?[a-z][a-z0-9_.-]{1,60}[`'\"]?\s+"
           r"(?:tool|function)\s+(?:with|to|and|using|first|now|immediately|before)\b"
           r"|\byou (?:should|must|need to|have to) (?:first )?(?:use|call|invoke|run) (?:the )?(?:tool|function)\b"),
     _rule("exfil_request", "high", "send|forward|email|transfer|post|upload|wire|pay|bcc|cc",

@@ -44,10 +44,12 @@ _RULES: tuple[Rule, ...] = SHARED + DEFINITION_ONLY
 _TEXT_KEYS = frozenset({"title", "description", "$comment", "pattern", "format", "contentMediaType"})
 _VALUE_KEYS = frozenset({"default", "examples", "enum", "const", "example"})
 _FREE_TEXT_PARAMS = re.compile(r"(?:side_?notes?|notes?|context|extra|metadata|feedback|debug|comments?|reasoning|"
-                               r"explanation|hidden|internal|details|summary|memo|annotations?|remarks?|info|data|"
-                               r"payload|content|message)", re.IGNORECASE)
+                               r"explanation|hidden|internal|details|summary|memo|annotations?|remarks?|"
+                               r"additional_?\w*|extra_?\w*)", re.IGNORECASE)
 _ASKS_FOR_DATA = re.compile(r"\b(?:secret|password|passphrase|api[ _-]?key|token|credential|private key|ssh|"
-                            r"contents? of|file contents?|conversation|chat history|previous messages|system prompt|"
+                            r"(?:contents?|text) of (?:the |your |any )?(?:config|configuration|\.?env|ssh|"
+                            r"credential|secret|mcp|system prompt|conversation)|conversation|chat history|"
+                            r"previous messages|system prompt|"
                             r"environment variables?|everything (?:you|the user)|all (?:the )?(?:data|information) "
                             r"(?:you|the user))")
 _KEY_MATERIAL = re.compile(r"-----begin [a-z0-9 ]{0,20}private key|\bakia[0-9a-z]{16}\b|\bgh[pousr]_[a-z0-9]{30,}|"
@@ -55,8 +57,9 @@ _KEY_MATERIAL = re.compile(r"-----begin [a-z0-9 ]{0,20}private key|\bakia[0-9a-z
 _SHELL = re.compile(r"\b(?:curl|wget|nc|ncat|netcat|bash|sh|zsh|powershell|pwsh|python3?|perl|ruby|php)\b[^\n]{0,80}?"
                     r"(?:\||;|&&|\s-c\b|\s-e\b|\bhttps?://)|\brm\s+-[rf]{2}\b|\$\([^)]{1,80}\)|`[^`\n]{1,80}`|"
                     r"\bchmod\s+\+x\b|\bbase64\s+-d\b")
+_RESERVED_HOSTS = ("example.com", "example.org", "example.net", "example", "localhost", "test", "invalid")  # RFC 2606
 _URL = re.compile(r"\b(?:https?|ftp|wss?)://[^\s\"'<>)]{1,500}")
-_PADDING = re.compile(r"[ \t\r\n\u00a0\u2000-\u200a\u3000]{40,}")
+_PADDING = re.compile(r"(?:[^\S\n]*\n){8,}[^\S\n]*|[^\S\n]{40,}")  # 8+ line breaks, or 40+ blanks in a row
 
 
 def scan_definition(tool: Mapping[str, Any], *, other_tools: Iterable[str] = (),
@@ -146,8 +149,7 @@ def _scan_string(pointer: str, kind: str, text: str, others: tuple[str, ...],
     folded = fold(text)
     for rule, m in matches(folded, _RULES):
         found.append(Finding(f"poisoning.{rule.id}", rule.severity, pointer, excerpt(folded, m.start(), m.end())))
-    if (pad := _PADDING.search(text)) is not None and pad.group().count("\n") + len(pad.group()) // 10 >= 8 \
-            and text[pad.end():].strip():
+    if (pad := _PADDING.search(text)) is not None and text[pad.end():].strip():
         found.append(Finding("poisoning.padding", "high", pointer, excerpt(text, pad.end(), pad.end() + 40, 0),
                              f"text after {len(pad.group())} blank characters ({pad.group().count(chr(10))} lines)"))
     if kind != "value":
@@ -184,12 +186,12 @@ def _suspicious_value(pointer: str, text: str, folded: str, hosts: tuple[str, ..
     if (m := _SHELL.search(folded)) is not None:
         found.append(Finding("poisoning.suspicious_default", "high", pointer, excerpt(folded, m.start(), m.end()),
                              "a shell command"))
-    for url in _URL.finditer(text):
+    for url in _URL.finditer(text) if hosts else ():  # no allow-list: exfil_url judges URLs on their own
         try:
             host = (urlsplit(url.group()).hostname or "").lower().rstrip(".")
         except ValueError:  # malformed (an unclosed IPv6 bracket): not a host we allow
             host = ""
-        if not any(host == h or host.endswith("." + h) for h in hosts):
+        if not any(host == h or host.endswith("." + h) for h in (*hosts, *_RESERVED_HOSTS)):
             found.append(Finding("poisoning.suspicious_default", "high", pointer, excerpt(text, url.start(), url.end()),
                                  "a URL to a host outside the allow-list"))
             break

@@ -9,7 +9,7 @@ What counts as hostile (each a rule id, ``unicode.<kind>``):
 * ``zero_width`` — ZWSP, WORD JOINER, invisible math operators, a BOM past the first character, a
   Mongolian vowel separator outside Mongolian, and ZWNJ / ZWJ *except* between two letters of a
   script that uses them (Arabic, Persian, Syriac, the Indic scripts, …) or, for ZWJ, between two
-  emoji (👨‍👩‍👧). ZWSP between Thai, Lao, Khmer or Myanmar letters (word breaks) is kept;
+  emoji (a family emoji). ZWSP between Thai, Lao, Khmer or Myanmar letters (word breaks) is kept;
 * ``control`` — C0 and C1 controls other than tab, line feed and carriage return;
 * ``terminal_escape`` — a whole ANSI / OSC / CSI escape sequence (colour, cursor moves, hyperlinks);
 * ``variation_selector`` — a selector that does not follow a base character, or a run of them (the
@@ -90,9 +90,14 @@ def _is_letter_or_mark(ch: str) -> bool:
 
 def _legit_joiner(text: str, i: int) -> bool:
     """ZWNJ / ZWJ at ``i`` sits between two letters (or marks) of a joining script, or ZWJ between emoji."""
-    if i == 0 or i + 1 >= len(text):
+    if i == 0:
         return False
-    before, after = text[i - 1], text[i + 1]
+    before = text[i - 1]
+    if unicodedata.category(before) == "Mn" and _in(ord(before), _JOINING_SCRIPTS):
+        return True  # after a virama or other sign: conjunct and chillu forms, even at a word's end
+    if i + 1 >= len(text):
+        return False
+    after = text[i + 1]
     if text[i] == "\u200d" and _is_emoji(before) and _is_emoji(after):
         return True
     return (_is_letter_or_mark(before) and _is_letter_or_mark(after)
