@@ -8,9 +8,9 @@ controls, zero-width characters, terminal escapes, variation-selector smuggling)
 HTML images whose URL carries data. It is a detector, not a proof: see docs/content-security.md
 for what it misses.
 
-Cost: plain ASCII text without an anchor word (the common case) costs ``isascii``, a search for
-control characters, ``lower`` and one RE2 pass over the anchors of every rule; only text with an
-anchor is folded and matched rule by rule. Past ``budget_s`` the answer is an
+Cost: plain ASCII text that no rule matches (the common case) costs ``isascii``, a search for
+control characters, ``lower`` and one RE2 pass over the union of the rules; only text that pass
+matched is folded and matched rule by rule. Past ``budget_s`` the answer is an
 ``injection.scan_incomplete`` finding, never "clean".
 
 :func:`wrap` puts text in an envelope an agent can recognise as untrusted data: an opening line and a
@@ -26,16 +26,13 @@ import secrets
 import time
 from collections.abc import Callable
 
-import re2  # type: ignore[import-untyped]  # google-re2: linear-time, one DFA pass for the anchor prefilter
-
 from portcullis.content.findings import Finding, excerpt
-from portcullis.content.patterns import SHARED, fold, matches
+from portcullis.content.patterns import SHARED, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
 
 DEFAULT_BUDGET_S = 0.05
 _ASCII_CONTROLS = tuple(chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127))
-_ANCHORS = re2.compile("|".join(re2.escape(a).replace(r"\ ", r"\s+")
-                                for a in sorted({a for rule in SHARED for a in rule.anchors})))
+_PREFILTER = prefilter(SHARED)
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 
 
@@ -44,17 +41,20 @@ def scan_result(text: str, *, budget_s: float = DEFAULT_BUDGET_S,
     """Every injection finding in the tool-result text ``text`` (pointer ``""``; callers that scan a
     structured result pass each string and set the pointer themselves, see :func:`with_pointer`)."""
     start = clock()
-    if text.isascii():
-        runs = find_hidden(text) if any(c in text for c in _ASCII_CONTROLS) else []
-        if not runs and _ANCHORS.search(text.lower()) is None:
-            return []  # the fast path: plain text, no anchor of any rule
+    runs = [] if text.isascii() and not any(c in text for c in _ASCII_CONTROLS) else find_hidden(text)
+    if text.isascii() and not runs:
+        folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
+        if "  " in folded or "\t" in folded or "\r" in folded:
+            folded = fold(folded)
+        if _PREFILTER.search(folded) is None:
+            return []  # the fast path: plain text that no rule can match
+        found: list[Finding] = []
     else:
-        runs = find_hidden(text)
-    found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
-                     f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
-    folded = fold(text)
-    if _ANCHORS.search(folded) is None:
-        return found
+        found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
+                         f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
+        folded = fold(text, runs)
+        if _PREFILTER.search(folded) is None:
+            return found
     for rule, m in matches(folded, SHARED):
         found.append(Finding(f"injection.{rule.id}", rule.severity, "", excerpt(folded, m.start(), m.end())))
         if clock() - start > budget_s:

@@ -2,9 +2,9 @@
 
 Each :class:`Rule` is a regular expression over *folded* text (:func:`fold`: hidden characters
 removed, tag-character text spelled out, NFKC, lower case, whitespace runs as one space), guarded
-by literal anchors: the expression runs only when one anchor occurs in the folded text, so clean
-text costs a few substring searches. Every expression is linear in practice: bounded gaps
-(``[^.\\n]{0,80}?``), no nested quantifiers, applied to text whose length the caller bounds.
+by one RE2 program for the union of a scanner's rules (:func:`prefilter`): the Python expressions
+run only when that single linear pass found something, so clean text costs one DFA scan. Each
+expression is linear in practice: bounded gaps (``[^.\\n]{0,80}?``), no nested quantifiers.
 
 The rule catalogue was written for Portcullis, informed by the public attack write-ups (Invariant
 Labs' tool-poisoning and shadowing notes, Trail of Bits' line-jumping and ANSI posts, the
@@ -17,34 +17,68 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import re2  # type: ignore[import-untyped]  # google-re2: linear time, one DFA pass over the union of the rules
 
 from portcullis.content.findings import Severity
-from portcullis.content.unicode_safety import visible_text
-
-_SPACES = re.compile(r"[^\S\n]+")
+from portcullis.content.unicode_safety import HiddenRun, visible_text
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A pattern rule: ``id`` is its class (``override``), ``anchors`` literal folded substrings."""
+    """A pattern rule: ``id`` is its class (``override``); ``regex`` reads folded text."""
 
     id: str
     severity: Severity
-    anchors: tuple[str, ...]
     regex: re.Pattern[str]
 
 
-def fold(text: str) -> str:
-    """What pattern rules read: hidden runs removed (tag text spelled out), NFKC, lower case, and runs
-    of spaces or tabs as one space (line breaks kept: some rules look at line starts)."""
-    shown = visible_text(text)
-    if not shown.isascii() and not unicodedata.is_normalized("NFKC", shown):
+# Compatibility characters that NFKC maps onto ASCII letters and digits (fullwidth, mathematical
+# alphanumerics, enclosed and circled forms, ligatures, super- and subscripts, squared Latin): the
+# spellings that evade a rule. Other text skips the (costly) normalisation.
+_COMPAT = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\u2460-\u24ff\U0001f100-\U0001f1ff\ufb00-\ufb06"
+                     "\u2070-\u209f\u1d2c-\u1d6a\u3200-\u33ff\u2100-\u214f]")
+
+
+def fold(text: str, runs: list[HiddenRun] | None = None) -> str:
+    """What pattern rules read: hidden runs removed (tag text spelled out), NFKC, lower case, and each
+    line's whitespace runs as one space, ends trimmed (line breaks kept: some rules look at line starts).
+    ``runs``: :func:`find_hidden` of ``text`` when the caller has it already."""
+    shown = visible_text(text, runs)
+    if not shown.isascii() and _COMPAT.search(shown) and not unicodedata.is_normalized("NFKC", shown):
         shown = unicodedata.normalize("NFKC", shown)
-    return _SPACES.sub(" ", shown.lower())
+    return "\n".join(" ".join(line.split()) for line in shown.lower().split("\n"))
 
 
-def _rule(id: str, severity: Severity, anchors: str, pattern: str) -> Rule:
-    return Rule(id, severity, tuple(anchors.split("|")), re.compile(pattern))
+def _rule(id: str, severity: Severity, pattern: str) -> Rule:
+    return Rule(id, severity, re.compile(pattern))
+
+
+def _relaxed(pattern: str) -> str:
+    """``pattern`` for RE2 over *unfolded* lower-case text: lookarounds dropped (RE2 has none; dropping
+    them only widens the match) and each literal space outside a class as ``[ \\t]+``, so the result
+    matches wherever the rule could match the folded text."""
+    pattern = pattern.replace(r"(?!this\b)", "").replace(r"(?<![\w.])", "")
+    out, depth, escaped = [], 0, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        out.append("[ \\t\\r\\f\\v]+" if ch == " " and depth == 0 and not escaped else ch)
+    return "".join(out)
+
+
+def prefilter(rules: tuple[Rule, ...]) -> Any:
+    """One RE2 program for the union of ``rules`` (relaxed): no match means no rule can match."""
+    options = re2.Options()
+    options.max_mem = 64 << 20  # the union's DFA; past it RE2 stays linear but slower
+    return re2.compile("|".join(f"(?:{_relaxed(rule.regex.pattern)})" for rule in rules), options)
 
 
 _ACT = r"(?:read|pass|send|include|provide|attach|upload|append|add|put|insert|copy|paste|supply|give|collect|" \
@@ -57,15 +91,12 @@ _KEY_FILES = (r"(?:\.ssh\b|\bid_(?:rsa|dsa|ecdsa|ed25519)\b|(?<![\w.])\.env\b|\b
               r"\.aws/credentials|\.netrc\b|\.npmrc\b|\.pypirc\b|\.git-credentials|\.kube/config|"
               r"\.docker/config\.json|/etc/(?:passwd|shadow)\b|\.bash_history|\.zsh_history|\bwallet\.dat\b|"
               r"\.gnupg\b|\bcookies\.sqlite\b|\blogin data\b)")
-_KEY_FILE_ANCHORS = (".ssh|id_rsa|id_dsa|id_ecdsa|id_ed25519|.env|mcp.json|claude_desktop_config|.aws/|.netrc|"
-                     ".npmrc|.pypirc|.git-credentials|.kube/|.docker/|/etc/|_history|wallet.dat|.gnupg|"
-                     "cookies.sqlite|login data")
 _MODEL = r"(?:ai|assistant|chatbot|chatgpt|claude|gpt(?:-?\d[\w.-]*)?|gemini|llama|llm|language model|agent|model|" \
          r"copilot|bot)"
 
 # Rules for both scanners: what an attacker writes whether the text is a tool description or a result.
 SHARED: tuple[Rule, ...] = (
-    _rule("override", "high", "ignore|disregard|forget|overrid|overrul|bypass|neglect|skip",
+    _rule("override", "high",
           r"\b(?:ignore|disregard|forget|overrid(?:e|ing)|overrule|bypass|neglect|skip)\b(?:[^.\n]{0,40}?"
           r"\b(?:previous|prior|above|earlier|preceding|former|all|any|your|the|system|original|initial|other|"
           r"existing|these|those|every)\b)?[^.\n]{0,30}?\b(?:instructions?|directions?|directives?|prompts?|rules?|"
@@ -75,13 +106,11 @@ SHARED: tuple[Rule, ...] = (
           r"(?:previous|prior|above|earlier|preceding|former|original|initial)\b"
           r"|\b(?:reply|respond|answer|output|print|say)\b(?: with)? only (?:with )?(?:the following|this|these "
           r"words)\b[^.\n]{0,40}\b(?:nothing else|no other|and nothing)"),
-    _rule("override", "high", "new instruction|updated instruction|new task|from now on|new rules|real instruction|"
-          "actual instruction|instead, |instead do",
+    _rule("override", "high",
           r"\b(?:(?:your |the )?(?:new|updated|real|actual|true) (?:instructions?|task|rules|objective|goal)s?"
           r"(?: (?:is|are))? ?:|from now on,? (?:you|always|only|respond|reply|answer|act|do|ignore)|"
           r"your (?:new|real|actual) (?:task|goal|objective|instructions?) (?:is|are)|instead,? do\b)"),
-    _rule("concealment", "high", "tell|inform|notif|alert|mention|reveal|let|show|know|notice|secret|silent|quiet|"
-          "covert|hidden|invisible",
+    _rule("concealment", "high",
           r"\b(?:do not|don't|dont|never|without|avoid|no need to)\s+(?:tell|telling|inform|informing|notify|"
           r"notifying|alert|alerting|mention|mentioning|reveal|revealing|show|showing|let|letting|ask|asking)\s+"
           r"(?:the |your |this to the |this to |it to the |that to the )?(?:user|human|operator|person|customer|"
@@ -94,21 +123,19 @@ SHARED: tuple[Rule, ...] = (
           r"attach|pass|read|call|execute|run|upload|post|bcc|cc|append|transfer|change|modify)"
           r"|\bkeep (?:this|it|these instructions) (?:secret|hidden|confidential|private)"
           r"|\b(?:invisible|hidden) (?:to|from) (?:the )?(?:user|humans?|people|reviewers?)"),
-    _rule("role_marker", "high", "<|[inst|[/inst|<<sys|### system|###(system|### instruction|[system",
+    _rule("role_marker", "high",
           r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|?>?"
           r"|</?\s*(?:important|instructions?|system(?:[ _-]?(?:prompt|message|instructions?))?|tool_results?|"
           r"tool_outputs?|function_results?|function_calls?|admin|secret|hidden|critical|assistant|information|"
           r"note_to_(?:ai|assistant|model|llm)|ai_instructions?)\s*>"
           r"|\[/?inst\]|<<\s*/?sys\s*>>|###\s*\(?\s*(?:system|instruction)|\[\s*system\s*\]"),
-    _rule("role_marker", "high", "system|assistant|ai:|admin",
+    _rule("role_marker", "high",
           r"(?:^|\n)[ >#*\[]*(?:assistant|ai)\s*\]?:[^\n]{0,300}\n[ >#*\[]*(?:user|human)\s*\]?:"
           r"|(?:^|\n)[ >#*\[]*(?:system|admin)(?: message| note| override| request)?\s*\]?\s*(?:::?|:)\s*"
           r"(?:focus|ignore|you|from now|new|override|forget|disregard|print|respond|reply|output|say|only|always|"
           r"never|do|the (?:user|assistant)|assistant|stop|instead)"
           r"|\[admin request|\[system(?: message| note| override)?\]"),
-    _rule("address_model", "medium", "important message|important instruction|note to|message from me|to you|"
-          "attention|dear|hey|hello|hi |you are an|you're an|as an|before you|after you|automated|ai model|"
-          "language model",
+    _rule("address_model", "medium",
           r"\b(?:an? |this is an? )?(?:important|urgent|critical) (?:message|instructions?|notes?|notice|"
           r"update)s? (?:from|for|to) (?:me|the (?:user|developer|admin|system)|you)\b"
           r"|\bnote (?:to|for) (?:the |any |all )?(?:automated|" + _MODEL + r")\b"
@@ -120,34 +147,31 @@ SHARED: tuple[Rule, ...] = (
           r"|\b(?:automated|ai|llm) (?:analysis|screening|review|assistant|agent|model)s?(?: software| systems?)?"
           r"[,:] (?:please |you (?:must|should) )?(?:ignore|output|respond|reply|print|say|rate|recommend|report|"
           r"classify|treat|mark)"),
-    _rule("secret_request", "high", "read|pass|send|include|provide|attach|upload|append|add|put|insert|copy|"
-          "paste|supply|give|collect|extract|dump|cat|open|share|forward|post|leak|exfiltrat|transmit|email|"
-          "reveal|output|print",
+    _rule("secret_request", "high",
           r"\b" + _ACT + r"\b[^.\n]{0,80}?\b" + _SENSITIVE),
-    _rule("secret_file", "high", _KEY_FILE_ANCHORS,
+    _rule("secret_file", "high",
           r"\b(?:read|pass|send|include|attach|upload|cat|open|contents?|copy|load|dump|provide|supply|extract|"
           r"get|fetch|access)\b[^\n]{0,80}?" + _KEY_FILES
           + r"|" + _KEY_FILES + r"[^\n]{0,60}?\b(?:contents?|and (?:pass|send|include|put|add)|as (?:the|a) "
           r"(?:parameter|argument|value))"),
-    _rule("exfil_url", "high", "webhook.site|requestbin|pipedream|ngrok|burpcollaborator|oast|interact.sh|"
-          "beeceptor|hookbin|requestcatcher|postb.in|canarytokens|ptsv|=http|={|=$|=%s|=<|=[",
+    _rule("exfil_url", "high",
           r"\b(?:webhook\.site|requestbin|pipedream\.net|ngrok(?:-free)?\.(?:io|app|dev)|burpcollaborator\.net|"
           r"oast\.(?:fun|live|me|pro|site|online)|interact\.sh|beeceptor\.com|hookbin\.com|requestcatcher\.com|"
           r"postb\.in|canarytokens\.com|ptsv[23]\.com)\b"
           r"|https?://[^\s)\"'<>]{1,200}[?&][\w.-]{1,40}=(?:\{|\$|<|%s|\[)"),
-    _rule("image_exfil", "high", "![|<img",
+    _rule("image_exfil", "high",
           r"!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^)\s]{1,500}[?&#][^)\s]{0,500}\)"
           r"|!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^)\s]{0,500}(?:\{|\$|%s)[^)\s]{0,500}\)"
           r"|<img\b[^>]{0,200}\bsrc\s*=\s*[\"']?(?:https?:)?//[^\s\"'>]{1,500}[?&][^\s\"'>]{0,500}"),
-    _rule("harmful_request", "medium", "toxic|offensive|discriminat|hateful|racist|sexist|harmful|insult|slur",
+    _rule("harmful_request", "medium",
           r"\b(?:write|generate|produce|create|say|compose|output)\b[^.\n]{0,30}\b(?:toxic|offensive|"
           r"discriminatory|hateful|racist|sexist|harmful|insulting|derogatory)\b[^.\n]{0,30}\b(?:about|against|"
           r"towards?|sentence|statement|message|joke|comment)\b"),
-    _rule("tool_request", "medium", "tool|function",
+    _rule("tool_request", "medium",
           r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?(?!this\b)[`'\"]?[a-z][a-z0-9_.-]{1,60}[`'\"]?\s+"
           r"(?:tool|function)\s+(?:with|to|and|using|first|now|immediately|before)\b"
           r"|\byou (?:should|must|need to|have to) (?:first )?(?:use|call|invoke|run) (?:the )?(?:tool|function)\b"),
-    _rule("exfil_request", "high", "send|forward|email|transfer|post|upload|wire|pay|bcc|cc",
+    _rule("exfil_request", "high",
           r"\b(?:send|forward|email|transfer|post|upload|wire|pay|bcc|cc|copy)\b[^.\n]{0,60}?\bto\b[^.\n]{0,40}?"
           r"(?:\b[a-z]{2}\d{2}[a-z0-9]{11,30}\b|https?://)[^.\n]{0,80}?\b(?:including|includes?|with|containing|"
           r"contains|that has)\b"),
@@ -155,7 +179,7 @@ SHARED: tuple[Rule, ...] = (
 
 # Definition-only rules: how a poisoned description steers the model away from, or around, other tools.
 DEFINITION_ONLY: tuple[Rule, ...] = (
-    _rule("shadowing", "high", "when|before|after|whenever|all |every |recipient|destination|redirect",
+    _rule("shadowing", "high",
           r"\b(?:when|whenever|before|after|if)\b[^.\n]{0,20}?\b(?:the |a |any )?[`'\"]?(?!this\b)"
           r"[a-z][a-z0-9_.-]{1,60}[`'\"]? (?:tool|function)\s+(?:is|gets|has been) (?:called|used|invoked|run|executed)"
           r"|\b(?:when|whenever|before|after) (?:using|calling|invoking|running) (?:the |any )?(?:other )?"
@@ -166,8 +190,7 @@ DEFINITION_ONLY: tuple[Rule, ...] = (
           r"\b(?:be )?(?:sent|cc'?d?|bcc'?d?|forwarded|routed|copied|redirected|addressed|mirrored)\b"
           r"|\b(?:change|modify|replace|override|redirect|rewrite|switch)\b[^.\n]{0,20}?\b(?:the )?(?:recipient|"
           r"destination|to address|to-address|target account|iban|beneficiary|payee)s?\b[^.\n]{0,20}?\bto\b"),
-    _rule("preference", "medium", "this tool|this function|this server|this service|our tool|only tool|other tool|"
-          "other function|other server|other service|instead of|deprecated",
+    _rule("preference", "medium",
           r"\b(?:always|only|must)\s+(?:use|call|prefer|choose|pick)\s+(?:this|our)\s+(?:tool|function|server|"
           r"service)"
           r"|\b(?:use|prefer|choose|call)\s+this\s+(?:tool|function)\s+(?:instead|rather|over|exclusively|"
@@ -179,14 +202,15 @@ DEFINITION_ONLY: tuple[Rule, ...] = (
           r"|\b(?:all )?other\s+(?:tools?|servers?|services?|functions?)\s+(?:are|is)\s+(?:deprecated|broken|"
           r"unsafe|unreliable|malicious|outdated|compromised|insecure|disabled)"
           r"|\binstead of (?:the |any |using )?(?:other )?[`'\"]?[a-z][a-z0-9_.-]{1,60}[`'\"]? (?:tool|function)\b"),
-    _rule("hidden_block", "high", "<",
+    _rule("hidden_block", "high",
           r"<\s*(?:important|instructions?|system|secret|hidden|admin|critical|note|ai|llm|model|assistant|"
           r"context|mandatory|required|rules?)\b[^<>\n]{0,40}>"),
 )
 
 
 def matches(folded: str, rules: tuple[Rule, ...]) -> Iterator[tuple[Rule, re.Match[str]]]:
-    """The first match of each rule whose anchors occur in ``folded`` (one per rule: enough to flag)."""
+    """The first match of each rule in ``folded`` (one per rule: enough to flag). Callers run it only
+    after the :func:`prefilter` of ``rules`` matched, so clean text never reaches these expressions."""
     for rule in rules:
-        if any(anchor in folded for anchor in rule.anchors) and (m := rule.regex.search(folded)) is not None:
+        if (m := rule.regex.search(folded)) is not None:
             yield rule, m

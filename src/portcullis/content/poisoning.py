@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from portcullis.content.findings import Finding, excerpt, pointer_token
-from portcullis.content.patterns import DEFINITION_ONLY, SHARED, Rule, fold, matches
+from portcullis.content.patterns import DEFINITION_ONLY, SHARED, Rule, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
 
 MAX_STRINGS = 5000
@@ -41,6 +41,7 @@ MAX_CHARS = 65_536
 MAX_DEPTH = 64
 DEFAULT_BUDGET_S = 0.25
 _RULES: tuple[Rule, ...] = SHARED + DEFINITION_ONLY
+_PREFILTER = prefilter(_RULES)
 _TEXT_KEYS = frozenset({"title", "description", "$comment", "pattern", "format", "contentMediaType"})
 _VALUE_KEYS = frozenset({"default", "examples", "enum", "const", "example"})
 _FREE_TEXT_PARAMS = re.compile(r"(?:side_?notes?|notes?|context|extra|metadata|feedback|debug|comments?|reasoning|"
@@ -146,8 +147,8 @@ def _scan_string(pointer: str, kind: str, text: str, others: tuple[str, ...],
     hidden_rule = {"unicode.terminal_escape": "poisoning.terminal_escape"}
     found = [Finding(hidden_rule.get(f.rule, "poisoning.invisible_unicode"), f.severity, f.pointer, f.excerpt, f.detail)
              for f in hidden_findings(text, pointer, runs=runs)]
-    folded = fold(text)
-    for rule, m in matches(folded, _RULES):
+    folded = fold(text, runs)
+    for rule, m in matches(folded, _RULES) if _PREFILTER.search(folded) else ():
         found.append(Finding(f"poisoning.{rule.id}", rule.severity, pointer, excerpt(folded, m.start(), m.end())))
     if (pad := _PADDING.search(text)) is not None and text[pad.end():].strip():
         found.append(Finding("poisoning.padding", "high", pointer, excerpt(text, pad.end(), pad.end() + 40, 0),

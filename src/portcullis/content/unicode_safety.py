@@ -231,10 +231,11 @@ def hidden_findings(text: str, pointer: str = "", prefix: str = "unicode",
             for run in found]
 
 
-def visible_text(text: str) -> str:
+def visible_text(text: str, runs: list[HiddenRun] | None = None) -> str:
     """``text`` with hostile runs removed and tag-character runs replaced by the ASCII they spell,
-    so pattern rules read what a model would read (a hidden "ignore previous instructions" included)."""
-    runs = find_hidden(text)
+    so pattern rules read what a model would read (a hidden "ignore previous instructions" included).
+    ``runs``: :func:`find_hidden` of ``text`` when the caller has it already."""
+    runs = find_hidden(text) if runs is None else runs
     if not runs:
         return text
     out: list[str] = []
