@@ -32,13 +32,14 @@ class Rule:
     id: str
     severity: Severity
     regex: re.Pattern[str]
+    fast: Any  # the same rule, relaxed, in RE2: a linear-time check before the Python expression runs
 
 
 # Compatibility characters that NFKC maps onto ASCII letters and digits (fullwidth, mathematical
 # alphanumerics, enclosed and circled forms, ligatures, super- and subscripts, squared Latin): the
 # spellings that evade a rule. Other text skips the (costly) normalisation.
-_COMPAT = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\u2460-\u24ff\U0001f100-\U0001f1ff\ufb00-\ufb06"
-                     "\u2070-\u209f\u1d2c-\u1d6a\u3200-\u33ff\u2100-\u214f]")
+_COMPAT = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\u2460-\u24ff"
+                     "\U0001f100-\U0001f1ff\ufb00-\ufb06\u2070-\u209f\u1d2c-\u1d6a\u3200-\u33ff\u2100-\u214f]")
 
 
 def fold(text: str, runs: list[HiddenRun] | None = None) -> str:
@@ -52,7 +53,7 @@ def fold(text: str, runs: list[HiddenRun] | None = None) -> str:
 
 
 def _rule(id: str, severity: Severity, pattern: str) -> Rule:
-    return Rule(id, severity, re.compile(pattern))
+    return Rule(id, severity, re.compile(pattern), re2.compile(_relaxed(pattern)))
 
 
 def _relaxed(pattern: str) -> str:
@@ -212,5 +213,5 @@ def matches(folded: str, rules: tuple[Rule, ...]) -> Iterator[tuple[Rule, re.Mat
     """The first match of each rule in ``folded`` (one per rule: enough to flag). Callers run it only
     after the :func:`prefilter` of ``rules`` matched, so clean text never reaches these expressions."""
     for rule in rules:
-        if (m := rule.regex.search(folded)) is not None:
+        if rule.fast.search(folded) is not None and (m := rule.regex.search(folded)) is not None:
             yield rule, m
