@@ -247,6 +247,13 @@ def test_result_scan_over_budget_is_blocked_not_clean() -> None:
     assert "injection.scan_incomplete" in {f.rule for f in findings}
 
 
+def test_clean_result_over_budget_is_not_clean() -> None:
+    """Even text no rule matches is answered scan_incomplete when the scan ran past its budget."""
+    ticks = iter(float(t) for t in range(10))
+    assert [f.rule for f in scan_result("all quiet", budget_s=0.5, clock=lambda: next(ticks))] == [
+        "injection.scan_incomplete"]
+
+
 @pytest.mark.parametrize("text", [
     "ignore " * 50_000, "a" * 1_000_000, ("<" + "|" * 10) * 50_000, "![" * 100_000, "x\u200b" * 200_000,
     "".join(chr(c) for c in range(0x20, 0x3000)) * 40, "\n" * 500_000 + "ignore", "http://a?b=" * 60_000,

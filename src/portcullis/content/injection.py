@@ -30,37 +30,41 @@ from portcullis.content.findings import Finding, excerpt
 from portcullis.content.patterns import SHARED, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
 
-DEFAULT_BUDGET_S = 0.05
+DEFAULT_BUDGET_S = 0.05  # plus PER_MIB_BUDGET_S for each MiB of text
+PER_MIB_BUDGET_S = 0.25
 _ASCII_CONTROLS = tuple(chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127))
 _PREFILTER = prefilter(SHARED)
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
+_INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
 
 
-def scan_result(text: str, *, budget_s: float = DEFAULT_BUDGET_S,
+def scan_result(text: str, *, budget_s: float | None = None,
                 clock: Callable[[], float] = time.perf_counter) -> list[Finding]:
     """Every injection finding in the tool-result text ``text`` (pointer ``""``; callers that scan a
-    structured result pass each string and set the pointer themselves, see :func:`with_pointer`)."""
-    start = clock()
+    structured result pass each string and set the pointer themselves, see :func:`with_pointer`).
+
+    ``budget_s`` (default 50 ms + 250 ms per MiB): past it, at any step, the answer carries
+    ``injection.scan_incomplete`` (fail closed), whatever was found before."""
+    budget = DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * len(text) / (1 << 20) if budget_s is None else budget_s
+    deadline = clock() + budget
     runs = [] if text.isascii() and not any(c in text for c in _ASCII_CONTROLS) else find_hidden(text)
     if text.isascii() and not runs:
         folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
         if "  " in folded or "\t" in folded or "\r" in folded:
             folded = fold(folded)
-        if _PREFILTER.search(folded) is None:
-            return []  # the fast path: plain text that no rule can match
         found: list[Finding] = []
     else:
         found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
                          f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
         folded = fold(text, runs)
-        if _PREFILTER.search(folded) is None:
-            return found
+    if _PREFILTER.search(folded) is None:
+        return [*found, _INCOMPLETE] if clock() > deadline else found  # the fast path: no rule can match
     for rule, m in matches(folded, SHARED):
         found.append(Finding(f"injection.{rule.id}", rule.severity, "", excerpt(folded, m.start(), m.end())))
-        if clock() - start > budget_s:
-            found.append(Finding("injection.scan_incomplete", "high", "", "",
-                                 "scan over its time budget: the rest was not read"))
+        if clock() > deadline:
             break
+    if clock() > deadline:
+        found.append(_INCOMPLETE)
     return _first_per_rule(found)
 
 
