@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.security import content_corpora as corpora
 
-from portcullis.content.injection import scan_result
+from portcullis.content.injection import scan_result, scan_value
 from portcullis.content.poisoning import scan_definition
 from portcullis.content.unicode_safety import find_hidden
 
@@ -106,6 +106,10 @@ def _cost() -> None:
                               ("find_hidden, 4 KB clean multilingual", multi_4k, 2000)):
         fn = (lambda t=text: find_hidden(t)) if label.startswith("find_hidden") else (lambda t=text: scan_result(t))
         print(f"  {label:44s} {_median_us(fn, runs):9.1f} us")
+    result = {"content": [{"type": "text", "text": ascii_4k[:2048]}, {"type": "text", "text": ascii_4k[2048:]}],
+              "structuredContent": {"id": 42, "status": "shipped", "total": "19.99"}, "isError": False}
+    print(f"  {'scan_value, 4 KB clean result (2 blocks + structured)':44s} "
+          f"{_median_us(lambda: scan_value(result), 3000):9.1f} us")
     for size in (1 << 20, 10 << 20):
         text = _clean_ascii(size, seed=size)
         seconds = min(_median_us(lambda t=text: scan_result(t), 3) for _ in range(2)) / 1e6

@@ -24,9 +24,10 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from portcullis.content.findings import Finding, excerpt
+from portcullis.content.findings import Finding, excerpt, pointer_token
 from portcullis.content.patterns import SHARED, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
 
@@ -34,6 +35,7 @@ DEFAULT_BUDGET_S = 0.05  # plus PER_MIB_BUDGET_S for each MiB of text
 PER_MIB_BUDGET_S = 0.25
 _ASCII_CONTROLS = tuple(chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127))
 _PREFILTER = prefilter(SHARED)
+_SPACE_RUNS = re.compile("  +")
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 _INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
 
@@ -50,8 +52,10 @@ def scan_result(text: str, *, budget_s: float | None = None,
     runs = [] if text.isascii() and not any(c in text for c in _ASCII_CONTROLS) else find_hidden(text)
     if text.isascii() and not runs:
         folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
-        if "  " in folded or "\t" in folded or "\r" in folded:
+        if "\t" in folded or "\r" in folded:
             folded = fold(folded)
+        elif "  " in folded:
+            folded = _SPACE_RUNS.sub(" ", folded)  # what fold() does to spaces, without splitting lines
         found: list[Finding] = []
     else:
         found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
@@ -76,6 +80,60 @@ def _first_per_rule(found: list[Finding]) -> list[Finding]:
             seen.add(finding.rule)
             out.append(finding)
     return out
+
+
+MAX_VALUE_STRINGS = 10_000
+MAX_VALUE_DEPTH = 64
+
+
+def scan_value(value: Any, *, budget_s: float | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> list[Finding]:
+    """Every injection finding in a JSON value — an MCP result (``content`` blocks, ``structuredContent``,
+    embedded resources, ``_meta``), an error, a notification's params — each pointed at its string.
+
+    Every string and object key is read. The string values are also scanned as one text (joined by
+    spaces), so an instruction split across two blocks is found: reported at pointer ``""`` with
+    detail ``across fields`` when no single string carries it. More than ``MAX_VALUE_STRINGS``
+    strings, nesting past ``MAX_VALUE_DEPTH`` or the budget (as :func:`scan_result`, over the total
+    length) answer ``injection.scan_incomplete``.
+    """
+    strings: list[tuple[str, str, bool]] = []
+    complete = _collect(value, "", 0, strings)
+    texts = " ".join(text for _, text, key in strings if not key)  # blocks read as one text: a split
+    keys = " ".join(text for _, text, key in strings if key)  # instruction joins up; keys apart from values
+    budget = (DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * (len(texts) + len(keys)) / (1 << 20) if budget_s is None
+              else budget_s)
+    deadline = clock() + budget
+    overall = scan_result(texts, budget_s=budget, clock=clock)
+    overall += scan_result(keys, budget_s=max(deadline - clock(), 0.0), clock=clock) if keys else []
+    found: list[Finding] = [] if complete else [_INCOMPLETE]
+    if not overall:
+        return found
+    for pointer, text, _ in strings:
+        found += with_pointer(scan_result(text, budget_s=max(deadline - clock(), 0.0), clock=clock), pointer)
+    located = {f.rule for f in found}
+    found += [Finding(f.rule, f.severity, "", f.excerpt, f.detail or "across fields")
+              for f in _first_per_rule(overall) if f.rule not in located]
+    return found
+
+
+def _collect(value: Any, pointer: str, depth: int, out: list[tuple[str, str, bool]]) -> bool:
+    """Append (pointer, string, is_key) for every string and key in ``value``; False past a limit."""
+    if depth > MAX_VALUE_DEPTH or len(out) >= MAX_VALUE_STRINGS:
+        return False
+    if isinstance(value, str):
+        out.append((pointer, value, False))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            here = f"{pointer}/{pointer_token(str(key))}"
+            out.append((here, str(key), True))
+            if not _collect(item, here, depth + 1, out):
+                return False
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not _collect(item, f"{pointer}/{index}", depth + 1, out):
+                return False
+    return len(out) <= MAX_VALUE_STRINGS
 
 
 def with_pointer(findings: list[Finding], pointer: str) -> list[Finding]:
