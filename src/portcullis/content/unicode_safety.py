@@ -145,13 +145,14 @@ def _kind(text: str, i: int) -> str | None:
     if cp in (0x200C, 0x200D):
         return None if _legit_joiner(text, i) else "zero_width"
     if cp == 0x200B:
-        ok = 0 < i < len(text) - 1 and _in(ord(text[i - 1]), _WORD_BREAK_SCRIPTS) and _in(ord(text[i + 1]),
-                                                                                          _WORD_BREAK_SCRIPTS)
+        ok = 0 < i < len(text) - 1 and all(_is_letter_or_mark(c) and _in(ord(c), _WORD_BREAK_SCRIPTS)
+                                           for c in (text[i - 1], text[i + 1]))
         return None if ok else "zero_width"
     if cp == 0xFEFF:
         return None if i == 0 else "zero_width"
     if cp == 0x180E:
-        return None if 0 < i and 0x1800 <= ord(text[i - 1]) <= 0x18AF else "zero_width"
+        ok = 0 < i and 0x1800 <= ord(text[i - 1]) <= 0x18AF and _is_letter_or_mark(text[i - 1])
+        return None if ok else "zero_width"
     if cp in _ZW_ALWAYS:
         return "zero_width"
     return "control"  # C0 / C1 (tab, LF, CR never reach here)
