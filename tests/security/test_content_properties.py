@@ -16,7 +16,8 @@ RELAXED = settings(max_examples=400, deadline=None, suppress_health_check=[Healt
 _TRICKY = st.sampled_from(["\u200b", "\u200c", "\u200d", "\u2060", "\u202e", "\u2066", "\u2069", "\ufeff", "\x1b",
                            "\x1b[31m", "\x1b]8;;x\x07", "\x9b", "\x00", "\x7f", "\ufe0f", "\ufe0e", "\U000e0100",
                            "\U000e0041", "\U000e007f", "\U0001f3f4", "\U0001f468", "\u0915", "\u094d", "\u0645",
-                           "\u0e01", "\u1820", "\u180e", "\u0301", "\t", "\n", " ", "a", "ignore", "葛"])
+                           "\u0e01", "\u1820", "\u180e", "\u0301", "\t", "\n", " ", "a", "ignore", "葛",
+                           "\x1b[31m\ufe0f", "\u2764\ufe0f"])
 TEXT = st.lists(st.one_of(_TRICKY, st.text(max_size=4)), max_size=40).map("".join)
 
 

@@ -111,6 +111,22 @@ SHARED: tuple[Rule, ...] = (
           r"\b(?:(?:your |the )?(?:new|updated|real|actual|true) (?:instructions?|task|rules|objective|goal)s?"
           r"(?: (?:is|are))? ?:|from now on,? (?:you|always|only|respond|reply|answer|act|do|ignore)|"
           r"your (?:new|real|actual) (?:task|goal|objective|instructions?) (?:is|are)|instead,? do\b)"),
+    # The same override in other languages (German, French, Spanish, Italian, Portuguese, Russian,
+    # Chinese, Japanese, Korean): the common phrasings only; no \b next to a non-ASCII letter (RE2's is ASCII).
+    _rule("override", "high",
+          r"\b(?:ignoriere|ignorieren sie|missachte|ignore[rz]?|ignora|ignore)\b[^.\n]{0,40}(?:anweisungen|"
+          r"instruktionen|befehle|vorgaben|instructions|consignes|directives|instrucciones|indicaciones|"
+          r"istruzioni|instru[cç][oõ]es)"
+          r"|\b(?:vergiss|vergessen sie|oublie[rz]?|olvida|olvide|dimentica|esque[cç]a)\b[^.\n]{0,40}(?:vorherig|"
+          r"bisherig|obig|fr[uü]her|pr[eé]c[eé]dent|ant[eé]rieur|ci-dessus|anterior|previ|precedent)[^.\n]{0,30}"
+          r"(?:anweisungen|instruktionen|befehle|regeln|instructions|consignes|directives|r[eè]gles|instrucciones|"
+          r"reglas|istruzioni|regole|instru[cç][oõ]es|regras)"
+          r"|(?:игнорируй|проигнорируй|игнорируйте)[^.\n]{0,40}(?:инструкци|указани|правил)"
+          r"|(?:забудь|забудьте)[^.\n]{0,30}(?:предыдущ|прежн|ранее|выше)[^.\n]{0,30}(?:инструкци|указани|правил)"
+          r"|(?:忽略|无视|無視|忽视)[^。\n]{0,20}(?:指令|指示|说明|說明|规则|規則|提示)"
+          r"|(?:忘记|忘記)[^。\n]{0,6}(?:之前|以前|上面|先前|前面)[^。\n]{0,10}(?:指令|指示|规则|規則|提示)"
+          r"|(?:指示|命令|ルール|プロンプト)[^。\n]{0,10}無視"
+          r"|(?:지시|명령|지침|규칙)[^.\n]{0,10}무시"),
     _rule("concealment", "high",
           r"\b(?:do not|don't|dont|never|without|avoid|no need to)\s+(?:tell|telling|inform|informing|notify|"
           r"notifying|alert|alerting|mention|mentioning|reveal|revealing|show|showing|let|letting|ask|asking)\s+"

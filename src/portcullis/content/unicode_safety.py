@@ -131,8 +131,9 @@ def _tag_sequence_end(text: str, i: int) -> int:
     return -1
 
 
-def _kind(text: str, i: int) -> str | None:
-    """The hostile kind of the candidate character at ``i``, or None when its context makes it legitimate."""
+def _kind(text: str, i: int, after_hidden: bool = False) -> str | None:
+    """The hostile kind of the candidate character at ``i``, or None when its context makes it legitimate.
+    ``after_hidden``: the character before it is hostile (a selector then has no visible base)."""
     cp = ord(text[i])
     if 0xE0000 <= cp <= 0xE007F:
         return "tag_characters"
@@ -141,7 +142,7 @@ def _kind(text: str, i: int) -> str | None:
     if cp in _DEPRECATED:
         return "deprecated_format"
     if _is_selector(text[i]):
-        return None if _legit_selector(text, i) else "variation_selector"
+        return None if not after_hidden and _legit_selector(text, i) else "variation_selector"
     if cp in (0x200C, 0x200D):
         return None if _legit_joiner(text, i) else "zero_width"
     if cp == 0x200B:
@@ -181,10 +182,10 @@ def find_hidden(text: str) -> list[HiddenRun]:
             i = m.end()
         elif 0xE0030 <= ord(ch) <= 0xE007A and (end := _tag_sequence_end(text, i)) > 0:
             i = end  # a flag emoji (🏴 + tags + cancel tag)
-        elif _CANDIDATE.match(ch) and (kind := _kind(text, i)) is not None:
+        elif _CANDIDATE.match(ch) and (kind := _kind(text, i, bool(runs) and runs[-1].end == i)) is not None:
             start = i
             i += 1
-            while i < n and _CANDIDATE.match(text[i]) and text[i] not in "\x1b\x9b" and _kind(text, i) == kind:
+            while i < n and _CANDIDATE.match(text[i]) and text[i] not in "\x1b\x9b" and _kind(text, i, True) == kind:
                 i += 1
             if kind == "variation_selector" and start > 0 and _is_selector(text[start - 1]):
                 start -= 1  # the first selector after the base belongs to the smuggled run
