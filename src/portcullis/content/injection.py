@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from portcullis.content.encoded import decoded_texts
 from portcullis.content.findings import Finding, excerpt, pointer_token
 from portcullis.content.patterns import SHARED, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
@@ -36,17 +37,19 @@ PER_MIB_BUDGET_S = 0.25
 _ASCII_CONTROLS = tuple(chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127))
 _PREFILTER = prefilter(SHARED)
 _SPACE_RUNS = re.compile("  +")
+MAX_DECODE_DEPTH = 2  # base64 of base64 of an instruction is still read
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 _INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
 
 
 def scan_result(text: str, *, budget_s: float | None = None,
-                clock: Callable[[], float] = time.perf_counter) -> list[Finding]:
+                clock: Callable[[], float] = time.perf_counter, depth: int = 0) -> list[Finding]:
     """Every injection finding in the tool-result text ``text`` (pointer ``""``; callers that scan a
     structured result pass each string and set the pointer themselves, see :func:`with_pointer`).
 
     ``budget_s`` (default 50 ms + 250 ms per MiB): past it, at any step, the answer carries
-    ``injection.scan_incomplete`` (fail closed), whatever was found before."""
+    ``injection.scan_incomplete`` (fail closed), whatever was found before. Base64 runs that decode to
+    text are scanned too (``injection.encoded_instruction``; ``depth`` counts the decoding levels)."""
     budget = DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * len(text) / (1 << 20) if budget_s is None else budget_s
     deadline = clock() + budget
     runs = [] if text.isascii() and not any(c in text for c in _ASCII_CONTROLS) else find_hidden(text)
@@ -61,6 +64,7 @@ def scan_result(text: str, *, budget_s: float | None = None,
         found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
                          f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
         folded = fold(text, runs)
+    found += _encoded(text, depth)
     if _PREFILTER.search(folded) is None:
         return [*found, _INCOMPLETE] if clock() > deadline else found  # the fast path: no rule can match
     for rule, m in matches(folded, SHARED):
@@ -70,6 +74,19 @@ def scan_result(text: str, *, budget_s: float | None = None,
     if clock() > deadline:
         found.append(_INCOMPLETE)
     return _first_per_rule(found)
+
+
+def _encoded(text: str, depth: int) -> list[Finding]:
+    """An ``encoded_instruction`` finding for the first base64 run whose decoded text a rule flags."""
+    if depth >= MAX_DECODE_DEPTH:
+        return []
+    for start, end, decoded in decoded_texts(text):
+        inner = [f for f in scan_result(decoded, depth=depth + 1) if f.rule != "injection.scan_incomplete"]
+        if inner:
+            rules = ", ".join(sorted({f.rule for f in inner}))
+            return [Finding("injection.encoded_instruction", "high", "", excerpt(text, start, end),
+                            f"base64 of {excerpt(decoded, 0, len(decoded), 0)!r} ({rules})")]
+    return []
 
 
 def _first_per_rule(found: list[Finding]) -> list[Finding]:

@@ -226,8 +226,13 @@ DEFINITION_ONLY: tuple[Rule, ...] = (
 
 
 def matches(folded: str, rules: tuple[Rule, ...]) -> Iterator[tuple[Rule, re.Match[str]]]:
-    """The first match of each rule in ``folded`` (one per rule: enough to flag). Callers run it only
-    after the :func:`prefilter` of ``rules`` matched, so clean text never reaches these expressions."""
+    """The first match of each rule class in ``folded`` (one per class: enough to flag; a later rule of
+    a class already found is not run). Callers run it only after the :func:`prefilter` of ``rules``
+    matched, so clean text never reaches these expressions."""
+    found: set[str] = set()
     for rule in rules:
-        if rule.fast.search(folded) is not None and (m := rule.regex.search(folded)) is not None:
+        if rule.id in found or rule.fast.search(folded) is None:
+            continue
+        if (m := rule.regex.search(folded)) is not None:
+            found.add(rule.id)
             yield rule, m

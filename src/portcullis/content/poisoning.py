@@ -15,6 +15,7 @@ severity, the JSON pointer of the field and an escaped excerpt. Classes:
 5. ``preference`` — "always use this tool", "other tools are deprecated";
 6. ``padding`` — text after a long run of blank lines or whitespace (pushed off screen);
 7. ``exfil_url``, ``image_exfil``, ``tool_request``, ``exfil_request`` — collection URLs, data-carrying images;
+   ``encoded_instruction`` — base64 (twice at most) that decodes to text a rule flags;
 8. ``suspicious_parameter`` — a free-text parameter (``sidenote``, ``notes``, ``context``, …) whose
    description asks for data; ``suspicious_default`` — a default, example, enum or const value with
    key material, a shell command or a URL to a host outside ``allowed_hosts``.
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from portcullis.content.encoded import decoded_texts
 from portcullis.content.findings import Finding, excerpt, pointer_token
 from portcullis.content.patterns import DEFINITION_ONLY, SHARED, Rule, fold, matches, prefilter
 from portcullis.content.unicode_safety import find_hidden, hidden_findings
@@ -150,6 +152,7 @@ def _scan_string(pointer: str, kind: str, text: str, others: tuple[str, ...],
     folded = fold(text, runs)
     for rule, m in matches(folded, _RULES) if _PREFILTER.search(folded) else ():
         found.append(Finding(f"poisoning.{rule.id}", rule.severity, pointer, excerpt(folded, m.start(), m.end())))
+    found += _encoded(pointer, text)
     if (pad := _PADDING.search(text)) is not None and text[pad.end():].strip():
         found.append(Finding("poisoning.padding", "high", pointer, excerpt(text, pad.end(), pad.end() + 40, 0),
                              f"text after {len(pad.group())} blank characters ({pad.group().count(chr(10))} lines)"))
@@ -166,6 +169,20 @@ def _scan_string(pointer: str, kind: str, text: str, others: tuple[str, ...],
     if kind == "value":
         found += _suspicious_value(pointer, text, folded, hosts)
     return found
+
+
+def _encoded(pointer: str, text: str, depth: int = 0) -> list[Finding]:
+    """``encoded_instruction`` for the first base64 run (or base64 of base64) that decodes to flagged text."""
+    for start, end, decoded in decoded_texts(text):
+        folded = fold(decoded)
+        rules = sorted({f"poisoning.{rule.id}" for rule, _ in matches(folded, _RULES)} if _PREFILTER.search(folded)
+                       else set())
+        if not rules and depth < 1 and _encoded(pointer, decoded, depth + 1):
+            rules = ["base64 again"]
+        if rules:
+            return [Finding("poisoning.encoded_instruction", "high", pointer, excerpt(text, start, end),
+                            f"base64 of {excerpt(decoded, 0, len(decoded), 0)!r} ({', '.join(rules)})")]
+    return []
 
 
 def _mentions(folded: str, name: str) -> int:
