@@ -9,8 +9,9 @@ HTML images whose URL carries data. It is a detector, not a proof: see docs/cont
 for what it misses.
 
 Cost: plain ASCII text that no rule matches (the common case) costs ``isascii``, a search for
-control characters, ``lower`` and one RE2 pass over the union of the rules; only text that pass
-matched is folded and matched rule by rule. Past ``budget_s`` the answer is an
+control characters, ``lower``, one RE2 pass over the union of the rules and one for base64 runs;
+only text the union matched is folded and matched rule by rule. :func:`scan_value` does the same
+for a whole JSON result. Past ``budget_s`` the answer is an
 ``injection.scan_incomplete`` finding, never "clean".
 
 :func:`wrap` puts text in an envelope an agent can recognise as untrusted data: an opening line and a
