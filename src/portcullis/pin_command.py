@@ -2,6 +2,12 @@
 
 Pinning is a human decision — run it after reviewing what the service now offers. Each service
 is connected once, listed, and disconnected; a manifest is rewritten only when its pin changes.
+
+Each live definition whose pin would change first goes through the tool-poisoning scanner
+(:mod:`portcullis.content.poisoning`, with the other services' tools as the shadowing list). A
+definition with findings is not pinned (state ``flagged``): an unpinned or stale pin keeps the tool
+out of service until a person has read the findings and pins with ``accept_findings`` (the CLI's
+``--accept-findings``, which warns on every use).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any
 import anyio
 
 from portcullis.config.loader import Deployment, write_pin
+from portcullis.content.definition_review import live_findings
+from portcullis.content.rule_findings import Finding
 from portcullis.identity.minting import KeyRing, gateway_issuer, service_audience
 from portcullis.pinning import definition_hash
 from portcullis.service.env import gateway_env
@@ -26,12 +34,13 @@ log = logging.getLogger("portcullis.pin")
 @dataclass(frozen=True, slots=True)
 class PinRow:
     exposed_name: str
-    state: str  # unchanged | pinned | re-pinned | would pin | missing upstream | service unreachable
+    state: str  # unchanged | pinned | re-pinned | would pin | flagged | missing upstream | service unreachable
     pin: str | None
+    findings: tuple[Finding, ...] = ()  # the poisoning scanner's, for a definition whose pin would change
 
 
 async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
-                         connect_timeout_s: float = 30.0) -> list[PinRow]:
+                         connect_timeout_s: float = 30.0, *, accept_findings: bool = False) -> list[PinRow]:
     listings: dict[str, list[dict[str, Any]]] = {}
     keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
 
@@ -70,8 +79,16 @@ async def pin_deployment(deployment: Deployment, services: Sequence[str] | None,
         if new == loaded.manifest.pin:
             rows.append(PinRow(loaded.exposed_name, "unchanged", new))
             continue
+        others = [str(t.get("name", "")) for name, tools in listings.items() if name != service for t in tools]
+        findings = tuple(live_findings(live, others))
+        if findings and not accept_findings:
+            rows.append(PinRow(loaded.exposed_name, "flagged", loaded.manifest.pin, findings))
+            continue
         state = "would pin" if not write else ("re-pinned" if loaded.manifest.pin else "pinned")
         if write:
+            if findings:
+                log.warning("pin: pinning a definition with poisoning findings (--accept-findings)",
+                            extra={"fields": {"tool": loaded.exposed_name, "findings": len(findings)}})
             write_pin(loaded.path, new)
-        rows.append(PinRow(loaded.exposed_name, state, new))
+        rows.append(PinRow(loaded.exposed_name, state, new, findings))
     return rows

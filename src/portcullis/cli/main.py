@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from portcullis import __version__
 from portcullis.cli.approvals_cmd import approvals_app
@@ -19,6 +22,7 @@ from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment
+    from portcullis.pin_command import PinRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portcullis: a secure gateway for MCP tools.")
 out = console()
@@ -144,8 +148,14 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
             "http://127.0.0.1:9464), not a fresh child of each service. Needs a caller in admin.operators.")] = None,
         token: Annotated[str | None, typer.Option("--token", help="Bearer token for --gateway (default: "
                                                   "$PORTCULLIS_TOKEN).", show_default=False)] = None,
+        accept_findings: Annotated[bool, typer.Option(
+            "--accept-findings", help="Pin definitions the tool-poisoning scanner flagged, after you have read "
+            "every finding (unsafe: warns on every use).")] = False,
         ) -> None:
-    """Record the hash of each tool's live definition in its manifest (after a person reviewed it)."""
+    """Record the hash of each tool's live definition in its manifest (after a person reviewed it).
+
+    A definition the tool-poisoning scanner flags is not pinned (state "flagged"): its findings are
+    printed, and it stays out of service until it changes or is pinned with --accept-findings."""
     if gateway is not None:
         if not check:
             err.print("pin: --gateway only reports (pins are written from a reviewed fresh listing): add --check",
@@ -158,15 +168,30 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
     from portcullis.pin_command import pin_deployment
 
     deployment = _load(target)
-    rows = anyio.run(pin_deployment, deployment, service, not check)
+    if accept_findings:
+        err.print("pin: --accept-findings: definitions flagged as possible tool poisoning WILL be pinned and "
+                  "served; use it only after reading every finding below", highlight=False)
+    rows = anyio.run(functools.partial(pin_deployment, deployment, service, not check,
+                                       accept_findings=accept_findings))
     table = Table("tool", "state", "pin")
     for row in rows:
         table.add_row(cell(row.exposed_name, None), cell(row.state), cell(row.pin or "-", None))
     out.print(table)
+    _print_findings(rows)
     drift = [r for r in rows if r.state not in ("unchanged",)]
-    failed = [r for r in rows if r.state in ("missing upstream", "service unreachable")]
+    failed = [r for r in rows if r.state in ("missing upstream", "service unreachable", "flagged")]
     if failed or (check and drift):
         raise typer.Exit(1)
+
+
+def _print_findings(rows: Sequence[PinRow]) -> None:
+    """Each flagged (or accepted) definition's findings, escaped: rule, field, excerpt, hidden text."""
+    from portcullis.content.definition_review import finding_message
+
+    for row in rows:
+        for finding in row.findings:
+            err.print(Text(f"{terminal_safe(row.exposed_name, None)}: "
+                           f"{terminal_safe(finding_message(finding), None, double_backslashes=False)}"))
 
 
 def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) -> None:

@@ -33,7 +33,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
@@ -44,6 +44,9 @@ from portcullis.config.secrets import find_known_secrets, is_reference, literal_
 from portcullis.config.state_paths import StatePaths
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
 from portcullis.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from portcullis.policy.lint import PolicyProblem
 
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 _MANIFEST_SUFFIXES = (".yml", ".yaml")
@@ -82,11 +85,14 @@ def lint_deployment(root: Path, environ: Mapping[str, str] | None = None) -> lis
     """Every problem at ``root``, errors and warnings, sorted by path then line.
 
     Past the checks :func:`load_deployment` makes, (6) the policies: conflicts, unreachable rules,
-    tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`).
+    tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`); (7) each
+    manifest's definition through the tool-poisoning scanner
+    (:mod:`portcullis.content.definition_review`), every finding an error.
     """
     problems, deployment = _check(Path(root), environ)
     if deployment is not None:
         problems += _policy_problems(deployment)  # 6
+        problems += _poisoning_problems(deployment)  # 7
     return _sorted(problems)
 
 
@@ -100,6 +106,18 @@ def _policy_problems(deployment: Deployment) -> list[Problem]:
     adopted = any(loaded.manifest.policy is not None for loaded in deployment.manifests)
     found = lint_policies(deployment.manifests, environment=configured_environment(deployment),
                           rego_dir=deployment.root / "policy", report_missing=adopted)
+    return _located(found)
+
+
+def _poisoning_problems(deployment: Deployment) -> list[Problem]:
+    """The tool-poisoning scanner's findings in the manifests, each at the line of its YAML key."""
+    from portcullis.content.definition_review import manifest_findings
+
+    return _located(manifest_findings(deployment.manifests))
+
+
+def _located(found: list[PolicyProblem]) -> list[Problem]:
+    """Lint findings as :class:`Problem` s, each at the line of its YAML key when that can be found."""
     docs: dict[Path, YamlDocument | None] = {}
     problems = []
     for item in found:

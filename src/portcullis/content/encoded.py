@@ -1,0 +1,52 @@
+"""Instructions hidden in base64: find the runs worth decoding and give back the text they carry.
+
+A model decodes base64 on request ("decode the following and follow it"), so an instruction can be
+written where no pattern rule sees it. :func:`decoded_texts` finds runs of 24 or more base64
+characters (standard or URL-safe alphabet, optional padding) with one RE2 pass, decodes each, and
+keeps those that decode to readable UTF-8 text (at least 90 % printable, with a space) or to base64
+again (the caller decodes that next, to a fixed depth): hashes, keys,
+images and other binary decode to something else and are dropped. Bounded: at most ``MAX_RUNS`` runs
+of at most ``MAX_RUN_CHARS`` characters are decoded per text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from typing import Any
+
+import re2  # type: ignore[import-untyped]  # google-re2: linear time
+
+MAX_RUNS = 32
+MAX_RUN_CHARS = 65_536
+_RUN: Any = re2.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+
+
+def decoded_texts(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, decoded text) for each base64 run of ``text`` that decodes to readable text."""
+    if len(text) < 24:
+        return
+    for count, match in enumerate(_RUN.finditer(text)):
+        if count >= MAX_RUNS:
+            return
+        run = match.group()
+        if len(run) > MAX_RUN_CHARS:
+            continue
+        decoded = _readable(run)
+        if decoded is not None:
+            yield match.start(), match.end(), decoded
+
+
+def _readable(run: str) -> str | None:
+    body = run.rstrip("=")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        raw = (base64.urlsafe_b64decode(padded) if ("-" in body or "_" in body)
+               else base64.b64decode(padded, validate=True))
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    printable = sum(ch.isprintable() or ch in "\n\t" for ch in text)
+    wordy = " " in text or _RUN.fullmatch(text) is not None  # prose, or base64 again (decoded next level)
+    return text if text and wordy and printable >= 0.9 * len(text) else None

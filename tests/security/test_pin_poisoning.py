@@ -1,0 +1,69 @@
+"""`portcullis pin` and `portcullis lint` against a service with a poisoned tool definition.
+
+The poisoned definition is not pinned (so it is never served), its findings are shown escaped,
+the clean tool next to it is pinned; `--accept-findings` pins it after review, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mcp import Client, StdioServerParameters
+
+from tests.e2e.harness import REPO, manifest_from_live, run_cli, write_deployment
+
+MODULE = "tests.security.poisoned_service"
+
+
+def _live() -> dict[str, dict[str, Any]]:
+    async def listing() -> list[Any]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", MODULE], cwd=str(REPO))
+        async with Client(params, cache=None) as client:
+            return (await client.list_tools()).tools
+
+    return {t.name: t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in asyncio.run(listing())}
+
+
+def _deployment(root: Path, manifests: list[dict[str, Any]]) -> Path:
+    gateway = {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {
+        "svc": {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE], "cwd": str(REPO)}}}
+    return write_deployment(root, gateway, manifests)
+
+
+def test_pin_refuses_a_poisoned_definition_and_shows_why(tmp_path: Path) -> None:
+    """The poisoned tool stays unpinned (state flagged, exit 1) with its findings escaped on stderr; the clean
+    one is pinned. With --accept-findings it is pinned, and the command says how unsafe that is."""
+    live = _live()
+    clean = {**live["add"], "description": "Add two numbers."}  # the reviewed manifest copy is clean
+    root = _deployment(tmp_path / "d", [manifest_from_live("svc", clean), manifest_from_live("svc", live["echo"])])
+    done = run_cli("pin", str(root))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "flagged" in done.stdout
+    add = yaml.safe_load((root / "tools" / "svc" / "add.yml").read_text())
+    echo = yaml.safe_load((root / "tools" / "svc" / "echo.yml").read_text())
+    assert add.get("pin") is None and echo.get("pin", "").startswith("sha256:")
+    for rule in ("poisoning.secret_file", "poisoning.concealment", "poisoning.hidden_block",
+                 "poisoning.invisible_unicode"):
+        assert rule in done.stderr
+    assert "\u202e" not in done.stderr + done.stdout and "\\u{202E}" in done.stderr
+
+    accepted = run_cli("pin", str(root), "--accept-findings")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "--accept-findings" in accepted.stderr and "poisoning.secret_file" in accepted.stderr
+    assert yaml.safe_load((root / "tools" / "svc" / "add.yml").read_text())["pin"].startswith("sha256:")
+
+
+def test_lint_reports_a_poisoned_manifest_at_its_line(tmp_path: Path) -> None:
+    """A manifest that carries the poisoned description fails lint with the finding at the description's line."""
+    live = _live()
+    manifests = [manifest_from_live("svc", live["add"]), manifest_from_live("svc", live["echo"])]
+    root = _deployment(tmp_path / "d", manifests)
+    done = run_cli("lint", str(root))
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "poisoning.secret_file" in line]
+    assert lines and "add.yml:4:" in lines[0].replace("\\", "/"), lines
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if "echo.yml" in line and "error" in line]
