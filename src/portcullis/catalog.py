@@ -7,7 +7,10 @@ hash must equal the manifest's ``pin``. States per manifest:
 * ``serving``      — pin matches the live definition;
 * ``unpinned``     — the manifest has no pin yet (``portcullis pin``);
 * ``quarantined``  — the live definition changed (a rug pull) or the tool vanished upstream;
-* ``pending``      — its service has not answered ``tools/list`` yet.
+* ``pending``      — its service has not answered ``tools/list`` yet;
+* ``flagged``      — the pin matches, but the tool-poisoning scanner has findings in the live
+  definition that no person accepted for that pin (``findings_accepted``); findings come from
+  :class:`portcullis.definition_watch.DefinitionWatch`, which scans off the event loop.
 
 Upstream tools with no manifest are never exposed; each is logged once per listing. Lookups
 read an immutable snapshot that is replaced whole, so a reader never sees half an update.
@@ -25,7 +28,7 @@ is two dictionary reads when nothing is pending.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ from jsonschema.protocols import Validator
 
 from portcullis.config.loader import Deployment, LoadedManifest
 from portcullis.config.schema_patterns import manifest_validator
+from portcullis.content.rule_findings import Finding
 from portcullis.pinning import definition_hash
 
 log = logging.getLogger("portcullis.catalog")
@@ -57,9 +61,11 @@ class Route:
 class ToolStatus:
     exposed_name: str
     service: str
-    state: str  # serving | unpinned | quarantined | pending
+    state: str  # serving | unpinned | quarantined | pending | flagged
     reason: str
     live_hash: str | None
+    findings: tuple[Finding, ...] = ()  # the poisoning scanner's, in the live definition last checked
+    accepted: bool = False  # the findings were accepted by a person for this pin (findings_accepted)
 
 
 class Catalog:
@@ -119,13 +125,26 @@ class Catalog:
 
     def pin_report(self) -> list[dict[str, Any]]:
         """Each manifest's pin against the live definition this gateway last checked, by exposed name:
-        ``{tool, service, state, reason, pin, live, verifying}`` (``verifying``: its service announced a
-        change not checked yet)."""
+        ``{tool, service, state, reason, pin, live, verifying, findings, findings_accepted}``
+        (``verifying``: its service announced a change not checked yet; ``findings``: the scanner's, each
+        ``{rule, severity, pointer, excerpt, detail}`` with the excerpt already escaped)."""
         pins = {m.exposed_name: m.manifest.pin for ms in self._by_service.values() for m in ms}
         pending = self.pending_services()
         return [{"tool": status.exposed_name, "service": status.service, "state": status.state,
                  "reason": status.reason, "pin": pins.get(status.exposed_name), "live": status.live_hash,
-                 "verifying": status.service in pending} for status in self.statuses()]
+                 "verifying": status.service in pending,
+                 "findings": [{"rule": f.rule, "severity": f.severity, "pointer": f.pointer, "excerpt": f.excerpt,
+                               "detail": f.detail} for f in status.findings],
+                 "findings_accepted": status.accepted} for status in self.statuses()]
+
+    def declared(self, service: str) -> frozenset[str]:
+        """Upstream names of the tools ``service``'s manifests declare."""
+        return frozenset(m.manifest.name for m in self._by_service.get(service, []))
+
+    def other_tools(self, service: str) -> tuple[str, ...]:
+        """Upstream and exposed names of the other services' tools (the scanner's shadowing list)."""
+        return tuple(sorted({name for other, ms in self._by_service.items() if other != service
+                             for m in ms for name in (m.manifest.name, m.exposed_name)}))
 
     def pending_services(self) -> dict[str, int]:
         """Services with announced changes not yet verified, and how many."""
@@ -139,9 +158,12 @@ class Catalog:
         if count > self._announced.get(service, 0):
             self._announced[service] = count
 
-    def update_service(self, service: str, live_tools: Iterable[Mapping[str, Any]], as_of: int | None = None) -> None:
+    def update_service(self, service: str, live_tools: Iterable[Mapping[str, Any]], as_of: int | None = None, *,
+                       findings: Mapping[str, Sequence[Finding]] | None = None) -> None:
         """Re-check every manifest of ``service`` against a fresh ``tools/list`` answer; ``as_of`` is
-        how many changes the service had announced when that listing started (they are now verified)."""
+        how many changes the service had announced when that listing started (they are now verified).
+        ``findings``: the poisoning scanner's, by upstream tool name; ``None`` only where no scanner runs
+        (the catalog's own tests): a gateway always passes them (:mod:`portcullis.definition_watch`)."""
         live = {t.get("name"): t for t in live_tools if isinstance(t, Mapping)}
         manifests = self._by_service.get(service, [])
         declared = {m.manifest.name for m in manifests}
@@ -151,7 +173,8 @@ class Catalog:
         statuses = dict(self._status)
         routes = {k: v for k, v in self._routes.items() if v.service != service}
         for loaded in manifests:
-            status = self._check(service, loaded, live.get(loaded.manifest.name))
+            status = self._check(service, loaded, live.get(loaded.manifest.name),
+                                 () if findings is None else tuple(findings.get(loaded.manifest.name, ())))
             previous = self._status.get(loaded.exposed_name)
             if status.state != "serving" and (previous is None or previous.state != status.state):
                 log.warning("tool not served", extra={"fields": {
@@ -173,16 +196,22 @@ class Catalog:
         declared = {m.manifest.name for m in self._by_service.get(service, [])}
         return {t["name"]: definition_hash(t) for t in live_tools if t.get("name") in declared}
 
-    def _check(self, service: str, loaded: LoadedManifest, live: Mapping[str, Any] | None) -> ToolStatus:
+    def _check(self, service: str, loaded: LoadedManifest, live: Mapping[str, Any] | None,
+               findings: tuple[Finding, ...]) -> ToolStatus:
         name = loaded.exposed_name
         if live is None:
             return ToolStatus(name, service, "quarantined", "the service no longer offers this tool", None)
         live_hash = definition_hash(live)
         if loaded.manifest.pin is None:
-            return ToolStatus(name, service, "unpinned", "manifest has no pin", live_hash)
+            return ToolStatus(name, service, "unpinned", "manifest has no pin", live_hash, findings)
         if live_hash != loaded.manifest.pin:
-            return ToolStatus(name, service, "quarantined", "live definition differs from the pin", live_hash)
-        return ToolStatus(name, service, "serving", "", live_hash)
+            return ToolStatus(name, service, "quarantined", "live definition differs from the pin", live_hash,
+                              findings)
+        accepted = bool(findings) and loaded.manifest.findings_accepted == loaded.manifest.pin
+        if findings and not accepted:
+            return ToolStatus(name, service, "flagged", "possible tool poisoning in the live definition: review "
+                              "with `portcullis pin`", live_hash, findings)
+        return ToolStatus(name, service, "serving", "", live_hash, findings, accepted)
 
     def _route(self, service: str, loaded: LoadedManifest) -> Route:
         m = loaded.manifest

@@ -41,6 +41,7 @@ from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
 from portcullis.config.secrets import resolve_secret
+from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
 from portcullis.identity.authenticate import Authenticator
 from portcullis.identity.certs import CertIdentityMapper
@@ -195,7 +196,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                            environment=cfg.authorization.environment)
 
     catalog = Catalog(deployment)
-    upstreams = UpstreamRegistry.from_config(cfg, catalog.update_service, env, on_change=catalog.note_change,
+    watch = DefinitionWatch(catalog)  # the poisoning scanner on every new or changed live definition, off the loop
+    upstreams = UpstreamRegistry.from_config(cfg, watch.on_tools, env, on_change=catalog.note_change,
                                              child_env=child_env, gateway_keys=minter, **upstream_timing)
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
@@ -252,6 +254,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
     metrics.set_audit_queue_depth_source(audit_writer.queue_depth)
+    watch.on_finding = metrics.definition_finding
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,

@@ -7,7 +7,11 @@ Each live definition whose pin would change first goes through the tool-poisonin
 (:mod:`portcullis.content.poisoning`, with the other services' tools as the shadowing list). A
 definition with findings is not pinned (state ``flagged``): an unpinned or stale pin keeps the tool
 out of service until a person has read the findings and pins with ``accept_findings`` (the CLI's
-``--accept-findings``, which warns on every use).
+``--accept-findings``, which warns on every use). Accepting writes ``findings_accepted: <pin>`` into
+the manifest with a comment naming the reviewer, the time (UTC) and the rules: the running gateway,
+which scans every live definition too (:mod:`portcullis.definition_watch`), serves a definition
+with findings only while ``findings_accepted`` equals its pin. A pinned definition whose findings
+were never accepted (pinned before the scanner, or the scanner learned a rule) is ``flagged`` too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from portcullis.config.loader import Deployment, write_pin
+from portcullis.config.loader import Deployment, write_acceptance, write_pin
 from portcullis.content.definition_review import live_findings
 from portcullis.content.rule_findings import Finding
 from portcullis.identity.minting import KeyRing, gateway_issuer, service_audience
@@ -34,13 +38,16 @@ log = logging.getLogger("portcullis.pin")
 @dataclass(frozen=True, slots=True)
 class PinRow:
     exposed_name: str
-    state: str  # unchanged | pinned | re-pinned | would pin | flagged | missing upstream | service unreachable
+    state: str  # unchanged | pinned | re-pinned | would pin | accepted | would accept | flagged | missing upstream
+    #             | service unreachable
     pin: str | None
     findings: tuple[Finding, ...] = ()  # the poisoning scanner's, for a definition whose pin would change
 
 
-async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
-                         connect_timeout_s: float = 30.0, *, accept_findings: bool = False) -> list[PinRow]:
+async def list_services(deployment: Deployment, services: Sequence[str] | None,
+                        connect_timeout_s: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+    """Each reachable service's live ``tools/list`` (connected once, listed, disconnected); an unreachable
+    service is absent (and logged)."""
     listings: dict[str, list[dict[str, Any]]] = {}
     keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
 
@@ -63,6 +70,15 @@ async def pin_deployment(deployment: Deployment, services: Sequence[str] | None,
             except Exception as exc:  # reported per tool as "service unreachable"
                 log.warning("pin: could not list service", extra={"fields": {
                     "service": handle.name, "via": type(connector).__name__, "error": type(exc).__name__}})
+    return listings
+
+
+async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
+                         connect_timeout_s: float = 30.0, *, accept_findings: bool = False,
+                         reviewer: str = "") -> list[PinRow]:
+    """``reviewer``: who accepts findings (``--accept-findings``), written with the time beside
+    ``findings_accepted`` in the manifest."""
+    listings = await list_services(deployment, services, connect_timeout_s)
     rows = []
     for loaded in sorted(deployment.manifests, key=lambda m: m.exposed_name):
         service = loaded.manifest.service
@@ -76,19 +92,27 @@ async def pin_deployment(deployment: Deployment, services: Sequence[str] | None,
             rows.append(PinRow(loaded.exposed_name, "missing upstream", loaded.manifest.pin))
             continue
         new = definition_hash(live)
-        if new == loaded.manifest.pin:
-            rows.append(PinRow(loaded.exposed_name, "unchanged", new))
+        if new == loaded.manifest.pin and loaded.manifest.findings_accepted == new:
+            rows.append(PinRow(loaded.exposed_name, "unchanged", new))  # reviewed, findings and all
             continue
         others = [str(t.get("name", "")) for name, tools in listings.items() if name != service for t in tools]
         findings = tuple(live_findings(live, others))
+        if new == loaded.manifest.pin and not findings:
+            rows.append(PinRow(loaded.exposed_name, "unchanged", new))
+            continue
         if findings and not accept_findings:
             rows.append(PinRow(loaded.exposed_name, "flagged", loaded.manifest.pin, findings))
             continue
-        state = "would pin" if not write else ("re-pinned" if loaded.manifest.pin else "pinned")
+        if new == loaded.manifest.pin:
+            state = "accepted" if write else "would accept"
+        else:
+            state = "would pin" if not write else ("re-pinned" if loaded.manifest.pin else "pinned")
         if write:
             if findings:
                 log.warning("pin: pinning a definition with poisoning findings (--accept-findings)",
                             extra={"fields": {"tool": loaded.exposed_name, "findings": len(findings)}})
-            write_pin(loaded.path, new)
+                write_acceptance(loaded.path, new, reviewer, sorted({f.rule for f in findings}))
+            if new != loaded.manifest.pin:
+                write_pin(loaded.path, new)
         rows.append(PinRow(loaded.exposed_name, state, new, findings))
     return rows

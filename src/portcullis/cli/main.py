@@ -1,4 +1,4 @@
-"""The ``portcullis`` command line: serve, init, lint, pin, schema, version."""
+"""The ``portcullis`` command line: serve, init, lint, pin, import, schema, version."""
 
 from __future__ import annotations
 
@@ -151,6 +151,9 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
         accept_findings: Annotated[bool, typer.Option(
             "--accept-findings", help="Pin definitions the tool-poisoning scanner flagged, after you have read "
             "every finding (unsafe: warns on every use).")] = False,
+        reviewer: Annotated[str | None, typer.Option(
+            "--reviewer", help="With --accept-findings: who accepts (written with the time beside findings_accepted "
+            "in the manifest; default: your login name).")] = None,
         ) -> None:
     """Record the hash of each tool's live definition in its manifest (after a person reviewed it).
 
@@ -172,7 +175,7 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
         err.print("pin: --accept-findings: definitions flagged as possible tool poisoning WILL be pinned and "
                   "served; use it only after reading every finding below", highlight=False)
     rows = anyio.run(functools.partial(pin_deployment, deployment, service, not check,
-                                       accept_findings=accept_findings))
+                                       accept_findings=accept_findings, reviewer=reviewer or _login()))
     table = Table("tool", "state", "pin")
     for row in rows:
         table.add_row(cell(row.exposed_name, None), cell(row.state), cell(row.pin or "-", None))
@@ -182,6 +185,94 @@ def pin(target: Annotated[Path | None, typer.Argument(help="Deployment directory
     failed = [r for r in rows if r.state in ("missing upstream", "service unreachable", "flagged")]
     if failed or (check and drift):
         raise typer.Exit(1)
+
+
+@app.command("import")
+def import_tools(service: Annotated[str, typer.Argument(help="A service declared in gateway.yaml.")],
+                 config: ConfigDir = None,
+                 out_dir: Annotated[Path | None, typer.Option(
+                     "--out", help="Write tools/<domain>/<tool>.yml under this directory (default: the deployment "
+                     "directory).", file_okay=False)] = None,
+                 domain: Annotated[str | None, typer.Option(help="The tools/<domain> folder (default: the service "
+                                                            "name).")] = None,
+                 force: Annotated[bool, typer.Option(help="Replace existing manifests.")] = False) -> None:
+    """Draft one manifest per tool a live service serves, for a person to review.
+
+    Description and schemas are written exactly as served; owner, risk and classification are
+    REVIEW-ME (lint and serve refuse the manifest until a person fills them in); no policy (default
+    deny). The tool-poisoning scanner's findings head each file and are printed; a flagged
+    definition gets no pin. Existing files are kept unless --force."""
+    import re
+
+    import anyio
+
+    from portcullis.content.definition_review import finding_message
+    from portcullis.import_command import draft_manifests
+    from portcullis.pin_command import list_services
+
+    deployment = _load_for_import(config)
+    if service not in deployment.gateway.services:
+        err.print(f"import: no service {terminal_safe(service)} in gateway.yaml", highlight=False, markup=False)
+        raise typer.Exit(2)
+    folder = domain or service
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", folder):
+        err.print("import: --domain must be a lower-case name (a-z 0-9 _ -)", highlight=False)
+        raise typer.Exit(2)
+    listings = anyio.run(list_services, deployment, [service])
+    if service not in listings:
+        err.print(f"import: service {service} could not be listed (see the log above)", highlight=False,
+                  markup=False)
+        raise typer.Exit(1)
+    others = [name for m in deployment.manifests if m.manifest.service != service
+              for name in (m.manifest.name, m.exposed_name)]
+    drafts = draft_manifests(service, listings[service], out_dir or deployment.root, folder, other_tools=others,
+                             force=force)
+    table = Table("tool", "state", "findings", "file")
+    for draft in drafts:
+        table.add_row(cell(draft.tool, None), cell(draft.state), cell(len(draft.findings) or "-"),
+                      cell(draft.path if draft.path else draft.reason, None))
+    out.print(table)
+    for draft in drafts:
+        for finding in draft.findings:
+            err.print(Text(f"{terminal_safe(draft.tool, None)}: "
+                           f"{terminal_safe(finding_message(finding), None, double_backslashes=False)}"))
+        if draft.state != "written":
+            err.print(Text(f"{terminal_safe(draft.tool, None)}: {draft.state}: {draft.reason}"))
+    written = sum(d.state == "written" for d in drafts)
+    out.print(f"{written} manifest(s) written: review each (REVIEW-ME fields, findings, policy), then "
+              "`portcullis lint` and `portcullis pin`", highlight=False)
+    raise typer.Exit(1 if any(d.state == "refused" for d in drafts) else 0)
+
+
+def _load_for_import(config: Path | None) -> Deployment:
+    """The deployment; if it does not load (say, manifests drafted earlier still await review), its
+    gateway.yaml alone, so services can still be imported one after another."""
+    from portcullis.config.loader import Deployment, load_deployment
+    from portcullis.config.model import GatewayConfig
+    from portcullis.config.yaml_lines import MAX_BYTES, YamlError, load_yaml
+    from portcullis.errors import ConfigError
+
+    root = config or demo_deployment()
+    try:
+        return load_deployment(root)
+    except ConfigError:
+        pass
+    try:
+        gateway = GatewayConfig.model_validate(load_yaml((root / "gateway.yaml").read_bytes()[: MAX_BYTES + 1]).value)
+    except (OSError, YamlError, ValueError):
+        return _load(config)  # prints every problem and exits 2
+    err.print("import: the deployment does not load as a whole (run `portcullis lint`); using gateway.yaml alone",
+              highlight=False)
+    return Deployment(root, gateway, ())
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        return "unknown"
 
 
 def _print_findings(rows: Sequence[PinRow]) -> None:
@@ -218,16 +309,25 @@ def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) 
                   highlight=False,
                   markup=False)
         raise typer.Exit(2)
-    table = Table("tool", "state", "pin", "live (as the gateway sees it)")
+    table = Table("tool", "state", "pin", "live (as the gateway sees it)", "findings")
     drift = 0
+    found: list[str] = []
     for row in answer["tools"]:
         if not isinstance(row, dict) or (services and row.get("service") not in services):
             continue
         state = _gateway_pin_state(row)
         drift += state != "unchanged"
+        listed = row.get("findings")
+        findings: list[Any] = listed if isinstance(listed, list) else []
+        accepted = " (accepted)" if row.get("findings_accepted") else ""
         table.add_row(cell(row.get("tool"), None), cell(state), cell(row.get("pin"), None),
-                      cell(row.get("live"), None))  # the gateway's answer: shown, never obeyed as markup
-    out.print(table)
+                      cell(row.get("live"), None), cell(f"{len(findings)}{accepted}" if findings else "-"))
+        found += [f"{row.get('tool')}: possible tool poisoning ({item.get('rule')}) at {item.get('pointer') or '/'}: "
+                  f"\"{item.get('excerpt')}\"" + (f"; {item.get('detail')}" if item.get("detail") else "")
+                  for item in findings if isinstance(item, dict)]
+    out.print(table)  # the gateway's answer: shown, never obeyed as markup
+    for line in found:
+        err.print(Text(terminal_safe(line, None)))
     if drift:
         raise typer.Exit(1)
 
@@ -242,6 +342,8 @@ def _gateway_pin_state(row: dict[str, object]) -> str:
         return "changed" if row.get("live") else "missing upstream"
     if state == "unpinned":
         return "not pinned"
+    if state == "flagged":
+        return "flagged"
     return "service unreachable"
 
 

@@ -32,6 +32,7 @@ import tempfile
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -143,6 +144,35 @@ def write_pin(manifest_path: Path, pin: str) -> None:
     except YamlError as exc:
         raise ConfigError([Problem(manifest_path, exc.line, exc.message)]) from None
     atomic_write_text(manifest_path, text)
+
+
+_ACCEPTED_NOTE = "# findings accepted by "
+
+
+def write_acceptance(manifest_path: Path, pin: str, reviewer: str, rules: list[str],
+                     now: datetime | None = None) -> None:
+    """Set ``findings_accepted: <pin>`` with a comment line above it: who accepted the scanner's findings
+    (``reviewer``, as the person running ``pin`` names themselves: the commit is the authenticated record),
+    when (UTC) and which rules. Only safe characters of ``reviewer`` and ``rules`` are kept."""
+    if not re.fullmatch(PIN_PATTERN, pin):
+        raise ConfigError([Problem(manifest_path, None, "pin must look like sha256:<64 hex digits>")])
+    try:
+        data = set_top_level_scalar(manifest_path.read_bytes(), "findings_accepted", pin)
+        line = load_yaml(data.encode("utf-8")).line_of(("findings_accepted",))
+    except YamlError as exc:
+        raise ConfigError([Problem(manifest_path, exc.line, exc.message)]) from None
+    who = re.sub(r"[^A-Za-z0-9@._+-]", "", reviewer)[:64] or "unknown"
+    when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    what = ", ".join(re.sub(r"[^a-z0-9._]", "", rule)[:48] for rule in rules[:20])
+    lines = data.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    note = f"{_ACCEPTED_NOTE}{who} at {when} (portcullis pin --accept-findings): {what}{newline}"
+    index = line - 1
+    if index > 0 and lines[index - 1].startswith(_ACCEPTED_NOTE):
+        lines[index - 1] = note
+    else:
+        lines.insert(index, note)
+    atomic_write_text(manifest_path, "".join(lines))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -27,6 +27,9 @@ _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 PIN_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# What `portcullis import` writes where a person must decide (owner, risk, classification); refused
+# by the manifest model itself, so `lint` and `serve` refuse an unreviewed manifest alike.
+REVIEW_PLACEHOLDER = "REVIEW-ME"
 
 
 class _Model(BaseModel):
@@ -477,12 +480,27 @@ class ToolManifest(_Model):
         pattern=PIN_PATTERN,
         description="sha256 of the upstream's live definition; a mismatch quarantines the tool.",
     )
+    findings_accepted: str | None = Field(
+        None,
+        pattern=PIN_PATTERN,
+        description="The pin whose tool-poisoning findings a person reviewed and accepted (`portcullis pin "
+        "--accept-findings`, which writes who and when in a comment). A live definition with findings is "
+        "served only while this equals `pin`.")
     policy: ToolPolicy | None = Field(
         None, description="Who may call this tool and with which arguments. A tool without a policy is "
         "denied to every caller (default deny).")
     sensitive_arguments: tuple[Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=512)], ...] = Field(
         (), description="RFC 6901 pointers of arguments written to the audit trail only as keyed hashes "
         "(HMAC with the audit key), never in clear.")
+
+    @field_validator("owner", "risk", "classification", mode="before")
+    @classmethod
+    def _reviewed(cls, value: Any) -> Any:
+        values = value.values() if isinstance(value, dict) else (value,)
+        if any(item == REVIEW_PLACEHOLDER for item in values):
+            raise ValueError(f"{REVIEW_PLACEHOLDER} left by `portcullis import`: a person must review this "
+                             "manifest and fill this in")
+        return value
 
     @field_validator("input_schema")
     @classmethod

@@ -215,8 +215,11 @@ class GatewayMetrics:
         self.audit_failures_total = counter("audit_failures_total", "Audit writes that failed.")
         self.attempts_total = counter("attempts_total", "Requests refused before the pipeline (attempt records).",
                                       "reason")
-        self._counters = (self.calls_total, self.upstream_errors_total, self.policy_errors_total,
-                          self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
+        self.definition_findings_total = counter(
+            "definition_findings_total", "Tool-poisoning findings in newly listed or changed live definitions.", "rule")
+        self._counters = (self.definition_findings_total, self.calls_total, self.upstream_errors_total,
+                          self.policy_errors_total, self.policy_shadow_total, self.limit_exceeded_total,
+                          self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
         self._histograms = (self.call_seconds, self.stage_seconds)
         self._policy_errors = self.policy_errors_total.labels()  # unlabelled: present at 0 from the start
@@ -262,6 +265,12 @@ class GatewayMetrics:
     def attempt(self, reason: str) -> None:
         """One refused request; ``reason`` is one of the closed set in audit/attempts.py."""
         self.attempts_total.labels(reason).inc()
+
+    def definition_finding(self, rule: str) -> None:
+        """One scanner finding in a live tool definition; ``rule`` is a scanner rule id (a closed set in code)."""
+        label = rule if len(rule) <= 48 and rule.startswith("poisoning.") and rule[10:].replace("_", "").isalpha() \
+            else "unknown"
+        self.definition_findings_total.labels(label).inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

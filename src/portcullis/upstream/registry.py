@@ -27,11 +27,12 @@ knows which notifications it answers.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,9 @@ from portcullis.upstream.sdk_client import SdkConnector
 
 log = logging.getLogger("portcullis.upstream")
 
-ToolsCallback = Callable[[str, list[dict[str, Any]], int], None]  # (service, tools, as_of change count)
+# (service, tools, as_of change count); may be a coroutine function (the gateway's scans definitions
+# off the event loop first), awaited before the service counts as listed
+ToolsCallback = Callable[[str, list[dict[str, Any]], int], Awaitable[None] | None]
 ChangeCallback = Callable[[str, int], None]  # (service, change count): hold its calls until re-verified
 
 
@@ -147,7 +150,7 @@ class ServiceHandle:
                         continue
                     held, previous = previous, None  # the replacement failed: keep the running one
                 else:
-                    self._on_tools(self.name, held.tools, as_of)
+                    await self._report(held.tools, as_of)
                     self._conn = held.conn
                     self.ready.set()
                     backoff = 0.1
@@ -167,6 +170,11 @@ class ServiceHandle:
                 held.stop.set()
                 await anyio.sleep(backoff * (1 + random.random() / 4))  # noqa: S311 - jitter, not crypto
                 backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def _report(self, tools: list[dict[str, Any]], as_of: int) -> None:
+        result = self._on_tools(self.name, tools, as_of)
+        if inspect.isawaitable(result):
+            await result
 
     async def _hold(self, connector: Connector, held: _Held) -> None:
         """Own one connection in its own task, so old and new can overlap and close in any order."""
@@ -222,15 +230,15 @@ class ServiceHandle:
                     self._last_relist = time.monotonic()
                     self.relists += 1
                     as_of = self.changes
-                    self._on_tools(self.name, await conn.list_tools(), as_of)
+                    await self._report(await conn.list_tools(), as_of)
                     continue
                 since_refresh += self._health_s
                 as_of = self.changes
                 if since_refresh >= self._refresh_s:
                     since_refresh = 0.0
-                    self._on_tools(self.name, await conn.list_tools(), as_of)
+                    await self._report(await conn.list_tools(), as_of)
                 elif (listing := await conn.ping(timeout_s=self._health_s)) is not None:
-                    self._on_tools(self.name, listing, as_of)  # a complete first page: checked for free
+                    await self._report(listing, as_of)  # a complete first page: checked for free
             except PortcullisError as exc:
                 log.warning("service health check failed", extra={"fields": {
                     "service": self.name, "error": type(exc).__name__}})
