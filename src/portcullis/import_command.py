@@ -33,7 +33,6 @@ from portcullis.config.model import REVIEW_PLACEHOLDER, TOOL_NAME_RE
 from portcullis.content.definition_review import finding_message, live_findings
 from portcullis.content.rule_findings import Finding
 from portcullis.pinning import definition_hash
-from portcullis.text import escape_invisible
 
 MAX_TOOLS = 1000  # a hostile upstream listing more gets the first ones drafted and a refusal for the rest
 
@@ -70,12 +69,12 @@ def draft_text(service: str, tool: Mapping[str, Any], findings: Sequence[Finding
     if findings:
         head += [f"# The tool-poisoning scanner found {len(findings)} problem(s); no pin was written. Read each",
                  "# one; after review run `portcullis pin` (with --accept-findings if you accept them):"]
-        head += [f"#   {_comment_safe(finding_message(finding))}" for finding in findings]
+        head += [f"#   {_ascii_safe(finding_message(finding))}" for finding in findings]
     body = yaml.safe_dump(manifest, sort_keys=False, allow_unicode=False, width=100)
     return "\n".join(head) + "\n" + body
 
 
-def _comment_safe(text: str) -> str:
+def _ascii_safe(text: str) -> str:
     """One comment line: the scanner's message (its excerpts are escaped already) with every character outside
     printable ASCII shown as ``\\u{XXXX}``, so no line break, control or bidi character reaches the file."""
     text = text.replace("\u2026", "...")
@@ -92,7 +91,7 @@ def draft_manifests(service: str, tools: Iterable[Mapping[str, Any]], out: Path,
     seen: set[str] = set()
     for index, tool in enumerate(tools):
         raw = tool.get("name") if isinstance(tool, Mapping) else None
-        shown = escape_invisible(str(raw)[:200]) if raw is not None else "(no name)"
+        shown = _ascii_safe(str(raw)[:200]) if raw is not None else "(no name)"  # look-alikes show as \u{0430}
         if index >= MAX_TOOLS:
             drafts.append(Draft(shown, "refused", None, reason=f"more than {MAX_TOOLS} tools listed"))
             continue
@@ -104,8 +103,8 @@ def draft_manifests(service: str, tools: Iterable[Mapping[str, Any]], out: Path,
             drafts.append(Draft(shown, "refused", None, reason="another tool's name differs only in case"))
             continue
         seen.add(raw.casefold())
-        path = folder / f"{raw}.yml"
-        if path.resolve().parent != real_folder:  # cannot happen with a valid name; checked anyway
+        path = real_folder / f"{raw}.yml"
+        if path.parent != real_folder or raw in (".", ".."):  # cannot happen with a valid name; checked anyway
             drafts.append(Draft(shown, "refused", None, reason="would leave the output directory"))
             continue
         findings = tuple(live_findings(tool, other_tools))

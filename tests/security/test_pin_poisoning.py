@@ -67,3 +67,26 @@ def test_lint_reports_a_poisoned_manifest_at_its_line(tmp_path: Path) -> None:
     lines = [line for line in (done.stdout + done.stderr).splitlines() if "poisoning.secret_file" in line]
     assert lines and "add.yml:4:" in lines[0].replace("\\", "/"), lines
     assert not [line for line in (done.stdout + done.stderr).splitlines() if "echo.yml" in line and "error" in line]
+
+
+def test_accepting_findings_records_who_and_when_and_a_pinned_unaccepted_definition_is_flagged(tmp_path: Path) -> None:
+    """A poisoned definition pinned without acceptance (pinned before the scanner, say) is flagged by
+    `pin --check`; `--accept-findings --reviewer` writes findings_accepted (= the pin) with a comment naming
+    the reviewer, the time and the rules; after that `pin --check` is clean."""
+    from portcullis.pinning import definition_hash
+
+    live = _live()
+    pinned = manifest_from_live("svc", {**live["add"], "description": "Add two numbers."},
+                                pin=definition_hash(live["add"]))
+    root = _deployment(tmp_path / "d", [pinned])
+    path = root / "tools" / "svc" / "add.yml"
+    flagged = run_cli("pin", str(root), "--check")
+    assert flagged.returncode == 1 and "flagged" in flagged.stdout and "poisoning.secret_file" in flagged.stderr
+    accepted = run_cli("pin", str(root), "--accept-findings", "--reviewer", "carol@example.com")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    manifest = yaml.safe_load(path.read_text())
+    assert manifest["findings_accepted"] == manifest["pin"] == definition_hash(live["add"])
+    (note,) = [line for line in path.read_text().splitlines() if line.startswith("# findings accepted by")]
+    assert note.startswith("# findings accepted by carol@example.com at 20") and "poisoning.secret_file" in note
+    again = run_cli("pin", str(root), "--check")
+    assert again.returncode == 0, again.stdout + again.stderr
