@@ -9,6 +9,7 @@ change with a new hash is quarantined as before, with no findings.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,11 @@ def test_hidden_characters_in_a_changed_definition_are_escaped_on_every_view(tmp
         echo, _, names = _change(gateway, "hidden")
         row, body = _echo_row(gateway)
         check = run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token", gateway.token(user="ops-alice"))
+        deadline = time.monotonic() + 30  # the gateway's stdout reaches its log file in blocks
+        while "poisoning.invisible_unicode" not in gateway.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
         log = gateway.log()
+    assert "tool definition has scanner findings" in log and "poisoning.invisible_unicode" in log
     assert echo == UNKNOWN and "rug.echo" not in names
     rules = {f["rule"] for f in row["findings"]}
     assert "poisoning.invisible_unicode" in rules, row
