@@ -60,6 +60,7 @@ from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
+from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
@@ -298,11 +299,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
+    response_cache = None
+    if cfg.response_cache.enabled and any(m.manifest.cache is not None for m in deployment.manifests):
+        response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
+                                             max_bytes=cfg.response_cache.max_bytes)
+        metrics.set_response_cache_source(response_cache.stats)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         environment=authz.environment, clock=clock,
-        default_timeout_s=cfg.limits.call_timeout_s))
+        default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
+        cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications)))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
