@@ -16,14 +16,13 @@ from pydantic import ValidationError
 
 from portcullis.config.model import GatewayConfig, ResponseCacheConfig, ToolManifest
 from portcullis.identity.principal import Principal
-from portcullis.pipeline.stages.cache import FLAG_ATTRIBUTES, cache_key, flagged, storable
 from portcullis.pipeline.context import CallContext, CallRecord
+from portcullis.pipeline.stages.cache import FLAG_ATTRIBUTES, cache_key, flagged, storable
 from portcullis.policy.decision import Decision, Obligation
 from portcullis.sinks import cache_refusal, sink_allowed
 from portcullis.state.response_cache import FailingResponseCache, MemoryResponseCache
 from tests.security.harness import (
     BOB,
-    BOT,
     INVOICE,
     REFUND,
     InProcessGateway,
