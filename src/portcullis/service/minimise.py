@@ -206,8 +206,9 @@ def aggregate(rows: Iterable[Mapping[str, Any]], by: Sequence[str], metric: Metr
               *, k: int = 5) -> Aggregate:
     """Group ``rows`` by the values at the ``by`` pointers and compute ``metric`` per group; groups of fewer
     than ``k`` rows are left out (only their number is reported). Every group has its row ``count``;
-    ``metric`` adds columns (a named ``Metric("count", name=...)`` is allowed but redundant). Group values must be JSON scalars
-    (a missing one groups as ``None``). A row whose metric value is missing is counted but adds no value.
+    ``metric`` adds columns (a named ``Metric("count", name=...)`` is allowed but redundant). Group
+    values must be JSON scalars (a missing one groups as ``None``). A row whose metric value is missing
+    is counted but adds no value.
 
     Note: suppression protects one answer. Two answers that differ by one record (a total with and without
     a filter) can still tell about it; keep such tools behind the gateway's rate limits and policy.
