@@ -39,7 +39,7 @@ from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.witness.client import build_witness_queue
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
-from portcullis.config.loader import Deployment
+from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.secrets import resolve_secret
 from portcullis.errors import ConfigError, Problem
 from portcullis.identity.authenticate import Authenticator
@@ -300,7 +300,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
     response_cache = None
-    if cfg.response_cache.enabled and any(m.manifest.cache is not None for m in deployment.manifests):
+    if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
                                              max_bytes=cfg.response_cache.max_bytes)
         metrics.set_response_cache_source(response_cache.stats)
