@@ -284,6 +284,18 @@ async def test_approval_still_required_on_a_hit(tmp_path: Path) -> None:
         assert (await gw.call(REFUND, args)).code == -31010
 
 
+async def test_risk_escalation_is_never_skipped_by_a_hit(tmp_path: Path) -> None:
+    # low tool (0) + Internal (5) + production (20) = 25, plus 2 per earlier call: the third call needs approval
+    risk = {"rate": {"points_per_call": 2, "max_points": 20},
+            "thresholds": {"one_approver": 28, "two_approvers": 70, "deny": 100}}
+    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(), risk=risk) as gw:
+        assert (await gw.call(INVOICE, ARGS)).result is not None
+        assert (await gw.call(INVOICE, ARGS)).result is not None
+        assert _calls(gw) == 1  # the second was a hit
+        held = await gw.call(INVOICE, ARGS)
+        assert held.code == -31010 and held.result is None and _calls(gw) == 1
+
+
 async def test_denied_caller_never_reaches_a_stored_answer(tmp_path: Path) -> None:
     async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
         await gw.call(INVOICE, ARGS)

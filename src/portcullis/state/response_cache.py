@@ -79,7 +79,7 @@ class MemoryResponseCache:
         if old is not None:
             self._stats.bytes -= _size(key, old[0])
             self._stats.entries -= 1
-        self._make_room(size, now)
+        self._make_room(size)
         self._entries[key] = (bytes(value), expires_at)
         self._stats.entries += 1
         self._stats.bytes += size
@@ -91,7 +91,7 @@ class MemoryResponseCache:
         return CacheStats(hits=s.hits, misses=s.misses, stores=s.stores, evictions=s.evictions,
                           entries=s.entries, bytes=s.bytes)
 
-    def _make_room(self, size: int, now: float) -> None:
+    def _make_room(self, size: int) -> None:
         while self._entries and (len(self._entries) + 1 > self._max_entries
                                  or self._stats.bytes + size > self._max_bytes):
             key, (value, _) = self._entries.popitem(last=False)
