@@ -39,7 +39,7 @@ from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.witness.client import build_witness_queue
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
-from portcullis.config.loader import Deployment
+from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.secrets import resolve_secret
 from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
@@ -61,6 +61,7 @@ from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
+from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
@@ -301,11 +302,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
+    response_cache = None
+    if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
+        response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
+                                             max_bytes=cfg.response_cache.max_bytes)
+        metrics.set_response_cache_source(response_cache.stats)
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         environment=authz.environment, clock=clock,
-        default_timeout_s=cfg.limits.call_timeout_s))
+        default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
+        cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications)))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:

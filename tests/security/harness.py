@@ -40,6 +40,7 @@ from portcullis.policy.limits import LimitRule
 from portcullis.policy.rego import RegoPolicy
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.state.memory import InMemoryStateStore
+from portcullis.state.response_cache import ResponseCacheStore
 from portcullis.transport.jsonrpc import Message
 from portcullis.transport.protocol import Dispatcher, Request
 from portcullis.upstream.registry import ServiceHandle, UpstreamRegistry
@@ -89,7 +90,8 @@ def refund(amount: float, *, order: str = "ORD-1", currency: str = "USD") -> dic
     return {"order_id": order, "amount": amount, "currency": currency, "reason": "duplicate"}
 
 
-def deployment(*, limits: list[dict[str, Any]] | None = None, policies: Mapping[str, Any] | None = None) -> Deployment:
+def deployment(*, limits: list[dict[str, Any]] | None = None, policies: Mapping[str, Any] | None = None,
+               manifest_extra: Mapping[str, Mapping[str, Any]] | None = None) -> Deployment:
     gateway = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                      "url": "http://127.0.0.1:1/mcp"}},
                                             "authorization": {"limits": limits or []}})
@@ -100,7 +102,7 @@ def deployment(*, limits: list[dict[str, Any]] | None = None, policies: Mapping[
             "risk": "high" if name != "get_invoice" else "low",
             "classification": {"input": "Confidential", "output": "Confidential"},
             "input_schema": live["inputSchema"], "pin": definition_hash(live),
-            "policy": (policies or {}).get(name, _POLICIES[name])})
+            "policy": (policies or {}).get(name, _POLICIES[name]), **(manifest_extra or {}).get(name, {})})
         manifests.append(LoadedManifest(Path(f"/dep/tools/billing/{name}.yml"), "billing", manifest,
                                         f"billing.{name}"))
     return Deployment(Path("/dep"), gateway, tuple(manifests))
@@ -207,12 +209,17 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              rego_workers: PoolSettings | None = None,
                              handlers: Mapping[str, ToolFn] | None = None,
                              wrap_audit_store: Callable[[AuditStore], AuditStore] | None = None,
+                             manifest_extra: Mapping[str, Mapping[str, Any]] | None = None,
+                             response_cache: ResponseCacheStore | None = None,
+                             cache_classifications: tuple[str, ...] = ("Public", "Internal"),
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
     ``handlers`` replace the upstream's answers per tool (default: every tool answers "done");
-    ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store."""
-    dep = deployment(limits=limits, policies=policies)
+    ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store;
+    ``manifest_extra`` adds manifest keys per tool (``cache``, ``annotations``, ``classification``);
+    ``response_cache`` turns the response cache stage on with that store."""
+    dep = deployment(limits=limits, policies=policies, manifest_extra=manifest_extra)
     clock = Clock()
     catalog = Catalog(dep)
     connector = FakeConnector("billing", list(_LIVE.values()), {**{name: _echo for name in _LIVE}, **(handlers or {})})
@@ -235,7 +242,8 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 catalog=catalog, upstreams=UpstreamRegistry({"billing": handle}),
                 minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example", clock=clock),
                 engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
-                risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock))
+                risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock,
+                response_cache=response_cache, cache_classifications=cache_classifications))
 
             def visible(principal: Principal) -> frozenset[str]:
                 from datetime import UTC, datetime

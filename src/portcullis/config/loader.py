@@ -415,8 +415,19 @@ def _cross_check(gateway: GatewayConfig | None, manifests: list[_Checked], repor
             report.error(path, name_line, f"exposed name {public!r} {how} {other!r} from {where}")
             continue
         exposed[folded] = (public, path)
+        if manifest.cache is not None and not cache_served(gateway, manifest):
+            report.warning(path, doc.line_of(("cache",)), "cache is declared but the gateway never caches this tool "
+                           "(response_cache disabled, or its output classification is not in "
+                           "response_cache.classifications)")
         loaded.append(LoadedManifest(path, domain, manifest, public))
     return loaded
+
+
+def cache_served(gateway: GatewayConfig, manifest: ToolManifest) -> bool:
+    """Whether the gateway's response cache may hold this tool's results (its manifest must also declare
+    ``cache``, which the manifest model allows only for read-only tools whose output is not Restricted)."""
+    allowed = gateway.response_cache
+    return allowed.enabled and manifest.classification.output in allowed.classifications
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

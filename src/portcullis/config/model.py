@@ -22,6 +22,7 @@ from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy, check_caller_pattern
+from portcullis.sinks import cache_refusal
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -419,6 +420,28 @@ class ApprovalsConfig(_Model):
                                     "(null: off, the policy alone decides).")
 
 
+class ResponseCacheConfig(_Model):
+    """The optional per-tool response cache (a tool opts in with ``cache`` in its manifest)."""
+
+    enabled: bool = Field(True, description="false: no tool is answered from the cache, whatever its manifest "
+                          "says. Nothing is cached unless a tool's manifest declares ``cache``.")
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="Most results held; the least recently "
+                             "used goes first.")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1 << 36, description="Most bytes of encoded results "
+                           "held (keys included); the least recently used goes first. A result larger than an "
+                           "eighth of this is never stored.")
+    classifications: tuple[Classification, ...] = Field(
+        (Classification.PUBLIC, Classification.INTERNAL),
+        description="Output classifications whose results may be cached. Restricted is never allowed.")
+
+    @field_validator("classifications")
+    @classmethod
+    def _never_restricted(cls, value: tuple[Classification, ...]) -> tuple[Classification, ...]:
+        if Classification.RESTRICTED in value:
+            raise ValueError("Restricted results are never cached")
+        return value
+
+
 class GatewayConfig(_Model):
     """The whole of ``gateway.yaml``."""
 
@@ -437,6 +460,7 @@ class GatewayConfig(_Model):
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
+    response_cache: ResponseCacheConfig = ResponseCacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
@@ -461,6 +485,12 @@ class ToolAnnotations(_Model):
     destructiveHint: bool | None = None
     idempotentHint: bool | None = None
     openWorldHint: bool | None = None
+
+
+class ToolCache(_Model):
+    """A tool's opt-in to the response cache (read-only tools only, never Restricted output)."""
+
+    ttl_s: float = Field(ge=1, le=86400, description="How long a stored result may answer the same call.")
 
 
 class ToolManifest(_Model):
@@ -492,6 +522,18 @@ class ToolManifest(_Model):
     sensitive_arguments: tuple[Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=512)], ...] = Field(
         (), description="RFC 6901 pointers of arguments written to the audit trail only as keyed hashes "
         "(HMAC with the audit key), never in clear.")
+    cache: ToolCache | None = Field(
+        None, description="Answer the same call (same principal, tenant, arguments, definition and policy "
+        "version) from the gateway's response cache for ``ttl_s``. Only for a tool declared "
+        "``annotations.readOnlyHint: true`` whose output is not Restricted.")
+
+    @model_validator(mode="after")
+    def _cache_allowed(self) -> ToolManifest:
+        if self.cache is not None:
+            reason = cache_refusal(self.annotations.readOnlyHint, str(self.classification.output))
+            if reason is not None:
+                raise ValueError(f"cache: {reason}")
+        return self
 
     @field_validator("owner", "risk", "classification", mode="before")
     @classmethod

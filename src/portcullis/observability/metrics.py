@@ -22,6 +22,9 @@ name                                         labels                             
 ``portcullis_approvals_open``                status                                 approvals pending / approved *
 ``portcullis_connections_refused_total``     listener, reason                       connections refused at the
                                                                                     HTTP layer *
+``portcullis_response_cache_total``         event                                  response cache hits, misses,
+                                                                                    stores, evictions *
+``portcullis_response_cache_bytes``         (none)                                 bytes the cache holds *
 ``portcullis_log_records_dropped_total``     (none)                                 log records dropped: the log
                                                                                     sink was too slow
 ==========================================  =====================================  =============================
@@ -196,6 +199,7 @@ class GatewayMetrics:
         self._audit_depth_source: Callable[[], int] | None = None
         self._approvals_source: Callable[[], Mapping[str, int]] | None = None
         self._refusals_source: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
+        self._cache_source: Callable[[], Any] | None = None
 
         def counter(name: str, doc: str, *labels: str) -> Family[CounterChild]:
             return Family(f"portcullis_{name}", doc, labels, CounterChild, max_series=max_series)
@@ -305,6 +309,11 @@ class GatewayMetrics:
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
 
+    def set_response_cache_source(self, source: Callable[[], Any] | None) -> None:
+        """Read ``portcullis_response_cache_total`` (event -> count) and ``portcullis_response_cache_bytes``
+        from ``source()`` (a :class:`~portcullis.state.response_cache.CacheStats`) at every scrape."""
+        self._cache_source = source
+
     def _collect(self) -> Iterator[Metric]:
         for counter in self._counters:
             family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labelnames)
@@ -358,6 +367,21 @@ class GatewayMetrics:
                 log.warning("connection refusals source failed", exc_info=True)
             else:
                 yield refused
+        if self._cache_source is not None:
+            try:
+                stats = self._cache_source()
+                events = CounterMetricFamily("portcullis_response_cache_total", "Response cache lookups and "
+                                             "changes (hit, miss, store, eviction).", labels=["event"])
+                for event, name in (("hit", "hits"), ("miss", "misses"), ("store", "stores"),
+                                    ("eviction", "evictions")):
+                    events.add_metric([event], float(getattr(stats, name)))
+                held = GaugeMetricFamily("portcullis_response_cache_bytes", "Bytes of results the response "
+                                         "cache holds.", float(stats.bytes))
+            except Exception:
+                log.warning("response cache source failed", exc_info=True)
+            else:
+                yield events
+                yield held
         yield CounterMetricFamily("portcullis_log_records_dropped_total", "Log records dropped because the log "
                                   "sink could not keep up (the queue is bounded).", value=float(logs.dropped()))
 

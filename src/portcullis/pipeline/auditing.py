@@ -114,6 +114,8 @@ class CallAuditor:
                   "output": {"bytes": output_bytes,
                              "classification": str(route.manifest.manifest.classification.output)},
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
+        if ctx.record.cache is not None:  # the response cache's verdict (hit: answered without forwarding)
+            fields["cache"] = ctx.record.cache
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

@@ -21,10 +21,11 @@ from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
-from portcullis.pipeline.stages import approve, audit, authorize, forward, limits, record, risk, route, validate
+from portcullis.pipeline.stages import approve, audit, authorize, cache, forward, limits, record, risk, route, validate
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
+from portcullis.state.response_cache import ResponseCacheStore
 from portcullis.upstream.registry import UpstreamRegistry
 
 
@@ -46,6 +47,8 @@ class PipelineParts:
     environment: str = "production"
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
+    response_cache: ResponseCacheStore | None = None  # None: no response cache stage
+    cache_classifications: tuple[str, ...] = ("Public", "Internal")  # output classes the cache may hold
 
 
 def build_pipeline(parts: PipelineParts) -> Handler:
@@ -77,6 +80,11 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),
+        # cache: after audit, so every check above ran and a hit gets its decision and outcome records
+        # (a hit is only a cheaper forward); before the response filter ("content", to sit between
+        # this line and the forwarder), so what it stores and serves is the filtered result.
+        *((("cache", cache.make_stage(p.response_cache, p.clock, p.cache_classifications)),)
+          if p.response_cache is not None else ()),
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)

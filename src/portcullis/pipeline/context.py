@@ -41,7 +41,7 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
+    __slots__ = ("cache", "claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
                  "refused_decision", "route", "upstream_span_id")
 
     def __init__(self) -> None:
@@ -55,6 +55,7 @@ class CallRecord:
         self.outcome_written = False
         self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
         self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
+        self.cache: str | None = None  # the response cache's verdict: "hit", "miss", "bypass" (None: not cacheable)
 
     def decision_durable(self) -> None:
         self.decision_written = True

@@ -11,6 +11,10 @@ Public surface:
   when given to :func:`create_service` (see :mod:`portcullis.service.policy_guard`), and
   :class:`PolicyLoadError`, what loading them raises.
 
+- :mod:`portcullis.service.minimise` — data minimisation: :func:`project` (fields by pointer),
+  :func:`aggregate` (groups of at least k rows), :func:`masked` (card, e-mail, phone, IBAN, SSN masks)
+  and :func:`declared_output` (a result with an undeclared field is refused).
+
 From the environment the gateway sets (:mod:`portcullis.service.env`): ``service_from_env``,
 ``verifier_from_env``, ``policies_from_env``.
 """
@@ -24,6 +28,15 @@ from portcullis.service.kit import (
     current_call,
     current_principal,
 )
+from portcullis.service.minimise import (
+    Aggregate,
+    Metric,
+    MinimisationError,
+    aggregate,
+    declared_output,
+    masked,
+    project,
+)
 from portcullis.service.policy_guard import FORBIDDEN_CODE, PolicyLoadError, ServicePolicies
 from portcullis.service.verify import GatewayTokenVerifier, ReplayCache, ServiceAuthError, VerifiedCall
 
@@ -31,7 +44,10 @@ __all__ = [
     "ACTOR_TOKEN_META_KEY",
     "FORBIDDEN_CODE",
     "ActorTokenGuard",
+    "Aggregate",
     "GatewayTokenVerifier",
+    "Metric",
+    "MinimisationError",
     "PolicyGuard",
     "PolicyLoadError",
     "ReplayCache",
@@ -39,7 +55,11 @@ __all__ = [
     "ServiceAuthError",
     "ServicePolicies",
     "VerifiedCall",
+    "aggregate",
     "create_service",
     "current_call",
     "current_principal",
+    "declared_output",
+    "masked",
+    "project",
 ]

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from portcullis.demo.services._common import new_service, serve
 from portcullis.service import GatewayTokenVerifier, ServiceApp
+from portcullis.service.minimise import Metric, aggregate, declared_output
 
 REGIONS = ("emea", "amer", "apac")
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
@@ -64,6 +65,14 @@ def _rows() -> tuple[_Row, ...]:
     )
 
 
+# The rows are already monthly totals per region and product, not records about people, so one row
+# may form a group (k=1); a service aggregating per-person rows would set k to its threshold.
+MIN_GROUP_ROWS = 1
+_BY_REGION = (Metric("sum", "/revenue_cents", "revenue_cents"), Metric("sum", "/orders", "orders"))
+
+
+@declared_output("/total_revenue_cents", "/orders", "/row_count", "/by_region/*/region",
+                 "/by_region/*/revenue_cents", "/by_region/*/orders")
 def summarize_revenue(
     region: str | None = None, month: str | None = None, product: str | None = None
 ) -> RevenueSummary:
@@ -79,13 +88,10 @@ def summarize_revenue(
         and (month is None or row.month == month)
         and (product is None or row.product == product)
     ]
+    groups = aggregate((row._asdict() for row in rows), ["/region"], _BY_REGION, k=MIN_GROUP_ROWS).groups
     by_region = [
-        RegionTotal(
-            region=name,
-            revenue_cents=sum(r.revenue_cents for r in rows if r.region == name),
-            orders=sum(r.orders for r in rows if r.region == name),
-        )
-        for name in sorted({r.region for r in rows})
+        RegionTotal(region=g["region"], revenue_cents=g["revenue_cents"], orders=g["orders"])
+        for g in sorted(groups, key=lambda g: str(g["region"]))
     ]
     return RevenueSummary(
         total_revenue_cents=sum(r.revenue_cents for r in rows),
