@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
+from portcullis.config.content import ContentConfig, ToolContent
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
@@ -435,6 +436,8 @@ class GatewayConfig(_Model):
     admin: AdminConfig = AdminConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    content: ContentConfig = Field(ContentConfig(), description="The output filter: secrets, PII, hidden "
+                                   "characters, links and injection in every tool result.")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
@@ -483,6 +486,8 @@ class ToolManifest(_Model):
     sensitive_arguments: tuple[Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=512)], ...] = Field(
         (), description="RFC 6901 pointers of arguments written to the audit trail only as keyed hashes "
         "(HMAC with the audit key), never in clear.")
+    content: ToolContent | None = Field(None, description="Output-filter rules for this tool, tried before the "
+                                        "gateway's content defaults.")
 
     @field_validator("input_schema")
     @classmethod

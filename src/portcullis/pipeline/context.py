@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portcullis.catalog import Route
+    from portcullis.content.output_filter import ContentReport
     from portcullis.identity.principal import Principal
     from portcullis.policy.decision import Decision
 
@@ -41,7 +42,7 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
+    __slots__ = ("claimed", "content", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
                  "refused_decision", "route", "upstream_span_id")
 
     def __init__(self) -> None:
@@ -55,6 +56,9 @@ class CallRecord:
         self.outcome_written = False
         self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
         self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
+        # what the output filter did with the result (content stage): counts, rule ids, and the
+        # ``sensitive`` / ``injection`` flags session rules read; never a value from the result
+        self.content: ContentReport | None = None
 
     def decision_durable(self) -> None:
         self.decision_written = True
