@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from portcullis.content.budget import ScanBudget
 from portcullis.content.links import normalise_hosts
 from portcullis.content.output_filter import FilterPolicy, filter_message
 from portcullis.content.scan import default_detectors
@@ -52,7 +53,8 @@ def result_4k(planted: bool = False) -> dict[str, Any]:
 
 
 def policy(**changes: Any) -> FilterPolicy:
-    base: dict[str, Any] = {"detectors": default_detectors(), "allow_hosts": normalise_hosts(["docs.example.com"]),
+    base: dict[str, Any] = {"detectors": default_detectors(), "budget": ScanBudget(min_encoded_run=12),
+                            "allow_hosts": normalise_hosts(["docs.example.com"]),
                             "hash_key": b"bench"}
     base.update(changes)
     return FilterPolicy(**base)

@@ -61,6 +61,8 @@ class ContentBudget(_Model):
     max_findings: int = Field(10_000, ge=1, le=1_000_000, description="More findings than this withholds the "
                               "result.")
     decode_depth: int = Field(2, ge=0, le=4, description="Nested encodings (base64, hex, URL-encoding) decoded.")
+    min_encoded_run: int = Field(12, ge=8, le=64, description="Shortest encoded run decoded and scanned (12: the "
+                                 "base64 of an SSN is 16 characters with its padding).")
 
 
 class ContentConfig(_Model):

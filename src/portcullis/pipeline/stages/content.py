@@ -57,7 +57,8 @@ class OutputFilter:
         budget = config.budget
         self._base = FilterPolicy(
             detectors=detectors,
-            budget=ScanBudget(cpu_ms=budget.cpu_ms, max_findings=budget.max_findings, decode_depth=budget.decode_depth),
+            budget=ScanBudget(cpu_ms=budget.cpu_ms, max_findings=budget.max_findings, decode_depth=budget.decode_depth,
+                              min_encoded_run=budget.min_encoded_run),
             hidden=HiddenPolicy(config.hidden_characters), injection=config.injection, links=config.links.enabled,
             allow_hosts=normalise_hosts(config.links.allow_hosts), hash_key=key)
         self._per_tool: dict[int, tuple[Any, FilterPolicy]] = {}
