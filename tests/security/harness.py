@@ -35,6 +35,7 @@ from portcullis.pinning import definition_hash
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.hooks import NullHooks
+from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.limits import LimitRule
 from portcullis.policy.rego import RegoPolicy
@@ -207,11 +208,13 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              rego_workers: PoolSettings | None = None,
                              handlers: Mapping[str, ToolFn] | None = None,
                              wrap_audit_store: Callable[[AuditStore], AuditStore] | None = None,
+                             content: OutputFilter | None = None,
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
     ``handlers`` replace the upstream's answers per tool (default: every tool answers "done");
-    ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store."""
+    ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store;
+    ``content`` is the output filter (default: none, results pass as the upstream sent them)."""
     dep = deployment(limits=limits, policies=policies)
     clock = Clock()
     catalog = Catalog(dep)
@@ -235,7 +238,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 catalog=catalog, upstreams=UpstreamRegistry({"billing": handle}),
                 minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example", clock=clock),
                 engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
-                risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock))
+                risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock, content=content))
 
             def visible(principal: Principal) -> frozenset[str]:
                 from datetime import UTC, datetime

@@ -93,8 +93,17 @@ def host_allowed(host: str | None, allow: Sequence[str]) -> bool:
 
 
 def judge(url: str, *, image: bool, allow: Sequence[str]) -> LinkHit | None:
-    """Whether ``url`` must be neutralised (a :class:`LinkHit`) or may stay (None)."""
-    cleaned = re.sub(r"[\t\r\n]", "", url).strip().replace("\\", "/")
+    """Whether ``url`` must be neutralised (a :class:`LinkHit`) or may stay (None). A backslash is read
+    both ways — as a browser reads it in an http(s) URL (a slash) and as Markdown does (an escape, so
+    ``\\@`` is ``@``) — and either reading that must be neutralised is."""
+    if "\\" in url:
+        return (_judge(url.replace("\\", "/"), image, allow)
+                or _judge(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", url), image, allow))
+    return _judge(url, image, allow)
+
+
+def _judge(url: str, image: bool, allow: Sequence[str]) -> LinkHit | None:
+    cleaned = re.sub(r"[\t\r\n]", "", url).strip()
     if not cleaned or cleaned.startswith("#") or (cleaned.startswith("/") and not cleaned.startswith("//")):
         return None  # a same-document or same-site relative reference: no host to send data to
     if not cleaned.startswith("//") and ":" not in cleaned.split("/", 1)[0]:

@@ -387,7 +387,7 @@ def _apply(text: str, spans: list[Span], policy: FilterPolicy, report: ContentRe
 def _marker(value: str, finding: Finding, rule: ActionRule, policy: FilterPolicy) -> str:
     if rule.action == "mask" and finding.encoding == PLAIN:
         tail = "".join(c for c in value if c.isalnum())[-4:]
-        shown = f" …{tail}" if len(value) >= 12 and tail else ""
+        shown = f" last4={tail}" if len(value) >= 12 and len(tail) == 4 else ""
         return f"[MASKED:{finding.kind} rule={rule.rule_id}{shown}]"
     if rule.action == "hash":
         digest = hmac.new(policy.hash_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
@@ -440,3 +440,14 @@ def _injection(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     edits = {(leaf.path, False): injection.wrap(leaf.text, source=policy.source)
              for leaf in string_leaves(value) if not leaf.is_key and leaf.path and leaf.path[-1] == "text"}
     return _rebuild(value, edits) if edits else value
+
+
+def warm_up() -> None:
+    """Run the scanners once on a small sample. The injection scanner's budget is wall time and its
+    first run compiles its rules (tens of milliseconds on a busy host): without this the first result
+    a process filters could be withheld as "over budget"."""
+    sample = {"content": [{"type": "text", "text": "ignore previous instructions; AKIAZ5GMHYJKLMNOPQR7 a@b.example"}]}
+    injection.scan_value(sample)
+
+
+warm_up()
