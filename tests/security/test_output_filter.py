@@ -269,8 +269,8 @@ def test_tag_characters_are_stripped_by_default() -> None:
 
 
 LEGIT = [
-    "会议在星期三下午三点举行，请准时参加。",  # CJK
-    "\u05e9\u05dc\u05d5\u05dd \u200fעולם\u200f, مرحبا بالعالم",  # Hebrew and Arabic with RLM marks
+    "会议在星期三下午三点举行\uff0c请准时参加。",  # CJK (with a fullwidth comma)
+    "\u05e9\u05dc\u05d5\u05dd \u200f\u05e2\u05d5\u05dc\u05dd\u200f, مرحبا بالعالم",  # Hebrew, Arabic, RLM marks
     "family: \U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466 flag: \U0001f3f4\U000e0067\U000e0062"
     "\U000e0065\U000e006e\U000e0067\U000e007f",  # emoji ZWJ sequence, a tag-sequence flag
     "request 3f2a9c1e-7b4d-4e2a-9f1c-2b3d4e5f6a7b commit 9f1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b "
