@@ -78,7 +78,9 @@ def test_past_the_cpu_budget_the_result_is_withheld() -> None:
         return next(ticks)
 
     policy = FilterPolicy(detectors=default_detectors(), budget=ScanBudget(cpu_ms=1.0), clock=clock)
-    outcome = filter_message(plant("text:plain:github_token"), "tools/call", policy)
+    value = plant("text:plain:github_token")
+    value["content"].append({"type": "text", "text": "ordinary words " * 20_000})  # several check intervals
+    outcome = filter_message(value, "tools/call", policy)
     assert outcome.blocked and outcome.value is None
     assert outcome.report.blocked == "budget_exceeded"
 
