@@ -337,3 +337,11 @@ async def test_the_stage_filters_before_the_audit_record_and_withholds_on_block(
     assert outcomes[2]["error_code"] == -31030
     everything = json.dumps([r.fields for r in records]) + json.dumps([first.result, second.result, third.body])
     assert leaked(everything) == []
+
+
+def test_a_textual_blob_with_hidden_characters_is_re_encoded_stripped() -> None:
+    blob = base64.b64encode("plain\u202e text".encode()).decode()
+    value = {"content": [{"type": "resource", "resource": {"uri": "file:///x", "mimeType": "text/markdown",
+                                                           "blob": blob}}]}
+    out = filter_message(value, "tools/call", POLICY)
+    assert base64.b64decode(out.value["content"][0]["resource"]["blob"]).decode() == "plain text"

@@ -243,7 +243,7 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
             if linked.hits:
                 report.rule_ids.add("output.links")
             text = linked.text
-        if text is part.text and part.hidden and not spans:
+        if text is part.text and part.hidden and not spans and not part.blob:
             text = normalise(part.leaf.text, policy.hidden).text  # nothing found: the policy decides
         elif text is part.text and not part.hidden:
             continue
