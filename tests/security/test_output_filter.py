@@ -345,3 +345,14 @@ def test_a_textual_blob_with_hidden_characters_is_re_encoded_stripped() -> None:
                                                            "blob": blob}}]}
     out = filter_message(value, "tools/call", POLICY)
     assert base64.b64decode(out.value["content"][0]["resource"]["blob"]).decode() == "plain text"
+
+
+async def test_a_large_result_is_filtered_off_the_event_loop_just_the_same(tmp_path: Path) -> None:
+    big = plant("text:base64:stripe_key")
+    big["content"].append({"type": "text", "text": "filler line\n" * 40_000})  # ~480 KB: the worker-thread path
+    output_filter = OutputFilter(ContentConfig(), key=hash_key(b"a" * 32))
+    async with in_process_gateway(tmp_path, content=output_filter,
+                                  handlers={"get_invoice": _answers(iter([big]))}) as gateway:
+        answer = await gateway.call(INVOICE, {"invoice_id": "INV-1"})
+    assert answer.result is not None and leaked(seen(answer.result)) == []
+    assert "[REDACTED:stripe_key rule=output.secrets]" in seen(answer.result)
