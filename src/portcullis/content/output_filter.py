@@ -209,7 +209,9 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     meter = _LazyMeter(policy.budget, policy.clock)
     parts: list[_Part] = []
     keys: list[_Part] = []
+    leaves = 0
     for leaf in string_leaves(value):
+        leaves += 1
         if leaf.is_key:
             if leaf.text not in _SCHEMA_KEYS:
                 keys.append(_prepared(leaf, leaf.text, report))
@@ -254,7 +256,7 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     _charge_check(meter)
     out = _rebuild(value, edits) if edits else value
     if policy.injection != "off":
-        out = _injection(out, policy, report)
+        out = _injection(out, policy, report, many=leaves >= injection.MAX_VALUE_STRINGS)
     _charge_check(meter)
     return out
 
@@ -445,8 +447,14 @@ def _rebuild(value: Any, edits: Mapping[tuple[tuple[PathPart, ...], bool], str])
     return walk(value, ())
 
 
-def _injection(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
-    hits = injection.scan_value(value)
+def _injection(value: Any, policy: FilterPolicy, report: ContentReport, *, many: bool = False) -> Any:
+    """Scan the filtered value for injection and apply the policy's action. ``many``: more strings than
+    ``scan_value`` reads one by one (it would answer "incomplete" and withhold a large table): they
+    are scanned as one text instead, which finds the same rules without pointing at a string."""
+    if many:
+        hits = injection.scan_result("\n".join(leaf.text for leaf in string_leaves(value)))
+    else:
+        hits = injection.scan_value(value)
     if not hits:
         return value
     rules = {h.rule for h in hits}
