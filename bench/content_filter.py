@@ -8,7 +8,8 @@ secret rule and PII kind, decoding, hidden characters stripped, links, injection
 * the same with a secret, a card number and an e-mail address planted (the redaction path);
 * 1 MB and 10 MB clean results (one text block), reported in MB/s of result text.
 
-Also the parts on their own (detection only, injection only), so a regression can be placed.
+Also the parts on their own (detection only, injection only) and, as references for how loaded the
+machine is, the engine and the injection scanner alone on the same text, so a regression can be placed.
 Run: ``.venv/bin/python -m bench.content_filter``. Times are wall clock on a shared machine.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portcullis.content.budget import ScanBudget
+from portcullis.content.injection import scan_result
 from portcullis.content.links import normalise_hosts
 from portcullis.content.output_filter import FilterPolicy, filter_message
 from portcullis.content.scan import default_detectors
@@ -81,6 +83,11 @@ def main() -> None:
                               ("4 KB clean, walk only", result_4k(),
                                policy(detectors=None, links=False, injection="off"))):
         print(f"  {label:46s} p50 {median_us(lambda v=value, p=pol: filter_message(v, 'tools/call', p), 2000):8.1f} us")
+    text = " ".join(block["text"] for block in result_4k()["content"])
+    detectors = default_detectors()
+    for label, fn in (("reference: DetectorSet.scan, same 4 KB text", lambda: detectors.scan(text)),
+                      ("reference: injection.scan_result, same text", lambda: scan_result(text))):
+        print(f"  {label:46s} p50 {median_us(fn, 2000):8.1f} us")
     for size in (1 << 20, 10 << 20):
         value = {"content": [{"type": "text", "text": prose(size, seed=size)}], "isError": False}
         runs = 5 if size > (1 << 20) else 10

@@ -209,9 +209,7 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     meter = _LazyMeter(policy.budget, policy.clock)
     parts: list[_Part] = []
     keys: list[_Part] = []
-    leaves = 0
     for leaf in string_leaves(value):
-        leaves += 1
         if leaf.is_key:
             if leaf.text not in _SCHEMA_KEYS:
                 keys.append(_prepared(leaf, leaf.text, report))
@@ -236,18 +234,12 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
         parts.append(_prepared(leaf, leaf.text, report))
     edits: dict[tuple[tuple[PathPart, ...], bool], str] = {}
     found = _detect(parts, keys, policy, meter) if policy.detectors is not None else {}
+    values_read: list[str] = []  # what the injection scan reads: the filtered strings
+    keys_read: list[str] = []
     for index, part in enumerate([*parts, *keys]):
-        spans = found.get(index, [])
-        text = _apply(part.text, spans, policy, report) if spans else part.text
-        if policy.links and not part.leaf.is_key and not part.blob:
-            linked = neutralise_links(text, policy.allow_hosts)
-            report.links_neutralised += len(linked.hits)
-            if linked.hits:
-                report.rule_ids.add("output.links")
-            text = linked.text
-        if text is part.text and part.hidden and not spans and not part.blob:
-            text = normalise(part.leaf.text, policy.hidden).text  # nothing found: the policy decides
-        elif text is part.text and not part.hidden:
+        text, changed = _filtered(part, found.get(index, []), policy, report)
+        (keys_read if part.leaf.is_key else values_read).append(text)
+        if not changed:
             continue
         if part.blob:
             text = base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
@@ -256,9 +248,24 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     _charge_check(meter)
     out = _rebuild(value, edits) if edits else value
     if policy.injection != "off":
-        out = _injection(out, policy, report, many=leaves >= injection.MAX_VALUE_STRINGS)
+        out = _injection(out, policy, report, values_read, keys_read)
     _charge_check(meter)
     return out
+
+
+def _filtered(part: _Part, spans: list[Span], policy: FilterPolicy, report: ContentReport) -> tuple[str, bool]:
+    """The part's text after its findings' markers, link neutralisation and the hidden-character
+    policy, and whether it differs from what the message holds."""
+    text = _apply(part.text, spans, policy, report) if spans else part.text
+    if policy.links and not part.leaf.is_key and not part.blob:
+        linked = neutralise_links(text, policy.allow_hosts)
+        report.links_neutralised += len(linked.hits)
+        if linked.hits:
+            report.rule_ids.add("output.links")
+        text = linked.text
+    if text is part.text and part.hidden and not part.blob:
+        return normalise(part.leaf.text, policy.hidden).text, True  # nothing found: the policy decides
+    return text, text is not part.text or part.hidden  # a blob with hidden characters: re-encoded stripped
 
 
 def _charge_check(meter: Meter) -> None:
@@ -447,14 +454,14 @@ def _rebuild(value: Any, edits: Mapping[tuple[tuple[PathPart, ...], bool], str])
     return walk(value, ())
 
 
-def _injection(value: Any, policy: FilterPolicy, report: ContentReport, *, many: bool = False) -> Any:
-    """Scan the filtered value for injection and apply the policy's action. ``many``: more strings than
-    ``scan_value`` reads one by one (it would answer "incomplete" and withhold a large table): they
-    are scanned as one text instead, which finds the same rules without pointing at a string."""
-    if many:
-        hits = injection.scan_result("\n".join(leaf.text for leaf in string_leaves(value)))
-    else:
-        hits = injection.scan_value(value)
+def _injection(value: Any, policy: FilterPolicy, report: ContentReport, values: list[str], keys: list[str]) -> Any:
+    """Scan the filtered strings for injection and apply the policy's action. The strings are read as
+    :func:`~.injection.scan_value` reads them — values joined into one text (an instruction split across
+    blocks joins up), keys into another — without its second walk: the filter needs the rules that hit,
+    not the string each hit is in (``wrap`` wraps every text)."""
+    hits = injection.scan_result(" ".join(values))
+    if keys:
+        hits += injection.scan_result(" ".join(keys))
     if not hits:
         return value
     rules = {h.rule for h in hits}
