@@ -227,10 +227,14 @@ def issue_token(deployment: Path, port: int) -> str:
     return lines[-1]
 
 
-def write_deployment(root: Path, upstream_url: str, tool: Mapping[str, Any], auth: str = "dev-token") -> Path:
-    """gateway.yaml with one http service ``echo`` and tools/echo/echo.yml from the live tool."""
+def write_deployment(root: Path, upstream_url: str, tool: Mapping[str, Any], auth: str = "dev-token",
+                     content: bool = True) -> Path:
+    """gateway.yaml with one http service ``echo`` and tools/echo/echo.yml from the live tool
+    (``content=False``: the output filter off, the "before" figure of its cost)."""
     gateway: dict[str, Any] = {"version": 1, "listen": {"host": HOST, "port": 0}, **auth_settings(root.parent, auth),
                                "services": {"echo": {"transport": "http", "url": upstream_url}}}
+    if not content:
+        gateway["content"] = {"enabled": False}
     manifest: dict[str, Any] = {
         "name": tool["name"], "service": "echo", "owner": "bench@example.com",
         "description": tool.get("description") or tool["name"], "risk": "low",
@@ -635,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-auth", choices=("dev-token", "anonymous"), default="dev-token",
                         help="how the load generator authenticates to the gateway (default: a development-issuer "
                         "bearer token, verified on every call)")
+    parser.add_argument("--no-content-filter", action="store_true",
+                        help="run the gateway with the output filter off (content.enabled: false)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary deployment and logs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -655,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(upstream, lambda: bool(live_tools(upstream_url)), "echo upstream")
         tool = next(t for t in live_tools(upstream_url) if t["name"] == "echo")
 
-        deployment = write_deployment(workdir / "deployment", upstream_url, tool, args.gateway_auth)
+        deployment = write_deployment(workdir / "deployment", upstream_url, tool, args.gateway_auth,
+                                      content=not args.no_content_filter)
         pin(deployment)
         admin_port = free_port() if gateway_has_policy() else None
         admin_args = ["--admin-port", str(admin_port)] if admin_port is not None else []

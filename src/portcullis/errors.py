@@ -33,8 +33,10 @@
         ├── ApprovalDenied            -31011
         ├── ApprovalExpired           -31012
         ├── ApprovalInvalid           -31013
-        └── PolicyRefused             -31020 a tool the caller may see, refused by one rule
-                                             (data: rule_id, and retry_after_s for a limit)
+        ├── PolicyRefused             -31020 a tool the caller may see, refused by one rule
+        │                                    (data: rule_id, and retry_after_s for a limit)
+        └── ResultWithheld            -31030 the tool answered; the output filter withheld the
+                                             result (data: reason, never the content)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -272,6 +274,18 @@ class PolicyRefused(GatewayCallError):
             data["retry_after_s"] = retry_after_s
         super().__init__(detail=detail, data=data)
         self.decision = decision
+
+
+class ResultWithheld(GatewayCallError):
+    """The output filter withheld the whole result: a ``block`` rule matched, the filter ran past its
+    budget, a detector failed, or an injection hit under ``injection: block``. ``data`` carries the
+    closed-set ``reason`` and the rule id, never anything from the result."""
+
+    code, message = -31030, "Result withheld by content policy"
+
+    def __init__(self, reason: str, *, detail: str = "") -> None:
+        super().__init__(detail=detail, data={"reason": reason, "rule_id": "output.content"})
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------- the mapper

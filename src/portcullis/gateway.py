@@ -57,6 +57,8 @@ from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.hooks import Hooks, NullHooks
+from portcullis.pipeline.stages.content import OutputFilter
+from portcullis.pipeline.stages.content import hash_key as content_hash_key
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.service.env import gateway_env
@@ -310,6 +312,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
+        content=(OutputFilter(cfg.content, key=content_hash_key(audit_keys.hmac_key)) if cfg.content.enabled
+                 else None),
         environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications)))

@@ -67,6 +67,10 @@ def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) 
     }
     if tool.get("outputSchema"):
         manifest["output_schema"] = tool["outputSchema"]
+    if service == "flaky" and tool["name"] == "actor_token":
+        # the test service returns the gateway-minted actor token so that tests can read its claims:
+        # a JWT the output filter would redact, allowed for this one tool as an operator would
+        manifest["content"] = {"rules": [{"id": "tests.actor-token", "kinds": ["jwt"], "action": "allow"}]}
     manifest.update(overrides)
     return manifest
 

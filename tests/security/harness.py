@@ -35,6 +35,7 @@ from portcullis.pinning import definition_hash
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.hooks import NullHooks
+from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.limits import LimitRule
 from portcullis.policy.rego import RegoPolicy
@@ -212,13 +213,15 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              manifest_extra: Mapping[str, Mapping[str, Any]] | None = None,
                              response_cache: ResponseCacheStore | None = None,
                              cache_classifications: tuple[str, ...] = ("Public", "Internal"),
+                             content: OutputFilter | None = None,
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
     ``handlers`` replace the upstream's answers per tool (default: every tool answers "done");
     ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store;
     ``manifest_extra`` adds manifest keys per tool (``cache``, ``annotations``, ``classification``);
-    ``response_cache`` turns the response cache stage on with that store."""
+    ``response_cache`` turns the response cache stage on with that store; ``content`` is the output
+    filter (default: none, results pass as the upstream sent them)."""
     dep = deployment(limits=limits, policies=policies, manifest_extra=manifest_extra)
     clock = Clock()
     catalog = Catalog(dep)
@@ -243,7 +246,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example", clock=clock),
                 engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
                 risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock,
-                response_cache=response_cache, cache_classifications=cache_classifications))
+                response_cache=response_cache, cache_classifications=cache_classifications, content=content))
 
             def visible(principal: Principal) -> frozenset[str]:
                 from datetime import UTC, datetime

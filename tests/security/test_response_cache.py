@@ -15,9 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from portcullis.config.model import GatewayConfig, ResponseCacheConfig, ToolManifest
+from portcullis.content.output_filter import ContentReport
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallRecord
-from portcullis.pipeline.stages.cache import FLAG_ATTRIBUTES, cache_key, flagged, storable
+from portcullis.pipeline.stages.cache import cache_key, flagged, storable
 from portcullis.policy.decision import Decision, Obligation
 from portcullis.sinks import cache_refusal, sink_allowed
 from portcullis.state.response_cache import FailingResponseCache, MemoryResponseCache
@@ -248,9 +249,14 @@ def test_flagged_results_not_stored() -> None:
     assert not storable({"content": []})  # isError missing: not the forwarder's rebuilt shape
     assert not storable({"content": [], "isError": False, "_meta": {"io.portcullis/injection": True}})
     assert storable({"content": [], "isError": False})
-    for name in FLAG_ATTRIBUTES:
-        assert not flagged(CallRecord())
-        assert flagged(type("R", (CallRecord,), {name: True})()), name
+    record = CallRecord()
+    assert not flagged(record)
+    record.content = ContentReport(channel="tools/call")
+    assert not flagged(record)  # filtered, nothing found
+    record.content.findings[("email", "redact")] += 1
+    assert flagged(record)  # a redacted value still keeps the result out of the cache
+    record.content = ContentReport(channel="tools/call", injection_rules={"injection.ignore_previous"})
+    assert flagged(record)
 
 
 async def test_client_nonread_only_tool_without_cache_is_untouched(tmp_path: Path) -> None:

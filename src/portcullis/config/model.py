@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
+from portcullis.config.content import ContentConfig, ToolContent
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
@@ -462,6 +463,8 @@ class GatewayConfig(_Model):
     approvals: ApprovalsConfig = ApprovalsConfig()
     response_cache: ResponseCacheConfig = ResponseCacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    content: ContentConfig = Field(ContentConfig(), description="The output filter: secrets, PII, hidden "
+                                   "characters, links and injection in every tool result.")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
@@ -543,6 +546,8 @@ class ToolManifest(_Model):
             raise ValueError(f"{REVIEW_PLACEHOLDER} left by `portcullis import`: a person must review this "
                              "manifest and fill this in")
         return value
+    content: ToolContent | None = Field(None, description="Output-filter rules for this tool, tried before the "
+                                        "gateway's content defaults.")
 
     @field_validator("input_schema")
     @classmethod

@@ -21,18 +21,21 @@ import re2  # type: ignore[import-untyped]  # google-re2: linear time
 MAX_RUNS = 32
 MAX_RUN_CHARS = 65_536
 _RUN: Any = re2.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+_HEXISH: Any = re2.compile(r"[0-9A-Fa-f-]+")  # UUIDs, digests, git SHAs: base64 of no readable text
 
 
 def decoded_texts(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, decoded text) for each base64 run of ``text`` that decodes to readable text."""
     if len(text) < 24:
         return
-    for count, match in enumerate(_RUN.finditer(text)):
-        if count >= MAX_RUNS:
-            return
+    count = 0
+    for match in _RUN.finditer(text):
         run = match.group()
-        if len(run) > MAX_RUN_CHARS:
+        if len(run) > MAX_RUN_CHARS or _HEXISH.fullmatch(run) is not None:
             continue
+        count += 1
+        if count > MAX_RUNS:
+            return
         decoded = _readable(run)
         if decoded is not None:
             yield match.start(), match.end(), decoded

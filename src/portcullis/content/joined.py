@@ -73,8 +73,12 @@ def _merged_windows(boundaries: Sequence[int], size: int, reach: int) -> list[tu
 
 
 def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detectors: DetectorSet | None = None,
-               clock: Clock = time.thread_time_ns) -> PartsResult:
-    """Scan ``parts`` one by one and across their boundaries, within one ``budget``."""
+               clock: Clock = time.thread_time_ns, meter: Meter | None = None, reach: int = OVERLAP_CHARS,
+               across_only: bool = False) -> PartsResult:
+    """Scan ``parts`` one by one and across their boundaries, within one ``budget`` (or charging the
+    given ``meter``, when the caller scans more under the same budget: the output filter does).
+    ``reach``: how far either side of a boundary the joined text is scanned; ``across_only``: skip
+    the part-by-part scans (the caller scanned each part already) and report only boundary findings."""
     detectors = detectors or default_detectors()
     offsets = [0]
     for part in parts:
@@ -82,10 +86,10 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
     size = offsets[-1]
     if size > budget.max_chars:
         return PartsResult((), True, "input_too_large", f"max_chars={budget.max_chars}")
-    meter = Meter(budget, clock)
+    meter = meter or Meter(budget, clock)
     found: list[Finding] = []
     try:
-        for part, offset in zip(parts, offsets, strict=False):
+        for part, offset in zip(() if across_only else parts, offsets, strict=False):
             local: list[Finding] = []
             try:
                 detectors.scan_into(part, meter, local)
@@ -94,7 +98,7 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
         boundaries = sorted({b for b in offsets[1:-1] if 0 < b < size})
         if boundaries:
             joined = "".join(parts)
-            for start, stop in _merged_windows(boundaries, size, OVERLAP_CHARS):
+            for start, stop in _merged_windows(boundaries, size, reach):
                 local = []
                 try:
                     detectors.scan_into(joined[start:stop], meter, local)

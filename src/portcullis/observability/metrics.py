@@ -12,6 +12,10 @@ name                                         labels                             
 ``portcullis_policy_errors_total``           (none)                                 policy evaluations that failed
 ``portcullis_policy_shadow_total``           rule                                   log-only rules that would deny
 ``portcullis_limit_exceeded_total``          rule                                   limit rules that tripped
+``portcullis_content_findings_total``        kind, action                           output-filter findings (kind
+                                                                                    from a closed set, else other)
+``portcullis_content_withheld_total``        reason                                 results the output filter
+                                                                                    withheld
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -103,6 +107,24 @@ def tool_label(name: str, known: Container[str]) -> str:
     would let anyone create series. Names over 128 characters are never known (tool names are
     limited to 128), which also keeps a huge name from being hashed."""
     return name if type(name) is str and len(name) <= MAX_LABEL_CHARS and name in known else UNKNOWN
+
+
+# output-filter finding kinds and withheld reasons: closed sets, so their labels stay bounded
+CONTENT_KINDS = frozenset({
+    "anthropic_api_key", "atlassian_token", "aws_access_key_id", "aws_secret_access_key", "azure_ad_client_secret",
+    "azure_sas_token", "azure_storage_key", "connection_string_password", "datadog_api_key", "digitalocean_token",
+    "discord_token", "discord_webhook", "doppler_token", "gcp_api_key", "gcp_service_account_key", "generic_secret",
+    "github_token", "gitlab_token", "google_oauth_access_token", "google_oauth_client_secret", "heroku_api_key",
+    "huggingface_token", "jwt", "linear_api_key", "mailgun_api_key", "npm_token", "openai_api_key", "private_key",
+    "pypi_token", "sendgrid_api_key", "shopify_token", "slack_token", "slack_webhook", "stripe_key",
+    "stripe_publishable_key", "telegram_bot_token", "twilio_api_key", "url_basic_auth", "vault_token",
+    "card_number", "us_ssn", "email", "phone_number", "iban"})
+WITHHELD_REASONS = frozenset({"policy", "budget_exceeded", "input_too_large", "too_many_findings", "decode_limit",
+                              "detector_error", "injection", "undecodable_blob"})
+
+
+def content_kind_label(kind: str) -> str:
+    return kind if kind in CONTENT_KINDS else OVERFLOW
 
 
 def rule_label(rule_id: str, known: Container[str]) -> str:
@@ -221,9 +243,13 @@ class GatewayMetrics:
                                       "reason")
         self.definition_findings_total = counter(
             "definition_findings_total", "Tool-poisoning findings in newly listed or changed live definitions.", "rule")
-        self._counters = (self.definition_findings_total, self.calls_total, self.upstream_errors_total,
-                          self.policy_errors_total, self.policy_shadow_total, self.limit_exceeded_total,
-                          self.audit_records_total,
+        self.content_findings_total = counter("content_findings_total", "Output-filter findings by kind and "
+                                              "action (links and injection hits too).", "kind", "action")
+        self.content_withheld_total = counter("content_withheld_total", "Results the output filter withheld.",
+                                              "reason")
+        self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
+                          self.calls_total, self.upstream_errors_total, self.policy_errors_total,
+                          self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
         self._histograms = (self.call_seconds, self.stage_seconds)
         self._policy_errors = self.policy_errors_total.labels()  # unlabelled: present at 0 from the start
@@ -275,6 +301,19 @@ class GatewayMetrics:
         label = rule if len(rule) <= 48 and rule.startswith("poisoning.") and rule[10:].replace("_", "").isalpha() \
             else "unknown"
         self.definition_findings_total.labels(label).inc()
+
+    def content_findings(self, report: Any) -> None:
+        """One filtered result's findings (a :class:`~portcullis.content.output_filter.ContentReport`)."""
+        for (kind, action), count in report.findings.items():
+            if count:
+                self.content_findings_total.labels(content_kind_label(kind), action).inc(count)
+        if report.links_neutralised:
+            self.content_findings_total.labels("link", "neutralise").inc(report.links_neutralised)
+        if report.injection_rules:
+            self.content_findings_total.labels("injection", report.injection_action or "flag").inc()
+
+    def content_withheld(self, reason: str) -> None:
+        self.content_withheld_total.labels(reason if reason in WITHHELD_REASONS else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

@@ -116,6 +116,8 @@ class CallAuditor:
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
         if ctx.record.cache is not None:  # the response cache's verdict (hit: answered without forwarding)
             fields["cache"] = ctx.record.cache
+        if ctx.record.content is not None:  # what the output filter did: counts and rule ids, never values
+            fields["content"] = ctx.record.content.to_json()
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

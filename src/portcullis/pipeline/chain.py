@@ -21,7 +21,19 @@ from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
-from portcullis.pipeline.stages import approve, audit, authorize, cache, forward, limits, record, risk, route, validate
+from portcullis.pipeline.stages import (
+    approve,
+    audit,
+    authorize,
+    cache,
+    content,
+    forward,
+    limits,
+    record,
+    risk,
+    route,
+    validate,
+)
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -44,6 +56,7 @@ class PipelineParts:
     tracing: Tracing | None = None  # None: no spans, and no trace context passed to upstreams
     approvals: ApprovalService | None = None  # None: require_approval calls never run
     risk: RiskConfig | None = None  # None: no risk scoring
+    content: content.OutputFilter | None = None  # None: results pass unfiltered (content.enabled: false)
     environment: str = "production"
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
@@ -85,6 +98,9 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # this line and the forwarder), so what it stores and serves is the filtered result.
         *((("cache", cache.make_stage(p.response_cache, p.clock, p.cache_classifications)),)
           if p.response_cache is not None else ()),
+        # content: between audit and the forwarder, so on the way back the result is filtered before
+        # the audit stage encodes it: no record, log, approval view or cache holds unfiltered output.
+        *((("content", content.make_stage(p.content, p.hooks)),) if p.content is not None else ()),
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portcullis.catalog import Route
+    from portcullis.content.output_filter import ContentReport
     from portcullis.identity.principal import Principal
     from portcullis.policy.decision import Decision
 
@@ -41,8 +42,8 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("cache", "claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
-                 "refused_decision", "route", "upstream_span_id")
+    __slots__ = ("cache", "claimed", "content", "decision_written", "forwarded_ns", "outcome_written", "presented",
+                 "refusal", "refused_decision", "route", "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -56,6 +57,9 @@ class CallRecord:
         self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
         self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
         self.cache: str | None = None  # the response cache's verdict: "hit", "miss", "bypass" (None: not cacheable)
+        # what the output filter did with the result (content stage): counts, rule ids, and the
+        # ``sensitive`` / ``injection`` flags session rules read; never a value from the result
+        self.content: ContentReport | None = None
 
     def decision_durable(self) -> None:
         self.decision_written = True

@@ -21,7 +21,14 @@ import time
 
 import orjson
 
-from portcullis.errors import InternalError, PortcullisError, RpcError, UpstreamFailed, UpstreamTimeout
+from portcullis.errors import (
+    InternalError,
+    PortcullisError,
+    ResultWithheld,
+    RpcError,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage, encoded_result
@@ -46,7 +53,8 @@ def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
                 result = await call_next(ctx)
             encoded = encode_result(result)
         except PortcullisError as exc:
-            outcome = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+            outcome = ("timeout" if isinstance(exc, UpstreamTimeout)
+                       else "withheld" if isinstance(exc, ResultWithheld) else "upstream_error")
             code = exc.code if isinstance(exc, RpcError) else None
             await auditor.outcome(ctx, route, outcome=outcome, error_code=code, output_bytes=0,
                                   duration_ms=_ms(started), upstream_span_id=upstream_span_id)

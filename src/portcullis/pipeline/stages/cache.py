@@ -45,10 +45,6 @@ from portcullis.state.response_cache import ResponseCacheStore
 log = logging.getLogger("portcullis.cache")
 
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
-# CallRecord attributes the response filter may set for a result that carried sensitive data or an
-# injection hit; any that is truthy keeps the result out of the cache.
-FLAG_ATTRIBUTES = ("sensitive", "injection", "sensitive_data", "injection_hit", "content_flags", "flagged",
-                   "toxic")
 
 
 def cache_key(ctx: CallContext) -> str | None:
@@ -75,8 +71,10 @@ def cache_key(ctx: CallContext) -> str | None:
 
 
 def flagged(record: CallRecord) -> bool:
-    """Whether the filter marked this call's result as sensitive or injected (any known flag set)."""
-    return any(getattr(record, name, None) for name in FLAG_ATTRIBUTES)
+    """Whether the output filter (the ``content`` stage, below this one) found a secret, PII or an
+    injection in this call's result: such a result is never stored, even redacted."""
+    report = record.content
+    return report is not None and (report.sensitive or report.injection)
 
 
 def storable(result: Mapping[str, Any]) -> bool:
