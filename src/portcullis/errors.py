@@ -33,8 +33,10 @@
         ├── ApprovalDenied            -31011
         ├── ApprovalExpired           -31012
         ├── ApprovalInvalid           -31013
-        └── PolicyRefused             -31020 a tool the caller may see, refused by one rule
-                                             (data: rule_id, and retry_after_s for a limit)
+        ├── PolicyRefused             -31020 a tool the caller may see, refused by one rule
+        │                                    (data: rule_id, and retry_after_s for a limit)
+        └── ResultWithheld            -31021 the upstream answered, but data governance keeps the result
+                                             from this caller (another tenant's result)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -272,6 +274,18 @@ class PolicyRefused(GatewayCallError):
             data["retry_after_s"] = retry_after_s
         super().__init__(detail=detail, data=data)
         self.decision = decision
+
+
+class ResultWithheld(GatewayCallError):
+    """The upstream answered, but the result may not go to this caller (:mod:`portcullis.governance`):
+    it is tagged with another tenant, or its tag is missing or malformed. Nothing of it is sent or
+    recorded; ``reason`` (a fixed code) goes to the outcome record."""
+
+    code, message = -31021, "Result withheld by data governance"
+
+    def __init__(self, reason: str, *, detail: str = "") -> None:
+        super().__init__(detail=detail)
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------- the mapper

@@ -255,7 +255,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
-                          export=None if siem is None else siem.offer, service_version=upstreams.server_version)
+                          export=None if siem is None else siem.offer, service_version=upstreams.server_version,
+                          sinks=cfg.governance.sinks)
     # refused requests (no or a bad credential, a refused Host, body, session...): aggregated
     # attempt records, counted on the request path and written by a background task (audit/attempts.py)
     attempts = AttemptRecorder(audit_writer, audit_key=audit_keys.hmac_key, clock=clock,
@@ -301,7 +302,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     pipeline = build_pipeline(PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
-        environment=authz.environment, clock=clock,
+        governance=cfg.governance, environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 

@@ -15,13 +15,24 @@ from dataclasses import dataclass, field
 
 from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
-from portcullis.config.model import RiskConfig
+from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
-from portcullis.pipeline.stages import approve, audit, authorize, forward, limits, record, risk, route, validate
+from portcullis.pipeline.stages import (
+    approve,
+    audit,
+    authorize,
+    forward,
+    govern,
+    limits,
+    record,
+    risk,
+    route,
+    validate,
+)
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -43,6 +54,10 @@ class PipelineParts:
     tracing: Tracing | None = None  # None: no spans, and no trace context passed to upstreams
     approvals: ApprovalService | None = None  # None: require_approval calls never run
     risk: RiskConfig | None = None  # None: no risk scoring
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)  # toxic flow, sinks (on by default)
+    # stages run innermost, right before the forwarder, inside the governance hook: the content filter's
+    # place; tests put a double of the filter here (it sets CallRecord.content_signals)
+    inner_stages: Sequence[tuple[str, Stage]] = ()
     environment: str = "production"
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
@@ -69,6 +84,10 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # risk: after authorize (a denied call is not scored), before limits and approve; it
         # can only make the decision stricter (approval, two approvers, deny).
         *((("risk", risk.make_stage(p.risk, p.state, p.clock, p.hooks, p.environment)),) if p.risk else ()),
+        # govern_check: after authorize and risk (a refused call is not looked at), before limits and
+        # approve, so a toxic-flow "needs approval" is counted and held like any held call; refuses a
+        # result class the caller may not receive before anything is forwarded.
+        ("govern_check", govern.make_check(p.governance, p.state, p.clock, p.hooks, p.environment)),
         # limits: after authorize, so a call the policy refuses consumes no counter; before
         # approve, so no human approves a call that would then be throttled.
         ("limits", limits.make_stage(limit_check)),
@@ -77,6 +96,11 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),
+        # govern: response side, inside audit (the outcome record says what it withheld or tainted) and
+        # outside the content filter (it reads the filter's report on the way back), so the intended
+        # order is audit -> govern -> content -> forward: tenant check, then the toxic-flow taint.
+        ("govern", govern.make_hook(p.governance, p.state, p.clock)),
+        *p.inner_stages,
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)

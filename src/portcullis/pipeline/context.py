@@ -41,8 +41,8 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("claimed", "decision_written", "forwarded_ns", "outcome_written", "presented", "refusal",
-                 "refused_decision", "route", "upstream_span_id")
+    __slots__ = ("claimed", "content_signals", "decision_written", "forwarded_ns", "governance", "outcome_written",
+                 "presented", "refusal", "refused_decision", "result_tenant", "route", "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -55,6 +55,13 @@ class CallRecord:
         self.outcome_written = False
         self.forwarded_ns = 0  # when the audit stage started forwarding (0: not yet)
         self.upstream_span_id: str | None = None  # the forward span (the outcome record names it)
+        # data governance (portcullis.governance): the content filter's report (anything with boolean
+        # ``sensitive`` and ``injection``: governance.flow.ContentSignals), the upstream's tenant tag on the
+        # result (read by the forwarder before it drops the upstream's _meta), and what the governance hook
+        # did (taint, withheld), for the outcome record
+        self.content_signals: Any = None
+        self.result_tenant: Any = None
+        self.governance: dict[str, str] | None = None
 
     def decision_durable(self) -> None:
         self.decision_written = True
