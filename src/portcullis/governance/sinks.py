@@ -3,9 +3,10 @@
 ``governance.sinks`` maps each class (Public, Internal, Confidential, Restricted) to the sinks its
 data may reach (:class:`~portcullis.config.model.Sink`): the caller, the audit trail in clear,
 the SIEM export in clear, the response cache, approval views, logs. A class not listed reaches
-none. Enforced today: ``caller`` (a result of a class without it is withheld), ``audit``/``siem``
-(a tool whose *input* class lacks either has every argument value keyed-hashed in its records),
-and the environment rule below; the response cache asks :func:`sink_allowed` before it stores.
+none. Enforced today: ``caller`` (a tool whose output class lacks it is refused before it is
+forwarded), ``audit``/``siem`` (a tool whose *input* class lacks either has every argument value
+keyed-hashed in its records), and the environment rule below; the response cache asks
+:func:`sink_allowed` before it stores.
 
 "Restricted never leaves its environment": a tool's environment is the environment of the gateway
 that serves it (``authorization.environment``); a caller is in it when its verified principal has
