@@ -57,7 +57,7 @@ async def _terminal(ctx: CallContext) -> CallResult:
 
 
 async def _tainting(ctx: CallContext) -> CallResult:
-    ctx.record.content_signals = _Signals()
+    ctx.record.content = _Signals()
     return RESULT
 
 

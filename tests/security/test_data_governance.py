@@ -3,7 +3,7 @@ session rule, tenant isolation of results and arguments, and Restricted results 
 environment — through the in-process gateway (every real stage in its declared order).
 
 The content filter is not what is tested here: :class:`FilterDouble` stands in for it, in the
-filter's place right before the forwarder, and sets ``CallRecord.content_signals`` directly from a
+filter's place right before the forwarder, and sets ``CallRecord.content`` directly from a
 marker the test puts in the tool's result (``SENSITIVE…`` / ``INJECTION…``), as the filter's report
 would. Everything after that (the taint, the state store, the check, the approval flow, the audit
 records) is the real code.
@@ -42,7 +42,7 @@ async def filter_double(ctx: CallContext, call_next: Handler) -> CallResult:
     """A test double of the content filter: reports what the result's marker says."""
     result = await call_next(ctx)
     text = str(result.get("content", [{}])[0].get("text", ""))
-    ctx.record.content_signals = Signals(sensitive=text.startswith("SENSITIVE"), injection=text.startswith("INJECTION"))
+    ctx.record.content = Signals(sensitive=text.startswith("SENSITIVE"), injection=text.startswith("INJECTION"))
     return result
 
 

@@ -88,12 +88,12 @@ def test_session_key_is_the_identity_and_the_credentials_session_claim() -> None
 def test_signals_are_read_with_safe_defaults() -> None:
     """No report, a report without the fields or with non-boolean values: no taint."""
     class Record:
-        content_signals: Any = None
+        content: Any = None
 
     record = Record()
     assert flow.signals_of(record) == (False, False)
     assert flow.signals_of(object()) == (False, False)
-    record.content_signals = type("R", (), {"sensitive": "yes", "injection": True})()
+    record.content = type("R", (), {"sensitive": "yes", "injection": True})()
     assert flow.signals_of(record) == (False, True)
 
 

@@ -7,7 +7,7 @@ received it; while tainted (``governance.toxic_flow.window_s``, 15 minutes by de
 the rule id :data:`RULE_ID`. Non-egress tools are never affected and cost nothing.
 
 1. *What taints* is read from the call's record (:func:`signals_of`): the content filter puts its
-   report there as ``CallRecord.content_signals`` (anything with boolean ``sensitive`` and
+   report there as ``CallRecord.content`` (anything with boolean ``sensitive`` and
    ``injection``: :class:`ContentSignals`). No report means no taint.
 2. *Egress-capable* (:func:`is_egress`): the manifest's ``egress`` when set; else the MCP
    ``openWorldHint`` annotation; else true (the MCP default for ``openWorldHint``: a tool that says
@@ -51,7 +51,7 @@ class ContentSignals(Protocol):
 
 def signals_of(record: object) -> tuple[bool, bool]:
     """``(sensitive, injection)`` of a call's record; ``(False, False)`` when no filter reported."""
-    report = getattr(record, "content_signals", None)
+    report = getattr(record, "content", None)
     if report is None:
         return False, False
     return getattr(report, "sensitive", False) is True, getattr(report, "injection", False) is True

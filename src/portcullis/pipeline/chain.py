@@ -56,7 +56,7 @@ class PipelineParts:
     risk: RiskConfig | None = None  # None: no risk scoring
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)  # toxic flow, sinks (on by default)
     # stages run innermost, right before the forwarder, inside the governance hook: the content filter's
-    # place; tests put a double of the filter here (it sets CallRecord.content_signals)
+    # place; tests put a double of the filter here (it sets CallRecord.content)
     inner_stages: Sequence[tuple[str, Stage]] = ()
     environment: str = "production"
     clock: Callable[[], float] = time.time

@@ -41,7 +41,7 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("claimed", "content_signals", "decision_written", "forwarded_ns", "governance", "outcome_written",
+    __slots__ = ("claimed", "content", "decision_written", "forwarded_ns", "governance", "outcome_written",
                  "presented", "refusal", "refused_decision", "result_tenant", "route", "upstream_span_id")
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ class CallRecord:
         # ``sensitive`` and ``injection``: governance.flow.ContentSignals), the upstream's tenant tag on the
         # result (read by the forwarder before it drops the upstream's _meta), and what the governance hook
         # did (taint, withheld), for the outcome record
-        self.content_signals: Any = None
+        self.content: Any = None
         self.result_tenant: Any = None
         self.governance: dict[str, str] | None = None
 
