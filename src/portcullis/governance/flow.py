@@ -25,10 +25,10 @@ the rule id :data:`RULE_ID`. Non-egress tools are never affected and cost nothin
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from portcullis.approvals.model import identity_key
 from portcullis.config.model import ToolManifest, ToxicFlowConfig
 from portcullis.identity.principal import Principal
 
@@ -65,9 +65,12 @@ def is_egress(manifest: ToolManifest) -> bool:
 
 
 def session_key(principal: Principal) -> str:
-    """The state-store key of the caller's session (see the module docstring, 3)."""
-    key = f"flow/{identity_key(principal)}"
-    return key if principal.session_id is None else f"{key}/{principal.session_id}"
+    """The state-store key of the caller's session (see the module docstring, 3): a digest of the
+    identity fields and the session claim, each length-prefixed so no two tuples share a key."""
+    fields = (principal.issuer, principal.client_id, principal.user_id, principal.agent_id, principal.tenant,
+              principal.session_id)
+    text = "".join("-" if value is None else f"{len(value)}:{value}" for value in fields)
+    return "flow/" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def taint_weight(config: ToxicFlowConfig, *, sensitive: bool, injection: bool) -> int:

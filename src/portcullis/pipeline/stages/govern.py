@@ -64,9 +64,11 @@ def make_check(config: GovernanceConfig, state: StateStore, clock: Callable[[], 
         if action == "deny":
             raise PolicyRefused(_stricter(decision, "deny", flow.RULE_ID, flow.REASON),
                                 detail="egress tool after sensitive or injected result")
-        if action == "require_approval" and decision.effect == "allow":
+        if action is None:  # the common case: an untainted session
+            return await call_next(ctx)
+        if decision.effect == "allow":
             decision = _stricter(decision, "require_approval", flow.RULE_ID, flow.REASON)
-        elif action == "require_approval":  # already held: the rule is named too
+        else:  # already held: the rule is named too
             decision = dataclasses.replace(decision, reasons=(*decision.reasons, flow.REASON),
                                            rule_ids=(*decision.rule_ids, flow.RULE_ID))
         return await call_next(ctx.evolve(decision=decision))
