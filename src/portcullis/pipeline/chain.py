@@ -97,8 +97,9 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),
         # govern: response side, inside audit (the outcome record says what it withheld or tainted) and
-        # outside the content filter (it reads the filter's report on the way back), so the intended
-        # order is audit -> govern -> content -> forward: tenant check, then the toxic-flow taint.
+        # outside the content filter (it reads the filter's report on the way back); with the response
+        # cache the order is audit -> cache -> govern -> content -> forward, so a withheld result is never
+        # cached (the cache stores nothing the filter flagged, so a hit never needs to taint).
         ("govern", govern.make_hook(p.governance, p.state, p.clock)),
         *p.inner_stages,
     )
