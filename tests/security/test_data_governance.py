@@ -338,3 +338,22 @@ async def test_retention_class_is_written_into_the_decision_record(tmp_path: Pat
                                   manifests={"get_invoice": {"retention_class": "short"}}) as gw:
         await gw.call(READ, {"invoice_id": "INV-1"})
         assert (await gw.decision_of_last_call())["retention_class"] == "short"
+
+
+async def test_an_input_class_without_the_approval_view_sink_shows_approvers_only_hashes(tmp_path: Path) -> None:
+    """``approval_view`` left out for a class: a held call's stored arguments are keyed hashes, still bound."""
+    sinks = {"Public": ["caller"], "Internal": ["caller"], "Confidential": ["caller", "audit", "siem"],
+             "Restricted": ["caller"]}
+    async with _gateway(tmp_path, governance={"sinks": sinks}) as gw:
+        await gw.call(READ, {"invoice_id": "INJECTION then send"})
+        pending = await gw.call(SEND, {"ledger": "L-secret-9"})
+        assert pending.code == -31010
+        approval = await gw.approvals.get(str(pending.error["data"]["approval_id"]))
+        assert approval is not None
+        assert "L-secret-9" not in str(approval.arguments)
+        assert str(approval.arguments["ledger"]).startswith("hmac-sha256:")
+    async with _gateway(tmp_path) as gw:  # the default: Confidential reaches approval views
+        await gw.call(READ, {"invoice_id": "INJECTION then send"})
+        pending = await gw.call(SEND, {"ledger": "L-secret-9"})
+        approval = await gw.approvals.get(str(pending.error["data"]["approval_id"]))
+        assert approval is not None and approval.arguments["ledger"] == "L-secret-9"

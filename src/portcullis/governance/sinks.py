@@ -5,8 +5,8 @@ data may reach (:class:`~portcullis.config.model.Sink`): the caller, the audit t
 the SIEM export in clear, the response cache, approval views, logs. A class not listed reaches
 none. Enforced today: ``caller`` (a tool whose output class lacks it is refused before it is
 forwarded), ``audit``/``siem`` (a tool whose *input* class lacks either has every argument value
-keyed-hashed in its records), and the environment rule below; the response cache asks
-:func:`sink_allowed` before it stores.
+keyed-hashed in its records), ``approval_view`` (likewise in a held call's stored approval), and the
+environment rule below; the response cache asks :func:`sink_allowed` before it stores.
 
 "Restricted never leaves its environment": a tool's environment is the environment of the gateway
 that serves it (``authorization.environment``); a caller is in it when its verified principal has

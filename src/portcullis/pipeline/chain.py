@@ -92,7 +92,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # approve, so no human approves a call that would then be throttled.
         ("limits", limits.make_stage(limit_check)),
         # approve: a require_approval call proposes an approval and stops, or redeems one.
-        ("approve", approve.make_stage(p.approvals, limit_check)),
+        ("approve", approve.make_stage(p.approvals, limit_check, p.governance.sinks)),
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),
