@@ -37,6 +37,8 @@
         │                                    (data: rule_id, and retry_after_s for a limit)
         └── ResultWithheld            -31030 the tool answered; the output filter withheld the
                                              result (data: reason, never the content)
+        └── GovernanceWithheld        -31021 the upstream answered, but data governance keeps the result
+                                             from this caller (another tenant's result)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -285,6 +287,18 @@ class ResultWithheld(GatewayCallError):
 
     def __init__(self, reason: str, *, detail: str = "") -> None:
         super().__init__(detail=detail, data={"reason": reason, "rule_id": "output.content"})
+        self.reason = reason
+
+
+class GovernanceWithheld(ResultWithheld):
+    """The upstream answered, but the result may not go to this caller (:mod:`portcullis.governance`):
+    it is tagged with another tenant, or its tag is missing or malformed. Nothing of it is sent or
+    recorded; ``reason`` (a fixed code) goes to the outcome record."""
+
+    code, message = -31021, "Result withheld by data governance"
+
+    def __init__(self, reason: str, *, detail: str = "") -> None:
+        GatewayCallError.__init__(self, detail=detail)
         self.reason = reason
 
 

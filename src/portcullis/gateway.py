@@ -40,9 +40,11 @@ from portcullis.audit.witness.client import build_witness_queue
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, cache_served
+from portcullis.config.model import Sink
 from portcullis.config.secrets import resolve_secret
 from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
+from portcullis.governance.sinks import sink_allowed as governance_sink_allowed
 from portcullis.identity.authenticate import Authenticator
 from portcullis.identity.certs import CertIdentityMapper
 from portcullis.identity.dev_issuer import dev_issuer_config
@@ -261,7 +263,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
-                          export=None if siem is None else siem.offer, service_version=upstreams.server_version)
+                          export=None if siem is None else siem.offer, service_version=upstreams.server_version,
+                          sinks=cfg.governance.sinks)
     # refused requests (no or a bad credential, a refused Host, body, session...): aggregated
     # attempt records, counted on the request path and written by a background task (audit/attempts.py)
     attempts = AttemptRecorder(audit_writer, audit_key=audit_keys.hmac_key, clock=clock,
@@ -314,9 +317,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         content=(OutputFilter(cfg.content, key=content_hash_key(audit_keys.hmac_key)) if cfg.content.enabled
                  else None),
-        environment=authz.environment, clock=clock,
+        governance=cfg.governance, environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
-        cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications)))
+        cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
+                                    if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks))))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,14 @@ from portcullis.audit.store import AuditStore, SqliteAuditStore
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, LoadedManifest
-from portcullis.config.model import ApprovalsConfig, GatewayConfig, RiskConfig, ToolManifest
+from portcullis.config.model import ApprovalsConfig, GatewayConfig, GovernanceConfig, RiskConfig, ToolManifest
 from portcullis.errors import to_wire
 from portcullis.identity.minting import KeyRing, TokenMinter
 from portcullis.identity.principal import Principal
 from portcullis.pinning import definition_hash
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, build_pipeline
+from portcullis.pipeline.context import Stage
 from portcullis.pipeline.hooks import NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.policy.engine import PolicyEngine, tool_policies
@@ -92,21 +93,26 @@ def refund(amount: float, *, order: str = "ORD-1", currency: str = "USD") -> dic
 
 
 def deployment(*, limits: list[dict[str, Any]] | None = None, policies: Mapping[str, Any] | None = None,
-               manifest_extra: Mapping[str, Mapping[str, Any]] | None = None) -> Deployment:
+               manifest_extra: Mapping[str, Mapping[str, Any]] | None = None,
+               manifests: Mapping[str, Mapping[str, Any]] | None = None) -> Deployment:
+    """``manifest_extra`` and ``manifests`` add or replace manifest keys per tool (``egress``,
+    ``classification``, ``cache``, …); ``manifests`` wins where both name a key."""
     gateway = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                      "url": "http://127.0.0.1:1/mcp"}},
                                             "authorization": {"limits": limits or []}})
-    manifests = []
+    changes = {name: {**(manifest_extra or {}).get(name, {}), **(manifests or {}).get(name, {})} for name in _LIVE}
+    loaded = []
     for name, live in _LIVE.items():
         manifest = ToolManifest.model_validate({
             "name": name, "service": "billing", "owner": "t@example.com", "description": live["description"],
             "risk": "high" if name != "get_invoice" else "low",
             "classification": {"input": "Confidential", "output": "Confidential"},
             "input_schema": live["inputSchema"], "pin": definition_hash(live),
-            "policy": (policies or {}).get(name, _POLICIES[name]), **(manifest_extra or {}).get(name, {})})
-        manifests.append(LoadedManifest(Path(f"/dep/tools/billing/{name}.yml"), "billing", manifest,
-                                        f"billing.{name}"))
-    return Deployment(Path("/dep"), gateway, tuple(manifests))
+            "egress": False,  # billing tools send nothing out (the toxic-flow rule leaves them alone)
+            "policy": (policies or {}).get(name, _POLICIES[name]), **changes[name]})
+        loaded.append(LoadedManifest(Path(f"/dep/tools/billing/{name}.yml"), "billing", manifest,
+                                     f"billing.{name}"))
+    return Deployment(Path("/dep"), gateway, tuple(loaded))
 
 
 class Clock:
@@ -214,6 +220,9 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              response_cache: ResponseCacheStore | None = None,
                              cache_classifications: tuple[str, ...] = ("Public", "Internal"),
                              content: OutputFilter | None = None,
+                             manifests: Mapping[str, Mapping[str, Any]] | None = None,
+                             governance: Mapping[str, Any] | None = None,
+                             inner_stages: Sequence[tuple[str, Stage]] = (),
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
@@ -221,8 +230,10 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
     ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store;
     ``manifest_extra`` adds manifest keys per tool (``cache``, ``annotations``, ``classification``);
     ``response_cache`` turns the response cache stage on with that store; ``content`` is the output
-    filter (default: none, results pass as the upstream sent them)."""
-    dep = deployment(limits=limits, policies=policies, manifest_extra=manifest_extra)
+    filter (default: none, results pass as the upstream sent them); ``manifests`` changes manifest keys
+    per tool, ``governance`` is gateway.yaml's ``governance:`` and ``inner_stages`` run right before the
+    forwarder (a double of the content filter)."""
+    dep = deployment(limits=limits, policies=policies, manifest_extra=manifest_extra, manifests=manifests)
     clock = Clock()
     catalog = Catalog(dep)
     connector = FakeConnector("billing", list(_LIVE.values()), {**{name: _echo for name in _LIVE}, **(handlers or {})})
@@ -246,7 +257,8 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example", clock=clock),
                 engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
                 risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock,
-                response_cache=response_cache, cache_classifications=cache_classifications, content=content))
+                response_cache=response_cache, cache_classifications=cache_classifications, content=content,
+                governance=GovernanceConfig.model_validate(governance or {}), inner_stages=inner_stages))
 
             def visible(principal: Principal) -> frozenset[str]:
                 from datetime import UTC, datetime

@@ -192,13 +192,21 @@ def test_policy_denies_a_contractor_and_allows_a_full_time_employee() -> None:
 
 @pytest.mark.parametrize(
     ("principal_tenant", "argument"),
-    [("acme", "globex"), ("acme", "ACME"), (None, "acme"), ("acme", ["acme"]), ("acme", None)],
+    [("acme", "globex"), ("acme", "ACME"), (None, "acme"), (None, ["acme"]), ("acme", None), ("acme", []),
+     ("acme", ["acme", "globex"]), ("acme", ["acme", None]), ("acme", [["acme"]])],
 )
 def test_policy_denies_cross_tenant_calls(principal_tenant: str | None, argument: object) -> None:
-    """The tenant argument must be exactly the principal's own tenant."""
+    """The tenant argument must be exactly the principal's own tenant (or a non-empty array of only it)."""
     decision = decide(principal=bot(tenant=principal_tenant), arguments=refund(tenant_id=argument))
     assert decision.effect == "deny"
     assert rid("tenant_argument") in decision.rule_ids
+
+
+@pytest.mark.parametrize("argument", ["acme", ["acme"], ["acme", "acme"]])
+def test_policy_allows_the_callers_own_tenant_as_a_string_or_an_array(argument: object) -> None:
+    """An array of tenant ids passes only when every one is the caller's own tenant."""
+    decision = decide(principal=bot(tenant="acme"), arguments=refund(tenant_id=argument))
+    assert rid("tenant_argument") not in decision.rule_ids
 
 
 @pytest.mark.parametrize(

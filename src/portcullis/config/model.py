@@ -13,7 +13,7 @@ import ssl
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
@@ -443,6 +443,56 @@ class ResponseCacheConfig(_Model):
         return value
 
 
+class Sink(StrEnum):
+    """Where data of a class may go (``governance.sinks``; :mod:`portcullis.governance.sinks`)."""
+
+    CALLER = "caller"  # the result returned to the caller (Restricted: only inside the gateway's environment)
+    AUDIT = "audit"  # argument values in clear in the audit trail (else keyed hashes only)
+    SIEM = "siem"  # argument values in clear in records exported to SIEMs (needs ``audit``: the same records)
+    CACHE = "cache"  # the response cache may hold the result
+    APPROVAL_VIEW = "approval_view"  # argument values in clear in approval views and notifications
+    LOGS = "logs"  # values in operator log lines (the gateway logs none today)
+
+
+def _default_sinks() -> dict[Classification, tuple[Sink, ...]]:
+    every = tuple(Sink)
+    return {Classification.PUBLIC: every, Classification.INTERNAL: every,
+            Classification.CONFIDENTIAL: (Sink.CALLER, Sink.AUDIT, Sink.SIEM, Sink.CACHE, Sink.APPROVAL_VIEW),
+            Classification.RESTRICTED: (Sink.CALLER, Sink.APPROVAL_VIEW)}
+
+
+class ToxicFlowConfig(_Model):
+    """The toxic-flow session rule: after a result that carried sensitive data or an injection hit,
+    calls of egress-capable tools by the same session are refused or held for approval for a while."""
+
+    enabled: StrictBool = Field(True, description="Apply the rule (on by default).")
+    on_sensitive: Literal["deny", "require_approval"] = Field(
+        "deny", description="What an egress call gets after a result with a secret or PII in it.")
+    on_injection: Literal["deny", "require_approval"] = Field(
+        "require_approval", description="What an egress call gets after a result with an injection hit.")
+    window_s: float = Field(
+        900.0, gt=0, le=7 * 86400, description="How long a session stays tainted after the last such result "
+        "(a later one starts the window again); at most 1/64 of it longer, never shorter (state-store windows).")
+
+
+class GovernanceConfig(_Model):
+    """Data governance: the toxic-flow rule and the sinks each data class may reach (docs/content-security.md)."""
+
+    toxic_flow: ToxicFlowConfig = ToxicFlowConfig()
+    sinks: dict[Classification, tuple[Sink, ...]] = Field(
+        default_factory=_default_sinks, description="The sinks data of each class may reach; a class left out "
+        "reaches none. Default: Public and Internal everywhere; Confidential not in logs; Restricted only to "
+        "the caller (inside the gateway's environment) and approval views, with keyed hashes in the audit trail.")
+
+    @field_validator("sinks")
+    @classmethod
+    def _siem_needs_audit(cls, value: dict[Classification, tuple[Sink, ...]]) -> dict[Classification, tuple[Sink, ...]]:
+        for level, sinks in value.items():
+            if Sink.SIEM in sinks and Sink.AUDIT not in sinks:
+                raise ValueError(f"sinks[{level}]: siem needs audit (the SIEM export carries the audit records)")
+        return value
+
+
 class GatewayConfig(_Model):
     """The whole of ``gateway.yaml``."""
 
@@ -465,6 +515,7 @@ class GatewayConfig(_Model):
     observability: ObservabilityConfig = ObservabilityConfig()
     content: ContentConfig = Field(ContentConfig(), description="The output filter: secrets, PII, hidden "
                                    "characters, links and injection in every tool result.")
+    governance: GovernanceConfig = GovernanceConfig()
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
@@ -548,6 +599,17 @@ class ToolManifest(_Model):
         return value
     content: ToolContent | None = Field(None, description="Output-filter rules for this tool, tried before the "
                                         "gateway's content defaults.")
+    egress: StrictBool | None = Field(
+        None, description="The tool can send data out of the deployment (mail, web requests, uploads, posts): the "
+        "toxic-flow rule applies to it. Unset: the MCP ``openWorldHint`` annotation decides, and a tool without "
+        "that either is egress-capable (the MCP default). ``portcullis lint`` warns when only the hint decides.")
+    output_tenant_pointer: Annotated[str, Field(pattern=r"^(/([^~/]|~[01])*)+$", max_length=512)] | None = Field(
+        None, description="RFC 6901 pointer into ``structuredContent`` of the tenant the result belongs to; a result "
+        "whose tenant there is not the caller's own, or is missing, is withheld.")
+    retention_class: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="A label for how long this tool's records are kept "
+        "downstream (``short``, ``legal_hold``, …), written into its decision records; the audit chain itself "
+        "keeps records for ``audit.retention_days`` (docs/content-security.md).")
 
     @field_validator("input_schema")
     @classmethod

@@ -22,14 +22,16 @@ has every argument value hashed. Nothing else of the output is recorded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.record import AuditRecord, redact
 from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Route
+from portcullis.config.model import Classification, GovernanceConfig, Sink
 from portcullis.errors import InternalError
+from portcullis.governance.sinks import arguments_in_clear
 from portcullis.pipeline.context import CallContext
 from portcullis.pipeline.hooks import Hooks
 
@@ -84,15 +86,19 @@ class CallAuditor:
 
     def __init__(self, writer: AuditWriter, *, audit_key: bytes, environment: str, hooks: Hooks,
                  export: Callable[[dict[str, Any]], bool] | None = None,
-                 service_version: Callable[[str], str | None] = lambda _service: None) -> None:
+                 service_version: Callable[[str], str | None] = lambda _service: None,
+                 sinks: Mapping[Classification, Sequence[Sink]] | None = None) -> None:
         self._writer, self._key, self._environment = writer, audit_key, environment
+        self._sinks = GovernanceConfig().sinks if sinks is None else sinks
         self._hooks, self._export, self._service_version = hooks, export, service_version
 
     async def decision(self, ctx: CallContext, route: Route, decision: Any,
                        presented: Mapping[str, Any] | None = None) -> AuditRecord:
         """The decision record. ``presented`` (default: ``ctx.approval_presented``) is what the call
         presented of an approval and what came of it: ``{"id", "via", "poll", "result"}``."""
-        pointers = redaction_pointers(route, decision)
+        manifest = route.manifest.manifest
+        # a tool whose input class may not reach the audit trail or SIEM in clear: every value keyed-hashed
+        pointers = redaction_pointers(route, decision) if arguments_in_clear(manifest, self._sinks) else [""]
         fields = _common(ctx, self._environment)
         fields.update(tool=tool_json(route, self._service_version(route.service)),
                       decision=decision_json(decision),
@@ -101,6 +107,8 @@ class CallAuditor:
         if approval is not None:  # the call runs on a human approval: name it and who gave it
             fields["approval"] = {"id": approval.id, "arguments_hash": approval.arguments_hash,
                                   "approvers": [dict(v.approver) for v in approval.approvals()]}
+        if manifest.retention_class is not None:  # the chain keeps it for audit.retention_days; this labels it
+            fields["retention_class"] = manifest.retention_class
         if ctx.justification:
             fields["justification"] = ctx.justification
         presented = presented or ctx.approval_presented or presented_unchecked(ctx)
@@ -118,6 +126,8 @@ class CallAuditor:
             fields["cache"] = ctx.record.cache
         if ctx.record.content is not None:  # what the output filter did: counts and rule ids, never values
             fields["content"] = ctx.record.content.to_json()
+        if ctx.record.governance:  # what data governance did: {"taint": cause, "withheld": reason}
+            fields["governance"] = dict(ctx.record.governance)
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
-from portcullis.config.model import RiskConfig
+from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
@@ -28,6 +28,7 @@ from portcullis.pipeline.stages import (
     cache,
     content,
     forward,
+    govern,
     limits,
     record,
     risk,
@@ -57,6 +58,10 @@ class PipelineParts:
     approvals: ApprovalService | None = None  # None: require_approval calls never run
     risk: RiskConfig | None = None  # None: no risk scoring
     content: content.OutputFilter | None = None  # None: results pass unfiltered (content.enabled: false)
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)  # toxic flow, sinks (on by default)
+    # stages run innermost, right before the forwarder, inside the governance hook: the content filter's
+    # place; tests put a double of the filter here (it sets CallRecord.content)
+    inner_stages: Sequence[tuple[str, Stage]] = ()
     environment: str = "production"
     clock: Callable[[], float] = time.time
     default_timeout_s: float = 30.0
@@ -85,22 +90,32 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # risk: after authorize (a denied call is not scored), before limits and approve; it
         # can only make the decision stricter (approval, two approvers, deny).
         *((("risk", risk.make_stage(p.risk, p.state, p.clock, p.hooks, p.environment)),) if p.risk else ()),
+        # govern_check: after authorize and risk (a refused call is not looked at), before limits and
+        # approve, so a toxic-flow "needs approval" is counted and held like any held call; refuses a
+        # result class the caller may not receive before anything is forwarded.
+        ("govern_check", govern.make_check(p.governance, p.state, p.clock, p.hooks, p.environment)),
         # limits: after authorize, so a call the policy refuses consumes no counter; before
         # approve, so no human approves a call that would then be throttled.
         ("limits", limits.make_stage(limit_check)),
         # approve: a require_approval call proposes an approval and stops, or redeems one.
-        ("approve", approve.make_stage(p.approvals, limit_check)),
+        ("approve", approve.make_stage(p.approvals, limit_check, p.governance.sinks)),
         # audit: last before forward: the decision record is durable before anything is sent,
         # and the outcome record before the caller sees the answer.
         ("audit", audit.make_stage(p.auditor, p.tracing)),
         # cache: after audit, so every check above ran and a hit gets its decision and outcome records
-        # (a hit is only a cheaper forward); before the response filter ("content", to sit between
-        # this line and the forwarder), so what it stores and serves is the filtered result.
+        # (a hit is only a cheaper forward); above govern and the response filter ("content"), so
+        # what it stores and serves is the filtered result, and nothing governance withheld.
         *((("cache", cache.make_stage(p.response_cache, p.clock, p.cache_classifications)),)
           if p.response_cache is not None else ()),
+        # govern: response side, inside audit (the outcome record says what it withheld or tainted) and
+        # outside the content filter (it reads the filter's report on the way back); with the response
+        # cache the order is audit -> cache -> govern -> content -> forward, so a withheld result is never
+        # cached (the cache stores nothing the filter flagged, so a hit never needs to taint).
+        ("govern", govern.make_hook(p.governance, p.state, p.clock)),
         # content: between audit and the forwarder, so on the way back the result is filtered before
         # the audit stage encodes it: no record, log, approval view or cache holds unfiltered output.
         *((("content", content.make_stage(p.content, p.hooks)),) if p.content is not None else ()),
+        *p.inner_stages,
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)

@@ -42,8 +42,8 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("cache", "claimed", "content", "decision_written", "forwarded_ns", "outcome_written", "presented",
-                 "refusal", "refused_decision", "route", "upstream_span_id")
+    __slots__ = ("cache", "claimed", "content", "decision_written", "forwarded_ns", "governance", "outcome_written",
+                 "presented", "refusal", "refused_decision", "result_tenant", "route", "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -60,6 +60,11 @@ class CallRecord:
         # what the output filter did with the result (content stage): counts, rule ids, and the
         # ``sensitive`` / ``injection`` flags session rules read; never a value from the result
         self.content: ContentReport | None = None
+        # data governance (portcullis.governance): the upstream's tenant tag on the result (read by the
+        # forwarder before it drops the upstream's _meta) and what the governance hook did (taint,
+        # withheld), for the outcome record
+        self.result_tenant: Any = None
+        self.governance: dict[str, str] | None = None
 
     def decision_durable(self) -> None:
         self.decision_written = True

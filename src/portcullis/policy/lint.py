@@ -20,7 +20,9 @@ reports, for each manifest in order:
    when the rule then denies every call, else a warning (the rule has no effect — and a typo in
    ``redact`` leaves the real argument in clear);
 
-and then 8. Rego modules in the policy directory that do not compile (error).
+and then 8. Rego modules in the policy directory that do not compile (error); 9. a tool with
+``openWorldHint: true`` and no ``egress`` (warning: the hint alone makes it an egress tool for the
+toxic-flow rule, :mod:`portcullis.governance.flow`; say so explicitly).
 
 A pointer "names no argument" only when the schema says so for certain: an object schema with
 ``properties`` that lack the name and ``additionalProperties: false`` (no ``patternProperties``,
@@ -95,6 +97,10 @@ def lint_policies(manifests: Iterable[LoadedManifest], *, environment: str | Non
             if _schema_at(manifest.input_schema, pointer)[0] == _ABSENT:
                 problems.append(PolicyProblem(path, ("sensitive_arguments", index), f"sensitive_arguments: "
                                               f"{_show(pointer)} names no argument of the input schema", "warning"))
+        if manifest.egress is None and manifest.annotations.openWorldHint is True:  # 9
+            problems.append(PolicyProblem(path, ("annotations", "openWorldHint"), f"{loaded.exposed_name}: "
+                                          "openWorldHint without egress: the hint makes it an egress tool for the "
+                                          "toxic-flow rule; say so with egress: true (or egress: false)", "warning"))
     if rego_dir is not None:
         problems += _rego(rego_dir)  # 8
     return problems
@@ -260,6 +266,7 @@ def _pointers(policy: ToolPolicy, schema: Mapping[str, Any]) -> Iterator[_Found]
         uses.append((("currency_pointer",), policy.currency_pointer, True))
     if policy.tenant_argument is not None:
         uses.append((("tenant_argument",), policy.tenant_argument, True))
+    uses += [(("tenant_arguments", i), pointer, True) for i, pointer in enumerate(policy.tenant_arguments)]
     uses += [(("constraints", i, "pointer"), c.pointer, c.required) for i, c in enumerate(policy.constraints)]
     uses += [(("redact", i), pointer, False) for i, pointer in enumerate(policy.redact)]
     for loc, pointer, denies in uses:

@@ -189,7 +189,12 @@ class ToolPolicy(_Model):
     redact: tuple[Pointer, ...] = Field((), description="Arguments to redact in logs and audit records.")
     constraints: tuple[Constraint, ...] = Field((), description="Argument checks by JSON pointer.")
     tenant_argument: Pointer | None = Field(
-        None, description="Argument that must equal the principal's tenant (cross-tenant calls are denied).")
+        None, description="Argument that must name the principal's tenant (cross-tenant calls are denied): a string "
+        "equal to it, or a non-empty array of such strings (one call never names two tenants). Compared exactly: "
+        "``ACME`` is not ``acme``.")
+    tenant_arguments: tuple[Pointer, ...] = Field(
+        (), description="Further arguments held to the ``tenant_argument`` rule (a source and a target tenant, "
+        "…): every one must name the caller's own tenant, so one call never mixes tenants.")
     require_attributes: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")],
                              tuple[str, ...]] = Field(
         default_factory=dict, description="Principal attributes that must be present with one of these values.")

@@ -98,7 +98,7 @@ def rule_ids(policy: ToolPolicy, tool: str) -> tuple[str, ...]:
     if policy.allowed_currencies is not None:
         names.append("allowed_currencies")
     names += [f"require_attributes/{name}" for name in policy.require_attributes]
-    if policy.tenant_argument is not None:
+    if policy.tenant_argument is not None or policy.tenant_arguments:
         names.append("tenant_argument")
     if policy.time_windows is not None:
         names.append("time_windows")
@@ -145,14 +145,24 @@ def _failures(policy: ToolPolicy, principal: Principal, arguments: Mapping[str, 
     yield from _amount(policy, arguments)
     yield from _attributes(policy, principal)
     # Where: the tenant named in the arguments must be the caller's own.
-    if policy.tenant_argument is not None:
-        value = _resolve(arguments, policy.tenant_argument)
-        if principal.tenant is None or not isinstance(value, str) or value != principal.tenant:
-            yield "deny", r.TENANT_MISMATCH, "tenant_argument"
+    # One call never mixes tenants: every tenant argument names the caller's own, exactly.
+    pointers = (*(() if policy.tenant_argument is None else (policy.tenant_argument,)), *policy.tenant_arguments)
+    if any(not _own_tenant(_resolve(arguments, pointer), principal.tenant) for pointer in pointers):
+        yield "deny", r.TENANT_MISMATCH, "tenant_argument"
     # When, and in which deployment.
     yield from _context(policy, environment, now)
     for constraint in policy.constraints:
         yield from _constraint(constraint, arguments)
+
+
+def _own_tenant(value: object, tenant: str | None) -> bool:
+    """Whether ``value`` (a string, or a non-empty array of strings) names only ``tenant``, code point
+    for code point (no folding: a look-alike of the caller's tenant is another tenant)."""
+    if tenant is None:
+        return False
+    if isinstance(value, list | tuple):
+        return bool(value) and all(isinstance(item, str) and item == tenant for item in value)
+    return isinstance(value, str) and value == tenant
 
 
 def _attributes(policy: ToolPolicy, principal: Principal) -> Iterator[Failure]:

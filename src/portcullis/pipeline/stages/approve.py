@@ -28,10 +28,12 @@ does. What was presented and what came of it is put in the call's decision recor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from portcullis.approvals.service import INPUT_KEY, ApprovalService, approvers_required
 from portcullis.catalog import Route
+from portcullis.config.model import Classification, Sink
 from portcullis.errors import (
     ApprovalDenied,
     ApprovalExpired,
@@ -42,13 +44,15 @@ from portcullis.errors import (
     InvalidParams,
     PortcullisError,
 )
+from portcullis.governance.sinks import sink_allowed
 from portcullis.pipeline.auditing import redaction_pointers
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.stages.limits import LimitCheck
 from portcullis.policy.decision import Decision
 
 
-def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> Stage:
+def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck,
+               sinks: Mapping[Classification, Sequence[Sink]] | None = None) -> Stage:
     async def approve(ctx: CallContext, call_next: Handler) -> CallResult:
         decision, route = ctx.decision, ctx.route
         if decision is None or route is None:
@@ -58,7 +62,7 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
                 return await call_next(ctx)
             if approvals is None:
                 raise ApprovalRequired(decision, detail="policy requires approval; no approval service")
-            await _propose(approvals, ctx, route, decision)  # always raises: nothing is forwarded
+            await _propose(approvals, ctx, route, decision, sinks)  # always raises: nothing is forwarded
         presented: dict[str, Any] = {"id": ctx.approval_id, "via": "meta" if ctx.approval_id else "request_state",
                                      "poll": ctx.approval_poll}
         try:
@@ -72,13 +76,17 @@ def make_stage(approvals: ApprovalService | None, check_limits: LimitCheck) -> S
     return approve
 
 
-async def _propose(approvals: ApprovalService, ctx: CallContext, route: Route, decision: Decision) -> None:
+async def _propose(approvals: ApprovalService, ctx: CallContext, route: Route, decision: Decision,
+                   sinks: Mapping[Classification, Sequence[Sink]] | None) -> None:
     manifest = route.manifest.manifest
+    # an input class that may not reach approval views (governance.sinks): approvers see keyed hashes only
+    hidden = (redaction_pointers(route, decision)
+              if sink_allowed(manifest.classification.input, Sink.APPROVAL_VIEW, sinks) else [""])
     pending = await approvals.propose(
         tool=route.exposed_name, arguments=ctx.arguments, principal=ctx.principal, decision=decision,
         required=_needed(manifest.policy, ctx, decision), justification=ctx.justification,
         request_id=ctx.request_id, risk=decision.risk, tool_risk=str(manifest.risk),
-        hidden=redaction_pointers(route, decision))
+        hidden=hidden)
     if ctx.input_state is not None and approvals.links is not None:  # the protocol's own mechanism
         raise InputRequired(decision, approvals.input_required(pending))
     raise approvals.pending_error(pending, decision)

@@ -8,7 +8,8 @@ soon (at most once a second), since a tool that changed without saying so is a l
 
 The upstream's ``_meta`` (its serverInfo and anything else it chooses to add) never reaches the
 caller (pitfall P1): the result is rebuilt from ``content``, ``structuredContent`` and
-``isError``.
+``isError``. Its one governance field, ``_meta["io.portcullis/tenant"]``, is kept on the call's
+record for the tenant check (:mod:`portcullis.governance.tenancy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from portcullis.catalog import Catalog
 from portcullis.errors import InternalError, InvalidParams, UpstreamFailed
+from portcullis.governance.tenancy import meta_tenant
 from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
@@ -55,6 +57,7 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
         except UpstreamFailed:
             upstream.refresh_soon()  # refused by the upstream: did the tool change without saying so?
             raise
+        ctx.record.result_tenant = meta_tenant(raw)  # the tenant tag, before the upstream's _meta is dropped
         result = rebuild_result(raw)
         if result["isError"]:
             upstream.refresh_soon()
