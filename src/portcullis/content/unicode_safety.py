@@ -207,11 +207,35 @@ def _merge(runs: list[HiddenRun]) -> list[HiddenRun]:
     return merged
 
 
+MAX_NORMALISE_PASSES = 16
+
+
 def normalise(text: str, policy: HiddenPolicy) -> Normalised:
-    """``text`` with its hostile runs left (REPORT), removed (STRIP) or shown as ``\\u{XXXX}`` (ESCAPE)."""
+    """``text`` with its hostile runs left (REPORT), removed (STRIP) or shown as ``\\u{XXXX}`` (ESCAPE).
+
+    Removing or escaping a run can leave a neighbour out of the context that made it legitimate
+    (a joiner between two variation selectors, once they are gone, joins nothing), so STRIP and
+    ESCAPE repeat until no hostile run is left. Every pass removes at least one hidden character,
+    so this ends; it is bounded at :data:`MAX_NORMALISE_PASSES`, past which what is left is
+    stripped or escaped whatever its context."""
     runs = find_hidden(text)
     if not runs or policy is HiddenPolicy.REPORT:
         return Normalised(text, tuple(runs))
+    found = tuple(runs)
+    for _ in range(MAX_NORMALISE_PASSES):
+        text = _apply(text, runs, policy)
+        runs = find_hidden(text)
+        if not runs:
+            return Normalised(text, found)
+    return Normalised("".join(_apply(c, [HiddenRun("zero_width", 0, 1, "")], policy) if _is_hidden_char(c) else c
+                              for c in text), found)
+
+
+def _is_hidden_char(char: str) -> bool:
+    return bool(find_hidden(char)) or bool(find_hidden("a" + char + "a"))
+
+
+def _apply(text: str, runs: list[HiddenRun], policy: HiddenPolicy) -> str:
     out: list[str] = []
     pos = 0
     for run in runs:
@@ -221,7 +245,7 @@ def normalise(text: str, policy: HiddenPolicy) -> Normalised:
                                for c in text[run.start:run.end]))
         pos = run.end
     out.append(text[pos:])
-    return Normalised("".join(out), tuple(runs))
+    return "".join(out)
 
 
 def hidden_findings(text: str, pointer: str = "", prefix: str = "unicode",
