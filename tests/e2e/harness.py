@@ -64,6 +64,9 @@ def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) 
         # every test token holds the mcp:tools scope, the mTLS tests' certificate names agent
         # billing-bot; default deny would refuse everyone else
         "policy": {"allowed_callers": ["scope:mcp:tools", "agent:billing-bot"]},
+        # test services send nothing out of the deployment: the toxic-flow rule (docs/content-security.md)
+        # is exercised by its own tests, which declare egress tools explicitly
+        "egress": False,
     }
     if tool.get("outputSchema"):
         manifest["output_schema"] = tool["outputSchema"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from portcullis.content.output_filter import ContentReport
 from portcullis.governance import flow
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallResult, Handler
@@ -32,17 +33,16 @@ EGRESS = {"void_ledger": {"egress": True}}
 POLICIES = {"void_ledger": CALLERS, "get_invoice": CALLERS}
 
 
-@dataclasses.dataclass(frozen=True)
-class Signals:
-    sensitive: bool = False
-    injection: bool = False
-
-
 async def filter_double(ctx: CallContext, call_next: Handler) -> CallResult:
     """A test double of the content filter: reports what the result's marker says."""
     result = await call_next(ctx)
     text = str(result.get("content", [{}])[0].get("text", ""))
-    ctx.record.content = Signals(sensitive=text.startswith("SENSITIVE"), injection=text.startswith("INJECTION"))
+    report = ContentReport(channel="tools/call")  # the filter's own report type, filled as the filter would
+    if text.startswith("SENSITIVE"):
+        report.findings[("aws_secret_access_key", "allow")] += 1  # reached the caller in clear
+    if text.startswith("INJECTION"):
+        report.injection_rules.add("injection.ignore_previous")
+    ctx.record.content = report
     return result
 
 

@@ -125,6 +125,12 @@ class ContentReport:
         return bool(self.findings)
 
     @property
+    def exposed(self) -> bool:
+        """A secret or PII value reached the caller in clear (an ``allow`` rule let it through): what
+        the toxic-flow rule taints a session for (a redacted, masked or hashed value never did)."""
+        return any(count and action == "allow" for (_kind, action), count in self.findings.items())
+
+    @property
     def injection(self) -> bool:
         return bool(self.injection_rules)
 
@@ -132,7 +138,8 @@ class ContentReport:
         out: dict[str, Any] = {
             "channel": self.channel,
             "findings": [{"kind": k, "action": a, "count": n} for (k, a), n in sorted(self.findings.items())],
-            "rule_ids": sorted(self.rule_ids), "sensitive": self.sensitive, "injection": self.injection,
+            "rule_ids": sorted(self.rule_ids), "sensitive": self.sensitive, "exposed": self.exposed,
+            "injection": self.injection,
         }
         if self.encodings:
             out["encodings"] = sorted(self.encodings)

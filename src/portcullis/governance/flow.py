@@ -43,18 +43,22 @@ class ContentSignals(Protocol):
     """What the governance hook reads of the content filter's per-call report."""
 
     @property
-    def sensitive(self) -> bool: ...  # a secret or PII was found in the result
+    def exposed(self) -> bool: ...  # a secret or PII reached the caller in clear (an ``allow`` rule let it through)
 
     @property
     def injection(self) -> bool: ...  # an injection pattern was found in the result
 
 
 def signals_of(record: object) -> tuple[bool, bool]:
-    """``(sensitive, injection)`` of a call's record; ``(False, False)`` when no filter reported."""
+    """``(sensitive, injection)`` of a call's record; ``(False, False)`` when no filter reported.
+
+    *Sensitive* here means a secret or PII value reached the caller in clear (the filter's policy
+    allowed it): a value the filter redacted, masked or hashed never reached the model, so it
+    cannot be carried out by a later egress call and does not taint the session."""
     report = getattr(record, "content", None)
     if report is None:
         return False, False
-    return getattr(report, "sensitive", False) is True, getattr(report, "injection", False) is True
+    return getattr(report, "exposed", False) is True, getattr(report, "injection", False) is True
 
 
 def is_egress(manifest: ToolManifest) -> bool:
