@@ -93,14 +93,12 @@ def refund(amount: float, *, order: str = "ORD-1", currency: str = "USD") -> dic
 
 
 def deployment(*, limits: list[dict[str, Any]] | None = None, policies: Mapping[str, Any] | None = None,
-               manifest_extra: Mapping[str, Mapping[str, Any]] | None = None,
                manifests: Mapping[str, Mapping[str, Any]] | None = None) -> Deployment:
-    """``manifest_extra`` and ``manifests`` add or replace manifest keys per tool (``egress``,
-    ``classification``, ``cache``, …); ``manifests`` wins where both name a key."""
+    """``manifests`` adds or replaces manifest keys per tool (``egress``, ``classification``, ``cache``, …)."""
     gateway = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                      "url": "http://127.0.0.1:1/mcp"}},
                                             "authorization": {"limits": limits or []}})
-    changes = {name: {**(manifest_extra or {}).get(name, {}), **(manifests or {}).get(name, {})} for name in _LIVE}
+    changes = {name: (manifests or {}).get(name, {}) for name in _LIVE}
     loaded = []
     for name, live in _LIVE.items():
         manifest = ToolManifest.model_validate({
@@ -216,7 +214,6 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              rego_workers: PoolSettings | None = None,
                              handlers: Mapping[str, ToolFn] | None = None,
                              wrap_audit_store: Callable[[AuditStore], AuditStore] | None = None,
-                             manifest_extra: Mapping[str, Mapping[str, Any]] | None = None,
                              response_cache: ResponseCacheStore | None = None,
                              cache_classifications: tuple[str, ...] = ("Public", "Internal"),
                              content: OutputFilter | None = None,
@@ -228,12 +225,11 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
     ``portcullis serve`` does), started before the first call and stopped at the end.
     ``handlers`` replace the upstream's answers per tool (default: every tool answers "done");
     ``wrap_audit_store`` puts a double (a failing store) between the writer and the real store;
-    ``manifest_extra`` adds manifest keys per tool (``cache``, ``annotations``, ``classification``);
+    ``manifests`` adds or replaces manifest keys per tool (``cache``, ``egress``, ``classification``, …);
     ``response_cache`` turns the response cache stage on with that store; ``content`` is the output
-    filter (default: none, results pass as the upstream sent them); ``manifests`` changes manifest keys
-    per tool, ``governance`` is gateway.yaml's ``governance:`` and ``inner_stages`` run right before the
-    forwarder (a double of the content filter)."""
-    dep = deployment(limits=limits, policies=policies, manifest_extra=manifest_extra, manifests=manifests)
+    filter (default: none, results pass as the upstream sent them); ``governance`` is gateway.yaml's
+    ``governance:`` and ``inner_stages`` run right before the forwarder (a double of the content filter)."""
+    dep = deployment(limits=limits, policies=policies, manifests=manifests)
     clock = Clock()
     catalog = Catalog(dep)
     connector = FakeConnector("billing", list(_LIVE.values()), {**{name: _echo for name in _LIVE}, **(handlers or {})})

@@ -81,7 +81,7 @@ PARTITIONS = [  # (first caller, second caller): never each other's entries
 
 @pytest.mark.parametrize(("label", "first", "second"), PARTITIONS, ids=[p[0] for p in PARTITIONS])
 async def test_callers_never_share_entries(tmp_path: Path, label: str, first: Principal, second: Principal) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(),
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store(),
                                   handlers={"get_invoice": _invoice_handler([])},
                                   policies={"get_invoice": {"allowed_callers": ["agent:billing-bot",
                                                                                 "agent:billing-bot-2"]}}) as gw:
@@ -96,7 +96,7 @@ async def test_callers_never_share_entries(tmp_path: Path, label: str, first: Pr
 
 
 async def test_hit_is_audited_with_cache_hit(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(),
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store(),
                                   handlers={"get_invoice": _invoice_handler([])}) as gw:
         first = await gw.call(INVOICE, ARGS)
         second = await gw.call(INVOICE, ARGS)
@@ -109,7 +109,7 @@ async def test_hit_is_audited_with_cache_hit(tmp_path: Path) -> None:
 
 
 async def test_ttl_expiry_with_injected_clock(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store()) as gw:
         await gw.call(INVOICE, ARGS)
         gw.clock.now += 59.9
         await gw.call(INVOICE, ARGS)
@@ -120,7 +120,7 @@ async def test_ttl_expiry_with_injected_clock(tmp_path: Path) -> None:
 
 
 async def test_different_arguments_miss(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store()) as gw:
         await gw.call(INVOICE, ARGS)
         await gw.call(INVOICE, {"invoice_id": "INV-2"})
         await gw.call(INVOICE, {"invoice_id": "INV-1 "})
@@ -129,16 +129,16 @@ async def test_different_arguments_miss(tmp_path: Path) -> None:
 
 async def test_policy_version_change_misses(tmp_path: Path) -> None:
     store = _store()
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=store) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=store) as gw:
         await gw.call(INVOICE, ARGS)
         await gw.call(INVOICE, ARGS)
         assert _calls(gw) == 1
     changed = {"get_invoice": {"allowed_callers": ["agent:billing-bot"]}}  # another policy, another version
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=store,
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=store,
                                   policies=changed) as gw2:
         await gw2.call(INVOICE, ARGS)
         assert _calls(gw2) == 1  # the stored answer of the old policy is not served
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=store) as gw3:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=store) as gw3:
         await gw3.call(INVOICE, ARGS)
         assert _calls(gw3) == 0  # same policy again: same version, so the entry (still fresh) answers
 
@@ -220,12 +220,12 @@ def test_cache_refused_on_tool_not_read_only(annotations: dict[str, Any]) -> Non
 async def test_class_not_allowed_by_gateway_is_not_cached(tmp_path: Path) -> None:
     confidential = {"get_invoice": {**CACHED_INVOICE["get_invoice"],
                                     "classification": {"input": "Internal", "output": "Confidential"}}}
-    async with in_process_gateway(tmp_path, manifest_extra=confidential, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=confidential, response_cache=_store()) as gw:
         await gw.call(INVOICE, ARGS)
         await gw.call(INVOICE, ARGS)
         assert _calls(gw) == 2
         assert [o.get("cache") for o in await _outcomes(gw)] == ["bypass", "bypass"]
-    async with in_process_gateway(tmp_path, manifest_extra=confidential, response_cache=_store(),
+    async with in_process_gateway(tmp_path, manifests=confidential, response_cache=_store(),
                                   cache_classifications=("Public", "Internal", "Confidential")) as gw:
         await gw.call(INVOICE, ARGS)
         await gw.call(INVOICE, ARGS)
@@ -236,7 +236,7 @@ async def test_is_error_not_cached(tmp_path: Path) -> None:
     async def failing(arguments: Any) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": "no such invoice"}], "isError": True}
 
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(),
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store(),
                                   handlers={"get_invoice": failing}) as gw:
         for _ in range(3):
             answer = await gw.call(INVOICE, ARGS)
@@ -260,7 +260,7 @@ def test_flagged_results_not_stored() -> None:
 
 
 async def test_client_nonread_only_tool_without_cache_is_untouched(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store()) as gw:
         await gw.call(REFUND, refund(10))
         await gw.call(REFUND, refund(10))
         assert _calls(gw) == 2
@@ -274,7 +274,7 @@ async def test_approval_still_required_on_a_hit(tmp_path: Path) -> None:
     # a read-only, cached tool that needs approval above 100
     extra = {"process_refund": {"cache": {"ttl_s": 600}, "annotations": READ_ONLY,
                                 "classification": {"input": "Internal", "output": "Internal"}}}
-    async with in_process_gateway(tmp_path, manifest_extra=extra, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=extra, response_cache=_store()) as gw:
         args = refund(150)
         approval_id = await gw.pending_id(args)
         await gw.approve(approval_id, BOB)
@@ -294,7 +294,7 @@ async def test_risk_escalation_is_never_skipped_by_a_hit(tmp_path: Path) -> None
     # low tool (0) + Internal (5) + production (20) = 25, plus 2 per earlier call: the third call needs approval
     risk = {"rate": {"points_per_call": 2, "max_points": 20},
             "thresholds": {"one_approver": 28, "two_approvers": 70, "deny": 100}}
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(), risk=risk) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store(), risk=risk) as gw:
         assert (await gw.call(INVOICE, ARGS)).result is not None
         assert (await gw.call(INVOICE, ARGS)).result is not None
         assert _calls(gw) == 1  # the second was a hit
@@ -303,7 +303,7 @@ async def test_risk_escalation_is_never_skipped_by_a_hit(tmp_path: Path) -> None
 
 
 async def test_denied_caller_never_reaches_a_stored_answer(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store()) as gw:
         await gw.call(INVOICE, ARGS)
         stranger = Principal(client_id="stranger", auth_method="dev", issuer="dev", issuer_name="dev",
                              agent_id="rogue-bot")
@@ -313,7 +313,7 @@ async def test_denied_caller_never_reaches_a_stored_answer(tmp_path: Path) -> No
 
 async def test_limits_still_count_hits(tmp_path: Path) -> None:
     limit = [{"id": "inv-2", "tools": ["billing.get_invoice"], "max_calls": 2, "window_s": 3600, "per": ["agent"]}]
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store(),
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store(),
                                   limits=limit) as gw:
         assert (await gw.call(INVOICE, ARGS)).result is not None
         assert (await gw.call(INVOICE, ARGS)).result is not None
@@ -322,14 +322,14 @@ async def test_limits_still_count_hits(tmp_path: Path) -> None:
 
 
 async def test_unavailable_store_is_a_miss(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=FailingResponseCache()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=FailingResponseCache()) as gw:
         a = await gw.call(INVOICE, ARGS)
         b = await gw.call(INVOICE, ARGS)
         assert a.result is not None and b.result is not None and _calls(gw) == 2
 
 
 async def test_a_hit_cannot_be_changed_by_its_caller(tmp_path: Path) -> None:
-    async with in_process_gateway(tmp_path, manifest_extra=CACHED_INVOICE, response_cache=_store()) as gw:
+    async with in_process_gateway(tmp_path, manifests=CACHED_INVOICE, response_cache=_store()) as gw:
         first = await gw.call(INVOICE, ARGS)
         assert first.result is not None
         first.result["content"][0]["text"] = "tampered"
