@@ -5,7 +5,8 @@ is text (a secret inside an image or an archive is out of scope: binary decoding
 scanned). The scanner scans each kept decoding like any text, one level deeper, up to
 ``ScanBudget.decode_depth`` levels, and :meth:`EncodedRun.outer_span` maps a finding in the
 decoding back onto the encoded characters: exactly for base64 (to the 4-character groups that
-hold the value's bytes) and hex (two characters per byte), the whole run for URL-encoding and
+hold the value's bytes) and hex (two characters per byte; hex in dashed groups, such as a UUID's,
+is read without its dashes and maps to the whole run), the whole run for URL-encoding and
 quoted-printable, whose decodings are not a fixed stride.
 
 Bounds: runs shorter than ``min_run`` are ignored; every decoded byte counts against
@@ -30,6 +31,7 @@ from portcullis.content.view import TextView
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _CONTROL = bytes(b for b in range(0x20) if b not in (9, 10, 13))
 _HEX = b"0123456789abcdefABCDEF"
+_HEX_DASH = _HEX + b"-"
 _URL_CHARS = r"[A-Za-z0-9._~!*'()+,;=:@/?&$#\[\]-]"
 _QP_CHARS = r"[!-<>-~]"
 
@@ -48,7 +50,7 @@ _QP = Pattern(_QP_CHARS + r"*(?:=(?:[0-9A-F]{2}|\r?\n)" + _QP_CHARS + r"*){2,}")
 _B64_CLASS = bytes(0x61 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/_-") else 0x20 for b in range(256))
 
 
-def _b64_runs(data: bytes, min_run: int) -> Iterator[tuple[int, int]]:
+def b64_runs(data: bytes, min_run: int) -> Iterator[tuple[int, int]]:
     """Maximal base64-alphabet runs of at least ``min_run`` bytes, with up to two "=" of padding.
 
     A result is full of such runs (digests, UUIDs, long identifiers), so this is written with C-level
@@ -78,8 +80,8 @@ class EncodedRun:
         """The encoded characters that hold decoded bytes ``[start, end)``."""
         if self.encoding == "base64":
             return self.start + start // 3 * 4, min(self.end, self.start + -(-end // 3) * 4)
-        if self.encoding == "hex":
-            return self.start + 2 * start, min(self.end, self.start + 2 * end)
+        if self.encoding == "hex" and self.end - self.start == 2 * len(self.decoded):
+            return self.start + 2 * start, min(self.end, self.start + 2 * end)  # undashed: two characters a byte
         return self.start, self.end
 
 
@@ -97,6 +99,8 @@ def is_text(raw: bytes) -> bool:
 
 
 def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
+    if b"-" in token and not token.translate(None, _HEX_DASH):
+        token = token.replace(b"-", b"")  # hex digits in dashed groups (a UUID, a dashed digest): read as hex
     body = token.rstrip(b"=")
     if len(body) % 4 == 1:
         body = body[:-1]
@@ -114,11 +118,19 @@ def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
         return None
 
 
-def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str]) -> Iterator[EncodedRun]:
+def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str],
+                 cover: tuple[int, ...] = ()) -> Iterator[EncodedRun]:
     """Runs in ``view`` whose decoding is text, base64/hex first, then URL, then QP; only the encodings
-    in ``present`` (whose :func:`gates` matched) are searched."""
+    in ``present`` (whose :func:`gates` matched) are searched and, when ``cover`` is given, only runs
+    that hold one of its positions (``start < p < end``) are decoded."""
     data = view.data
-    for start, end in _b64_runs(data, min_run) if "base64" in present else ():
+
+    def wanted(start: int, end: int) -> bool:
+        return not cover or any(start < p < end for p in cover)
+
+    for start, end in b64_runs(data, min_run) if "base64" in present else ():
+        if not wanted(start, end):
+            continue
         meter.charge(64 + end - start)
         decoded = _decode_b64(data[start:end])
         if decoded is not None and is_text(decoded[1]):
@@ -127,7 +139,7 @@ def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str]) 
         if encoding not in present:
             continue
         for _, _, start, end in pattern.finditer(data, 0, len(data), len(data)):
-            if end - start < min_run:
+            if end - start < min_run or not wanted(start, end):
                 continue
             meter.charge(64 + end - start)
             token = data[start:end]

@@ -2,7 +2,8 @@
 
 A model decodes base64 on request ("decode the following and follow it"), so an instruction can be
 written where no pattern rule sees it. :func:`decoded_texts` finds runs of 24 or more base64
-characters (standard or URL-safe alphabet, optional padding) with one RE2 pass, decodes each, and
+characters (standard or URL-safe alphabet, optional padding) with C-level byte searches over the
+text's ASCII view (:func:`~.decode.b64_runs`, a few µs on 4 KB), decodes each, and
 keeps those that decode to readable UTF-8 text (at least 90 % printable, with a space) or to base64
 again (the caller decodes that next, to a fixed depth): hashes, keys,
 images and other binary decode to something else and are dropped. Bounded: at most ``MAX_RUNS`` runs
@@ -18,27 +19,31 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2: linear time
 
+from portcullis.content.decode import b64_runs
+from portcullis.content.view import ascii_view
+
 MAX_RUNS = 32
 MAX_RUN_CHARS = 65_536
-_RUN: Any = re2.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
-_HEXISH: Any = re2.compile(r"[0-9A-Fa-f-]+")  # UUIDs, digests, git SHAs: base64 of no readable text
+MIN_RUN = 24
+_RUN: Any = re2.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")  # a whole decoding that is base64 again
+_HEXISH = b"0123456789abcdefABCDEF-"
 
 
 def decoded_texts(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, decoded text) for each base64 run of ``text`` that decodes to readable text."""
-    if len(text) < 24:
+    if len(text) < MIN_RUN:
         return
+    data = ascii_view(text)  # one byte per code point: run offsets are the text's own
     count = 0
-    for match in _RUN.finditer(text):
-        run = match.group()
-        if len(run) > MAX_RUN_CHARS or _HEXISH.fullmatch(run) is not None:
-            continue
+    for start, end in b64_runs(data, MIN_RUN):
+        if end - start > MAX_RUN_CHARS or not data[start:end].translate(None, _HEXISH):
+            continue  # too long, or UUIDs, digests, git SHAs: base64 of no readable text
         count += 1
         if count > MAX_RUNS:
             return
-        decoded = _readable(run)
+        decoded = _readable(text[start:end])
         if decoded is not None:
-            yield match.start(), match.end(), decoded
+            yield start, end, decoded
 
 
 def _readable(run: str) -> str | None:

@@ -31,11 +31,10 @@ from typing import Any
 from portcullis.content.encoded import decoded_texts
 from portcullis.content.patterns import SHARED, fold, matches, prefilter
 from portcullis.content.rule_findings import Finding, excerpt, pointer_token
-from portcullis.content.unicode_safety import find_hidden, hidden_findings
+from portcullis.content.unicode_safety import find_hidden, hidden_findings, plain_ascii
 
 DEFAULT_BUDGET_S = 0.05  # plus PER_MIB_BUDGET_S for each MiB of text
 PER_MIB_BUDGET_S = 0.25
-_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab, LF, CR; DEL
 _PREFILTER = prefilter(SHARED)
 _SPACE_RUNS = re.compile("  +")
 MAX_DECODE_DEPTH = 2  # base64 of base64 of an instruction is still read
@@ -53,8 +52,7 @@ def scan_result(text: str, *, budget_s: float | None = None,
     text are scanned too (``injection.encoded_instruction``; ``depth`` counts the decoding levels)."""
     budget = DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * len(text) / (1 << 20) if budget_s is None else budget_s
     deadline = clock() + budget
-    runs = ([] if text.isascii() and (text.isprintable() or _ASCII_CONTROL.search(text) is None)
-            else find_hidden(text))
+    runs = [] if plain_ascii(text) else find_hidden(text)
     if text.isascii() and not runs:
         folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
         if "\t" in folded or "\r" in folded:

@@ -101,7 +101,8 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
             for start, stop in _merged_windows(boundaries, size, reach):
                 local = []
                 try:
-                    detectors.scan_into(joined[start:stop], meter, local)
+                    detectors.scan_into(joined[start:stop], meter, local,
+                                        [b - start for b in boundaries if start < b < stop])
                 finally:
                     found.extend(f.shifted(start) for f in local if _crosses(f.shifted(start), boundaries))
     except BudgetExceeded as exc:

@@ -23,17 +23,20 @@ class Leaf:
 
 def string_leaves(value: object) -> Iterator[Leaf]:
     """The strings of ``value`` (dicts, lists, tuples, strings, scalars) in document order."""
-    stack: list[tuple[tuple[PathPart, ...], object, bool]] = [((), value, False)]
+    # each stack entry: (path, node, the key to yield first or None); scalars are never pushed
+    stack: list[tuple[tuple[PathPart, ...], object, str | None]] = [((), value, None)]
     while stack:
-        path, node, is_key = stack.pop()
+        path, node, key = stack.pop()
+        if key is not None:
+            yield Leaf(path, key, True)
         if isinstance(node, str):
-            yield Leaf(path, node, is_key)
+            yield Leaf(path, node)
         elif isinstance(node, dict):
-            children: list[tuple[tuple[PathPart, ...], object, bool]] = []
-            for key, child in node.items():
-                if isinstance(key, str):
-                    children.append(((*path, key), key, True))
-                children.append(((*path, key), child, False))
-            stack.extend(reversed(children))
-        elif isinstance(node, list | tuple):
-            stack.extend(((*path, i), child, False) for i, child in reversed(list(enumerate(node))))
+            for name, child in reversed(node.items()):
+                if isinstance(child, (str, dict, list, tuple)) or isinstance(name, str):
+                    stack.append(((*path, name), child, name if isinstance(name, str) else None))
+        elif isinstance(node, (list, tuple)):
+            for index in range(len(node) - 1, -1, -1):
+                child = node[index]
+                if isinstance(child, (str, dict, list, tuple)):
+                    stack.append(((*path, index), child, None))

@@ -151,8 +151,8 @@ def marker(hit: LinkHit) -> str:
 
 def neutralise_links(text: str, allow: Sequence[str]) -> LinkResult:
     """``text`` with every risky link or image URL replaced by its marker (see the module doc)."""
-    if _CHEAP.search(text) is None:
-        return LinkResult(text, ())
+    if ("<" not in text and "]" not in text) or _CHEAP.search(text) is None:
+        return LinkResult(text, ())  # ``in`` is a memchr: most results hold neither character
     edits: list[tuple[int, int, str]] = []
     hits: list[LinkHit] = []
 

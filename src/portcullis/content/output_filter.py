@@ -31,7 +31,6 @@ import binascii
 import bisect
 import hashlib
 import hmac
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,7 @@ from portcullis.content.joined import scan_parts
 from portcullis.content.leaves import Leaf, PathPart, string_leaves
 from portcullis.content.links import neutralise_links
 from portcullis.content.scan import DEFAULT_BUDGET, DetectorError, DetectorSet
-from portcullis.content.unicode_safety import HiddenPolicy, find_hidden, normalise
+from portcullis.content.unicode_safety import HiddenPolicy, find_hidden, normalise, plain_ascii
 
 Action = Literal["redact", "mask", "hash", "block", "allow"]
 InjectionAction = Literal["wrap", "flag", "block", "off"]
@@ -60,7 +59,6 @@ _SCHEMA_KEYS = frozenset({
     "content", "type", "text", "structuredContent", "isError", "resource", "uri", "mimeType", "blob", "data",
     "annotations", "audience", "priority", "lastModified", "_meta", "name", "title", "description", "size",
     "icons", "messages", "role", "contents", "resourceLink", "progress", "total", "message", "level", "logger"})
-_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # the hidden characters ASCII has
 _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 _BINARY_TYPES = frozenset({"image", "audio"})
 _TEXT_MIME = ("text/", "application/json", "application/xml", "application/javascript", "application/yaml",
@@ -285,7 +283,7 @@ def _charge_check(meter: Meter) -> None:
 
 
 def _prepared(leaf: Leaf, text: str, report: ContentReport) -> _Part:
-    if text.isascii() and (text.isprintable() or _ASCII_CONTROL.search(text) is None):
+    if plain_ascii(text):
         return _Part(leaf, text, False)  # the common case, without find_hidden's wider search
     runs = find_hidden(text)
     if not runs:

@@ -136,13 +136,29 @@ class PhoneDetector:
             number = None
         if number is not None and phonenumbers.is_valid_number(number) and _grouping_ok(candidate, number):
             return [(0, len(candidate))]
-        if digits <= 15:
+        if digits <= 15 or not ("+" in candidate or self._splits_into_numbers(candidate)):
             return []
         # several numbers run together ("415-555-2671 650-555-1234"): let the library split them
         meter.charge(4 * PHONE_PARSE_UNITS)
         matcher = phonenumbers.PhoneNumberMatcher(candidate, self.region, leniency=phonenumbers.Leniency.VALID,
                                                   max_tries=8)
         return [(m.start, m.end) for m in matcher]
+
+
+    def _splits_into_numbers(self, candidate: str) -> bool:
+        """Whether the candidate's digit groups (cut at every separator) can be taken in consecutive runs
+        that each have a national number's digit count: the only way several numbers without ``+`` can
+        run together.
+        A card number written in fours (16 digits, groups of 4) cannot in most regions, and skipping
+        the library's matcher there saves about 100 µs per candidate."""
+        counts = [len(group) for group in _NON_DIGITS.split(candidate) if group]
+        reachable = {0}  # digits consumed by whole numbers, group boundaries only
+        total = 0
+        for count in counts:
+            total += count
+            if any(total - done in self._national_lengths for done in reachable):
+                reachable.add(total)
+        return total in reachable
 
 
 def _suffix_boundaries(text: str) -> set[int]:

@@ -115,13 +115,18 @@ class DetectorSet:
             return ScanResult(tidy(found), True, "detector_error", exc.detector)
         return ScanResult(tidy(found))
 
-    def scan_into(self, text: str, meter: Meter, found: list[Finding]) -> None:
+    def scan_into(self, text: str, meter: Meter, found: list[Finding], cover: Sequence[int] = ()) -> None:
         """Append the findings in ``text`` to ``found`` (which keeps them if a limit stops the scan);
-        raises :class:`~.budget.BudgetExceeded` or :class:`DetectorError`."""
-        self._scan_view(TextView.of(text), meter, 0, found, None)
+        raises :class:`~.budget.BudgetExceeded` or :class:`DetectorError`.
+
+        ``cover``: positions a wanted finding must cover (the boundaries of :func:`~.joined.scan_parts`'
+        joined windows). Encoded runs that cover none of them are not decoded: a finding inside one lies
+        within the run, so it could not cover a position the run does not. Other findings are reported
+        as usual; the caller keeps those it wants."""
+        self._scan_view(TextView.of(text), meter, 0, found, None, tuple(cover))
 
     def _scan_view(self, view: TextView, meter: Meter, depth: int, found: list[Finding],
-                   outer: Callable[[Finding], Finding] | None) -> None:
+                   outer: Callable[[Finding], Finding] | None, cover: tuple[int, ...] = ()) -> None:
         size = len(view.data)
         meter.charge(VIEW_UNITS)
         gate_set = self._gate_set(meter.budget.min_encoded_run)
@@ -149,7 +154,7 @@ class DetectorSet:
                 found.extend(new if outer is None else map(outer, new))
         if not self.decode or depth >= meter.budget.decode_depth or not encodings:
             return
-        for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings):
+        for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings, cover):
             meter.count_decoded(len(run.decoded))
             self._scan_view(TextView.of_bytes(run.decoded), meter, depth + 1, found,
                             _mapper(run.outer_span, run.encoding, outer))

