@@ -27,12 +27,13 @@ import pytest
 
 from tests.e2e.audit_load import STORE_FILE
 from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
-from tests.security.canaries import CANARIES, CHANNELS, ENCODINGS, leaked
+from tests.security.canaries import CANARIES, CHANNELS, ENCODINGS, SPLITS, leaked
 from tests.security.hostile_http import ECHO_TOOL
 
 pytestmark = pytest.mark.timeout(900)
 SPECS = [f"{channel}:{encoding}:{kind}" for kind in CANARIES for channel in CHANNELS for encoding in ENCODINGS
-         if channel != "structured_key" or encoding == "plain"] + [f"split:plain:{kind}" for kind in CANARIES]
+         if channel != "structured_key" or encoding == "plain"] + [
+    f"{split}:plain:{kind}" for kind in CANARIES for split in SPLITS]
 
 
 def _wait_port(port: int, timeout: float = 30.0) -> None:

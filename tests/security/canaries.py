@@ -34,6 +34,8 @@ CANARIES: dict[str, str] = {
 CHANNELS = ("text", "structured", "structured_key", "resource_text", "resource_blob", "error_result", "meta",
             "annotations")
 ENCODINGS = ("plain", "base64", "url", "hex")
+# a canary cut in two (after encoding): two text blocks, two sibling fields of an object, two list items
+SPLITS = ("split", "split_fields", "split_items")
 
 
 def encode(value: str, encoding: str) -> str:
@@ -53,17 +55,23 @@ def carried(kind: str, encoding: str) -> str:
 
 
 def plant(spec: str) -> dict[str, Any]:
-    """``<channel>:<encoding>:<kind>`` -> the result carrying that canary there; ``split:plain:<kind>``
-    splits it across two text blocks."""
+    """``<channel>:<encoding>:<kind>`` -> the result carrying that canary there; the :data:`SPLITS`
+    channels cut the encoded canary in two halves, each in its own string."""
     channel, encoding, kind = spec.split(":", 2)
     text = carried(kind, encoding)
     ok: dict[str, Any] = {"content": [{"type": "text", "text": "report follows"}], "isError": False}
     if channel == "text":
         ok["content"].append({"type": "text", "text": text})
-    elif channel == "split":
-        value = CANARIES[kind]
+    elif channel in SPLITS:
+        value = encode(CANARIES[kind], encoding)
         half = len(value) // 2
-        ok["content"] = [{"type": "text", "text": "token " + value[:half]}, {"type": "text", "text": value[half:]}]
+        first, second = "token " + value[:half], value[half:]
+        if channel == "split":
+            ok["content"] = [{"type": "text", "text": first}, {"type": "text", "text": second}]
+        elif channel == "split_fields":
+            ok["structuredContent"] = {"row": {"a": first, "n": 7, "b": second}}
+        else:
+            ok["structuredContent"] = {"items": [first, second]}
     elif channel == "structured":
         ok["structuredContent"] = {"rows": [{"note": text}]}
     elif channel == "structured_key":
@@ -91,8 +99,8 @@ def leaked(blob: str) -> list[str]:
     out = []
     for kind, value in CANARIES.items():
         forms = {value, *(encode(value, e) for e in ENCODINGS[1:]), value.replace("\n", "\\n")}
-        half = len(value) // 2
-        forms |= {value[:half], value[half:]} if len(value) >= 16 else set()
+        forms |= {piece for form in list(forms) if len(form) >= 16
+                  for piece in (form[:len(form) // 2], form[len(form) // 2:])}
         if any(form in blob for form in forms):
             out.append(kind)
     return out

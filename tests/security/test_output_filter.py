@@ -29,13 +29,14 @@ from portcullis.content.unicode_safety import HiddenPolicy
 from portcullis.content.view import TextView, Window
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.stages.content import OutputFilter, hash_key
-from tests.security.canaries import CANARIES, CHANNELS, ENCODINGS, leaked, plant
+from tests.security.canaries import CANARIES, CHANNELS, ENCODINGS, SPLITS, leaked, plant
 from tests.security.harness import INVOICE, in_process_gateway
 
 BUDGET = ScanBudget(min_encoded_run=12)
 POLICY = FilterPolicy(detectors=default_detectors(), budget=BUDGET, injection="off", hash_key=b"k" * 32)
 SPECS = [f"{channel}:{encoding}:{kind}" for kind in CANARIES for channel in CHANNELS for encoding in ENCODINGS
-         if channel != "structured_key" or encoding == "plain"] + [f"split:plain:{kind}" for kind in CANARIES]
+         if channel != "structured_key" or encoding == "plain"] + [
+    f"{split}:{encoding}:{kind}" for kind in CANARIES for split in SPLITS for encoding in ENCODINGS]
 
 
 def seen(value: Any) -> str:

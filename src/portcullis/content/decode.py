@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -121,12 +122,13 @@ def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
 def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str],
                  cover: tuple[int, ...] = ()) -> Iterator[EncodedRun]:
     """Runs in ``view`` whose decoding is text, base64/hex first, then URL, then QP; only the encodings
-    in ``present`` (whose :func:`gates` matched) are searched and, when ``cover`` is given, only runs
-    that hold one of its positions (``start < p < end``) are decoded."""
+    in ``present`` (whose :func:`gates` matched) are searched and, when ``cover`` (sorted) is given,
+    only runs that hold one of its positions (``start < p < end``) are decoded."""
     data = view.data
 
-    def wanted(start: int, end: int) -> bool:
-        return not cover or any(start < p < end for p in cover)
+    def wanted(start: int, end: int) -> bool:  # ``cover`` is sorted: the first position past ``start``
+        i = bisect.bisect_right(cover, start)
+        return not cover or (i < len(cover) and cover[i] < end)
 
     for start, end in b64_runs(data, min_run) if "base64" in present else ():
         if not wanted(start, end):

@@ -112,6 +112,52 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
     return PartsResult(_with_spans(found, offsets))
 
 
+def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Meter,
+                reach: int = OVERLAP_CHARS, separator: str = "\n") -> list[tuple[int, PartFinding]]:
+    """Only the findings that cross a boundary between adjacent parts, for many runs of parts at once:
+    ``(run index, finding)`` with the finding's offsets into that run's ``"".join(parts)``.
+
+    The windows around every boundary of every run (``reach`` characters either side, touching ones
+    merged) are joined by ``separator`` into one text and scanned in one detector pass, so a message
+    with many runs (the sibling strings of each row of a table) pays the scanner's fixed cost once.
+    Raises :class:`~.budget.BudgetExceeded` or :class:`~.scan.DetectorError` as the scan does."""
+    pieces: list[str] = []
+    layout: list[tuple[int, int, int, int, list[int]]] = []  # piece start, run, window start and stop, offsets
+    cover: list[int] = []
+    pos = 0
+    for index, parts in enumerate(runs):
+        offsets = [0]
+        for part in parts:
+            offsets.append(offsets[-1] + len(part))
+        size = offsets[-1]
+        boundaries = [b for b in offsets[1:-1] if 0 < b < size]
+        if not boundaries:
+            continue
+        joined = "".join(parts)
+        for start, stop in _merged_windows(sorted(set(boundaries)), size, reach):
+            layout.append((pos, index, start, stop, offsets))
+            cover += [pos + b - start for b in boundaries if start < b < stop]
+            pieces.append(joined[start:stop])
+            pos += stop - start + len(separator)
+    if not pieces:
+        return []
+    found: list[Finding] = []
+    detectors.scan_into(separator.join(pieces), meter, found, cover)
+    starts = [entry[0] for entry in layout]
+    out = []
+    for finding in tidy(found):
+        if not _crosses(finding, cover):
+            continue
+        piece = bisect.bisect_right(starts, finding.start) - 1
+        piece_start, run, window_start, window_stop, offsets = layout[piece]
+        shift = window_start - piece_start
+        if finding.end + shift > window_stop:
+            continue  # runs on past its own window (into the separator): not a value of this run
+        local = finding.shifted(shift)
+        out.append((run, _with_spans([local], offsets)[0]))
+    return out
+
+
 def _crosses(finding: Finding, boundaries: Sequence[int]) -> bool:
     i = bisect.bisect_right(boundaries, finding.start)
     return i < len(boundaries) and boundaries[i] < finding.end

@@ -11,9 +11,10 @@ so it knows MCP only where MCP marks data as binary or encoded:
 2. Hidden characters (:mod:`.unicode_safety`) are removed from the text the detectors read, so a
    zero-width character inside a token does not split it; the output keeps them, strips them or
    escapes them per policy (a string in which something was found is always output stripped).
-3. Secrets and PII (:class:`~.scan.DetectorSet`): all value strings as adjacent parts
-   (:func:`~.joined.scan_parts`, so a value split across two blocks is found, encoded values are
-   decoded), keys one by one; all under one CPU budget. Each finding gets the action of the first
+3. Secrets and PII (:class:`~.scan.DetectorSet`): every string in one pass, then adjacent strings
+   (text blocks, sibling fields) across their boundaries (:func:`~.joined.scan_across`, so a value
+   split across two blocks or fields is found; encoded values are decoded); all under one CPU budget.
+   Each finding gets the action of the first
    :class:`ActionRule` naming its kind or category: ``redact``, ``mask``, ``hash``, ``block``, ``allow``.
 4. Links and images that would carry data to a host off the allow-list (:mod:`.links`).
 5. Injection (:func:`~.injection.scan_value` over the filtered value): ``wrap`` (every text is put in
@@ -40,7 +41,7 @@ from typing import Any, Literal
 from portcullis.content import injection
 from portcullis.content.budget import BudgetExceeded, Meter, ScanBudget
 from portcullis.content.findings import PLAIN, Finding
-from portcullis.content.joined import scan_parts
+from portcullis.content.joined import scan_across
 from portcullis.content.leaves import Leaf, PathPart, string_leaves
 from portcullis.content.links import neutralise_links
 from portcullis.content.scan import DEFAULT_BUDGET, DetectorError, DetectorSet
@@ -52,7 +53,7 @@ ACTIONS: tuple[Action, ...] = ("redact", "mask", "hash", "block", "allow")
 _STRICTNESS = {"allow": 0, "mask": 1, "hash": 2, "redact": 3, "block": 4}
 DEFAULT_RULE = "output.secrets"
 SEPARATOR = "\n"  # between strings in the one-pass scan: no value runs on across it
-BOUNDARY_REACH = 512  # characters each side of a boundary between text blocks scanned joined
+BOUNDARY_REACH = 512  # characters each side of a boundary between adjacent strings scanned joined
 INJECTION_RULE = "output.injection"
 # keys MCP itself defines: constant text, never data (scanning them costs without finding anything)
 _SCHEMA_KEYS = frozenset({
@@ -322,9 +323,10 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
 
     Every string is scanned in one pass, the strings joined by a line break (one detector pass per
     message, not per string: a result of many short strings costs about what one text of their
-    length costs). Adjacent text blocks (strings under a ``text`` key) are also scanned across their
-    boundary joined with nothing between them (:func:`~.joined.scan_parts`, ``BOUNDARY_REACH``
-    characters either side), so a value split between two blocks is found."""
+    length costs). Adjacent strings (:func:`_adjacent_runs`: text blocks, sibling fields) are also
+    scanned across their boundaries joined with nothing between them (:func:`~.joined.scan_across`,
+    ``BOUNDARY_REACH`` characters either side, all boundaries of the message in one more pass), so a
+    value split between two blocks or two fields is found."""
     assert policy.detectors is not None
     everything = [*parts, *keys]
     texts = [p.text for p in everything]
@@ -344,8 +346,11 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
     for text in texts:
         starts.append(starts[-1] + len(text) + len(SEPARATOR))
     found: list[Finding] = []
+    runs = _adjacent_runs(parts)
     try:
         policy.detectors.scan_into(SEPARATOR.join(texts), meter, found)
+        across = scan_across([[texts[i] for i in run] for run in runs], policy.detectors, meter, BOUNDARY_REACH,
+                             SEPARATOR)
     except BudgetExceeded as exc:
         raise _Blocked(exc.reason) from None
     except DetectorError:
@@ -360,28 +365,32 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
             if lo < hi:
                 spans.append((index, lo - starts[index], hi - starts[index]))
         record(finding, spans)
-    for run in _text_runs(parts):
-        result = scan_parts([texts[i] for i in run], policy.budget, policy.detectors, meter=meter,
-                            reach=BOUNDARY_REACH, across_only=True)
-        if result.blocked:
-            raise _Blocked(result.reason or "detector_error")
-        for pf in result.findings:
-            record(pf.finding, [(run[s.part], s.start, s.end) for s in pf.spans])
+    for index, pf in across:
+        record(pf.finding, [(runs[index][s.part], s.start, s.end) for s in pf.spans])
     return out
 
 
-def _text_runs(parts: Sequence[_Part]) -> list[list[int]]:
-    """Indexes of adjacent text blocks (two or more in a row), each run a list."""
+def _adjacent_runs(parts: Sequence[_Part]) -> list[list[int]]:
+    """Indexes of strings a value can be split across, each run two or more in document order: the text
+    blocks of a message (consecutive ``text`` strings), and sibling strings of one object or array
+    (``structuredContent`` fields, the items of a list of strings). Textual blobs are not joined."""
     runs: list[list[int]] = []
     current: list[int] = []
+    key: object = None
     for index, part in enumerate(parts):
         path = part.leaf.path
-        if path and path[-1] == "text" and not part.blob:
+        if part.blob or not path:
+            here: object = None
+        elif path[-1] == "text":
+            here = "text"  # content blocks: ("content", i, "text"), each block its own parent
+        else:
+            here = path[:-1]
+        if here is not None and here == key:
             current.append(index)
             continue
         if len(current) > 1:
             runs.append(current)
-        current = []
+        current, key = ([index], here) if here is not None else ([], None)
     if len(current) > 1:
         runs.append(current)
     return runs

@@ -119,7 +119,7 @@ class DetectorSet:
         """Append the findings in ``text`` to ``found`` (which keeps them if a limit stops the scan);
         raises :class:`~.budget.BudgetExceeded` or :class:`DetectorError`.
 
-        ``cover``: positions a wanted finding must cover (the boundaries of :func:`~.joined.scan_parts`'
+        ``cover``: positions (sorted) a wanted finding must cover (the boundaries of :func:`~.joined.scan_parts`'
         joined windows). Encoded runs that cover none of them are not decoded: a finding inside one lies
         within the run, so it could not cover a position the run does not. Other findings are reported
         as usual; the caller keeps those it wants."""

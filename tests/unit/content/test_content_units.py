@@ -9,7 +9,14 @@ from portcullis.content.injection import scan_result, with_pointer, wrap
 from portcullis.content.patterns import fold
 from portcullis.content.poisoning import MAX_CHARS, scan_definition
 from portcullis.content.rule_findings import EXCERPT_CHARS, Finding, excerpt, pointer_token
-from portcullis.content.unicode_safety import HiddenPolicy, find_hidden, hidden_findings, normalise, visible_text
+from portcullis.content.unicode_safety import (
+    HiddenPolicy,
+    find_hidden,
+    hidden_findings,
+    normalise,
+    plain_ascii,
+    visible_text,
+)
 
 
 def test_excerpt_is_bounded_and_escaped() -> None:
@@ -126,3 +133,15 @@ def test_normalising_leaves_no_joiner_stranded_by_a_removed_neighbour(text: str)
     the property test): normalising repeats until nothing hidden is left."""
     for policy in (HiddenPolicy.STRIP, HiddenPolicy.ESCAPE):
         assert find_hidden(normalise(text, policy).text) == []
+
+
+@pytest.mark.parametrize(("text", "plain"), [
+    ("", True), ("plain words", True), ("tab\tline\nreturn\r", True),
+    ("esc\x1b[31m", False), ("nul\x00", False), ("del\x7f", False), ("bell\x07", False), ("vt\x0b", False),
+    ("café", False), ("zero\u200bwidth", False), ("\x9b", False),
+])
+def test_plain_ascii_is_exactly_the_text_find_hidden_has_nothing_to_say_about(text: str, plain: bool) -> None:
+    """The filter's and the injection scanner's fast path: True only for ASCII with no hidden character."""
+    assert plain_ascii(text) is plain
+    if plain:
+        assert find_hidden(text) == []

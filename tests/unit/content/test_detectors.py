@@ -113,6 +113,7 @@ def test_iban_is_validated_and_trailing_words_do_not_spoil_it() -> None:
 @pytest.mark.parametrize(("text", "is_phone"), [
     ("call (415) 555-2671", True), ("+44 20 7946 0958", True), ("+1-202-555-0143", True),
     ("order 170-3276-4252", False), ("2026-12-05", False), ("10.20.30.40", False), ("4155552671", False),
+    ("card 4556 7375 8689 9855", False),  # a card written in fours is not a phone (nor two)
 ])
 def test_phone_numbers_must_be_valid_and_written_like_phone_numbers(text: str, is_phone: bool) -> None:
     """Validity by ``phonenumbers``; bare digit runs, dates, addresses and odd groupings are not phones."""
@@ -153,6 +154,30 @@ def test_decoded_findings_map_onto_the_encoded_characters() -> None:
     assert token.encode() in decoded
 
 
+@pytest.mark.parametrize("text", ["call 4155552671 6505551234 now", "call 4155552671.6505551234 now"])
+def test_two_phone_numbers_run_together_are_both_reported(text: str) -> None:
+    """A candidate of two national numbers (20 digits) is split by the library's matcher."""
+    spans = sorted(text[f.start:f.end] for f in scan_text(text).findings if f.kind == "phone_number")
+    assert spans == ["4155552671", "6505551234"]
+
+
+@pytest.mark.parametrize("hexed", [
+    "-".join((b"ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8".hex()[i:i + 8]) for i in range(0, 80, 8)),
+    "-".join((b"AKIAZ5GMHYJKLMNOPQR7".hex()[i:i + 4]) for i in range(0, 40, 4)),
+])
+def test_hex_in_dashed_groups_is_decoded_and_reported_over_the_whole_run(hexed: str) -> None:
+    """A UUID-like grouping of hex digits is read as hex; the finding covers every encoded character."""
+    text = f"id {hexed} end"
+    [finding] = [f for f in scan_text(text).findings if f.encoding == "hex"]
+    assert text[finding.start:finding.end] == hexed
+
+
+def test_uuids_digests_and_dashed_ids_are_not_findings() -> None:
+    text = ("3f2a9c1e-7b4d-4e2a-9f1c-2b3d4e5f6a7b 9f1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b ORD-2026-0042 "
+            "sha256:" + "ab" * 32)
+    assert scan_text(text).findings == ()
+
+
 def test_scan_parts_maps_findings_to_every_part_they_touch() -> None:
     """A token split in three stream chunks has a span in each; single-part findings have one span."""
     token = "xoxb-123456789012-1234567890123-" + "AbCdEfGhIjKlMnOpQrStUvWx"
@@ -162,6 +187,17 @@ def test_scan_parts_maps_findings_to_every_part_they_touch() -> None:
     assert [s.part for s in by_kind["slack_token"].spans] == [0, 1, 2]
     assert "".join(parts[s.part][s.start:s.end] for s in by_kind["slack_token"].spans) == token
     assert [(s.part, s.start, s.end) for s in by_kind["email"].spans] == [(0, 5, 18)]
+
+
+def test_an_encoded_value_split_across_parts_is_decoded_only_where_it_crosses() -> None:
+    """Across a boundary only runs holding the boundary are decoded; one wholly inside a part is the
+    per-part scan's (found once, not twice)."""
+    secret = base64.b64encode(b"key AKIAZ5GMHYJKLMNOPQR7 end").decode()
+    inside = base64.b64encode(b"mail jane.canary@corp-mail.net ok").decode()
+    parts = [f"a {inside} b {secret[:13]}", secret[13:] + " c"]
+    kinds = {(p.finding.kind, len(p.spans)) for p in scan_parts(parts).findings}
+    assert ("aws_access_key_id", 2) in kinds and ("email", 1) in kinds
+    assert [p.finding.kind for p in scan_parts(parts).findings].count("email") == 1
 
 
 def test_string_leaves_walks_keys_and_values_in_document_order() -> None:
