@@ -87,7 +87,9 @@ class EncodedRun:
 
 
 def is_text(raw: bytes) -> bool:
-    """Mostly printable ASCII, or valid UTF-8 with few control characters."""
+    """Mostly printable ASCII (at most 15 % other bytes), or valid UTF-8 with at most 10 % control
+    characters: everything the injection scanner would read as text (it wants 90 % printable
+    characters) is text here too, since the output filter hands it these decodings."""
     if not raw:
         return False
     if len(raw.translate(None, _PRINTABLE)) <= len(raw) * 0.15:
@@ -96,7 +98,7 @@ def is_text(raw: bytes) -> bool:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return len(raw.translate(None, bytes(range(0x20, 0x100)) + b"\t\n\r")) <= len(raw) * 0.05
+    return len(raw.translate(None, bytes(range(0x20, 0x100)) + b"\t\n\r")) <= len(raw) * 0.10
 
 
 def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
@@ -130,11 +132,13 @@ def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str],
         i = bisect.bisect_right(cover, start)
         return not cover or (i < len(cover) and cover[i] < end)
 
+    known: dict[bytes, tuple[str, bytes] | None] = {}  # a result repeats its ids: each decoded once
     for start, end in b64_runs(data, min_run) if "base64" in present else ():
         if not wanted(start, end):
             continue
         meter.charge(64 + end - start)
-        decoded = _decode_b64(data[start:end])
+        token = data[start:end]
+        decoded = known[token] if token in known else known.setdefault(token, _decode_b64(token))
         if decoded is not None and is_text(decoded[1]):
             yield EncodedRun(start, end, decoded[0], decoded[1])
     for pattern, encoding in ((_URL, "url"), (_QP, "quoted-printable")):

@@ -25,7 +25,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from portcullis.content.encoded import decoded_texts
@@ -36,35 +36,39 @@ from portcullis.content.unicode_safety import find_hidden, hidden_findings, plai
 DEFAULT_BUDGET_S = 0.05  # plus PER_MIB_BUDGET_S for each MiB of text
 PER_MIB_BUDGET_S = 0.25
 _PREFILTER = prefilter(SHARED)
-_SPACE_RUNS = re.compile("  +")
 MAX_DECODE_DEPTH = 2  # base64 of base64 of an instruction is still read
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 _INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
 
 
-def scan_result(text: str, *, budget_s: float | None = None,
-                clock: Callable[[], float] = time.perf_counter, depth: int = 0) -> list[Finding]:
+def scan_result(text: str, *, budget_s: float | None = None, clock: Callable[[], float] = time.perf_counter,
+                depth: int = 0, plain: bool = False, decoded: Sequence[str] | None = None) -> list[Finding]:
     """Every injection finding in the tool-result text ``text`` (pointer ``""``; callers that scan a
     structured result pass each string and set the pointer themselves, see :func:`with_pointer`).
 
     ``budget_s`` (default 50 ms + 250 ms per MiB): past it, at any step, the answer carries
     ``injection.scan_incomplete`` (fail closed), whatever was found before. Base64 runs that decode to
-    text are scanned too (``injection.encoded_instruction``; ``depth`` counts the decoding levels)."""
+    text are scanned too (``injection.encoded_instruction``; ``depth`` counts the decoding levels).
+    ``plain``: the caller has checked that :func:`~.unicode_safety.plain_ascii` holds for ``text``.
+    ``decoded``: the decodings of the encoded runs in ``text``, when the caller has them already (the
+    output filter's detector pass decodes base64, hex, URL-encoding and quoted-printable, nested, from
+    12 characters on): they are read instead of this scanner's own base64 search."""
     budget = DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * len(text) / (1 << 20) if budget_s is None else budget_s
     deadline = clock() + budget
-    runs = [] if plain_ascii(text) else find_hidden(text)
+    runs = [] if plain or plain_ascii(text) else find_hidden(text)
     if text.isascii() and not runs:
         folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
         if "\t" in folded or "\r" in folded:
             folded = fold(folded)
-        elif "  " in folded:
-            folded = _SPACE_RUNS.sub(" ", folded)  # what fold() does to spaces, without splitting lines
+        else:
+            while "  " in folded:  # what fold() does to spaces, without splitting lines: each pass halves
+                folded = folded.replace("  ", " ")  # every run (C-level, where a regex costs 5x)
         found: list[Finding] = []
     else:
         found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
                          f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
         folded = fold(text, runs)
-    found += _encoded(text, depth)
+    found += _encoded(text, depth) if decoded is None else _decoded(decoded)
     if _PREFILTER.search(folded) is None:
         return [*found, _INCOMPLETE] if clock() > deadline else found  # the fast path: no rule can match
     for rule, m in matches(folded, SHARED):
@@ -86,6 +90,17 @@ def _encoded(text: str, depth: int) -> list[Finding]:
             rules = ", ".join(sorted({f.rule for f in inner}))
             return [Finding("injection.encoded_instruction", "high", "", excerpt(text, start, end),
                             f"base64 of {excerpt(decoded, 0, len(decoded), 0)!r} ({rules})")]
+    return []
+
+
+def _decoded(texts: Sequence[str]) -> list[Finding]:
+    """:func:`_encoded` over decodings the caller found (each read as it is, not decoded further)."""
+    for decoded in texts:
+        inner = [f for f in scan_result(decoded, depth=MAX_DECODE_DEPTH) if f.rule != "injection.scan_incomplete"]
+        if inner:
+            rules = ", ".join(sorted({f.rule for f in inner}))
+            return [Finding("injection.encoded_instruction", "high", "", excerpt(decoded, 0, len(decoded)),
+                            f"an encoded run of {excerpt(decoded, 0, len(decoded), 0)!r} ({rules})")]
     return []
 
 

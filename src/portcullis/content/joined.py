@@ -113,14 +113,16 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
 
 
 def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Meter,
-                reach: int = OVERLAP_CHARS, separator: str = "\n") -> list[tuple[int, PartFinding]]:
+                reach: int = OVERLAP_CHARS, separator: str = "\n",
+                decoded: list[str] | None = None) -> list[tuple[int, PartFinding]]:
     """Only the findings that cross a boundary between adjacent parts, for many runs of parts at once:
     ``(run index, finding)`` with the finding's offsets into that run's ``"".join(parts)``.
 
     The windows around every boundary of every run (``reach`` characters either side, touching ones
     merged) are joined by ``separator`` into one text and scanned in one detector pass, so a message
     with many runs (the sibling strings of each row of a table) pays the scanner's fixed cost once.
-    Raises :class:`~.budget.BudgetExceeded` or :class:`~.scan.DetectorError` as the scan does."""
+    Raises :class:`~.budget.BudgetExceeded` or :class:`~.scan.DetectorError` as the scan does;
+    ``decoded`` as :meth:`~.scan.DetectorSet.scan_into`."""
     pieces: list[str] = []
     layout: list[tuple[int, int, int, int, list[int]]] = []  # piece start, run, window start and stop, offsets
     cover: list[int] = []
@@ -142,7 +144,7 @@ def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Me
     if not pieces:
         return []
     found: list[Finding] = []
-    detectors.scan_into(separator.join(pieces), meter, found, cover)
+    detectors.scan_into(separator.join(pieces), meter, found, cover, decoded)
     starts = [entry[0] for entry in layout]
     out = []
     for finding in tidy(found):

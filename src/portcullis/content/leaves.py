@@ -9,13 +9,15 @@ visits values in document order, so adjacent text blocks come out adjacent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PathPart = str | int
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
+    """A tuple, not a frozen dataclass: a result has one per string, and a tuple is built in C (a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``)."""
+
     path: tuple[PathPart, ...]
     text: str
     is_key: bool = False

@@ -172,6 +172,7 @@ class _Part:
     text: str  # what the detectors read: hidden characters stripped
     hidden: bool  # the original had hidden characters
     blob: bool = False  # a textual blob: ``text`` is its decoding, re-encode on change
+    plain: bool = False  # plain ASCII (unicode_safety.plain_ascii): so is its filtered text
 
 
 def filter_message(value: Any, channel: str, policy: FilterPolicy) -> FilterOutcome:
@@ -239,7 +240,11 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
                 continue
         parts.append(_prepared(leaf, leaf.text, report))
     edits: dict[tuple[tuple[PathPart, ...], bool], str] = {}
-    found = _detect(parts, keys, policy, meter) if policy.detectors is not None else {}
+    decodings: list[str] | None = None  # the detector pass's decodings, for the injection scan
+    found: dict[int, list[Span]] = {}
+    if policy.detectors is not None:
+        decodings = []
+        found = _detect(parts, keys, policy, meter, decodings)
     values_read: list[str] = []  # what the injection scan reads: the filtered strings
     keys_read: list[str] = []
     for index, part in enumerate([*parts, *keys]):
@@ -254,7 +259,9 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     _charge_check(meter)
     out = _rebuild(value, edits) if edits else value
     if policy.injection != "off":
-        out = _injection(out, policy, report, values_read, keys_read)
+        # markers are plain ASCII, so a filtered string is plain when what it came from was
+        plain = all(part.plain for part in parts), all(part.plain for part in keys)
+        out = _injection(out, policy, report, values_read, keys_read, plain, decodings)
     _charge_check(meter)
     return out
 
@@ -285,7 +292,7 @@ def _charge_check(meter: Meter) -> None:
 
 def _prepared(leaf: Leaf, text: str, report: ContentReport) -> _Part:
     if plain_ascii(text):
-        return _Part(leaf, text, False)  # the common case, without find_hidden's wider search
+        return _Part(leaf, text, False, plain=True)  # the common case, without find_hidden's wider search
     runs = find_hidden(text)
     if not runs:
         return _Part(leaf, text, False)
@@ -317,8 +324,8 @@ def _textual_blob(parent: Mapping[str, Any], blob: str) -> str | None:
 Span = tuple[int, int, Finding, ActionRule, bool]  # start, end, finding, rule, first span of the finding
 
 
-def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
-            meter: Meter) -> dict[int, list[Span]]:
+def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy, meter: Meter,
+            decoded: list[str]) -> dict[int, list[Span]]:
     """Findings per part index (``parts`` then ``keys``); raises :class:`_Blocked` when the scan cannot finish.
 
     Every string is scanned in one pass, the strings joined by a line break (one detector pass per
@@ -348,9 +355,9 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
     found: list[Finding] = []
     runs = _adjacent_runs(parts)
     try:
-        policy.detectors.scan_into(SEPARATOR.join(texts), meter, found)
+        policy.detectors.scan_into(SEPARATOR.join(texts), meter, found, decoded=decoded)
         across = scan_across([[texts[i] for i in run] for run in runs], policy.detectors, meter, BOUNDARY_REACH,
-                             SEPARATOR)
+                             SEPARATOR, decoded)
     except BudgetExceeded as exc:
         raise _Blocked(exc.reason) from None
     except DetectorError:
@@ -468,14 +475,15 @@ def _rebuild(value: Any, edits: Mapping[tuple[tuple[PathPart, ...], bool], str])
     return walk(value, ())
 
 
-def _injection(value: Any, policy: FilterPolicy, report: ContentReport, values: list[str], keys: list[str]) -> Any:
+def _injection(value: Any, policy: FilterPolicy, report: ContentReport, values: list[str], keys: list[str],
+               plain: tuple[bool, bool], decoded: list[str] | None) -> Any:
     """Scan the filtered strings for injection and apply the policy's action. The strings are read as
     :func:`~.injection.scan_value` reads them — values joined into one text (an instruction split across
     blocks joins up), keys into another — without its second walk: the filter needs the rules that hit,
     not the string each hit is in (``wrap`` wraps every text)."""
-    hits = injection.scan_result(" ".join(values))
+    hits = injection.scan_result(" ".join(values), plain=plain[0], decoded=decoded)
     if keys:
-        hits += injection.scan_result(" ".join(keys))
+        hits += injection.scan_result(" ".join(keys), plain=plain[1], decoded=() if decoded is not None else None)
     if not hits:
         return value
     rules = {h.rule for h in hits}

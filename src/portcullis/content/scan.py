@@ -70,10 +70,20 @@ class DetectorSet:
     detectors: tuple[Detector, ...]
     decode: bool = True
     _gates: dict[int, GateSet] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # each detector with the index of its gate in the gate set (None: ungated), and the number of gates
+    _plan: tuple[tuple[Detector, int | None], ...] = field(default=(), init=False, repr=False, compare=False)
+    _gated: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.detectors:
             raise ValueError("a detector set needs at least one detector")  # no detectors is not "clean"
+        plan: list[tuple[Detector, int | None]] = []
+        gated = 0
+        for detector in self.detectors:
+            plan.append((detector, None if detector.gate is None else gated))
+            gated += detector.gate is not None
+        object.__setattr__(self, "_plan", tuple(plan))
+        object.__setattr__(self, "_gated", gated)
 
     def _gate_set(self, min_run: int) -> GateSet:
         """One RE2 set of every detector's gate, then the decode gates (compiled once per ``min_run``)."""
@@ -115,35 +125,40 @@ class DetectorSet:
             return ScanResult(tidy(found), True, "detector_error", exc.detector)
         return ScanResult(tidy(found))
 
-    def scan_into(self, text: str, meter: Meter, found: list[Finding], cover: Sequence[int] = ()) -> None:
+    def scan_into(self, text: str, meter: Meter, found: list[Finding], cover: Sequence[int] = (),
+                  decoded: list[str] | None = None) -> None:
         """Append the findings in ``text`` to ``found`` (which keeps them if a limit stops the scan);
         raises :class:`~.budget.BudgetExceeded` or :class:`DetectorError`.
 
         ``cover``: positions (sorted) a wanted finding must cover (the boundaries of :func:`~.joined.scan_parts`'
         joined windows). Encoded runs that cover none of them are not decoded: a finding inside one lies
         within the run, so it could not cover a position the run does not. Other findings are reported
-        as usual; the caller keeps those it wants."""
-        self._scan_view(TextView.of(text), meter, 0, found, None, tuple(cover))
+        as usual; the caller keeps those it wants.
+
+        ``decoded``: when given, every decoding that was scanned (each encoded run whose decoding is
+        text, at every depth) is appended to it as text, for a second reader of the same decodings (the
+        output filter's injection scan) that then need not find and decode the runs again."""
+        self._scan_view(TextView.of(text), meter, 0, found, None, tuple(cover), decoded)
 
     def _scan_view(self, view: TextView, meter: Meter, depth: int, found: list[Finding],
-                   outer: Callable[[Finding], Finding] | None, cover: tuple[int, ...] = ()) -> None:
+                   outer: Callable[[Finding], Finding] | None, cover: tuple[int, ...] = (),
+                   decoded: list[str] | None = None) -> None:
         size = len(view.data)
         meter.charge(VIEW_UNITS)
         gate_set = self._gate_set(meter.budget.min_encoded_run)
-        gated = sum(d.gate is not None for d in self.detectors)
+        gated = self._gated
         encodings: set[str] = set()
         for start in range(0, size, CHUNK_CHARS):
             accept_end = min(size, start + CHUNK_CHARS)
             window = Window(start, accept_end, min(size, accept_end + OVERLAP_CHARS))
             open_gates = gate_set.matching(view.data, start, window.stop)
             meter.charge(window.stop - start)
-            encodings.update(name for i, name in enumerate(DECODE_ENCODINGS) if gated + i in open_gates)
-            g = 0
-            for detector in self.detectors:
-                if detector.gate is not None:
-                    g += 1
-                    if g - 1 not in open_gates:
-                        continue
+            for i, name in enumerate(DECODE_ENCODINGS):
+                if gated + i in open_gates:
+                    encodings.add(name)
+            for detector, gate in self._plan:
+                if gate is not None and gate not in open_gates:
+                    continue
                 try:
                     new = detector.detect(view, window, meter)
                 except BudgetExceeded:
@@ -156,8 +171,10 @@ class DetectorSet:
             return
         for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings, cover):
             meter.count_decoded(len(run.decoded))
+            if decoded is not None:
+                decoded.append(run.decoded.decode("utf-8", "replace"))
             self._scan_view(TextView.of_bytes(run.decoded), meter, depth + 1, found,
-                            _mapper(run.outer_span, run.encoding, outer))
+                            _mapper(run.outer_span, run.encoding, outer), decoded=decoded)
 
 
 class DetectorError(Exception):

@@ -46,6 +46,9 @@ class SecretRule:
     # pattern only there); generous, and MAX_MATCH_CHARS for kinds without a length bound
     lead: int = 48
     reach: int = 512
+    # bytes every match holds after its keyword (an URL's credentials end at "@"): a hit with none of
+    # them within ``reach`` is skipped without running the pattern
+    requires: bytes = b""
 
 
 _NO_FLAGS: frozenset[str] = frozenset()
@@ -207,10 +210,11 @@ RULES: tuple[SecretRule, ...] = (
     _rule("connection_string.password", "connection_string_password", "://",
           r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|oracle|"
           r"cockroachdb|clickhouse|neo4j(?:\+s)?|couchdb|cassandra|ldaps?|ftps?|sftp|smtps?|jdbc:[a-z0-9]{2,20})"
-          r"://[^\s:/@\"'<>]{0,128}:([^\s/@\"'<>]{1,256})@", confidence=0.95, check=_not_placeholder),
+          r"://[^\s:/@\"'<>]{0,128}:([^\s/@\"'<>]{1,256})@", confidence=0.95, check=_not_placeholder,
+          requires=b"@"),
     _rule("url.basic_auth", "url_basic_auth", "://",
           r"(?i)\b(?:https?|wss?|git|ssh|svn)://[^\s:/@\"'<>]{1,128}:([^\s/@\"'<>]{1,256})@[A-Za-z0-9.\[-]",
-          confidence=0.9, check=_not_placeholder),
+          confidence=0.9, check=_not_placeholder, requires=b"@"),
     _rule("generic.assignment", "generic_secret",
           "password passwd pwd secret api_key apikey api-key access_key accesskey access-key token credential "
           "private_key private-key client_secret auth",

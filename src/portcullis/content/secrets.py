@@ -7,7 +7,8 @@ Step by step, for each chunk (:class:`~.view.Window`) of the text:
    (docs/decisions.md, issue 12).
 2. Each rule with a keyword hit runs its RE2 pattern only near the hits (``lead`` characters before
    a hit to ``reach`` after it, overlapping stretches merged), so a common keyword costs a short
-   search, not a pass over the chunk; a keyword-less rule runs over the whole chunk.
+   search, not a pass over the chunk; a keyword-less rule runs over the whole chunk. A rule that
+   names ``requires`` bytes (``@`` for credentials in an URL) skips a hit without them in reach.
 3. Each candidate value passes the rule's entropy threshold and check (checksum, JSON header,
    placeholder), which may reject it or add flags.
 """
@@ -75,11 +76,15 @@ class SecretDetector:
                 self._run(i, view, window, window.start, window.stop, meter, findings)
             return findings
         near: dict[int, list[tuple[int, int]]] = {}
+        data = view.data
         for keyword, at, _ in hits:
             at += window.start
             for i in self._keyword_rules[keyword]:
-                rule, spans = self._rules[i], near.setdefault(i, [])
+                rule = self._rules[i]
                 start, stop = max(window.start, at - rule.lead), min(window.stop, at + rule.reach)
+                if rule.requires and data.find(rule.requires, at, stop) < 0:
+                    continue  # a memchr instead of a pattern run: an URL without credentials
+                spans = near.setdefault(i, [])
                 if spans and spans[-1][0] <= start <= spans[-1][1]:  # hits come nearly in order: extend
                     spans[-1] = (spans[-1][0], max(stop, spans[-1][1]))
                 else:

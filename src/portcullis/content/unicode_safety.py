@@ -168,19 +168,18 @@ def _decode(kind: str, run: str) -> str:
     return ""
 
 
-_ASCII_HIDDEN = bytes(b for b in range(0x20) if b not in (0x09, 0x0A, 0x0D)) + b"\x7f"
+# every hidden ASCII byte (C0 controls but tab, LF, CR; DEL) to 0x00, every other byte to 0x01
+_ASCII_HIDDEN = bytes(0 if (b < 0x20 and b not in (0x09, 0x0A, 0x0D)) or b == 0x7F else 1 for b in range(256))
 
 
 def plain_ascii(text: str) -> bool:
     """ASCII with no hidden character (no C0 control but tab, line feed and carriage return, no DEL):
-    :func:`find_hidden` would find nothing. Two C-level passes (``isascii``, then a byte ``translate``
-    that deletes the controls), about 1 µs on 4 KB, where a regular-expression search costs 20 µs."""
+    :func:`find_hidden` would find nothing. C-level work only: ``isascii`` (known without a pass), an
+    ASCII copy, a byte ``translate`` marking the controls and a ``memchr``, about 1 µs on 4 KB, where a regular
+    expression costs 20 µs and ``str.isprintable`` (a Unicode database lookup per character) several."""
     if not text.isascii():
         return False
-    if text.isprintable():
-        return True
-    data = text.encode("ascii")
-    return len(data.translate(None, _ASCII_HIDDEN)) == len(data)
+    return b"\x00" not in text.encode("ascii").translate(_ASCII_HIDDEN)  # a table pass, then a memchr
 
 
 def find_hidden(text: str) -> list[HiddenRun]:

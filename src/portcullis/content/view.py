@@ -13,7 +13,7 @@ detection (issue 12, "invisible and control characters"), not of this view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def ascii_view(text: str) -> bytes:
@@ -21,9 +21,9 @@ def ascii_view(text: str) -> bytes:
     return text.encode("ascii", "replace")
 
 
-@dataclass(frozen=True, slots=True)
-class TextView:
-    """A text prepared for scanning: the text, its :func:`ascii_view` and that view lower-cased."""
+class TextView(NamedTuple):
+    """A text prepared for scanning: the text, its :func:`ascii_view` and that view lower-cased.
+    (This and :class:`Window` are named tuples, built in C: a scan makes several per message.)"""
 
     text: str
     data: bytes
@@ -41,8 +41,7 @@ class TextView:
         return cls(raw.decode("latin-1"), data, data.lower())
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):
     """The part of a view one detector pass looks at: matches must *start* in ``[start, accept_end)``
     and may run on to ``stop`` (``accept_end`` plus the chunk overlap, or the end of the text)."""
 
