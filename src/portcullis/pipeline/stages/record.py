@@ -34,6 +34,7 @@ from portcullis.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from portcullis.governance.sinks import SinkTable, mark_values_withheld, values_in_logs
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallRecord, CallResult, Handler, Stage
@@ -44,7 +45,12 @@ log = logging.getLogger("portcullis.access")
 LATE_OUTCOME_TIMEOUT_S = 10.0
 
 
-def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None) -> Stage:
+def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None,
+               sinks: SinkTable | None = None) -> Stage:
+    """``sinks`` (``governance.sinks``; None: the defaults) decides whether the log line of a call of a
+    tool may carry its error detail: a tool whose input or output class may not reach ``logs`` gets a
+    line of value-free fields only (``"values": "withheld"``)."""
+
     async def record(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, code, detail, effect = "error", None, "", "none"
         span = None
@@ -83,6 +89,8 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
             raise
         except BaseException as exc:  # recorded, then re-raised for the mapper (never swallowed)
             outcome, detail = "crash", type(exc).__name__
+            if trail.route is not None and not values_in_logs(trail.route.manifest.manifest, sinks):
+                mark_values_withheld(exc)  # the transport logs it without its message or traceback
             await _missing(auditor, ctx, exc)
             raise
         finally:
@@ -95,6 +103,7 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
                 span.set_decision(effect)
                 span.end(outcome, error_type=str(code) if code is not None else (
                     "tool_error" if outcome == "tool_error" else None))
+            withheld = route is not None and not values_in_logs(route.manifest.manifest, sinks)
             log.info("tools/call", extra={"fields": {
                 "request_id": ctx.request_id,
                 "jsonrpc_id": ctx.jsonrpc_id,
@@ -105,8 +114,9 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
                 "decision": effect,
                 "outcome": outcome,
                 "error_code": code,
-                "detail": detail or None,
+                "detail": None if withheld else (detail or None),
                 "duration_ms": round(seconds * 1e3, 3),
+                **({"values": "withheld"} if withheld else {}),
             }})
 
     return record
