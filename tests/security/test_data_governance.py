@@ -303,6 +303,10 @@ ENV_ROWS = [
     ("other-environment", {"environment": "staging"}, False),
     ("no-environment-attribute", {}, False),
     ("look-alike-environment", {"environment": "Production"}, False),
+    ("zero-width-suffix", {"environment": "production\u200b"}, False),
+    ("fullwidth", {"environment": "\uff50roduction"}, False),
+    ("trailing-space", {"environment": "production "}, False),
+    ("other-attribute-name", {"env": "production"}, False),
 ]
 
 

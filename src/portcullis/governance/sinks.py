@@ -58,6 +58,7 @@ DEFAULT_SINKS: Mapping[str, tuple[Sink, ...]] = {
     "Confidential": (Sink.CALLER, Sink.AUDIT, Sink.SIEM, Sink.CACHE, Sink.APPROVAL_VIEW),
     "Restricted": (Sink.CALLER, Sink.APPROVAL_VIEW),
 }
+_SINKS = frozenset(Sink)
 _NEVER = {RESTRICTED: frozenset({Sink.CACHE})}  # whatever a configuration says
 
 ENVIRONMENT_ATTRIBUTE = "environment"
@@ -71,7 +72,7 @@ def sink_allowed(classification: str, sink: str, sinks: SinkTable | None = None)
     """Whether data of ``classification`` may reach ``sink`` under ``sinks`` (default: the defaults).
     An unknown class or sink (mis-cased included) is never allowed (fail closed); Restricted data
     never reaches the cache, whatever ``sinks`` says."""
-    if classification not in CLASSES or sink not in Sink.__members__.values():
+    if classification not in CLASSES or sink not in _SINKS:
         return False
     if sink in _NEVER.get(classification, ()):
         return False
