@@ -44,6 +44,7 @@ from portcullis.config.model import Sink
 from portcullis.config.secrets import resolve_secret
 from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
+from portcullis.governance.sinks import logs_hash_key, services_withholding_logs
 from portcullis.governance.sinks import sink_allowed as governance_sink_allowed
 from portcullis.identity.authenticate import Authenticator
 from portcullis.identity.certs import CertIdentityMapper
@@ -200,10 +201,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         return gateway_env(jwks, minter.issuer, service_audience(service), policy_root=deployment.root.resolve(),
                            environment=cfg.authorization.environment)
 
+    # audit keys: loaded here, before the services, because a service's stderr key is derived from them
+    audit_keys = AuditKeys.load_or_create(state_dir)
     catalog = Catalog(deployment)
     watch = DefinitionWatch(catalog)  # the poisoning scanner on every new or changed live definition, off the loop
     upstreams = UpstreamRegistry.from_config(cfg, watch.on_tools, env, on_change=catalog.note_change,
-                                             child_env=child_env, gateway_keys=minter, **upstream_timing)
+                                             child_env=child_env, gateway_keys=minter,
+                                             stderr_withhold_keys=dict.fromkeys(
+                                                 services_withholding_logs((m.manifest for m in deployment.manifests),
+                                                                           cfg.governance.sinks),
+                                                 logs_hash_key(audit_keys.hmac_key)),
+                                             **upstream_timing)
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization
@@ -233,7 +241,6 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
     # the background task group; records are signed with a key kept in the state directory.
-    audit_keys = AuditKeys.load_or_create(state_dir)
     audit_path = Path(env.get("PORTCULLIS_AUDIT_PATH") or cfg.audit.path or state_dir / "audit.sqlite3")
     try:
         audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)

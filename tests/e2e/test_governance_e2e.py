@@ -91,10 +91,17 @@ async def test_a_call_mixing_two_tenants_is_refused(gateway: GatewayProcess) -> 
     assert caught.value.error.data["rule_id"] == "tenants.transfer/tenant_argument"
 
 
-async def test_a_restricted_tool_is_refused_to_a_caller_outside_the_environment(gateway: GatewayProcess) -> None:
-    """The development token carries no environment attribute: a Restricted tool is refused before forwarding."""
-    async with gateway.client(token=gateway.token(tenant="acme")) as client:
-        with pytest.raises(MCPError) as caught:
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_restricted_tool_is_hidden_from_a_caller_outside_the_environment(gateway: GatewayProcess,
+                                                                                  mode: str) -> None:
+    """The development token carries no environment attribute: the Restricted tool is not listed, and a
+    call is answered exactly as for a tool that does not exist, before anything is forwarded."""
+    async with gateway.client(mode=mode, token=gateway.token(tenant="acme")) as client:
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+        with pytest.raises(MCPError) as hidden:
             await client.call_tool("restricted.account", {"tenant": "acme"})
-    assert caught.value.code == -31020
-    assert caught.value.error.data["rule_id"] == "content.restricted_environment"
+        with pytest.raises(MCPError) as missing:
+            await client.call_tool("restricted.no_such_tool", {"tenant": "acme"})
+    assert "restricted.account" not in listed and "tenants.account" in listed
+    assert hidden.value.error.model_dump() == missing.value.error.model_dump()
+    assert hidden.value.error.message == "Unknown tool"

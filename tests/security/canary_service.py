@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from typing import Any
 
 from tests.security.canaries import plant
 from tests.security.hostile_http import ECHO_TOOL, HostileUpstream, Reply, http, rpc_body
-
-
-def _send(message: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-    sys.stdout.buffer.flush()
+from tests.stdio_service import serve
 
 
 def stdio_main() -> None:
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        message = json.loads(line)
-        method, rid = message.get("method"), message.get("id")
-        if rid is None or method is None:
-            continue
-        if method == "initialize":
-            _send({"jsonrpc": "2.0", "id": rid, "result": {
-                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                "serverInfo": {"name": "canary-stdio", "version": "1"}}})
-        elif method == "tools/list":
-            _send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [ECHO_TOOL]}})
-        elif method == "tools/call":
-            _send({"jsonrpc": "2.0", "id": rid, "result": plant(message["params"]["arguments"]["who"])})
-        else:
-            _send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}})
+    serve("canary-stdio", [ECHO_TOOL], lambda rid, arguments: plant(arguments["who"]))
 
 
 def _script(message: dict[str, Any], index: int) -> Reply:

@@ -13,18 +13,11 @@ import os
 import sys
 from typing import Any
 
+from tests.stdio_service import send, serve, write
+
 TOOL = {"name": "echo", "description": "Echo who.", "inputSchema": {"type": "object", "properties": {
     "who": {"type": "string"}, "mode": {"type": "string"}, "size": {"type": "integer"},
     "depth": {"type": "integer"}, "count": {"type": "integer"}}}}
-
-
-def write(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
-def send(message: dict[str, Any]) -> None:
-    write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
 
 def result(who: str, structured: Any = None) -> dict[str, Any]:
@@ -42,7 +35,7 @@ def nested(depth: int) -> Any:
     return value
 
 
-def call(rid: Any, args: dict[str, Any]) -> None:
+def call(rid: Any, args: dict[str, Any]) -> None:  # writes its own answer, as each mode asks
     mode, who = args.get("mode", "ok"), args.get("who", "")
     ok = {"jsonrpc": "2.0", "id": rid, "result": result(who)}
     if mode == "ok":
@@ -93,23 +86,7 @@ def call(rid: Any, args: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        message = json.loads(line)
-        method, rid = message.get("method"), message.get("id")
-        if rid is None or method is None:
-            continue  # notifications and anything else get no answer
-        if method == "initialize":
-            send({"jsonrpc": "2.0", "id": rid, "result": {
-                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                "serverInfo": {"name": "hostile-stdio", "version": "1"}}})
-        elif method == "tools/list":
-            send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [TOOL]}})
-        elif method == "tools/call":
-            call(rid, message["params"].get("arguments") or {})
-        else:
-            send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}})
+    serve("hostile-stdio", [TOOL], call)
 
 
 if __name__ == "__main__":

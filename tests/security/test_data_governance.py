@@ -23,7 +23,7 @@ from portcullis.governance import flow
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallResult, Handler
 from portcullis.state.memory import FailingStateStore, InMemoryStateStore
-from tests.security.harness import BOT, OTHER_BOT, forwarded, in_process_gateway
+from tests.security.harness import BOT, NO_SUCH_TOOL, OTHER_BOT, forwarded, in_process_gateway
 
 READ = "billing.get_invoice"  # the source: returns what the test asks (never egress)
 SEND = "billing.void_ledger"  # the sink: made egress-capable here
@@ -303,23 +303,40 @@ ENV_ROWS = [
     ("other-environment", {"environment": "staging"}, False),
     ("no-environment-attribute", {}, False),
     ("look-alike-environment", {"environment": "Production"}, False),
+    ("zero-width-suffix", {"environment": "production\u200b"}, False),
+    ("fullwidth", {"environment": "\uff50roduction"}, False),
+    ("trailing-space", {"environment": "production "}, False),
+    ("other-attribute-name", {"env": "production"}, False),
 ]
 
 
+@pytest.mark.parametrize("modern", [True, False], ids=["2026-07-28", "2025-11-25"])
 @pytest.mark.parametrize(("name", "attributes", "allowed"), ENV_ROWS, ids=[r[0] for r in ENV_ROWS])
 async def test_a_restricted_result_never_leaves_its_environment(tmp_path: Path, name: str,
-                                                                attributes: dict[str, str], allowed: bool) -> None:
-    """A caller outside the gateway's environment is refused before anything is forwarded."""
+                                                                attributes: dict[str, str], allowed: bool,
+                                                                modern: bool) -> None:
+    """A caller outside the gateway's environment does not see the tool: it is not listed, and a call
+    gets exactly the unknown-tool answer (byte for byte), before anything is forwarded; the audit
+    trail names the rule."""
     caller = dataclasses.replace(BOT, attributes=attributes)
     async with in_process_gateway(tmp_path, policies=POLICIES, manifests=RESTRICTED) as gw:
-        answer = await gw.call(READ, {"invoice_id": "INV-secret-77"}, principal=caller)
+        listed = gw.listed(caller)
+        answer = await gw.call(READ, {"invoice_id": "INV-secret-77"}, principal=caller, modern=modern, jsonrpc_id=5)
         decision = await gw.decision_of_last_call()
+        missing = await gw.call(NO_SUCH_TOOL, {"invoice_id": "INV-secret-77"}, principal=caller, modern=modern,
+                                jsonrpc_id=5)
+        invalid = await gw.call(READ, {"invoice_id": 7}, principal=caller, modern=modern, jsonrpc_id=5)
         assert "INV-secret-77" not in str(decision["arguments"])  # Restricted input: keyed hashes only
         if allowed:
+            assert READ in listed
             assert answer.result is not None, answer
             return
-        assert answer.code == -31020
-        assert answer.error["data"]["rule_id"] == "content.restricted_environment"
+        assert READ not in listed and SEND in listed  # hidden like a tool its policy never admits; others stay
+        assert answer.body == missing.body and answer.status == missing.status
+        assert answer.wire_bytes() == invalid.wire_bytes()  # nothing about the schema leaks either
+        assert answer.error["message"] == "Unknown tool" and "data" not in answer.error
+        assert decision["decision"]["effect"] == "deny"
+        assert "content.restricted_environment" in decision["decision"]["rule_ids"]
         assert forwarded(gw) == []
 
 

@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from portcullis.config.model import GatewayConfig, ResponseCacheConfig, ToolManifest
 from portcullis.content.output_filter import ContentReport
+from portcullis.governance.sinks import cache_refusal, sink_allowed
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.context import CallContext, CallRecord
 from portcullis.pipeline.stages.cache import cache_key, flagged, storable
 from portcullis.policy.decision import Decision, Obligation
-from portcullis.sinks import cache_refusal, sink_allowed
 from portcullis.state.response_cache import FailingResponseCache, MemoryResponseCache
 from tests.security.harness import (
     BOB,

@@ -92,6 +92,31 @@ async def test_a_hostile_stderr_line_is_relayed_as_an_escaped_redacted_field(
     assert json.loads(formatted)["logger"] == "portcullis.upstream.stderr" or record.name.startswith("test.")
 
 
+CANARY = "canary-7f3a91-value"
+WITHHELD = [*HOSTILE, ("canary-argument", f"got arguments {{'note': '{CANARY}'}}".encode(), CANARY, None),
+            ("canary-split-by-escape", f"{CANARY[:6]}\x1b[0m{CANARY[6:]}".encode(), CANARY[6:], None)]
+
+
+@pytest.mark.parametrize(("name", "written", "gone", "shown"), WITHHELD, ids=[row[0] for row in WITHHELD])
+async def test_a_service_whose_data_may_not_reach_logs_has_its_stderr_logged_value_free(
+        name: str, written: bytes, gone: str | None, shown: str | None) -> None:
+    """With ``withhold_key`` (the service serves a class without the ``logs`` sink) a record carries
+    the length and a keyed hash of the line, never its text: nothing of it in the formatted line."""
+    relay, handler = _relay(withhold_key=b"k" * 32)
+    await relay.pump(_chunks(written + b"\n" + written + b"\n"))
+    first, second = (r.fields for r in handler.records)  # type: ignore[attr-defined]
+    other, other_handler = _relay(withhold_key=b"j" * 32)
+    await other.pump(_chunks(written + b"\n"))
+    assert set(first) == {"service", "chars", "line_hmac", "truncated", "values"} and first["values"] == "withheld"
+    assert first["line_hmac"] == second["line_hmac"] and len(first["line_hmac"]) == 16  # correlatable
+    assert other_handler.records[-1].fields["line_hmac"] != first["line_hmac"]  # type: ignore[attr-defined]
+    formatted = "".join(JsonFormatter().format(r) for r in handler.records)
+    for piece in {gone, shown} - {None, "[redacted]"}:
+        assert piece not in formatted, piece
+    if gone is not None:
+        assert gone not in formatted
+
+
 async def test_an_over_long_line_is_cut_and_its_rest_skipped() -> None:
     """A line past max_line_bytes is relayed cut (truncated: true); its rest is not a line of its own."""
     relay, handler = _relay(max_line_bytes=64)

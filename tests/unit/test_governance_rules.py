@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,19 @@ import pytest
 from portcullis.config.loader import LoadedManifest
 from portcullis.config.model import GovernanceConfig, ToolManifest, ToxicFlowConfig
 from portcullis.governance import flow
-from portcullis.governance.sinks import arguments_in_clear, restricted_refusal, sink_allowed
+from portcullis.governance.sinks import (
+    DEFAULT_SINKS,
+    Sink,
+    arguments_in_clear,
+    cache_refusal,
+    mark_values_withheld,
+    outside_environment,
+    restricted_refusal,
+    services_withholding_logs,
+    sink_allowed,
+    values_in_logs,
+    values_withheld,
+)
 from portcullis.governance.tenancy import meta_tenant, tenant_refusal
 from portcullis.identity.principal import Principal
 from portcullis.policy.lint import lint_policies
@@ -35,6 +49,67 @@ def test_sink_allowed_follows_the_defaults_and_refuses_what_it_does_not_know(lev
                                                                                allowed: bool) -> None:
     """Default sinks per class; an unknown class or sink (or a mis-cased one) is never allowed."""
     assert sink_allowed(level, sink) is allowed
+
+
+def test_one_sinks_module_and_it_imports_no_configuration() -> None:
+    """The configuration model takes the sink vocabulary from ``portcullis.governance.sinks``, which
+    imports nothing of the gateway at run time (no cycle); the model imports no pipeline module."""
+    code = ("import sys; import portcullis.governance.sinks; "
+            "print(sorted(m for m in sys.modules if m.startswith('portcullis.') and m not in "
+            "('portcullis.governance', 'portcullis.governance.sinks')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    code = ("import sys; import portcullis.config.model; "
+            "print(sorted(m for m in sys.modules if m.startswith(('portcullis.pipeline', 'portcullis.transport', "
+            "'portcullis.gateway', 'portcullis.sinks'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    from portcullis.config import model
+
+    assert model.Sink is Sink
+    assert {str(k): v for k, v in GovernanceConfig().sinks.items()} == dict(DEFAULT_SINKS)
+    with pytest.raises(ImportError):
+        __import__("portcullis.sinks")
+
+
+@pytest.mark.parametrize("sinks", [None, {"Restricted": list(Sink)}, {"Restricted": ["cache"]}])
+def test_restricted_never_reaches_the_cache_whatever_the_table_says(sinks: Any) -> None:
+    """The one floor the table cannot lift; the manifest's ``cache`` key is refused on the same rule."""
+    assert not sink_allowed("Restricted", "cache", sinks)
+    assert cache_refusal(True, "Restricted") == "Restricted output is never cached"
+    assert cache_refusal(True, "Confidential") is None and cache_refusal(None, "Public") is not None
+
+
+@pytest.mark.parametrize(("classes", "sinks", "in_logs"), [
+    (("Internal", "Internal"), None, True), (("Confidential", "Internal"), None, False),
+    (("Internal", "Confidential"), None, False), (("Public", "Restricted"), None, False),
+    (("Confidential", "Confidential"), {"Confidential": ["caller", "logs"]}, True),
+    (("Internal", "Internal"), {"Internal": ["caller"]}, False), (("Public", "Public"), {}, False),
+])
+def test_values_reach_logs_only_when_both_classes_allow_it(classes: tuple[str, str], sinks: Any,
+                                                           in_logs: bool) -> None:
+    """Input and output class must both list ``logs``; a service serving such a tool is withheld whole."""
+    tool = manifest(classification={"input": classes[0], "output": classes[1]})
+    assert values_in_logs(tool, sinks) is in_logs
+    assert services_withholding_logs([tool], sinks) == (frozenset() if in_logs else frozenset({"s"}))
+
+
+def test_a_marked_exception_is_logged_without_values() -> None:
+    """The mark survives re-raising; an unmarked exception is not withheld."""
+    exc = RuntimeError("canary-value")
+    assert not values_withheld(exc)
+    mark_values_withheld(exc)
+    assert values_withheld(exc) and not values_withheld(RuntimeError("x"))
+
+
+@pytest.mark.parametrize(("output", "attributes", "outside"), [
+    ("Restricted", {"environment": "production"}, False), ("Restricted", {}, True),
+    ("Restricted", {"environment": "Production"}, True), ("Restricted", {"environment": "production "}, True),
+    ("Restricted", {"env": "production"}, True), ("Confidential", {}, False), ("Public", {"environment": "x"}, False),
+])
+def test_outside_environment_is_exact_and_only_for_restricted_output(output: str, attributes: dict[str, str],
+                                                                     outside: bool) -> None:
+    assert outside_environment(output, attributes, "production") is outside
 
 
 def test_siem_without_audit_is_a_configuration_error() -> None:

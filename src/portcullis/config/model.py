@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
 from portcullis.config.content import ContentConfig, ToolContent
+from portcullis.governance.sinks import DEFAULT_SINKS, cache_refusal
+from portcullis.governance.sinks import Sink as Sink  # re-exported: the sink vocabulary lives there
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy, check_caller_pattern
-from portcullis.sinks import cache_refusal
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -443,22 +444,8 @@ class ResponseCacheConfig(_Model):
         return value
 
 
-class Sink(StrEnum):
-    """Where data of a class may go (``governance.sinks``; :mod:`portcullis.governance.sinks`)."""
-
-    CALLER = "caller"  # the result returned to the caller (Restricted: only inside the gateway's environment)
-    AUDIT = "audit"  # argument values in clear in the audit trail (else keyed hashes only)
-    SIEM = "siem"  # argument values in clear in records exported to SIEMs (needs ``audit``: the same records)
-    CACHE = "cache"  # the response cache may hold the result
-    APPROVAL_VIEW = "approval_view"  # argument values in clear in approval views and notifications
-    LOGS = "logs"  # values in operator log lines (the gateway logs none today)
-
-
 def _default_sinks() -> dict[Classification, tuple[Sink, ...]]:
-    every = tuple(Sink)
-    return {Classification.PUBLIC: every, Classification.INTERNAL: every,
-            Classification.CONFIDENTIAL: (Sink.CALLER, Sink.AUDIT, Sink.SIEM, Sink.CACHE, Sink.APPROVAL_VIEW),
-            Classification.RESTRICTED: (Sink.CALLER, Sink.APPROVAL_VIEW)}
+    return {Classification(level): sinks for level, sinks in DEFAULT_SINKS.items()}
 
 
 class ToxicFlowConfig(_Model):

@@ -76,7 +76,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
     stages: Sequence[tuple[str, Stage]] = (
         # record: outermost, so that every call gets one log line and its metrics, and a call
         # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
-        ("record", record.make_stage(p.auditor, p.hooks, p.tracing)),
+        ("record", record.make_stage(p.auditor, p.hooks, p.tracing, p.governance.sinks)),
         # route: before everything that needs the manifest; unknown, unpinned and quarantined
         # tools all fail here identically ("Unknown tool").
         ("route", route.make_stage(p.catalog)),

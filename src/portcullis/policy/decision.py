@@ -34,6 +34,7 @@ ARGUMENT_INVALID = "argument_invalid"
 PATH_OUTSIDE_ROOT = "path_outside_root"
 POLICY_ERROR = "policy_error"
 SHADOW_MODE = "shadow_mode"
+DATA_CLASS_SINK = "data_class_sink"  # governance.sinks: a class that may not reach this caller or place
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from portcullis.governance.sinks import RESTRICTED_RULE_ID, outside_environment
 from portcullis.identity.principal import Principal
 from portcullis.pinning import canonical_json
 from portcullis.policy import decision as r
@@ -328,6 +329,11 @@ class PolicyEngine:
             native = self._native(tool, principal, arguments, now)
         except Exception as exc:
             return self._failed(tool, None, exc)
+        entry = self._entries.get(tool)
+        if native.effect != "deny" and entry is not None and self._hidden(entry, principal):
+            native = dataclasses.replace(native, effect="deny", reasons=(*native.reasons, r.DATA_CLASS_SINK),
+                                         rule_ids=(*native.rule_ids, RESTRICTED_RULE_ID),
+                                         denied_by=RESTRICTED_RULE_ID)
         if self._rego is None:
             return native
         return dataclasses.replace(native, obligations=_merge(native.obligations, (REDACT_ALL,)))
@@ -342,22 +348,27 @@ class PolicyEngine:
     def may_call(self, tool: str, principal: Principal, *, now: datetime) -> bool:
         """True if ``principal`` could call ``tool`` with some arguments (see :meth:`visible_tools`)."""
         entry = self._entries.get(tool)
-        return (entry is not None and entry.policy is not None
+        return (entry is not None and entry.policy is not None and not self._hidden(entry, principal)
                 and may_call(entry.policy, principal, environment=self.environment, now=now))
 
     def visible_tools(self, principal: Principal, *, now: datetime) -> frozenset[str]:
         """The tools ``principal`` could call with some arguments (to filter ``tools/list``).
 
-        The native rules about who calls and where decide (:func:`~portcullis.policy.native.may_call`);
+        The native rules about who calls and where decide (:func:`~portcullis.policy.native.may_call`),
+        and a tool with Restricted output is hidden from a caller outside the gateway's environment
+        (:func:`~portcullis.governance.sinks.outside_environment`: "Restricted never leaves its environment");
         Rego, argument rules, time windows and limits are not consulted, so a listed tool may still
         be refused at call time: then with :class:`~portcullis.errors.PolicyRefused` (``-31020``,
         naming the rule), never with the unknown-tool answer a caller gets for an unlisted tool.
         """
         return frozenset(
             name for name, entry in self._entries.items()
-            if entry.policy is not None
+            if entry.policy is not None and not self._hidden(entry, principal)
             and may_call(entry.policy, principal, environment=self.environment, now=now)
         )
+
+    def _hidden(self, entry: _Entry, principal: Principal) -> bool:
+        return outside_environment(entry.info.classification_output, principal.attributes, self.environment)
 
 
 def configured_environment(deployment: Deployment) -> str | None:

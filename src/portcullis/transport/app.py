@@ -41,6 +41,7 @@ from portcullis.errors import (
     UnsupportedVersion,
     to_wire,
 )
+from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
 from portcullis.transport.http_guard import client_key
@@ -248,8 +249,12 @@ class GatewayApp:
             if wire.body is None:
                 raise
             return status, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
-        except Exception:
-            log.exception("unexpected error while handling a request")
+        except Exception as exc:
+            if values_withheld(exc):  # a call of a tool whose data may not reach logs (governance.sinks)
+                log.error("unexpected error while handling a request", extra={"fields": {
+                    "error": type(exc).__name__, "values": "withheld"}})
+            else:
+                log.exception("unexpected error while handling a request")
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
 

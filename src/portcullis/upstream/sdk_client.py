@@ -160,9 +160,12 @@ class SdkConnector:
     def __init__(self, name: str, cfg: StdioService | HttpService, environ: Mapping[str, str], *,
                  extra_env: Callable[[], Mapping[str, str]] | None = None,
                  gateway_keys: TokenMinter | None = None,
-                 on_tools_changed: Callable[[], None] | None = None) -> None:
+                 on_tools_changed: Callable[[], None] | None = None,
+                 stderr_withhold_key: bytes | None = None) -> None:
         self.name = name
         self._cfg = cfg
+        # set when the service serves data that may not reach logs: its stderr lines are logged value-free
+        self._stderr_withhold_key = stderr_withhold_key
         self._environ = dict(environ)
         self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
         self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
@@ -183,7 +186,8 @@ class SdkConnector:
                                              stderr=StderrRelay(self.name, env=params.env or {},
                                                                 max_line_bytes=self._cfg.stderr.max_line_bytes,
                                                                 lines_per_s=self._cfg.stderr.lines_per_s,
-                                                                burst=self._cfg.stderr.burst))
+                                                                burst=self._cfg.stderr.burst,
+                                                                withhold_key=self._stderr_withhold_key))
             async with Client(transport, cache=None, message_handler=self._on_message) as client, \
                     self._listening(client):
                 # the transport checks depth

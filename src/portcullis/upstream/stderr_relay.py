@@ -22,10 +22,19 @@ The bounds are per service (``services.<name>.stderr``: ``max_line_bytes``, ``li
 Each line becomes one gateway log record, ``"stdio service stderr"``, with fields ``service``
 (the configured name), ``line`` (the escaped text) and ``truncated``: the JSON formatter escapes
 it once more as a string field, so a child can never produce a record of its own.
+
+A service that serves a tool whose data may not reach operator logs (``governance.sinks`` without
+``logs`` for the tool's input or output class, :func:`portcullis.governance.sinks.values_in_logs`)
+may echo that data to its stderr, and a line cannot be told apart by call. For such a service the
+relay is made with ``withhold_key``: each record carries no text of the line, only ``chars`` (its
+length), ``line_hmac`` (16 hex digits of an HMAC-SHA256 under that key, so repeated lines can be
+correlated, not read), ``truncated`` and ``values: "withheld"``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -60,7 +69,7 @@ class StderrRelay:
     def __init__(self, service: str, *, env: Mapping[str, str] | None = None,
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, lines_per_s: float = DEFAULT_LINES_PER_S,
                  burst: int = DEFAULT_BURST, clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger = log) -> None:
+                 logger: logging.Logger = log, withhold_key: bytes | None = None) -> None:
         if max_line_bytes < 1 or lines_per_s <= 0 or burst < 1:
             raise ValueError("stderr relay bounds must be positive")
         self.service = service
@@ -70,6 +79,7 @@ class StderrRelay:
         self._tokens, self._last = float(burst), clock()
         self.relayed = self.dropped = 0
         self._unreported = 0
+        self._withhold_key = withhold_key
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this relay recognises replaced by ``[redacted]``."""
@@ -95,10 +105,16 @@ class StderrRelay:
             self._log.warning("stdio service stderr lines dropped", extra={"fields": {
                 "service": self.service, "dropped": self._unreported, "lines_per_s": self._rate}})
             self._unreported = 0
-        text = escape_line(self.redact(raw.decode("utf-8", "replace").rstrip("\r")))
         self.relayed += 1
+        decoded = raw.decode("utf-8", "replace").rstrip("\r")
+        if self._withhold_key is not None:  # the service serves data that may not reach logs
+            digest = hmac.new(self._withhold_key, decoded.encode("utf-8", "surrogatepass"), hashlib.sha256)
+            self._log.info("stdio service stderr", extra={"fields": {
+                "service": self.service, "chars": len(decoded), "line_hmac": digest.hexdigest()[:16],
+                "truncated": truncated, "values": "withheld"}})
+            return
         self._log.info("stdio service stderr", extra={"fields": {
-            "service": self.service, "line": text, "truncated": truncated}})
+            "service": self.service, "line": escape_line(self.redact(decoded)), "truncated": truncated}})
 
     async def pump(self, stream: AsyncIterable[bytes]) -> None:
         """Read ``stream`` (an async byte stream) to its end, relaying line by line."""

@@ -260,7 +260,6 @@ def test_presidio_findings_come_through_the_adapter_in_pieces() -> None:
 
 def test_presidio_is_imported_only_when_asked_for_and_missing_is_a_clear_error() -> None:
     """Without the extra, building from a model path raises PresidioUnavailable naming the extra."""
-    pytest.importorskip("pytest")
     try:
         import presidio_analyzer  # type: ignore[import-not-found]  # noqa: F401
     except ImportError:

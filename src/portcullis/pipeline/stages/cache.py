@@ -7,7 +7,7 @@ the caller may see it. The audit stage writes the outcome record of a hit like a
 ``cache: "hit"`` (:attr:`~portcullis.pipeline.context.CallRecord.cache`).
 
 Which calls: a tool whose manifest declares ``cache`` (which the manifest model allows only for
-``readOnlyHint: true`` and output that is not Restricted, :func:`portcullis.sinks.cache_refusal`),
+``readOnlyHint: true`` and output that is not Restricted, :func:`portcullis.governance.sinks.cache_refusal`),
 whose output classification the gateway's ``response_cache.classifications`` allows, with a
 pinned definition. A call that redeems an approval bypasses the cache both ways (an approved
 execution is answered by the upstream, and its answer is not served to anyone else).
@@ -37,8 +37,8 @@ import orjson
 
 from portcullis.approvals.model import arguments_hash
 from portcullis.audit.record import canonical_bytes
+from portcullis.governance.sinks import CACHE_SINK, sink_allowed
 from portcullis.pipeline.context import CallContext, CallRecord, CallResult, Handler, Stage
-from portcullis.sinks import CACHE_SINK, sink_allowed
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import ResponseCacheStore
 

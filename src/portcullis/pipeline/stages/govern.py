@@ -3,9 +3,11 @@
 Two stages (:mod:`portcullis.governance` has the rules):
 
 * :func:`make_check`, on the request side after authorize and risk, before limits and approve:
-  a tool whose output class may not reach the caller (``governance.sinks``; a Restricted result
-  outside the gateway's environment) is refused (``-31020``, rule ``content.sink`` or
-  ``content.restricted_environment``), before anything is forwarded. Then, for an
+  a tool whose output class may not reach the caller (``governance.sinks``) is refused (``-31020``,
+  rule ``content.sink``), before anything is forwarded. (A Restricted tool outside the gateway's
+  environment never gets here: the policy engine hides it from that caller, so the gate answers
+  "Unknown tool" and records ``content.restricted_environment``; the check here stays as a second
+  line.) Then, for an
   egress-capable tool only, the toxic-flow rule: one read of the session's counter; a tainted
   session's call is refused (``content.toxic_flow``) or becomes ``require_approval`` with that rule
   id, so the limits and the approval flow treat it like any held call. A store that cannot answer
@@ -31,7 +33,7 @@ from portcullis.governance.sinks import restricted_refusal
 from portcullis.governance.tenancy import tenant_refusal
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
-from portcullis.policy.decision import Decision
+from portcullis.policy.decision import DATA_CLASS_SINK, Decision
 from portcullis.state.interface import MAX_AMOUNT, StateStore
 
 log = logging.getLogger("portcullis.policy")
@@ -49,7 +51,7 @@ def make_check(config: GovernanceConfig, state: StateStore, clock: Callable[[], 
         manifest = route.manifest.manifest
         refused = restricted_refusal(manifest, ctx.principal, environment, config.sinks)
         if refused is not None:
-            raise PolicyRefused(_stricter(decision, "deny", refused, "data_class_sink"),
+            raise PolicyRefused(_stricter(decision, "deny", refused, DATA_CLASS_SINK),
                                 detail="result class may not reach this caller")
         if not toxic or not flow.is_egress(manifest):
             return await call_next(ctx)

@@ -22,6 +22,7 @@ import time
 import anyio
 
 from portcullis.audit.errors import AuditUnavailable
+from portcullis.config.model import ToolManifest
 from portcullis.errors import (
     ApprovalRequired,
     Denied,
@@ -34,6 +35,7 @@ from portcullis.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from portcullis.governance.sinks import SinkTable, mark_values_withheld, values_in_logs
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallRecord, CallResult, Handler, Stage
@@ -44,7 +46,19 @@ log = logging.getLogger("portcullis.access")
 LATE_OUTCOME_TIMEOUT_S = 10.0
 
 
-def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None) -> Stage:
+def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None,
+               sinks: SinkTable | None = None) -> Stage:
+    """``sinks`` (``governance.sinks``; None: the defaults) decides whether the log line of a call of a
+    tool may carry its error detail: a tool whose input or output class may not reach ``logs`` gets a
+    line of value-free fields only (``"values": "withheld"``)."""
+    known: dict[int, tuple[ToolManifest, bool]] = {}  # per manifest object: the deployment's, a few hundred
+
+    def in_logs(manifest: ToolManifest) -> bool:
+        hit = known.get(id(manifest))
+        if hit is None or hit[0] is not manifest:
+            hit = known[id(manifest)] = (manifest, values_in_logs(manifest, sinks))
+        return hit[1]
+
     async def record(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, code, detail, effect = "error", None, "", "none"
         span = None
@@ -83,6 +97,8 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
             raise
         except BaseException as exc:  # recorded, then re-raised for the mapper (never swallowed)
             outcome, detail = "crash", type(exc).__name__
+            if trail.route is not None and not in_logs(trail.route.manifest.manifest):
+                mark_values_withheld(exc)  # the transport logs it without its message or traceback
             await _missing(auditor, ctx, exc)
             raise
         finally:
@@ -95,6 +111,7 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
                 span.set_decision(effect)
                 span.end(outcome, error_type=str(code) if code is not None else (
                     "tool_error" if outcome == "tool_error" else None))
+            withheld = route is not None and not in_logs(route.manifest.manifest)
             log.info("tools/call", extra={"fields": {
                 "request_id": ctx.request_id,
                 "jsonrpc_id": ctx.jsonrpc_id,
@@ -105,8 +122,9 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
                 "decision": effect,
                 "outcome": outcome,
                 "error_code": code,
-                "detail": detail or None,
+                "detail": None if withheld else (detail or None),
                 "duration_ms": round(seconds * 1e3, 3),
+                **({"values": "withheld"} if withheld else {}),
             }})
 
     return record
