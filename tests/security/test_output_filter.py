@@ -394,3 +394,25 @@ def test_a_table_of_many_strings_is_scanned_not_withheld() -> None:
     out = filter_message({"content": [], "structuredContent": {"rows": rows}}, "c",
                          FilterPolicy(detectors=default_detectors(), injection="flag"))
     assert not out.blocked and out.report.injection
+
+
+def test_a_value_seen_again_in_a_boundary_window_counts_once_against_max_findings() -> None:
+    """Adjacent text blocks are scanned again joined at their boundaries; a value found there that
+    crosses no boundary is the per-string scan's, so it neither counts twice nor tips the result into
+    "blocked"."""
+    blocks = [{"type": "text", "text": f"mail user{i}@corp-mail.net\n"} for i in range(120)]
+    policy = FilterPolicy(detectors=default_detectors(), budget=ScanBudget(max_findings=150), injection="off")
+    out = filter_message({"content": blocks}, "c", policy)
+    assert not out.blocked, out.report.blocked
+    assert out.report.findings[("email", "redact")] == 120
+    assert "@corp-mail.net" not in json.dumps(out.value)
+
+
+def test_sibling_fields_are_not_read_as_one_value() -> None:
+    """A name next to an e-mail address stays a name: only the address is redacted."""
+    rows = [{"name": "Alice", "mail": "alice@corp-mail.net"}, ["Bob", "bob@corp-mail.net"]]
+    out = filter_message({"content": [], "structuredContent": {"rows": rows}}, "c",
+                         FilterPolicy(detectors=default_detectors(), injection="off"))
+    shown = out.value["structuredContent"]["rows"]
+    assert shown[0]["name"] == "Alice" and shown[1][0] == "Bob"
+    assert "[REDACTED:email" in shown[0]["mail"] and "[REDACTED:email" in shown[1][1]

@@ -122,15 +122,18 @@ def _decode_b64(token: bytes) -> tuple[str, bytes] | None:
 
 
 def encoded_runs(view: TextView, meter: Meter, min_run: int, present: set[str],
-                 cover: tuple[int, ...] = ()) -> Iterator[EncodedRun]:
+                 cover: tuple[int, ...] = (), cover_from: int = 0) -> Iterator[EncodedRun]:
     """Runs in ``view`` whose decoding is text, base64/hex first, then URL, then QP; only the encodings
     in ``present`` (whose :func:`gates` matched) are searched and, when ``cover`` (sorted) is given,
-    only runs that hold one of its positions (``start < p < end``) are decoded."""
+    only runs that start at or after ``cover_from`` and hold one of its positions (``start < p < end``)
+    are decoded, with every run before ``cover_from``."""
     data = view.data
 
     def wanted(start: int, end: int) -> bool:  # ``cover`` is sorted: the first position past ``start``
+        if not cover or start < cover_from:
+            return True
         i = bisect.bisect_right(cover, start)
-        return not cover or (i < len(cover) and cover[i] < end)
+        return i < len(cover) and cover[i] < end
 
     known: dict[bytes, tuple[str, bytes] | None] = {}  # a result repeats its ids: each decoded once
     for start, end in b64_runs(data, min_run) if "base64" in present else ():

@@ -112,19 +112,21 @@ def scan_parts(parts: Sequence[str], budget: ScanBudget = DEFAULT_BUDGET, detect
     return PartsResult(_with_spans(found, offsets))
 
 
-def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Meter,
-                reach: int = OVERLAP_CHARS, separator: str = "\n",
-                decoded: list[str] | None = None) -> list[tuple[int, PartFinding]]:
-    """Only the findings that cross a boundary between adjacent parts, for many runs of parts at once:
-    ``(run index, finding)`` with the finding's offsets into that run's ``"".join(parts)``.
+@dataclass(frozen=True, slots=True)
+class Across:
+    """The windows around every boundary of every run of parts, joined into one ``text`` to scan:
+    ``cover`` holds the boundaries (offsets into ``text``, sorted), ``layout`` where each window came from."""
 
-    The windows around every boundary of every run (``reach`` characters either side, touching ones
-    merged) are joined by ``separator`` into one text and scanned in one detector pass, so a message
-    with many runs (the sibling strings of each row of a table) pays the scanner's fixed cost once.
-    Raises :class:`~.budget.BudgetExceeded` or :class:`~.scan.DetectorError` as the scan does;
-    ``decoded`` as :meth:`~.scan.DetectorSet.scan_into`."""
+    text: str
+    cover: tuple[int, ...]
+    layout: tuple[tuple[int, int, int, int, list[int]], ...]  # piece start, run, window start and stop, offsets
+
+
+def across_windows(runs: Sequence[Sequence[str]], reach: int = OVERLAP_CHARS, separator: str = "\n") -> Across | None:
+    """The :class:`Across` text of ``runs`` (``reach`` characters either side of each boundary, touching
+    windows merged, windows joined by ``separator``), or None when no run has a boundary."""
     pieces: list[str] = []
-    layout: list[tuple[int, int, int, int, list[int]]] = []  # piece start, run, window start and stop, offsets
+    layout: list[tuple[int, int, int, int, list[int]]] = []
     cover: list[int] = []
     pos = 0
     for index, parts in enumerate(runs):
@@ -141,23 +143,43 @@ def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Me
             cover += [pos + b - start for b in boundaries if start < b < stop]
             pieces.append(joined[start:stop])
             pos += stop - start + len(separator)
-    if not pieces:
-        return []
-    found: list[Finding] = []
-    detectors.scan_into(separator.join(pieces), meter, found, cover, decoded)
-    starts = [entry[0] for entry in layout]
+    return Across(separator.join(pieces), tuple(cover), tuple(layout)) if pieces else None
+
+
+def across_findings(found: Sequence[Finding], across: Across) -> list[tuple[int, PartFinding]]:
+    """Of the findings of a scan of ``across.text``, those that cross a boundary, as ``(run index,
+    finding)`` with the finding's offsets into that run's ``"".join(parts)``."""
+    starts = [entry[0] for entry in across.layout]
     out = []
-    for finding in tidy(found):
-        if not _crosses(finding, cover):
+    for finding in tidy(list(found)):
+        if not _crosses(finding, across.cover):
             continue
         piece = bisect.bisect_right(starts, finding.start) - 1
-        piece_start, run, window_start, window_stop, offsets = layout[piece]
+        piece_start, run, window_start, window_stop, offsets = across.layout[piece]
         shift = window_start - piece_start
         if finding.end + shift > window_stop:
             continue  # runs on past its own window (into the separator): not a value of this run
-        local = finding.shifted(shift)
-        out.append((run, _with_spans([local], offsets)[0]))
+        out.append((run, _with_spans([finding.shifted(shift)], offsets)[0]))
     return out
+
+
+def scan_across(runs: Sequence[Sequence[str]], detectors: DetectorSet, meter: Meter,
+                reach: int = OVERLAP_CHARS, separator: str = "\n",
+                decoded: list[str] | None = None) -> list[tuple[int, PartFinding]]:
+    """Only the findings that cross a boundary between adjacent parts, for many runs of parts at once:
+    ``(run index, finding)`` with the finding's offsets into that run's ``"".join(parts)``.
+
+    The windows around every boundary of every run (:func:`across_windows`) are scanned in one
+    detector pass, so a message with many runs (the sibling strings of each row of a table) pays the
+    scanner's fixed cost once (the output filter goes further: it appends them to its one pass).
+    Raises :class:`~.budget.BudgetExceeded` or :class:`~.scan.DetectorError` as the scan does;
+    ``decoded`` as :meth:`~.scan.DetectorSet.scan_into`."""
+    across = across_windows(runs, reach, separator)
+    if across is None:
+        return []
+    found: list[Finding] = []
+    detectors.scan_into(across.text, meter, found, across.cover, decoded)
+    return across_findings(found, across)
 
 
 def _crosses(finding: Finding, boundaries: Sequence[int]) -> bool:

@@ -25,20 +25,35 @@ class Leaf(NamedTuple):
 
 def string_leaves(value: object) -> Iterator[Leaf]:
     """The strings of ``value`` (dicts, lists, tuples, strings, scalars) in document order."""
+    return iter(leaf_list(value))
+
+
+def leaf_list(value: object) -> list[Leaf]:
+    """:func:`string_leaves` as a list (what the output filter wants: it reads every leaf)."""
+    out: list[Leaf] = []
+    append = out.append
     # each stack entry: (path, node, the key to yield first or None); scalars are never pushed
     stack: list[tuple[tuple[PathPart, ...], object, str | None]] = [((), value, None)]
+    push, pop = stack.append, stack.pop
     while stack:
-        path, node, key = stack.pop()
+        path, node, key = pop()
         if key is not None:
-            yield Leaf(path, key, True)
-        if isinstance(node, str):
-            yield Leaf(path, node)
-        elif isinstance(node, dict):
-            for name, child in reversed(node.items()):
-                if isinstance(child, (str, dict, list, tuple)) or isinstance(name, str):
-                    stack.append(((*path, name), child, name if isinstance(name, str) else None))
-        elif isinstance(node, (list, tuple)):
-            for index in range(len(node) - 1, -1, -1):
-                child = node[index]
-                if isinstance(child, (str, dict, list, tuple)):
-                    stack.append(((*path, index), child, None))
+            append(Leaf(path, key, True))
+        kind = type(node)
+        if kind is str or (kind not in _CONTAINERS and isinstance(node, str)):
+            append(Leaf(path, node))  # type: ignore[arg-type]
+        elif kind is dict or (kind not in _CONTAINERS and isinstance(node, dict)):
+            for name, child in reversed(node.items()):  # type: ignore[attr-defined]
+                named = name if type(name) is str or isinstance(name, str) else None
+                if type(child) in _CONTAINERS or named is not None or isinstance(child, _CONTAINER_TYPES):
+                    push(((*path, name), child, named))
+        elif kind is list or kind is tuple or isinstance(node, list | tuple):
+            for index in range(len(node) - 1, -1, -1):  # type: ignore[arg-type]
+                child = node[index]  # type: ignore[index]
+                if type(child) in _CONTAINERS or isinstance(child, _CONTAINER_TYPES):
+                    push(((*path, index), child, None))
+    return out
+
+
+_CONTAINER_TYPES = (str, dict, list, tuple)
+_CONTAINERS = frozenset(_CONTAINER_TYPES)  # exact types: a set lookup; subclasses fall back to isinstance

@@ -11,9 +11,9 @@ so it knows MCP only where MCP marks data as binary or encoded:
 2. Hidden characters (:mod:`.unicode_safety`) are removed from the text the detectors read, so a
    zero-width character inside a token does not split it; the output keeps them, strips them or
    escapes them per policy (a string in which something was found is always output stripped).
-3. Secrets and PII (:class:`~.scan.DetectorSet`): every string in one pass, then adjacent strings
-   (text blocks, sibling fields) across their boundaries (:func:`~.joined.scan_across`, so a value
-   split across two blocks or fields is found; encoded values are decoded); all under one CPU budget.
+3. Secrets and PII (:class:`~.scan.DetectorSet`): every string in one pass, with adjacent text blocks
+   also joined across their boundaries (:func:`~.joined.across_windows`, so a value split across two
+   blocks is found; encoded values are decoded); all under one CPU budget.
    Each finding gets the action of the first
    :class:`ActionRule` naming its kind or category: ``redact``, ``mask``, ``hash``, ``block``, ``allow``.
 4. Links and images that would carry data to a host off the allow-list (:mod:`.links`).
@@ -41,8 +41,8 @@ from typing import Any, Literal
 from portcullis.content import injection
 from portcullis.content.budget import BudgetExceeded, Meter, ScanBudget
 from portcullis.content.findings import PLAIN, Finding
-from portcullis.content.joined import scan_across
-from portcullis.content.leaves import Leaf, PathPart, string_leaves
+from portcullis.content.joined import across_findings, across_windows
+from portcullis.content.leaves import Leaf, PathPart, leaf_list, string_leaves
 from portcullis.content.links import neutralise_links
 from portcullis.content.scan import DEFAULT_BUDGET, DetectorError, DetectorSet
 from portcullis.content.unicode_safety import HiddenPolicy, find_hidden, normalise, plain_ascii
@@ -216,7 +216,7 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
     meter = _LazyMeter(policy.budget, policy.clock)
     parts: list[_Part] = []
     keys: list[_Part] = []
-    for leaf in string_leaves(value):
+    for leaf in leaf_list(value):
         if leaf.is_key:
             if leaf.text not in _SCHEMA_KEYS:
                 keys.append(_prepared(leaf, leaf.text, report))
@@ -330,10 +330,10 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
 
     Every string is scanned in one pass, the strings joined by a line break (one detector pass per
     message, not per string: a result of many short strings costs about what one text of their
-    length costs). Adjacent strings (:func:`_adjacent_runs`: text blocks, sibling fields) are also
-    scanned across their boundaries joined with nothing between them (:func:`~.joined.scan_across`,
-    ``BOUNDARY_REACH`` characters either side, all boundaries of the message in one more pass), so a
-    value split between two blocks or two fields is found."""
+    length costs). Adjacent text blocks (:func:`_adjacent_runs`) are also
+    scanned across their boundaries joined with nothing between them (:func:`~.joined.across_windows`,
+    ``BOUNDARY_REACH`` characters either side), appended to the same pass; of what is found there only
+    values that cross a boundary are kept, so a value split between two blocks is found."""
     assert policy.detectors is not None
     everything = [*parts, *keys]
     texts = [p.text for p in everything]
@@ -354,15 +354,23 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
         starts.append(starts[-1] + len(text) + len(SEPARATOR))
     found: list[Finding] = []
     runs = _adjacent_runs(parts)
+    whole = SEPARATOR.join(texts)
+    base = len(whole) + len(SEPARATOR)  # the boundary windows follow the strings, scanned in the same pass
+    windows = across_windows([[texts[i] for i in run] for run in runs], BOUNDARY_REACH, SEPARATOR)
     try:
-        policy.detectors.scan_into(SEPARATOR.join(texts), meter, found, decoded=decoded)
-        across = scan_across([[texts[i] for i in run] for run in runs], policy.detectors, meter, BOUNDARY_REACH,
-                             SEPARATOR, decoded)
+        if windows is None:
+            policy.detectors.scan_into(whole, meter, found, decoded=decoded)
+        else:
+            policy.detectors.scan_into(whole + SEPARATOR + windows.text, meter, found,
+                                       [base + b for b in windows.cover], decoded, cover_from=base)
     except BudgetExceeded as exc:
         raise _Blocked(exc.reason) from None
     except DetectorError:
         raise _Blocked("detector_error") from None
+    across = [] if windows is None else across_findings([f.shifted(-base) for f in found if f.start >= base], windows)
     for finding in found:
+        if finding.start >= base:
+            continue
         first = bisect.bisect_right(starts, finding.start) - 1
         spans = []
         for index in range(first, len(texts)):
@@ -372,32 +380,30 @@ def _detect(parts: Sequence[_Part], keys: Sequence[_Part], policy: FilterPolicy,
             if lo < hi:
                 spans.append((index, lo - starts[index], hi - starts[index]))
         record(finding, spans)
+    try:
+        meter.count_findings(len(across))  # the windows' own repeats of values were not counted
+    except BudgetExceeded as exc:
+        raise _Blocked(exc.reason) from None
     for index, pf in across:
         record(pf.finding, [(runs[index][s.part], s.start, s.end) for s in pf.spans])
     return out
 
 
 def _adjacent_runs(parts: Sequence[_Part]) -> list[list[int]]:
-    """Indexes of strings a value can be split across, each run two or more in document order: the text
-    blocks of a message (consecutive ``text`` strings), and sibling strings of one object or array
-    (``structuredContent`` fields, the items of a list of strings). Textual blobs are not joined."""
+    """Indexes of adjacent text blocks (strings under a ``text`` key, two or more in a row): what a
+    client shows as one text, so a value split between them is still one value to a reader. Sibling
+    fields of ``structuredContent`` are not joined: a name field next to an e-mail field would read
+    as one address and be cut out with it (docs/decisions.md, "Split values")."""
     runs: list[list[int]] = []
     current: list[int] = []
-    key: object = None
     for index, part in enumerate(parts):
         path = part.leaf.path
-        if part.blob or not path:
-            here: object = None
-        elif path[-1] == "text":
-            here = "text"  # content blocks: ("content", i, "text"), each block its own parent
-        else:
-            here = path[:-1]
-        if here is not None and here == key:
+        if path and path[-1] == "text" and not part.blob:
             current.append(index)
             continue
         if len(current) > 1:
             runs.append(current)
-        current, key = ([index], here) if here is not None else ([], None)
+        current = []
     if len(current) > 1:
         runs.append(current)
     return runs

@@ -19,6 +19,7 @@ a *blocked* result, never a clean one; the detail names the limit or the detecto
 
 from __future__ import annotations
 
+import bisect
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -126,23 +127,26 @@ class DetectorSet:
         return ScanResult(tidy(found))
 
     def scan_into(self, text: str, meter: Meter, found: list[Finding], cover: Sequence[int] = (),
-                  decoded: list[str] | None = None) -> None:
+                  decoded: list[str] | None = None, cover_from: int = 0) -> None:
         """Append the findings in ``text`` to ``found`` (which keeps them if a limit stops the scan);
         raises :class:`~.budget.BudgetExceeded` or :class:`DetectorError`.
 
         ``cover``: positions (sorted) a wanted finding must cover (the boundaries of :func:`~.joined.scan_parts`'
         joined windows). Encoded runs that cover none of them are not decoded: a finding inside one lies
         within the run, so it could not cover a position the run does not. Other findings are reported
-        as usual; the caller keeps those it wants.
+        as usual; the caller keeps those it wants. ``cover_from``: runs that start before it are decoded
+        whatever ``cover`` says (a text of whole strings followed by boundary windows, scanned in one pass).
 
         ``decoded``: when given, every decoding that was scanned (each encoded run whose decoding is
         text, at every depth) is appended to it as text, for a second reader of the same decodings (the
         output filter's injection scan) that then need not find and decode the runs again."""
-        self._scan_view(TextView.of(text), meter, 0, found, None, tuple(cover), decoded)
+        positions = tuple(cover)
+        kept = None if not positions else _kept(positions, cover_from)
+        self._scan_view(TextView.of(text), meter, 0, found, None, (positions, cover_from), decoded, kept)
 
     def _scan_view(self, view: TextView, meter: Meter, depth: int, found: list[Finding],
-                   outer: Callable[[Finding], Finding] | None, cover: tuple[int, ...] = (),
-                   decoded: list[str] | None = None) -> None:
+                   outer: Callable[[Finding], Finding] | None, cover: tuple[tuple[int, ...], int] = ((), 0),
+                   decoded: list[str] | None = None, kept: Callable[[Finding], bool] | None = None) -> None:
         size = len(view.data)
         meter.charge(VIEW_UNITS)
         gate_set = self._gate_set(meter.budget.min_encoded_run)
@@ -165,16 +169,32 @@ class DetectorSet:
                     raise
                 except Exception as exc:  # fail closed on any detector failure
                     raise DetectorError(detector.name) from exc
-                meter.count_findings(len(new))
-                found.extend(new if outer is None else map(outer, new))
+                if outer is not None:
+                    new = [outer(f) for f in new]
+                # only findings the caller keeps count against max_findings (not the windows' repeats)
+                meter.count_findings(len(new) if kept is None else sum(map(kept, new)))
+                found.extend(new)
         if not self.decode or depth >= meter.budget.decode_depth or not encodings:
             return
-        for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings, cover):
+        for run in encoded_runs(view, meter, meter.budget.min_encoded_run, encodings, *cover):
             meter.count_decoded(len(run.decoded))
             if decoded is not None:
                 decoded.append(run.decoded.decode("utf-8", "replace"))
             self._scan_view(TextView.of_bytes(run.decoded), meter, depth + 1, found,
-                            _mapper(run.outer_span, run.encoding, outer), decoded=decoded)
+                            _mapper(run.outer_span, run.encoding, outer), decoded=decoded, kept=kept)
+
+
+def _kept(cover: tuple[int, ...], cover_from: int) -> Callable[[Finding], bool]:
+    """Which findings of a ``cover`` scan count against ``max_findings``: with ``cover_from``, those before
+    it (the caller counts the window findings it keeps itself, after dropping repeats); without, those
+    over a ``cover`` position."""
+    if cover_from:
+        return lambda finding: finding.start < cover_from
+
+    def crosses(finding: Finding) -> bool:
+        i = bisect.bisect_right(cover, finding.start)
+        return i < len(cover) and cover[i] < finding.end
+    return crosses
 
 
 class DetectorError(Exception):
