@@ -145,3 +145,11 @@ def test_plain_ascii_is_exactly_the_text_find_hidden_has_nothing_to_say_about(te
     assert plain_ascii(text) is plain
     if plain:
         assert find_hidden(text) == []
+
+
+@pytest.mark.parametrize("byte", [*range(0x20), 0x7F])
+@pytest.mark.parametrize("length", [10, 300, 5000])
+def test_plain_ascii_finds_every_hidden_byte_in_short_and_long_text(byte: int, length: int) -> None:
+    """Both paths (a table pass for short text, one memchr per hidden byte for long) agree with find_hidden."""
+    text = "a" * (length // 2) + chr(byte) + "b" * (length // 2)
+    assert plain_ascii(text) is (chr(byte) in "\t\n\r")
