@@ -416,3 +416,22 @@ def test_sibling_fields_are_not_read_as_one_value() -> None:
     shown = out.value["structuredContent"]["rows"]
     assert shown[0]["name"] == "Alice" and shown[1][0] == "Bob"
     assert "[REDACTED:email" in shown[0]["mail"] and "[REDACTED:email" in shown[1][1]
+
+
+@pytest.mark.parametrize(("number", "kind"), [(4556737586899855, "card_number"), (378282246310005, "card_number")])
+def test_a_value_sent_as_a_json_number_is_still_found(number: int, kind: str) -> None:
+    """A card written as an integer is scanned as its digits and replaced by the marker (a string);
+    short numbers, floats and booleans pass untouched. (Bare digit runs are read as in text: a card is
+    found by Luhn and issuer; SSNs and phone numbers need their separators, in text and numbers alike.)"""
+    value = {"content": [], "structuredContent": {"v": number, "rows": [number], "n": 42, "ok": True, "f": 1.5}}
+    out = filter_message(value, "c", FilterPolicy(detectors=default_detectors(), injection="off"))
+    shown = out.value["structuredContent"]
+    assert not out.blocked and str(number) not in json.dumps(out.value)
+    assert shown["v"] == shown["rows"][0] and shown["v"].startswith(f"[REDACTED:{kind}")
+    assert (shown["n"], shown["ok"], shown["f"]) == (42, True, 1.5)
+
+
+def test_an_integer_too_long_to_print_is_not_an_error() -> None:
+    out = filter_message({"structuredContent": {"v": 10 ** 5000}}, "c",
+                         FilterPolicy(detectors=default_detectors(), injection="off"))
+    assert not out.blocked

@@ -269,7 +269,11 @@ def _filter(value: Any, policy: FilterPolicy, report: ContentReport) -> Any:
 def _filtered(part: _Part, spans: list[Span], policy: FilterPolicy, report: ContentReport) -> tuple[str, bool]:
     """The part's text after its findings' markers, link neutralisation and the hidden-character
     policy, and whether it differs from what the message holds."""
-    text = _apply(part.text, spans, policy, report) if spans else part.text
+    text = part.text
+    if not spans and not part.hidden and (part.blob or part.leaf.is_key or not policy.links
+                                          or ("<" not in text and "]" not in text)):
+        return text, False  # the common case: nothing to change, nothing a link could hide in
+    text = _apply(text, spans, policy, report) if spans else text
     if policy.links and not part.leaf.is_key and not part.blob:
         linked = neutralise_links(text, policy.allow_hosts)
         report.links_neutralised += len(linked.hits)
@@ -461,7 +465,7 @@ def _rebuild(value: Any, edits: Mapping[tuple[tuple[PathPart, ...], bool], str])
             prefixes.add(path[:i])
 
     def walk(node: Any, path: tuple[PathPart, ...]) -> Any:
-        if isinstance(node, str):
+        if isinstance(node, str) or type(node) is int:  # a long integer's finding replaces the number
             return edits.get((path, False), node)
         if path not in prefixes:
             return node
