@@ -34,9 +34,9 @@ _TESTS = Path(__file__).resolve().parent
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        relative = item.path.resolve().relative_to(_TESTS)
-        if relative.parts[0] in _BY_MODULE:
-            item.add_marker(pytest.mark.xdist_group(name=relative.as_posix()))
+        path = item.path.resolve()
+        if path.is_relative_to(_TESTS) and path.relative_to(_TESTS).parts[0] in _BY_MODULE:
+            item.add_marker(pytest.mark.xdist_group(name=path.relative_to(_TESTS).as_posix()))
 
 
 @pytest.fixture(scope="session", autouse=True)
