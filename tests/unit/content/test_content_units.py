@@ -171,3 +171,19 @@ def test_the_link_precheck_agrees_with_the_expression_it_replaces(text: str) -> 
 @pytest.mark.parametrize("text", ["x]" + " " * 100 + "(y)", "]\u2003\u00a0:", "a]b", "]", "] ", "<", "[t](u)"])
 def test_the_link_precheck_rows(text: str) -> None:
     assert links._may_hold_links(text) is (links._CHEAP.search(text) is not None)
+
+
+_WORDS = ["ignore", "IGNORE", "Previous", "instructions", "all", "the", "system", "prompt", "assistant", "send",
+          "API", "keys", "to", "  ", "\t", "\n", "you", "must", "now", "reveal", "password", "Disregard", "above",
+          "<|im_start|>", "Assistant:", "User:", "read", "~/.ssh/id_rsa", "and", "email", "it"]
+
+
+@given(st.lists(st.sampled_from(_WORDS), max_size=24))
+@settings(max_examples=600, deadline=None)
+def test_the_any_case_union_agrees_with_the_lower_case_union_on_ascii_text(words: list[str]) -> None:
+    """The injection scanner's fast path (raw text, case-insensitive program) decides exactly as the
+    lower-case program on the folded text did."""
+    from portcullis.content import injection
+
+    text = " ".join(words)
+    assert (injection._PREFILTER_ANY_CASE.search(text) is None) is (injection._PREFILTER.search(fold(text)) is None)
