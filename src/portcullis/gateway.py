@@ -464,5 +464,6 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
                      max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
-                     background=run_background, readiness=readiness, attempts=attempts)
+                     background=run_background, readiness=readiness, attempts=attempts,
+                     notification_counted=metrics.notification if cfg.observability.metrics.enabled else None)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +21,18 @@ from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "src" / "portcullis" / "demo" / "deployment"
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    """Return once something listens on ``127.0.0.1:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 def stop_child(proc: subprocess.Popen[Any]) -> None:

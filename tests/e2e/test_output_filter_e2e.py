@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,16 @@ import anyio
 import pytest
 
 from tests.e2e.audit_load import STORE_FILE
-from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
+from tests.e2e.harness import (
+    REPO,
+    GatewayProcess,
+    free_port,
+    manifest_from_live,
+    run_cli,
+    stop_child,
+    wait_port,
+    write_deployment,
+)
 from tests.security.canaries import CANARIES, CHANNELS, ENCODINGS, SPLITS, leaked
 from tests.security.hostile_http import ECHO_TOOL
 
@@ -34,17 +41,6 @@ pytestmark = pytest.mark.timeout(900)
 SPECS = [f"{channel}:{encoding}:{kind}" for kind in CANARIES for channel in CHANNELS for encoding in ENCODINGS
          if channel != "structured_key" or encoding == "plain"] + [
     f"{split}:plain:{kind}" for kind in CANARIES for split in SPLITS]
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the canary HTTP service did not start")
 
 
 def build(root: Path, http_port: int) -> Path:
@@ -82,7 +78,7 @@ def test_no_canary_reaches_the_client_the_audit_store_the_siem_file_or_the_log(t
     service = subprocess.Popen([sys.executable, "-m", "tests.security.canary_service", "http", "--port",
                                 str(http_port)], cwd=REPO)
     try:
-        _wait_port(http_port)
+        wait_port(http_port)
         root = build(tmp_path / "deployment", http_port)
         failures: list[str] = []
         markers = 0

@@ -8,12 +8,10 @@ answer a call with :func:`tests.security.canaries.plant` of ``who`` (``<channel>
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import Any
 
 from tests.security.canaries import plant
-from tests.security.hostile_http import ECHO_TOOL, HostileUpstream, Reply, http, rpc_body
+from tests.security.hostile_http import ECHO_TOOL, Reply, http, rpc_body, service_main
 from tests.stdio_service import serve
 
 
@@ -27,25 +25,8 @@ def _script(message: dict[str, Any], index: int) -> Reply:
     return Reply((http(rpc_body(message["id"], result)),))
 
 
-async def http_main(port: int) -> None:
-    upstream = HostileUpstream(_script)
-    upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", port)
-    async with upstream.server:
-        await upstream.server.serve_forever()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("transport", choices=("stdio", "http"))
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    if args.transport == "stdio":
-        stdio_main()
-    else:
-        try:
-            asyncio.run(http_main(args.port))
-        except KeyboardInterrupt:  # the test stops it with SIGINT
-            pass
+    service_main(stdio_main, _script)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,28 @@ async def echo(connection: Any, who: str, *, timeout_s: float = 10.0) -> str:
     """Call echo as ``who``; return the text of the answer."""
     result = await connection.call_tool("echo", {"who": who}, timeout_s=timeout_s, request_id=f"req-{who}")
     return str(result["content"][0]["text"])
+
+
+async def serve_script(script: Script, port: int) -> None:
+    """Serve ``script`` on ``127.0.0.1:port`` until cancelled (a test service's HTTP mode)."""
+    upstream = HostileUpstream(script)
+    upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", port)
+    async with upstream.server:
+        await upstream.server.serve_forever()
+
+
+def service_main(stdio_main: Callable[[], None], script: Script) -> None:
+    """``python -m <service> stdio`` or ``… http --port P``: a test service's command line."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("transport", choices=("stdio", "http"))
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.transport == "stdio":
+        stdio_main()
+        return
+    try:
+        asyncio.run(serve_script(script, args.port))
+    except KeyboardInterrupt:  # the test stops it with SIGINT
+        pass

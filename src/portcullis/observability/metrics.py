@@ -16,6 +16,9 @@ name                                         labels                             
                                                                                     from a closed set, else other)
 ``portcullis_content_withheld_total``        reason                                 results the output filter
                                                                                     withheld
+``portcullis_notifications_total``          outcome                                streamed notifications by
+                                                                                    outcome (relayed, withheld,
+                                                                                    after_end, …; closed set)
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -78,6 +81,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
+from portcullis.pipeline.notify import OUTCOMES as NOTIFICATION_OUTCOMES
 
 log = logging.getLogger("portcullis.metrics")
 
@@ -119,6 +123,7 @@ CONTENT_KINDS = frozenset({
     "pypi_token", "sendgrid_api_key", "shopify_token", "slack_token", "slack_webhook", "stripe_key",
     "stripe_publishable_key", "telegram_bot_token", "twilio_api_key", "url_basic_auth", "vault_token",
     "card_number", "us_ssn", "email", "phone_number", "iban"})
+
 WITHHELD_REASONS = frozenset({"policy", "budget_exceeded", "input_too_large", "too_many_findings", "decode_limit",
                               "detector_error", "injection", "undecodable_blob"})
 
@@ -247,7 +252,10 @@ class GatewayMetrics:
                                               "action (links and injection hits too).", "kind", "action")
         self.content_withheld_total = counter("content_withheld_total", "Results the output filter withheld.",
                                               "reason")
+        self.notifications_total = counter("notifications_total", "Upstream notifications of streamed calls, by "
+                                           "outcome (relayed or why dropped).", "outcome")
         self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
+                          self.notifications_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
@@ -314,6 +322,10 @@ class GatewayMetrics:
 
     def content_withheld(self, reason: str) -> None:
         self.content_withheld_total.labels(reason if reason in WITHHELD_REASONS else "other").inc()
+
+    def notification(self, outcome: str) -> None:
+        """One upstream notification of a streamed call: relayed, or the reason it was dropped."""
+        self.notifications_total.labels(outcome if outcome in NOTIFICATION_OUTCOMES else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

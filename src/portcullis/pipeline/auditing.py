@@ -34,6 +34,7 @@ from portcullis.errors import InternalError
 from portcullis.governance.sinks import arguments_in_clear
 from portcullis.pipeline.context import CallContext
 from portcullis.pipeline.hooks import Hooks
+from portcullis.pipeline.notify import CURRENT
 
 log = logging.getLogger("portcullis.audit")
 MAX_NAME_CHARS = 128
@@ -126,6 +127,10 @@ class CallAuditor:
             fields["cache"] = ctx.record.cache
         if ctx.record.content is not None:  # what the output filter did: counts and rule ids, never values
             fields["content"] = ctx.record.content.to_json()
+        stream = CURRENT.get()
+        if stream is not None and stream.counts:  # streamed notifications: counts by outcome, never values
+            report = ctx.record.content.to_json() if ctx.record.content is not None else {}
+            fields["content"] = {**report, "notifications": stream.summary()}
         if ctx.record.governance:  # what data governance did: {"taint": cause, "withheld": reason}
             fields["governance"] = dict(ctx.record.governance)
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice

@@ -9,7 +9,10 @@ keys, bounded depth); one JSON-RPC message;
 era detection; then the era's own checks (sealed session for 2025-era, header/body agreement for
 2026-07-28) before :class:`~portcullis.transport.protocol.Dispatcher` sees the request.
 
-Every answer is ``application/json``. Errors go through :func:`portcullis.errors.to_wire`; an
+Every answer is ``application/json``, except a ``tools/call`` from a caller that accepts
+``text/event-stream`` for which a progress or log notification is relayed before the result: that
+answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
+:mod:`portcullis.pipeline.notify`). Errors go through :func:`portcullis.errors.to_wire`; an
 unexpected exception is logged for the operator and answered with a bare -32603.
 """
 
@@ -44,10 +47,12 @@ from portcullis.errors import (
 from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
+from portcullis.pipeline.notify import CURRENT, CallStream, StreamBounds
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
+    SERVER_META,
     Dispatcher,
     Request,
     check_modern,
@@ -57,6 +62,7 @@ from portcullis.transport.protocol import (
     negotiate,
 )
 from portcullis.transport.session_token import SessionSealer
+from portcullis.transport.streaming import SSE_HEADERS, LogLevels, accepts_sse, sse_event, sse_raw, wanted
 
 log = logging.getLogger("portcullis.transport")
 
@@ -70,6 +76,16 @@ _SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length",
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _NO_HEADERS: dict[str, str] = {}
+
+
+class _Dispatched:
+    """A streamed call's outcome: its result, or the error it raised."""
+
+    __slots__ = ("error", "result")
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] = {}
+        self.error: Exception | None = None
 
 
 class _Answer(Exception):
@@ -144,7 +160,8 @@ class GatewayApp:
                  max_json_values: int = DEFAULT_MAX_VALUES, max_header_count: int = 100,
                  background: Callable[[], Coroutine[Any, Any, None]] | None = None,
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
-                 attempts: AttemptSink | None = None) -> None:
+                 attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
+                 notification_counted: Callable[[str], None] | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -158,6 +175,9 @@ class GatewayApp:
         self._background = background
         self._readiness = readiness or (lambda: (True, {}))
         self._attempts = attempts
+        self._stream_bounds = stream_bounds or StreamBounds()
+        self._notification_counted = notification_counted  # the metric of streamed notifications' outcomes
+        self._levels = LogLevels()  # logging/setLevel, per session (2025-era) or principal (2026-07-28)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -181,7 +201,10 @@ class GatewayApp:
                 raise _Answer(404, "Not Found")
             if scope["method"] != "POST":
                 raise MethodNotAllowed(detail=f"{scope['method'][:16]} on /mcp")
-            status, extra, body = await self._post(headers, receive, scope)
+            answer = await self._post(headers, receive, scope, send)
+            if answer is None:  # answered as an event stream already
+                return
+            status, extra, body = answer
         except AuthFailure as failure:
             self._attempt(failure, failure.status, scope, headers)
             log.info("authentication refused", extra={"fields": {"status": failure.status,
@@ -204,8 +227,8 @@ class GatewayApp:
             return
         await _send(send, status, extra, body)
 
-    async def _post(self, headers: dict[str, str], receive: Receive,
-                    scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _post(self, headers: dict[str, str], receive: Receive, scope: Scope,
+                    send: Send) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type != "application/json":
             raise UnsupportedMediaType
@@ -238,9 +261,20 @@ class GatewayApp:
                 return 202, [], b""
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
+            elif message.method == "logging/setLevel":  # the caller's own level, never sent upstream
+                result = self._levels.set(self._level_key(req), message.params)
+                if modern:
+                    result.update(resultType="complete", _meta=SERVER_META)
             else:
                 envelope = False
-                result = await self._dispatcher.dispatch(req)
+                streamed = None
+                if message.method == "tools/call" and accepts_sse(headers.get("accept")):
+                    token, level = wanted(message.params, modern=modern, stored=self._levels.get(self._level_key(req)))
+                    if token is not None or level is not None:
+                        streamed = await self._streamed(req, send, extra, token, level)
+                        if streamed is None:
+                            return None
+                result = streamed.result if streamed is not None else await self._dispatcher.dispatch(req)
             return 200, _JSON + extra, encode_response(request_id, result)
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
@@ -257,6 +291,63 @@ class GatewayApp:
                 log.exception("unexpected error while handling a request")
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+
+    def _level_key(self, req: Request) -> str:
+        return LogLevels.key(None if req.modern else req.headers.get("mcp-session-id"), _principal_key(req.principal))
+
+    async def _streamed(self, req: Request, send: Send, extra: list[tuple[bytes, bytes]], token: Any,
+                        level: str | None) -> _Dispatched | None:
+        """Run a ``tools/call`` whose notifications the caller may read as a stream.
+
+        The first relayed notification starts the ``text/event-stream`` answer; the result (or the
+        error) is its last event, and ``None`` is returned. A call that relayed nothing returns its
+        result (or raises its error) for the ordinary ``application/json`` answer.
+        """
+        sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](self._stream_bounds.max_per_call)
+        stream = CallStream(sender.send_nowait, progress_token=token, log_level=level, bounds=self._stream_bounds,
+                            counted=self._notification_counted)
+        done = _Dispatched()
+
+        async def run() -> None:
+            CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
+            try:
+                done.result = await self._dispatcher.dispatch(req)
+            except Exception as exc:  # reported to the caller below, in whichever form the answer takes
+                done.error = exc
+            finally:
+                stream.close()
+                sender.close()
+
+        started = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            async with receiver:
+                async for note in receiver:
+                    if not started:
+                        started = True
+                        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra]})
+                    await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
+        if not started:
+            if done.error is not None:
+                raise done.error
+            return done
+        if done.error is None:
+            final = sse_raw(encode_response(req.message.id, done.result))
+        else:
+            final = sse_event(self._stream_error(done.error, req))
+        await send({"type": "http.response.body", "body": final, "more_body": False})
+        return None
+
+    @staticmethod
+    def _stream_error(exc: Exception, req: Request) -> Any:
+        """The error event that ends a stream: the same JSON-RPC error a JSON answer would carry."""
+        wire = to_wire(exc if isinstance(exc, PortcullisError) else RuntimeError(), request_id=req.message.id,
+                       modern=req.modern)
+        if not isinstance(exc, PortcullisError):
+            log.error("unexpected error while streaming a call", extra={"fields": {"error": type(exc).__name__}})
+        if wire.body is None:  # an HTTP-level refusal cannot be sent once the stream started: a bare -32603
+            wire = to_wire(RuntimeError(), request_id=req.message.id, modern=req.modern)
+        return wire.body
 
     def _attempt(self, exc: BaseException, status: int, scope: Scope, headers: dict[str, str],
                  principal: Principal | None = None, message: Any = None, *, record: bool = True) -> None:

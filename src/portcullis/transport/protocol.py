@@ -40,10 +40,11 @@ _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 _NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SERVER_INFO = {"name": "portcullis", "version": __version__}
-_SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+SERVER_META = _SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
 _MODERN_TAIL = b"," + orjson.dumps({"resultType": "complete", "_meta": _SERVER_META})[1:]  # spliced before "}"
 _RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
-CAPABILITIES = {"tools": {"listChanged": False}}
+# logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller
+CAPABILITIES = {"tools": {"listChanged": False}, "logging": {}}
 INSTRUCTIONS = "Portcullis gateway: tools are namespaced by service, e.g. 'billing.get_invoice'."
 
 

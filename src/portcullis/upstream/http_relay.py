@@ -38,6 +38,7 @@ import orjson
 
 from portcullis.config.model import HttpService
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from portcullis.pipeline.notify import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
@@ -86,11 +87,20 @@ class _RelayConnection:
         self._closed = anyio.Event()
 
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
-                  name: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Any:
+                  name: str | None = None, extra_headers: Mapping[str, str] | None = None,
+                  stream: CallStream | None = None) -> Any:
         # random, not a counter: an answer written for any other request (a duplicate, a stale or a
         # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
         request_id = random.getrandbits(52) + 1  # uniqueness, not secrecy; within JavaScript's safe integers
-        params = {**params, "_meta": _META}
+        meta: dict[str, Any] = _META
+        notes: list[tuple[bool, dict[str, Any]]] | None = None
+        if stream is not None:  # this call's notifications, from its own SSE answer, go to its caller
+            notes, meta = [], dict(_META)
+            if stream.progress_token is not None:
+                meta["progressToken"] = request_id  # ours: the caller's token is put back by the stream
+            if stream.wants_logs:
+                meta["io.modelcontextprotocol/logLevel"] = stream.log_level
+        params = {**params, "_meta": meta}
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
         if name is not None:
@@ -101,7 +111,7 @@ class _RelayConnection:
         max_depth, on_changed = self._max_depth, self._on_tools_changed
 
         def read(response: Response) -> dict[str, Any]:  # runs before the connection may be pooled
-            return read_answer(response, request_id, max_depth=max_depth, on_tools_changed=on_changed)
+            return read_answer(response, request_id, max_depth=max_depth, on_tools_changed=on_changed, notes=notes)
 
         try:
             async with asyncio.timeout(timeout_s):
@@ -114,6 +124,8 @@ class _RelayConnection:
             raise _BrokenHttp(detail=f"transport: {exc}") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
+        if stream is not None and notes:
+            offer_notes(stream, notes, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
@@ -144,7 +156,7 @@ class _RelayConnection:
         if trace_headers:
             extra.update(trace_headers)  # W3C trace context: the upstream's spans join the call's trace
         result = await self.rpc("tools/call", {"name": name, "arguments": dict(arguments)},
-                                timeout_s=timeout_s, name=name, extra_headers=extra)
+                                timeout_s=timeout_s, name=name, extra_headers=extra, stream=CURRENT.get())
         if not isinstance(result, dict):
             raise UpstreamFailed(detail="malformed tools/call result")
         if result.get("resultType", "complete") != "complete":
@@ -171,8 +183,25 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
+def offer_notes(stream: CallStream, notes: list[tuple[bool, dict[str, Any]]], request_id: int) -> None:
+    """Hand a call's notifications, in stream order, to its caller's stream: progress only for the
+    token this request sent, log messages as they are (the stream is this request's alone); those
+    sent after the response are dropped (``after_end``)."""
+    for after, note in notes:
+        method, params = note.get("method"), note.get("params")
+        if after:
+            stream.drop("after_end")
+            continue
+        if method == PROGRESS and (not isinstance(params, dict) or params.get("progressToken") != request_id
+                                   or type(params.get("progressToken")) is not int):
+            stream.drop("unattributed")
+            continue
+        stream.offer(str(method), params)
+
+
 def read_answer(response: Response, request_id: int, *, max_depth: int,
-                on_tools_changed: Callable[[], None] | None = None) -> dict[str, Any]:
+                on_tools_changed: Callable[[], None] | None = None,
+                notes: list[tuple[bool, dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The JSON-RPC response to ``request_id`` in an HTTP answer (JSON or SSE), checked.
 
     The answer must be exactly one response object whose id is ``request_id`` — the same JSON
@@ -180,11 +209,13 @@ def read_answer(response: Response, request_id: int, *, max_depth: int,
     than ``max_depth``. Anything else raises (:class:`UpstreamFailed`, or :class:`ResultTooLarge`
     for depth), and the pool then closes the connection instead of pooling it. A
     ``notifications/tools/list_changed`` anywhere in an SSE answer is reported to
-    ``on_tools_changed`` (synchronously, before the answer is returned).
+    ``on_tools_changed`` (synchronously, before the answer is returned). ``notes``: where the
+    stream's ``notifications/progress`` and ``notifications/message`` before the response are
+    collected in order, each with whether it came after the response (None: dropped).
     """
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/event-stream":
-        message, changed = _read_sse(response.body, request_id)
+        message, changed = _read_sse(response.body, request_id, notes)
         if changed and on_tools_changed is not None:
             on_tools_changed()
     elif content_type == "application/json":
@@ -221,7 +252,8 @@ def _check_id(message: dict[str, Any], request_id: int) -> None:
         raise UpstreamFailed(detail="upstream answer carries another request's id")
 
 
-def _read_sse(body: bytes, request_id: int) -> tuple[dict[str, Any], bool]:
+def _read_sse(body: bytes, request_id: int,
+              notes: list[tuple[bool, dict[str, Any]]] | None = None) -> tuple[dict[str, Any], bool]:
     """The one response in the stream, which must answer ``request_id``, and whether the stream
     also announced ``notifications/tools/list_changed`` (before or after the response).
 
@@ -238,6 +270,8 @@ def _read_sse(body: bytes, request_id: int) -> tuple[dict[str, Any], bool]:
     for message in _sse_events(text):
         if type(message) is dict and "method" in message:
             changed = changed or message["method"] == TOOLS_CHANGED
+            if notes is not None and "id" not in message and message["method"] in (PROGRESS, MESSAGE):
+                notes.append((found is not None, message))  # this request's (a 2026-07-28 answer carries no other)
             continue  # a notification or a server request: not an answer
         if not _is_response(message):
             raise UpstreamFailed(detail="upstream SSE event is not a JSON-RPC message")

@@ -40,6 +40,7 @@ from portcullis.errors import (
     UpstreamUnavailable,
 )
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
+from portcullis.pipeline.notify import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
@@ -50,6 +51,7 @@ log = logging.getLogger("portcullis.upstream")
 
 _ENV = "/usr/bin/env"
 _CONNECTION_CLOSED = -32000
+LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 
 
 def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
@@ -71,11 +73,37 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
     return StdioServerParameters(command=_ENV, args=["-i", *assignments, *argv], cwd=cfg.cwd)
 
 
+class _InFlight:
+    """The calls in flight on one connection, for attributing log messages (which name no request).
+
+    A ``notifications/message`` goes to the one call in flight when there is exactly one; with none
+    or several it cannot be attributed safely and is dropped (counted on each streaming call in
+    flight as ``unattributed``, or in :data:`orphans` when there is none): never to a guess.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[CallStream | None] = []
+
+    def log(self, params: Any) -> None:
+        if len(self.calls) == 1 and self.calls[0] is not None:
+            self.calls[0].offer(MESSAGE, params)
+            return
+        streams = [stream for stream in self.calls if stream is not None]
+        for stream in streams:
+            stream.drop("unattributed")
+        if not streams:
+            orphans[0] += 1
+
+
+orphans = [0]  # log messages that arrived with no streaming call to attribute them to (dropped)
+
+
 class _SdkConnection:
     def __init__(self, client: Client, *, token_in_meta: bool, max_result_depth: int | None = None,
                  closed: anyio.Event | None = None, gateway_keys: TokenMinter | None = None,
-                 child_kids: frozenset[str] = frozenset()) -> None:
+                 child_kids: frozenset[str] = frozenset(), in_flight: _InFlight | None = None) -> None:
         self._client = client
+        self._in_flight = in_flight or _InFlight()
         self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._max_depth = max_result_depth
@@ -111,8 +139,20 @@ class _SdkConnection:
                     offered = chain[-1]
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
-        result = await self._guard(self._client.session.call_tool(name, dict(arguments), meta=cast(Any, meta)),
-                                   timeout_s=timeout_s)
+        stream = CURRENT.get()  # a caller reading this call's notifications as a stream, if any
+        on_progress: Any = None
+        if stream is not None:
+            if stream.progress_token is not None:
+                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                    stream.offer(PROGRESS, {"progress": progress, "total": total, "message": message})
+            if stream.wants_logs:  # a 2026-07-28 service sends log messages only when a request opts in
+                meta = {**(meta or {}), LOG_LEVEL_META: stream.log_level}
+        self._in_flight.calls.append(stream)
+        try:
+            result = await self._guard(self._client.session.call_tool(
+                name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta)), timeout_s=timeout_s)
+        finally:
+            self._in_flight.calls.remove(stream)
         if offered is not None:  # the child verified the token, so it holds these keys now
             self._child_kids = offered.kids
         dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -154,6 +194,15 @@ class _SdkConnection:
             raise UpstreamUnavailable(detail=f"connection lost: {type(exc).__name__}") from None
 
 
+def _log_relay(in_flight: _InFlight) -> Any:
+    """The SDK client's logging callback: a service's log message goes to the call it belongs to, if any."""
+
+    async def relay(params: types.LoggingMessageNotificationParams) -> None:
+        in_flight.log(params.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    return relay
+
+
 class SdkConnector:
     """Connects through ``mcp.Client``; used for stdio services and legacy-era HTTP services."""
 
@@ -188,11 +237,12 @@ class SdkConnector:
                                                                 lines_per_s=self._cfg.stderr.lines_per_s,
                                                                 burst=self._cfg.stderr.burst,
                                                                 withhold_key=self._stderr_withhold_key))
-            async with Client(transport, cache=None, message_handler=self._on_message) as client, \
-                    self._listening(client):
+            in_flight = _InFlight()
+            async with Client(transport, cache=None, message_handler=self._on_message,
+                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
                 # the transport checks depth
                 yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
-                                     child_kids=spawn_kids)
+                                     child_kids=spawn_kids, in_flight=in_flight)
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
@@ -203,10 +253,12 @@ class SdkConnector:
                                       follow_redirects=False, trust_env=False,
                                       headers={"Accept-Encoding": "identity"}) as http:
             streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
-            async with Client(streams, cache=None, message_handler=self._on_message) as client, \
-                    self._listening(client):
+            in_flight = _InFlight()
+            async with Client(streams, cache=None, message_handler=self._on_message,
+                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
-                yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth)
+                yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
+                                     in_flight=in_flight)
 
     async def _on_message(self, message: Any) -> None:
         """Every server notification, on either era: a tool-list change is reported before any await."""

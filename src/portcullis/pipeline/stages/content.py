@@ -33,6 +33,7 @@ from portcullis.content.scan import DetectorSet
 from portcullis.content.unicode_safety import HiddenPolicy
 from portcullis.errors import InternalError, ResultWithheld
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+from portcullis.pipeline.notify import CURRENT
 from portcullis.policy.native import caller_matches
 
 if TYPE_CHECKING:
@@ -123,6 +124,9 @@ def make_stage(output_filter: OutputFilter, hooks: Any = None) -> Stage:
     withheld = getattr(hooks, "content_withheld", None)
 
     async def content(ctx: CallContext, call_next: Handler) -> CallResult:
+        stream = CURRENT.get()
+        if stream is not None and ctx.route is not None:  # streamed notifications pass the same filter
+            stream.policy = output_filter.policy(ctx.route.manifest.manifest, ctx.route.exposed_name, ctx.principal)
         result = await call_next(ctx)
         route = ctx.route
         if route is None:

@@ -22,6 +22,7 @@ from portcullis.governance.tenancy import meta_tenant
 from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
+from portcullis.pipeline.notify import CURRENT
 from portcullis.upstream.registry import UpstreamRegistry
 
 
@@ -57,6 +58,10 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
         except UpstreamFailed:
             upstream.refresh_soon()  # refused by the upstream: did the tool change without saying so?
             raise
+        finally:
+            stream = CURRENT.get()
+            if stream is not None:  # the call ended upstream: later notifications are dropped (after_end)
+                stream.close()
         ctx.record.result_tenant = meta_tenant(raw)  # the tenant tag, before the upstream's _meta is dropped
         result = rebuild_result(raw)
         if result["isError"]:
