@@ -81,7 +81,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
-from portcullis.pipeline.notify import OUTCOMES as NOTIFICATION_OUTCOMES
+from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
 
 log = logging.getLogger("portcullis.metrics")
 

@@ -32,9 +32,9 @@ from portcullis.catalog import Route
 from portcullis.config.model import Classification, GovernanceConfig, Sink
 from portcullis.errors import InternalError
 from portcullis.governance.sinks import arguments_in_clear
+from portcullis.notifications import CURRENT
 from portcullis.pipeline.context import CallContext
 from portcullis.pipeline.hooks import Hooks
-from portcullis.pipeline.notify import CURRENT
 
 log = logging.getLogger("portcullis.audit")
 MAX_NAME_CHARS = 128

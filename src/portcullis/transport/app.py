@@ -12,7 +12,7 @@ era detection; then the era's own checks (sealed session for 2025-era, header/bo
 Every answer is ``application/json``, except a ``tools/call`` from a caller that accepts
 ``text/event-stream`` for which a progress or log notification is relayed before the result: that
 answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
-:mod:`portcullis.pipeline.notify`). Errors go through :func:`portcullis.errors.to_wire`; an
+:mod:`portcullis.notifications`). Errors go through :func:`portcullis.errors.to_wire`; an
 unexpected exception is logged for the operator and answered with a bare -32603.
 """
 
@@ -47,12 +47,11 @@ from portcullis.errors import (
 from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
-from portcullis.pipeline.notify import CURRENT, CallStream, StreamBounds
+from portcullis.notifications import CURRENT, CallStream, StreamBounds
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
-    SERVER_META,
     Dispatcher,
     Request,
     check_modern,
@@ -177,7 +176,7 @@ class GatewayApp:
         self._attempts = attempts
         self._stream_bounds = stream_bounds or StreamBounds()
         self._notification_counted = notification_counted  # the metric of streamed notifications' outcomes
-        self._levels = LogLevels()  # logging/setLevel, per session (2025-era) or principal (2026-07-28)
+        self._levels = LogLevels()  # logging/setLevel, per 2025-era session and principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -261,15 +260,14 @@ class GatewayApp:
                 return 202, [], b""
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
-            elif message.method == "logging/setLevel":  # the caller's own level, never sent upstream
-                result = self._levels.set(self._level_key(req), message.params)
-                if modern:
-                    result.update(resultType="complete", _meta=SERVER_META)
+            elif not modern and message.method == "logging/setLevel":  # the caller's own, never sent upstream
+                result = self._levels.set(self._level_key(req), message.params)  # (gone from 2026-07-28: 404)
             else:
                 envelope = False
                 streamed = None
                 if message.method == "tools/call" and accepts_sse(headers.get("accept")):
-                    token, level = wanted(message.params, modern=modern, stored=self._levels.get(self._level_key(req)))
+                    stored = None if modern else self._levels.get(self._level_key(req))
+                    token, level = wanted(message.params, modern=modern, stored=stored)
                     if token is not None or level is not None:
                         streamed = await self._streamed(req, send, extra, token, level)
                         if streamed is None:
@@ -293,7 +291,7 @@ class GatewayApp:
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
 
     def _level_key(self, req: Request) -> str:
-        return LogLevels.key(None if req.modern else req.headers.get("mcp-session-id"), _principal_key(req.principal))
+        return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
 
     async def _streamed(self, req: Request, send: Send, extra: list[tuple[bytes, bytes]], token: Any,
                         level: str | None) -> _Dispatched | None:

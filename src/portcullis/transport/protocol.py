@@ -40,7 +40,7 @@ _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 _META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 _NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SERVER_INFO = {"name": "portcullis", "version": __version__}
-SERVER_META = _SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+_SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
 _MODERN_TAIL = b"," + orjson.dumps({"resultType": "complete", "_meta": _SERVER_META})[1:]  # spliced before "}"
 _RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
 # logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller

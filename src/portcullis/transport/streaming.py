@@ -7,10 +7,10 @@ notification for it is relayed before the result; otherwise it gets today's one
 log messages at the level it set with ``logging/setLevel`` (every level until it sets one, as an
 MCP server without a set level may send any).
 
-``logging/setLevel`` is the caller's own: :class:`LogLevels` keeps it per session (2025-era) or
-per principal (2026-07-28, which has no sessions), in memory on this replica, bounded (the oldest
-entry goes first). It is never forwarded upstream, where it would be one global setting shared by
-every caller of the service.
+``logging/setLevel`` (2025-era only: 2026-07-28 removed it, a request there gets 404 Method not
+found) is the caller's own: :class:`LogLevels` keeps it per session and principal, in memory on
+this replica, bounded (the oldest entry goes first). It is never forwarded upstream, where it would
+be one global setting shared by every caller of the service.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from portcullis.errors import InvalidParams
-from portcullis.pipeline.notify import LEVELS, level_rank
+from portcullis.notifications import LEVELS, level_rank
 
 LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),

@@ -38,7 +38,7 @@ import orjson
 
 from portcullis.config.model import HttpService
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from portcullis.pipeline.notify import CURRENT, MESSAGE, PROGRESS, CallStream
+from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version

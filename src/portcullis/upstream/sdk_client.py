@@ -40,7 +40,7 @@ from portcullis.errors import (
     UpstreamUnavailable,
 )
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
-from portcullis.pipeline.notify import CURRENT, MESSAGE, PROGRESS, CallStream
+from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport

@@ -32,8 +32,8 @@ from portcullis.content.output_filter import ActionRule, FilterPolicy, filter_me
 from portcullis.content.scan import DetectorSet
 from portcullis.content.unicode_safety import HiddenPolicy
 from portcullis.errors import InternalError, ResultWithheld
+from portcullis.notifications import CURRENT
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
-from portcullis.pipeline.notify import CURRENT
 from portcullis.policy.native import caller_matches
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from portcullis.catalog import Catalog
 from portcullis.errors import InternalError, InvalidParams, UpstreamFailed
 from portcullis.governance.tenancy import meta_tenant
 from portcullis.identity.minting import TokenMinter, service_audience
+from portcullis.notifications import CURRENT
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
-from portcullis.pipeline.notify import CURRENT
 from portcullis.upstream.registry import UpstreamRegistry
 
 
