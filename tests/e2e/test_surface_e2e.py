@@ -5,6 +5,8 @@ connector) and over Streamable HTTP (the raw relay)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -63,18 +65,17 @@ def _deployment(root: Path, service: dict[str, Any]) -> Path:
 
 
 @pytest.fixture(scope="module", params=["stdio", "http"])
-def surface_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def surface_gateway(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("surface") / "deployment"
     child = None
     if request.param == "stdio":
         service: dict[str, Any] = {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE],
                                    "cwd": str(REPO)}
     else:
-        import subprocess
-
         port = free_port()
         child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
-                                 env={**__import__("os").environ, "SURFACE_HTTP_PORT": str(port)})
+                                 env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
         deadline = time.monotonic() + 30
         while True:
             try:
