@@ -7,6 +7,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for `make test`: a fixed count, not -n auto (the machine's core count), so CI load
+# does not grow with the machine; most tests wait on child processes, so it may exceed the cores
+# (docs/decisions.md, "Parallel tests"). `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: run test install lint bench clean
 
@@ -30,7 +34,7 @@ test: install
 	bash scripts/install-node-tools.sh
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -10,16 +10,17 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 import pytest
+
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -63,13 +64,6 @@ def node_tools() -> NodeTools:
     if not version.startswith("v22."):
         pytest.fail(f"{tools.node22} is {version}, not Node 22; {INSTALL_HINT}", pytrace=False)
     return tools
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -122,10 +116,11 @@ class ChildProcess:
         self.popen.wait(timeout=5)
 
 
-def start_child(name: str, argv: Sequence[str], log_dir: Path, *, cwd: Path = REPO_ROOT) -> ChildProcess:
+def start_child(name: str, argv: Sequence[str], log_dir: Path, *, cwd: Path = REPO_ROOT,
+                env: Mapping[str, str] | None = None) -> ChildProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout, stderr = log_dir / f"{name}.stdout.log", log_dir / f"{name}.stderr.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with stdout.open("wb") as out, stderr.open("wb") as err:
         popen = subprocess.Popen(list(argv), cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                  start_new_session=True)
@@ -162,7 +157,7 @@ def start_fixture_server(log_dir: Path) -> tuple[ChildProcess, str]:
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         # Any HTTP answer means it is serving; a bare GET of /mcp is not a valid MCP exchange.
-        wait_http_ok(url, 30, child=child, accept=lambda status: 200 <= status < 500)
+        wait_http_ok(url, 90, child=child, accept=lambda status: 200 <= status < 500)
     except BaseException:
         child.stop()
         raise

@@ -69,11 +69,13 @@ def gateway(node_tools: NodeTools, fixture_upstream: tuple[ChildProcess, str],
     write_deployment(deployment, upstream_url)
     _pin(deployment, work)
     port = free_port()
+    # its own state directory: the default (./.portcullis, the repository) is shared with every other
+    # gateway a parallel worker starts there, and its stores refuse a second gateway
     process = start_child("gateway", [PYTHON, "-m", "portcullis", "serve", "--config", str(deployment),
-                                      "--port", str(port)], work)
+                                      "--port", str(port)], work, env={"PORTCULLIS_STATE_DIR": str(work / "state")})
     try:
         try:
-            wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, child=process)
+            wait_http_ok(f"http://127.0.0.1:{port}/healthz", 90, child=process)
         except (TimeoutError, RuntimeError) as exc:
             pytest.fail(f"gateway did not become healthy: {exc}\n{process.describe()}\n{upstream.describe(20)}",
                         pytrace=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,14 +16,10 @@ from typing import Any
 import httpx2
 import yaml
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "src" / "portcullis" / "demo" / "deployment"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_child(proc: subprocess.Popen[Any]) -> None:
@@ -136,7 +131,9 @@ class GatewayProcess:
         return _OwningClient(Client(streamable_http_client(self.url, http_client=http), cache=None, mode=mode,
                                     **client_kwargs), http)
 
-    def wait_ready(self, timeout: float = 30.0, *, require_ready: bool = True) -> None:
+    def wait_ready(self, timeout: float = 90.0, *, require_ready: bool = True) -> None:
+        # generous: a gateway starting its stdio services on a loaded machine (parallel workers on 2 cores)
+        # can take tens of seconds; an early exit still fails at once
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -239,7 +239,7 @@ async def test_kill_9_under_load_leaves_a_verifying_chain_with_every_acknowledge
     first = GatewayProcess(root, state_dir=state_dir)
     try:
         first.wait_ready()
-        report = await load_then_kill(first, clients=8, kill_after_s=2.0)
+        report = await load_then_kill(first, clients=8, kill_after_acknowledged=40)
     finally:
         first.stop()
     assert first.proc.returncode == -9

@@ -27,6 +27,11 @@ async def _live_tools() -> list[dict[str, Any]]:
     return [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools]
 
 
+# Seconds between health checks, also each ping's timeout: short enough that several fit in a test, long
+# enough that a ping to a healthy child on a loaded machine (parallel test workers on 2 cores) never misses it.
+HEALTH_S = 1.0
+
+
 def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = True,
           declared: tuple[str, ...] = DECLARED) -> Path:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running loop too
@@ -37,9 +42,9 @@ def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = Tr
         "services": {
             "flaky": {"transport": "stdio", "command": sys.executable, "args": ["-m", "tests.e2e.flaky_service"],
                       "cwd": str(REPO), "timeout_s": 1.5, "env_passthrough": ["FLAKY_ALLOWED"],
-                      "env": child_env or {"EXPLICIT_SETTING": "on"}, "health_interval_s": 0.2},
+                      "env": child_env or {"EXPLICIT_SETTING": "on"}, "health_interval_s": HEALTH_S},
             "billing": {"transport": "stdio", "module": "portcullis.demo.services.billing",
-                        "health_interval_s": 0.2},
+                        "health_interval_s": HEALTH_S},
         },
     }
     manifests = [manifest_from_live("flaky", live[name]) for name in declared]
@@ -77,7 +82,7 @@ async def test_healthy_services_keep_their_connection_across_health_checks(gatew
     """Health checks valid in every protocol era never tear down a healthy service."""
     async with gateway.client() as client:
         before = (await client.call_tool("flaky.pid", {})).structured_content["result"]
-        await asyncio.sleep(1.0)  # five health-check intervals
+        await asyncio.sleep(5 * HEALTH_S)  # five health-check intervals
         after = (await client.call_tool("flaky.pid", {})).structured_content["result"]
     assert before == after
     assert "health check failed" not in gateway.log()

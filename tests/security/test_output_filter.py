@@ -435,3 +435,13 @@ def test_an_integer_too_long_to_print_is_not_an_error() -> None:
     out = filter_message({"structuredContent": {"v": 10 ** 5000}}, "c",
                          FilterPolicy(detectors=default_detectors(), injection="off"))
     assert not out.blocked
+
+
+def test_the_injection_scan_budget_runs_on_the_filters_cpu_clock() -> None:
+    """Host load (wall time) never withholds a result; the filter's own clock past the budget does."""
+    value = {"content": [{"type": "text", "text": "an ordinary report of three lines"}]}
+    steady = FilterPolicy(detectors=default_detectors(), clock=lambda: 0)
+    assert not filter_message(value, "c", steady).blocked
+    ticks = iter(range(0, 10**15, 10 * 10**9))  # ten seconds of CPU per read: past any budget
+    racing = FilterPolicy(detectors=default_detectors(), clock=lambda: next(ticks))
+    assert filter_message(value, "c", racing).report.blocked == "budget_exceeded"

@@ -129,7 +129,8 @@ def test_concatenated_notes_and_json_lines_both_read_as_anchors() -> None:
     ('{"kind": "decision"}\nnot json', "not JSON"),
     (NOTE.split("\n\n")[0] + "\n", "blank line"),
     (BODY + "\n\nnot a signature\n", "no signature line"),
-])
+], ids=["checkpoint-without-note", "checkpoint-note-not-string", "checkpoint-without-signature-fields",
+        "checkpoint-bad-signature", "json-then-not-json", "note-without-blank-line", "note-without-signature"])
 def test_a_malformed_anchor_file_names_the_line(text: str, says: str) -> None:
     """Malformed anchor entries raise BadAnchor with their line, never pass silently."""
     with pytest.raises(BadAnchor, match=says):

@@ -8,9 +8,10 @@ controls, zero-width characters, terminal escapes, variation-selector smuggling)
 HTML images whose URL carries data. It is a detector, not a proof: see docs/content-security.md
 for what it misses.
 
-Cost: plain ASCII text that no rule matches (the common case) costs ``isascii``, a search for
-control characters, ``lower``, one RE2 pass over the union of the rules and one for base64 runs;
-only text the union matched is folded and matched rule by rule. :func:`scan_value` does the same
+Cost: plain ASCII text that no rule matches (the common case) costs ``isascii``, a check for
+control characters, one RE2 pass over the union of the rules (compiled case-insensitive, so no
+lower-cased copy is made) and one for base64 runs; only text the union matched is folded and
+matched rule by rule. :func:`scan_value` does the same
 for a whole JSON result. Past ``budget_s`` the answer is an
 ``injection.scan_incomplete`` finding, never "clean".
 
@@ -36,6 +37,7 @@ from portcullis.content.unicode_safety import find_hidden, hidden_findings, plai
 DEFAULT_BUDGET_S = 0.05  # plus PER_MIB_BUDGET_S for each MiB of text
 PER_MIB_BUDGET_S = 0.25
 _PREFILTER = prefilter(SHARED)
+_PREFILTER_ANY_CASE = prefilter(SHARED, any_case=True)  # for plain ASCII text: no lower-cased copy first
 MAX_DECODE_DEPTH = 2  # base64 of base64 of an instruction is still read
 _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 _INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
@@ -56,21 +58,25 @@ def scan_result(text: str, *, budget_s: float | None = None, clock: Callable[[],
     budget = DEFAULT_BUDGET_S + PER_MIB_BUDGET_S * len(text) / (1 << 20) if budget_s is None else budget_s
     deadline = clock() + budget
     runs = [] if plain or plain_ascii(text) else find_hidden(text)
+    found: list[Finding] = []
     if text.isascii() and not runs:
+        found += _encoded(text, depth) if decoded is None else _decoded(decoded)
+        # the relaxed union reads whitespace runs as one; any case: no lower-cased copy for clean text
+        if _PREFILTER_ANY_CASE.search(text) is None:
+            return [*found, _INCOMPLETE] if clock() > deadline else found  # the fast path: no rule can match
         folded = text.lower()  # fold() of plain ASCII text: only its whitespace runs remain to collapse
         if "\t" in folded or "\r" in folded:
             folded = fold(folded)
         else:
             while "  " in folded:  # what fold() does to spaces, without splitting lines: each pass halves
                 folded = folded.replace("  ", " ")  # every run (C-level, where a regex costs 5x)
-        found: list[Finding] = []
     else:
-        found = [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
-                         f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
+        found += [Finding(_HIDDEN_RULE.get(f.rule.rpartition(".")[2], "injection.hidden_text"), f.severity, "",
+                          f.excerpt, f.detail) for f in hidden_findings(text, runs=runs)]
         folded = fold(text, runs)
-    found += _encoded(text, depth) if decoded is None else _decoded(decoded)
-    if _PREFILTER.search(folded) is None:
-        return [*found, _INCOMPLETE] if clock() > deadline else found  # the fast path: no rule can match
+        found += _encoded(text, depth) if decoded is None else _decoded(decoded)
+        if _PREFILTER.search(folded) is None:
+            return [*found, _INCOMPLETE] if clock() > deadline else found
     for rule, m in matches(folded, SHARED):
         found.append(Finding(f"injection.{rule.id}", rule.severity, "", excerpt(folded, m.start(), m.end())))
         if clock() > deadline:

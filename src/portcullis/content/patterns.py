@@ -75,9 +75,12 @@ def _relaxed(pattern: str) -> str:
     return "".join(out)
 
 
-def prefilter(rules: tuple[Rule, ...]) -> Any:
-    """One RE2 program for the union of ``rules`` (relaxed): no match means no rule can match."""
+def prefilter(rules: tuple[Rule, ...], *, any_case: bool = False) -> Any:
+    """One RE2 program for the union of ``rules`` (relaxed): no match means no rule can match.
+    ``any_case``: the program reads text of any case (not lower-cased first); on ASCII text it
+    matches exactly where the lower-case program matches the lower-cased text."""
     options = re2.Options()
+    options.case_sensitive = not any_case
     options.max_mem = 64 << 20  # the union's DFA; past it RE2 stays linear but slower
     return re2.compile("|".join(f"(?:{_relaxed(rule.regex.pattern)})" for rule in rules), options)
 

@@ -181,6 +181,8 @@ def plain_ascii(text: str) -> bool:
     and ``str.isprintable`` (a Unicode database lookup per character) several."""
     if not text.isascii():
         return False
+    if len(text) < 64 and text.isprintable():
+        return True  # short: a lookup per character beats building two byte strings
     data = text.encode("ascii")
     if len(data) < 256:
         return b"\x00" not in data.translate(_ASCII_HIDDEN)  # a table pass, then a memchr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from portcullis.content import links
 from portcullis.content.definition_review import _yaml_loc, finding_message
 from portcullis.content.injection import scan_result, with_pointer, wrap
 from portcullis.content.patterns import fold
@@ -153,3 +156,34 @@ def test_plain_ascii_finds_every_hidden_byte_in_short_and_long_text(byte: int, l
     """Both paths (a table pass for short text, one memchr per hidden byte for long) agree with find_hidden."""
     text = "a" * (length // 2) + chr(byte) + "b" * (length // 2)
     assert plain_ascii(text) is (chr(byte) in "\t\n\r")
+
+
+_LINKISH = st.text(alphabet=st.sampled_from(list("]([:<> \t\n\u00a0\u2003ax")), max_size=200)
+
+
+@given(_LINKISH)
+@settings(max_examples=400, deadline=None)
+def test_the_link_precheck_agrees_with_the_expression_it_replaces(text: str) -> None:
+    """links._may_hold_links is exactly "``_CHEAP`` matches", blanks of every kind and length included."""
+    assert links._may_hold_links(text) is (links._CHEAP.search(text) is not None)
+
+
+@pytest.mark.parametrize("text", ["x]" + " " * 100 + "(y)", "]\u2003\u00a0:", "a]b", "]", "] ", "<", "[t](u)"])
+def test_the_link_precheck_rows(text: str) -> None:
+    assert links._may_hold_links(text) is (links._CHEAP.search(text) is not None)
+
+
+_WORDS = ["ignore", "IGNORE", "Previous", "instructions", "all", "the", "system", "prompt", "assistant", "send",
+          "API", "keys", "to", "  ", "\t", "\n", "you", "must", "now", "reveal", "password", "Disregard", "above",
+          "<|im_start|>", "Assistant:", "User:", "read", "~/.ssh/id_rsa", "and", "email", "it"]
+
+
+@given(st.lists(st.sampled_from(_WORDS), max_size=24))
+@settings(max_examples=600, deadline=None)
+def test_the_any_case_union_agrees_with_the_lower_case_union_on_ascii_text(words: list[str]) -> None:
+    """The injection scanner's fast path (raw text, case-insensitive program) decides exactly as the
+    lower-case program on the folded text did."""
+    from portcullis.content import injection
+
+    text = " ".join(words)
+    assert (injection._PREFILTER_ANY_CASE.search(text) is None) is (injection._PREFILTER.search(fold(text)) is None)
