@@ -75,7 +75,9 @@ def make_record(auditor: CallAuditor) -> ReadStage:
             code = exc.code if isinstance(exc, RpcError) else None
             if not ctx.record.decision_written and isinstance(exc, PortcullisError):
                 with anyio.CancelScope(shield=True):
-                    await auditor.read_rejected(ctx, reason=ctx.record.read_refusal or "unknown", error_code=code)
+                    reason = ctx.record.read_refusal or ("unknown" if ctx.record.read_entry is None
+                                                         else "upstream_error")
+                    await auditor.read_rejected(ctx, reason=reason, error_code=code)
             elif ctx.record.decision_written and not ctx.record.outcome_written \
                     and ctx.record.refused_decision is None:
                 with anyio.CancelScope(shield=True):
