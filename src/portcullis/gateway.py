@@ -58,7 +58,7 @@ from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.chain import PipelineParts, build_pipeline
+from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.pipeline.stages.content import hash_key as content_hash_key
@@ -68,6 +68,7 @@ from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
+from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
@@ -319,7 +320,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
                                              max_bytes=cfg.response_cache.max_bytes)
         metrics.set_response_cache_source(response_cache.stats)
-    pipeline = build_pipeline(PipelineParts(
+    parts = PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         content=(OutputFilter(cfg.content, key=content_hash_key(audit_keys.hmac_key)) if cfg.content.enabled
@@ -327,7 +328,15 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         governance=cfg.governance, environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
-                                    if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks))))
+                                    if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)))
+    pipeline = build_pipeline(parts)
+    # resources and prompts: their own manifests and policy engine (native rules only), and the read
+    # pipeline declared next to the tools one (docs/mcp-surface.md)
+    surface_catalog = SurfaceCatalog(deployment)
+    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), None, environment=authz.environment)
+    surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
+                             build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
+                             clock)
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -459,7 +468,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     def visible(principal: Principal) -> frozenset[str]:
         return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
 
-    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible), sealer=sealer,
+    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,

@@ -25,11 +25,14 @@ from typing import Any
 import anyio
 
 from portcullis.config.loader import Deployment, write_acceptance, write_pin
+from portcullis.config.model import PromptManifest
 from portcullis.content.definition_review import live_findings
 from portcullis.content.rule_findings import Finding
+from portcullis.errors import UpstreamFailed
 from portcullis.identity.minting import KeyRing, gateway_issuer, service_audience
-from portcullis.pinning import definition_hash
+from portcullis.pinning import definition_hash, surface_hash
 from portcullis.service.env import gateway_env
+from portcullis.surface import LIST_FIELD, LIST_METHOD
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.pin")
@@ -45,10 +48,15 @@ class PinRow:
 
 
 async def list_services(deployment: Deployment, services: Sequence[str] | None,
-                        connect_timeout_s: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+                        connect_timeout_s: float = 30.0,
+                        surface: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+                        ) -> dict[str, list[dict[str, Any]]]:
     """Each reachable service's live ``tools/list`` (connected once, listed, disconnected); an unreachable
-    service is absent (and logged)."""
+    service is absent (and logged). ``surface``, when given, is filled with each service's live resources,
+    resource templates and prompts by kind (``resource``, ``template``, ``prompt``), for the services
+    whose manifests declare any (a kind the service does not offer lists as empty)."""
     listings: dict[str, list[dict[str, Any]]] = {}
+    wanted = {item.manifest.service for item in deployment.surface}
     keyring = KeyRing.generate()  # throwaway: kit services need gateway trust to start, pinning calls no tool
 
     def child_env(service: str) -> dict[str, str]:
@@ -66,6 +74,8 @@ async def list_services(deployment: Deployment, services: Sequence[str] | None,
                 with anyio.fail_after(connect_timeout_s):
                     async with connector.open() as conn:
                         listings[handle.name] = await conn.list_tools()
+                        if surface is not None and handle.name in wanted:
+                            surface[handle.name] = {kind: await _listed(conn, kind) for kind in LIST_METHOD}
                 break
             except Exception as exc:  # reported per tool as "service unreachable"
                 log.warning("pin: could not list service", extra={"fields": {
@@ -73,13 +83,50 @@ async def list_services(deployment: Deployment, services: Sequence[str] | None,
     return listings
 
 
+async def _listed(conn: Any, kind: str) -> list[dict[str, Any]]:
+    try:
+        listed: list[dict[str, Any]] = await getattr(conn, LIST_METHOD[kind])()
+    except UpstreamFailed:  # the service does not offer this kind (method not found)
+        return []
+    return listed
+
+
+def pin_surface(deployment: Deployment, services: Sequence[str] | None, write: bool,
+                live: dict[str, dict[str, list[dict[str, Any]]]]) -> list[PinRow]:
+    """Pin rows for resources, resource templates and prompts (their hash: :func:`surface_hash`).
+    The tool-poisoning scanner reads tool definitions only; these are pinned on review alone."""
+    rows = []
+    for item in sorted(deployment.surface, key=lambda i: (i.kind, i.exposed)):
+        m = item.manifest
+        if services and m.service not in services:
+            continue
+        if m.service not in live:
+            rows.append(PinRow(item.exposed, "service unreachable", m.pin))
+            continue
+        field = LIST_FIELD[item.kind]
+        key = m.name if isinstance(m, PromptManifest) else (m.uri or m.uri_template)
+        found = next((d for d in live[m.service][item.kind] if d.get(field) == key), None)
+        if found is None:
+            rows.append(PinRow(item.exposed, "missing upstream", m.pin))
+            continue
+        new = surface_hash(item.kind, found)
+        if new == m.pin:
+            rows.append(PinRow(item.exposed, "unchanged", new))
+            continue
+        if write:
+            write_pin(item.path, new)
+        rows.append(PinRow(item.exposed, "would pin" if not write else ("re-pinned" if m.pin else "pinned"), new))
+    return rows
+
+
 async def pin_deployment(deployment: Deployment, services: Sequence[str] | None, write: bool,
                          connect_timeout_s: float = 30.0, *, accept_findings: bool = False,
                          reviewer: str = "") -> list[PinRow]:
     """``reviewer``: who accepts findings (``--accept-findings``), written with the time beside
     ``findings_accepted`` in the manifest."""
-    listings = await list_services(deployment, services, connect_timeout_s)
-    rows = []
+    surface_live: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    listings = await list_services(deployment, services, connect_timeout_s, surface_live)
+    rows = pin_surface(deployment, services, write, surface_live)
     for loaded in sorted(deployment.manifests, key=lambda m: m.exposed_name):
         service = loaded.manifest.service
         if services and service not in services:

@@ -35,3 +35,18 @@ def pinned_view(tool: Mapping[str, Any]) -> dict[str, Any]:
 def definition_hash(tool: Mapping[str, Any]) -> str:
     """``sha256:<hex>`` of a wire-format tool definition (camelCase keys, as in ``tools/list``)."""
     return "sha256:" + hashlib.sha256(canonical_json(pinned_view(tool))).hexdigest()
+
+
+# What a resource, a resource template and a prompt pin covers (``size`` is left out: it follows the content).
+SURFACE_FIELDS = {
+    "resource": ("uri", "name", "title", "description", "mimeType", "annotations", "icons"),
+    "template": ("uriTemplate", "name", "title", "description", "mimeType", "annotations", "icons"),
+    "prompt": ("name", "title", "description", "arguments", "icons"),
+}
+
+
+def surface_hash(kind: str, definition: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of a wire-format resource (``kind`` ``resource``), resource template (``template``) or
+    prompt (``prompt``) definition, as its list method returns it."""
+    view = {key: definition[key] for key in SURFACE_FIELDS[kind] if definition.get(key) is not None}
+    return "sha256:" + hashlib.sha256(canonical_json({"kind": kind, **view})).hexdigest()

@@ -1,7 +1,9 @@
 """A Portcullis deployment directory that puts the conformance fixture behind the gateway.
 
-:func:`write_deployment` writes ``gateway.yaml`` (one HTTP service, ``fixture``, whose tools keep
-their bare names) and one manifest per fixture tool under ``tools/conformance/<tool>.yml``. Each
+:func:`write_deployment` writes ``gateway.yaml`` (one HTTP service, ``fixture``, whose tools and prompts
+keep their bare names and whose resources their URIs) and one manifest per fixture tool under
+``tools/conformance/<tool>.yml``, per resource or template under ``resources/conformance/`` and per
+prompt under ``prompts/conformance/``. Each
 manifest's schemas, description and annotations are read from the fixture's live ``tools/list``
 (the fixture runs in memory for that), so they cannot drift from what the fixture serves. No
 manifest carries a ``pin:``; ``portcullis pin <dir>`` records them against the running fixture.
@@ -25,7 +27,7 @@ import anyio
 import yaml
 from mcp import Client
 
-from portcullis.config.model import GatewayConfig, ToolManifest
+from portcullis.config.model import GatewayConfig, PromptManifest, ResourceManifest, ToolManifest
 
 from .fixture_server import build_server
 
@@ -39,6 +41,34 @@ async def fixture_tools() -> list[dict[str, Any]]:
     async with Client(build_server(), cache=None) as client:
         tools = (await client.list_tools()).tools
     return [tool.model_dump(by_alias=True, mode="json", exclude_none=True) for tool in tools]
+
+
+async def fixture_surface() -> dict[str, list[dict[str, Any]]]:
+    """The fixture's resources, resource templates and prompts (wire form), by kind."""
+    async with Client(build_server(), cache=None) as client:
+        found = {"resource": (await client.list_resources()).resources,
+                 "template": (await client.list_resource_templates()).resource_templates,
+                 "prompt": (await client.list_prompts()).prompts}
+    return {kind: [item.model_dump(by_alias=True, mode="json", exclude_none=True) for item in items]
+            for kind, items in found.items()}
+
+
+def surface_manifest(kind: str, item: dict[str, Any]) -> ResourceManifest | PromptManifest:
+    """The manifest of one live fixture resource, template or prompt."""
+    data: dict[str, Any] = {
+        "name": item["name"], "service": SERVICE, "owner": OWNER,
+        "description": item.get("description") or f"Conformance fixture {kind} {item['name']}.",
+        "classification": {"input": "Public", "output": "Public"},
+        "policy": {"allowed_callers": ["client:anonymous"]},
+    }
+    if kind == "prompt":
+        data["arguments"] = [{k: v for k, v in arg.items() if k in ("name", "description", "required")}
+                             for arg in item.get("arguments") or ()]
+        return PromptManifest.model_validate(data)
+    data["uri" if kind == "resource" else "uri_template"] = item["uri" if kind == "resource" else "uriTemplate"]
+    if item.get("mimeType"):
+        data["mime_type"] = item["mimeType"]
+    return ResourceManifest.model_validate(data)
 
 
 def _run_sync(coro_fn: Any) -> Any:
@@ -73,7 +103,8 @@ def gateway_data(upstream_url: str) -> dict[str, Any]:
         # the loud, named switch (the gateway warns at start and on every request). Authentication has
         # its own end-to-end tests (tests/e2e/test_authentication.py).
         "identity": {"allow_insecure_anonymous": True},
-        "services": {SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": ""}},
+        # bare tool and prompt names, and resource URIs as the fixture names them (the only service)
+        "services": {SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "resource_prefix": ""}},
     }
 
 
@@ -127,6 +158,15 @@ def write_deployment(root: Path, upstream_url: str) -> None:
         # What was written must read back as the same manifest.
         if ToolManifest.model_validate(yaml.safe_load(path.read_text(encoding="utf-8"))) != manifest:
             raise AssertionError(f"{path}: does not round-trip through YAML")
+    surface: dict[str, list[dict[str, Any]]] = _run_sync(fixture_surface)
+    for kind, items in surface.items():
+        folder = root / ("prompts" if kind == "prompt" else "resources") / DOMAIN
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            surface_item = surface_manifest(kind, item)
+            (folder / f"{surface_item.name}.yml").write_text(
+                _dump(f"{DOMAIN}/{surface_item.name}: conformance fixture {kind}, generated from its live definition.",
+                      surface_item.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
     if GatewayConfig.model_validate(yaml.safe_load((root / "gateway.yaml").read_text(encoding="utf-8"))) \
             != GatewayConfig.model_validate(gateway):
         raise AssertionError("gateway.yaml does not round-trip through YAML")

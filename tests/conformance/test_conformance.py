@@ -132,6 +132,11 @@ def test_deployment_files_validate(tmp_path: Path) -> None:
         "json_schema_2020_12_tool", "test_x_mcp_header", "test_input_required_result_elicitation",
     }
     assert expected <= set(live), sorted(expected - set(live))
+    resources = sorted(path.stem for path in (tmp_path / "resources" / DOMAIN).glob("*.yml"))
+    prompts = sorted(path.stem for path in (tmp_path / "prompts" / DOMAIN).glob("*.yml"))
+    assert {"static-text", "static-binary", "template-data"} <= set(resources), resources
+    assert {"test_simple_prompt", "test_prompt_with_arguments", "test_prompt_with_image"} <= set(prompts), prompts
+    assert gateway.services[SERVICE].resource_prefix == ""  # the suite reads the fixture's own URIs
 
 
 def test_install_script_is_idempotent_when_tools_present(node_tools: NodeTools) -> None:

@@ -131,3 +131,20 @@ async def test_every_call_writes_one_structured_log_line(demo_gateway: GatewayPr
     assert unknown["tool"] == "billing.missing_tool" and unknown["error_code"] == -32602
     assert all(len(line["request_id"]) == 32 and line["duration_ms"] >= 0 for line in (ok, invalid, unknown))
     assert len({line["request_id"] for line in (ok, invalid, unknown)}) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_demo_resource_template_and_prompt(demo_gateway: GatewayProcess, mode: str) -> None:
+    """The files service's handbook resource, its page template and the summarize_file prompt (issue 13)."""
+    async with demo_gateway.client(mode=mode, token=staff(demo_gateway)) as client:  # type: ignore[arg-type]
+        resources = [r.uri for r in (await client.list_resources()).resources]
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+        prompts = [p.name for p in (await client.list_prompts()).prompts]
+        index = (await client.read_resource("files+handbook://index")).contents[0]
+        page = (await client.read_resource("files+handbook://pages/holidays")).contents[0]
+        prompt = await client.get_prompt("files.summarize_file", {"path": "handbook/expenses.txt"})
+    assert resources == ["files+handbook://index"] and templates == ["files+handbook://pages/{topic}"]
+    assert prompts == ["files.summarize_file"]
+    assert index.text.split("\n") == ["expenses", "holidays"]
+    assert page.uri == "files+handbook://pages/holidays" and page.text
+    assert prompt.messages[0].content.text.startswith("Summarize this file (handbook/expenses.txt)")

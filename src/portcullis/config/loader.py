@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
-from portcullis.config.model import PIN_PATTERN, GatewayConfig, ToolManifest, exposed_name
+from portcullis.config.model import (
+    PIN_PATTERN,
+    GatewayConfig,
+    PromptManifest,
+    ResourceManifest,
+    ToolManifest,
+    exposed_name,
+    resource_prefix,
+)
 from portcullis.config.schema_patterns import pattern_problems
 from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
@@ -64,10 +72,26 @@ class LoadedManifest:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadedSurface:
+    """A loaded resource, resource-template or prompt manifest (docs/mcp-surface.md)."""
+
+    path: Path
+    domain: str  # the directory name under resources/ or prompts/
+    manifest: ResourceManifest | PromptManifest
+    exposed: str  # prefixed URI, URI template or prompt name
+
+    @property
+    def kind(self) -> str:  # resource | template | prompt
+        m = self.manifest
+        return "prompt" if isinstance(m, PromptManifest) else "resource" if m.uri is not None else "template"
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     root: Path
     gateway: GatewayConfig
     manifests: tuple[LoadedManifest, ...]
+    surface: tuple[LoadedSurface, ...] = ()  # resources, resource templates and prompts
 
 
 def load_deployment(root: Path, environ: Mapping[str, str] | None = None) -> Deployment:
@@ -220,8 +244,16 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
                 report.error(root / rel, line, f"literal secret ({kind}): use a secret:// reference")
     gateway = _check_gateway(root, texts, report)  # 3
     manifests: list[_Checked] = []
+    surface: list[tuple[Path, str, YamlDocument, ResourceManifest | PromptManifest]] = []
     for rel in sorted(files):
-        if rel.parts[0] == "tools" and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
+        if rel.parts[0] in _SURFACE_DIRS and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
+            if rel in texts and (doc := _parse(root / rel, texts[rel], report)) is not None:
+                model = _SURFACE_DIRS[rel.parts[0]]
+                if (item := _validate(model, root / rel, doc, report)) is not None:
+                    surface.append((root / rel, rel.parts[1], doc, item))
+        elif rel.parts[0] in _SURFACE_DIRS:
+            report.warning(root / rel, None, f"not a manifest at {rel.parts[0]}/<domain>/<name>.yml: ignored")
+        elif rel.parts[0] == "tools" and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
             if rel in texts and (checked := _check_manifest(root / rel, texts[rel], report)):  # 4
                 manifests.append((root / rel, rel.parts[1], *checked))
         elif rel.parts[0] == "tools":
@@ -229,9 +261,55 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
         elif rel == Path("policy", "data_class.yml") and rel in texts:
             _parse(root / rel, texts[rel], report, mapping=False)  # free-form for now: YAML only
     loaded = _cross_check(gateway, manifests, report)  # 5
+    surfaced = _cross_check_surface(root, gateway, surface, report)
     if gateway is not None:
         _issuer_scopes(root, gateway, texts[Path("gateway.yaml")], manifests, loaded, report)  # 6
-    return report, None if gateway is None else Deployment(root, gateway, tuple(loaded))
+    return report, None if gateway is None else Deployment(root, gateway, tuple(loaded), tuple(surfaced))
+
+
+_SURFACE_DIRS: dict[str, type[ResourceManifest] | type[PromptManifest]] = {
+    "resources": ResourceManifest, "prompts": PromptManifest}
+
+
+def _cross_check_surface(root: Path, gateway: GatewayConfig | None,
+                         items: list[tuple[Path, str, YamlDocument, ResourceManifest | PromptManifest]],
+                         report: _Problems) -> list[LoadedSurface]:
+    """Resource and prompt manifests across files: known services, unique names and exposed addresses,
+    resource prefixes that cannot be confused across services (none a prefix of another), pins."""
+    loaded: list[LoadedSurface] = []
+    seen: dict[tuple[str, str, str], Path] = {}
+    prefixes: dict[str, str] = {}  # service -> resource prefix, for services that expose resources
+    for path, domain, doc, manifest in items:
+        name_line = doc.line_of(("name",))
+        if path.stem != manifest.name:
+            report.warning(path, name_line, f"name {manifest.name!r} differs from the file name {path.stem!r}")
+        if manifest.pin is None:
+            report.warning(path, 1, "not pinned: it will not be served until `portcullis pin` records its hash")
+        if gateway is None:
+            continue
+        if (service := gateway.services.get(manifest.service)) is None:
+            report.error(path, doc.line_of(("service",)),
+                         f"service {manifest.service!r} is not declared in gateway.yaml")
+            continue
+        if isinstance(manifest, PromptManifest):
+            kind, public = "prompt", exposed_name(manifest.service, service.tool_prefix, manifest.name)
+        else:
+            prefix = prefixes[manifest.service] = resource_prefix(manifest.service, service.resource_prefix)
+            kind, public = "resource", prefix + (manifest.uri or manifest.uri_template or "")
+        for key in ((kind, manifest.service, "name:" + manifest.name), (kind, "", "exposed:" + public)):
+            if key in seen:
+                report.error(path, name_line, f"{kind} {manifest.name!r} ({public!r}) is also defined in {seen[key]}")
+                break
+        else:
+            seen[(kind, manifest.service, "name:" + manifest.name)] = seen[(kind, "", "exposed:" + public)] = path
+            loaded.append(LoadedSurface(path, domain, manifest, public))
+    for owner, prefix in sorted(prefixes.items()):
+        for other, other_prefix in sorted(prefixes.items()):
+            if other != owner and other_prefix.startswith(prefix):
+                report.error(root / "gateway.yaml", None,
+                             f"services.{owner}.resource_prefix {prefix!r} is a prefix of {other!r}'s "
+                             f"{other_prefix!r}: their resource URIs could be confused")
+    return loaded
 
 
 def _issuer_scopes(root: Path, gateway: GatewayConfig, gateway_text: bytes, manifests: list[_Checked],

@@ -118,6 +118,13 @@ class _ServiceBase(_Model):
         pattern=r"^[A-Za-z0-9_.-]{0,64}$",
         description="Prefix of exposed tool names; default '<service>.'. Exposed names must be unique.",
     )
+    resource_prefix: str | None = Field(
+        None,
+        pattern=r"^([a-z][a-z0-9.-]{0,62}\+)?$",
+        description="Put before this service's resource URIs and URI templates; default '<service>+' (so "
+        "'docs://a' of service 'files' is 'files+docs://a'). '' exposes them as they are (allowed only when no "
+        "other service exposes resources). Prefixes must not be prefixes of one another.",
+    )
     timeout_s: float | None = Field(None, gt=0, le=3600, description="Per-call timeout for this service.")
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Time allowed to (re)connect.")
     health_interval_s: float = Field(5.0, ge=0.05, le=300, description="Seconds between health checks.")
@@ -612,3 +619,75 @@ def exposed_name(service: str, prefix: str | None, tool: str) -> str:
 
 
 TOOL_NAME_RE = re.compile(_TOOL_NAME)
+
+
+# --------------------------------------------------------------------------- resource and prompt manifests
+
+# RFC 6570 level 1 only: literal text and simple ``{name}`` expressions (a value never holds '/', '?' or '#')
+_URI_TEMPLATE = r"^[^{}\s]*(\{[A-Za-z0-9_]{1,64}\}[^{}\s]*)*$"
+_URI = r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s{}]*$"
+
+
+class _SurfaceManifest(_Model):
+    """What resource and prompt manifests share with tool manifests: ownership, classes, pin, policy."""
+
+    service: str = Field(pattern=_SERVICE_NAME, description="The service (in gateway.yaml) that serves it.")
+    owner: str = Field(min_length=3, description="Accountable owner: a team or person's address.")
+    description: str = Field(min_length=1, max_length=4096)
+    classification: ToolClassification
+    pin: str | None = Field(
+        None, pattern=PIN_PATTERN,
+        description="sha256 of the upstream's live definition; a mismatch quarantines it.")
+    policy: ToolPolicy | None = Field(
+        None, description="Who may read it (the same rules as a tool's policy). Without a policy it is "
+        "denied to every caller (default deny).")
+    content: ToolContent | None = Field(None, description="Output-filter rules, tried before the gateway's "
+                                        "content defaults.")
+    retention_class: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+                                        description="A label for how long its records are kept downstream.")
+
+    @field_validator("owner", "classification", mode="before")
+    @classmethod
+    def _reviewed(cls, value: Any) -> Any:
+        values = value.values() if isinstance(value, dict) else (value,)
+        if any(item == REVIEW_PLACEHOLDER for item in values):
+            raise ValueError(f"{REVIEW_PLACEHOLDER}: a person must review this manifest and fill this in")
+        return value
+
+
+class ResourceManifest(_SurfaceManifest):
+    """One ``resources/<domain>/<name>.yml``: a resource (``uri``) or a resource template (``uri_template``)."""
+
+    name: str = Field(pattern=_TOOL_NAME, description="The resource's (or template's) name at its service.")
+    uri: str | None = Field(None, pattern=_URI, max_length=2048, description="The resource's URI at its service.")
+    uri_template: str | None = Field(
+        None, pattern=_URI_TEMPLATE, max_length=2048,
+        description="The template's URI template at its service (RFC 6570 level 1: simple {name} expressions "
+        "only; a value matches one or more characters other than '/', '?', '#').")
+    mime_type: str | None = Field(None, max_length=256, pattern=r"^[!-~]+$", description="The MIME type listed.")
+
+    @model_validator(mode="after")
+    def _one_address(self) -> ResourceManifest:
+        if (self.uri is None) == (self.uri_template is None):
+            raise ValueError("give exactly one of 'uri' or 'uri_template'")
+        if self.uri_template is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.uri_template):
+            raise ValueError("uri_template must start with a URI scheme")
+        return self
+
+
+class PromptArgumentSpec(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    description: str | None = Field(None, max_length=1024)
+    required: StrictBool = False
+
+
+class PromptManifest(_SurfaceManifest):
+    """One ``prompts/<domain>/<name>.yml``: a prompt its service offers."""
+
+    name: str = Field(pattern=_TOOL_NAME, description="The prompt's name at its service.")
+    arguments: tuple[PromptArgumentSpec, ...] = Field((), max_length=64, description="The prompt's arguments.")
+
+
+def resource_prefix(service: str, prefix: str | None) -> str:
+    """What is put before an upstream resource URI: ``<service>+`` by default (see docs/mcp-surface.md)."""
+    return f"{service}+" if prefix is None else prefix

@@ -33,7 +33,7 @@ from portcullis.config.model import Classification, GovernanceConfig, Sink
 from portcullis.errors import InternalError
 from portcullis.governance.sinks import arguments_in_clear
 from portcullis.notifications import CURRENT
-from portcullis.pipeline.context import CallContext
+from portcullis.pipeline.context import CallContext, ReadContext
 from portcullis.pipeline.hooks import Hooks
 
 log = logging.getLogger("portcullis.audit")
@@ -58,7 +58,7 @@ def redaction_pointers(route: Route, decision: Any) -> list[str]:
             *(o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer is not None)]
 
 
-def _common(ctx: CallContext, environment: str) -> dict[str, Any]:
+def _common(ctx: CallContext | ReadContext, environment: str) -> dict[str, Any]:
     trace = ctx.trace
     fields = {"environment": environment, "protocol_version": ctx.protocol_version,
               "trace_id": getattr(trace, "trace_id_hex", None), "span_id": getattr(trace, "span_id_hex", None),
@@ -144,6 +144,45 @@ class CallAuditor:
         presented = presented or presented_unchecked(ctx)
         if presented is not None:
             fields["approval_presented"] = dict(presented)
+        return await self._write("rejected", ctx.request_id, fields)
+
+    # ------------------------------------------------------------------ resources/read and prompts/get
+
+    def _read_target(self, ctx: ReadContext) -> dict[str, Any]:
+        entry = ctx.entry
+        return {"name": entry.exposed, "kind": entry.kind, "service": entry.service,
+                "upstream_name": ctx.upstream_target[:2048], "definition_hash": entry.loaded.manifest.pin,
+                "service_version": self._service_version(entry.service)}
+
+    async def read_decision(self, ctx: ReadContext, decision: Any) -> AuditRecord:
+        """The decision record of a read or prompt get (``tool`` names the resource or prompt, ``kind`` says
+        which); argument values are keyed hashes unless the input class may reach the audit trail in clear."""
+        manifest = ctx.entry.loaded.manifest
+        fields = _common(ctx, self._environment)
+        arguments = {"uri": ctx.upstream_target} if ctx.method == "resources/read" else dict(ctx.arguments)
+        in_clear = arguments_in_clear(manifest, self._sinks)
+        fields.update(method=ctx.method, tool=self._read_target(ctx), decision=decision_json(decision),
+                      arguments=arguments if in_clear else redact(arguments, [""], self._key))
+        if manifest.retention_class is not None:
+            fields["retention_class"] = manifest.retention_class
+        return await self._write("decision", ctx.request_id, fields, ctx.record.decision_durable)
+
+    async def read_outcome(self, ctx: ReadContext, *, outcome: str, error_code: int | None, output_bytes: int,
+                           duration_ms: float) -> AuditRecord:
+        fields: dict[str, Any] = {
+            "method": ctx.method, "outcome": outcome, "error_code": error_code,
+            "output": {"bytes": output_bytes, "classification": str(ctx.entry.loaded.manifest.classification.output)},
+            "duration_ms": duration_ms, "upstream_span_id": None}
+        if ctx.record.content is not None:
+            fields["content"] = ctx.record.content.to_json()
+        if ctx.record.outcome_written:
+            raise InternalError(detail="second outcome record for one read")
+        return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)
+
+    async def read_rejected(self, ctx: ReadContext, *, reason: str, error_code: int | None) -> AuditRecord:
+        fields = _common(ctx, self._environment)
+        fields.update(method=ctx.method, tool={"name": ctx.target[:MAX_NAME_CHARS]}, reason=reason,
+                      error_code=error_code)
         return await self._write("rejected", ctx.request_id, fields)
 
     async def approval(self, event: str, approval: Any, *, request_id: str, approver: Any = None,

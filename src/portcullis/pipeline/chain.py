@@ -18,9 +18,11 @@ from portcullis.catalog import Catalog
 from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
+from portcullis.pipeline import reads
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
+from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
+from portcullis.pipeline.reads import ReadHandler, ReadResult, ReadStage
 from portcullis.pipeline.stages import (
     approve,
     audit,
@@ -39,6 +41,7 @@ from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
 from portcullis.state.response_cache import ResponseCacheStore
+from portcullis.surface import SurfaceCatalog
 from portcullis.upstream.registry import UpstreamRegistry
 
 
@@ -124,6 +127,50 @@ def build_pipeline(parts: PipelineParts) -> Handler:
     if timing is None and spans is None:
         return compose([stage for _, stage in stages], forwarder)
     return compose_timed(stages, ("forward", forwarder), timing or _ignore, spans)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadParts:
+    """What the read pipeline needs: the surface catalog and a policy engine over its manifests."""
+
+    surface: SurfaceCatalog
+    engine: PolicyEngine
+
+
+def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHandler:
+    """Assemble the ``resources/read`` and ``prompts/get`` handler (docs/mcp-surface.md says which
+    ``tools/call`` stages apply and why). Each line says why it sits where it does."""
+    p, r = parts, reads_parts
+    stages: Sequence[ReadStage] = (
+        # record: outermost, so that every read gets one log line, and one refused before a decision
+        # (unknown, gate, unpinned, quarantined) still gets a rejected record.
+        reads.make_record(p.auditor),
+        # route: the manifest admitting the URI (prefix, then exact URI or template) or naming the
+        # prompt; nothing else is ever forwarded.
+        reads.make_route(r.surface),
+        # gate: before the pin check, so a caller that may never read it costs no upstream request,
+        # and gets the same answer as for an unknown resource or prompt.
+        reads.make_gate(r.engine, p.clock),
+        # pin_check: lists the kind from the service at use; a changed definition is quarantined now.
+        reads.make_pin_check(r.surface, p.upstreams),
+        # authorize: the native policy on the URI or prompt arguments (no validate stage: a read has
+        # no argument schema; no risk, govern_check, limits or approve: see docs/mcp-surface.md).
+        reads.make_authorize(r.engine, p.clock, p.auditor),
+        # audit: last before forward: the decision record is durable before anything is sent, and
+        # the outcome record before the caller sees the answer.
+        reads.make_audit(p.auditor),
+        # content: between audit and the forwarder, so the records and the caller only ever see
+        # filtered output (the filter is mandatory here: content.enabled: false is the only way off).
+        reads.make_content(p.content),
+    )
+    handler: ReadHandler = reads.make_forwarder(p.upstreams, p.minter, r.surface, p.default_timeout_s)
+    for stage in reversed(stages):
+        handler = functools.partial(_invoke_read, stage, handler)
+    return handler
+
+
+async def _invoke_read(stage: ReadStage, call_next: ReadHandler, ctx: ReadContext) -> ReadResult:
+    return await stage(ctx, call_next)
 
 
 def _ignore(stage: str, seconds: float) -> None:

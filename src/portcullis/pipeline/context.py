@@ -43,7 +43,8 @@ class CallRecord:
     """
 
     __slots__ = ("cache", "claimed", "content", "decision_written", "forwarded_ns", "governance", "outcome_written",
-                 "presented", "refusal", "refused_decision", "result_tenant", "route", "upstream_span_id")
+                 "presented", "read_entry", "read_refusal", "refusal", "refused_decision", "result_tenant", "route",
+                 "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -65,6 +66,8 @@ class CallRecord:
         # withheld), for the outcome record
         self.result_tenant: Any = None
         self.governance: dict[str, str] | None = None
+        self.read_entry: Any = None  # a resource read or prompt get: its SurfaceEntry (read route stage)
+        self.read_refusal: str | None = None  # why a read was refused before a decision: gate | pin
 
     def decision_durable(self) -> None:
         self.decision_written = True
@@ -149,3 +152,24 @@ def encoded_result(result: Mapping[str, Any], encoded: bytes) -> EncodedResult:
     return out
 Handler = Callable[[CallContext], Awaitable[CallResult]]
 Stage = Callable[[CallContext, Handler], Awaitable[CallResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadContext:
+    """One ``resources/read`` or ``prompts/get`` at the point a read stage sees it (:mod:`.reads`)."""
+
+    request_id: str
+    method: str  # resources/read | prompts/get
+    protocol_version: str
+    principal: Principal
+    target: str  # the URI or prompt name exactly as the caller sent it
+    arguments: Mapping[str, Any]  # a prompt's arguments; {} for a read
+    started_ns: int
+    entry: Any = None  # the SurfaceEntry (route stage)
+    upstream_target: str = ""  # the URI or name at the service (route stage)
+    decision: Decision | None = None  # authorize stage
+    trace: Any = None  # reads open no spans yet
+    record: CallRecord = field(default_factory=CallRecord)
+
+    def evolve(self, **changes: Any) -> ReadContext:
+        return dataclasses.replace(self, **changes)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -30,7 +30,8 @@ from portcullis.errors import (
     UnsupportedVersion,
 )
 from portcullis.identity.principal import Principal
-from portcullis.pipeline.context import CallContext, EncodedResult, Handler
+from portcullis.pipeline.context import CallContext, EncodedResult, Handler, ReadContext
+from portcullis.pipeline.reads import not_found, unknown_prompt
 from portcullis.transport.jsonrpc import Message
 
 MODERN_VERSIONS = ("2026-07-28",)
@@ -43,9 +44,15 @@ SERVER_INFO = {"name": "portcullis", "version": __version__}
 _SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
 _MODERN_TAIL = b"," + orjson.dumps({"resultType": "complete", "_meta": _SERVER_META})[1:]  # spliced before "}"
 _RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
-# logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller
-CAPABILITIES = {"tools": {"listChanged": False}, "logging": {}}
-INSTRUCTIONS = "Portcullis gateway: tools are namespaced by service, e.g. 'billing.get_invoice'."
+# logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller;
+# resources without subscribe, prompts, no list-change notifications: what is implemented (docs/mcp-surface.md)
+CAPABILITIES = {"tools": {"listChanged": False}, "logging": {}, "resources": {"listChanged": False},
+                "prompts": {"listChanged": False}}
+INSTRUCTIONS = ("Portcullis gateway: tools and prompts are namespaced by service, e.g. 'billing.get_invoice'; "
+                "resource URIs carry their service as a prefix, e.g. 'billing+invoice://terms'.")
+_SURFACE_LISTS = {"resources/list": ("resource", "resources"),
+                  "resources/templates/list": ("template", "resourceTemplates"),
+                  "prompts/list": ("prompt", "prompts")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +126,11 @@ class Dispatcher:
     """Answers one JSON-RPC request; ``tools/call`` goes through the pipeline."""
 
     def __init__(self, catalog: Catalog, pipeline: Handler,
-                 visible: Callable[[Principal], Collection[str]] | None = None) -> None:
+                 visible: Callable[[Principal], Collection[str]] | None = None,
+                 surface: SurfaceAccess | None = None) -> None:
         self._catalog = catalog
         self._pipeline = pipeline
+        self._surface = surface  # resources and prompts; None: none are offered (empty lists)
         # the tools a caller may see: only those its policy could ever admit (default: none)
         self._visible = visible or (lambda _principal: frozenset())
 
@@ -137,6 +146,16 @@ class Dispatcher:
         elif method == "tools/list":
             result = {"tools": self.listing(req.principal)}
             if req.modern:
+                result.update(ttlMs=0, cacheScope="private")
+        elif method in _SURFACE_LISTS:
+            kind, field = _SURFACE_LISTS[method]
+            items = [] if self._surface is None else await self._surface.listing(kind, req.principal)
+            result = {field: items}
+            if req.modern:
+                result.update(ttlMs=0, cacheScope="private")
+        elif method in ("resources/read", "prompts/get"):
+            result = await self._read(req)
+            if req.modern and method == "resources/read":
                 result.update(ttlMs=0, cacheScope="private")
         elif method == "ping" and not req.modern:  # removed in 2026-07-28
             result = {}
@@ -181,6 +200,34 @@ class Dispatcher:
                           approval_id=approval_id, justification=justification, input_state=input_state,
                           approval_poll=_approval_poll(params.get("_meta")))
         return await self._pipeline(ctx)
+
+
+    async def _read(self, req: Request) -> dict[str, Any]:
+        params, method = req.message.params, req.message.method
+        field = "uri" if method == "resources/read" else "name"
+        target, arguments = params.get(field), params.get("arguments")
+        arguments = {} if arguments is None else arguments
+        if not isinstance(target, str) or not target or len(target) > 2048:
+            raise InvalidParams(f"Invalid params: '{field}' must be a string")
+        if method == "prompts/get" and not (isinstance(arguments, dict)
+                                            and all(isinstance(v, str) for v in arguments.values())):
+            raise InvalidParams("Invalid params: 'arguments' must map names to strings")
+        ctx = ReadContext(request_id=uuid.uuid4().hex, method=method, protocol_version=req.protocol_version,
+                          principal=req.principal, target=target,
+                          arguments=arguments if method == "prompts/get" else {}, started_ns=time.perf_counter_ns())
+        if self._surface is None:
+            raise not_found(target) if method == "resources/read" else unknown_prompt()
+        return await self._surface.read(ctx)
+
+
+class SurfaceAccess(Protocol):
+    """What the dispatcher needs for resources and prompts (built by the gateway)."""
+
+    async def listing(self, kind: str, principal: Principal) -> list[Mapping[str, Any]]:
+        ...
+
+    async def read(self, ctx: ReadContext) -> dict[str, Any]:
+        ...
 
 
 def add_fields(result: dict[str, Any], fields: Mapping[str, Any]) -> None:

@@ -131,17 +131,40 @@ class _RelayConnection:
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
         return message.get("result")
 
-    async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+    async def _pages(self, method: str, field: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         cursor = None
         for _ in range(100):
-            result = await self.rpc("tools/list", {} if cursor is None else {"cursor": cursor}, timeout_s=30)
-            if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-                raise UpstreamFailed(detail="malformed tools/list result")
-            tools.extend(t for t in result["tools"] if isinstance(t, dict))
+            result = await self.rpc(method, {} if cursor is None else {"cursor": cursor}, timeout_s=30)
+            if not isinstance(result, dict) or not isinstance(result.get(field), list):
+                raise UpstreamFailed(detail=f"malformed {method} result")
+            items.extend(t for t in result[field] if isinstance(t, dict))
             cursor = result.get("nextCursor")
             if not cursor:
                 break
+        return items
+
+    async def list_resources(self) -> list[dict[str, Any]]:
+        return await self._pages("resources/list", "resources")
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        return await self._pages("resources/templates/list", "resourceTemplates")
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        return await self._pages("prompts/list", "prompts")
+
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+        return _complete(await self.rpc("resources/read", {"uri": uri}, timeout_s=timeout_s, name=uri,
+                                        extra_headers=_bearer(actor_token)), "resources/read")
+
+    async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
+                         actor_token: str | None = None) -> dict[str, Any]:
+        return _complete(await self.rpc("prompts/get", {"name": name, "arguments": dict(arguments)},
+                                        timeout_s=timeout_s, name=name, extra_headers=_bearer(actor_token)),
+                         "prompts/get")
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools = await self._pages("tools/list", "tools")
         self._param_headers = {t["name"]: _param_headers(t.get("inputSchema") or {})
                                for t in tools if isinstance(t.get("name"), str)}
         return tools
@@ -151,17 +174,12 @@ class _RelayConnection:
                         trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         extra = {f"Mcp-Param-{header}": header_value(_scalar(arguments[arg]))
                  for arg, header in self._param_headers.get(name, {}).items() if arg in arguments}
-        if actor_token:
-            extra["Authorization"] = f"Bearer {actor_token}"  # minted for this service; never the caller's
+        extra.update(_bearer(actor_token))
         if trace_headers:
             extra.update(trace_headers)  # W3C trace context: the upstream's spans join the call's trace
         result = await self.rpc("tools/call", {"name": name, "arguments": dict(arguments)},
                                 timeout_s=timeout_s, name=name, extra_headers=extra, stream=CURRENT.get())
-        if not isinstance(result, dict):
-            raise UpstreamFailed(detail="malformed tools/call result")
-        if result.get("resultType", "complete") != "complete":
-            raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
-        return result
+        return _complete(result, "tools/call")
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         # 2026-07-28 has no `ping`; a first page of tools/list proves the service answers and, when
@@ -175,6 +193,20 @@ class _RelayConnection:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()  # stateless: only a failed health ping ends a relay connection
+
+
+def _bearer(actor_token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header of a token minted for this service (never the caller's)."""
+    return {"Authorization": f"Bearer {actor_token}"} if actor_token else {}
+
+
+def _complete(result: Any, method: str) -> dict[str, Any]:
+    """A ``complete`` result object (bounded by the pool and :func:`read_answer`), or UpstreamFailed."""
+    if not isinstance(result, dict):
+        raise UpstreamFailed(detail=f"malformed {method} result")
+    if result.get("resultType", "complete") != "complete":
+        raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
+    return result
 
 
 def _scalar(value: Any) -> str:

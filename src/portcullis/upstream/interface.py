@@ -42,6 +42,28 @@ class Connection(Protocol):
         the request's ``params._meta`` over stdio."""
         ...
 
+    async def list_resources(self) -> list[dict[str, Any]]:
+        """Every resource the service lists (``resources/list``, all pages), wire format."""
+        ...
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        """Every resource template (``resources/templates/list``, all pages), wire format."""
+        ...
+
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+        """``resources/read`` of ``uri`` with the gateway-minted ``actor_token``; a wire ``ReadResourceResult``
+        (bounded like a tool result)."""
+        ...
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        """Every prompt (``prompts/list``, all pages), wire format."""
+        ...
+
+    async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
+                         actor_token: str | None = None) -> dict[str, Any]:
+        """``prompts/get`` with the gateway-minted ``actor_token``; a wire ``GetPromptResult`` (bounded)."""
+        ...
+
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         """Raise if the connection is no longer usable. A health check that is a ``tools/list`` (valid in
         every era) returns the tools when that one page was the whole listing, else ``None``."""

@@ -119,6 +119,13 @@ class ServiceHandle:
     def connected(self) -> bool:
         return self._conn is not None
 
+    def connection(self) -> Connection:
+        """The current connection (resources and prompts are read through it), or UpstreamUnavailable."""
+        conn = self._conn
+        if conn is None:
+            raise UpstreamUnavailable(detail=f"service {self.name} is not connected")
+        return conn
+
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
                         trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:

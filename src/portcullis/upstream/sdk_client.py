@@ -114,29 +114,74 @@ class _SdkConnection:
         self._child_kids = child_kids
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+        return await self._pages(self._client.session.list_tools, "tools")
+
+    async def list_resources(self) -> list[dict[str, Any]]:
+        return await self._pages(self._client.session.list_resources, "resources")
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        return await self._pages(self._client.session.list_resource_templates, "resource_templates")
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        return await self._pages(self._client.session.list_prompts, "prompts")
+
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+        meta, offered = self._token_meta(actor_token)
+        result = await self._guard(self._client.session.read_resource(uri, meta=cast(Any, meta)), timeout_s=timeout_s)
+        self._accepted(offered)
+        return self._bounded(result)
+
+    async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
+                         actor_token: str | None = None) -> dict[str, Any]:
+        meta, offered = self._token_meta(actor_token)
+        result = await self._guard(self._client.session.get_prompt(name, dict(arguments), meta=cast(Any, meta)),
+                                   timeout_s=timeout_s)
+        self._accepted(offered)
+        return self._bounded(result)
+
+    def _token_meta(self, actor_token: str | None) -> tuple[dict[str, Any] | None, EndorsedKeys | None]:
+        """The ``_meta`` that carries the actor token over stdio, with the key sets a child spawned before
+        a rotation needs (HTTP services get the token as a header: nothing here)."""
+        if not actor_token or not self._token_in_meta:
+            return None, None
+        meta: dict[str, Any] = {ACTOR_TOKEN_META_KEY: actor_token}
+        if self._gateway_keys is not None:
+            chain = self._gateway_keys.key_sets_for(self._child_kids)
+            if chain is not None:  # signed by a key published after the spawn
+                meta[GATEWAY_KEYS_META_KEY] = [link.document for link in chain]
+                return meta, chain[-1]
+        return meta, None
+
+    def _accepted(self, offered: EndorsedKeys | None) -> None:
+        if offered is not None:  # the child verified the token, so it holds these keys now
+            self._child_kids = offered.kids
+
+    async def _pages(self, method: Any, field: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(100):  # bounded pagination
-            page = await self._guard(self._client.session.list_tools(
+            page = await self._guard(method(
                 params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)), timeout_s=30)
-            tools.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools)
+            items.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in getattr(page, field))
             cursor = page.next_cursor
             if not cursor:
                 break
-        return tools
+        return items
+
+    def _bounded(self, result: Any) -> dict[str, Any]:
+        if not isinstance(result, types.ReadResourceResult | types.GetPromptResult):  # e.g. input_required
+            raise UpstreamFailed(detail=f"unsupported result {type(result).__name__[:40]}")
+        return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    def _depth_checked(self, dumped: dict[str, Any]) -> dict[str, Any]:
+        if self._max_depth is not None and depth_exceeds(dumped, self._max_depth):
+            raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {self._max_depth}")
+        return dumped
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
                         trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        meta: dict[str, Any] | None = None
-        offered: EndorsedKeys | None = None
-        if actor_token and self._token_in_meta:
-            meta = {ACTOR_TOKEN_META_KEY: actor_token}
-            if self._gateway_keys is not None:
-                chain = self._gateway_keys.key_sets_for(self._child_kids)
-                if chain is not None:  # signed by a key published after the spawn
-                    meta[GATEWAY_KEYS_META_KEY] = [link.document for link in chain]
-                    offered = chain[-1]
+        meta, offered = self._token_meta(actor_token)
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
         stream = CURRENT.get()  # a caller reading this call's notifications as a stream, if any
@@ -153,12 +198,8 @@ class _SdkConnection:
                 name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta)), timeout_s=timeout_s)
         finally:
             self._in_flight.calls.remove(stream)
-        if offered is not None:  # the child verified the token, so it holds these keys now
-            self._child_kids = offered.kids
-        dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
-        if self._max_depth is not None and depth_exceeds(dumped, self._max_depth):
-            raise ResultTooLarge(RESULT_TOO_DEEP, detail=f"result nested deeper than {self._max_depth}")
-        return dumped
+        self._accepted(offered)
+        return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first

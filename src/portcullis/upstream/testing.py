@@ -13,14 +13,28 @@ from typing import Any
 
 import anyio
 
-from portcullis.errors import UpstreamUnavailable
+from portcullis.errors import UpstreamFailed, UpstreamUnavailable
 
 ToolFn = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
+class FakeSurface:
+    """What a fake service offers besides tools: lists (change them in place) and read/get answers."""
+
+    def __init__(self) -> None:
+        self.resources: list[dict[str, Any]] = []
+        self.templates: list[dict[str, Any]] = []
+        self.prompts: list[dict[str, Any]] = []
+        self.contents: dict[str, dict[str, Any]] = {}  # uri -> ReadResourceResult
+        self.prompt_results: dict[str, Callable[[Mapping[str, str]], dict[str, Any]]] = {}
+        self.reads: list[str] = []
+
+
 class FakeConnection:
-    def __init__(self, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn]) -> None:
+    def __init__(self, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn],
+                 surface: FakeSurface | None = None) -> None:
         self.tools = tools
+        self.surface = surface or FakeSurface()
         self.server_version: str | None = "fake 1.0"
         self._handlers = handlers
         self._closed = anyio.Event()
@@ -40,6 +54,29 @@ class FakeConnection:
         self.tokens.append(actor_token)
         self.trace_headers.append(dict(trace_headers or {}))
         return await self._handlers[name](arguments)
+
+    async def list_resources(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.surface.resources]
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self.surface.templates]
+
+    async def list_prompts(self) -> list[dict[str, Any]]:
+        return [dict(p) for p in self.surface.prompts]
+
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+        self.surface.reads.append(uri)
+        self.tokens.append(actor_token)
+        if uri not in self.surface.contents:
+            raise UpstreamFailed(detail="upstream JSON-RPC error -32602")
+        return dict(self.surface.contents[uri])
+
+    async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
+                         actor_token: str | None = None) -> dict[str, Any]:
+        self.tokens.append(actor_token)
+        if name not in self.surface.prompt_results:
+            raise UpstreamFailed(detail="upstream JSON-RPC error -32602")
+        return self.surface.prompt_results[name](arguments)
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         if self._closed.is_set():
@@ -65,6 +102,7 @@ class FakeConnector:
         self.tools = tools
         self._handlers = handlers
         self.on_tools_changed = on_tools_changed
+        self.surface = FakeSurface()  # resources, templates and prompts (fill in place)
         self.fail_next_opens = 0
         self.opens = 0
         self.current: FakeConnection | None = None
@@ -79,7 +117,7 @@ class FakeConnector:
         if self.fail_next_opens > 0:
             self.fail_next_opens -= 1
             raise UpstreamUnavailable(detail="fake open failure")
-        self.current = FakeConnection(self.tools, self._handlers)
+        self.current = FakeConnection(self.tools, self._handlers, self.surface)
         try:
             yield self.current
         finally:

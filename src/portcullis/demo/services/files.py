@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from mcp.server.mcpserver import UserMessage
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
@@ -196,11 +197,35 @@ def list_dir(path: str = ".") -> DirListing:
     return DirListing(path="/".join(parts) or ".", entries=entries[:MAX_ENTRIES], truncated=len(entries) > MAX_ENTRIES)
 
 
+def handbook_index() -> str:
+    """The staff handbook's topics, one per line (a resource: ``handbook://index``)."""
+    listing = list_dir("handbook")
+    return "\n".join(e.name.removesuffix(".txt") for e in listing.entries if e.name.endswith(".txt"))
+
+
+def handbook_page(topic: str) -> str:
+    """One handbook page by topic (a resource template: ``handbook://pages/{topic}``), with the same
+    path checks as ``read_file``."""
+    return read_file(f"handbook/{topic}.txt").content
+
+
+def summarize_file(path: str) -> list[UserMessage]:
+    """A prompt that asks for a short summary of one file of the shared folder, the file's text included."""
+    text = read_file(path).content
+    return [UserMessage(f"Summarize this file ({path}) in three bullet points for a new colleague:\n\n{text}")]
+
+
 def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
     """The file service, accepting only calls whose actor token ``verifier`` accepts."""
     app = new_service(SERVICE, verifier, instructions=INSTRUCTIONS)
     app.add_tool(read_file, annotations=READ_ONLY)
     app.add_tool(list_dir, annotations=READ_ONLY)
+    app.resource("handbook://index", name="handbook-index", description="The staff handbook's topics, one per line.",
+                 mime_type="text/plain")(handbook_index)
+    app.resource("handbook://pages/{topic}", name="handbook-page",
+                 description="One page of the staff handbook, by topic.", mime_type="text/plain")(handbook_page)
+    app.prompt(name="summarize_file", description="Ask for a short summary of one file of the shared folder.")(
+        summarize_file)
     return app
 
 

@@ -1,0 +1,193 @@
+"""Resources, resource templates and prompts end to end: the official SDK client (2025-11-25 and
+2026-07-28) and raw 2026-07-28 HTTP, through a gateway process, to an SDK service over stdio (the SDK
+connector) and over Streamable HTTP (the raw relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+import yaml
+from mcp import Client, MCPError, StdioServerParameters
+
+from portcullis.pinning import surface_hash
+from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
+from tests.e2e.surface_service import CANARY
+
+MODULE = "tests.e2e.surface_service"
+WRITERS = {"allowed_callers": ["role:writer"]}
+EVERYONE = {"allowed_callers": ["scope:mcp:tools"]}
+NOTES, PAGE, PROMPT = "surf+notes://team", "surf+notes://pages/{id}", "surf.brief"
+
+
+def _live() -> dict[str, Any]:
+    async def listing() -> dict[str, Any]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", MODULE], cwd=str(REPO))
+        async with Client(params, cache=None) as client:
+            return {"tools": [t.model_dump(by_alias=True, exclude_none=True, mode="json")
+                              for t in (await client.list_tools()).tools]}
+
+    return asyncio.run(listing())
+
+
+def _deployment(root: Path, service: dict[str, Any]) -> Path:
+    live = _live()
+    mutate = next(t for t in live["tools"] if t["name"] == "mutate")
+    write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True},
+                            "services": {"surf": service}}, [manifest_from_live("surf", mutate)])
+    common = {"service": "surf", "owner": "tests@example.com",
+              "classification": {"input": "Internal", "output": "Internal"}}
+    files = {
+        "resources/surf/team-notes.yml": {**common, "name": "team-notes", "uri": "notes://team",
+                                           "description": "The team's notes.", "policy": EVERYONE},
+        "resources/surf/page.yml": {**common, "name": "page", "uri_template": "notes://pages/{id}",
+                                     "description": "One page by id.", "policy": WRITERS},
+        "prompts/surf/brief.yml": {**common, "name": "brief", "description": "Write a brief about a topic.",
+                                    "arguments": [{"name": "topic", "required": True}], "policy": WRITERS},
+    }
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(yaml.safe_dump(data, sort_keys=False))
+    done = run_cli("pin", str(root))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for relative in files:  # every manifest now carries the live definition's pin
+        assert yaml.safe_load((root / relative).read_text())["pin"].startswith("sha256:")
+    return root
+
+
+@pytest.fixture(scope="module", params=["stdio", "http"])
+def surface_gateway(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    root = tmp_path_factory.mktemp("surface") / "deployment"
+    child = None
+    if request.param == "stdio":
+        service: dict[str, Any] = {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE],
+                                   "cwd": str(REPO)}
+    else:
+        port = free_port()
+        child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
+                                 env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "surface service did not start"
+                time.sleep(0.1)
+        service = {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"}
+    try:
+        with GatewayProcess(_deployment(root, service)) as gateway:
+            yield gateway
+    finally:
+        if child is not None:
+            stop_child(child)
+
+
+def writer(gateway: GatewayProcess) -> str:
+    return gateway.token(roles=["writer"])
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_list_read_and_get_with_the_sdk_client(surface_gateway: GatewayProcess, mode: str) -> None:
+    async with surface_gateway.client(mode=mode, token=writer(surface_gateway)) as client:
+        resources = (await client.list_resources()).resources
+        templates = (await client.list_resource_templates()).resource_templates
+        prompts = (await client.list_prompts()).prompts
+        assert [r.uri for r in resources] == [NOTES]
+        assert [t.uri_template for t in templates] == [PAGE]
+        assert [p.name for p in prompts] == [PROMPT]
+        notes = (await client.read_resource(NOTES)).contents[0]
+        page = (await client.read_resource("surf+notes://pages/42")).contents[0]
+        prompt = await client.get_prompt(PROMPT, {"topic": "releases"})
+    assert notes.uri == NOTES and notes.text.startswith("Team notes. Deploy token: ")
+    assert CANARY not in notes.text  # the output filter redacted the canary secret
+    assert page.uri == "surf+notes://pages/42" and orjson.loads(page.text) == {"id": "42", "text": "Page 42"}
+    text = prompt.messages[0].content.text
+    assert text.startswith("Write a brief about releases.") and CANARY not in text
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_caller_who_may_not_see_gets_unknown(surface_gateway: GatewayProcess, mode: str) -> None:
+    async with surface_gateway.client(mode=mode) as client:  # not a writer
+        assert [t.uri_template for t in (await client.list_resource_templates()).resource_templates] == []
+        assert [p.name for p in (await client.list_prompts()).prompts] == []
+        assert [r.uri for r in (await client.list_resources()).resources] == [NOTES]
+        errors = []
+        for uri in ("surf+notes://pages/42", "surf+notes://nothing"):
+            with pytest.raises(MCPError) as caught:
+                await client.read_resource(uri)
+            errors.append((caught.value.code, caught.value.error.message, caught.value.error.data))
+        with pytest.raises(MCPError) as hidden_prompt:
+            await client.get_prompt(PROMPT, {"topic": "x"})
+        with pytest.raises(MCPError) as missing_prompt:
+            await client.get_prompt("surf.nothing", {})
+    assert errors == [(-32602, "Resource not found", {"uri": "surf+notes://pages/42"}),
+                      (-32602, "Resource not found", {"uri": "surf+notes://nothing"})]
+    assert (hidden_prompt.value.code, hidden_prompt.value.error.message) == (
+        missing_prompt.value.code, missing_prompt.value.error.message) == (-32602, "Unknown prompt")
+
+
+def _raw(gateway: GatewayProcess, method: str, params: dict[str, Any], name: str, token: str) -> tuple[Any, ...]:
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {
+        **params, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method,
+               "Mcp-Name": name}
+    answer = httpx2.post(gateway.url, headers=headers, content=orjson.dumps(body), timeout=15)
+    return answer.status_code, answer.headers.get("content-type"), answer.content
+
+
+def test_raw_2026_hidden_resource_answers_the_bytes_of_an_unknown_one(surface_gateway: GatewayProcess) -> None:
+    token = surface_gateway.token()  # not a writer
+    uri = "surf+notes://pages/42"
+    hidden = _raw(surface_gateway, "resources/read", {"uri": uri}, uri, token)
+    # the same URI with a writer token, after the definitions are the same: readable; an unknown URI with the
+    # same text length gets the same status and content type, and the body differs only by the URI echoed
+    unknown_uri = "surf+notes://nothing"
+    unknown = _raw(surface_gateway, "resources/read", {"uri": unknown_uri}, unknown_uri, token)
+    assert hidden[:2] == unknown[:2] == (400, "application/json")
+    assert hidden[2] == unknown[2].replace(unknown_uri.encode(), uri.encode())
+    allowed = _raw(surface_gateway, "resources/read", {"uri": uri}, uri, writer(surface_gateway))
+    assert allowed[0] == 200 and orjson.loads(allowed[2])["result"]["resultType"] == "complete"
+    ok = _raw(surface_gateway, "prompts/get", {"name": PROMPT, "arguments": {"topic": "x"}}, PROMPT,
+              writer(surface_gateway))
+    assert ok[0] == 200 and CANARY.encode() not in ok[2]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_definition_changes_are_quarantined(surface_gateway: GatewayProcess, mode: str) -> None:
+    """Runs last in the module (it changes the service for good): a hostile change of the resource's and
+    the prompt's definitions takes them out of every listing and read at once."""
+    token = writer(surface_gateway)
+    async with surface_gateway.client(mode=mode, token=token) as client:
+        await client.call_tool("surf.mutate", {"kind": "resource"})
+        await client.call_tool("surf.mutate", {"kind": "prompt"})
+        assert (await client.list_resources()).resources == []
+        assert (await client.list_prompts()).prompts == []
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource(NOTES)
+        assert (caught.value.code, caught.value.error.message) == (-32602, "Resource not found")
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt(PROMPT, {"topic": "x"})
+        assert caught.value.error.message == "Unknown prompt"
+        # the template's definition did not change: still served
+        assert (await client.read_resource("surf+notes://pages/1")).contents[0].uri == "surf+notes://pages/1"
+    assert "live definition differs from the pin" in surface_gateway.log()
+
+
+def test_pins_cover_the_definition() -> None:
+    base = {"uri": "a://b", "name": "b", "description": "d"}
+    assert surface_hash("resource", base) == surface_hash("resource", {**base, "size": 10})  # size is content
+    assert surface_hash("resource", base) != surface_hash("resource", {**base, "description": "d2"})
+    assert surface_hash("resource", base) != surface_hash("template", {**base})
