@@ -20,6 +20,13 @@ async def test_children_slower_to_start_than_the_rotation_never_fail_a_call(tmp_
     root = copy_demo(tmp_path / "deployment")
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["upstream_tokens"] = {"rotate_every_s": 1.0, "prepublished_keys": 1}
+    # billing is Confidential, whose data may not reach logs by default, which withholds the child's
+    # stderr; this test reads the child's "key set adopted" line, so its class may reach logs here
+    config.setdefault("governance", {})["sinks"] = {
+        "Public": ["caller", "audit", "siem", "cache", "approval_view", "logs"],
+        "Internal": ["caller", "audit", "siem", "cache", "approval_view", "logs"],
+        "Confidential": ["caller", "audit", "siem", "cache", "approval_view", "logs"],
+        "Restricted": ["caller", "approval_view"]}
     config["services"]["billing"] = {"transport": "stdio", "module": "tests.e2e.slow_billing", "cwd": str(REPO),
                                      "env": {"SLOW_START_S": "3"}}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
