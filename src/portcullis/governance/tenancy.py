@@ -26,12 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from portcullis.policy.native import POINTER_MISSING, resolve_pointer
+
 TENANT_META = "io.portcullis/tenant"
 MISMATCH = "tenant_mismatch"
 MISSING = "tenant_tag_missing"
 MALFORMED = "tenant_tag_malformed"
 MAX_TENANT_CHARS = 256
-_ABSENT = object()
 
 
 def meta_tenant(raw: Any) -> Any:
@@ -44,8 +45,8 @@ def tenant_refusal(*, caller_tenant: str | None, meta_tag: Any, structured: Any,
     """Why the result may not go to a caller of ``caller_tenant`` (a reason code), or None. Pure."""
     tags = [] if meta_tag is None else [meta_tag]
     if pointer is not None:
-        found = resolve(structured, pointer)
-        if found is _ABSENT or found is None:
+        found = resolve_pointer(structured, pointer)
+        if found is POINTER_MISSING or found is None:
             return MISSING
         tags.append(found)
     for tag in tags:
@@ -54,19 +55,3 @@ def tenant_refusal(*, caller_tenant: str | None, meta_tag: Any, structured: Any,
         if caller_tenant is None or tag != caller_tenant:
             return MISMATCH
     return None
-
-
-def resolve(document: Any, pointer: str) -> Any:
-    """The value at RFC 6901 ``pointer`` in ``document``, or a private absent marker."""
-    current = document
-    for token in pointer.split("/")[1:]:
-        key = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(current, Mapping):
-            current = current.get(key, _ABSENT)
-        elif isinstance(current, list) and key.isascii() and key.isdigit() and (key == "0" or key[0] != "0"):
-            current = current[int(key)] if int(key) < len(current) else _ABSENT
-        else:
-            return _ABSENT
-        if current is _ABSENT:
-            return _ABSENT
-    return current

@@ -390,3 +390,7 @@ def _resolve(document: object, pointer: str) -> object:
         if current is _MISSING:
             return _MISSING
     return current
+
+
+# the one RFC 6901 resolver: policy constraints, limits and data governance read arguments and results with it
+resolve_pointer, POINTER_MISSING = _resolve, _MISSING
