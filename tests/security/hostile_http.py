@@ -8,7 +8,7 @@ test's ``script`` (``None`` means a correct answer). A correct answer echoes the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,11 +66,13 @@ class Reply:
     """What the upstream writes for one call: ``chunks`` one write each, then maybe close.
 
     ``pause_s`` between writes models a slow upstream (an interim response now, the answer later);
-    no test outcome depends on its length."""
+    no test outcome depends on its length. ``before(n)``, if given, is awaited before chunk ``n``
+    (n >= 1) is written: a test holds the answer back until an event it controls is set."""
 
     chunks: tuple[bytes, ...]
     close: bool = False
     pause_s: float = 0.0
+    before: Callable[[int], Awaitable[None]] | None = None
 
 
 Script = Callable[[dict[str, Any], int], Reply | None]  # (request, index of this tools/call) -> reply
@@ -84,6 +86,7 @@ class HostileUpstream:
     calls: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: asyncio.Server | None = None
+    gone_while_held: asyncio.Event = field(default_factory=asyncio.Event)  # see _held
 
     @property
     def url(self) -> str:
@@ -106,12 +109,17 @@ class HostileUpstream:
                 if message["method"] == "tools/call":
                     reply = self.script(message, self.calls)
                     self.calls += 1
+                gone = False  # the gateway closed the connection while the answer was held back
                 for n, chunk in enumerate(reply.chunks if reply else (correct(message, legacy=self.legacy),)):
                     if n and reply is not None and reply.pause_s:
                         await asyncio.sleep(reply.pause_s)
+                    if n and reply is not None and reply.before is not None:
+                        gone = not await self._held(reply, n, reader)
+                        if gone:
+                            break
                     writer.write(chunk)
                     await writer.drain()
-                if reply is not None and reply.close:
+                if gone or (reply is not None and reply.close):
                     break
         except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
             pass
@@ -119,6 +127,20 @@ class HostileUpstream:
             pass
         finally:
             writer.close()
+
+    async def _held(self, reply: Reply, n: int, reader: asyncio.StreamReader) -> bool:
+        """Await ``reply.before(n)``; False (and :attr:`gone_while_held` set) if the gateway closed the
+        connection first: how a test sees a relayed call cancelled (the relay closes its request stream)."""
+        assert reply.before is not None
+        held = asyncio.ensure_future(reply.before(n))
+        eof = asyncio.ensure_future(reader.read(1))
+        await asyncio.wait({held, eof}, return_when=asyncio.FIRST_COMPLETED)
+        if held.done():
+            eof.cancel()
+            return True
+        held.cancel()
+        self.gone_while_held.set()
+        return False
 
 
 @asynccontextmanager

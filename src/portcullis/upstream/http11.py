@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
-from portcullis.upstream.http11_response import BodyTooLarge, ResponseError, ResponseReader
+from portcullis.upstream.http11_response import BodyTooLarge, ResponseError, ResponseHead, ResponseReader
 
 _FORBIDDEN = frozenset("\r\n\0")
 _HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read
 T = TypeVar("T")
+#: told of each body chunk as it arrives (with the response's head); what it raises ends the exchange
+Watch = Callable[[ResponseHead, bytes], None]
 
 
 class HttpError(Exception):
@@ -160,23 +162,26 @@ class Http11Pool:
         """POST ``body`` to the pool's URL and return the response."""
         return await self.exchange(body, headers, _identity)
 
-    async def exchange(self, body: bytes, headers: dict[str, str], read: Callable[[Response], T]) -> T:
+    async def exchange(self, body: bytes, headers: dict[str, str], read: Callable[[Response], T],
+                       watch: Watch | None = None) -> T:
         """POST ``body``; ``read`` interprets the response before its connection may be pooled.
 
         Whatever ``read`` raises closes the connection and propagates, so a caller that finds the
         answer is not its own (a wrong JSON-RPC id) never leaves that connection for the next one.
-        One retry only, for a reused connection the server closed while idle.
+        One retry only, for a reused connection the server closed while idle. ``watch``, if given,
+        sees each body chunk as it arrives (the relay reads an SSE answer's events as they come);
+        what it raises closes the connection and propagates like ``read``'s.
         """
         request = self._encode(body, headers)
         conn, reused = await self._acquire()
         try:
-            response, reusable = await self._roundtrip(conn, request)
+            response, reusable = await self._roundtrip(conn, request, watch)
         except _NothingReceived:
             if not reused:
                 raise HttpError("connection closed before a response") from None
             conn = await self._connect()
             try:
-                response, reusable = await self._roundtrip(conn, request)
+                response, reusable = await self._roundtrip(conn, request, watch)
             except _NothingReceived:
                 raise HttpError("connection closed before a response") from None
         try:
@@ -228,9 +233,9 @@ class Http11Pool:
             raise HttpError(f"connect failed: {type(exc).__name__}") from None
         return conn
 
-    async def _roundtrip(self, conn: _Conn, request: bytes) -> tuple[Response, bool]:
+    async def _roundtrip(self, conn: _Conn, request: bytes, watch: Watch | None = None) -> tuple[Response, bool]:
         reader = ResponseReader(max_body_bytes=self._limit)
-        received = 0
+        received = watched = 0
         try:
             conn.write(request)
             while True:
@@ -242,7 +247,13 @@ class Http11Pool:
                         raise HttpError("connection closed mid-response")
                     break
                 received += len(data)
-                if reader.feed(data):
+                done = reader.feed(data)
+                if watch is not None and reader.head is not None:
+                    parts = reader.parts
+                    while watched < len(parts):
+                        watch(reader.head, parts[watched])
+                        watched += 1
+                if done:
                     break
         except _NothingReceived:
             conn.close()

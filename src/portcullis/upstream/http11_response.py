@@ -92,6 +92,11 @@ class ResponseReader:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     @property
+    def parts(self) -> list[bytes]:
+        """The body so far, as the chunks it arrived in (read only: the pool's watch reads it as it grows)."""
+        return self._parts
+
+    @property
     def reusable(self) -> bool:
         """True only when the connection provably holds nothing of this exchange any more."""
         head = self.head

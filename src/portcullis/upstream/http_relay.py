@@ -38,13 +38,13 @@ import orjson
 
 from portcullis.config.model import HttpService
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
+from portcullis.notifications import CURRENT, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
+from portcullis.upstream.sse_answer import TOOLS_CHANGED, SseAnswer, check_id, is_response, media_type, parse
 
 MODERN = "2026-07-28"
-TOOLS_CHANGED = "notifications/tools/list_changed"
 _MAX_EVENT_CHARS = 65_536  # one SSE event on the listen stream
 log = logging.getLogger("portcullis.upstream")
 _CLIENT_INFO = {"name": "portcullis-gateway", "version": "0.1.0"}
@@ -93,9 +93,9 @@ class _RelayConnection:
         # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
         request_id = random.getrandbits(52) + 1  # uniqueness, not secrecy; within JavaScript's safe integers
         meta: dict[str, Any] = _META
-        notes: list[tuple[bool, dict[str, Any]]] | None = None
-        if stream is not None:  # this call's notifications, from its own SSE answer, go to its caller
-            notes, meta = [], dict(_META)
+        answer: SseAnswer | None = None
+        if stream is not None:  # this call's notifications, from its own SSE answer, go to its caller as they come
+            answer, meta = SseAnswer(request_id, _offer_to(stream, request_id)), dict(_META)
             if stream.progress_token is not None:
                 meta["progressToken"] = request_id  # ours: the caller's token is put back by the stream
             if stream.wants_logs:
@@ -111,11 +111,11 @@ class _RelayConnection:
         max_depth, on_changed = self._max_depth, self._on_tools_changed
 
         def read(response: Response) -> dict[str, Any]:  # runs before the connection may be pooled
-            return read_answer(response, request_id, max_depth=max_depth, on_tools_changed=on_changed, notes=notes)
+            return read_answer(response, request_id, max_depth=max_depth, on_tools_changed=on_changed, sse=answer)
 
         try:
             async with asyncio.timeout(timeout_s):
-                message = await self._pool.exchange(body, headers, read)
+                message = await self._pool.exchange(body, headers, read, None if answer is None else answer.watch)
         except TimeoutError:
             raise UpstreamTimeout(detail=f"no answer within {timeout_s}s") from None
         except ResponseTooLarge as exc:
@@ -124,8 +124,6 @@ class _RelayConnection:
             raise _BrokenHttp(detail=f"transport: {exc}") from None
         except HttpError as exc:
             raise UpstreamUnavailable(detail=f"transport: {exc}") from None
-        if stream is not None and notes:
-            offer_notes(stream, notes, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {error.get('code')}")
@@ -215,25 +213,35 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def offer_notes(stream: CallStream, notes: list[tuple[bool, dict[str, Any]]], request_id: int) -> None:
-    """Hand a call's notifications, in stream order, to its caller's stream: progress only for the
-    token this request sent, log messages as they are (the stream is this request's alone); those
-    sent after the response are dropped (``after_end``)."""
-    for after, note in notes:
+def _offer_to(stream: CallStream, request_id: int) -> Callable[[bool, dict[str, Any]], None]:
+    """Hand each of a call's notifications, as it is read, to its caller's stream: progress only for
+    the token this request sent, log messages as they are (the stream is this request's alone);
+    those sent after the response are dropped (``after_end``)."""
+
+    def offer(after: bool, note: dict[str, Any]) -> None:
         method, params = note.get("method"), note.get("params")
         if after:
             stream.drop("after_end")
-            continue
-        if method == PROGRESS and (not isinstance(params, dict) or params.get("progressToken") != request_id
-                                   or type(params.get("progressToken")) is not int):
+        elif method == PROGRESS and (not isinstance(params, dict) or params.get("progressToken") != request_id
+                                     or type(params.get("progressToken")) is not int):
             stream.drop("unattributed")
-            continue
-        stream.offer(str(method), params)
+        else:
+            stream.offer(str(method), params)
+
+    return offer
+
+
+def offer_notes(stream: CallStream, notes: list[tuple[bool, dict[str, Any]]], request_id: int) -> None:
+    """:func:`_offer_to` over notifications collected in stream order (``(after, message)`` pairs)."""
+    offer = _offer_to(stream, request_id)
+    for after, note in notes:
+        offer(after, note)
 
 
 def read_answer(response: Response, request_id: int, *, max_depth: int,
                 on_tools_changed: Callable[[], None] | None = None,
-                notes: list[tuple[bool, dict[str, Any]]] | None = None) -> dict[str, Any]:
+                notes: list[tuple[bool, dict[str, Any]]] | None = None,
+                sse: SseAnswer | None = None) -> dict[str, Any]:
     """The JSON-RPC response to ``request_id`` in an HTTP answer (JSON or SSE), checked.
 
     The answer must be exactly one response object whose id is ``request_id`` — the same JSON
@@ -243,18 +251,22 @@ def read_answer(response: Response, request_id: int, *, max_depth: int,
     ``notifications/tools/list_changed`` anywhere in an SSE answer is reported to
     ``on_tools_changed`` (synchronously, before the answer is returned). ``notes``: where the
     stream's ``notifications/progress`` and ``notifications/message`` before the response are
-    collected in order, each with whether it came after the response (None: dropped).
+    collected in order, each with whether it came after the response (None: dropped). ``sse``: the
+    answer's events were already read as they arrived (:meth:`SseAnswer.watch`); only its end is left.
     """
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(response.headers)
     if content_type == "text/event-stream":
-        message, changed = _read_sse(response.body, request_id, notes)
+        if sse is None:
+            message, changed = _read_sse(response.body, request_id, notes)
+        else:
+            message, changed = sse.finish()
         if changed and on_tools_changed is not None:
             on_tools_changed()
     elif content_type == "application/json":
-        message = _parse(response.body, "upstream sent invalid JSON")
-        if not _is_response(message):
+        message = parse(response.body, "upstream sent invalid JSON")
+        if not is_response(message):
             raise UpstreamFailed(detail="upstream answer is not one JSON-RPC response")
-        _check_id(message, request_id)
+        check_id(message, request_id)
     else:
         raise (UpstreamUnavailable if response.status >= 500 else UpstreamFailed)(
             detail=f"upstream HTTP {response.status} {content_type[:40]}")
@@ -263,57 +275,13 @@ def read_answer(response: Response, request_id: int, *, max_depth: int,
     return message
 
 
-def _parse(data: bytes | str, what: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc):  # deeper than the parser goes (1024): deeper than any limit
-            raise ResultTooLarge(RESULT_TOO_DEEP, detail="answer nested too deeply to parse") from None
-        raise UpstreamFailed(detail=what) from None
-
-
-def _is_response(message: Any) -> bool:
-    """A response object: a dict with no ``method`` and exactly one of ``result`` / ``error``."""
-    return (type(message) is dict and "method" not in message and message.get("jsonrpc") == "2.0"
-            and ("result" in message) != ("error" in message))
-
-
-def _check_id(message: dict[str, Any], request_id: int) -> None:
-    answered = message.get("id")
-    if type(answered) is not int or answered != request_id:  # bool, float and str ids never match
-        raise UpstreamFailed(detail="upstream answer carries another request's id")
-
-
 def _read_sse(body: bytes, request_id: int,
               notes: list[tuple[bool, dict[str, Any]]] | None = None) -> tuple[dict[str, Any], bool]:
-    """The one response in the stream, which must answer ``request_id``, and whether the stream
-    also announced ``notifications/tools/list_changed`` (before or after the response).
-
-    Other notifications and server requests (messages with a ``method``) are dropped. A response for
-    any other id, before or after ours, a second response, or a batch fails the call: the stream
-    is not the answer to this request alone.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UpstreamFailed(detail="upstream SSE is not UTF-8") from None
-    found: dict[str, Any] | None = None
-    changed = False
-    for message in _sse_events(text):
-        if type(message) is dict and "method" in message:
-            changed = changed or message["method"] == TOOLS_CHANGED
-            if notes is not None and "id" not in message and message["method"] in (PROGRESS, MESSAGE):
-                notes.append((found is not None, message))  # this request's (a 2026-07-28 answer carries no other)
-            continue  # a notification or a server request: not an answer
-        if not _is_response(message):
-            raise UpstreamFailed(detail="upstream SSE event is not a JSON-RPC message")
-        _check_id(message, request_id)
-        if found is not None:
-            raise UpstreamFailed(detail="upstream SSE carries two responses")
-        found = message
-    if found is None:
-        raise UpstreamFailed(detail="upstream stream ended without a response")
-    return found, changed
+    """The one response in a whole SSE answer, which must answer ``request_id``, and whether the
+    stream also announced ``notifications/tools/list_changed`` (:class:`SseAnswer`'s rules)."""
+    answer = SseAnswer(request_id, None if notes is None else lambda after, note: notes.append((after, note)))
+    answer.feed(body)
+    return answer.finish()
 
 
 def _sse_events(text: str) -> list[Any]:
@@ -322,7 +290,7 @@ def _sse_events(text: str) -> list[Any]:
     for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
         data = "\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
         if data:
-            messages.append(_parse(data, "upstream sent invalid JSON in SSE"))
+            messages.append(parse(data, "upstream sent invalid JSON in SSE"))
     return messages
 
 
