@@ -7,11 +7,19 @@ carries a progress token) with message ``"<who> step <i>"`` and a ``notification
 ``info`` with data ``"<who> log <i>"`` and one at ``debug``; ``canary``: a log message carrying an
 AWS key id; ``split``: the key split across two log messages; then the result ``"<who> done"``;
 ``late``: a log and a progress notification after the result.
+
+``hold``: the notifications before the result are sent, then the result is held back: over HTTP until
+the test releases it (a ``test/release`` request with ``{"who": …}`` to the service's URL) or the
+gateway closes the connection (the relay's cancellation: ``gone <who>`` is written to the journal);
+over stdio until the gateway sends ``notifications/cancelled`` for it (``cancelled <who>``). The
+journal is the file named by ``NOTIFY_JOURNAL``: how a test observes a cancellation, no sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -26,7 +34,17 @@ CANARY = CANARIES["aws_access_key_id"]
 WORK_TOOL = {"name": "work", "description": "Work in steps, reporting progress and logs.", "inputSchema": {
     "type": "object", "properties": {"who": {"type": "string"}, "steps": {"type": "integer"},
                                      "canary": {"type": "boolean"}, "split": {"type": "boolean"},
-                                     "late": {"type": "boolean"}}, "required": ["who"]}}
+                                     "late": {"type": "boolean"}, "hold": {"type": "boolean"}},
+    "required": ["who"]}}
+RELEASED: dict[str, asyncio.Event] = {}
+
+
+def journal(line: str) -> None:
+    """Tell the test what this service saw (``NOTIFY_JOURNAL``; nothing without it)."""
+    path = os.environ.get("NOTIFY_JOURNAL")
+    if path:
+        with open(path, "a") as out:
+            out.write(line + "\n")
 
 
 def notes(arguments: dict[str, Any], token: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -67,15 +85,23 @@ def _token(message: dict[str, Any]) -> Any:
 def stdio_main() -> None:
     """Read requests line by line (the scaffold's ``serve`` hands a call its arguments only, and the
     progress token is in ``params._meta``)."""
+    held: dict[Any, str] = {}  # request id -> who, for calls whose result is held back
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
         message = json.loads(line)
+        if message.get("method") == "notifications/cancelled":
+            who = held.pop(message.get("params", {}).get("requestId"), None)
+            journal(f"cancelled {who}")
+            continue
         if message.get("method") == "tools/call" and "id" in message:
             arguments = message["params"].get("arguments") or {}
             before, after = notes(arguments, _token(message))
             for note in before:
                 send(note)
+            if arguments.get("hold"):
+                held[message["id"]] = str(arguments.get("who"))
+                continue
             send({"jsonrpc": "2.0", "id": message["id"], "result": text_result(f"{arguments.get('who')} done")})
             for note in after:
                 send(note)
@@ -104,14 +130,32 @@ def _sse(message: dict[str, Any]) -> bytes:
 def http_script(message: dict[str, Any], index: int) -> Reply:
     arguments = message.get("params", {}).get("arguments") or {}
     before, after = notes(arguments, _token(message))
-    body = b"".join(_sse(n) for n in before) + _sse(orjson.loads(rpc_body(
+    first = b"".join(_sse(n) for n in before)
+    body = first + _sse(orjson.loads(rpc_body(
         message["id"], text_result(f"{arguments.get('who')} done")))) + b"".join(_sse(n) for n in after)
-    return Reply((http(body, content_type=b"text/event-stream"),))
+    answer = http(body, content_type=b"text/event-stream")
+    if not arguments.get("hold"):
+        return Reply((answer,))
+    who = str(arguments.get("who"))
+    released = RELEASED.setdefault(who, asyncio.Event())
+
+    async def until_released(_: int) -> None:
+        await released.wait()
+
+    cut = len(answer) - len(body) + len(first)  # the head and the notifications now, the rest when released
+    return Reply((answer[:cut], answer[cut:]), before=until_released, gone=lambda: journal(f"gone {who}"))
+
+
+async def control(message: dict[str, Any]) -> bytes:
+    """``test/release``: let the held call of ``params.who`` send its result."""
+    who = str(message.get("params", {}).get("who"))
+    RELEASED.setdefault(who, asyncio.Event()).set()
+    return http(rpc_body(message.get("id"), {}))
 
 
 def main() -> None:
     hostile_http.ECHO_TOOL = WORK_TOOL  # its correct tools/list answer lists this service's one tool
-    service_main(stdio_main, http_script)
+    service_main(stdio_main, http_script, control)
 
 
 if __name__ == "__main__":

@@ -67,15 +67,18 @@ class Reply:
 
     ``pause_s`` between writes models a slow upstream (an interim response now, the answer later);
     no test outcome depends on its length. ``before(n)``, if given, is awaited before chunk ``n``
-    (n >= 1) is written: a test holds the answer back until an event it controls is set."""
+    (n >= 1) is written: a test holds the answer back until an event it controls is set; ``gone()``
+    is called if the gateway closes the connection meanwhile."""
 
     chunks: tuple[bytes, ...]
     close: bool = False
     pause_s: float = 0.0
     before: Callable[[int], Awaitable[None]] | None = None
+    gone: Callable[[], None] | None = None
 
 
 Script = Callable[[dict[str, Any], int], Reply | None]  # (request, index of this tools/call) -> reply
+Control = Callable[[dict[str, Any]], Awaitable[bytes]]  # a test's own ``test/…`` request -> the HTTP answer
 
 
 @dataclass
@@ -87,6 +90,7 @@ class HostileUpstream:
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: asyncio.Server | None = None
     gone_while_held: asyncio.Event = field(default_factory=asyncio.Event)  # see _held
+    control: Control | None = None  # answers requests whose method starts with ``test/``
 
     @property
     def url(self) -> str:
@@ -106,7 +110,9 @@ class HostileUpstream:
                 message = orjson.loads(await reader.readexactly(length))
                 self.requests.append(message)
                 reply = None
-                if message["method"] == "tools/call":
+                if self.control is not None and str(message.get("method")).startswith("test/"):
+                    reply = Reply((await self.control(message),))
+                elif message["method"] == "tools/call":
                     reply = self.script(message, self.calls)
                     self.calls += 1
                 gone = False  # the gateway closed the connection while the answer was held back
@@ -140,6 +146,8 @@ class HostileUpstream:
             return True
         held.cancel()
         self.gone_while_held.set()
+        if reply.gone is not None:
+            reply.gone()
         return False
 
 
@@ -173,15 +181,15 @@ async def echo(connection: Any, who: str, *, timeout_s: float = 10.0) -> str:
     return str(result["content"][0]["text"])
 
 
-async def serve_script(script: Script, port: int) -> None:
+async def serve_script(script: Script, port: int, control: Control | None = None) -> None:
     """Serve ``script`` on ``127.0.0.1:port`` until cancelled (a test service's HTTP mode)."""
-    upstream = HostileUpstream(script)
+    upstream = HostileUpstream(script, control=control)
     upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", port)
     async with upstream.server:
         await upstream.server.serve_forever()
 
 
-def service_main(stdio_main: Callable[[], None], script: Script) -> None:
+def service_main(stdio_main: Callable[[], None], script: Script, control: Control | None = None) -> None:
     """``python -m <service> stdio`` or ``… http --port P``: a test service's command line."""
     import argparse
 
@@ -193,6 +201,6 @@ def service_main(stdio_main: Callable[[], None], script: Script) -> None:
         stdio_main()
         return
     try:
-        asyncio.run(serve_script(script, args.port))
+        asyncio.run(serve_script(script, args.port, control))
     except KeyboardInterrupt:  # the test stops it with SIGINT
         pass

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from portcullis.audit.attempts import Attempt, AttemptSink, clip
+from portcullis.cancellation import DEPARTURE, Departure
 from portcullis.errors import (
     BadHost,
     BodyTooLarge,
@@ -48,6 +49,7 @@ from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
+from portcullis.transport.disconnect import SEND_FAILURES, run_watched, start_watch
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
@@ -160,7 +162,8 @@ class GatewayApp:
                  background: Callable[[], Coroutine[Any, Any, None]] | None = None,
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
                  attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
-                 notification_counted: Callable[[str], None] | None = None) -> None:
+                 notification_counted: Callable[[str], None] | None = None,
+                 watch_json_disconnect: bool = False) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -177,6 +180,8 @@ class GatewayApp:
         self._stream_bounds = stream_bounds or StreamBounds()
         self._notification_counted = notification_counted  # the metric of streamed notifications' outcomes
         self._levels = LogLevels()  # logging/setLevel, per 2025-era session and principal
+        # also cancel a 2026-07-28 call answered as JSON when its caller goes away (docs/decisions.md)
+        self._watch_json = watch_json_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -269,9 +274,13 @@ class GatewayApp:
                     stored = None if modern else self._levels.get(self._level_key(req))
                     token, level = wanted(message.params, modern=modern, stored=stored)
                     if token is not None or level is not None:
-                        streamed = await self._streamed(req, send, extra, token, level)
+                        streamed = await self._streamed(req, send, extra, token, level, receive)
                         if streamed is None:
                             return None
+                if streamed is None and modern and self._watch_json:
+                    streamed = await self._watched(req, receive)
+                    if streamed is None:
+                        return None  # the caller went away: its call was cancelled, nothing to answer
                 result = streamed.result if streamed is not None else await self._dispatcher.dispatch(req)
             return 200, _JSON + extra, encode_response(request_id, result)
         except PortcullisError as exc:
@@ -293,21 +302,38 @@ class GatewayApp:
     def _level_key(self, req: Request) -> str:
         return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
 
+    async def _watched(self, req: Request, receive: Receive) -> _Dispatched | None:
+        """Dispatch a 2026-07-28 request beside a watch on its caller's connection; None: the caller
+        went away and the call was cancelled (:mod:`portcullis.transport.disconnect`)."""
+        watched = await run_watched(lambda: self._dispatcher.dispatch(req), receive)
+        if not watched.finished:
+            return None
+        if watched.error is not None:
+            raise watched.error
+        done = _Dispatched()
+        done.result = watched.value or {}
+        return done
+
     async def _streamed(self, req: Request, send: Send, extra: list[tuple[bytes, bytes]], token: Any,
-                        level: str | None) -> _Dispatched | None:
+                        level: str | None, receive: Receive) -> _Dispatched | None:
         """Run a ``tools/call`` whose notifications the caller may read as a stream.
 
         The first relayed notification starts the ``text/event-stream`` answer; the result (or the
         error) is its last event, and ``None`` is returned. A call that relayed nothing returns its
-        result (or raises its error) for the ordinary ``application/json`` answer.
+        result (or raises its error) for the ordinary ``application/json`` answer. A 2026-07-28
+        caller that goes away (``http.disconnect``, or a send that fails) cancels the call, and
+        ``None`` is returned with nothing more sent (:mod:`portcullis.transport.disconnect`).
         """
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](self._stream_bounds.max_per_call)
         stream = CallStream(sender.send_nowait, progress_token=token, log_level=level, bounds=self._stream_bounds,
                             counted=self._notification_counted)
         done = _Dispatched()
+        departure = Departure()
+        watch: list[anyio.CancelScope] = []
 
         async def run() -> None:
             CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
+            DEPARTURE.set(departure)
             try:
                 done.result = await self._dispatcher.dispatch(req)
             except Exception as exc:  # reported to the caller below, in whichever form the answer takes
@@ -315,16 +341,31 @@ class GatewayApp:
             finally:
                 stream.close()
                 sender.close()
+                for scope in watch:
+                    scope.cancel()
 
-        started = False
+        started = lost = False
         async with anyio.create_task_group() as tg:
+            if req.modern:
+                watch.append(start_watch(tg, receive, departure))
             tg.start_soon(run)
             async with receiver:
                 async for note in receiver:
-                    if not started:
-                        started = True
-                        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra]})
-                    await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
+                    if lost:
+                        continue  # a 2025-era caller that went away: its call runs on, the rest is discarded
+                    try:
+                        if not started:
+                            started = True
+                            await send({"type": "http.response.start", "status": 200,
+                                        "headers": [*SSE_HEADERS, *extra]})
+                        await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
+                    except SEND_FAILURES:
+                        lost = True
+                        if req.modern:
+                            departure.gone = True
+                            tg.cancel_scope.cancel()
+        if departure.gone or lost:
+            return None  # nothing more can reach the caller
         if not started:
             if done.error is not None:
                 raise done.error

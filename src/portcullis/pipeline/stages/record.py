@@ -22,6 +22,7 @@ import time
 import anyio
 
 from portcullis.audit.errors import AuditUnavailable
+from portcullis.cancellation import caller_gone
 from portcullis.config.model import ToolManifest
 from portcullis.errors import (
     ApprovalRequired,
@@ -97,6 +98,8 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
             raise
         except BaseException as exc:  # recorded, then re-raised for the mapper (never swallowed)
             outcome, detail = "crash", type(exc).__name__
+            if isinstance(exc, anyio.get_cancelled_exc_class()) and caller_gone():
+                outcome, detail = "cancelled", "the caller went away"  # not a crash: see portcullis.cancellation
             if trail.route is not None and not in_logs(trail.route.manifest.manifest):
                 mark_values_withheld(exc)  # the transport logs it without its message or traceback
             await _missing(auditor, ctx, exc)
@@ -146,7 +149,8 @@ async def _missing(auditor: CallAuditor, ctx: CallContext, exc: BaseException) -
                 await auditor.outcome(ctx, route, outcome="cancelled" if cancelled else "error",
                                       error_code=exc.code if isinstance(exc, RpcError) else None, output_bytes=0,
                                       duration_ms=round((time.perf_counter_ns() - started) / 1e6, 3),
-                                      upstream_span_id=trail.upstream_span_id)
+                                      upstream_span_id=trail.upstream_span_id,
+                                      cancelled_by="caller" if cancelled and caller_gone() else None)
         return
     decision = exc.decision if isinstance(exc, Denied | PolicyRefused | ApprovalRequired) else trail.refused_decision
     if decision is not None:
