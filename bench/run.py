@@ -325,12 +325,24 @@ class Target:
     metrics_url: str | None = None  # the gateway's admin /metrics: its own time per stage
 
 
+#: ``--caller-accept``: what the load generator's calls to the gateway accept (the direct calls always send
+#: what the SDK client sends: the echo service refuses a JSON-only Accept):
+#: ``sse`` (default) ``Accept: application/json, text/event-stream``, as the SDK client sends;
+#: ``json`` ``Accept: application/json`` only; ``sse-progress`` both and a ``_meta.progressToken``,
+#: so the gateway runs the call as one that may stream (no notification comes: answered as JSON)
+CALLER_ACCEPT = {"mode": "sse"}
+
+
 class RawCaller:
     """The load generator: one pooled keep-alive httpx2 client, 2026-07-28 ``tools/call`` posts."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self._headers = {**modern_headers("tools/call", target.tool), **target.headers}
+        mode = CALLER_ACCEPT["mode"] if target.label == "gateway" else "sse"
+        if mode == "json":
+            self._headers["Accept"] = "application/json"
+        self._progress = mode == "sse-progress"
         self._next_id = 0
         limits = httpx2.Limits(max_connections=CONCURRENCY * 2, max_keepalive_connections=CONCURRENCY * 2)
         self._http = httpx2.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S)
@@ -344,8 +356,10 @@ class RawCaller:
 
     async def call(self) -> None:
         self._next_id += 1
-        body = json.dumps(envelope(self._next_id, "tools/call", {"name": self.target.tool,
-                                                                   "arguments": {"text": TEXT}}))
+        message = envelope(self._next_id, "tools/call", {"name": self.target.tool, "arguments": {"text": TEXT}})
+        if self._progress:
+            message["params"]["_meta"]["progressToken"] = self._next_id
+        body = json.dumps(message)
         response = await self._http.post(self.target.url, content=body, headers=self._headers)
         message = decode_answer(response)
         result = message.get("result")
@@ -641,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
                         "bearer token, verified on every call)")
     parser.add_argument("--no-content-filter", action="store_true",
                         help="run the gateway with the output filter off (content.enabled: false)")
+    parser.add_argument("--caller-accept", choices=("sse", "json", "sse-progress"), default="sse",
+                        help="what the calls accept: both media types (default, as the SDK client), JSON only, "
+                        "or both with a progress token (a call that may stream; none of its answers does)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary deployment and logs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -648,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"rounds": args.rounds, "calls_c1": args.calls_c1, "calls_c16": args.calls_c16,
                                    "gateway_log_level": args.gateway_log_level}.items() if v is not None}
     settings = Settings(**{**asdict(settings), **overrides})
+    CALLER_ACCEPT["mode"] = args.caller_accept
 
     workdir = Path(tempfile.mkdtemp(prefix="portcullis-bench-"))
     children: list[Child] = []
@@ -681,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         auth = args.gateway_auth if gateway_has_identity() else "none (this gateway has no identity section)"
         gateway_headers = ({"Authorization": f"Bearer {issue_token(deployment, gateway_port)}"}
                            if auth == "dev-token" else {})
-        print(f"upstream keep-alive: {args.upstream_keep_alive_s} s; gateway authentication: {auth}", flush=True)
+        print(f"upstream keep-alive: {args.upstream_keep_alive_s} s; gateway authentication: {auth}; "
+              f"calls accept: {args.caller_accept}", flush=True)
         meter = CpuMeter({"upstream": upstream.proc.pid, "gateway": gateway.proc.pid})
         metrics_url = f"http://{HOST}:{admin_port}/metrics" if admin_port is not None else None
         results = run_async(benchmark, Target("direct", upstream_url, "echo"),

@@ -167,3 +167,37 @@ def test_a_caller_who_goes_away_after_the_result_cancels_nothing(deployment: Dep
 
 async def _ignore(value: float, total: float | None, message: str | None) -> None:
     pass
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+@pytest.mark.parametrize("tool", list(SEEN))
+def test_notifications_after_the_result_reach_no_one(deployment: Deployment, mode: str, tool: str) -> None:
+    """An upstream sends a log message and a progress notification after its result: neither reaches
+    the finished answer nor the next caller's call; the relay counts them as ``after_end``."""
+    late, nxt = f"late-{mode[:3]}-{tool.split('.')[0]}", f"next-{mode[:3]}-{tool.split('.')[0]}"
+
+    async def call(who: str, user: str, **arguments: Any) -> list[str]:
+        seen: list[str] = []
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append(str(message))
+
+        async def log(params: Any) -> None:
+            seen.append(str(params.data))
+
+        kwargs: dict[str, Any] = {"logging_callback": log} | ({} if mode == "legacy" else {"log_level": "debug"})
+        async with deployment.gateway.client(mode=mode, token=deployment.gateway.token(user=user), **kwargs) as client:
+            result = await client.call_tool(tool, {"who": who, "steps": 1, **arguments}, progress_callback=progress)
+        assert result.content[0].text == f"{who} done"
+        return seen
+
+    async def run() -> tuple[list[str], list[str], list[tuple[str, Any]]]:
+        first = await call(late, "alice", late=True)
+        second = await call(nxt, "bob")
+        return first, second, await deployment.records_of(late)
+
+    first, second, records = anyio.run(run)
+    assert first == [f"{late} step 0", f"{late} log 0", f"{late} debug 0"]
+    assert second == [f"{nxt} step 0", f"{nxt} log 0", f"{nxt} debug 0"]
+    if tool == "notesh.work":  # the relay reads them from the call's own answer, after its response
+        assert records[-1][1]["content"]["notifications"]["after_end"] == 2

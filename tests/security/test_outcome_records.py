@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.store import AuditStore
+from portcullis.cancellation import DEPARTURE, Departure
 from portcullis.errors import (
     InvalidParams,
     ResultTooLarge,
@@ -278,6 +279,30 @@ async def test_a_cancelled_call_gets_a_cancelled_outcome(tmp_path: Path) -> None
             tg.cancel_scope.cancel()
         records = await call_records(s.gateway, before)
         assert kinds(records) == [DECISION, ("outcome", "cancelled", None)]
+        assert "cancelled_by" not in (await s.gateway.records())[-1].fields
+
+
+async def test_a_call_whose_caller_went_away_is_cancelled_by_the_caller(tmp_path: Path) -> None:
+    """The transport marks the call's departure before cancelling it (issue 13): the owed outcome says
+    the caller cancelled it; a call cancelled for another reason (above) carries no ``cancelled_by``."""
+    async with _Open(tmp_path) as s:
+        s.upstream.plan = hang
+        before = len(await s.gateway.records())
+        departure = Departure()
+
+        async def call() -> None:
+            DEPARTURE.set(departure)  # as the transport does, in the call's own task
+            await s.gateway.call(INVOICE, dict(ARGS))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            with anyio.fail_after(30):
+                await s.upstream.entered.wait()
+            departure.gone = True
+            tg.cancel_scope.cancel()
+        records = (await s.gateway.records())[before:]
+        assert [(r.kind, r.fields.get("outcome"), r.fields.get("cancelled_by")) for r in records] == [
+            ("decision", None, None), ("outcome", "cancelled", "caller")]
 
 
 async def test_a_call_cancelled_from_the_start_leaves_a_pair_or_nothing(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ next, so the rules are:
   sat idle past ``idle_timeout_s`` is closed when next taken, never used;
 - a request that fails on a *reused* connection before a single response byte arrived — the
   server closed it while idle — is sent once more on a new connection; nothing else is retried;
-- redirects are not followed (a 3xx is just a response).
+- redirects are not followed (a 3xx is just a response);
+- an exchange's ``watch`` sees the body's chunks as they arrive (the relay reads an SSE answer's
+  events while the call runs); it changes none of the rules above.
 """
 
 from __future__ import annotations
