@@ -168,19 +168,24 @@ class RequestStateSealer:
             raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise RequestStateRefused("not_base64") from None
-        nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        for aead in self._aeads:
-            try:
-                plain = aead.decrypt(nonce, sealed, _AAD)
-                break
-            except (InvalidTag, ValueError):
-                continue
-        else:
+        plain = _first_opening(self._aeads, raw)
+        if plain is None:
             raise RequestStateRefused("unauthentic")
         data = orjson.loads(plain)
         if not isinstance(data, dict):
             raise RequestStateRefused("malformed")
         return data
+
+
+def _first_opening(aeads: Sequence[AESGCM], raw: bytes) -> bytes | None:
+    """The plaintext under the first key that authenticates ``raw`` (nonce + ciphertext), or None."""
+    nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+    for aead in aeads:
+        try:
+            return aead.decrypt(nonce, sealed, _AAD)
+        except (InvalidTag, ValueError):
+            continue
+    return None
 
 
 def check_responses(responses: Any, asked: Sequence[str]) -> None:
