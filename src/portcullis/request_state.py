@@ -30,7 +30,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -102,7 +102,7 @@ def derive_key(secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
 
 
-def is_sealed_state(value: Any) -> bool:
+def is_sealed_state(value: Any) -> TypeGuard[str]:
     """Whether ``value`` claims to be one of these envelopes (checked only when opened)."""
     return isinstance(value, str) and value.startswith(PREFIX)
 
