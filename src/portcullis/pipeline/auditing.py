@@ -136,6 +136,8 @@ class CallAuditor:
             fields["content"] = {**report, "notifications": stream.summary()}
         if ctx.record.governance:  # what data governance did: {"taint": cause, "withheld": reason}
             fields["governance"] = dict(ctx.record.governance)
+        if ctx.record.client_input is not None:  # MRTR: round, kinds and keys relayed or refused, never values
+            fields["client_input"] = ctx.record.client_input
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)
@@ -178,6 +180,8 @@ class CallAuditor:
             "duration_ms": duration_ms, "upstream_span_id": None}
         if ctx.record.content is not None:
             fields["content"] = ctx.record.content.to_json()
+        if ctx.record.client_input is not None:
+            fields["client_input"] = ctx.record.client_input
         if ctx.record.outcome_written:
             raise InternalError(detail="second outcome record for one read")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

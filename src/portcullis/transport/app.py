@@ -437,7 +437,7 @@ class GatewayApp:
             raise UnknownSession(detail="session belongs to another principal")
         # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
         # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
-        return Request(message, session.protocol_version, False, headers, principal), []
+        return Request(message, session.protocol_version, False, headers, principal, session.client_capabilities), []
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")
