@@ -198,6 +198,11 @@ class HttpService(_ServiceBase):
     transport: Literal["http"]
     url: str = Field(pattern=r"^https?://", description="The service's MCP endpoint URL.")
     tls: UpstreamTls | None = Field(None, description="CA and client certificate for an https:// service.")
+    protocol: Literal["auto", "legacy"] = Field(
+        "auto", description="'auto': the 2026-07-28 revision through the gateway's raw relay when the service "
+        "speaks it, else the 2025-era handshake through the SDK client. 'legacy': always the 2025-era handshake "
+        "(one session), e.g. for a service whose tools push sampling, elicitation or roots requests mid-call, "
+        "which only a session can carry (docs/mcp-surface.md).")
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What the HTTP client verifies with: the configured CA and client certificate, else defaults."""

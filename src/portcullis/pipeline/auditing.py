@@ -35,6 +35,7 @@ from portcullis.governance.sinks import arguments_in_clear
 from portcullis.notifications import CURRENT
 from portcullis.pipeline.context import CallContext, ReadContext
 from portcullis.pipeline.hooks import Hooks
+from portcullis.transport.push import PUSH
 
 log = logging.getLogger("portcullis.audit")
 MAX_NAME_CHARS = 128
@@ -133,6 +134,11 @@ class CallAuditor:
             fields["content"] = {**report, "notifications": stream.summary()}
         if ctx.record.governance:  # what data governance did: {"taint": cause, "withheld": reason}
             fields["governance"] = dict(ctx.record.governance)
+        push = PUSH.get()
+        if push is not None and (push.records or push.unrecorded):  # client requests: kind and outcome, no content
+            fields["client_requests"] = [{**entry, "tool": route.exposed_name} for entry in push.records]
+            if push.unrecorded:
+                fields["client_requests_unrecorded"] = push.unrecorded
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

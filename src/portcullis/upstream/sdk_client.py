@@ -42,6 +42,8 @@ from portcullis.errors import (
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
 from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.transport.push import PUSH, CallPush
+from portcullis.upstream.client_relay import ClientRelay
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
 from portcullis.upstream.stderr_relay import StderrRelay
@@ -83,6 +85,7 @@ class _InFlight:
 
     def __init__(self) -> None:
         self.calls: list[CallStream | None] = []
+        self.pushes: list[CallPush | None] = []  # the same calls' push channels, for client requests
 
     def log(self, params: Any) -> None:
         if len(self.calls) == 1 and self.calls[0] is not None:
@@ -192,12 +195,15 @@ class _SdkConnection:
                     stream.offer(PROGRESS, {"progress": progress, "total": total, "message": message})
             if stream.wants_logs:  # a 2026-07-28 service sends log messages only when a request opts in
                 meta = {**(meta or {}), LOG_LEVEL_META: stream.log_level}
+        push = PUSH.get()  # a 2025-era caller that client requests of this call may be relayed to
         self._in_flight.calls.append(stream)
+        self._in_flight.pushes.append(push)
         try:
             result = await self._guard(self._client.session.call_tool(
                 name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta)), timeout_s=timeout_s)
         finally:
             self._in_flight.calls.remove(stream)
+            self._in_flight.pushes.remove(push)
         self._accepted(offered)
         return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
@@ -280,7 +286,8 @@ class SdkConnector:
                                                                 withhold_key=self._stderr_withhold_key))
             in_flight = _InFlight()
             async with Client(transport, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
+                              logging_callback=_log_relay(in_flight), **self._relay(in_flight)) as client, \
+                    self._listening(client):
                 # the transport checks depth
                 yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
                                      child_kids=spawn_kids, in_flight=in_flight)
@@ -295,11 +302,17 @@ class SdkConnector:
                                       headers={"Accept-Encoding": "identity"}) as http:
             streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
             in_flight = _InFlight()
+            # protocol "legacy": always the 2025-era handshake, a session the service can push requests on
             async with Client(streams, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
+                              logging_callback=_log_relay(in_flight), mode="legacy" if cfg.protocol == "legacy"
+                              else "auto", **self._relay(in_flight)) as client, self._listening(client):
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
                                      in_flight=in_flight)
+
+    def _relay(self, in_flight: _InFlight) -> dict[str, Any]:
+        """The client-request callbacks (sampling, elicitation, roots) when the service may ask any."""
+        return ClientRelay(self.name, self._cfg.client_requests, lambda: in_flight.pushes).callbacks()
 
     async def _on_message(self, message: Any) -> None:
         """Every server notification, on either era: a tool-list change is reported before any await."""
