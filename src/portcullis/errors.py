@@ -39,6 +39,8 @@
                                              result (data: reason, never the content)
         └── GovernanceWithheld        -31021 the upstream answered, but data governance keeps the result
                                              from this caller (another tenant's result)
+        └── ClientRequestRefused      -31040 the upstream asked the caller for something (sampling,
+                                             elicitation, roots) the gateway does not relay (data: reason)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -300,6 +302,22 @@ class GovernanceWithheld(ResultWithheld):
     def __init__(self, reason: str, *, detail: str = "") -> None:
         GatewayCallError.__init__(self, detail=detail)
         self.reason = reason
+
+
+class ClientRequestRefused(GatewayCallError):
+    """An upstream asked the caller for something (a server-to-client request: sampling, elicitation,
+    roots) that the gateway will not relay. ``data`` carries the closed-set ``reason``
+    (:data:`portcullis.client_requests.REASONS`): ``unknown_kind``, ``not_allowed`` (the service's
+    ``client_requests`` manifest), ``not_declared`` (the caller did not declare the capability),
+    ``malformed``, ``too_large``, ``no_filter`` or ``withheld`` (the output filter withheld its text);
+    never any text of the request. ``kind`` (or None) is kept for the audit record."""
+
+    code, message = -31040, "Client request refused"
+
+    def __init__(self, reason: str, *, kind: str | None = None, detail: str = "") -> None:
+        super().__init__(detail=detail, data={"reason": reason})
+        self.reason = reason
+        self.kind = kind
 
 
 # --------------------------------------------------------------------------- the mapper

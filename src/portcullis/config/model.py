@@ -112,6 +112,21 @@ class SessionsConfig(_Model):
     ttl_s: int = Field(86_400, ge=60, le=30 * 86_400, description="Lifetime of a session id.")
 
 
+class ClientRequestsConfig(_Model):
+    """Which server-to-client requests of a service the gateway relays to the caller of the call that
+    triggered them (an upstream's 2026-07-28 ``input_required`` result, or a 2025-era push request).
+    Deny by default: a kind not set here is refused (-31040) and recorded (docs/mcp-surface.md)."""
+
+    sampling: StrictBool = Field(False, description="Relay sampling/createMessage: the service may ask the "
+                                 "caller's LLM to generate text (messages, systemPrompt, maxTokens only).")
+    elicitation_form: StrictBool = Field(False, description="Relay elicitation/create in form mode: the service "
+                                         "may ask the caller's user to fill a flat form of primitive fields.")
+    elicitation_url: StrictBool = Field(False, description="Relay elicitation/create in URL mode: the service may "
+                                        "send the caller's user to a URL (https, or http to loopback only).")
+    roots: StrictBool = Field(False, description="Relay roots/list: the service may learn the caller's roots "
+                              "(file system locations the client exposes).")
+
+
 class _ServiceBase(_Model):
     tool_prefix: str | None = Field(
         None,
@@ -137,6 +152,9 @@ class _ServiceBase(_Model):
     max_result_depth: int = Field(
         64, ge=4, le=128,
         description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
+    client_requests: ClientRequestsConfig = Field(
+        ClientRequestsConfig(),
+        description="Server-to-client requests (sampling, elicitation, roots) relayed to callers: deny by default.")
 
 
 class StderrBounds(_Model):
