@@ -8,8 +8,15 @@ from typing import Any
 import anyio
 import pytest
 
-from portcullis.transport.push import ANSWER_OUTCOMES, ID_PREFIX, PUSH_REFUSALS, CallPush, PushBounds, PushRefused, \
-    PushRegistry
+from portcullis.transport.push import (
+    ANSWER_OUTCOMES,
+    ID_PREFIX,
+    PUSH_REFUSALS,
+    CallPush,
+    PushBounds,
+    PushRefused,
+    PushRegistry,
+)
 from portcullis.transport.push_answers import MalformedAnswer, checked_answer
 
 SESSION, PRINCIPAL = "pcs1.session-a", "principal-a"
@@ -135,7 +142,7 @@ async def test_no_answer_in_time_refuses_the_request_and_a_late_answer_is_droppe
 async def test_the_call_ending_refuses_what_still_waits() -> None:
     """close() settles every waiting request as call_ended; later requests are refused too."""
     h = _Harness()
-    answer, refused = await _ask(h, h.push.close)
+    _, refused = await _ask(h, h.push.close)
     assert refused == "call_ended" and h.answer(ACCEPT) == "late"
     with pytest.raises(PushRefused, match="call_ended"):
         await h.push.request(ELICIT, {})

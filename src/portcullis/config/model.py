@@ -152,6 +152,11 @@ class _ServiceBase(_Model):
     max_result_depth: int = Field(
         64, ge=4, le=128,
         description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
+    protocol: Literal["auto", "legacy"] = Field(
+        "auto", description="'auto': the 2026-07-28 revision when the service speaks it (over HTTP through the "
+        "gateway's raw relay), else the 2025-era handshake through the SDK client. 'legacy': always the 2025-era "
+        "handshake (one session), e.g. for a service whose tools push sampling, elicitation or roots requests "
+        "mid-call, which only a session can carry (docs/mcp-surface.md).")
     client_requests: ClientRequestsConfig = Field(
         ClientRequestsConfig(),
         description="Server-to-client requests (sampling, elicitation, roots) relayed to callers: deny by default.")
@@ -216,11 +221,6 @@ class HttpService(_ServiceBase):
     transport: Literal["http"]
     url: str = Field(pattern=r"^https?://", description="The service's MCP endpoint URL.")
     tls: UpstreamTls | None = Field(None, description="CA and client certificate for an https:// service.")
-    protocol: Literal["auto", "legacy"] = Field(
-        "auto", description="'auto': the 2026-07-28 revision through the gateway's raw relay when the service "
-        "speaks it, else the 2025-era handshake through the SDK client. 'legacy': always the 2025-era handshake "
-        "(one session), e.g. for a service whose tools push sampling, elicitation or roots requests mid-call, "
-        "which only a session can carry (docs/mcp-surface.md).")
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What the HTTP client verifies with: the configured CA and client certificate, else defaults."""

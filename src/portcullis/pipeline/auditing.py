@@ -120,7 +120,7 @@ class CallAuditor:
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
                       output_bytes: int, duration_ms: float, upstream_span_id: str | None) -> AuditRecord:
-        fields = {"outcome": outcome, "error_code": error_code,
+        fields: dict[str, Any] = {"outcome": outcome, "error_code": error_code,
                   "output": {"bytes": output_bytes,
                              "classification": str(route.manifest.manifest.classification.output)},
                   "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}

@@ -14,8 +14,8 @@ Every answer is ``application/json``, except a ``tools/call`` from a caller that
 answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
 :mod:`portcullis.notifications`). A 2025-era caller's stream also carries the client requests
 (sampling, elicitation, roots) the gateway asks it during the call, and the caller's JSON-RPC
-response to one is routed to it (:mod:`portcullis.transport.push`). Errors go through :func:`portcullis.errors.to_wire`; an
-unexpected exception is logged for the operator and answered with a bare -32603.
+response to one is routed to it (:mod:`portcullis.transport.push`). Errors go through
+:func:`portcullis.errors.to_wire`; an unexpected exception is logged for the operator and answered with a bare -32603.
 """
 
 from __future__ import annotations

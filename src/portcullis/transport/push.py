@@ -121,9 +121,11 @@ class PushRegistry:
 
     def _route(self, value: Mapping[str, Any], session: str, principal: str, size: int) -> str:
         rid = value.get("id")
-        pending = self._pending.get(rid) if isinstance(rid, str) else None
+        if not isinstance(rid, str):
+            return "unknown"
+        pending = self._pending.get(rid)
         if pending is None:
-            return self._finished.get(rid, "unknown") if isinstance(rid, str) else "unknown"
+            return self._finished.get(rid, "unknown")
         if not secrets.compare_digest(pending.principal, principal):
             return "foreign_principal"
         if not secrets.compare_digest(pending.session, session):

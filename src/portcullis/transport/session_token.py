@@ -62,7 +62,7 @@ def declared_kinds(capabilities: Any) -> frozenset[str]:
 def capabilities_of(kinds: frozenset[str]) -> dict[str, Any]:
     """The client capabilities object that declares exactly ``kinds`` (the inverse of :func:`declared_kinds`)."""
     caps: dict[str, Any] = {kind: {} for kind in ("sampling", "roots") if kind in kinds}
-    modes = {mode: {} for mode in ("form", "url") if f"elicitation_{mode}" in kinds}
+    modes: dict[str, Any] = {mode: {} for mode in ("form", "url") if f"elicitation_{mode}" in kinds}
     if modes:
         caps["elicitation"] = modes
     return caps
@@ -95,7 +95,8 @@ class SessionSealer:
     def seal(self, protocol_version: str, client_capabilities: dict[str, Any], principal_key: str = "") -> str:
         now = int(self._clock())
         payload = {"n": secrets.token_urlsafe(16), "v": protocol_version,
-                   "k": sorted(declared_kinds(client_capabilities)), "p": principal_key, "iat": now, "exp": now + self._ttl_s}
+                   "k": sorted(declared_kinds(client_capabilities)), "p": principal_key, "iat": now,
+                   "exp": now + self._ttl_s}
         plain = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aeads[0].encrypt(nonce, plain, _AAD)

@@ -77,7 +77,7 @@ class ClientRelay:
         return {"sampling_callback": self.sampling, "elicitation_callback": self.elicitation,
                 "list_roots_callback": self.list_roots}
 
-    def _attribute(self) -> CallPush | None | str:
+    def _attribute(self) -> CallPush | str | None:
         calls = self._calls()
         own = PUSH.get()
         if own is not None and any(own is call for call in calls):

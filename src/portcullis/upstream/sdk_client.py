@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import httpx2
@@ -286,8 +286,8 @@ class SdkConnector:
                                                                 withhold_key=self._stderr_withhold_key))
             in_flight = _InFlight()
             async with Client(transport, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight), **self._relay(in_flight)) as client, \
-                    self._listening(client):
+                              logging_callback=_log_relay(in_flight), mode=self._mode(),
+                              **self._relay(in_flight)) as client, self._listening(client):
                 # the transport checks depth
                 yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
                                      child_kids=spawn_kids, in_flight=in_flight)
@@ -302,13 +302,16 @@ class SdkConnector:
                                       headers={"Accept-Encoding": "identity"}) as http:
             streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
             in_flight = _InFlight()
-            # protocol "legacy": always the 2025-era handshake, a session the service can push requests on
             async with Client(streams, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight), mode="legacy" if cfg.protocol == "legacy"
-                              else "auto", **self._relay(in_flight)) as client, self._listening(client):
+                              logging_callback=_log_relay(in_flight), mode=self._mode(),
+                              **self._relay(in_flight)) as client, self._listening(client):
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
                                      in_flight=in_flight)
+
+    def _mode(self) -> Literal["auto", "legacy"]:
+        """``protocol: legacy``: always the 2025-era handshake, a session the service can push requests on."""
+        return "legacy" if self._cfg.protocol == "legacy" else "auto"
 
     def _relay(self, in_flight: _InFlight) -> dict[str, Any]:
         """The client-request callbacks (sampling, elicitation, roots) when the service may ask any."""
