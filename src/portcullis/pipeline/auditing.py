@@ -136,9 +136,11 @@ class CallAuditor:
             fields["governance"] = dict(ctx.record.governance)
         push = PUSH.get()
         if push is not None and (push.records or push.unrecorded):  # client requests: kind and outcome, no content
-            fields["client_requests"] = [{**entry, "tool": route.exposed_name} for entry in push.records]
-            if push.unrecorded:
-                fields["client_requests_unrecorded"] = push.unrecorded
+            taken, unrecorded = push.take_records()
+            fields["client_requests"] = [{**entry, "service": entry["service"] or route.service,
+                                          "tool": route.exposed_name} for entry in taken]
+            if unrecorded:
+                fields["client_requests_unrecorded"] = unrecorded
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

@@ -52,6 +52,7 @@ from portcullis.identity.principal import Principal
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
+from portcullis.transport.mrtr_bridge import bridged
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
     Dispatcher,
@@ -287,7 +288,7 @@ class GatewayApp:
                             streamed = await self._streamed(req, send, extra, token, level, push)
                             if streamed is None:
                                 return None
-                    result = streamed.result if streamed is not None else await self._dispatcher.dispatch(req)
+                    result = streamed.result if streamed is not None else await self._dispatch(req, push)
                 finally:
                     if bound is not None and push is not None:
                         PUSH.reset(bound)
@@ -308,6 +309,13 @@ class GatewayApp:
                 log.exception("unexpected error while handling a request")
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+
+    async def _dispatch(self, req: Request, push: CallPush | None) -> dict[str, Any]:
+        """The dispatcher's answer; a 2025-era ``tools/call`` (``push`` set) answers an ``input_required``
+        result by asking the caller itself, round by round (:mod:`portcullis.transport.mrtr_bridge`)."""
+        if push is None:
+            return await self._dispatcher.dispatch(req)
+        return await bridged(self._dispatcher.dispatch, req, push)
 
     def _level_key(self, req: Request) -> str:
         return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
@@ -331,7 +339,7 @@ class GatewayApp:
         async def run() -> None:
             CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
             try:
-                done.result = await self._dispatcher.dispatch(req)
+                done.result = await self._dispatch(req, push)
             except Exception as exc:  # reported to the caller below, in whichever form the answer takes
                 done.error = exc
             finally:

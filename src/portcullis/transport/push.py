@@ -228,8 +228,9 @@ class CallPush:
         for rid in list(self._waiting):
             self._registry._settle(rid, failure="call_ended", remember="late")
 
-    def record(self, kind: str, outcome: str, reason: str | None, *, service: str) -> None:
-        """One client request of this call, for the outcome record and the metric (never its content)."""
+    def record(self, kind: str, outcome: str, reason: str | None, *, service: str | None) -> None:
+        """One client request of this call, for the outcome record and the metric (never its content);
+        ``service`` None: the call's own (a bridged input request, recorded with the next round)."""
         counted = self._registry.request_counted
         if counted is not None:
             counted(kind, outcome)
@@ -237,6 +238,13 @@ class CallPush:
             self.unrecorded += 1
             return
         self.records.append({"kind": kind, "service": service, "outcome": outcome, "reason": reason})
+
+    def take_records(self) -> tuple[list[dict[str, Any]], int]:
+        """The records since the last take (each outcome record holds those of its own round), and how many
+        more there were than could be kept."""
+        taken, unrecorded = self.records, self.unrecorded
+        self.records, self.unrecorded = [], 0
+        return taken, unrecorded
 
 
 PUSH: ContextVar[CallPush | None] = ContextVar("portcullis_call_push", default=None)
