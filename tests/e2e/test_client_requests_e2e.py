@@ -20,8 +20,16 @@ from mcp import Client, types
 
 from tests.e2e.asking_service import build_server
 from tests.e2e.audit_load import STORE_FILE, read_chain
-from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, wait_port, \
-    write_deployment
+from tests.e2e.harness import (
+    REPO,
+    GatewayProcess,
+    free_port,
+    manifest_from_live,
+    run_cli,
+    stop_child,
+    wait_port,
+    write_deployment,
+)
 
 pytestmark = pytest.mark.timeout(300)
 REFUSED = "refused -31040 Client request refused"
