@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, types
 
@@ -175,3 +176,15 @@ def test_a_refused_answer_never_leaks_into_another_callers_call(gateway: Gateway
 
     out = anyio.run(both)
     assert out == {name: f"elicited action=accept content={json.dumps({'name': name})}" for name in ("ann", "bob")}
+
+
+def test_client_requests_and_answers_are_counted(gateway: GatewayProcess) -> None:
+    """The metrics count client requests by kind and outcome, and callers' answers by outcome (no content)."""
+    caller = Caller()
+    anyio.run(lambda: _call(gateway, "asker.ask_roots", {}, caller=caller))
+    anyio.run(lambda: _call(gateway, "askerh.ask_llm", {"prompt": "hi"}, caller=caller))
+    scrape = httpx2.get(f"{gateway.admin_base}/metrics", timeout=10).text
+    assert 'portcullis_client_requests_total{kind="roots",outcome="relayed"}' in scrape
+    assert 'portcullis_client_requests_total{kind="sampling",outcome="refused"}' in scrape
+    assert 'portcullis_client_answers_total{outcome="matched"}' in scrape
+    assert "project" not in scrape
