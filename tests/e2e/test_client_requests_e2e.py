@@ -188,3 +188,88 @@ def test_client_requests_and_answers_are_counted(gateway: GatewayProcess) -> Non
     assert 'portcullis_client_requests_total{kind="sampling",outcome="refused"}' in scrape
     assert 'portcullis_client_answers_total{outcome="matched"}' in scrape
     assert "project" not in scrape
+
+
+class RawSession:
+    """A 2025-era caller over raw HTTP: its own sealed session, its own token."""
+
+    def __init__(self, gateway: GatewayProcess, user: str, capabilities: dict[str, Any]) -> None:
+        self.gateway = gateway
+        self.headers = {"Authorization": f"Bearer {gateway.token(user=user)}", "Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream"}
+        self.capabilities = capabilities
+
+    async def open(self, http: httpx2.AsyncClient) -> RawSession:
+        init = await http.post(self.gateway.url, headers=self.headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": self.capabilities,
+                "clientInfo": {"name": "raw", "version": "1"}}})
+        assert init.status_code == 200, init.text
+        self.headers = {**self.headers, "Mcp-Session-Id": init.headers["mcp-session-id"],
+                        "MCP-Protocol-Version": "2025-11-25"}
+        await self.post(http, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self
+
+    async def post(self, http: httpx2.AsyncClient, body: Any, **headers: str) -> httpx2.Response:
+        return await http.post(self.gateway.url, headers={**self.headers, **headers}, content=json.dumps(body))
+
+
+def _events(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+
+
+def test_hostile_answers_are_dropped_alike_and_only_the_callers_own_answer_counts(gateway: GatewayProcess) -> None:
+    """Another session, another principal, a forged id, a malformed shape: each gets the same 202 and changes
+    nothing; the caller's own answer settles the request; a duplicate after it is dropped too."""
+    async def run() -> tuple[list[dict[str, Any]], dict[str, int]]:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            ann = await RawSession(gateway, "ann", {"elicitation": {}}).open(http)
+            other_session = await RawSession(gateway, "ann", {"elicitation": {}}).open(http)
+            mallory = await RawSession(gateway, "mallory", {"elicitation": {}}).open(http)
+            statuses: dict[str, int] = {}
+            lines: list[str] = []
+            call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                    "params": {"name": "askerh.ask_name", "arguments": {"message": "Who?"}}}
+            async with http.stream("POST", gateway.url, headers=ann.headers, content=json.dumps(call)) as stream:
+                assert stream.headers["content-type"] == "text/event-stream"
+                async for line in stream.aiter_lines():
+                    lines.append(line)
+                    asked = [e for e in _events([line]) if e.get("method") == "elicitation/create"]
+                    if not asked:
+                        continue
+                    rid = asked[0]["id"]
+                    good = {"jsonrpc": "2.0", "id": rid, "result": {"action": "accept", "content": {"name": "Ann"}}}
+                    evil = {"jsonrpc": "2.0", "id": rid, "result": {"action": "accept", "content": {"name": "Eve"}}}
+                    statuses["other session"] = (await other_session.post(http, evil)).status_code
+                    statuses["other principal"] = (await mallory.post(http, evil)).status_code
+                    statuses["stolen session"] = (await mallory.post(http, evil, **{
+                        "Mcp-Session-Id": ann.headers["Mcp-Session-Id"]})).status_code
+                    statuses["forged id"] = (await ann.post(http, {**evil, "id": "pcr-" + "A" * 32})).status_code
+                    statuses["notification"] = (await ann.post(http, {"jsonrpc": "2.0", "method": "x"})).status_code
+                    statuses["own"] = (await ann.post(http, good)).status_code
+                    statuses["duplicate"] = (await ann.post(http, evil)).status_code
+            return _events(lines), statuses
+
+    events, statuses = anyio.run(run)
+    assert statuses == {"other session": 202, "other principal": 202, "stolen session": 404, "forged id": 202,
+                        "notification": 202, "own": 202, "duplicate": 202}
+    assert events[-1]["id"] == 5
+    assert events[-1]["result"]["content"][0]["text"] == 'elicited action=accept content={"name": "Ann"}'
+    assert "Eve" not in json.dumps(events)
+    scrape = httpx2.get(f"{gateway.admin_base}/metrics", timeout=10).text
+    for outcome in ("foreign_session", "foreign_principal", "unknown", "duplicate"):
+        assert f'portcullis_client_answers_total{{outcome="{outcome}"}}' in scrape, outcome
+
+
+def test_a_caller_without_an_event_stream_is_not_asked(gateway: GatewayProcess) -> None:
+    """Accept without text/event-stream: a plain JSON answer, the upstream's request refused (no_stream)."""
+    async def run() -> httpx2.Response:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            ann = await RawSession(gateway, "ann", {"elicitation": {}}).open(http)
+            return await ann.post(http, {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+                "name": "asker.ask_name", "arguments": {"message": "Who?"}}}, Accept="application/json")
+
+    answer = anyio.run(run)
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["result"]["content"][0]["text"] == REFUSED
+    assert anyio.run(_client_requests, gateway, "asker.ask_name")[-1]["reason"] == "no_stream"
