@@ -59,11 +59,13 @@ from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
+from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.pipeline.stages.content import hash_key as content_hash_key
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
+from portcullis.request_state import RequestStateSealer
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
@@ -321,6 +323,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
                                              max_bytes=cfg.response_cache.max_bytes)
         metrics.set_response_cache_source(response_cache.stats)
+    session_keys = _session_keys(deployment)  # also the root of the MRTR requestState key (HKDF, its own info)
     parts = PipelineParts(
         catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
@@ -329,7 +332,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         governance=cfg.governance, environment=authz.environment, clock=clock,
         default_timeout_s=cfg.limits.call_timeout_s, response_cache=response_cache,
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
-                                    if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)))
+                                    if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)),
+        client_input=ClientInputRelay(RequestStateSealer(session_keys, clock=clock),
+                                      lambda service: cfg.services[service].client_requests))
     pipeline = build_pipeline(parts)
     # resources and prompts: their own manifests and policy engine (native rules only), and the read
     # pipeline declared next to the tools one (docs/mcp-surface.md)
@@ -338,7 +343,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
                              build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
                              clock)
-    sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
+    sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}

@@ -110,7 +110,11 @@ def gateway_data(upstream_url: str) -> dict[str, Any]:
         # its own end-to-end tests (tests/e2e/test_authentication.py).
         "identity": {"allow_insecure_anonymous": True},
         # bare tool and prompt names, and resource URIs as the fixture names them (the only service)
-        "services": {SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "resource_prefix": ""},
+        # the fixture's MRTR tools ask for every kind of client request: this deployment allows them all (the
+        # default allows none); the screening, sealing and the caller's declared capabilities still apply
+        "services": {SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "resource_prefix": "",
+                               "client_requests": {"sampling": True, "elicitation_form": True,
+                                                   "elicitation_url": True, "roots": True}},
                      PUSH_SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "protocol": "legacy",
                                     "client_requests": {"sampling": True, "elicitation_form": True}}},
     }

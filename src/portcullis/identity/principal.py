@@ -16,6 +16,7 @@ mapping's, :mod:`portcullis.identity.claims`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -246,3 +247,11 @@ def _frozen_attributes(value: object) -> Mapping[str, str]:
             raise ValueError("attribute names are 1 to 64 of A-Z a-z 0-9 _ . : -")
         _check_text(f"attributes[{key}]", item, MAX_ITEM_CHARS)
     return MappingProxyType(dict(value))  # a copy: the caller may still hold the original
+
+
+def principal_key(principal: Principal) -> str:
+    """A short, stable key of who the principal is (issuer, client, user, agent, tenant): what sealed
+    session ids and request states are bound to (a principal's roles or token may change, it may not)."""
+    who = "\x1f".join(str(v) for v in (principal.issuer, principal.client_id, principal.user_id, principal.agent_id,
+                                       principal.tenant))
+    return hashlib.sha256(who.encode()).hexdigest()[:32]

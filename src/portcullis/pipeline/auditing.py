@@ -141,6 +141,8 @@ class CallAuditor:
                                           "tool": route.exposed_name} for entry in taken]
             if unrecorded:
                 fields["client_requests_unrecorded"] = unrecorded
+        if ctx.record.client_input is not None:  # MRTR: round, kinds and keys relayed or refused, never values
+            fields["client_input"] = ctx.record.client_input
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)
@@ -183,6 +185,8 @@ class CallAuditor:
             "duration_ms": duration_ms, "upstream_span_id": None}
         if ctx.record.content is not None:
             fields["content"] = ctx.record.content.to_json()
+        if ctx.record.client_input is not None:
+            fields["client_input"] = ctx.record.client_input
         if ctx.record.outcome_written:
             raise InternalError(detail="second outcome record for one read")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from portcullis.approvals.service import ApprovalService
 from portcullis.catalog import Catalog
 from portcullis.config.model import GovernanceConfig, RiskConfig
+from portcullis.content.output_filter import FilterPolicy
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
-from portcullis.pipeline import reads
+from portcullis.pipeline import client_input, reads
 from portcullis.pipeline.auditing import CallAuditor
+from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.reads import ReadHandler, ReadResult, ReadStage
@@ -70,6 +72,8 @@ class PipelineParts:
     default_timeout_s: float = 30.0
     response_cache: ResponseCacheStore | None = None  # None: no response cache stage
     cache_classifications: tuple[str, ...] = ("Public", "Internal")  # output classes the cache may hold
+    # MRTR: screens an upstream's input_required and seals its requestState; the default relays no kind
+    client_input: ClientInputRelay = field(default_factory=client_input.deny_all)
 
 
 def build_pipeline(parts: PipelineParts) -> Handler:
@@ -119,6 +123,11 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # the audit stage encodes it: no record, log, approval view or cache holds unfiltered output.
         *((("content", content.make_stage(p.content, p.hooks)),) if p.content is not None else ()),
         *p.inner_stages,
+        # client_input: right around the forwarder, after every check above ran again for a retry (a new
+        # request: authentication, gate, policy, limits, the decision record), so a sealed requestState is
+        # opened only for a call that may run; inside content, which passes the input requests it screened with
+        # the same filter policy (the upstream's state never reaches the caller, only the gateway's envelope).
+        ("client_input", client_input.make_stage(p.client_input, functools.partial(_tool_policy, p.content))),
     )
     # forward: the terminal handler, over the pooled upstream connection.
     forwarder = forward.make_forwarder(p.upstreams, p.minter, p.catalog, default_timeout_s=p.default_timeout_s)
@@ -162,11 +171,27 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         # content: between audit and the forwarder, so the records and the caller only ever see
         # filtered output (the filter is mandatory here: content.enabled: false is the only way off).
         reads.make_content(p.content),
+        # client_input: around the forwarder, as for tools/call: a retry's sealed requestState is opened after
+        # every check above; an upstream's input requests are screened (inside content, which passes them).
+        client_input.make_read_stage(p.client_input, functools.partial(_read_policy, p.content)),
     )
     handler: ReadHandler = reads.make_forwarder(p.upstreams, p.minter, r.surface, p.default_timeout_s)
     for stage in reversed(stages):
         handler = functools.partial(_invoke_read, stage, handler)
     return handler
+
+
+def _tool_policy(output_filter: content.OutputFilter | None, ctx: CallContext) -> FilterPolicy | None:
+    route = ctx.route
+    if output_filter is None or route is None:
+        return None  # no filter: input requests carrying text are refused (client_requests: no_filter)
+    return output_filter.policy(route.manifest.manifest, route.exposed_name, ctx.principal)
+
+
+def _read_policy(output_filter: content.OutputFilter | None, ctx: ReadContext) -> FilterPolicy | None:
+    if output_filter is None:
+        return None
+    return output_filter.policy(ctx.entry.loaded.manifest, ctx.entry.exposed, ctx.principal)
 
 
 async def _invoke_read(stage: ReadStage, call_next: ReadHandler, ctx: ReadContext) -> ReadResult:

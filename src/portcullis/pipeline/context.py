@@ -42,9 +42,9 @@ class CallRecord:
     refused decision's ``decision`` record, or the ``outcome`` record owed to a written decision.
     """
 
-    __slots__ = ("cache", "claimed", "content", "decision_written", "forwarded_ns", "governance", "outcome_written",
-                 "presented", "read_entry", "read_refusal", "refusal", "refused_decision", "result_tenant", "route",
-                 "upstream_span_id")
+    __slots__ = ("cache", "claimed", "client_input", "content", "decision_written", "forwarded_ns", "governance",
+                 "outcome_written", "presented", "read_entry", "read_refusal", "refusal", "refused_decision",
+                 "result_tenant", "route", "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -68,6 +68,9 @@ class CallRecord:
         self.governance: dict[str, str] | None = None
         self.read_entry: Any = None  # a resource read or prompt get: its SurfaceEntry (read route stage)
         self.read_refusal: str | None = None  # why a read was refused before a decision: gate | pin
+        # server-to-client requests of an upstream's input_required (portcullis.pipeline.client_input): the
+        # round, the kinds and keys relayed, or what was refused and why; never a value
+        self.client_input: dict[str, Any] | None = None
 
     def decision_durable(self) -> None:
         self.decision_written = True
@@ -111,6 +114,12 @@ class CallContext:
     input_state: Mapping[str, Any] | None = None
     # what the approve stage made of a presented approval ({"id", "via", "poll", "result"}), for the records
     approval_presented: Mapping[str, Any] | None = None
+    # MRTR (portcullis.pipeline.client_input): the capabilities the caller declared (2026-07-28: this request's
+    # _meta; 2025-era: its session's), the gateway-sealed requestState and inputResponses of a retry, and what
+    # the client_input stage hands the forwarder (the upstream's own state, the responses, the capabilities)
+    client_capabilities: Mapping[str, Any] | None = None
+    retry_input: Any = None  # client_input.RetryInput
+    upstream_input: Any = None  # client_input.UpstreamInput
     # what the trail holds about this call so far (see CallRecord); the record stage makes a fresh one
     record: CallRecord = field(default_factory=CallRecord)
 
@@ -169,6 +178,9 @@ class ReadContext:
     upstream_target: str = ""  # the URI or name at the service (route stage)
     decision: Decision | None = None  # authorize stage
     trace: Any = None  # reads open no spans yet
+    client_capabilities: Mapping[str, Any] | None = None  # as CallContext's
+    retry_input: Any = None
+    upstream_input: Any = None
     record: CallRecord = field(default_factory=CallRecord)
 
     def evolve(self, **changes: Any) -> ReadContext:

@@ -33,12 +33,14 @@ from portcullis.errors import (
     ResultWithheld,
     RpcError,
     UpstreamFailed,
-    UpstreamTimeout,
 )
 from portcullis.identity.minting import MAX_CLAIM_CHARS, TokenMinter, service_audience
 from portcullis.pipeline.auditing import CallAuditor
+from portcullis.pipeline.client_input import ScreenedInput, is_input_required
 from portcullis.pipeline.context import ReadContext
+from portcullis.pipeline.stages.audit import outcome_of
 from portcullis.pipeline.stages.content import THREAD_ABOVE_CHARS, OutputFilter
+from portcullis.pipeline.stages.forward import mrtr_keywords
 from portcullis.policy.engine import PolicyEngine
 from portcullis.surface import LIST_METHOD, SurfaceCatalog
 from portcullis.upstream.registry import UpstreamRegistry
@@ -171,16 +173,15 @@ def make_audit(auditor: CallAuditor) -> ReadStage:
             result = await call_next(ctx)
             size = len(orjson.dumps(result))
         except PortcullisError as exc:
-            outcome = ("timeout" if isinstance(exc, UpstreamTimeout)
-                       else "withheld" if isinstance(exc, ResultWithheld) else "upstream_error")
-            await auditor.read_outcome(ctx, outcome=outcome, error_code=exc.code if isinstance(exc, RpcError)
+            await auditor.read_outcome(ctx, outcome=outcome_of(exc), error_code=exc.code if isinstance(exc, RpcError)
                                        else None, output_bytes=0, duration_ms=_ms(started))
             raise
         except TypeError:  # orjson: not JSON the gateway can write
             await auditor.read_outcome(ctx, outcome="upstream_error", error_code=UpstreamFailed.code,
                                        output_bytes=0, duration_ms=_ms(started))
             raise UpstreamFailed(detail="upstream result cannot be encoded as JSON") from None
-        await auditor.read_outcome(ctx, outcome="ok", error_code=None, output_bytes=size, duration_ms=_ms(started))
+        await auditor.read_outcome(ctx, outcome="input_required" if is_input_required(result) else "ok",
+                                   error_code=None, output_bytes=size, duration_ms=_ms(started))
         return result
 
     return audit
@@ -192,7 +193,7 @@ def make_content(output_filter: OutputFilter | None) -> ReadStage:
 
     async def content(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
         result = await call_next(ctx)
-        if output_filter is None:
+        if output_filter is None or isinstance(result, ScreenedInput):  # input requests: screened already
             return result
         entry = ctx.entry
         policy = output_filter.policy(entry.loaded.manifest, entry.exposed, ctx.principal)
@@ -221,14 +222,20 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Su
         timeout = catalog.timeouts.get(entry.service) or default_timeout_s
         token = minter.mint(ctx.principal, audience=service_audience(entry.service), request_id=ctx.request_id,
                             tool=entry.exposed[:MAX_CLAIM_CHARS], target=ctx.upstream_target[:MAX_CLAIM_CHARS])
+        mrtr = mrtr_keywords(ctx.upstream_input)
         if ctx.method == "resources/read":
-            result = await conn.read_resource(ctx.upstream_target, timeout_s=timeout, actor_token=token)
+            result = await conn.read_resource(ctx.upstream_target, timeout_s=timeout, actor_token=token, **mrtr)
+            if is_input_required(result):  # screened and sealed by the client_input stage
+                return {key: result.get(key) for key in ("resultType", "inputRequests", "requestState")}
             contents = result.get("contents")
             if not isinstance(contents, list):
                 raise UpstreamFailed(detail="malformed resources/read result")
             result = {"contents": [_prefixed(item, entry.prefix) for item in contents if isinstance(item, dict)]}
         else:
-            result = await conn.get_prompt(ctx.upstream_target, ctx.arguments, timeout_s=timeout, actor_token=token)
+            result = await conn.get_prompt(ctx.upstream_target, ctx.arguments, timeout_s=timeout, actor_token=token,
+                                           **mrtr)
+            if is_input_required(result):
+                return {key: result.get(key) for key in ("resultType", "inputRequests", "requestState")}
             messages = result.get("messages")
             if not isinstance(messages, list):
                 raise UpstreamFailed(detail="malformed prompts/get result")

@@ -64,7 +64,7 @@ from portcullis.transport.protocol import (
     negotiate,
 )
 from portcullis.transport.push import PUSH, CallPush, PushRegistry
-from portcullis.transport.session_token import SessionSealer, declared_kinds
+from portcullis.transport.session_token import SessionSealer, capabilities_of, declared_kinds
 from portcullis.transport.streaming import SSE_HEADERS, LogLevels, accepts_sse, sse_event, sse_raw, wanted
 
 log = logging.getLogger("portcullis.transport")
@@ -315,7 +315,7 @@ class GatewayApp:
         result by asking the caller itself, round by round (:mod:`portcullis.transport.mrtr_bridge`)."""
         if push is None:
             return await self._dispatcher.dispatch(req)
-        return await bridged(self._dispatcher.dispatch, req, push)
+        return await bridged(self._dispatcher.dispatch_result, req, push)
 
     def _level_key(self, req: Request) -> str:
         return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
@@ -431,7 +431,8 @@ class GatewayApp:
             raise UnknownSession(detail="session belongs to another principal")
         # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
         # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
-        return Request(message, session.protocol_version, False, headers, principal), [], session.declared
+        caps = capabilities_of(session.declared)  # what the session declared: the kinds sealed in it
+        return Request(message, session.protocol_version, False, headers, principal, caps), [], session.declared
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")

@@ -28,10 +28,13 @@ from portcullis.errors import (
     InvalidRequest,
     MethodNotFound,
     UnsupportedVersion,
+    UpstreamFailed,
 )
 from portcullis.identity.principal import Principal
+from portcullis.pipeline.client_input import RetryInput, is_input_required
 from portcullis.pipeline.context import CallContext, EncodedResult, Handler, ReadContext
 from portcullis.pipeline.reads import not_found, unknown_prompt
+from portcullis.request_state import is_sealed_state
 from portcullis.transport.jsonrpc import Message
 
 MODERN_VERSIONS = ("2026-07-28",)
@@ -64,6 +67,17 @@ class Request:
     modern: bool
     headers: Mapping[str, str]  # lower-cased names
     principal: Principal
+    # a 2025-era request: the client capabilities its session declared at initialize (2026-07-28: in _meta)
+    session_capabilities: Mapping[str, Any] | None = None
+
+    @property
+    def client_capabilities(self) -> Mapping[str, Any] | None:
+        """The client capabilities the caller declared for this request (None: none)."""
+        if not self.modern:
+            return self.session_capabilities
+        meta = self.message.params.get("_meta")
+        caps = meta.get(_META_CAPS) if isinstance(meta, dict) else None
+        return caps if isinstance(caps, dict) else None
 
 
 def is_modern(version_header: str | None) -> bool:
@@ -140,6 +154,17 @@ class Dispatcher:
         return [tool for tool in self._catalog.listing() if tool["name"] in visible]
 
     async def dispatch(self, req: Request) -> dict[str, Any]:
+        """The result for ``req``. A 2025-era caller cannot take an ``input_required`` result: it is refused
+        (:class:`UnbridgedInputRequired`, -31004, carrying the result) unless the transport bridges it,
+        using :meth:`dispatch_result`."""
+        result = await self.dispatch_result(req)
+        if not req.modern and is_input_required(result):
+            raise UnbridgedInputRequired(result)
+        return result
+
+    async def dispatch_result(self, req: Request) -> dict[str, Any]:
+        """:meth:`dispatch`, with a 2025-era caller's ``input_required`` result returned as a value (its
+        input requests screened for that caller, its requestState the gateway's envelope)."""
         method = req.message.method
         if method == "tools/call":
             result = await self._call(req)
@@ -155,7 +180,7 @@ class Dispatcher:
                 result.update(ttlMs=0, cacheScope="private")
         elif method in ("resources/read", "prompts/get"):
             result = await self._read(req)
-            if req.modern and method == "resources/read":
+            if req.modern and method == "resources/read" and not is_input_required(result):
                 result.update(ttlMs=0, cacheScope="private")
         elif method == "ping" and not req.modern:  # removed in 2026-07-28
             result = {}
@@ -189,16 +214,20 @@ class Dispatcher:
             if route is not None and route.param_headers and name in self._visible(req.principal):
                 check_param_headers(req.headers, arguments, route.param_headers)
         approval_id, justification = _approval_meta(params.get("_meta"))
+        retry = retry_input(params)
         input_state = None
         if req.modern and _elicits_urls(params.get("_meta")):
             state, responses = params.get("requestState"), params.get("inputResponses")
+            if retry is not None:  # the gateway's MRTR envelope: never an approval's state
+                state, responses = None, {}
             input_state = {"request_state": state if isinstance(state, str) else None,
                            "responses": responses if isinstance(responses, dict) else {}}
         ctx = CallContext(request_id=uuid.uuid4().hex, jsonrpc_id=req.message.id,
                           protocol_version=req.protocol_version, tool_name=name, arguments=arguments,
                           started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers,
                           approval_id=approval_id, justification=justification, input_state=input_state,
-                          approval_poll=_approval_poll(params.get("_meta")))
+                          approval_poll=_approval_poll(params.get("_meta")),
+                          client_capabilities=req.client_capabilities, retry_input=retry)
         return await self._pipeline(ctx)
 
 
@@ -214,7 +243,8 @@ class Dispatcher:
             raise InvalidParams("Invalid params: 'arguments' must map names to strings")
         ctx = ReadContext(request_id=uuid.uuid4().hex, method=method, protocol_version=req.protocol_version,
                           principal=req.principal, target=target,
-                          arguments=arguments if method == "prompts/get" else {}, started_ns=time.perf_counter_ns())
+                          arguments=arguments if method == "prompts/get" else {}, started_ns=time.perf_counter_ns(),
+                          client_capabilities=req.client_capabilities, retry_input=retry_input(params))
         if self._surface is None:
             raise not_found(target) if method == "resources/read" else unknown_prompt()
         return await self._surface.read(ctx)
@@ -287,6 +317,24 @@ def _approval_poll(meta: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidParams(f"Invalid params: _meta['{APPROVAL_POLL_META}'] must be a boolean")
     return value
+
+
+def retry_input(params: Mapping[str, Any]) -> RetryInput | None:
+    """An MRTR retry's gateway-sealed ``requestState`` and its ``inputResponses`` (None: not such a retry;
+    an approval's state, or none, is left to the approvals stage)."""
+    state = params.get("requestState")
+    if not is_sealed_state(state):
+        return None
+    return RetryInput(state, params.get("inputResponses"))
+
+
+class UnbridgedInputRequired(UpstreamFailed):
+    """A 2025-era caller's call answered ``input_required``, which its protocol cannot carry: refused like
+    any upstream answer the gateway cannot pass (-31004); ``result`` holds the screened value."""
+
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        super().__init__(detail="input_required result for a 2025-era caller (not bridged)")
+        self.result = result
 
 
 def _elicits_urls(meta: Any) -> bool:

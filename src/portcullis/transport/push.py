@@ -46,7 +46,6 @@ from typing import Any
 import anyio
 
 from portcullis.transport.push_answers import MalformedAnswer, checked_answer
-from portcullis.transport.session_token import capabilities_of
 
 #: outcomes of one POSTed response (the metric's closed label set)
 ANSWER_OUTCOMES = frozenset({"matched", "unknown", "foreign_session", "foreign_principal", "duplicate", "late",
@@ -249,10 +248,3 @@ class CallPush:
 
 
 PUSH: ContextVar[CallPush | None] = ContextVar("portcullis_call_push", default=None)
-
-
-def session_capabilities() -> dict[str, Any] | None:
-    """The client capabilities a 2025-era caller declared in its session (the client-request kinds sealed
-    in it), for the call running in this context; None outside a 2025-era ``tools/call``."""
-    push = PUSH.get()
-    return None if push is None else capabilities_of(push.declared)

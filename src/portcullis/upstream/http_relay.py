@@ -88,7 +88,7 @@ class _RelayConnection:
 
     async def rpc(self, method: str, params: dict[str, Any], *, timeout_s: float,
                   name: str | None = None, extra_headers: Mapping[str, str] | None = None,
-                  stream: CallStream | None = None) -> Any:
+                  stream: CallStream | None = None, client_capabilities: Mapping[str, Any] | None = None) -> Any:
         # random, not a counter: an answer written for any other request (a duplicate, a stale or a
         # pipelined one, a server numbering answers itself) cannot carry this id by coincidence
         request_id = random.getrandbits(52) + 1  # uniqueness, not secrecy; within JavaScript's safe integers
@@ -100,6 +100,8 @@ class _RelayConnection:
                 meta["progressToken"] = request_id  # ours: the caller's token is put back by the stream
             if stream.wants_logs:
                 meta["io.modelcontextprotocol/logLevel"] = stream.log_level
+        if client_capabilities:  # what the caller declared and the service may use (client_input stage)
+            meta = {**meta, "io.modelcontextprotocol/clientCapabilities": dict(client_capabilities)}
         params = {**params, "_meta": meta}
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -153,14 +155,21 @@ class _RelayConnection:
     async def list_prompts(self) -> list[dict[str, Any]]:
         return await self._pages("prompts/list", "prompts")
 
-    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
-        return _complete(await self.rpc("resources/read", {"uri": uri}, timeout_s=timeout_s, name=uri,
-                                        extra_headers=_bearer(actor_token)), "resources/read")
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None,
+                            input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                            client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params = _retry({"uri": uri}, input_responses, request_state)
+        return _complete(await self.rpc("resources/read", params, timeout_s=timeout_s, name=uri,
+                                        extra_headers=_bearer(actor_token), client_capabilities=client_capabilities),
+                         "resources/read")
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
-                         actor_token: str | None = None) -> dict[str, Any]:
-        return _complete(await self.rpc("prompts/get", {"name": name, "arguments": dict(arguments)},
-                                        timeout_s=timeout_s, name=name, extra_headers=_bearer(actor_token)),
+                         actor_token: str | None = None, input_responses: Mapping[str, Any] | None = None,
+                         request_state: str | None = None,
+                         client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params = _retry({"name": name, "arguments": dict(arguments)}, input_responses, request_state)
+        return _complete(await self.rpc("prompts/get", params, timeout_s=timeout_s, name=name,
+                                        extra_headers=_bearer(actor_token), client_capabilities=client_capabilities),
                          "prompts/get")
 
     async def list_tools(self) -> list[dict[str, Any]]:
@@ -171,14 +180,17 @@ class _RelayConnection:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
-                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        trace_headers: Mapping[str, str] | None = None,
+                        input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                        client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
         extra = {f"Mcp-Param-{header}": header_value(_scalar(arguments[arg]))
                  for arg, header in self._param_headers.get(name, {}).items() if arg in arguments}
         extra.update(_bearer(actor_token))
         if trace_headers:
             extra.update(trace_headers)  # W3C trace context: the upstream's spans join the call's trace
-        result = await self.rpc("tools/call", {"name": name, "arguments": dict(arguments)},
-                                timeout_s=timeout_s, name=name, extra_headers=extra, stream=CURRENT.get())
+        params = _retry({"name": name, "arguments": dict(arguments)}, input_responses, request_state)
+        result = await self.rpc("tools/call", params, timeout_s=timeout_s, name=name, extra_headers=extra,
+                                stream=CURRENT.get(), client_capabilities=client_capabilities)
         return _complete(result, "tools/call")
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
@@ -200,11 +212,23 @@ def _bearer(actor_token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {actor_token}"} if actor_token else {}
 
 
+def _retry(params: dict[str, Any], input_responses: Mapping[str, Any] | None,
+           request_state: str | None) -> dict[str, Any]:
+    """``params`` of an MRTR retry: with the responses and the service's own state (the gateway opened its
+    envelope: the caller never saw it)."""
+    if input_responses is not None:
+        params["inputResponses"] = dict(input_responses)
+    if request_state is not None:
+        params["requestState"] = request_state
+    return params
+
+
 def _complete(result: Any, method: str) -> dict[str, Any]:
-    """A ``complete`` result object (bounded by the pool and :func:`read_answer`), or UpstreamFailed."""
+    """A ``complete`` or ``input_required`` result object (bounded by the pool and :func:`read_answer`; the
+    pipeline screens an ``input_required`` one), or UpstreamFailed."""
     if not isinstance(result, dict):
         raise UpstreamFailed(detail=f"malformed {method} result")
-    if result.get("resultType", "complete") != "complete":
+    if result.get("resultType", "complete") not in ("complete", "input_required"):
         raise UpstreamFailed(detail=f"unsupported resultType {str(result.get('resultType'))[:32]}")
     return result
 

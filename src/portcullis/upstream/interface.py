@@ -35,11 +35,18 @@ class Connection(Protocol):
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
-                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Call one tool with the gateway-minted ``actor_token``; returns a wire ``CallToolResult``.
+                        trace_headers: Mapping[str, str] | None = None,
+                        input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                        client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call one tool with the gateway-minted ``actor_token``; returns a wire ``CallToolResult``, or a
+        2026-07-28 ``input_required`` result (``resultType``, ``inputRequests``, ``requestState``) as the
+        service sent it (the pipeline screens it; never an error).
 
         ``trace_headers`` (``traceparent``, ``tracestate``) go to the service as HTTP headers, or in
-        the request's ``params._meta`` over stdio."""
+        the request's ``params._meta`` over stdio. ``input_responses`` and ``request_state`` (the
+        service's own) retry an ``input_required`` call; ``client_capabilities`` is what a 2026-07-28
+        request declares (connectors that cannot declare per request ignore it: the pipeline refuses
+        any input request the caller did not declare)."""
         ...
 
     async def list_resources(self) -> list[dict[str, Any]]:
@@ -50,9 +57,11 @@ class Connection(Protocol):
         """Every resource template (``resources/templates/list``, all pages), wire format."""
         ...
 
-    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None,
+                            input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                            client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``resources/read`` of ``uri`` with the gateway-minted ``actor_token``; a wire ``ReadResourceResult``
-        (bounded like a tool result)."""
+        (bounded like a tool result) or an ``input_required`` result (the MRTR keywords as for call_tool)."""
         ...
 
     async def list_prompts(self) -> list[dict[str, Any]]:
@@ -60,8 +69,11 @@ class Connection(Protocol):
         ...
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
-                         actor_token: str | None = None) -> dict[str, Any]:
-        """``prompts/get`` with the gateway-minted ``actor_token``; a wire ``GetPromptResult`` (bounded)."""
+                         actor_token: str | None = None, input_responses: Mapping[str, Any] | None = None,
+                         request_state: str | None = None,
+                         client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``prompts/get`` with the gateway-minted ``actor_token``; a wire ``GetPromptResult`` (bounded) or an
+        ``input_required`` result (the MRTR keywords as for call_tool)."""
         ...
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:

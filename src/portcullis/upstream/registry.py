@@ -128,12 +128,14 @@ class ServiceHandle:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
-                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        trace_headers: Mapping[str, str] | None = None,
+                        **mrtr: Any) -> dict[str, Any]:
+        """The connection's :meth:`~.interface.Connection.call_tool`; ``mrtr``: its MRTR keywords."""
         conn = self._conn
         if conn is None:
             raise UpstreamUnavailable(detail=f"service {self.name} is not connected")
         return await conn.call_tool(name, arguments, timeout_s=timeout_s, request_id=request_id,
-                                    actor_token=actor_token, trace_headers=trace_headers)
+                                    actor_token=actor_token, trace_headers=trace_headers, **mrtr)
 
     async def run(self) -> None:
         """Keep one connection open; on a planned restart open the new one before closing the old."""

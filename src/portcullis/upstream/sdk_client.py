@@ -28,6 +28,7 @@ from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from portcullis.config.model import HttpService, StdioService
 from portcullis.errors import (
@@ -128,17 +129,22 @@ class _SdkConnection:
     async def list_prompts(self) -> list[dict[str, Any]]:
         return await self._pages(self._client.session.list_prompts, "prompts")
 
-    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None,
+                            input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                            client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
         meta, offered = self._token_meta(actor_token)
-        result = await self._guard(self._client.session.read_resource(uri, meta=cast(Any, meta)), timeout_s=timeout_s)
+        result = await self._guard(self._client.session.read_resource(
+            uri, meta=cast(Any, meta), **_mrtr(input_responses, request_state)), timeout_s=timeout_s)
         self._accepted(offered)
         return self._bounded(result)
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
-                         actor_token: str | None = None) -> dict[str, Any]:
+                         actor_token: str | None = None, input_responses: Mapping[str, Any] | None = None,
+                         request_state: str | None = None,
+                         client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
         meta, offered = self._token_meta(actor_token)
-        result = await self._guard(self._client.session.get_prompt(name, dict(arguments), meta=cast(Any, meta)),
-                                   timeout_s=timeout_s)
+        result = await self._guard(self._client.session.get_prompt(
+            name, dict(arguments), meta=cast(Any, meta), **_mrtr(input_responses, request_state)), timeout_s=timeout_s)
         self._accepted(offered)
         return self._bounded(result)
 
@@ -172,7 +178,7 @@ class _SdkConnection:
         return items
 
     def _bounded(self, result: Any) -> dict[str, Any]:
-        if not isinstance(result, types.ReadResourceResult | types.GetPromptResult):  # e.g. input_required
+        if not isinstance(result, types.ReadResourceResult | types.GetPromptResult | types.InputRequiredResult):
             raise UpstreamFailed(detail=f"unsupported result {type(result).__name__[:40]}")
         return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
@@ -183,7 +189,11 @@ class _SdkConnection:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
-                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        trace_headers: Mapping[str, str] | None = None,
+                        input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                        client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        # client_capabilities: the SDK session declares its own (pitfall P2); the pipeline refuses every input
+        # request the caller did not declare, whatever the service was told
         meta, offered = self._token_meta(actor_token)
         if trace_headers:  # W3C trace context in params._meta (the MCP convention over stdio)
             meta = {**(meta or {}), **trace_headers}
@@ -200,7 +210,8 @@ class _SdkConnection:
         self._in_flight.pushes.append(push)
         try:
             result = await self._guard(self._client.session.call_tool(
-                name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta)), timeout_s=timeout_s)
+                name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta),
+                **_mrtr(input_responses, request_state)), timeout_s=timeout_s)
         finally:
             self._in_flight.calls.remove(stream)
             self._in_flight.pushes.remove(push)
@@ -236,9 +247,18 @@ class _SdkConnection:
                 raise ResultTooLarge(RESULT_TOO_DEEP if exc.error.message == RESULT_TOO_DEEP else None,
                                      detail="result over the service's limits") from None
             raise UpstreamFailed(detail=f"upstream JSON-RPC error {exc.code}") from None
+        except ValidationError:  # e.g. inputResponses the SDK's models do not take: not sent at all
+            raise UpstreamFailed(detail="request or answer not valid for the SDK's models") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
             self._closed.set()
             raise UpstreamUnavailable(detail=f"connection lost: {type(exc).__name__}") from None
+
+
+def _mrtr(input_responses: Mapping[str, Any] | None, request_state: str | None) -> dict[str, Any]:
+    """The SDK session's MRTR keywords: an ``input_required`` answer is returned (the pipeline screens it),
+    and a retry carries the responses and the service's own state. Nothing changes on a 2025-era leg."""
+    return {"allow_input_required": True, "request_state": request_state,
+            "input_responses": None if input_responses is None else cast(Any, dict(input_responses))}
 
 
 def _log_relay(in_flight: _InFlight) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -16,6 +17,9 @@ import anyio
 from portcullis.errors import UpstreamFailed, UpstreamUnavailable
 
 ToolFn = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+#: the MRTR fields of the request a handler is answering ({"input_responses", "request_state",
+#: "client_capabilities"}): a handler returns an ``input_required`` result and reads the retry here
+MRTR_INPUT: ContextVar[dict[str, Any] | None] = ContextVar("fake_mrtr_input", default=None)
 
 
 class FakeSurface:
@@ -41,15 +45,27 @@ class FakeConnection:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.tokens: list[str | None] = []
         self.trace_headers: list[dict[str, str]] = []
+        self.inputs: list[dict[str, Any]] = []  # the MRTR fields of each call, read and get (MRTR_INPUT)
+
+    def _input(self, input_responses: Mapping[str, Any] | None, request_state: str | None,
+               client_capabilities: Mapping[str, Any] | None) -> None:
+        mrtr = {"input_responses": None if input_responses is None else dict(input_responses),
+                "request_state": request_state,
+                "client_capabilities": None if client_capabilities is None else dict(client_capabilities)}
+        self.inputs.append(mrtr)
+        MRTR_INPUT.set(mrtr)
 
     async def list_tools(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self.tools]
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout_s: float,
                         request_id: str, actor_token: str | None = None,
-                        trace_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        trace_headers: Mapping[str, str] | None = None,
+                        input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                        client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if self._closed.is_set():
             raise UpstreamUnavailable(detail="fake connection closed")
+        self._input(input_responses, request_state, client_capabilities)
         self.calls.append((name, dict(arguments)))
         self.tokens.append(actor_token)
         self.trace_headers.append(dict(trace_headers or {}))
@@ -64,7 +80,10 @@ class FakeConnection:
     async def list_prompts(self) -> list[dict[str, Any]]:
         return [dict(p) for p in self.surface.prompts]
 
-    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None) -> dict[str, Any]:
+    async def read_resource(self, uri: str, *, timeout_s: float, actor_token: str | None = None,
+                            input_responses: Mapping[str, Any] | None = None, request_state: str | None = None,
+                            client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._input(input_responses, request_state, client_capabilities)
         self.surface.reads.append(uri)
         self.tokens.append(actor_token)
         if uri not in self.surface.contents:
@@ -72,7 +91,10 @@ class FakeConnection:
         return dict(self.surface.contents[uri])
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str], *, timeout_s: float,
-                         actor_token: str | None = None) -> dict[str, Any]:
+                         actor_token: str | None = None, input_responses: Mapping[str, Any] | None = None,
+                         request_state: str | None = None,
+                         client_capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._input(input_responses, request_state, client_capabilities)
         self.tokens.append(actor_token)
         if name not in self.surface.prompt_results:
             raise UpstreamFailed(detail="upstream JSON-RPC error -32602")

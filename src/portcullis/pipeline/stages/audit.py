@@ -22,6 +22,7 @@ import time
 import orjson
 
 from portcullis.errors import (
+    ClientRequestRefused,
     InternalError,
     PortcullisError,
     ResultWithheld,
@@ -31,7 +32,9 @@ from portcullis.errors import (
 )
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
+from portcullis.pipeline.client_input import is_input_required
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage, encoded_result
+from portcullis.request_state import RequestStateRefused
 
 
 def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
@@ -53,8 +56,7 @@ def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
                 result = await call_next(ctx)
             encoded = encode_result(result)
         except PortcullisError as exc:
-            outcome = ("timeout" if isinstance(exc, UpstreamTimeout)
-                       else "withheld" if isinstance(exc, ResultWithheld) else "upstream_error")
+            outcome = outcome_of(exc)
             code = exc.code if isinstance(exc, RpcError) else None
             await auditor.outcome(ctx, route, outcome=outcome, error_code=code, output_bytes=0,
                                   duration_ms=_ms(started), upstream_span_id=upstream_span_id)
@@ -64,12 +66,26 @@ def make_stage(auditor: CallAuditor, tracing: Tracing | None = None) -> Stage:
                                   duration_ms=_ms(started), upstream_span_id=upstream_span_id)
             raise
         # anything else (a cancellation) leaves the outcome to the record stage, which owes one
-        await auditor.outcome(ctx, route, outcome="tool_error" if result.get("isError") else "ok", error_code=None,
+        await auditor.outcome(ctx, route, outcome="input_required" if is_input_required(result)
+                              else "tool_error" if result.get("isError") else "ok", error_code=None,
                               output_bytes=len(encoded), duration_ms=_ms(started),
                               upstream_span_id=upstream_span_id)
         return encoded_result(result, encoded)
 
     return audit
+
+
+def outcome_of(exc: PortcullisError) -> str:
+    """The outcome record's name for a call that failed after its decision record."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, ResultWithheld):
+        return "withheld"
+    if isinstance(exc, ClientRequestRefused):
+        return "client_request_refused"  # the upstream asked the caller for something not relayed
+    if isinstance(exc, RequestStateRefused):
+        return "request_state_refused"  # a retry's requestState did not open for this call and caller
+    return "upstream_error"
 
 
 def encode_result(result: CallResult) -> bytes:

@@ -33,6 +33,7 @@ from portcullis.content.scan import DetectorSet
 from portcullis.content.unicode_safety import HiddenPolicy
 from portcullis.errors import InternalError, ResultWithheld
 from portcullis.notifications import CURRENT
+from portcullis.pipeline.client_input import ScreenedInput
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.policy.native import caller_matches
 
@@ -128,6 +129,8 @@ def make_stage(output_filter: OutputFilter, hooks: Any = None) -> Stage:
         if stream is not None and ctx.route is not None:  # streamed notifications pass the same filter
             stream.policy = output_filter.policy(ctx.route.manifest.manifest, ctx.route.exposed_name, ctx.principal)
         result = await call_next(ctx)
+        if isinstance(result, ScreenedInput):  # an upstream's input requests, screened with this same policy
+            return result
         route = ctx.route
         if route is None:
             raise InternalError(detail="content ran before route")

@@ -22,6 +22,7 @@ from portcullis.governance.tenancy import meta_tenant
 from portcullis.identity.minting import TokenMinter, service_audience
 from portcullis.notifications import CURRENT
 from portcullis.observability.tracing import Tracing
+from portcullis.pipeline.client_input import INPUT_REQUIRED, is_input_required
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Refusal
 from portcullis.upstream.registry import UpstreamRegistry
 
@@ -51,10 +52,12 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
         if ctx.upstream_span is not None:
             trace_headers = {}
             Tracing.inject(trace_headers, ctx.upstream_span)
+        mrtr = mrtr_keywords(ctx.upstream_input)
         try:
             raw = await upstream.call_tool(route.upstream_name, dict(ctx.arguments),
                                            timeout_s=route.timeout_s or default_timeout_s,
-                                           request_id=ctx.request_id, actor_token=token, trace_headers=trace_headers)
+                                           request_id=ctx.request_id, actor_token=token, trace_headers=trace_headers,
+                                           **mrtr)
         except UpstreamFailed:
             upstream.refresh_soon()  # refused by the upstream: did the tool change without saying so?
             raise
@@ -62,6 +65,9 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
             stream = CURRENT.get()
             if stream is not None:  # the call ended upstream: later notifications are dropped (after_end)
                 stream.close()
+        if is_input_required(raw):  # screened and sealed by the client_input stage; never passed on as it is
+            return {"resultType": INPUT_REQUIRED, "inputRequests": raw.get("inputRequests"),
+                    "requestState": raw.get("requestState")}
         ctx.record.result_tenant = meta_tenant(raw)  # the tenant tag, before the upstream's _meta is dropped
         result = rebuild_result(raw)
         if result["isError"]:
@@ -69,6 +75,14 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Ca
         return result
 
     return forward
+
+
+def mrtr_keywords(upstream_input: Any) -> dict[str, Any]:
+    """The connection's MRTR keywords from the client_input stage's :class:`UpstreamInput` (None: none)."""
+    if upstream_input is None:
+        return {}
+    return {"input_responses": upstream_input.responses, "request_state": upstream_input.request_state,
+            "client_capabilities": upstream_input.capabilities}
 
 
 def rebuild_result(raw: Any) -> CallResult:

@@ -31,6 +31,7 @@ from portcullis.errors import GovernanceWithheld, InternalError, PolicyRefused
 from portcullis.governance import flow
 from portcullis.governance.sinks import restricted_refusal
 from portcullis.governance.tenancy import tenant_refusal
+from portcullis.pipeline.client_input import ScreenedInput
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.decision import DATA_CLASS_SINK, Decision
@@ -88,6 +89,8 @@ def make_hook(config: GovernanceConfig, state: StateStore, clock: Callable[[], f
         record = ctx.record
         try:
             result = await call_next(ctx)
+            if isinstance(result, ScreenedInput):  # input requests to the caller, not the tool's output
+                return result
             reason = tenant_refusal(caller_tenant=ctx.principal.tenant, meta_tag=record.result_tenant,
                                     structured=result.get("structuredContent"),
                                     pointer=route.manifest.manifest.output_tenant_pointer)
