@@ -145,3 +145,21 @@ async def test_a_caller_that_cannot_answer_ends_the_call_with_a_clear_refusal(ca
 
     assert await _run(dispatch, push) == {"refused": reason}
     assert len(calls) == 1 and push.records[-1]["reason"] == reason
+
+
+async def test_each_round_relays_its_notifications_again() -> None:
+    """The forwarder closes the call's stream at each round's answer; the next round reopens it."""
+    from portcullis.notifications import CallStream
+
+    push, _ = _setup({"roots/list": {"roots": []}})
+    push.stream = CallStream(lambda note: None)
+    open_at_start: list[bool] = []
+    rounds = [_input_required("s", roots=ROOTS), DONE]
+
+    async def dispatch(req: Request) -> dict[str, Any]:
+        open_at_start.append(not push.stream.closed)
+        push.stream.close()  # as the forwarder does when the upstream answered
+        return rounds[len(open_at_start) - 1]
+
+    assert await _run(dispatch, push) == {"result": DONE}
+    assert open_at_start == [True, True]

@@ -62,6 +62,8 @@ async def bridged(dispatch: Dispatch, req: Request, push: CallPush | None, *,
         else:
             params.pop("requestState", None)
         req = dataclasses.replace(req, message=dataclasses.replace(req.message, params=params))
+        if push.stream is not None:  # the forwarder closed it when the round's answer came back
+            push.stream.reopen()
         result = await dispatch(req)
     return result
 
