@@ -109,3 +109,16 @@ def test_a_service_that_may_ask_nothing_is_offered_no_callbacks() -> None:
     assert ClientRelay("svc", ClientRequestsConfig(), lambda: []).callbacks() == {}
     assert set(ClientRelay("svc", ClientRequestsConfig(roots=True), lambda: []).callbacks()) == {
         "sampling_callback", "elicitation_callback", "list_roots_callback"}
+
+
+async def test_without_the_calls_filter_policy_nothing_with_text_is_pushed() -> None:
+    """Fail closed: a call whose content stage set no policy (filtering off) gets no_filter, nothing sent."""
+    registry = PushRegistry()
+    sent: list[dict[str, Any]] = []
+    push = _push(registry, declared=frozenset({"sampling"}), answers=sent)
+    push.stream = None  # no stream policy
+    params = types.CreateMessageRequestParams(messages=[types.SamplingMessage(
+        role="user", content=types.TextContent(type="text", text="hi"))], max_tokens=5)
+    result = await ClientRelay("svc", ALL, lambda: [push]).sampling(None, params)
+    assert isinstance(result, types.ErrorData) and sent == []
+    assert push.records[0]["reason"] == "no_filter"
