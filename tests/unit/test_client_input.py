@@ -115,3 +115,52 @@ def test_a_refused_envelope_is_recorded_with_its_reason() -> None:
 def test_dispatcher_tells_the_envelope_from_an_approval_state(params: dict[str, Any], is_retry: bool) -> None:
     """Only the gateway's prefix makes a retry; anything else is left to the approvals stage."""
     assert (retry_input(params) is not None) is is_retry
+
+
+class _NoCatalog:
+    """The dispatcher's catalog, for a call whose pipeline is a stand-in: no tool has param headers."""
+
+    def lookup(self, name: str) -> None:
+        return None
+
+
+def _dispatch(modern: bool, seen: list[Any]) -> Any:
+    from portcullis.identity.principal import Principal
+    from portcullis.transport.jsonrpc import Message
+    from portcullis.transport.protocol import Dispatcher, Request
+
+    async def pipeline(ctx: Any) -> dict[str, Any]:
+        seen.append(ctx)
+        return ScreenedInput(resultType="input_required", requestState="pcr1.x")
+
+    caps = {"elicitation": {}}
+    params: dict[str, Any] = {"name": "svc.tool", "arguments": {}}
+    if modern:
+        params["_meta"] = {"io.modelcontextprotocol/clientCapabilities": caps}
+    request = Request(Message("request", "tools/call", params, 1, True), "2026-07-28" if modern else "2025-11-25",
+                      modern, {}, Principal(client_id="c", auth_method="dev", issuer="dev"),
+                      None if modern else caps)
+    return Dispatcher(_NoCatalog(), pipeline), request  # type: ignore[arg-type]
+
+
+async def test_a_legacy_caller_gets_the_value_from_dispatch_result_and_a_refusal_from_dispatch() -> None:
+    """2025-era: the screened result is a value for a bridge (dispatch_result); dispatch refuses it (-31004)."""
+    from portcullis.transport.protocol import UnbridgedInputRequired
+
+    seen: list[Any] = []
+    dispatcher, request = _dispatch(False, seen)
+    value = await dispatcher.dispatch_result(request)
+    assert value["resultType"] == "input_required"
+    with pytest.raises(UnbridgedInputRequired) as info:
+        await dispatcher.dispatch(request)
+    assert info.value.code == -31004 and info.value.result["requestState"] == "pcr1.x"
+    assert seen[0].client_capabilities == {"elicitation": {}}  # the session's, for the screening
+
+
+async def test_a_modern_caller_gets_input_required_with_its_result_type() -> None:
+    """2026-07-28: the result keeps resultType input_required; the capabilities are the request's own."""
+    seen: list[Any] = []
+    dispatcher, request = _dispatch(True, seen)
+    result = await dispatcher.dispatch(request)
+    assert result["resultType"] == "input_required" and "io.modelcontextprotocol/serverInfo" in result["_meta"]
+    assert seen[0].client_capabilities == {"elicitation": {}}

@@ -99,7 +99,8 @@ def make_stage(store: ResponseCacheStore, clock: Callable[[], float],
             return await call_next(ctx)
         output_class = str(manifest.classification.output)
         key = cache_key(ctx)
-        if (key is None or ctx.approval is not None or output_class not in allowed
+        # an MRTR retry's answer depends on the caller's inputResponses, not on the arguments alone: never cached
+        if (key is None or ctx.approval is not None or ctx.retry_input is not None or output_class not in allowed
                 or not sink_allowed(output_class, CACHE_SINK)):
             ctx.record.cache = BYPASS
             return await call_next(ctx)
