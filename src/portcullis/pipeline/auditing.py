@@ -120,10 +120,10 @@ class CallAuditor:
 
     async def outcome(self, ctx: CallContext, route: Route, *, outcome: str, error_code: int | None,
                       output_bytes: int, duration_ms: float, upstream_span_id: str | None) -> AuditRecord:
-        fields: dict[str, Any] = {"outcome": outcome, "error_code": error_code,
-                  "output": {"bytes": output_bytes,
-                             "classification": str(route.manifest.manifest.classification.output)},
-                  "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
+        fields: dict[str, Any] = {
+            "outcome": outcome, "error_code": error_code,
+            "output": {"bytes": output_bytes, "classification": str(route.manifest.manifest.classification.output)},
+            "duration_ms": duration_ms, "upstream_span_id": upstream_span_id}
         if ctx.record.cache is not None:  # the response cache's verdict (hit: answered without forwarding)
             fields["cache"] = ctx.record.cache
         if ctx.record.content is not None:  # what the output filter did: counts and rule ids, never values
