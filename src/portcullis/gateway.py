@@ -77,6 +77,7 @@ from portcullis.transport.http_guard import ClientConnections, HttpLimits, guard
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi
 from portcullis.transport.protocol import Dispatcher
+from portcullis.transport.push import PushRegistry
 from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.upstream.registry import UpstreamRegistry
 
@@ -479,5 +480,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
                      max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
                      background=run_background, readiness=readiness, attempts=attempts,
-                     notification_counted=metrics.notification if cfg.observability.metrics.enabled else None)
+                     notification_counted=metrics.notification if cfg.observability.metrics.enabled else None,
+                     push=PushRegistry(answer_counted=metrics.client_answer, request_counted=metrics.client_request)
+                     if cfg.observability.metrics.enabled else None)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

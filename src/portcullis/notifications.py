@@ -91,6 +91,11 @@ class CallStream:
         """The call ended: anything offered from now on is dropped (``after_end``)."""
         self.closed = True
 
+    def reopen(self) -> None:
+        """A bridged call's next round (:mod:`portcullis.transport.mrtr_bridge`) is the same call, for the same
+        caller: its notifications are relayed again, within the same per-call bounds."""
+        self.closed = False
+
     def summary(self) -> dict[str, int]:
         """Value-free counts by outcome, for the outcome record."""
         return dict(sorted(self.counts.items()))

@@ -32,6 +32,12 @@ from portcullis.config.model import GatewayConfig, PromptManifest, ResourceManif
 from .fixture_server import build_server
 
 SERVICE = "fixture"
+# The fixture's push-style tools ask their caller mid-call (sampling/createMessage, elicitation/create):
+# only a 2025-era session carries such a request, so the same fixture is a second service whose leg is
+# always the handshake (protocol: legacy), allowed to relay exactly those kinds (client_requests).
+PUSH_SERVICE = "fixture_push"
+PUSH_TOOLS = frozenset({"test_sampling", "test_elicitation", "test_elicitation_sep1034_defaults",
+                        "test_elicitation_sep1330_enums"})
 DOMAIN = "conformance"
 OWNER = "conformance@example.com"
 
@@ -108,7 +114,9 @@ def gateway_data(upstream_url: str) -> dict[str, Any]:
         # default allows none); the screening, sealing and the caller's declared capabilities still apply
         "services": {SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "resource_prefix": "",
                                "client_requests": {"sampling": True, "elicitation_form": True,
-                                                   "elicitation_url": True, "roots": True}}},
+                                                   "elicitation_url": True, "roots": True}},
+                     PUSH_SERVICE: {"transport": "http", "url": upstream_url, "tool_prefix": "", "protocol": "legacy",
+                                    "client_requests": {"sampling": True, "elicitation_form": True}}},
     }
 
 
@@ -116,7 +124,7 @@ def tool_manifest(tool: dict[str, Any]) -> ToolManifest:
     """The manifest of one live fixture tool (wire form), with the fixture's own definition."""
     data: dict[str, Any] = {
         "name": tool["name"],
-        "service": SERVICE,
+        "service": PUSH_SERVICE if tool["name"] in PUSH_TOOLS else SERVICE,
         "owner": OWNER,
         "description": tool.get("description") or f"Conformance fixture tool {tool['name']}.",
         "risk": "low",

@@ -34,7 +34,7 @@ from .conftest import (
     start_child,
     wait_http_ok,
 )
-from .manifests import DOMAIN, SERVICE, fixture_tools, write_deployment
+from .manifests import DOMAIN, PUSH_SERVICE, PUSH_TOOLS, SERVICE, fixture_tools, write_deployment
 
 pytestmark = [pytest.mark.conformance, pytest.mark.timeout(900)]
 
@@ -119,7 +119,7 @@ def test_deployment_files_validate(tmp_path: Path) -> None:
     for path in files:
         manifest = ToolManifest.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
         tool = live[manifest.name]
-        assert manifest.service == SERVICE
+        assert manifest.service == (PUSH_SERVICE if manifest.name in PUSH_TOOLS else SERVICE)
         assert manifest.pin is None
         assert manifest.input_schema == tool["inputSchema"]
         assert manifest.output_schema == tool.get("outputSchema")
@@ -137,6 +137,9 @@ def test_deployment_files_validate(tmp_path: Path) -> None:
     assert {"static-text", "static-binary", "template-data"} <= set(resources), resources
     assert {"test_simple_prompt", "test_prompt_with_arguments", "test_prompt_with_image"} <= set(prompts), prompts
     assert gateway.services[SERVICE].resource_prefix == ""  # the suite reads the fixture's own URIs
+    push = gateway.services[PUSH_SERVICE]  # the push-style tools, over a session leg that may relay their asks
+    assert push.protocol == "legacy" and push.client_requests.sampling and push.client_requests.elicitation_form
+    assert not (push.client_requests.roots or push.client_requests.elicitation_url)
 
 
 def test_install_script_is_idempotent_when_tools_present(node_tools: NodeTools) -> None:

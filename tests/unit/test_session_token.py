@@ -25,7 +25,7 @@ def test_a_sealed_session_opens_on_another_sealer_with_the_same_key() -> None:
     sid = SessionSealer([key], ttl_s=60, clock=clock).seal("2025-11-25", {"elicitation": {}})
     session = SessionSealer([key], ttl_s=60, clock=clock).open(sid)
     assert session.protocol_version == "2025-11-25"
-    assert session.client_capabilities == {"elicitation": {}}
+    assert session.declared == frozenset({"elicitation_form"})
     assert all(0x21 <= ord(c) <= 0x7E for c in sid)
 
 
@@ -82,3 +82,37 @@ def test_bad_key_material_is_refused(text: str) -> None:
     """Keys must be base64 of exactly 32 bytes."""
     with pytest.raises(ValueError):
         decode_keys(text)
+
+
+DECLARED = [
+    ({}, set()),
+    ({"sampling": {}}, {"sampling"}),
+    ({"roots": {"listChanged": True}}, {"roots"}),
+    ({"elicitation": {}}, {"elicitation_form"}),  # an empty object: form only
+    ({"elicitation": {"form": {}}}, {"elicitation_form"}),
+    ({"elicitation": {"url": {}}}, {"elicitation_url"}),
+    ({"elicitation": {"form": {}, "url": {}}, "sampling": {}, "roots": {}},
+     {"elicitation_form", "elicitation_url", "sampling", "roots"}),
+    ({"sampling": True, "roots": [], "elicitation": "yes"}, set()),  # not objects: nothing declared
+    ({"elicitation": {"url": True}}, set()),
+    ("not an object", set()),
+]
+
+
+@pytest.mark.parametrize(("caps", "kinds"), DECLARED)
+def test_declared_client_request_kinds_come_from_initialize_capabilities(caps: object, kinds: set[str]) -> None:
+    """Only objects declare; elicitation {} is form mode; the kinds round-trip through capabilities_of."""
+    from portcullis.transport.session_token import capabilities_of, declared_kinds
+
+    assert declared_kinds(caps) == kinds
+    assert declared_kinds(capabilities_of(frozenset(kinds))) == kinds
+
+
+def test_the_session_keeps_only_the_declared_kinds_not_the_capabilities() -> None:
+    """A large capabilities object does not grow the id: only a few kind names are sealed."""
+    key, clock = os.urandom(32), Clock()
+    sealer = SessionSealer([key], ttl_s=60, clock=clock)
+    small = sealer.seal("2025-11-25", {"roots": {}})
+    large = sealer.seal("2025-11-25", {"roots": {}, "experimental": {"x": "y" * 3000}})
+    assert abs(len(large) - len(small)) <= 4
+    assert sealer.open(large).declared == frozenset({"roots"})

@@ -152,6 +152,11 @@ class _ServiceBase(_Model):
     max_result_depth: int = Field(
         64, ge=4, le=128,
         description="Deepest JSON nesting accepted in an answer's result; deeper fails the call with -31005.")
+    protocol: Literal["auto", "legacy"] = Field(
+        "auto", description="'auto': the 2026-07-28 revision when the service speaks it (over HTTP through the "
+        "gateway's raw relay), else the 2025-era handshake through the SDK client. 'legacy': always the 2025-era "
+        "handshake (one session), e.g. for a service whose tools push sampling, elicitation or roots requests "
+        "mid-call, which only a session can carry (docs/mcp-surface.md).")
     client_requests: ClientRequestsConfig = Field(
         ClientRequestsConfig(),
         description="Server-to-client requests (sampling, elicitation, roots) relayed to callers: deny by default.")

@@ -19,6 +19,11 @@ name                                         labels                             
 ``portcullis_notifications_total``          outcome                                streamed notifications by
                                                                                     outcome (relayed, withheld,
                                                                                     after_end, …; closed set)
+``portcullis_client_requests_total``        kind, outcome                          server-to-client requests
+                                                                                    relayed to a 2025-era caller
+                                                                                    or refused (closed sets)
+``portcullis_client_answers_total``         outcome                                callers' JSON-RPC responses:
+                                                                                    matched or why dropped
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -82,6 +87,9 @@ from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
+from portcullis.transport.push import ANSWER_OUTCOMES
+
+CLIENT_REQUEST_KINDS = frozenset({"sampling", "elicitation_form", "elicitation_url", "roots"})
 
 log = logging.getLogger("portcullis.metrics")
 
@@ -254,8 +262,13 @@ class GatewayMetrics:
                                               "reason")
         self.notifications_total = counter("notifications_total", "Upstream notifications of streamed calls, by "
                                            "outcome (relayed or why dropped).", "outcome")
+        self.client_requests_total = counter("client_requests_total", "Server-to-client requests (sampling, "
+                                             "elicitation, roots) relayed to 2025-era callers or refused.", "kind",
+                                             "outcome")
+        self.client_answers_total = counter("client_answers_total", "JSON-RPC responses POSTed by 2025-era callers: "
+                                            "matched to a pushed request, or why dropped.", "outcome")
         self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
-                          self.notifications_total,
+                          self.notifications_total, self.client_requests_total, self.client_answers_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
@@ -326,6 +339,15 @@ class GatewayMetrics:
     def notification(self, outcome: str) -> None:
         """One upstream notification of a streamed call: relayed, or the reason it was dropped."""
         self.notifications_total.labels(outcome if outcome in NOTIFICATION_OUTCOMES else "other").inc()
+
+    def client_request(self, kind: str, outcome: str) -> None:
+        """One server-to-client request of a call: ``relayed`` or ``refused``."""
+        self.client_requests_total.labels(kind if kind in CLIENT_REQUEST_KINDS else "other",
+                                          outcome if outcome in ("relayed", "refused") else "other").inc()
+
+    def client_answer(self, outcome: str) -> None:
+        """One JSON-RPC response a caller POSTed (transport/push.py): matched, or why it was dropped."""
+        self.client_answers_total.labels(outcome if outcome in ANSWER_OUTCOMES else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

@@ -12,8 +12,10 @@ era detection; then the era's own checks (sealed session for 2025-era, header/bo
 Every answer is ``application/json``, except a ``tools/call`` from a caller that accepts
 ``text/event-stream`` for which a progress or log notification is relayed before the result: that
 answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
-:mod:`portcullis.notifications`). Errors go through :func:`portcullis.errors.to_wire`; an
-unexpected exception is logged for the operator and answered with a bare -32603.
+:mod:`portcullis.notifications`). A 2025-era caller's stream also carries the client requests
+(sampling, elicitation, roots) the gateway asks it during the call, and the caller's JSON-RPC
+response to one is routed to it (:mod:`portcullis.transport.push`). Errors go through
+:func:`portcullis.errors.to_wire`; an unexpected exception is logged for the operator and answered with a bare -32603.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from portcullis.notifications import CURRENT, CallStream, StreamBounds
 from portcullis.transport.disconnect import SEND_FAILURES, run_watched, start_watch
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
+from portcullis.transport.mrtr_bridge import bridged
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.protocol import (
     Dispatcher,
@@ -62,7 +65,8 @@ from portcullis.transport.protocol import (
     is_modern,
     negotiate,
 )
-from portcullis.transport.session_token import SessionSealer
+from portcullis.transport.push import PUSH, CallPush, PushRegistry
+from portcullis.transport.session_token import SessionSealer, capabilities_of, declared_kinds
 from portcullis.transport.streaming import SSE_HEADERS, LogLevels, accepts_sse, sse_event, sse_raw, wanted
 
 log = logging.getLogger("portcullis.transport")
@@ -163,7 +167,7 @@ class GatewayApp:
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
                  attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
                  notification_counted: Callable[[str], None] | None = None,
-                 watch_json_disconnect: bool = False) -> None:
+                 watch_json_disconnect: bool = False, push: PushRegistry | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -182,6 +186,7 @@ class GatewayApp:
         self._levels = LogLevels()  # logging/setLevel, per 2025-era session and principal
         # also cancel a 2026-07-28 call answered as JSON when its caller goes away (docs/decisions.md)
         self._watch_json = watch_json_disconnect
+        self._push = push or PushRegistry()  # client requests waiting for 2025-era callers' answers (push.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -253,16 +258,21 @@ class GatewayApp:
         message = None
         envelope = True  # until dispatch: a refusal here is an attempt; after it, the pipeline audits
         try:
-            message = parse_message(loads_strict(body, max_depth=self._max_depth, max_values=self._max_values))
+            value = loads_strict(body, max_depth=self._max_depth, max_values=self._max_values)
+            message = parse_message(value)
             request_id = message.id
+            declared: frozenset[str] = frozenset()
             if modern:
                 req = Request(message, version or "", True, headers, principal)
                 check_modern(req)
                 extra: list[tuple[bytes, bytes]] = []
             else:
-                req, extra = self._legacy(message, headers, principal)
+                req, extra, declared = self._legacy(message, headers, principal)
             if message.kind != "request":
-                return 202, [], b""
+                if message.kind == "response" and not modern:  # maybe the answer to a pushed client request
+                    self._push.answer(value, session_id=headers.get("mcp-session-id"),
+                                      principal_key=_principal_key(principal), size=len(body))
+                return 202, [], b""  # every response alike, matched or not (transport/push.py)
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
             elif not modern and message.method == "logging/setLevel":  # the caller's own, never sent upstream
@@ -270,18 +280,27 @@ class GatewayApp:
             else:
                 envelope = False
                 streamed = None
-                if message.method == "tools/call" and accepts_sse(headers.get("accept")):
-                    stored = None if modern else self._levels.get(self._level_key(req))
-                    token, level = wanted(message.params, modern=modern, stored=stored)
-                    if token is not None or level is not None:
-                        streamed = await self._streamed(req, send, extra, token, level, receive)
+                push = None if modern or not declared or message.method != "tools/call" else self._push.call(
+                    session_id=headers.get("mcp-session-id"), principal_key=_principal_key(principal),
+                    declared=declared)  # a 2025-era caller that declared a client kind may be asked on its stream
+                bound = PUSH.set(push) if push is not None else None
+                try:
+                    if message.method == "tools/call" and accepts_sse(headers.get("accept")):
+                        stored = None if modern else self._levels.get(self._level_key(req))
+                        token, level = wanted(message.params, modern=modern, stored=stored)
+                        if token is not None or level is not None or push is not None:
+                            streamed = await self._streamed(req, send, extra, token, level, receive, push)
+                            if streamed is None:
+                                return None
+                    if streamed is None and modern and self._watch_json:
+                        streamed = await self._watched(req, receive)
                         if streamed is None:
-                            return None
-                if streamed is None and modern and self._watch_json:
-                    streamed = await self._watched(req, receive)
-                    if streamed is None:
-                        return None  # the caller went away: its call was cancelled, nothing to answer
-                result = streamed.result if streamed is not None else await self._dispatcher.dispatch(req)
+                            return None  # the caller went away: its call was cancelled, nothing to answer
+                    result = streamed.result if streamed is not None else await self._dispatch(req, push)
+                finally:
+                    if bound is not None and push is not None:
+                        PUSH.reset(bound)
+                        push.close()
             return 200, _JSON + extra, encode_response(request_id, result)
         except PortcullisError as exc:
             wire = to_wire(exc, request_id=request_id, modern=modern)
@@ -299,6 +318,13 @@ class GatewayApp:
             wire = to_wire(RuntimeError(), request_id=request_id, modern=modern)
             return 500 if modern else 200, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
 
+    async def _dispatch(self, req: Request, push: CallPush | None) -> dict[str, Any]:
+        """The dispatcher's answer; a 2025-era ``tools/call`` (``push`` set) answers an ``input_required``
+        result by asking the caller itself, round by round (:mod:`portcullis.transport.mrtr_bridge`)."""
+        if push is None:
+            return await self._dispatcher.dispatch(req)
+        return await bridged(self._dispatcher.dispatch_result, req, push)
+
     def _level_key(self, req: Request) -> str:
         return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
 
@@ -315,18 +341,21 @@ class GatewayApp:
         return done
 
     async def _streamed(self, req: Request, send: Send, extra: list[tuple[bytes, bytes]], token: Any,
-                        level: str | None, receive: Receive) -> _Dispatched | None:
-        """Run a ``tools/call`` whose notifications the caller may read as a stream.
+                        level: str | None, receive: Receive, push: CallPush | None = None) -> _Dispatched | None:
+        """Run a ``tools/call`` whose notifications (and client requests) the caller may read as a stream.
 
-        The first relayed notification starts the ``text/event-stream`` answer; the result (or the
-        error) is its last event, and ``None`` is returned. A call that relayed nothing returns its
-        result (or raises its error) for the ordinary ``application/json`` answer. A 2026-07-28
-        caller that goes away (``http.disconnect``, or a send that fails) cancels the call, and
-        ``None`` is returned with nothing more sent (:mod:`portcullis.transport.disconnect`).
+        The first relayed notification or pushed client request (:mod:`portcullis.transport.push`)
+        starts the ``text/event-stream`` answer; the result (or the error) is its last event, and
+        ``None`` is returned. A call that relayed nothing returns its result (or raises its error)
+        for the ordinary ``application/json`` answer. A 2026-07-28 caller that goes away
+        (``http.disconnect``, or a send that fails) cancels the call, and ``None`` is returned with
+        nothing more sent (:mod:`portcullis.transport.disconnect`).
         """
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](self._stream_bounds.max_per_call)
         stream = CallStream(sender.send_nowait, progress_token=token, log_level=level, bounds=self._stream_bounds,
                             counted=self._notification_counted)
+        if push is not None:  # client requests go on the same stream, in order with the notifications
+            push.deliver, push.stream = sender.send_nowait, stream
         done = _Dispatched()
         departure = Departure()
         watch: list[anyio.CancelScope] = []
@@ -335,10 +364,12 @@ class GatewayApp:
             CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
             DEPARTURE.set(departure)
             try:
-                done.result = await self._dispatcher.dispatch(req)
+                done.result = await self._dispatch(req, push)
             except Exception as exc:  # reported to the caller below, in whichever form the answer takes
                 done.error = exc
             finally:
+                if push is not None:
+                    push.close()  # what still waits for the caller is refused: the call is over
                 stream.close()
                 sender.close()
                 for scope in watch:
@@ -420,7 +451,9 @@ class GatewayApp:
             log.exception("refused request could not be recorded as an attempt")
 
     def _legacy(self, message: Any, headers: dict[str, str],
-                principal: Principal) -> tuple[Request, list[tuple[bytes, bytes]]]:
+                principal: Principal) -> tuple[Request, list[tuple[bytes, bytes]], frozenset[str]]:
+        """The request in its sealed session; the session id to set (initialize); the client-request
+        kinds the caller declared (``initialize``'s capabilities, sealed into the session)."""
         if message.method == "initialize" and message.kind == "request":
             params = message.params
             negotiated = negotiate(params.get("protocolVersion"))
@@ -428,7 +461,8 @@ class GatewayApp:
             if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
                 raise InvalidParams("Invalid params: capabilities must be a small object")
             sealed = self._sealer.seal(negotiated, caps, _principal_key(principal))
-            return Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())]
+            return (Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())],
+                    declared_kinds(caps))
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             raise MissingSession
@@ -437,7 +471,8 @@ class GatewayApp:
             raise UnknownSession(detail="session belongs to another principal")
         # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
         # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
-        return Request(message, session.protocol_version, False, headers, principal, session.client_capabilities), []
+        caps = capabilities_of(session.declared)  # what the session declared: the kinds sealed in it
+        return Request(message, session.protocol_version, False, headers, principal, caps), [], session.declared
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")

@@ -2,8 +2,14 @@
 
 The MCP SDK keeps legacy sessions in one process's memory, which pins a client to one replica.
 Portcullis instead seals everything a replica needs into the ``Mcp-Session-Id`` itself:
-AES-256-GCM over a small JSON payload (negotiated protocol version, client capabilities, issue
-and expiry times, a random session nonce), with a key the replicas share. Any replica holding a
+AES-256-GCM over a small JSON payload (negotiated protocol version, the client requests the
+caller declared it can answer, issue and expiry times, a random session nonce), with a key the
+replicas share.
+
+Of the caller's ``initialize`` capabilities only what the gateway decides on is kept: which of
+the four client-request kinds (:data:`DECLARABLE`) it declared (:func:`declared_kinds`), a few
+short names, so the id stays small however large the capabilities object was. A request the
+caller never declared is never pushed to it (:mod:`portcullis.transport.push`). Any replica holding a
 key can open any session; a forged, altered, expired or foreign id is simply "not found".
 
 Keys rotate by listing several: the first seals, all are tried when opening.
@@ -29,6 +35,37 @@ _PREFIX = "pcs1."
 _AAD = b"portcullis/session/v1"
 _NONCE_BYTES = 12
 MAX_SESSION_ID_CHARS = 4096
+#: the client-request kinds a caller can declare in ``initialize`` (the names of ``client_requests``)
+DECLARABLE = ("sampling", "elicitation_form", "elicitation_url", "roots")
+
+
+def declared_kinds(capabilities: Any) -> frozenset[str]:
+    """The client-request kinds an ``initialize``'s ``params.capabilities`` declares.
+
+    ``sampling: {}`` and ``roots: {}`` declare themselves; ``elicitation: {}`` is form mode only
+    (2025-06-18, and 2025-11-25's reading of an empty object); ``elicitation: {form?, url?}`` names
+    its modes. Anything that is not an object declares nothing (fail closed).
+    """
+    if not isinstance(capabilities, dict):
+        return frozenset()
+    kinds = {kind for kind in ("sampling", "roots") if isinstance(capabilities.get(kind), dict)}
+    elicitation = capabilities.get("elicitation")
+    if isinstance(elicitation, dict):
+        form, url = isinstance(elicitation.get("form"), dict), isinstance(elicitation.get("url"), dict)
+        if form or not ("form" in elicitation or "url" in elicitation):
+            kinds.add("elicitation_form")
+        if url:
+            kinds.add("elicitation_url")
+    return frozenset(kinds)
+
+
+def capabilities_of(kinds: frozenset[str]) -> dict[str, Any]:
+    """The client capabilities object that declares exactly ``kinds`` (the inverse of :func:`declared_kinds`)."""
+    caps: dict[str, Any] = {kind: {} for kind in ("sampling", "roots") if kind in kinds}
+    modes: dict[str, Any] = {mode: {} for mode in ("form", "url") if f"elicitation_{mode}" in kinds}
+    if modes:
+        caps["elicitation"] = modes
+    return caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +75,7 @@ class Session:
     session_nonce: str
     principal_key: str  # binds the session to who opened it (session hijacking defence)
     protocol_version: str
-    client_capabilities: dict[str, Any]
+    declared: frozenset[str]  # client-request kinds the caller declared (DECLARABLE), nothing else
     issued_at: int
     expires_at: int
 
@@ -57,8 +94,9 @@ class SessionSealer:
 
     def seal(self, protocol_version: str, client_capabilities: dict[str, Any], principal_key: str = "") -> str:
         now = int(self._clock())
-        payload = {"n": secrets.token_urlsafe(16), "v": protocol_version, "c": client_capabilities,
-                   "p": principal_key, "iat": now, "exp": now + self._ttl_s}
+        payload = {"n": secrets.token_urlsafe(16), "v": protocol_version,
+                   "k": sorted(declared_kinds(client_capabilities)), "p": principal_key, "iat": now,
+                   "exp": now + self._ttl_s}
         plain = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aeads[0].encrypt(nonce, plain, _AAD)
@@ -85,7 +123,10 @@ class SessionSealer:
         data = json.loads(plain)
         if int(self._clock()) >= data["exp"]:
             raise UnknownSession(detail="session id expired")
-        return Session(data["n"], data.get("p", ""), data["v"], data["c"], data["iat"], data["exp"])
+        # "c": an id sealed before the kinds were (the whole capabilities object): read the same way
+        kinds = data["k"] if "k" in data else sorted(declared_kinds(data.get("c")))
+        declared = frozenset(k for k in kinds if k in DECLARABLE) if isinstance(kinds, list) else frozenset()
+        return Session(data["n"], data.get("p", ""), data["v"], declared, data["iat"], data["exp"])
 
 
 def decode_keys(text: str) -> list[bytes]:

@@ -273,7 +273,7 @@ class UpstreamRegistry:
         for name, cfg in gateway.services.items():
             changed = functools.partial(_tools_changed, handles, name)  # the handle exists by the first call
             connectors: list[Connector] = []
-            if isinstance(cfg, HttpService):
+            if isinstance(cfg, HttpService) and cfg.protocol == "auto":  # "legacy": the SDK client's session only
                 connectors.append(HttpRelayConnector(name, cfg, on_tools_changed=changed))
             extra = functools.partial(child_env, name) if child_env is not None else None
             connectors.append(SdkConnector(name, cfg, environ, extra_env=extra, gateway_keys=gateway_keys,

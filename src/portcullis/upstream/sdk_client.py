@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import httpx2
@@ -43,6 +43,8 @@ from portcullis.errors import (
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
 from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.transport.push import PUSH, CallPush
+from portcullis.upstream.client_relay import ClientRelay
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
 from portcullis.upstream.stderr_relay import StderrRelay
@@ -84,6 +86,7 @@ class _InFlight:
 
     def __init__(self) -> None:
         self.calls: list[CallStream | None] = []
+        self.pushes: list[CallPush | None] = []  # the same calls' push channels, for client requests
 
     def log(self, params: Any) -> None:
         if len(self.calls) == 1 and self.calls[0] is not None:
@@ -202,13 +205,16 @@ class _SdkConnection:
                     stream.offer(PROGRESS, {"progress": progress, "total": total, "message": message})
             if stream.wants_logs:  # a 2026-07-28 service sends log messages only when a request opts in
                 meta = {**(meta or {}), LOG_LEVEL_META: stream.log_level}
+        push = PUSH.get()  # a 2025-era caller that client requests of this call may be relayed to
         self._in_flight.calls.append(stream)
+        self._in_flight.pushes.append(push)
         try:
             result = await self._guard(self._client.session.call_tool(
                 name, dict(arguments), progress_callback=on_progress, meta=cast(Any, meta),
                 **_mrtr(input_responses, request_state)), timeout_s=timeout_s)
         finally:
             self._in_flight.calls.remove(stream)
+            self._in_flight.pushes.remove(push)
         self._accepted(offered)
         return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
@@ -300,7 +306,8 @@ class SdkConnector:
                                                                 withhold_key=self._stderr_withhold_key))
             in_flight = _InFlight()
             async with Client(transport, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
+                              logging_callback=_log_relay(in_flight), mode=self._mode(),
+                              **self._relay(in_flight)) as client, self._listening(client):
                 # the transport checks depth
                 yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
                                      child_kids=spawn_kids, in_flight=in_flight)
@@ -316,10 +323,19 @@ class SdkConnector:
             streams = streamable_http_client(cfg.url, http_client=http, max_sse_event_size=cfg.max_result_bytes)
             in_flight = _InFlight()
             async with Client(streams, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight)) as client, self._listening(client):
+                              logging_callback=_log_relay(in_flight), mode=self._mode(),
+                              **self._relay(in_flight)) as client, self._listening(client):
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
                                      in_flight=in_flight)
+
+    def _mode(self) -> Literal["auto", "legacy"]:
+        """``protocol: legacy``: always the 2025-era handshake, a session the service can push requests on."""
+        return "legacy" if self._cfg.protocol == "legacy" else "auto"
+
+    def _relay(self, in_flight: _InFlight) -> dict[str, Any]:
+        """The client-request callbacks (sampling, elicitation, roots) when the service may ask any."""
+        return ClientRelay(self.name, self._cfg.client_requests, lambda: in_flight.pushes).callbacks()
 
     async def _on_message(self, message: Any) -> None:
         """Every server notification, on either era: a tool-list change is reported before any await."""
