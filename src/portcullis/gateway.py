@@ -330,10 +330,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
                                     if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)))
     pipeline = build_pipeline(parts)
-    # resources and prompts: their own manifests and policy engine (native rules only), and the read
-    # pipeline declared next to the tools one (docs/mcp-surface.md)
+    # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
+    # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
     surface_catalog = SurfaceCatalog(deployment)
-    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), None, environment=authz.environment)
+    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), engine.rego, environment=authz.environment)
     surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
                              build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
                              clock)

@@ -105,7 +105,8 @@ class SurfaceGateway:
 
 
 @contextlib.asynccontextmanager
-async def surface_gateway(tmp_path: Path, *, content: bool = True) -> AsyncIterator[SurfaceGateway]:
+async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = None, limit_rules: Any = (),
+                         state: Any = None) -> AsyncIterator[SurfaceGateway]:
     base = deployment()
     gateway_cfg = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                          "url": "http://127.0.0.1:1/mcp"}}})
@@ -142,10 +143,11 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True) -> AsyncItera
         parts = PipelineParts(catalog=catalog, upstreams=upstreams,
                               minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example",
                                                  clock=clock),
-                              engine=engine, auditor=auditor, state=InMemoryStateStore(), clock=clock,
+                              engine=engine, auditor=auditor, state=state or InMemoryStateStore(), clock=clock,
+                              limit_rules=limit_rules,
                               content=OutputFilter(ContentConfig(), key=b"h" * 32) if content else None)
         surface_catalog = SurfaceCatalog(dep)
-        surface_engine = PolicyEngine.build(surface_policies(surface_catalog), None, environment="production")
+        surface_engine = PolicyEngine.build(surface_policies(surface_catalog), rego, environment="production")
         surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
                                  build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
                                  clock)

@@ -18,7 +18,7 @@ from portcullis.catalog import Catalog
 from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
-from portcullis.pipeline import reads
+from portcullis.pipeline import read_checks, reads
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
@@ -153,9 +153,17 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         reads.make_gate(r.engine, p.clock),
         # pin_check: lists the kind from the service at use; a changed definition is quarantined now.
         reads.make_pin_check(r.surface, p.upstreams),
-        # authorize: the native policy on the URI or prompt arguments (no validate stage: a read has
-        # no argument schema; no risk, govern_check, limits or approve: see docs/mcp-surface.md).
+        # authorize: the native policy and the Rego modules (the tools/call input plus the read's resource or
+        # prompt, docs/rego.md) on the URI or prompt arguments; a Rego error is a deny. require_approval is
+        # refused (reads/no_approval_flow): approvals bind a tool call's arguments, and no read flow exists.
+        # No validate stage: a read has no argument schema. No risk: its scores are about side effects and
+        # amounts, a read has neither. No govern_check: the toxic-flow rule is about egress after sensitive
+        # reads, and a read is not egress; the Restricted-sink rule is the gate (a Restricted entry is hidden
+        # from callers outside the environment). See docs/mcp-surface.md.
         reads.make_authorize(r.engine, p.clock, p.auditor),
+        # limits: after authorize, so a read the policy refuses consumes no counter; the rules listing
+        # resources/read or prompts/get (authorization.limits), refused like a limited tools/call.
+        read_checks.make_limits(p.limit_rules, p.state, p.clock, p.hooks, p.auditor),
         # audit: last before forward: the decision record is durable before anything is sent, and
         # the outcome record before the caller sees the answer.
         reads.make_audit(p.auditor),

@@ -16,6 +16,7 @@ resource the caller may not read (the gate, or a deny from its policy) all raise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from portcullis.errors import (
 from portcullis.identity.minting import MAX_CLAIM_CHARS, TokenMinter, service_audience
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import ReadContext
+from portcullis.pipeline.read_checks import rego_extra
 from portcullis.pipeline.stages.content import THREAD_ABOVE_CHARS, OutputFilter
 from portcullis.policy.engine import PolicyEngine
 from portcullis.surface import LIST_METHOD, SurfaceCatalog
@@ -139,24 +141,37 @@ def make_pin_check(catalog: SurfaceCatalog, upstreams: UpstreamRegistry) -> Read
 
 
 def make_authorize(engine: PolicyEngine, clock: Callable[[], float], auditor: CallAuditor) -> ReadStage:
-    """The native policy on the arguments (``{"uri": …}`` for a read, the prompt's arguments for a get).
-    ``require_approval`` is refused: reads have no approval flow (yet). A refused decision is recorded
-    (a decision record, no outcome: nothing was forwarded). A refused resource read looks like an
-    unknown resource; a refused prompt the caller can see is PolicyRefused, as for tools."""
+    """The native policy and the Rego modules on the arguments (``{"uri": …}`` for a read, the prompt's
+    arguments for a get), with the read's own Rego input (:func:`.read_checks.rego_extra`); a Rego error is a
+    deny (``rego/policy_error``). ``require_approval`` is refused with rule ``reads/no_approval_flow``
+    (``-31020``): approvals bind a tool call's arguments, and a read has no flow of its own. A refused decision
+    is recorded (a decision record, no outcome: nothing was forwarded). A denied resource read looks like an
+    unknown resource; a denied prompt the caller can see is PolicyRefused, as for tools."""
     async def authorize(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
         arguments = {"uri": ctx.upstream_target} if ctx.method == "resources/read" else ctx.arguments
-        decision = engine.decide(ctx.entry.exposed, ctx.principal, arguments,
-                                 now=datetime.fromtimestamp(clock(), UTC))
+        decision = await engine.decide_async(ctx.entry.exposed, ctx.principal, arguments,
+                                             now=datetime.fromtimestamp(clock(), UTC), method=ctx.method,
+                                             extra=rego_extra(ctx))
+        if decision.effect == "require_approval":
+            decision = dataclasses.replace(
+                decision, effect="deny", reasons=(*decision.reasons, NO_APPROVAL_FLOW),
+                rule_ids=(*decision.rule_ids, NO_APPROVAL_FLOW_RULE), denied_by=NO_APPROVAL_FLOW_RULE)
         ctx = ctx.evolve(decision=decision)
         if decision.effect != "allow":
             ctx.record.refused_decision = decision
             await auditor.read_decision(ctx, decision)
+            if decision.denied_by == NO_APPROVAL_FLOW_RULE:
+                raise PolicyRefused(decision, detail="reads have no approval flow")
             if ctx.method == "resources/read":
                 raise _refused(ctx)
             raise PolicyRefused(decision, detail="policy refused the prompt")
         return await call_next(ctx)
 
     return authorize
+
+
+NO_APPROVAL_FLOW = "approval_not_available"  # a policy asked a read for an approval: refused, never allowed
+NO_APPROVAL_FLOW_RULE = "reads/no_approval_flow"
 
 
 def make_audit(auditor: CallAuditor) -> ReadStage:
