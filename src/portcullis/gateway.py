@@ -76,6 +76,7 @@ from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.session_token import SessionSealer, decode_keys
+from portcullis.transport.streaming import LogLevels
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.gateway")
@@ -474,5 +475,6 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
                      max_json_values=limits.max_json_values, max_header_count=limits.max_header_count,
                      background=run_background, readiness=readiness, attempts=attempts,
-                     notification_counted=metrics.notification if cfg.observability.metrics.enabled else None)
+                     notification_counted=metrics.notification if cfg.observability.metrics.enabled else None,
+                     log_levels=LogLevels(state, clock))
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)
