@@ -58,7 +58,13 @@ from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
+from portcullis.pipeline.chain import (
+    PipelineParts,
+    ReadParts,
+    build_completion_pipeline,
+    build_pipeline,
+    build_read_pipeline,
+)
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.pipeline.stages.content import hash_key as content_hash_key
@@ -335,9 +341,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
     surface_catalog = SurfaceCatalog(deployment)
     surface_engine = PolicyEngine.build(surface_policies(surface_catalog), engine.rego, environment=authz.environment)
-    surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
-                             build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
-                             clock)
+    read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
+    surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts), clock,
+                             completions=build_completion_pipeline(
+                                 parts, read_parts, metrics.completion if cfg.observability.metrics.enabled else None))
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:

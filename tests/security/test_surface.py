@@ -29,7 +29,13 @@ from portcullis.identity.minting import KeyRing, TokenMinter
 from portcullis.identity.principal import Principal
 from portcullis.pinning import surface_hash
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
+from portcullis.pipeline.chain import (
+    PipelineParts,
+    ReadParts,
+    build_completion_pipeline,
+    build_pipeline,
+    build_read_pipeline,
+)
 from portcullis.pipeline.hooks import NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.policy.engine import PolicyEngine, tool_policies
@@ -106,7 +112,7 @@ class SurfaceGateway:
 
 @contextlib.asynccontextmanager
 async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = None, limit_rules: Any = (),
-                         state: Any = None) -> AsyncIterator[SurfaceGateway]:
+                         state: Any = None, counted: Any = None) -> AsyncIterator[SurfaceGateway]:
     base = deployment()
     gateway_cfg = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                          "url": "http://127.0.0.1:1/mcp"}}})
@@ -148,9 +154,9 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = N
                               content=OutputFilter(ContentConfig(), key=b"h" * 32) if content else None)
         surface_catalog = SurfaceCatalog(dep)
         surface_engine = PolicyEngine.build(surface_policies(surface_catalog), rego, environment="production")
-        surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
-                                 build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
-                                 clock)
+        read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
+        surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts),
+                                 clock, completions=build_completion_pipeline(parts, read_parts, counted))
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle.run)
             with anyio.fail_after(10):

@@ -18,7 +18,7 @@ from portcullis.catalog import Catalog
 from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
-from portcullis.pipeline import read_checks, reads
+from portcullis.pipeline import completion, read_checks, reads
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
 from portcullis.pipeline.hooks import Hooks, NullHooks
@@ -172,6 +172,35 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         reads.make_content(p.content),
     )
     handler: ReadHandler = reads.make_forwarder(p.upstreams, p.minter, r.surface, p.default_timeout_s)
+    for stage in reversed(stages):
+        handler = functools.partial(_invoke_read, stage, handler)
+    return handler
+
+
+def build_completion_pipeline(parts: PipelineParts, reads_parts: ReadParts,
+                              counted: Callable[[str], None] | None = None) -> ReadHandler:
+    """Assemble the ``completion/complete`` handler (portcullis.pipeline.completion; docs/mcp-surface.md says
+    which ``tools/call`` stages apply and why). Each line says why it sits where it does."""
+    p, r = parts, reads_parts
+    stages: Sequence[ReadStage] = (
+        # record: outermost, so that every completion gets its log line and metric however it ends. No audit
+        # record: it runs nothing and reads no resource (the read or get it leads to is audited in full).
+        completion.make_record(counted),
+        # route: the exposed prompt or resource template the ref names; nothing else is ever forwarded.
+        completion.make_route(r.surface),
+        # gate: the read gate of that prompt or template, before anything else looks at the request, so a
+        # caller that may not see it gets the unknown answer and costs no upstream request.
+        reads.make_gate(r.engine, p.clock),
+        # arguments: after the gate (the declared arguments are only the business of who may see them).
+        completion.make_arguments(),
+        # pin_check: the same check at use as a read or get; a changed definition is refused like unknown.
+        # No authorize, limits, approve, risk or govern stages: a completion carries no value a rule decides
+        # on and returns only suggestions (bounded and filtered); the get or read that uses them passes them.
+        reads.make_pin_check(r.surface, p.upstreams),
+        # content: directly around the forwarder, so the caller and the log line only see filtered values.
+        completion.make_content(p.content),
+    )
+    handler: ReadHandler = completion.make_forwarder(p.upstreams, p.minter, r.surface, p.default_timeout_s)
     for stage in reversed(stages):
         handler = functools.partial(_invoke_read, stage, handler)
     return handler

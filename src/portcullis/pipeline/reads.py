@@ -61,8 +61,15 @@ def unknown_prompt() -> InvalidParams:
     return InvalidParams("Unknown prompt")
 
 
-def _refused(ctx: ReadContext) -> InvalidParams:
-    return not_found(ctx.target) if ctx.method == "resources/read" else unknown_prompt()
+def refused_like_unknown(ctx: ReadContext) -> InvalidParams:
+    """:func:`not_found` for a resource read (or a completion of a resource template), else
+    :func:`unknown_prompt`: what every refusal before a decision answers."""
+    resource = ctx.method == "resources/read" or (ctx.method == "completion/complete"
+                                                  and ctx.arguments.get("ref") == "ref/resource")
+    return not_found(ctx.target) if resource else unknown_prompt()
+
+
+_refused = refused_like_unknown
 
 
 def make_record(auditor: CallAuditor) -> ReadStage:
@@ -232,10 +239,7 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Su
     read back through the gateway (and names no other service)."""
     async def forward(ctx: ReadContext) -> ReadResult:
         entry = ctx.entry
-        conn = upstreams.get(entry.service).connection()
-        timeout = catalog.timeouts.get(entry.service) or default_timeout_s
-        token = minter.mint(ctx.principal, audience=service_audience(entry.service), request_id=ctx.request_id,
-                            tool=entry.exposed[:MAX_CLAIM_CHARS], target=ctx.upstream_target[:MAX_CLAIM_CHARS])
+        conn, timeout, token = upstream_leg(ctx, upstreams, minter, catalog, default_timeout_s)
         if ctx.method == "resources/read":
             result = await conn.read_resource(ctx.upstream_target, timeout_s=timeout, actor_token=token)
             contents = result.get("contents")
@@ -251,6 +255,16 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Su
         return result  # the upstream's _meta and any other member are dropped
 
     return forward
+
+
+def upstream_leg(ctx: ReadContext, upstreams: UpstreamRegistry, minter: TokenMinter, catalog: SurfaceCatalog,
+                 default_timeout_s: float) -> tuple[Any, float, str]:
+    """(the service's connection, its timeout, a token minted for this request only) for ``ctx.entry``."""
+    entry = ctx.entry
+    token = minter.mint(ctx.principal, audience=service_audience(entry.service), request_id=ctx.request_id,
+                        tool=entry.exposed[:MAX_CLAIM_CHARS], target=ctx.upstream_target[:MAX_CLAIM_CHARS])
+    return (upstreams.get(entry.service).connection(), catalog.timeouts.get(entry.service) or default_timeout_s,
+            token)
 
 
 def _prefixed(item: dict[str, Any], prefix: str) -> dict[str, Any]:
