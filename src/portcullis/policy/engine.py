@@ -257,7 +257,8 @@ class PolicyEngine:
     # ----------------------------------------------------------------------- deciding
 
     def decide(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
-               session: Mapping[str, Any] | None = None) -> Decision:
+               session: Mapping[str, Any] | None = None, method: str = "tools/call",
+               extra: Mapping[str, Any] | None = None) -> Decision:
         """Decide one call of ``tool`` (its exposed name), Rego in this process. Never raises; see
         the module docstring. The gateway uses :meth:`decide_async`; this is for the CLI and tests."""
         native: Decision | None = None
@@ -268,7 +269,7 @@ class PolicyEngine:
             if (done := self._without_rego(tool, native)) is not None:
                 return done
             result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 3, 4
-                                                             session=session))
+                                                             session=session, method=method, extra=extra))
             return self._with_rego(tool, native, result)  # 3, 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
