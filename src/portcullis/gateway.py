@@ -58,7 +58,13 @@ from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
+from portcullis.pipeline.chain import (
+    PipelineParts,
+    ReadParts,
+    build_completion_pipeline,
+    build_pipeline,
+    build_read_pipeline,
+)
 from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
@@ -79,6 +85,7 @@ from portcullis.transport.pins_api import PinsApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.push import PushRegistry
 from portcullis.transport.session_token import SessionSealer, decode_keys
+from portcullis.transport.streaming import LogLevels
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.gateway")
@@ -336,13 +343,14 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         client_input=ClientInputRelay(RequestStateSealer(session_keys, clock=clock),
                                       lambda service: cfg.services[service].client_requests))
     pipeline = build_pipeline(parts)
-    # resources and prompts: their own manifests and policy engine (native rules only), and the read
-    # pipeline declared next to the tools one (docs/mcp-surface.md)
+    # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
+    # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
     surface_catalog = SurfaceCatalog(deployment)
-    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), None, environment=authz.environment)
-    surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
-                             build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
-                             clock)
+    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), engine.rego, environment=authz.environment)
+    read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
+    surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts), clock,
+                             completions=build_completion_pipeline(
+                                 parts, read_parts, metrics.completion if cfg.observability.metrics.enabled else None))
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -482,5 +490,6 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      background=run_background, readiness=readiness, attempts=attempts,
                      notification_counted=metrics.notification if cfg.observability.metrics.enabled else None,
                      push=PushRegistry(answer_counted=metrics.client_answer, request_counted=metrics.client_request)
-                     if cfg.observability.metrics.enabled else None)
+                     if cfg.observability.metrics.enabled else None,
+                     log_levels=LogLevels(state, clock))
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

@@ -183,9 +183,12 @@ class GatewaySurface:
     live pins, and the read pipeline (:func:`portcullis.pipeline.chain.build_read_pipeline`)."""
 
     def __init__(self, catalog: SurfaceCatalog, engine: PolicyEngine, upstreams: UpstreamRegistry,
-                 reads: Callable[[ReadContext], Awaitable[dict[str, Any]]], clock: Callable[[], float]) -> None:
+                 reads: Callable[[ReadContext], Awaitable[dict[str, Any]]], clock: Callable[[], float],
+                 completions: Callable[[ReadContext], Awaitable[dict[str, Any]]] | None = None) -> None:
         self._catalog, self._engine, self._upstreams, self._reads, self._clock = (
             catalog, engine, upstreams, reads, clock)
+        # completion/complete (portcullis.pipeline.chain.build_completion_pipeline); None: refused as unknown
+        self._completions = completions
 
     async def listing(self, kind: str, principal: Principal) -> list[Mapping[str, Any]]:
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -202,3 +205,10 @@ class GatewaySurface:
 
     async def read(self, ctx: ReadContext) -> dict[str, Any]:
         return await self._reads(ctx)
+
+    async def complete(self, ctx: ReadContext) -> dict[str, Any]:
+        if self._completions is None:
+            from portcullis.pipeline.reads import refused_like_unknown
+
+            raise refused_like_unknown(ctx)
+        return await self._completions(ctx)

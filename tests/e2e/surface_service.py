@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from mcp import types
 from mcp.server import MCPServer
 from mcp.server.mcpserver import UserMessage
 
@@ -31,6 +32,17 @@ server.resource("notes://team", name="team-notes", description="The team's notes
 server.resource("notes://pages/{id}", name="page", description="One page by id.",
                 mime_type="application/json")(page)
 server.prompt(name="brief", description="Write a brief about a topic.")(brief)
+
+
+@server.completion()
+async def complete(ref: types.PromptReference | types.ResourceTemplateReference, argument: types.CompletionArgument,
+                   context: types.CompletionContext | None) -> types.Completion:
+    """Topics for ``brief`` (one of them carries the canary), ids for ``notes://pages/{id}``."""
+    if isinstance(ref, types.PromptReference):
+        values = ["releases", "roadmap", f"token {CANARY}"]
+    else:
+        values = ["1", "2", "42"]
+    return types.Completion(values=[v for v in values if v.startswith(argument.value)], total=3)
 
 
 @server.tool(description="Change this service's resource and prompt definitions (a test control).")

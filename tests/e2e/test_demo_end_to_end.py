@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from mcp import MCPError
+from mcp import MCPError, types
 
 from tests.e2e.harness import GatewayProcess
 
@@ -143,6 +143,11 @@ async def test_demo_resource_template_and_prompt(demo_gateway: GatewayProcess, m
         index = (await client.read_resource("files+handbook://index")).contents[0]
         page = (await client.read_resource("files+handbook://pages/holidays")).contents[0]
         prompt = await client.get_prompt("files.summarize_file", {"path": "handbook/expenses.txt"})
+        topics = await client.complete(types.ResourceTemplateReference(
+            type="ref/resource", uri="files+handbook://pages/{topic}"), {"name": "topic", "value": "h"})
+        paths = await client.complete(types.PromptReference(type="ref/prompt", name="files.summarize_file"),
+                                      {"name": "path", "value": "handbook/e"})
+    assert topics.completion.values == ["holidays"] and paths.completion.values == ["handbook/expenses.txt"]
     assert resources == ["files+handbook://index"] and templates == ["files+handbook://pages/{topic}"]
     assert prompts == ["files.summarize_file"]
     assert index.text.split("\n") == ["expenses", "holidays"]

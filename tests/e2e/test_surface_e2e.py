@@ -17,7 +17,7 @@ import httpx2
 import orjson
 import pytest
 import yaml
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters, types
 
 from portcullis.pinning import surface_hash
 from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
@@ -135,6 +135,32 @@ async def test_a_caller_who_may_not_see_gets_unknown(surface_gateway: GatewayPro
                       (-32602, "Resource not found", {"uri": "surf+notes://nothing"})]
     assert (hidden_prompt.value.code, hidden_prompt.value.error.message) == (
         missing_prompt.value.code, missing_prompt.value.error.message) == (-32602, "Unknown prompt")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_completion_through_the_gateway(surface_gateway: GatewayProcess, mode: str) -> None:
+    """The SDK client completes a prompt argument and a template variable in the exposed names; the value that
+    carries a secret is dropped; a caller who may not see the prompt or template gets the unknown answers."""
+    prompt, template = types.PromptReference(type="ref/prompt", name=PROMPT), types.ResourceTemplateReference(
+        type="ref/resource", uri=PAGE)
+    async with surface_gateway.client(mode=mode, token=writer(surface_gateway)) as client:
+        if mode == "legacy":  # 2026-07-28 has no initialize (the SDK client asks server/discover lazily)
+            assert client.server_capabilities is not None and client.server_capabilities.completions is not None
+        topics = (await client.complete(prompt, {"name": "topic", "value": ""})).completion
+        ids = (await client.complete(template, {"name": "id", "value": "4"})).completion
+        with pytest.raises(MCPError) as undeclared:
+            await client.complete(prompt, {"name": "exfil", "value": ""})
+    assert topics.values == ["releases", "roadmap"] and topics.total == 3  # the canary's value is dropped
+    assert ids.values == ["42"]
+    assert undeclared.value.code == -32602
+    async with surface_gateway.client(mode=mode) as client:  # not a writer
+        with pytest.raises(MCPError) as hidden_prompt:
+            await client.complete(prompt, {"name": "topic", "value": ""})
+        with pytest.raises(MCPError) as hidden_template:
+            await client.complete(template, {"name": "id", "value": ""})
+    assert (hidden_prompt.value.code, hidden_prompt.value.error.message) == (-32602, "Unknown prompt")
+    assert (hidden_template.value.code, hidden_template.value.error.message, hidden_template.value.error.data) == (
+        -32602, "Resource not found", {"uri": PAGE})
 
 
 def _raw(gateway: GatewayProcess, method: str, params: dict[str, Any], name: str, token: str) -> tuple[Any, ...]:

@@ -29,7 +29,13 @@ from portcullis.identity.minting import KeyRing, TokenMinter
 from portcullis.identity.principal import Principal
 from portcullis.pinning import surface_hash
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.chain import PipelineParts, ReadParts, build_pipeline, build_read_pipeline
+from portcullis.pipeline.chain import (
+    PipelineParts,
+    ReadParts,
+    build_completion_pipeline,
+    build_pipeline,
+    build_read_pipeline,
+)
 from portcullis.pipeline.hooks import NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.policy.engine import PolicyEngine, tool_policies
@@ -105,7 +111,8 @@ class SurfaceGateway:
 
 
 @contextlib.asynccontextmanager
-async def surface_gateway(tmp_path: Path, *, content: bool = True) -> AsyncIterator[SurfaceGateway]:
+async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = None, limit_rules: Any = (),
+                         state: Any = None, counted: Any = None) -> AsyncIterator[SurfaceGateway]:
     base = deployment()
     gateway_cfg = GatewayConfig.model_validate({"services": {"billing": {"transport": "http",
                                                                          "url": "http://127.0.0.1:1/mcp"}}})
@@ -142,13 +149,14 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True) -> AsyncItera
         parts = PipelineParts(catalog=catalog, upstreams=upstreams,
                               minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example",
                                                  clock=clock),
-                              engine=engine, auditor=auditor, state=InMemoryStateStore(), clock=clock,
+                              engine=engine, auditor=auditor, state=state or InMemoryStateStore(), clock=clock,
+                              limit_rules=limit_rules,
                               content=OutputFilter(ContentConfig(), key=b"h" * 32) if content else None)
         surface_catalog = SurfaceCatalog(dep)
-        surface_engine = PolicyEngine.build(surface_policies(surface_catalog), None, environment="production")
-        surface = GatewaySurface(surface_catalog, surface_engine, upstreams,
-                                 build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
-                                 clock)
+        surface_engine = PolicyEngine.build(surface_policies(surface_catalog), rego, environment="production")
+        read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
+        surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts),
+                                 clock, completions=build_completion_pipeline(parts, read_parts, counted))
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle.run)
             with anyio.fail_after(10):

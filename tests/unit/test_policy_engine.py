@@ -220,7 +220,8 @@ def test_engine_enforces_rego_findings_on_a_log_only_policy() -> None:
 
 
 def test_engine_hands_rego_the_documented_input() -> None:
-    """Rego sees the principal's claims, the tool's manifest facts, the arguments, environment, UTC time, session."""
+    """Rego sees the principal's claims, the tool's manifest facts, the arguments, environment, UTC time, session,
+    and the method."""
     fake = FakeRego()
     principal = who(user_id="alice", agent_id="billing-bot", tenant="acme", roles=("finance",),
                     attributes={"employment_type": "full_time"})
@@ -237,6 +238,7 @@ def test_engine_hands_rego_the_documented_input() -> None:
         "environment": "production",
         "now": "2026-03-02T10:00:00.000250Z",
         "session": {"calls": 3},
+        "method": "tools/call",
     }]
     engine_with(fake).decide(REFUND, principal, refund(), now=NOW)
     assert fake.inputs[-1]["session"] == {} and fake.inputs[-1]["now"] == "2026-03-02T10:00:00Z"

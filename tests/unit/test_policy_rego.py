@@ -511,3 +511,14 @@ def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     policy.evaluate(_input(tenant_id="t9"))
     policy.evaluate(_input(tenant_id="t0"))  # evicted long ago: evaluated again
     assert policy.cache_hits == 1
+
+
+def test_docs_read_example_is_decided_by_the_same_module() -> None:
+    """docs/rego.md's read input: the example module's tool rule (input.tool.service) holds for a read too."""
+    text = DOCS.read_text(encoding="utf-8")
+    policy = RegoPolicy.compile({"hr.rego": _block(text, "## A complete example", "rego")})
+    document = json.loads(_block(text, "### Reads: `resources/read` and `prompts/get`", "json"))
+    assert document["method"] == "resources/read" and document["resource"]["template"] == document["tool"]["name"]
+    result = policy.evaluate(document)
+    assert [(f.effect, f.rule_id) for f in result.findings] == [("deny", "hr/contractor_denied")]
+    assert result.error is None

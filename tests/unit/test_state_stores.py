@@ -226,3 +226,52 @@ async def test_failing_store_raises_state_unavailable_from_every_method() -> Non
     with pytest.raises(StateUnavailable):
         await store.window_remove("k", "1")
     assert store.calls == 3
+
+
+# ----------------------------------------------------------------------------- expiring values
+
+
+async def test_a_value_lives_for_its_ttl_and_a_set_replaces_it(store: Store) -> None:
+    """value_set/value_get: absent until set, replaced by a later set (value and expiry), absent once expired."""
+    assert await store.value_get("loglevel/a", now=T0) is None
+    await store.value_set("loglevel/a", "error", ttl_s=60, now=T0)
+    assert await store.value_get("loglevel/a", now=T0 + 59.9) == "error"
+    await store.value_set("loglevel/a", "info", ttl_s=10, now=T0 + 30)
+    assert await store.value_get("loglevel/a", now=T0 + 39.9) == "info"
+    assert await store.value_get("loglevel/a", now=T0 + 40) is None
+
+
+async def test_a_full_value_table_drops_expired_values_first_then_fails_closed(make: Factory) -> None:
+    store = make(max_keys=2)
+    await store.value_set("a", "1", ttl_s=10, now=T0)
+    await store.value_set("b", "2", ttl_s=100, now=T0)
+    with pytest.raises(StateFull):  # both live: never forget one
+        await store.value_set("c", "3", ttl_s=10, now=T0 + 5)
+    await store.value_set("c", "3", ttl_s=10, now=T0 + 10)  # a has expired: its slot is taken
+    assert [await store.value_get(k, now=T0 + 10) for k in "abc"] == [None, "2", "3"]
+    for i in range(1_000):  # setting one key again and again keeps the expiry heap bounded
+        await store.value_set("b", str(i), ttl_s=100, now=T0 + 10)
+    assert len(store._values._expiries) < 100  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("changes", [{"key": ""}, {"key": "k" * 1025}, {"value": 3}, {"value": "v" * 257},
+                                     {"ttl_s": 0}, {"ttl_s": -1}, {"ttl_s": float("inf")}, {"ttl_s": True},
+                                     {"ttl_s": 367 * 86400}, {"now": float("nan")}])
+async def test_bad_value_inputs_are_rejected_with_value_error(store: Store, changes: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"key": "k", "value": "v", "ttl_s": 60, "now": T0, **changes}
+    with pytest.raises(ValueError):
+        await store.value_set(args["key"], args["value"], ttl_s=args["ttl_s"], now=args["now"])
+    assert await store.value_get("k", now=T0) is None
+
+
+async def test_values_of_a_closed_sqlite_store_are_unavailable(tmp_path: Path) -> None:
+    store = SqliteStateStore.open(tmp_path / "c.sqlite3")
+    await store.value_set("k", "v", ttl_s=60, now=T0)
+    store.close()
+    with pytest.raises(StateUnavailable):
+        await store.value_get("k", now=T0)
+    with pytest.raises(StateUnavailable):
+        await store.value_set("k", "v", ttl_s=60, now=T0)
+    failing = FailingStateStore()
+    with pytest.raises(StateUnavailable):
+        await failing.value_get("k", now=T0)

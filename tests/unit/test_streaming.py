@@ -11,7 +11,9 @@ from portcullis.content.output_filter import FilterPolicy
 from portcullis.content.scan import DetectorSet
 from portcullis.errors import InvalidParams
 from portcullis.notifications import MESSAGE, OUTCOMES, PROGRESS, CallStream, StreamBounds
-from portcullis.transport.streaming import LogLevels, accepts_sse, sse_event, wanted
+from portcullis.state.interface import StateFull, StateUnavailable
+from portcullis.state.memory import FailingStateStore, InMemoryStateStore
+from portcullis.transport.streaming import LEVEL_OFF, LogLevels, accepts_sse, sse_event, wanted
 from portcullis.upstream.http_relay import offer_notes
 from tests.security.canaries import CANARIES
 
@@ -162,18 +164,42 @@ def test_wanted_per_era() -> None:
         assert wanted({"_meta": {"progressToken": token}}, modern=True, stored=None)[0] is None
 
 
-def test_log_levels_are_per_caller_and_bounded() -> None:
-    levels = LogLevels(max_entries=2)
+class _Now:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_log_levels_are_per_caller_bounded_and_expire_with_the_session() -> None:
+    """A level is the caller's own, held in the state store until its session expires; a full store refuses."""
+    now = _Now()
+    levels = LogLevels(InMemoryStateStore(max_keys=2), now)
     a, b, c = (LogLevels.key(f"s{i}", "p") for i in range(3))
-    levels.set(a, {"level": "error"})
-    assert levels.get(a) == "error" and levels.get(b) is None
-    levels.set(b, {"level": "info"})
-    levels.set(c, {"level": "info"})
-    assert levels.get(a) is None  # the oldest went first
+    await levels.set(a, {"level": "error"}, expires_at=now.t + 60)
+    assert await levels.get(a) == "error" and await levels.get(b) is None
+    await levels.set(b, {"level": "info"}, expires_at=now.t + 600)
+    with pytest.raises(StateFull):  # two live levels: a third session is refused, none forgotten
+        await levels.set(c, {"level": "info"}, expires_at=now.t + 600)
+    now.t += 61  # a's session has expired: its level with it, and its slot is free again
+    assert await levels.get(a) is None
+    await levels.set(c, {"level": "info"}, expires_at=now.t + 600)
+    assert await levels.get(b) == await levels.get(c) == "info"
     assert LogLevels.key("s", "p1") != LogLevels.key("s", "p2")
     for bad in ({"level": "LOUD"}, {}, None, {"level": 3}):
         with pytest.raises(InvalidParams):
-            levels.set(a, bad)
+            await levels.set(a, bad, expires_at=now.t + 60)
+
+
+async def test_an_unreadable_level_relays_no_log_message() -> None:
+    """Fail safe: a store that cannot answer makes the call relay no log message (progress still goes)."""
+    levels = LogLevels(FailingStateStore())
+    stored = await levels.get(LogLevels.key("s", "p"))
+    assert stored == LEVEL_OFF
+    assert wanted({"_meta": {"progressToken": "t"}}, modern=False, stored=stored) == ("t", None)
+    with pytest.raises(StateUnavailable):
+        await levels.set(LogLevels.key("s", "p"), {"level": "info"}, expires_at=2e9)
 
 
 def test_sse_event_is_one_line_of_data() -> None:

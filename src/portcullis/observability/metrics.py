@@ -24,6 +24,9 @@ name                                         labels                             
                                                                                     or refused (closed sets)
 ``portcullis_client_answers_total``         outcome                                callers' JSON-RPC responses:
                                                                                     matched or why dropped
+``portcullis_completions_total``            outcome                                completion/complete by outcome
+                                                                                    (ok, refused, invalid_params,
+                                                                                    upstream_error, timeout)
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -132,6 +135,7 @@ CONTENT_KINDS = frozenset({
     "stripe_publishable_key", "telegram_bot_token", "twilio_api_key", "url_basic_auth", "vault_token",
     "card_number", "us_ssn", "email", "phone_number", "iban"})
 
+COMPLETION_OUTCOMES = frozenset({"ok", "refused", "invalid_params", "upstream_error", "timeout", "error"})
 WITHHELD_REASONS = frozenset({"policy", "budget_exceeded", "input_too_large", "too_many_findings", "decode_limit",
                               "detector_error", "injection", "undecodable_blob"})
 
@@ -267,8 +271,10 @@ class GatewayMetrics:
                                              "outcome")
         self.client_answers_total = counter("client_answers_total", "JSON-RPC responses POSTed by 2025-era callers: "
                                             "matched to a pushed request, or why dropped.", "outcome")
+        self.completions_total = counter("completions_total", "completion/complete requests, by outcome.", "outcome")
         self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
+                          self.completions_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
@@ -335,6 +341,10 @@ class GatewayMetrics:
 
     def content_withheld(self, reason: str) -> None:
         self.content_withheld_total.labels(reason if reason in WITHHELD_REASONS else "other").inc()
+
+    def completion(self, outcome: str) -> None:
+        """One ``completion/complete``: ok, refused (unknown or hidden), invalid_params, upstream_error, …"""
+        self.completions_total.labels(outcome if outcome in COMPLETION_OUTCOMES else "other").inc()
 
     def notification(self, outcome: str) -> None:
         """One upstream notification of a streamed call: relayed, or the reason it was dropped."""

@@ -166,8 +166,10 @@ class CallAuditor:
         fields = _common(ctx, self._environment)
         arguments = {"uri": ctx.upstream_target} if ctx.method == "resources/read" else dict(ctx.arguments)
         in_clear = arguments_in_clear(manifest, self._sinks)
+        pointers = [o.pointer for o in decision.obligations if o.kind == "redact" and o.pointer is not None]
         fields.update(method=ctx.method, tool=self._read_target(ctx), decision=decision_json(decision),
-                      arguments=arguments if in_clear else redact(arguments, [""], self._key))
+                      arguments=redact(arguments, pointers if in_clear else [""], self._key)
+                      if pointers or not in_clear else arguments)
         if manifest.retention_class is not None:
             fields["retention_class"] = manifest.retention_class
         return await self._write("decision", ctx.request_id, fields, ctx.record.decision_durable)

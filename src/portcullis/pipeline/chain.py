@@ -19,7 +19,7 @@ from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.content.output_filter import FilterPolicy
 from portcullis.identity.minting import TokenMinter
 from portcullis.observability.tracing import Tracing
-from portcullis.pipeline import client_input, reads
+from portcullis.pipeline import client_input, completion, read_checks, reads
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
@@ -162,9 +162,17 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         reads.make_gate(r.engine, p.clock),
         # pin_check: lists the kind from the service at use; a changed definition is quarantined now.
         reads.make_pin_check(r.surface, p.upstreams),
-        # authorize: the native policy on the URI or prompt arguments (no validate stage: a read has
-        # no argument schema; no risk, govern_check, limits or approve: see docs/mcp-surface.md).
+        # authorize: the native policy and the Rego modules (the tools/call input plus the read's resource or
+        # prompt, docs/rego.md) on the URI or prompt arguments; a Rego error is a deny. require_approval is
+        # refused (reads/no_approval_flow): approvals bind a tool call's arguments, and no read flow exists.
+        # No validate stage: a read has no argument schema. No risk: its scores are about side effects and
+        # amounts, a read has neither. No govern_check: the toxic-flow rule is about egress after sensitive
+        # reads, and a read is not egress; the Restricted-sink rule is the gate (a Restricted entry is hidden
+        # from callers outside the environment). See docs/mcp-surface.md.
         reads.make_authorize(r.engine, p.clock, p.auditor),
+        # limits: after authorize, so a read the policy refuses consumes no counter; the rules listing
+        # resources/read or prompts/get (authorization.limits), refused like a limited tools/call.
+        read_checks.make_limits(p.limit_rules, p.state, p.clock, p.hooks, p.auditor),
         # audit: last before forward: the decision record is durable before anything is sent, and
         # the outcome record before the caller sees the answer.
         reads.make_audit(p.auditor),
@@ -192,6 +200,35 @@ def _read_policy(output_filter: content.OutputFilter | None, ctx: ReadContext) -
     if output_filter is None:
         return None
     return output_filter.policy(ctx.entry.loaded.manifest, ctx.entry.exposed, ctx.principal)
+
+
+def build_completion_pipeline(parts: PipelineParts, reads_parts: ReadParts,
+                              counted: Callable[[str], None] | None = None) -> ReadHandler:
+    """Assemble the ``completion/complete`` handler (portcullis.pipeline.completion; docs/mcp-surface.md says
+    which ``tools/call`` stages apply and why). Each line says why it sits where it does."""
+    p, r = parts, reads_parts
+    stages: Sequence[ReadStage] = (
+        # record: outermost, so that every completion gets its log line and metric however it ends. No audit
+        # record: it runs nothing and reads no resource (the read or get it leads to is audited in full).
+        completion.make_record(counted),
+        # route: the exposed prompt or resource template the ref names; nothing else is ever forwarded.
+        completion.make_route(r.surface),
+        # gate: the read gate of that prompt or template, before anything else looks at the request, so a
+        # caller that may not see it gets the unknown answer and costs no upstream request.
+        reads.make_gate(r.engine, p.clock),
+        # arguments: after the gate (the declared arguments are only the business of who may see them).
+        completion.make_arguments(),
+        # pin_check: the same check at use as a read or get; a changed definition is refused like unknown.
+        # No authorize, limits, approve, risk or govern stages: a completion carries no value a rule decides
+        # on and returns only suggestions (bounded and filtered); the get or read that uses them passes them.
+        reads.make_pin_check(r.surface, p.upstreams),
+        # content: directly around the forwarder, so the caller and the log line only see filtered values.
+        completion.make_content(p.content),
+    )
+    handler: ReadHandler = completion.make_forwarder(p.upstreams, p.minter, r.surface, p.default_timeout_s)
+    for stage in reversed(stages):
+        handler = functools.partial(_invoke_read, stage, handler)
+    return handler
 
 
 async def _invoke_read(stage: ReadStage, call_next: ReadHandler, ctx: ReadContext) -> ReadResult:

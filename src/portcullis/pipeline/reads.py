@@ -16,6 +16,7 @@ resource the caller may not read (the gate, or a deny from its policy) all raise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from portcullis.identity.minting import MAX_CLAIM_CHARS, TokenMinter, service_au
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.client_input import ScreenedInput, is_input_required
 from portcullis.pipeline.context import ReadContext
+from portcullis.pipeline.read_checks import rego_extra
 from portcullis.pipeline.stages.audit import outcome_of
 from portcullis.pipeline.stages.content import THREAD_ABOVE_CHARS, OutputFilter
 from portcullis.pipeline.stages.forward import mrtr_keywords
@@ -61,8 +63,15 @@ def unknown_prompt() -> InvalidParams:
     return InvalidParams("Unknown prompt")
 
 
-def _refused(ctx: ReadContext) -> InvalidParams:
-    return not_found(ctx.target) if ctx.method == "resources/read" else unknown_prompt()
+def refused_like_unknown(ctx: ReadContext) -> InvalidParams:
+    """:func:`not_found` for a resource read (or a completion of a resource template), else
+    :func:`unknown_prompt`: what every refusal before a decision answers."""
+    resource = ctx.method == "resources/read" or (ctx.method == "completion/complete"
+                                                  and ctx.arguments.get("ref") == "ref/resource")
+    return not_found(ctx.target) if resource else unknown_prompt()
+
+
+_refused = refused_like_unknown
 
 
 def make_record(auditor: CallAuditor) -> ReadStage:
@@ -141,24 +150,37 @@ def make_pin_check(catalog: SurfaceCatalog, upstreams: UpstreamRegistry) -> Read
 
 
 def make_authorize(engine: PolicyEngine, clock: Callable[[], float], auditor: CallAuditor) -> ReadStage:
-    """The native policy on the arguments (``{"uri": …}`` for a read, the prompt's arguments for a get).
-    ``require_approval`` is refused: reads have no approval flow (yet). A refused decision is recorded
-    (a decision record, no outcome: nothing was forwarded). A refused resource read looks like an
-    unknown resource; a refused prompt the caller can see is PolicyRefused, as for tools."""
+    """The native policy and the Rego modules on the arguments (``{"uri": …}`` for a read, the prompt's
+    arguments for a get), with the read's own Rego input (:func:`.read_checks.rego_extra`); a Rego error is a
+    deny (``rego/policy_error``). ``require_approval`` is refused with rule ``reads/no_approval_flow``
+    (``-31020``): approvals bind a tool call's arguments, and a read has no flow of its own. A refused decision
+    is recorded (a decision record, no outcome: nothing was forwarded). A denied resource read looks like an
+    unknown resource; a denied prompt the caller can see is PolicyRefused, as for tools."""
     async def authorize(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
         arguments = {"uri": ctx.upstream_target} if ctx.method == "resources/read" else ctx.arguments
-        decision = engine.decide(ctx.entry.exposed, ctx.principal, arguments,
-                                 now=datetime.fromtimestamp(clock(), UTC))
+        decision = await engine.decide_async(ctx.entry.exposed, ctx.principal, arguments,
+                                             now=datetime.fromtimestamp(clock(), UTC), method=ctx.method,
+                                             extra=rego_extra(ctx))
+        if decision.effect == "require_approval":
+            decision = dataclasses.replace(
+                decision, effect="deny", reasons=(*decision.reasons, NO_APPROVAL_FLOW),
+                rule_ids=(*decision.rule_ids, NO_APPROVAL_FLOW_RULE), denied_by=NO_APPROVAL_FLOW_RULE)
         ctx = ctx.evolve(decision=decision)
         if decision.effect != "allow":
             ctx.record.refused_decision = decision
             await auditor.read_decision(ctx, decision)
+            if decision.denied_by == NO_APPROVAL_FLOW_RULE:
+                raise PolicyRefused(decision, detail="reads have no approval flow")
             if ctx.method == "resources/read":
                 raise _refused(ctx)
             raise PolicyRefused(decision, detail="policy refused the prompt")
         return await call_next(ctx)
 
     return authorize
+
+
+NO_APPROVAL_FLOW = "approval_not_available"  # a policy asked a read for an approval: refused, never allowed
+NO_APPROVAL_FLOW_RULE = "reads/no_approval_flow"
 
 
 def make_audit(auditor: CallAuditor) -> ReadStage:
@@ -218,10 +240,7 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Su
     read back through the gateway (and names no other service)."""
     async def forward(ctx: ReadContext) -> ReadResult:
         entry = ctx.entry
-        conn = upstreams.get(entry.service).connection()
-        timeout = catalog.timeouts.get(entry.service) or default_timeout_s
-        token = minter.mint(ctx.principal, audience=service_audience(entry.service), request_id=ctx.request_id,
-                            tool=entry.exposed[:MAX_CLAIM_CHARS], target=ctx.upstream_target[:MAX_CLAIM_CHARS])
+        conn, timeout, token = upstream_leg(ctx, upstreams, minter, catalog, default_timeout_s)
         mrtr = mrtr_keywords(ctx.upstream_input)
         if ctx.method == "resources/read":
             result = await conn.read_resource(ctx.upstream_target, timeout_s=timeout, actor_token=token, **mrtr)
@@ -243,6 +262,16 @@ def make_forwarder(upstreams: UpstreamRegistry, minter: TokenMinter, catalog: Su
         return result  # the upstream's _meta and any other member are dropped
 
     return forward
+
+
+def upstream_leg(ctx: ReadContext, upstreams: UpstreamRegistry, minter: TokenMinter, catalog: SurfaceCatalog,
+                 default_timeout_s: float) -> tuple[Any, float, str]:
+    """(the service's connection, its timeout, a token minted for this request only) for ``ctx.entry``."""
+    entry = ctx.entry
+    token = minter.mint(ctx.principal, audience=service_audience(entry.service), request_id=ctx.request_id,
+                        tool=entry.exposed[:MAX_CLAIM_CHARS], target=ctx.upstream_target[:MAX_CLAIM_CHARS])
+    return (upstreams.get(entry.service).connection(), catalog.timeouts.get(entry.service) or default_timeout_s,
+            token)
 
 
 def _prefixed(item: dict[str, Any], prefix: str) -> dict[str, Any]:

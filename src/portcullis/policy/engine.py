@@ -46,7 +46,11 @@ The Rego input document (``input`` in a module)::
      "arguments":   {...},                       # as validated against the input schema
      "environment": "production",
      "now":         "2026-03-02T10:00:00Z",      # RFC 3339, UTC
-     "session":     {...}}                       # what the pipeline knows of the session, or {}
+     "session":     {...},                       # what the pipeline knows of the session, or {}
+     "method":      "tools/call"}                # or resources/read, prompts/get (docs/rego.md)
+
+A read adds ``resource`` (``resources/read``) or ``prompt`` (``prompts/get``): see
+:func:`portcullis.pipeline.read_limits.rego_extra` and docs/rego.md.
 """
 
 from __future__ import annotations
@@ -231,21 +235,30 @@ class PolicyEngine:
         return wanted is True or (isinstance(wanted, dict) and "session" in wanted)
 
     def input_document(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
-                       session: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The Rego ``input`` for one call (see the module docstring). Raises KeyError for an unknown tool."""
-        return {
+                       session: Mapping[str, Any] | None = None, method: str = "tools/call",
+                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The Rego ``input`` for one call (see the module docstring). Raises KeyError for an unknown tool.
+
+        ``method`` and ``extra`` describe a read (``resources/read``, ``prompts/get``): ``extra`` adds its
+        ``resource`` or ``prompt`` object; it never replaces a member of the tools/call shape."""
+        document = {
             "principal": principal.to_claims(),
             "tool": self._entries[tool].tool_doc,
             "arguments": arguments if isinstance(arguments, dict) else dict(arguments),
             "environment": self.environment,
             "now": _rfc3339(now),
             "session": session if session is not None else {},
+            "method": method,
         }
+        if extra:
+            document.update({key: value for key, value in extra.items() if key not in document})
+        return document
 
     # ----------------------------------------------------------------------- deciding
 
     def decide(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
-               session: Mapping[str, Any] | None = None) -> Decision:
+               session: Mapping[str, Any] | None = None, method: str = "tools/call",
+               extra: Mapping[str, Any] | None = None) -> Decision:
         """Decide one call of ``tool`` (its exposed name), Rego in this process. Never raises; see
         the module docstring. The gateway uses :meth:`decide_async`; this is for the CLI and tests."""
         native: Decision | None = None
@@ -256,13 +269,14 @@ class PolicyEngine:
             if (done := self._without_rego(tool, native)) is not None:
                 return done
             result = self._rego.evaluate(self.input_document(tool, principal, arguments, now=now,  # 3, 4
-                                                             session=session))
+                                                             session=session, method=method, extra=extra))
             return self._with_rego(tool, native, result)  # 3, 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)
 
     async def decide_async(self, tool: str, principal: Principal, arguments: Mapping[str, Any], *, now: datetime,
-                           session: Mapping[str, Any] | None = None) -> Decision:
+                           session: Mapping[str, Any] | None = None, method: str = "tools/call",
+                           extra: Mapping[str, Any] | None = None) -> Decision:
         """:meth:`decide` without blocking the event loop: Rego runs as
         :meth:`~portcullis.policy.rego.RegoPolicy.evaluate_async` does (a cache hit here, a miss in
         a worker process stopped at its CPU budget). Never raises (except on cancellation)."""
@@ -274,7 +288,7 @@ class PolicyEngine:
             if (done := self._without_rego(tool, native)) is not None:
                 return done
             result = await self._rego.evaluate_async(self.input_document(tool, principal, arguments, now=now,  # 3, 4
-                                                                         session=session))
+                                                                         session=session, method=method, extra=extra))
             return self._with_rego(tool, native, result)  # 3, 5
         except Exception as exc:  # 6
             return self._failed(tool, native, exc)

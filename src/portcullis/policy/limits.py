@@ -5,7 +5,8 @@
 a :class:`~portcullis.state.interface.StateStore`. Contract, in the order :func:`check_limits`
 follows it:
 
-1. A rule applies when the tool matches one of its ``tools`` and every ``match`` argument equals
+1. A rule applies when the method is one of its ``methods`` (``tools/call`` unless it says otherwise),
+   the tool (or a read's limit name) matches one of its ``tools`` and every ``match`` argument equals
    the given value (same JSON type; a missing argument does not match).
 2. Each applicable rule is checked; none short-circuits, so every failing rule is reported.
    A ``max_calls`` rule adds 1; a ``max_total`` rule adds the amount at ``amount_pointer``, which
@@ -88,6 +89,7 @@ def _number_only(value: Any) -> Any:
 
 Seconds = Annotated[float, BeforeValidator(_number_only), Field(gt=0, le=366 * 86400, allow_inf_nan=False)]
 MatchValue = str | StrictBool | StrictInt
+LimitMethod = Literal["tools/call", "resources/read", "prompts/get"]
 
 
 class LimitRule(BaseModel):
@@ -117,6 +119,12 @@ class LimitRule(BaseModel):
         "are limited. A missing argument does not match, so make it required in the tool's policy.")
     mode: Literal["enforce", "log_only"] = Field(
         "enforce", description="``log_only`` reports would-be failures in ``shadow`` and never denies.")
+    methods: tuple[LimitMethod, ...] = Field(
+        ("tools/call",), min_length=1, description="The methods the rule counts: ``tools/call`` (the default), "
+        "``resources/read``, ``prompts/get``. For a read, ``tools`` names the prompt as exposed "
+        "(``files.summarize_file``) or the resource or template as ``<service>.<manifest name>`` "
+        "(``files.handbook_page``); ``*`` with only read methods is a method-wide rule. A rule listing several "
+        "methods counts them in one counter. ``max_total`` counts ``tools/call`` only.")
 
     @model_validator(mode="after")
     def _one_limit(self) -> LimitRule:
@@ -128,6 +136,10 @@ class LimitRule(BaseModel):
             raise ValueError(f"max_total has more than {MAX_AMOUNT_SCALE} decimal places")
         if len(set(self.per)) != len(self.per):
             raise ValueError("per lists a field twice")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods lists a method twice")
+        if self.max_total is not None and self.methods != ("tools/call",):
+            raise ValueError("max_total counts amounts in tool arguments: its methods must be [tools/call]")
         return self
 
     @property
@@ -194,11 +206,13 @@ class _Plan:
 
 
 async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: str, principal: Principal,
-                       arguments: Mapping[str, object], now: float, reserve: bool = True) -> LimitOutcome:
+                       arguments: Mapping[str, object], now: float, reserve: bool = True,
+                       method: str = "tools/call") -> LimitOutcome:
     """Check and count one call of ``tool`` by ``principal``. Never raises (except on cancellation).
 
     ``reserve=False`` only checks (nothing is counted): for a call that waits for a human
-    approval, which is counted when the approved call runs."""
+    approval, which is counted when the approved call runs. ``method`` is ``tools/call``, or a read
+    (``resources/read``, ``prompts/get``, with ``tool`` its limit name): only rules listing it apply."""
     added: list[tuple[str, str]] = []  # (key, entry_id) of reservations to undo if the call is refused
     try:
         check_unique_ids(rules)
@@ -207,7 +221,7 @@ async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: s
         plans: list[_Plan] = []
         # Step 1-2: which rules apply, and what each would add.
         for rule in rules:
-            if not _applies(rule, tool, arguments):
+            if not _applies(rule, tool, arguments, method):
                 continue
             amount, reason = _amount(rule, arguments)
             if reason is not None:
@@ -241,14 +255,14 @@ async def check_limits(rules: Sequence[LimitRule], store: StateStore, *, tool: s
 
 
 async def session_totals(rules: Sequence[LimitRule], store: StateStore, *, tool: str, principal: Principal,
-                         arguments: Mapping[str, object], now: float) -> dict[str, Any]:
+                         arguments: Mapping[str, object], now: float, method: str = "tools/call") -> dict[str, Any]:
     """The Rego input's ``session``: for each limit rule that applies to this call, the
     principal's running total in the rule's window *before* this call (calls, or the summed
     amount), as ``{"limits": {limit id: number}}``; ``{}`` when no rule applies. Raises
     :class:`~portcullis.state.interface.StateUnavailable` when the store cannot answer."""
     totals: dict[str, Any] = {}
     for rule in rules:
-        if _applies(rule, tool, arguments):
+        if _applies(rule, tool, arguments, method):
             total = await store.window_total(counter_key(rule, principal), now=now)
             totals[rule.id] = int(total) if total == total.to_integral_value() else float(total)
     return {"limits": totals} if totals else {}
@@ -277,7 +291,9 @@ async def _undo(store: StateStore, added: list[tuple[str, str]]) -> None:
         await store.window_remove(key, entry_id)
 
 
-def _applies(rule: LimitRule, tool: str, arguments: Mapping[str, object]) -> bool:
+def _applies(rule: LimitRule, tool: str, arguments: Mapping[str, object], method: str = "tools/call") -> bool:
+    if method not in rule.methods:
+        return False
     if not any(tool.startswith(p[:-1]) if p.endswith("*") else tool == p for p in rule.tools):
         return False
     for pointer, expected in rule.match.items():

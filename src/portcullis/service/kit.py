@@ -160,6 +160,12 @@ def _target(method: str, params: Mapping[str, Any] | None) -> str | None:
     if method == "resources/read":
         uri = params.get("uri") if params else None
         return uri if isinstance(uri, str) else None
+    if method == "completion/complete":  # the gateway mints it for the prompt or template completed
+        ref = params.get("ref") if params else None
+        if not isinstance(ref, dict):
+            return None
+        named = ref.get("name") if ref.get("type") == "ref/prompt" else ref.get("uri")
+        return named if isinstance(named, str) else None
     return method
 
 

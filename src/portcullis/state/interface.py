@@ -1,7 +1,9 @@
 """The state-store seam: shared mutable state that gateway decisions depend on.
 
-Today the seam holds one primitive, an **atomic windowed counter**, which the limits engine
-(:mod:`portcullis.policy.limits`) uses for "at most N calls" and "at most X in total" rules.
+Today the seam holds two primitives: an **atomic windowed counter**, which the limits engine
+(:mod:`portcullis.policy.limits`) uses for "at most N calls" and "at most X in total" rules, and
+**expiring values** (:mod:`portcullis.state.values`), which hold a caller's ``logging/setLevel`` level
+so that every replica sharing the store relays the same log messages.
 Approvals, rate limits and kill switches will sit behind the same seam later; only what is used
 is defined now.
 
@@ -97,4 +99,12 @@ class StateStore(Protocol):
 
     async def window_remove(self, key: str, entry_id: str) -> None:
         """Undo one add (one that a later check refused), at most once per id. Unknown ids are ignored."""
+        ...
+
+    async def value_set(self, key: str, value: str, *, ttl_s: float, now: float) -> None:
+        """Set ``key`` to ``value`` until ``now + ttl_s`` (:mod:`portcullis.state.values` states the rules)."""
+        ...
+
+    async def value_get(self, key: str, *, now: float) -> str | None:
+        """``key``'s live value at ``now``, or None (never set, or expired)."""
         ...

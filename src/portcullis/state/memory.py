@@ -32,6 +32,7 @@ from portcullis.state.interface import (
     StateUnavailable,
     WindowResult,
 )
+from portcullis.state.values import Values
 
 _EXACT = decimal.Context(prec=60, traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow])
 _SCALE = Decimal(1).scaleb(-MAX_AMOUNT_SCALE)
@@ -42,6 +43,7 @@ class InMemoryStateStore:
 
     def __init__(self, *, max_keys: int = 100_000) -> None:
         self._windows = Windows(max_keys=max_keys)
+        self._values = Values(max_keys=max_keys)
         self.max_keys = max_keys
 
     def __len__(self) -> int:
@@ -74,6 +76,14 @@ class InMemoryStateStore:
         if change is not None:
             self._windows.apply(change)
 
+    async def value_set(self, key: str, value: str, *, ttl_s: float, now: float) -> None:
+        """Set an expiring value (:mod:`portcullis.state.values`); StateFull when every slot is live."""
+        self._values.set(key, value, ttl_s=ttl_s, now=now)
+
+    async def value_get(self, key: str, *, now: float) -> str | None:
+        """The live value of ``key``, or None."""
+        return self._values.get(key, now)
+
 
 class FailingStateStore:
     """A :class:`~portcullis.state.interface.StateStore` that is always unavailable (a test double).
@@ -95,6 +105,14 @@ class FailingStateStore:
         raise self._fail()
 
     async def window_remove(self, key: str, entry_id: str) -> None:
+        """Raise :class:`StateUnavailable`."""
+        raise self._fail()
+
+    async def value_set(self, key: str, value: str, *, ttl_s: float, now: float) -> None:
+        """Raise :class:`StateUnavailable`."""
+        raise self._fail()
+
+    async def value_get(self, key: str, *, now: float) -> str | None:
         """Raise :class:`StateUnavailable`."""
         raise self._fail()
 

@@ -40,6 +40,7 @@ import anyio.to_thread
 from portcullis.state.buckets import Change, Plan, Windows
 from portcullis.state.interface import Amount, StateUnavailable, WindowResult
 from portcullis.state.memory import check_add, check_key, check_now
+from portcullis.state.values import Values
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS window_bucket (
@@ -70,6 +71,7 @@ class SqliteStateStore:
         self._path = path
         self._lock_fd: int | None = lock_fd
         self._lock = threading.Lock()  # the loop's writes and the worker thread's checkpoint
+        self._values = Values(max_keys=windows.max_keys)  # in memory only (see value_set)
         self.max_keys = windows.max_keys
 
     @classmethod
@@ -130,6 +132,20 @@ class SqliteStateStore:
         if change is not None:
             self._write(change)
             self._windows.apply(change)
+
+    async def value_set(self, key: str, value: str, *, ttl_s: float, now: float) -> None:
+        """Set an expiring value. Kept in memory, not in the file: the values held today (a session's log
+        level) live no longer than a session, and one process owns the file, so no other process reads them;
+        after a restart they read as unset."""
+        if self._lock_fd is None:
+            raise StateUnavailable(detail="state store closed")
+        self._values.set(key, value, ttl_s=ttl_s, now=now)
+
+    async def value_get(self, key: str, *, now: float) -> str | None:
+        """The live value of ``key``, or None."""
+        if self._lock_fd is None:
+            raise StateUnavailable(detail="state store closed")
+        return self._values.get(key, now)
 
     async def maintain(self, now: float) -> None:
         """Delete rows that expired by ``now`` (a few batches, on the loop) and checkpoint the WAL

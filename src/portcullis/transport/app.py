@@ -167,7 +167,8 @@ class GatewayApp:
                  readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
                  attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
                  notification_counted: Callable[[str], None] | None = None,
-                 watch_json_disconnect: bool = False, push: PushRegistry | None = None) -> None:
+                 watch_json_disconnect: bool = False, push: PushRegistry | None = None,
+                 log_levels: LogLevels | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -183,7 +184,7 @@ class GatewayApp:
         self._attempts = attempts
         self._stream_bounds = stream_bounds or StreamBounds()
         self._notification_counted = notification_counted  # the metric of streamed notifications' outcomes
-        self._levels = LogLevels()  # logging/setLevel, per 2025-era session and principal
+        self._levels = log_levels or LogLevels()  # logging/setLevel, per 2025-era session and principal (state store)
         # also cancel a 2026-07-28 call answered as JSON when its caller goes away (docs/decisions.md)
         self._watch_json = watch_json_disconnect
         self._push = push or PushRegistry()  # client requests waiting for 2025-era callers' answers (push.py)
@@ -276,7 +277,8 @@ class GatewayApp:
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
             elif not modern and message.method == "logging/setLevel":  # the caller's own, never sent upstream
-                result = self._levels.set(self._level_key(req), message.params)  # (gone from 2026-07-28: 404)
+                result = await self._levels.set(self._level_key(req), message.params,  # (gone from 2026-07-28: 404)
+                                                expires_at=self._sealer.open(headers["mcp-session-id"]).expires_at)
             else:
                 envelope = False
                 streamed = None
@@ -286,7 +288,7 @@ class GatewayApp:
                 bound = PUSH.set(push) if push is not None else None
                 try:
                     if message.method == "tools/call" and accepts_sse(headers.get("accept")):
-                        stored = None if modern else self._levels.get(self._level_key(req))
+                        stored = None if modern else await self._levels.get(self._level_key(req))
                         token, level = wanted(message.params, modern=modern, stored=stored)
                         if token is not None or level is not None or push is not None:
                             streamed = await self._streamed(req, send, extra, token, level, receive, push)

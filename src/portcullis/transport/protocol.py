@@ -32,8 +32,9 @@ from portcullis.errors import (
 )
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.client_input import RetryInput, is_input_required
+from portcullis.pipeline.completion import completion_context
 from portcullis.pipeline.context import CallContext, EncodedResult, Handler, ReadContext
-from portcullis.pipeline.reads import not_found, unknown_prompt
+from portcullis.pipeline.reads import not_found, refused_like_unknown, unknown_prompt
 from portcullis.request_state import is_sealed_state
 from portcullis.transport.jsonrpc import Message
 
@@ -50,7 +51,7 @@ _RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
 # logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller;
 # resources without subscribe, prompts, no list-change notifications: what is implemented (docs/mcp-surface.md)
 CAPABILITIES = {"tools": {"listChanged": False}, "logging": {}, "resources": {"listChanged": False},
-                "prompts": {"listChanged": False}}
+                "prompts": {"listChanged": False}, "completions": {}}  # completions: prompts and templates
 INSTRUCTIONS = ("Portcullis gateway: tools and prompts are namespaced by service, e.g. 'billing.get_invoice'; "
                 "resource URIs carry their service as a prefix, e.g. 'billing+invoice://terms'.")
 _SURFACE_LISTS = {"resources/list": ("resource", "resources"),
@@ -182,6 +183,8 @@ class Dispatcher:
             result = await self._read(req)
             if req.modern and method == "resources/read" and not is_input_required(result):
                 result.update(ttlMs=0, cacheScope="private")
+        elif method == "completion/complete":
+            result = await self._complete(req)
         elif method == "ping" and not req.modern:  # removed in 2026-07-28
             result = {}
         elif method == "server/discover" and req.modern:
@@ -250,6 +253,13 @@ class Dispatcher:
         return await self._surface.read(ctx)
 
 
+    async def _complete(self, req: Request) -> dict[str, Any]:
+        ctx = completion_context(req.message.params, protocol_version=req.protocol_version, principal=req.principal)
+        if self._surface is None:
+            raise refused_like_unknown(ctx)
+        return await self._surface.complete(ctx)
+
+
 class SurfaceAccess(Protocol):
     """What the dispatcher needs for resources and prompts (built by the gateway)."""
 
@@ -257,6 +267,9 @@ class SurfaceAccess(Protocol):
         ...
 
     async def read(self, ctx: ReadContext) -> dict[str, Any]:
+        ...
+
+    async def complete(self, ctx: ReadContext) -> dict[str, Any]:
         ...
 
 

@@ -170,6 +170,15 @@ class _RelayConnection:
                                         extra_headers=_bearer(actor_token), client_capabilities=client_capabilities),
                          "prompts/get")
 
+    async def complete(self, ref: Mapping[str, str], argument: Mapping[str, str],
+                       context_arguments: Mapping[str, str] | None, *, timeout_s: float,
+                       actor_token: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"ref": dict(ref), "argument": dict(argument)}
+        if context_arguments:
+            params["context"] = {"arguments": dict(context_arguments)}
+        return _complete(await self.rpc("completion/complete", params, timeout_s=timeout_s,
+                                        extra_headers=_bearer(actor_token)), "completion/complete")
+
     async def list_tools(self) -> list[dict[str, Any]]:
         tools = await self._pages("tools/list", "tools")
         self._param_headers = {t["name"]: _param_headers(t.get("inputSchema") or {})

@@ -76,6 +76,13 @@ class Connection(Protocol):
         ``input_required`` result (the MRTR keywords as for call_tool)."""
         ...
 
+    async def complete(self, ref: Mapping[str, str], argument: Mapping[str, str],
+                       context_arguments: Mapping[str, str] | None, *, timeout_s: float,
+                       actor_token: str | None = None) -> dict[str, Any]:
+        """``completion/complete`` for ``ref`` (``{"type": "ref/prompt", "name"}`` or ``{"type": "ref/resource",
+        "uri"}``, upstream names) with the gateway-minted ``actor_token``; a wire ``CompleteResult`` (bounded)."""
+        ...
+
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         """Raise if the connection is no longer usable. A health check that is a ``tools/list`` (valid in
         every era) returns the tools when that one page was the whole listing, else ``None``."""

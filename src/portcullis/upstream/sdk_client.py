@@ -148,6 +148,22 @@ class _SdkConnection:
         self._accepted(offered)
         return self._bounded(result)
 
+    async def complete(self, ref: Mapping[str, str], argument: Mapping[str, str],
+                       context_arguments: Mapping[str, str] | None, *, timeout_s: float,
+                       actor_token: str | None = None) -> dict[str, Any]:
+        meta, offered = self._token_meta(actor_token)
+        reference: Any = (types.PromptReference(type="ref/prompt", name=ref.get("name", ""))
+                          if ref.get("type") == "ref/prompt" else
+                          types.ResourceTemplateReference(type="ref/resource", uri=ref.get("uri", "")))
+        request = types.CompleteRequest(params=types.CompleteRequestParams(
+            ref=reference, argument=types.CompletionArgument(**argument),
+            context=None if not context_arguments else types.CompletionContext(arguments=dict(context_arguments)),
+            _meta=cast(Any, meta)))
+        result = await self._guard(self._client.session.send_request(request, types.CompleteResult),
+                                   timeout_s=timeout_s)
+        self._accepted(offered)
+        return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
     def _token_meta(self, actor_token: str | None) -> tuple[dict[str, Any] | None, EndorsedKeys | None]:
         """The ``_meta`` that carries the actor token over stdio, with the key sets a child spawned before
         a rotation needs (HTTP services get the token as a header: nothing here)."""

@@ -32,6 +32,10 @@ class FakeSurface:
         self.contents: dict[str, dict[str, Any]] = {}  # uri -> ReadResourceResult
         self.prompt_results: dict[str, Callable[[Mapping[str, str]], dict[str, Any]]] = {}
         self.reads: list[str] = []
+        # completion/complete: (ref, argument, context arguments) -> CompleteResult; every request is kept
+        self.completer: Callable[[Mapping[str, str], Mapping[str, str], Mapping[str, str] | None],
+                                 dict[str, Any]] | None = None
+        self.completions: list[tuple[dict[str, str], dict[str, str], dict[str, str] | None]] = []
 
 
 class FakeConnection:
@@ -99,6 +103,16 @@ class FakeConnection:
         if name not in self.surface.prompt_results:
             raise UpstreamFailed(detail="upstream JSON-RPC error -32602")
         return self.surface.prompt_results[name](arguments)
+
+    async def complete(self, ref: Mapping[str, str], argument: Mapping[str, str],
+                       context_arguments: Mapping[str, str] | None, *, timeout_s: float,
+                       actor_token: str | None = None) -> dict[str, Any]:
+        self.tokens.append(actor_token)
+        self.surface.completions.append((dict(ref), dict(argument), None if context_arguments is None
+                                         else dict(context_arguments)))
+        if self.surface.completer is None:
+            raise UpstreamFailed(detail="upstream JSON-RPC error -32601")
+        return self.surface.completer(ref, argument, context_arguments)
 
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         if self._closed.is_set():

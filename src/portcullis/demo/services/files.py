@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mcp.server.mcpserver import UserMessage
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import Completion, ToolAnnotations
 from pydantic import BaseModel
 
 from portcullis.demo.services._common import new_service, serve
@@ -215,6 +215,25 @@ def summarize_file(path: str) -> list[UserMessage]:
     return [UserMessage(f"Summarize this file ({path}) in three bullet points for a new colleague:\n\n{text}")]
 
 
+async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
+    """Completions: handbook topics for ``handbook://pages/{topic}``, file paths for ``summarize_file(path)``
+    (the names that start with what was typed, at most 20)."""
+    typed = str(argument.value)
+    if getattr(ref, "uri", None) == "handbook://pages/{topic}" and argument.name == "topic":
+        names = handbook_index().splitlines()
+    elif getattr(ref, "name", None) == "summarize_file" and argument.name == "path":
+        folder, _, _ = typed.rpartition("/")
+        try:
+            listing = list_dir(folder or ".")  # the same path checks as the tool
+        except ToolError:
+            return Completion(values=[])
+        names = [f"{folder}/{e.name}" if folder else e.name for e in listing.entries]
+    else:
+        return None
+    matches = [name for name in names if name.startswith(typed)]
+    return Completion(values=matches[:20], total=len(matches), has_more=len(matches) > 20)
+
+
 def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
     """The file service, accepting only calls whose actor token ``verifier`` accepts."""
     app = new_service(SERVICE, verifier, instructions=INSTRUCTIONS)
@@ -226,6 +245,7 @@ def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
                  description="One page of the staff handbook, by topic.", mime_type="text/plain")(handbook_page)
     app.prompt(name="summarize_file", description="Ask for a short summary of one file of the shared folder.")(
         summarize_file)
+    app.completion()(complete)  # type: ignore[no-untyped-call]  # the SDK decorator is unannotated
     return app
 
 

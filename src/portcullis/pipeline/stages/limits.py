@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from portcullis.errors import InternalError, PolicyRefused
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
-from portcullis.policy.limits import LIMIT_EXCEEDED, LimitRule, check_limits
+from portcullis.policy.decision import Decision
+from portcullis.policy.limits import LIMIT_EXCEEDED, LimitOutcome, LimitRule, check_limits
 from portcullis.state.interface import StateStore
 
 log = logging.getLogger("portcullis.policy")
@@ -39,28 +41,36 @@ def make_check(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[]
             raise InternalError(detail="limits ran before authorize")
         outcome = await check_limits(rules, store, tool=ctx.route.exposed_name, principal=ctx.principal,
                                      arguments=ctx.arguments, now=clock(), reserve=reserve)
-        for failure in outcome.shadow:
-            hooks.limit_exceeded(failure.rule_id)
-            log.warning("shadow limit would deny this call", extra={"fields": {
-                "request_id": ctx.request_id, "tool": ctx.route.exposed_name, "rule_id": failure.rule_id}})
-        if outcome.allowed:
-            return
-        if outcome.detail:
-            hooks.policy_error()
-            log.error("limit check failed; call denied", extra={"fields": {
-                "request_id": ctx.request_id, "detail": outcome.detail}})
-        for failure in outcome.failures:
-            hooks.limit_exceeded(failure.rule_id)
-        first = outcome.failures[0]
-        decision = dataclasses.replace(
-            ctx.decision, effect="deny",
-            reasons=tuple(dict.fromkeys((*ctx.decision.reasons, *(f.reason for f in outcome.failures)))),
-            rule_ids=(*ctx.decision.rule_ids, *(f.rule_id for f in outcome.failures)), denied_by=first.rule_id)
-        window = windows.get(first.rule_id) if first.reason == LIMIT_EXCEEDED else None
-        raise PolicyRefused(decision, detail="limit exceeded",
-                            retry_after_s=None if window is None else math.ceil(window))
+        refusal = judge(outcome, ctx.decision, windows, hooks, {"request_id": ctx.request_id,
+                                                                "tool": ctx.route.exposed_name})
+        if refusal is not None:
+            raise refusal
 
     return check
+
+
+def judge(outcome: LimitOutcome, decision: Decision, windows: Mapping[str, float], hooks: Hooks,
+          fields: Mapping[str, Any]) -> PolicyRefused | None:
+    """What a limit outcome means for a call or a read: None if it fits, else the refusal to raise (its
+    decision names every failing rule, ``retry_after_s`` the first one's window). Reports and logs it."""
+    for failure in outcome.shadow:
+        hooks.limit_exceeded(failure.rule_id)
+        log.warning("shadow limit would deny this call", extra={"fields": {**fields, "rule_id": failure.rule_id}})
+    if outcome.allowed:
+        return None
+    if outcome.detail:
+        hooks.policy_error()
+        log.error("limit check failed; call denied", extra={"fields": {
+            "request_id": fields.get("request_id"), "detail": outcome.detail}})
+    for failure in outcome.failures:
+        hooks.limit_exceeded(failure.rule_id)
+    first = outcome.failures[0]
+    refused = dataclasses.replace(
+        decision, effect="deny",
+        reasons=tuple(dict.fromkeys((*decision.reasons, *(f.reason for f in outcome.failures)))),
+        rule_ids=(*decision.rule_ids, *(f.rule_id for f in outcome.failures)), denied_by=first.rule_id)
+    window = windows.get(first.rule_id) if first.reason == LIMIT_EXCEEDED else None
+    return PolicyRefused(refused, detail="limit exceeded", retry_after_s=None if window is None else math.ceil(window))
 
 
 def make_stage(check: LimitCheck) -> Stage:
