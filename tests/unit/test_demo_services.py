@@ -476,7 +476,7 @@ def test_a_service_started_without_the_gateways_trust_refuses_to_start(service: 
         capture_output=True,
         text=True,
         env=env,
-        timeout=10,
+        timeout=120,
         check=False,
     )
     assert started.returncode != 0
@@ -501,7 +501,7 @@ def test_a_service_given_another_services_audience_refuses_to_start(gateway: Sta
         capture_output=True,
         text=True,
         env=env,
-        timeout=10,
+        timeout=120,
         check=False,
     )
     assert started.returncode != 0
