@@ -39,6 +39,10 @@ _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 OUTCOMES = frozenset({"relayed", "after_end", "unsupported", "malformed", "no_token", "below_level", "too_large",
                       "too_many", "too_many_bytes", "no_filter", "withheld", "split_secret", "backpressure",
                       "unattributed"})
+#: outcomes of one response a 2025-era caller POSTed to a pushed client request (portcullis.transport.push;
+#: the metric's closed label set, kept here so the metrics import nothing of the transport)
+ANSWER_OUTCOMES = frozenset({"matched", "unknown", "foreign_session", "foreign_principal", "duplicate", "late",
+                             "too_large", "malformed", "caller_error"})
 _TAIL_CHARS = 512  # how much of the call's earlier notification text a new one is scanned against
 _TAIL_PARTS = 16
 

@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
+from portcullis.notifications import ANSWER_OUTCOMES
 from portcullis.transport.push import (
-    ANSWER_OUTCOMES,
     ID_PREFIX,
     PUSH_REFUSALS,
     CallPush,
