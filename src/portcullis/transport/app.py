@@ -12,8 +12,10 @@ era detection; then the era's own checks (sealed session for 2025-era, header/bo
 Every answer is ``application/json``, except a ``tools/call`` from a caller that accepts
 ``text/event-stream`` for which a progress or log notification is relayed before the result: that
 answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
-:mod:`portcullis.notifications`). Errors go through :func:`portcullis.errors.to_wire`; an
-unexpected exception is logged for the operator and answered with a bare -32603.
+:mod:`portcullis.notifications`). A 2026-07-28 caller of such a call that goes away mid-call
+cancels it (:mod:`portcullis.transport.disconnect`). Errors go through
+:func:`portcullis.errors.to_wire`; an unexpected exception is logged for the operator and answered
+with a bare -32603.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
-from portcullis.transport.disconnect import SEND_FAILURES, run_watched, start_watch
+from portcullis.transport.disconnect import SEND_FAILURES, Watch, run_watched, start_watch
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.origin_guard import OriginGuard
@@ -329,7 +331,7 @@ class GatewayApp:
                             counted=self._notification_counted)
         done = _Dispatched()
         departure = Departure()
-        watch: list[anyio.CancelScope] = []
+        watch: list[Watch] = []
 
         async def run() -> None:
             CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
@@ -341,13 +343,13 @@ class GatewayApp:
             finally:
                 stream.close()
                 sender.close()
-                for scope in watch:
-                    scope.cancel()
+                for each in watch:
+                    each.stop()
 
         started = lost = False
         async with anyio.create_task_group() as tg:
             if req.modern:
-                watch.append(start_watch(tg, receive, departure))
+                watch.append(start_watch(tg.cancel_scope, receive, departure))
             tg.start_soon(run)
             async with receiver:
                 async for note in receiver:
@@ -364,6 +366,8 @@ class GatewayApp:
                         if req.modern:
                             departure.gone = True
                             tg.cancel_scope.cancel()
+        for each in watch:
+            each.stop()  # (run() stopped it already, unless it never ran)
         if departure.gone or lost:
             return None  # nothing more can reach the caller
         if not started:
