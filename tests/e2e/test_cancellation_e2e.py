@@ -201,3 +201,28 @@ def test_notifications_after_the_result_reach_no_one(deployment: Deployment, mod
     assert second == [f"{nxt} step 0", f"{nxt} log 0", f"{nxt} debug 0"]
     if tool == "notesh.work":  # the relay reads them from the call's own answer, after its response
         assert records[-1][1]["content"]["notifications"]["after_end"] == 2
+
+
+def test_a_2025_era_caller_who_goes_away_does_not_cancel(deployment: Deployment) -> None:
+    """2025-era: a disconnect "SHOULD NOT be interpreted as the client cancelling its request". The
+    relayed call keeps its upstream connection; once the test releases it, it ends ``ok``."""
+    who = "legacy-gone"
+
+    async def run() -> list[tuple[str, Any]]:
+        first = anyio.Event()
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            first.set()
+
+        async with deployment.gateway.client(mode="legacy", token=deployment.gateway.token()) as client:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.call_tool("notesh.work", {"who": who, "steps": 1, "hold": True},
+                                                       progress_callback=progress))
+                await first.wait()
+                tg.cancel_scope.cancel()
+        await deployment.release(who)
+        return await deployment.records_of(who)
+
+    records = anyio.run(run)
+    assert [(kind, fields.get("outcome")) for kind, fields in records] == [("decision", None), ("outcome", "ok")]
+    assert f"gone {who}" not in (deployment.journal.read_text() if deployment.journal.exists() else "")

@@ -14,8 +14,10 @@ Every answer is ``application/json``, except a ``tools/call`` from a caller that
 answer is an event stream, the notifications then the result (:meth:`GatewayApp._streamed`,
 :mod:`portcullis.notifications`). A 2025-era caller's stream also carries the client requests
 (sampling, elicitation, roots) the gateway asks it during the call, and the caller's JSON-RPC
-response to one is routed to it (:mod:`portcullis.transport.push`). Errors go through
-:func:`portcullis.errors.to_wire`; an unexpected exception is logged for the operator and answered with a bare -32603.
+response to one is routed to it (:mod:`portcullis.transport.push`). A 2026-07-28 caller of such a
+call that goes away mid-call cancels it (:mod:`portcullis.transport.disconnect`). Errors go through
+:func:`portcullis.errors.to_wire`; an unexpected exception is logged for the operator and answered
+with a bare -32603.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
-from portcullis.transport.disconnect import SEND_FAILURES, run_watched, start_watch
+from portcullis.transport.disconnect import SEND_FAILURES, Watch, run_watched, start_watch
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.mrtr_bridge import bridged
@@ -360,7 +362,7 @@ class GatewayApp:
             push.deliver, push.stream = sender.send_nowait, stream
         done = _Dispatched()
         departure = Departure()
-        watch: list[anyio.CancelScope] = []
+        watch: list[Watch] = []
 
         async def run() -> None:
             CURRENT.set(stream)  # this task's own context: the connectors bind the call to this stream
@@ -374,13 +376,13 @@ class GatewayApp:
                     push.close()  # what still waits for the caller is refused: the call is over
                 stream.close()
                 sender.close()
-                for scope in watch:
-                    scope.cancel()
+                for each in watch:
+                    each.stop()
 
         started = lost = False
         async with anyio.create_task_group() as tg:
             if req.modern:
-                watch.append(start_watch(tg, receive, departure))
+                watch.append(start_watch(tg.cancel_scope, receive, departure))
             tg.start_soon(run)
             async with receiver:
                 async for note in receiver:
@@ -397,6 +399,8 @@ class GatewayApp:
                         if req.modern:
                             departure.gone = True
                             tg.cancel_scope.cancel()
+        for each in watch:
+            each.stop()  # (run() stopped it already, unless it never ran)
         if departure.gone or lost:
             return None  # nothing more can reach the caller
         if not started:
