@@ -302,6 +302,13 @@ class GovernanceWithheld(ResultWithheld):
         self.reason = reason
 
 
+class SubscriptionLimit(GatewayCallError):
+    """A ``resources/subscribe`` or ``subscriptions/listen`` over the subscription bounds (per session or
+    stream, per caller, in total; :mod:`portcullis.subscriptions`). Nothing is subscribed."""
+
+    code, message = -31040, "Subscription limit reached"
+
+
 # --------------------------------------------------------------------------- the mapper
 
 _MODERN_STATUS = {-32700: 400, -32600: 400, -32601: 404, -32602: 400, -32020: 400, -32022: 400, -32603: 500}

@@ -19,6 +19,9 @@ name                                         labels                             
 ``portcullis_notifications_total``          outcome                                streamed notifications by
                                                                                     outcome (relayed, withheld,
                                                                                     after_end, …; closed set)
+``portcullis_subscription_notifications_total`` outcome                            subscription notifications
+                                                                                    (list changes, resource
+                                                                                    updates) relayed or dropped
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -82,6 +85,7 @@ from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
+from portcullis.subscriptions import OUTCOMES as SUBSCRIPTION_OUTCOMES
 
 log = logging.getLogger("portcullis.metrics")
 
@@ -254,8 +258,11 @@ class GatewayMetrics:
                                               "reason")
         self.notifications_total = counter("notifications_total", "Upstream notifications of streamed calls, by "
                                            "outcome (relayed or why dropped).", "outcome")
+        self.subscription_notifications_total = counter(
+            "subscription_notifications_total", "Notifications to subscribed callers (list changes, resource "
+            "updates), by outcome (relayed or why dropped).", "outcome")
         self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
-                          self.notifications_total,
+                          self.notifications_total, self.subscription_notifications_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
@@ -326,6 +333,10 @@ class GatewayMetrics:
     def notification(self, outcome: str) -> None:
         """One upstream notification of a streamed call: relayed, or the reason it was dropped."""
         self.notifications_total.labels(outcome if outcome in NOTIFICATION_OUTCOMES else "other").inc()
+
+    def subscription_notification(self, outcome: str) -> None:
+        """One notification to one subscriber: relayed, or why it was dropped (a closed set)."""
+        self.subscription_notifications_total.labels(outcome if outcome in SUBSCRIPTION_OUTCOMES else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

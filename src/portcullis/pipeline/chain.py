@@ -151,8 +151,8 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         # gate: before the pin check, so a caller that may never read it costs no upstream request,
         # and gets the same answer as for an unknown resource or prompt.
         reads.make_gate(r.engine, p.clock),
-        # pin_check: lists the kind from the service at use; a changed definition is quarantined now.
-        reads.make_pin_check(r.surface, p.upstreams),
+        # pin_check: the in-memory verdict of the background re-listing (O(1), no upstream request).
+        reads.make_pin_check(r.surface),
         # authorize: the native policy on the URI or prompt arguments (no validate stage: a read has
         # no argument schema; no risk, govern_check, limits or approve: see docs/mcp-surface.md).
         reads.make_authorize(r.engine, p.clock, p.auditor),
