@@ -192,8 +192,8 @@ class SubscriptionHub:
         if uri in sub.uris:
             return  # idempotent
         self._admit(sub, who)
+        await self._add(sub, uri, target)  # an upstream failure leaves nothing behind
         self._sessions[session] = sub
-        await self._add(sub, uri, target)
 
     async def unsubscribe(self, session: str, principal: Principal, uri: Any) -> None:
         """``resources/unsubscribe``: of something never subscribed, the same not-found answer."""
