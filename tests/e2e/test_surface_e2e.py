@@ -41,9 +41,9 @@ def _live() -> dict[str, Any]:
 
 def _deployment(root: Path, service: dict[str, Any]) -> Path:
     live = _live()
-    mutate = next(t for t in live["tools"] if t["name"] == "mutate")
+    controls = [manifest_from_live("surf", t) for t in live["tools"] if t["name"] in ("mutate", "touch")]
     write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True},
-                            "services": {"surf": service}}, [manifest_from_live("surf", mutate)])
+                            "services": {"surf": service}}, controls)
     common = {"service": "surf", "owner": "tests@example.com",
               "classification": {"input": "Internal", "output": "Internal"}}
     files = {
@@ -168,13 +168,16 @@ def test_raw_2026_hidden_resource_answers_the_bytes_of_an_unknown_one(surface_ga
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_definition_changes_are_quarantined(surface_gateway: GatewayProcess, mode: str) -> None:
     """Runs last in the module (it changes the service for good): a hostile change of the resource's and
-    the prompt's definitions takes them out of every listing and read at once."""
+    the prompt's definitions, announced by the service, takes them out of every listing and read as soon as
+    the gateway's background re-listing has checked the pins (no read triggers it)."""
     token = writer(surface_gateway)
     async with surface_gateway.client(mode=mode, token=token) as client:
         await client.call_tool("surf.mutate", {"kind": "resource"})
         await client.call_tool("surf.mutate", {"kind": "prompt"})
-        assert (await client.list_resources()).resources == []
-        assert (await client.list_prompts()).prompts == []
+        deadline = time.monotonic() + 15
+        while (await client.list_resources()).resources or (await client.list_prompts()).prompts:
+            assert time.monotonic() < deadline, "the announced change was not checked in time"
+            await asyncio.sleep(0.1)
         with pytest.raises(MCPError) as caught:
             await client.read_resource(NOTES)
         assert (caught.value.code, caught.value.error.message) == (-32602, "Resource not found")
