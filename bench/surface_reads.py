@@ -10,36 +10,24 @@ another checkout with ``PYTHONPATH=<checkout>/src`` to compare (the gateway chil
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx2
-from tests.e2e.harness import REPO, GatewayProcess, free_port, stop_child
-from tests.e2e.test_surface_e2e import NOTES, _deployment
+from tests.e2e.harness import GatewayProcess, stop_child
+from tests.e2e.test_surface_e2e import NOTES, _deployment, start_http_service
 
 WARMUP = 50
 
 
 def main(rounds: int = 500) -> None:
-    port = free_port()
-    child = subprocess.Popen([sys.executable, "-m", "tests.e2e.surface_service"], cwd=str(REPO),
-                             env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
+    child, url = start_http_service()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "surface service did not start"
-                time.sleep(0.1)
         with tempfile.TemporaryDirectory() as tmp:
-            root = _deployment(Path(tmp) / "deployment", {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"})
+            root = _deployment(Path(tmp) / "deployment", {"transport": "http", "url": url})
             with GatewayProcess(root) as gateway, httpx2.Client(timeout=30) as http:
                 headers = {"Authorization": f"Bearer {gateway.token(roles=['writer'])}",
                            "Content-Type": "application/json", "Accept": "application/json",

@@ -212,8 +212,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     watch = DefinitionWatch(catalog)  # the poisoning scanner on every new or changed live definition, off the loop
     view_changed: list[Callable[[str], None]] = []  # the subscription hub's list_changed, once built (below)
     service_events: list[Callable[[str, str, Any], None]] = []  # resource/prompt list changes, resource updates
+    connecting: list[Callable[[str], None]] = []  # the surface watch's, once built
 
     async def on_tools(service: str, live_tools: list[dict[str, Any]], as_of: int) -> None:
+        for hold in connecting:
+            hold(service)  # a connection opening: its resources and prompts are re-checked on it first
         before = catalog.listing()
         await watch.on_tools(service, live_tools, as_of)
         if catalog.listing() != before:  # the exposed tools changed (a quarantine, a release): callers are told
@@ -365,6 +368,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface_watch.on_connected = hub.resubscribe
     view_changed.append(hub.list_changed)
     service_events.append(event_router(surface_watch, hub))
+    connecting.append(surface_watch.connecting)
     surface.subscriptions = hub
     sealer = SessionSealer(_session_keys(deployment), ttl_s=cfg.sessions.ttl_s, clock=clock)
 

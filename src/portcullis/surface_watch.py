@@ -55,6 +55,14 @@ class SurfaceWatch:
         self.relists = 0  # re-listings made (a measure for tests and the operator)
         self.on_connected: Callable[[str], Awaitable[None]] | None = None  # a new connection (resubscribe)
 
+    def connecting(self, service: str) -> None:
+        """The service's tools were listed on a connection not serving yet (it is opening): hold its
+        reads until the surface is re-listed on it (the registry reports before it switches over)."""
+        try:
+            self._upstreams.get(service).connection()
+        except PortcullisError:
+            self.changed(service)
+
     def changed(self, service: str) -> None:
         """The service announced a resource or prompt list change: hold its reads, re-list now."""
         if service not in self._kinds:
@@ -97,7 +105,7 @@ class SurfaceWatch:
 
     async def _loop(self, service: str) -> None:
         handle = self._upstreams.get(service)
-        seen: object = None
+        seen: object = _UNSET  # the first pass records the state at start (not connected: unlisted)
         last = -math.inf
         while True:
             try:
@@ -119,5 +127,11 @@ class SurfaceWatch:
                 except Exception:  # never let one service's watch end the others'
                     log.exception("surface re-listing failed")
                 continue
+            if woke:  # announced while no connection serves: re-listed once one does (reads wait, bounded)
+                await anyio.sleep(self._poll_s)
+                continue
             with anyio.move_on_after(self._poll_s):
                 await self._wake[service].wait()
+
+
+_UNSET = object()

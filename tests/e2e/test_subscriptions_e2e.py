@@ -20,7 +20,8 @@ from tests.e2e.harness import GatewayProcess
 from tests.e2e.test_surface_e2e import NOTES, writer
 
 # resources/subscribe is the 2025-era method under test: the SDK warns that 2026-07-28 removed it
-pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]
+pytestmark = [pytest.mark.timeout(180),
+              pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]
 surface_gateway = _surface.surface_gateway  # the surface tests' fixture: a fresh gateway for this module
 
 

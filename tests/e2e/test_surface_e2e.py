@@ -64,6 +64,21 @@ def _deployment(root: Path, service: dict[str, Any]) -> Path:
     return root
 
 
+def start_http_service() -> tuple[subprocess.Popen[bytes], str]:
+    """The surface service over Streamable HTTP on a free port, answering; returns it and its URL."""
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
+                             env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            return child, f"http://127.0.0.1:{port}/mcp"
+        except httpx2.TransportError:
+            assert time.monotonic() < deadline, "surface service did not start"
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module", params=["stdio", "http"])
 def surface_gateway(request: pytest.FixtureRequest,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
@@ -73,18 +88,8 @@ def surface_gateway(request: pytest.FixtureRequest,
         service: dict[str, Any] = {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE],
                                    "cwd": str(REPO)}
     else:
-        port = free_port()
-        child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
-                                 env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "surface service did not start"
-                time.sleep(0.1)
-        service = {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"}
+        child, url = start_http_service()
+        service = {"transport": "http", "url": url}
     try:
         with GatewayProcess(_deployment(root, service)) as gateway:
             yield gateway

@@ -140,7 +140,14 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True,
         "description": "Summary prompt",
         "messages": [{"role": "user", "content": {"type": "text",
                                                   "text": f"Summarize {args.get('topic')}; token {SECRET}"}}]}
-    handle = ServiceHandle("billing", [connector], catalog.update_service, health_interval_s=60, refresh_s=60)
+    watches: list[SurfaceWatch] = []
+
+    def on_tools(service: str, tools: list[dict[str, Any]], as_of: int) -> None:
+        catalog.update_service(service, tools, as_of)
+        for watch in watches:
+            watch.connecting(service)  # as the gateway does: reads wait for the surface check on a new connection
+
+    handle = ServiceHandle("billing", [connector], on_tools, health_interval_s=60, refresh_s=60)
     upstreams = UpstreamRegistry({"billing": handle})
     engine = PolicyEngine.build(tool_policies(dep.manifests), None, environment="production")
     directory = tmp_path / f"gw-{uuid.uuid4().hex[:8]}"
@@ -159,6 +166,7 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True,
                                  build_read_pipeline(parts, ReadParts(surface=surface_catalog, engine=surface_engine)),
                                  clock)
         watch = SurfaceWatch(surface_catalog, upstreams, refresh_s={"billing": 3600.0}, poll_s=0.01)
+        watches.append(watch)
         views: list[str] = []
         hub = SubscriptionHub(make_resolver(surface_catalog, surface_engine, clock), RegistrySubscriptions(upstreams),
                               lambda p: f"{p.client_id}/{p.user_id}", bounds=bounds or SubscriptionBounds())
@@ -171,8 +179,9 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True,
         watch.on_connected = hub.resubscribe
         connector.on_event = functools.partial(event_router(watch, hub), "billing")
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle.run)
             tg.start_soon(watch.run)
+            await anyio.sleep(0.05)  # the watch starts first: nothing connected yet, so every entry is unlisted
+            tg.start_soon(handle.run)
             with anyio.fail_after(10):
                 await handle.ready.wait()
                 await surface_catalog.settle("billing")
