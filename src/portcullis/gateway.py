@@ -68,7 +68,7 @@ from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
-from portcullis.subscriptions import SubscriptionHub
+from portcullis.subscriptions import SubscriptionBounds, SubscriptionHub
 from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
 from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver
 from portcullis.surface_watch import SurfaceWatch
@@ -362,7 +362,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface_watch = SurfaceWatch(surface_catalog, upstreams,
                                  refresh_s={name: svc.refresh_s for name, svc in cfg.services.items()})
     hub = SubscriptionHub(make_resolver(surface_catalog, surface_engine, clock), RegistrySubscriptions(upstreams),
-                          principal_key, counted=metrics.subscription_notification
+                          principal_key, bounds=SubscriptionBounds(session_idle_s=float(cfg.sessions.ttl_s)),
+                          counted=metrics.subscription_notification
                           if cfg.observability.metrics.enabled else None)
     surface_watch.on_view_changed = hub.list_changed
     surface_watch.on_connected = hub.resubscribe

@@ -73,6 +73,7 @@ class SubscriptionBounds:
     rate_per_s: float = 10.0  # notifications per second to one subscriber (token bucket)
     burst: int = 20
     stream_lifetime_s: float = 3600.0  # then the stream ends; the caller re-opens it
+    session_idle_s: float = 86_400.0  # a 2025-era session's subscriptions, untouched and without a stream, expire
     keepalive_s: float = 15.0
 
 
@@ -101,6 +102,7 @@ class Subscriber:
     lists: frozenset[str] = frozenset()  # tools | resources | prompts
     uris: dict[str, tuple[str, str]] = field(default_factory=dict)  # exposed URI -> (service, upstream URI)
     streaming: bool = False
+    touched: float = 0.0  # last subscribe, unsubscribe, stream open or close (2025-era session expiry)
     dropped: int = 0
     _tokens: float = 0.0
     _refilled: float = -math.inf
@@ -182,13 +184,26 @@ class SubscriptionHub:
 
     # ------------------------------------------------------------------ 2025-era sessions
 
+    async def sweep(self) -> None:
+        """Drop 2025-era sessions idle past ``session_idle_s`` with no open stream (sessions are sealed
+        tokens: the gateway never sees one end, so their subscriptions would otherwise live on)."""
+        cutoff = self._clock() - self.bounds.session_idle_s
+        for session, sub in list(self._sessions.items()):
+            if not sub.streaming and sub.touched < cutoff:
+                self._sessions.pop(session, None)
+                for uri in list(sub.uris):
+                    await self._remove(sub, uri, audit=False)
+                self._note("session_expired", sub, None)
+
     async def subscribe(self, session: str, principal: Principal, uri: Any) -> None:
         """``resources/subscribe`` on a session: refused like an unknown resource when not readable."""
+        await self.sweep()
         who = self._key_of(principal)
         target = self._readable(uri, principal)
         sub = self._sessions.get(session)
         if sub is None:
             sub = Subscriber(principal, who, session, lists=frozenset(LIST_CHANGED))
+        sub.touched = self._clock()
         if uri in sub.uris:
             return  # idempotent
         self._admit(sub, who)
@@ -216,6 +231,7 @@ class SubscriptionHub:
         self._admit_stream(who)
         if sub is None:
             sub = self._sessions[session] = Subscriber(principal, who, session, lists=frozenset(LIST_CHANGED))
+        sub.touched = self._clock()
         self._start(sub)
         return sub
 
@@ -225,6 +241,7 @@ class SubscriptionHub:
                      uris: list[str]) -> tuple[Subscriber, dict[str, Any]]:
         """Open a listen stream; returns it and the honored filter. A URI the caller may not read is
         refused like an unknown resource (the whole request: the caller learns nothing per URI)."""
+        await self.sweep()
         who = self._key_of(principal)
         targets = [(uri, self._readable(uri, principal)) for uri in uris]
         if len(targets) > self.bounds.per_session:
@@ -251,6 +268,7 @@ class SubscriptionHub:
     async def close(self, sub: Subscriber) -> None:
         """A stream ended: a listen stream's subscriptions go with it; a session keeps its own."""
         sub.streaming = False
+        sub.touched = self._clock()
         if sub._sender is not None:
             sub._sender.close()
         sub._sender = None

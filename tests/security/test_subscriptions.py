@@ -249,3 +249,19 @@ async def test_upstream_subscribe_failure_refuses(tmp_path: Path) -> None:
         assert gw.hub.stats() == {"subscriptions": 0, "streams": 0, "upstream": 0}
         gw.connector.surface.fail_subscribe = False
         assert await _subscribe(gw, TERMS) == ({}, None)
+
+
+async def test_idle_sessions_expire_and_release_the_upstream(tmp_path: Path) -> None:
+    """Sessions are sealed tokens: the gateway never sees one end. An idle session's subscriptions (no open
+    stream) expire after the session lifetime and release the upstream subscription and the caller's quota."""
+    now = [1000.0]
+    async with surface_gateway(tmp_path, bounds=SubscriptionBounds(session_idle_s=60, per_caller=1)) as gw:
+        gw.hub._clock = lambda: now[0]
+        assert await _subscribe(gw, TERMS, BOT, "s-old") == ({}, None)
+        streaming = gw.hub.open_session_stream(session_key("s-live"), STAFF)
+        assert await _subscribe(gw, PAGE, STAFF, "s-live") == ({}, None)
+        now[0] += 61
+        assert await _subscribe(gw, PAGE, BOT, "s-new") == ({}, None)  # s-old expired: the quota is free
+        conn = gw.connector.current
+        assert conn is not None and sorted(conn.surface.subscribed) == ["docs://pages/intro"]
+        assert gw.hub.stats()["subscriptions"] == 2 and streaming.streaming  # a session with a stream stays
