@@ -85,6 +85,7 @@ _SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length",
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _NO_HEADERS: dict[str, str] = {}
+_SUBSCRIBE_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe"})
 
 
 class _Dispatched:
@@ -278,15 +279,14 @@ class GatewayApp:
             if message.kind != "request":
                 return 202, [], b""
             if modern and message.method == "subscriptions/listen" and self._subscriptions is not None:
-                envelope = False
-                await self._listen(req, receive, send, self._subscriptions)
+                await self._listen(req, receive, send, self._subscriptions)  # a refusal is an attempt record
                 return None
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
             elif not modern and message.method == "logging/setLevel":  # the caller's own, never sent upstream
                 result = self._levels.set(self._level_key(req), message.params)  # (gone from 2026-07-28: 404)
             else:
-                envelope = False
+                envelope = message.method in _SUBSCRIBE_METHODS  # no pipeline audits these: a refusal is an attempt
                 streamed = None
                 if message.method == "tools/call" and accepts_sse(headers.get("accept")):
                     stored = None if modern else self._levels.get(self._level_key(req))
