@@ -41,6 +41,7 @@
                                              from this caller (another tenant's result)
         └── ClientRequestRefused      -31040 the upstream asked the caller for something (sampling,
                                              elicitation, roots) the gateway does not relay (data: reason)
+        └── SubscriptionLimit         -31041 a subscribe or listen over the subscription bounds
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -318,6 +319,13 @@ class ClientRequestRefused(GatewayCallError):
         super().__init__(detail=detail, data={"reason": reason})
         self.reason = reason
         self.kind = kind
+
+
+class SubscriptionLimit(GatewayCallError):
+    """A ``resources/subscribe`` or ``subscriptions/listen`` over the subscription bounds (per session or
+    stream, per caller, in total; :mod:`portcullis.subscriptions`). Nothing is subscribed."""
+
+    code, message = -31041, "Subscription limit reached"
 
 
 # --------------------------------------------------------------------------- the mapper

@@ -76,9 +76,13 @@ from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
+from portcullis.subscriptions import SubscriptionBounds, SubscriptionHub
 from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
+from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver
+from portcullis.surface_watch import SurfaceWatch
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
+from portcullis.transport.app import _principal_key as principal_key
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi
@@ -216,7 +220,24 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     audit_keys = AuditKeys.load_or_create(state_dir)
     catalog = Catalog(deployment)
     watch = DefinitionWatch(catalog)  # the poisoning scanner on every new or changed live definition, off the loop
-    upstreams = UpstreamRegistry.from_config(cfg, watch.on_tools, env, on_change=catalog.note_change,
+    view_changed: list[Callable[[str], None]] = []  # the subscription hub's list_changed, once built (below)
+    service_events: list[Callable[[str, str, Any], None]] = []  # resource/prompt list changes, resource updates
+    connecting: list[Callable[[str], None]] = []  # the surface watch's, once built
+
+    async def on_tools(service: str, live_tools: list[dict[str, Any]], as_of: int) -> None:
+        for hold in connecting:
+            hold(service)  # a connection opening: its resources and prompts are re-checked on it first
+        before = catalog.listing()
+        await watch.on_tools(service, live_tools, as_of)
+        if catalog.listing() != before:  # the exposed tools changed (a quarantine, a release): callers are told
+            for tell in view_changed:
+                tell("tools")
+
+    def on_event(service: str, method: str, params: Any) -> None:
+        for route in service_events:
+            route(service, method, params)
+
+    upstreams = UpstreamRegistry.from_config(cfg, on_tools, env, on_change=catalog.note_change, on_event=on_event,
                                              child_env=child_env, gateway_keys=minter,
                                              stderr_withhold_keys=dict.fromkeys(
                                                  services_withholding_logs((m.manifest for m in deployment.manifests),
@@ -351,6 +372,19 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts), clock,
                              completions=build_completion_pipeline(
                                  parts, read_parts, metrics.completion if cfg.observability.metrics.enabled else None))
+    # the surface pin check off the request path, and callers' subscriptions (list changes, resource updates)
+    surface_watch = SurfaceWatch(surface_catalog, upstreams,
+                                 refresh_s={name: svc.refresh_s for name, svc in cfg.services.items()})
+    hub = SubscriptionHub(make_resolver(surface_catalog, surface_engine, clock), RegistrySubscriptions(upstreams),
+                          principal_key, bounds=SubscriptionBounds(session_idle_s=float(cfg.sessions.ttl_s)),
+                          counted=metrics.subscription_notification
+                          if cfg.observability.metrics.enabled else None)
+    surface_watch.on_view_changed = hub.list_changed
+    surface_watch.on_connected = hub.resubscribe
+    view_changed.append(hub.list_changed)
+    service_events.append(event_router(surface_watch, hub))
+    connecting.append(surface_watch.connecting)
+    surface.subscriptions = hub
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -463,7 +497,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin, run_state]
+                                                       run_admin, run_state, surface_watch.run]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:
@@ -482,7 +516,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     def visible(principal: Principal) -> frozenset[str]:
         return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
 
-    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface), sealer=sealer,
+    app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface, subscriptions=hub), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),
                      authenticator=authenticator, protected_resource_metadata=prm, jwks=keyring.jwks,
                      max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth,
@@ -491,5 +525,5 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      notification_counted=metrics.notification if cfg.observability.metrics.enabled else None,
                      push=PushRegistry(answer_counted=metrics.client_answer, request_counted=metrics.client_request)
                      if cfg.observability.metrics.enabled else None,
-                     log_levels=LogLevels(state, clock))
+                     log_levels=LogLevels(state, clock), subscriptions=hub)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

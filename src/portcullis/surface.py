@@ -2,10 +2,11 @@
 
 Like the tool catalog (:mod:`portcullis.catalog`), the manifest is the source of truth for what a
 caller sees, and the upstream's live definition only decides whether the item may be served: its
-hash (:func:`portcullis.pinning.surface_hash`) must equal the manifest's ``pin``. Unlike tools, the
-live definitions are listed *at use*: every list, read and get lists the kind it needs from the
-service first and checks the pins on that answer, so a changed definition is quarantined on the
-very next request (one extra upstream round trip per request; see docs/mcp-surface.md).
+hash (:func:`portcullis.pinning.surface_hash`) must equal the manifest's ``pin``. Like tools, the
+live definitions are checked *off the request path*: :class:`portcullis.surface_watch.SurfaceWatch`
+re-lists each service's kinds in the background (when it connects, every ``refresh_s``, and at once
+when it announces a list change) and records a verdict per entry here; a list, read or get only
+consults that in-memory verdict (:meth:`SurfaceCatalog.verdict`, O(1); see docs/mcp-surface.md).
 
 Namespacing (docs/mcp-surface.md): a resource URI or URI template is exposed as
 ``<resource_prefix><upstream URI>``, the prefix defaulting to ``<service>+`` (``files+docs://a``);
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from portcullis.config.loader import Deployment, LoadedSurface
 from portcullis.config.model import PromptManifest, ResourceManifest, resource_prefix
-from portcullis.errors import PortcullisError
 from portcullis.pinning import surface_hash
 from portcullis.policy.engine import ToolInfo
 
@@ -97,6 +99,11 @@ class SurfaceCatalog:
         self._prompts = {e.exposed: e for e in self.entries if e.kind == "prompt"}
         self.timeouts = {name: cfg.timeout_s for name, cfg in deployment.gateway.services.items()}
         self._states: dict[str, str] = {}
+        self._announced: dict[str, int] = {}  # service -> list changes it announced
+        self._verified: dict[str, int] = {}  # service -> announcements answered by a checked re-listing
+        self._checked: set[str] = set()  # services with at least one checked re-listing
+        self._settled: dict[str, anyio.Event] = {}
+        self.verify_wait_s = 5.0
 
     def of_kind(self, kind: str) -> list[SurfaceEntry]:
         return [e for e in self.entries if e.kind == kind]
@@ -144,23 +151,60 @@ class SurfaceCatalog:
         """The last state seen for an entry (``pending`` before its first check)."""
         return self._states.get(exposed, "pending")
 
+    def verdict(self, entry: SurfaceEntry) -> str:
+        """The entry's in-memory verdict (O(1), no upstream request); ``verifying`` while its service
+        announced a list change that no checked re-listing has answered yet."""
+        service = entry.service
+        if service not in self._checked or self._verified.get(service, 0) < self._announced.get(service, 0):
+            return "verifying"
+        return self._states.get(entry.exposed, "pending")
 
-async def visible_listing(catalog: SurfaceCatalog, kind: str, may_see: Callable[[str], bool],
-                          live_list: Callable[[str, str], Awaitable[list[dict[str, Any]]]]) -> list[Mapping[str, Any]]:
-    """The list method's answer for ``kind``: entries the caller may see (``may_see(exposed)``) whose pins
-    match their service's live list (``live_list(service, kind)``, asked once per service). A service that
-    cannot be listed contributes nothing (fail closed; logged)."""
-    visible = [entry for entry in catalog.of_kind(kind) if may_see(entry.exposed)]
-    live: dict[str, list[dict[str, Any]] | None] = {}
-    for service in sorted({entry.service for entry in visible}):
-        try:
-            live[service] = await live_list(service, kind)
-        except PortcullisError as exc:
-            live[service] = None
-            log.warning("service could not be listed; its resources and prompts are not shown",
-                        extra={"fields": {"service": service, "kind": kind, "error": type(exc).__name__}})
-    return [entry.wire for entry in visible
-            if (found := live[entry.service]) is not None and catalog.check(entry, found) == "serving"]
+    async def settled_verdict(self, entry: SurfaceEntry) -> str:
+        """:meth:`verdict` once the service's announced changes are checked (bounded by ``verify_wait_s``;
+        still unverified then: ``verifying``, which is refused like any state but ``serving``)."""
+        if self.verdict(entry) == "verifying":
+            await self.settle(entry.service)
+        return self.verdict(entry)
+
+    async def settle(self, service: str) -> None:
+        """Wait (at most ``verify_wait_s``) until ``service`` was checked and its announcements answered."""
+        with anyio.move_on_after(self.verify_wait_s):
+            while service not in self._checked or self._verified.get(service, 0) < self._announced.get(service, 0):
+                await self._settled.setdefault(service, anyio.Event()).wait()
+
+    def note_change(self, service: str) -> int:
+        """``service`` announced a resource or prompt list change: hold its reads until re-checked."""
+        self._announced[service] = count = self._announced.get(service, 0) + 1
+        return count
+
+    def announced(self, service: str) -> int:
+        return self._announced.get(service, 0)
+
+    def served(self, kind: str) -> frozenset[str]:
+        """Exposed names of ``kind`` whose verdict is ``serving`` (the exposed view, before policy)."""
+        return frozenset(e.exposed for e in self.entries if e.kind == kind and self._states.get(e.exposed) == "serving")
+
+    def update_service(self, service: str, lists: Mapping[str, list[dict[str, Any]] | None], as_of: int) -> None:
+        """Record the verdicts of ``service``'s entries from a fresh re-listing, kind -> live list (``None``:
+        the kind could not be listed: its entries are ``unlisted``, refused, fail closed); ``as_of``: the
+        announcements made before the re-listing started (now answered)."""
+        for entry in self.entries:
+            if entry.service != service or entry.kind not in lists:
+                continue
+            live = lists[entry.kind]
+            if live is None:
+                if self._states.get(entry.exposed) != "unlisted":
+                    log.warning("resource or prompt not served", extra={"fields": {
+                        "kind": entry.kind, "name": entry.exposed, "state": "unlisted",
+                        "reason": "the service could not be listed"}})
+                self._states[entry.exposed] = "unlisted"
+            else:
+                self.check(entry, live)
+        self._checked.add(service)
+        self._verified[service] = max(self._verified.get(service, 0), as_of)
+        event = self._settled.pop(service, None)
+        if event is not None:
+            event.set()
 
 
 LIST_METHOD = {"resource": "list_resources", "template": "list_resource_templates", "prompt": "list_prompts"}
@@ -189,19 +233,17 @@ class GatewaySurface:
             catalog, engine, upstreams, reads, clock)
         # completion/complete (portcullis.pipeline.chain.build_completion_pipeline); None: refused as unknown
         self._completions = completions
+        self.subscriptions: Any = None  # a portcullis.subscriptions.SubscriptionHub, set by the gateway
 
     async def listing(self, kind: str, principal: Principal) -> list[Mapping[str, Any]]:
+        """The entries of ``kind`` the caller may see whose in-memory verdict is ``serving`` (no upstream
+        request: the verdicts are kept current by :class:`portcullis.surface_watch.SurfaceWatch`)."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-
-        def may_see(exposed: str) -> bool:
-            return self._engine.may_call(exposed, principal, now=now)
-
-        async def live_list(service: str, kind: str) -> list[dict[str, Any]]:
-            conn = self._upstreams.get(service).connection()
-            result: list[dict[str, Any]] = await getattr(conn, LIST_METHOD[kind])()
-            return result
-
-        return await visible_listing(self._catalog, kind, may_see, live_list)
+        visible = [entry for entry in self._catalog.of_kind(kind) if self._engine.may_call(entry.exposed, principal,
+                                                                                           now=now)]
+        for service in sorted({e.service for e in visible if self._catalog.verdict(e) == "verifying"}):
+            await self._catalog.settle(service)  # once per service, bounded
+        return [entry.wire for entry in visible if self._catalog.verdict(entry) == "serving"]
 
     async def read(self, ctx: ReadContext) -> dict[str, Any]:
         return await self._reads(ctx)

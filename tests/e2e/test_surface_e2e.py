@@ -41,9 +41,9 @@ def _live() -> dict[str, Any]:
 
 def _deployment(root: Path, service: dict[str, Any]) -> Path:
     live = _live()
-    mutate = next(t for t in live["tools"] if t["name"] == "mutate")
+    controls = [manifest_from_live("surf", t) for t in live["tools"] if t["name"] in ("mutate", "touch")]
     write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True},
-                            "services": {"surf": service}}, [manifest_from_live("surf", mutate)])
+                            "services": {"surf": service}}, controls)
     common = {"service": "surf", "owner": "tests@example.com",
               "classification": {"input": "Internal", "output": "Internal"}}
     files = {
@@ -64,6 +64,21 @@ def _deployment(root: Path, service: dict[str, Any]) -> Path:
     return root
 
 
+def start_http_service() -> tuple[subprocess.Popen[bytes], str]:
+    """The surface service over Streamable HTTP on a free port, answering; returns it and its URL."""
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
+                             env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            return child, f"http://127.0.0.1:{port}/mcp"
+        except httpx2.TransportError:
+            assert time.monotonic() < deadline, "surface service did not start"
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module", params=["stdio", "http"])
 def surface_gateway(request: pytest.FixtureRequest,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
@@ -73,18 +88,8 @@ def surface_gateway(request: pytest.FixtureRequest,
         service: dict[str, Any] = {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE],
                                    "cwd": str(REPO)}
     else:
-        port = free_port()
-        child = subprocess.Popen([sys.executable, "-m", MODULE], cwd=str(REPO),
-                                 env={**os.environ, "SURFACE_HTTP_PORT": str(port)})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "surface service did not start"
-                time.sleep(0.1)
-        service = {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"}
+        child, url = start_http_service()
+        service = {"transport": "http", "url": url}
     try:
         with GatewayProcess(_deployment(root, service)) as gateway:
             yield gateway
@@ -194,13 +199,16 @@ def test_raw_2026_hidden_resource_answers_the_bytes_of_an_unknown_one(surface_ga
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_definition_changes_are_quarantined(surface_gateway: GatewayProcess, mode: str) -> None:
     """Runs last in the module (it changes the service for good): a hostile change of the resource's and
-    the prompt's definitions takes them out of every listing and read at once."""
+    the prompt's definitions, announced by the service, takes them out of every listing and read as soon as
+    the gateway's background re-listing has checked the pins (no read triggers it)."""
     token = writer(surface_gateway)
     async with surface_gateway.client(mode=mode, token=token) as client:
         await client.call_tool("surf.mutate", {"kind": "resource"})
         await client.call_tool("surf.mutate", {"kind": "prompt"})
-        assert (await client.list_resources()).resources == []
-        assert (await client.list_prompts()).prompts == []
+        deadline = time.monotonic() + 15
+        while (await client.list_resources()).resources or (await client.list_prompts()).prompts:
+            assert time.monotonic() < deadline, "the announced change was not checked in time"
+            await asyncio.sleep(0.1)
         with pytest.raises(MCPError) as caught:
             await client.read_resource(NOTES)
         assert (caught.value.code, caught.value.error.message) == (-32602, "Resource not found")

@@ -35,7 +35,13 @@ CASES: list[tuple[str, str, dict[str, str], Any, int, int | None]] = [
     # (case id, HTTP method, headers, body, expected status, expected JSON-RPC code or None for plain text)
     ("foreign-origin", "POST", {**modern_call_headers(), "Origin": "http://evil.example"}, call_body(), 403, None),
     ("foreign-host", "POST", {**modern_call_headers(), "Host": "evil.example:8080"}, call_body(), 421, None),
-    ("get-not-allowed", "GET", {"Accept": "text/event-stream"}, None, 405, None),
+    # GET: a 2025-era session's notification stream (docs/mcp-surface.md); 2026-07-28 has none
+    ("get-modern-not-allowed", "GET", {"Accept": "text/event-stream", "MCP-Protocol-Version": "2026-07-28"}, None,
+     405, None),
+    ("get-legacy-no-session", "GET", {"Accept": "text/event-stream"}, None, 400, -32600),
+    ("get-legacy-forged-session", "GET",
+     {"Accept": "text/event-stream", "Mcp-Session-Id": "pcs1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, None, 404, -32600),
+    ("get-legacy-not-sse", "GET", {"Accept": "application/json"}, None, 406, None),
     ("delete-not-allowed", "DELETE", {}, None, 405, None),
     ("text-plain-body", "POST", {**modern_call_headers(), "Content-Type": "text/plain"}, call_body(), 415, None),
     ("accept-html-only", "POST", {**modern_call_headers(), "Accept": "text/html"}, call_body(), 406, None),

@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import yaml
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters, types
+from mcp.client.subscriptions import ToolsListChanged
 
 from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, write_deployment
 
@@ -347,3 +349,33 @@ def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_
     assert {name: done.returncode for name, done in refusals.items()} == dict.fromkeys(refusals, 2)
     assert "admin.operators" in refusals["not an operator"].stderr
     assert raw == {"GET": 200, "POST": 405, "DELETE": 405} and anonymous == 401
+
+
+@pytest.mark.parametrize("kind", ["description", "none"])
+async def test_callers_hear_of_a_change_of_the_exposed_tools_only(rig: Rig, kind: str) -> None:
+    """Subscribed callers of both eras get the gateway's own tools/list_changed when the exposed tools changed
+    (a quarantine), never the upstream's announcement itself: an announcement that changed nothing pinned
+    tells them nothing."""
+    heard: list[Any] = []
+
+    async def handler(message: Any) -> None:
+        if isinstance(getattr(message, "root", message), types.ToolListChangedNotification):
+            heard.append(message)
+
+    async with rig.gateway.client(mode="legacy", message_handler=handler) as legacy, \
+            rig.gateway.client(mode="2026-07-28") as modern, modern.listen(tools_list_changed=True) as subscription:
+        await anyio.sleep(0.5)  # the legacy session's GET stream is open
+        assert await outcome(legacy, "mutate", {"kind": kind}) == f"mutated {kind}"
+        events: list[Any] = []
+        with anyio.move_on_after(3 if kind == "none" else 15):
+            async for event in subscription:
+                events.append(event)
+                break
+        if kind == "none":
+            assert events == [] and heard == []
+            return
+        assert events == [ToolsListChanged()]
+        with anyio.fail_after(10):
+            while not heard:
+                await anyio.sleep(0.05)
+        assert "rug.echo" not in {t.name for t in (await modern.list_tools()).tools}

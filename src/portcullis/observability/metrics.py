@@ -27,6 +27,9 @@ name                                         labels                             
 ``portcullis_completions_total``            outcome                                completion/complete by outcome
                                                                                     (ok, refused, invalid_params,
                                                                                     upstream_error, timeout)
+``portcullis_subscription_notifications_total`` outcome                            subscription notifications
+                                                                                    (list changes, resource
+                                                                                    updates) relayed or dropped
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -91,6 +94,7 @@ from prometheus_client.utils import floatToGoString
 from portcullis import logs
 from portcullis.notifications import ANSWER_OUTCOMES
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
+from portcullis.subscriptions import OUTCOMES as SUBSCRIPTION_OUTCOMES
 
 CLIENT_REQUEST_KINDS = frozenset({"sampling", "elicitation_form", "elicitation_url", "roots"})
 
@@ -272,9 +276,12 @@ class GatewayMetrics:
         self.client_answers_total = counter("client_answers_total", "JSON-RPC responses POSTed by 2025-era callers: "
                                             "matched to a pushed request, or why dropped.", "outcome")
         self.completions_total = counter("completions_total", "completion/complete requests, by outcome.", "outcome")
+        self.subscription_notifications_total = counter(
+            "subscription_notifications_total", "Notifications to subscribed callers (list changes, resource "
+            "updates), by outcome (relayed or why dropped).", "outcome")
         self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
-                          self.completions_total,
+                          self.completions_total, self.subscription_notifications_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
                           self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
@@ -358,6 +365,10 @@ class GatewayMetrics:
     def client_answer(self, outcome: str) -> None:
         """One JSON-RPC response a caller POSTed (transport/push.py): matched, or why it was dropped."""
         self.client_answers_total.labels(outcome if outcome in ANSWER_OUTCOMES else "other").inc()
+
+    def subscription_notification(self, outcome: str) -> None:
+        """One notification to one subscriber: relayed, or why it was dropped (a closed set)."""
+        self.subscription_notifications_total.labels(outcome if outcome in SUBSCRIPTION_OUTCOMES else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

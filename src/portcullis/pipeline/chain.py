@@ -157,11 +157,11 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         # route: the manifest admitting the URI (prefix, then exact URI or template) or naming the
         # prompt; nothing else is ever forwarded.
         reads.make_route(r.surface),
-        # gate: before the pin check, so a caller that may never read it costs no upstream request,
-        # and gets the same answer as for an unknown resource or prompt.
+        # gate: before the pin check, so a caller that may never read it learns nothing of its pin
+        # state, and gets the same answer as for an unknown resource or prompt.
         reads.make_gate(r.engine, p.clock),
-        # pin_check: lists the kind from the service at use; a changed definition is quarantined now.
-        reads.make_pin_check(r.surface, p.upstreams),
+        # pin_check: the in-memory verdict of the background re-listing (O(1), no upstream request).
+        reads.make_pin_check(r.surface),
         # authorize: the native policy and the Rego modules (the tools/call input plus the read's resource or
         # prompt, docs/rego.md) on the URI or prompt arguments; a Rego error is a deny. require_approval is
         # refused (reads/no_approval_flow): approvals bind a tool call's arguments, and no read flow exists.
@@ -221,7 +221,7 @@ def build_completion_pipeline(parts: PipelineParts, reads_parts: ReadParts,
         # pin_check: the same check at use as a read or get; a changed definition is refused like unknown.
         # No authorize, limits, approve, risk or govern stages: a completion carries no value a rule decides
         # on and returns only suggestions (bounded and filtered); the get or read that uses them passes them.
-        reads.make_pin_check(r.surface, p.upstreams),
+        reads.make_pin_check(r.surface),
         # content: directly around the forwarder, so the caller and the log line only see filtered values.
         completion.make_content(p.content),
     )

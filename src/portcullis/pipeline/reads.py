@@ -44,7 +44,7 @@ from portcullis.pipeline.stages.audit import outcome_of
 from portcullis.pipeline.stages.content import THREAD_ABOVE_CHARS, OutputFilter
 from portcullis.pipeline.stages.forward import mrtr_keywords
 from portcullis.policy.engine import PolicyEngine
-from portcullis.surface import LIST_METHOD, SurfaceCatalog
+from portcullis.surface import SurfaceCatalog
 from portcullis.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("portcullis.calls")
@@ -134,14 +134,16 @@ def make_gate(engine: PolicyEngine, clock: Callable[[], float]) -> ReadStage:
     return gate
 
 
-def make_pin_check(catalog: SurfaceCatalog, upstreams: UpstreamRegistry) -> ReadStage:
-    """Lists the kind from the service and checks the pin on that answer: unpinned or quarantined is
-    refused like unknown (the operator sees the state in the log)."""
+def make_pin_check(catalog: SurfaceCatalog) -> ReadStage:
+    """The entry's in-memory pin verdict (O(1), no upstream request; kept current off the request path by
+    :class:`portcullis.surface_watch.SurfaceWatch`): unpinned, quarantined or unlisted is refused like
+    unknown (the operator sees the state in the log). While the service announced a list change not yet
+    re-checked, the read waits for that verdict (bounded), as a tool call does."""
     async def pin_check(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
-        entry = ctx.entry
-        conn = upstreams.get(entry.service).connection()
-        live = await getattr(conn, LIST_METHOD[entry.kind])()
-        if (state := catalog.check(entry, live)) != "serving":
+        state = catalog.verdict(ctx.entry)
+        if state == "verifying":
+            state = await catalog.settled_verdict(ctx.entry)
+        if state != "serving":
             ctx.record.read_refusal = state
             raise _refused(ctx)
         return await call_next(ctx)

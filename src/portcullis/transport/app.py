@@ -44,6 +44,7 @@ from portcullis.errors import (
     NotAcceptable,
     ParseError,
     PortcullisError,
+    SubscriptionLimit,
     UnknownSession,
     UnsupportedMediaType,
     UnsupportedVersion,
@@ -53,6 +54,14 @@ from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
 from portcullis.identity.principal import Principal
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
+from portcullis.subscriptions import (
+    ACKNOWLEDGED,
+    SUBSCRIPTION_ID_META,
+    StreamBusy,
+    SubscriptionHub,
+    listen_filter,
+    session_key,
+)
 from portcullis.transport.disconnect import SEND_FAILURES, Watch, run_watched, start_watch
 from portcullis.transport.http_guard import client_key
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
@@ -70,6 +79,7 @@ from portcullis.transport.protocol import (
 from portcullis.transport.push import PUSH, CallPush, PushRegistry
 from portcullis.transport.session_token import SessionSealer, capabilities_of, declared_kinds
 from portcullis.transport.streaming import SSE_HEADERS, LogLevels, accepts_sse, sse_event, sse_raw, wanted
+from portcullis.transport.subscription_stream import serve as serve_stream
 
 log = logging.getLogger("portcullis.transport")
 
@@ -83,6 +93,7 @@ _SINGLE_HEADERS = frozenset({"host", "origin", "content-type", "content-length",
 _MAX_CAPABILITIES_BYTES = 4096
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _NO_HEADERS: dict[str, str] = {}
+_SUBSCRIBE_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe"})
 
 
 class _Dispatched:
@@ -170,7 +181,7 @@ class GatewayApp:
                  attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
                  notification_counted: Callable[[str], None] | None = None,
                  watch_json_disconnect: bool = False, push: PushRegistry | None = None,
-                 log_levels: LogLevels | None = None) -> None:
+                 log_levels: LogLevels | None = None, subscriptions: SubscriptionHub | None = None) -> None:
         self._dispatcher = dispatcher
         self._sealer = sealer
         self._guard = guard
@@ -190,6 +201,7 @@ class GatewayApp:
         # also cancel a 2026-07-28 call answered as JSON when its caller goes away (docs/decisions.md)
         self._watch_json = watch_json_disconnect
         self._push = push or PushRegistry()  # client requests waiting for 2025-era callers' answers (push.py)
+        self._subscriptions = subscriptions  # GET streams and subscriptions/listen (transport/subscription_stream.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -211,6 +223,13 @@ class GatewayApp:
                 return
             if path != MCP_PATH:
                 raise _Answer(404, "Not Found")
+            if scope["method"] == "GET" and self._subscriptions is not None:
+                answer = await self._get_stream(headers, scope, receive, send)
+                if answer is None:
+                    return
+                status, extra, body = answer
+                await _send(send, status, extra, body)
+                return
             if scope["method"] != "POST":
                 raise MethodNotAllowed(detail=f"{scope['method'][:16]} on /mcp")
             answer = await self._post(headers, receive, scope, send)
@@ -276,13 +295,16 @@ class GatewayApp:
                     self._push.answer(value, session_id=headers.get("mcp-session-id"),
                                       principal_key=_principal_key(principal), size=len(body))
                 return 202, [], b""  # every response alike, matched or not (transport/push.py)
+            if modern and message.method == "subscriptions/listen" and self._subscriptions is not None:
+                await self._listen(req, receive, send, self._subscriptions)  # a refusal is an attempt record
+                return None
             if not modern and message.method == "initialize":
                 result = initialize_result(req.protocol_version)
             elif not modern and message.method == "logging/setLevel":  # the caller's own, never sent upstream
                 result = await self._levels.set(self._level_key(req), message.params,  # (gone from 2026-07-28: 404)
                                                 expires_at=self._sealer.open(headers["mcp-session-id"]).expires_at)
             else:
-                envelope = False
+                envelope = message.method in _SUBSCRIBE_METHODS  # no pipeline audits these: a refusal is an attempt
                 streamed = None
                 push = None if modern or not declared or message.method != "tools/call" else self._push.call(
                     session_id=headers.get("mcp-session-id"), principal_key=_principal_key(principal),
@@ -328,6 +350,44 @@ class GatewayApp:
         if push is None:
             return await self._dispatcher.dispatch(req)
         return await bridged(self._dispatcher.dispatch_result, req, push)
+
+    async def _get_stream(self, headers: dict[str, str], scope: Scope, receive: Receive,
+                          send: Send) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """A 2025-era session's GET stream (list changes and its resource updates); 2026-07-28 has none (405).
+        Only the session's own principal may open it, one at a time (a second gets 409)."""
+        hub = self._subscriptions
+        if hub is None or is_modern(headers.get("mcp-protocol-version")):
+            raise MethodNotAllowed(detail="GET on /mcp")
+        if not accepts_sse(headers.get("accept")):
+            raise NotAcceptable
+        principal = await self._authenticator.authenticate(headers, scope)
+        try:
+            session_id, _ = self._session(headers, principal)
+        except (MissingSession, UnknownSession) as exc:
+            wire = to_wire(exc)
+            self._attempt(exc, wire.status, scope, headers, principal)
+            return wire.status, _JSON, json.dumps(wire.body, separators=(",", ":")).encode()
+        try:
+            sub = hub.open_session_stream(session_key(session_id), principal)
+        except StreamBusy:
+            raise _Answer(409, "Conflict: a stream is already open for this session") from None
+        await serve_stream(hub, sub, receive, send)
+        return None
+
+    async def _listen(self, req: Request, receive: Receive, send: Send, hub: SubscriptionHub) -> None:
+        """``subscriptions/listen`` (2026-07-28): acknowledged with the honored filter, then the stream."""
+        if not accepts_sse(req.headers.get("accept")):
+            raise NotAcceptable
+        lists, uris = listen_filter(req.message.params)
+        request_id = req.message.id
+        try:
+            sub, honored = await hub.listen(req.principal, request_id, lists, uris)
+        except StreamBusy:
+            raise SubscriptionLimit(detail="too many open streams") from None
+        tag = {SUBSCRIPTION_ID_META: request_id}
+        ack = {"jsonrpc": "2.0", "method": ACKNOWLEDGED, "params": {"notifications": honored, "_meta": tag}}
+        last = {"jsonrpc": "2.0", "id": request_id, "result": {"resultType": "complete", "_meta": tag}}
+        await serve_stream(hub, sub, receive, send, first=(ack,), last=last)
 
     def _level_key(self, req: Request) -> str:
         return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
@@ -469,16 +529,21 @@ class GatewayApp:
             sealed = self._sealer.seal(negotiated, caps, _principal_key(principal))
             return (Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())],
                     declared_kinds(caps))
+        _, session = self._session(headers, principal)
+        # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
+        # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
+        caps = capabilities_of(session.declared)  # what the session declared: the kinds sealed in it
+        return Request(message, session.protocol_version, False, headers, principal, caps), [], session.declared
+
+    def _session(self, headers: dict[str, str], principal: Principal) -> tuple[str, Any]:
+        """The request's sealed 2025-era session (its id and contents), which must be ``principal``'s."""
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             raise MissingSession
         session = self._sealer.open(session_id)
         if session.principal_key != _principal_key(principal):  # a session is not a credential
             raise UnknownSession(detail="session belongs to another principal")
-        # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
-        # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
-        caps = capabilities_of(session.declared)  # what the session declared: the kinds sealed in it
-        return Request(message, session.protocol_version, False, headers, principal, caps), [], session.declared
+        return session_id, session
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")

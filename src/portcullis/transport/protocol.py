@@ -36,6 +36,7 @@ from portcullis.pipeline.completion import completion_context
 from portcullis.pipeline.context import CallContext, EncodedResult, Handler, ReadContext
 from portcullis.pipeline.reads import not_found, refused_like_unknown, unknown_prompt
 from portcullis.request_state import is_sealed_state
+from portcullis.subscriptions import SubscriptionHub, session_key
 from portcullis.transport.jsonrpc import Message
 
 MODERN_VERSIONS = ("2026-07-28",)
@@ -49,9 +50,10 @@ _SERVER_META = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
 _MODERN_TAIL = b"," + orjson.dumps({"resultType": "complete", "_meta": _SERVER_META})[1:]  # spliced before "}"
 _RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
 # logging: progress and log notifications of a call are relayed to its caller, logging/setLevel is per caller;
-# resources without subscribe, prompts, no list-change notifications: what is implemented (docs/mcp-surface.md)
-CAPABILITIES = {"tools": {"listChanged": False}, "logging": {}, "resources": {"listChanged": False},
-                "prompts": {"listChanged": False}, "completions": {}}  # completions: prompts and templates
+# list changes of the gateway's exposed view and resource subscriptions (portcullis.subscriptions); completions of
+# prompts and templates (docs/mcp-surface.md)
+CAPABILITIES = {"tools": {"listChanged": True}, "logging": {}, "resources": {"subscribe": True, "listChanged": True},
+                "prompts": {"listChanged": True}, "completions": {}}
 INSTRUCTIONS = ("Portcullis gateway: tools and prompts are namespaced by service, e.g. 'billing.get_invoice'; "
                 "resource URIs carry their service as a prefix, e.g. 'billing+invoice://terms'.")
 _SURFACE_LISTS = {"resources/list": ("resource", "resources"),
@@ -142,8 +144,9 @@ class Dispatcher:
 
     def __init__(self, catalog: Catalog, pipeline: Handler,
                  visible: Callable[[Principal], Collection[str]] | None = None,
-                 surface: SurfaceAccess | None = None) -> None:
+                 surface: SurfaceAccess | None = None, subscriptions: SubscriptionHub | None = None) -> None:
         self._catalog = catalog
+        self._subscriptions = subscriptions  # resources/subscribe and unsubscribe (2025-era sessions)
         self._pipeline = pipeline
         self._surface = surface  # resources and prompts; None: none are offered (empty lists)
         # the tools a caller may see: only those its policy could ever admit (default: none)
@@ -185,6 +188,15 @@ class Dispatcher:
                 result.update(ttlMs=0, cacheScope="private")
         elif method == "completion/complete":
             result = await self._complete(req)
+        elif method in ("resources/subscribe", "resources/unsubscribe") and not req.modern \
+                and self._subscriptions is not None:  # removed in 2026-07-28 (subscriptions/listen instead)
+            session = session_key(req.headers.get("mcp-session-id", ""))
+            uri = req.message.params.get("uri")
+            if method == "resources/subscribe":
+                await self._subscriptions.subscribe(session, req.principal, uri)
+            else:
+                await self._subscriptions.unsubscribe(session, req.principal, uri)
+            result = {}
         elif method == "ping" and not req.modern:  # removed in 2026-07-28
             result = {}
         elif method == "server/discover" and req.modern:

@@ -78,8 +78,11 @@ def _param_headers(schema: Mapping[str, Any]) -> dict[str, str]:
 
 class _RelayConnection:
     def __init__(self, pool: Http11Pool, *, max_result_depth: int = 64,
-                 on_tools_changed: Callable[[], None] | None = None) -> None:
+                 on_tools_changed: Callable[[], None] | None = None,
+                 listen: Callable[[str, anyio.CancelScope], Any] | None = None) -> None:
         self.server_version: str | None = None
+        self._listen = listen  # starts one resourceSubscriptions stream (the connector's task group)
+        self._listen_scopes: dict[str, anyio.CancelScope] = {}
         self._pool = pool
         self._max_depth = max_result_depth
         self._on_tools_changed = on_tools_changed
@@ -210,6 +213,19 @@ class _RelayConnection:
             return None
         return [t for t in result["tools"] if isinstance(t, dict)]
 
+    async def subscribe_resource(self, uri: str) -> None:
+        """Updates of ``uri``: a ``subscriptions/listen`` stream with ``resourceSubscriptions: [uri]``."""
+        if self._listen is None:
+            raise UpstreamFailed(detail="no listen stream available")
+        if uri not in self._listen_scopes:
+            scope = self._listen_scopes[uri] = anyio.CancelScope()
+            self._listen(uri, scope)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        scope = self._listen_scopes.pop(uri, None)
+        if scope is not None:
+            scope.cancel()
+
     async def wait_closed(self) -> None:
         await self._closed.wait()  # stateless: only a failed health ping ends a relay connection
 
@@ -330,10 +346,12 @@ def _sse_events(text: str) -> list[Any]:
 class HttpRelayConnector:
     """Opens a pooled relay to a 2026-07-28 HTTP service; raises :class:`NotModern` otherwise."""
 
-    def __init__(self, name: str, cfg: HttpService, *, on_tools_changed: Callable[[], None] | None = None) -> None:
+    def __init__(self, name: str, cfg: HttpService, *, on_tools_changed: Callable[[], None] | None = None,
+                 on_event: Callable[[str, Any], None] | None = None) -> None:
         self.name = name
         self._cfg = cfg
         self._on_tools_changed = on_tools_changed
+        self._on_event = on_event  # resource/prompt list changes and resource updates
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_RelayConnection]:
@@ -354,11 +372,22 @@ class HttpRelayConnector:
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
             connection.server_version = server_version(discovered.get("serverInfo"))
-            if self._on_tools_changed is None:
+            if self._on_tools_changed is None and self._on_event is None:
                 yield connection
                 return
             async with anyio.create_task_group() as tg:
-                tg.start_soon(listen_for_changes, self.name, self._cfg, self._on_tools_changed)
+                name, cfg, on_event = self.name, self._cfg, self._on_event
+
+                def listen(uri: str, scope: anyio.CancelScope) -> None:
+                    async def run() -> None:
+                        with scope:
+                            await listen_for_changes(name, cfg, lambda: None, on_event,
+                                                     notifications={"resourceSubscriptions": [uri]})
+                    tg.start_soon(run)
+
+                connection._listen = listen
+                tg.start_soon(listen_for_changes, self.name, self._cfg, self._on_tools_changed or (lambda: None),
+                              self._on_event)
                 try:
                     yield connection
                 finally:
@@ -367,19 +396,26 @@ class HttpRelayConnector:
             await pool.aclose()
 
 
-async def listen_for_changes(name: str, cfg: HttpService, changed: Callable[[], None]) -> None:
+async def listen_for_changes(name: str, cfg: HttpService, changed: Callable[[], None],
+                             on_event: Callable[[str, Any], None] | None = None, *,
+                             notifications: dict[str, Any] | None = None) -> None:
     """Keep a ``subscriptions/listen`` stream open and report each tool-list change (see the module
-    docstring). Events are read with a bounded buffer: a hostile stream cannot grow memory."""
+    docstring), and each resource/prompt list change or resource update to ``on_event``. Events are
+    read with a bounded buffer: a hostile stream cannot grow memory. ``notifications``: the filter
+    (default: the three list changes, or only tools when there is no ``on_event``)."""
+    if notifications is None:
+        notifications = {"toolsListChanged": True}
+        if on_event is not None:
+            notifications.update(resourcesListChanged=True, promptsListChanged=True)
     backoff = 1.0
     while True:
         try:
-            accepted = await _listen_once(cfg, changed)
+            accepted = await _listen_once(cfg, changed, on_event, notifications)
         except (httpx2.HTTPError, OSError, UpstreamFailed) as exc:
             accepted = None
-            log.info("tool-list change stream failed", extra={"fields": {"service": name,
-                                                                        "error": type(exc).__name__}})
+            log.info("change stream failed", extra={"fields": {"service": name, "error": type(exc).__name__}})
         if accepted is False:
-            log.info("service offers no tool-list change stream; checked at every health check",
+            log.info("service offers no change stream; checked at every health check",
                      extra={"fields": {"service": name}})
             return
         if accepted:  # it was open: changes may have been missed while it was down
@@ -389,10 +425,15 @@ async def listen_for_changes(name: str, cfg: HttpService, changed: Callable[[], 
         backoff = min(backoff * 2, 30.0)
 
 
-async def _listen_once(cfg: HttpService, changed: Callable[[], None]) -> bool | None:
+_EVENTS = frozenset({"notifications/resources/list_changed", "notifications/prompts/list_changed",
+                     "notifications/resources/updated"})
+
+
+async def _listen_once(cfg: HttpService, changed: Callable[[], None], on_event: Callable[[str, Any], None] | None,
+                       notifications: dict[str, Any]) -> bool | None:
     """One stream: False if the service refuses it, True if it was accepted and then ended."""
     body = {"jsonrpc": "2.0", "id": "portcullis-listen", "method": "subscriptions/listen",
-            "params": {"notifications": {"toolsListChanged": True}, "_meta": _META}}
+            "params": {"notifications": notifications, "_meta": _META}}
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json",
                "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"}
     timeout = httpx2.Timeout(cfg.connect_timeout_s, read=None)
@@ -415,6 +456,9 @@ async def _listen_once(cfg: HttpService, changed: Callable[[], None]) -> bool | 
                 method = message.get("method")
                 if method == TOOLS_CHANGED:
                     changed()
+                elif method in _EVENTS and on_event is not None:
+                    params = message.get("params")
+                    on_event(str(method), params if isinstance(params, dict) else {})
                 elif method == "notifications/subscriptions/acknowledged":
                     acknowledged = True
                 elif "error" in message and not acknowledged:

@@ -266,18 +266,21 @@ class UpstreamRegistry:
                     child_env: Callable[[str], Mapping[str, str]] | None = None,
                     gateway_keys: TokenMinter | None = None,
                     stderr_withhold_keys: Mapping[str, bytes] | None = None,
+                    on_event: Callable[[str, str, Any], None] | None = None,
                     **timing: float) -> UpstreamRegistry:
         """``stderr_withhold_keys``: service -> key, for services whose stderr lines must be logged
         without their text (:class:`~portcullis.upstream.stderr_relay.StderrRelay`)."""
         handles: dict[str, ServiceHandle] = {}
         for name, cfg in gateway.services.items():
             changed = functools.partial(_tools_changed, handles, name)  # the handle exists by the first call
+            # resource/prompt list changes and resource updates: (service, method, params)
+            event = functools.partial(on_event, name) if on_event is not None else None
             connectors: list[Connector] = []
             if isinstance(cfg, HttpService) and cfg.protocol == "auto":  # "legacy": the SDK client's session only
-                connectors.append(HttpRelayConnector(name, cfg, on_tools_changed=changed))
+                connectors.append(HttpRelayConnector(name, cfg, on_tools_changed=changed, on_event=event))
             extra = functools.partial(child_env, name) if child_env is not None else None
             connectors.append(SdkConnector(name, cfg, environ, extra_env=extra, gateway_keys=gateway_keys,
-                                           on_tools_changed=changed,
+                                           on_tools_changed=changed, on_event=event,
                                            stderr_withhold_key=(stderr_withhold_keys or {}).get(name)))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
             handles[name] = ServiceHandle(name, connectors, on_tools, on_change=on_change, **settings)

@@ -105,8 +105,11 @@ orphans = [0]  # log messages that arrived with no streaming call to attribute t
 class _SdkConnection:
     def __init__(self, client: Client, *, token_in_meta: bool, max_result_depth: int | None = None,
                  closed: anyio.Event | None = None, gateway_keys: TokenMinter | None = None,
-                 child_kids: frozenset[str] = frozenset(), in_flight: _InFlight | None = None) -> None:
+                 child_kids: frozenset[str] = frozenset(), in_flight: _InFlight | None = None,
+                 listens: Any = None) -> None:
         self._client = client
+        self._listens = listens  # a task group for 2026-07-28 resource subscription streams
+        self._listen_scopes: dict[str, anyio.CancelScope] = {}
         self._in_flight = in_flight or _InFlight()
         self.server_version = server_version(client.server_info)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
@@ -234,6 +237,36 @@ class _SdkConnection:
         self._accepted(offered)
         return self._depth_checked(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
+    async def subscribe_resource(self, uri: str) -> None:
+        """Updates of ``uri`` from now on (they reach the connector's message handler): ``resources/subscribe``
+        on a 2025-era session, a ``subscriptions/listen`` stream for it on a 2026-07-28 one."""
+        if self._client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await self._guard(self._client.session.subscribe_resource(uri), timeout_s=30)
+            return
+        if self._listens is None:
+            raise UpstreamFailed(detail="no listen stream available")
+        scope = anyio.CancelScope()
+        self._listen_scopes[uri] = scope
+        self._listens.start_soon(self._listen_one, uri, scope)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        if self._client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await self._guard(self._client.session.unsubscribe_resource(uri), timeout_s=30)
+            return
+        scope = self._listen_scopes.pop(uri, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _listen_one(self, uri: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                async with self._client.listen(resource_subscriptions=[uri]) as subscription:
+                    async for _ in subscription:  # each event also reaches the message handler
+                        pass
+            except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError,
+                    anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                log.info("resource subscription stream ended", extra={"fields": {"reason": type(exc).__name__}})
+
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         # `ping` is gone from 2026-07-28 and `server/discover` does not exist before it; a first
         # page of tools/list is valid in every era, cheap at health-check intervals, and when it is
@@ -293,8 +326,10 @@ class SdkConnector:
                  extra_env: Callable[[], Mapping[str, str]] | None = None,
                  gateway_keys: TokenMinter | None = None,
                  on_tools_changed: Callable[[], None] | None = None,
-                 stderr_withhold_key: bytes | None = None) -> None:
+                 stderr_withhold_key: bytes | None = None,
+                 on_event: Callable[[str, Any], None] | None = None) -> None:
         self.name = name
+        self._on_event = on_event  # resource/prompt list changes and resource updates (portcullis.upstream_events)
         self._cfg = cfg
         # set when the service serves data that may not reach logs: its stderr lines are logged value-free
         self._stderr_withhold_key = stderr_withhold_key
@@ -323,10 +358,12 @@ class SdkConnector:
             in_flight = _InFlight()
             async with Client(transport, cache=None, message_handler=self._on_message,
                               logging_callback=_log_relay(in_flight), mode=self._mode(),
-                              **self._relay(in_flight)) as client, self._listening(client):
+                              **self._relay(in_flight)) as client, self._listening(client), \
+                    anyio.create_task_group() as listens:
                 # the transport checks depth
                 yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
-                                     child_kids=spawn_kids, in_flight=in_flight)
+                                     child_kids=spawn_kids, in_flight=in_flight, listens=listens)
+                listens.cancel_scope.cancel()
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")
@@ -340,10 +377,12 @@ class SdkConnector:
             in_flight = _InFlight()
             async with Client(streams, cache=None, message_handler=self._on_message,
                               logging_callback=_log_relay(in_flight), mode=self._mode(),
-                              **self._relay(in_flight)) as client, self._listening(client):
+                              **self._relay(in_flight)) as client, self._listening(client), \
+                    anyio.create_task_group() as listens:
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
-                                     in_flight=in_flight)
+                                     in_flight=in_flight, listens=listens)
+                listens.cancel_scope.cancel()
 
     def _mode(self) -> Literal["auto", "legacy"]:
         """``protocol: legacy``: always the 2025-era handshake, a session the service can push requests on."""
@@ -357,12 +396,19 @@ class SdkConnector:
         """Every server notification, on either era: a tool-list change is reported before any await."""
         if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
             self._on_tools_changed()
+        elif self._on_event is not None and isinstance(message, types.ResourceListChangedNotification
+                                                       | types.PromptListChangedNotification
+                                                       | types.ResourceUpdatedNotification):
+            params = getattr(message, "params", None)
+            self._on_event(message.method, {"uri": str(params.uri)} if params is not None
+                           and hasattr(params, "uri") else {})
 
     @asynccontextmanager
     async def _listening(self, client: Client) -> AsyncIterator[None]:
         """On a 2026-07-28 connection, keep a ``subscriptions/listen`` stream for tool-list changes open
         (its events reach :meth:`_on_message` like a 2025-era push); older servers push unasked."""
-        if self._on_tools_changed is None or client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        if (self._on_tools_changed is None and self._on_event is None) \
+                or client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             yield
             return
         async with anyio.create_task_group() as tg:
@@ -374,7 +420,8 @@ class SdkConnector:
 
     async def _listen(self, client: Client) -> None:
         try:
-            async with client.listen(tools_list_changed=True) as subscription:
+            async with client.listen(tools_list_changed=True, resources_list_changed=self._on_event is not None,
+                                     prompts_list_changed=self._on_event is not None) as subscription:
                 if not subscription.honored.tools_list_changed:
                     log.info("service does not announce tool-list changes; checked at every health check",
                              extra={"fields": {"service": self.name}})

@@ -36,6 +36,9 @@ class FakeSurface:
         self.completer: Callable[[Mapping[str, str], Mapping[str, str], Mapping[str, str] | None],
                                  dict[str, Any]] | None = None
         self.completions: list[tuple[dict[str, str], dict[str, str], dict[str, str] | None]] = []
+        self.subscribed: list[str] = []  # upstream URIs the gateway subscribed to (in order, without repeats)
+        self.subscribe_calls: list[tuple[str, str]] = []  # ("subscribe" | "unsubscribe", uri), every call
+        self.fail_subscribe = False
 
 
 class FakeConnection:
@@ -114,6 +117,18 @@ class FakeConnection:
             raise UpstreamFailed(detail="upstream JSON-RPC error -32601")
         return self.surface.completer(ref, argument, context_arguments)
 
+    async def subscribe_resource(self, uri: str) -> None:
+        self.surface.subscribe_calls.append(("subscribe", uri))
+        if self.surface.fail_subscribe:
+            raise UpstreamFailed(detail="upstream JSON-RPC error -32601")
+        if uri not in self.surface.subscribed:
+            self.surface.subscribed.append(uri)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        self.surface.subscribe_calls.append(("unsubscribe", uri))
+        if uri in self.surface.subscribed:
+            self.surface.subscribed.remove(uri)
+
     async def ping(self, *, timeout_s: float) -> list[dict[str, Any]] | None:
         if self._closed.is_set():
             raise UpstreamUnavailable(detail="fake connection closed")
@@ -130,11 +145,14 @@ class FakeConnection:
 class FakeConnector:
     """Serves ``tools`` (the list itself: change it in place to change what is listed) through ``handlers``.
 
-    :meth:`announce_change` plays a ``notifications/tools/list_changed`` from the service."""
+    :meth:`announce_change` plays a ``notifications/tools/list_changed`` from the service; :meth:`announce`
+    any other notification (``on_event(method, params)``, as the real connectors report them)."""
 
     def __init__(self, name: str, tools: list[dict[str, Any]], handlers: Mapping[str, ToolFn], *,
-                 on_tools_changed: Callable[[], None] | None = None) -> None:
+                 on_tools_changed: Callable[[], None] | None = None,
+                 on_event: Callable[[str, Any], None] | None = None) -> None:
         self.name = name
+        self.on_event = on_event
         self.tools = tools
         self._handlers = handlers
         self.on_tools_changed = on_tools_changed
@@ -146,6 +164,10 @@ class FakeConnector:
     def announce_change(self) -> None:
         if self.on_tools_changed is not None:
             self.on_tools_changed()
+
+    def announce(self, method: str, params: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(method, params)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[FakeConnection]:
