@@ -306,15 +306,15 @@ class GatewayApp:
             else:
                 envelope = message.method in _SUBSCRIBE_METHODS  # no pipeline audits these: a refusal is an attempt
                 streamed = None
-                push = None if modern or not declared or message.method != "tools/call" else self._push.call(
+                push = None if modern or message.method != "tools/call" else self._push.call(
                     session_id=headers.get("mcp-session-id"), principal_key=_principal_key(principal),
-                    declared=declared)  # a 2025-era caller that declared a client kind may be asked on its stream
+                    declared=declared)  # records the call's client requests; asks the caller only if it declared one
                 bound = PUSH.set(push) if push is not None else None
                 try:
                     if message.method == "tools/call" and accepts_sse(headers.get("accept")):
                         stored = None if modern else await self._levels.get(self._level_key(req))
                         token, level = wanted(message.params, modern=modern, stored=stored)
-                        if token is not None or level is not None or push is not None:
+                        if token is not None or level is not None or (push is not None and declared):
                             streamed = await self._streamed(req, send, extra, token, level, receive, push)
                             if streamed is None:
                                 return None
