@@ -39,6 +39,10 @@ _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 OUTCOMES = frozenset({"relayed", "after_end", "unsupported", "malformed", "no_token", "below_level", "too_large",
                       "too_many", "too_many_bytes", "no_filter", "withheld", "split_secret", "backpressure",
                       "unattributed"})
+#: outcomes of a caller's JSON-RPC response to a client request pushed on its call's stream
+#: (:mod:`portcullis.transport.push`; here so that the metrics need no transport import)
+ANSWER_OUTCOMES = frozenset({"matched", "unknown", "foreign_session", "foreign_principal", "duplicate", "late",
+                             "too_large", "malformed", "caller_error"})
 _TAIL_CHARS = 512  # how much of the call's earlier notification text a new one is scanned against
 _TAIL_PARTS = 16
 

@@ -86,8 +86,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
+from portcullis.notifications import ANSWER_OUTCOMES
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
-from portcullis.transport.push import ANSWER_OUTCOMES
 
 CLIENT_REQUEST_KINDS = frozenset({"sampling", "elicitation_form", "elicitation_url", "roots"})
 

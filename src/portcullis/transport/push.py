@@ -45,11 +45,9 @@ from typing import Any
 
 import anyio
 
+from portcullis.notifications import ANSWER_OUTCOMES as ANSWER_OUTCOMES  # the metric's closed label set
 from portcullis.transport.push_answers import MalformedAnswer, checked_answer
 
-#: outcomes of one POSTed response (the metric's closed label set)
-ANSWER_OUTCOMES = frozenset({"matched", "unknown", "foreign_session", "foreign_principal", "duplicate", "late",
-                             "too_large", "malformed", "caller_error"})
 #: why a client request was not answered by the caller (the push channel's part of the refusal reasons)
 PUSH_REFUSALS = frozenset({"no_stream", "call_ended", "too_many_pending", "too_many_requests", "busy",
                            "backpressure", "timeout", "answer_too_large", "answer_malformed", "caller_error"})
