@@ -45,6 +45,7 @@ from typing import Any
 
 import anyio
 
+from portcullis.notifications import ANSWER_OUTCOMES as ANSWER_OUTCOMES  # the metric's closed label set
 from portcullis.transport.push_answers import MalformedAnswer, checked_answer
 
 #: why a client request was not answered by the caller (the push channel's part of the refusal reasons)
