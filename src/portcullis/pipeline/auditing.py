@@ -35,6 +35,7 @@ from portcullis.governance.sinks import arguments_in_clear
 from portcullis.notifications import CURRENT
 from portcullis.pipeline.context import CallContext, ReadContext
 from portcullis.pipeline.hooks import Hooks
+from portcullis.transport.push import PUSH
 
 log = logging.getLogger("portcullis.audit")
 MAX_NAME_CHARS = 128
@@ -136,6 +137,13 @@ class CallAuditor:
             fields["content"] = {**report, "notifications": stream.summary()}
         if ctx.record.governance:  # what data governance did: {"taint": cause, "withheld": reason}
             fields["governance"] = dict(ctx.record.governance)
+        push = PUSH.get()
+        if push is not None and (push.records or push.unrecorded):  # client requests: kind and outcome, no content
+            taken, unrecorded = push.take_records()
+            fields["client_requests"] = [{**entry, "service": entry["service"] or route.service,
+                                          "tool": route.exposed_name} for entry in taken]
+            if unrecorded:
+                fields["client_requests_unrecorded"] = unrecorded
         if ctx.record.client_input is not None:  # MRTR: round, kinds and keys relayed or refused, never values
             fields["client_input"] = ctx.record.client_input
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
