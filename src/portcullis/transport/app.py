@@ -308,13 +308,13 @@ class GatewayApp:
                 streamed = None
                 push = None if modern or message.method != "tools/call" else self._push.call(
                     session_id=headers.get("mcp-session-id"), principal_key=_principal_key(principal),
-                    declared=declared)  # records the call's client requests; asks the caller only if it declared one
+                    declared=declared)  # a 2025-era caller may be asked client requests on its call's stream
                 bound = PUSH.set(push) if push is not None else None
                 try:
                     if message.method == "tools/call" and accepts_sse(headers.get("accept")):
                         stored = None if modern else await self._levels.get(self._level_key(req))
                         token, level = wanted(message.params, modern=modern, stored=stored)
-                        if token is not None or level is not None or (push is not None and declared):
+                        if token is not None or level is not None or push is not None:
                             streamed = await self._streamed(req, send, extra, token, level, receive, push)
                             if streamed is None:
                                 return None

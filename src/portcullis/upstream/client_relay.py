@@ -100,10 +100,10 @@ class ClientRelay:
                                                                  "reason": reason}})
             return _refused()
         try:
-            screened = screen(request, allowed=self._allowed, declared=capabilities_of(push.declared),
-                              policy=push.policy)  # first: the precise reason (not allowed, not declared)
             if push.deliver is None:
                 raise PushRefused("no_stream")
+            screened = screen(request, allowed=self._allowed, declared=capabilities_of(push.declared),
+                              policy=push.policy)
             answer = await push.request(screened["method"], screened["params"])
             result = _RESULTS[method].model_validate(answer)
         except (ClientRequestRefused, PushRefused) as exc:
