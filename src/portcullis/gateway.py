@@ -78,7 +78,7 @@ from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
 from portcullis.subscriptions import SubscriptionBounds, SubscriptionHub
 from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
-from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver
+from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver, make_settler
 from portcullis.surface_watch import SurfaceWatch
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
@@ -378,7 +378,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     hub = SubscriptionHub(make_resolver(surface_catalog, surface_engine, clock), RegistrySubscriptions(upstreams),
                           principal_key, bounds=SubscriptionBounds(session_idle_s=float(cfg.sessions.ttl_s)),
                           counted=metrics.subscription_notification
-                          if cfg.observability.metrics.enabled else None)
+                          if cfg.observability.metrics.enabled else None, settle=make_settler(surface_catalog))
     surface_watch.on_view_changed = hub.list_changed
     surface_watch.on_connected = hub.resubscribe
     view_changed.append(hub.list_changed)

@@ -35,7 +35,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,8 +159,11 @@ class SubscriptionHub:
     def __init__(self, resolve: Resolver, upstream: UpstreamSubscriptions, key_of: Callable[[Principal], str], *,
                  bounds: SubscriptionBounds = SubscriptionBounds(), counted: Callable[[str], None] | None = None,
                  audit: Callable[[str, Mapping[str, Any]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 settle: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._resolve, self._upstream, self.bounds, self._key_of = resolve, upstream, bounds, key_of
+        # wait (bounded) for a pin verdict still being checked before admitting a URI, as a read does
+        self._settle = settle
         self._counted, self._audit, self._clock = counted, audit, clock
         self._sessions: dict[str, Subscriber] = {}
         self._listeners: set[Subscriber] = set()
@@ -199,6 +202,7 @@ class SubscriptionHub:
         """``resources/subscribe`` on a session: refused like an unknown resource when not readable."""
         await self.sweep()
         who = self._key_of(principal)
+        await self._settled(uri)
         target = self._readable(uri, principal)
         sub = self._sessions.get(session)
         if sub is None:
@@ -243,6 +247,8 @@ class SubscriptionHub:
         refused like an unknown resource (the whole request: the caller learns nothing per URI)."""
         await self.sweep()
         who = self._key_of(principal)
+        for uri in uris:
+            await self._settled(uri)
         targets = [(uri, self._readable(uri, principal)) for uri in uris]
         if len(targets) > self.bounds.per_session:
             raise SubscriptionLimit(detail="too many resource subscriptions on one stream")
@@ -317,6 +323,10 @@ class SubscriptionHub:
                 self._offer(sub, UPDATED, {"uri": uri})
 
     # ------------------------------------------------------------------ internals
+
+    async def _settled(self, uri: Any) -> None:
+        if self._settle is not None and isinstance(uri, str) and 0 < len(uri) <= MAX_URI_CHARS:
+            await self._settle(uri)
 
     def _readable(self, uri: Any, principal: Principal) -> tuple[str, str]:
         if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:

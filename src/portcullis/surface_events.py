@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from portcullis.errors import UpstreamFailed
 from portcullis.identity.principal import Principal
+from portcullis.pipeline.read_checks import resource_extra
 from portcullis.policy.engine import PolicyEngine
 from portcullis.subscriptions import UPDATED, SubscriptionHub
 from portcullis.surface import SurfaceCatalog
@@ -41,11 +42,23 @@ def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine,
             return None
         if catalog.verdict(entry) != "serving":
             return None
-        if engine.decide(entry.exposed, principal, {"uri": upstream_uri}, now=now).effect != "allow":
+        if engine.decide(entry.exposed, principal, {"uri": upstream_uri}, now=now, method="resources/read",
+                         extra=resource_extra(entry, uri, upstream_uri)).effect != "allow":
             return None
         return entry.service, upstream_uri
 
     return resolve
+
+
+def make_settler(catalog: SurfaceCatalog) -> Callable[[str], Awaitable[None]]:
+    """Wait (bounded) until the pin verdict of the entry admitting a URI is checked, as a read does: a
+    subscribe right after the gateway connected is not refused for a re-listing still under way."""
+    async def settle(uri: str) -> None:
+        found = catalog.resolve_uri(uri)
+        if found is not None:
+            await catalog.settled_verdict(found[0])
+
+    return settle
 
 
 class RegistrySubscriptions:

@@ -168,6 +168,7 @@ async def test_a_quarantined_prompt_is_not_completed(tmp_path: Path) -> None:
     async with surface_gateway(tmp_path) as gw:
         gw.connector.surface.completer = _answer(["x"])
         gw.connector.surface.prompts[0] = {**gw.connector.surface.prompts[0], "description": "changed"}
+        await gw.watch.refresh("billing")  # the background re-listing quarantines it (the surface watch)
         _, error = await gw.request("completion/complete", _complete(PROMPT_REF), STAFF)
         assert error is not None and b"Unknown prompt" in error
         assert gw.connector.current is not None and gw.connector.current.surface.completions == []

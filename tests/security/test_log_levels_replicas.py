@@ -44,6 +44,8 @@ class LoggingDispatcher:
                 stream.offer(MESSAGE, {"level": level, "data": f"at {level}"})
         return {"content": [{"type": "text", "text": "done"}]}
 
+    dispatch_result = dispatch  # what a 2025-era tools/call is dispatched with (it never answers input_required)
+
 
 def replica(tmp_path: Path, store: StateStore, name: str) -> GatewayApp:
     auth = Authenticator(verifier=None, claim_map=ClaimMap(), required_scopes=(),

@@ -27,6 +27,7 @@ from portcullis.state.interface import StateStore
 
 if TYPE_CHECKING:  # reads.py imports this module: the types only, so there is no import cycle
     from portcullis.pipeline.reads import ReadHandler, ReadResult, ReadStage
+    from portcullis.surface import SurfaceEntry
 
 
 def limit_name(entry: Any) -> str:
@@ -42,14 +43,22 @@ def rego_extra(ctx: ReadContext) -> dict[str, Any]:
     says of it. ``input.tool`` holds the manifest's facts as for a tool (``upstream_name`` is the upstream
     URI, URI template or prompt name) and ``input.arguments`` what the native rules see."""
     entry = ctx.entry
-    manifest = entry.loaded.manifest
-    common = {"kind": entry.kind, "service": entry.service, "manifest": manifest.name, "owner": manifest.owner,
-              "classification": {"input": str(manifest.classification.input),
-                                 "output": str(manifest.classification.output)}}
     if ctx.method == "resources/read":
-        return {"resource": {"uri": ctx.target, "upstream_uri": ctx.upstream_target,
-                             "template": entry.exposed if entry.kind == "template" else None, **common}}
-    return {"prompt": {"name": entry.exposed, "upstream_name": entry.upstream, **common}}
+        return resource_extra(entry, ctx.target, ctx.upstream_target)
+    return {"prompt": {"name": entry.exposed, "upstream_name": entry.upstream, **_common(entry)}}
+
+
+def resource_extra(entry: SurfaceEntry, uri: str, upstream_uri: str) -> dict[str, Any]:
+    """``input.resource`` of a read of ``uri`` (also what a subscription to it is decided on)."""
+    return {"resource": {"uri": uri, "upstream_uri": upstream_uri,
+                         "template": entry.exposed if entry.kind == "template" else None, **_common(entry)}}
+
+
+def _common(entry: SurfaceEntry) -> dict[str, Any]:
+    manifest = entry.loaded.manifest
+    return {"kind": entry.kind, "service": entry.service, "manifest": manifest.name, "owner": manifest.owner,
+            "classification": {"input": str(manifest.classification.input),
+                               "output": str(manifest.classification.output)}}
 
 
 def make_limits(rules: Sequence[LimitRule], store: StateStore, clock: Callable[[], float], hooks: Hooks,
