@@ -1,0 +1,328 @@
+"""The file kit: reads, writes and listings confined to one directory, with no way out through a link.
+
+A :class:`FileKit` holds an open descriptor of its root and answers every request in numbered steps:
+
+1. The caller's path is judged as text by :func:`portcullis.policy.paths.canonical_segments` — the
+   same function behind the gateway's ``within_root`` policy — so encodings, absolute paths,
+   ``~``, drive letters, NUL and lookalike characters are refused before any system call.
+2. The canonical segments must pass :class:`FileRules`: an allow-list of glob patterns for reads
+   and one for writes (writes are refused unless allowed), and a deny-list that wins over both.
+3. The file is opened *relative to the root's descriptor* without following a link at any
+   component: ``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS``
+   where the kernel has it, else a component-by-component ``O_NOFOLLOW`` walk
+   (:mod:`portcullis.kits._openat`). No path is ever resolved to a string and then opened, so a
+   link swapped in between a check and the use is refused, never followed.
+4. What was opened is judged by its descriptor (``fstat``): reads take only regular files with a
+   single link (a hard link to a file outside the root looks like any other file, so a file with
+   ``st_nlink > 1`` is refused) within the size limit, opened with ``O_NONBLOCK`` so that a FIFO or
+   device cannot hang the call.
+5. Writes create a fresh temporary file (``O_CREAT | O_EXCL | O_NOFOLLOW``) in the parent's
+   descriptor and ``rename`` it into place: the target is replaced atomically and never written
+   through, even if it was swapped for a link after the check.
+
+Every failure is a :class:`FileKitError` with a reason from a closed set and a fixed short message
+that never names the root or echoes the caller's path::
+
+    FileKitError          reason: one of REASONS
+    ├── FileRefused       the request itself is refused (path, rules, link, kind, size, exists, text)
+    └── FileUnavailable   the file system cannot serve it (missing, permission, root, I/O)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, get_args
+
+from portcullis.kits import _globs
+from portcullis.kits._openat import Resolver, best_resolver, open_beneath, openat2_available, walk_supported
+from portcullis.policy.paths import PathRefused, canonical_segments
+
+Reason = Literal["bad_path", "not_allowed", "link", "hard_link", "not_regular", "not_directory", "too_large",
+                 "exists", "not_text", "not_found", "permission", "unavailable", "io"]
+REASONS: frozenset[str] = frozenset(get_args(Reason))
+_MESSAGES: dict[str, str] = {
+    "bad_path": "invalid path", "not_allowed": "path not allowed", "link": "symbolic links are not allowed",
+    "hard_link": "hard-linked files are not allowed", "not_regular": "not a regular file",
+    "not_directory": "not a directory", "too_large": "file too large", "exists": "file already exists",
+    "not_text": "file is not valid UTF-8 text", "not_found": "not found", "permission": "permission denied",
+    "unavailable": "file root unavailable", "io": "cannot open path"}
+# The canonicaliser's reasons worded for a caller (a closed set, so still fixed strings).
+_PATH_MESSAGES = {"empty": "path must not be empty", "too long": "path too long",
+                  "absolute": "absolute paths are not allowed", "home-relative": "home-relative paths are not allowed",
+                  "outside the root": "path outside the allowed root"}
+_REFUSED = frozenset({"bad_path", "not_allowed", "link", "hard_link", "not_regular", "not_directory", "too_large",
+                      "exists", "not_text"})
+_ERRNO: dict[int, Reason] = {errno.ELOOP: "link", errno.EXDEV: "link", errno.EMLINK: "link",
+                             errno.ENOENT: "not_found", errno.ENOTDIR: "not_directory", errno.EISDIR: "not_regular",
+                             errno.ENXIO: "not_regular", errno.EOPNOTSUPP: "not_regular", errno.EACCES: "permission",
+                             errno.EPERM: "permission", errno.ENAMETOOLONG: "bad_path", errno.EEXIST: "exists"}
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | _CLOEXEC
+_TEMP_PREFIX = ".portcullis-"
+MAX_SCAN = 100_000  # directory entries looked at per listing, however many there are
+
+
+class FileKitError(Exception):
+    """A refused or failed file request; ``reason`` is one of :data:`REASONS`, the message is fixed."""
+
+    def __init__(self, reason: Reason, message: str | None = None) -> None:
+        super().__init__(message or _MESSAGES[reason])
+        self.reason: Reason = reason
+
+
+class FileRefused(FileKitError):
+    """The request itself is refused: its path, the rules, a link, the file's kind or size."""
+
+
+class FileUnavailable(FileKitError):
+    """The file system cannot serve the request: missing, not permitted, root or kernel unavailable."""
+
+
+def _error(reason: Reason, message: str | None = None) -> FileKitError:
+    return (FileRefused if reason in _REFUSED else FileUnavailable)(reason, message)
+
+
+def _os_error(exc: OSError) -> FileKitError:
+    return _error(_ERRNO.get(exc.errno or 0, "io"))
+
+
+@dataclass(frozen=True)
+class FileRules:
+    """What a kit may touch. Patterns are globs over the canonical relative path (see :mod:`._globs`)."""
+
+    read: tuple[str, ...] = ("**",)
+    write: tuple[str, ...] = ()  # no writes unless allowed
+    deny: tuple[str, ...] = ()  # wins over read and write; also hides what it matches from listings
+    max_read_bytes: int = 1024 * 1024
+    max_write_bytes: int = 1024 * 1024
+    max_entries: int = 1000
+    file_mode: int = 0o640  # of written files, before the umask
+    _compiled: tuple[tuple[tuple[str, ...], ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if min(self.max_read_bytes, self.max_write_bytes, self.max_entries) < 1:
+            raise ValueError("file kit limits must be positive")
+        if not 0 <= self.file_mode <= 0o777:
+            raise ValueError("file_mode is a permission mode (0 to 0o777)")
+        compiled = tuple(tuple(_globs.check_pattern(p) for p in group) for group in (self.read, self.write, self.deny))
+        object.__setattr__(self, "_compiled", compiled)
+
+    def may_read(self, segments: tuple[str, ...]) -> bool:
+        """True if the rules let a file at ``segments`` be read."""
+        read, _, deny = self._compiled
+        return not _globs.denied(deny, segments) and _globs.matches_any(read, segments)
+
+    def may_list(self, segments: tuple[str, ...]) -> bool:
+        """True if the directory at ``segments`` is readable or on the way to something readable."""
+        read, _, deny = self._compiled
+        return not _globs.denied(deny, segments) and _globs.leads_to_any(read, segments)
+
+    def may_write(self, segments: tuple[str, ...]) -> bool:
+        """True if the rules let a file at ``segments`` be written."""
+        _, write, deny = self._compiled
+        return not _globs.denied(deny, segments) and _globs.matches_any(write, segments)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a listing: a regular file (with its size) or a directory. Links are never listed."""
+
+    name: str
+    kind: Literal["file", "dir"]
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A directory's visible entries sorted by name, at most ``max_entries`` of them."""
+
+    path: str
+    entries: tuple[Entry, ...]
+    truncated: bool
+
+
+def canonical(path: object) -> tuple[str, ...]:
+    """The canonical segments of a caller's ``path``, or a :class:`FileRefused` with a fixed message."""
+    try:
+        return canonical_segments(path)
+    except PathRefused as refused:
+        raise _error("bad_path", _PATH_MESSAGES.get(refused.reason)) from None
+
+
+class FileKit:
+    """Root-confined file access. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, root: str | os.PathLike[str], rules: FileRules | None = None, *,
+                 resolver: Literal["auto", "openat2", "walk"] = "auto") -> None:
+        """Open ``root`` (the operator's path: it may itself be reached through links); refuse if no resolver fits."""
+        chosen: Resolver | None
+        if resolver == "auto":
+            chosen = best_resolver()
+        elif resolver == "openat2":
+            chosen = "openat2" if openat2_available() else None
+        else:
+            chosen = "walk" if walk_supported() else None
+        if chosen is None:
+            raise _error("unavailable")
+        self.rules = rules or FileRules()
+        self.resolver: Resolver = chosen
+        try:
+            self._root = os.open(root, _DIR_FLAGS | _CLOEXEC)
+        except (OSError, ValueError):
+            raise _error("unavailable") from None
+
+    def __enter__(self) -> FileKit:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the root's descriptor (idempotent)."""
+        if self._root >= 0:
+            os.close(self._root)
+            self._root = -1
+
+    def _open(self, segments: tuple[str, ...], flags: int) -> int:
+        if self._root < 0:
+            raise _error("unavailable")
+        try:
+            return open_beneath(self._root, segments, flags, self.resolver)
+        except OSError as exc:
+            raise _os_error(exc) from None
+
+    def read_bytes(self, path: str) -> bytes:
+        """The bytes of the regular file at ``path`` (at most ``rules.max_read_bytes``)."""
+        segments = canonical(path)
+        if not segments:
+            raise _error("not_regular")
+        if not self.rules.may_read(segments):
+            raise _error("not_allowed")
+        limit = self.rules.max_read_bytes
+        fd = self._open(segments, _READ_FLAGS)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _error("not_regular")
+            if info.st_nlink > 1:
+                raise _error("hard_link")
+            if info.st_size > limit:
+                raise _error("too_large")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= limit and (chunk := os.read(fd, min(limit + 1 - size, 1 << 20))):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        finally:
+            os.close(fd)
+        if size > limit:  # the file grew after fstat
+            raise _error("too_large")
+        return b"".join(chunks)
+
+    def read_text(self, path: str) -> str:
+        """The UTF-8 text of the regular file at ``path``."""
+        try:
+            return self.read_bytes(path).decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise _error("not_text") from None
+
+    def list_dir(self, path: str = ".") -> Listing:
+        """The directory at ``path``: the regular files and directories the rules let a caller see."""
+        segments = canonical(path)
+        if not self.rules.may_list(segments):
+            raise _error("not_allowed")
+        entries: list[Entry] = []
+        fd = self._open(segments, _DIR_FLAGS)
+        try:
+            with os.scandir(fd) as scan:
+                for seen, item in enumerate(scan):
+                    if seen >= MAX_SCAN:
+                        break
+                    entry = self._entry(segments, item)
+                    if entry is not None:
+                        entries.append(entry)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        finally:
+            os.close(fd)
+        entries.sort(key=lambda e: e.name)
+        limit = self.rules.max_entries
+        return Listing("/".join(segments) or ".", tuple(entries[:limit]), len(entries) > limit)
+
+    def _entry(self, parent: tuple[str, ...], item: os.DirEntry[str]) -> Entry | None:
+        name = item.name
+        try:
+            if name.startswith(_TEMP_PREFIX) or canonical_segments(name) != (name,) or item.is_symlink():
+                return None
+            child = (*parent, name)
+            if item.is_dir(follow_symlinks=False):
+                return Entry(name, "dir", None) if self.rules.may_list(child) else None
+            info = item.stat(follow_symlinks=False)
+        except (OSError, PathRefused):
+            return None
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and self.rules.may_read(child):
+            return Entry(name, "file", info.st_size)
+        return None
+
+    def write_bytes(self, path: str, data: bytes, *, replace: bool = True) -> str:
+        """Write ``data`` to ``path`` atomically (never through a link); the canonical path written."""
+        segments = canonical(path)
+        if not segments:
+            raise _error("not_regular")
+        if not self.rules.may_write(segments):
+            raise _error("not_allowed")
+        if len(data) > self.rules.max_write_bytes:
+            raise _error("too_large")
+        parent = self._open(segments[:-1], _DIR_FLAGS)
+        try:
+            _write_in(parent, segments[-1], data, replace, self.rules.file_mode)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        finally:
+            os.close(parent)
+        return "/".join(segments)
+
+    def write_text(self, path: str, text: str, *, replace: bool = True) -> str:
+        """Write ``text`` as UTF-8 to ``path`` atomically; the canonical path written."""
+        return self.write_bytes(path, text.encode("utf-8"), replace=replace)
+
+
+def _write_in(parent: int, name: str, data: bytes, replace: bool, mode: int) -> None:
+    """Create a temporary file in ``parent``, fill it, and rename it to ``name`` (``link`` if not replacing)."""
+    with contextlib.suppress(FileNotFoundError):
+        existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(existing.st_mode):
+            raise _error("link")
+        if not stat.S_ISREG(existing.st_mode):
+            raise _error("not_regular")
+        if not replace:
+            raise _error("exists")
+    temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp, _CREATE_FLAGS, mode, dir_fd=parent)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:  # rename replaces the name itself: whatever it was (even a link swapped in), it is not written
+            os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        else:  # link fails with EEXIST if the name appeared meanwhile
+            os.link(temp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+        os.fsync(parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=parent)
