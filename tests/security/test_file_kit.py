@@ -211,12 +211,12 @@ def test_rules_refuse_before_the_file_system(root: Path, resolver: str) -> None:
 def test_the_kit_fails_closed_without_a_root(tmp_path: Path, resolver: str) -> None:
     """A missing root, a file as root and a closed kit are 'file root unavailable', never a fallback."""
     for bad in (tmp_path / "missing", Path(__file__)):
-        with pytest.raises(FileUnavailable, match="^file root unavailable$"):
+        with pytest.raises(FileUnavailable, match=r"^file root unavailable$"):
             FileKit(bad, resolver=resolver)  # type: ignore[arg-type]
     kit = FileKit(tmp_path, resolver=resolver)  # type: ignore[arg-type]
     kit.close()
     kit.close()
-    with pytest.raises(FileUnavailable, match="^file root unavailable$"):
+    with pytest.raises(FileUnavailable, match=r"^file root unavailable$"):
         kit.read_bytes("x")
 
 
