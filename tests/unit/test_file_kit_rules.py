@@ -94,5 +94,5 @@ def test_writes_are_refused_unless_allowed_and_limits_must_be_positive() -> None
     assert not FileRules().may_write(("a.txt",))
     assert FileRules().may_read(("a.txt",))
     for bad in ({"max_read_bytes": 0}, {"max_write_bytes": -1}, {"max_entries": 0}, {"file_mode": 0o4755}):
-        with pytest.raises(ValueError, match="positive|mode"):
+        with pytest.raises(ValueError, match=r"positive|mode"):
             FileRules(**bad)  # type: ignore[arg-type]
