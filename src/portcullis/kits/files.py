@@ -20,78 +20,43 @@ A :class:`FileKit` holds an open descriptor of its root and answers every reques
    descriptor and ``rename`` it into place: the target is replaced atomically and never written
    through, even if it was swapped for a link after the check.
 
-Every failure is a :class:`FileKitError` with a reason from a closed set and a fixed short message
-that never names the root or echoes the caller's path::
-
-    FileKitError          reason: one of REASONS
-    ├── FileRefused       the request itself is refused (path, rules, link, kind, size, exists, text)
-    └── FileUnavailable   the file system cannot serve it (missing, permission, root, I/O)
+Every failure is a :class:`FileKitError` (:mod:`._file_errors`) with a reason from a closed set and
+a fixed short message that never names the root or echoes the caller's path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import stat
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, get_args
+from typing import Literal
 
 from portcullis.kits import _globs
+from portcullis.kits._file_errors import (
+    REASONS,
+    FileKitError,
+    FileRefused,
+    FileUnavailable,
+    Reason,
+    error,
+    os_error,
+    path_error,
+)
 from portcullis.kits._openat import Resolver, best_resolver, open_beneath, openat2_available, walk_supported
 from portcullis.policy.paths import PathRefused, canonical_segments
 
-Reason = Literal["bad_path", "not_allowed", "link", "hard_link", "not_regular", "not_directory", "too_large",
-                 "exists", "not_text", "not_found", "permission", "unavailable", "io"]
-REASONS: frozenset[str] = frozenset(get_args(Reason))
-_MESSAGES: dict[str, str] = {
-    "bad_path": "invalid path", "not_allowed": "path not allowed", "link": "symbolic links are not allowed",
-    "hard_link": "hard-linked files are not allowed", "not_regular": "not a regular file",
-    "not_directory": "not a directory", "too_large": "file too large", "exists": "file already exists",
-    "not_text": "file is not valid UTF-8 text", "not_found": "not found", "permission": "permission denied",
-    "unavailable": "file root unavailable", "io": "cannot open path"}
-# The canonicaliser's reasons worded for a caller (a closed set, so still fixed strings).
-_PATH_MESSAGES = {"empty": "path must not be empty", "too long": "path too long",
-                  "absolute": "absolute paths are not allowed", "home-relative": "home-relative paths are not allowed",
-                  "outside the root": "path outside the allowed root"}
-_REFUSED = frozenset({"bad_path", "not_allowed", "link", "hard_link", "not_regular", "not_directory", "too_large",
-                      "exists", "not_text"})
-_ERRNO: dict[int, Reason] = {errno.ELOOP: "link", errno.EXDEV: "link", errno.EMLINK: "link",
-                             errno.ENOENT: "not_found", errno.ENOTDIR: "not_directory", errno.EISDIR: "not_regular",
-                             errno.ENXIO: "not_regular", errno.EOPNOTSUPP: "not_regular", errno.EACCES: "permission",
-                             errno.EPERM: "permission", errno.ENAMETOOLONG: "bad_path", errno.EEXIST: "exists"}
+__all__ = ["REASONS", "Entry", "FileKit", "FileKitError", "FileRefused", "FileRules", "FileUnavailable", "Listing",
+           "Reason", "canonical"]
+
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | _CLOEXEC
 _TEMP_PREFIX = ".portcullis-"
 MAX_SCAN = 100_000  # directory entries looked at per listing, however many there are
-
-
-class FileKitError(Exception):
-    """A refused or failed file request; ``reason`` is one of :data:`REASONS`, the message is fixed."""
-
-    def __init__(self, reason: Reason, message: str | None = None) -> None:
-        super().__init__(message or _MESSAGES[reason])
-        self.reason: Reason = reason
-
-
-class FileRefused(FileKitError):
-    """The request itself is refused: its path, the rules, a link, the file's kind or size."""
-
-
-class FileUnavailable(FileKitError):
-    """The file system cannot serve the request: missing, not permitted, root or kernel unavailable."""
-
-
-def _error(reason: Reason, message: str | None = None) -> FileKitError:
-    return (FileRefused if reason in _REFUSED else FileUnavailable)(reason, message)
-
-
-def _os_error(exc: OSError) -> FileKitError:
-    return _error(_ERRNO.get(exc.errno or 0, "io"))
 
 
 @dataclass(frozen=True)
@@ -154,7 +119,7 @@ def canonical(path: object) -> tuple[str, ...]:
     try:
         return canonical_segments(path)
     except PathRefused as refused:
-        raise _error("bad_path", _PATH_MESSAGES.get(refused.reason)) from None
+        raise path_error(refused.reason) from None
 
 
 class FileKit:
@@ -171,13 +136,13 @@ class FileKit:
         else:
             chosen = "walk" if walk_supported() else None
         if chosen is None:
-            raise _error("unavailable")
+            raise error("unavailable")
         self.rules = rules or FileRules()
         self.resolver: Resolver = chosen
         try:
             self._root = os.open(root, _DIR_FLAGS | _CLOEXEC)
         except (OSError, ValueError):
-            raise _error("unavailable") from None
+            raise error("unavailable") from None
 
     def __enter__(self) -> FileKit:
         return self
@@ -194,40 +159,40 @@ class FileKit:
 
     def _open(self, segments: tuple[str, ...], flags: int) -> int:
         if self._root < 0:
-            raise _error("unavailable")
+            raise error("unavailable")
         try:
             return open_beneath(self._root, segments, flags, self.resolver)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
 
     def read_bytes(self, path: str) -> bytes:
         """The bytes of the regular file at ``path`` (at most ``rules.max_read_bytes``)."""
         segments = canonical(path)
         if not segments:
-            raise _error("not_regular")
+            raise error("not_regular")
         if not self.rules.may_read(segments):
-            raise _error("not_allowed")
+            raise error("not_allowed")
         limit = self.rules.max_read_bytes
         fd = self._open(segments, _READ_FLAGS)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise _error("not_regular")
+                raise error("not_regular")
             if info.st_nlink > 1:
-                raise _error("hard_link")
+                raise error("hard_link")
             if info.st_size > limit:
-                raise _error("too_large")
+                raise error("too_large")
             chunks: list[bytes] = []
             size = 0
             while size <= limit and (chunk := os.read(fd, min(limit + 1 - size, 1 << 20))):
                 chunks.append(chunk)
                 size += len(chunk)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         finally:
             os.close(fd)
         if size > limit:  # the file grew after fstat
-            raise _error("too_large")
+            raise error("too_large")
         return b"".join(chunks)
 
     def read_text(self, path: str) -> str:
@@ -235,13 +200,13 @@ class FileKit:
         try:
             return self.read_bytes(path).decode("utf-8", errors="strict")
         except UnicodeDecodeError:
-            raise _error("not_text") from None
+            raise error("not_text") from None
 
     def list_dir(self, path: str = ".") -> Listing:
         """The directory at ``path``: the regular files and directories the rules let a caller see."""
         segments = canonical(path)
         if not self.rules.may_list(segments):
-            raise _error("not_allowed")
+            raise error("not_allowed")
         entries: list[Entry] = []
         fd = self._open(segments, _DIR_FLAGS)
         try:
@@ -253,7 +218,7 @@ class FileKit:
                     if entry is not None:
                         entries.append(entry)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         finally:
             os.close(fd)
         entries.sort(key=lambda e: e.name)
@@ -279,16 +244,16 @@ class FileKit:
         """Write ``data`` to ``path`` atomically (never through a link); the canonical path written."""
         segments = canonical(path)
         if not segments:
-            raise _error("not_regular")
+            raise error("not_regular")
         if not self.rules.may_write(segments):
-            raise _error("not_allowed")
+            raise error("not_allowed")
         if len(data) > self.rules.max_write_bytes:
-            raise _error("too_large")
+            raise error("too_large")
         parent = self._open(segments[:-1], _DIR_FLAGS)
         try:
             _write_in(parent, segments[-1], data, replace, self.rules.file_mode)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         finally:
             os.close(parent)
         return "/".join(segments)
@@ -303,11 +268,11 @@ def _write_in(parent: int, name: str, data: bytes, replace: bool, mode: int) -> 
     with contextlib.suppress(FileNotFoundError):
         existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
         if stat.S_ISLNK(existing.st_mode):
-            raise _error("link")
+            raise error("link")
         if not stat.S_ISREG(existing.st_mode):
-            raise _error("not_regular")
+            raise error("not_regular")
         if not replace:
-            raise _error("exists")
+            raise error("exists")
     temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
     fd = os.open(temp, _CREATE_FLAGS, mode, dir_fd=parent)
     try:
