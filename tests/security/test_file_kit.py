@@ -234,6 +234,8 @@ def test_the_kit_fails_closed_without_a_root(tmp_path: Path, resolver: str) -> N
     for bad in (tmp_path / "missing", Path(__file__)):
         with pytest.raises(FileUnavailable, match=r"^file root unavailable$"):
             FileKit(bad, resolver=resolver)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="resolver"):
+        FileKit(tmp_path, resolver="realpath")  # type: ignore[arg-type]
     kit = FileKit(tmp_path, resolver=resolver)  # type: ignore[arg-type]
     kit.close()
     kit.close()

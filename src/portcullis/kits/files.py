@@ -133,8 +133,10 @@ class FileKit:
             chosen = best_resolver()
         elif resolver == "openat2":
             chosen = "openat2" if openat2_available() else None
-        else:
+        elif resolver == "walk":
             chosen = "walk" if walk_supported() else None
+        else:
+            raise ValueError("resolver is 'auto', 'openat2' or 'walk'")
         if chosen is None:
             raise error("unavailable")
         self.rules = rules or FileRules()
