@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import stat
+import threading
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,31 @@ def test_the_kit_fails_closed_without_a_root(tmp_path: Path, resolver: str) -> N
     kit.close()
     with pytest.raises(FileUnavailable, match=r"^file root unavailable$"):
         kit.read_bytes("x")
+
+
+def test_closing_while_other_threads_read_never_resolves_elsewhere(root: Path, resolver: str) -> None:
+    """Reads racing close() return the file or 'file root unavailable'; the root closes after the last one."""
+    kit = FileKit(root, resolver=resolver)  # type: ignore[arg-type]
+    outcomes: set[str] = set()
+
+    def reader() -> None:
+        for _ in range(300):
+            try:
+                outcomes.add(kit.read_text("plain.txt"))
+            except FileKitError as refused:
+                outcomes.add(refused.reason)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    kit.read_text("plain.txt")
+    kit.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert outcomes <= {"plain\n", "unavailable"}
+    assert kit._root == -1
+    with pytest.raises(FileUnavailable):
+        kit.list_dir(".")
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import contextlib
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -141,6 +142,9 @@ class FileKit:
             raise error("unavailable")
         self.rules = rules or FileRules()
         self.resolver: Resolver = chosen
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closing = False
         try:
             self._root = os.open(root, _DIR_FLAGS | _CLOEXEC)
         except (OSError, ValueError):
@@ -154,18 +158,31 @@ class FileKit:
         self.close()
 
     def close(self) -> None:
-        """Close the root's descriptor (idempotent)."""
-        if self._root >= 0:
+        """Close the root's descriptor (idempotent), once no request is still opening beneath it."""
+        with self._lock:
+            self._closing = True
+            self._release_root()
+
+    def _release_root(self) -> None:
+        # Closing while another thread opens beneath the root would let the descriptor number be
+        # reused for some other directory, and the open would resolve there: wait for the last user.
+        if self._closing and self._users == 0 and self._root >= 0:
             os.close(self._root)
             self._root = -1
 
     def _open(self, segments: tuple[str, ...], flags: int) -> int:
-        if self._root < 0:
-            raise error("unavailable")
+        with self._lock:
+            if self._closing:
+                raise error("unavailable")
+            self._users += 1
         try:
             return open_beneath(self._root, segments, flags, self.resolver)
         except OSError as exc:
             raise os_error(exc) from None
+        finally:
+            with self._lock:
+                self._users -= 1
+                self._release_root()
 
     def read_bytes(self, path: str) -> bytes:
         """The bytes of the regular file at ``path`` (at most ``rules.max_read_bytes``)."""
