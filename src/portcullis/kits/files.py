@@ -31,11 +31,10 @@ import os
 import secrets
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from portcullis.kits import _globs
 from portcullis.kits._file_errors import (
     REASONS,
     FileKitError,
@@ -46,6 +45,7 @@ from portcullis.kits._file_errors import (
     os_error,
     path_error,
 )
+from portcullis.kits._file_rules import FileRules
 from portcullis.kits._openat import Resolver, best_resolver, open_beneath, openat2_available, walk_supported
 from portcullis.policy.paths import PathRefused, canonical_segments
 
@@ -58,43 +58,6 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | _CLOEXEC
 _TEMP_PREFIX = ".portcullis-"
 MAX_SCAN = 100_000  # directory entries looked at per listing, however many there are
-
-
-@dataclass(frozen=True)
-class FileRules:
-    """What a kit may touch. Patterns are globs over the canonical relative path (see :mod:`._globs`)."""
-
-    read: tuple[str, ...] = ("**",)
-    write: tuple[str, ...] = ()  # no writes unless allowed
-    deny: tuple[str, ...] = ()  # wins over read and write; also hides what it matches from listings
-    max_read_bytes: int = 1024 * 1024
-    max_write_bytes: int = 1024 * 1024
-    max_entries: int = 1000
-    file_mode: int = 0o640  # of written files, before the umask
-    _compiled: tuple[tuple[tuple[str, ...], ...], ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if min(self.max_read_bytes, self.max_write_bytes, self.max_entries) < 1:
-            raise ValueError("file kit limits must be positive")
-        if not 0 <= self.file_mode <= 0o777:
-            raise ValueError("file_mode is a permission mode (0 to 0o777)")
-        compiled = tuple(tuple(_globs.check_pattern(p) for p in group) for group in (self.read, self.write, self.deny))
-        object.__setattr__(self, "_compiled", compiled)
-
-    def may_read(self, segments: tuple[str, ...]) -> bool:
-        """True if the rules let a file at ``segments`` be read."""
-        read, _, deny = self._compiled
-        return not _globs.denied(deny, segments) and _globs.matches_any(read, segments)
-
-    def may_list(self, segments: tuple[str, ...]) -> bool:
-        """True if the directory at ``segments`` is readable or on the way to something readable."""
-        read, _, deny = self._compiled
-        return not _globs.denied(deny, segments) and _globs.leads_to_any(read, segments)
-
-    def may_write(self, segments: tuple[str, ...]) -> bool:
-        """True if the rules let a file at ``segments`` be written."""
-        _, write, deny = self._compiled
-        return not _globs.denied(deny, segments) and _globs.matches_any(write, segments)
 
 
 @dataclass(frozen=True)
