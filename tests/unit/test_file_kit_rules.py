@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from portcullis.kits._globs import PatternError, check_pattern, denied, leads_to_any, matches_any
@@ -96,3 +98,14 @@ def test_writes_are_refused_unless_allowed_and_limits_must_be_positive() -> None
     for bad in ({"max_read_bytes": 0}, {"max_write_bytes": -1}, {"max_entries": 0}, {"file_mode": 0o4755}):
         with pytest.raises(ValueError, match=r"positive|mode"):
             FileRules(**bad)  # type: ignore[arg-type]
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    """The File kit example in docs/kits.md runs as written against a scratch root."""
+    text = (Path(__file__).parents[2] / "docs" / "kits.md").read_text(encoding="utf-8")
+    example = text.split("## File kit", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "notes" / "today.md").write_text("today", encoding="utf-8")
+    exec(compile(example.replace('"/srv/shared"', repr(str(tmp_path))), "docs/kits.md", "exec"), {})
+    assert (tmp_path / "inbox" / "reply.txt").read_text(encoding="utf-8") == "thanks"
