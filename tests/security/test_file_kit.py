@@ -11,6 +11,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -267,6 +269,16 @@ def test_closing_while_other_threads_read_never_resolves_elsewhere(root: Path, r
     assert kit._root == -1
     with pytest.raises(FileUnavailable):
         kit.list_dir(".")
+
+
+def test_a_kernel_without_openat2_gets_the_walk_and_a_forced_openat2_is_refused(root: Path, tmp_path: Path) -> None:
+    """Under a seccomp filter that answers openat2 with ENOSYS, 'auto' walks and still refuses links."""
+    (root / "link.txt").symlink_to(tmp_path / "canary.txt")
+    (root / "out").symlink_to(tmp_path / "outside", target_is_directory=True)
+    ran = subprocess.run([sys.executable, "-m", "tests.security.no_openat2", str(root)], capture_output=True,
+                         text=True, timeout=120, check=True, cwd=Path(__file__).parents[2])
+    assert json.loads(ran.stdout) == {"openat2_available": False, "forced_openat2": "unavailable", "auto": "walk",
+                                      "read": "inner\n", "link.txt": "link", "out/inner.txt": "link"}
 
 
 @pytest.fixture
