@@ -67,6 +67,11 @@ SSRF: list[tuple[str, HttpKitReason, Refusal | None]] = [
     ("http://0X7F.0.0.1:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
     ("http://127.0.0.1.:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
     ("http://127.1.2.3:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
+    ("http://127.127.127.127:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
+    ("HTTP://127.0.0.1:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
+    ("http://%32%31%33%30%37%30%36%34%33%33:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),  # encoded 2130706433
+    ("http://127.0.0.1:{p}/%0D%0AHELO%20x", K.ADDRESS_REFUSED, R.LOOPBACK),  # smuggling in the path
+    ("http://127.0.0.1:{p}/\r\nHost: x", K.ADDRESS_REFUSED, R.LOOPBACK),  # CR LF removed by the parser
     ("http://%31%32%37.0.0.1:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),
     ("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),  # fullwidth digits
     ("http://\u2460\u2461\u2466.\u24ea.\u24ea.\u2460:{p}/", K.ADDRESS_REFUSED, R.LOOPBACK),  # circled digits
@@ -158,6 +163,13 @@ SSRF: list[tuple[str, HttpKitReason, Refusal | None]] = [
     ("http://127.0.0.1%00.evil.test:{p}/", K.URL_INVALID, None),
     ("http://[::1%25lo]:{p}/", K.URL_INVALID, None),
     ("http://4294967296:{p}/", K.URL_INVALID, None),
+    ("http://127.0.0.1:{p}:80/", K.URL_INVALID, None),
+    ("http://[::1]:{p}:80/", K.URL_INVALID, None),
+    ("http://localhost:+{p}/", K.URL_INVALID, None),
+    ("http://localhost:{p}aaa/", K.URL_INVALID, None),
+    ("http://loc alhost:{p}/", K.URL_INVALID, None),
+    ("http://localhost..:{p}/", K.URL_INVALID, None),
+    ("http://.localhost:{p}/", K.URL_INVALID, None),
     ("http://256.0.0.1:{p}/", K.URL_INVALID, None),
     ("http://08.1:{p}/", K.URL_INVALID, None),
     # schemes other than http(s)

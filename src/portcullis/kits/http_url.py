@@ -12,7 +12,8 @@ host and a URL over :data:`MAX_URL_CHARS`. The fragment is dropped (it is never 
 
 A :class:`UrlRule` allows one scheme, a host (exact, ``*.suffix`` for any subdomain, or ``*`` for
 any host — the address rules still apply), one port (the scheme's default unless given) and a
-path prefix matched at a segment boundary. Under a prefix other than ``/``, a path holding an
+path prefix matched at a segment boundary (``/api/`` allows what is below ``/api/``; ``/api``
+allows ``/api`` itself too; neither allows ``/apix``). Under a prefix other than ``/``, a path holding an
 encoded ``/``, ``\\``, ``.`` or NUL is refused: a server that decodes them would leave the prefix.
 """
 
@@ -85,8 +86,8 @@ def _host(hostname: str, host_type: HostType) -> tuple[str, IPAddress | None]:
     if host_type == HostType.IPV4:
         address = ipaddress.IPv4Address(hostname)
         return str(address), address
-    host = hostname.removesuffix(".")
-    if not host or host.endswith("."):
+    host = hostname.removesuffix(".")  # "example.com." is example.com: one trailing dot, no empty label
+    if not host or len(host) > 253 or "" in host.split("."):
         raise HttpKitError(HttpKitReason.URL_INVALID)
     return host, None
 
@@ -130,7 +131,9 @@ class UrlRule:
             return True
         if _ENCODED_ESCAPES.search(path):
             return False
-        return path == prefix.rstrip("/") or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
+        if prefix.endswith("/"):  # "/api/" allows what is below /api/, not /api itself
+            return path.startswith(prefix)
+        return path == prefix or path.startswith(prefix + "/")  # "/api": /api and below, never /apix
 
 
 def _rule_host(host: str) -> str:
@@ -146,7 +149,7 @@ def _rule_host(host: str) -> str:
     if canonical.path != "/" or canonical.query or canonical.port != 80 or "*" in name:
         raise ValueError("a URL rule's host is not a valid host")
     if wildcard and canonical.literal is not None:
-        raise ValueError("a wildcard rule needs a domain name")
+        raise ValueError("a wildcard URL rule needs a domain name")
     return f"*.{canonical.host}" if wildcard else canonical.host
 
 
