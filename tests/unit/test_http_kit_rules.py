@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portcullis.kits import http_headers as hh
 from portcullis.kits.http import HttpKitConfig, HttpKitResponse
 from portcullis.kits.http_errors import MESSAGES, HttpKitError, HttpKitReason
 from portcullis.kits.http_resolve import checked_addresses
 from portcullis.kits.http_url import Target, UrlRule, first_match, parse_target
-from portcullis.kits.net_addresses import AddressPolicy, Refusal
+from portcullis.kits.net_addresses import AddressPolicy, Refusal, classify
 
 CANONICAL: list[tuple[str, tuple[str, str, int, str]]] = [
     ("HTTP://Example.COM/a/b", ("http", "example.com", 80, "/a/b")),
@@ -180,3 +182,39 @@ def test_target_is_frozen() -> None:
     with pytest.raises(AttributeError):
         target.host = "127.0.0.1"  # type: ignore[misc]
     assert isinstance(target, Target)
+
+
+# ---------------------------------------------------------------- generated IPv4 host encodings
+
+_RADIX = st.sampled_from(["dec", "hex", "HEX", "oct"])
+
+
+def _part(value: int, radix: str, zeros: int) -> str:
+    if radix == "hex":
+        return "0x" + "0" * zeros + format(value, "x")
+    if radix == "HEX":
+        return "0X" + "0" * zeros + format(value, "X")
+    if radix == "oct":
+        return "0" + "0" * zeros + format(value, "o")
+    return str(value)
+
+
+@st.composite
+def encoded_ipv4(draw: st.DrawFn) -> tuple[int, str]:
+    """An IPv4 address and one of its WHATWG spellings: 1 to 4 parts, each decimal, hex or octal."""
+    value = draw(st.integers(0, 2**32 - 1))
+    count = draw(st.integers(1, 4))
+    raw = value.to_bytes(4, "big")
+    numbers = [*raw[:count - 1], int.from_bytes(raw[count - 1:], "big")]
+    text = ".".join(_part(n, draw(_RADIX), draw(st.integers(0, 2))) for n in numbers)
+    return value, text + draw(st.sampled_from(["", "."]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoded_ipv4())
+def test_every_ipv4_spelling_reaches_the_address_check_as_its_number(case: tuple[int, str]) -> None:
+    """Whatever the spelling, the host the kit checks is the number it spells, and so is its decision."""
+    value, text = case
+    target = parse_target(f"http://{text}/")
+    assert target.literal == ipaddress.IPv4Address(value)
+    assert classify(target.literal) == classify(ipaddress.IPv4Address(value))
