@@ -285,3 +285,16 @@ async def test_redirect_is_validated_like_the_first_url(location: str, reason: H
             await _loopback_kit(server.port, rebind).get(f"http://127.0.0.1:{server.port}/public/go")
     assert (caught.value.reason, caught.value.address_reason) == (reason, address_reason)
     assert len(server.requests) == 1
+
+
+async def test_refusal_log_carries_the_reason_and_not_the_url(caplog: pytest.LogCaptureFixture,
+                                                              loopback_canary: LoopbackCanary) -> None:
+    """The operator log says why, never the requested URL or host (which the requester controls)."""
+    port = loopback_canary.port
+    kit = HttpKit(HttpKitConfig(rules=(UrlRule("http", "*", port=port),)), resolver=HOSTILE_DNS)
+    caplog.set_level("DEBUG", logger="portcullis.kits.http")
+    for url in (f"http://localtest.me:{port}/\u202eevil", f"http://x\u202e.test:{port}/", "gopher://\u0000/"):
+        with pytest.raises(HttpKitError):
+            await kit.get(url)
+    assert "localtest" not in caplog.text and "\u202e" not in caplog.text and "gopher" not in caplog.text
+    assert "address_refused (loopback)" in caplog.text and "url_invalid" in caplog.text

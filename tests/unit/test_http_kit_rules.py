@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portcullis.kits import http_headers as hh
-from portcullis.kits.http import HttpKitConfig, HttpKitResponse
+from portcullis.kits.http import HttpKit, HttpKitConfig, HttpKitResponse
 from portcullis.kits.http_errors import MESSAGES, HttpKitError, HttpKitReason
 from portcullis.kits.http_resolve import checked_addresses
 from portcullis.kits.http_url import Target, UrlRule, first_match, parse_target
@@ -218,3 +219,14 @@ def test_every_ipv4_spelling_reaches_the_address_check_as_its_number(case: tuple
     target = parse_target(f"http://{text}/")
     assert target.literal == ipaddress.IPv4Address(value)
     assert classify(target.literal) == classify(ipaddress.IPv4Address(value))
+
+
+def test_docs_example_builds_a_valid_kit() -> None:
+    """The docs/kits.md example's configuration is valid (everything before its first network call)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kits.md").read_text()
+    block = text.split("## HTTP kit")[1].split("```python\n")[1].split("```")[0]
+    setup = block.split("page = await")[0]
+    namespace: dict[str, object] = {}
+    exec(compile(setup, "docs/kits.md", "exec"), namespace)  # our own documentation
+    kit = namespace["kit"]
+    assert isinstance(kit, HttpKit) and len(kit.config.rules) == 2
