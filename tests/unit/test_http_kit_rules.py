@@ -120,7 +120,7 @@ def test_config_refuses_an_empty_rule_list_and_bad_limits() -> None:
         HttpKitConfig(rules=(UrlRule("https", "example.com"),), max_response_bytes=0)
     with pytest.raises(ValueError, match="content type"):
         HttpKitConfig(rules=(UrlRule("https", "example.com"),), content_types=frozenset({"text"}))
-    with pytest.raises(HttpKitError):
+    with pytest.raises(ValueError, match="user agent"):
         HttpKitConfig(rules=(UrlRule("https", "example.com"),), user_agent="a\r\nb")
 
 

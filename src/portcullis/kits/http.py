@@ -64,7 +64,8 @@ class HttpKitConfig:
             raise ValueError("HTTP kit limits must be positive")
         object.__setattr__(self, "caller_headers", hh.allowed_names(self.caller_headers))
         object.__setattr__(self, "content_types", hh.allowed_media_types(self.content_types))
-        hh.caller_headers({"user-agent": self.user_agent}, frozenset())  # a valid header value
+        if not hh.valid_value(self.user_agent):
+            raise ValueError("the HTTP kit's user agent must be visible ASCII")
 
 
 @dataclass(frozen=True, slots=True)

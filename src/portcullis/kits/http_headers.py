@@ -49,12 +49,16 @@ def allowed_names(names: Iterable[str]) -> frozenset[str]:
     return lowered
 
 
+def valid_value(value: str) -> bool:
+    """Visible ASCII, space and tab only, and not too long."""
+    return len(value) <= MAX_HEADER_VALUE and _VALUE.fullmatch(value) is not None
+
+
 def caller_headers(given: Mapping[str, str] | None, allowed: frozenset[str]) -> tuple[tuple[str, str], ...]:
     """The caller's headers that may be sent: validated, lower-cased, the others dropped."""
     kept: list[tuple[str, str]] = []
     for name, value in (given or {}).items():
-        if (not isinstance(name, str) or not isinstance(value, str) or not _TOKEN.fullmatch(name)
-                or len(value) > MAX_HEADER_VALUE or not _VALUE.fullmatch(value)):
+        if not (isinstance(name, str) and isinstance(value, str) and _TOKEN.fullmatch(name) and valid_value(value)):
             raise HttpKitError(HttpKitReason.HEADER_INVALID)
         lowered = name.lower()
         if lowered in allowed and not _never(lowered):
