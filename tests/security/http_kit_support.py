@@ -18,8 +18,10 @@ from tests.ports import free_port
 
 
 class LoopbackCanary:
-    """Listeners on ``0.0.0.0:port`` and ``[::]:port`` (IPv6 only) — every local address, 127.0.0.1
-    and ::1 included — that accept, record and close every connection, from a thread of their own.
+    """Listeners on ``127.0.0.1:port`` and ``[::1]:port`` that accept, record and close every connection,
+    from a thread of their own. Loopback only, so nothing from outside the machine can reach them and
+    make a test fail; a connection to another local address (127.1.2.3) is refused by the kernel instead,
+    which the tables catch by asserting the exact refusal reason.
     """
 
     def __init__(self, port: int | None = None, *, ipv4: bool = True) -> None:
@@ -27,8 +29,8 @@ class LoopbackCanary:
         self.seen: list[tuple[str, int]] = []
         self._sockets: list[socket.socket] = []
         if ipv4:
-            self._sockets.append(self._listen(socket.AF_INET, "0.0.0.0"))
-        self._sockets.append(self._listen(socket.AF_INET6, "::"))
+            self._sockets.append(self._listen(socket.AF_INET, "127.0.0.1"))
+        self._sockets.append(self._listen(socket.AF_INET6, "::1"))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loopback-canary", daemon=True)
         self._thread.start()
