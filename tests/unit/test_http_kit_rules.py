@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +15,7 @@ from portcullis.kits import http_headers as hh
 from portcullis.kits.http import HttpKit, HttpKitConfig, HttpKitResponse
 from portcullis.kits.http_errors import MESSAGES, HttpKitError, HttpKitReason
 from portcullis.kits.http_resolve import checked_addresses
+from portcullis.kits.http_settings import load_http_kit_config
 from portcullis.kits.http_url import Target, UrlRule, first_match, parse_target
 from portcullis.kits.net_addresses import AddressPolicy, Refusal, classify
 
@@ -230,3 +233,47 @@ def test_docs_example_builds_a_valid_kit() -> None:
     exec(compile(setup, "docs/kits.md", "exec"), namespace)  # our own documentation
     kit = namespace["kit"]
     assert isinstance(kit, HttpKit) and len(kit.config.rules) == 2
+
+
+def test_settings_load_into_a_config() -> None:
+    """The data form (a service's YAML) validates into the same frozen config."""
+    config = load_http_kit_config(yaml.safe_load("""
+        rules:
+          - {scheme: https, host: "*.example.com", path_prefix: /v2/}
+          - {scheme: http, host: 10.20.0.7, port: 8080}
+        allow_cidrs: [10.20.0.7/32]
+        deny_cidrs: [203.0.113.0/24]
+        content_types: [application/json, text/*]
+        max_response_bytes: 65536
+        timeout_s: 2.5
+    """))
+    assert config.rules[0] == UrlRule("https", "*.example.com", path_prefix="/v2/")
+    assert config.addresses == AddressPolicy.parse(allow=["10.20.0.7/32"], deny=["203.0.113.0/24"])
+    assert (config.max_response_bytes, config.timeout_s, config.max_redirects) == (65536, 2.5, 5)
+    assert config.content_types == frozenset({"application/json", "text/*"})
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    ({}, "rules"),
+    ({"rules": []}, "rules"),
+    ({"rules": [{"scheme": "https", "host": "a.test"}], "timeout": 5}, "timeout"),
+    ({"rules": [{"scheme": "https", "host": "a.test", "paths": "/"}]}, "rules.0.paths"),
+    ({"rules": [{"scheme": "https", "host": "a.test", "port": "443"}]}, "rules.0.port"),
+    ({"rules": [{"scheme": "https", "host": "a.test"}], "max_response_bytes": 0}, "max_response_bytes"),
+    ({"rules": [{"scheme": "https", "host": "a.test"}], "max_redirects": 100}, "max_redirects"),
+])
+def test_settings_refuse_unknown_keys_and_bad_values(data: dict[str, object], problem: str) -> None:
+    """Unknown keys, wrong types and out-of-range limits are errors that name the field."""
+    with pytest.raises(ValueError, match=f"^HTTP kit setting {re.escape(problem)}:"):
+        load_http_kit_config(data)
+
+
+@pytest.mark.parametrize("data", [
+    {"rules": [{"scheme": "ftp", "host": "a.test"}]},
+    {"rules": [{"scheme": "https", "host": "a.test"}], "allow_cidrs": ["0.0.0.0/0"]},
+    {"rules": [{"scheme": "https", "host": "a.test"}], "caller_headers": ["x-forwarded-for"]},
+])
+def test_settings_keep_the_config_checks(data: dict[str, object]) -> None:
+    """The data form cannot bypass the rule, address-list and header checks."""
+    with pytest.raises(ValueError):
+        load_http_kit_config(data)
