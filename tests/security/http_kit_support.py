@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from hypothesis import strategies as st
+
 from tests.ports import free_port
 
 
@@ -143,3 +145,35 @@ async def serve(routes: dict[str, Route], *, port: int | None = None,
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await listener.wait_closed()
+
+
+# ---------------------------------------------------------------- generated spellings of an IPv4 address
+
+_RADIX = st.sampled_from(["dec", "hex", "HEX", "oct"])
+
+
+def _part(value: int, radix: str, zeros: int) -> str:
+    if radix == "hex":
+        return "0x" + "0" * zeros + format(value, "x")
+    if radix == "HEX":
+        return "0X" + "0" * zeros + format(value, "X")
+    if radix == "oct":
+        return "0" + "0" * zeros + format(value, "o")
+    return str(value)
+
+
+def ipv4_spelling(value: int) -> st.SearchStrategy[tuple[int, str]]:
+    """``value`` and one of its WHATWG host spellings: 1 to 4 parts, each decimal, hex or octal with
+    leading zeros, an optional trailing dot — or an IPv4-mapped IPv6 literal."""
+    @st.composite
+    def spell(draw: st.DrawFn) -> tuple[int, str]:
+        raw = value.to_bytes(4, "big")
+        if draw(st.booleans()) and draw(st.booleans()):
+            dotted = ".".join(str(b) for b in raw)
+            return value, draw(st.sampled_from([f"[::ffff:{dotted}]", f"[::ffff:{value >> 16:x}:{value & 0xFFFF:x}]",
+                                                f"[0:0:0:0:0:ffff:{dotted}]"]))
+        count = draw(st.integers(1, 4))
+        numbers = [*raw[:count - 1], int.from_bytes(raw[count - 1:], "big")]
+        text = ".".join(_part(n, draw(_RADIX), draw(st.integers(0, 2))) for n in numbers)
+        return value, text + draw(st.sampled_from(["", "."]))
+    return spell()

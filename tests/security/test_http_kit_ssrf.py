@@ -4,17 +4,21 @@ canary listener proves by counting zero connections over the whole module."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from portcullis.kits.http import HttpKit, HttpKitConfig
 from portcullis.kits.http_errors import HttpKitError, HttpKitReason
 from portcullis.kits.http_resolve import StaticResolver, SystemResolver
 from portcullis.kits.http_url import UrlRule
 from portcullis.kits.net_addresses import AddressPolicy, Refusal
-from tests.security.http_kit_support import LoopbackCanary, canary, redirect, response, serve
+from tests.security.http_kit_support import LoopbackCanary, canary, ipv4_spelling, redirect, response, serve
 
 K = HttpKitReason
 R = Refusal
@@ -298,3 +302,21 @@ async def test_refusal_log_carries_the_reason_and_not_the_url(caplog: pytest.Log
             await kit.get(url)
     assert "localtest" not in caplog.text and "\u202e" not in caplog.text and "gopher" not in caplog.text
     assert "address_refused (loopback)" in caplog.text and "url_invalid" in caplog.text
+
+
+_INWARD = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                             "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "198.18.0.0/15")]
+_INWARD_INTS = st.sampled_from(_INWARD).flatmap(
+    lambda net: st.integers(int(net.network_address), int(net.broadcast_address)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_INWARD_INTS.flatmap(ipv4_spelling))
+def test_any_spelling_of_an_inward_address_is_refused(case: tuple[int, str], loopback_canary: LoopbackCanary) -> None:
+    """Generated spellings (mixed radixes, short forms, mapped IPv6) of inward IPv4 addresses, via the kit."""
+    _, text = case
+    port = loopback_canary.port
+    kit = HttpKit(HttpKitConfig(rules=(UrlRule("http", "*", port=port),)), resolver=HOSTILE_DNS)
+    with pytest.raises(HttpKitError) as caught:
+        asyncio.run(kit.get(f"http://{text}:{port}/"))
+    assert caught.value.reason == K.ADDRESS_REFUSED

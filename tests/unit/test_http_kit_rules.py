@@ -18,6 +18,7 @@ from portcullis.kits.http_resolve import checked_addresses
 from portcullis.kits.http_settings import load_http_kit_config
 from portcullis.kits.http_url import Target, UrlRule, first_match, parse_target
 from portcullis.kits.net_addresses import AddressPolicy, Refusal, classify
+from tests.security.http_kit_support import ipv4_spelling
 
 CANONICAL: list[tuple[str, tuple[str, str, int, str]]] = [
     ("HTTP://Example.COM/a/b", ("http", "example.com", 80, "/a/b")),
@@ -190,38 +191,16 @@ def test_target_is_frozen() -> None:
 
 # ---------------------------------------------------------------- generated IPv4 host encodings
 
-_RADIX = st.sampled_from(["dec", "hex", "HEX", "oct"])
-
-
-def _part(value: int, radix: str, zeros: int) -> str:
-    if radix == "hex":
-        return "0x" + "0" * zeros + format(value, "x")
-    if radix == "HEX":
-        return "0X" + "0" * zeros + format(value, "X")
-    if radix == "oct":
-        return "0" + "0" * zeros + format(value, "o")
-    return str(value)
-
-
-@st.composite
-def encoded_ipv4(draw: st.DrawFn) -> tuple[int, str]:
-    """An IPv4 address and one of its WHATWG spellings: 1 to 4 parts, each decimal, hex or octal."""
-    value = draw(st.integers(0, 2**32 - 1))
-    count = draw(st.integers(1, 4))
-    raw = value.to_bytes(4, "big")
-    numbers = [*raw[:count - 1], int.from_bytes(raw[count - 1:], "big")]
-    text = ".".join(_part(n, draw(_RADIX), draw(st.integers(0, 2))) for n in numbers)
-    return value, text + draw(st.sampled_from(["", "."]))
-
 
 @settings(max_examples=300, deadline=None)
-@given(encoded_ipv4())
+@given(st.integers(0, 2**32 - 1).flatmap(ipv4_spelling))
 def test_every_ipv4_spelling_reaches_the_address_check_as_its_number(case: tuple[int, str]) -> None:
     """Whatever the spelling, the host the kit checks is the number it spells, and so is its decision."""
     value, text = case
     target = parse_target(f"http://{text}/")
-    assert target.literal == ipaddress.IPv4Address(value)
+    assert target.literal is not None
     assert classify(target.literal) == classify(ipaddress.IPv4Address(value))
+    assert ipaddress.IPv4Address(value) in (target.literal, getattr(target.literal, "ipv4_mapped", None))
 
 
 def test_docs_example_builds_a_valid_kit() -> None:
