@@ -256,3 +256,17 @@ def test_settings_keep_the_config_checks(data: dict[str, object]) -> None:
     """The data form cannot bypass the rule, address-list and header checks."""
     with pytest.raises(ValueError):
         load_http_kit_config(data)
+
+
+async def test_kit_refuses_a_missing_ca_file_and_other_methods(tmp_path: Path) -> None:
+    """A ca_file that cannot be loaded is a configuration error at construction; only GET and POST exist."""
+    rules = (UrlRule("https", "example.com"),)
+    for bad in (tmp_path / "missing.pem", tmp_path / "empty.pem"):
+        bad.write_text("not a certificate") if bad.name == "empty.pem" else None
+        with pytest.raises(ValueError, match="ca_file"):
+            HttpKit(HttpKitConfig(rules=rules, ca_file=str(bad)))
+    kit = HttpKit(HttpKitConfig(rules=rules))
+    with pytest.raises(ValueError, match="GET or POST"):
+        await kit.fetch("DELETE", "https://example.com/")
+    with pytest.raises(ValueError, match="GET or POST"):
+        await kit.fetch("POST", "https://example.com/", body="text")  # type: ignore[arg-type]

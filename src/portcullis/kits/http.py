@@ -93,7 +93,12 @@ class HttpKit:
     def __init__(self, config: HttpKitConfig, *, resolver: Resolver | None = None) -> None:
         self.config = config
         self._resolver = resolver or SystemResolver()
-        self._tls: ssl.SSLContext | None = None  # made at the first https hop (loading CAs takes a while)
+        self._tls: ssl.SSLContext | None = None  # the system's CAs: loaded at the first https hop (slow)
+        if config.ca_file is not None:
+            try:
+                self._tls = ssl.create_default_context(cafile=config.ca_file)
+            except (OSError, ssl.SSLError):
+                raise ValueError("the HTTP kit's ca_file could not be loaded") from None
 
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpKitResponse:
         return await self.fetch("GET", url, headers=headers)
@@ -103,8 +108,8 @@ class HttpKit:
 
     async def fetch(self, method: str, url: str, *, body: bytes = b"",
                     headers: Mapping[str, str] | None = None) -> HttpKitResponse:
-        if method not in ("GET", "POST"):
-            raise ValueError("the HTTP kit sends GET or POST")
+        if method not in ("GET", "POST") or not isinstance(body, bytes):
+            raise ValueError("the HTTP kit sends GET or POST with a bytes body")
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 return await self._follow(method, url, body, hh.caller_headers(headers, self.config.caller_headers))
