@@ -159,6 +159,9 @@ def test_text_decodes_by_charset_and_never_fails() -> None:
     assert text("text/plain; charset=ISO-8859-1", b"caf\xe9") == "caf\u00e9"
     assert text('text/plain; charset="utf-8"', b"caf\xc3\xa9") == "caf\u00e9"
     assert text("text/plain; charset=no-such", b"a\xff") == "a\ufffd"
+    assert text("text/plain; charset=windows-1252", b"\x80") == "\u20ac"
+    for codec in ("punycode", "unicode_escape", "idna", "rot13", "base64", "zlib"):  # not text encodings
+        assert text(f"text/plain; charset={codec}", b"\\u0041-x") == "\\u0041-x"
 
 
 def test_checked_addresses_refuse_the_whole_answer_and_unmap() -> None:

@@ -18,6 +18,7 @@ carry a ``Content-Type`` whose media type is on the allow-list (``type/subtype``
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Mapping
 
@@ -104,9 +105,23 @@ def media_type(headers: Mapping[str, str]) -> str | None:
 
 
 def charset(headers: Mapping[str, str]) -> str | None:
-    """The ``charset`` parameter of the content type, when there is one."""
+    """The content type's ``charset`` when it names a plain text encoding, else None (read as UTF-8).
+
+    The server names the codec, so only text encodings are honoured: ``punycode``, ``idna`` or
+    ``unicode_escape`` would let it pick a slow or escape-interpreting decoder for a whole body.
+    """
     for parameter in headers.get("content-type", "").split(";")[1:]:
         key, _, value = parameter.partition("=")
         if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower() or None
+            try:
+                name = codecs.lookup(value.strip().strip('"')).name
+            except (LookupError, ValueError):
+                return None
+            return name if name in _TEXT_CODECS or name.startswith(_TEXT_CODEC_FAMILIES) else None
     return None
+
+
+_TEXT_CODECS = frozenset({"utf-8", "utf-8-sig", "ascii", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+                          "utf-32-be", "shift_jis", "euc_jp", "iso2022_jp", "gb2312", "gbk", "gb18030", "big5",
+                          "euc_kr", "koi8-r", "koi8-u"})
+_TEXT_CODEC_FAMILIES = ("iso8859-", "cp125", "mac-")
