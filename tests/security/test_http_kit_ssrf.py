@@ -216,6 +216,15 @@ async def test_system_resolver_refuses_localhost(loopback_canary: LoopbackCanary
     assert caught.value.address_reason == R.LOOPBACK
 
 
+async def test_system_resolver_failure_fails_closed() -> None:
+    """A name the system cannot resolve (RFC 6761 .invalid) ends the fetch; a resolver slower than the
+    fetch's time limit ends it too."""
+    kit = HttpKit(HttpKitConfig(rules=(UrlRule("http", "*.invalid"),), timeout_s=5), resolver=SystemResolver())
+    with pytest.raises(HttpKitError) as caught:
+        await kit.get("http://portcullis-kit-test.invalid/")
+    assert caught.value.reason in (K.DNS_FAILED, K.TIMEOUT)
+
+
 async def test_canary_counts_a_real_connection() -> None:
     """The canary is not blind: a plain connection to it, over IPv4 and IPv6, is counted."""
     with canary() as probe:
