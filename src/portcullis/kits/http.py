@@ -163,7 +163,10 @@ class HttpKit:
         if method == "POST":
             lines.append(f"Content-Length: {len(body)}")
         lines.extend(f"{name}: {value}" for name, value in headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+        try:  # every part is ASCII by construction (the parser percent-encodes); a bug fails closed
+            return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+        except UnicodeEncodeError:
+            raise HttpKitError(HttpKitReason.URL_INVALID) from None
 
 
 def _redirect(current: Target, location: str) -> Target:
