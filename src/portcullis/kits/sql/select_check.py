@@ -26,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import TokenType, exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
-from sqlglot.tokens import TokenType
 
 from portcullis.kits.sql.errors import QueryRefused
 from portcullis.kits.sql.policy import IDENTIFIER, ReadOnlyPolicy
@@ -58,7 +57,7 @@ def _refuse(reason: str) -> QueryRefused:
 
 
 def parse_single(sql: object, dialect: str, max_chars: int) -> exp.Expr:
-    """Steps 1–3: one statement, parsed; shared with the template declarations."""
+    """Steps 1-3: one statement, parsed; shared with the template declarations."""
     if not isinstance(sql, str) or not sql.strip():
         raise _refuse("empty")
     if len(sql) > max_chars:
@@ -83,7 +82,7 @@ def parse_single(sql: object, dialect: str, max_chars: int) -> exp.Expr:
 
 
 def _check_shape(tree: exp.Expr, *, placeholders: bool) -> None:
-    """Steps 4–5; ``placeholders``: named ``:name`` placeholders are allowed (template declarations)."""
+    """Steps 4-5; ``placeholders``: named ``:name`` placeholders are allowed (template declarations)."""
     if not isinstance(tree, exp.Select | exp.SetOperation):
         raise _refuse("not_select")
     for node in tree.walk():
@@ -136,7 +135,7 @@ def _function_name(node: exp.Func, dialect: str) -> str | None:
 
 
 def _check_names(tree: exp.Expr, policy: ReadOnlyPolicy, scopes: dict[int, frozenset[str]]) -> frozenset[str]:
-    """Steps 7–8; returns the allow-listed tables read."""
+    """Steps 7-8; returns the allow-listed tables read."""
     tables: set[str] = set()
     for node in tree.walk():
         if isinstance(node, exp.Table):
@@ -195,7 +194,7 @@ def _check_columns(tree: exp.Expr, policy: ReadOnlyPolicy, tables: set[str]) -> 
 
 
 def check_tree(sql: object, policy: ReadOnlyPolicy, *, placeholders: bool = False) -> tuple[exp.Expr, frozenset[str]]:
-    """Steps 1–8: the checked tree and the tables it reads (templates render it themselves)."""
+    """Steps 1-8: the checked tree and the tables it reads (templates render it themselves)."""
     tree = parse_single(sql, policy.dialect, policy.max_sql_chars)
     _check_shape(tree, placeholders=placeholders)
     scopes = _cte_scopes(tree, policy)
@@ -211,6 +210,6 @@ def render(tree: exp.Expr, dialect: str) -> str:
 
 
 def check_select(sql: object, policy: ReadOnlyPolicy) -> CheckedQuery:
-    """Run steps 1–9 on caller-supplied SQL; return what may be executed or raise QueryRefused."""
+    """Run steps 1-9 on caller-supplied SQL; return what may be executed or raise QueryRefused."""
     tree, tables = check_tree(sql, policy)
     return CheckedQuery(render(tree, policy.dialect), tables)
