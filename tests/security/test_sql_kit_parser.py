@@ -82,6 +82,17 @@ HOSTILE = [
     "SELECT people.* FROM people",
     "SELECT email FROM people",
     "SELECT id FROM people WHERE password = 'x'",
+    "SELECT email AS email FROM people",
+    "SELECT lower(email) AS email FROM people ORDER BY email",
+    "SELECT e AS email FROM (SELECT email AS e FROM people) AS s ORDER BY email",
+    "SELECT s.email FROM (SELECT * FROM people) AS s",
+    "SELECT people.email FROM people",
+    "SELECT p.* FROM orders AS o JOIN people AS p ON p.id = o.pid",
+    "SELECT total FROM orders AS o WHERE EXISTS (SELECT 1 FROM people AS p WHERE p.email = o.email)",
+    "SELECT id FROM people JOIN orders USING (email)",
+    "SELECT id FROM people NATURAL JOIN orders",
+    "SELECT (SELECT email FROM people LIMIT 1)",
+    "SELECT id FROM people UNION SELECT email FROM people",
     # dangerous or unlisted functions (the parser accepts these as calls; the allow-list must not)
     "SELECT load_extension('/tmp/evil.so')",
     "SELECT load_extension('/tmp/evil.so', 'sqlite3_extension_init')",
@@ -160,6 +171,10 @@ BENIGN = [
     ("SELECT * FROM orders WHERE total > 10", "*"),
     ("SELECT CASE WHEN id > 1 THEN 'big' ELSE 'small' END AS size FROM people", "CASE"),
     ("SELECT id FROM people -- trailing comment\n", "people"),
+    ("SELECT p.name, o.total FROM people AS p JOIN orders AS o ON o.pid = p.id", "JOIN"),
+    ("SELECT id FROM people AS p WHERE EXISTS (SELECT 1 FROM orders AS o WHERE o.pid = p.id)", "EXISTS"),
+    ("SELECT upper(name) AS email FROM people ORDER BY email", "UPPER"),
+    ("SELECT o.* FROM orders AS o JOIN people AS p ON p.id = o.pid", '"o".*'),
 ]
 
 

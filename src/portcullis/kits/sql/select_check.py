@@ -14,9 +14,8 @@
    CTE body sees only the CTEs declared before it.
 7. Every table is unqualified and allow-listed (or a visible CTE); every function call is
    unqualified and allow-listed by the name it is rendered with.
-8. When a table restricts its columns: no ``*`` over a restricted table, and every column name is
-   allowed by some referenced table or is an alias the query itself declares. This is coarse (it
-   does not resolve which table a column comes from); the engine layer checks precisely.
+8. When a table restricts its columns, every column reference resolves to an allowed column
+   (:mod:`.column_check`, scope by scope; the engine layer checks exactly again).
 9. The tree is re-rendered without comments and with every identifier quoted; only that text is
    ever executed, so what runs is what was checked.
 """
@@ -30,6 +29,7 @@ from sqlglot import TokenType, exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from portcullis.kits.sql.column_check import check_columns
 from portcullis.kits.sql.errors import QueryRefused
 from portcullis.kits.sql.policy import IDENTIFIER, ReadOnlyPolicy
 
@@ -155,42 +155,19 @@ def _check_names(tree: exp.Expr, policy: ReadOnlyPolicy, scopes: dict[int, froze
             if _function_name(node, policy.dialect) not in policy.functions:
                 raise _refuse("function_not_allowed")
     if policy.restricts_columns:
-        _check_columns(tree, policy, tables)
+        check_columns(tree, policy)
     return frozenset(tables)
 
 
 def _structural(node: exp.Func) -> bool:
-    """CASE and its WHEN branches, CAST, AND/OR/XOR and COLLATE are syntax that sqlglot models as functions.
+    """CASE and its WHEN branches, CAST, EXISTS, AND/OR/XOR and COLLATE are syntax sqlglot models as functions.
 
     Every other function node is checked by the name it renders with; one that renders as an operator
     (``->``, ``~``) has no such name and is refused.
     """
     if isinstance(node, exp.If):
         return isinstance(node.parent, exp.Case)
-    return isinstance(node, exp.Case | exp.Cast | exp.Connector | exp.Collate)
-
-
-def _check_columns(tree: exp.Expr, policy: ReadOnlyPolicy, tables: set[str]) -> None:
-    restricted = [policy.tables[t] for t in tables]
-    if any(c is None for c in restricted):
-        allowed: frozenset[str] | None = None
-    else:
-        allowed = frozenset().union(*(c for c in restricted if c is not None))
-    declared = {a.alias for a in tree.find_all(exp.Alias)}
-    for alias in tree.find_all(exp.TableAlias):
-        declared.update(c.name for c in alias.columns)
-    for node in tree.walk():
-        if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count) and allowed is not None:
-            raise _refuse("star_not_allowed")
-        if isinstance(node, exp.Column):
-            if node.args.get("db") or node.args.get("catalog"):
-                raise _refuse("qualified_column")
-            if isinstance(node.this, exp.Star):
-                if allowed is not None:
-                    raise _refuse("star_not_allowed")
-                continue
-            if allowed is not None and node.name not in allowed and node.name not in declared:
-                raise _refuse("column_not_allowed")
+    return isinstance(node, exp.Case | exp.Cast | exp.Exists | exp.Connector | exp.Collate)
 
 
 def check_tree(sql: object, policy: ReadOnlyPolicy, *, placeholders: bool = False) -> tuple[exp.Expr, frozenset[str]]:
