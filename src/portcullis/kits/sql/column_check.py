@@ -64,7 +64,7 @@ def _check_scope(scope: Scope, policy: ReadOnlyPolicy) -> None:
     if isinstance(scope.expression, exp.Select):
         for projection in scope.expression.expressions:
             if isinstance(projection, exp.Star):
-                stars = list(scope.sources.values())
+                stars: list[object] = list(scope.sources.values())
             elif isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star):
                 stars = [_lookup(scope, projection.table)]
             else:
