@@ -148,6 +148,18 @@ async def test_sqlite_template_refuses_bad_arguments(sqlite_path: Path, argument
         await kit.run("by_name", arguments)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("sql", ["DELETE FROM people", "PRAGMA query_only = OFF", "SELECT token FROM secrets"])
+async def test_sqlite_image_engine_is_read_only(sqlite_path: Path, sql: str) -> None:
+    """An in-memory image (the demo analytics service's) is locked down like a file: writes and pragmas refused."""
+    source = sqlite3.connect(sqlite_path)
+    image = source.serialize()
+    source.close()
+    engine = SqliteReadOnly.from_image(image, ReadOnlyPolicy.build("sqlite", TABLES))
+    with pytest.raises(QueryRefused):
+        await engine.fetch(sql, {}, 10)
+    assert (await engine.fetch("SELECT name FROM people WHERE id = 1", {}, 10)).rows == (("O'Brien",),)
+
+
 async def test_sqlite_adhoc_query_truncates_rows(sqlite_path: Path) -> None:
     """The ad-hoc query returns at most max_rows rows and says it stopped."""
     policy = ReadOnlyPolicy.build("sqlite", TABLES)

@@ -2,7 +2,9 @@
 
 Each query gets its own connection, opened in a worker thread and closed after:
 
-1. opened through a ``file:`` URI with ``mode=ro`` (a missing file is an error, never created);
+1. opened through a ``file:`` URI with ``mode=ro`` (a missing file is an error, never created) —
+   or, for a database image built in memory (:meth:`SqliteReadOnly.from_image`), a private copy
+   deserialized into a fresh ``:memory:`` connection with ``PRAGMA query_only`` on;
 2. extension loading off, no attached databases (``SQLITE_LIMIT_ATTACHED`` 0), values no longer
    than the result budget (``SQLITE_LIMIT_LENGTH``: ``randomblob(1e9)`` fails at once);
 3. an authorizer that allows ``SQLITE_SELECT``, ``SQLITE_READ`` of allow-listed tables (and
@@ -37,8 +39,16 @@ class SqliteReadOnly:
         if policy.dialect != "sqlite":
             raise SqlDeclarationError("dialect_mismatch")
         self._uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+        self._image: bytes | None = None
         self._policy = policy
         self._limits = limits or QueryLimits()
+
+    @classmethod
+    def from_image(cls, image: bytes, policy: ReadOnlyPolicy, limits: QueryLimits | None = None) -> SqliteReadOnly:
+        """An engine over a serialized database (``sqlite3.Connection.serialize()``); each query gets a copy."""
+        engine = cls(Path("/nonexistent"), policy, limits)
+        engine._image = bytes(image)
+        return engine
 
     @property
     def dialect(self) -> str:
@@ -64,9 +74,21 @@ class SqliteReadOnly:
             return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._image is None:
+            return sqlite3.connect(self._uri, uri=True, timeout=self._limits.timeout_s, isolation_level=None)
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            conn.deserialize(self._image)
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
     def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self._uri, uri=True, timeout=self._limits.timeout_s, isolation_level=None)
+            conn = self._connect()
         except sqlite3.Error as exc:
             raise SqlUnavailable("cannot_open", detail=type(exc).__name__) from None
         try:
