@@ -9,6 +9,7 @@ and read-only role per module, dropped after. Benign controls run through the pu
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -252,3 +253,13 @@ async def test_pg_unreachable_fails_closed() -> None:
     engine = PostgresReadOnly("postgresql://nobody@127.0.0.1:1/test", schema="public")
     with pytest.raises(SqlUnavailable):
         await engine.fetch("SELECT 1", (), 1)
+
+
+async def test_pg_silent_server_fails_closed_within_the_deadline() -> None:
+    """A server that accepts and never answers: refused as unavailable after the connect deadline."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts or answers
+        port = silent.getsockname()[1]
+        engine = PostgresReadOnly(f"postgresql://nobody@127.0.0.1:{port}/test", schema="public",
+                                  limits=QueryLimits(timeout_s=0.2))
+        with pytest.raises(SqlUnavailable):
+            await engine.fetch("SELECT 1", (), 1)

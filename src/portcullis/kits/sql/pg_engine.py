@@ -53,7 +53,7 @@ class PostgresReadOnly:
                 try:
                     return await self._run(conn, sql, params, max_rows, timeout_ms)
                 finally:
-                    await conn.close(timeout=_CLIENT_GRACE_S)
+                    await _close(conn)
         except SqlKitError:
             raise
         except TimeoutError:
@@ -94,6 +94,15 @@ class PostgresReadOnly:
             return collect(columns, (tuple(r.values()) for r in rows), max_rows, self._limits.max_result_bytes)
         finally:
             await transaction.rollback()
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close politely, shielded from the deadline that may have fired; drop the socket if that fails."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await conn.close(timeout=_CLIENT_GRACE_S)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            conn.terminate()
 
 
 def _translate(exc: BaseException) -> SqlKitError:
