@@ -9,6 +9,8 @@ quoting and Unicode tricks. Every row must be refused; the benign controls must 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portcullis.kits.sql import Param, QueryRefused, ReadOnlyPolicy, SqlDeclarationError, declare_template
 from portcullis.kits.sql.select_check import check_select
@@ -224,3 +226,20 @@ def test_policy_declaration_errors(tables: dict[str, object]) -> None:
     """An empty allow-list is an error, never "allow all"; names must be plain identifiers."""
     with pytest.raises(SqlDeclarationError):
         ReadOnlyPolicy.build("sqlite", tables)  # type: ignore[arg-type]
+
+
+_TOKENS = ["SELECT", "FROM", "WHERE", "people", "orders", "secrets", "id", "name", "email", "*", ",", "(", ")",
+           ";", "--", "/*", "*/", "'", "''", '"', "UNION", "WITH", "x", "AS", "=", "1", "lower(", "pg_sleep(",
+           "INTO", "FOR UPDATE", "DELETE", "\n", "$1", ":n", "?", "#", "ATTACH", "PRAGMA", "OR", "LIMIT"]  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=25), st.sampled_from(["sqlite", "postgres"]))
+def test_parser_accepts_only_what_rechecks_to_itself(tokens: list[str], dialect: str) -> None:
+    """Token soup is refused or accepted; never another error, and accepted SQL re-checks to the same text."""
+    try:
+        checked = check_select("SELECT " + " ".join(tokens), POLICIES[dialect])
+    except QueryRefused:
+        return
+    assert check_select(checked.sql, POLICIES[dialect]).sql == checked.sql
+    assert "secrets" not in checked.tables and checked.tables <= {"people", "orders"}

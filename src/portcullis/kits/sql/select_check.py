@@ -173,16 +173,19 @@ def _structural(node: exp.Func) -> bool:
 def check_tree(sql: object, policy: ReadOnlyPolicy, *, placeholders: bool = False) -> tuple[exp.Expr, frozenset[str]]:
     """Steps 1-8: the checked tree and the tables it reads (templates render it themselves)."""
     tree = parse_single(sql, policy.dialect, policy.max_sql_chars)
-    _check_shape(tree, placeholders=placeholders)
-    scopes = _cte_scopes(tree, policy)
-    return tree, _check_names(tree, policy, scopes)
+    try:
+        _check_shape(tree, placeholders=placeholders)
+        scopes = _cte_scopes(tree, policy)
+        return tree, _check_names(tree, policy, scopes)
+    except RecursionError:  # nesting the parser accepted but a recursive walk or rendering does not
+        raise _refuse("too_deep") from None
 
 
 def render(tree: exp.Expr, dialect: str) -> str:
     """Step 9: the only text ever executed — no comments, every identifier quoted."""
     try:
         return tree.sql(dialect=dialect, identify=True, comments=False, unsupported_level=sqlglot.ErrorLevel.RAISE)
-    except SqlglotError:
+    except (SqlglotError, RecursionError):
         raise _refuse("unrenderable") from None
 
 
