@@ -33,6 +33,8 @@ class SqlKit:
         by_name = {t.name: t for t in templates}
         if len(by_name) != len(templates):
             raise SqlDeclarationError("duplicate_template")
+        if any(not t.tables <= policy.tables.keys() for t in templates):
+            raise SqlDeclarationError("template_outside_policy")  # declared against another policy
         self._engine = engine
         self._policy = policy
         self._templates = by_name
