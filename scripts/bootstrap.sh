@@ -21,8 +21,9 @@ missing=()
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) >/dev/null 2>&1; }
 fresh_postgres=0
-if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then
     missing+=(postgresql)
     fresh_postgres=1
 fi
@@ -38,13 +39,15 @@ fi
 # PostgreSQL on 127.0.0.1:5432 with a `test` database (tests create and drop their own schema and role
 # there). A cluster this script installed is configured once: local connections to `test` are trusted
 # (loopback only, that database only); an existing cluster's configuration is never touched.
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+if ! pg_up; then
     need_root "start PostgreSQL"
-    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
-    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start
-    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -z "$version" ] || $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    # the PostgreSQL tests then skip (locally) or fail (under CI) and say why
+    pg_up || echo "bootstrap: warning: PostgreSQL is not listening on 127.0.0.1:5432" >&2
 fi
-if [ "$fresh_postgres" -eq 1 ]; then
+if [ "$fresh_postgres" -eq 1 ] && pg_up; then
     need_root "configure PostgreSQL"
     version="$(ls /etc/postgresql | sort -V | tail -n 1)"
     hba="/etc/postgresql/$version/main/pg_hba.conf"
