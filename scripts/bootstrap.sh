@@ -1,23 +1,58 @@
 #!/usr/bin/env bash
 # System packages that `make run` / `make test` need on a fresh Debian machine: Python's venv
-# module and Node.js with npm (for the MCP conformance suite and the reference stdio server).
-# Installs only what is missing; needs root (or sudo) only when something is missing.
+# module, Node.js with npm (for the MCP conformance suite and the reference stdio server) and
+# PostgreSQL (the SQL kit's engine tests; cluster mode). Installs only what is missing; needs root
+# (or sudo) only when something is missing or PostgreSQL is not running.
 set -euo pipefail
+
+SUDO=""
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "bootstrap: need root or sudo to $1" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+}
+
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
 
 missing=()
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) >/dev/null 2>&1; }
+fresh_postgres=0
+if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    missing+=(postgresql)
+    fresh_postgres=1
+fi
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    need_root "install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-echo "bootstrap: installing Debian packages: ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "bootstrap: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-    SUDO="sudo"
+
+# PostgreSQL on 127.0.0.1:5432 with a `test` database (tests create and drop their own schema and role
+# there). A cluster this script installed is configured once: local connections to `test` are trusted
+# (loopback only, that database only); an existing cluster's configuration is never touched.
+if ! pg_up; then
+    need_root "start PostgreSQL"
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -z "$version" ] || $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    # the PostgreSQL tests then skip (locally) or fail (under CI) and say why
+    pg_up || echo "bootstrap: warning: PostgreSQL is not listening on 127.0.0.1:5432" >&2
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq "${missing[@]}"
+if [ "$fresh_postgres" -eq 1 ] && pg_up; then
+    need_root "configure PostgreSQL"
+    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    $SUDO sed -i '1i host test all 127.0.0.1/32 trust' "$hba"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    as_postgres psql -q -tc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+        || as_postgres createdb test
+fi

@@ -454,7 +454,8 @@ async def test_a_token_minted_for_billing_is_refused_by_analytics(
 ) -> None:
     """A token is good at the one service it was minted for; the analytics tool body never runs."""
     ran: list[bool] = []
-    monkeypatch.setattr(analytics, "_rows", lambda: ran.append(True) or ())
+    real_kit = analytics._kit
+    monkeypatch.setattr(analytics, "_kit", lambda: ran.append(True) or real_kit())
     token = gateway.token("billing", "summarize_revenue")
     async with Client(analytics_app) as client:
         with pytest.raises(MCPError) as refused:

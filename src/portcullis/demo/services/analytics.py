@@ -3,7 +3,9 @@
 Run it with ``python -m portcullis.demo.services.analytics``; it speaks MCP over stdio and, being a
 service kit app (:mod:`portcullis.service`), serves only calls carrying a gateway-minted actor
 token: started without the gateway's trust variables it refuses to start. The rows come from
-``demo/data/revenue.csv`` (month, region, product, revenue_cents, orders).
+``demo/data/revenue.csv`` (month, region, product, revenue_cents, orders), loaded once into an
+in-memory SQLite image and queried through the SQL kit (:mod:`portcullis.kits.sql`): one declared
+template with typed, bounded parameters, run read-only under the kit's authorizer.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sqlite3
 from functools import cache
 from importlib import resources
-from typing import NamedTuple
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
 from portcullis.demo.services._common import new_service, serve
+from portcullis.kits.sql import Param, ReadOnlyPolicy, SqlKit, SqlKitError, declare_template
+from portcullis.kits.sql.sqlite_engine import SqliteReadOnly
 from portcullis.service import GatewayTokenVerifier, ServiceApp
 from portcullis.service.minimise import Metric, aggregate, declared_output
 
@@ -31,12 +35,22 @@ INSTRUCTIONS = "Demo analytics service: revenue summaries."
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 
-class _Row(NamedTuple):
-    month: str
-    region: str
-    product: str
-    revenue_cents: int
-    orders: int
+_COLUMNS = ("month", "region", "product", "revenue_cents", "orders")
+_POLICY = ReadOnlyPolicy.build("sqlite", {"revenue": _COLUMNS}, functions=())
+# A NULL filter matches every row; the parameters repeat the manifest's bounds behind the gateway.
+_REVENUE_ROWS = declare_template(
+    "revenue_rows",
+    "SELECT region, revenue_cents, orders FROM revenue"
+    " WHERE (:region IS NULL OR region = :region) AND (:month IS NULL OR month = :month)"
+    " AND (:product IS NULL OR product = :product)",
+    [
+        Param("region", "text", nullable=True, pattern="emea|amer|apac"),
+        Param("month", "text", nullable=True, pattern="[0-9]{4}-(0[1-9]|1[0-2])"),
+        Param("product", "text", nullable=True, pattern="[a-z0-9][a-z0-9-]{0,63}"),
+    ],
+    policy=_POLICY,
+    max_rows=10_000,
+)
 
 
 class RegionTotal(BaseModel):
@@ -57,12 +71,21 @@ class RevenueSummary(BaseModel):
 
 
 @cache
-def _rows() -> tuple[_Row, ...]:
+def _kit() -> SqlKit:
+    """The CSV loaded once into a SQLite image; every query runs on a read-only copy of it."""
     text = (resources.files("portcullis.demo") / "data" / "revenue.csv").read_text(encoding="utf-8")
-    return tuple(
-        _Row(r["month"], r["region"], r["product"], int(r["revenue_cents"]), int(r["orders"]))
+    rows = [
+        (r["month"], r["region"], r["product"], int(r["revenue_cents"]), int(r["orders"]))
         for r in csv.DictReader(io.StringIO(text))
-    )
+    ]
+    with sqlite3.connect(":memory:") as conn:
+        conn.execute(
+            "CREATE TABLE revenue (month TEXT, region TEXT, product TEXT, revenue_cents INTEGER, orders INTEGER)"
+        )
+        conn.executemany("INSERT INTO revenue VALUES (?, ?, ?, ?, ?)", rows)
+        image = conn.serialize()
+    conn.close()
+    return SqlKit(SqliteReadOnly.from_image(image, _POLICY), _POLICY, [_REVENUE_ROWS])
 
 
 # The rows are already monthly totals per region and product, not records about people, so one row
@@ -73,7 +96,7 @@ _BY_REGION = (Metric("sum", "/revenue_cents", "revenue_cents"), Metric("sum", "/
 
 @declared_output("/total_revenue_cents", "/orders", "/row_count", "/by_region/*/region",
                  "/by_region/*/revenue_cents", "/by_region/*/orders")
-def summarize_revenue(
+async def summarize_revenue(
     region: str | None = None, month: str | None = None, product: str | None = None
 ) -> RevenueSummary:
     """Total revenue and orders with a per-region breakdown, optionally filtered by region, month, product."""
@@ -81,24 +104,31 @@ def summarize_revenue(
         raise ToolError("region must be one of: emea, amer, apac")
     if month is not None and not _MONTH.fullmatch(month):
         raise ToolError("month must look like YYYY-MM")
-    rows = [
-        row
-        for row in _rows()
-        if (region is None or row.region == region)
-        and (month is None or row.month == month)
-        and (product is None or row.product == product)
-    ]
-    groups = aggregate((row._asdict() for row in rows), ["/region"], _BY_REGION, k=MIN_GROUP_ROWS).groups
+    try:
+        result = await _kit().run("revenue_rows", {"region": region, "month": month, "product": product})
+    except SqlKitError:
+        raise ToolError("the revenue data could not be read for these filters") from None
+    if result.truncated:
+        raise ToolError("too many revenue rows to summarise")
+    typed = [(str(name), _integer(cents), _integer(count)) for name, cents, count in result.rows]
+    rows = [{"region": name, "revenue_cents": cents, "orders": count} for name, cents, count in typed]
+    groups = aggregate(rows, ["/region"], _BY_REGION, k=MIN_GROUP_ROWS).groups
     by_region = [
         RegionTotal(region=g["region"], revenue_cents=g["revenue_cents"], orders=g["orders"])
         for g in sorted(groups, key=lambda g: str(g["region"]))
     ]
     return RevenueSummary(
-        total_revenue_cents=sum(r.revenue_cents for r in rows),
-        orders=sum(r.orders for r in rows),
+        total_revenue_cents=sum(cents for _, cents, _ in typed),
+        orders=sum(count for _, _, count in typed),
         row_count=len(rows),
         by_region=by_region,
     )
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ToolError("the revenue data is malformed")
+    return value
 
 
 def build_server(verifier: GatewayTokenVerifier) -> ServiceApp:
