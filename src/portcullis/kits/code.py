@@ -136,6 +136,8 @@ class CodeRunner:
             raise SandboxSpecError("code too large")
         if not os.path.isfile(self.config.interpreter):
             raise SandboxUnavailable(detail="interpreter not found")
+        if os.geteuid() == 0 and not _searchable(self.config.scratch_root):
+            raise SandboxUnavailable(detail="scratch_root is not reachable by the sandbox's host id (needs o+x)")
         async with self._slots:
             scratch = self._make_scratch(tenant_key(tenant))
             try:
@@ -159,6 +161,20 @@ class CodeRunner:
             gid = self.host.host_gid if self.host.host_gid is not None else self.host.host_uid
             os.chown(call, self.host.host_uid, gid)
         return call
+
+
+def _searchable(path: str) -> bool:
+    """Every existing directory on the way to ``path`` lets others pass (bwrap binds as the host id)."""
+    current = "/"
+    for part in [p for p in os.path.normpath(path).split("/") if p]:
+        current = os.path.join(current, part)
+        try:
+            mode = os.stat(current).st_mode
+        except FileNotFoundError:
+            return True  # created below with 0711
+        if not mode & 0o001:
+            return False
+    return True
 
 
 def _wipe(path: str) -> None:
