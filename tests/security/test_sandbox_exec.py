@@ -92,6 +92,14 @@ attempt("read_proc_1_environ_canary", lambda: CANARY.encode() in open("/proc/1/e
 attempt("env_canary", lambda: CANARY_ENV in os.environ or CANARY in repr(os.environ))
 attempt("host_proc_visible", lambda: len([p for p in os.listdir("/proc") if p.isdigit()]) > 5)
 attempt("write_usr", lambda: open("/usr/pwned", "w").close())
+attempt("write_root_dir", lambda: open("/pwned", "w").close())
+attempt("write_dev", lambda: open("/dev/pwned", "w").close())
+def fill(directory):
+    for i in range(8):
+        with open(f"{directory}/fill{i}", "wb") as f:
+            f.write(b"x" * (4 << 20))
+attempt("fill_tmp_past_its_size", lambda: fill("/tmp"))
+attempt("fill_dev_shm_past_its_size", lambda: fill("/dev/shm"))
 attempt("af_inet_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
 attempt("af_inet6_socket", lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close())
 attempt("af_netlink_socket", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close())
@@ -116,18 +124,22 @@ attempt("init_module", lambda: syscall(175, 0, 0, b""))
 attempt("af_unix_socketpair", lambda: [s.close() for s in socket.socketpair()] and True)
 attempt("write_scratch", lambda: open("/scratch/probe", "w").write("x") == 1)
 attempt("write_tmp", lambda: open("/tmp/probe", "w").write("x") == 1)
+attempt("write_dev_null", lambda: open("/dev/null", "w").write("x") == 1)
+attempt("write_dev_shm", lambda: open("/dev/shm/probe", "w").write("x") == 1)
 print(json.dumps(out))
 """
 
 ESCAPES = ["read_etc_shadow", "read_etc_passwd", "list_root_home", "read_repo", "read_proc_1_environ_canary",
-           "env_canary", "host_proc_visible", "write_usr", "af_inet_socket", "af_inet6_socket", "af_netlink_socket",
-           "af_packet_socket", "connect_canary_v4", "connect_canary_v6", "ptrace_traceme", "ptrace_attach_pid1",
+           "env_canary", "host_proc_visible", "write_usr", "write_root_dir", "write_dev",
+           "fill_tmp_past_its_size", "fill_dev_shm_past_its_size", "af_inet_socket", "af_inet6_socket",
+           "af_netlink_socket", "af_packet_socket", "connect_canary_v4", "connect_canary_v6", "ptrace_traceme",
+           "ptrace_attach_pid1",
            "unshare_user", "unshare_net", "clone_newns", "mount_tmpfs", "setns", "keyctl", "bpf", "perf_event_open",
            "userfaultfd", "io_uring_setup", "personality", "kexec_load", "init_module"]
 SYSCALL_ROWS = {"ptrace_traceme", "ptrace_attach_pid1", "unshare_user", "unshare_net", "clone_newns", "setns",
                 "keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "personality", "kexec_load",
                 "init_module"}
-BENIGN = ["af_unix_socketpair", "write_scratch", "write_tmp"]
+BENIGN = ["af_unix_socketpair", "write_scratch", "write_tmp", "write_dev_null", "write_dev_shm"]
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,9 @@ def test_argv_confines_by_default() -> None:
     assert head[head.index("--seccomp") + 1] == "7" and head[head.index("--json-status-fd") + 1] == "8"
     assert ("/usr", "/usr") in _pairs(argv, "--ro-bind")
     assert "--bind" not in head  # nothing writable unless declared
+    remounts = [head[i + 1] for i, a in enumerate(head) if a == "--remount-ro"]
+    assert remounts == ["/dev", "/"]  # bwrap's own unbounded tmpfs root and /dev end read-only
+    assert [head[i + 2] for i, a in enumerate(head) if a == "--size"] == ["--tmpfs", "--tmpfs"]
     assert argv[-len(PY):] == list(PY)
 
 
