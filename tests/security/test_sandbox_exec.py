@@ -228,14 +228,20 @@ BOMBS = [
     ("memory_bomb", "x = []\nwhile True:\n    x.append(bytearray(16 << 20))\n", {}, "memory"),
     ("infinite_loop", "while True:\n    pass\n", {"cpu_s": 1}, "cpu"),
     ("sleeper", "import time\ntime.sleep(3600)\n", {"wall_s": 1.5}, "wall"),
+    ("silent_sleeper", "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(3600)\n", {"wall_s": 1.5}, "wall"),
+    ("orphan", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(3600)\n", {}, None),
     ("output_flood", "while True:\n    print('A' * 4096)\n", {}, "output"),
 ]
 
 
 @pytest.mark.parametrize(("name", "source", "limits", "limit"), BOMBS, ids=[b[0] for b in BOMBS])
 async def test_bomb_is_contained(host: SandboxHost, tmp_path: Path, name: str, source: str,
-                                 limits: dict[str, object], limit: str) -> None:
-    """Each bomb is stopped by its own limit, the caller's loop keeps ticking, and nothing is left running."""
+                                 limits: dict[str, object], limit: str | None) -> None:
+    """Each bomb is stopped by its own limit, the caller's loop keeps ticking, and nothing is left running.
+
+    ``orphan`` hits no limit: its main process exits at once, and the child it left behind dies with the
+    sandbox's pid namespace.
+    """
     result, ticks = await _with_ticker(_runner(host, tmp_path, **limits).run(source, tenant="t"))
     assert result.limit == limit, (result.exit_code, result.stderr[-300:])
     assert ticks >= 1  # the caller's event loop is still running its other tasks

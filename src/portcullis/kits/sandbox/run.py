@@ -139,9 +139,11 @@ async def _supervise(
         raise SandboxUnavailable(detail="bwrap pipes missing")
     drains: asyncio.Future[Any] = asyncio.gather(out.run(proc.stdout), err.run(proc.stderr), _feed(proc.stdin, stdin))
     waiter: asyncio.Future[Any] = asyncio.ensure_future(over.wait())
+    # finished: the child exited *and* closed its output (a child that closes both and sleeps is caught too)
+    finished: asyncio.Future[Any] = asyncio.gather(drains, proc.wait())
     killed_for: LimitHit | None = None
     try:
-        done, _ = await asyncio.wait({drains, waiter}, timeout=spec.limits.wall_s,
+        done, _ = await asyncio.wait({finished, waiter}, timeout=spec.limits.wall_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
             killed_for = "output"
@@ -155,7 +157,7 @@ async def _supervise(
             await asyncio.wait_for(drains, timeout=5)  # the pipes close once the pid namespace is gone
     finally:
         waiter.cancel()
-        drains.cancel()
+        finished.cancel()
     exit_code = parse_status(_read_all(status_r))
     if exit_code is None and killed_for is None:
         raise SandboxUnavailable(detail="bwrap refused to set the sandbox up")
