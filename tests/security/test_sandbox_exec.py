@@ -22,6 +22,7 @@ import pytest
 
 from portcullis.kits.code import CodeKitConfig, CodeResult, CodeRunner
 from portcullis.kits.sandbox import Limits, SandboxHost
+from portcullis.kits.sandbox.probe import landlock_abi
 from tests.ports import free_port
 from tests.sandbox_host import processes_of, sandbox_host
 
@@ -121,6 +122,9 @@ attempt("io_uring_setup", lambda: syscall(425, 1, 0))
 attempt("personality", lambda: syscall(135, 0x0040000))
 attempt("kexec_load", lambda: syscall(246, 0, 0, 0, 0))
 attempt("init_module", lambda: syscall(175, 0, 0, b""))
+attempt("list_root_dir", lambda: os.listdir("/") and True)
+import subprocess
+attempt("spawn_shell", lambda: subprocess.run(["/bin/sh", "-c", "echo hi"], capture_output=True).stdout == b"hi\n")
 attempt("af_unix_socketpair", lambda: [s.close() for s in socket.socketpair()] and True)
 attempt("write_scratch", lambda: open("/scratch/probe", "w").write("x") == 1)
 attempt("write_tmp", lambda: open("/tmp/probe", "w").write("x") == 1)
@@ -139,7 +143,7 @@ ESCAPES = ["read_etc_shadow", "read_etc_passwd", "list_root_home", "read_repo", 
 SYSCALL_ROWS = {"ptrace_traceme", "ptrace_attach_pid1", "unshare_user", "unshare_net", "clone_newns", "setns",
                 "keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "personality", "kexec_load",
                 "init_module"}
-BENIGN = ["af_unix_socketpair", "write_scratch", "write_tmp", "write_dev_null", "write_dev_shm"]
+BENIGN = ["spawn_shell", "af_unix_socketpair", "write_scratch", "write_tmp", "write_dev_null", "write_dev_shm"]
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +197,11 @@ def test_escape_attempt_fails(probe: tuple[dict[str, str], int], name: str) -> N
 def test_benign_operation_works(probe: tuple[dict[str, str], int], name: str) -> None:
     """The confinement leaves ordinary work alone: unix socket pairs, scratch and /tmp writes."""
     assert probe[0][name] == "ok"
+
+
+def test_landlock_applies_where_the_kernel_has_it(probe: tuple[dict[str, str], int]) -> None:
+    """With Landlock, even the sandbox's own root directory cannot be listed (no rule grants it)."""
+    assert probe[0]["list_root_dir"] == ("failed" if landlock_abi() > 0 else "ok")
 
 
 def test_loopback_canary_received_no_connection(probe: tuple[dict[str, str], int]) -> None:

@@ -10,7 +10,8 @@ working directory) and removed when the call ends. A call sees only its own dire
 in one call is invisible to the next call and to every other tenant even if a removal failed.
 
 The ``limit`` of a result is ``cpu`` and ``wall`` and ``output`` from the sandbox itself; ``memory``
-and ``processes`` come from the runner stub below, which exits with a reserved status when the
+and ``processes`` come from the runner stub (:mod:`portcullis.kits.code_stub`, which also applies
+Landlock where the kernel has it), which exits with a reserved status when the
 code dies of ``MemoryError`` or a refused fork/thread. Code can fake those two statuses, which only
 mislabels its own failure.
 """
@@ -24,7 +25,9 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
+from importlib import resources
 
+from portcullis.kits.code_stub import MEMORY_EXIT, PROCESSES_EXIT
 from portcullis.kits.sandbox import (
     SCRATCH_DEST,
     Bind,
@@ -40,27 +43,8 @@ from portcullis.kits.sandbox import (
 
 log = logging.getLogger(__name__)
 
-MEMORY_EXIT = 121
-PROCESSES_EXIT = 122
-_RUNNER = f"""
-import os, sys
-def _exit(code):
-    try:
-        sys.stdout.flush(); sys.stderr.flush()
-    finally:
-        os._exit(code)
-_src = sys.stdin.buffer.read()
-try:
-    exec(compile(_src, "<code>", "exec"), {{"__name__": "__main__", "__builtins__": __builtins__}})
-except MemoryError:
-    sys.stderr.write("MemoryError: memory limit\\n"); _exit({MEMORY_EXIT})
-except BlockingIOError:
-    sys.stderr.write("BlockingIOError: process limit\\n"); _exit({PROCESSES_EXIT})
-except RuntimeError as e:
-    if "new thread" not in str(e):
-        raise
-    sys.stderr.write("RuntimeError: process limit\\n"); _exit({PROCESSES_EXIT})
-"""
+# the runner executed inside the sandbox: Landlock (best effort), then the source from stdin
+_RUNNER = resources.files("portcullis.kits").joinpath("code_stub.py").read_text(encoding="utf-8") + "\nmain()\n"
 _STATUS_LIMITS: dict[int, LimitHit] = {MEMORY_EXIT: "memory", PROCESSES_EXIT: "processes"}
 _CODE_ENV = (("PYTHONDONTWRITEBYTECODE", "1"), ("HOME", SCRATCH_DEST))
 
