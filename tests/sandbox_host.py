@@ -2,7 +2,8 @@
 
 Tests run the real bwrap. Without it they fail when ``CI`` is set (``make test`` installs bubblewrap
 through scripts/bootstrap.sh) and skip with a loud reason otherwise. The children run as a host id of
-their own (not the kit's default), so a scan of /proc for leftovers cannot see another test's children.
+their own (not the kit's default; one per test module, whose tests run on one xdist worker), so a scan of
+/proc for leftovers cannot see another module's children.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import pytest
 
 from portcullis.kits.sandbox import SandboxHost, detect_host
 
-TEST_HOST_UID = 65531  # in Debian's reserved range, used by nothing else on the test machine
+EXEC_TESTS_UID = 65531  # in Debian's reserved range, used by nothing else on the test machine
+FAIL_CLOSED_TESTS_UID = 65530
 
 
-def sandbox_host() -> SandboxHost:
+def sandbox_host(uid: int) -> SandboxHost:
     """This machine's host description, or fail (CI) / skip loudly (elsewhere) without bwrap."""
     if shutil.which("bwrap") is None or not os.path.exists("/usr/bin/python3"):
         reason = "SANDBOX TESTS NOT RUN: bwrap or /usr/bin/python3 missing (run scripts/bootstrap.sh)"
@@ -28,7 +30,7 @@ def sandbox_host() -> SandboxHost:
     host = detect_host(shutil.which("bwrap") or "/usr/bin/bwrap")
     if host.host_uid is None:
         return host
-    return dataclasses.replace(host, host_uid=TEST_HOST_UID, host_gid=TEST_HOST_UID)
+    return dataclasses.replace(host, host_uid=uid, host_gid=uid)
 
 
 def processes_of(uid: int) -> list[int]:

@@ -24,9 +24,10 @@ from portcullis.kits.code import CodeKitConfig, CodeResult, CodeRunner
 from portcullis.kits.sandbox import Limits, SandboxHost
 from portcullis.kits.sandbox.probe import landlock_abi
 from tests.ports import free_port
-from tests.sandbox_host import processes_of, sandbox_host
+from tests.sandbox_host import EXEC_TESTS_UID, processes_of, sandbox_host
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module: the probe runs once, and the leftover scan sees only this module's children
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("security/test_sandbox_exec")]
 CANARY_ENV = "PORTCULLIS_SANDBOX_CANARY"
 CANARY_VALUE = "canary-7f3e1c9a2b"
 REPO = str(Path(__file__).resolve().parents[2])
@@ -148,7 +149,7 @@ BENIGN = ["spawn_shell", "af_unix_socketpair", "write_scratch", "write_tmp", "wr
 
 @pytest.fixture(scope="module")
 def host() -> SandboxHost:
-    return sandbox_host()
+    return sandbox_host(EXEC_TESTS_UID)
 
 
 @pytest.fixture

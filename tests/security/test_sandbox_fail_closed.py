@@ -20,7 +20,7 @@ from portcullis.kits.sandbox import (
     launch_argv,
     run,
 )
-from tests.sandbox_host import sandbox_host
+from tests.sandbox_host import FAIL_CLOSED_TESTS_UID, sandbox_host
 
 pytestmark = pytest.mark.slow
 MARK = "ran-unconfined-7c1d"
@@ -29,7 +29,7 @@ SPEC = SandboxSpec(argv=("/usr/bin/python3", "-I", "-S", "-c", f"print({MARK!r})
 
 @pytest.fixture(scope="module")
 def host() -> SandboxHost:
-    return sandbox_host()
+    return sandbox_host(FAIL_CLOSED_TESTS_UID)
 
 
 @pytest.mark.parametrize("bwrap", ["/nonexistent/bwrap", "/usr/bin/false", "/etc/hostname"])
