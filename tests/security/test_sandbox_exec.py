@@ -284,3 +284,20 @@ async def test_first_thousand_primes(host: SandboxHost, tmp_path: Path) -> None:
               "print(len(primes), primes[0], primes[-1], sum(primes))\n")
     result = await _runner(host, tmp_path).run(source, tenant="t")
     assert (result.exit_code, result.limit, result.stdout) == (0, None, "1000 2 7919 3682913\n")
+
+
+async def test_cancelled_call_takes_the_child_down(host: SandboxHost, tmp_path: Path) -> None:
+    """A caller that gives up (task cancelled) leaves no process and no scratch directory behind."""
+    task = asyncio.ensure_future(_runner(host, tmp_path).run(
+        "import os, time\nos.fork()\nprint('up', flush=True)\ntime.sleep(3600)\n", tenant="t"))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):  # the kernel tears the pid namespace down right after bwrap dies
+        if host.host_uid is None or not processes_of(host.host_uid):
+            break
+        await asyncio.sleep(0.05)
+    if host.host_uid is not None:
+        assert processes_of(host.host_uid) == []
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))

@@ -96,9 +96,11 @@ def spawn_identity(host: SandboxHost) -> tuple[int, int] | None:
     return host.host_uid, host.host_gid if host.host_gid is not None else host.host_uid
 
 
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL bwrap's process group, only while bwrap is unreaped (after that its pid may be reused)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> SandboxResult:
@@ -126,7 +128,7 @@ async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> Sa
     try:
         return await _supervise(proc, spec, stdin, status_r, started)
     finally:
-        _kill(proc.pid)
+        _kill(proc)  # a cancelled or failed supervision still takes the child down
         os.close(status_r)
 
 
@@ -150,9 +152,8 @@ async def _supervise(
         elif not done:
             killed_for = "wall"
         if killed_for is not None:
-            _kill(proc.pid)
+            _kill(proc)
         await proc.wait()
-        _kill(proc.pid)  # bwrap's helpers, should any remain in its group
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drains, timeout=5)  # the pipes close once the pid namespace is gone
     finally:
