@@ -153,7 +153,7 @@ def host() -> SandboxHost:
 
 
 @pytest.fixture
-def tmp_path() -> Iterator[Path]:
+def scratch_root() -> Iterator[Path]:
     """A scratch root the unprivileged host id can reach (pytest's own tmp dirs are root-only)."""
     path = Path(tempfile.mkdtemp(prefix="portcullis-sandbox-test-", dir="/tmp"))
     path.chmod(0o711)
@@ -245,14 +245,14 @@ BOMBS = [
 
 
 @pytest.mark.parametrize(("name", "source", "limits", "limit"), BOMBS, ids=[b[0] for b in BOMBS])
-async def test_bomb_is_contained(host: SandboxHost, tmp_path: Path, name: str, source: str,
+async def test_bomb_is_contained(host: SandboxHost, scratch_root: Path, name: str, source: str,
                                  limits: dict[str, object], limit: str | None) -> None:
     """Each bomb is stopped by its own limit, the caller's loop keeps ticking, and nothing is left running.
 
     ``orphan`` hits no limit: its main process exits at once, and the child it left behind dies with the
     sandbox's pid namespace.
     """
-    result, ticks = await _with_ticker(_runner(host, tmp_path, **limits).run(source, tenant="t"))
+    result, ticks = await _with_ticker(_runner(host, scratch_root, **limits).run(source, tenant="t"))
     assert result.limit == limit, (result.exit_code, result.stderr[-300:])
     assert ticks >= 1  # the caller's event loop is still running its other tasks
     assert len(result.stdout.encode()) <= 64 << 10 and len(result.stderr.encode()) <= 64 << 10
@@ -260,35 +260,35 @@ async def test_bomb_is_contained(host: SandboxHost, tmp_path: Path, name: str, s
         assert result.stdout_truncated and result.exit_code is None
     if host.host_uid is not None:
         assert processes_of(host.host_uid) == []
-    assert list(tmp_path.rglob("*")) == [next(tmp_path.iterdir())]  # only the empty tenant base is left
+    assert list(scratch_root.rglob("*")) == [next(scratch_root.iterdir())]  # only the empty tenant base is left
 
 
-async def test_scratch_is_per_call_and_per_tenant(host: SandboxHost, tmp_path: Path) -> None:
+async def test_scratch_is_per_call_and_per_tenant(host: SandboxHost, scratch_root: Path) -> None:
     """A file written in one call is gone in the next call of the same tenant and never seen by another."""
-    runner = _runner(host, tmp_path)
+    runner = _runner(host, scratch_root)
     write = "import os\nopen('/scratch/secret', 'w').write('s')\nprint(sorted(os.listdir('/scratch')))"
     look = "import os\nprint(sorted(os.listdir('/scratch')), sorted(os.listdir('/tmp')))"
     first = await runner.run(write, tenant="acme")
     again, other = await asyncio.gather(runner.run(look, tenant="acme"), runner.run(look, tenant="globex"))
     assert first.stdout.strip() == "['secret']"
     assert again.stdout.strip() == other.stdout.strip() == "[] []"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    assert sorted(p.name for p in scratch_root.iterdir()) == sorted(
         __import__("portcullis.kits.code", fromlist=["tenant_key"]).tenant_key(t) for t in ("acme", "globex"))
-    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    assert not any(p.is_file() for p in scratch_root.rglob("*"))
 
 
-async def test_first_thousand_primes(host: SandboxHost, tmp_path: Path) -> None:
+async def test_first_thousand_primes(host: SandboxHost, scratch_root: Path) -> None:
     """Benign control: the first 1,000 primes are computed within the limits, output intact."""
     source = ("primes = []\nn = 2\nwhile len(primes) < 1000:\n"
               "    if all(n % p for p in primes if p * p <= n):\n        primes.append(n)\n    n += 1\n"
               "print(len(primes), primes[0], primes[-1], sum(primes))\n")
-    result = await _runner(host, tmp_path).run(source, tenant="t")
+    result = await _runner(host, scratch_root).run(source, tenant="t")
     assert (result.exit_code, result.limit, result.stdout) == (0, None, "1000 2 7919 3682913\n")
 
 
-async def test_cancelled_call_takes_the_child_down(host: SandboxHost, tmp_path: Path) -> None:
+async def test_cancelled_call_takes_the_child_down(host: SandboxHost, scratch_root: Path) -> None:
     """A caller that gives up (task cancelled) leaves no process and no scratch directory behind."""
-    task = asyncio.ensure_future(_runner(host, tmp_path).run(
+    task = asyncio.ensure_future(_runner(host, scratch_root).run(
         "import os, time\nos.fork()\nprint('up', flush=True)\ntime.sleep(3600)\n", tenant="t"))
     await asyncio.sleep(0.5)
     task.cancel()
@@ -300,4 +300,4 @@ async def test_cancelled_call_takes_the_child_down(host: SandboxHost, tmp_path: 
         await asyncio.sleep(0.05)
     if host.host_uid is not None:
         assert processes_of(host.host_uid) == []
-    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    assert not any(p.is_file() for p in scratch_root.rglob("*"))
