@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # System packages that `make run` / `make test` need on a fresh Debian machine: Python's venv
-# module, Node.js with npm (for the MCP conformance suite and the reference stdio server) and
-# PostgreSQL (the SQL kit's engine tests; cluster mode). Installs only what is missing; needs root
-# (or sudo) only when something is missing or PostgreSQL is not running.
+# module, Node.js with npm (for the MCP conformance suite and the reference stdio server), the
+# sandbox's bubblewrap, libseccomp and Debian's own python3 (the code kit runs /usr/bin/python3 inside
+# the sandbox's read-only /usr; docs/sandbox.md), and PostgreSQL (the SQL kit's engine tests; cluster
+# mode). Installs only what is missing; needs root (or sudo) only when something is missing or
+# PostgreSQL is not running.
 set -euo pipefail
 
 SUDO=""
@@ -21,6 +23,10 @@ missing=()
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+compgen -G '/usr/lib/*/libseccomp.so.2' >/dev/null || compgen -G '/lib/*/libseccomp.so.2' >/dev/null \
+    || missing+=(libseccomp2)
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) >/dev/null 2>&1; }
 fresh_postgres=0
 if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then
