@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.nodeid import NodeId
 from hypothesis import settings
 
 # An xdist worker starts with COLUMNS=80 and LINES=24 in its environment, which a single-process run does
@@ -32,11 +33,28 @@ _BY_MODULE = {"e2e", "conformance"}
 _TESTS = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = item.path.resolve()
         if path.is_relative_to(_TESTS) and path.relative_to(_TESTS).parts[0] in _BY_MODULE:
             item.add_marker(pytest.mark.xdist_group(name=path.relative_to(_TESTS).as_posix()))
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        _tag_groups(items)
+
+
+def _tag_groups(items: list[pytest.Item]) -> None:
+    """Give each grouped test the ``@group`` suffix that ``--dist loadgroup`` schedules by.
+
+    pytest-xdist 3.8 writes the suffix to ``item._nodeid``, which pytest 9.2's nodes no longer read (the id
+    lives in ``item._id``): without this every group was split across workers, so a module's gateway was
+    started once per worker that got a share. Tested by tests/unit/test_xdist_groups.py.
+    """
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        nodeid = item.nodeid
+        if names and nodeid.rfind("@") <= nodeid.rfind("]"):
+            item._id = NodeId.parse(f"{nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", autouse=True)

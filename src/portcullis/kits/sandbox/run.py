@@ -31,6 +31,7 @@ from portcullis.kits.sandbox.spec import SandboxHost, SandboxSpec
 
 LimitHit = Literal["cpu", "wall", "memory", "processes", "output"]
 _CHUNK = 65536
+_REAP_GRACE_S = 2.0  # after its init is killed, bwrap exits by itself well within this
 _CPU_SIGNALS = (signal.SIGXCPU, signal.SIGKILL)  # soft RLIMIT_CPU, then the hard one
 
 
@@ -96,11 +97,40 @@ def spawn_identity(host: SandboxHost) -> tuple[int, int] | None:
     return host.host_uid, host.host_gid if host.host_gid is not None else host.host_uid
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL bwrap's process group, only while bwrap is unreaped (after that its pid may be reused)."""
+class _Status:
+    """bwrap's ``--json-status-fd`` pipe, read as it fills: its first record names the sandbox's init."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.raw = fd, b""
+        os.set_blocking(fd, False)
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, _CHUNK):
+                self.raw += chunk
+        return self.raw
+
+    def child_pid(self) -> int | None:
+        for line in self.read().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and isinstance(record.get("child-pid"), int) and record["child-pid"] > 1:
+                    return int(record["child-pid"])
+        return None
+
+
+def _kill(proc: asyncio.subprocess.Process, status: _Status, *, outer: bool) -> None:
+    """SIGKILL the sandbox's init (pid 1 of its namespace: the kernel takes every process in it down and
+    bwrap reaps it, so nothing is left for the host's init to reap), and with ``outer`` bwrap's own process
+    group too. Only while bwrap is unreaped: after that, pids may be reused."""
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        inner = status.child_pid()
+        if inner is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(inner, signal.SIGKILL)
+        if outer or inner is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> SandboxResult:
@@ -125,15 +155,16 @@ async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> Sa
     finally:
         os.close(bpf)
         os.close(status_w)
+    status = _Status(status_r)
     try:
-        return await _supervise(proc, spec, stdin, status_r, started)
+        return await _supervise(proc, spec, stdin, status, started)
     finally:
-        _kill(proc)  # a cancelled or failed supervision still takes the child down
+        _kill(proc, status, outer=True)  # a cancelled or failed supervision still takes the child down
         os.close(status_r)
 
 
 async def _supervise(
-    proc: asyncio.subprocess.Process, spec: SandboxSpec, stdin: bytes, status_r: int, started: float
+    proc: asyncio.subprocess.Process, spec: SandboxSpec, stdin: bytes, status: _Status, started: float
 ) -> SandboxResult:
     over = asyncio.Event()
     out, err = _Drain(spec.limits.max_output_bytes, over), _Drain(spec.limits.max_output_bytes, over)
@@ -152,14 +183,18 @@ async def _supervise(
         elif not done:
             killed_for = "wall"
         if killed_for is not None:
-            _kill(proc)
+            _kill(proc, status, outer=False)
+            try:  # bwrap reaps its init and exits by itself; past a grace period its group goes too
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=_REAP_GRACE_S)
+            except TimeoutError:
+                _kill(proc, status, outer=True)
         await proc.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drains, timeout=5)  # the pipes close once the pid namespace is gone
     finally:
         waiter.cancel()
         finished.cancel()
-    exit_code = parse_status(_read_all(status_r))
+    exit_code = parse_status(status.read())
     if exit_code is None and killed_for is None:
         raise SandboxUnavailable(detail="bwrap refused to set the sandbox up")
     return SandboxResult(
@@ -176,12 +211,3 @@ async def _feed(sink: asyncio.StreamWriter, data: bytes) -> None:
             sink.write(data)
             await sink.drain()
         sink.close()
-
-
-def _read_all(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    chunks = []
-    with contextlib.suppress(BlockingIOError):
-        while chunk := os.read(fd, _CHUNK):
-            chunks.append(chunk)
-    return b"".join(chunks)
