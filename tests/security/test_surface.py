@@ -188,6 +188,7 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = N
         connector.on_event = functools.partial(event_router(watch, hub), "billing")
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch.run)
+            tg.start_soon(hub.run)
             await anyio.sleep(0.05)  # the watch starts first: nothing connected yet, so every entry is unlisted
             tg.start_soon(handle.run)
             with anyio.fail_after(10):
