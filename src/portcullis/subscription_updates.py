@@ -81,6 +81,8 @@ class UpdateQueue:
                 await self._wake.wait()
             try:
                 await self._handle(self._batches[0])
+            except Exception:  # never ends the task: the next update is handled as usual
+                log.exception("subscription updates could not be delivered")
             finally:
                 self._batches.popleft()
 
@@ -91,8 +93,9 @@ class UpdateQueue:
                 for index, delivery in enumerate(batch):
                     tg.start_soon(self._check, delivery, verdicts, index)
         finally:  # also when cancelled: every place is given back, nothing unchecked goes out
-            for delivery, verdict in zip(batch, verdicts, strict=True):
+            for delivery in batch:
                 delivery.subscriber.pending -= 1
+            for delivery, verdict in zip(batch, verdicts, strict=True):
                 if verdict is None:
                     self._count("check_failed")
                 elif not verdict:

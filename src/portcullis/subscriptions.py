@@ -415,7 +415,11 @@ class SubscriptionHub:
         return True
 
     def _delivered(self, delivery: Delivery) -> None:
-        self._send(delivery.subscriber, UPDATED, {"uri": delivery.uri})
+        sub = delivery.subscriber
+        if sub.uris.get(delivery.uri) != delivery.target:  # unsubscribed (or expired) while being re-checked
+            self._count("unsubscribed")
+            return
+        self._send(sub, UPDATED, {"uri": delivery.uri})
 
     def _send(self, sub: Subscriber, method: str, params: dict[str, Any]) -> None:
         sender = sub._sender

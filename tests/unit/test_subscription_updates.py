@@ -140,3 +140,29 @@ async def test_a_cancelled_check_tells_nobody_and_frees_the_queue() -> None:
         tg.cancel_scope.cancel()  # the gateway stops mid-check
     assert counted == ["queue_full", "check_failed"] and sub.pending == 0 and _uris(sub) == []
     assert hub.updates_pending() == 0
+
+
+async def test_unsubscribed_while_being_rechecked_is_not_told() -> None:
+    release = anyio.Event()
+    checking = False
+
+    async def resolve(uri: str, principal: Principal) -> tuple[str, str] | None:
+        if checking:
+            await release.wait()
+        return TARGETS[uri]
+
+    counted: list[str] = []
+    hub = _hub(resolve, counted)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hub.run)
+        await hub.subscribe("s", ALICE, "svc+a://1")
+        await hub.subscribe("s", ALICE, "svc+a://2")  # keeps the session (and its stream) alive
+        sub = hub.open_session_stream("s", ALICE)
+        checking = True
+        hub.resource_updated("svc", "a://1")
+        await hub.unsubscribe("s", ALICE, "svc+a://1")
+        release.set()
+        with anyio.fail_after(30):
+            await hub.drained()
+        assert counted == ["unsubscribed"] and _uris(sub) == []
+        tg.cancel_scope.cancel()
