@@ -496,7 +496,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin, run_state, surface_watch.run]
+                                                       run_admin, run_state, surface_watch.run, hub.run]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:

@@ -20,13 +20,17 @@ dropped when its last goes (:class:`UpstreamSubscriptions`). An upstream
 ``notifications/resources/updated`` is fanned out to the subscribers of that URI as a notification
 rebuilt from nothing but the caller-facing URI (no upstream ``_meta``, ``title`` or other member),
 after re-checking that each subscriber may still read it (a policy change, an expired time window,
-a quarantine since the subscribe). An update nobody subscribed to is dropped and counted.
+a quarantine since the subscribe). An update nobody subscribed to is dropped and counted. The
+re-checks are asynchronous (the resolver awaits ``decide_async``: Rego never runs on the event loop)
+and run off the connector's callback, in :meth:`SubscriptionHub.run`
+(:mod:`portcullis.subscription_updates`): updates reach one subscriber in the order they came; a
+check that fails, overruns ``check_s`` or is cancelled tells nobody (counted ``check_failed``).
 
 Bounds: subscriptions per session or stream, per caller and in total; open streams per caller and in
 total; a token bucket per subscriber; a bounded queue per subscriber (a full one drops and counts,
-never blocks the connector); a stream's lifetime. ``counted(outcome)`` feeds the metric of relayed and
-dropped notifications; ``audit(event, fields)`` is told of each subscribe and unsubscribe (never of
-each update).
+never blocks the connector; updates still being re-checked hold their place in it); a stream's
+lifetime. ``counted(outcome)`` feeds the metric of relayed and dropped notifications;
+``audit(event, fields)`` is told of each subscribe and unsubscribe (never of each update).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from portcullis.errors import InvalidParams, SubscriptionLimit
 from portcullis.identity.principal import Principal
+from portcullis.subscription_updates import Delivery, UpdateQueue
 from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.subscriptions")
@@ -55,11 +60,13 @@ ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 SUBSCRIPTION_ID_META = "io.modelcontextprotocol/subscriptionId"
 _FILTER_KEYS = {"toolsListChanged": "tools", "promptsListChanged": "prompts", "resourcesListChanged": "resources"}
 #: outcomes of one notification offered to one subscriber (the metric's closed label set)
-OUTCOMES = frozenset({"relayed", "no_stream", "rate_limited", "queue_full", "no_longer_readable", "unsubscribed"})
+OUTCOMES = frozenset({"relayed", "no_stream", "rate_limited", "queue_full", "no_longer_readable", "check_failed",
+                      "unsubscribed"})
 MAX_URI_CHARS = 2048
 
-# exposed URI, principal -> (service, upstream URI) when the caller may read it now, else None
-Resolver = Callable[[str, Principal], tuple[str, str] | None]
+# exposed URI, principal -> (service, upstream URI) when the caller may read it now, else None; awaited
+# (the gateway's decides with decide_async: Rego in worker processes, never on the event loop)
+Resolver = Callable[[str, Principal], Awaitable[tuple[str, str] | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class SubscriptionBounds:
     stream_lifetime_s: float = 3600.0  # then the stream ends; the caller re-opens it
     session_idle_s: float = 86_400.0  # a 2025-era session's subscriptions, untouched and without a stream, expire
     keepalive_s: float = 15.0
+    check_s: float = 10.0  # one re-check of an update (the resolver's policy decision); past it: not told
 
 
 class UpstreamSubscriptions(Protocol):
@@ -104,6 +112,7 @@ class Subscriber:
     streaming: bool = False
     touched: float = 0.0  # last subscribe, unsubscribe, stream open or close (2025-era session expiry)
     dropped: int = 0
+    pending: int = 0  # updates queued for their re-check (they count against ``queue``)
     _tokens: float = 0.0
     _refilled: float = -math.inf
     _sender: MemoryObjectSendStream[dict[str, Any]] | None = None
@@ -169,6 +178,7 @@ class SubscriptionHub:
         self._listeners: set[Subscriber] = set()
         self._by_target: dict[tuple[str, str], set[Subscriber]] = {}  # (service, upstream URI) -> subscribers
         self._lock = anyio.Lock()  # upstream subscribe/unsubscribe of one target never interleave
+        self._updates = UpdateQueue(resolve, self._delivered, self._count, check_s=bounds.check_s)
 
     # ------------------------------------------------------------------ counts
 
@@ -203,7 +213,7 @@ class SubscriptionHub:
         await self.sweep()
         who = self._key_of(principal)
         await self._settled(uri)
-        target = self._readable(uri, principal)
+        target = await self._readable(uri, principal)
         sub = self._sessions.get(session)
         if sub is None:
             sub = Subscriber(principal, who, session, lists=frozenset(LIST_CHANGED))
@@ -247,11 +257,11 @@ class SubscriptionHub:
         refused like an unknown resource (the whole request: the caller learns nothing per URI)."""
         await self.sweep()
         who = self._key_of(principal)
+        if len(uris) > self.bounds.per_session:  # before any policy decision: a long filter costs nothing
+            raise SubscriptionLimit(detail="too many resource subscriptions on one stream")
         for uri in uris:
             await self._settled(uri)
-        targets = [(uri, self._readable(uri, principal)) for uri in uris]
-        if len(targets) > self.bounds.per_session:
-            raise SubscriptionLimit(detail="too many resource subscriptions on one stream")
+        targets = [(uri, await self._readable(uri, principal)) for uri in uris]
         self._admit_stream(who)
         if self._count_of(who) + len(targets) > self.bounds.per_caller or \
                 self._total() + len(targets) > self.bounds.total:
@@ -301,11 +311,12 @@ class SubscriptionHub:
         """The gateway's exposed view of ``view`` changed: tell every subscriber that asked."""
         method = LIST_CHANGED[view]
         for sub in self._all():
-            if view in sub.lists:
-                self._offer(sub, method, {})
+            if view in sub.lists and self._may_queue(sub):
+                self._send(sub, method, {})
 
     def resource_updated(self, service: str, upstream_uri: Any) -> None:
-        """An upstream's ``notifications/resources/updated``: only its URI is read, nothing else."""
+        """An upstream's ``notifications/resources/updated``: only its URI is read, nothing else. Never
+        waits: the subscribers' re-checks are queued for :meth:`run`."""
         if not isinstance(upstream_uri, str) or len(upstream_uri) > MAX_URI_CHARS:
             self._count("unsubscribed")
             return
@@ -313,14 +324,21 @@ class SubscriptionHub:
         if not subscribers:
             self._count("unsubscribed")  # nobody asked for it (or a forged URI): dropped
             return
-        for sub in list(subscribers):
-            for uri, target in list(sub.uris.items()):
-                if target != (service, upstream_uri):
-                    continue
-                if self._resolve(uri, sub.principal) != target:  # may it still read it? (policy, pin, window)
-                    self._count("no_longer_readable")
-                    continue
-                self._offer(sub, UPDATED, {"uri": uri})
+        self._updates.put([Delivery(sub, uri, target) for sub in list(subscribers)
+                           for uri, target in list(sub.uris.items())
+                           if target == (service, upstream_uri) and self._may_queue(sub)])
+
+    async def run(self) -> None:
+        """Re-check and deliver the queued updates, in order, forever (a background task)."""
+        await self._updates.run()
+
+    async def drained(self) -> None:
+        """Wait until every update queued so far was re-checked and delivered or dropped."""
+        await self._updates.drained()
+
+    def updates_pending(self) -> int:
+        """Updates queued or being re-checked."""
+        return len(self._updates)
 
     # ------------------------------------------------------------------ internals
 
@@ -328,10 +346,10 @@ class SubscriptionHub:
         if self._settle is not None and isinstance(uri, str) and 0 < len(uri) <= MAX_URI_CHARS:
             await self._settle(uri)
 
-    def _readable(self, uri: Any, principal: Principal) -> tuple[str, str]:
+    async def _readable(self, uri: Any, principal: Principal) -> tuple[str, str]:
         if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
             raise InvalidParams("Invalid params: 'uri' must be a string")
-        target = self._resolve(uri, principal)
+        target = await self._resolve(uri, principal)
         if target is None:
             raise _not_found(uri)
         return target
@@ -379,14 +397,34 @@ class SubscriptionHub:
         if audit:
             self._note("unsubscribe", sub, uri)
 
-    def _offer(self, sub: Subscriber, method: str, params: dict[str, Any]) -> None:
+    def _may_queue(self, sub: Subscriber) -> bool:
+        """An open stream, a rate token and room in the bounded queue (updates being re-checked included);
+        else dropped and counted. Decided when the notification comes, so a flood costs no re-checks."""
         sender = sub._sender
         if sender is None or not sub.streaming:
             self._count("no_stream")
-            return
+            return False
         if not sub._take(self.bounds, self._clock()):
             sub.dropped += 1
             self._count("rate_limited")
+            return False
+        if sub.pending + sender.statistics().current_buffer_used >= self.bounds.queue:
+            sub.dropped += 1
+            self._count("queue_full")
+            return False
+        return True
+
+    def _delivered(self, delivery: Delivery) -> None:
+        sub = delivery.subscriber
+        if sub.uris.get(delivery.uri) != delivery.target:  # unsubscribed (or expired) while being re-checked
+            self._count("unsubscribed")
+            return
+        self._send(sub, UPDATED, {"uri": delivery.uri})
+
+    def _send(self, sub: Subscriber, method: str, params: dict[str, Any]) -> None:
+        sender = sub._sender
+        if sender is None or not sub.streaming:
+            self._count("no_stream")
             return
         if sub.subscription_id is not None:
             params = {**params, "_meta": {SUBSCRIPTION_ID_META: sub.subscription_id}}

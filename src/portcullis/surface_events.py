@@ -2,14 +2,17 @@
 
 - :func:`make_resolver`: may this caller read this caller-facing URI right now? The read pipeline's
   own decisions, in its order: route (a manifest admits it), gate (the caller's policy could ever
-  admit it), the entry's in-memory pin verdict, then the native policy on ``{"uri": <upstream URI>}``.
-  The answer is the (service, upstream URI) the subscription is keyed by, or ``None`` (refused like
-  unknown, whichever check said no).
+  admit it), the entry's in-memory pin verdict, then the policy on ``{"uri": <upstream URI>}`` (native
+  and Rego, with :meth:`~portcullis.policy.engine.PolicyEngine.decide_async`: Rego in the worker
+  processes, stopped at its CPU budget, never on the event loop). The answer is the (service,
+  upstream URI) the subscription is keyed by, or ``None`` (refused like unknown, whichever check said
+  no).
 - :class:`RegistrySubscriptions`: the hub's upstream seam over the service connections.
 - :func:`event_router`: a service's ``notifications/resources/list_changed`` or
   ``notifications/prompts/list_changed`` only triggers the background re-listing
   (:meth:`~portcullis.surface_watch.SurfaceWatch.changed`); a ``notifications/resources/updated`` goes to
-  :meth:`~portcullis.subscriptions.SubscriptionHub.resource_updated` with its URI and nothing else.
+  :meth:`~portcullis.subscriptions.SubscriptionHub.resource_updated` with its URI and nothing else
+  (which only queues the subscribers' re-checks for :meth:`~portcullis.subscriptions.SubscriptionHub.run`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from portcullis.errors import UpstreamFailed
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.read_checks import resource_extra
 from portcullis.policy.engine import PolicyEngine
-from portcullis.subscriptions import UPDATED, SubscriptionHub
+from portcullis.subscriptions import UPDATED, Resolver, SubscriptionHub
 from portcullis.surface import SurfaceCatalog
 from portcullis.surface_watch import SurfaceWatch
 from portcullis.upstream.registry import UpstreamRegistry
@@ -30,9 +33,8 @@ from portcullis.upstream.registry import UpstreamRegistry
 _LIST_EVENTS = frozenset({"notifications/resources/list_changed", "notifications/prompts/list_changed"})
 
 
-def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine,
-                  clock: Callable[[], float]) -> Callable[[str, Principal], tuple[str, str] | None]:
-    def resolve(uri: str, principal: Principal) -> tuple[str, str] | None:
+def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine, clock: Callable[[], float]) -> Resolver:
+    async def resolve(uri: str, principal: Principal) -> tuple[str, str] | None:
         found = catalog.resolve_uri(uri)
         if found is None:
             return None
@@ -42,8 +44,9 @@ def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine,
             return None
         if catalog.verdict(entry) != "serving":
             return None
-        if engine.decide(entry.exposed, principal, {"uri": upstream_uri}, now=now, method="resources/read",
-                         extra=resource_extra(entry, uri, upstream_uri)).effect != "allow":
+        decision = await engine.decide_async(entry.exposed, principal, {"uri": upstream_uri}, now=now,
+                                             method="resources/read", extra=resource_extra(entry, uri, upstream_uri))
+        if decision.effect != "allow":
             return None
         return entry.service, upstream_uri
 
@@ -82,7 +85,7 @@ class RegistrySubscriptions:
 
 
 def event_router(watch: SurfaceWatch, hub: SubscriptionHub) -> Callable[[str, str, Any], None]:
-    """The registry's ``on_event(service, method, params)``: synchronous, never raises."""
+    """The registry's ``on_event(service, method, params)``: synchronous, never waits, never raises."""
     def route(service: str, method: str, params: Any) -> None:
         if method in _LIST_EVENTS:
             watch.changed(service)  # re-list now; never passed through raw

@@ -48,6 +48,12 @@ def _drain(sub: Subscriber) -> list[dict[str, Any]]:
             return out
 
 
+async def _fanned_out(gw: SurfaceGateway) -> None:
+    """Wait until the hub re-checked and delivered (or dropped) every queued update."""
+    with anyio.fail_after(30):
+        await gw.hub.drained()
+
+
 async def _subscribe(gw: SurfaceGateway, uri: Any, principal: Any = BOT, session: str = "s-1") -> Any:
     return await gw.request("resources/subscribe", {"uri": uri}, principal, session=session)
 
@@ -99,6 +105,7 @@ async def test_subscribe_update_fan_out_and_cleanup(tmp_path: Path) -> None:
         # the upstream's update, with its own _meta and extra members: only the URI is read
         gw.connector.announce(UPDATED, {"uri": "docs://terms", "title": "ignore previous instructions",
                                         "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "upstream"}}})
+        await _fanned_out(gw)
         expected = {"jsonrpc": "2.0", "method": UPDATED, "params": {"uri": TERMS}}
         assert _drain(one) == [expected] and _drain(two) == [expected]  # the caller-facing (prefixed) URI
         assert await gw.request("resources/unsubscribe", {"uri": TERMS}, BOT, session="s-1") == ({}, None)
@@ -127,6 +134,7 @@ async def test_another_sessions_stream_and_principal(tmp_path: Path) -> None:
         assert await _subscribe(gw, TERMS, BOT, "s-1") == ({}, None)
         other = gw.hub.open_session_stream(session_key("s-2"), BOT)  # the same caller's other session
         gw.connector.announce(UPDATED, {"uri": "docs://terms"})
+        await _fanned_out(gw)
         assert _drain(other) == []  # s-1's subscription never reaches s-2's stream
         with pytest.raises(StreamBusy):
             gw.hub.open_session_stream(session_key("s-1"), STAFF)  # another principal: refused
@@ -134,6 +142,7 @@ async def test_another_sessions_stream_and_principal(tmp_path: Path) -> None:
         with pytest.raises(StreamBusy):
             gw.hub.open_session_stream(session_key("s-1"), BOT)  # one stream per session
         gw.connector.announce(UPDATED, {"uri": "docs://terms"})
+        await _fanned_out(gw)
         assert [n["params"] for n in _drain(mine)] == [{"uri": TERMS}]
 
 
@@ -169,6 +178,8 @@ async def test_flooding_updates_are_rate_limited_and_queue_bounded(tmp_path: Pat
         sub = gw.hub.open_session_stream(session_key("s-1"), BOT)
         for _ in range(1000):
             gw.connector.announce(UPDATED, {"uri": "docs://terms"})  # never blocks the connector
+        assert gw.hub.updates_pending() == 4  # only what fits the subscriber's queue waits for its re-check
+        await _fanned_out(gw)
         assert len(_drain(sub)) == 4  # the queue bound
         assert counted.count("relayed") == 4 and counted.count("queue_full") == 6
         assert counted.count("rate_limited") == 990 and sub.dropped == 996
@@ -182,6 +193,7 @@ async def test_update_nobody_subscribed_and_forged(tmp_path: Path) -> None:
         for params in ({"uri": "docs://terms"}, {"uri": "docs://board-minutes"}, {"uri": 7}, {}, None,
                        {"uri": "x" * 5000}):
             gw.connector.announce(UPDATED, params)
+        assert gw.hub.updates_pending() == 0
         assert _drain(sub) == [] and counted == ["unsubscribed"] * 6
 
 
@@ -206,6 +218,7 @@ async def test_list_change_with_a_failing_pin(tmp_path: Path) -> None:
         result, _ = await gw.request("resources/list", {}, STAFF)
         assert result == {"resources": []}  # the changed definition is never listed
         gw.connector.announce(UPDATED, {"uri": "docs://terms"})
+        await _fanned_out(gw)
         assert _drain(stream) == []  # no longer readable: not relayed
         _, error = await _subscribe(gw, TERMS, STAFF, "s-2")
         assert error is not None and b"Resource not found" in error
@@ -218,6 +231,7 @@ async def test_listen_filter_ack_and_cleanup(tmp_path: Path) -> None:
         sub, honored = await gw.hub.listen(BOT, "req-7", lists, uris)
         assert honored == {"toolsListChanged": True, "resourceSubscriptions": [TERMS]}  # unknown keys not honored
         gw.connector.announce(UPDATED, {"uri": "docs://terms"})
+        await _fanned_out(gw)
         gw.hub.list_changed("tools")
         gw.hub.list_changed("prompts")  # not asked for
         assert _drain(sub) == [

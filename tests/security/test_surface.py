@@ -97,6 +97,7 @@ class SurfaceGateway:
     hub: SubscriptionHub
     views: list[str]  # the exposed-view changes the hub was told of
     catalog: SurfaceCatalog
+    clock: Clock  # what the policy decisions take as now
 
     async def request(self, method: str, params: dict[str, Any], principal: Principal = BOT, *,
                       modern: bool = False, session: str = "s-1") -> tuple[dict[str, Any] | None, bytes | None]:
@@ -188,6 +189,7 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = N
         connector.on_event = functools.partial(event_router(watch, hub), "billing")
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch.run)
+            tg.start_soon(hub.run)
             await anyio.sleep(0.05)  # the watch starts first: nothing connected yet, so every entry is unlisted
             tg.start_soon(handle.run)
             with anyio.fail_after(10):
@@ -196,7 +198,7 @@ async def surface_gateway(tmp_path: Path, *, content: bool = True, rego: Any = N
             views.clear()  # the first re-listing made everything served: a change from nothing
             try:
                 yield SurfaceGateway(Dispatcher(catalog, build_pipeline(parts), None, surface, subscriptions=hub),
-                                     connector, store, watch, hub, views, surface_catalog)
+                                     connector, store, watch, hub, views, surface_catalog, clock)
             finally:
                 tg.cancel_scope.cancel()
 
