@@ -28,7 +28,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # Directories whose modules start gateways, upstreams and suites in module-scoped fixtures. Under xdist
 # (`make test` runs `--dist loadgroup`) each of their modules is one group, run whole by one worker: split
 # across workers, every worker that got a share would start the module's gateway again. Different modules
-# still run in parallel; every other test is scheduled on its own.
+# still run in parallel; every other test is scheduled on its own, except modules elsewhere that start a
+# module-scoped gateway and say so with their own `xdist_group` mark.
 _BY_MODULE = {"e2e", "conformance"}
 _TESTS = Path(__file__).resolve().parent
 

@@ -19,6 +19,9 @@ import pytest
 from tests.e2e.harness import GatewayProcess, copy_demo
 from tests.security.conftest import exchange, status_of
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_admin_guards.py")
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:

@@ -135,6 +135,10 @@ class Run:
     search: str
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_attempt_records.py")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     root = demo_with(tmp_path_factory.mktemp("attempts") / "deployment", audit={"attempts": {"window_s": 1.0}})

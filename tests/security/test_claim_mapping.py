@@ -350,6 +350,10 @@ def test_nfc_and_nfd_spellings_map_to_the_same_principal(text: str) -> None:
 # ----------------------------------------------------------------------------- through the gateway
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_claim_mapping.py")
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = build(tmp_path_factory.mktemp("claims") / "deployment")

@@ -380,6 +380,10 @@ def corp_token(**claims: Any) -> str:
                       headers={"kid": "corp-1", "typ": "at+jwt"})
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_issuer_scoping.py")
+
+
 @pytest.fixture(scope="module")
 def two_issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = copy_demo(tmp_path_factory.mktemp("two-issuers") / "deployment")

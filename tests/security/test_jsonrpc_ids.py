@@ -122,6 +122,10 @@ def test_unrepresentable_values_anywhere_are_refused_by_the_parser(case: str, bo
 # --------------------------------------------------------------------------- through a real gateway
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_jsonrpc_ids.py")
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The bundled demo deployment (its refund tool has a side effect) in a gateway process."""

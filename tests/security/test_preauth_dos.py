@@ -208,6 +208,10 @@ def test_slow_clients_are_counted_in_metrics(bounded_gateway: GatewayProcess) ->
 # --------------------------------------------------------------------------- connections per client
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_preauth_dos.py")
+
+
 @pytest.fixture(scope="module")
 def capped_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The demo gateway allowing four connections per client address, with a long header timeout."""

@@ -78,6 +78,10 @@ class Run:
     answers: dict[str, Any]
 
 
+# one worker runs the whole module, so its module-scoped gateway starts once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("security/test_record_leaks.py")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The demo gateway with a JSONL SIEM export and a notice webhook, after every row's call."""
