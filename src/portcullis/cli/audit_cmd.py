@@ -448,7 +448,7 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
            kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
-                                                     "attempt or retention.")] = None,
+                                                     "attempt, retention or spawn.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""
