@@ -1,0 +1,1 @@
+"""Safe building blocks for MCP service tools: files, http, sandbox, code, sql."""
