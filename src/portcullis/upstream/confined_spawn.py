@@ -3,8 +3,8 @@
 :class:`StdioSandbox` is made once per gateway; :meth:`StdioSandbox.launch` turns one
 :class:`~portcullis.upstream.confinement.Confinement` into the command that starts the child:
 
-1. The spec: the child's argv (run through ``env -C <cwd>`` when the service has a ``cwd``; else it
-   starts in its private ``/tmp``), its whole environment (nothing inherited), the view bound at
+1. The spec: the child's argv (run through ``env -u PWD``, and ``-C <cwd>`` when the service has a
+   ``cwd``; else it starts in its private ``/tmp``), its whole environment (nothing inherited), the view bound at
    the same places (paths inside the system view, ``/usr`` and the like, are visible already and
    left out), the network mode (``none``: a network namespace of its own with no interface but
    loopback, and a seccomp filter that refuses every socket but ``AF_UNIX``), and the limits.
@@ -70,7 +70,8 @@ def sandbox_spec(c: Confinement, argv: Sequence[str], child_env: Mapping[str, st
     limits = c.limits
     view = [v for v in c.view if not _covered(v.path, host)]
     return SandboxSpec(
-        argv=("/usr/bin/env", "-C", cwd, *argv) if cwd is not None else tuple(argv),
+        # bwrap sets PWD (to where it starts the child); the child gets exactly its declared environment
+        argv=("/usr/bin/env", "-u", "PWD", *(("-C", cwd) if cwd is not None else ()), *argv),
         env=tuple(sorted(child_env.items())),
         ro_binds=tuple(Bind(v.path, v.path) for v in view if not v.writable),
         rw_binds=tuple(Bind(v.path, v.path) for v in view if v.writable),

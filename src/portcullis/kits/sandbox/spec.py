@@ -21,7 +21,7 @@ Network = Literal["none", "shared"]
 # Where a spec may not put a bind: the system view the sandbox itself builds.
 TMP_DEST = "/tmp"  # noqa: S108 - the child's own private tmpfs, never the host's /tmp
 SCRATCH_DEST = "/scratch"
-_RESERVED_DESTS = ("/usr", "/proc", "/dev", "/bin", "/lib", "/lib64", "/sbin", TMP_DEST, SCRATCH_DEST)
+_RESERVED_DESTS = ("/usr", "/proc", "/dev", "/bin", "/lib", "/lib64", "/sbin", SCRATCH_DEST)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -62,7 +62,10 @@ class Bind:
     def __post_init__(self) -> None:
         _check_path(self.source, "bind source")
         _check_path(self.dest, "bind destination")
-        if self.dest == "/" or any(self.dest == r or self.dest.startswith(r + "/") for r in _RESERVED_DESTS):
+        # /tmp itself is the private tmpfs; a bind below it is mounted on that tmpfs, after it (build_argv), as a
+        # stdio service's cwd, deployment or writable path under the host's /tmp needs (docs/sandbox.md)
+        reserved = any(self.dest == r or self.dest.startswith(r + "/") for r in _RESERVED_DESTS)
+        if self.dest in ("/", TMP_DEST) or reserved:
             raise SandboxSpecError(detail="bind destination is reserved")
 
 
