@@ -19,6 +19,7 @@ import os
 
 log = logging.getLogger("portcullis.upstream")
 
+_SERIAL = itertools.count(1)  # process-wide: every sandbox of this gateway process names its cgroups apart
 # cgroup v1's pids hierarchy, and the v2 unified hierarchy (when its root delegates pids)
 _CANDIDATES = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
 
@@ -44,11 +45,10 @@ class PidsCgroups:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._serial = itertools.count(1)
 
     def create(self, service: str, max_processes: int) -> str:
         """A new cgroup for one spawn of ``service``; returns its ``cgroup.procs`` path. OSError if not."""
-        path = os.path.join(self.root, f"portcullis-{os.getpid()}-{service}-{next(self._serial)}")
+        path = os.path.join(self.root, f"portcullis-{os.getpid()}-{service}-{next(_SERIAL)}")
         os.mkdir(path, 0o755)
         try:
             with open(os.path.join(path, "pids.max"), "w", encoding="ascii") as fh:
