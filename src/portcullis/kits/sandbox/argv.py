@@ -13,7 +13,7 @@ fixed descriptor and ``setpriv`` drops to the unprivileged host id before bwrap 
 
 from __future__ import annotations
 
-from portcullis.kits.sandbox.spec import SCRATCH_DEST, TMP_DEST, Limits, SandboxHost, SandboxSpec
+from portcullis.kits.sandbox.spec import SCRATCH_DEST, SHM_DEST, TMP_DEST, Limits, SandboxHost, SandboxSpec
 
 LAUNCH_SECCOMP_FD = 9  # the descriptor launch_argv's shell opens the filter file on
 
@@ -48,7 +48,11 @@ def build_argv(spec: SandboxSpec, host: SandboxHost, *, seccomp_fd: int, status_
         argv += ["--ro-bind", path, path]
     for target, link in host.symlinks:
         argv += ["--symlink", target, link]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmp_bytes), "--tmpfs", TMP_DEST]
+    size = str(spec.limits.tmp_bytes)
+    # /tmp and /dev/shm are the only writable places besides declared binds: each a tmpfs of tmp_bytes.
+    # bwrap's own root and /dev are tmpfs too, unbounded: they are remounted read-only at the end.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", SHM_DEST,
+             "--size", size, "--tmpfs", TMP_DEST]
     for bind in spec.ro_binds:
         argv += ["--ro-bind", bind.source, bind.dest]
     for bind in spec.rw_binds:
@@ -57,6 +61,7 @@ def build_argv(spec: SandboxSpec, host: SandboxHost, *, seccomp_fd: int, status_
         argv += ["--bind", spec.scratch, SCRATCH_DEST, "--chdir", SCRATCH_DEST]
     else:
         argv += ["--chdir", TMP_DEST]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     for name, value in spec.env:
         argv += ["--setenv", name, value]
     argv += ["--seccomp", str(seccomp_fd)]

@@ -96,9 +96,11 @@ def spawn_identity(host: SandboxHost) -> tuple[int, int] | None:
     return host.host_uid, host.host_gid if host.host_gid is not None else host.host_uid
 
 
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL bwrap's process group, only while bwrap is unreaped (after that its pid may be reused)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> SandboxResult:
@@ -126,7 +128,7 @@ async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> Sa
     try:
         return await _supervise(proc, spec, stdin, status_r, started)
     finally:
-        _kill(proc.pid)
+        _kill(proc)  # a cancelled or failed supervision still takes the child down
         os.close(status_r)
 
 
@@ -139,23 +141,24 @@ async def _supervise(
         raise SandboxUnavailable(detail="bwrap pipes missing")
     drains: asyncio.Future[Any] = asyncio.gather(out.run(proc.stdout), err.run(proc.stderr), _feed(proc.stdin, stdin))
     waiter: asyncio.Future[Any] = asyncio.ensure_future(over.wait())
+    # finished: the child exited *and* closed its output (a child that closes both and sleeps is caught too)
+    finished: asyncio.Future[Any] = asyncio.gather(drains, proc.wait())
     killed_for: LimitHit | None = None
     try:
-        done, _ = await asyncio.wait({drains, waiter}, timeout=spec.limits.wall_s,
+        done, _ = await asyncio.wait({finished, waiter}, timeout=spec.limits.wall_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
             killed_for = "output"
         elif not done:
             killed_for = "wall"
         if killed_for is not None:
-            _kill(proc.pid)
+            _kill(proc)
         await proc.wait()
-        _kill(proc.pid)  # bwrap's helpers, should any remain in its group
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drains, timeout=5)  # the pipes close once the pid namespace is gone
     finally:
         waiter.cancel()
-        drains.cancel()
+        finished.cancel()
     exit_code = parse_status(_read_all(status_r))
     if exit_code is None and killed_for is None:
         raise SandboxUnavailable(detail="bwrap refused to set the sandbox up")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import socket
 from typing import Any
@@ -100,3 +101,16 @@ def filter_fd(network: Network) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def filter_file(directory: str, network: Network) -> str:
+    """The filter written to ``directory`` (named by its hash, mode 0644) for :func:`launch_argv`."""
+    program = compile_filter(network)
+    path = os.path.join(directory, f"seccomp-{hashlib.sha256(program).hexdigest()[:16]}.bpf")
+    if not os.path.exists(path):
+        partial = f"{path}.{os.getpid()}.tmp"
+        with open(partial, "wb") as fh:
+            fh.write(program)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    return path

@@ -20,6 +20,7 @@ Network = Literal["none", "shared"]
 
 # Where a spec may not put a bind: the system view the sandbox itself builds.
 TMP_DEST = "/tmp"  # noqa: S108 - the child's own private tmpfs, never the host's /tmp
+SHM_DEST = "/dev/shm"  # noqa: S108 - the child's own size-limited tmpfs
 SCRATCH_DEST = "/scratch"
 _RESERVED_DESTS = ("/usr", "/proc", "/dev", "/bin", "/lib", "/lib64", "/sbin", SCRATCH_DEST)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
