@@ -3,6 +3,8 @@ the spawn audit record's fields, and lint's warnings for the ``unsafe_…`` sett
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from pydantic import ValidationError
 from portcullis.config.loader import lint_deployment
 from portcullis.config.model import StdioService
 from portcullis.upstream.confinement import confinement_for, log_fields, spawn_fields
+from portcullis.upstream.pids_cgroup import PidsCgroups
 from portcullis.upstream.stdio_view import PythonLayout, ViewInputs, ViewPath, file_view
 from portcullis.upstream.stdio_view_inputs import command_dirs
 
@@ -144,3 +147,22 @@ def test_lint_warns_about_each_unsafe_setting_at_its_line(tmp_path: Path) -> Non
                    if "unsafe_" in p.message)
     assert found == [(9, "warning", "services.raw.sandbox.unsafe_no_sandbox"),
                      (14, "warning", "services.net.sandbox.unsafe_host_network")]
+
+
+def test_a_command_in_a_top_level_bin_is_given_its_directory_not_the_host(tmp_path: Path) -> None:
+    """/bin/cat's prefix would be '/': it is given /bin (and /usr, where the link leads), never '/'."""
+    dirs = command_dirs("/bin/cat")
+    assert "/" not in dirs and "/bin" in dirs
+
+
+def test_leftover_cgroups_of_a_stopped_gateway_are_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
+    """A cgroup a dead gateway left is removed when the next gateway starts; this gateway's are not touched."""
+    proc = subprocess.Popen(["/bin/true"])  # a pid that has exited (and is very unlikely reused at once)
+    proc.wait()
+    (tmp_path / f"portcullis-{proc.pid}-svc-1").mkdir()
+    (tmp_path / f"portcullis-{os.getpid()}-kept-1").mkdir()
+    (tmp_path / "other-cgroup").mkdir()
+    cgroups = PidsCgroups(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-cgroup", f"portcullis-{os.getpid()}-kept-1"]
+    procs = cgroups.create("svc", 8)
+    assert Path(procs).parent.is_dir() and (Path(procs).parent / "pids.max").read_text() == "8"

@@ -12,7 +12,6 @@ refused (fail closed).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -41,13 +40,21 @@ def find_pids_root(candidates: tuple[str, ...] = _CANDIDATES) -> str | None:
 
 
 class PidsCgroups:
-    """Makes and removes the per-spawn cgroups under ``root`` (named for the gateway and the service)."""
+    """Makes and removes the per-spawn cgroups under ``root`` (named for the gateway and the service).
+
+    A cgroup cannot be removed while a process is in it, and the processes of a stopped sandbox leave
+    a moment after bwrap: such a cgroup is kept in a list and removed by a later :meth:`create`,
+    which also removes those a gateway that is no longer running left behind (never one of a
+    running gateway: it may have just been made for a spawn that has not started yet)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._pending: list[str] = []
+        self._sweep_dead()
 
     def create(self, service: str, max_processes: int) -> str:
         """A new cgroup for one spawn of ``service``; returns its ``cgroup.procs`` path. OSError if not."""
+        self._pending = [path for path in self._pending if not _rmdir(path)]
         path = os.path.join(self.root, f"portcullis-{os.getpid()}-{service}-{next(_SERIAL)}")
         os.mkdir(path, 0o755)
         try:
@@ -59,10 +66,38 @@ class PidsCgroups:
         return os.path.join(path, "cgroup.procs")
 
     def remove(self, procs: str) -> None:
-        """Remove the cgroup of ``procs`` (left in place, and logged, if a process is still in it)."""
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                os.rmdir(os.path.dirname(procs))
-            except OSError as exc:
-                log.warning("a sandbox's pids cgroup could not be removed", extra={"fields": {
-                    "error": type(exc).__name__}})
+        """Remove the cgroup of ``procs`` now, or at a later :meth:`create` if a process is still in it."""
+        path = os.path.dirname(procs)
+        if not _rmdir(path):
+            self._pending.append(path)
+
+    def _sweep_dead(self) -> None:
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return
+        for name in names:
+            parts = name.split("-")
+            if len(parts) >= 4 and parts[0] == "portcullis" and parts[1].isdigit() and not _alive(int(parts[1])):
+                _rmdir(os.path.join(self.root, name))
+
+
+def _rmdir(path: str) -> bool:
+    """Whether the cgroup ``path`` is gone (removed now, or already)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:  # EBUSY: a process is still in it
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

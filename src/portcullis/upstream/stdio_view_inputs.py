@@ -56,7 +56,8 @@ def command_dirs(resolved: str) -> tuple[str, ...]:
     dirs = set()
     for path in (resolved, os.path.realpath(resolved)):
         here = os.path.dirname(path)
-        dirs.add(os.path.dirname(here) if os.path.basename(here) == "bin" else here)
+        prefix = os.path.dirname(here) if os.path.basename(here) == "bin" else here
+        dirs.add(here if prefix == "/" else prefix)  # /bin/cat: its directory, never the whole host
     return tuple(sorted(d for d in dirs if os.path.isdir(d)))
 
 
