@@ -114,7 +114,7 @@ def test_spawn_record_names_the_confinement_but_no_environment_value() -> None:
     assert fields["confinement"] == {
         "backend": "bubblewrap", "network": "none", "unsafe": [],
         "view": [{"path": "/srv/out", "mode": "rw", "origin": "declared"}],
-        "limits": {"memory_mb": 1024, "max_processes": 8, "max_open_files": 256, "cpu_s": None,
+        "limits": {"memory_mb": 4096, "max_processes": 8, "max_open_files": 256, "cpu_s": None,
                    "max_file_mb": 1024, "tmp_mb": 64}}
     assert fields["env_names"] == ["API_TOKEN", "PORTCULLIS_GATEWAY_JWKS"]
     assert "s3cr3t-value" not in repr(fields) and "s3cr3t-value" not in repr(log_fields(c))

@@ -69,7 +69,8 @@ class StdioSandbox(_Model):
         (), max_length=64, description="Host paths (absolute) the child may read and write, at the same place. "
         "System directories (/, /usr, /etc, /proc, ...) are refused; whatever lies inside a writable path is writable "
         "too. Everything else it writes goes to a private /tmp that is discarded when the child exits.")
-    memory_mb: int = Field(1024, ge=16, le=1_048_576, description="Memory the child may use (its address space).")
+    memory_mb: int = Field(4096, ge=16, le=1_048_576, description="Address space each of the child's processes "
+                           "may map. Runtimes reserve far more than they use: Node's V8 does not start in 1024.")
     max_processes: int = Field(64, ge=1, le=65_536, description="Most processes and threads in the child's "
                                "sandbox at once (a fork bomb stops there).")
     max_open_files: int = Field(256, ge=16, le=1_048_576, description="Most open file descriptors per process.")
