@@ -31,7 +31,6 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from portcullis.config.model import HttpService, StdioService
-from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT
 from portcullis.errors import (
     RESULT_TOO_DEEP,
     ConfigError,
@@ -42,7 +41,6 @@ from portcullis.errors import (
     UpstreamUnavailable,
 )
 from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_KEY, EndorsedKeys, TokenMinter
-from portcullis.kits.sandbox import SandboxError
 from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.transport.push import PUSH, CallPush
@@ -52,7 +50,7 @@ from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
 from portcullis.upstream.stderr_relay import StderrRelay
 from portcullis.upstream.stdio_bounded import bounded_stdio_client
-from portcullis.upstream.stdio_spawn import ENV, RecordSpawn, clean_env_argv, prepare_spawn
+from portcullis.upstream.stdio_spawn import ENV, RecordSpawn, check_confinement, clean_env_argv, prepare_spawn
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -349,24 +347,10 @@ class SdkConnector:
         self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
         self._on_tools_changed = on_tools_changed
         self._on_spawn = on_spawn  # the spawn audit record, durable before each child starts
-        self._sandbox = sandbox or StdioSandbox.from_environ(self._environ)
+        self._sandbox = sandbox
         if isinstance(cfg, StdioService):
             stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
-            self._check_confinement(cfg)
-
-    def _check_confinement(self, cfg: StdioService) -> None:
-        """At every start: a warning per ``unsafe_…`` setting; a sandbox that cannot confine is a refusal."""
-        for flag in cfg.sandbox.unsafe_flags():
-            log.warning(f"services.{self.name}.sandbox.{flag}: {UNSAFE_SANDBOX_TEXT[flag]}",
-                        extra={"fields": {"service": self.name, "setting": flag}})
-        if cfg.sandbox.unsafe_no_sandbox:
-            return
-        try:
-            self._sandbox.check()
-        except SandboxError as exc:
-            raise ConfigError([Problem(path=Path("gateway.yaml"), line=None, message=(
-                f"services.{self.name}: the stdio service cannot be confined ({exc.detail}); install bubblewrap "
-                "(scripts/bootstrap.sh) or set its sandbox.unsafe_no_sandbox: true"))]) from None
+            self._sandbox = check_confinement(name, cfg, sandbox or StdioSandbox.from_environ(self._environ))
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_SdkConnection]:
@@ -375,7 +359,8 @@ class SdkConnector:
             argv, child_env = stdio_launch(self._cfg, self._environ, extra)
             # read in the same synchronous step as the environment: exactly the keys the child gets
             spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
-            spawn = await prepare_spawn(self.name, self._cfg, argv, child_env, self._sandbox, self._on_spawn)
+            sandbox = self._sandbox or check_confinement(self.name, self._cfg, StdioSandbox())  # set in __init__
+            spawn = await prepare_spawn(self.name, self._cfg, argv, child_env, sandbox, self._on_spawn)
             try:
                 closed = anyio.Event()
                 transport = bounded_stdio_client(spawn.params, max_line_bytes=self._cfg.max_result_bytes,

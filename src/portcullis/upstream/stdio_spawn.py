@@ -21,12 +21,14 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mcp import StdioServerParameters
 
 from portcullis.config.model import StdioService
-from portcullis.errors import UpstreamUnavailable
+from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT
+from portcullis.errors import ConfigError, Problem, UpstreamUnavailable
 from portcullis.kits.sandbox import SandboxError
 from portcullis.upstream.confined_spawn import StdioSandbox
 from portcullis.upstream.confinement import Confinement, confinement_for, log_fields, spawn_fields
@@ -95,6 +97,23 @@ async def prepare_spawn(name: str, cfg: StdioService, argv: list[str], child_env
     else:
         log.info("stdio service spawning", extra={"fields": fields})
     return prepared
+
+
+def check_confinement(name: str, cfg: StdioService, sandbox: StdioSandbox) -> StdioSandbox:
+    """At every gateway start: a warning per ``unsafe_…`` setting; a sandbox that cannot confine the
+    service is a configuration error (``serve`` exits), never an unconfined child. Returns ``sandbox``."""
+    for flag in cfg.sandbox.unsafe_flags():
+        log.warning(f"services.{name}.sandbox.{flag}: {UNSAFE_SANDBOX_TEXT[flag]}",
+                    extra={"fields": {"service": name, "setting": flag}})
+    if cfg.sandbox.unsafe_no_sandbox:
+        return sandbox
+    try:
+        sandbox.check()
+    except SandboxError as exc:
+        raise ConfigError([Problem(path=Path("gateway.yaml"), line=None, message=(
+            f"services.{name}: the stdio service cannot be confined ({exc.detail}); install bubblewrap "
+            "(scripts/bootstrap.sh) or set its sandbox.unsafe_no_sandbox: true"))]) from None
+    return sandbox
 
 
 async def _refused(record: RecordSpawn | None, c: Confinement, reason: str) -> None:
