@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import MCPError
 
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.config.model import StdioService
@@ -23,7 +24,7 @@ from portcullis.errors import ConfigError
 from portcullis.upstream.confined_spawn import BWRAP_ENV, StdioSandbox
 from portcullis.upstream.sdk_client import SdkConnector, stdio_launch
 from portcullis.upstream.stdio_spawn import SpawnRefused, prepare_spawn
-from tests.e2e.harness import run_cli
+from tests.e2e.harness import REPO, run_cli
 
 MISSING_BWRAP = "/nonexistent/portcullis-test/bwrap"
 
@@ -117,3 +118,22 @@ def test_serve_exits_with_a_clear_error_when_bwrap_is_missing(tmp_path: Path) ->
                    timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "cannot be confined" in done.stderr and "install bubblewrap" in done.stderr
+
+
+def test_a_sandbox_whose_setup_fails_leaves_the_service_down_not_unconfined() -> None:
+    """bwrap that exits at once (as when the kernel refuses its namespaces): no connection, no fallback."""
+    cfg = StdioService(transport="stdio", command=sys.executable, args=("-m", "tests.security.sandbox_probe_stdio"),
+                       cwd=str(REPO), connect_timeout_s=20)
+    connector = SdkConnector("svc", cfg, {BWRAP_ENV: "/usr/bin/false"})
+
+    async def connect() -> None:
+        with anyio.fail_after(30):
+            async with connector.open() as connection:
+                await connection.list_tools()
+
+    with pytest.raises(BaseExceptionGroup) as caught:  # the SDK client's: the child's stream closed at once
+        anyio.run(connect)
+    leaves: list[BaseException] = [caught.value]
+    while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+        leaves = [x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))]
+    assert [str(e) for e in leaves] == ["Connection closed"] and isinstance(leaves[0], MCPError)
