@@ -1,9 +1,10 @@
 """Upstream connections through the official SDK client: stdio children and legacy HTTP.
 
-stdio children get exactly the environment the configuration lists, nothing inherited: the SDK
-always merges a default set (HOME, PATH, USER, …) into the child's environment, so the child is
-started through ``env -i`` with only the allowed variables. The command is resolved to an
-absolute path by the gateway first.
+stdio children get exactly the environment the configuration lists, nothing inherited (the SDK
+would merge a default set, HOME, PATH, USER, …): confined children (the default) get it as bwrap's
+whole environment, unconfined ones (``sandbox.unsafe_no_sandbox``) through ``env -i``. The command is
+resolved to an absolute path by the gateway first; each spawn is decided, recorded and prepared by
+:mod:`.stdio_spawn`.
 
 A child learns the gateway's public keys at spawn. While the key signing its tokens is one the
 child was not given (the gateway rotated since), each call also carries the endorsed key sets it

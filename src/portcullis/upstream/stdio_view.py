@@ -4,12 +4,13 @@ The view is the smallest set of host paths, each bound at the same place, that l
 configured command run, labelled with why it is there (the label, not the path's content, is
 what the audit record and the log name):
 
-1. ``interpreter`` — for a ``module:`` service, the gateway's own Python: its installation
-   prefix and the virtual environment (stdlib, site-packages), read-only;
+1. ``interpreter`` — for a ``module:`` service (and a ``command:`` that is the gateway's own
+   Python), that Python: its installation prefix and the virtual environment (stdlib,
+   site-packages), read-only;
 2. ``package`` — the directories of the module's top-level package as the gateway imports it
    (an editable install's source directory), read-only;
-3. ``command`` — for a ``command:`` service, the directory of the resolved command and of the
-   file it links to, read-only;
+3. ``command`` — for another ``command:`` service, the installation prefix of the resolved
+   command and of the file it links to (the directory above its ``bin/``, else its own), read-only;
 4. ``cwd`` — the service's working directory, read-only (unless declared writable);
 5. ``policy`` — the deployment's ``tools/`` directory, read-only, when the service is told to
    enforce its tool policies (the service kit reads the manifests there; nothing else of the
