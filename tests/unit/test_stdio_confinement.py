@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from portcullis.config.loader import lint_deployment
 from portcullis.config.model import StdioService
+from portcullis.config.stdio_sandbox import unseen_path_arguments
 from portcullis.upstream.confinement import confinement_for, log_fields, spawn_fields
 from portcullis.upstream.pids_cgroup import PidsCgroups
 from portcullis.upstream.stdio_view import PythonLayout, ViewInputs, ViewPath, file_view
@@ -166,3 +167,27 @@ def test_leftover_cgroups_of_a_stopped_gateway_are_removed_and_a_running_ones_ke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other-cgroup", f"portcullis-{os.getpid()}-kept-1"]
     procs = cgroups.create("svc", 8)
     assert Path(procs).parent.is_dir() and (Path(procs).parent / "pids.max").read_text() == "8"
+
+
+@pytest.mark.parametrize(("args", "cwd", "sandbox", "unseen"), [
+    (("/opt/srv/dist/index.js", "stdio"), None, {}, [0]),  # node's script, not declared: it would not start
+    (("/opt/srv/dist/index.js",), None, {"read_only_paths": ["/opt/srv"]}, []),
+    (("/srv/app/server.py",), "/srv/app", {}, []),  # inside its cwd
+    (("/usr/share/app/main.js", "-c", "/etc/app.conf"), None, {}, [2]),  # /usr is visible, /etc is not
+    (("/tmp/socket-of-the-host",), None, {}, [0]),  # the child's /tmp is its own
+    (("-m", "pkg", "--root=/data"), None, {}, []),  # only whole arguments that are paths
+    (("/opt/srv/index.js",), None, {"unsafe_no_sandbox": True}, []),
+])
+def test_path_arguments_the_child_will_not_see_are_found(args: tuple[str, ...], cwd: str | None,
+                                                         sandbox: dict[str, Any], unseen: list[int]) -> None:
+    """A script or file named by an absolute path outside the declared view is reported (lint and serve warn)."""
+    assert unseen_path_arguments(args, cwd, _service(**sandbox).sandbox) == unseen
+
+
+def test_lint_warns_about_an_undeclared_script_argument(tmp_path: Path) -> None:
+    """`command: node` with its script outside the view is a warning at the argument's line."""
+    (tmp_path / "gateway.yaml").write_text(
+        "version: 1\nidentity:\n  allow_insecure_dev_issuer: true\nservices:\n"
+        "  srv:\n    transport: stdio\n    command: /usr/bin/node\n    args:\n      - /opt/srv/index.js\n")
+    found = [(p.line, p.severity) for p in lint_deployment(tmp_path) if "args[0]" in p.message]
+    assert found == [(9, "warning")]

@@ -43,6 +43,9 @@ UNSAFE_SANDBOX_TEXT = {
     "unsafe_host_network": "the confined service has the host's network (including services on its loopback)",
 }
 
+UNSEEN_PATH_TEXT = ("an absolute path outside the sandbox's declared paths: unless the gateway shows it (the "
+                    "interpreter, the command's prefix), the child will not see it; add it to sandbox.read_only_paths")
+
 HostPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_absolute_path)]
 
 
@@ -96,3 +99,18 @@ class StdioSandbox(_Model):
     def unsafe_flags(self) -> tuple[str, ...]:
         """The names of the ``unsafe_…`` settings turned on (for warnings and the audit record)."""
         return tuple(name for name in UNSAFE_SANDBOX_TEXT if getattr(self, name))
+
+
+# Always visible inside the sandbox (the system view and the sandbox's own /proc and /dev).
+_VISIBLE = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/dev")
+
+
+def unseen_path_arguments(args: tuple[str, ...], cwd: str | None, box: StdioSandbox) -> list[int]:
+    """The indexes of ``args`` that are absolute paths the confined child will not see: outside the
+    system view, the declared paths and the cwd (a script given to an interpreter, say). The computed
+    view (the interpreter, the command's prefix) is not known here, so this is a warning, not a refusal."""
+    if box.unsafe_no_sandbox:
+        return []
+    shown = (*_VISIBLE, *box.read_only_paths, *box.writable_paths, *((cwd,) if cwd and cwd.startswith("/") else ()))
+    return [i for i, arg in enumerate(args) if arg.startswith("/") and not _under(posixpath.normpath(arg), shown)]
+

@@ -27,7 +27,7 @@ from typing import Any
 from mcp import StdioServerParameters
 
 from portcullis.config.model import StdioService
-from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT
+from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
 from portcullis.errors import ConfigError, Problem, UpstreamUnavailable
 from portcullis.kits.sandbox import SandboxError
 from portcullis.upstream.confined_spawn import StdioSandbox
@@ -105,6 +105,8 @@ def check_confinement(name: str, cfg: StdioService, sandbox: StdioSandbox) -> St
     for flag in cfg.sandbox.unsafe_flags():
         log.warning(f"services.{name}.sandbox.{flag}: {UNSAFE_SANDBOX_TEXT[flag]}",
                     extra={"fields": {"service": name, "setting": flag}})
+    for index in unseen_path_arguments(cfg.args, cfg.cwd, cfg.sandbox):
+        log.warning(f"services.{name}.args[{index}]: {UNSEEN_PATH_TEXT}", extra={"fields": {"service": name}})
     if cfg.sandbox.unsafe_no_sandbox:
         return sandbox
     try:
