@@ -191,3 +191,9 @@ def test_lint_warns_about_an_undeclared_script_argument(tmp_path: Path) -> None:
         "  srv:\n    transport: stdio\n    command: /usr/bin/node\n    args:\n      - /opt/srv/index.js\n")
     found = [(p.line, p.severity) for p in lint_deployment(tmp_path) if "args[0]" in p.message]
     assert found == [(9, "warning")]
+
+
+@pytest.mark.parametrize("cwd", ["/", "/tmp"])
+def test_a_cwd_of_root_or_tmp_is_the_sandboxs_own(cwd: str) -> None:
+    """cwd '/' would show the whole host, '/tmp' the host's /tmp: neither is bound, the child starts in its own."""
+    assert file_view(_inputs(cwd=cwd)) == ()

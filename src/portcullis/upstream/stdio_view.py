@@ -11,7 +11,8 @@ what the audit record and the log name):
    (an editable install's source directory), read-only;
 3. ``command`` — for another ``command:`` service, the installation prefix of the resolved
    command and of the file it links to (the directory above its ``bin/``, else its own), read-only;
-4. ``cwd`` — the service's working directory, read-only (unless declared writable);
+4. ``cwd`` — the service's working directory, read-only (unless declared writable; ``/`` and
+   ``/tmp`` are the sandbox's own, never the host's);
 5. ``policy`` — the deployment's ``tools/`` directory, read-only, when the service is told to
    enforce its tool policies (the service kit reads the manifests there; nothing else of the
    deployment, and never the gateway's state directory);
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# Directories every sandbox has of its own: a cwd there is the sandbox's, nothing of the host is shown
+_SANDBOX_OWN = ("/", "/tmp")  # noqa: S108 - names compared, nothing is opened
 Origin = Literal["interpreter", "package", "command", "cwd", "policy", "declared"]
 
 
@@ -70,7 +73,7 @@ def file_view(inputs: ViewInputs) -> tuple[ViewPath, ...]:
     wanted += _paths(inputs.package_dirs, "package")  # 2
     wanted += _paths(inputs.command_dirs, "command")  # 3
     writable = set(inputs.writable)
-    if inputs.cwd is not None and inputs.cwd not in writable:
+    if inputs.cwd is not None and inputs.cwd not in writable and inputs.cwd not in _SANDBOX_OWN:
         wanted += _paths((inputs.cwd,), "cwd")  # 4
     if inputs.policy_tools_dir is not None:
         wanted += _paths((inputs.policy_tools_dir,), "policy")  # 5
