@@ -38,7 +38,7 @@ from typing import Any
 
 import anyio
 
-from portcullis.config.model import GatewayConfig, HttpService
+from portcullis.config.model import GatewayConfig, HttpService, StdioService
 from portcullis.errors import PortcullisError, UpstreamUnavailable
 from portcullis.identity.minting import TokenMinter
 from portcullis.upstream.confined_spawn import StdioSandbox
@@ -274,7 +274,9 @@ class UpstreamRegistry:
         without their text (:class:`~portcullis.upstream.stderr_relay.StderrRelay`); ``on_spawn``:
         records each stdio spawn and its confinement (the ``spawn`` audit record)."""
         handles: dict[str, ServiceHandle] = {}
-        sandbox = StdioSandbox.from_environ(environ)  # one per gateway: the host's layout, read once
+        # one per gateway (the host's layout, read once), when there is a stdio service to confine
+        sandbox = (StdioSandbox.from_environ(environ)
+                   if any(isinstance(cfg, StdioService) for cfg in gateway.services.values()) else None)
         for name, cfg in gateway.services.items():
             changed = functools.partial(_tools_changed, handles, name)  # the handle exists by the first call
             # resource/prompt list changes and resource updates: (service, method, params)
