@@ -53,7 +53,7 @@ from portcullis.identity.dev_issuer import dev_issuer_config
 from portcullis.identity.jwks import JwksCache
 from portcullis.identity.jwt_verify import BearerVerifier
 from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, service_audience
-from portcullis.identity.principal import Principal
+from portcullis.identity.principal import Principal, principal_key
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.observability.metrics import GatewayMetrics
@@ -83,7 +83,6 @@ from portcullis.surface_events import RegistrySubscriptions, event_router, make_
 from portcullis.surface_watch import SurfaceWatch
 from portcullis.transport.admin import AdminApp, admin_server
 from portcullis.transport.app import GatewayApp
-from portcullis.transport.app import _principal_key as principal_key
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi

@@ -21,7 +21,7 @@ from portcullis.cli.safe_text import cell
 from portcullis.identity.claims import ClaimRejected, credential_from_claims, principal_from_claims
 from portcullis.identity.config import ClaimMap
 from portcullis.identity.principal import MAX_ID_CHARS, Credential, Principal
-from portcullis.transport.app import _principal_key
+from portcullis.identity.principal import principal_key as _principal_key
 from tests.security.harness import BOT, INVOICE, NO_SUCH_TOOL, REFUND, STRANGER, in_process_gateway, refund
 
 BASE: dict[str, Any] = {"sub": "alice", "client_id": "console", "agent_id": "billing-bot", "scope": "mcp:tools"}

@@ -22,7 +22,6 @@ with a bare -32603.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
@@ -52,7 +51,7 @@ from portcullis.errors import (
 )
 from portcullis.governance.sinks import values_withheld
 from portcullis.identity.authenticate import Authenticator, AuthFailure
-from portcullis.identity.principal import Principal
+from portcullis.identity.principal import Principal, principal_key
 from portcullis.notifications import CURRENT, CallStream, StreamBounds
 from portcullis.subscriptions import (
     ACKNOWLEDGED,
@@ -293,7 +292,7 @@ class GatewayApp:
             if message.kind != "request":
                 if message.kind == "response" and not modern:  # maybe the answer to a pushed client request
                     self._push.answer(value, session_id=headers.get("mcp-session-id"),
-                                      principal_key=_principal_key(principal), size=len(body))
+                                      principal_key=principal_key(principal), size=len(body))
                 return 202, [], b""  # every response alike, matched or not (transport/push.py)
             if modern and message.method == "subscriptions/listen" and self._subscriptions is not None:
                 await self._listen(req, receive, send, self._subscriptions)  # a refusal is an attempt record
@@ -307,7 +306,7 @@ class GatewayApp:
                 envelope = message.method in _SUBSCRIBE_METHODS  # no pipeline audits these: a refusal is an attempt
                 streamed = None
                 push = None if modern or message.method != "tools/call" else self._push.call(
-                    session_id=headers.get("mcp-session-id"), principal_key=_principal_key(principal),
+                    session_id=headers.get("mcp-session-id"), principal_key=principal_key(principal),
                     declared=declared)  # a 2025-era caller may be asked client requests on its call's stream
                 bound = PUSH.set(push) if push is not None else None
                 try:
@@ -390,7 +389,7 @@ class GatewayApp:
         await serve_stream(hub, sub, receive, send, first=(ack,), last=last)
 
     def _level_key(self, req: Request) -> str:
-        return LogLevels.key(req.headers.get("mcp-session-id"), _principal_key(req.principal))
+        return LogLevels.key(req.headers.get("mcp-session-id"), principal_key(req.principal))
 
     async def _watched(self, req: Request, receive: Receive) -> _Dispatched | None:
         """Dispatch a 2026-07-28 request beside a watch on its caller's connection; None: the caller
@@ -508,7 +507,7 @@ class GatewayApp:
                 named = "headers" if method is not None or tool is not None else "unread"
             claims, who, hashed = None, None, None
             if principal is not None:
-                claims, who = principal.to_claims(), _principal_key(principal)
+                claims, who = principal.to_claims(), principal_key(principal)
             elif (credential := headers.get("authorization")) is not None:
                 hashed = who = self._attempts.token_hash(credential.strip())
             detail = clip(exc.detail, 64) if isinstance(exc, AuthFailure) else None
@@ -526,7 +525,7 @@ class GatewayApp:
             caps = params.get("capabilities", {})
             if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
                 raise InvalidParams("Invalid params: capabilities must be a small object")
-            sealed = self._sealer.seal(negotiated, caps, _principal_key(principal))
+            sealed = self._sealer.seal(negotiated, caps, principal_key(principal))
             return (Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())],
                     declared_kinds(caps))
         _, session = self._session(headers, principal)
@@ -541,7 +540,7 @@ class GatewayApp:
         if session_id is None:
             raise MissingSession
         session = self._sealer.open(session_id)
-        if session.principal_key != _principal_key(principal):  # a session is not a credential
+        if session.principal_key != principal_key(principal):  # a session is not a credential
             raise UnknownSession(detail="session belongs to another principal")
         return session_id, session
 
@@ -582,12 +581,6 @@ class GatewayApp:
 
 
 _PRM_PATHS = frozenset({"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"})
-
-
-def _principal_key(principal: Principal) -> str:
-    who = "\x1f".join(str(v) for v in (principal.issuer, principal.client_id, principal.user_id, principal.agent_id,
-                                       principal.tenant))
-    return hashlib.sha256(who.encode()).hexdigest()[:32]
 
 
 def _is_envelope_error(exc: PortcullisError) -> bool:
