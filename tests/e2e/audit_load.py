@@ -43,7 +43,8 @@ async def live_echo(node_path: str) -> dict[str, Any]:
 def echo_deployment(root: Path, node_path: str, echo: Mapping[str, Any], **manifest: Any) -> Path:
     """A pinned deployment serving only server-everything's ``echo`` over stdio."""
     write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {
-        "everything": {"transport": "stdio", "command": node_path, "args": [str(EVERYTHING), "stdio"]}}},
+        "everything": {"transport": "stdio", "command": node_path, "args": [str(EVERYTHING), "stdio"],
+                       "sandbox": {"read_only_paths": [str(REPO / ".tools/everything")]}}}},  # the script node runs
         [manifest_from_live("everything", echo, **manifest)])
     pinned = run_cli("pin", str(root))
     if pinned.returncode != 0:

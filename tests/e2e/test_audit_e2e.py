@@ -95,10 +95,11 @@ async def test_every_call_leaves_a_verifying_chain(mixed_run: Run) -> None:
     """Allowed calls leave decision-then-outcome pairs, refusals leave rejected records, and the chain verifies."""
     code, output = verify_cli(mixed_run.store, mixed_run.public_key)
     assert code == 0, output
-    assert output.startswith("OK: 8 record(s) verified; latest signed checkpoint at index 7"), output
+    assert output.startswith("OK: 9 record(s) verified; latest signed checkpoint at index 8"), output
 
     records = await read_chain(mixed_run.store)
-    assert [r.index for r in records] == list(range(8))
+    assert [r.index for r in records] == list(range(9))
+    assert records[0].kind == "spawn"  # the stdio service's start, before any call
     by_request = _by_request(records)
     for message in ALLOWED:
         [decision] = [r for r in records if r.kind == "decision" and r.fields["arguments"] == {"message": message}]
@@ -119,7 +120,7 @@ async def test_every_call_leaves_a_verifying_chain(mixed_run: Run) -> None:
         ("everything.no-such-tool", "unknown_tool"), (ECHO, "invalid_arguments")]
     assert all(len(by_request[r.request_id]) == 1 for r in rejected)  # nothing was forwarded for them
     for record in records:
-        if record.kind != "outcome":
+        if record.kind not in ("outcome", "spawn"):
             principal = record.fields["principal"]
             assert (principal["agent_id"], principal["user_id"]) == ("billing-bot", "alice")
             assert principal["client_id"] and principal["issuer"]
@@ -139,18 +140,18 @@ def _tampered(run: Run, tmp_path: Path, sql: str, rows: list[tuple[Any, ...]] | 
 def test_audit_verify_names_the_index_of_an_edited_record(mixed_run: Run, tmp_path: Path) -> None:
     """Turning a recorded allow into a deny with raw SQL fails verification at that record's index."""
     copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = "
-                     "json_set(fields, '$.decision.effect', 'deny') WHERE idx = 2")
+                     "json_set(fields, '$.decision.effect', 'deny') WHERE idx = 3")
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 2: record hash does not match its content" in output
+    assert "FAILED at index 3: record hash does not match its content" in output
 
 
 def test_audit_verify_detects_records_deleted_after_a_checkpoint(mixed_run: Run, tmp_path: Path) -> None:
     """Deleting the last records, which a signed checkpoint covers, is reported as a truncated tail."""
-    copy = _tampered(mixed_run, tmp_path, "DELETE FROM audit_record WHERE idx >= 6")
+    copy = _tampered(mixed_run, tmp_path, "DELETE FROM audit_record WHERE idx >= 7")
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 6: tail truncated: signed checkpoint at 7" in output
+    assert "FAILED at index 7: tail truncated: signed checkpoint at 8" in output
 
 
 def test_audit_verify_catches_a_rewritten_history_at_its_signed_checkpoint(mixed_run: Run, tmp_path: Path) -> None:
@@ -158,14 +159,14 @@ def test_audit_verify_catches_a_rewritten_history_at_its_signed_checkpoint(mixed
     records = anyio.run(read_chain, mixed_run.store)
     prev, forged = GENESIS_HASH, []
     for r in records:
-        fields = {**r.fields, "decision": {**r.fields["decision"], "effect": "deny"}} if r.index == 2 else r.fields
+        fields = {**r.fields, "decision": {**r.fields["decision"], "effect": "deny"}} if r.index == 3 else r.fields
         forged.append(make_record(r.index, r.ts, r.request_id, r.kind, fields, prev))
         prev = forged[-1].hash
     copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = ?, prev_hash = ?, hash = ? WHERE idx = ?",
-                     [(json.dumps(r.fields), r.prev_hash, r.hash, r.index) for r in forged[2:]])
+                     [(json.dumps(r.fields), r.prev_hash, r.hash, r.index) for r in forged[3:]])
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 7: record does not match its signed checkpoint" in output
+    assert "FAILED at index 8: record does not match its signed checkpoint" in output
 
 
 def _forms(canary: str) -> list[bytes]:
@@ -316,9 +317,10 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
     finally:
         gateway.stop()
     records = await read_chain(state / STORE_FILE)
-    assert records[0].index == 6  # checkpoints at 0, 5 and the head 9: pruned through 5
-    assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [5]
+    # checkpoints at 0, 5 and 9; the demo's three spawn records follow 9, so 9 is no longer the head: pruned through 9
+    assert records[0].index == 10
+    assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [9]
     verified = run_cli("audit", "verify", "--store", str(state / STORE_FILE), "--public-key",
                        str(state / PUBLIC_KEY_FILE))
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "records 0..5 were pruned by retention" in verified.stdout
+    assert "records 0..9 were pruned by retention" in verified.stdout

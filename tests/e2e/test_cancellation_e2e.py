@@ -79,7 +79,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
         wait_port(http_port)
         config = {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {
             "notes": {"transport": "stdio", "command": sys.executable, "env": {"NOTIFY_JOURNAL": str(journal)},
-                      "args": ["-m", "tests.e2e.notify_service", "stdio"], "cwd": str(REPO), "timeout_s": 60},
+                      "args": ["-m", "tests.e2e.notify_service", "stdio"], "cwd": str(REPO), "timeout_s": 60,
+                      "sandbox": {"writable_paths": [str(base)]}},  # the journal it writes
             "notesh": {"transport": "http", "url": f"http://127.0.0.1:{http_port}/mcp", "timeout_s": 60}}}
         write_deployment(root, config, [manifest_from_live("notes", WORK_TOOL),
                                         manifest_from_live("notesh", WORK_TOOL)])

@@ -36,7 +36,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     root = tmp_path_factory.mktemp("everything") / "deployment"
     write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {"everything": {
         "transport": "stdio", "command": node, "args": [str(EVERYTHING), "stdio"],
-        "env": {"EVERYTHING_VISIBLE": "1"}}}},
+        "env": {"EVERYTHING_VISIBLE": "1"},
+        "sandbox": {"read_only_paths": [str(REPO / ".tools/everything")]}}}},  # the script node runs
         [manifest_from_live("everything", live[name]) for name in TOOLS])
     pinned = run_cli("pin", str(root))
     assert pinned.returncode == 0, pinned.stdout + pinned.stderr

@@ -115,6 +115,22 @@ async def test_hung_upstream_times_out_without_blocking_other_services(gateway: 
     assert 1.4 <= elapsed < 5
 
 
+def host_pid(sandbox_pid: int, marker: bytes) -> int:
+    """The host's pid of the sandboxed process that sees itself as ``sandbox_pid`` (in its own pid namespace)
+    and whose command line holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or marker not in (entry / "cmdline").read_bytes():
+                continue
+            nspids = next(line.split()[1:] for line in (entry / "status").read_text().splitlines()
+                          if line.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        if len(nspids) > 1 and nspids[-1] == str(sandbox_pid):
+            return int(entry.name)
+    raise LookupError("no such sandboxed process")
+
+
 async def test_upstream_killed_mid_call_fails_fast_and_is_restarted(gateway: GatewayProcess) -> None:
     """SIGKILL on the service during a call gives a clear error at once; a new child takes over."""
     async with gateway.client() as client:
@@ -122,7 +138,8 @@ async def test_upstream_killed_mid_call_fails_fast_and_is_restarted(gateway: Gat
         pending = asyncio.create_task(client.call_tool("flaky.sleep", {"seconds": 1.2}))
         await asyncio.sleep(0.3)
         started = time.monotonic()
-        os.kill(first_pid, signal.SIGKILL)
+        first_host_pid = host_pid(first_pid, b"tests.e2e.flaky_service")  # the child has a pid namespace of its own
+        os.kill(first_host_pid, signal.SIGKILL)
         with pytest.raises(MCPError) as caught:
             await pending
         assert time.monotonic() - started < 1.0
@@ -136,7 +153,7 @@ async def test_upstream_killed_mid_call_fails_fast_and_is_restarted(gateway: Gat
                 assert exc.code == -31002  # unavailable while it restarts, never anything vaguer
                 await asyncio.sleep(0.1)
         billing = await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1003"})
-    assert new_pid is not None and new_pid != first_pid
+    assert new_pid is not None and host_pid(new_pid, b"tests.e2e.flaky_service") != first_host_pid
     assert not billing.is_error
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from tests.stdio_service import send, serve, write
 
+INSTANCE = os.urandom(8).hex()
+
 TOOL = {"name": "echo", "description": "Echo who.", "inputSchema": {"type": "object", "properties": {
     "who": {"type": "string"}, "mode": {"type": "string"}, "size": {"type": "integer"},
     "depth": {"type": "integer"}, "count": {"type": "integer"}}}}
@@ -42,8 +44,8 @@ def call(rid: Any, args: dict[str, Any]) -> None:  # writes its own answer, as e
         send(ok)
     elif mode == "big-int":  # valid JSON the gateway cannot write back: an integer beyond 64 bits
         send({"jsonrpc": "2.0", "id": rid, "result": result(who, {"n": 2**70})})
-    elif mode == "pid":
-        send({"jsonrpc": "2.0", "id": rid, "result": result(str(os.getpid()))})
+    elif mode == "pid":  # this process, apart from any other (in its own pid namespace it may always be 2)
+        send({"jsonrpc": "2.0", "id": rid, "result": result(f"{os.getpid()}-{INSTANCE}")})
     elif mode in ("id-as-string", "id-as-float", "id-as-true", "id-unknown", "id-null", "id-missing"):
         wrong = {"id-as-string": str(rid), "id-as-float": float(rid), "id-as-true": True, "id-unknown": 987654,
                  "id-null": None}.get(mode)

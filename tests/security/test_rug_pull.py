@@ -53,7 +53,8 @@ def deployment(root: Path, module: str, log: Path, *, health_interval_s: float =
         _LIVE[module] = _live(module)
     gateway = {"version": 1, "identity": {"allow_insecure_dev_issuer": True}, "services": {
         "rug": {"transport": "stdio", "command": sys.executable, "args": ["-m", module], "cwd": str(REPO),
-                "env": {"RUG_LOG": str(log)}, "health_interval_s": health_interval_s, "refresh_s": 3600}}}
+                "env": {"RUG_LOG": str(log)}, "health_interval_s": health_interval_s, "refresh_s": 3600,
+                "sandbox": {"writable_paths": [str(log.parent)]}}}}  # the log it appends to
     write_deployment(root, gateway, [manifest_from_live("rug", _LIVE[module][name]) for name in DECLARED])
     done = run_cli("pin", str(root))
     assert done.returncode == 0, done.stdout + done.stderr

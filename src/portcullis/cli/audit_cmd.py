@@ -193,6 +193,11 @@ def _verdict(kind: str, fields: object) -> str | None:
         return f"rejected: {_get(fields, 'reason')}"
     if kind == "attempt":
         return f"attempt: {_get(fields, 'reason')} ({_get(fields, 'status')}) x{_get(fields, 'count')}"
+    if kind == "spawn":  # a stdio child: its service, confinement and any unsafe_ settings
+        unsafe = _get(fields, "confinement", "unsafe")
+        return (f"spawn {_get(fields, 'service')}: {_get(fields, 'outcome')} "
+                f"({_get(fields, 'confinement', 'backend')}, network {_get(fields, 'confinement', 'network')}"
+                + (f", {' '.join(str(u) for u in unsafe)}" if isinstance(unsafe, list) and unsafe else "") + ")")
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:
@@ -448,7 +453,7 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
            kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
-                                                     "attempt or retention.")] = None,
+                                                     "attempt, retention or spawn.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""

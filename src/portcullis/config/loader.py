@@ -44,6 +44,7 @@ from portcullis.config.model import (
     GatewayConfig,
     PromptManifest,
     ResourceManifest,
+    StdioService,
     ToolManifest,
     exposed_name,
     resource_prefix,
@@ -51,6 +52,7 @@ from portcullis.config.model import (
 from portcullis.config.schema_patterns import pattern_problems
 from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
+from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
 from portcullis.errors import ConfigError, Problem
 
@@ -445,7 +447,16 @@ def _check_gateway(root: Path, texts: dict[Path, bytes], report: _Problems) -> G
     if isinstance(key_ref, str) and not is_reference(key_ref):
         line = doc.line_of(("sessions", "key_ref"))
         report.error(path, line, "sessions.key_ref: must be a secret:// reference")
-    return _validate(GatewayConfig, path, doc, report)
+    gateway = _validate(GatewayConfig, path, doc, report)
+    for name, service in ({} if gateway is None else gateway.services).items():
+        if isinstance(service, StdioService):  # the gateway warns about these at every start too
+            for flag in service.sandbox.unsafe_flags():
+                report.warning(path, doc.line_of(("services", name, "sandbox", flag)),
+                               f"services.{name}.sandbox.{flag}: {UNSAFE_SANDBOX_TEXT[flag]}")
+            for index in unseen_path_arguments(service.args, service.cwd, service.sandbox):
+                report.warning(path, doc.line_of(("services", name, "args", index)),
+                               f"services.{name}.args[{index}]: {UNSEEN_PATH_TEXT}")
+    return gateway
 
 
 def _check_manifest(path: Path, data: bytes, report: _Problems) -> tuple[YamlDocument, ToolManifest] | None:

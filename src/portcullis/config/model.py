@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
 from portcullis.config.content import ContentConfig, ToolContent
+from portcullis.config.stdio_sandbox import StdioSandbox
 from portcullis.governance.sinks import DEFAULT_SINKS, cache_refusal
 from portcullis.governance.sinks import Sink as Sink  # re-exported: the sink vocabulary lives there
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
@@ -192,6 +193,8 @@ class StdioService(_ServiceBase):
     cwd: str | None = None
     stderr: StderrBounds = Field(StderrBounds(), description="Bounds on the child's stderr relayed into the "
                                  "gateway's log: line length and rate.")
+    sandbox: StdioSandbox = Field(StdioSandbox(), description="How the child is confined: on by default (a "
+                                  "restricted file view, no network, resource limits; docs/sandbox.md).")
 
     @model_validator(mode="after")
     def _one_launcher(self) -> StdioService:

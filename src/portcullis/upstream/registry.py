@@ -38,9 +38,10 @@ from typing import Any
 
 import anyio
 
-from portcullis.config.model import GatewayConfig, HttpService
+from portcullis.config.model import GatewayConfig, HttpService, StdioService
 from portcullis.errors import PortcullisError, UpstreamUnavailable
 from portcullis.identity.minting import TokenMinter
+from portcullis.upstream.confined_spawn import StdioSandbox
 from portcullis.upstream.http_relay import HttpRelayConnector, NotModern
 from portcullis.upstream.interface import Connection, Connector
 from portcullis.upstream.sdk_client import SdkConnector
@@ -267,10 +268,15 @@ class UpstreamRegistry:
                     gateway_keys: TokenMinter | None = None,
                     stderr_withhold_keys: Mapping[str, bytes] | None = None,
                     on_event: Callable[[str, str, Any], None] | None = None,
+                    on_spawn: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
                     **timing: float) -> UpstreamRegistry:
         """``stderr_withhold_keys``: service -> key, for services whose stderr lines must be logged
-        without their text (:class:`~portcullis.upstream.stderr_relay.StderrRelay`)."""
+        without their text (:class:`~portcullis.upstream.stderr_relay.StderrRelay`); ``on_spawn``:
+        records each stdio spawn and its confinement (the ``spawn`` audit record)."""
         handles: dict[str, ServiceHandle] = {}
+        # one per gateway (the host's layout, read once), when there is a stdio service to confine
+        sandbox = (StdioSandbox.from_environ(environ)
+                   if any(isinstance(cfg, StdioService) for cfg in gateway.services.values()) else None)
         for name, cfg in gateway.services.items():
             changed = functools.partial(_tools_changed, handles, name)  # the handle exists by the first call
             # resource/prompt list changes and resource updates: (service, method, params)
@@ -281,7 +287,8 @@ class UpstreamRegistry:
             extra = functools.partial(child_env, name) if child_env is not None else None
             connectors.append(SdkConnector(name, cfg, environ, extra_env=extra, gateway_keys=gateway_keys,
                                            on_tools_changed=changed, on_event=event,
-                                           stderr_withhold_key=(stderr_withhold_keys or {}).get(name)))
+                                           stderr_withhold_key=(stderr_withhold_keys or {}).get(name),
+                                           sandbox=sandbox, on_spawn=on_spawn))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
             handles[name] = ServiceHandle(name, connectors, on_tools, on_change=on_change, **settings)
         return cls(handles)

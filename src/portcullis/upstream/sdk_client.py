@@ -1,9 +1,10 @@
 """Upstream connections through the official SDK client: stdio children and legacy HTTP.
 
-stdio children get exactly the environment the configuration lists, nothing inherited: the SDK
-always merges a default set (HOME, PATH, USER, …) into the child's environment, so the child is
-started through ``env -i`` with only the allowed variables. The command is resolved to an
-absolute path by the gateway first.
+stdio children get exactly the environment the configuration lists, nothing inherited (the SDK
+would merge a default set, HOME, PATH, USER, …): confined children (the default) get it as bwrap's
+whole environment, unconfined ones (``sandbox.unsafe_no_sandbox``) through ``env -i``. The command is
+resolved to an absolute path by the gateway first; each spawn is decided, recorded and prepared by
+:mod:`.stdio_spawn`.
 
 A child learns the gateway's public keys at spawn. While the key signing its tokens is one the
 child was not given (the gateway rotated since), each call also carries the endorsed key sets it
@@ -45,21 +46,23 @@ from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.transport.push import PUSH, CallPush
 from portcullis.upstream.client_relay import ClientRelay
+from portcullis.upstream.confined_spawn import StdioSandbox
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
 from portcullis.upstream.stderr_relay import StderrRelay
 from portcullis.upstream.stdio_bounded import bounded_stdio_client
+from portcullis.upstream.stdio_spawn import ENV, RecordSpawn, check_confinement, clean_env_argv, prepare_spawn
 
 log = logging.getLogger("portcullis.upstream")
 
-_ENV = "/usr/bin/env"
 _CONNECTION_CLOSED = -32000
 LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 
 
-def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
-                     extra_env: Mapping[str, str] | None = None) -> StdioServerParameters:
-    """Spawn parameters with a clean environment: ``env_passthrough``, ``env`` and the gateway's trust."""
+def stdio_launch(cfg: StdioService, environ: Mapping[str, str],
+                 extra_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The child's argv (the program resolved to an absolute path) and its whole environment:
+    ``env_passthrough``, ``env`` and the gateway's trust, nothing else."""
     if cfg.module is not None:
         argv = [sys.executable, "-m", cfg.module, *cfg.args]
     else:
@@ -72,8 +75,14 @@ def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
     child_env = {name: environ[name] for name in cfg.env_passthrough if name in environ}
     child_env.update(cfg.env)
     child_env.update(extra_env or {})  # the gateway's public keys and the service's audience
-    assignments = [f"{k}={v}" for k, v in sorted(child_env.items())]
-    return StdioServerParameters(command=_ENV, args=["-i", *assignments, *argv], cwd=cfg.cwd)
+    return argv, child_env
+
+
+def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
+                     extra_env: Mapping[str, str] | None = None) -> StdioServerParameters:
+    """Unconfined spawn parameters with a clean environment (see :func:`stdio_launch`)."""
+    argv, child_env = stdio_launch(cfg, environ, extra_env)
+    return StdioServerParameters(command=ENV, args=clean_env_argv(argv, child_env), cwd=cfg.cwd)
 
 
 class _InFlight:
@@ -327,7 +336,8 @@ class SdkConnector:
                  gateway_keys: TokenMinter | None = None,
                  on_tools_changed: Callable[[], None] | None = None,
                  stderr_withhold_key: bytes | None = None,
-                 on_event: Callable[[str, Any], None] | None = None) -> None:
+                 on_event: Callable[[str, Any], None] | None = None,
+                 sandbox: StdioSandbox | None = None, on_spawn: RecordSpawn | None = None) -> None:
         self.name = name
         self._on_event = on_event  # resource/prompt list changes and resource updates (portcullis.upstream_events)
         self._cfg = cfg
@@ -337,33 +347,42 @@ class SdkConnector:
         self._extra_env = extra_env  # called at every spawn: the gateway's current public keys
         self._gateway_keys = gateway_keys  # the endorsed key set, for children spawned before a rotation
         self._on_tools_changed = on_tools_changed
+        self._on_spawn = on_spawn  # the spawn audit record, durable before each child starts
+        self._sandbox = sandbox
         if isinstance(cfg, StdioService):
             stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
+            self._sandbox = check_confinement(name, cfg, sandbox or StdioSandbox.from_environ(self._environ))
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[_SdkConnection]:
         if isinstance(self._cfg, StdioService):
             extra = self._extra_env() if self._extra_env is not None else None
-            params = stdio_parameters(self._cfg, self._environ, extra)
+            argv, child_env = stdio_launch(self._cfg, self._environ, extra)
             # read in the same synchronous step as the environment: exactly the keys the child gets
             spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
-            closed = anyio.Event()
-            transport = bounded_stdio_client(params, max_line_bytes=self._cfg.max_result_bytes,
-                                             max_depth=self._cfg.max_result_depth, closed=closed,
-                                             stderr=StderrRelay(self.name, env=params.env or {},
-                                                                max_line_bytes=self._cfg.stderr.max_line_bytes,
-                                                                lines_per_s=self._cfg.stderr.lines_per_s,
-                                                                burst=self._cfg.stderr.burst,
-                                                                withhold_key=self._stderr_withhold_key))
-            in_flight = _InFlight()
-            async with Client(transport, cache=None, message_handler=self._on_message,
-                              logging_callback=_log_relay(in_flight), mode=self._mode(),
-                              **self._relay(in_flight)) as client, self._listening(client), \
-                    anyio.create_task_group() as listens:
-                # the transport checks depth
-                yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
-                                     child_kids=spawn_kids, in_flight=in_flight, listens=listens)
-                listens.cancel_scope.cancel()
+            sandbox = self._sandbox or check_confinement(self.name, self._cfg, StdioSandbox())  # set in __init__
+            spawn = await prepare_spawn(self.name, self._cfg, argv, child_env, sandbox, self._on_spawn)
+            try:
+                closed = anyio.Event()
+                transport = bounded_stdio_client(spawn.params, max_line_bytes=self._cfg.max_result_bytes,
+                                                 max_depth=self._cfg.max_result_depth, closed=closed,
+                                                 pass_fds=spawn.pass_fds,
+                                                 stderr=StderrRelay(self.name, env=child_env,
+                                                                    max_line_bytes=self._cfg.stderr.max_line_bytes,
+                                                                    lines_per_s=self._cfg.stderr.lines_per_s,
+                                                                    burst=self._cfg.stderr.burst,
+                                                                    withhold_key=self._stderr_withhold_key))
+                in_flight = _InFlight()
+                async with Client(transport, cache=None, message_handler=self._on_message,
+                                  logging_callback=_log_relay(in_flight), mode=self._mode(),
+                                  **self._relay(in_flight)) as client, self._listening(client), \
+                        anyio.create_task_group() as listens:
+                    # the transport checks depth
+                    yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
+                                         child_kids=spawn_kids, in_flight=in_flight, listens=listens)
+                    listens.cancel_scope.cancel()
+            finally:
+                spawn.cleanup()
             return
         if not isinstance(self._cfg, HttpService):
             raise TypeError("unsupported service configuration")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
@@ -148,14 +148,21 @@ def _session_message(value: Any) -> Item:
 @asynccontextmanager
 async def bounded_stdio_client(server: StdioServerParameters, *, max_line_bytes: int, max_depth: int,
                                closed: anyio.Event, errlog: TextIO = sys.stderr,
-                               stderr: StderrRelay | None = None) -> AsyncIterator[TransportStreams]:
+                               stderr: StderrRelay | None = None,
+                               pass_fds: Sequence[int] = ()) -> AsyncIterator[TransportStreams]:
     """Spawn ``server`` and yield the session's streams; ``closed`` is set when the child's stream ends.
 
     With ``stderr`` the child's stderr is a pipe relayed into the log as escaped, redacted,
-    rate-bounded fields (:mod:`.stderr_relay`); without it the child writes to ``errlog``."""
-    process = await _create_platform_compatible_process(
-        command=server.command, args=server.args, env=dict(server.env or {}),
-        errlog=subprocess.PIPE if stderr is not None else errlog, cwd=server.cwd)  # type: ignore[arg-type]
+    rate-bounded fields (:mod:`.stderr_relay`); without it the child writes to ``errlog``.
+    ``pass_fds`` stay open in the child (a sandbox's seccomp filter)."""
+    if pass_fds:  # the SDK's helper passes none; the same spawn otherwise (own session, same pipes)
+        process: Any = await anyio.open_process(
+            [server.command, *server.args], env=dict(server.env or {}), cwd=server.cwd, start_new_session=True,
+            stderr=subprocess.PIPE if stderr is not None else errlog, pass_fds=pass_fds)
+    else:
+        process = await _create_platform_compatible_process(
+            command=server.command, args=server.args, env=dict(server.env or {}),
+            errlog=subprocess.PIPE if stderr is not None else errlog, cwd=server.cwd)  # type: ignore[arg-type]
     # no awaits until the task group is entered, or a cancellation here would leak the process
     read_stream_writer, read_stream = anyio.create_memory_object_stream[Item](0)
     write_stream, write_stream_reader = anyio.create_memory_object_stream[SessionMessage](0)
