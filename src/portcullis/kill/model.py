@@ -112,14 +112,11 @@ class Hit:
     kind: str
 
 
-_EMPTY: Mapping[tuple[str, str], tuple[str, float]] = MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The active switches, keyed ``(kind, match_key)`` → ``(id, expires_at or +inf)``; immutable."""
 
-    keys: Mapping[tuple[str, str], tuple[str, float]] = field(default=_EMPTY)
+    keys: Mapping[tuple[str, str], tuple[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     switches: tuple[KillSwitch, ...] = ()
 
     @classmethod
