@@ -118,6 +118,7 @@ class Snapshot:
 
     keys: Mapping[tuple[str, str], tuple[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     switches: tuple[KillSwitch, ...] = ()
+    kinds: frozenset[str] = frozenset()  # the kinds with an active switch: only those are looked up
 
     @classmethod
     def of(cls, switches: Iterable[KillSwitch], now: float) -> Snapshot:
@@ -126,10 +127,10 @@ class Snapshot:
         for s in sorted(live, key=lambda s: s.set_at):  # the oldest switch of a key names the hits
             keys.setdefault((s.kind, match_key(s.kind, s.target)),
                             (s.id, math.inf if s.expires_at is None else s.expires_at))
-        return cls(MappingProxyType(keys), live)
+        return cls(MappingProxyType(keys), live, frozenset(kind for kind, _ in keys))
 
     def _hit(self, kind: str, value: str | None, now: float) -> Hit | None:
-        if value is None:
+        if value is None or kind not in self.kinds:
             return None
         found = self.keys.get((kind, fold(value) if kind in IDENTITY_KINDS else value))
         if found is None or now >= found[1]:
