@@ -183,6 +183,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                        "allow_insecure_dev_issuer for local development)")
     state_dir = resolve_state_dir(cfg.state_dir, env)
     resource = ident.resource or default_resource(deployment, host, port)
+    # kill switches: a SQLite file in the state directory, read whole first: unreadable means no start (fail closed)
+    try:
+        kills = open_kill_switches(state_dir, clock=clock)
+    except PortcullisError as exc:
+        raise _problem(deployment, f"kill switches: {exc.detail or exc.message}") from None
 
     # identity: issuers (plus the development issuer when explicitly allowed)
     issuers = list(ident.issuers)
@@ -326,11 +331,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                window_s=cfg.audit.attempts.window_s, max_keys=cfg.audit.attempts.max_keys,
                                hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
                                export=None if siem is None else siem.offer)
-    # kill switches: a SQLite file in the state directory, read whole now: unreadable means no start (fail closed)
-    try:
-        kills = open_kill_switches(state_dir, auditor.kill_switch, clock=clock)
-    except PortcullisError as exc:
-        raise _problem(deployment, f"kill switches: {exc.detail or exc.message}") from None
+    kills.audit = auditor.kill_switch  # changes are audited from the first refresh on (also those made while down)
     # approvals: pending requests survive restarts (a SQLite file in the state directory)
     try:
         approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))

@@ -172,3 +172,20 @@ def test_per_call_cost(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(" ".join(f"[{k}: {v:.0f} ns/call]" for k, v in figures.items()), end=" ")
     assert all(v > 0 for v in figures.values())
+
+
+def test_the_gateway_does_not_start_on_an_unreadable_store(tmp_path: Path) -> None:
+    """Fail closed at build time: a corrupt kill-switch file is a configuration problem, nothing is served."""
+    from portcullis.config.loader import load_deployment
+    from portcullis.errors import ConfigError
+    from portcullis.gateway import build_gateway
+    from tests.e2e.harness import write_deployment
+
+    root = write_deployment(tmp_path / "deployment", {"version": 1, "identity": {"allow_insecure_dev_issuer": True},
+                                                      "services": {"s": {"transport": "stdio", "module": "x.y"}}}, [])
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / FILE_NAME).write_bytes(b"not a database" * 300)
+    with pytest.raises(ConfigError) as caught:
+        build_gateway(load_deployment(root), environ={"PORTCULLIS_STATE_DIR": str(state)})
+    assert "kill switches" in str(caught.value.problems[0].message)

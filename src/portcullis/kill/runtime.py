@@ -42,13 +42,13 @@ class KillSwitches:
                  poll_s: float = POLL_S) -> None:
         self.store, self._clock, self._poll_s = store, clock, poll_s
         self.snapshot = Snapshot()
-        self._audit: AuditWrite | None = None
+        self.audit: AuditWrite | None = None  # set by the gateway once its audit writer exists
         self._degraded: str | None = None
         self._lock = anyio.Lock()
 
     def start(self, audit: AuditWrite | None = None) -> None:
         """Load the first snapshot (blocking, at build time); raises :class:`KillSwitchStoreUnavailable`."""
-        self._audit = audit
+        self.audit = audit
         self.snapshot = Snapshot.of(self.store.active(self._clock()), self._clock())
 
     def health(self) -> str:
@@ -60,7 +60,7 @@ class KillSwitches:
             try:
                 switches = await anyio.to_thread.run_sync(self.store.active, self._clock())
                 self.snapshot = Snapshot.of(switches, self._clock())
-                if self._audit is not None:
+                if self.audit is not None:
                     await self._audit_pending()
             except KillSwitchStoreUnavailable as exc:
                 if self._degraded is None:
@@ -73,9 +73,9 @@ class KillSwitches:
                 self._degraded = None
 
     async def _audit_pending(self) -> None:
-        assert self._audit is not None
+        assert self.audit is not None
         for event in await anyio.to_thread.run_sync(self.store.pending_events):
-            await self._audit(f"kill-{event.switch.id}-{event.seq}", event_fields(event))
+            await self.audit(f"kill-{event.switch.id}-{event.seq}", event_fields(event))
             await anyio.to_thread.run_sync(self.store.mark_audited, event.seq)
 
     async def set(self, kind: str, target: str, reason: str, actor: str,
@@ -95,8 +95,8 @@ class KillSwitches:
             await self.refresh()
 
 
-def open_kill_switches(state_dir: Path, audit: AuditWrite | None, *, clock: Callable[[], float] = time.time
-                       ) -> KillSwitches:
+def open_kill_switches(state_dir: Path, audit: AuditWrite | None = None, *,
+                       clock: Callable[[], float] = time.time) -> KillSwitches:
     """The gateway's switches over ``kill_switches.sqlite3`` in ``state_dir``, first snapshot loaded;
     raises :class:`KillSwitchStoreUnavailable` when the store cannot be opened or read."""
     kills = KillSwitches(SqliteKillSwitchStore(state_dir / FILE_NAME, clock=clock), clock=clock)
