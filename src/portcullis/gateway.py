@@ -407,6 +407,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     service_events.append(event_router(surface_watch, hub))
     connecting.append(surface_watch.connecting)
     surface.subscriptions = hub
+    surface.contained = lambda service, principal: kills.snapshot.for_read(service, principal, clock()) is not None
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:

@@ -94,6 +94,8 @@ async def test_every_kind_end_to_end(gateway: GatewayProcess) -> None:
     responder = gateway.token(user="olivia", agent=None, roles=["oncall"])
     baseline = await _call(gateway)
     assert not baseline.is_error
+    async with gateway.client(token=gateway.token(**CALLER)) as client:  # type: ignore[arg-type]
+        assert (await client.list_resources()).resources and (await client.list_prompts()).prompts
     for kind in KINDS:
         made = _admin(gateway, "POST", "/kill-switches", responder,
                       {"kind": kind, "target": TARGETS[kind], "reason": SECRET_REASON})
@@ -113,8 +115,11 @@ async def test_every_kind_end_to_end(gateway: GatewayProcess) -> None:
                 with pytest.raises(MCPError) as read:
                     await client.read_resource("files+handbook://index")
                 assert read.value.code == CONTAINED
+                assert (await client.list_resources()).resources == []  # the demo's resources are all files'
+                assert (await client.list_prompts()).prompts == []
             else:
-                assert names == []  # a blocked caller (or tenant) sees no tools
+                assert names == []  # a blocked caller (or tenant) sees no tools, resources or prompts
+                assert (await client.list_resources()).resources == []
         lifted = _admin(gateway, "POST", f"/kill-switches/{switch_id}/lift", responder, {"reason": "contained"})
         assert lifted.status_code == 200 and lifted.json()["lifted_at"] is not None
         assert not (await _call(gateway)).is_error, kind  # works again at once
