@@ -85,6 +85,9 @@ def test_only_responders_reach_the_api(gateway: GatewayProcess) -> None:
     # CSRF: a form post (no JSON content type) is refused before anything is read
     assert _admin(gateway, "POST", "/kill-switches", good, body, "text/plain").status_code == 415
     assert _admin(gateway, "POST", "/kill-switches", good, {**body, "kind": "planet"}).status_code == 400
+    assert _admin(gateway, "POST", "/kill-switches", good, {**body, "actor": "someone-else"}).status_code == 400
+    assert _admin(gateway, "POST", "/kill-switches", good, {**body, "reason": "x" * 5000}).status_code == 413
+    assert _admin(gateway, "POST", "/kill-switches", good, {**body, "reason": "ok\nforged"}).status_code == 400
     assert _admin(gateway, "POST", "/kill-switches/ks_" + "0" * 24 + "/lift", good, {"reason": "x"}).status_code == 404
     listing = _admin(gateway, "GET", "/kill-switches", good)
     assert listing.status_code == 200 and listing.json()["active"] == []
