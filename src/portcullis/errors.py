@@ -42,6 +42,8 @@
         └── ClientRequestRefused      -31040 the upstream asked the caller for something (sampling,
                                              elicitation, roots) the gateway does not relay (data: reason)
         └── SubscriptionLimit         -31041 a subscribe or listen over the subscription bounds
+        └── ContainedByKillSwitch     -31050 an operator's kill switch contains the tool, service, tenant or
+                                             caller (data: switch_id, never the operator's reason)
 
 Client messages are short, fixed strings that never echo input or secrets; ``detail`` is for
 the operator log only. :func:`to_wire` is the only place that turns these into JSON-RPC error
@@ -326,6 +328,18 @@ class SubscriptionLimit(GatewayCallError):
     stream, per caller, in total; :mod:`portcullis.subscriptions`). Nothing is subscribed."""
 
     code, message = -31041, "Subscription limit reached"
+
+
+class ContainedByKillSwitch(GatewayCallError):
+    """A kill switch (:mod:`portcullis.kill`) disables the tool, its service or the caller's tenant, or
+    blocks the caller (agent, client, user, source app). ``data`` carries the switch id only: the
+    operator's reason is in the audit record, never on the wire. ``decision`` is kept for the audit record."""
+
+    code, message = -31050, "Contained by a kill switch"
+
+    def __init__(self, switch_id: str, decision: Any = None, *, detail: str = "") -> None:
+        super().__init__(detail=detail, data={"switch_id": switch_id})
+        self.decision = decision
 
 
 # --------------------------------------------------------------------------- the mapper

@@ -44,7 +44,7 @@ from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.model import Sink
 from portcullis.config.secrets import resolve_secret
 from portcullis.definition_watch import DefinitionWatch
-from portcullis.errors import ConfigError, Problem
+from portcullis.errors import ConfigError, PortcullisError, Problem
 from portcullis.governance.sinks import logs_hash_key, services_withholding_logs
 from portcullis.governance.sinks import sink_allowed as governance_sink_allowed
 from portcullis.identity.authenticate import Authenticator
@@ -56,6 +56,8 @@ from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, se
 from portcullis.identity.principal import Principal, principal_key
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
+from portcullis.kill.api import KillSwitchApi
+from portcullis.kill.runtime import open_kill_switches
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
@@ -153,6 +155,13 @@ def _keyring(deployment: Deployment, clock: Callable[[], float]) -> KeyRing:
     return KeyRing.from_pem(pems, clock=clock)
 
 
+def _service_of(catalog: Catalog) -> Callable[[str], str | None]:
+    def service_of(name: str) -> str | None:
+        route = catalog.lookup(name)
+        return None if route is None else route.service
+    return service_of
+
+
 def default_resource(deployment: Deployment, host: str | None, port: int | None) -> str:
     listen = deployment.gateway.listen
     scheme = "https" if listen.tls else "http"
@@ -174,6 +183,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                        "allow_insecure_dev_issuer for local development)")
     state_dir = resolve_state_dir(cfg.state_dir, env)
     resource = ident.resource or default_resource(deployment, host, port)
+    # kill switches: a SQLite file in the state directory, read whole first: unreadable means no start (fail closed)
+    try:
+        kills = open_kill_switches(state_dir, clock=clock)
+    except PortcullisError as exc:
+        raise _problem(deployment, f"kill switches: {exc.detail or exc.message}") from None
 
     # identity: issuers (plus the development issuer when explicitly allowed)
     issuers = list(ident.issuers)
@@ -317,6 +331,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                window_s=cfg.audit.attempts.window_s, max_keys=cfg.audit.attempts.max_keys,
                                hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
                                export=None if siem is None else siem.offer)
+    kills.audit = auditor.kill_switch  # changes are audited from the first refresh on (also those made while down)
     # approvals: pending requests survive restarts (a SQLite file in the state directory)
     try:
         approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
@@ -369,7 +384,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
                                     if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)),
         client_input=ClientInputRelay(RequestStateSealer(session_keys, clock=clock),
-                                      lambda service: cfg.services[service].client_requests))
+                                      lambda service: cfg.services[service].client_requests), kills=kills)
     pipeline = build_pipeline(parts)
     # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
     # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
@@ -392,14 +407,15 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     service_events.append(event_router(surface_watch, hub))
     connecting.append(surface_watch.connecting)
     surface.subscriptions = hub
+    surface.contained = lambda service, principal: kills.snapshot.for_read(service, principal, clock()) is not None
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
         if rego_workers is None:
-            return ready, {"services": services}
-        return ready and rego_workers.ready, {"services": services,
+            return ready, {"services": services, "kill_switches": kills.health()}
+        return ready and rego_workers.ready, {"services": services, "kill_switches": kills.health(),
                                               "rego_workers": "ready" if rego_workers.ready else "down"}
 
     async def rotate_keys() -> None:
@@ -490,7 +506,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                          approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
                          guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
                          max_header_count=limits.max_header_count,
-                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators))
+                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators),
+                         kill_switches=KillSwitchApi(kills, authenticator.authenticate, cfg.admin.responders))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
@@ -504,7 +521,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin, run_state, surface_watch.run, hub.run]
+                                                       run_admin, run_state, surface_watch.run, hub.run, kills.run]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:
@@ -521,7 +538,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             await anyio.to_thread.run_sync(tracing.shutdown)  # flushes batched spans
 
     def visible(principal: Principal) -> frozenset[str]:
-        return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
+        now = clock()
+        return kills.snapshot.visible(engine.visible_tools(principal, now=datetime.fromtimestamp(now, UTC)),
+                                      _service_of(catalog), principal, now)
 
     app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface, subscriptions=hub), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),

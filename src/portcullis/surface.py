@@ -234,6 +234,8 @@ class GatewaySurface:
         # completion/complete (portcullis.pipeline.chain.build_completion_pipeline); None: refused as unknown
         self._completions = completions
         self.subscriptions: Any = None  # a portcullis.subscriptions.SubscriptionHub, set by the gateway
+        # (service, caller) -> True when a kill switch contains it (portcullis.kill): left out of the listings
+        self.contained: Callable[[str, Principal], bool] | None = None
 
     async def listing(self, kind: str, principal: Principal) -> list[Mapping[str, Any]]:
         """The entries of ``kind`` the caller may see whose in-memory verdict is ``serving`` (no upstream
@@ -241,6 +243,9 @@ class GatewaySurface:
         now = datetime.fromtimestamp(self._clock(), UTC)
         visible = [entry for entry in self._catalog.of_kind(kind) if self._engine.may_call(entry.exposed, principal,
                                                                                            now=now)]
+        contained = self.contained
+        if contained is not None:
+            visible = [entry for entry in visible if not contained(entry.service, principal)]
         for service in sorted({e.service for e in visible if self._catalog.verdict(e) == "verifying"}):
             await self._catalog.settle(service)  # once per service, bounded
         return [entry.wire for entry in visible if self._catalog.verdict(entry) == "serving"]

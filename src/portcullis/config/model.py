@@ -342,7 +342,12 @@ class AdminConfig(_Model):
         "authenticated operator endpoints (``GET /pins``: each tool's pin against the definition the running "
         "gateway sees, for ``portcullis pin --check --gateway``). Empty: nobody.")
 
-    @field_validator("operators")
+    responders: tuple[str, ...] = Field(
+        (), description="Caller patterns (``role:oncall``, ``user:alice``) allowed to list, set and lift kill "
+        "switches through the admin API (``/kill-switches``, docs/kill-switches.md). Empty: nobody (the "
+        "``portcullis kill`` command on the gateway host still works).")
+
+    @field_validator("operators", "responders")
     @classmethod
     def _operators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:

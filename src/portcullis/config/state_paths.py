@@ -14,7 +14,8 @@ Every path is resolved exactly as the gateway resolves it (relative to the worki
 - the revocation list: ``identity.revocation_file``, else ``<state dir>/revocations.db``;
 - the audit store: ``$PORTCULLIS_AUDIT_PATH``, else ``audit.path``, else in the state directory;
 - the approval store: ``$PORTCULLIS_APPROVALS_PATH``, else ``approvals.path``, else in the state directory;
-- the limit counters: ``$PORTCULLIS_COUNTERS_PATH``, else ``counters.sqlite3`` in the state directory.
+- the limit counters: ``$PORTCULLIS_COUNTERS_PATH``, else ``counters.sqlite3`` in the state directory;
+- the kill switches: ``kill_switches.sqlite3`` in the state directory (``portcullis kill``).
 """
 
 from __future__ import annotations

@@ -223,6 +223,10 @@ class CallAuditor:
             fields["reason"] = reason[:1000]
         return await self._write("approval", request_id, fields)
 
+    async def kill_switch(self, request_id: str, fields: Mapping[str, Any]) -> AuditRecord:
+        """A kill switch set or lifted (portcullis.kill.runtime.event_fields): who, why, on what."""
+        return await self._write("kill_switch", request_id, {**fields, "environment": self._environment})
+
     async def _write(self, kind: str, request_id: str, fields: dict[str, Any],
                      on_durable: Callable[[], None] | None = None) -> AuditRecord:
         try:

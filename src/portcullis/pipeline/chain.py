@@ -18,6 +18,7 @@ from portcullis.catalog import Catalog
 from portcullis.config.model import GovernanceConfig, RiskConfig
 from portcullis.content.output_filter import FilterPolicy
 from portcullis.identity.minting import TokenMinter
+from portcullis.kill.runtime import KillSwitches
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline import client_input, completion, read_checks, reads
 from portcullis.pipeline.auditing import CallAuditor
@@ -30,6 +31,7 @@ from portcullis.pipeline.stages import (
     audit,
     authorize,
     cache,
+    contain,
     content,
     forward,
     govern,
@@ -74,6 +76,7 @@ class PipelineParts:
     cache_classifications: tuple[str, ...] = ("Public", "Internal")  # output classes the cache may hold
     # MRTR: screens an upstream's input_required and seals its requestState; the default relays no kind
     client_input: ClientInputRelay = field(default_factory=client_input.deny_all)
+    kills: KillSwitches | None = None  # None: no kill switch stage (tests of other stages)
 
 
 def build_pipeline(parts: PipelineParts) -> Handler:
@@ -90,6 +93,9 @@ def build_pipeline(parts: PipelineParts) -> Handler:
         # gate: before validate, so a caller the policy can never admit learns nothing about the
         # tool's schema; it gets the same "Unknown tool" as for a tool that does not exist.
         ("gate", authorize.make_gate(p.engine, p.clock)),
+        # contain: right after route and gate (tool, service and caller known; a caller the gate refuses learns
+        # nothing of a switch), before validate and policy: a contained call is decided, counted, held or sent never.
+        *((("contain", contain.make_stage(p.kills, p.engine, p.clock)),) if p.kills is not None else ()),
         # validate: before authorize, so policy rules see arguments of the declared types.
         ("validate", validate.stage),
         # authorize: native policy + Rego on the arguments; deny and require_approval stop here.
@@ -160,6 +166,9 @@ def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHan
         # gate: before the pin check, so a caller that may never read it learns nothing of its pin
         # state, and gets the same answer as for an unknown resource or prompt.
         reads.make_gate(r.engine, p.clock),
+        # contain: the kill switches of the service and the caller, as for tools/call: after the gate, before
+        # anything else is checked or sent.
+        *((contain.make_read_stage(p.kills, p.clock),) if p.kills is not None else ()),
         # pin_check: the in-memory verdict of the background re-listing (O(1), no upstream request).
         reads.make_pin_check(r.surface),
         # authorize: the native policy and the Rego modules (the tools/call input plus the read's resource or
@@ -216,6 +225,8 @@ def build_completion_pipeline(parts: PipelineParts, reads_parts: ReadParts,
         # gate: the read gate of that prompt or template, before anything else looks at the request, so a
         # caller that may not see it gets the unknown answer and costs no upstream request.
         reads.make_gate(r.engine, p.clock),
+        # contain: a contained service or caller gets no suggestions either (after the gate, as for reads).
+        *((contain.make_read_stage(p.kills, p.clock),) if p.kills is not None else ()),
         # arguments: after the gate (the declared arguments are only the business of who may see them).
         completion.make_arguments(),
         # pin_check: the same check at use as a read or get; a changed definition is refused like unknown.
