@@ -1,0 +1,120 @@
+"""`portcullis incident report` through the real CLI over a real, checkpointed SQLite audit store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from portcullis.audit.keys import PUBLIC_KEY_FILE, AuditKeys
+from portcullis.cli.main import app
+from tests.unit.test_audit_query import T0, build_store
+
+runner = CliRunner()
+SINCE = str(T0)
+
+
+@pytest.fixture
+async def state(tmp_path: Path) -> Path:
+    """A state directory as the gateway leaves it: audit keys and the checkpointed scenario store."""
+    root = tmp_path / "state"
+    keys = AuditKeys.load_or_create(root)
+    await build_store(root / "audit.sqlite3", keys.signing_key)
+    return root
+
+
+def incident(state: Path, *args: str) -> Any:
+    result = runner.invoke(app, ["incident", "report", "--store", str(state / "audit.sqlite3"),
+                                 "--public-key", str(state / PUBLIC_KEY_FILE), *args], env={"COLUMNS": "200"})
+    assert "Traceback" not in result.output
+    return result
+
+
+def sql(state: Path, statement: str, *params: object) -> None:
+    conn = sqlite3.connect(state / "audit.sqlite3", isolation_level=None)
+    conn.execute(statement, params)
+    conn.close()
+
+
+def test_the_report_states_the_range_read_and_that_it_verifies(state: Path) -> None:
+    """Markdown by default: verified, records 0 to 10, the hashes of both ends, exit 0."""
+    result = incident(state, "--since", SINCE)
+    assert result.exit_code == 0, result.output
+    assert "**verification: verified**" in result.output
+    assert "range read: records 0 to 10" in result.output
+    assert "signed checkpoints in the range (segment ends): 0, 4, 8, 10" in result.output
+
+
+def test_json_format_with_filters_is_plain_json(state: Path) -> None:
+    """--format json parses; --agent and --tenant combine with AND."""
+    result = incident(state, "--since", SINCE, "--agent", "support-bot", "--tenant", "globex", "--format", "json")
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.output)
+    assert [e["request_id"] for e in parsed["timeline"]] == ["req-3", "req-5", "req-7"]
+    assert parsed["blast_radius"]["tenants"] == ["globex"] and parsed["chain"]["status"] == "verified"
+    assert parsed["chain"]["first_index"] == 0 and parsed["chain"]["last_index"] == 10
+    none = incident(state, "--since", SINCE, "--agent", "support-bot", "--tenant", "acme", "--format", "json")
+    assert json.loads(none.output)["timeline"] == []
+
+
+def test_a_record_edited_inside_the_range_makes_the_report_fail(state: Path) -> None:
+    """Tampering with a copy of the store: the report says FAILED at the edited index and exits 1."""
+    sql(state, "UPDATE audit_record SET fields = replace(fields, 'refund-limit', 'no-limit') WHERE idx = 2")
+    result = incident(state, "--since", SINCE, "--format", "json")
+    assert result.exit_code == 1
+    chain = json.loads(result.output)["chain"]
+    assert (chain["status"], chain["first_bad_index"], chain["ok"]) == ("FAILED", 2, False)
+    markdown = incident(state, "--since", SINCE)
+    assert markdown.exit_code == 1 and "**verification: FAILED** at index 2" in markdown.output
+
+
+def test_a_record_edited_after_the_range_does_not_touch_its_verdict(state: Path) -> None:
+    """The verifier walks exactly through the range's last record: later records neither pass nor fail it."""
+    sql(state, "UPDATE audit_record SET fields = replace(fields, 'tool_error', 'ok') WHERE idx = 10")
+    result = incident(state, "--since", SINCE, "--until", str(T0 + 6))
+    assert result.exit_code == 0, result.output
+    assert "range read: records 0 to 5" in result.output and "verified" in result.output
+    assert incident(state, "--since", SINCE).exit_code == 1
+
+
+def test_a_range_no_signed_checkpoint_covers_is_unsigned_and_exits_1(state: Path) -> None:
+    """With every checkpoint deleted the chain is only self-consistent: not evidence."""
+    sql(state, "DELETE FROM audit_checkpoint")
+    result = incident(state, "--since", SINCE)
+    assert result.exit_code == 1 and "verification: unsigned" in result.output
+
+
+def test_an_empty_window_is_an_empty_verified_report(state: Path) -> None:
+    """A window with no records says so and exits 0."""
+    result = incident(state, "--since", str(T0 + 1000))
+    assert result.exit_code == 0 and "no records in the window" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--since", "yesterday"], "expected ISO 8601"),
+    (["--since", "2h", "--until", "7d"], "until is before since"),
+    (["--since", "24h", "--format", "xml"], "expected markdown or json"),
+    (["--since", "24h", "--agent", ""], "must not be empty"),
+    (["--since", "24h", "--request-id", ""], "must not be empty"),
+    (["--since", "nan"], "expected ISO 8601"),
+    (["--since", "2027-13-01"], "expected ISO 8601"),
+    ([], "Missing option '--since'"),
+])
+def test_bad_input_is_a_precise_error_with_exit_2(state: Path, args: list[str], message: str) -> None:
+    """Malformed times, formats and empty filters exit 2 with a message naming the problem."""
+    result = incident(state, *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_relative_since_and_a_missing_store_are_handled(state: Path, tmp_path: Path) -> None:
+    """7d reaches the scenario (written ahead of now); a missing store is exit 1, no traceback."""
+    assert incident(state, "--since", "7d", "--format", "json").exit_code == 0
+    missing = runner.invoke(app, ["incident", "report", "--since", "2h", "--store", str(tmp_path / "none.sqlite3"),
+                                  "--public-key", str(state / PUBLIC_KEY_FILE)])
+    assert missing.exit_code == 1 and "cannot read the audit store" in missing.output
+    assert "Traceback" not in missing.output
