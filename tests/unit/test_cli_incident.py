@@ -118,3 +118,15 @@ def test_relative_since_and_a_missing_store_are_handled(state: Path, tmp_path: P
                                   "--public-key", str(state / PUBLIC_KEY_FILE)])
     assert missing.exit_code == 1 and "cannot read the audit store" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_config_finds_the_store_and_key_through_gateway_yaml(state: Path, tmp_path: Path) -> None:
+    """--config DIR: the state directory (store and public key) comes from gateway.yaml, as the gateway reads it."""
+    deployment = tmp_path / "deployment"
+    assert runner.invoke(app, ["init", str(deployment)]).exit_code == 0
+    config = deployment / "gateway.yaml"
+    config.write_text(config.read_text() + f"state_dir: {state}\n")
+    result = runner.invoke(app, ["incident", "report", "--since", SINCE, "--config", str(deployment),
+                                 "--request-id", "req-2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [e["request_id"] for e in json.loads(result.output)["timeline"]] == ["req-2"]
