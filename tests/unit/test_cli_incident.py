@@ -72,13 +72,39 @@ def test_a_record_edited_inside_the_range_makes_the_report_fail(state: Path) -> 
     assert markdown.exit_code == 1 and "**verification: FAILED** at index 2" in markdown.output
 
 
-def test_a_record_edited_after_the_range_does_not_touch_its_verdict(state: Path) -> None:
-    """The verifier walks exactly through the range's last record: later records neither pass nor fail it."""
+def test_a_record_edited_after_the_range_is_reported_beside_a_verified_range(state: Path) -> None:
+    """A break later in the chain does not change what the range says; the report names it."""
     sql(state, "UPDATE audit_record SET fields = replace(fields, 'tool_error', 'ok') WHERE idx = 10")
     result = incident(state, "--since", SINCE, "--until", str(T0 + 6))
     assert result.exit_code == 0, result.output
-    assert "range read: records 0 to 5" in result.output and "verified" in result.output
+    assert "range read: records 0 to 5" in result.output and "verification: verified" in result.output
+    assert "the chain fails after this range, at index 10" in result.output
+    assert "signed through: the whole range (checkpoint at index 8)" in result.output
     assert incident(state, "--since", SINCE).exit_code == 1
+
+
+# (what the attacker does, the window as record indexes (record i has ts T0 + i + 1), the failing index)
+TAMPERING = [
+    ("DELETE FROM audit_record WHERE idx = 3", (0, 10), 3),  # a record removed from the middle
+    ("UPDATE audit_record SET ts = ts + 0.5 WHERE idx = 4", (0, 10), 4),  # an edited time
+    ("UPDATE audit_record SET kind = 'outcome' WHERE idx = 2", (0, 10), 2),  # an edited kind
+    ("UPDATE audit_record SET hash = prev_hash WHERE idx = 6", (0, 10), 6),  # a replaced hash: the next link breaks
+    ("DELETE FROM audit_record WHERE idx = 1", (3, 6), 1),  # before the range: it no longer links to genesis
+    ("DELETE FROM audit_record WHERE idx IN (6, 7)", (3, 6), 6),  # the window's end removed, later records kept
+    ("DELETE FROM audit_record WHERE idx >= 9", (0, 10), 9),  # the tail truncated beneath a signed checkpoint
+]
+
+
+@pytest.mark.parametrize(("statement", "window", "bad"), TAMPERING)
+def test_tampering_inside_before_or_at_the_end_of_the_range_fails_it(state: Path, statement: str,
+                                                                     window: tuple[int, int], bad: int) -> None:
+    """Each way of changing the evidence a range rests on: FAILED at the first broken index, exit 1."""
+    sql(state, statement)
+    args = ["--since", str(T0 + window[0] + 1), "--until", str(T0 + window[1] + 1), "--format", "json"]
+    result = incident(state, *args)
+    assert result.exit_code == 1, result.output
+    chain = json.loads(result.output)["chain"]
+    assert (chain["status"], chain["first_bad_index"]) == ("FAILED", bad), chain
 
 
 def test_a_range_no_signed_checkpoint_covers_is_unsigned_and_exits_1(state: Path) -> None:

@@ -14,7 +14,7 @@ from portcullis.audit.incident import build_report
 from portcullis.audit.incident_model import NOT_RECORDED, ChainRange, IncidentFilter, IncidentReport
 from portcullis.audit.record import GENESIS_HASH, AuditRecord
 from portcullis.cli.incident_render import md, render_json, render_markdown
-from tests.unit.test_audit_query import ALICE, BOB, SCENARIO, T0, decision, outcome, principal
+from tests.unit.test_audit_query import ALICE, BOB, SCENARIO, T0, decision, outcome, principal, rejected
 
 CHAIN = ChainRange("verified", "ok", 0, "a" * 64, 10, "b" * 64, 11, checkpoints=(4, 8), signed_through=8)
 
@@ -204,8 +204,16 @@ def test_hostile_tool_names_arguments_and_reasons_cannot_break_the_markdown_tabl
     fields = decision("svc.tool", who, "deny", [hostile], note=hostile)
     fields["tool"]["name"] = fields["tool"]["service"] = hostile
     fields["decision"]["reasons"] = [hostile]
-    text = render_markdown(report(IncidentFilter(since=T0), [("decision", hostile, fields)]))
-    for header, width in (("| # |", 15), ("| what |", 3), ("| tool |", 4), ("| service |", 4)):
+    fields["decision"]["policy_version"] = fields["tool"]["definition_hash"] = hostile
+    fields["tool"]["service_version"] = hostile
+    child = spawn(hostile, unsafe=[hostile]) | {"program": hostile, "launcher": hostile}
+    refused = rejected(hostile, who, hostile)
+    entries = [("spawn", "spawn-1", child), ("decision", hostile, fields), ("rejected", "r2", refused),
+               ("approval", hostile, approval(hostile, hostile, approver=hostile, reason=hostile)),
+               ("outcome", hostile, outcome(hostile) | {"output": {"bytes": 1, "classification": hostile}})]
+    text = render_markdown(report(IncidentFilter(since=T0), entries))
+    for header, width in (("| # |", 15), ("| what |", 3), ("| policy version |", 4), ("| tool |", 4),
+                          ("| service |", 4)):
         table = text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
         assert table, header
         for row in table:
@@ -233,3 +241,17 @@ def test_markdown_states_a_failed_chain_and_the_range_it_read() -> None:
     text = render_markdown(build_report(chain_of(SCENARIO), IncidentFilter(since=T0), failed))
     assert "**verification: FAILED** at index 3: record hash does not match its content" in text
     assert "range read: records 3 to 9" in text and "c" * 64 in text and "d" * 64 in text
+
+
+def test_refused_attempts_are_counted_but_not_in_the_blast_radius() -> None:
+    """An attempt refused before the pipeline reached no tool: it is a timeline row and a count only."""
+    attempt = {"source": "203.0.113.7", "reason": "invalid_token", "status": 401, "detail": "expired",
+               "method": "tools/call", "tool": {"name": "billing.refund"}, "named": "headers", "principal": None,
+               "token_hash": "hmac-sha256:3f9a0c51d2e4b7a6", "count": 3, "first_ts": T0, "last_ts": T0,
+               "window_s": 10.0}
+    built = report(IncidentFilter(since=T0), [*SCENARIO[:2], ("attempt", "attempt-1", attempt)])
+    assert built.blast_radius.tools == ("billing.get_invoice",)
+    assert dict(built.blast_radius.effects) == {"allow": 1, "refused attempt": 3}
+    assert [(e.kind, e.effect) for e in built.timeline][-1] == ("attempt", "invalid_token x3")
+    assert report(IncidentFilter(since=T0, agent="billing-bot"),
+                  [("attempt", "attempt-1", attempt)]).timeline == ()

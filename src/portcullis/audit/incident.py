@@ -140,13 +140,16 @@ def _sorted(values: Iterable[object]) -> tuple[str, ...]:
 
 def _blast_radius(heads: Sequence[AuditRecord], approvals: Sequence[AuditRecord], others: Sequence[AuditRecord],
                   outcomes: Sequence[AuditRecord]) -> BlastRadius:
-    named = [*heads, *approvals, *(r for r in others if r.kind == "attempt")]
+    named = [*heads, *approvals]  # refused attempts reached no tool: counted, not in the radius
     who = [_principal(r) for r in named]
     effects: dict[str, int] = {}
     for record in heads:
         effect = text(get(record.fields, "decision", "effect")) or ("rejected" if record.kind == "rejected" else None)
         if effect is not None:
             effects[effect] = effects.get(effect, 0) + 1
+    for record in others:
+        if record.kind == "attempt" and type(count := get(record.fields, "count")) is int:
+            effects["refused attempt"] = effects.get("refused attempt", 0) + count
     classes = [get(r.fields, "output", "classification") for r in outcomes]
     classes += [get(r.fields, "retention_class") for r in heads]
     return BlastRadius(

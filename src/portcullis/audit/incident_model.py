@@ -47,9 +47,9 @@ class IncidentFilter:
 class ChainRange:
     """The part of the chain the report read and the verifier's verdict on it.
 
-    ``status`` is ``verified`` (the chain from its start through ``last_index`` verifies and a
-    signed checkpoint covers part of it), ``FAILED`` (at ``first_bad_index``: ``reason``),
-    ``unsigned`` (self-consistent, but no signed checkpoint covers it: not evidence) or ``empty``.
+    ``status`` is ``verified`` (the chain from its start through ``last_index + 1`` verifies and
+    signed checkpoints exist), ``FAILED`` (at ``first_bad_index``: ``reason``), ``unsigned``
+    (self-consistent, but no signed checkpoint: not evidence) or ``empty``.
     """
 
     status: str
@@ -60,9 +60,11 @@ class ChainRange:
     last_hash: str | None
     records_checked: int
     first_bad_index: int | None = None
-    checkpoints: tuple[int, ...] = ()  # signed checkpoints inside the range: the segments' ends
-    signed_through: int | None = None  # the newest signed checkpoint at or before last_index
+    checkpoints: tuple[int, ...] = ()  # verified signed checkpoints inside the range: the segments' ends
+    signed_through: int | None = None  # the range is covered by a verified signature up to this index
+    covering_checkpoint: int | None = None  # the first verified checkpoint at or after last_index
     pruned_through: int | None = None
+    later_failure: tuple[int | None, str] | None = None  # the chain breaks after the range: (index, reason)
 
     @property
     def ok(self) -> bool:

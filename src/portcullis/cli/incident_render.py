@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from portcullis.audit.incident_model import IncidentReport, TimelineEntry
+from portcullis.audit.incident_model import ChainRange, IncidentReport, TimelineEntry
 from portcullis.cli.safe_text import json_text, terminal_safe
 
 _MARKUP = frozenset("\\`*_[]<>&|~!#{}@:$")
@@ -73,17 +73,28 @@ def _chain(report: IncidentReport) -> list[str]:
         return [*out, "- range read: none (no records in the window)", ""]
     out += [f"- range read: records {chain.first_index} to {chain.last_index}",
             f"- first record hash: {md(chain.first_hash)}", f"- last record hash: {md(chain.last_hash)}",
-            f"- records verified (from the chain's start through the range): {chain.records_checked}",
+            f"- records verified (from the chain's start): {chain.records_checked}",
             "- signed checkpoints in the range (segment ends): " + (", ".join(map(str, chain.checkpoints)) or "none"),
-            "- newest signed checkpoint covering the range: "
-            + ("none" if chain.signed_through is None else str(chain.signed_through))]
-    if chain.ok and chain.signed_through is not None and chain.last_index is not None \
-            and chain.signed_through < chain.last_index:
-        out.append(f"- note: records {chain.signed_through + 1} to {chain.last_index} come after the newest signed "
-                   "checkpoint; only their hash links protect them")
+            "- signed through: " + _signed(chain)]
+    if chain.ok and chain.signed_through != chain.last_index:
+        after = 0 if chain.signed_through is None else chain.signed_through + 1
+        out.append(f"- note: records {max(after, chain.first_index)} to {chain.last_index} come after the newest "
+                   "signed checkpoint; only their hash links protect them")
+    if chain.later_failure is not None:
+        index, reason = chain.later_failure
+        out.append(f"- **note: the chain fails after this range, at index {index}: {md(reason)}** "
+                   "(run portcullis audit verify)")
     if chain.pruned_through is not None:
         out.append(f"- note: records 0 to {chain.pruned_through} were pruned by retention (attested)")
     return [*out, ""]
+
+
+def _signed(chain: ChainRange) -> str:
+    if chain.signed_through is None:
+        return "none of the range"
+    if chain.covering_checkpoint is not None:
+        return f"the whole range (checkpoint at index {chain.covering_checkpoint})"
+    return f"index {chain.signed_through}"
 
 
 def _radius(report: IncidentReport) -> list[str]:
