@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,19 @@ def test_config_finds_the_store_and_key_through_gateway_yaml(state: Path, tmp_pa
                                  "--request-id", "req-2", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert [e["request_id"] for e in json.loads(result.output)["timeline"]] == ["req-2"]
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "forensics.md"
+
+
+def test_every_example_in_the_docs_runs(state: Path) -> None:
+    """Each `portcullis incident report` example in docs/forensics.md runs against a real store and succeeds."""
+    text = DOCS.read_text().replace("\\\n", " ")
+    commands = re.findall(r"^(portcullis incident report .+?)$", text, re.MULTILINE)
+    assert len(commands) >= 3
+    for command in commands:
+        line = (command.replace("--config /etc/portcullis", "").replace("> incident.md", "")
+                .replace("9b1c6f0e4d2a4c7e8f3b5a6d7e8f9a0b", "req-6"))
+        result = runner.invoke(app, shlex.split(line)[1:], env={"PORTCULLIS_STATE_DIR": str(state)})
+        assert result.exit_code == 0, (command, result.output)
+        assert "Traceback" not in result.output
