@@ -255,3 +255,10 @@ def test_refused_attempts_are_counted_but_not_in_the_blast_radius() -> None:
     assert [(e.kind, e.effect) for e in built.timeline][-1] == ("attempt", "invalid_token x3")
     assert report(IncidentFilter(since=T0, agent="billing-bot"),
                   [("attempt", "attempt-1", attempt)]).timeline == ()
+
+
+def test_an_outcome_whose_decision_is_before_the_window_is_its_own_row_when_unfiltered() -> None:
+    """Unfiltered, the window's first record (req-1's outcome) is shown; a filter cannot attribute it."""
+    assert [(e.kind, e.request_id, e.outcome) for e in report(IncidentFilter(since=T0 + 2)).timeline][:2] == [
+        ("outcome", "req-1", "ok"), ("call", "req-2", None)]
+    assert report(IncidentFilter(since=T0 + 2, user="alice")).timeline[0].request_id == "req-2"

@@ -9,9 +9,11 @@ Contract:
 * The window is by record time (``since`` <= ts <= ``until``); the other filters (agent, user,
   tool, request id, tenant) combine with AND. A request matches when one of its records that
   names a principal and a tool (decision, rejected, approval, attempt) matches; its outcome
-  comes with it. ``spawn`` records describe services: those in the window for the services the
-  matched calls touched (all of them with no filter), and the last one before the window for
-  each, which is the confinement that was in force when the window opened.
+  comes with it. Without filters every request in the window is in, and an outcome whose
+  decision lies before the window is a row of its own.
+* ``spawn`` records describe services: those in the window for the services the matched calls
+  touched (all of them with no filter), and the last one before the window for each, which is
+  the confinement that was in force when the window opened.
 * Records are tolerated as tampered data: a field of the wrong type reads as absent.
 
 The chain range and whether it verifies come from the caller (``incident_source.py``), which
@@ -98,12 +100,13 @@ def build_report(records: Iterable[AuditRecord], flt: IncidentFilter, chain: Cha
         elif record.kind == "spawn" and isinstance(record.ts, float) and record.ts < flt.since:
             if service := text(get(record.fields, "service")):
                 prior_spawns[service] = record  # the latest before the window wins
-    chosen = {r.request_id for r in window if matches(r, flt)}
+    # unfiltered: every request in the window (an outcome whose decision came earlier too)
+    chosen = {r.request_id for r in window if r.kind != "spawn" and (flt.unfiltered() or matches(r, flt))}
     calls: dict[str, _Call] = {}
     approvals: list[AuditRecord] = []
     others: list[AuditRecord] = []
     for record in window:
-        if record.request_id not in chosen:
+        if record.request_id not in chosen or record.kind == "spawn":  # spawns: under services
             continue
         if record.kind == "approval":
             approvals.append(record)
@@ -287,7 +290,7 @@ def _approval_entry(record: AuditRecord) -> TimelineEntry:
 
 
 def _other_entry(record: AuditRecord) -> TimelineEntry:
-    """An attempt, or an outcome whose decision lies before the window."""
+    """An attempt, a retention run, or (unfiltered) an outcome whose decision lies before the window."""
     fields = record.fields
     attempt = record.kind == "attempt"
     detail = f"{text(get(fields, 'reason'))} x{get(fields, 'count')}" if attempt else None
