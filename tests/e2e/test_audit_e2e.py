@@ -324,3 +324,42 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
                        str(state / PUBLIC_KEY_FILE))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "records 0..9 were pruned by retention" in verified.stdout
+
+
+def _incident(store: Path, public_key: Path, *args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from portcullis.cli.main import app
+
+    result = CliRunner().invoke(app, ["incident", "report", "--since", "0", "--store", str(store), "--public-key",
+                                      str(public_key), *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mixed_run: Run) -> None:
+    """The gateway's own records: tools, principal, pin and the stdio child's confinement, verified."""
+    code, output = _incident(mixed_run.store, mixed_run.public_key, "--format", "json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["chain"]["status"] == "verified" and report["chain"]["last_index"] == 8
+    radius = report["blast_radius"]
+    assert radius["tools"] == [ECHO, "everything.no-such-tool"] and radius["services"] == ["everything"]
+    assert (radius["agents"], radius["users"]) == (["billing-bot"], ["alice"])
+    assert radius["effects"] == {"allow": 3, "rejected": 2}
+    assert [p["definition_hash"] for p in report["pins"]] == [mixed_run.pin]
+    [service] = report["services"]
+    assert service["build"] == "not recorded" and service["reported_versions"] != ["not recorded"]
+    [spawn] = service["spawns"]
+    assert spawn["index"] == 0 and spawn["outcome"] == "spawning" and spawn["backend"] != "not recorded"
+    assert [e["outcome"] for e in report["timeline"] if e["kind"] == "call"] == ["ok"] * 3
+    code, markdown = _incident(mixed_run.store, mixed_run.public_key, "--tool", ECHO)
+    assert code == 0 and "**verification: verified**" in markdown and "everything.no-such-tool" not in markdown
+
+
+def test_incident_report_over_a_tampered_copy_of_a_real_run_fails(mixed_run: Run, tmp_path: Path) -> None:
+    """An edited decision in the range: FAILED at its index, exit 1."""
+    copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = replace(fields, 'first call', "
+                     "'other call') WHERE idx = 1")
+    code, output = _incident(copy, mixed_run.public_key)
+    assert code == 1 and "**verification: FAILED** at index 1" in output, output

@@ -17,6 +17,7 @@ from rich.text import Text
 from portcullis import __version__
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
+from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
@@ -362,6 +363,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Development tokens and revoc
 app.add_typer(token_app, name="token")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(incident_app, name="incident")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
 
