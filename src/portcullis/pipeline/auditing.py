@@ -223,6 +223,11 @@ class CallAuditor:
             fields["reason"] = reason[:1000]
         return await self._write("approval", request_id, fields)
 
+    async def alert(self, request_id: str, fields: dict[str, Any]) -> AuditRecord:
+        """An anomaly alert (portcullis.monitoring): rule, key, observed value, baseline, threshold, window
+        and the containment it proposed or applied; exported and counted like every record."""
+        return await self._write("alert", request_id, {**fields, "environment": self._environment})
+
     async def _write(self, kind: str, request_id: str, fields: dict[str, Any],
                      on_durable: Callable[[], None] | None = None) -> AuditRecord:
         try:

@@ -1,0 +1,160 @@
+"""The gateway side of monitoring: observe each call cheaply, judge and alert off the request path.
+
+:meth:`Monitor.observe` runs in the record stage's ``finally`` for every ``tools/call``. It reads
+a few attributes, builds one tuple and appends it to a bounded deque — no lock, no I/O, no
+statistics; when the deque is full the observation is dropped and counted (:attr:`Monitor.dropped`).
+:meth:`Monitor.run` (a gateway background task) drains the deque every ``drain_s``, feeds the
+:class:`~portcullis.monitoring.detectors.Detector`, closes ended windows, and sends each alert to the
+sinks: one JSON log line (caller-chosen text escaped), an ``alert`` audit record, the
+``portcullis_alerts_total{rule}`` counter and the notifier webhook when one is configured; then the
+containment rules propose or apply their kill switches through the
+:class:`~portcullis.monitoring.containment.Containment` seam.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+
+from portcullis.monitoring.config import AlertsConfig
+from portcullis.monitoring.containment import Containment, ContainmentRule, NoContainment, actions, carry_out
+from portcullis.monitoring.detectors import Alert, Detector, Observation, Settings
+from portcullis.text import escape_invisible
+
+log = logging.getLogger("portcullis.alerts")
+
+
+def argument_bytes(arguments: Mapping[str, Any]) -> int:
+    """A shallow, O(top-level arguments) estimate of the arguments' size: the length of each
+    top-level key and string/bytes value, 8 per other scalar, the item count of a container.
+    Never a JSON encoding on the request path; big strings (the usual exfiltration shape) count fully."""
+    total = 0
+    for key, value in arguments.items():
+        total += len(key)
+        if isinstance(value, str | bytes | list | dict):
+            total += len(value)
+        else:
+            total += 8
+    return total
+
+
+def egress_capable(manifest: Any) -> bool:
+    """The manifest's ``egress``, else the MCP ``openWorldHint`` (unset: egress-capable, the MCP default)."""
+    if manifest.egress is not None:
+        return bool(manifest.egress)
+    return manifest.annotations.openWorldHint is not False
+
+
+def caller_of(principal: Any) -> tuple[tuple[str, str], ...]:
+    who = tuple((kind, value) for kind, value in (("agent", principal.agent_id), ("user", principal.user_id))
+                if isinstance(value, str))
+    return who or (("client", str(principal.client_id)),)
+
+
+class Monitor:
+    """Observations in, alerts out (see the module docstring); :meth:`from_config` builds the gateway's."""
+
+    @classmethod
+    def from_config(cls, cfg: AlertsConfig, *, clock: Callable[[], float],
+                    audit: Callable[[str, dict[str, Any]], Awaitable[Any]] | None,
+                    counted: Callable[[str], None] | None, notify: Callable[[dict[str, Any]], bool] | None,
+                    containment: Containment | None = None) -> Monitor:
+        return cls(cfg.settings(), clock=clock, max_pending=cfg.max_pending, egress_arguments=cfg.egress_arguments,
+                   containment_rules=cfg.containment_rules(), containment=containment, audit=audit,
+                   counted=counted, notify=notify if cfg.notify else None)
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time, drain_s: float = 1.0,
+                 max_pending: int = 10000, egress_arguments: tuple[str, ...] = ("url", "destination", "to", "host"),
+                 containment_rules: Mapping[str, tuple[ContainmentRule, ...]] | None = None,
+                 containment: Containment | None = None,
+                 audit: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None,
+                 counted: Callable[[str], None] | None = None,
+                 notify: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.detector = Detector(settings, started=clock())
+        self._clock, self._drain_s, self._max_pending = clock, drain_s, max_pending
+        self._egress_arguments = egress_arguments
+        self._rules = containment_rules or {}
+        self._containment: Containment = containment or NoContainment()
+        self._audit, self._counted, self._notify = audit, counted, notify
+        self._pending: deque[Observation] = deque()
+        self.dropped = 0
+        self.raised = 0
+
+    # ------------------------------------------------------------------ request path
+    def observe(self, ctx: Any, outcome: str, output_bytes: int) -> None:
+        """One finished call (the record stage's ``finally``). O(1) in the traffic; never raises."""
+        try:
+            if len(self._pending) >= self._max_pending:
+                self.dropped += 1
+                return
+            route = ctx.record.route
+            principal = ctx.principal
+            destination = None
+            if route is not None:
+                manifest = route.manifest.manifest
+                tool, risk = route.exposed_name, str(manifest.risk)
+                if egress_capable(manifest):
+                    arguments = ctx.arguments
+                    for name in self._egress_arguments:
+                        value = arguments.get(name)
+                        if isinstance(value, str):
+                            destination = value[:2048]
+                            break
+            else:
+                tool, risk = "unknown", ""
+            tenant = ctx.record.result_tenant
+            self._pending.append(Observation(
+                self._clock(), tool, risk, caller_of(principal),
+                tenant if isinstance(tenant, str) else principal.tenant,
+                argument_bytes(ctx.arguments), output_bytes,
+                outcome not in ("ok", "denied", "input_required"), outcome == "denied", destination))
+        except Exception:  # monitoring never fails a call
+            self.dropped += 1
+
+    # ------------------------------------------------------------------ background
+    def drain(self) -> list[Alert]:
+        """Feed what is pending to the detector and close ended windows; the alerts raised."""
+        pending, detector = self._pending, self.detector
+        alerts: list[Alert] = []
+        while pending:
+            alerts += detector.observe(pending.popleft())
+        alerts += detector.tick(self._clock())
+        return alerts
+
+    async def emit(self, alert: Alert) -> None:
+        """Send one alert to every sink, then carry out the containment rules for it."""
+        self.raised += 1
+        done = [{"kind": a.kind, "target": escape_invisible(a.target), "mode": a.mode}
+                for a in actions(alert, self._rules) if carry_out(a, self._containment)]
+        fields = alert_fields(alert, done)
+        log.warning("alert", extra={"fields": fields})
+        if self._counted is not None:
+            self._counted(alert.rule)
+        if self._notify is not None:
+            self._notify({"text": f"Portcullis alert: {fields['rule']} {fields['key_text']}", "alert": fields})
+        if self._audit is not None:
+            try:
+                await self._audit("alt_" + secrets.token_hex(12), fields)
+            except Exception:  # the audit sink refused (unavailable): logged; the log line above stands
+                log.error("alert not audited", extra={"fields": {"rule": alert.rule}})
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(self._drain_s)
+            for alert in self.drain():
+                await self.emit(alert)
+
+
+def alert_fields(alert: Alert, containment: list[dict[str, str]]) -> dict[str, Any]:
+    """The alert as log, audit and webhook fields: caller-chosen text escaped (invisible characters shown)."""
+    key = {escape_invisible(name): escape_invisible(value) for name, value in alert.key}
+    observed = escape_invisible(alert.observed) if isinstance(alert.observed, str) else alert.observed
+    return {"rule": alert.rule, "key": key, "key_text": escape_invisible(alert.key_text()), "observed": observed,
+            "baseline": alert.baseline, "threshold": alert.threshold, "window_start": alert.window_start,
+            "window_s": alert.window_s, "containment": containment}
