@@ -167,3 +167,15 @@ def test_principal_without_agent_or_user_is_its_client() -> None:
     from portcullis.monitoring.monitor import caller_of
 
     assert caller_of(Principal(client_id="svc", auth_method="dev", issuer="dev")) == (("client", "svc"),)
+
+
+def test_the_audit_cli_shows_an_alert_record_in_one_line() -> None:
+    from portcullis.cli.audit_cmd import _verdict
+    from portcullis.monitoring.monitor import alert_fields
+
+    spike = alert_fields(Alert("call_rate_spike", (("tool", "t"), ("hour", "8")), 900.0, 100.0, 140.0, NOW, 60, NOW),
+                         [])
+    assert _verdict("alert", spike) == "alert call_rate_spike tool=t hour=8: 900.0 > 140.0 (baseline 100.0)"
+    new = alert_fields(Alert("new_egress_destination", (("tool", "t"), ("destination", "e.example")), "e.example",
+                             None, None, NOW, 60, NOW), [])
+    assert _verdict("alert", new) == "alert new_egress_destination tool=t destination=e.example: e.example (new)"
