@@ -179,3 +179,43 @@ def test_the_audit_cli_shows_an_alert_record_in_one_line() -> None:
     new = alert_fields(Alert("new_egress_destination", (("tool", "t"), ("destination", "e.example")), "e.example",
                              None, None, NOW, 60, NOW), [])
     assert _verdict("alert", new) == "alert new_egress_destination tool=t destination=e.example: e.example (new)"
+
+
+async def test_the_background_task_turns_a_synthetic_spike_into_audited_alerts_and_steady_traffic_into_none(
+        ) -> None:
+    """Monitor.observe (as the record stage calls it) then Monitor.run: 40 steady minutes, one spike."""
+    from types import SimpleNamespace
+
+    now = [NOW]
+    audited: list[dict[str, Any]] = []
+
+    async def audit(request_id: str, fields: dict[str, Any]) -> None:
+        audited.append(fields)
+
+    monitor = Monitor(Settings(), clock=lambda: now[0], audit=audit, drain_s=0.001, max_pending=100_000)
+    principal = SimpleNamespace(agent_id="bot", user_id=None, client_id="c", tenant=None)
+    ctx = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=principal,
+                          arguments={})
+
+    async def minute(calls: int) -> None:
+        for _ in range(calls):
+            now[0] += 60 / calls
+            monitor.observe(ctx, "ok", 10)
+        with anyio.fail_after(30):
+            while monitor._pending:
+                await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(monitor.run)
+        for _ in range(40):
+            await minute(100)
+        assert audited == []  # steady: nothing
+        await minute(900)
+        await minute(100)  # closes the spike's window
+        with anyio.fail_after(30):
+            while len(audited) < 2:
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    assert {(f["rule"], f["key_text"]) for f in audited} == {("call_rate_spike", "tool=unknown hour=8"),
+                                                              ("call_rate_spike", "agent=bot")}
+    assert all(f["observed"] >= 899 and f["baseline"] == pytest.approx(100, abs=2) for f in audited)
