@@ -110,3 +110,14 @@ def test_a_broken_context_never_fails_the_call() -> None:
 ])
 def test_argument_bytes_is_a_shallow_estimate(arguments: dict[str, Any], size: int) -> None:
     assert argument_bytes(arguments) == size
+
+
+def test_pressure_on_the_monitor_is_logged_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    monitor = Monitor(Settings(max_keys=100), clock=lambda: T0, max_pending=100)
+    for i in range(150):
+        monitor.observe(_ctx(f"agent-{i}"), "ok", 10)  # 50 dropped
+    with caplog.at_level("WARNING", logger="portcullis.alerts"):
+        monitor.drain()
+        monitor.drain()  # nothing new: no second line
+    [line] = [r for r in caplog.records if r.getMessage() == "alert monitor under pressure"]
+    assert line.fields["dropped"] == 50  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from portcullis.monitoring.detectors import Alert
+from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.alerts")
 
@@ -68,7 +69,8 @@ def actions(alert: Alert, rules: Mapping[str, tuple[ContainmentRule, ...]]) -> l
     for rule in rules.get(alert.rule, ()):
         target = alert.subject(rule.kind)
         if target is not None:
-            reason = f"alert {alert.rule}: observed {alert.observed} over threshold {alert.threshold}"
+            observed = escape_invisible(alert.observed) if isinstance(alert.observed, str) else alert.observed
+            reason = f"alert {alert.rule}: observed {observed} over threshold {alert.threshold}"
             out.append(Action(alert.rule, rule.kind, target, rule.mode, reason))
     return out
 

@@ -143,6 +143,7 @@ class Detector:
         self._destinations: BoundedTable[tuple[str, str], bool] = BoundedTable(cap)
         self._recent: BoundedTable[tuple[str, tuple[tuple[str, str], ...]], list[float]] = BoundedTable(cap)
         self._alert_bucket, self._alerts_in_bucket = -1, 0
+        self._ticked = -1  # the last window tick() closed up to
         self.suppressed = 0  # alerts not raised: cooldown or the per-window cap
 
     @property
@@ -176,6 +177,9 @@ class Detector:
         """Close every window that ended before ``now`` (call at least once per window)."""
         out: list[Alert] = []
         bucket = int(now // self.s.window_s)
+        if bucket == self._ticked:  # nothing ended since the last tick: O(1), not a scan of every key
+            return out
+        self._ticked = bucket
         for table in (self._tools, self._callers):
             for key, window in table.items():
                 if window.bucket < bucket:

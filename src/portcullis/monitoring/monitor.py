@@ -84,6 +84,7 @@ class Monitor:
         self._pending: deque[Observation] = deque()
         self.dropped = 0
         self.raised = 0
+        self._reported = (0, 0, 0)  # dropped, evicted, suppressed as last logged
 
     # ------------------------------------------------------------------ request path
     def observe(self, ctx: Any, outcome: str, output_bytes: int) -> None:
@@ -124,7 +125,17 @@ class Monitor:
         while pending:
             alerts += detector.observe(pending.popleft())
         alerts += detector.tick(self._clock())
+        self._report_losses()
         return alerts
+
+    def _report_losses(self) -> None:
+        """One warning line when observations were dropped, keys evicted or alerts suppressed since the
+        last one: a flood that blinds the monitor (evicted baselines start over) is itself visible."""
+        now = (self.dropped, self.detector.evicted, self.detector.suppressed)
+        if now != self._reported:
+            last, self._reported = self._reported, now
+            log.warning("alert monitor under pressure", extra={"fields": {
+                "dropped": now[0] - last[0], "evicted": now[1] - last[1], "suppressed": now[2] - last[2]}})
 
     async def emit(self, alert: Alert) -> None:
         """Send one alert to every sink, then carry out the containment rules for it."""
