@@ -21,7 +21,7 @@ CAP = 200
 def flood(detector: Detector, n: int, shape: str) -> None:
     for i in range(n):
         name = f"x{i}"
-        tool, agent, tenant, dest = "t", "a", "t1", None
+        tool, agent, tenant, dest, names = "t", "a", "t1", None, None
         if shape == "agents":
             agent = name
         elif shape == "tools":
@@ -30,15 +30,17 @@ def flood(detector: Detector, n: int, shape: str) -> None:
             tenant = name
         elif shape == "destinations":
             dest = f"https://{name}.evil.example/"
+        elif shape == "argument names":
+            names = (name, "y" * 1000)
         elif shape == "huge names":
             tool, agent = name + "T" * 100_000, name + "A" * 100_000
         detector.observe(Observation(T0 + i * 0.01, tool, "high", (("agent", agent),), tenant, 10, 10, False,
-                                     False, dest))
+                                     False, dest, names))
         if i % 1000 == 0:
             detector.tick(T0 + i * 0.01)
 
 
-@pytest.mark.parametrize("shape", ["agents", "tools", "tenants", "destinations", "huge names"])
+@pytest.mark.parametrize("shape", ["agents", "tools", "tenants", "destinations", "argument names", "huge names"])
 def test_a_key_flood_is_bounded_by_the_cap(shape: str) -> None:
     detector = Detector(Settings(max_keys=CAP, learn_s=0, max_alerts_per_window=5), started=T0)
     flood(detector, 1_000, shape)
@@ -47,7 +49,7 @@ def test_a_key_flood_is_bounded_by_the_cap(shape: str) -> None:
     flood(detector, 5_000, shape)
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert detector.tracked() <= 4 * CAP  # four tables, each capped
+    assert detector.tracked() <= 5 * CAP  # five tables, each capped
     assert shape == "tenants" or detector.evicted > 0
     assert grown < 1_000_000, grown  # 5,000 more hostile keys: no growth past the cap (slack for the allocator)
     assert detector.suppressed > 0 or shape == "tenants"  # the per-window alert cap held
@@ -95,10 +97,15 @@ def test_a_full_queue_drops_and_counts() -> None:
     assert monitor.dropped == 150
 
 
-def test_a_broken_context_never_fails_the_call() -> None:
+def test_a_broken_context_never_fails_the_call_nor_the_background_task() -> None:
     monitor = Monitor(Settings(), clock=lambda: T0)
     monitor.observe(object(), "ok", 10)  # no attributes at all
     assert monitor.dropped == 1
+    no_principal = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=None,
+                                   arguments={})
+    monitor.observe(no_principal, "ok", 10)  # queued: the principal is read by the background task
+    monitor.observe(_ctx(), "ok", 10)
+    assert len(monitor.drain()) == 0 and monitor.dropped == 2 and monitor.detector.tracked() == 3  # tool, caller, shape
 
 
 @pytest.mark.parametrize(("arguments", "size"), [

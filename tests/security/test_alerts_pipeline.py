@@ -72,13 +72,18 @@ async def test_the_record_stage_feeds_every_call_and_a_new_identity_on_a_high_ri
         assert (await gw.call(INVOICE, {"invoice_id": "INV-1"})).result is not None  # low risk: no alert
         assert (await gw.call(REFUND, refund(50))).result is not None  # billing-bot on a high-risk tool
         assert (await gw.call(REFUND, refund(50), principal=STRANGER)).error  # denied, still observed
-        pending = list(monitor._pending)
+        pending = monitor.pending()
         assert [(o.tool, o.risk, o.caller, o.denied) for o in pending] == [
             (INVOICE, "low", (("agent", "billing-bot"), ("user", "alice")), False),
             (REFUND, "high", (("agent", "billing-bot"), ("user", "alice")), False),
             (REFUND, "high", (("agent", "rogue-bot"),), True)]
         assert pending[1].output_bytes > 0 and pending[1].argument_bytes > 0
-        alerts = monitor.drain()
+        drained = monitor.drain()
+        # the two allowed calls' argument shapes are new; the denied call's is not judged
+        assert {a.key for a in drained if a.rule == "new_argument_shape"} == {
+            (("tool", INVOICE), ("shape", "invoice_id")),
+            (("tool", REFUND), ("shape", "amount,currency,order_id,reason"))}
+        alerts = [a for a in drained if a.rule != "new_argument_shape"]
         assert {(a.rule, a.key[1]) for a in alerts} == {
             ("new_identity_high_risk", ("agent", "billing-bot")), ("new_identity_high_risk", ("user", "alice")),
             ("new_identity_high_risk", ("agent", "rogue-bot"))}
@@ -151,7 +156,7 @@ async def test_an_egress_tool_s_destination_argument_is_observed(tmp_path: Path,
     monitor = Monitor(Settings(learn_s=0), clock=lambda: NOW, egress_arguments=("order_id",))
     async with in_process_gateway(tmp_path, observe=monitor.observe, manifests={"process_refund": manifest}) as gw:
         await gw.call(REFUND, refund(50, order="ORD-7"), principal=BOT)
-    [observation] = list(monitor._pending)
+    [observation] = monitor.pending()
     assert observation.destination == "ORD-7"
     assert any(a.rule == "new_egress_destination" and a.subject("destination") == "ord-7" for a in monitor.drain())
 
@@ -160,7 +165,7 @@ async def test_a_tool_that_is_not_egress_capable_has_no_destination(tmp_path: Pa
     monitor = Monitor(Settings(learn_s=0), clock=lambda: NOW, egress_arguments=("order_id",))
     async with in_process_gateway(tmp_path, observe=monitor.observe) as gw:  # harness tools: egress false
         await gw.call(REFUND, refund(50), principal=BOT)
-    assert [o.destination for o in monitor._pending] == [None]
+    assert [o.destination for o in monitor.pending()] == [None]
 
 
 def test_principal_without_agent_or_user_is_its_client() -> None:

@@ -177,3 +177,17 @@ def test_bounded_table_evicts_least_recently_used() -> None:
     assert "a" in table and "c" in table and "b" not in table and table.evicted == 1
     with pytest.raises(ValueError):
         BoundedTable(0)
+
+
+def test_new_argument_shape() -> None:
+    detector = Detector(SETTINGS, started=T0)
+
+    def call(at: float, *names: str) -> list[Alert]:
+        return detector.observe(obs(at)._replace(shape=names))
+
+    assert call(T0, "order_id", "amount") == []  # learning
+    assert call(T0 + 700, "amount", "order_id") == []  # the same shape in another order
+    assert detector.observe(obs(T0 + 701)) == []  # a call that was not allowed: shape not judged
+    [alert] = call(T0 + 702, "amount", "order_id", "note")
+    assert (alert.rule, alert.key) == ("new_argument_shape", (("tool", "billing.refund"),
+                                                              ("shape", "amount,note,order_id")))

@@ -10,7 +10,8 @@ from portcullis.monitoring.containment import ContainmentRule
 from portcullis.monitoring.detectors import DEFAULT_FLOORS, Settings
 
 AlertRule = Literal["call_rate_spike", "argument_size_spike", "output_size_spike", "error_rate_spike",
-                    "denial_rate_spike", "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination"]
+                    "denial_rate_spike", "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination",
+                    "new_argument_shape"]
 SwitchKind = Literal["tool", "service", "tenant", "agent", "client", "user", "source_app"]
 
 

@@ -16,6 +16,8 @@ Rules (``rule`` of an alert):
 * ``new_identity_high_risk`` — an agent or user (else a client) seen for the first time on a tool
   whose manifest risk is ``high``.
 * ``new_egress_destination`` — a destination host not seen before for a tool.
+* ``new_argument_shape`` — a set of top-level argument names not seen before for a tool, in a call
+  that passed validation and policy (a tool's usual shapes are few; a new one is a new way of calling it).
 
 "First time" is since the process started: the first ``learn_s`` seconds are learned silently.
 """
@@ -31,7 +33,8 @@ from portcullis.monitoring.baseline import Baseline, BoundedTable, count_noise, 
 
 SPIKE_RULES = ("call_rate_spike", "argument_size_spike", "output_size_spike", "error_rate_spike",
                "denial_rate_spike")
-RULES = frozenset({*SPIKE_RULES, "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination"})
+RULES = frozenset({*SPIKE_RULES, "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination",
+                   "new_argument_shape"})
 MAX_TENANTS_PER_WINDOW = 64  # distinct tenants counted per caller and window (a count past it saturates)
 MAX_TEXT = 256  # key parts and destinations are cut to this many characters
 
@@ -49,6 +52,7 @@ class Observation(NamedTuple):
     error: bool
     denied: bool
     destination: str | None  # raw egress destination argument, if the tool has one
+    shape: tuple[str, ...] | None = None  # the top-level argument names of an allowed call (None: not judged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,7 @@ class Detector:
         self._callers: BoundedTable[tuple[tuple[str, str], ...], _Window] = BoundedTable(cap)
         self._identities: BoundedTable[tuple[str, str, str], bool] = BoundedTable(cap)
         self._destinations: BoundedTable[tuple[str, str], bool] = BoundedTable(cap)
+        self._shapes: BoundedTable[tuple[str, str], bool] = BoundedTable(cap)
         self._recent: BoundedTable[tuple[str, tuple[tuple[str, str], ...]], list[float]] = BoundedTable(cap)
         self._alert_bucket, self._alerts_in_bucket = -1, 0
         self._ticked = -1  # the last window tick() closed up to
@@ -148,10 +153,12 @@ class Detector:
 
     @property
     def evicted(self) -> int:
-        return sum(t.evicted for t in (self._tools, self._callers, self._identities, self._destinations))
+        return sum(t.evicted for t in (self._tools, self._callers, self._identities, self._destinations,
+                                             self._shapes))
 
     def tracked(self) -> int:
-        return sum(len(t) for t in (self._tools, self._callers, self._identities, self._destinations))
+        return sum(len(t) for t in (self._tools, self._callers, self._identities, self._destinations,
+                                             self._shapes))
 
     def observe(self, obs: Observation) -> list[Alert]:
         out: list[Alert] = []
@@ -171,6 +178,11 @@ class Detector:
             _, new = self._destinations.get_or_add((tool, host), lambda: True)
             if new:
                 self._first_seen("new_egress_destination", (("tool", tool), ("destination", host)), obs.at, out)
+        if obs.shape is not None:
+            shape = _cut(",".join(sorted(obs.shape)))
+            _, new = self._shapes.get_or_add((tool, shape), lambda: True)
+            if new:
+                self._first_seen("new_argument_shape", (("tool", tool), ("shape", shape)), obs.at, out)
         return out
 
     def tick(self, now: float) -> list[Alert]:

@@ -28,6 +28,7 @@ from portcullis.monitoring.detectors import Alert, Detector, Observation, Settin
 from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.alerts")
+MAX_SHAPE_NAMES = 32  # argument names of one call's shape (validation already bounds them by the schema)
 
 
 def argument_bytes(arguments: Mapping[str, Any]) -> int:
@@ -81,49 +82,54 @@ class Monitor:
         self._rules = containment_rules or {}
         self._containment: Containment = containment or NoContainment()
         self._audit, self._counted, self._notify = audit, counted, notify
-        self._pending: deque[Observation] = deque()
+        self._pending: deque[_Raw] = deque()
         self.dropped = 0
         self.raised = 0
         self._reported = (0, 0, 0)  # dropped, evicted, suppressed as last logged
 
     # ------------------------------------------------------------------ request path
     def observe(self, ctx: Any, outcome: str, output_bytes: int) -> None:
-        """One finished call (the record stage's ``finally``). O(1) in the traffic; never raises."""
+        """One finished call (the record stage's ``finally``). O(1) in the traffic; never raises.
+
+        Only what the call's objects will not keep is computed here (sizes, the destination, the argument
+        names); the route and the principal are kept by reference and read by the background task."""
         try:
-            if len(self._pending) >= self._max_pending:
+            pending = self._pending
+            if len(pending) >= self._max_pending:
                 self.dropped += 1
                 return
-            route = ctx.record.route
-            principal = ctx.principal
+            record, arguments = ctx.record, ctx.arguments
+            route = record.route
             destination = None
-            if route is not None:
-                manifest = route.manifest.manifest
-                tool, risk = route.exposed_name, str(manifest.risk)
-                if egress_capable(manifest):
-                    arguments = ctx.arguments
-                    for name in self._egress_arguments:
-                        value = arguments.get(name)
-                        if isinstance(value, str):
-                            destination = value[:2048]
-                            break
-            else:
-                tool, risk = "unknown", ""
-            tenant = ctx.record.result_tenant
-            self._pending.append(Observation(
-                self._clock(), tool, risk, caller_of(principal),
-                tenant if isinstance(tenant, str) else principal.tenant,
-                argument_bytes(ctx.arguments), output_bytes,
-                outcome not in ("ok", "denied", "input_required"), outcome == "denied", destination))
+            if route is not None and egress_capable(route.manifest.manifest):
+                for name in self._egress_arguments:
+                    value = arguments.get(name)
+                    if type(value) is str:
+                        destination = value[:2048]
+                        break
+            pending.append((self._clock(), route, ctx.principal, record.result_tenant, argument_bytes(arguments),
+                            output_bytes, outcome, destination,
+                            tuple(arguments)[:MAX_SHAPE_NAMES] if outcome == "ok" or outcome == "tool_error"
+                            else None))
         except Exception:  # monitoring never fails a call
             self.dropped += 1
 
     # ------------------------------------------------------------------ background
+    def pending(self) -> list[Observation]:
+        """What waits for the background task, as observations (for tests and debugging)."""
+        return [_observation(raw) for raw in self._pending]
+
     def drain(self) -> list[Alert]:
         """Feed what is pending to the detector and close ended windows; the alerts raised."""
         pending, detector = self._pending, self.detector
         alerts: list[Alert] = []
         while pending:
-            alerts += detector.observe(pending.popleft())
+            try:
+                observation = _observation(pending.popleft())
+            except Exception:  # a context the request path could not vouch for: dropped, never fatal
+                self.dropped += 1
+                continue
+            alerts += detector.observe(observation)
         alerts += detector.tick(self._clock())
         self._report_losses()
         return alerts
@@ -159,6 +165,22 @@ class Monitor:
             await anyio.sleep(self._drain_s)
             for alert in self.drain():
                 await self.emit(alert)
+
+
+#: what the request path queues: at, route, principal, result tenant, argument bytes, output bytes, outcome,
+#: destination, argument names
+_Raw = tuple[float, Any, Any, Any, int, int, str, "str | None", "tuple[str, ...] | None"]
+
+
+def _observation(raw: _Raw) -> Observation:
+    at, route, principal, tenant, arg_bytes, out_bytes, outcome, destination, names = raw
+    if route is not None:
+        tool, risk = route.exposed_name, str(route.manifest.manifest.risk)
+    else:
+        tool, risk = "unknown", ""
+    return Observation(at, tool, risk, caller_of(principal), tenant if isinstance(tenant, str) else principal.tenant,
+                       arg_bytes, out_bytes, outcome not in ("ok", "denied", "input_required"), outcome == "denied",
+                       destination, names)
 
 
 def alert_fields(alert: Alert, containment: list[dict[str, str]]) -> dict[str, Any]:
