@@ -57,7 +57,9 @@ from portcullis.identity.principal import Principal, principal_key
 from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.kill.api import KillSwitchApi
+from portcullis.kill.containment import KillSwitchContainment
 from portcullis.kill.runtime import open_kill_switches
+from portcullis.monitoring.monitor import Monitor
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
@@ -368,6 +370,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
+    # anomaly alerts: observed on the request path in O(1), judged by a background task (docs/alerts.md);
+    # a rule's applied containment sets a kill switch; a proposed one waits for a person (docs/alerts.md)
+    monitor = None if not cfg.alerts.enabled else Monitor.from_config(
+        cfg.alerts, clock=clock, audit=auditor.alert, notify=None if notifier is None else notifier.offer_payload,
+        counted=metrics.alert if cfg.observability.metrics.enabled else None,
+        containment=KillSwitchContainment(kills))
     response_cache = None
     if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
@@ -384,7 +392,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         cache_classifications=tuple(str(c) for c in cfg.response_cache.classifications
                                     if governance_sink_allowed(c, Sink.CACHE, cfg.governance.sinks)),
         client_input=ClientInputRelay(RequestStateSealer(session_keys, clock=clock),
-                                      lambda service: cfg.services[service].client_requests), kills=kills)
+                                      lambda service: cfg.services[service].client_requests), kills=kills,
+        observe=None if monitor is None else monitor.observe)
     pipeline = build_pipeline(parts)
     # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
     # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
@@ -526,6 +535,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         background.append(rego_workers.run)
     if notifier is not None:
         background.append(notifier.run)
+    if monitor is not None:
+        background.append(monitor.run)
     background += [cache.keep_fresh for issuer, cache in zip(issuers, caches.values(), strict=True)
                    if issuer.jwks_file is None]
 

@@ -220,6 +220,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              manifests: Mapping[str, Mapping[str, Any]] | None = None,
                              governance: Mapping[str, Any] | None = None,
                              inner_stages: Sequence[tuple[str, Stage]] = (),
+                             observe: Callable[[Any, str, int], None] | None = None,
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
@@ -228,7 +229,8 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
     ``manifests`` adds or replaces manifest keys per tool (``cache``, ``egress``, ``classification``, …);
     ``response_cache`` turns the response cache stage on with that store; ``content`` is the output
     filter (default: none, results pass as the upstream sent them); ``governance`` is gateway.yaml's
-    ``governance:`` and ``inner_stages`` run right before the forwarder (a double of the content filter)."""
+    ``governance:`` and ``inner_stages`` run right before the forwarder (a double of the content filter);
+    ``observe`` is the anomaly monitor's per-call observation."""
     dep = deployment(limits=limits, policies=policies, manifests=manifests)
     clock = Clock()
     catalog = Catalog(dep)
@@ -254,7 +256,8 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                 engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
                 risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock,
                 response_cache=response_cache, cache_classifications=cache_classifications, content=content,
-                governance=GovernanceConfig.model_validate(governance or {}), inner_stages=inner_stages))
+                governance=GovernanceConfig.model_validate(governance or {}), inner_stages=inner_stages,
+                observe=observe))
 
             def visible(principal: Principal) -> frozenset[str]:
                 from datetime import UTC, datetime

@@ -150,7 +150,8 @@ class WebhookNotifier:
             raise ValueError("notify webhook HMAC key must be at least 16 bytes")
         self._url, self._key, self._signer = url, key, signer
         self._timeout_s, self._attempts, self._clock, self._transport = timeout_s, attempts, clock, transport
-        self._send, self._receive = anyio.create_memory_object_stream[Approval](max_pending)
+        # approval notices, and other signed notices (anomaly alerts: offer_payload) through the same sender
+        self._send, self._receive = anyio.create_memory_object_stream[Approval | dict[str, Any]](max_pending)
         self.sent = self.dropped = self.failed = 0
 
     def offer(self, approval: Approval) -> bool:
@@ -163,14 +164,26 @@ class WebhookNotifier:
             return False
         return True
 
+    def offer_payload(self, payload: dict[str, Any]) -> bool:
+        """Queue a ready-made JSON notice (an anomaly alert), signed and retried like an approval notice."""
+        try:
+            self._send.send_nowait(payload)
+        except anyio.WouldBlock:
+            self.dropped += 1
+            log.warning("notice dropped: the notifier queue is full")
+            return False
+        return True
+
     async def run(self) -> None:
         async with httpx2.AsyncClient(timeout=self._timeout_s, follow_redirects=False,
                                       transport=self._transport) as client, self._receive:
-            async for approval in self._receive:
-                await self._deliver(client, approval)
+            async for item in self._receive:
+                await self._deliver(client, item)
 
-    async def _deliver(self, client: httpx2.AsyncClient, approval: Approval) -> None:
-        body = json.dumps(chat_payload(approval, self._signer), separators=(",", ":")).encode()
+    async def _deliver(self, client: httpx2.AsyncClient, item: Approval | dict[str, Any]) -> None:
+        payload = chat_payload(item, self._signer) if isinstance(item, Approval) else item
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        ref = {"approval_id": item.id} if isinstance(item, Approval) else {"notice": "alert"}
         for attempt in range(self._attempts):
             headers = {"content-type": "application/json",
                        SIGNATURE_HEADER: signature_header(self._key, body, int(self._clock()))}
@@ -183,6 +196,6 @@ class WebhookNotifier:
             except httpx2.HTTPError as exc:
                 status = type(exc).__name__
             log.warning("approval notice not delivered", extra={"fields": {
-                "approval_id": approval.id, "attempt": attempt + 1, "status": status}})
+                **ref, "attempt": attempt + 1, "status": status}})
             await anyio.sleep(min(30.0, 0.5 * 2**attempt))
         self.failed += 1

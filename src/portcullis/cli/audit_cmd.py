@@ -198,6 +198,10 @@ def _verdict(kind: str, fields: object) -> str | None:
         return (f"spawn {_get(fields, 'service')}: {_get(fields, 'outcome')} "
                 f"({_get(fields, 'confinement', 'backend')}, network {_get(fields, 'confinement', 'network')}"
                 + (f", {' '.join(str(u) for u in unsafe)}" if isinstance(unsafe, list) and unsafe else "") + ")")
+    if kind == "alert":  # an anomaly alert (docs/alerts.md): rule, key, what crossed which threshold
+        threshold = _get(fields, "threshold")
+        return (f"alert {_get(fields, 'rule')} {_get(fields, 'key_text')}: {_get(fields, 'observed')}"
+                + (f" > {threshold} (baseline {_get(fields, 'baseline')})" if threshold is not None else " (new)"))
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:
@@ -453,7 +457,7 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
            kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
-                                                     "attempt, retention or spawn.")] = None,
+                                                     "attempt, retention, spawn or alert.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""

@@ -23,6 +23,7 @@ from portcullis.governance.sinks import DEFAULT_SINKS, cache_refusal
 from portcullis.governance.sinks import Sink as Sink  # re-exported: the sink vocabulary lives there
 from portcullis.identity.config import IdentityConfig, UpstreamTokenConfig
 from portcullis.identity.tls import TlsConfig
+from portcullis.monitoring.config import AlertsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy, check_caller_pattern
@@ -538,6 +539,8 @@ class GatewayConfig(_Model):
     approvals: ApprovalsConfig = ApprovalsConfig()
     response_cache: ResponseCacheConfig = ResponseCacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    alerts: AlertsConfig = Field(AlertsConfig(), description="Runtime monitoring and anomaly alerts "
+                                 "(docs/alerts.md).")
     content: ContentConfig = Field(ContentConfig(), description="The output filter: secrets, PII, hidden "
                                    "characters, links and injection in every tool result.")
     governance: GovernanceConfig = GovernanceConfig()

@@ -30,6 +30,8 @@ name                                         labels                             
 ``portcullis_subscription_notifications_total`` outcome                            subscription notifications
                                                                                     (list changes, resource
                                                                                     updates) relayed or dropped
+``portcullis_alerts_total``                  rule                                   anomaly alerts raised (rule
+                                                                                    from a closed set, else other)
 ``portcullis_audit_records_total``           kind                                   audit records written
 ``portcullis_audit_failures_total``          (none)                                 audit writes that failed
 ``portcullis_audit_queue_depth``             (none)                                 records waiting to commit *
@@ -92,6 +94,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from portcullis import logs
+from portcullis.monitoring.detectors import RULES as ALERT_RULES
 from portcullis.notifications import ANSWER_OUTCOMES
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
 from portcullis.subscriptions import OUTCOMES as SUBSCRIPTION_OUTCOMES
@@ -279,7 +282,9 @@ class GatewayMetrics:
         self.subscription_notifications_total = counter(
             "subscription_notifications_total", "Notifications to subscribed callers (list changes, resource "
             "updates), by outcome (relayed or why dropped).", "outcome")
-        self._counters = (self.definition_findings_total, self.content_findings_total, self.content_withheld_total,
+        self.alerts_total = counter("alerts_total", "Anomaly alerts raised, by rule (docs/alerts.md).", "rule")
+        self._counters = (self.alerts_total, self.definition_findings_total, self.content_findings_total,
+                          self.content_withheld_total,
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
                           self.completions_total, self.subscription_notifications_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
@@ -329,6 +334,10 @@ class GatewayMetrics:
     def attempt(self, reason: str) -> None:
         """One refused request; ``reason`` is one of the closed set in audit/attempts.py."""
         self.attempts_total.labels(reason).inc()
+
+    def alert(self, rule: str) -> None:
+        """One anomaly alert; ``rule`` is one of the closed set in portcullis.monitoring.detectors."""
+        self.alerts_total.labels(rule if rule in ALERT_RULES else OVERFLOW).inc()
 
     def definition_finding(self, rule: str) -> None:
         """One scanner finding in a live tool definition; ``rule`` is a scanner rule id (a closed set in code)."""

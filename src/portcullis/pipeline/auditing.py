@@ -227,6 +227,11 @@ class CallAuditor:
         """A kill switch set or lifted (portcullis.kill.runtime.event_fields): who, why, on what."""
         return await self._write("kill_switch", request_id, {**fields, "environment": self._environment})
 
+    async def alert(self, request_id: str, fields: dict[str, Any]) -> AuditRecord:
+        """An anomaly alert (portcullis.monitoring): rule, key, observed value, baseline, threshold, window
+        and the containment it proposed or applied; exported and counted like every record."""
+        return await self._write("alert", request_id, {**fields, "environment": self._environment})
+
     async def _write(self, kind: str, request_id: str, fields: dict[str, Any],
                      on_durable: Callable[[], None] | None = None) -> AuditRecord:
         try:

@@ -77,6 +77,8 @@ class PipelineParts:
     # MRTR: screens an upstream's input_required and seals its requestState; the default relays no kind
     client_input: ClientInputRelay = field(default_factory=client_input.deny_all)
     kills: KillSwitches | None = None  # None: no kill switch stage (tests of other stages)
+    # the anomaly monitor's O(1) observation of every finished call (portcullis.monitoring); None: not watched
+    observe: Callable[[CallContext, str, int], None] | None = None
 
 
 def build_pipeline(parts: PipelineParts) -> Handler:
@@ -86,7 +88,7 @@ def build_pipeline(parts: PipelineParts) -> Handler:
     stages: Sequence[tuple[str, Stage]] = (
         # record: outermost, so that every call gets one log line and its metrics, and a call
         # refused before the audit stage (denied, unknown, invalid) still gets an audit record.
-        ("record", record.make_stage(p.auditor, p.hooks, p.tracing, p.governance.sinks)),
+        ("record", record.make_stage(p.auditor, p.hooks, p.tracing, p.governance.sinks, p.observe)),
         # route: before everything that needs the manifest; unknown, unpinned and quarantined
         # tools all fail here identically ("Unknown tool").
         ("route", route.make_stage(p.catalog)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -39,7 +40,7 @@ from portcullis.errors import (
 from portcullis.governance.sinks import SinkTable, mark_values_withheld, values_in_logs
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
-from portcullis.pipeline.context import CallContext, CallRecord, CallResult, Handler, Stage
+from portcullis.pipeline.context import CallContext, CallRecord, CallResult, EncodedResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
 
 log = logging.getLogger("portcullis.access")
@@ -48,10 +49,12 @@ LATE_OUTCOME_TIMEOUT_S = 10.0
 
 
 def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = None,
-               sinks: SinkTable | None = None) -> Stage:
+               sinks: SinkTable | None = None, observe: Callable[[CallContext, str, int], None] | None = None) -> Stage:
     """``sinks`` (``governance.sinks``; None: the defaults) decides whether the log line of a call of a
     tool may carry its error detail: a tool whose input or output class may not reach ``logs`` gets a
-    line of value-free fields only (``"values": "withheld"``)."""
+    line of value-free fields only (``"values": "withheld"``). ``observe`` (the anomaly monitor's
+    :meth:`~portcullis.monitoring.monitor.Monitor.observe`) sees every finished call: context, outcome
+    and the bytes of the result; it is O(1) and never raises."""
     known: dict[int, tuple[ToolManifest, bool]] = {}  # per manifest object: the deployment's, a few hundred
 
     def in_logs(manifest: ToolManifest) -> bool:
@@ -62,7 +65,7 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
 
     async def record(ctx: CallContext, call_next: Handler) -> CallResult:
         outcome, code, detail, effect = "error", None, "", "none"
-        span = None
+        span, output_bytes = None, 0
         trail = ctx.record  # made with the context (one per call); a context run twice gets a fresh one
         if trail.claimed:
             trail = CallRecord()
@@ -77,6 +80,7 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
         try:
             result = await call_next(ctx)
             outcome, effect = ("tool_error" if result.get("isError") else "ok"), "allow"
+            output_bytes = len(result.encoded) if isinstance(result, EncodedResult) else 0
             return result
         except (Denied, PolicyRefused, ApprovalRequired) as exc:
             decision = exc.decision
@@ -108,6 +112,8 @@ def make_stage(auditor: CallAuditor, hooks: Hooks, tracing: Tracing | None = Non
             seconds = (time.perf_counter_ns() - ctx.started_ns) / 1e9
             route = trail.route
             hooks.call_done(route.exposed_name if route else "unknown", effect, outcome, seconds)
+            if observe is not None:
+                observe(ctx, outcome, output_bytes)
             if span is not None:
                 if route is not None:
                     span.set_tool(route.exposed_name)
