@@ -70,8 +70,10 @@ from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.pipeline.stages.content import hash_key as content_hash_key
+from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
+from portcullis.policy.wiring import build_reloader
 from portcullis.request_state import RequestStateSealer
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
@@ -86,6 +88,7 @@ from portcullis.transport.app import GatewayApp
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi
+from portcullis.transport.policy_api import PolicyApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.push import PushRegistry
 from portcullis.transport.session_token import SessionSealer, decode_keys
@@ -263,9 +266,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         engine = PolicyEngine.build(tool_policies(deployment.manifests), None, environment=authz.environment)
     # Rego never runs on the event loop: decision-cache misses go to worker processes, each
     # evaluation terminated at its CPU budget (policy/rego_pool.py)
-    rego_workers = None if engine.rego is None else engine.rego.workers(PoolSettings(
+    pool_settings = PoolSettings(
         size=evaluation.workers, memory_bytes=evaluation.memory_mb * 1024 * 1024,
-        max_wait_s=evaluation.max_wait_ms / 1000, wall_s=max(1.0, 50 * evaluation.budget_ms / 1000)))
+        max_wait_s=evaluation.max_wait_ms / 1000, wall_s=max(1.0, 50 * evaluation.budget_ms / 1000))
+    rego_workers = None if engine.rego is None else engine.rego.workers(pool_settings)
+    active = ActivePolicy(engine)  # hot reload swaps the engine here; each call reads it once (policy/active.py)
     for loaded in deployment.manifests:
         if loaded.manifest.policy is None:
             log.warning("tool has no policy: it is denied to every caller",
@@ -360,7 +365,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         metrics.set_response_cache_source(response_cache.stats)
     session_keys = _session_keys(deployment)  # also the root of the MRTR requestState key (HKDF, its own info)
     parts = PipelineParts(
-        catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
+        catalog=catalog, upstreams=upstreams, minter=minter, engine=active, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         content=(OutputFilter(cfg.content, key=content_hash_key(audit_keys.hmac_key)) if cfg.content.enabled
                  else None),
@@ -394,13 +399,22 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface.subscriptions = hub
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
+    async def audit_policy(fields: Mapping[str, Any]) -> None:
+        record = await audit_writer.record("policy_version", f"policy-{uuid.uuid4().hex}", fields)
+        if siem is not None:
+            siem.offer(record.to_json())
+
+    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock)
+
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
-        if rego_workers is None:
-            return ready, {"services": services}
-        return ready and rego_workers.ready, {"services": services,
-                                              "rego_workers": "ready" if rego_workers.ready else "down"}
+        policy = reloader.status()  # a refused push: "degraded" with its reason, the last good version serving
+        detail = {"services": services, "policy": policy, **({"status": "degraded"} if reloader.degraded else {})}
+        workers = reloader.workers_ready()
+        if workers is None:
+            return ready, detail
+        return ready and workers, {**detail, "rego_workers": "ready" if workers else "down"}
 
     async def rotate_keys() -> None:
         every = cfg.upstream_tokens.rotate_every_s
@@ -490,7 +504,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                          approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
                          guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
                          max_header_count=limits.max_header_count,
-                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators))
+                         pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators),
+                         policy=PolicyApi(reloader, authenticator.authenticate, cfg.admin.operators))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
@@ -504,7 +519,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin, run_state, surface_watch.run, hub.run]
+                                                       run_admin, run_state, surface_watch.run, hub.run, reloader.run]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:
@@ -521,7 +536,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             await anyio.to_thread.run_sync(tracing.shutdown)  # flushes batched spans
 
     def visible(principal: Principal) -> frozenset[str]:
-        return engine.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
+        return active.current.visible_tools(principal, now=datetime.fromtimestamp(clock(), UTC))
 
     app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface, subscriptions=hub), sealer=sealer,
                      guard=OriginGuard(cfg.listen.allowed_hosts, cfg.listen.allowed_origins),

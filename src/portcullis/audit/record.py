@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 
 GENESIS_HASH = "0" * 64
-KINDS = frozenset({"decision", "outcome", "rejected", "approval", "retention", "attempt", "spawn"})
+KINDS = frozenset({"decision", "outcome", "rejected", "approval", "retention", "attempt", "spawn",
+                   "policy_version"})
 KEYED_HASH_PREFIX = "hmac-sha256:"
 MIN_AUDIT_KEY_BYTES = 16
 

@@ -39,6 +39,7 @@ from portcullis.pipeline.stages import (
     route,
     validate,
 )
+from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -54,7 +55,7 @@ class PipelineParts:
     catalog: Catalog
     upstreams: UpstreamRegistry
     minter: TokenMinter
-    engine: PolicyEngine
+    engine: PolicyEngine | ActivePolicy  # the gateway's holder: swapped whole on a policy reload
     auditor: CallAuditor
     state: StateStore
     limit_rules: Sequence[LimitRule] = ()

@@ -1,0 +1,36 @@
+"""Builds the gateway's policy reloader and its admin API (keeps the composition root short)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from portcullis.config.loader import Deployment
+from portcullis.errors import ConfigError, Problem
+from portcullis.policy.active import ActivePolicy
+from portcullis.policy.rego_pool import PoolSettings
+from portcullis.policy.reloader import PolicyReloader, ReloadSettings
+from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
+
+SCRATCH_DIR = "policy-scratch"
+
+
+def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path, pool: PoolSettings,
+                   audit: Callable[[Mapping[str, Any]], Awaitable[None]],
+                   clock: Callable[[], float] = time.time) -> PolicyReloader:
+    """The reloader over the versions file in ``state_dir``; ConfigError when that cannot be opened."""
+    authz = deployment.gateway.authorization
+    try:
+        store = SqlitePolicyVersionStore(state_dir / VERSIONS_FILE)
+    except VersionStoreUnavailable as exc:
+        raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"policy versions: {exc}")]) from None
+    try:
+        gateway_yaml = (deployment.root / "gateway.yaml").read_bytes()
+    except OSError:
+        gateway_yaml = b""  # every reload is then refused (the set does not load); the start version serves
+    settings = ReloadSettings(root=deployment.root, gateway_yaml=gateway_yaml, scratch=state_dir / SCRATCH_DIR,
+                              rego_dir=authz.rego_dir, environment=authz.environment,
+                              rego_budget_s=authz.rego_evaluation.budget_ms / 1000, pool=pool)
+    return PolicyReloader(active, store, settings, audit, clock)
