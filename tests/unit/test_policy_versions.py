@@ -60,7 +60,7 @@ def test_sqlite_store_survives_a_reopen_and_is_owner_only(tmp_path: Path) -> Non
 def test_an_unusable_store_file_is_refused(tmp_path: Path) -> None:
     from portcullis.policy.versions import VersionStoreUnavailable
 
-    with pytest.raises(VersionStoreUnavailable, match="^policy version store unavailable$"):
+    with pytest.raises(VersionStoreUnavailable, match=r"^policy version store unavailable$"):
         SqlitePolicyVersionStore(tmp_path / "missing" / "v.db")
 
 
