@@ -409,12 +409,15 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
-        policy = reloader.status()  # a refused push: "degraded" with its reason, the last good version serving
-        detail = {"services": services, "policy": policy, **({"status": "degraded"} if reloader.degraded else {})}
-        workers = reloader.workers_ready()
+        workers = reloader.workers_ready()  # the active version's Rego workers
         if workers is None:
-            return ready, detail
-        return ready and workers, {**detail, "rego_workers": "ready" if workers else "down"}
+            return ready, {"services": services}
+        return ready and workers, {"services": services, "rego_workers": "ready" if workers else "down"}
+
+    def admin_readiness() -> tuple[bool, dict[str, Any]]:
+        """Also the policy version; after a refused push "degraded" with its reason (the last good one serves)."""
+        ready, detail = readiness()
+        return ready, {**detail, "policy": reloader.status(), **({"status": "degraded"} if reloader.degraded else {})}
 
     async def rotate_keys() -> None:
         every = cfg.upstream_tokens.rotate_every_s
@@ -500,7 +503,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     connections = ClientConnections(limits.max_connections_per_client, observer=attempts)
     admin_connections = ClientConnections(limits.max_connections_per_client)
     metrics.set_connection_refusals_source(lambda: {"mcp": connections.stats(), "admin": admin_connections.stats()})
-    admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
+    admin_app = AdminApp(metrics=metrics_render, readiness=admin_readiness,
                          approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
                          guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
                          max_header_count=limits.max_header_count,

@@ -125,6 +125,8 @@ async def test_a_broken_push_is_refused_whole_and_the_old_version_serves(rig: Ri
     assert after["status"] == "degraded" and after["reason"] == BROKEN[kind]
     ready = rig.readyz()
     assert ready["status"] == "degraded" and ready["policy"]["reason"] == BROKEN[kind]
+    public = httpx2.get(rig.gateway.base + "/healthz", timeout=10).json()  # the agents' listener says nothing of it
+    assert public["status"] == "ok" and "policy" not in public
     assert after["history"][0]["action"] == "refused" and after["history"][0]["author"] == "ops"
     async with rig.gateway.client() as client:
         assert await answer(client) == "allowed"
