@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx2
 import yaml
+from tests.e2e.harness import GatewayProcess, copy_demo
 
 from portcullis.policy.policy_set import collect
-from tests.e2e.harness import GatewayProcess, copy_demo
 
 CLIENTS = 8
 TOOL = "billing.get_invoice"
