@@ -340,7 +340,8 @@ class AdminConfig(_Model):
     operators: tuple[str, ...] = Field(
         (), description="Caller patterns (``role:platform``, ``client:ci-pipeline``) allowed to read the "
         "authenticated operator endpoints (``GET /pins``: each tool's pin against the definition the running "
-        "gateway sees, for ``portcullis pin --check --gateway``). Empty: nobody.")
+        "gateway sees, for ``portcullis pin --check --gateway``; the policy versions API ``/policy…``: history, "
+        "apply, reload, rollback, docs/policy-versions.md). Empty: nobody.")
 
     @field_validator("operators")
     @classmethod
