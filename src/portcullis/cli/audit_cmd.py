@@ -198,6 +198,9 @@ def _verdict(kind: str, fields: object) -> str | None:
         return (f"spawn {_get(fields, 'service')}: {_get(fields, 'outcome')} "
                 f"({_get(fields, 'confinement', 'backend')}, network {_get(fields, 'confinement', 'network')}"
                 + (f", {' '.join(str(u) for u in unsafe)}" if isinstance(unsafe, list) and unsafe else "") + ")")
+    if kind == "policy_version":  # a policy change: applied, refused (and why) or rolled back
+        return f"policy {_get(fields, 'action')} {_get(fields, 'version')}" + (
+            f": {_get(fields, 'reason')}" if _get(fields, "reason") is not None else "")
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:
