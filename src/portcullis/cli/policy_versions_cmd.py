@@ -71,11 +71,23 @@ def apply(target: Annotated[Path, typer.Argument(help="Directory with the new po
     if not target.is_dir():
         _fail("apply: not a directory", 2)
     try:
-        files = collect(target)
+        files = collect(target, _rego_dir(target))
     except SetRefused as refused:
         _fail("\n".join([f"refused: {refused.reason}", *refused.problems]))
     _done(_call("POST", "/policy/reload", admin_url=admin_url, config=config, token=token,
                 body={"files": files, "message": message}))
+
+
+def _rego_dir(target: Path) -> str | None:
+    """DIR's ``authorization.rego_dir`` when DIR has a gateway.yaml that says so, else ``policy``."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((target / "gateway.yaml").read_text(encoding="utf-8"))
+        value = config["authorization"]["rego_dir"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return "policy"
+    return value if isinstance(value, str) or value is None else "policy"
 
 
 @policy_app.command("rollback")

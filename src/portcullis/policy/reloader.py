@@ -50,6 +50,7 @@ STORE_FAILED = "policy version store unavailable"
 WORKERS_FAILED = "Rego workers did not start"
 UNKNOWN_VERSION = "unknown policy version"
 NO_PREVIOUS = "no previous policy version"
+NOT_VALIDATED = "policy set could not be validated"
 MAX_MESSAGE = 500
 RETIRE_AFTER_S = 30.0
 
@@ -149,6 +150,9 @@ class PolicyReloader:
                     rego_budget_s=s.rego_budget_s, reuse=current.rego))
             except policy_set.SetRefused as refused:
                 return await self._refuse(vid, refused.reason, refused.problems, author, message)
+            except Exception as exc:  # anything unforeseen refuses the set too: the running version stays
+                log.warning("policy set validation failed", extra={"fields": {"error": type(exc).__name__}})
+                return await self._refuse(vid, NOT_VALIDATED, [], author, message)
             if not await self._start_workers(engine):
                 return await self._refuse(vid, WORKERS_FAILED, [], author, message)
             try:
@@ -196,14 +200,18 @@ class PolicyReloader:
         await self.start()
         hup = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, hup.set)
+        try:
+            loop.add_signal_handler(signal.SIGHUP, hup.set)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (an embedded gateway)
+            log.info("SIGHUP reload unavailable here: use POST /policy/reload")
         try:
             while True:
                 await hup.wait()
                 hup.clear()
                 await self.reload_root("signal:SIGHUP", "reload on SIGHUP")
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGHUP)
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 for pool in list(self._pools):
                     await pool.aclose()
