@@ -113,6 +113,11 @@ def test_message_has_every_rfc5424_field_and_the_record_as_json() -> None:
     ("outcome", {"outcome": "timeout"}, 4),
     ("outcome", {"outcome": "upstream_error"}, 4),
     ("rejected", {"reason": "unknown tool"}, 4),
+    ("spawn", {"outcome": "spawning", "confinement": {"unsafe": []}}, 6),
+    ("spawn", {"outcome": "spawning", "confinement": {"unsafe": ["unsafe_no_sandbox"]}}, 4),
+    ("spawn", {"outcome": "refused", "confinement": {"unsafe": []}}, 4),
+    ("spawn", {"outcome": "spawning"}, 4),
+    ("spawn", {"outcome": "spawning", "confinement": "garbage"}, 4),
 ])
 def test_severity_is_info_for_allowed_and_ok_and_warning_for_denied_and_rejected(
         kind: str, fields: dict[str, Any], severity: int) -> None:

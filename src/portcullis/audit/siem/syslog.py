@@ -6,7 +6,8 @@ The message, built by the pure :func:`format_message`::
 
 * PRI = facility * 8 + severity. Severity (:func:`severity_for`): ``rejected`` records, denied
   decisions and failed outcomes are *warning*; approval requests and tool errors *notice*;
-  allowed decisions, ``ok`` outcomes and signed ``checkpoint`` records *info*. Anything
+  allowed decisions, ``ok`` outcomes, signed ``checkpoint`` records and ``spawn`` records of a confined
+  child with no ``unsafe_…`` setting *info* (a refused or unsafe spawn is *warning*). Anything
   unrecognised is *warning*.
 * TIMESTAMP is the record's ``ts`` in UTC with microseconds (RFC 3339); APP-NAME ``portcullis``;
   MSGID the record kind. Header fields keep only printable ASCII (anything else becomes ``_``)
@@ -77,6 +78,10 @@ def severity_for(record: Mapping[str, Any]) -> int:
         return {"ok": INFO, "tool_error": NOTICE}.get(str(fields.get("outcome")), WARNING)
     if kind == "checkpoint":  # a signed checkpoint of the chain (audit/note.py): routine
         return INFO
+    if kind == "spawn":  # a confined stdio child starting is routine; refused or unsafe ones are not
+        confinement = fields.get("confinement")
+        unsafe = confinement.get("unsafe") if isinstance(confinement, Mapping) else None
+        return INFO if fields.get("outcome") == "spawning" and unsafe == [] else WARNING
     return WARNING
 
 
