@@ -73,7 +73,7 @@ from portcullis.pipeline.stages.content import hash_key as content_hash_key
 from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
-from portcullis.policy.wiring import build_reloader
+from portcullis.policy.wiring import build_reloader, manifest_adopter
 from portcullis.request_state import RequestStateSealer
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
@@ -404,7 +404,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         if siem is not None:
             siem.offer(record.to_json())
 
-    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock)
+    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock,
+                              on_commit=manifest_adopter(catalog, upstreams, view_changed))
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}

@@ -173,6 +173,23 @@ async def test_apply_rollback_and_sighup(rig: Rig, tmp_path: Path) -> None:
                for r in audited)
 
 
+async def test_a_version_can_remove_and_add_back_a_tool(rig: Rig) -> None:
+    """The catalog follows the version's manifests: a removed tool is gone at once, one added back is
+    served after its service's fresh listing is checked (calls are held meanwhile, never failed)."""
+    without = {k: v for k, v in rig.a.items() if k != "tools/files/list_dir.yml" and not k.startswith("policy/fixtures/")}
+    async with rig.gateway.client() as client:
+        assert "files.list_dir" in {t.name for t in (await client.list_tools()).tools}
+        assert rig.push(without, "remove list_dir").status_code == 200
+        assert "files.list_dir" not in {t.name for t in (await client.list_tools()).tools}
+        with pytest.raises(MCPError, match="Unknown tool"):
+            await client.call_tool("files.list_dir", {"path": "."})
+        assert await answer(client) == "allowed"  # the other tools are untouched
+        assert rig.push(rig.a, "add list_dir back").status_code == 200
+        result = await client.call_tool("files.list_dir", {"path": "."})  # held until the listing is checked
+        assert not result.is_error, result
+        assert "files.list_dir" in {t.name for t in (await client.list_tools()).tools}
+
+
 @pytest.mark.parametrize("who", ["nobody", "agent"])
 def test_only_operators_may_read_or_change_policy(rig: Rig, who: str) -> None:
     headers = {} if who == "nobody" else {"Authorization": f"Bearer {rig.gateway.token()}"}

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from portcullis.errors import ConfigError
 
 if TYPE_CHECKING:
+    from portcullis.config.loader import Deployment
     from portcullis.policy.engine import PolicyEngine
     from portcullis.policy.rego import RegoPolicy
 
@@ -109,8 +110,10 @@ def content_id(files: Mapping[str, str]) -> str:
 
 
 def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, rego_dir: str | None,
-             environment: str, rego_budget_s: float, reuse: RegoPolicy | None = None) -> PolicyEngine:
-    """The :class:`~portcullis.policy.engine.PolicyEngine` of a whole, valid set; :class:`SetRefused` otherwise.
+             environment: str, rego_budget_s: float,
+             reuse: RegoPolicy | None = None) -> tuple[PolicyEngine, Deployment]:
+    """The :class:`~portcullis.policy.engine.PolicyEngine` of a whole, valid set and the set loaded as a
+    deployment (its manifests); :class:`SetRefused` otherwise.
 
     ``reuse``: the running engine's Rego policy, kept (with its worker processes) when the modules
     did not change.
@@ -146,7 +149,7 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
             raise SetRefused(EMPTY)
         engine = PolicyEngine.build(tool_policies(deployment.manifests), rego, environment=environment)
         _fixtures(engine, files, work)
-        return engine
+        return engine, deployment
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

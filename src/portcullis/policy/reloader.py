@@ -37,6 +37,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from portcullis.config.loader import Deployment
 from portcullis.policy import policy_set
 from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
@@ -77,8 +78,12 @@ class PolicyReloader:
     """Applies policy versions to a running gateway (see the module docstring)."""
 
     def __init__(self, active: ActivePolicy, store: PolicyVersionStore, settings: ReloadSettings,
-                 audit: Callable[[Mapping[str, Any]], Awaitable[None]], clock: Callable[[], float] = time.time) -> None:
+                 audit: Callable[[Mapping[str, Any]], Awaitable[None]], clock: Callable[[], float] = time.time,
+                 on_commit: Callable[[Deployment], None] | None = None) -> None:
+        """``on_commit``: called with the new set's manifests right before the swap, in the same step
+        (the gateway's catalog adopts them: tools added, removed or changed)."""
         self._active, self._store, self._settings, self._audit, self._clock = active, store, settings, audit, clock
+        self._on_commit = on_commit
         self._lock = anyio.Lock()
         self._initial_rego = active.current.rego
         self._pools: set[RegoWorkers] = set()
@@ -145,7 +150,7 @@ class PolicyReloader:
             s = self._settings
             current = self._active.current
             try:
-                engine: PolicyEngine = await anyio.to_thread.run_sync(lambda: policy_set.validate(
+                engine, deployment = await anyio.to_thread.run_sync(lambda: policy_set.validate(
                     files, s.gateway_yaml, scratch=s.scratch, rego_dir=s.rego_dir, environment=s.environment,
                     rego_budget_s=s.rego_budget_s, reuse=current.rego))
             except policy_set.SetRefused as refused:
@@ -168,6 +173,8 @@ class PolicyReloader:
                 log.warning("policy change not audited: refused", extra={"fields": {"error": type(exc).__name__}})
                 self._retire(engine, current)
                 return {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
+            if self._on_commit is not None:
+                self._on_commit(deployment)  # no await between this and the swap: one step of the loop
             self._active.swap(engine)
             self._retire(current, engine)
             previous, self.version, self.degraded = self.version, vid, None
