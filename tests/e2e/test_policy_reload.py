@@ -176,7 +176,8 @@ async def test_apply_rollback_and_sighup(rig: Rig, tmp_path: Path) -> None:
 async def test_a_version_can_remove_and_add_back_a_tool(rig: Rig) -> None:
     """The catalog follows the version's manifests: a removed tool is gone at once, one added back is
     served after its service's fresh listing is checked (calls are held meanwhile, never failed)."""
-    without = {k: v for k, v in rig.a.items() if k != "tools/files/list_dir.yml" and not k.startswith("policy/fixtures/")}
+    without = {k: v for k, v in rig.a.items()
+               if k != "tools/files/list_dir.yml" and not k.startswith("policy/fixtures/")}
     async with rig.gateway.client() as client:
         assert "files.list_dir" in {t.name for t in (await client.list_tools()).tools}
         assert rig.push(without, "remove list_dir").status_code == 200
