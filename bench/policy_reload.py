@@ -1,9 +1,10 @@
 """Hot policy reload under load: paced calls through a gateway while its policy flips every few seconds.
 
 The gateway serves a copy of the demo deployment. Version A is the demo; version B takes the
-billing-bot agent out of ``billing.get_invoice``'s allowed callers (and drops the fixtures that
-expect the old answer). ``CLIENTS`` keep-alive clients send 2026-07-28 ``tools/call`` requests at
-``rate`` calls/s in total for ``seconds``; every ``every`` seconds version A or B is pushed through
+billing-bot agent out of ``billing.get_invoice``'s allowed callers (a policy change) and removes the
+``files.list_dir`` manifest (a tool removed; A adds it back), dropping the fixtures that expect the
+old answers. ``CLIENTS`` keep-alive clients send 2026-07-28 ``tools/call`` requests, alternately to
+both tools, at ``rate`` calls/s in total for ``seconds``; every ``every`` seconds version A or B is pushed through
 ``POST /policy/reload`` (what ``portcullis policy apply`` does). Reported: calls, failed calls (a
 denial is an answer, not a failure), latency p50/p99, the push time, the time from a push's start
 until a probe call sees the new effect, and how many decision records name each version (and
@@ -33,19 +34,21 @@ from portcullis.policy.policy_set import collect
 
 CLIENTS = 8
 TOOL = "billing.get_invoice"
+ADDED = "files.list_dir"
+ARGUMENTS = {TOOL: {"invoice_id": "INV-1001"}, ADDED: {"path": "."}}
 GET_INVOICE = "tools/billing/get_invoice.yml"
 DENIALS = ("Unknown tool", "Permission denied")
 
 
-def _body(i: int) -> dict[str, Any]:
+def _body(i: int, tool: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": i, "method": "tools/call",
-            "params": {"name": TOOL, "arguments": {"invoice_id": "INV-1001"},
+            "params": {"name": tool, "arguments": ARGUMENTS[tool],
                        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                                  "io.modelcontextprotocol/clientCapabilities": {}}}}
 
 
-async def _call(http: httpx2.AsyncClient, url: str, headers: dict[str, str], i: int) -> str:
-    response = await http.post(url, json=_body(i), headers=headers)
+async def _call(http: httpx2.AsyncClient, url: str, headers: dict[str, str], i: int, tool: str = TOOL) -> str:
+    response = await http.post(url, json=_body(i, tool), headers={**headers, "Mcp-Name": tool})
     try:
         answer = response.json()  # a refusal is a JSON-RPC error, on a 4xx status
     except ValueError:
@@ -65,6 +68,7 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
         a = collect(root)
         b = {k: v for k, v in a.items() if not k.startswith("policy/fixtures/")}
         b[GET_INVOICE] = a[GET_INVOICE].replace('"issuer:dev/agent:billing-bot", ', "")
+        del b["tools/files/list_dir.yml"]
         with GatewayProcess(root) as gateway:
             headers = {"Authorization": f"Bearer {gateway.token()}", "Content-Type": "application/json",
                        "Accept": "application/json", "MCP-Protocol-Version": "2026-07-28",
@@ -90,7 +94,7 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
                         await asyncio.sleep(max(0.0, at - time.monotonic()))
                         started = time.perf_counter()
                         try:
-                            outcome = await _call(http, gateway.url, headers, i)
+                            outcome = await _call(http, gateway.url, headers, i, TOOL if i % 2 else ADDED)
                         except httpx2.HTTPError as exc:
                             outcome = type(exc).__name__
                         latencies.append(time.perf_counter() - started)
@@ -110,7 +114,8 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
                         assert pushed.status_code == 200, pushed.text
                         want = "denied" if name == "b" else "allowed"
                         give_up = time.monotonic() + 10
-                        while (seen := await _call(http, gateway.url, headers, -1)) != want:
+                        while (seen := await _call(http, gateway.url, headers, -1)) != want or (
+                                await _call(http, gateway.url, headers, -2, ADDED)) != want:
                             if time.monotonic() > give_up:
                                 raise RuntimeError(f"push {turn} not effective within 10 s: {seen}")
                             await asyncio.sleep(0.01)
