@@ -7,7 +7,7 @@ old answers. ``CLIENTS`` keep-alive clients send 2026-07-28 ``tools/call`` reque
 both tools, at ``rate`` calls/s in total for ``seconds``; every ``every`` seconds version A or B is pushed through
 ``POST /policy/reload`` (what ``portcullis policy apply`` does). Reported: calls, failed calls (a
 denial is an answer, not a failure), latency p50/p99, the push time, the time from a push's start
-until a probe call sees the new effect, and how many decision records name each version (and
+(and from its answer) until probe calls to both tools see the new effect, and how many decision records name each version (and
 whether any names none or two).
 
     .venv/bin/python -m bench.policy_reload [rate] [seconds] [every]
@@ -78,6 +78,7 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
             latencies: list[float] = []
             pushes: list[float] = []
             effective: list[float] = []
+            after_answer: list[float] = []
             engines: dict[str, str] = {}
             deadline = time.monotonic() + seconds
             async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=CLIENTS + 2)) as http:
@@ -110,7 +111,8 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
                         started = time.perf_counter()
                         pushed = await http.post(gateway.admin_base + "/policy/reload", headers=ops, timeout=120,
                                                  json={"files": b if name == "b" else a, "message": f"flip {turn}"})
-                        pushes.append(time.perf_counter() - started)
+                        answered = time.perf_counter()
+                        pushes.append(answered - started)
                         assert pushed.status_code == 200, pushed.text
                         want = "denied" if name == "b" else "allowed"
                         give_up = time.monotonic() + 10
@@ -120,6 +122,7 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
                                 raise RuntimeError(f"push {turn} not effective within 10 s: {seen}")
                             await asyncio.sleep(0.01)
                         effective.append(time.perf_counter() - started)
+                        after_answer.append(time.perf_counter() - answered)
                         turn += 1
 
                 await asyncio.gather(flipper(), *(client(k) for k in range(CLIENTS)))
@@ -138,6 +141,8 @@ async def run(rate: float, seconds: float, every: float) -> dict[str, Any]:
             "p50_ms": round(1000 * latencies[calls // 2], 1), "p99_ms": round(1000 * latencies[int(calls * 0.99)], 1),
             "reloads": len(pushes), "push_p50_ms": round(1000 * statistics.median(pushes), 1),
             "push_max_ms": round(1000 * max(pushes), 1), "effective_max_ms": round(1000 * max(effective), 1),
+            "effective_p50_ms": round(1000 * statistics.median(effective), 1),
+            "after_answer_max_ms": round(1000 * max(after_answer), 1),
             "decisions_by_version": {("A" if k == engines["a"] else "B" if k == engines["b"] else k): n
                                      for k, n in named.items()}}
 
