@@ -7,8 +7,8 @@ old answers. ``CLIENTS`` keep-alive clients send 2026-07-28 ``tools/call`` reque
 both tools, at ``rate`` calls/s in total for ``seconds``; every ``every`` seconds version A or B is pushed through
 ``POST /policy/reload`` (what ``portcullis policy apply`` does). Reported: calls, failed calls (a
 denial is an answer, not a failure), latency p50/p99, the push time, the time from a push's start
-(and from its answer) until probe calls to both tools see the new effect, and how many decision records name each version (and
-whether any names none or two).
+(and from its answer) until probe calls to both tools see the new effect, and how many decision
+records name each version (and whether any names none or two).
 
     .venv/bin/python -m bench.policy_reload [rate] [seconds] [every]
 """
