@@ -188,7 +188,8 @@ class PolicyReloader:
         """Store the start version and record it as applied when it is not already the active one."""
         try:
             files = await anyio.to_thread.run_sync(policy_set.collect, self._settings.root, self._settings.rego_dir)
-        except policy_set.SetRefused:
+        except policy_set.SetRefused as refused:  # the running engine is fine; only its record is incomplete
+            log.warning("the start version's files could not be stored", extra={"fields": {"reason": refused.reason}})
             files = {}
         vid = policy_set.content_id(files)
         self.version = vid
