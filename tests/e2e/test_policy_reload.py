@@ -145,6 +145,8 @@ async def test_apply_rollback_and_sighup(rig: Rig, tmp_path: Path) -> None:
     assert rig.readyz().get("status") != "degraded"
     async with rig.gateway.client() as client:
         assert await answer(client) == "denied"
+        listed = (await client.list_resources()).resources  # reads run on the swapped surface engine
+        assert listed and (await client.read_resource(str(listed[0].uri))).contents
         back = rig.cli("rollback", "-m", "undo")
         assert back.returncode == 0, back.stderr
         assert await answer(client) == "allowed"

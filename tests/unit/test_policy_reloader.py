@@ -32,7 +32,9 @@ class Rig:
         settings = ReloadSettings(root=root, gateway_yaml=(root / "gateway.yaml").read_bytes(), scratch=state,
                                   rego_dir="policy", environment="production", rego_budget_s=10,
                                   pool=PoolSettings())
-        self.reloader = PolicyReloader(self.active, self.store, settings, self.audit, clock=lambda: 1.0)
+        self.surface = ActivePolicy(self.engine, "surface")
+        self.reloader = PolicyReloader(self.active, self.store, settings, self.audit, clock=lambda: 1.0,
+                                       companion=(self.surface, lambda tools: tools.with_environment("staging")))
         self.a = policy_set.collect(root)
         self.b = {k: v for k, v in self.a.items() if not k.startswith("policy/fixtures/")}
         self.b[GET_INVOICE] = self.a[GET_INVOICE].replace('"issuer:dev/agent:billing-bot", ', "")
@@ -59,7 +61,7 @@ async def test_a_change_the_audit_trail_cannot_record_is_not_made(rig: Rig) -> N
     rig.audit_fails = True
     answer = await rig.reloader.apply(rig.b, "ops", "try")
     assert answer == {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
-    assert rig.active.current is rig.engine
+    assert rig.active.current is rig.engine and rig.surface.current is rig.engine
     assert rig.store.active() == rig.reloader.version == policy_set.content_id(rig.a)
 
 
@@ -69,6 +71,7 @@ async def test_apply_then_rollback_to_the_previous_version(rig: Rig) -> None:
     assert applied["status"] == "applied" and applied["previous"] == start
     assert rig.active.current is not rig.engine and rig.active.current.rego is rig.engine.rego  # same modules
     assert rig.active.current.version != rig.engine.version
+    assert rig.surface.current.environment == "staging"  # the companion engine was built and swapped too
     back = await rig.reloader.rollback(None, "ops", "undo")
     assert back["status"] == "rolled_back" and back["version"] == start
     assert rig.active.current.version == rig.engine.version

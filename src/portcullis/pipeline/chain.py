@@ -144,7 +144,7 @@ class ReadParts:
     """What the read pipeline needs: the surface catalog and a policy engine over its manifests."""
 
     surface: SurfaceCatalog
-    engine: PolicyEngine
+    engine: PolicyEngine | ActivePolicy  # the gateway's holder of the surface engine (swapped on a reload)
 
 
 def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHandler:

@@ -15,16 +15,16 @@ from contextvars import ContextVar
 
 from portcullis.policy.engine import PolicyEngine
 
-_PINNED: ContextVar[PolicyEngine | None] = ContextVar("portcullis_policy_engine", default=None)
-
 
 class ActivePolicy:
     """Holds the active engine; :meth:`swap` replaces it atomically."""
 
-    __slots__ = ("_engine",)
+    __slots__ = ("_engine", "_pinned")
 
-    def __init__(self, engine: PolicyEngine) -> None:
+    def __init__(self, engine: PolicyEngine, name: str = "policy") -> None:
         self._engine = engine
+        # one variable per holder: a tool call and a read never see each other's pin
+        self._pinned: ContextVar[PolicyEngine | None] = ContextVar(f"portcullis_{name}_engine", default=None)
 
     @property
     def current(self) -> PolicyEngine:
@@ -39,15 +39,15 @@ class ActivePolicy:
     def pinned(self) -> Iterator[PolicyEngine]:
         """Read the reference once and pin it for the nested stages of this call."""
         engine = self._engine
-        token = _PINNED.set(engine)
+        token = self._pinned.set(engine)
         try:
             yield engine
         finally:
-            _PINNED.reset(token)
+            self._pinned.reset(token)
 
     def for_call(self) -> PolicyEngine:
         """The engine pinned by this call's gate, else the active one."""
-        pinned = _PINNED.get()
+        pinned = self._pinned.get()
         return self._engine if pinned is None else pinned
 
 

@@ -79,11 +79,14 @@ class PolicyReloader:
 
     def __init__(self, active: ActivePolicy, store: PolicyVersionStore, settings: ReloadSettings,
                  audit: Callable[[Mapping[str, Any]], Awaitable[None]], clock: Callable[[], float] = time.time,
-                 on_commit: Callable[[Deployment], None] | None = None) -> None:
+                 on_commit: Callable[[Deployment], None] | None = None,
+                 companion: tuple[ActivePolicy, Callable[[PolicyEngine], PolicyEngine]] | None = None) -> None:
         """``on_commit``: called with the new set's manifests right before the swap, in the same step
-        (the gateway's catalog adopts them: tools added, removed or changed)."""
+        (the gateway's catalog adopts them: tools added, removed or changed). ``companion``: a second
+        holder (the resources' and prompts' engine) and how to build its engine from the new one (in
+        the validation thread); swapped in the same step."""
         self._active, self._store, self._settings, self._audit, self._clock = active, store, settings, audit, clock
-        self._on_commit = on_commit
+        self._on_commit, self._companion = on_commit, companion
         self._lock = anyio.Lock()
         self._initial_rego = active.current.rego
         self._pools: set[RegoWorkers] = set()
@@ -147,12 +150,9 @@ class PolicyReloader:
             except policy_set.SetRefused as refused:
                 return await self._refuse("", refused.reason, refused.problems, author, message)
             vid = policy_set.content_id(files)
-            s = self._settings
             current = self._active.current
             try:
-                engine, deployment = await anyio.to_thread.run_sync(lambda: policy_set.validate(
-                    files, s.gateway_yaml, scratch=s.scratch, rego_dir=s.rego_dir, environment=s.environment,
-                    rego_budget_s=s.rego_budget_s, reuse=current.rego))
+                engine, deployment, extra = await anyio.to_thread.run_sync(lambda: self._build(files, current))
             except policy_set.SetRefused as refused:
                 return await self._refuse(vid, refused.reason, refused.problems, author, message)
             except Exception as exc:  # anything unforeseen refuses the set too: the running version stays
@@ -174,7 +174,9 @@ class PolicyReloader:
                 self._retire(engine, current)
                 return {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
             if self._on_commit is not None:
-                self._on_commit(deployment)  # no await between this and the swap: one step of the loop
+                self._on_commit(deployment)  # no await between this and the swaps: one step of the loop
+            if self._companion is not None and extra is not None:
+                self._companion[0].swap(extra)
             self._active.swap(engine)
             self._retire(current, engine)
             previous, self.version, self.degraded = self.version, vid, None
@@ -225,6 +227,15 @@ class PolicyReloader:
                     await pool.aclose()
 
     # ------------------------------------------------------------------ helpers
+
+    def _build(self, files: Mapping[str, str],
+               current: PolicyEngine) -> tuple[PolicyEngine, Deployment, PolicyEngine | None]:
+        """Validate (blocking: a worker thread) and build the companion engine over the same Rego."""
+        s = self._settings
+        engine, deployment = policy_set.validate(files, s.gateway_yaml, scratch=s.scratch, rego_dir=s.rego_dir,
+                                                 environment=s.environment, rego_budget_s=s.rego_budget_s,
+                                                 reuse=current.rego)
+        return engine, deployment, None if self._companion is None else self._companion[1](engine)
 
     def _previous(self) -> str | None:
         current = self._store.active()

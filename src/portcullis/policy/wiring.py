@@ -12,6 +12,7 @@ from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment
 from portcullis.errors import ConfigError, Problem, UpstreamUnavailable
 from portcullis.policy.active import ActivePolicy
+from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.policy.reloader import PolicyReloader, ReloadSettings
 from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
@@ -23,7 +24,9 @@ SCRATCH_DIR = "policy-scratch"
 def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path, pool: PoolSettings,
                    audit: Callable[[Mapping[str, Any]], Awaitable[None]],
                    clock: Callable[[], float] = time.time,
-                   on_commit: Callable[[Deployment], None] | None = None) -> PolicyReloader:
+                   on_commit: Callable[[Deployment], None] | None = None,
+                   companion: tuple[ActivePolicy, Callable[[PolicyEngine], PolicyEngine]] | None = None,
+                   ) -> PolicyReloader:
     """The reloader over the versions file in ``state_dir``; ConfigError when that cannot be opened."""
     authz = deployment.gateway.authorization
     try:
@@ -37,7 +40,7 @@ def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path
     settings = ReloadSettings(root=deployment.root, gateway_yaml=gateway_yaml, scratch=state_dir / SCRATCH_DIR,
                               rego_dir=authz.rego_dir, environment=authz.environment,
                               rego_budget_s=authz.rego_evaluation.budget_ms / 1000, pool=pool)
-    return PolicyReloader(active, store, settings, audit, clock, on_commit)
+    return PolicyReloader(active, store, settings, audit, clock, on_commit, companion)
 
 
 def manifest_adopter(catalog: Catalog, upstreams: UpstreamRegistry,
