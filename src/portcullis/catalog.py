@@ -36,6 +36,7 @@ import anyio
 from jsonschema.protocols import Validator
 
 from portcullis.config.loader import Deployment, LoadedManifest
+from portcullis.config.model import ToolManifest
 from portcullis.config.schema_patterns import manifest_validator
 from portcullis.content.rule_findings import Finding
 from portcullis.pinning import definition_hash
@@ -191,6 +192,35 @@ class Catalog:
         if verdict is not None:
             verdict.set()  # waiting calls look again (and wait on, if a later change is still open)
 
+    def adopt(self, deployment: Deployment) -> frozenset[str]:
+        """Serve ``deployment``'s manifests from now on (a policy version's reload); returns the services to re-list.
+
+        A manifest that differs from the running one at most in its ``policy:`` keeps its status (its
+        live definition was checked against the same pin, schemas and acceptance already) and gets a
+        route over the new manifest. A new or otherwise changed manifest starts ``pending`` and its
+        service is returned:
+        the caller announces a change there (:meth:`note_change`, through the service handle), so calls
+        to it are held until a fresh listing is checked — scanner included — against the new
+        manifests; a removed manifest is no longer served. Synchronous: no call sees half of it.
+        """
+        fresh = Catalog(deployment, verify_wait_s=self._verify_wait_s)
+        running = {m.exposed_name: m.manifest for ms in self._by_service.values() for m in ms}
+        relist: set[str] = set()
+        for loaded in deployment.manifests:
+            name = loaded.exposed_name
+            before = running.get(name)
+            if before is not None and name in self._status and _without_policy(before) == _without_policy(
+                    loaded.manifest):
+                fresh._status[name] = self._status[name]
+                if name in self._routes:
+                    fresh._routes[name] = fresh._route(loaded.manifest.service, loaded)
+            else:
+                relist.add(loaded.manifest.service)
+        fresh._listing = tuple(fresh._routes[name].wire for name in sorted(fresh._routes))
+        self._by_service, self._validators, self._status = fresh._by_service, fresh._validators, fresh._status
+        self._routes, self._listing, self._service_of = fresh._routes, fresh._listing, fresh._service_of
+        return frozenset(relist)
+
     def live_hashes(self, service: str, live_tools: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         """Hashes of the live definitions of the tools that ``service``'s manifests declare."""
         declared = {m.manifest.name for m in self._by_service.get(service, [])}
@@ -228,3 +258,7 @@ class Catalog:
                        if isinstance(spec, Mapping) and isinstance(spec.get("x-mcp-header"), str))
         return Route(loaded.exposed_name, service, m.name, loaded, self._validators[loaded.exposed_name],
                      wire, self._timeouts.get(service), params)
+
+
+def _without_policy(manifest: ToolManifest) -> ToolManifest:
+    return manifest.model_copy(update={"policy": None})

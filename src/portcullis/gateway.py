@@ -74,8 +74,10 @@ from portcullis.pipeline.client_input import ClientInputRelay
 from portcullis.pipeline.hooks import Hooks, NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
 from portcullis.pipeline.stages.content import hash_key as content_hash_key
+from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.rego_pool import PoolSettings
+from portcullis.policy.wiring import build_reloader, manifest_adopter
 from portcullis.request_state import RequestStateSealer
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
@@ -90,6 +92,7 @@ from portcullis.transport.app import GatewayApp
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, guarded_protocol
 from portcullis.transport.origin_guard import OriginGuard
 from portcullis.transport.pins_api import PinsApi
+from portcullis.transport.policy_api import PolicyApi
 from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.push import PushRegistry
 from portcullis.transport.session_token import SessionSealer, decode_keys
@@ -279,9 +282,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         engine = PolicyEngine.build(tool_policies(deployment.manifests), None, environment=authz.environment)
     # Rego never runs on the event loop: decision-cache misses go to worker processes, each
     # evaluation terminated at its CPU budget (policy/rego_pool.py)
-    rego_workers = None if engine.rego is None else engine.rego.workers(PoolSettings(
+    pool_settings = PoolSettings(
         size=evaluation.workers, memory_bytes=evaluation.memory_mb * 1024 * 1024,
-        max_wait_s=evaluation.max_wait_ms / 1000, wall_s=max(1.0, 50 * evaluation.budget_ms / 1000)))
+        max_wait_s=evaluation.max_wait_ms / 1000, wall_s=max(1.0, 50 * evaluation.budget_ms / 1000))
+    rego_workers = None if engine.rego is None else engine.rego.workers(pool_settings)
+    active = ActivePolicy(engine)  # hot reload swaps the engine here; each call reads it once (policy/active.py)
     for loaded in deployment.manifests:
         if loaded.manifest.policy is None:
             log.warning("tool has no policy: it is denied to every caller",
@@ -383,7 +388,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         metrics.set_response_cache_source(response_cache.stats)
     session_keys = _session_keys(deployment)  # also the root of the MRTR requestState key (HKDF, its own info)
     parts = PipelineParts(
-        catalog=catalog, upstreams=upstreams, minter=minter, engine=engine, auditor=auditor, state=state,
+        catalog=catalog, upstreams=upstreams, minter=minter, engine=active, auditor=auditor, state=state,
         limit_rules=authz.limits, hooks=hooks, tracing=tracing, approvals=approvals, risk=cfg.approvals.risk,
         content=(OutputFilter(cfg.content, key=content_hash_key(audit_keys.hmac_key)) if cfg.content.enabled
                  else None),
@@ -398,7 +403,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
     # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
     surface_catalog = SurfaceCatalog(deployment)
-    surface_engine = PolicyEngine.build(surface_policies(surface_catalog), engine.rego, environment=authz.environment)
+    def surface_engine_for(tools: PolicyEngine) -> PolicyEngine:  # the same Rego (and workers) as the tools'
+        return PolicyEngine.build(surface_policies(surface_catalog), tools.rego, environment=authz.environment)
+
+    surface_engine = ActivePolicy(surface_engine_for(engine), "surface")  # swapped with the tools' on a reload
     read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
     surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts), clock,
                              completions=build_completion_pipeline(
@@ -419,13 +427,28 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     surface.contained = lambda service, principal: kills.snapshot.for_read(service, principal, clock()) is not None
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
+    async def audit_policy(fields: Mapping[str, Any]) -> None:
+        record = await audit_writer.record("policy_version", f"policy-{uuid.uuid4().hex}", fields)
+        if siem is not None:
+            siem.offer(record.to_json())
+
+    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock,
+                              on_commit=manifest_adopter(catalog, upstreams, view_changed),
+                              companion=(surface_engine, surface_engine_for))
+
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}
         ready = all(h.ready.is_set() for h in upstreams.handles())
-        if rego_workers is None:
-            return ready, {"services": services, "kill_switches": kills.health()}
-        return ready and rego_workers.ready, {"services": services, "kill_switches": kills.health(),
-                                              "rego_workers": "ready" if rego_workers.ready else "down"}
+        workers = reloader.workers_ready()  # the active version's Rego workers
+        detail: dict[str, Any] = {"services": services, "kill_switches": kills.health()}
+        if workers is None:
+            return ready, detail
+        return ready and workers, {**detail, "rego_workers": "ready" if workers else "down"}
+
+    def admin_readiness() -> tuple[bool, dict[str, Any]]:
+        """Also the policy version; after a refused push "degraded" with its reason (the last good one serves)."""
+        ready, detail = readiness()
+        return ready, {**detail, "policy": reloader.status(), **({"status": "degraded"} if reloader.degraded else {})}
 
     async def rotate_keys() -> None:
         every = cfg.upstream_tokens.rotate_every_s
@@ -511,12 +534,13 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     connections = ClientConnections(limits.max_connections_per_client, observer=attempts)
     admin_connections = ClientConnections(limits.max_connections_per_client)
     metrics.set_connection_refusals_source(lambda: {"mcp": connections.stats(), "admin": admin_connections.stats()})
-    admin_app = AdminApp(metrics=metrics_render, readiness=readiness,
+    admin_app = AdminApp(metrics=metrics_render, readiness=admin_readiness,
                          approvals=ApprovalApi(approvals, authenticator.authenticate, clock=clock),
                          guard=OriginGuard(cfg.admin.allowed_hosts, cfg.admin.allowed_origins),
                          max_header_count=limits.max_header_count,
                          pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators),
-                         kill_switches=KillSwitchApi(kills, authenticator.authenticate, cfg.admin.responders))
+                         kill_switches=KillSwitchApi(kills, authenticator.authenticate, cfg.admin.responders),
+                         policy=PolicyApi(reloader, authenticator.authenticate, cfg.admin.operators))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
@@ -530,7 +554,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
-                                                       run_admin, run_state, surface_watch.run, hub.run, kills.run]
+                                                       run_admin, run_state, surface_watch.run, hub.run, kills.run,
+                                                       reloader.run]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:
@@ -550,7 +575,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     def visible(principal: Principal) -> frozenset[str]:
         now = clock()
-        return kills.snapshot.visible(engine.visible_tools(principal, now=datetime.fromtimestamp(now, UTC)),
+        return kills.snapshot.visible(active.current.visible_tools(principal, now=datetime.fromtimestamp(now, UTC)),
                                       _service_of(catalog), principal, now)
 
     app = GatewayApp(dispatcher=Dispatcher(catalog, pipeline, visible, surface, subscriptions=hub), sealer=sealer,

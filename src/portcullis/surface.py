@@ -28,6 +28,7 @@ import anyio
 from portcullis.config.loader import Deployment, LoadedSurface
 from portcullis.config.model import PromptManifest, ResourceManifest, resource_prefix
 from portcullis.pinning import surface_hash
+from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import ToolInfo
 
 if TYPE_CHECKING:
@@ -226,11 +227,11 @@ class GatewaySurface:
     """The dispatcher's access to resources and prompts: listings filtered by the caller's policy and the
     live pins, and the read pipeline (:func:`portcullis.pipeline.chain.build_read_pipeline`)."""
 
-    def __init__(self, catalog: SurfaceCatalog, engine: PolicyEngine, upstreams: UpstreamRegistry,
+    def __init__(self, catalog: SurfaceCatalog, engine: PolicyEngine | ActivePolicy, upstreams: UpstreamRegistry,
                  reads: Callable[[ReadContext], Awaitable[dict[str, Any]]], clock: Callable[[], float],
                  completions: Callable[[ReadContext], Awaitable[dict[str, Any]]] | None = None) -> None:
-        self._catalog, self._engine, self._upstreams, self._reads, self._clock = (
-            catalog, engine, upstreams, reads, clock)
+        self._catalog, self._active, self._upstreams, self._reads, self._clock = (
+            catalog, as_active(engine), upstreams, reads, clock)
         # completion/complete (portcullis.pipeline.chain.build_completion_pipeline); None: refused as unknown
         self._completions = completions
         self.subscriptions: Any = None  # a portcullis.subscriptions.SubscriptionHub, set by the gateway
@@ -241,8 +242,8 @@ class GatewaySurface:
         """The entries of ``kind`` the caller may see whose in-memory verdict is ``serving`` (no upstream
         request: the verdicts are kept current by :class:`portcullis.surface_watch.SurfaceWatch`)."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        visible = [entry for entry in self._catalog.of_kind(kind) if self._engine.may_call(entry.exposed, principal,
-                                                                                           now=now)]
+        engine = self._active.current
+        visible = [entry for entry in self._catalog.of_kind(kind) if engine.may_call(entry.exposed, principal, now=now)]
         contained = self.contained
         if contained is not None:
             visible = [entry for entry in visible if not contained(entry.service, principal)]

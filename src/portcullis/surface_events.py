@@ -24,6 +24,7 @@ from typing import Any
 from portcullis.errors import UpstreamFailed
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.read_checks import resource_extra
+from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import PolicyEngine
 from portcullis.subscriptions import UPDATED, Resolver, SubscriptionHub
 from portcullis.surface import SurfaceCatalog
@@ -33,12 +34,16 @@ from portcullis.upstream.registry import UpstreamRegistry
 _LIST_EVENTS = frozenset({"notifications/resources/list_changed", "notifications/prompts/list_changed"})
 
 
-def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine, clock: Callable[[], float]) -> Resolver:
+def make_resolver(catalog: SurfaceCatalog, engine: PolicyEngine | ActivePolicy,
+                  clock: Callable[[], float]) -> Resolver:
+    active = as_active(engine)
+
     async def resolve(uri: str, principal: Principal) -> tuple[str, str] | None:
         found = catalog.resolve_uri(uri)
         if found is None:
             return None
         entry, upstream_uri = found
+        engine = active.current  # read once: both checks below are one version's
         now = datetime.fromtimestamp(clock(), UTC)
         if not engine.may_call(entry.exposed, principal, now=now):
             return None

@@ -202,6 +202,9 @@ def _verdict(kind: str, fields: object) -> str | None:
         threshold = _get(fields, "threshold")
         return (f"alert {_get(fields, 'rule')} {_get(fields, 'key_text')}: {_get(fields, 'observed')}"
                 + (f" > {threshold} (baseline {_get(fields, 'baseline')})" if threshold is not None else " (new)"))
+    if kind == "policy_version":  # a policy change: applied, refused (and why) or rolled back
+        return f"policy {_get(fields, 'action')} {_get(fields, 'version')}" + (
+            f": {_get(fields, 'reason')}" if _get(fields, "reason") is not None else "")
     if kind == "outcome":
         text = str(_get(fields, "outcome"))
         if _get(fields, "error_code") is not None:

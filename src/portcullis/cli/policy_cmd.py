@@ -1,4 +1,5 @@
-"""``portcullis policy``: run the golden decision fixtures, print the policy version.
+"""``portcullis policy``: run the golden decision fixtures, print the policy version (versions of a
+running gateway: :mod:`portcullis.cli.policy_versions_cmd`).
 
 ``portcullis policy test DIR`` loads the deployment at DIR (gateway.yaml, the manifests'
 ``policy:`` sections and ``policy/*.rego``), decides every fixture of
@@ -158,3 +159,7 @@ def _clip(exc: Exception) -> str:
 def _fail(message: str) -> NoReturn:
     err.print(f"policy: {lines_safe(message)}", highlight=False, markup=False)
     raise typer.Exit(1)
+
+
+# apply, rollback, history, show: the running gateway's policy versions (registered on policy_app)
+from portcullis.cli import policy_versions_cmd  # noqa: E402,F401

@@ -341,7 +341,8 @@ class AdminConfig(_Model):
     operators: tuple[str, ...] = Field(
         (), description="Caller patterns (``role:platform``, ``client:ci-pipeline``) allowed to read the "
         "authenticated operator endpoints (``GET /pins``: each tool's pin against the definition the running "
-        "gateway sees, for ``portcullis pin --check --gateway``). Empty: nobody.")
+        "gateway sees, for ``portcullis pin --check --gateway``; the policy versions API ``/policy…``: history, "
+        "apply, reload, rollback, docs/policy-versions.md). Empty: nobody.")
 
     responders: tuple[str, ...] = Field(
         (), description="Caller patterns (``role:oncall``, ``user:alice``) allowed to list, set and lift kill "

@@ -41,6 +41,7 @@ from portcullis.pipeline.stages import (
     route,
     validate,
 )
+from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule
 from portcullis.state.interface import StateStore
@@ -56,7 +57,7 @@ class PipelineParts:
     catalog: Catalog
     upstreams: UpstreamRegistry
     minter: TokenMinter
-    engine: PolicyEngine
+    engine: PolicyEngine | ActivePolicy  # the gateway's holder: swapped whole on a policy reload
     auditor: CallAuditor
     state: StateStore
     limit_rules: Sequence[LimitRule] = ()
@@ -151,7 +152,7 @@ class ReadParts:
     """What the read pipeline needs: the surface catalog and a policy engine over its manifests."""
 
     surface: SurfaceCatalog
-    engine: PolicyEngine
+    engine: PolicyEngine | ActivePolicy  # the gateway's holder of the surface engine (swapped on a reload)
 
 
 def build_read_pipeline(parts: PipelineParts, reads_parts: ReadParts) -> ReadHandler:

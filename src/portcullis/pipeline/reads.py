@@ -43,6 +43,7 @@ from portcullis.pipeline.read_checks import rego_extra
 from portcullis.pipeline.stages.audit import outcome_of
 from portcullis.pipeline.stages.content import THREAD_ABOVE_CHARS, OutputFilter
 from portcullis.pipeline.stages.forward import mrtr_keywords
+from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import PolicyEngine
 from portcullis.surface import SurfaceCatalog
 from portcullis.upstream.registry import UpstreamRegistry
@@ -122,14 +123,18 @@ def make_route(catalog: SurfaceCatalog) -> ReadStage:
     return route
 
 
-def make_gate(engine: PolicyEngine, clock: Callable[[], float]) -> ReadStage:
+def make_gate(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float]) -> ReadStage:
     """A caller whose policy can never admit it is refused like an unknown resource or prompt, before
-    the upstream is asked anything (the record stage writes a ``rejected`` record, reason ``gate``)."""
+    the upstream is asked anything (the record stage writes a ``rejected`` record, reason ``gate``).
+    The active engine is read once here and pinned for the read (policy/active.py)."""
+    active = as_active(engine)
+
     async def gate(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
-        if not engine.may_call(ctx.entry.exposed, ctx.principal, now=datetime.fromtimestamp(clock(), UTC)):
-            ctx.record.read_refusal = "gate"
-            raise _refused(ctx)
-        return await call_next(ctx)
+        with active.pinned() as pinned:
+            if not pinned.may_call(ctx.entry.exposed, ctx.principal, now=datetime.fromtimestamp(clock(), UTC)):
+                ctx.record.read_refusal = "gate"
+                raise _refused(ctx)
+            return await call_next(ctx)
 
     return gate
 
@@ -151,16 +156,19 @@ def make_pin_check(catalog: SurfaceCatalog) -> ReadStage:
     return pin_check
 
 
-def make_authorize(engine: PolicyEngine, clock: Callable[[], float], auditor: CallAuditor) -> ReadStage:
+def make_authorize(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float],
+                   auditor: CallAuditor) -> ReadStage:
     """The native policy and the Rego modules on the arguments (``{"uri": …}`` for a read, the prompt's
     arguments for a get), with the read's own Rego input (:func:`.read_checks.rego_extra`); a Rego error is a
     deny (``rego/policy_error``). ``require_approval`` is refused with rule ``reads/no_approval_flow``
     (``-31020``): approvals bind a tool call's arguments, and a read has no flow of its own. A refused decision
     is recorded (a decision record, no outcome: nothing was forwarded). A denied resource read looks like an
     unknown resource; a denied prompt the caller can see is PolicyRefused, as for tools."""
+    active = as_active(engine)
+
     async def authorize(ctx: ReadContext, call_next: ReadHandler) -> ReadResult:
         arguments = {"uri": ctx.upstream_target} if ctx.method == "resources/read" else ctx.arguments
-        decision = await engine.decide_async(ctx.entry.exposed, ctx.principal, arguments,
+        decision = await active.for_call().decide_async(ctx.entry.exposed, ctx.principal, arguments,
                                              now=datetime.fromtimestamp(clock(), UTC), method=ctx.method,
                                              extra=rego_extra(ctx))
         if decision.effect == "require_approval":

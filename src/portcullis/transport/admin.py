@@ -3,8 +3,9 @@
 It is a second, separate listener (``admin:`` in ``gateway.yaml``, loopback by default) so that
 metrics never share a port with the MCP endpoint that agents reach. The approvers' API
 (``/approvals…``, :mod:`portcullis.approvals.api`) and the operators' pin report (``/pins``,
-:mod:`portcullis.transport.pins_api`) and the responders' kill switches (``/kill-switches…``,
-:mod:`portcullis.kill.api`) live here too, authenticated per request.
+:mod:`portcullis.transport.pins_api`), the responders' kill switches (``/kill-switches…``,
+:mod:`portcullis.kill.api`) and policy versions (``/policy…``, :mod:`portcullis.transport.policy_api`) live
+here too, authenticated per request.
 Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
 The readiness body names services and their state, never configuration or secrets.
 
@@ -68,9 +69,10 @@ class AdminApp:
                  approvals: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
                  guard: OriginGuard, max_header_count: int = 100,
                  pins: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
-                 kill_switches: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+                 kill_switches: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+                 policy: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
         self._metrics, self._readiness, self._approvals, self._pins = metrics, readiness, approvals, pins
-        self._kill_switches = kill_switches
+        self._kill_switches, self._policy = kill_switches, policy
         self._guard, self._max_headers = guard, max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,6 +95,9 @@ class AdminApp:
             return
         if self._kill_switches is not None and (path == "/kill-switches" or path.startswith("/kill-switches/")):
             await self._kill_switches(scope, receive, send)  # authenticated and authorized there
+            return
+        if self._policy is not None and (path == "/policy" or path.startswith("/policy/")):
+            await self._policy(scope, receive, send)  # authenticated and authorized there
             return
         if path not in ("/metrics", "/livez", "/readyz"):
             await _send(send, 404, _TEXT, b"Not Found")

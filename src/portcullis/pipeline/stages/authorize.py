@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from portcullis.errors import Denied, InternalError, PolicyRefused
 from portcullis.pipeline.context import CallContext, CallResult, Handler, Stage
 from portcullis.pipeline.hooks import Hooks
+from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule, session_totals
 from portcullis.state.interface import StateStore
@@ -34,29 +35,34 @@ from portcullis.state.interface import StateStore
 log = logging.getLogger("portcullis.policy")
 
 
-def make_gate(engine: PolicyEngine, clock: Callable[[], float]) -> Stage:
+def make_gate(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float]) -> Stage:
+    active = as_active(engine)
+
     async def gate(ctx: CallContext, call_next: Handler) -> CallResult:
         if ctx.route is None:
             raise InternalError(detail="gate ran before route")
         now = datetime.fromtimestamp(clock(), UTC)
-        if not engine.may_call(ctx.route.exposed_name, ctx.principal, now=now):
-            decision = engine.gate_decision(ctx.route.exposed_name, ctx.principal, ctx.arguments, now=now)
-            raise Denied(decision, detail="caller may not call this tool")
-        return await call_next(ctx)
+        with active.pinned() as engine:  # one policy version for the whole call (policy/active.py)
+            if not engine.may_call(ctx.route.exposed_name, ctx.principal, now=now):
+                decision = engine.gate_decision(ctx.route.exposed_name, ctx.principal, ctx.arguments, now=now)
+                raise Denied(decision, detail="caller may not call this tool")
+            return await call_next(ctx)
 
     return gate
 
 
-def make_stage(engine: PolicyEngine, clock: Callable[[], float], hooks: Hooks,
+def make_stage(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float], hooks: Hooks,
                limit_rules: Sequence[LimitRule] = (), state: StateStore | None = None) -> Stage:
-    fetch_session = engine.wants_session and bool(limit_rules) and state is not None
+    active = as_active(engine)
+    may_fetch = bool(limit_rules) and state is not None
 
     async def authorize(ctx: CallContext, call_next: Handler) -> CallResult:
         if ctx.route is None:
             raise InternalError(detail="authorize ran before route")
+        engine = active.for_call()
         now = clock()
         session = None
-        if fetch_session:  # a Rego module reads input.session: the running totals of the limits
+        if may_fetch and engine.wants_session:  # a Rego module reads input.session: the running totals of the limits
             try:
                 session = await session_totals(limit_rules, state, tool=ctx.route.exposed_name,  # type: ignore[arg-type]
                                                principal=ctx.principal, arguments=ctx.arguments, now=now)

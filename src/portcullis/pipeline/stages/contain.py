@@ -21,6 +21,7 @@ from portcullis.kill.model import Hit
 from portcullis.kill.runtime import KillSwitches
 from portcullis.pipeline.context import CallContext, CallResult, Handler, ReadContext, Stage
 from portcullis.pipeline.reads import ReadHandler, ReadResult, ReadStage
+from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.decision import Decision
 from portcullis.policy.engine import REDACT_ALL, PolicyEngine
 
@@ -33,7 +34,9 @@ def decision_for(hit: Hit, policy_version: str) -> Decision:
                     policy_version=policy_version, denied_by=rule)
 
 
-def make_stage(kills: KillSwitches, engine: PolicyEngine, clock: Callable[[], float]) -> Stage:
+def make_stage(kills: KillSwitches, engine: PolicyEngine | ActivePolicy, clock: Callable[[], float]) -> Stage:
+    active = as_active(engine)
+
     async def contain(ctx: CallContext, call_next: Handler) -> CallResult:
         route = ctx.route
         if route is None:
@@ -42,7 +45,7 @@ def make_stage(kills: KillSwitches, engine: PolicyEngine, clock: Callable[[], fl
         if snapshot.keys:
             hit = snapshot.for_call(route.exposed_name, route.service, ctx.principal, clock())
             if hit is not None:
-                decision = decision_for(hit, engine.version)
+                decision = decision_for(hit, active.for_call().version)  # the version this call's gate pinned
                 ctx.record.refused_decision = decision
                 raise ContainedByKillSwitch(hit.switch_id, decision, detail=f"kill switch {hit.switch_id} ({hit.kind})")
         return await call_next(ctx)

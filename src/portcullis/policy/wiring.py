@@ -1,0 +1,61 @@
+"""Builds the gateway's policy reloader (keeps the composition root short)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from portcullis.catalog import Catalog
+from portcullis.config.loader import Deployment
+from portcullis.errors import ConfigError, Problem, UpstreamUnavailable
+from portcullis.policy.active import ActivePolicy
+from portcullis.policy.engine import PolicyEngine
+from portcullis.policy.rego_pool import PoolSettings
+from portcullis.policy.reloader import PolicyReloader, ReloadSettings
+from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
+from portcullis.upstream.registry import UpstreamRegistry
+
+SCRATCH_DIR = "policy-scratch"
+
+
+def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path, pool: PoolSettings,
+                   audit: Callable[[Mapping[str, Any]], Awaitable[None]],
+                   clock: Callable[[], float] = time.time,
+                   on_commit: Callable[[Deployment], None] | None = None,
+                   companion: tuple[ActivePolicy, Callable[[PolicyEngine], PolicyEngine]] | None = None,
+                   ) -> PolicyReloader:
+    """The reloader over the versions file in ``state_dir``; ConfigError when that cannot be opened."""
+    authz = deployment.gateway.authorization
+    try:
+        store = SqlitePolicyVersionStore(state_dir / VERSIONS_FILE)
+    except VersionStoreUnavailable as exc:
+        raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"policy versions: {exc}")]) from None
+    try:
+        gateway_yaml = (deployment.root / "gateway.yaml").read_bytes()
+    except OSError:
+        gateway_yaml = b""  # every reload is then refused (the set does not load); the start version serves
+    settings = ReloadSettings(root=deployment.root, gateway_yaml=gateway_yaml, scratch=state_dir / SCRATCH_DIR,
+                              rego_dir=authz.rego_dir, environment=authz.environment,
+                              rego_budget_s=authz.rego_evaluation.budget_ms / 1000, pool=pool)
+    return PolicyReloader(active, store, settings, audit, clock, on_commit, companion)
+
+
+def manifest_adopter(catalog: Catalog, upstreams: UpstreamRegistry,
+                     view_changed: Sequence[Callable[[str], None]]) -> Callable[[Deployment], None]:
+    """The reloader's commit hook: the catalog serves the new version's manifests; each service with a
+    new or changed one announces a change (its calls are held until a fresh listing is checked), and
+    callers are told when the tool list changed."""
+
+    def adopt(deployment: Deployment) -> None:
+        before = catalog.listing()
+        for service in sorted(catalog.adopt(deployment)):
+            with contextlib.suppress(UpstreamUnavailable):  # the set loaded against the same gateway.yaml
+                upstreams.get(service).tools_changed()
+        if catalog.listing() != before:
+            for tell in view_changed:
+                tell("tools")
+
+    return adopt
