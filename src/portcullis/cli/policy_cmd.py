@@ -162,4 +162,5 @@ def _fail(message: str) -> NoReturn:
 
 
 # apply, rollback, history, show: the running gateway's policy versions (registered on policy_app)
-from portcullis.cli import policy_versions_cmd  # noqa: E402,F401
+# diff: replay a window of audited calls under two versions
+from portcullis.cli import policy_replay_cmd, policy_versions_cmd  # noqa: E402,F401
