@@ -93,7 +93,9 @@ def _now() -> Any:
 
 def entries(rig: Rig) -> list[tuple[str, dict[str, Any]]]:
     hostile = rig.decided("billing.get_invoice", who(), {"invoice_id": "INV-1"})
-    hostile["principal"] = {"agent_id": "\x1b]0;pwned\x07", "client_id": 7}  # not a principal's claim form
+    hostile["principal"] = {"agent_id": "\x1b]0;pwned\x07", "client_id": 7,  # not a principal's claim form
+                            "user_id": "eve\u202egnp.exe", "tenant": "acme\nFAKE SUMMARY LINE"}
+    hostile["tool"]["name"] = "billing.get_invoice\x1b[2J\u200b"
     read = rig.decided("billing.get_invoice", who(), {"invoice_id": "INV-9"})
     read["method"] = "resources/read"
     return [
@@ -159,7 +161,8 @@ def test_exactly_the_known_change_is_listed_and_hashed_rows_are_counted(rig: Rig
 def test_table_output_escapes_record_text_and_ends_with_the_summary(rig: Rig) -> None:
     result = diff(rig, "--from", rig.engine_a.version, "--to", str(rig.candidate), "--window", "1h")
     assert result.exit_code == 0, result.output
-    assert "\x1b" not in result.output and "\x07" not in result.output
+    for raw in ("\x1b", "\x07", "\u202e", "\u200b", "\nFAKE"):
+        assert raw not in result.output
     assert "\\x1b]0;pwned\\x07" in result.output
     assert result.output.strip().splitlines()[-1] == (
         "6 replayed, 2 changed (allow→require_approval 1, deny→deny 1), 3 not replayable")
@@ -186,6 +189,18 @@ def test_bad_input_is_refused_with_exit_code_2(rig: Rig, args: list[str]) -> Non
     result = diff(rig, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "/etc/passwd" not in result.output
+
+
+def test_an_unreadable_audit_store_is_exit_1(rig: Rig, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["policy", "diff", "--config", str(rig.dep), "--state-dir", str(rig.state),
+                                 "--store", str(tmp_path / "none.sqlite3"), "--from", rig.id_a, "--to", rig.id_b])
+    assert result.exit_code == 1 and not (tmp_path / "none.sqlite3").exists()
+
+
+def test_a_candidate_directory_is_named_by_the_id_apply_would_give_it(rig: Rig) -> None:
+    result = diff(rig, "--from", rig.id_a, "--to", str(rig.candidate), "--window", "1h", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["to"] == rig.id_b
 
 
 def test_a_missing_gateway_yaml_is_exit_2(rig: Rig, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def _deployment(config: Path) -> Deployment:
 
 def _engine(deployment: Deployment, states: Path, ref: str, option: str) -> tuple[PolicyEngine, str]:
     """The engine of a stored version, or of a candidate directory (``--to`` only), and its label."""
-    from portcullis.policy.policy_set import SetRefused, collect, validate
+    from portcullis.policy.policy_set import SetRefused, collect, content_id, validate
     from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
 
     authz = deployment.gateway.authorization
@@ -125,15 +125,16 @@ def _engine(deployment: Deployment, states: Path, ref: str, option: str) -> tupl
             files = collect(candidate, authz.rego_dir)
         except SetRefused as refused:
             _fail("\n".join([f"{option}: refused: {refused.reason}", *refused.problems]), 2)
-        label = "candidate"
+        label = content_id(files)  # the id apply would store it under
     gateway_yaml = (deployment.root / "gateway.yaml").read_bytes()
+    candidate_set = not VERSION_ID.fullmatch(ref)
     with tempfile.TemporaryDirectory(prefix="portcullis-diff-") as scratch:
         try:
             engine, _ = validate(files, gateway_yaml, scratch=Path(scratch), rego_dir=authz.rego_dir,
                                  environment=authz.environment, rego_budget_s=REGO_BUDGET_S)
         except SetRefused as refused:
             _fail("\n".join([f"{option}: refused: {refused.reason}", *refused.problems]),
-                  2 if label == "candidate" else 1)
+                  2 if candidate_set else 1)
     return engine, label
 
 
@@ -149,7 +150,8 @@ def _table(result: ReplayDiff, truncated: bool, limit: int) -> None:
         for row in rows:
             table.add_row(cell(_utc(row.ts)), cell(row.agent, 64), cell(row.user, 64), cell(row.tenant, 64),
                           cell(row.tool, 128), cell(row.arguments_hash[:19]),
-                          cell(f"{row.old_effect} → {row.note or row.new_effect}", 64),
+                          cell(f"{row.old_effect} (recorded) → ? ({row.note})" if row.note
+                               else f"{row.old_effect} → {row.new_effect}", 64),
                           cell(", ".join(row.old_rules), 200), cell(", ".join(row.new_rules), 200))
         out.print(table)
     if truncated:
