@@ -37,6 +37,7 @@ from portcullis.pipeline.chain import PipelineParts, build_pipeline
 from portcullis.pipeline.context import Stage
 from portcullis.pipeline.hooks import NullHooks
 from portcullis.pipeline.stages.content import OutputFilter
+from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.limits import LimitRule
 from portcullis.policy.rego import RegoPolicy
@@ -221,6 +222,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
                              governance: Mapping[str, Any] | None = None,
                              inner_stages: Sequence[tuple[str, Stage]] = (),
                              observe: Callable[[Any, str, int], None] | None = None,
+                             shadow: tuple[str, PolicyEngine] | None = None,
                              ) -> AsyncIterator[InProcessGateway]:
     """The gateway above; with ``rego_workers``, ``rego`` is evaluated in worker processes (as
     ``portcullis serve`` does), started before the first call and stopped at the end.
@@ -230,13 +232,15 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
     ``response_cache`` turns the response cache stage on with that store; ``content`` is the output
     filter (default: none, results pass as the upstream sent them); ``governance`` is gateway.yaml's
     ``governance:`` and ``inner_stages`` run right before the forwarder (a double of the content filter);
-    ``observe`` is the anomaly monitor's per-call observation."""
+    ``observe`` is the anomaly monitor's per-call observation; ``shadow`` a shadow version (policy/shadow.py)."""
     dep = deployment(limits=limits, policies=policies, manifests=manifests)
     clock = Clock()
     catalog = Catalog(dep)
     connector = FakeConnector("billing", list(_LIVE.values()), {**{name: _echo for name in _LIVE}, **(handlers or {})})
     handle = ServiceHandle("billing", [connector], catalog.update_service, health_interval_s=60, refresh_s=60)
     engine = PolicyEngine.build(tool_policies(dep.manifests), rego, environment="production")
+    holder = ActivePolicy(engine)
+    holder.shadow = shadow
     pool = None if rego is None or rego_workers is None else rego.workers(rego_workers)
     directory = tmp_path / f"gw-{uuid.uuid4().hex[:8]}"
     directory.mkdir()
@@ -253,7 +257,7 @@ async def in_process_gateway(tmp_path: Path, *, risk: Mapping[str, Any] | None =
             pipeline = build_pipeline(PipelineParts(
                 catalog=catalog, upstreams=UpstreamRegistry({"billing": handle}),
                 minter=TokenMinter(KeyRing.generate(clock=clock), issuer="https://gw.example", clock=clock),
-                engine=engine, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
+                engine=holder, auditor=auditor, state=state, limit_rules=rules, approvals=approvals,
                 risk=None if risk is None else RiskConfig.model_validate(risk), clock=clock,
                 response_cache=response_cache, cache_classifications=cache_classifications, content=content,
                 governance=GovernanceConfig.model_validate(governance or {}), inner_stages=inner_stages,

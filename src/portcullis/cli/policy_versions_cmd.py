@@ -1,4 +1,4 @@
-"""``portcullis policy apply|rollback|history|show``: policy versions of a running gateway.
+"""``portcullis policy apply|rollback|history|show|shadow``: policy versions of a running gateway.
 
 Every command is a thin client of the gateway's admin listener (``/policy…``,
 :mod:`portcullis.transport.policy_api`) with the operator's bearer token (``--token`` or
@@ -148,3 +148,19 @@ def show(version: Annotated[str, typer.Argument(help="Version id (ps-…, or a d
         (into / name).parent.mkdir(parents=True, exist_ok=True)
         (into / name).write_text(text, encoding="utf-8")
     out.print(terminal_safe(f"{len(files)} file(s) written under {into}"), highlight=False, markup=False)
+
+
+@policy_app.command("shadow")
+def shadow(version: Annotated[str | None, typer.Argument(help="Stored version id (ps-…) to evaluate beside the "
+                                                         "active one.")] = None,
+           off: Annotated[bool, typer.Option("--off", help="Stop the shadow evaluation.")] = False,
+           admin_url: AdminUrl = None, config: Config = None, token: Token = None) -> None:
+    """Record what VERSION would decide for every call, beside the active version, without enforcing it."""
+    if off == (version is not None):
+        _fail("shadow: give a VERSION or --off", 2)
+    if off:
+        answer = _call("DELETE", "/policy/shadow", admin_url=admin_url, config=config, token=token)
+    else:
+        answer = _call("POST", "/policy/shadow", admin_url=admin_url, config=config, token=token,
+                       body={"version": version})
+    out.print(terminal_safe(f"{answer.get('status')}: {answer.get('version') or '-'}"), highlight=False, markup=False)

@@ -49,6 +49,9 @@ def decision_json(decision: Any) -> dict[str, Any]:
     risk = getattr(decision, "risk", None)
     if risk is not None:
         out["risk"] = dict(risk)
+    shadow_version = getattr(decision, "shadow_version", None)
+    if shadow_version is not None:
+        out["shadow_version"] = dict(shadow_version)
     return out
 
 

@@ -19,12 +19,15 @@ from portcullis.policy.engine import PolicyEngine
 class ActivePolicy:
     """Holds the active engine; :meth:`swap` replaces it atomically."""
 
-    __slots__ = ("_engine", "_pinned")
+    __slots__ = ("_engine", "_pinned", "shadow")
 
     def __init__(self, engine: PolicyEngine, name: str = "policy") -> None:
         self._engine = engine
         # one variable per holder: a tool call and a read never see each other's pin
         self._pinned: ContextVar[PolicyEngine | None] = ContextVar(f"portcullis_{name}_engine", default=None)
+        # a candidate version evaluated beside the active one, never enforced: (ps-…, engine) or None
+        # (set by the reloader; the authorize stage reads it once per call, docs/policy-versions.md)
+        self.shadow: tuple[str, PolicyEngine] | None = None
 
     @property
     def current(self) -> PolicyEngine:

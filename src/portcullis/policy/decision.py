@@ -74,6 +74,9 @@ class Decision:
     shadow: Decision | None = None
     risk: Mapping[str, Any] | None = None  # {"score", "parts", "verdict", "approvers"} when risk scoring ran
     denied_by: str | None = None
+    # a whole shadow version's would-be decision ({"version", "policy_version", "effect", "rule_ids"} or
+    # {"version", "error"}); set by the authorize stage only while a shadow version is set
+    shadow_version: Mapping[str, Any] | None = None
 
     @property
     def allowed(self) -> bool:

@@ -52,6 +52,7 @@ WORKERS_FAILED = "Rego workers did not start"
 UNKNOWN_VERSION = "unknown policy version"
 NO_PREVIOUS = "no previous policy version"
 NOT_VALIDATED = "policy set could not be validated"
+SHADOW_REGO = "a shadow version's Rego modules must be the active version's"
 MAX_MESSAGE = 500
 RETIRE_AFTER_S = 30.0
 
@@ -101,6 +102,9 @@ class PolicyReloader:
                                 "status": "degraded" if self.degraded else "ok"}
         if self.degraded:
             body["reason"] = self.degraded
+        shadow = self._active.shadow
+        if shadow is not None:
+            body["shadow"] = {"version": shadow[0], "engine_version": shadow[1].version}
         return body
 
     def workers_ready(self) -> bool | None:
@@ -185,6 +189,39 @@ class PolicyReloader:
             log.info("policy version active", extra={"fields": {"action": action, "version": vid,
                                                                  "policy_version": engine.version}})
             return {"status": action, "version": vid, "engine_version": engine.version, "previous": previous}
+
+    async def set_shadow(self, ref: str | None, author: str) -> dict[str, Any]:
+        """Evaluate stored version ``ref`` beside the active one without enforcing it (None: stop).
+
+        Built the validated way :meth:`apply` builds; Rego is evaluated only by the active version's
+        workers, so a version whose Rego modules differ is refused. The change is audited (fail closed)."""
+        engine: PolicyEngine | None = None
+        vid = ""
+        async with self._lock:
+            if ref is not None:
+                try:
+                    stored = await anyio.to_thread.run_sync(self._store.get, ref)
+                except VersionStoreUnavailable:
+                    return {"status": "refused", "reason": STORE_FAILED, "problems": []}
+                if stored is None:
+                    return {"status": "refused", "reason": UNKNOWN_VERSION, "problems": []}
+                current, vid = self._active.current, stored.id
+                try:
+                    engine = (await anyio.to_thread.run_sync(lambda: self._build(stored.files, current)))[0]
+                except policy_set.SetRefused as refused:
+                    return {"status": "refused", "reason": refused.reason, "problems": refused.problems}
+                except Exception:  # anything unforeseen refuses the shadow too
+                    return {"status": "refused", "reason": NOT_VALIDATED, "problems": []}
+                if engine.rego is not current.rego:
+                    return {"status": "refused", "reason": SHADOW_REGO, "problems": []}
+            try:
+                await self._audit({"action": "shadow_set" if engine else "shadow_cleared", "version": vid,
+                                   "active": self.version, "author": clean_text(author, 200)})
+            except Exception:  # fail closed: an unaudited change is not made
+                return {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
+            self._active.shadow = None if engine is None else (vid, engine)
+            return {"status": "shadow_set" if engine else "shadow_cleared", "version": vid,
+                    "engine_version": engine.version if engine else ""}
 
     async def start(self, author: str = "gateway", message: str = "start") -> None:
         """Store the start version and record it as applied when it is not already the active one."""

@@ -5,6 +5,8 @@
 * ``POST /policy/reload`` — body ``{"files": {path: text}, "message": …}`` applies a pushed set
   (``portcullis policy apply DIR``); without ``files`` the gateway re-reads its deployment directory;
 * ``POST /policy/rollback`` — body ``{"version": …, "message": …}``; no version: the previous one.
+* ``POST /policy/shadow`` — body ``{"version": "ps-…"}`` evaluates that stored version beside the
+  active one without enforcing it; ``DELETE /policy/shadow`` stops (:mod:`portcullis.policy.shadow`).
 
 Every request is authenticated like an MCP request and allowed only for callers matching
 ``admin.operators`` (an empty list admits nobody), as ``/pins``. The author of a change is the
@@ -82,6 +84,8 @@ class PolicyApi:
             if stored is None:
                 return 404, {"error": "unknown policy version"}
             return 200, {**stored.summary(), "files": stored.files}
+        if path == PREFIX + "/shadow":
+            return await self._shadow(method, receive, caller)
         if path not in (PREFIX + "/reload", PREFIX + "/rollback"):
             return 404, {"error": "not found"}
         _method(method, "POST")
@@ -98,6 +102,17 @@ class PolicyApi:
             result = await self._reloader.apply(body["files"], author_of(caller), message)
         else:
             result = await self._reloader.reload_root(author_of(caller), message)
+        return (422 if result["status"] == "refused" else 200), result
+
+    async def _shadow(self, method: str, receive: Receive, caller: Principal) -> tuple[int, Any]:
+        if method == "DELETE":
+            result = await self._reloader.set_shadow(None, author_of(caller))
+        else:
+            _method(method, "POST")
+            version = (await _read_body(receive)).get("version")
+            if not isinstance(version, str) or not version:
+                raise _Bad(400, "version must be a string")
+            result = await self._reloader.set_shadow(version[:80], author_of(caller))
         return (422 if result["status"] == "refused" else 200), result
 
 

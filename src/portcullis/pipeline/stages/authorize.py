@@ -20,6 +20,7 @@ delays another caller.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule, session_totals
+from portcullis.policy.shadow import shadow_decide
 from portcullis.state.interface import StateStore
 
 log = logging.getLogger("portcullis.policy")
@@ -74,6 +76,11 @@ def make_stage(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float], 
                 raise PolicyRefused(decision, detail="session history unavailable") from None
         decision = await engine.decide_async(ctx.route.exposed_name, ctx.principal, ctx.arguments,
                                              now=datetime.fromtimestamp(now, UTC), session=session)
+        shadow = active.shadow  # one attribute read when none is set (policy/shadow.py)
+        if shadow is not None:
+            decision = dataclasses.replace(decision, shadow_version=await shadow_decide(
+                shadow, ctx.route.exposed_name, ctx.principal, ctx.arguments,
+                now=datetime.fromtimestamp(now, UTC), session=session))
         if decision.shadow is not None and decision.shadow.effect != "allow":
             hooks.shadow(decision.shadow)
             log.warning("shadow policy would not allow this call", extra={"fields": {

@@ -1,0 +1,110 @@
+"""Shadow evaluation (policy/shadow.py): a whole candidate version decides beside the active one and is
+recorded, never enforced; its errors never touch the call; only operators set it (/policy/shadow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from portcullis.policy import policy_set
+from portcullis.policy.engine import PolicyEngine, tool_policies
+from portcullis.policy.reloader import SHADOW_REGO, UNKNOWN_VERSION
+from portcullis.policy.shadow import SHADOW_ERROR
+from portcullis.policy.versions import PolicyVersion
+from portcullis.transport.policy_api import PolicyApi
+from tests.security.harness import INVOICE, deployment, forwarded, in_process_gateway
+from tests.security.test_policy_api import _authenticate, _request
+from tests.unit.test_policy_reloader import GET_INVOICE, Rig, demo  # noqa: F401 - the module-scoped demo copy
+
+STRICT = PolicyEngine.build(tool_policies(deployment(policies={
+    "process_refund": {"allowed_callers": ["role:auditor"]}, "get_invoice": {"allowed_callers": ["role:auditor"]},
+    "void_ledger": {"allowed_callers": ["role:auditor"]}}).manifests), None, environment="production")
+
+
+class Broken:
+    """A shadow engine that fails: the stage must record it and carry on."""
+
+    version = "pv-broken"
+
+    async def decide_async(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom /etc/secret")
+
+
+async def test_a_shadow_that_would_deny_is_recorded_and_the_call_still_succeeds(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path, shadow=("ps-strict", STRICT)) as gateway:
+        answer = await gateway.call(INVOICE, {"invoice_id": "INV-1"})
+        assert answer.result is not None and len(forwarded(gateway)) == 1
+        decision = (await gateway.decision_of_last_call())["decision"]
+        assert decision["effect"] == "allow"
+        shadow = decision["shadow_version"]
+        assert shadow["version"] == "ps-strict" and shadow["policy_version"] == STRICT.version
+        assert shadow["effect"] == "deny" and shadow["rule_ids"]
+
+
+async def test_without_a_shadow_the_record_has_no_shadow_version(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        assert (await gateway.call(INVOICE, {"invoice_id": "INV-1"})).result is not None
+        assert "shadow_version" not in (await gateway.decision_of_last_call())["decision"]
+
+
+async def test_a_shadow_error_is_recorded_and_the_call_is_unaffected(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path, shadow=("ps-broken", cast(PolicyEngine, Broken()))) as gateway:
+        assert (await gateway.call(INVOICE, {"invoice_id": "INV-1"})).result is not None
+        shadow = (await gateway.decision_of_last_call())["decision"]["shadow_version"]
+        assert shadow == {"version": "ps-broken", "error": SHADOW_ERROR}  # fixed text, nothing of the exception
+
+
+@pytest.fixture
+async def api(demo: Path, tmp_path: Path) -> tuple[PolicyApi, Rig]:  # noqa: F811
+    rig = Rig(demo, tmp_path / "scratch")
+    await rig.reloader.start()
+    return PolicyApi(rig.reloader, _authenticate, ("user:ops",)), rig
+
+
+async def test_operators_set_and_clear_a_shadow_and_it_is_audited(api: tuple[PolicyApi, Rig]) -> None:
+    policy, rig = api
+    applied = await rig.reloader.apply(rig.b, "ops", "b")  # store a second version, then go back to the first
+    await rig.reloader.rollback(None, "ops", "back")
+    status, body = await _request(policy, "POST", "/policy/shadow", b'{"version": "%s"}' % applied["version"].encode())
+    assert status == 200 and body["status"] == "shadow_set" and rig.active.shadow is not None
+    assert rig.active.shadow[0] == applied["version"] and rig.active.current.version == rig.engine.version
+    shadow_engine = rig.active.shadow[1]
+    assert shadow_engine.rego is rig.active.current.rego  # same modules: the active workers evaluate it
+    assert (await _request(policy, "GET", "/policy"))[1]["shadow"]["version"] == applied["version"]
+    assert (await _request(policy, "DELETE", "/policy/shadow")) == (200, {"status": "shadow_cleared", "version": "",
+                                                                          "engine_version": ""})
+    assert rig.active.shadow is None
+    assert [r["action"] for r in rig.records][-2:] == ["shadow_set", "shadow_cleared"]
+
+
+@pytest.mark.parametrize(("method", "body", "who", "status", "error"), [
+    ("POST", b'{"version": "ps-x"}', "agent", 403, "forbidden: not one of admin.operators"),
+    ("DELETE", b"", "agent", 403, "forbidden: not one of admin.operators"),
+    ("POST", b'{"version": "ps-x"}', "nobody", 401, "authentication required"),
+    ("POST", b'{"version": 7}', "ops", 400, "version must be a string"),
+    ("POST", b'{"version": ""}', "ops", 400, "version must be a string"),
+    ("POST", b"{}", "ops", 400, "version must be a string"),
+    ("POST", b"not json", "ops", 400, "body must be a JSON object"),
+    ("PUT", b"", "ops", 405, "method not allowed"),
+    ("POST", b'{"version": "\' OR 1=1 --"}', "ops", 422, UNKNOWN_VERSION),
+])
+async def test_hostile_shadow_requests_change_nothing(api: tuple[PolicyApi, Rig], method: str, body: bytes, who: str,
+                                                      status: int, error: str) -> None:
+    policy, rig = api
+    got_status, got = await _request(policy, method, "/policy/shadow", body, who=who)
+    assert got_status == status and (got.get("error") or got.get("reason")) == error
+    assert rig.active.shadow is None and rig.records == []
+
+
+async def test_a_shadow_whose_rego_differs_is_refused(api: tuple[PolicyApi, Rig]) -> None:
+    policy, rig = api
+    files = dict(rig.a)
+    rego = next(name for name in files if name.endswith(".rego"))
+    files[rego] += "\n# changed\n"
+    vid = policy_set.content_id(files)  # stored only (no workers started for it)
+    rig.store.put(PolicyVersion(vid, "pv-other", 1.0, "ops", "other rego", files))
+    status, body = await _request(policy, "POST", "/policy/shadow", b'{"version": "%s"}' % vid.encode())
+    assert (status, body["reason"]) == (422, SHADOW_REGO) and rig.active.shadow is None
+    assert GET_INVOICE in rig.a
