@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from typer.testing import CliRunner
 
+from portcullis.cli.main import app
 from portcullis.policy import policy_set
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.reloader import SHADOW_REGO, UNKNOWN_VERSION
@@ -108,3 +110,21 @@ async def test_a_shadow_whose_rego_differs_is_refused(api: tuple[PolicyApi, Rig]
     status, body = await _request(policy, "POST", "/policy/shadow", b'{"version": "%s"}' % vid.encode())
     assert (status, body["reason"]) == (422, SHADOW_REGO) and rig.active.shadow is None
     assert GET_INVOICE in rig.a
+
+
+async def test_an_apply_whose_rego_differs_clears_the_shadow(api: tuple[PolicyApi, Rig]) -> None:
+    rig = api[1]
+    applied = await rig.reloader.apply(rig.b, "ops", "b")
+    await rig.reloader.rollback(None, "ops", "back")
+    assert (await rig.reloader.set_shadow(applied["version"], "ops"))["status"] == "shadow_set"
+    await rig.reloader.apply(rig.b, "ops", "b again")  # same Rego: the shadow stays
+    assert rig.active.shadow is not None
+    no_rego = {k: v for k, v in rig.b.items() if not k.endswith(".rego")}
+    assert (await rig.reloader.apply(no_rego, "ops", "no rego"))["status"] == "applied"
+    assert rig.active.shadow is None  # its Rego workers retire with the old version
+
+
+@pytest.mark.parametrize("argv", [["policy", "shadow"], ["policy", "shadow", "ps-1", "--off"]])
+def test_the_command_wants_a_version_or_off(argv: list[str]) -> None:
+    result = CliRunner().invoke(app, [*argv, "--token", "t", "--admin-url", "http://127.0.0.1:1"])
+    assert result.exit_code == 2 and "give a VERSION or --off" in result.output

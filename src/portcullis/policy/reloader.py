@@ -182,6 +182,9 @@ class PolicyReloader:
             if self._companion is not None and extra is not None:
                 self._companion[0].swap(extra)
             self._active.swap(engine)
+            if self._active.shadow is not None and self._active.shadow[1].rego is not engine.rego:
+                self._active.shadow = None  # its Rego workers retire with the old version: the shadow stops
+                log.warning("shadow version cleared: the new active version's Rego differs")
             self._retire(current, engine)
             previous, self.version, self.degraded = self.version, vid, None
             with contextlib.suppress(VersionStoreUnavailable):
