@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from portcullis.cli.main import app
+from portcullis.observability import GatewayMetrics
 from portcullis.policy import policy_set
 from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.reloader import SHADOW_REGO, UNKNOWN_VERSION
@@ -18,6 +19,7 @@ from portcullis.policy.versions import PolicyVersion
 from portcullis.transport.policy_api import PolicyApi
 from tests.security.harness import INVOICE, deployment, forwarded, in_process_gateway
 from tests.security.test_policy_api import _authenticate, _request
+from tests.unit.test_metrics import samples
 from tests.unit.test_policy_reloader import GET_INVOICE, Rig, demo  # noqa: F401 - the module-scoped demo copy
 
 STRICT = PolicyEngine.build(tool_policies(deployment(policies={
@@ -128,3 +130,11 @@ async def test_an_apply_whose_rego_differs_clears_the_shadow(api: tuple[PolicyAp
 def test_the_command_wants_a_version_or_off(argv: list[str]) -> None:
     result = CliRunner().invoke(app, [*argv, "--token", "t", "--admin-url", "http://127.0.0.1:1"])
     assert result.exit_code == 2 and "give a VERSION or --off" in result.output
+
+
+def test_shadow_results_are_counted_under_a_closed_label_set() -> None:
+    metrics = GatewayMetrics()
+    for result in ("agree", "agree", "disagree", "error", "x" * 500):
+        metrics.shadow_version(result)
+    assert sorted((labels["result"], value) for labels, value in samples(metrics, "portcullis_shadow_version_total")) \
+        == [("agree", 2.0), ("disagree", 1.0), ("error", 2.0)]

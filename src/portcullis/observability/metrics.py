@@ -11,6 +11,8 @@ name                                         labels                             
 ``portcullis_upstream_errors_total``         service, kind                          upstream failures
 ``portcullis_policy_errors_total``           (none)                                 policy evaluations that failed
 ``portcullis_policy_shadow_total``           rule                                   log-only rules that would deny
+``portcullis_shadow_version_total``          result                                 shadow version vs active:
+                                                                                    agree, disagree, error
 ``portcullis_limit_exceeded_total``          rule                                   limit rules that tripped
 ``portcullis_content_findings_total``        kind, action                           output-filter findings (kind
                                                                                     from a closed set, else other)
@@ -260,6 +262,8 @@ class GatewayMetrics:
         self.upstream_errors_total = counter("upstream_errors_total", "Upstream failures.", "service", "kind")
         self.policy_errors_total = counter("policy_errors_total", "Policy evaluations that failed (denied).")
         self.policy_shadow_total = counter("policy_shadow_total", "Log-only policy rules that would deny.", "rule")
+        self.shadow_version_total = counter("shadow_version_total", "Shadow-version decisions against the active "
+                                            "one's: agree, disagree, error.", "result")
         self.limit_exceeded_total = counter("limit_exceeded_total", "Limit rules that tripped.", "rule")
         self.audit_records_total = counter("audit_records_total", "Audit records written.", "kind")
         self.audit_failures_total = counter("audit_failures_total", "Audit writes that failed.")
@@ -288,7 +292,8 @@ class GatewayMetrics:
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
                           self.completions_total, self.subscription_notifications_total,
                           self.calls_total, self.upstream_errors_total, self.policy_errors_total,
-                          self.policy_shadow_total, self.limit_exceeded_total, self.audit_records_total,
+                          self.policy_shadow_total, self.shadow_version_total, self.limit_exceeded_total,
+                          self.audit_records_total,
                           self.audit_failures_total, self.attempts_total)
         self._histograms = (self.call_seconds, self.stage_seconds)
         self._policy_errors = self.policy_errors_total.labels()  # unlabelled: present at 0 from the start
@@ -318,6 +323,10 @@ class GatewayMetrics:
         """A log-only policy decision that would not have allowed: one count per failing rule."""
         for rule in getattr(decision, "rule_ids", ()) or ("none",):
             self.policy_shadow_total.labels(self._rule(rule)).inc()
+
+    def shadow_version(self, result: str) -> None:
+        """A shadow version's decision: ``agree``/``disagree`` with the active effect, or ``error``."""
+        self.shadow_version_total.labels(result if result in ("agree", "disagree") else "error").inc()
 
     def policy_error(self) -> None:
         self._policy_errors.inc()

@@ -78,9 +78,11 @@ def make_stage(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float], 
                                              now=datetime.fromtimestamp(now, UTC), session=session)
         shadow = active.shadow  # one attribute read when none is set (policy/shadow.py)
         if shadow is not None:
-            decision = dataclasses.replace(decision, shadow_version=await shadow_decide(
-                shadow, ctx.route.exposed_name, ctx.principal, ctx.arguments,
-                now=datetime.fromtimestamp(now, UTC), session=session))
+            would = await shadow_decide(shadow, ctx.route.exposed_name, ctx.principal, ctx.arguments,
+                                        now=datetime.fromtimestamp(now, UTC), session=session)
+            hooks.shadow_version("error" if "error" in would else
+                                 "agree" if would["effect"] == decision.effect else "disagree")
+            decision = dataclasses.replace(decision, shadow_version=would)
         if decision.shadow is not None and decision.shadow.effect != "allow":
             hooks.shadow(decision.shadow)
             log.warning("shadow policy would not allow this call", extra={"fields": {
