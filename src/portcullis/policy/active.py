@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from portcullis.policy.engine import PolicyEngine
 
@@ -47,6 +47,15 @@ class ActivePolicy:
             yield engine
         finally:
             self._pinned.reset(token)
+
+    def pin(self) -> tuple[PolicyEngine, Token[PolicyEngine | None]]:
+        """:meth:`pinned` without the generator, for the gate on the request path: release the token with
+        :meth:`unpin` in a ``finally``."""
+        engine = self._engine
+        return engine, self._pinned.set(engine)
+
+    def unpin(self, token: Token[PolicyEngine | None]) -> None:
+        self._pinned.reset(token)
 
     def for_call(self) -> PolicyEngine:
         """The engine pinned by this call's gate, else the active one."""

@@ -44,11 +44,14 @@ def make_gate(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float]) -
         if ctx.route is None:
             raise InternalError(detail="gate ran before route")
         now = datetime.fromtimestamp(clock(), UTC)
-        with active.pinned() as engine:  # one policy version for the whole call (policy/active.py)
+        engine, token = active.pin()  # one policy version for the whole call (policy/active.py)
+        try:
             if not engine.may_call(ctx.route.exposed_name, ctx.principal, now=now):
                 decision = engine.gate_decision(ctx.route.exposed_name, ctx.principal, ctx.arguments, now=now)
                 raise Denied(decision, detail="caller may not call this tool")
             return await call_next(ctx)
+        finally:
+            active.unpin(token)
 
     return gate
 
