@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from portcullis.identity.issuers import IssuerConfig, PersonSignal
 from portcullis.identity.minting import b64url, jwk_thumbprint, public_jwk
-from portcullis.identity.state_dir import write_private
+from portcullis.identity.state_dir import create_private_once, write_private
 
 DEV_ISSUER = "portcullis-dev://local"
 # The development issuer's positive person signal: `token issue --user bob` (no --agent) is bob's own.
@@ -31,10 +31,12 @@ _JWKS_FILE = "dev-issuer-jwks.json"
 def _load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
     path = state_dir / _KEY_FILE
     if not path.exists():
+        # processes sharing a state directory (replicas, a CLI beside the gateway) race here: the
+        # first key created wins and every other process reads it, never a key of its own
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        write_private(path, pem)
+        create_private_once(path, pem)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError("the development issuer key must be Ed25519")

@@ -8,6 +8,7 @@ deployment loader never reads it, wherever it is (:mod:`portcullis.config.state_
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,12 +21,42 @@ def resolve_state_dir(configured: str | None, environ: Mapping[str, str] | None 
     return path
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` readable by its owner only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new owner-only file beside ``path``, named for this writer alone."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
-    finally:
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` readable by its owner only, atomically (concurrent writers never mix)."""
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def create_private_once(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists; False when another writer created it first.
+
+    The file appears whole or not at all (link of a finished temporary file, never replacing), so
+    processes sharing a state directory all end up with the first writer's content.
+    """
+    tmp = _write_temp(path, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
