@@ -403,10 +403,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # resources and prompts: their own manifests and policy engine (their native rules, the deployment's Rego
     # modules and workers), and the read pipeline declared next to the tools one (docs/mcp-surface.md)
     surface_catalog = SurfaceCatalog(deployment)
-    def surface_engine_for(tools: PolicyEngine) -> PolicyEngine:  # the same Rego (and workers) as the tools'
-        return PolicyEngine.build(surface_policies(surface_catalog), tools.rego, environment=authz.environment)
+    def surface_engine_for(tools: PolicyEngine, version: Deployment) -> PolicyEngine:  # the tools' Rego and workers
+        return PolicyEngine.build(surface_policies(SurfaceCatalog(version)), tools.rego, environment=authz.environment)
 
-    surface_engine = ActivePolicy(surface_engine_for(engine), "surface")  # swapped with the tools' on a reload
+    surface_engine = ActivePolicy(surface_engine_for(engine, deployment), "surface")  # swapped with the tools' one
     read_parts = ReadParts(surface=surface_catalog, engine=surface_engine)
     surface = GatewaySurface(surface_catalog, surface_engine, upstreams, build_read_pipeline(parts, read_parts), clock,
                              completions=build_completion_pipeline(
@@ -433,7 +433,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
             siem.offer(record.to_json())
 
     reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock,
-                              on_commit=manifest_adopter(catalog, upstreams, view_changed),
+                              on_commit=manifest_adopter(catalog, upstreams, view_changed,
+                                                         (surface_catalog, surface_watch)),
                               companion=(surface_engine, surface_engine_for))
 
     def readiness() -> tuple[bool, dict[str, Any]]:

@@ -185,6 +185,36 @@ class SurfaceCatalog:
         """Exposed names of ``kind`` whose verdict is ``serving`` (the exposed view, before policy)."""
         return frozenset(e.exposed for e in self.entries if e.kind == kind and self._states.get(e.exposed) == "serving")
 
+    def adopt(self, fresh: SurfaceCatalog) -> frozenset[str]:
+        """Serve ``fresh``'s entries from now on (a policy version's reload, docs/policy-versions.md); returns
+        the services whose entries must be re-listed.
+
+        An entry whose verdict inputs did not change (kind, service, upstream URI or name, ``pin``) keeps its
+        verdict: owner, classification, policy, description, content rules... are the manifest's alone and
+        apply from the next read. A new entry, or one whose pin or upstream changed, has no verdict: its
+        service counts as having announced a change (:meth:`note_change`), so its reads wait (bounded) for
+        the re-listing the caller asks for, as after an upstream's list change. A removed entry is unknown
+        from the next read. Synchronous: no read sees half of it."""
+        running = {e.exposed: _verdict_inputs(e) for e in self.entries}
+        states: dict[str, str] = {}
+        relist: set[str] = set()
+        for entry in fresh.entries:
+            if running.get(entry.exposed) == _verdict_inputs(entry):
+                if entry.exposed in self._states:
+                    states[entry.exposed] = self._states[entry.exposed]
+            else:
+                relist.add(entry.service)
+        self.entries, self._prompts, self._prefixes, self._states = (
+            fresh.entries, fresh._prompts, fresh._prefixes, states)
+        for service in sorted(relist):
+            self.note_change(service)
+        return frozenset(relist)
+
+    def views(self) -> dict[str, tuple[Mapping[str, Any], ...]]:
+        """What the list methods could show, by view (``resources``, ``prompts``), before policy and pins."""
+        return {view: tuple(e.wire for e in self.entries if (e.kind == "prompt") == (view == "prompts"))
+                for view in ("resources", "prompts")}
+
     def update_service(self, service: str, lists: Mapping[str, list[dict[str, Any]] | None], as_of: int) -> None:
         """Record the verdicts of ``service``'s entries from a fresh re-listing, kind -> live list (``None``:
         the kind could not be listed: its entries are ``unlisted``, refused, fail closed); ``as_of``: the
@@ -206,6 +236,11 @@ class SurfaceCatalog:
         event = self._settled.pop(service, None)
         if event is not None:
             event.set()
+
+
+def _verdict_inputs(entry: SurfaceEntry) -> tuple[str, str, str, str | None]:
+    """What an entry's pin verdict depends on (:meth:`SurfaceCatalog.check`)."""
+    return entry.kind, entry.service, entry.upstream, entry.loaded.manifest.pin
 
 
 LIST_METHOD = {"resource": "list_resources", "template": "list_resource_templates", "prompt": "list_prompts"}

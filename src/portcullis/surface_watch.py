@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from portcullis.errors import PortcullisError
 from portcullis.surface import LIST_METHOD, SurfaceCatalog
@@ -54,6 +55,23 @@ class SurfaceWatch:
         self._wake: dict[str, anyio.Event] = {service: anyio.Event() for service in self._kinds}
         self.relists = 0  # re-listings made (a measure for tests and the operator)
         self.on_connected: Callable[[str], Awaitable[None]] | None = None  # a new connection (resubscribe)
+        self._group: anyio.abc.TaskGroup | None = None  # the loops' (set by run: a reload may add a service)
+
+    def adopt(self, relist: Iterable[str]) -> None:
+        """The catalog now serves a reloaded version's entries (:meth:`SurfaceCatalog.adopt`): watch the kinds
+        they need, and re-list ``relist`` (services with new or re-pinned entries) at once. Synchronous."""
+        kinds: dict[str, set[str]] = {service: set() for service in self._kinds}  # a service without entries
+        for entry in self._catalog.entries:  # keeps its loop: it re-lists nothing until one comes back
+            kinds.setdefault(entry.service, set()).add(entry.kind)
+        self._kinds = kinds
+        for service in kinds:
+            if service not in self._wake:
+                self._wake[service] = anyio.Event()
+                if self._group is not None:
+                    self._group.start_soon(self._loop, service)
+        for service in relist:
+            if service in self._wake:
+                self._wake[service].set()
 
     def connecting(self, service: str) -> None:
         """The service's tools were listed on a connection not serving yet (it is opening): hold its
@@ -100,6 +118,7 @@ class SurfaceWatch:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
+            self._group = tg
             for service in sorted(self._kinds):
                 tg.start_soon(self._loop, service)
 

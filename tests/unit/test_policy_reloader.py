@@ -34,7 +34,7 @@ class Rig:
                                   pool=PoolSettings())
         self.surface = ActivePolicy(self.engine, "surface")
         self.reloader = PolicyReloader(self.active, self.store, settings, self.audit, clock=lambda: 1.0,
-                                       companion=(self.surface, lambda tools: tools.with_environment("staging")))
+                                       companion=(self.surface, lambda tools, _: tools.with_environment("staging")))
         self.a = policy_set.collect(root)
         self.b = {k: v for k, v in self.a.items() if not k.startswith("policy/fixtures/")}
         self.b[GET_INVOICE] = self.a[GET_INVOICE].replace('"issuer:dev/agent:billing-bot", ', "")

@@ -17,8 +17,10 @@ same way, one at a time:
    then :meth:`ActivePolicy.swap` makes it active for every call that starts afterwards.
 
 Workers of a replaced version are stopped after a grace period (calls already pinned to it
-finish first); the start version's workers are kept, since resources and prompts are still
-decided by the start version (a whole-surface reload is left out).
+finish first); the start version's workers are kept (its engines were built before the reloader).
+The commit hook and both swaps (the tools' engine, the resources' and prompts' engine) run in one
+step of the event loop, with no await between them: a call or read sees the old set or the new
+one, never a mix.
 """
 
 from __future__ import annotations
@@ -81,11 +83,13 @@ class PolicyReloader:
     def __init__(self, active: ActivePolicy, store: PolicyVersionStore, settings: ReloadSettings,
                  audit: Callable[[Mapping[str, Any]], Awaitable[None]], clock: Callable[[], float] = time.time,
                  on_commit: Callable[[Deployment], None] | None = None,
-                 companion: tuple[ActivePolicy, Callable[[PolicyEngine], PolicyEngine]] | None = None) -> None:
+                 companion: tuple[ActivePolicy, Callable[[PolicyEngine, Deployment], PolicyEngine]] | None = None,
+                 ) -> None:
         """``on_commit``: called with the new set's manifests right before the swap, in the same step
-        (the gateway's catalog adopts them: tools added, removed or changed). ``companion``: a second
-        holder (the resources' and prompts' engine) and how to build its engine from the new one (in
-        the validation thread); swapped in the same step."""
+        (the gateway's catalogs adopt them: tools, resources and prompts added, removed or changed).
+        ``companion``: a second holder (the resources' and prompts' engine) and how to build its engine
+        from the new tools' engine (its Rego) and the new set's manifests, in the validation thread;
+        swapped in the same step."""
         self._active, self._store, self._settings, self._audit, self._clock = active, store, settings, audit, clock
         self._on_commit, self._companion = on_commit, companion
         self._lock = anyio.Lock()
@@ -275,7 +279,7 @@ class PolicyReloader:
         engine, deployment = policy_set.validate(files, s.gateway_yaml, scratch=s.scratch, rego_dir=s.rego_dir,
                                                  environment=s.environment, rego_budget_s=s.rego_budget_s,
                                                  reuse=current.rego)
-        return engine, deployment, None if self._companion is None else self._companion[1](engine)
+        return engine, deployment, None if self._companion is None else self._companion[1](engine, deployment)
 
     def _previous(self) -> str | None:
         current = self._store.active()

@@ -16,6 +16,8 @@ from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.policy.reloader import PolicyReloader, ReloadSettings
 from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
+from portcullis.surface import SurfaceCatalog
+from portcullis.surface_watch import SurfaceWatch
 from portcullis.upstream.registry import UpstreamRegistry
 
 SCRATCH_DIR = "policy-scratch"
@@ -25,7 +27,7 @@ def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path
                    audit: Callable[[Mapping[str, Any]], Awaitable[None]],
                    clock: Callable[[], float] = time.time,
                    on_commit: Callable[[Deployment], None] | None = None,
-                   companion: tuple[ActivePolicy, Callable[[PolicyEngine], PolicyEngine]] | None = None,
+                   companion: tuple[ActivePolicy, Callable[[PolicyEngine, Deployment], PolicyEngine]] | None = None,
                    ) -> PolicyReloader:
     """The reloader over the versions file in ``state_dir``; ConfigError when that cannot be opened."""
     authz = deployment.gateway.authorization
@@ -43,19 +45,26 @@ def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path
     return PolicyReloader(active, store, settings, audit, clock, on_commit, companion)
 
 
-def manifest_adopter(catalog: Catalog, upstreams: UpstreamRegistry,
-                     view_changed: Sequence[Callable[[str], None]]) -> Callable[[Deployment], None]:
-    """The reloader's commit hook: the catalog serves the new version's manifests; each service with a
-    new or changed one announces a change (its calls are held until a fresh listing is checked), and
-    callers are told when the tool list changed."""
+def manifest_adopter(catalog: Catalog, upstreams: UpstreamRegistry, view_changed: Sequence[Callable[[str], None]],
+                     surface: tuple[SurfaceCatalog, SurfaceWatch] | None = None) -> Callable[[Deployment], None]:
+    """The reloader's commit hook: the catalogs serve the new version's manifests. Each service with a
+    new or changed tool announces a change (its calls are held until a fresh listing is checked); each
+    with a new or re-pinned resource or prompt is re-listed at once (its reads wait for that verdict);
+    callers are told when a list changed. Synchronous: one step with the engines' swap."""
 
     def adopt(deployment: Deployment) -> None:
         before = catalog.listing()
         for service in sorted(catalog.adopt(deployment)):
             with contextlib.suppress(UpstreamUnavailable):  # the set loaded against the same gateway.yaml
                 upstreams.get(service).tools_changed()
-        if catalog.listing() != before:
+        changed = {"tools"} if catalog.listing() != before else set()
+        if surface is not None:
+            entries, watch = surface
+            views = entries.views()
+            watch.adopt(entries.adopt(SurfaceCatalog(deployment)))
+            changed |= {view for view, wires in entries.views().items() if wires != views[view]}
+        for view in sorted(changed):
             for tell in view_changed:
-                tell("tools")
+                tell(view)
 
     return adopt
