@@ -128,6 +128,12 @@ async def test_apply_and_rollback_change_resources_and_prompts_at_once(rig: Rig,
         class_b, version_b = index_class(rig)
         assert class_b == "Confidential" and version_b != version_a  # one version per record: B's
         assert rig.status()["version"] != start["version"]
+        shown = httpx2.get(f"{rig.gateway.admin_base}/policy/versions/{version_b}", timeout=30,
+                           headers={"Authorization": f"Bearer {rig.ops}"}).json()  # the read record's pv- finds B
+        assert shown["id"] == rig.status()["version"] and shown["files"][INDEX] == rig.b[INDEX]
+        assert shown["surface_engine_version"] == version_b
+        assert [r for r in rig.audit("policy_version") if r["action"] == "applied"][-1][
+            "surface_engine_version"] == version_b
 
         back = rig.cli("rollback", "-m", "undo")
         assert back.returncode == 0, back.stderr

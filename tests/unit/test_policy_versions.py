@@ -57,6 +57,39 @@ def test_sqlite_store_survives_a_reopen_and_is_owner_only(tmp_path: Path) -> Non
     assert path.stat().st_mode & 0o077 == 0
 
 
+def test_a_read_decisions_surface_engine_version_finds_its_set(store: Any) -> None:
+    store.put(PolicyVersion("ps-1", "pv-tools", 1.0, "ops", "why", {"resources/a/b.yml": "x"}, "pv-surface"))
+    assert store.get("pv-surface").id == "ps-1" and store.get("pv-tools").surface_engine_version == "pv-surface"
+    assert store.get("ps-1").summary()["surface_engine_version"] == "pv-surface"
+
+
+OLD_SCHEMA = """
+CREATE TABLE policy_version (id TEXT PRIMARY KEY, engine_version TEXT NOT NULL, created_at REAL NOT NULL,
+                             author TEXT NOT NULL, message TEXT NOT NULL, files TEXT NOT NULL);
+CREATE TABLE policy_event (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, action TEXT NOT NULL,
+                           version TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, reason TEXT NOT NULL);
+INSERT INTO policy_version VALUES ('ps-old', 'pv-old', 1.0, 'alice', 'before', '{"tools/a/b.yml": "x"}');
+INSERT INTO policy_event (at, action, version, author, message, reason) VALUES (1.0, 'applied', 'ps-old', 'a', '', '');
+"""
+
+
+def test_a_store_from_before_the_surface_engine_version_is_read_and_filled_in(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+    store = SqlitePolicyVersionStore(path)
+    old = store.get("ps-old")
+    assert old is not None and (old.engine_version, old.surface_engine_version, old.author) == ("pv-old", "", "alice")
+    assert store.get("pv-old") == old and store.get("") is None and store.active() == "ps-old"
+    again = store.put(PolicyVersion("ps-old", "pv-old", 9.0, "mallory", "re-applied", {"x/y.yml": "z"}, "pv-s"))
+    assert (again.author, again.files, again.surface_engine_version) == ("alice", old.files, "pv-s")  # files kept
+    assert store.get("pv-s") == again
+    store.close()
+    assert SqlitePolicyVersionStore(path).get("pv-s") == again  # the migration is kept
+
+
 def test_an_unusable_store_file_is_refused(tmp_path: Path) -> None:
     from portcullis.policy.versions import VersionStoreUnavailable
 

@@ -168,14 +168,16 @@ class PolicyReloader:
                 return await self._refuse(vid, NOT_VALIDATED, [], author, message)
             if not await self._start_workers(engine):
                 return await self._refuse(vid, WORKERS_FAILED, [], author, message)
+            surface_version = "" if extra is None else extra.version
             try:
                 await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
-                    vid, engine.version, self._clock(), author, message, dict(files)))
+                    vid, engine.version, self._clock(), author, message, dict(files), surface_version))
             except VersionStoreUnavailable:
                 self._retire(engine, current)
                 return await self._refuse(vid, STORE_FAILED, [], author, message)
             try:
                 await self._audit({"action": action, "version": vid, "engine_version": engine.version,
+                                   **({"surface_engine_version": surface_version} if surface_version else {}),
                                    "previous": self.version, "author": author, "message": message})
             except Exception as exc:  # fail closed: an unaudited change is not made
                 log.warning("policy change not audited: refused", extra={"fields": {"error": type(exc).__name__}})
@@ -242,7 +244,8 @@ class PolicyReloader:
         engine = self._active.current
         try:
             await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
-                vid, engine.version, self._clock(), author, message, files))
+                vid, engine.version, self._clock(), author, message, files,
+                "" if self._companion is None else self._companion[0].current.version))
             if await anyio.to_thread.run_sync(self._store.active) != vid:
                 await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), "applied", vid, author,
                                                                           message))

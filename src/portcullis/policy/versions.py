@@ -4,12 +4,14 @@ A *policy set* is the deployment's policy inputs as files (``relative path → t
 resource and prompt manifests with their ``policy:`` sections, the Rego modules, the golden
 fixtures; :mod:`portcullis.policy.policy_set`). Each accepted set is stored once, immutable,
 under its content address (``ps-`` + SHA-256 of the canonical JSON of the files), with who
-stored it first, when and why, and the engine version (``pv-…``) that decision records name.
+stored it first, when and why, and the engine versions (``pv-…``) that decision records name: the
+tools' engine's, and the resources' and prompts' engine's (``surface_engine_version``; empty in a
+version stored before it was kept, until that version is applied again).
 
 Contract of every store:
 
 * ``put`` stores a version; storing the same id again keeps the first copy (immutable).
-* ``get`` returns a version by its id or by its engine version (the newest with that ``pv-``),
+* ``get`` returns a version by its id or by either engine version (the newest with that ``pv-``),
   else None.
 * ``record`` appends an event (``applied``, ``refused``, ``rolled_back``) to the history;
   ``history`` lists events newest first; ``active`` is the version of the newest event that
@@ -27,7 +29,7 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS policy_version (
     created_at     REAL NOT NULL,
     author         TEXT NOT NULL,
     message        TEXT NOT NULL,
-    files          TEXT NOT NULL
+    files          TEXT NOT NULL,
+    surface_engine_version TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS policy_version_engine ON policy_version (engine_version, created_at);
 CREATE TABLE IF NOT EXISTS policy_event (
@@ -74,9 +77,11 @@ class PolicyVersion:
     author: str
     message: str
     files: dict[str, str]
+    surface_engine_version: str = ""  # the resources' and prompts' engine's pv- ("": stored before it was kept)
 
     def summary(self) -> dict[str, Any]:
-        return {"id": self.id, "engine_version": self.engine_version, "created_at": self.created_at,
+        return {"id": self.id, "engine_version": self.engine_version,
+                "surface_engine_version": self.surface_engine_version, "created_at": self.created_at,
                 "author": self.author, "message": self.message, "files": sorted(self.files)}
 
 
@@ -114,12 +119,15 @@ class MemoryPolicyVersionStore:
         self._events: list[PolicyEvent] = []
 
     def put(self, version: PolicyVersion) -> PolicyVersion:
-        return self._versions.setdefault(version.id, version)
+        stored = self._versions.setdefault(version.id, version)
+        if not stored.surface_engine_version and version.surface_engine_version:  # a version from before it was kept
+            stored = self._versions[version.id] = replace(stored, surface_engine_version=version.surface_engine_version)
+        return stored
 
     def get(self, ref: str) -> PolicyVersion | None:
         if ref in self._versions:
             return self._versions[ref]
-        same = [v for v in self._versions.values() if v.engine_version == ref]
+        same = [v for v in self._versions.values() if ref and ref in (v.engine_version, v.surface_engine_version)]
         return max(same, key=lambda v: v.created_at) if same else None
 
     def record(self, at: float, action: Action, version: str, author: str, message: str,
@@ -146,7 +154,13 @@ class SqlitePolicyVersionStore:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(policy_version)")}
+            if columns and "surface_engine_version" not in columns:  # a file from before it was kept: still read
+                self._db.execute("ALTER TABLE policy_version ADD COLUMN surface_engine_version TEXT NOT NULL "
+                                 "DEFAULT ''")
             self._db.executescript(_SCHEMA)
+            self._db.execute("CREATE INDEX IF NOT EXISTS policy_version_surface ON policy_version "
+                             "(surface_engine_version, created_at)")
         except (OSError, sqlite3.Error):
             raise VersionStoreUnavailable() from None
 
@@ -158,21 +172,28 @@ class SqlitePolicyVersionStore:
             raise VersionStoreUnavailable() from None
 
     def put(self, version: PolicyVersion) -> PolicyVersion:
-        self._run("INSERT OR IGNORE INTO policy_version VALUES (?, ?, ?, ?, ?, ?)",
+        self._run("INSERT OR IGNORE INTO policy_version (id, engine_version, created_at, author, message, files, "
+                  "surface_engine_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
                   (version.id, version.engine_version, version.created_at, version.author, version.message,
-                   json.dumps(version.files, sort_keys=True)))
+                   json.dumps(version.files, sort_keys=True), version.surface_engine_version))
+        if version.surface_engine_version:  # fill in a version stored before it was kept (derived, not content)
+            self._run("UPDATE policy_version SET surface_engine_version = ? WHERE id = ? "
+                      "AND surface_engine_version = ''", (version.surface_engine_version, version.id))
         stored = self.get(version.id)
         if stored is None:
             raise VersionStoreUnavailable()
         return stored
 
     def get(self, ref: str) -> PolicyVersion | None:
-        rows = self._run("SELECT * FROM policy_version WHERE id = ? OR engine_version = ? "
-                         "ORDER BY id = ? DESC, created_at DESC LIMIT 1", (ref, ref, ref))
+        if not ref:
+            return None
+        rows = self._run("SELECT id, engine_version, created_at, author, message, files, surface_engine_version "
+                         "FROM policy_version WHERE id = ? OR engine_version = ? OR surface_engine_version = ? "
+                         "ORDER BY id = ? DESC, created_at DESC LIMIT 1", (ref, ref, ref, ref))
         if not rows:
             return None
-        vid, engine_version, created_at, author, message, files = rows[0]
-        return PolicyVersion(vid, engine_version, created_at, author, message, json.loads(files))
+        vid, engine_version, created_at, author, message, files, surface = rows[0]
+        return PolicyVersion(vid, engine_version, created_at, author, message, json.loads(files), surface)
 
     def record(self, at: float, action: Action, version: str, author: str, message: str,
                reason: str = "") -> PolicyEvent:
