@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -49,6 +51,22 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
 def copy_demo(target: Path) -> Path:
     shutil.copytree(DEMO, target)
     return target
+
+
+def copy_demo_with_operators(target: Path, *operators: str) -> Path:
+    """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API)."""
+    root = copy_demo(target)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["admin"] = {"operators": list(operators)}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def audit_fields(state_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The fields of every audit record of ``kind`` in a gateway's embedded audit store, oldest first."""
+    with sqlite3.connect(state_dir / "audit.sqlite3") as db:
+        rows = db.execute("SELECT fields FROM audit_record WHERE kind = ? ORDER BY idx", (kind,)).fetchall()
+    return [json.loads(row[0]) for row in rows]
 
 
 def write_deployment(root: Path, gateway: Mapping[str, Any], manifests: list[Mapping[str, Any]]) -> Path:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,10 @@ from typing import Any
 
 import httpx2
 import pytest
-import yaml
 from mcp import MCPError
 
 from portcullis.policy.policy_set import collect
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, audit_fields, copy_demo_with_operators, run_cli
 
 TOOL = "billing.get_invoice"
 ARGS = {"invoice_id": "INV-1001"}
@@ -59,17 +57,12 @@ class Rig:
                        env={"PORTCULLIS_TOKEN": self.ops["Authorization"].removeprefix("Bearer ")})
 
     def audit(self, kind: str) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.gateway.state_dir / "audit.sqlite3") as db:
-            rows = db.execute("SELECT fields FROM audit_record WHERE kind = ? ORDER BY idx", (kind,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return audit_fields(self.gateway.state_dir, kind)
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = copy_demo(tmp_path_factory.mktemp("reload") / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["admin"] = {"operators": [OPERATOR]}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    root = copy_demo_with_operators(tmp_path_factory.mktemp("reload") / "deployment", OPERATOR)
     with GatewayProcess(root) as gateway:
         yield Rig(gateway, root)
 

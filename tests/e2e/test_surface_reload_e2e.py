@@ -10,9 +10,7 @@ A keeps serving; SIGHUP re-reads the deployment directory.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +18,10 @@ from typing import Any
 
 import httpx2
 import pytest
-import yaml
 from mcp import MCPError
 
 from portcullis.policy.policy_set import LOAD, collect
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, audit_fields, copy_demo_with_operators, run_cli
 
 pytestmark = pytest.mark.xdist_group("e2e/test_surface_reload_e2e.py")
 
@@ -65,21 +62,6 @@ class Rig:
             (target / name).write_text(text)
         return target
 
-    def audit(self, kind: str) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.gateway.state_dir / "audit.sqlite3") as db:
-            rows = db.execute("SELECT fields FROM audit_record WHERE kind = ? ORDER BY idx", (kind,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
-
-
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = copy_demo(tmp_path_factory.mktemp("surface-reload") / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["admin"] = {"operators": [OPERATOR]}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    with GatewayProcess(root) as gateway:
-        yield Rig(gateway, root)
-
 
 async def index_read(client: Any) -> str:
     """``read`` or ``not found``: both are answers; anything else fails the test."""
@@ -104,9 +86,17 @@ async def prompt_get(client: Any) -> str:
 
 def index_class(rig: Rig) -> tuple[str, str]:
     """The last index read's output class (outcome record) and the policy version its decision names."""
-    decision = [r for r in rig.audit("decision") if r.get("tool", {}).get("name") == INDEX_URI][-1]
-    outcome = [r for r in rig.audit("outcome") if r.get("method") == "resources/read"][-1]
+    state = rig.gateway.state_dir
+    decision = [r for r in audit_fields(state, "decision") if r.get("tool", {}).get("name") == INDEX_URI][-1]
+    outcome = [r for r in audit_fields(state, "outcome") if r.get("method") == "resources/read"][-1]
     return outcome["output"]["classification"], decision["decision"]["policy_version"]
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    root = copy_demo_with_operators(tmp_path_factory.mktemp("surface-reload") / "deployment", OPERATOR)
+    with GatewayProcess(root) as gateway:
+        yield Rig(gateway, root)
 
 
 async def test_apply_and_rollback_change_resources_and_prompts_at_once(rig: Rig, tmp_path: Path) -> None:
@@ -132,7 +122,7 @@ async def test_apply_and_rollback_change_resources_and_prompts_at_once(rig: Rig,
                            headers={"Authorization": f"Bearer {rig.ops}"}).json()  # the read record's pv- finds B
         assert shown["id"] == rig.status()["version"] and shown["files"][INDEX] == rig.b[INDEX]
         assert shown["surface_engine_version"] == version_b
-        assert [r for r in rig.audit("policy_version") if r["action"] == "applied"][-1][
+        assert [r for r in audit_fields(rig.gateway.state_dir, "policy_version") if r["action"] == "applied"][-1][
             "surface_engine_version"] == version_b
 
         back = rig.cli("rollback", "-m", "undo")

@@ -195,6 +195,7 @@ async def test_removing_a_prompt_tells_callers_the_prompt_list_changed(rig: Rig)
     assert (await rig.reloader.apply(rig.a, "ops", "prompt back"))["status"] == "applied"
     prompt = rig.surface.prompt("files.summarize_file")
     assert prompt is not None and rig.surface.verdict(prompt) == "verifying"  # re-listed before it serves
+    assert rig.watch._wake["files"].is_set()  # ... at once: the watch's loop for the service is woken
     assert rig.views == ["prompts", "prompts"]
 
 

@@ -53,15 +53,16 @@ def manifest_adopter(catalog: Catalog, upstreams: UpstreamRegistry, view_changed
     callers are told when a list changed. Synchronous: one step with the engines' swap."""
 
     def adopt(deployment: Deployment) -> None:
+        fresh = None if surface is None else SurfaceCatalog(deployment)  # first: it changes nothing if it fails
         before = catalog.listing()
         for service in sorted(catalog.adopt(deployment)):
             with contextlib.suppress(UpstreamUnavailable):  # the set loaded against the same gateway.yaml
                 upstreams.get(service).tools_changed()
         changed = {"tools"} if catalog.listing() != before else set()
-        if surface is not None:
+        if surface is not None and fresh is not None:
             entries, watch = surface
             views = entries.views()
-            watch.adopt(entries.adopt(SurfaceCatalog(deployment)))
+            watch.adopt(entries.adopt(fresh))
             changed |= {view for view, wires in entries.views().items() if wires != views[view]}
         for view in sorted(changed):
             for tell in view_changed:
