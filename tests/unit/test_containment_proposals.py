@@ -160,7 +160,7 @@ async def test_the_requester_and_other_approvers_cannot_vote(gw: Replica) -> Non
 
 
 def break_switches(replica: Replica) -> Any:
-    """Make the replica's kill-switch store fail (the real store with its connection closed); returns the working one."""
+    """Make the replica's kill-switch store fail (the real store, its connection closed); returns the working one."""
     broken = SqliteKillSwitchStore(replica.kill_path)
     broken._conn.close()
     working, replica.kills.store = replica.kills.store, broken
