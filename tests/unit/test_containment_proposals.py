@@ -260,3 +260,26 @@ async def test_hostile_targets_and_approver_names(gw: Replica, caplog: pytest.Lo
     await gw.approvals.vote(approval.id, longest, "approve")
     (switch,) = gw.switches()
     assert switch.actor == ("approved:" + "o" * 256)[:256]
+
+
+async def test_a_failing_proposal_is_logged_never_raised(tmp_path: Path, clock: Clock,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Over the requester's open cap (audited ``refused``), and with the audit trail failing: nothing stored."""
+    gw = Replica(tmp_path, clock)
+    gw.approvals._config = CONFIG.model_copy(update={"max_open_per_requester": 2})
+    with caplog.at_level(logging.ERROR, logger="portcullis.alerts"):
+        for target in ("bot-1", "bot-2", "bot-3"):
+            await gw.propose(target=target)
+    assert sorted(a.arguments["target"] for a in await gw.open()) == ["bot-1", "bot-2"]
+    assert gw.audit.kinds() == ["proposed", "proposed", "refused"]
+    assert "containment could not be proposed" in caplog.text
+
+    async def failing(*_: Any, **__: Any) -> None:
+        raise OSError("audit trail down")
+
+    gw.approvals._audit = failing
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="portcullis.alerts"):
+        await gw.propose(kind="tool", target="billing.process_refund")
+    assert "containment could not be proposed" in caplog.text
+    assert len(await gw.open()) == 2
