@@ -376,11 +376,14 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
                                 recent_calls=recent_calls, arguments_key=audit_keys.hmac_key)
     # anomaly alerts: observed on the request path in O(1), judged by a background task (docs/alerts.md);
-    # a rule's applied containment sets a kill switch; a proposed one waits for a person (docs/alerts.md)
+    # a rule's applied containment sets a kill switch; a proposed one is an approval request that sets it once
+    # approved (the vote, else the approvals sweep, executes it: docs/alerts.md); registered even with alerts
+    # off, so a proposal approved after a restart with alerts disabled still takes effect
+    containment = KillSwitchContainment(kills, approvals)
     monitor = None if not cfg.alerts.enabled else Monitor.from_config(
         cfg.alerts, clock=clock, audit=auditor.alert, notify=None if notifier is None else notifier.offer_payload,
         counted=metrics.alert if cfg.observability.metrics.enabled else None,
-        containment=KillSwitchContainment(kills))
+        containment=containment)
     response_cache = None
     if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
@@ -484,7 +487,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                         await anyio.sleep(1.0)
                         await audit_store.checkpoint_wal()
                         ticks += 1
-                        if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds
+                        if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds; approved
+                            # containment proposals decided elsewhere (or whose switch failed) are executed
                             try:
                                 await approvals.sweep()
                                 if ticks % 3600 == 5:  # at start, then hourly: finished approvals past retention

@@ -24,6 +24,10 @@
   approver may decide *before* a page is cut, so nobody's flood hides another tool's request.
 * Expiry means deny: an approval touched after ``expires_at`` turns ``expired`` (audited), and
   :meth:`ApprovalService.sweep` expires the ones nobody touches.
+* The gateway's own requests (:mod:`portcullis.approvals.system`: a proposed containment) are never
+  redeemed by a call. :meth:`ApprovalService.execute` carries one out once it is approved, by the action
+  :meth:`ApprovalService.register` names for its tool: right after the deciding vote, and from
+  :meth:`ApprovalService.sweep` for one approved elsewhere (another replica) or whose action failed.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ from portcullis.approvals.model import (
     visible_json,
 )
 from portcullis.approvals.notify import LinkSigner
-from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded, UnknownCursor
+from portcullis.approvals.store import ApprovalStore, ApprovalStoreUnavailable, OpenApprovalsExceeded, UnknownCursor
+from portcullis.approvals.system import made_by_gateway
 from portcullis.audit.record import redact
 from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import (
@@ -77,6 +82,8 @@ INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a
 Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
 # (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
 RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
+# carries out an approved request of the gateway's own; returns a note for the ``executed`` audit record
+Action = Callable[[Approval], Awaitable[str]]
 
 
 OPEN_CAP_RULE = "approvals/max_open_per_requester"
@@ -117,6 +124,7 @@ class ApprovalService:
         # the audit key, so that a hidden value's hash matches the call's audit record; without one
         # a key of this process only (the values stay hidden, they just do not correlate)
         self._arguments_key = arguments_key if arguments_key is not None else secrets.token_bytes(32)
+        self._actions: dict[str, Action] = {}  # synthetic tool -> what its approved requests do
         if not config.approvers:
             log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
                         "never run")
@@ -269,7 +277,7 @@ class ApprovalService:
             args_hash = arguments_hash(arguments)
         except ValueError:
             return False
-        return (approval.tool == tool and approval.arguments_hash == args_hash
+        return (not made_by_gateway(approval) and approval.tool == tool and approval.arguments_hash == args_hash
                 and approval.requester_key == identity_key(principal)
                 and approval.policy_version == decision.policy_version)
 
@@ -319,6 +327,8 @@ class ApprovalService:
             raise
         log.info("approval vote", extra={"fields": {"approval_id": updated.id, "verdict": verdict,
                                                     "status": updated.status, "approver": approver.user_id}})
+        if updated.status == "approved" and updated.tool in self._actions and made_by_gateway(updated):
+            await self.execute(updated.id, request_id=f"execute-{updated.id}")  # never raises
         return updated
 
     async def _restore(self, changed: Approval, previous: Approval) -> None:
@@ -429,13 +439,73 @@ class ApprovalService:
     # ------------------------------------------------------------------ expiry
 
     async def sweep(self) -> int:
-        """Expire every open approval past its time (audited); returns how many."""
+        """Execute the gateway's own approved requests not yet carried out (:meth:`execute`), then expire
+        every open approval past its time (audited); returns how many expired."""
+        if self._actions:
+            for approval in await self._store.list(status="approved", limit=1000):
+                if approval.tool in self._actions and made_by_gateway(approval):
+                    await self.execute(approval.id, request_id=f"sweep-{approval.id}")
         expired = 0
         for status in OPEN:
             for approval in await self._store.list(status=status, limit=1000):
                 if (await self._expire_if_due(approval, f"sweep-{approval.id}")).status == "expired":
                     expired += 1
         return expired
+
+    # ------------------------------------------------------------------ the gateway's own requests
+
+    def register(self, tool: str, action: Action) -> None:
+        """Carry out the approved requests :mod:`portcullis.approvals.system` makes for ``tool`` by ``action``."""
+        self._actions[tool] = action
+
+    async def open_requests(self, tool: str) -> builtins.list[Approval]:
+        """The gateway's own pending and approved requests for ``tool`` (at most 1000 of each)."""
+        return [a for status in OPEN for a in await self._store.list(status=status, limit=1000)
+                if a.tool == tool and made_by_gateway(a)]
+
+    async def execute(self, approval_id: str, *, request_id: str) -> Approval | None:
+        """Carry out one approved request of the gateway's own, exactly once; None when it was not due
+        (not approved, expired, executed already by another process, not the gateway's) or failed.
+
+        The approval turns ``executed`` first, through the store's atomic transition, so two
+        executors (replicas, a vote and a sweep) cannot both run it; then the action runs. If the
+        action fails the approval goes back to ``approved`` (logged; the next sweep retries until it
+        expires). Then the ``executed`` record is written with the action's note. Never raises, and
+        shielded from cancellation: a vote whose client goes away still finishes what it started."""
+        with anyio.CancelScope(shield=True):
+            now = self._clock()
+            before: list[Approval] = []
+
+            def claim(approval: Approval) -> Approval:
+                before.append(approval)
+                if (approval.status != "approved" or now >= approval.expires_at
+                        or approval.tool not in self._actions or not made_by_gateway(approval)):
+                    raise _NotDue
+                return dataclasses.replace(approval, status="executed")
+
+            fields = {"approval_id": approval_id[:40]}
+            try:
+                used = await self._store.transition(approval_id, claim)
+            except (_NotDue, KeyError):
+                return None
+            except ApprovalStoreUnavailable:
+                log.error("approved request not executed: approval store unavailable", extra={"fields": fields})
+                return None
+            try:
+                note = await self._actions[used.tool](used)
+            except Exception as exc:
+                log.error("approved request could not be carried out; it stays approved and is retried",
+                          extra={"fields": {**fields, "tool": used.tool, "error": type(exc).__name__}})
+                await self._restore(used, before[-1])
+                return None
+            try:
+                await self._audit("executed", used, request_id=request_id, reason=note)
+            except Exception as exc:  # done, and the action's own record (a kill_switch record) names it
+                log.error("approved request executed but its executed record could not be written",
+                          extra={"fields": {**fields, "error": type(exc).__name__}})
+            log.info("approved request executed", extra={"fields": {**fields, "tool": used.tool}})
+            return used
+        return None  # not reached (the scope is shielded, never cancelled)
 
     async def _expire_if_due(self, approval: Approval, request_id: str) -> Approval:
         now = self._clock()
@@ -451,6 +521,10 @@ class ApprovalService:
         if approval.status != updated.status and updated.status == "expired":
             await self._audit("expired", updated, request_id=request_id)
         return updated
+
+
+class _NotDue(Exception):
+    """An approval :meth:`ApprovalService.execute` may not carry out (nothing is written)."""
 
 
 def _invalid(why: str, detail: str) -> ApprovalInvalid:

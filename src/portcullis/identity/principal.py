@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-AUTH_METHODS = frozenset({"bearer", "mtls", "dev"})
+AUTH_METHODS = frozenset({"bearer", "mtls", "dev", "internal"})  # internal: the gateway's own (approvals/system.py)
 
 MAX_ID_CHARS = 256  # user, agent, client, session, source app, tenant
 MAX_ISSUER_CHARS = 2048  # the issuer's own id (an ``iss`` URL may be long; the configuration allows 2048)
@@ -83,7 +83,9 @@ class Principal:
         scopes: OAuth scopes of the credential.
         attributes: further attributes for policy (``department``, ``employment_type``,
             ``region``, …), read-only.
-        auth_method: how the credential was verified: ``"bearer"``, ``"mtls"`` or ``"dev"``.
+        auth_method: how the credential was verified: ``"bearer"``, ``"mtls"`` or ``"dev"``; ``"internal"``
+            only for the gateway's own synthetic requester (:mod:`portcullis.approvals.system`), which no
+            credential yields.
         issuer: who vouched for the identity (the OIDC issuer, the client CA, ``"dev"``). Not the
             gateway: the gateway is the issuer of the actor *token*, not of the identity.
         issuer_name: the configured name of that source, what caller patterns scope on

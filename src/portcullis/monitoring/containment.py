@@ -5,14 +5,14 @@ asks a person to approve an action (nothing changes until they do), ``apply(kind
 takes it now. Which of the two a rule uses is configuration (``alerts.containment[].mode``), and
 ``proposed`` is the default: high-impact automatic actions wait for a person.
 
-Nothing real is wired here yet. The integrator connects it to the kill-switch store — ``apply``
-becomes "set this switch, with this reason, by ``portcullis-alerts``" — and ``propose`` to the
-approvals machinery (:mod:`portcullis.approvals`): it creates an approval request (the
-:class:`~portcullis.approvals.service.ApprovalService` path a held call takes, with a synthetic tool
-name such as ``portcullis.kill_switch`` and the arguments ``{kind, target, reason}``, so the notice,
-signed links, quorum, expiry and audit records are the ones approvers already use); when it is
-approved, the approval's execution sets the switch. Until then :class:`NoContainment` logs what would
-have happened and tests use a recording double.
+In the gateway the seam is :class:`~portcullis.kill.containment.KillSwitchContainment`: ``apply`` sets
+the switch ("this switch, with this reason, by ``portcullis-alerts``"); ``propose`` creates an approval
+request through :class:`~portcullis.approvals.service.ApprovalService` (the path a held call takes) for the
+synthetic tool ``portcullis.kill_switch`` with the arguments ``{kind, target, reason}``, requested by the
+non-person principal ``portcullis-alerts`` (:mod:`portcullis.approvals.system`), so the notice, signed
+links, quorum, expiry and audit records are the ones approvers already use; once approved, the approval's
+execution sets the switch, once. :class:`NoContainment` (a monitor built without one) logs what would have
+happened, and tests use a recording double.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Containment(Protocol):
 
 
 class NoContainment:
-    """Until the kill-switch store is wired: records in the log what a rule would have done."""
+    """A monitor built without containment (tests, tools): records in the log what a rule would have done."""
 
     def propose(self, kind: str, target: str, reason: str) -> None:
         log.warning("containment not wired: proposal dropped", extra={"fields": {"kind": kind, "reason": reason}})
