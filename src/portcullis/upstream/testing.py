@@ -162,6 +162,7 @@ class FakeConnector:
         self.fail_next_opens = 0
         self.opens = 0
         self.current: FakeConnection | None = None
+        self.identity: BuildIdentity | None = None  # each connection's build identity (None: nothing recorded)
 
     def announce_change(self) -> None:
         if self.on_tools_changed is not None:
@@ -178,6 +179,7 @@ class FakeConnector:
             self.fail_next_opens -= 1
             raise UpstreamUnavailable(detail="fake open failure")
         self.current = FakeConnection(self.tools, self._handlers, self.surface)
+        self.current.build_identity = self.identity
         try:
             yield self.current
         finally:
