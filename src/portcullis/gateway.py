@@ -97,6 +97,7 @@ from portcullis.transport.protocol import Dispatcher
 from portcullis.transport.push import PushRegistry
 from portcullis.transport.session_token import SessionSealer, decode_keys
 from portcullis.transport.streaming import LogLevels
+from portcullis.upstream.build_identity import IDENTITY_KIND
 from portcullis.upstream.confinement import SPAWN_KIND
 from portcullis.upstream.registry import UpstreamRegistry
 
@@ -257,14 +258,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         for route in service_events:
             route(service, method, params)
 
-    async def record_spawn(fields: Mapping[str, Any]) -> None:
-        """Each stdio spawn and its confinement, durable before the child starts (docs/audit.md)."""
-        record = await audit_writer.record(SPAWN_KIND, f"spawn-{uuid.uuid4().hex}", fields)
+    async def record_spawn(fields: Mapping[str, Any], kind: str = SPAWN_KIND) -> None:
+        """Each stdio spawn and its confinement, durable before the child starts, and each connection's
+        service identity, durable before it serves (docs/audit.md)."""
+        record = await audit_writer.record(kind, f"{'spawn' if kind == SPAWN_KIND else 'identity'}-{uuid.uuid4().hex}",
+                                           fields)
         if siem is not None:
             siem.offer(record.to_json())
 
     upstreams = UpstreamRegistry.from_config(cfg, on_tools, env, on_change=catalog.note_change, on_event=on_event,
                                              child_env=child_env, gateway_keys=minter, on_spawn=record_spawn,
+                                             on_identity=lambda fields: record_spawn(fields, IDENTITY_KIND),
                                              stderr_withhold_keys=dict.fromkeys(
                                                  services_withholding_logs((m.manifest for m in deployment.manifests),
                                                                            cfg.governance.sinks),

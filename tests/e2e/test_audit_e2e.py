@@ -95,11 +95,12 @@ async def test_every_call_leaves_a_verifying_chain(mixed_run: Run) -> None:
     """Allowed calls leave decision-then-outcome pairs, refusals leave rejected records, and the chain verifies."""
     code, output = verify_cli(mixed_run.store, mixed_run.public_key)
     assert code == 0, output
-    assert output.startswith("OK: 9 record(s) verified; latest signed checkpoint at index 8"), output
+    assert output.startswith("OK: 10 record(s) verified; latest signed checkpoint at index 9"), output
 
     records = await read_chain(mixed_run.store)
-    assert [r.index for r in records] == list(range(9))
+    assert [r.index for r in records] == list(range(10))
     assert records[0].kind == "spawn"  # the stdio service's start, before any call
+    assert records[1].kind == "service_identity"  # its session established, before it serves a call
     by_request = _by_request(records)
     for message in ALLOWED:
         [decision] = [r for r in records if r.kind == "decision" and r.fields["arguments"] == {"message": message}]
@@ -120,7 +121,7 @@ async def test_every_call_leaves_a_verifying_chain(mixed_run: Run) -> None:
         ("everything.no-such-tool", "unknown_tool"), (ECHO, "invalid_arguments")]
     assert all(len(by_request[r.request_id]) == 1 for r in rejected)  # nothing was forwarded for them
     for record in records:
-        if record.kind not in ("outcome", "spawn"):
+        if record.kind not in ("outcome", "spawn", "service_identity"):
             principal = record.fields["principal"]
             assert (principal["agent_id"], principal["user_id"]) == ("billing-bot", "alice")
             assert principal["client_id"] and principal["issuer"]
@@ -140,18 +141,18 @@ def _tampered(run: Run, tmp_path: Path, sql: str, rows: list[tuple[Any, ...]] | 
 def test_audit_verify_names_the_index_of_an_edited_record(mixed_run: Run, tmp_path: Path) -> None:
     """Turning a recorded allow into a deny with raw SQL fails verification at that record's index."""
     copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = "
-                     "json_set(fields, '$.decision.effect', 'deny') WHERE idx = 3")
+                     "json_set(fields, '$.decision.effect', 'deny') WHERE idx = 4")
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 3: record hash does not match its content" in output
+    assert "FAILED at index 4: record hash does not match its content" in output
 
 
 def test_audit_verify_detects_records_deleted_after_a_checkpoint(mixed_run: Run, tmp_path: Path) -> None:
     """Deleting the last records, which a signed checkpoint covers, is reported as a truncated tail."""
-    copy = _tampered(mixed_run, tmp_path, "DELETE FROM audit_record WHERE idx >= 7")
+    copy = _tampered(mixed_run, tmp_path, "DELETE FROM audit_record WHERE idx >= 8")
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 7: tail truncated: signed checkpoint at 8" in output
+    assert "FAILED at index 8: tail truncated: signed checkpoint at 9" in output
 
 
 def test_audit_verify_catches_a_rewritten_history_at_its_signed_checkpoint(mixed_run: Run, tmp_path: Path) -> None:
@@ -159,14 +160,14 @@ def test_audit_verify_catches_a_rewritten_history_at_its_signed_checkpoint(mixed
     records = anyio.run(read_chain, mixed_run.store)
     prev, forged = GENESIS_HASH, []
     for r in records:
-        fields = {**r.fields, "decision": {**r.fields["decision"], "effect": "deny"}} if r.index == 3 else r.fields
+        fields = {**r.fields, "decision": {**r.fields["decision"], "effect": "deny"}} if r.index == 4 else r.fields
         forged.append(make_record(r.index, r.ts, r.request_id, r.kind, fields, prev))
         prev = forged[-1].hash
     copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = ?, prev_hash = ?, hash = ? WHERE idx = ?",
-                     [(json.dumps(r.fields), r.prev_hash, r.hash, r.index) for r in forged[3:]])
+                     [(json.dumps(r.fields), r.prev_hash, r.hash, r.index) for r in forged[4:]])
     code, output = verify_cli(copy, mixed_run.public_key)
     assert code == 1, output
-    assert "FAILED at index 8: record does not match its signed checkpoint" in output
+    assert "FAILED at index 9: record does not match its signed checkpoint" in output
 
 
 def _forms(canary: str) -> list[bytes]:
@@ -317,7 +318,8 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
     finally:
         gateway.stop()
     records = await read_chain(state / STORE_FILE)
-    # checkpoints at 0, 5 and 9; the demo's three spawn records follow 9, so 9 is no longer the head: pruned through 9
+    # checkpoints at 0, 5 and 9; the demo's three spawn (and service_identity) records follow 9, so 9 is no
+    # longer the head: pruned through 9
     assert records[0].index == 10
     assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [9]
     verified = run_cli("audit", "verify", "--store", str(state / STORE_FILE), "--public-key",
@@ -342,14 +344,17 @@ def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mi
     code, output = _incident(mixed_run.store, mixed_run.public_key, "--format", "json")
     assert code == 0, output
     report = json.loads(output)
-    assert report["chain"]["status"] == "verified" and report["chain"]["last_index"] == 8
+    assert report["chain"]["status"] == "verified" and report["chain"]["last_index"] == 9
     radius = report["blast_radius"]
     assert radius["tools"] == [ECHO, "everything.no-such-tool"] and radius["services"] == ["everything"]
     assert (radius["agents"], radius["users"]) == (["billing-bot"], ["alice"])
     assert radius["effects"] == {"allow": 3, "rejected": 2}
     assert [p["definition_hash"] for p in report["pins"]] == [mixed_run.pin]
     [service] = report["services"]
-    assert service["build"] == "not recorded" and service["reported_versions"] != ["not recorded"]
+    assert service["reported_versions"] != ["not recorded"] and not service["build_changed"]
+    [build] = service["builds"]  # node running server-everything's script: both hashed
+    assert build["index"] == 1 and build["transport"] == "stdio" and len(build["executable_sha256"]) == 64
+    assert build["script"].endswith(".js") and len(build["script_sha256"]) == 64
     [spawn] = service["spawns"]
     assert spawn["index"] == 0 and spawn["outcome"] == "spawning" and spawn["backend"] != "not recorded"
     assert [e["outcome"] for e in report["timeline"] if e["kind"] == "call"] == ["ok"] * 3
@@ -360,6 +365,6 @@ def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mi
 def test_incident_report_over_a_tampered_copy_of_a_real_run_fails(mixed_run: Run, tmp_path: Path) -> None:
     """An edited decision in the range: FAILED at its index, exit 1."""
     copy = _tampered(mixed_run, tmp_path, "UPDATE audit_record SET fields = replace(fields, 'first call', "
-                     "'other call') WHERE idx = 1")
+                     "'other call') WHERE idx = 2")
     code, output = _incident(copy, mixed_run.public_key)
-    assert code == 1 and "**verification: FAILED** at index 1" in output, output
+    assert code == 1 and "**verification: FAILED** at index 2" in output, output

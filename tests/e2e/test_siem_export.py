@@ -38,30 +38,34 @@ def test_audit_records_reach_the_jsonl_file_and_a_syslog_receiver(tmp_path: Path
                     await client.call_tool("billing.get_invoice", {"invoice_id": "INV-1002"})
 
             anyio.run(calls)
-            # two calls: decision + outcome each, checkpoints in between; a spawn record per stdio service before
+            # two calls: decision + outcome each, checkpoints in between; a spawn and a service_identity record
+            # per stdio service before
             datagrams: list[bytes] = []
-            while len([d for d in datagrams if b'"kind":"checkpoint"' not in d and b'"kind":"spawn"' not in d]) < 4:
+            while len([d for d in datagrams if b'"kind":"checkpoint"' not in d and b'"kind":"spawn"' not in d
+                       and b'"kind":"service_identity"' not in d]) < 4:
                 datagrams.append(receiver.recv(65535))
             path = root / "exports" / "audit.jsonl"
             for _ in range(50):
-                if path.exists() and len(path.read_bytes().splitlines()) >= 7:
+                if path.exists() and len(path.read_bytes().splitlines()) >= 10:
                     break
                 time.sleep(0.1)
     finally:
         receiver.close()
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     exported = [record_from_json(line) for line in lines if line["kind"] != "checkpoint"]
-    assert [r.kind for r in exported if r.kind != "spawn"] == ["decision", "outcome", "decision", "outcome"]
+    assert [r.kind for r in exported if r.kind not in ("spawn", "service_identity")] == [
+        "decision", "outcome", "decision", "outcome"]
     assert [r.kind for r in exported].count("spawn") == 3  # the demo's three stdio services, each confined
+    assert [r.kind for r in exported].count("service_identity") == 3  # and each one's session established
     assert all(record_hash_ok(r) for r in exported)
-    assert [r.index for r in exported] == list(range(7))
+    assert [r.index for r in exported] == list(range(10))
     # every checkpoint went out too, the last (clean stop) covering the last record; the store verifies against them
     checkpoints = [line for line in lines if line["kind"] == "checkpoint"]
-    assert checkpoints and checkpoints[-1]["index"] == 6
+    assert checkpoints and checkpoints[-1]["index"] == 9
     result = CliRunner().invoke(app, ["audit", "verify", "--state-dir", str(gateway.state_dir), "--public-key",
                                       str(gateway.state_dir / "audit-signing.pub.pem"), "--anchors", str(path)])
     assert result.exit_code == 0, result.output
-    assert "anchors:" in result.output and "the latest covers records 0..6" in result.output
+    assert "anchors:" in result.output and "the latest covers records 0..9" in result.output
     for datagram in datagrams:
         assert datagram.startswith(b"<134>1 "), datagram[:16]  # local0.info, RFC 5424 version 1
         assert b"portcullis" in datagram and b"\xef\xbb\xbf{" in datagram  # BOM + JSON body (RFC 5424)

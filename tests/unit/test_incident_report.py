@@ -262,3 +262,60 @@ def test_an_outcome_whose_decision_is_before_the_window_is_its_own_row_when_unfi
     assert [(e.kind, e.request_id, e.outcome) for e in report(IncidentFilter(since=T0 + 2)).timeline][:2] == [
         ("outcome", "req-1", "ok"), ("call", "req-2", None)]
     assert report(IncidentFilter(since=T0 + 2, user="alice")).timeline[0].request_id == "req-2"
+
+
+def identity(service: str, version: str, *, sha: str = "a" * 64, **extra: Any) -> dict[str, Any]:
+    return {"event": "connected", "service": service, "transport": "stdio",
+            "server_info": {"name": service, "version": version}, "protocol_version": "2025-11-25",
+            "executable": {"path": "/usr/bin/python3.12", "sha256": sha}, "module": f"demo.{service}", **extra}
+
+
+def test_the_build_identity_in_force_is_the_last_one_recorded_before_the_window() -> None:
+    """Looked up before --since however far back; later identities of other services do not count."""
+    entries = [("service_identity", "identity-1", identity("billing", "1.0", sha="0" * 64)),
+               ("service_identity", "identity-2", identity("billing", "1.1")),
+               ("service_identity", "identity-3", identity("crm", "9.9")), *SCENARIO[:2]]
+    built = report(IncidentFilter(since=T0 + 1 + 3, agent="billing-bot"), entries)
+    [billing] = built.services
+    [seen] = billing.builds
+    assert (seen.index, seen.before_window, seen.server_version, seen.executable_sha256) == (1, True, "1.1", "a" * 64)
+    assert seen.module == "demo.billing" and seen.executable == "/usr/bin/python3.12"
+    assert not billing.build_changed
+    assert billing.build == f"billing 1.1 (stdio, 2025-11-25; executable sha256:{'a' * 64}; module demo.billing)"
+    assert not [e for e in built.timeline if e.kind == "service_identity"]  # under services, not the timeline
+
+
+def test_an_identity_that_changed_in_the_window_is_flagged_with_both() -> None:
+    """A restart with another version inside the window: both identities, build_changed, in JSON and Markdown."""
+    entries = [("service_identity", "identity-1", identity("billing", "1.0")), *SCENARIO[:1],
+               ("service_identity", "identity-2", identity("billing", "1.0")),  # a reconnect, same build: folded
+               ("service_identity", "identity-3", identity("billing", "2.0", sha="b" * 64)), *SCENARIO[1:2]]
+    built = report(IncidentFilter(since=T0, agent="billing-bot"), entries)
+    [billing] = built.services
+    assert [(b.index, b.records, b.server_version) for b in billing.builds] == [(0, 2, "1.0"), (3, 1, "2.0")]
+    assert billing.build_changed
+    [service] = json.loads(render_json(built))["services"]
+    assert service["build_changed"] is True
+    assert [b["executable_sha256"] for b in service["builds"]] == ["a" * 64, "b" * 64]
+    markdown = render_markdown(built)
+    assert "**CHANGED in the window (2 identities):**" in markdown
+    assert "sha256 " + "b" * 64 in markdown
+
+
+def test_no_identity_record_still_says_not_recorded() -> None:
+    """A trail from before this record existed (or a test double) never gets a guessed build."""
+    [billing] = report(IncidentFilter(since=T0, agent="billing-bot"), SCENARIO[:2]).services
+    assert billing.build == NOT_RECORDED and billing.builds == () and not billing.build_changed
+    assert "| billing | 1.4.2 | not recorded |" in render_markdown(report(IncidentFilter(since=T0, agent="billing-bot"),
+                                                                          SCENARIO[:2]))
+
+
+def test_hostile_recorded_identity_text_renders_literally_in_markdown() -> None:
+    """An upstream version with markup and a bidi override (escaped at record time) cannot format the report."""
+    hostile = identity("billing", "1.0 | **x** [a](http://e) \\u{202E}", executable={"path": "/x", "sha256": None})
+    built = report(IncidentFilter(since=T0, agent="billing-bot"), [("service_identity", "identity-1", hostile),
+                                                                    *SCENARIO[:1]])
+    row = next(line for line in render_markdown(built).splitlines() if line.startswith("| billing |"))
+    assert row.count(" | ") == 3  # the pipe in the version did not split a cell
+    assert "**x**" not in row and "[a](" not in row and "\u202e" not in row
+    assert re.search(r"\\\*\\\*x\\\*\\\*", row)

@@ -11,9 +11,11 @@ Contract:
   names a principal and a tool (decision, rejected, approval, attempt) matches; its outcome
   comes with it. Without filters every request in the window is in, and an outcome whose
   decision lies before the window is a row of its own.
-* ``spawn`` records describe services: those in the window for the services the matched calls
-  touched (all of them with no filter), and the last one before the window for each, which is
-  the confinement that was in force when the window opened.
+* ``spawn`` and ``service_identity`` records describe services: those in the window for the
+  services the matched calls touched (all of them with no filter), and the last one of each kind
+  before the window for each, which is the confinement and the build identity that were in force
+  when the window opened (however long before ``since`` it was recorded). Consecutive equal
+  identities fold into one; two or more distinct ones mean the service changed in the window.
 * Records are tolerated as tampered data: a field of the wrong type reads as absent.
 
 The chain range and whether it verifies come from the caller (``incident_source.py``), which
@@ -33,30 +35,15 @@ from portcullis.audit.incident_model import (
     IncidentFilter,
     IncidentReport,
     PinSeen,
-    ServiceIdentity,
-    SpawnSeen,
     TimelineEntry,
     VersionSeen,
 )
+from portcullis.audit.incident_services import SERVICE_KINDS, get, service_identity, sorted_text, text
 from portcullis.audit.record import KEYED_HASH_PREFIX, AuditRecord
 
 __all__ = ["NOT_RECORDED", "build_report", "in_window", "matches"]
 
 _NAMED_KINDS = frozenset({"decision", "rejected", "approval", "attempt"})
-
-
-def get(obj: object, *path: str) -> Any:
-    """``obj[path[0]][path[1]]…`` or ``None``; a non-mapping on the way reads as absent."""
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def text(value: object) -> str | None:
-    """A string field, or ``None`` for absent or non-string (tampered) values."""
-    return value if isinstance(value, str) else None
 
 
 def _principal(record: AuditRecord) -> Mapping[str, Any]:
@@ -92,21 +79,21 @@ class _Call:
 
 def build_report(records: Iterable[AuditRecord], flt: IncidentFilter, chain: ChainRange) -> IncidentReport:
     """The report over ``records`` (every record up to the end of the range, in index order)."""
-    prior_spawns: dict[str, AuditRecord] = {}
+    prior: dict[tuple[str, str], AuditRecord] = {}  # (kind, service) -> the latest before the window
     window: list[AuditRecord] = []
     for record in records:
         if in_window(record, flt):
             window.append(record)
-        elif record.kind == "spawn" and isinstance(record.ts, float) and record.ts < flt.since:
+        elif record.kind in SERVICE_KINDS and isinstance(record.ts, float) and record.ts < flt.since:
             if service := text(get(record.fields, "service")):
-                prior_spawns[service] = record  # the latest before the window wins
+                prior[record.kind, service] = record
     # unfiltered: every request in the window (an outcome whose decision came earlier too)
-    chosen = {r.request_id for r in window if r.kind != "spawn" and (flt.unfiltered() or matches(r, flt))}
+    chosen = {r.request_id for r in window if r.kind not in SERVICE_KINDS and (flt.unfiltered() or matches(r, flt))}
     calls: dict[str, _Call] = {}
     approvals: list[AuditRecord] = []
     others: list[AuditRecord] = []
     for record in window:
-        if record.request_id not in chosen or record.kind == "spawn":  # spawns: under services
+        if record.request_id not in chosen or record.kind in SERVICE_KINDS:  # under services
             continue
         if record.kind == "approval":
             approvals.append(record)
@@ -119,26 +106,25 @@ def build_report(records: Iterable[AuditRecord], flt: IncidentFilter, chain: Cha
     heads = [c.head for c in calls.values()]
     services = {s for r in heads if (s := text(get(r.fields, "tool", "service")))}
     unfiltered = flt.unfiltered()
-    spawns = [r for r in window if r.kind == "spawn"
-              and (unfiltered or text(get(r.fields, "service")) in services)]
-    services |= {s for r in spawns if (s := text(get(r.fields, "service")))}
+    about = [r for r in window if r.kind in SERVICE_KINDS
+             and (unfiltered or text(get(r.fields, "service")) in services)]
+    services |= {s for r in about if (s := text(get(r.fields, "service")))}
     events = _approval_events(approvals)
     timeline = [_call_entry(c, events) for c in calls.values()]
     timeline += [_approval_entry(r) for r in approvals] + [_other_entry(r) for r in others]
     timeline.sort(key=lambda e: (e.ts, e.index))
-    before = [prior_spawns[s] for s in sorted(services) if s in prior_spawns]
+    before = [prior[k, s] for s in sorted(services) for k in sorted(SERVICE_KINDS) if (k, s) in prior]
     return IncidentReport(
         filter=flt, chain=chain,
         blast_radius=_blast_radius(heads, approvals, others, [c.outcome for c in calls.values() if c.outcome]),
         policy_versions=_versions(heads, approvals),
         pins=_pins(heads),
-        services=tuple(_service(s, heads, before, spawns) for s in sorted(services)),
+        services=tuple(service_identity(s, heads, before, about) for s in sorted(services)),
         timeline=tuple(timeline),
         records_in_window=len(window), records_matched=sum(1 for r in window if r.request_id in chosen))
 
 
-def _sorted(values: Iterable[object]) -> tuple[str, ...]:
-    return tuple(sorted({v for v in values if isinstance(v, str) and v}))
+_sorted = sorted_text
 
 
 def _blast_radius(heads: Sequence[AuditRecord], approvals: Sequence[AuditRecord], others: Sequence[AuditRecord],
@@ -185,28 +171,6 @@ def _pins(heads: Sequence[AuditRecord]) -> tuple[PinSeen, ...]:
                text(get(record.fields, "tool", "service")) or NOT_RECORDED)
         seen[key] = seen.get(key, 0) + 1
     return tuple(PinSeen(tool, pin, service, count) for (tool, pin, service), count in sorted(seen.items()))
-
-
-def _service(name: str, heads: Sequence[AuditRecord], before: Sequence[AuditRecord],
-             spawns: Sequence[AuditRecord]) -> ServiceIdentity:
-    reported = _sorted(get(r.fields, "tool", "service_version") for r in heads
-                       if get(r.fields, "tool", "service") == name)
-    mine = [_spawn(r, before_window=True) for r in before if get(r.fields, "service") == name]
-    mine += [_spawn(r, before_window=False) for r in spawns if get(r.fields, "service") == name]
-    return ServiceIdentity(name, reported or (NOT_RECORDED,), NOT_RECORDED, tuple(mine))
-
-
-def _spawn(record: AuditRecord, *, before_window: bool) -> SpawnSeen:
-    unsafe = get(record.fields, "confinement", "unsafe")
-    return SpawnSeen(
-        index=record.index, ts=record.ts, before_window=before_window,
-        outcome=text(get(record.fields, "outcome")) or NOT_RECORDED,
-        launcher=text(get(record.fields, "launcher")) or NOT_RECORDED,
-        program=text(get(record.fields, "program")) or NOT_RECORDED,
-        backend=text(get(record.fields, "confinement", "backend")) or NOT_RECORDED,
-        network=text(get(record.fields, "confinement", "network")) or NOT_RECORDED,
-        unsafe=_sorted(unsafe) if isinstance(unsafe, list) else (),
-        reason=text(get(record.fields, "reason")))
 
 
 def _approval_events(approvals: Sequence[AuditRecord]) -> dict[str, list[str]]:

@@ -120,12 +120,38 @@ class SpawnSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class BuildSeen:
+    """A build identity in force (``service_identity`` records, consecutive equal ones folded into one).
+
+    Upstream-reported text (``server_name``, ``server_version``, ``protocol_version``) was escaped
+    and bounded when recorded; it is still the service's word, not proof.
+    """
+
+    index: int  # the first record of this identity
+    ts: float
+    before_window: bool  # the last identity recorded before the window: in force when it opened
+    records: int  # consecutive (re)connects that recorded this same identity
+    transport: str
+    server_name: str
+    server_version: str
+    protocol_version: str
+    executable: str | None  # stdio: the resolved path
+    executable_sha256: str | None
+    script: str | None  # stdio, an interpreter's script
+    script_sha256: str | None
+    module: str | None  # stdio, a module service
+    origin: str | None  # HTTP: scheme://host[:port]
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceIdentity:
-    """What the trail says about a service: versions it reported, its build (never recorded), its spawns."""
+    """What the trail says about a service: versions it reported, its build identities, its spawns."""
 
     service: str
     reported_versions: tuple[str, ...]  # serverInfo.version the service reported (decision tool.service_version)
-    build: str  # image digest / commit: not recorded by the gateway
+    build: str  # the identity in force, one line, or NOT_RECORDED (no service_identity record)
+    builds: tuple[BuildSeen, ...]  # the one in force when the window opened, then every change in it
+    build_changed: bool  # more than one distinct identity: the service changed during the window
     spawns: tuple[SpawnSeen, ...]
 
 

@@ -10,7 +10,8 @@ and the verdict describe one moment):
    links to the genesis or to a signed checkpoint), or right after it (index ``last + 1``: the
    range's end was deleted, or its tail truncated beneath a signed checkpoint). A failure later
    in the chain is reported beside a verified range: it does not change what the range says.
-3. Hand the window's records (and every earlier ``spawn`` record) to the pure builder.
+3. Hand the window's records (and every earlier ``spawn`` and ``service_identity`` record: the
+   confinement and build identity in force when the window opened) to the pure builder.
 
 A chain with no valid signed checkpoint (before any failure) is reported ``unsigned``:
 self-consistent links prove nothing against someone who can rewrite the file. The range is
@@ -36,6 +37,7 @@ from portcullis.audit.incident_model import (
     IncidentFilter,
     IncidentReport,
 )
+from portcullis.audit.incident_services import SERVICE_KINDS
 from portcullis.audit.record import AuditRecord, Checkpoint
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.verify import ChainVerifier, VerifyReport
@@ -71,7 +73,7 @@ async def incident_report(path: str | Path, flt: IncidentFilter, public_key: Ed2
             page = await store.read(next_index, PAGE)
             for record in page:
                 verifier.feed(record)
-                if record.index <= last.index and (in_window(record, flt) or record.kind == "spawn"):
+                if record.index <= last.index and (in_window(record, flt) or record.kind in SERVICE_KINDS):
                     kept.append(record)
             if len(page) < PAGE or (verifier.failed and page[-1].index > last.index):
                 break

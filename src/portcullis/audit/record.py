@@ -27,7 +27,7 @@ import orjson
 
 GENESIS_HASH = "0" * 64
 KINDS = frozenset({"decision", "outcome", "rejected", "approval", "retention", "attempt", "spawn",
-                   "kill_switch", "alert", "policy_version"})
+                   "kill_switch", "alert", "policy_version", "service_identity"})
 KEYED_HASH_PREFIX = "hmac-sha256:"
 MIN_AUDIT_KEY_BYTES = 16
 

@@ -198,6 +198,11 @@ def _verdict(kind: str, fields: object) -> str | None:
         return (f"spawn {_get(fields, 'service')}: {_get(fields, 'outcome')} "
                 f"({_get(fields, 'confinement', 'backend')}, network {_get(fields, 'confinement', 'network')}"
                 + (f", {' '.join(str(u) for u in unsafe)}" if isinstance(unsafe, list) and unsafe else "") + ")")
+    if kind == "service_identity":  # a service (re)connected: what it reported, what ran
+        return (f"identity {_get(fields, 'service')}: {_get(fields, 'server_info', 'name')} "
+                f"{_get(fields, 'server_info', 'version')} ({_get(fields, 'transport')}"
+                + (f", sha256 {str(_get(fields, 'executable', 'sha256'))[:16]}" if _get(fields, "executable") else "")
+                + ")")
     if kind == "alert":  # an anomaly alert (docs/alerts.md): rule, key, what crossed which threshold
         threshold = _get(fields, "threshold")
         return (f"alert {_get(fields, 'rule')} {_get(fields, 'key_text')}: {_get(fields, 'observed')}"
@@ -460,7 +465,8 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            decision: Annotated[str | None, typer.Option(help="allow, deny or require_approval (deny also matches "
                                                         "rejected calls).")] = None,
            kind: Annotated[str | None, typer.Option(help="decision, outcome, rejected, approval, "
-                                                     "attempt, retention, spawn or alert.")] = None,
+                                                     "attempt, retention, spawn, service_identity, kill_switch, "
+                                                     "alert or policy_version.")] = None,
            request_id: Annotated[str | None, typer.Option(help="One request.")] = None,
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""

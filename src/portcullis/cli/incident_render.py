@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from portcullis.audit.incident_model import ChainRange, IncidentReport, TimelineEntry
+from portcullis.audit.incident_model import NOT_RECORDED, BuildSeen, ChainRange, IncidentReport, TimelineEntry
 from portcullis.cli.safe_text import json_text, terminal_safe
 
 _MARKUP = frozenset("\\`*_[]<>&|~!#{}@:$")
@@ -123,16 +123,30 @@ def _services(report: IncidentReport) -> list[str]:
     out = ["## Services: identity and confinement", ""]
     if not report.services:
         return [*out, "No service was touched in the window.", ""]
-    out += ["| service | reported version | build identity | spawns (index, time, outcome, launcher, program, "
-            "sandbox, network, unsafe) |", "|---|---|---|---|"]
+    out += ["| service | reported version | build identity (index, time, what it reported, what ran or where) "
+            "| spawns (index, time, outcome, launcher, program, sandbox, network, unsafe) |", "|---|---|---|---|"]
     for s in report.services:
         spawns = "; ".join(
             f"{'before the window: ' if p.before_window else ''}#{p.index} {utc(p.ts)} {md(p.outcome)}"
             f"{' (' + md(p.reason) + ')' if p.reason else ''}, {md(p.launcher)} {md(p.program)}, "
             f"{md(p.backend)}, network {md(p.network)}, unsafe: {md_list(p.unsafe) if p.unsafe else 'none'}"
             for p in s.spawns) or "no spawn record (not a stdio service, or started before the chain)"
-        out.append(f"| {md(s.service)} | {md_list(s.reported_versions)} | {md(s.build)} | {spawns} |")
+        builds = "; ".join(_build(b) for b in s.builds) or md(NOT_RECORDED)
+        if s.build_changed:
+            builds = f"**CHANGED in the window ({len(s.builds)} identities):** {builds}"
+        out.append(f"| {md(s.service)} | {md_list(s.reported_versions)} | {builds} | {spawns} |")
     return [*out, ""]
+
+
+def _build(b: BuildSeen) -> str:
+    ran = [f"{what} {md(path)} sha256 {md(digest)}" for what, path, digest in (
+        ("executable", b.executable, b.executable_sha256), ("script", b.script, b.script_sha256)) if path]
+    ran += [f"module {md(b.module)}"] if b.module else []
+    ran += [f"origin {md(b.origin)}"] if b.origin else []
+    times = f" (x{b.records})" if b.records > 1 else ""
+    return (f"{'before the window: ' if b.before_window else ''}#{b.index} {utc(b.ts)}{times} "
+            f"{md(b.server_name)} {md(b.server_version)}, {md(b.transport)}, protocol {md(b.protocol_version)}"
+            + "".join(f", {r}" for r in ran))
 
 
 def _timeline(report: IncidentReport) -> list[str]:

@@ -40,6 +40,7 @@ from portcullis.config.model import HttpService
 from portcullis.errors import RESULT_TOO_DEEP, ResultTooLarge, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from portcullis.notifications import CURRENT, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
+from portcullis.upstream.build_identity import BuildIdentity, build_identity, url_origin
 from portcullis.upstream.http11 import Http11Pool, HttpError, ProtocolError, Response, ResponseTooLarge
 from portcullis.upstream.interface import server_version
 from portcullis.upstream.sse_answer import TOOLS_CHANGED, SseAnswer, check_id, is_response, media_type, parse
@@ -81,6 +82,7 @@ class _RelayConnection:
                  on_tools_changed: Callable[[], None] | None = None,
                  listen: Callable[[str, anyio.CancelScope], Any] | None = None) -> None:
         self.server_version: str | None = None
+        self.build_identity: BuildIdentity | None = None
         self._listen = listen  # starts one resourceSubscriptions stream (the connector's task group)
         self._listen_scopes: dict[str, anyio.CancelScope] = {}
         self._pool = pool
@@ -372,6 +374,8 @@ class HttpRelayConnector:
             if not isinstance(versions, list) or MODERN not in versions:
                 raise NotModern("server/discover does not list 2026-07-28")
             connection.server_version = server_version(discovered.get("serverInfo"))
+            connection.build_identity = build_identity("http", discovered.get("serverInfo"), MODERN,
+                                                       origin=url_origin(self._cfg.url))
             if self._on_tools_changed is None and self._on_event is None:
                 yield connection
                 return

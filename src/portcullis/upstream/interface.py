@@ -17,17 +17,23 @@ matches each answer to its request by exact JSON-RPC id; the SDK client's transp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from portcullis.upstream.build_identity import BuildIdentity
 
 
 class Connection(Protocol):
     """One live, long-lived connection to a service (a session, a child process, a pool).
 
     ``server_version`` is the build identity the service reported when the connection opened
-    (``serverInfo`` name and version, at most 128 characters), or ``None``.
+    (``serverInfo`` name and version, at most 128 characters), or ``None``. ``build_identity`` is
+    what the ``service_identity`` audit record says about the connection (:mod:`.build_identity`),
+    or ``None`` (a test double's: nothing is recorded).
     """
 
     server_version: str | None
+    build_identity: BuildIdentity | None
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """Every tool the service offers, in wire format (camelCase keys), all pages."""

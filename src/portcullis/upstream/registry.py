@@ -22,6 +22,10 @@ services are not affected.
 
 Each listing is reported with the change count it was started at (``as_of``), so the catalog
 knows which notifications it answers.
+
+**The service's identity** (:mod:`.build_identity`): each new connection's ``service_identity``
+record is written, durable, before the connection serves a call (a failed write is a failed
+connection, retried with backoff); an unchanged identity at most once a minute.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import anyio
 from portcullis.config.model import GatewayConfig, HttpService, StdioService
 from portcullis.errors import PortcullisError, UpstreamUnavailable
 from portcullis.identity.minting import TokenMinter
+from portcullis.upstream.build_identity import IdentityLog
 from portcullis.upstream.confined_spawn import StdioSandbox
 from portcullis.upstream.http_relay import HttpRelayConnector, NotModern
 from portcullis.upstream.interface import Connection, Connector
@@ -52,6 +57,7 @@ log = logging.getLogger("portcullis.upstream")
 # off the event loop first), awaited before the service counts as listed
 ToolsCallback = Callable[[str, list[dict[str, Any]], int], Awaitable[None] | None]
 ChangeCallback = Callable[[str, int], None]  # (service, change count): hold its calls until re-verified
+RecordIdentity = Callable[[Mapping[str, Any]], Awaitable[None]]  # the service_identity record's fields
 
 
 @dataclass(eq=False)
@@ -71,8 +77,10 @@ class ServiceHandle:
     def __init__(self, name: str, connectors: Sequence[Connector], on_tools: ToolsCallback, *,
                  on_change: ChangeCallback | None = None, health_interval_s: float = 5.0, refresh_s: float = 30.0,
                  max_backoff_s: float = 5.0, retire_grace_s: float = 10.0, min_relist_s: float = 0.1,
-                 error_relist_s: float = 1.0) -> None:
+                 error_relist_s: float = 1.0, on_identity: RecordIdentity | None = None) -> None:
         self.name = name
+        self._on_identity = on_identity
+        self._identities = IdentityLog()
         self._connectors = list(connectors)
         self._on_tools = on_tools
         self._on_change = on_change
@@ -191,6 +199,7 @@ class ServiceHandle:
         try:
             async with connector.open() as conn:
                 held.tools = await conn.list_tools()
+                await self._identify(conn)
                 held.conn = conn
                 held.opened.set()
                 await held.stop.wait()
@@ -198,6 +207,16 @@ class ServiceHandle:
             held.error = exc
         finally:
             held.opened.set()
+
+    async def _identify(self, conn: Connection) -> None:
+        """The connection's ``service_identity`` record, durable before it serves; bounded by :class:`IdentityLog`."""
+        identity = getattr(conn, "build_identity", None)
+        if identity is None or self._on_identity is None:
+            return
+        now = time.monotonic()
+        if self._identities.due(identity, now):
+            await self._on_identity(identity.fields(self.name))
+            self._identities.recorded(identity, now)
 
     async def _retire(self, held: _Held) -> None:
         await anyio.sleep(self._retire_grace_s)  # calls already on the old connection may finish
@@ -269,10 +288,12 @@ class UpstreamRegistry:
                     stderr_withhold_keys: Mapping[str, bytes] | None = None,
                     on_event: Callable[[str, str, Any], None] | None = None,
                     on_spawn: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+                    on_identity: RecordIdentity | None = None,
                     **timing: float) -> UpstreamRegistry:
         """``stderr_withhold_keys``: service -> key, for services whose stderr lines must be logged
         without their text (:class:`~portcullis.upstream.stderr_relay.StderrRelay`); ``on_spawn``:
-        records each stdio spawn and its confinement (the ``spawn`` audit record)."""
+        records each stdio spawn and its confinement (the ``spawn`` audit record); ``on_identity``: each
+        connection's ``service_identity`` record."""
         handles: dict[str, ServiceHandle] = {}
         # one per gateway (the host's layout, read once), when there is a stdio service to confine
         sandbox = (StdioSandbox.from_environ(environ)
@@ -290,7 +311,8 @@ class UpstreamRegistry:
                                            stderr_withhold_key=(stderr_withhold_keys or {}).get(name),
                                            sandbox=sandbox, on_spawn=on_spawn))
             settings = {"health_interval_s": cfg.health_interval_s, "refresh_s": cfg.refresh_s, **timing}
-            handles[name] = ServiceHandle(name, connectors, on_tools, on_change=on_change, **settings)
+            handles[name] = ServiceHandle(name, connectors, on_tools, on_change=on_change, on_identity=on_identity,
+                                          **settings)
         return cls(handles)
 
     def get(self, name: str) -> ServiceHandle:

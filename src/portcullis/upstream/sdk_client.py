@@ -45,6 +45,7 @@ from portcullis.identity.minting import ACTOR_TOKEN_META_KEY, GATEWAY_KEYS_META_
 from portcullis.notifications import CURRENT, MESSAGE, PROGRESS, CallStream
 from portcullis.transport.jsonrpc import depth_exceeds
 from portcullis.transport.push import PUSH, CallPush
+from portcullis.upstream.build_identity import BuildIdentity, LaunchDigest, build_identity, digest_launch, url_origin
 from portcullis.upstream.client_relay import ClientRelay
 from portcullis.upstream.confined_spawn import StdioSandbox
 from portcullis.upstream.interface import server_version
@@ -115,12 +116,15 @@ class _SdkConnection:
     def __init__(self, client: Client, *, token_in_meta: bool, max_result_depth: int | None = None,
                  closed: anyio.Event | None = None, gateway_keys: TokenMinter | None = None,
                  child_kids: frozenset[str] = frozenset(), in_flight: _InFlight | None = None,
-                 listens: Any = None) -> None:
+                 listens: Any = None, launch: LaunchDigest | None = None, origin: str | None = None) -> None:
         self._client = client
         self._listens = listens  # a task group for 2026-07-28 resource subscription streams
         self._listen_scopes: dict[str, anyio.CancelScope] = {}
         self._in_flight = in_flight or _InFlight()
         self.server_version = server_version(client.server_info)
+        self.build_identity: BuildIdentity | None = build_identity(
+            "http" if origin is not None else "stdio", client.server_info, client.protocol_version,
+            launch=launch, origin=origin)
         self._token_in_meta = token_in_meta  # stdio has no headers: the token rides in _meta
         self._max_depth = max_result_depth
         self._closed = closed or anyio.Event()  # set by the transport too when the child's stream ends
@@ -361,6 +365,9 @@ class SdkConnector:
             # read in the same synchronous step as the environment: exactly the keys the child gets
             spawn_kids = self._gateway_keys.endorsed_keys().kids if self._gateway_keys is not None else frozenset()
             sandbox = self._sandbox or check_confinement(self.name, self._cfg, StdioSandbox())  # set in __init__
+            # what this spawn runs, hashed once, off the event loop (the service_identity record)
+            launch = await anyio.to_thread.run_sync(digest_launch, argv, self._cfg.cwd and os.path.realpath(
+                self._cfg.cwd), self._cfg.module)
             spawn = await prepare_spawn(self.name, self._cfg, argv, child_env, sandbox, self._on_spawn)
             try:
                 closed = anyio.Event()
@@ -379,7 +386,8 @@ class SdkConnector:
                         anyio.create_task_group() as listens:
                     # the transport checks depth
                     yield _SdkConnection(client, token_in_meta=True, closed=closed, gateway_keys=self._gateway_keys,
-                                         child_kids=spawn_kids, in_flight=in_flight, listens=listens)
+                                         child_kids=spawn_kids, in_flight=in_flight, listens=listens,
+                                         launch=launch)
                     listens.cancel_scope.cancel()
             finally:
                 spawn.cleanup()
@@ -400,7 +408,7 @@ class SdkConnector:
                     anyio.create_task_group() as listens:
                 # legacy HTTP: third-party servers; the SDK parses the result, so its depth is checked here
                 yield _SdkConnection(client, token_in_meta=False, max_result_depth=cfg.max_result_depth,
-                                     in_flight=in_flight, listens=listens)
+                                     in_flight=in_flight, listens=listens, origin=url_origin(cfg.url))
                 listens.cancel_scope.cancel()
 
     def _mode(self) -> Literal["auto", "legacy"]:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from portcullis.errors import UpstreamFailed, UpstreamUnavailable
+from portcullis.upstream.build_identity import BuildIdentity
 
 ToolFn = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 #: the MRTR fields of the request a handler is answering ({"input_responses", "request_state",
@@ -47,6 +48,7 @@ class FakeConnection:
         self.tools = tools
         self.surface = surface or FakeSurface()
         self.server_version: str | None = "fake 1.0"
+        self.build_identity: BuildIdentity | None = None  # set one to have the supervisor record it
         self._handlers = handlers
         self._closed = anyio.Event()
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -160,6 +162,7 @@ class FakeConnector:
         self.fail_next_opens = 0
         self.opens = 0
         self.current: FakeConnection | None = None
+        self.identity: BuildIdentity | None = None  # each connection's build identity (None: nothing recorded)
 
     def announce_change(self) -> None:
         if self.on_tools_changed is not None:
@@ -176,6 +179,7 @@ class FakeConnector:
             self.fail_next_opens -= 1
             raise UpstreamUnavailable(detail="fake open failure")
         self.current = FakeConnection(self.tools, self._handlers, self.surface)
+        self.current.build_identity = self.identity
         try:
             yield self.current
         finally:

@@ -7,8 +7,8 @@ The message, built by the pure :func:`format_message`::
 * PRI = facility * 8 + severity. Severity (:func:`severity_for`): ``rejected`` records, denied
   decisions and failed outcomes are *warning*; approval requests and tool errors *notice*;
   allowed decisions, ``ok`` outcomes, signed ``checkpoint`` records and ``spawn`` records of a confined
-  child with no ``unsafe_…`` setting *info* (a refused or unsafe spawn is *warning*). Anything
-  unrecognised is *warning*.
+  child with no ``unsafe_…`` setting *info* (a refused or unsafe spawn is *warning*); a
+  ``service_identity`` record (a service (re)connected) is *info*. Anything unrecognised is *warning*.
 * TIMESTAMP is the record's ``ts`` in UTC with microseconds (RFC 3339); APP-NAME ``portcullis``;
   MSGID the record kind. Header fields keep only printable ASCII (anything else becomes ``_``)
   and are cut to the RFC's lengths (255, 48, 128, 32); an empty one is the NILVALUE ``-``.
@@ -76,7 +76,7 @@ def severity_for(record: Mapping[str, Any]) -> int:
         return {"allow": INFO, "require_approval": NOTICE}.get(str(effect), WARNING)
     if kind == "outcome":
         return {"ok": INFO, "tool_error": NOTICE}.get(str(fields.get("outcome")), WARNING)
-    if kind == "checkpoint":  # a signed checkpoint of the chain (audit/note.py): routine
+    if kind in ("checkpoint", "service_identity"):  # a signed checkpoint (audit/note.py), a (re)connect: routine
         return INFO
     if kind == "spawn":  # a confined stdio child starting is routine; refused or unsafe ones are not
         confinement = fields.get("confinement")
