@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from portcullis.cli.main import app
 from portcullis.observability import GatewayMetrics
 from portcullis.policy import policy_set
-from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy import reloader as reloader_module
+from portcullis.policy.engine import PolicyEngine, tool_policies
 from portcullis.policy.reloader import UNKNOWN_VERSION
 from portcullis.policy.shadow import SHADOW_ERROR
 from portcullis.policy.versions import PolicyVersion
@@ -150,7 +150,7 @@ async def test_an_apply_with_other_rego_keeps_the_shadow(api: tuple[PolicyApi, R
     assert (await rig.reloader.apply(no_rego, "ops", "no rego"))["status"] == "applied"
     assert rig.active.shadow is not None and rig.active.shadow[0] == applied["version"]
     assert rig.active.shadow[1].rego is shared and rig.active.current.rego is None
-    assert rig.reloader._in_use(shared)  # noqa: SLF001 - its workers are not retired
+    assert rig.reloader._in_use(shared)
 
 
 @pytest.mark.parametrize("argv", [["policy", "shadow"], ["policy", "shadow", "ps-1", "--off"]])

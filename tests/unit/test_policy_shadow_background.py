@@ -137,7 +137,7 @@ def _other_rego(rig: Rig) -> dict[str, str]:
 
 
 async def _close(rig: Rig) -> None:
-    for pool in list(rig.reloader._pools):  # noqa: SLF001 - the shadow workers this test started
+    for pool in list(rig.reloader._pools):
         await pool.aclose()
 
 
@@ -152,7 +152,7 @@ async def test_the_shadow_setting_survives_a_restart(demo: Path, tmp_path: Path)
     await _close(first)
     assert first.store.shadow() == vid and first.store.active() != vid
     second = Rig(demo, tmp_path / "two")
-    second.reloader._store = second.store = first.store  # noqa: SLF001 - the restarted gateway's store
+    second.reloader._store = second.store = first.store
     try:
         await second.reloader.start()
         shadow = second.active.shadow
