@@ -255,6 +255,35 @@ def write_deployment(root: Path, upstream_url: str, tool: Mapping[str, Any], aut
     return root
 
 
+SHADOW_REGO = """package portcullis.bench_shadow
+
+import rego.v1
+
+deny contains {"id": "never", "reason": "never"} if {
+	input.arguments.text == "never sent by the bench"
+}
+"""
+
+
+def seed_rego_shadow(deployment: Path, state: Path) -> str:
+    """Store a shadow version with Rego of its own (the deployment plus one module reading the arguments,
+    so evaluations miss the decision cache) and set it, as the gateway restores it at start."""
+    from portcullis.policy import policy_set
+    from portcullis.policy.versions import VERSIONS_FILE, PolicyVersion, SqlitePolicyVersionStore
+
+    files = policy_set.collect(deployment)
+    files["policy/bench_shadow.rego"] = SHADOW_REGO
+    vid = policy_set.content_id(files)
+    state.mkdir(parents=True, exist_ok=True)
+    store = SqlitePolicyVersionStore(state / VERSIONS_FILE)
+    try:
+        store.put(PolicyVersion(vid, "pv-bench-shadow", time.time(), "bench", "Rego shadow", files))
+        store.record(time.time(), "shadow_set", vid, "bench", "")
+    finally:
+        store.close()
+    return vid
+
+
 def pin(deployment: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "portcullis", "pin", str(deployment)], capture_output=True,
                           text=True, timeout=120, cwd=REPO, check=False)
@@ -658,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller-accept", choices=("sse", "json", "sse-progress"), default="sse",
                         help="what the calls accept: both media types (default, as the SDK client), JSON only, "
                         "or both with a progress token (a call that may stream; none of its answers does)")
+    parser.add_argument("--rego-shadow", action="store_true",
+                        help="a shadow version with Rego of its own is set (its cost per call; dev-token auth)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary deployment and logs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -682,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         deployment = write_deployment(workdir / "deployment", upstream_url, tool, args.gateway_auth,
                                       content=not args.no_content_filter)
         pin(deployment)
+        if args.rego_shadow:
+            seed_rego_shadow(deployment, workdir / "state")
         admin_port = free_port() if gateway_has_policy() else None
         admin_args = ["--admin-port", str(admin_port)] if admin_port is not None else []
         gateway = Child("gateway", [sys.executable, "-m", "portcullis", "serve", "--config", str(deployment),
@@ -690,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
         children.append(gateway)
         base = f"http://{HOST}:{gateway_port}"
         wait_until(gateway, lambda: httpx2.get(f"{base}/healthz", timeout=1).status_code == 200, "gateway")
+        if args.rego_shadow:
+            wait_until(gateway, lambda: "shadow version restored" in gateway.log_tail(10**7), "Rego shadow")
+            print("Rego shadow version set (its own worker)", flush=True)
         if "HttpRelayConnector" not in gateway.log_tail(100_000):
             print("note: the gateway did not report the raw HTTP relay for 'echo'", flush=True)
 

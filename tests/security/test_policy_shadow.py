@@ -6,14 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import pytest
 from typer.testing import CliRunner
 
 from portcullis.cli.main import app
 from portcullis.observability import GatewayMetrics
 from portcullis.policy import policy_set
+from portcullis.policy import reloader as reloader_module
 from portcullis.policy.engine import PolicyEngine, tool_policies
-from portcullis.policy.reloader import SHADOW_REGO, UNKNOWN_VERSION
+from portcullis.policy.reloader import UNKNOWN_VERSION
 from portcullis.policy.shadow import SHADOW_ERROR
 from portcullis.policy.versions import PolicyVersion
 from portcullis.transport.policy_api import PolicyApi
@@ -102,28 +104,53 @@ async def test_hostile_shadow_requests_change_nothing(api: tuple[PolicyApi, Rig]
     assert rig.active.shadow is None and rig.records == []
 
 
-async def test_a_shadow_whose_rego_differs_is_refused(api: tuple[PolicyApi, Rig]) -> None:
-    policy, rig = api
+def _other_rego(rig: Rig) -> dict[str, str]:
     files = dict(rig.a)
     rego = next(name for name in files if name.endswith(".rego"))
     files[rego] += "\n# changed\n"
-    vid = policy_set.content_id(files)  # stored only (no workers started for it)
+    return files
+
+
+async def test_a_shadow_with_its_own_rego_gets_one_worker_stopped_when_it_is_cleared(
+        api: tuple[PolicyApi, Rig], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rego other than the active version's is evaluated by a pool of its own, one worker, ready before
+    the shadow is set, and stopped once the shadow is cleared."""
+    monkeypatch.setattr(reloader_module, "RETIRE_AFTER_S", 0.0)
+    policy, rig = api
+    files = _other_rego(rig)
+    vid = policy_set.content_id(files)  # stored only: never active, no workers of its own yet
     rig.store.put(PolicyVersion(vid, "pv-other", 1.0, "ops", "other rego", files))
     status, body = await _request(policy, "POST", "/policy/shadow", b'{"version": "%s"}' % vid.encode())
-    assert (status, body["reason"]) == (422, SHADOW_REGO) and rig.active.shadow is None
-    assert GET_INVOICE in rig.a
+    assert (status, body["status"]) == (200, "shadow_set") and rig.active.shadow is not None
+    rego = rig.active.shadow[1].rego
+    assert rego is not None and rego is not rig.active.current.rego
+    pool = rego.workers()
+    try:
+        assert pool.ready and pool.settings.size == reloader_module.SHADOW_WORKERS
+        assert (await _request(policy, "GET", "/policy"))[1]["shadow"]["rego_workers"] == "ready"
+        assert (await _request(policy, "DELETE", "/policy/shadow"))[0] == 200
+        for _ in range(500):  # retired after the (patched) grace period
+            if not pool.ready:
+                break
+            await anyio.sleep(0.01)
+        assert not pool.ready and rig.active.shadow is None
+    finally:
+        await pool.aclose()
 
 
-async def test_an_apply_whose_rego_differs_clears_the_shadow(api: tuple[PolicyApi, Rig]) -> None:
+async def test_an_apply_with_other_rego_keeps_the_shadow(api: tuple[PolicyApi, Rig]) -> None:
+    """A shadow sharing the active version's Rego keeps those workers when an apply brings other Rego."""
     rig = api[1]
     applied = await rig.reloader.apply(rig.b, "ops", "b")
     await rig.reloader.rollback(None, "ops", "back")
     assert (await rig.reloader.set_shadow(applied["version"], "ops"))["status"] == "shadow_set"
-    await rig.reloader.apply(rig.b, "ops", "b again")  # same Rego: the shadow stays
-    assert rig.active.shadow is not None
+    shared = rig.active.shadow[1].rego if rig.active.shadow else None
+    assert shared is rig.active.current.rego
     no_rego = {k: v for k, v in rig.b.items() if not k.endswith(".rego")}
     assert (await rig.reloader.apply(no_rego, "ops", "no rego"))["status"] == "applied"
-    assert rig.active.shadow is None  # its Rego workers retire with the old version
+    assert rig.active.shadow is not None and rig.active.shadow[0] == applied["version"]
+    assert rig.active.shadow[1].rego is shared and rig.active.current.rego is None
+    assert rig.reloader._in_use(shared)
 
 
 @pytest.mark.parametrize("argv", [["policy", "shadow"], ["policy", "shadow", "ps-1", "--off"]])

@@ -12,7 +12,8 @@ name                                         labels                             
 ``portcullis_policy_errors_total``           (none)                                 policy evaluations that failed
 ``portcullis_policy_shadow_total``           rule                                   log-only rules that would deny
 ``portcullis_shadow_version_total``          result                                 shadow version vs active:
-                                                                                    agree, disagree, error
+                                                                                    agree, disagree, error,
+                                                                                    dropped
 ``portcullis_limit_exceeded_total``          rule                                   limit rules that tripped
 ``portcullis_content_findings_total``        kind, action                           output-filter findings (kind
                                                                                     from a closed set, else other)
@@ -263,7 +264,7 @@ class GatewayMetrics:
         self.policy_errors_total = counter("policy_errors_total", "Policy evaluations that failed (denied).")
         self.policy_shadow_total = counter("policy_shadow_total", "Log-only policy rules that would deny.", "rule")
         self.shadow_version_total = counter("shadow_version_total", "Shadow-version decisions against the active "
-                                            "one's: agree, disagree, error.", "result")
+                                            "one's: agree, disagree, error, dropped.", "result")
         self.limit_exceeded_total = counter("limit_exceeded_total", "Limit rules that tripped.", "rule")
         self.audit_records_total = counter("audit_records_total", "Audit records written.", "kind")
         self.audit_failures_total = counter("audit_failures_total", "Audit writes that failed.")
@@ -325,8 +326,9 @@ class GatewayMetrics:
             self.policy_shadow_total.labels(self._rule(rule)).inc()
 
     def shadow_version(self, result: str) -> None:
-        """A shadow version's decision: ``agree``/``disagree`` with the active effect, or ``error``."""
-        self.shadow_version_total.labels(result if result in ("agree", "disagree") else "error").inc()
+        """A shadow version's decision: ``agree``/``disagree`` with the active effect, ``error``, or
+        ``dropped`` (not evaluated: too many background shadow evaluations at once)."""
+        self.shadow_version_total.labels(result if result in ("agree", "disagree", "dropped") else "error").inc()
 
     def policy_error(self) -> None:
         self._policy_errors.inc()

@@ -108,6 +108,8 @@ class CallAuditor:
         fields.update(tool=tool_json(route, self._service_version(route.service)),
                       decision=decision_json(decision),
                       arguments=redact(ctx.arguments, pointers, self._key) if pointers else ctx.arguments)
+        if ctx.record.shadow is not None:  # a shadow decided in the background: its result, or "pending"
+            fields["decision"]["shadow_version"] = ctx.record.shadow.for_decision()
         approval = ctx.approval
         if approval is not None:  # the call runs on a human approval: name it and who gave it
             fields["approval"] = {"id": approval.id, "arguments_hash": approval.arguments_hash,
@@ -149,6 +151,8 @@ class CallAuditor:
                 fields["client_requests_unrecorded"] = unrecorded
         if ctx.record.client_input is not None:  # MRTR: round, kinds and keys relayed or refused, never values
             fields["client_input"] = ctx.record.client_input
+        if ctx.record.shadow is not None and (late := ctx.record.shadow.for_outcome()) is not None:
+            fields["shadow_version"] = late  # the background shadow's result the decision record did not have
         if ctx.record.outcome_written:  # exactly one per decision, whoever asks twice
             raise InternalError(detail="second outcome record for one call")
         return await self._write("outcome", ctx.request_id, fields, ctx.record.outcome_durable)

@@ -44,7 +44,7 @@ class CallRecord:
 
     __slots__ = ("cache", "claimed", "client_input", "content", "decision_written", "forwarded_ns", "governance",
                  "outcome_written", "presented", "read_entry", "read_refusal", "refusal", "refused_decision",
-                 "result_tenant", "route", "upstream_span_id")
+                 "result_tenant", "route", "shadow", "upstream_span_id")
 
     def __init__(self) -> None:
         self.claimed = False  # the record stage took it for a call
@@ -71,6 +71,8 @@ class CallRecord:
         # server-to-client requests of an upstream's input_required (portcullis.pipeline.client_input): the
         # round, the kinds and keys relayed, or what was refused and why; never a value
         self.client_input: dict[str, Any] | None = None
+        # a shadow version decided in the background (policy/shadow.py): its ShadowCell, read by the records
+        self.shadow: Any = None
 
     def decision_durable(self) -> None:
         self.decision_written = True

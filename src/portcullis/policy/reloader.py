@@ -17,10 +17,16 @@ same way, one at a time:
    then :meth:`ActivePolicy.swap` makes it active for every call that starts afterwards.
 
 Workers of a replaced version are stopped after a grace period (calls already pinned to it
-finish first); the start version's workers are kept (its engines were built before the reloader).
-The commit hook and both swaps (the tools' engine, the resources' and prompts' engine) run in one
-step of the event loop, with no await between them: a call or read sees the old set or the new
-one, never a mix.
+finish first); the start version's workers are kept (its engines were built before the reloader),
+and so are the workers the shadow version evaluates with. The commit hook and both swaps (the
+tools' engine, the resources' and prompts' engine) run in one step of the event loop, with no
+await between them: a call or read sees the old set or the new one, never a mix.
+
+A shadow version (:meth:`PolicyReloader.set_shadow`, :mod:`.shadow`) is built the same validated
+way; Rego of its own gets its own small pool (:data:`SHADOW_WORKERS` process), started and ready
+before the shadow is set, and stopped after the grace period once the shadow is cleared or
+replaced. The setting is audited (fail closed), kept in the version store's history, and restored
+at start when the version is still stored and validates (else logged, recorded and cleared).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ import signal
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -46,6 +52,9 @@ from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
 from portcullis.policy.versions import Action, PolicyVersion, PolicyVersionStore, VersionStoreUnavailable
 
+if TYPE_CHECKING:
+    from portcullis.policy.rego import RegoPolicy
+
 log = logging.getLogger("portcullis.policy")
 AUDIT_KIND = "policy_version"
 AUDIT_FAILED = "audit trail unavailable"
@@ -54,9 +63,9 @@ WORKERS_FAILED = "Rego workers did not start"
 UNKNOWN_VERSION = "unknown policy version"
 NO_PREVIOUS = "no previous policy version"
 NOT_VALIDATED = "policy set could not be validated"
-SHADOW_REGO = "a shadow version's Rego modules must be the active version's"
 MAX_MESSAGE = 500
 RETIRE_AFTER_S = 30.0
+SHADOW_WORKERS = 1  # worker processes of a shadow version's own Rego: it is never waited for
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,9 @@ class PolicyReloader:
         shadow = self._active.shadow
         if shadow is not None:
             body["shadow"] = {"version": shadow[0], "engine_version": shadow[1].version}
+            rego = shadow[1].rego
+            if rego is not None and rego is not self._active.current.rego:  # evaluated by workers of its own
+                body["shadow"]["rego_workers"] = "ready" if rego.workers().ready else "down"
         return body
 
     def workers_ready(self) -> bool | None:
@@ -173,7 +185,7 @@ class PolicyReloader:
                 await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
                     vid, engine.version, self._clock(), author, message, dict(files), surface_version))
             except VersionStoreUnavailable:
-                self._retire(engine, current)
+                self._retire(engine.rego)
                 return await self._refuse(vid, STORE_FAILED, [], author, message)
             try:
                 await self._audit({"action": action, "version": vid, "engine_version": engine.version,
@@ -181,17 +193,14 @@ class PolicyReloader:
                                    "previous": self.version, "author": author, "message": message})
             except Exception as exc:  # fail closed: an unaudited change is not made
                 log.warning("policy change not audited: refused", extra={"fields": {"error": type(exc).__name__}})
-                self._retire(engine, current)
+                self._retire(engine.rego)
                 return {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
             if self._on_commit is not None:
                 self._on_commit(deployment)  # no await between this and the swaps: one step of the loop
             if self._companion is not None and extra is not None:
                 self._companion[0].swap(extra)
             self._active.swap(engine)
-            if self._active.shadow is not None and self._active.shadow[1].rego is not engine.rego:
-                self._active.shadow = None  # its Rego workers retire with the old version: the shadow stops
-                log.warning("shadow version cleared: the new active version's Rego differs")
-            self._retire(current, engine)
+            self._retire(current.rego)  # unless the shadow still evaluates with them
             previous, self.version, self.degraded = self.version, vid, None
             with contextlib.suppress(VersionStoreUnavailable):
                 await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), action, vid, author, message))
@@ -202,35 +211,79 @@ class PolicyReloader:
     async def set_shadow(self, ref: str | None, author: str) -> dict[str, Any]:
         """Evaluate stored version ``ref`` beside the active one without enforcing it (None: stop).
 
-        Built the validated way :meth:`apply` builds; Rego is evaluated only by the active version's
-        workers, so a version whose Rego modules differ is refused. The change is audited (fail closed)."""
-        engine: PolicyEngine | None = None
-        vid = ""
+        Built the validated way :meth:`apply` builds; Rego that is not the active version's gets
+        workers of its own, ready before the shadow is set. The change is audited (fail closed)
+        and kept in the version store's history (restored at start)."""
+        author = clean_text(author, 200)
+        action: Action = "shadow_set" if ref is not None else "shadow_cleared"
         async with self._lock:
+            shadow: tuple[str, PolicyEngine] | None = None
             if ref is not None:
-                try:
-                    stored = await anyio.to_thread.run_sync(self._store.get, ref)
-                except VersionStoreUnavailable:
-                    return {"status": "refused", "reason": STORE_FAILED, "problems": []}
-                if stored is None:
-                    return {"status": "refused", "reason": UNKNOWN_VERSION, "problems": []}
-                current, vid = self._active.current, stored.id
-                try:
-                    engine = (await anyio.to_thread.run_sync(lambda: self._build(stored.files, current)))[0]
-                except policy_set.SetRefused as refused:
-                    return {"status": "refused", "reason": refused.reason, "problems": refused.problems}
-                except Exception:  # anything unforeseen refuses the shadow too
-                    return {"status": "refused", "reason": NOT_VALIDATED, "problems": []}
-                if engine.rego is not current.rego:
-                    return {"status": "refused", "reason": SHADOW_REGO, "problems": []}
+                built = await self._shadow_engine(ref)
+                if isinstance(built, str):
+                    return {"status": "refused", "reason": built, "problems": []}
+                shadow = built
+            vid = "" if shadow is None else shadow[0]
             try:
-                await self._audit({"action": "shadow_set" if engine else "shadow_cleared", "version": vid,
-                                   "active": self.version, "author": clean_text(author, 200)})
+                await self._audit({"action": action, "version": vid, "active": self.version, "author": author})
             except Exception:  # fail closed: an unaudited change is not made
+                if shadow is not None:
+                    self._retire(shadow[1].rego)
                 return {"status": "refused", "reason": AUDIT_FAILED, "problems": []}
-            self._active.shadow = None if engine is None else (vid, engine)
-            return {"status": "shadow_set" if engine else "shadow_cleared", "version": vid,
-                    "engine_version": engine.version if engine else ""}
+            self._adopt_shadow(shadow)
+            try:
+                await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), action, vid, author, ""))
+            except VersionStoreUnavailable:
+                log.warning("shadow setting not stored: it will not survive a restart")
+            return {"status": action, "version": vid, "engine_version": "" if shadow is None else shadow[1].version}
+
+    async def _shadow_engine(self, ref: str) -> tuple[str, PolicyEngine] | str:
+        """Stored version ``ref`` built as a shadow with its workers ready, or the fixed reason it cannot be."""
+        try:
+            stored = await anyio.to_thread.run_sync(self._store.get, ref)
+        except VersionStoreUnavailable:
+            return STORE_FAILED
+        if stored is None:
+            return UNKNOWN_VERSION
+        current = self._active.current
+        try:
+            engine = (await anyio.to_thread.run_sync(lambda: self._build(stored.files, current)))[0]
+        except policy_set.SetRefused as refused:
+            return refused.reason
+        except Exception:  # anything unforeseen refuses the shadow too
+            return NOT_VALIDATED
+        if not await self._start_workers(engine, replace(self._settings.pool, size=SHADOW_WORKERS)):
+            return WORKERS_FAILED
+        return stored.id, engine
+
+    def _adopt_shadow(self, shadow: tuple[str, PolicyEngine] | None) -> None:
+        old, self._active.shadow = self._active.shadow, shadow
+        if old is not None:
+            self._retire(old[1].rego)  # unless the new shadow or the active version evaluates with them
+
+    async def _restore_shadow(self) -> None:
+        """The shadow setting kept in the store, set again; one that cannot be is logged and cleared."""
+        try:
+            ref = await anyio.to_thread.run_sync(self._store.shadow)
+        except VersionStoreUnavailable:
+            log.warning("policy version store unavailable: the shadow setting is not restored")
+            return
+        if ref is None:
+            return
+        async with self._lock:
+            built = await self._shadow_engine(ref)
+            if isinstance(built, str):
+                log.warning("shadow version not restored: cleared", extra={"fields": {"version": ref[:80],
+                                                                                      "reason": built}})
+                with contextlib.suppress(VersionStoreUnavailable):
+                    await anyio.to_thread.run_sync(lambda: self._store.record(
+                        self._clock(), "shadow_cleared", "", "gateway", "start", built))
+                with contextlib.suppress(Exception):  # clearing weakens nothing: its record is best effort
+                    await self._audit({"action": "shadow_cleared", "version": "", "active": self.version,
+                                       "author": "gateway", "reason": built})
+                return
+            self._adopt_shadow(built)
+        log.info("shadow version restored", extra={"fields": {"version": built[0]}})
 
     async def start(self, author: str = "gateway", message: str = "start") -> None:
         """Store the start version and record it as applied when it is not already the active one."""
@@ -251,6 +304,7 @@ class PolicyReloader:
                                                                           message))
         except VersionStoreUnavailable:
             log.warning("policy version store unavailable: the start version is not recorded")
+        await self._restore_shadow()
 
     async def run(self) -> None:
         """Background task: the start version, SIGHUP reloads, and stopping retired workers at shutdown."""
@@ -303,11 +357,11 @@ class PolicyReloader:
                                "message": message, "reason": reason})
         return {"status": "refused", "reason": reason, "problems": problems}
 
-    async def _start_workers(self, engine: PolicyEngine) -> bool:
+    async def _start_workers(self, engine: PolicyEngine, settings: PoolSettings | None = None) -> bool:
         rego = engine.rego
-        if rego is None or rego is self._active.current.rego or rego is self._initial_rego:
+        if rego is None or self._in_use(rego):
             return True
-        pool = rego.workers(self._settings.pool)
+        pool = rego.workers(settings or self._settings.pool)
         self._pools.add(pool)
         await pool.start()
         if await pool.wait_ready(self._settings.workers_ready_s):
@@ -316,10 +370,15 @@ class PolicyReloader:
         await pool.aclose()
         return False
 
-    def _retire(self, old: PolicyEngine, new: PolicyEngine) -> None:
-        """Stop ``old``'s workers after the grace period, unless ``new`` or the start version uses them."""
-        rego = old.rego
-        if rego is None or rego is new.rego or rego is self._initial_rego:
+    def _in_use(self, rego: RegoPolicy) -> bool:
+        """Whether the active version, the start version or the shadow evaluates with ``rego``."""
+        shadow = self._active.shadow
+        return (rego is self._active.current.rego or rego is self._initial_rego
+                or (shadow is not None and rego is shadow[1].rego))
+
+    def _retire(self, rego: RegoPolicy | None) -> None:
+        """Stop the workers of ``rego`` after the grace period, unless something still evaluates with them."""
+        if rego is None or self._in_use(rego):
             return
         pool = rego.workers()
         if pool not in self._pools:
@@ -327,7 +386,7 @@ class PolicyReloader:
 
         async def later() -> None:
             await asyncio.sleep(RETIRE_AFTER_S)
-            if self._active.current.rego is not rego:
+            if not self._in_use(rego):
                 self._pools.discard(pool)
                 await pool.aclose()
 

@@ -13,9 +13,11 @@ Contract of every store:
 * ``put`` stores a version; storing the same id again keeps the first copy (immutable).
 * ``get`` returns a version by its id or by either engine version (the newest with that ``pv-``),
   else None.
-* ``record`` appends an event (``applied``, ``refused``, ``rolled_back``) to the history;
-  ``history`` lists events newest first; ``active`` is the version of the newest event that
-  applied or rolled back (None before any).
+* ``record`` appends an event (``applied``, ``refused``, ``rolled_back``, ``shadow_set``,
+  ``shadow_cleared``) to the history; ``history`` lists events newest first; ``active`` is the
+  version of the newest event that applied or rolled back (None before any); ``shadow`` is the
+  version of the newest shadow event when it set one (None when cleared, or before any): the
+  shadow setting survives a restart.
 * Driver failures become :class:`VersionStoreUnavailable` (callers refuse the change).
 
 ``SqlitePolicyVersionStore`` keeps one owner-only file in the state directory (WAL,
@@ -34,8 +36,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 VERSIONS_FILE = "policy_versions.sqlite3"
-Action = Literal["applied", "refused", "rolled_back"]
+Action = Literal["applied", "refused", "rolled_back", "shadow_set", "shadow_cleared"]
 ACTIVATING: frozenset[str] = frozenset({"applied", "rolled_back"})
+SHADOWING: frozenset[str] = frozenset({"shadow_set", "shadow_cleared"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policy_version (
@@ -109,6 +112,7 @@ class PolicyVersionStore(Protocol):
                reason: str = "") -> PolicyEvent: ...
     def history(self, limit: int = 100) -> list[PolicyEvent]: ...
     def active(self) -> str | None: ...
+    def shadow(self) -> str | None: ...
 
 
 class MemoryPolicyVersionStore:
@@ -141,6 +145,10 @@ class MemoryPolicyVersionStore:
 
     def active(self) -> str | None:
         return next((e.version for e in reversed(self._events) if e.action in ACTIVATING), None)
+
+    def shadow(self) -> str | None:
+        event = next((e for e in reversed(self._events) if e.action in SHADOWING), None)
+        return event.version if event is not None and event.action == "shadow_set" else None
 
 
 class SqlitePolicyVersionStore:
@@ -210,6 +218,11 @@ class SqlitePolicyVersionStore:
         rows = self._run("SELECT version FROM policy_event WHERE action IN ('applied', 'rolled_back') "
                          "ORDER BY seq DESC LIMIT 1")
         return rows[0][0] if rows else None
+
+    def shadow(self) -> str | None:
+        rows = self._run("SELECT action, version FROM policy_event WHERE action IN ('shadow_set', 'shadow_cleared') "
+                         "ORDER BY seq DESC LIMIT 1")
+        return rows[0][1] if rows and rows[0][0] == "shadow_set" else None
 
     def close(self) -> None:
         with self._lock:

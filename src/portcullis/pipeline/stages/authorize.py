@@ -31,7 +31,7 @@ from portcullis.pipeline.hooks import Hooks
 from portcullis.policy.active import ActivePolicy, as_active
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.limits import LimitRule, session_totals
-from portcullis.policy.shadow import shadow_decide
+from portcullis.policy.shadow import ShadowRunner, compared, runs_inline, shadow_decide
 from portcullis.state.interface import StateStore
 
 log = logging.getLogger("portcullis.policy")
@@ -60,6 +60,7 @@ def make_stage(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float], 
                limit_rules: Sequence[LimitRule] = (), state: StateStore | None = None) -> Stage:
     active = as_active(engine)
     may_fetch = bool(limit_rules) and state is not None
+    background = ShadowRunner(hooks.shadow_version)  # a shadow with Rego of its own (policy/shadow.py)
 
     async def authorize(ctx: CallContext, call_next: Handler) -> CallResult:
         if ctx.route is None:
@@ -80,12 +81,15 @@ def make_stage(engine: PolicyEngine | ActivePolicy, clock: Callable[[], float], 
         decision = await engine.decide_async(ctx.route.exposed_name, ctx.principal, ctx.arguments,
                                              now=datetime.fromtimestamp(now, UTC), session=session)
         shadow = active.shadow  # one attribute read when none is set (policy/shadow.py)
-        if shadow is not None:
+        if shadow is not None and runs_inline(shadow[1], engine):
             would = await shadow_decide(shadow, ctx.route.exposed_name, ctx.principal, ctx.arguments,
                                         now=datetime.fromtimestamp(now, UTC), session=session)
-            hooks.shadow_version("error" if "error" in would else
-                                 "agree" if would["effect"] == decision.effect else "disagree")
+            hooks.shadow_version(compared(would, decision.effect))
             decision = dataclasses.replace(decision, shadow_version=would)
+        elif shadow is not None:  # its own Rego workers: never waited for; the records read the cell
+            ctx.record.shadow = background.submit(shadow, decision.effect, ctx.route.exposed_name, ctx.principal,
+                                                  ctx.arguments, now=datetime.fromtimestamp(now, UTC),
+                                                  session=session, request_id=ctx.request_id)
         if decision.shadow is not None and decision.shadow.effect != "allow":
             hooks.shadow(decision.shadow)
             log.warning("shadow policy would not allow this call", extra={"fields": {
