@@ -5,6 +5,7 @@ address wins over the principal attribute; the transport hands the TCP peer (nev
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -75,7 +76,7 @@ def _ctx(source: str | None, agent: str = "roamer") -> CallContext:
                        started_ns=0, principal=principal, record=record, source=source)
 
 
-def traffic(minutes: list[list[str | None]], **config: Any) -> list[Alert]:
+def traffic(minutes: Sequence[Sequence[str | None]], **config: Any) -> list[Alert]:
     """Each minute, one call from each listed address, through Monitor.observe and the drain."""
     now = [T0]
     cfg = AlertsConfig.model_validate({"regions": REGIONS, "learn_s": 0, **config})
@@ -119,22 +120,24 @@ def test_idle_and_unlocated_windows_do_not_dilute_the_baseline() -> None:
 
 
 async def test_the_transport_hands_the_tcp_peer_and_never_a_forwarded_header(tmp_path: Path) -> None:
-    """The request a dispatcher receives carries scope["client"]'s address on both protocol eras; an
-    X-Forwarded-For header changes nothing."""
+    """The call context the pipeline (hence the record stage) receives carries scope["client"]'s address on
+    both protocol eras; an X-Forwarded-For header changes nothing."""
     from portcullis.state.memory import InMemoryStateStore
+    from portcullis.transport.protocol import Dispatcher
     from tests.security.test_log_levels_replicas import HEADERS, replica
 
     app = replica(tmp_path, InMemoryStateStore(), "a")
     seen: list[Any] = []
 
-    class Recording:
-        async def dispatch(self, req: Any) -> dict[str, Any]:
-            seen.append(req.source)
-            return {}
+    class NoCatalog:
+        def lookup(self, name: str) -> None:
+            return None
 
-        dispatch_result = dispatch  # what a 2025-era tools/call is dispatched with
+    async def pipeline(ctx: CallContext) -> dict[str, Any]:
+        seen.append(ctx.source)
+        return {}
 
-    app._dispatcher = Recording()  # type: ignore[assignment]
+    app._dispatcher = Dispatcher(NoCatalog(), pipeline)  # type: ignore[arg-type]
 
     async def post(message: dict[str, Any], extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
         sent: list[dict[str, Any]] = []
@@ -149,15 +152,29 @@ async def test_the_transport_hands_the_tcp_peer_and_never_a_forwarded_header(tmp
         headers = {**HEADERS, "X-Forwarded-For": "10.2.9.9", **extra}
         scope = {"type": "http", "method": "POST", "path": "/mcp", "client": ("10.1.3.4", 4000),
                  "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await app(scope, receive, send)
         return list(sent[0]["headers"])
 
-    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x.y", "arguments": {}}}
+    params: dict[str, Any] = {"name": "x.y", "arguments": {}}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
-    await post({**call, "params": {**call["params"], "_meta": meta}},  # type: ignore[dict-item]
+    await post({**call, "params": {**params, "_meta": meta}},
                {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "x.y"})
     headers = await post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}, {})
     session = dict(headers)[b"mcp-session-id"].decode()
     await post(call, {"Mcp-Session-Id": session})
     assert seen == ["10.1.3.4", "10.1.3.4"]  # the modern call and the 2025-era one
+
+
+def test_a_flood_of_addresses_and_long_attributes_stays_bounded() -> None:
+    """10,000 made-up source addresses keep at most CACHE_SIZE remembered; an attribute region is cut."""
+    from portcullis.monitoring.regions import CACHE_SIZE, MAX_REGION_CHARS
+
+    regions = RegionMap(REGIONS, attribute="region")
+    principal = SimpleNamespace(attributes={"region": "r" * 10_000})
+    for i in range(10_000):
+        regions.region(f"172.{i % 250}.{i // 250}.1", principal)
+        assert len(regions._cache) <= CACHE_SIZE
+    assert regions.region("172.16.0.9", principal) == "r" * MAX_REGION_CHARS
+    assert regions.region(EU, principal) == "eu-west"  # still right after the cache started over
