@@ -83,8 +83,9 @@ class AlertsConfig(_Model):
                           "evicted): bounds memory whatever agent ids or tool names callers send.")
     max_pending: int = Field(10000, ge=100, le=1000000, description="Observations waiting for the background "
                              "task; past it they are dropped and counted.")
-    learn_s: float = Field(3600, ge=0, description="After a start, first-seen identities and destinations are "
-                           "learned silently for this long.")
+    learn_s: float = Field(3600, ge=0, description="After a start with a fresh state, first-seen identities and "
+                           "destinations are learned silently for this long (a restored snapshot resumes what was "
+                           "left of it).")
     cooldown_s: float = Field(900, ge=0, description="The same rule and key alert at most once in this time.")
     max_alerts_per_window: int = Field(100, ge=1, description="Alerts raised per window at most (the rest counted).")
     egress_arguments: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
