@@ -223,8 +223,10 @@ class Monitor:
                     # off the event loop; nothing else changes the detector while this task waits
                     await anyio.to_thread.run_sync(self.persist)
         finally:
-            if self._store is not None:  # the windows closed since the last save, on a clean stop
+            if self._store is not None:  # what was observed since the last save, on a clean stop (best effort)
                 with anyio.move_on_after(5, shield=True):
+                    for alert in self.drain():
+                        await self.emit(alert)
                     await anyio.to_thread.run_sync(lambda: self.persist(force=True))
 
 
