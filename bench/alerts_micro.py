@@ -5,6 +5,9 @@
 * for scale, ``GatewayMetrics.call_done`` (what every call already pays for ``/metrics``), same run.
 * ``drain``: what the background task pays per observation (detector update; windows closed once a
   minute), with 1,000 distinct callers in play.
+* ``region``: the region lookup per observation (background task): 3 regions, 300 CIDRs of 5 prefix
+  lengths, addresses inside and outside them, IPv4 and IPv6, and a principal attribute fallback.
+* ``snapshot``: one snapshot of 10,000 callers saved to SQLite (worker thread, once per window).
 Run: ``.venv/bin/python -m bench.alerts_micro``.
 """
 
@@ -59,6 +62,61 @@ def main() -> None:
     print(f"observe (request path): {observe_ns / 1000:.2f} µs/call "
           f"(metrics call_done, same run: {metrics_ns / 1000:.2f} µs)")
     print(f"drain (background):     {drain_ns / 1000:.2f} µs/observation")
+    _regions()
+    _snapshot()
+
+
+def _regions() -> None:
+    from types import SimpleNamespace
+
+    from portcullis.monitoring.regions import RegionMap
+
+    cidrs = {name: [f"10.{base + i}.0.0/{16 + (i % 5) * 2}" for i in range(100)]
+             for name, base in (("eu", 0), ("us", 100))}
+    cidrs["ap"] = [f"2001:db8:{i:x}::/48" for i in range(100)]
+    regions = RegionMap(cidrs, attribute="region")
+    principal = SimpleNamespace(attributes={"region": "eu"})
+    addresses = ["10.5.1.2", "10.150.3.4", "192.0.2.7", "2001:db8:5::1", "2001:db8:ffff::1", "::ffff:10.7.0.1"]
+    n = 300_000
+    start = time.perf_counter_ns()
+    for i in range(n):
+        regions.region(addresses[i % 6], principal)
+    warm = (time.perf_counter_ns() - start) / n
+    cold_addresses = [f"10.{i % 250}.{(i // 250) % 250}.{i % 7}" for i in range(n // 2)]
+    cold_addresses += [f"2001:db8:{i % 200:x}::{i:x}" for i in range(n // 2)]
+    start = time.perf_counter_ns()
+    for address in cold_addresses:  # every one new: more than the cache holds, so each is parsed and probed
+        regions.region(address, principal)
+    cold = (time.perf_counter_ns() - start) / n
+    print(f"region lookup:          {warm / 1000:.2f} µs/observation (address seen recently), "
+          f"{cold / 1000:.2f} µs (new address)")
+
+
+def _snapshot() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from portcullis.monitoring.detectors import Detector, Observation
+    from portcullis.monitoring.snapshot import take
+    from portcullis.monitoring.state import SqliteMonitorStateStore
+
+    detector = Detector(Settings(learn_s=0), started=1_800_000_000.0)
+    for i in range(10_000):
+        detector.observe(Observation(1_800_000_000.0 + i * 0.001, "mail.send", "high", (("agent", f"a-{i}"),),
+                                     "t", 10, 10, False, False, None))
+    detector.tick(1_800_000_060.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteMonitorStateStore(Path(tmp) / "m.sqlite3")
+        start = time.perf_counter_ns()
+        store.save(take(detector, 1_800_000_060.0))
+        saved = time.perf_counter_ns() - start
+        start = time.perf_counter_ns()
+        store.load(10_000)
+        loaded = time.perf_counter_ns() - start
+        size = (Path(tmp) / "m.sqlite3").stat().st_size + (Path(tmp) / "m.sqlite3-wal").stat().st_size
+        store.close()
+    print(f"snapshot of 10,000 callers + identities: take+save {saved / 1e6:.0f} ms, load {loaded / 1e6:.0f} ms, "
+          f"{size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

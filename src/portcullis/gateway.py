@@ -60,6 +60,8 @@ from portcullis.kill.api import KillSwitchApi
 from portcullis.kill.containment import KillSwitchContainment
 from portcullis.kill.runtime import open_kill_switches
 from portcullis.monitoring.monitor import Monitor
+from portcullis.monitoring.state import FILE_NAME as MONITOR_STATE_FILE
+from portcullis.monitoring.state import SqliteMonitorStateStore
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
@@ -387,7 +389,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     monitor = None if not cfg.alerts.enabled else Monitor.from_config(
         cfg.alerts, clock=clock, audit=auditor.alert, notify=None if notifier is None else notifier.offer_payload,
         counted=metrics.alert if cfg.observability.metrics.enabled else None,
-        containment=containment)
+        containment=containment,
+        store=SqliteMonitorStateStore(state_dir / MONITOR_STATE_FILE))  # baselines survive restarts; opened lazily
     response_cache = None
     if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,

@@ -83,7 +83,7 @@ def test_key_parts_are_cut() -> None:
 
 def _ctx(agent: str = "bot") -> Any:
     principal = SimpleNamespace(agent_id=agent, user_id=None, client_id="c", tenant=None)
-    return SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=principal,
+    return SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=principal, source=None,
                            arguments={"q": "x"})
 
 
@@ -101,7 +101,7 @@ def test_a_broken_context_never_fails_the_call_nor_the_background_task() -> None
     monitor = Monitor(Settings(), clock=lambda: T0)
     monitor.observe(object(), "ok", 10)  # no attributes at all
     assert monitor.dropped == 1
-    no_principal = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=None,
+    no_principal = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=None, source=None,
                                    arguments={})
     monitor.observe(no_principal, "ok", 10)  # queued: the principal is read by the background task
     monitor.observe(_ctx(), "ok", 10)

@@ -199,7 +199,7 @@ async def test_the_background_task_turns_a_synthetic_spike_into_audited_alerts_a
 
     monitor = Monitor(Settings(), clock=lambda: now[0], audit=audit, drain_s=0.001, max_pending=100_000)
     principal = SimpleNamespace(agent_id="bot", user_id=None, client_id="c", tenant=None)
-    ctx = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=principal,
+    ctx = SimpleNamespace(record=SimpleNamespace(route=None, result_tenant=None), principal=principal, source=None,
                           arguments={})
 
     async def minute(calls: int) -> None:

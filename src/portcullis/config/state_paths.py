@@ -16,6 +16,8 @@ Every path is resolved exactly as the gateway resolves it (relative to the worki
 - the approval store: ``$PORTCULLIS_APPROVALS_PATH``, else ``approvals.path``, else in the state directory;
 - the limit counters: ``$PORTCULLIS_COUNTERS_PATH``, else ``counters.sqlite3`` in the state directory;
 - the kill switches: ``kill_switches.sqlite3`` in the state directory (``portcullis kill``).
+- the alert monitor's baselines and first-seen sets: ``monitor_state.sqlite3`` in the state directory
+  (``alerts.persist``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ moving average: ``mean += a·(x - mean)``, ``var = (1 - a)·(var + a·(x - mean_
 two floats and a count; old windows fade with weight ``(1 - a)^age``, so a slow ramp moves the
 baseline with it while a jump stands out. :meth:`Baseline.threshold` is ``mean + k·sd`` with the
 standard deviation never below a noise floor (``sqrt(mean)`` for counts — the spread of a Poisson
-process —, a fraction of the mean for sizes, an absolute one for ratios), so perfectly steady
+process —, a fraction of the mean for sizes, an absolute one for ratios and region counts), so perfectly steady
 traffic (variance 0) does not alert on its first extra call.
 
 :class:`BoundedTable` is an insertion-ordered dict used as an LRU: at most ``cap`` keys; touching
@@ -63,6 +63,13 @@ def size_noise(mean: float) -> float:
 def ratio_noise(_mean: float) -> float:
     """The noise floor of an error or denial ratio: five percentage points."""
     return 0.05
+
+
+def region_noise(_mean: float) -> float:
+    """The noise floor of a count of regions: 0.2, so a caller always seen in one region (variance 0) is
+    over its threshold (1.8 at k=4) in a window from two; one that roams now and then has the variance to
+    match. Regions are few: a count's Poisson floor (at least 1) would need five to alert."""
+    return 0.2
 
 
 class BoundedTable(Generic[K, V]):

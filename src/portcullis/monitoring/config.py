@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.monitoring.containment import ContainmentRule
 from portcullis.monitoring.detectors import DEFAULT_FLOORS, Settings
+from portcullis.monitoring.regions import UNKNOWN, RegionMap
 
 AlertRule = Literal["call_rate_spike", "argument_size_spike", "output_size_spike", "error_rate_spike",
-                    "denial_rate_spike", "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination",
-                    "new_argument_shape"]
+                    "denial_rate_spike", "cross_tenant_spike", "cross_region_spike", "new_identity_high_risk",
+                    "new_egress_destination", "new_argument_shape"]
 SwitchKind = Literal["tool", "service", "tenant", "agent", "client", "user", "source_app"]
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError("not a CIDR (address/prefix, no host bits set)") from None
+
+
+Cidr = Annotated[str, Field(min_length=2, max_length=64), AfterValidator(_cidr)]
+RegionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), AfterValidator(
+    lambda name: name if name != UNKNOWN else _reserved())]
+
+
+def _reserved() -> str:
+    raise ValueError(f"'{UNKNOWN}' is the region of an address in no CIDR")
 
 
 class _Model(BaseModel):
@@ -34,6 +52,8 @@ class AlertFloors(_Model):
                                      description="Share of calls the policy denied.")
     cross_tenant_spike: float = Field(DEFAULT_FLOORS["cross_tenant_spike"], ge=2,
                                       description="Distinct tenants one caller touched in the window.")
+    cross_region_spike: float = Field(DEFAULT_FLOORS["cross_region_spike"], ge=2,
+                                      description="Distinct regions one caller came from in the window.")
 
 
 class ContainmentRuleConfig(_Model):
@@ -63,8 +83,9 @@ class AlertsConfig(_Model):
                           "evicted): bounds memory whatever agent ids or tool names callers send.")
     max_pending: int = Field(10000, ge=100, le=1000000, description="Observations waiting for the background "
                              "task; past it they are dropped and counted.")
-    learn_s: float = Field(3600, ge=0, description="After a start, first-seen identities and destinations are "
-                           "learned silently for this long.")
+    learn_s: float = Field(3600, ge=0, description="After a start with a fresh state, first-seen identities and "
+                           "destinations are learned silently for this long (a restored snapshot resumes what was "
+                           "left of it).")
     cooldown_s: float = Field(900, ge=0, description="The same rule and key alert at most once in this time.")
     max_alerts_per_window: int = Field(100, ge=1, description="Alerts raised per window at most (the rest counted).")
     egress_arguments: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
@@ -74,6 +95,33 @@ class AlertsConfig(_Model):
                          "is configured.")
     containment: tuple[ContainmentRuleConfig, ...] = Field(
         (), description="Kill switches alert rules propose or apply (wired by the kill-switch integration).")
+    persist: bool = Field(True, description="Save baselines and first-seen sets to monitor_state.sqlite3 in the "
+                          "state directory whenever a window closes, and restore them at start (no relearning "
+                          "after a restart).")
+    regions: dict[RegionName, tuple[Cidr, ...]] = Field(
+        default_factory=dict, max_length=256, description="Region name -> CIDRs of the client source address "
+        "(the TCP peer; the longest prefix wins), for cross_region_spike.")
+    region_attribute: str | None = Field(
+        None, min_length=1, max_length=64, description="A principal attribute (identity.issuers[].claims."
+        "attributes maps it from a token claim) read as the region when the source address is in no CIDR "
+        "(a gateway behind a proxy).")
+    count_unknown_region: bool = Field(False, description="Count a call with no region as the region "
+                                       "'unknown' (else it is not counted).")
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_map(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        RegionMap(value)  # the same network in two regions is an error
+        return value
+
+    @model_validator(mode="after")
+    def _regions_for_the_rule(self) -> AlertsConfig:
+        if any(item.rule == "cross_region_spike" for item in self.containment) and not self.region_map().configured:
+            raise ValueError("containment on cross_region_spike needs alerts.regions or alerts.region_attribute")
+        return self
+
+    def region_map(self) -> RegionMap:
+        return RegionMap(self.regions, attribute=self.region_attribute, count_unknown=self.count_unknown_region)
 
     def settings(self) -> Settings:
         return Settings(window_s=self.window_s, alpha=self.alpha, k=self.k, min_history=self.min_history,

@@ -13,29 +13,41 @@ Rules (``rule`` of an alert):
   key has ``min_history`` windows. Ratios are judged only in windows of at least ``min_calls`` calls.
 * ``cross_tenant_spike`` — one caller's calls touched more distinct tenants in a window than its
   baseline allows (and at least the floor).
+* ``cross_region_spike`` — one caller's calls came from more distinct regions in a window than its
+  baseline allows (and at least the floor, 2); judged over windows with at least one known region
+  (:mod:`.regions` resolves an observation's region; an unknown one is not counted unless configured).
 * ``new_identity_high_risk`` — an agent or user (else a client) seen for the first time on a tool
   whose manifest risk is ``high``.
 * ``new_egress_destination`` — a destination host not seen before for a tool.
 * ``new_argument_shape`` — a set of top-level argument names not seen before for a tool, in a call
   that passed validation and policy (a tool's usual shapes are few; a new one is a new way of calling it).
 
-"First time" is since the process started: the first ``learn_s`` seconds are learned silently.
+"First time" is since the process started, or since the first start whose state a restart restored
+(:mod:`.snapshot`): the first ``learn_s`` seconds of a fresh state are learned silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from portcullis.monitoring.baseline import Baseline, BoundedTable, count_noise, ratio_noise, size_noise
+from portcullis.monitoring.baseline import (
+    Baseline,
+    BoundedTable,
+    count_noise,
+    ratio_noise,
+    region_noise,
+    size_noise,
+)
 
 SPIKE_RULES = ("call_rate_spike", "argument_size_spike", "output_size_spike", "error_rate_spike",
                "denial_rate_spike")
-RULES = frozenset({*SPIKE_RULES, "cross_tenant_spike", "new_identity_high_risk", "new_egress_destination",
-                   "new_argument_shape"})
+CALLER_RULES = (*SPIKE_RULES, "cross_tenant_spike", "cross_region_spike")
+RULES = frozenset({*CALLER_RULES, "new_identity_high_risk", "new_egress_destination", "new_argument_shape"})
 MAX_TENANTS_PER_WINDOW = 64  # distinct tenants counted per caller and window (a count past it saturates)
+MAX_REGIONS_PER_WINDOW = 64  # distinct regions likewise
 MAX_TEXT = 256  # key parts and destinations are cut to this many characters
 
 
@@ -53,6 +65,7 @@ class Observation(NamedTuple):
     denied: bool
     destination: str | None  # raw egress destination argument, if the tool has one
     shape: tuple[str, ...] | None = None  # the top-level argument names of an allowed call (None: not judged)
+    region: str | None = None  # where the call came from (regions.RegionMap; None: unknown, not counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +85,7 @@ class Settings:
 
 DEFAULT_FLOORS: Mapping[str, float] = {
     "call_rate_spike": 60.0, "argument_size_spike": 65536.0, "output_size_spike": 1048576.0,
-    "error_rate_spike": 0.5, "denial_rate_spike": 0.5, "cross_tenant_spike": 3.0}
+    "error_rate_spike": 0.5, "denial_rate_spike": 0.5, "cross_tenant_spike": 3.0, "cross_region_spike": 2.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +111,23 @@ class Alert:
                 "at": self.at}
 
 
-class _Window:
-    """One key's open window and its baselines (one per spike rule, or the tenant count)."""
+class Window:
+    """One key's open window and its baselines (one per spike rule, the tenant and region counts)."""
 
-    __slots__ = ("args", "baselines", "bucket", "calls", "denials", "errors", "out", "tenants")
+    __slots__ = ("args", "baselines", "bucket", "calls", "denials", "errors", "out", "regions", "tenants")
 
     def __init__(self, bucket: int, rules: tuple[str, ...]) -> None:
         self.bucket = bucket
         self.calls = self.args = self.out = self.errors = self.denials = 0
         self.tenants: set[str] = set()
+        self.regions: set[str] = set()
         self.baselines = {rule: Baseline() for rule in rules}
 
     def reset(self, bucket: int) -> None:
         self.bucket = bucket
         self.calls = self.args = self.out = self.errors = self.denials = 0
         self.tenants = set()
+        self.regions = set()
 
 
 def _cut(text: str) -> str:
@@ -134,15 +149,18 @@ def destination_host(raw: str) -> str:
     return _cut(host.lower().rstrip(".")) or "-"
 
 
+_ANY_CALLS = frozenset({"call_rate_spike", "cross_tenant_spike", "cross_region_spike"})  # no min_calls
+
+
 class Detector:
     """All rules over all keys; bounded by ``settings.max_keys`` per table (see :attr:`evicted`)."""
 
     def __init__(self, settings: Settings, *, started: float) -> None:
         self.s = settings
-        self._learn_until = started + settings.learn_s
+        self.learn_until = started + settings.learn_s  # first-seen rules are silent before it (restore moves it)
         cap = settings.max_keys
-        self._tools: BoundedTable[tuple[tuple[str, str], ...], _Window] = BoundedTable(cap)
-        self._callers: BoundedTable[tuple[tuple[str, str], ...], _Window] = BoundedTable(cap)
+        self._tools: BoundedTable[tuple[tuple[str, str], ...], Window] = BoundedTable(cap)
+        self._callers: BoundedTable[tuple[tuple[str, str], ...], Window] = BoundedTable(cap)
         self._identities: BoundedTable[tuple[str, str, str], bool] = BoundedTable(cap)
         self._destinations: BoundedTable[tuple[str, str], bool] = BoundedTable(cap)
         self._shapes: BoundedTable[tuple[str, str], bool] = BoundedTable(cap)
@@ -150,6 +168,19 @@ class Detector:
         self._alert_bucket, self._alerts_in_bucket = -1, 0
         self._ticked = -1  # the last window tick() closed up to
         self.suppressed = 0  # alerts not raised: cooldown or the per-window cap
+
+    @property
+    def ticked(self) -> int:
+        """The window bucket the last :meth:`tick` closed up to (-1: none yet)."""
+        return self._ticked
+
+    def window_tables(self) -> dict[str, BoundedTable[tuple[tuple[str, str], ...], Window]]:
+        """The per-key windows and baselines by table name (what :mod:`.snapshot` saves and restores)."""
+        return {"tool": self._tools, "caller": self._callers}
+
+    def seen_tables(self) -> dict[str, BoundedTable[Any, bool]]:
+        """The first-seen sets by table name (likewise)."""
+        return {"identity": self._identities, "destination": self._destinations, "shape": self._shapes}
 
     @property
     def evicted(self) -> int:
@@ -167,7 +198,7 @@ class Detector:
         hour = str(int(obs.at // 3600) % 24)
         self._count(self._tools, (("tool", tool), ("hour", hour)), SPIKE_RULES, bucket, obs, out)
         caller = tuple((kind, _cut(value)) for kind, value in obs.caller[:1])
-        self._count(self._callers, caller, (*SPIKE_RULES, "cross_tenant_spike"), bucket, obs, out)
+        self._count(self._callers, caller, CALLER_RULES, bucket, obs, out)
         if obs.risk == "high":
             for kind, value in obs.caller:
                 _, new = self._identities.get_or_add((tool, kind, _cut(value)), lambda: True)
@@ -198,9 +229,9 @@ class Detector:
                     self._close(key, window, bucket, now, out)
         return out
 
-    def _count(self, table: BoundedTable[tuple[tuple[str, str], ...], _Window], key: tuple[tuple[str, str], ...],
+    def _count(self, table: BoundedTable[tuple[tuple[str, str], ...], Window], key: tuple[tuple[str, str], ...],
                rules: tuple[str, ...], bucket: int, obs: Observation, out: list[Alert]) -> None:
-        window, _ = table.get_or_add(key, lambda: _Window(bucket, rules))
+        window, _ = table.get_or_add(key, lambda: Window(bucket, rules))
         if window.bucket < bucket:
             self._close(key, window, bucket, obs.at, out)
         window.calls += 1
@@ -210,8 +241,11 @@ class Detector:
         window.denials += obs.denied
         if obs.tenant is not None and len(window.tenants) < MAX_TENANTS_PER_WINDOW:
             window.tenants.add(_cut(obs.tenant))
+        region, regions = obs.region, window.regions
+        if region is not None and len(regions) < MAX_REGIONS_PER_WINDOW and "cross_region_spike" in window.baselines:
+            regions.add(_cut(region))
 
-    def _close(self, key: tuple[tuple[str, str], ...], w: _Window, bucket: int, now: float,
+    def _close(self, key: tuple[tuple[str, str], ...], w: Window, bucket: int, now: float,
                out: list[Alert]) -> None:
         """Judge the ended window against its baselines, then fold it (and a short silence) in."""
         s, calls = self.s, w.calls
@@ -224,9 +258,11 @@ class Detector:
             values["denial_rate_spike"] = (w.denials / calls, ratio_noise)
         if "cross_tenant_spike" in w.baselines:
             values["cross_tenant_spike"] = (float(len(w.tenants)), count_noise)
+        if w.regions:  # windows with a known region only: an idle or unlocated window says nothing of roaming
+            values["cross_region_spike"] = (float(len(w.regions)), region_noise)
         for rule, (value, noise) in values.items():
             base = w.baselines[rule]
-            judged = calls >= s.min_calls or rule in ("call_rate_spike", "cross_tenant_spike")
+            judged = calls >= s.min_calls or rule in _ANY_CALLS
             if judged and base.n >= s.min_history:
                 threshold = base.threshold(s.k, noise(base.mean))
                 if value > threshold and value >= s.floors.get(rule, 0.0):
@@ -242,7 +278,7 @@ class Detector:
         w.reset(bucket)
 
     def _first_seen(self, rule: str, key: tuple[tuple[str, str], ...], at: float, out: list[Alert]) -> None:
-        if at >= self._learn_until:
+        if at >= self.learn_until:
             start = int(at // self.s.window_s) * self.s.window_s
             self._raise(Alert(rule, key, key[-1][1], None, None, start, self.s.window_s, at), out)
 

@@ -104,6 +104,7 @@ class CallContext:
     started_ns: int
     principal: Principal  # from verified credentials only (the transport's authenticate step)
     route: Route | None = None  # set by the route stage
+    source: str | None = None  # the connection's peer address (never a forwarded header): monitoring only
     decision: Decision | None = None  # set by the authorize stage (allow, possibly with a shadow)
     trace: Any = None  # the call's tracing span handle (observability), or None when tracing is off
     headers: Mapping[str, str] | None = None  # lower-cased request headers (traceparent, Mcp-Param-*)

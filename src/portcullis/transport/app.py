@@ -62,7 +62,7 @@ from portcullis.subscriptions import (
     session_key,
 )
 from portcullis.transport.disconnect import SEND_FAILURES, Watch, run_watched, start_watch
-from portcullis.transport.http_guard import client_key
+from portcullis.transport.http_guard import client_key, peer_address
 from portcullis.transport.jsonrpc import DEFAULT_MAX_VALUES, loads_strict, parse_message
 from portcullis.transport.mrtr_bridge import bridged
 from portcullis.transport.origin_guard import OriginGuard
@@ -284,11 +284,11 @@ class GatewayApp:
             request_id = message.id
             declared: frozenset[str] = frozenset()
             if modern:
-                req = Request(message, version or "", True, headers, principal)
+                req = Request(message, version or "", True, headers, principal, source=peer_address(scope))
                 check_modern(req)
                 extra: list[tuple[bytes, bytes]] = []
             else:
-                req, extra, declared = self._legacy(message, headers, principal)
+                req, extra, declared = self._legacy(message, headers, principal, peer_address(scope))
             if message.kind != "request":
                 if message.kind == "response" and not modern:  # maybe the answer to a pushed client request
                     self._push.answer(value, session_id=headers.get("mcp-session-id"),
@@ -515,8 +515,8 @@ class GatewayApp:
         except Exception:  # never turn a refusal into a 500
             log.exception("refused request could not be recorded as an attempt")
 
-    def _legacy(self, message: Any, headers: dict[str, str],
-                principal: Principal) -> tuple[Request, list[tuple[bytes, bytes]], frozenset[str]]:
+    def _legacy(self, message: Any, headers: dict[str, str], principal: Principal,
+                source: str | None = None) -> tuple[Request, list[tuple[bytes, bytes]], frozenset[str]]:
         """The request in its sealed session; the session id to set (initialize); the client-request
         kinds the caller declared (``initialize``'s capabilities, sealed into the session)."""
         if message.method == "initialize" and message.kind == "request":
@@ -526,13 +526,15 @@ class GatewayApp:
             if not isinstance(caps, dict) or len(json.dumps(caps)) > _MAX_CAPABILITIES_BYTES:
                 raise InvalidParams("Invalid params: capabilities must be a small object")
             sealed = self._sealer.seal(negotiated, caps, principal_key(principal))
-            return (Request(message, negotiated, False, headers, principal), [(b"mcp-session-id", sealed.encode())],
+            return (Request(message, negotiated, False, headers, principal, source=source),
+                    [(b"mcp-session-id", sealed.encode())],
                     declared_kinds(caps))
         _, session = self._session(headers, principal)
         # A handshake-era version header other than the negotiated one is tolerated, as the SDK does;
         # an unknown version never reaches here: it selects the 2026-07-28 path and gets -32022.
         caps = capabilities_of(session.declared)  # what the session declared: the kinds sealed in it
-        return Request(message, session.protocol_version, False, headers, principal, caps), [], session.declared
+        return (Request(message, session.protocol_version, False, headers, principal, caps, source), [],
+                session.declared)
 
     def _session(self, headers: dict[str, str], principal: Principal) -> tuple[str, Any]:
         """The request's sealed 2025-era session (its id and contents), which must be ``principal``'s."""

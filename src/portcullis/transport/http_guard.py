@@ -62,6 +62,14 @@ class HttpLimits:
         return self.max_header_bytes + _LINE_OVERHEAD * (self.max_header_count + 1) + 64
 
 
+def peer_address(scope: Any) -> str | None:
+    """The connection's peer address from an ASGI scope (``scope["client"]``), None for a Unix socket."""
+    peer = scope.get("client")
+    if isinstance(peer, tuple | list) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return None
+
+
 def client_key(peer: Any) -> str | None:
     """The address a connection counts against: IPv4 as is, IPv6 per /64 (IPv4-mapped as IPv4)."""
     if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):

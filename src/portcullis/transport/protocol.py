@@ -72,6 +72,7 @@ class Request:
     principal: Principal
     # a 2025-era request: the client capabilities its session declared at initialize (2026-07-28: in _meta)
     session_capabilities: Mapping[str, Any] | None = None
+    source: str | None = None  # the connection's peer address (the TCP peer: proxy headers are never read)
 
     @property
     def client_capabilities(self) -> Mapping[str, Any] | None:
@@ -242,7 +243,7 @@ class Dispatcher:
                           started_ns=time.perf_counter_ns(), principal=req.principal, headers=req.headers,
                           approval_id=approval_id, justification=justification, input_state=input_state,
                           approval_poll=_approval_poll(params.get("_meta")),
-                          client_capabilities=req.client_capabilities, retry_input=retry)
+                          client_capabilities=req.client_capabilities, retry_input=retry, source=req.source)
         return await self._pipeline(ctx)
 
 
