@@ -55,7 +55,6 @@ A read adds ``resource`` (``resources/read``) or ``prompt`` (``prompts/get``): s
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -157,7 +156,8 @@ class PolicyEngine:
         """An engine over ``policies`` (exposed name → policy, or None, and tool facts) and ``rego``.
 
         Raises :class:`ValueError` if a key differs from its ``ToolInfo.exposed_name`` or the
-        environment is empty.
+        environment is empty. Building never evaluates Rego (no warm-up: nothing would bound it in
+        this process; see :mod:`.rego_probe` for how a pushed module is tried under limits).
         """
         if not environment:
             raise ValueError("environment must be a non-empty name")
@@ -166,10 +166,6 @@ class PolicyEngine:
             if info.exposed_name != name:
                 raise ValueError(f"tool {name!r}: ToolInfo names {info.exposed_name!r}")
             entries[name] = _Entry(policy, info, info.document())
-        if rego is not None:  # warm up: the first evaluation of a fresh interpreter is the slowest
-            with contextlib.suppress(Exception):  # its result is thrown away; decide() handles failures
-                rego.evaluate({"principal": {}, "tool": {}, "arguments": {}, "environment": environment,
-                               "now": "1970-01-01T00:00:00Z", "session": {}})
         return cls(MappingProxyType(entries), rego, environment, _version(entries, rego, environment))
 
     @classmethod

@@ -120,14 +120,33 @@ def fired_rule_ids(decision: Decision) -> tuple[str, ...]:
 
 
 def run_fixtures(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureReport:
-    """Decide every fixture with ``engine`` and report results and rule coverage.
+    """Decide every fixture with ``engine`` (Rego in this process: the CLI) and report results and
+    rule coverage.
 
     Raises :class:`ValueError` for a fixture whose tool the engine does not know or whose
     principal is malformed: a fixture that cannot run is a broken test, not a failing decision.
     A known tool without a policy is decided (``no_policy``), so a fixture can show that denial.
     """
+    planned = _plan(engine, fixtures)
+    return _report(engine, [(fixture, on.decide(fixture.tool, principal, fixture.arguments, now=fixture.now,
+                                                 session=fixture.session))
+                            for fixture, on, principal in planned])
+
+
+async def run_fixtures_async(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureReport:
+    """:func:`run_fixtures` with :meth:`~portcullis.policy.engine.PolicyEngine.decide_async`: in the
+    gateway, every Rego evaluation runs in the engine's worker processes, under their limits."""
+    decided = []
+    for fixture, on, principal in _plan(engine, fixtures):
+        decided.append((fixture, await on.decide_async(fixture.tool, principal, fixture.arguments, now=fixture.now,
+                                                       session=fixture.session)))
+    return _report(engine, decided)
+
+
+def _plan(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> list[tuple[Fixture, PolicyEngine, Principal]]:
+    """Each fixture with the engine of its environment and its principal; ValueError for a broken one."""
     engines = {engine.environment: engine}
-    results = []
+    planned = []
     for fixture in fixtures:
         if fixture.tool not in engine.tools:
             raise ValueError(f"fixture {fixture.label!r}: unknown tool {fixture.tool!r}")
@@ -138,8 +157,13 @@ def run_fixtures(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureRe
         environment = fixture.environment or engine.environment
         if environment not in engines:
             engines[environment] = engine.with_environment(environment)
-        decision = engines[environment].decide(fixture.tool, principal, fixture.arguments, now=fixture.now,
-                                               session=fixture.session)
+        planned.append((fixture, engines[environment], principal))
+    return planned
+
+
+def _report(engine: PolicyEngine, decided: Sequence[tuple[Fixture, Decision]]) -> FixtureReport:
+    results = []
+    for fixture, decision in decided:
         passed = (decision.effect == fixture.expect.effect
                   and set(fired_rule_ids(decision)) == set(fixture.expect.rule_ids))
         results.append(FixtureResult(fixture, decision, passed))

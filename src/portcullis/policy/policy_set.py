@@ -12,6 +12,12 @@ policy lint finds no error, some tool has a policy (an empty policy set is refus
 as deny-all), and its golden fixtures (``policy/fixtures/*.yaml``), when present, all pass. Any
 failure raises :class:`SetRefused` with a short fixed reason and the problems, paths relative
 to the set. Blocking (file I/O, Rego compile): call it in a worker thread.
+
+In the gateway (``probe`` given, ``fixtures=False``) no pushed Rego is compiled or evaluated in
+the gateway's process before a limited process has done so (:mod:`.rego_probe`: a blown limit is
+refused with its precise fixed reason), and the fixtures are run afterwards by
+:func:`check_fixtures_async` through the new version's worker processes. The CLI (``policy
+diff``) validates with Rego in its own process (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -31,7 +37,9 @@ from portcullis.errors import ConfigError
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment
     from portcullis.policy.engine import PolicyEngine
+    from portcullis.policy.fixtures import Fixture, FixtureReport
     from portcullis.policy.rego import RegoPolicy
+    from portcullis.policy.rego_probe import ProbeLimits
 
 TOPS = ("tools", "resources", "prompts", "policy")
 SUFFIXES = (".yml", ".yaml", ".rego")
@@ -110,18 +118,21 @@ def content_id(files: Mapping[str, str]) -> str:
 
 
 def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, rego_dir: str | None,
-             environment: str, rego_budget_s: float,
-             reuse: RegoPolicy | None = None) -> tuple[PolicyEngine, Deployment]:
+             environment: str, rego_budget_s: float, reuse: RegoPolicy | None = None,
+             probe: ProbeLimits | None = None, fixtures: bool = True) -> tuple[PolicyEngine, Deployment]:
     """The :class:`~portcullis.policy.engine.PolicyEngine` of a whole, valid set and the set loaded as a
     deployment (its manifests); :class:`SetRefused` otherwise.
 
     ``reuse``: the running engine's Rego policy, kept (with its worker processes) when the modules
-    did not change.
+    did not change. ``probe``: changed modules are first compiled and evaluated once in a limited
+    process (see the module docstring). ``fixtures``: run the golden fixtures here, in this process
+    (False: the caller runs :func:`check_fixtures_async` once the engine has its workers).
     """
     from portcullis.config.loader import load_deployment
     from portcullis.policy.engine import PolicyEngine, tool_policies
     from portcullis.policy.lint import lint_policies
     from portcullis.policy.rego import RegoCompileError, RegoPolicy
+    from portcullis.policy.rego_probe import RegoLimitExceeded
 
     check_names(files, rego_dir)
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -138,8 +149,9 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
         rego = None
         if rego_dir is not None:
             try:
-                rego = RegoPolicy.load_dir(work / rego_dir, budget_s=rego_budget_s,
-                                           reuse=reuse)
+                rego = RegoPolicy.load_dir(work / rego_dir, budget_s=rego_budget_s, reuse=reuse, probe=probe)
+            except RegoLimitExceeded as exc:
+                raise SetRefused(exc.reason) from None
             except (RegoCompileError, OSError) as exc:
                 raise SetRefused(REGO, [_relative(str(exc), work)]) from None
         errors = [p for p in lint_policies(deployment.manifests, environment=environment) if p.severity == "error"]
@@ -148,23 +160,52 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
         if not any(m.manifest.policy is not None for m in deployment.manifests):
             raise SetRefused(EMPTY)
         engine = PolicyEngine.build(tool_policies(deployment.manifests), rego, environment=environment)
-        _fixtures(engine, files, work)
+        if fixtures:
+            from portcullis.policy.fixtures import run_fixtures
+
+            _check_report(lambda loaded: run_fixtures(engine, loaded), files, work)
         return engine, deployment
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _fixtures(engine: PolicyEngine, files: Mapping[str, str], work: Path) -> None:
-    from portcullis.policy.fixtures import load_fixtures, run_fixtures
+async def check_fixtures_async(engine: PolicyEngine, files: Mapping[str, str]) -> None:
+    """The set's golden fixtures, decided with :meth:`~portcullis.policy.engine.PolicyEngine.decide_async`
+    (in the gateway: in the engine's Rego worker processes, under their limits); SetRefused if one fails."""
+    from portcullis.policy.fixtures import load_fixtures, run_fixtures_async
 
-    texts = [text for name, text in sorted(files.items())
-             if name.startswith("policy/fixtures/") and name.endswith((".yml", ".yaml"))]
+    try:
+        loaded = [f for text in _fixture_texts(files) for f in load_fixtures(text)]
+    except ValueError as exc:
+        raise SetRefused(FIXTURES, [str(exc)[:200]]) from None
+    if not loaded:
+        return
+    try:
+        report = await run_fixtures_async(engine, loaded)
+    except ValueError as exc:
+        raise SetRefused(FIXTURES, [str(exc)[:200]]) from None
+    _refuse_failures(report)
+
+
+def _fixture_texts(files: Mapping[str, str]) -> list[str]:
+    return [text for name, text in sorted(files.items())
+            if name.startswith("policy/fixtures/") and name.endswith((".yml", ".yaml"))]
+
+
+def _check_report(run: Callable[[list[Fixture]], FixtureReport], files: Mapping[str, str], work: Path) -> None:
+    from portcullis.policy.fixtures import load_fixtures
+
+    texts = _fixture_texts(files)
     if not texts:
         return
     try:
-        report = run_fixtures(engine, [f for text in texts for f in load_fixtures(text)])
+        report = run([f for text in texts for f in load_fixtures(text)])
     except ValueError as exc:
         raise SetRefused(FIXTURES, [_relative(str(exc), work)[:200]]) from None
+    _refuse_failures(report)
+
+
+def _refuse_failures(report: FixtureReport) -> None:
     failed = [r.fixture.label for r in report.results if not r.passed]
     if failed:
         raise SetRefused(FIXTURES, [f"fixture fails: {label}"[:200] for label in failed])

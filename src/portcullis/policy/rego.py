@@ -5,7 +5,10 @@ never an allow (the native policy is the only source of an allow). The contract,
 the code follows it (``docs/rego.md`` has the module shape, the input document and examples):
 
 1. :meth:`RegoPolicy.compile` checks each module statically (a name, no NUL, the first statement
-   ``package portcullis.<name>``, no ``allow``/``warn``/``violation`` rule), then compiles all of
+   ``package portcullis.<name>``, no ``allow``/``warn``/``violation`` rule, at most
+   :data:`MAX_MODULES` modules of :data:`MAX_SOURCE_BYTES` together), optionally has a limited
+   process compile and try them first (``probe``: :mod:`.rego_probe`, what the gateway does with a
+   pushed set), then compiles all of
    them ONCE into a regopy ``Bundle`` whose query reads, for every package, ``deny``,
    ``require_approval`` and ``obligations``. A module that does not compile is a
    :class:`RegoCompileError` naming the file and line; no modules at all is an error too.
@@ -62,6 +65,7 @@ from portcullis.policy.rego_runtime import (
 
 if TYPE_CHECKING:
     from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
+    from portcullis.policy.rego_probe import ProbeLimits
 
 __all__ = ["ALL", "DEFAULT_BUDGET_S", "RegoCompileError", "RegoFinding", "RegoPolicy", "RegoResult", "wanted_input"]
 
@@ -69,6 +73,8 @@ DECISION_KEYS = ("deny", "require_approval", "obligations")
 RESERVED_RULES = ("allow", "warn", "violation")  # would look like decisions but be ignored
 DEFAULT_BUDGET_S = 0.02  # CPU seconds per evaluation; typical evaluations take 0.2-0.4 ms
 CACHE_ENTRIES = 4096  # cached decisions per policy version
+MAX_MODULES = 256  # Rego modules in one policy version
+MAX_SOURCE_BYTES = 1024 * 1024  # their sources together, UTF-8
 
 _MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PACKAGE = re.compile(r"package[ \t]+portcullis\.([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:#.*)?")
@@ -112,14 +118,28 @@ class RegoPolicy:
         self._workers: RegoWorkers | None = None
 
     @classmethod
-    def compile(cls, modules: Mapping[str, str], *, budget_s: float = DEFAULT_BUDGET_S) -> RegoPolicy:
-        """Compile ``modules`` (file name → Rego source) once. Raises :class:`RegoCompileError`."""
+    def compile(cls, modules: Mapping[str, str], *, budget_s: float = DEFAULT_BUDGET_S,
+                probe: ProbeLimits | None = None) -> RegoPolicy:
+        """Compile ``modules`` (file name → Rego source) once. Raises :class:`RegoCompileError`.
+
+        ``probe``: first compile and evaluate them once in a limited process
+        (:func:`~portcullis.policy.rego_probe.probe`, blocking); raises
+        :class:`~portcullis.policy.rego_probe.RegoLimitExceeded` when they blow a limit there.
+        """
         if not math.isfinite(budget_s) or budget_s < 0:
             raise ValueError("budget_s must be a finite number of seconds, 0 or more")
         if not modules:
             raise RegoCompileError("no modules: a Rego policy needs at least one module")
+        if len(modules) > MAX_MODULES:
+            raise RegoCompileError(f"too many modules: at most {MAX_MODULES}")
         packages = sorted({_check_module(name, source) for name, source in modules.items()})
+        if sum(len(source.encode("utf-8")) for source in modules.values()) > MAX_SOURCE_BYTES:
+            raise RegoCompileError(f"the modules are too large: at most {MAX_SOURCE_BYTES} bytes together")
         slots = tuple((package, key) for package in packages for key in DECISION_KEYS)
+        if probe is not None:
+            from portcullis.policy.rego_probe import probe as try_in_a_limited_process
+
+            try_in_a_limited_process(modules, slots, probe)
         runtime = Runtime.build(modules, slots)
         declared = sorted({match for source in modules.values() for match in _DECLARED_ID.findall(source)
                            if RULE_ID.fullmatch(match)})
@@ -130,11 +150,11 @@ class RegoPolicy:
 
     @classmethod
     def load_dir(cls, directory: Path, *, budget_s: float = DEFAULT_BUDGET_S,
-                 reuse: RegoPolicy | None = None) -> RegoPolicy | None:
+                 reuse: RegoPolicy | None = None, probe: ProbeLimits | None = None) -> RegoPolicy | None:
         """The ``*.rego`` files of ``directory`` (sorted, hidden files skipped), compiled; None if there are none.
 
         ``reuse``: a policy compiled before; returned as it is when the files have not changed
-        (same version and budget), so a reload compiles only a new version.
+        (same version and budget), so a reload compiles only a new version. ``probe``: as in :meth:`compile`.
         """
         if not directory.is_dir():
             return None
@@ -150,7 +170,7 @@ class RegoPolicy:
         if (reuse is not None and reuse.version == _version(modules)
                 and reuse._budget_ns == round(budget_s * 1e9)):
             return reuse
-        return cls.compile(modules, budget_s=budget_s)
+        return cls.compile(modules, budget_s=budget_s, probe=probe)
 
     @property
     def wanted(self) -> Wanted:

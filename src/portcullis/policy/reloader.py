@@ -9,9 +9,12 @@ same way, one at a time:
 1. the set is validated whole (:func:`~portcullis.policy.policy_set.validate`, in a worker
    thread); a refused set changes nothing: the running version stays (last known good), the
    refusal is kept in the history and the audit trail, and ``/readyz`` says ``degraded`` with
-   the fixed reason until a good version is applied;
+   the fixed reason until a good version is applied. Pushed Rego is never compiled nor evaluated
+   in this process before a limited process has done both (:mod:`.rego_probe`, limits from
+   :attr:`ReloadSettings.probe`): a module that blows a limit is refused with the precise reason;
 2. new Rego modules get their own worker processes, started and ready before the swap (same
-   modules: the running workers are kept);
+   modules: the running workers are kept); the set's golden fixtures are then decided through
+   those workers (:func:`~portcullis.policy.policy_set.check_fixtures_async`), never in this process;
 3. the version is stored (content-addressed, immutable), a ``policy_version`` audit record is
    made durable — if the trail is unavailable the change is refused (fail closed) — and only
    then :meth:`ActivePolicy.swap` makes it active for every call that starts afterwards.
@@ -38,7 +41,7 @@ import signal
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +53,7 @@ from portcullis.policy import policy_set
 from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
+from portcullis.policy.rego_probe import ProbeLimits
 from portcullis.policy.versions import Action, PolicyVersion, PolicyVersionStore, VersionStoreUnavailable
 
 if TYPE_CHECKING:
@@ -78,6 +82,7 @@ class ReloadSettings:
     rego_budget_s: float
     pool: PoolSettings
     workers_ready_s: float = 30.0
+    probe: ProbeLimits = field(default_factory=ProbeLimits)  # what a pushed set's Rego may use when tried first
 
 
 def clean_text(text: object, limit: int = MAX_MESSAGE) -> str:
@@ -180,6 +185,11 @@ class PolicyReloader:
                 return await self._refuse(vid, NOT_VALIDATED, [], author, message)
             if not await self._start_workers(engine):
                 return await self._refuse(vid, WORKERS_FAILED, [], author, message)
+            try:
+                await policy_set.check_fixtures_async(engine, files)  # Rego in the new version's workers
+            except policy_set.SetRefused as refused:
+                self._retire(engine.rego)
+                return await self._refuse(vid, refused.reason, refused.problems, author, message)
             surface_version = "" if extra is None else extra.version
             try:
                 await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
@@ -254,6 +264,11 @@ class PolicyReloader:
             return NOT_VALIDATED
         if not await self._start_workers(engine, replace(self._settings.pool, size=SHADOW_WORKERS)):
             return WORKERS_FAILED
+        try:
+            await policy_set.check_fixtures_async(engine, stored.files)
+        except policy_set.SetRefused as refused:
+            self._retire(engine.rego)
+            return refused.reason
         return stored.id, engine
 
     def _adopt_shadow(self, shadow: tuple[str, PolicyEngine] | None) -> None:
@@ -335,7 +350,7 @@ class PolicyReloader:
         s = self._settings
         engine, deployment = policy_set.validate(files, s.gateway_yaml, scratch=s.scratch, rego_dir=s.rego_dir,
                                                  environment=s.environment, rego_budget_s=s.rego_budget_s,
-                                                 reuse=current.rego)
+                                                 reuse=current.rego, probe=s.probe, fixtures=False)
         return engine, deployment, None if self._companion is None else self._companion[1](engine, deployment)
 
     def _previous(self) -> str | None:

@@ -14,6 +14,7 @@ from portcullis.errors import ConfigError, Problem, UpstreamUnavailable
 from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings
+from portcullis.policy.rego_probe import EVAL_FLOOR_S, ProbeLimits
 from portcullis.policy.reloader import PolicyReloader, ReloadSettings
 from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
 from portcullis.surface import SurfaceCatalog
@@ -39,9 +40,11 @@ def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path
         gateway_yaml = (deployment.root / "gateway.yaml").read_bytes()
     except OSError:
         gateway_yaml = b""  # every reload is then refused (the set does not load); the start version serves
+    budget_s = authz.rego_evaluation.budget_ms / 1000
+    probe = ProbeLimits(eval_cpu_s=max(budget_s, EVAL_FLOOR_S), memory_bytes=pool.memory_bytes)
     settings = ReloadSettings(root=deployment.root, gateway_yaml=gateway_yaml, scratch=state_dir / SCRATCH_DIR,
                               rego_dir=authz.rego_dir, environment=authz.environment,
-                              rego_budget_s=authz.rego_evaluation.budget_ms / 1000, pool=pool)
+                              rego_budget_s=budget_s, pool=pool, probe=probe)
     return PolicyReloader(active, store, settings, audit, clock, on_commit, companion)
 
 
