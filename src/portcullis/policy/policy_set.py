@@ -52,6 +52,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 FILES = "policy set files refused"
 LOAD = "policy set does not load (YAML or schema)"
 REGO = "Rego does not compile"
+REGO_SIZE = "Rego modules too many or too large"
 LINT = "policy lint errors"
 EMPTY = "no tool has a policy"
 FIXTURES = "golden fixtures fail"
@@ -131,7 +132,7 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
     from portcullis.config.loader import load_deployment
     from portcullis.policy.engine import PolicyEngine, tool_policies
     from portcullis.policy.lint import lint_policies
-    from portcullis.policy.rego import RegoCompileError, RegoPolicy
+    from portcullis.policy.rego import RegoCompileError, RegoPolicy, RegoTooLarge
     from portcullis.policy.rego_probe import RegoLimitExceeded
 
     check_names(files, rego_dir)
@@ -152,6 +153,8 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
                 rego = RegoPolicy.load_dir(work / rego_dir, budget_s=rego_budget_s, reuse=reuse, probe=probe)
             except RegoLimitExceeded as exc:
                 raise SetRefused(exc.reason) from None
+            except RegoTooLarge as exc:
+                raise SetRefused(REGO_SIZE, [str(exc)]) from None
             except (RegoCompileError, OSError) as exc:
                 raise SetRefused(REGO, [_relative(str(exc), work)]) from None
         errors = [p for p in lint_policies(deployment.manifests, environment=environment) if p.severity == "error"]

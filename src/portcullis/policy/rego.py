@@ -67,7 +67,8 @@ if TYPE_CHECKING:
     from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
     from portcullis.policy.rego_probe import ProbeLimits
 
-__all__ = ["ALL", "DEFAULT_BUDGET_S", "RegoCompileError", "RegoFinding", "RegoPolicy", "RegoResult", "wanted_input"]
+__all__ = ["ALL", "DEFAULT_BUDGET_S", "RegoCompileError", "RegoFinding", "RegoPolicy", "RegoResult", "RegoTooLarge",
+           "wanted_input"]
 
 DECISION_KEYS = ("deny", "require_approval", "obligations")
 RESERVED_RULES = ("allow", "warn", "violation")  # would look like decisions but be ignored
@@ -80,6 +81,10 @@ _MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PACKAGE = re.compile(r"package[ \t]+portcullis\.([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:#.*)?")
 _RESERVED = re.compile(rf"^(?:default[ \t]+)?({'|'.join(RESERVED_RULES)})\b", re.MULTILINE)
 _DECLARED_ID = re.compile(r'"id"\s*:\s*"([^"\\]*)"')
+
+
+class RegoTooLarge(RegoCompileError):
+    """More than :data:`MAX_MODULES` modules, or more than :data:`MAX_SOURCE_BYTES` of source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +136,10 @@ class RegoPolicy:
         if not modules:
             raise RegoCompileError("no modules: a Rego policy needs at least one module")
         if len(modules) > MAX_MODULES:
-            raise RegoCompileError(f"too many modules: at most {MAX_MODULES}")
+            raise RegoTooLarge(f"too many modules: at most {MAX_MODULES}")
         packages = sorted({_check_module(name, source) for name, source in modules.items()})
         if sum(len(source.encode("utf-8")) for source in modules.values()) > MAX_SOURCE_BYTES:
-            raise RegoCompileError(f"the modules are too large: at most {MAX_SOURCE_BYTES} bytes together")
+            raise RegoTooLarge(f"the modules are too large: at most {MAX_SOURCE_BYTES} bytes together")
         slots = tuple((package, key) for package in packages for key in DECISION_KEYS)
         if probe is not None:
             from portcullis.policy.rego_probe import probe as try_in_a_limited_process
