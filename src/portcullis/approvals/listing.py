@@ -1,6 +1,7 @@
-"""What an approver lists: one page of the approvals they may decide, filtered before it is cut.
+"""What an approver sees: one page of the approvals they may decide (filtered before it is cut), and
+one approval in full (:func:`detail`).
 
-Filtered while reading, so approvals of tools this approver may not decide never take a place on a
+A page is filtered while reading, so approvals of tools this approver may not decide never take a place on a
 page (nobody's flood hides another tool's request). One request reads at most ``scan_max`` stored
 approvals: past that it answers the page so far (perhaps short or empty) with a continuation cursor,
 so a flood of approvals this approver may not decide cannot make one request scan the whole table.
@@ -19,7 +20,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from portcullis.approvals.model import Approval, visible
+from portcullis.approvals.model import Approval, visible, visible_json
 from portcullis.approvals.store import ApprovalStore, UnknownCursor
 
 PAGE_MAX = 500  # the most approvals one listing page holds
@@ -40,6 +41,24 @@ def brief(approval: Approval) -> dict[str, Any]:
             "requester": visible(str(who.get("user_id") or who.get("agent_id") or who.get("client_id"))),
             "required": approval.required, "approvals": len(approval.approvals()),
             "created_at": iso(approval.created_at), "expires_at": iso(approval.expires_at)}
+
+
+def detail(approval: Approval, recent: list[Approval], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything bound to ``approval``, made visible, with the requester's ``recent`` similar requests and
+    recent ``calls`` of the tool. Arguments the policy hides are already keyed hashes; ``arguments_hash`` is
+    the hash of the complete canonical arguments."""
+    return {**brief(approval),
+            "arguments": visible_json(approval.arguments),
+            "arguments_hash": approval.arguments_hash,
+            "justification": visible(approval.justification),
+            "requester": visible_json(dict(approval.requester)),
+            "rule_ids": list(approval.rule_ids), "reasons": list(approval.reasons),
+            "policy_version": approval.policy_version, "risk": approval.risk,
+            "votes": [{"approver": visible_json(dict(v.approver)), "verdict": v.verdict, "at": iso(v.at),
+                       "reason": v.reason} for v in approval.votes],
+            "recent_similar": [{**brief(r), "arguments": visible_json(r.arguments),
+                                "arguments_hash": r.arguments_hash} for r in recent],
+            "recent_calls": [visible_json(c) for c in calls]}
 
 
 class CursorSeal:

@@ -28,6 +28,11 @@
   redeemed by a call. :meth:`ApprovalService.execute` carries one out once it is approved, by the action
   :meth:`ApprovalService.register` names for its tool: right after the deciding vote, and from
   :meth:`ApprovalService.sweep` for one approved elsewhere (another replica) or whose action failed.
+
+The service keeps the state machine (propose, vote, redeem, expire); its helpers are modules of their
+own: :mod:`~portcullis.approvals.listing` (pages, sealed cursors, the approver's view),
+:mod:`~portcullis.approvals.answers` (what the agent is told) and :mod:`~portcullis.approvals.execute`
+(the gateway's own requests carried out exactly once).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from portcullis.approvals.answers import APPROVAL_ID_META, INPUT_KEY, input_required, invalid, pending_error
 from portcullis.approvals.execute import Action, Audit, GatewayRequests, restore
-from portcullis.approvals.listing import PAGE_MAX, SCAN_MAX, SCAN_STEP, CursorSeal, brief, iso, page_for
+from portcullis.approvals.listing import PAGE_MAX, SCAN_MAX, SCAN_STEP, CursorSeal, brief, detail, page_for
 from portcullis.approvals.model import (
     OPEN,
     Approval,
@@ -53,7 +59,6 @@ from portcullis.approvals.model import (
     new_id,
     same_person,
     visible,
-    visible_json,
 )
 from portcullis.approvals.notify import LinkSigner
 from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded
@@ -63,7 +68,6 @@ from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import (
     ApprovalDenied,
     ApprovalExpired,
-    ApprovalInvalid,
     ApprovalRequired,
     PolicyRefused,
     PortcullisError,
@@ -73,11 +77,10 @@ from portcullis.policy.native import caller_matches
 
 log = logging.getLogger("portcullis.approvals")
 
-APPROVAL_ID_META = "io.portcullis/approval-id"
-INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a held call
 # (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
 RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
-__all__ = ["PAGE_MAX", "SCAN_MAX", "Action", "ApprovalService", "ApproverRefused", "Audit", "approvers_required"]
+__all__ = ["APPROVAL_ID_META", "INPUT_KEY", "PAGE_MAX", "SCAN_MAX", "Action", "ApprovalService", "ApproverRefused",
+           "Audit", "approvers_required"]
 
 OPEN_CAP_RULE = "approvals/max_open_per_requester"
 
@@ -161,16 +164,10 @@ class ApprovalService:
             detail="too many open approval requests", retry_after_s=math.ceil(self._config.ttl_s))
 
     def input_required(self, approval: Approval) -> dict[str, Any]:
-        """The 2026-07-28 ``input_required`` result of a held call: a URL-mode elicitation telling
-        the user what waits for whom (the URL shows the status only), and a signed ``requestState``
-        that names the approval when the client retries."""
+        """The 2026-07-28 ``input_required`` result of a held call
+        (:func:`~portcullis.approvals.answers.input_required`)."""
         assert self.links is not None
-        message = (f"{approval.summary()}. The call runs when {approval.required} approver(s) agree; "
-                   f"it expires at {iso(approval.expires_at)}. Accept to retry once it is approved.")
-        return {"resultType": "input_required",
-                "inputRequests": {INPUT_KEY: {"method": "elicitation/create", "params": {
-                    "mode": "url", "message": message, "url": self.links.status_link(approval)}}},
-                "requestState": self.links.request_state(approval)}
+        return input_required(approval, self.links)
 
     async def from_request_state(self, state: str) -> Approval | None:
         """The approval a signed ``requestState`` names, or None if it is forged or unknown."""
@@ -185,14 +182,7 @@ class ApprovalService:
 
     def pending_error(self, approval: Approval, decision: Any) -> ApprovalRequired:
         """What the agent is told: the approval, its state, and how to resume."""
-        return ApprovalRequired(decision, detail=f"approval {approval.id} {approval.status}", data={
-            "approval_id": approval.id, "status": approval.status, "expires_at": iso(approval.expires_at),
-            "required_approvers": approval.required, "approvals": len(approval.approvals()),
-            "summary": approval.summary(),
-            "resume": {"how": "when approved, retry exactly the same call (same tool and arguments) with "
-                              f"params._meta['{APPROVAL_ID_META}'] set to the approval id; the same retry "
-                              "before then reports the status",
-                       "_meta": {APPROVAL_ID_META: approval.id}}})
+        return pending_error(approval, decision)
 
     async def peek(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
                    decision: Any, request_id: str, required: int = 1) -> None:
@@ -223,13 +213,13 @@ class ApprovalService:
         def use(approval: Approval) -> Approval:
             before.append(approval)
             if approval.status != "approved" or now >= approval.expires_at:
-                raise _invalid("used", f"approval {approval.id} no longer usable ({approval.status})")
+                raise invalid("used", f"approval {approval.id} no longer usable ({approval.status})")
             return dataclasses.replace(approval, status="executed")
 
         try:
             used = await self._store.transition(approval_id, use)
         except KeyError:
-            raise _invalid("invalid", "approval vanished") from None
+            raise invalid("invalid", "approval vanished") from None
         try:
             await self._audit("executed", used, request_id=request_id)
         except BaseException:  # not on the record: the call does not run, and the approval stays usable
@@ -244,16 +234,16 @@ class ApprovalService:
         expired, denied, already used, too few approvers)."""
         current = await self._store.get(approval_id)
         if current is None or not self._bound(current, tool, arguments, principal, decision):
-            raise _invalid("invalid", f"approval {approval_id[:40]} missing or bound to another call")
+            raise invalid("invalid", f"approval {approval_id[:40]} missing or bound to another call")
         current = await self._expire_if_due(current, request_id)
         if current.status == "expired":
             raise ApprovalExpired(detail=f"approval {current.id} expired")
         if current.status == "denied":
             raise ApprovalDenied(detail=f"approval {current.id} denied")
         if current.status == "executed":
-            raise _invalid("used", f"approval {current.id} already used")
+            raise invalid("used", f"approval {current.id} already used")
         if max(current.required, len(current.approvals())) < required:  # e.g. the risk now asks for two
-            raise _invalid("insufficient", f"approval {current.id} is for {current.required} approver(s); "
+            raise invalid("insufficient", f"approval {current.id} is for {current.required} approver(s); "
                                            f"this call needs {required}")
         return current
 
@@ -343,18 +333,7 @@ class ApprovalService:
             except Exception as exc:  # the view still shows everything bound; the history is context only
                 log.warning("recent calls unavailable for an approval view", extra={"fields": {
                     "approval_id": approval.id, "error": type(exc).__name__}})
-        return {**brief(approval),
-                "arguments": visible_json(approval.arguments),
-                "arguments_hash": approval.arguments_hash,
-                "justification": visible(approval.justification),
-                "requester": visible_json(dict(approval.requester)),
-                "rule_ids": list(approval.rule_ids), "reasons": list(approval.reasons),
-                "policy_version": approval.policy_version, "risk": approval.risk,
-                "votes": [{"approver": visible_json(dict(v.approver)), "verdict": v.verdict, "at": iso(v.at),
-                           "reason": v.reason} for v in approval.votes],
-                "recent_similar": [{**brief(r), "arguments": visible_json(r.arguments),
-                                    "arguments_hash": r.arguments_hash} for r in recent],
-                "recent_calls": [visible_json(c) for c in calls]}
+        return detail(approval, recent, calls)
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return [brief(a) for a in await self._store.list(status=status, limit=limit)]
@@ -431,14 +410,6 @@ class ApprovalService:
         if approval.status != updated.status and updated.status == "expired":
             await self._audit("expired", updated, request_id=request_id)
         return updated
-
-
-def _invalid(why: str, detail: str) -> ApprovalInvalid:
-    """The one answer for every approval that is not valid for the call (ids cannot be probed);
-    ``approval_result`` (``invalid``, ``used``, ``insufficient``) is for the audit record only."""
-    error = ApprovalInvalid(detail=detail)
-    error.approval_result = why  # type: ignore[attr-defined]
-    return error
 
 
 def approvers_required(policy: Any, arguments: Mapping[str, Any]) -> int:
