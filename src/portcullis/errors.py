@@ -10,7 +10,8 @@
     │   ├── MethodNotAllowed          405  GET / DELETE / other verbs
     │   ├── NotAcceptable             406  Accept excludes application/json
     │   ├── BodyTooLarge              413  body over limits.max_body_bytes
-    │   └── UnsupportedMediaType      415  Content-Type is not application/json
+    │   ├── UnsupportedMediaType      415  Content-Type is not application/json
+    │   └── AdminRefused              4xx  an admin JSON API's refusal, with its own status and fixed text
     ├── SessionError                2025-era session problems
     │   ├── MissingSession            400  no Mcp-Session-Id on a non-initialize request
     │   └── UnknownSession            404  id forged, tampered, expired or sealed with another key
@@ -125,6 +126,15 @@ class BodyTooLarge(TransportError):
 
 class UnsupportedMediaType(TransportError):
     status, message = 415, "Invalid Content-Type header: expected application/json"
+
+
+class AdminRefused(TransportError):
+    """A request to an admin JSON API refused (:mod:`portcullis.transport.admin_json`): answered
+    ``{"error": message}`` with ``status``; ``message`` is a fixed text, never the request's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------- sessions

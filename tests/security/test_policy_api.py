@@ -33,7 +33,7 @@ async def _authenticate(headers: Mapping[str, str], scope: Mapping[str, Any]) ->
 
 
 async def _request(api: PolicyApi, method: str, path: str, body: bytes = b"", who: str = "ops",
-                   chunks: int = 1) -> tuple[int, Any]:
+                   chunks: int = 1, content_type: str = "application/json") -> tuple[int, Any]:
     sent: list[MutableMapping[str, Any]] = []
     parts = [body[i::chunks] for i in range(chunks)] if chunks > 1 else [body]
     queue = [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)]
@@ -44,7 +44,10 @@ async def _request(api: PolicyApi, method: str, path: str, body: bytes = b"", wh
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "headers": [(b"authorization", f"Bearer {who}".encode())]}
+    headers = [(b"authorization", f"Bearer {who}".encode())]
+    if body:  # as every client sends a body (httpx's json=, the CLI)
+        headers.append((b"content-type", content_type.encode()))
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
     await api(scope, receive, send)
     return sent[0]["status"], json.loads(sent[1]["body"])
 

@@ -17,33 +17,36 @@ POST     ``/approvals/<id>/approve``     body ``{"reason": "…"}`` (optional)
 POST     ``/approvals/<id>/deny``        body ``{"reason": "…"}`` (optional)
 =======  ==============================  =====================================================
 
+A vote's body, when it has one, must say ``Content-Type: application/json``. Authentication, the
+body's bounds and the answers are :mod:`portcullis.transport.admin_json`'s, shared by every admin API.
 Answers are JSON; errors are ``{"error": "<fixed text>"}`` with 400, 401, 403, 404, 405, 409,
-413 or 503 — never a stack trace or a token.
+413, 415, 500 or 503 — never a stack trace or a token.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from portcullis.approvals.model import STATUSES, visible
 from portcullis.approvals.service import NOT_A_PERSON, PAGE_MAX, ApprovalService, ApproverRefused
 from portcullis.approvals.store import ApprovalStoreUnavailable, UnknownCursor
-from portcullis.errors import PortcullisError, TransportError
-from portcullis.identity.authenticate import AuthFailure
-from portcullis.identity.principal import Principal
+from portcullis.errors import PortcullisError
+from portcullis.transport.admin_json import (
+    Answer,
+    Authenticate,
+    Receive,
+    Scope,
+    Send,
+    read_json_object,
+    request_headers,
+    respond,
+)
 
 log = logging.getLogger("portcullis.approvals")
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Authenticate = Callable[[Mapping[str, str], Mapping[str, Any]], Awaitable[Principal]]
 
 MAX_BODY = 8192
 PAGE_DEFAULT = 100
@@ -60,29 +63,11 @@ class ApprovalApi:
         self._service, self._authenticate, self._clock = service, authenticate, clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            status, body = await self._handle(scope, receive)
-        except ApproverRefused as exc:
-            status, body = exc.status, {"error": exc.reason}
-        except ApprovalStoreUnavailable:
-            log.error("approval store unavailable")
-            status, body = 503, {"error": "approval store unavailable"}
-        except AuthFailure as exc:  # authentication: 401 / 403 / 503 with its fixed description
-            status, body = exc.status, {"error": exc.description}
-        except TransportError as exc:
-            status, body = exc.status, {"error": exc.message}
-        except PortcullisError as exc:
-            log.warning("approval API request refused", extra={"fields": {"error": type(exc).__name__}})
-            status, body = 400, {"error": exc.message}
-        data = json.dumps(body, ensure_ascii=True).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
-                                (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        await respond(send, lambda: self._handle(scope, receive), log, _errors)
 
-    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+    async def _handle(self, scope: Scope, receive: Receive) -> Answer:
         path, method = scope["path"], scope["method"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        headers = request_headers(scope)
         one, vote = _ONE.match(path), _VOTE.match(path)
         if path != "/approvals" and one is None and vote is None:
             return 404, {"error": "not found"}
@@ -141,7 +126,7 @@ class ApprovalApi:
         assert vote is not None
         if vote.group(2) == "status":
             return 404, {"error": "not found"}
-        body = await _read_body(receive)
+        body = await read_json_object(headers, receive, MAX_BODY, optional=True)
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             return 400, {"error": "reason must be a string"}
@@ -150,25 +135,13 @@ class ApprovalApi:
                      "required": updated.required}
 
 
-async def _read_body(receive: Receive) -> dict[str, Any]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApproverRefused("request body too large", status=413)
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApproverRefused("body must be a JSON object", status=400) from None
-    if not isinstance(value, dict):
-        raise ApproverRefused("body must be a JSON object", status=400)
-    return value
+def _errors(exc: Exception) -> Answer | None:
+    if isinstance(exc, ApproverRefused):
+        return exc.status, {"error": exc.reason}
+    if isinstance(exc, ApprovalStoreUnavailable):
+        log.error("approval store unavailable")
+        return 503, {"error": "approval store unavailable"}
+    if isinstance(exc, PortcullisError):
+        log.warning("approval API request refused", extra={"fields": {"error": type(exc).__name__}})
+        return 400, {"error": exc.message}
+    return None

@@ -28,6 +28,11 @@
   redeemed by a call. :meth:`ApprovalService.execute` carries one out once it is approved, by the action
   :meth:`ApprovalService.register` names for its tool: right after the deciding vote, and from
   :meth:`ApprovalService.sweep` for one approved elsewhere (another replica) or whose action failed.
+
+The service keeps the state machine (propose, vote, redeem, expire); its helpers are modules of their
+own: :mod:`~portcullis.approvals.listing` (pages, sealed cursors, the approver's view),
+:mod:`~portcullis.approvals.answers` (what the agent is told) and :mod:`~portcullis.approvals.execute`
+(the gateway's own requests carried out exactly once).
 """
 
 from __future__ import annotations
@@ -36,17 +41,14 @@ import builtins
 import dataclasses
 import logging
 import math
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import anyio
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from portcullis.approvals.answers import APPROVAL_ID_META, INPUT_KEY, input_required, invalid, pending_error
+from portcullis.approvals.execute import Action, Audit, GatewayRequests, restore
+from portcullis.approvals.listing import PAGE_MAX, SCAN_MAX, SCAN_STEP, CursorSeal, brief, detail, page_for
 from portcullis.approvals.model import (
     OPEN,
     Approval,
@@ -57,17 +59,15 @@ from portcullis.approvals.model import (
     new_id,
     same_person,
     visible,
-    visible_json,
 )
 from portcullis.approvals.notify import LinkSigner
-from portcullis.approvals.store import ApprovalStore, ApprovalStoreUnavailable, OpenApprovalsExceeded, UnknownCursor
+from portcullis.approvals.store import ApprovalStore, OpenApprovalsExceeded
 from portcullis.approvals.system import made_by_gateway
 from portcullis.audit.record import redact
 from portcullis.config.model import ApprovalsConfig
 from portcullis.errors import (
     ApprovalDenied,
     ApprovalExpired,
-    ApprovalInvalid,
     ApprovalRequired,
     PolicyRefused,
     PortcullisError,
@@ -77,20 +77,12 @@ from portcullis.policy.native import caller_matches
 
 log = logging.getLogger("portcullis.approvals")
 
-APPROVAL_ID_META = "io.portcullis/approval-id"
-INPUT_KEY = "portcullis_approval"  # the inputRequests / inputResponses key of a held call
-Audit = Callable[..., Awaitable[Any]]  # CallAuditor.approval
 # (tool, requester claims, limit) -> the requester's recent decided calls of the tool, newest first
 RecentCalls = Callable[[str, Mapping[str, Any], int], Awaitable[list[dict[str, Any]]]]
-# carries out an approved request of the gateway's own; returns a note for the ``executed`` audit record
-Action = Callable[[Approval], Awaitable[str]]
-
+__all__ = ["APPROVAL_ID_META", "INPUT_KEY", "PAGE_MAX", "SCAN_MAX", "Action", "ApprovalService", "ApproverRefused",
+           "Audit", "approvers_required"]
 
 OPEN_CAP_RULE = "approvals/max_open_per_requester"
-PAGE_MAX = 500  # the most approvals one listing page holds
-_SCAN = 500  # how many stored approvals one step of a filtered listing reads
-SCAN_MAX = 5000  # the most stored approvals one listing request reads (then it answers a continuation cursor)
-_SEALED = re.compile(r"^scan_[0-9a-f]{88}$")  # a continuation cursor: a sealed approval id
 
 NOT_A_PERSON = ("approvers must be people: the credential must carry its issuer's person signal, name a user "
                 "and no agent")
@@ -106,10 +98,6 @@ class ApproverRefused(PortcullisError):
         self.reason, self.status = reason, status
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class ApprovalService:
     """Approvals for one gateway (see the module docstring)."""
 
@@ -118,13 +106,14 @@ class ApprovalService:
                  links: LinkSigner | None = None, recent_calls: RecentCalls | None = None,
                  arguments_key: bytes | None = None, scan_max: int = SCAN_MAX) -> None:
         self._store, self._config, self._clock, self._audit = store, config, clock, audit
-        self._scan_max = max(_SCAN, scan_max)
-        self._cursor_key = AESGCM(secrets.token_bytes(16))  # seals continuation cursors; this process only
+        self._scan_max = max(SCAN_STEP, scan_max)
+        self._cursor_seal = CursorSeal()  # seals continuation cursors; this process only
         self._notify, self.links, self._recent_calls = notify, links, recent_calls
         # the audit key, so that a hidden value's hash matches the call's audit record; without one
         # a key of this process only (the values stay hidden, they just do not correlate)
         self._arguments_key = arguments_key if arguments_key is not None else secrets.token_bytes(32)
-        self._actions: dict[str, Action] = {}  # synthetic tool -> what its approved requests do
+        # the gateway's own requests; the audit is looked up per call (a test may replace it)
+        self._gateway = GatewayRequests(store, clock=clock, audit=lambda *a, **kw: self._audit(*a, **kw))
         if not config.approvers:
             log.warning("approvals.approvers is empty: nobody can approve, so calls that need approval "
                         "never run")
@@ -175,16 +164,10 @@ class ApprovalService:
             detail="too many open approval requests", retry_after_s=math.ceil(self._config.ttl_s))
 
     def input_required(self, approval: Approval) -> dict[str, Any]:
-        """The 2026-07-28 ``input_required`` result of a held call: a URL-mode elicitation telling
-        the user what waits for whom (the URL shows the status only), and a signed ``requestState``
-        that names the approval when the client retries."""
+        """The 2026-07-28 ``input_required`` result of a held call
+        (:func:`~portcullis.approvals.answers.input_required`)."""
         assert self.links is not None
-        message = (f"{approval.summary()}. The call runs when {approval.required} approver(s) agree; "
-                   f"it expires at {_iso(approval.expires_at)}. Accept to retry once it is approved.")
-        return {"resultType": "input_required",
-                "inputRequests": {INPUT_KEY: {"method": "elicitation/create", "params": {
-                    "mode": "url", "message": message, "url": self.links.status_link(approval)}}},
-                "requestState": self.links.request_state(approval)}
+        return input_required(approval, self.links)
 
     async def from_request_state(self, state: str) -> Approval | None:
         """The approval a signed ``requestState`` names, or None if it is forged or unknown."""
@@ -199,14 +182,7 @@ class ApprovalService:
 
     def pending_error(self, approval: Approval, decision: Any) -> ApprovalRequired:
         """What the agent is told: the approval, its state, and how to resume."""
-        return ApprovalRequired(decision, detail=f"approval {approval.id} {approval.status}", data={
-            "approval_id": approval.id, "status": approval.status, "expires_at": _iso(approval.expires_at),
-            "required_approvers": approval.required, "approvals": len(approval.approvals()),
-            "summary": approval.summary(),
-            "resume": {"how": "when approved, retry exactly the same call (same tool and arguments) with "
-                              f"params._meta['{APPROVAL_ID_META}'] set to the approval id; the same retry "
-                              "before then reports the status",
-                       "_meta": {APPROVAL_ID_META: approval.id}}})
+        return pending_error(approval, decision)
 
     async def peek(self, *, approval_id: str, tool: str, arguments: Mapping[str, Any], principal: Principal,
                    decision: Any, request_id: str, required: int = 1) -> None:
@@ -237,17 +213,17 @@ class ApprovalService:
         def use(approval: Approval) -> Approval:
             before.append(approval)
             if approval.status != "approved" or now >= approval.expires_at:
-                raise _invalid("used", f"approval {approval.id} no longer usable ({approval.status})")
+                raise invalid("used", f"approval {approval.id} no longer usable ({approval.status})")
             return dataclasses.replace(approval, status="executed")
 
         try:
             used = await self._store.transition(approval_id, use)
         except KeyError:
-            raise _invalid("invalid", "approval vanished") from None
+            raise invalid("invalid", "approval vanished") from None
         try:
             await self._audit("executed", used, request_id=request_id)
         except BaseException:  # not on the record: the call does not run, and the approval stays usable
-            await self._restore(used, before[-1])
+            await restore(self._store, used, before[-1])
             raise
         return used
 
@@ -258,16 +234,16 @@ class ApprovalService:
         expired, denied, already used, too few approvers)."""
         current = await self._store.get(approval_id)
         if current is None or not self._bound(current, tool, arguments, principal, decision):
-            raise _invalid("invalid", f"approval {approval_id[:40]} missing or bound to another call")
+            raise invalid("invalid", f"approval {approval_id[:40]} missing or bound to another call")
         current = await self._expire_if_due(current, request_id)
         if current.status == "expired":
             raise ApprovalExpired(detail=f"approval {current.id} expired")
         if current.status == "denied":
             raise ApprovalDenied(detail=f"approval {current.id} denied")
         if current.status == "executed":
-            raise _invalid("used", f"approval {current.id} already used")
+            raise invalid("used", f"approval {current.id} already used")
         if max(current.required, len(current.approvals())) < required:  # e.g. the risk now asks for two
-            raise _invalid("insufficient", f"approval {current.id} is for {current.required} approver(s); "
+            raise invalid("insufficient", f"approval {current.id} is for {current.required} approver(s); "
                                            f"this call needs {required}")
         return current
 
@@ -323,25 +299,13 @@ class ApprovalService:
             await self._audit("approved" if verdict == "approve" else "denied", updated, request_id=request_id,
                               approver=approver, reason=reason)
         except BaseException:  # a vote that is not on the record does not count
-            await self._restore(updated, before[-1])
+            await restore(self._store, updated, before[-1])
             raise
         log.info("approval vote", extra={"fields": {"approval_id": updated.id, "verdict": verdict,
                                                     "status": updated.status, "approver": approver.user_id}})
-        if updated.status == "approved" and updated.tool in self._actions and made_by_gateway(updated):
+        if updated.status == "approved" and self._gateway.carries_out(updated):
             await self.execute(updated.id, request_id=f"execute-{updated.id}")  # never raises
         return updated
-
-    async def _restore(self, changed: Approval, previous: Approval) -> None:
-        """Undo ``changed`` (back to ``previous``) if nothing else changed the approval since."""
-        def undo(now_stored: Approval) -> Approval:
-            return previous if now_stored == changed else now_stored
-
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._store.transition(changed.id, undo)
-        except Exception:  # the store is failing too: the approval stays as changed (logged)
-            log.error("approval change could not be undone after an audit failure",
-                      extra={"fields": {"approval_id": changed.id, "status": changed.status}})
 
     def may_approve(self, tool: str, approver: Principal, tool_risk: str = "") -> bool:
         for rule in self._config.approvers:
@@ -369,21 +333,10 @@ class ApprovalService:
             except Exception as exc:  # the view still shows everything bound; the history is context only
                 log.warning("recent calls unavailable for an approval view", extra={"fields": {
                     "approval_id": approval.id, "error": type(exc).__name__}})
-        return {**_brief(approval),
-                "arguments": visible_json(approval.arguments),
-                "arguments_hash": approval.arguments_hash,
-                "justification": visible(approval.justification),
-                "requester": visible_json(dict(approval.requester)),
-                "rule_ids": list(approval.rule_ids), "reasons": list(approval.reasons),
-                "policy_version": approval.policy_version, "risk": approval.risk,
-                "votes": [{"approver": visible_json(dict(v.approver)), "verdict": v.verdict, "at": _iso(v.at),
-                           "reason": v.reason} for v in approval.votes],
-                "recent_similar": [{**_brief(r), "arguments": visible_json(r.arguments),
-                                    "arguments_hash": r.arguments_hash} for r in recent],
-                "recent_calls": [visible_json(c) for c in calls]}
+        return detail(approval, recent, calls)
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return [_brief(a) for a in await self._store.list(status=status, limit=limit)]
+        return [brief(a) for a in await self._store.list(status=status, limit=limit)]
 
     async def list_for(self, approver: Principal, status: str | None = None, *, limit: int = 100,
                        cursor: str | None = None) -> tuple[builtins.list[dict[str, Any]], str | None]:
@@ -396,35 +349,8 @@ class ApprovalService:
         (perhaps short or empty) with a continuation cursor, so a flood of approvals this approver may
         not decide cannot make one request scan the whole table. That cursor is sealed (an approval id
         this approver may not see, encrypted with a key of this process), so it reveals nothing."""
-        limit = max(1, min(limit, PAGE_MAX))
-        page: list[Approval] = []
-        before = self._unseal(cursor) if cursor is not None and _SEALED.match(cursor) else cursor
-        scanned = 0
-        while True:
-            batch = await self._store.list(status=status, limit=min(_SCAN, self._scan_max - scanned), before=before)
-            scanned += len(batch)
-            for approval in batch:
-                if self.may_approve(approval.tool, approver, approval.tool_risk):
-                    page.append(approval)
-                    if len(page) > limit:  # one more than a page: there is a next page
-                        return [_brief(a) for a in page[:limit]], page[limit - 1].id
-            if len(batch) < _SCAN and scanned < self._scan_max:
-                return [_brief(a) for a in page], None
-            if scanned >= self._scan_max:  # the bound: the page so far, and where to go on
-                return [_brief(a) for a in page], self._seal(batch[-1].id)
-            before = batch[-1].id
-
-    def _seal(self, approval_id: str) -> str:
-        nonce = secrets.token_bytes(12)
-        raw = bytes.fromhex(approval_id.removeprefix("apr_"))
-        return "scan_" + (nonce + self._cursor_key.encrypt(nonce, raw, b"approvals-cursor")).hex()
-
-    def _unseal(self, cursor: str) -> str:
-        sealed = bytes.fromhex(cursor.removeprefix("scan_"))
-        try:
-            return "apr_" + self._cursor_key.decrypt(sealed[:12], sealed[12:], b"approvals-cursor").hex()
-        except InvalidTag:
-            raise UnknownCursor(cursor) from None
+        return await page_for(self._store, lambda a: self.may_approve(a.tool, approver, a.tool_risk), status,
+                              limit=limit, cursor=cursor, scan_max=self._scan_max, seal=self._cursor_seal)
 
     async def prune(self) -> int:
         """Delete finished approvals older than ``approvals.retention_days`` (none when it is null)."""
@@ -441,10 +367,7 @@ class ApprovalService:
     async def sweep(self) -> int:
         """Execute the gateway's own approved requests not yet carried out (:meth:`execute`), then expire
         every open approval past its time (audited); returns how many expired."""
-        if self._actions:
-            for approval in await self._store.list(status="approved", limit=1000):
-                if approval.tool in self._actions and made_by_gateway(approval):
-                    await self.execute(approval.id, request_id=f"sweep-{approval.id}")
+        await self._gateway.execute_approved()
         expired = 0
         for status in OPEN:
             for approval in await self._store.list(status=status, limit=1000):
@@ -456,12 +379,11 @@ class ApprovalService:
 
     def register(self, tool: str, action: Action) -> None:
         """Carry out the approved requests :mod:`portcullis.approvals.system` makes for ``tool`` by ``action``."""
-        self._actions[tool] = action
+        self._gateway.register(tool, action)
 
     async def open_requests(self, tool: str) -> builtins.list[Approval]:
         """The gateway's own pending and approved requests for ``tool`` (at most 1000 of each)."""
-        return [a for status in OPEN for a in await self._store.list(status=status, limit=1000)
-                if a.tool == tool and made_by_gateway(a)]
+        return await self._gateway.open_requests(tool)
 
     async def execute(self, approval_id: str, *, request_id: str) -> Approval | None:
         """Carry out one approved request of the gateway's own, exactly once; None when it was not due
@@ -472,40 +394,7 @@ class ApprovalService:
         action fails the approval goes back to ``approved`` (logged; the next sweep retries until it
         expires). Then the ``executed`` record is written with the action's note. Never raises, and
         shielded from cancellation: a vote whose client goes away still finishes what it started."""
-        with anyio.CancelScope(shield=True):
-            now = self._clock()
-            before: list[Approval] = []
-
-            def claim(approval: Approval) -> Approval:
-                before.append(approval)
-                if (approval.status != "approved" or now >= approval.expires_at
-                        or approval.tool not in self._actions or not made_by_gateway(approval)):
-                    raise _NotDue
-                return dataclasses.replace(approval, status="executed")
-
-            fields = {"approval_id": approval_id[:40]}
-            try:
-                used = await self._store.transition(approval_id, claim)
-            except (_NotDue, KeyError):
-                return None
-            except ApprovalStoreUnavailable:
-                log.error("approved request not executed: approval store unavailable", extra={"fields": fields})
-                return None
-            try:
-                note = await self._actions[used.tool](used)
-            except Exception as exc:
-                log.error("approved request could not be carried out; it stays approved and is retried",
-                          extra={"fields": {**fields, "tool": used.tool, "error": type(exc).__name__}})
-                await self._restore(used, before[-1])
-                return None
-            try:
-                await self._audit("executed", used, request_id=request_id, reason=note)
-            except Exception as exc:  # done, and the action's own record (a kill_switch record) names it
-                log.error("approved request executed but its executed record could not be written",
-                          extra={"fields": {**fields, "error": type(exc).__name__}})
-            log.info("approved request executed", extra={"fields": {**fields, "tool": used.tool}})
-            return used
-        return None  # not reached (the scope is shielded, never cancelled)
+        return await self._gateway.execute(approval_id, request_id=request_id)
 
     async def _expire_if_due(self, approval: Approval, request_id: str) -> Approval:
         now = self._clock()
@@ -521,26 +410,6 @@ class ApprovalService:
         if approval.status != updated.status and updated.status == "expired":
             await self._audit("expired", updated, request_id=request_id)
         return updated
-
-
-class _NotDue(Exception):
-    """An approval :meth:`ApprovalService.execute` may not carry out (nothing is written)."""
-
-
-def _invalid(why: str, detail: str) -> ApprovalInvalid:
-    """The one answer for every approval that is not valid for the call (ids cannot be probed);
-    ``approval_result`` (``invalid``, ``used``, ``insufficient``) is for the audit record only."""
-    error = ApprovalInvalid(detail=detail)
-    error.approval_result = why  # type: ignore[attr-defined]
-    return error
-
-
-def _brief(approval: Approval) -> dict[str, Any]:
-    who = approval.requester
-    return {"id": approval.id, "tool": approval.tool, "tool_risk": approval.tool_risk, "status": approval.status,
-            "requester": visible(str(who.get("user_id") or who.get("agent_id") or who.get("client_id"))),
-            "required": approval.required, "approvals": len(approval.approvals()),
-            "created_at": _iso(approval.created_at), "expires_at": _iso(approval.expires_at)}
 
 
 def approvers_required(policy: Any, arguments: Mapping[str, Any]) -> int:
