@@ -27,6 +27,7 @@ from portcullis.monitoring.config import AlertsConfig
 from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy, check_caller_pattern
+from portcullis.storage.config import StorageConfig
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -545,6 +546,9 @@ class GatewayConfig(_Model):
     content: ContentConfig = Field(ContentConfig(), description="The output filter: secrets, PII, hidden "
                                    "characters, links and injection in every tool result.")
     governance: GovernanceConfig = GovernanceConfig()
+    storage: StorageConfig = Field(StorageConfig(), description="Where shared state lives: the embedded default "
+                                   "(SQLite, in process) or PostgreSQL and Redis for many processes and replicas "
+                                   "(docs/cluster.md).")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
