@@ -29,6 +29,8 @@ compgen -G '/usr/lib/*/libseccomp.so.2' >/dev/null || compgen -G '/lib/*/libsecc
     || missing+=(libseccomp2)
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) >/dev/null 2>&1; }
 fresh_postgres=0
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) >/dev/null 2>&1; }
+redis_up || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then
     missing+=(postgresql)
     fresh_postgres=1
@@ -61,4 +63,15 @@ if [ "$fresh_postgres" -eq 1 ] && pg_up; then
     $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
     as_postgres psql -q -tc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
         || as_postgres createdb test
+fi
+
+# Redis on 127.0.0.1:6379 (the cluster tests use keys under a prefix of their own). A server this script
+# starts listens on loopback only, keeps nothing on disk and runs in the background.
+if ! redis_up; then
+    need_root "start Redis"
+    $SUDO redis-server --bind 127.0.0.1 --port 6379 --protected-mode yes --save '' --appendonly no \
+        --daemonize yes >/dev/null || true
+    for _ in $(seq 1 30); do redis_up && break; sleep 1; done
+    # the Redis tests then skip (locally) or fail (under CI) and say why
+    redis_up || echo "bootstrap: warning: Redis is not listening on 127.0.0.1:6379" >&2
 fi
