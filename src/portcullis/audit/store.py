@@ -64,6 +64,16 @@ class AuditStore(Protocol):
     async def checkpoints(self) -> list[Checkpoint]: ...
 
 
+class ChainingAuditStore(AuditStore, Protocol):
+    """A store shared by several writers (``pg_store.py``): it chains each batch onto the head it reads
+    under its own lock (``chain(head)`` is pure) and returns the records once durable."""
+
+    chains_at_append: bool
+
+    async def append_chained(self, chain: Callable[[tuple[int, str] | None], list[AuditRecord]]
+                             ) -> list[AuditRecord]: ...
+
+
 WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 
 _SCHEMA = """

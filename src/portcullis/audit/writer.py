@@ -12,6 +12,10 @@ Contract:
   :class:`AuditUnavailable` — fail closed — and the head is re-read before the next batch.
   A store refuses a batch that does not continue its head, so nothing partial is written.
 * The queue is bounded (``max_pending``): when it is full, callers wait (backpressure).
+* A store that chains at append time (``chains_at_append``, ``PostgresAuditStore``: several gateway
+  processes append to one chain) gets ``append_chained(chain)``: it reads the head under its own
+  lock and calls the pure ``chain(head)`` to build the batch; the writer's in-memory head is then
+  only what it last wrote (for the checkpointer), never where the next batch starts.
 * With an inline store (``SqliteAuditStore`` opened with ``durability="process"``) there is
   no queue: each ``record`` chains and commits its one record before returning, atomically
   because nothing in between suspends.
@@ -29,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -38,7 +42,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from portcullis.audit.checkpoint import Checkpointer
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.record import KINDS, AuditRecord, make_record, next_position, normalize_fields_json
-from portcullis.audit.store import AuditStore
+from portcullis.audit.store import AuditStore, ChainingAuditStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class AuditWriter:
         # An inline store (durability="process") commits on the loop thread in microseconds: one
         # record, one transaction, no queue and no task hop. Group commit is for fsync'ing stores.
         self._inline = bool(getattr(store, "inline", False))
+        # a shared store (PostgreSQL, several replicas) chains each batch onto the head it reads under its lock
+        self._chains_at_append = bool(getattr(store, "chains_at_append", False))
 
     def queue_depth(self) -> int:
         """Records waiting for the group commit (always 0 for an inline store)."""
@@ -154,16 +160,14 @@ class AuditWriter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            if not self._head_known:
-                self._head, self._head_known = await self._store.head(), True
-            index, prev = next_position(self._head)
-            records = []
-            for pending in batch:
-                record = make_record(index, pending.ts, pending.request_id, pending.kind, pending.fields, prev,
-                                     fields_json=pending.fields_json)
-                records.append(record)
-                index, prev = index + 1, record.hash
-            await self._store.append(records)
+            if self._chains_at_append:
+                shared = cast(ChainingAuditStore, self._store)
+                records = await shared.append_chained(lambda head: _chain(batch, head))
+            else:
+                if not self._head_known:
+                    self._head, self._head_known = await self._store.head(), True
+                records = _chain(batch, self._head)
+                await self._store.append(records)
         except Exception as exc:
             self._head_known = False  # re-read the head before the next batch
             log.error("audit append of %d records failed: %r", len(batch), exc)
@@ -176,6 +180,18 @@ class AuditWriter:
             _finish(pending, record, None)
         if self._checkpointer is not None:
             await self._checkpointer.after_append(self._head)
+
+
+def _chain(batch: list[_Pending], head: tuple[int, str] | None) -> list[AuditRecord]:
+    """Pure: ``batch`` chained onto ``head`` (``None``: the genesis)."""
+    index, prev = next_position(head)
+    records = []
+    for pending in batch:
+        record = make_record(index, pending.ts, pending.request_id, pending.kind, pending.fields, prev,
+                             fields_json=pending.fields_json)
+        records.append(record)
+        index, prev = index + 1, record.hash
+    return records
 
 
 def _outcome(pending: _Pending) -> AuditRecord:
