@@ -274,3 +274,48 @@ async def test_a_row_changed_in_the_database_is_detected_by_verify(pg_url: str, 
     async with await open_postgres_audit(CONFIG, url=pg_url, readonly=True) as store:
         report = await verify_store(store, KEY.public_key())
     assert not report.ok and report.first_bad_index == 4
+
+
+# --------------------------------------------------------------------------- portcullis audit (CLI)
+
+
+def test_audit_verify_and_export_read_postgresql_through_gateway_yaml(pg_url: str, tmp_path: Path) -> None:
+    """With storage.postgresql in gateway.yaml, `audit verify` and `audit export` read the cluster's chain;
+    a tampered row fails verify; commands that read SQLite only say so instead of reading a stale file."""
+    from typer.testing import CliRunner
+
+    from portcullis.audit.keys import PUBLIC_KEY_FILE, AuditKeys
+    from portcullis.cli.main import app
+
+    runner = CliRunner()
+    keys = AuditKeys.load_or_create(tmp_path / "state")
+
+    async def write() -> None:
+        async with await _open(pg_url) as store:
+            checkpointer = Checkpointer(store, keys.signing_key, clock=time.time)
+            async with AuditWriter(store, clock=time.time, checkpointer=checkpointer) as writer:
+                for n in range(5):
+                    await writer.record("decision", f"r{n}", {"n": n})
+
+    anyio.run(write)
+    deployment = tmp_path / "deployment"
+    assert runner.invoke(app, ["init", str(deployment)]).exit_code == 0
+    config = deployment / "gateway.yaml"
+    config.write_text(config.read_text() + f"state_dir: {tmp_path / 'state'}\nstorage:\n  postgresql:\n"
+                      "    url_ref: secret://env/PORTCULLIS_TEST_AUDIT_PG\n")
+    env = {"PORTCULLIS_TEST_AUDIT_PG": pg_url, "COLUMNS": "400"}
+    args = ["--config", str(deployment), "--public-key", str(tmp_path / "state" / PUBLIC_KEY_FILE)]
+    result = runner.invoke(app, ["audit", "verify", *args], env=env)
+    assert result.exit_code == 0 and "OK: 5 record(s) verified" in result.output, result.output
+    out = tmp_path / "export.jsonl"
+    result = runner.invoke(app, ["audit", "export", "--out", str(out), "--config", str(deployment)], env=env)
+    assert result.exit_code == 0 and "exported 5 record(s)" in result.output, result.output
+    assert runner.invoke(app, ["audit", "verify", "--export", str(out), *args[2:]], env=env).exit_code == 0
+    result = runner.invoke(app, ["audit", "search", "--config", str(deployment)], env=env)
+    assert result.exit_code == 1 and "PostgreSQL" in result.output
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("""UPDATE audit_record SET fields = '{"n":7}' WHERE idx = 2""")
+    result = runner.invoke(app, ["audit", "verify", *args], env=env)
+    assert result.exit_code == 1 and "FAILED at index 2" in result.output, result.output
+    result = runner.invoke(app, ["audit", "verify", *args], env={"COLUMNS": "400"})  # the secret is not set
+    assert result.exit_code == 1 and "Traceback" not in result.output and "postgres@" not in result.output

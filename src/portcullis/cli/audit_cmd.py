@@ -77,20 +77,48 @@ def _json_line(obj: object) -> str:
 # --------------------------------------------------------------------------- where the store is
 
 
-def _configured(config: Path | None) -> tuple[str | None, str | None]:
-    """``(state_dir, audit.path)`` from the deployment's gateway.yaml, or ``(None, None)`` without one."""
-    if config is None:
-        return None, None
+def _gateway(config: Path) -> Any:
     from portcullis.config.loader import load_deployment
     from portcullis.errors import ConfigError
 
     try:
-        gateway = load_deployment(config).gateway
+        return load_deployment(config).gateway
     except ConfigError as exc:
         for problem in exc.problems:
             _consoles()[1].print(lines_safe(str(problem)), markup=False)
         raise typer.Exit(2) from None
+
+
+def _configured(config: Path | None) -> tuple[str | None, str | None]:
+    """``(state_dir, audit.path)`` from the deployment's gateway.yaml, or ``(None, None)`` without one."""
+    if config is None:
+        return None, None
+    gateway = _gateway(config)
     return gateway.state_dir, gateway.audit.path
+
+
+def _postgres(store: Path | None, config: Path | None) -> Any:
+    """gateway.yaml's ``storage.postgresql`` when the trail lives there (and no ``--store`` names a file)."""
+    if store is not None or config is None:
+        return None
+    return _gateway(config).storage.postgresql
+
+
+async def _open_readonly(store: Path | None, state_dir: Path | None, config: Path | None) -> Any:
+    """The store ``verify`` and ``export`` read, read-only: PostgreSQL when configured, else the SQLite file."""
+    postgres = _postgres(store, config)
+    if postgres is None:
+        from portcullis.audit.store import SqliteAuditStore
+
+        return await SqliteAuditStore.open_readonly(_store_path(store, state_dir, config))
+    from portcullis.audit.errors import AuditUnavailable
+    from portcullis.audit.pg_store import open_postgres_audit
+    from portcullis.errors import ConfigError
+
+    try:
+        return await open_postgres_audit(postgres, origin=Path(config or ".") / "gateway.yaml", readonly=True)
+    except ConfigError as exc:
+        raise AuditUnavailable(detail=f"storage.postgresql.url_ref: {exc}") from None
 
 
 def _state_dir(state_dir: Path | None, config: Path | None) -> Path:
@@ -105,6 +133,9 @@ def _store_path(store: Path | None, state_dir: Path | None, config: Path | None)
     """``--store``; else as the gateway: gateway.yaml's ``audit.path``, else ``<state dir>/audit.sqlite3``."""
     if store is not None:
         return store
+    if store is None and _postgres(store, config) is not None:
+        raise _fail("the audit trail is in PostgreSQL (storage.postgresql in gateway.yaml): this command reads a "
+                    "SQLite store only; `audit verify` and `audit export` read PostgreSQL")
     if state_dir is None and (audit_path := _configured(config)[1]):
         return Path(audit_path)
     return _state_dir(state_dir, config) / STORE_FILE
@@ -317,8 +348,8 @@ def verify(store: Store = None,
             raise _fail(f"audit verify: no export file at {export}")
         report, checkpoints = _verify_export(export, key, pairs)
     else:
-        path = _store_path(store, state_dir, config)
-        report, checkpoints = _run(lambda: _verify_store(path, key, pairs), "verify")
+        report, checkpoints = _run(lambda: _verify_store(lambda: _open_readonly(store, state_dir, config), key, pairs),
+                                   "verify")
     _print_report(out, err, report, checkpoints, key, unsafe_allow_unsigned)
     if pinned:
         latest = max(a.index for a in pinned)
@@ -405,12 +436,11 @@ class _ComparableStore:
         return [_comparable(c) for c in await self._store.checkpoints()]
 
 
-async def _verify_store(path: Path, key: Any,
+async def _verify_store(open_store: Callable[[], Awaitable[Any]], key: Any,
                         anchors: Sequence[tuple[int, str]] = ()) -> tuple[VerifyReport, list[Checkpoint]]:
-    from portcullis.audit.store import SqliteAuditStore
     from portcullis.audit.verify import verify_store
 
-    async with await SqliteAuditStore.open_readonly(path) as opened, opened.snapshot():
+    async with await open_store() as opened, opened.snapshot():
         store = _ComparableStore(opened)
         return await verify_store(store, key, anchors), await store.checkpoints()  # type: ignore[arg-type]
 
@@ -552,9 +582,9 @@ def export(out_file: Annotated[Path, typer.Option("--out", help="JSON-lines file
     """Write every record and checkpoint, from one consistent snapshot, as JSON lines."""
     if out_file.exists() and not force:
         raise _fail(f"audit export: {out_file} exists; pass --force to replace it", 2)
-    path = _store_path(store, state_dir, config)
     try:
-        count, checkpoints = _run(lambda: _export(path, out_file), "export")
+        count, checkpoints = _run(lambda: _export(lambda: _open_readonly(store, state_dir, config), out_file),
+                                  "export")
         out_file.chmod(0o600)  # who called what is sensitive even with arguments hashed
         digest = hashlib.sha256(out_file.read_bytes()).hexdigest()
     except OSError as exc:
@@ -563,11 +593,10 @@ def export(out_file: Annotated[Path, typer.Option("--out", help="JSON-lines file
                          f"sha256 {digest}", markup=False)
 
 
-async def _export(path: Path, out_file: Path) -> tuple[int, int]:
+async def _export(open_store: Callable[[], Awaitable[Any]], out_file: Path) -> tuple[int, int]:
     from portcullis.audit.export import export_jsonl
-    from portcullis.audit.store import SqliteAuditStore
 
-    async with await SqliteAuditStore.open_readonly(path) as store, store.snapshot():
+    async with await open_store() as store, store.snapshot():
         # one read transaction: a checkpoint signed while we copy cannot name a record we did not copy
         return await export_jsonl(store, out_file), len(await store.checkpoints())
 
