@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -181,8 +182,12 @@ def default_resource(deployment: Deployment, host: str | None, port: int | None)
 
 def build_gateway(deployment: Deployment, *, host: str | None = None, port: int | None = None,
                   environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
-                  admin_port: int | None = None, **upstream_timing: float) -> Gateway:
-    """Assemble every part of the gateway for ``deployment``; nothing is started yet."""
+                  admin_port: int | None = None, admin_sockets: list[socket.socket] | None = None,
+                  **upstream_timing: float) -> Gateway:
+    """Assemble every part of the gateway for ``deployment``; nothing is started yet.
+
+    ``admin_sockets``: the admin listener serves these (bound by a ``--workers`` supervisor) instead of
+    binding ``admin.port`` itself."""
     env = dict(os.environ if environ is None else environ)
     cfg = deployment.gateway
     ident = cfg.identity
@@ -556,12 +561,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
-        if port is None:
+        if port is None and admin_sockets is None:
             return
-        server = admin_server(admin_app, cfg.admin.host, port,
+        server = admin_server(admin_app, cfg.admin.host, port or 0,
                               http=guarded_protocol(http_limits, admin_connections))
         try:
-            await server.serve()
+            await server.serve(sockets=admin_sockets)
         except SystemExit:  # uvicorn exits when it cannot bind; the MCP endpoint keeps serving
             log.error("admin listener could not start", extra={"fields": {"host": cfg.admin.host, "port": port}})
 

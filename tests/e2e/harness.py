@@ -118,12 +118,13 @@ class GatewayProcess:
     """``portcullis serve`` as a child process, ready when /healthz answers 200.
 
     Its state directory (development issuer key, revocations) is ``<config>/../state-<port>``
-    unless ``state_dir`` is given; :meth:`token` signs development tokens for it.
+    unless ``state_dir`` is given; :meth:`token` signs development tokens for it. ``args`` are added to
+    the command line (``("--workers", "2")`` runs a supervisor and its workers).
     """
 
     def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
                  state_dir: Path | None = None, audience: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.admin_port = free_port()
         self.admin_base = f"http://127.0.0.1:{self.admin_port}"
@@ -138,7 +139,7 @@ class GatewayProcess:
         self._out = open(self._log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portcullis", "serve", "--config", str(config), "--port", str(self.port),
-             "--admin-port", str(self.admin_port)],
+             "--admin-port", str(self.admin_port), *args],
             stdout=self._out, stderr=subprocess.STDOUT,
             env={**os.environ, "PORTCULLIS_STATE_DIR": str(self.state_dir), **(env or {})})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import gc
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -58,18 +58,22 @@ def serve(config: ConfigDir = None,
           port: Annotated[int | None, typer.Option(help="TCP port (overrides gateway.yaml).")] = None,
           admin_port: Annotated[int | None, typer.Option(
               help="Port of the admin listener: /metrics, /readyz (overrides gateway.yaml).")] = None,
-          log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
+          log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+          workers: Annotated[int | None, typer.Option(
+              min=1, max=64, help="Gateway processes sharing the listeners under a supervisor (overrides "
+              "listen.workers). More than one needs storage.postgresql, storage.redis and sessions.key_ref "
+              "(docs/cluster.md).")] = None) -> None:
     """Run the gateway. With no --config: the embedded default with the bundled demo services."""
-    import uvicorn
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
     from portcullis import logs
     from portcullis.errors import ConfigError
     from portcullis.gateway import build_gateway
-    from portcullis.identity.tls import uvicorn_kwargs
+    from portcullis.serving.run import serve_gateway
 
     logs.configure(log_level.upper())
     deployment = _load(config)
+    count = deployment.gateway.listen.workers if workers is None else workers
+    if count > 1:
+        _supervise(deployment, count, host, port, admin_port, log_level, config)
     try:
         gateway = build_gateway(deployment, host=host, port=port, admin_port=admin_port)
     except ConfigError as exc:
@@ -77,25 +81,51 @@ def serve(config: ConfigDir = None,
             err.print(lines_safe(str(problem)), highlight=False, markup=False)
         raise typer.Exit(2) from None
     listen = deployment.gateway.listen
-    bind_host = host or listen.host
-    bind_port = listen.port if port is None else port
-    transport: dict[str, Any] = uvicorn_kwargs(listen.tls) if listen.tls else {"http": HttpToolsProtocol}
-    transport["http"] = gateway.http_protocol(transport["http"])  # header, timeout and per-client bounds
+    _banner(deployment, gateway.resource, config, port)
+    serve_gateway(gateway, deployment, host=host or listen.host, port=listen.port if port is None else port)
+
+
+def _banner(deployment: Deployment, resource: str, config: Path | None, port: int | None) -> None:
     out.print(f"Portcullis {__version__} — deployment: {deployment.root}", highlight=False)
-    out.print(f"MCP endpoint: {gateway.resource}", highlight=False)
+    out.print(f"MCP endpoint: {resource}", highlight=False)
     if deployment.gateway.identity and deployment.gateway.identity.allow_insecure_dev_issuer:
         out.print("Try it with a DEVELOPMENT token (2026-07-28 stateless request):", highlight=False)
-        out.print(_example(gateway.resource, config, port), highlight=False, markup=False)
+        out.print(_example(resource, config, port), highlight=False, markup=False)
     sys.stdout.flush()
-    # Everything loaded so far (modules, configuration, compiled policy) lives as long as the process:
-    # freezing it keeps the garbage collector's full passes from scanning it again and again, so a
-    # request that allocates many objects cannot trigger a pass that stalls the loop (BENCHMARKS.md).
-    gc.freeze()
-    # proxy_headers off: X-Forwarded-* from a client must never change what the gateway believes;
-    # ws off: no request is ever upgraded away from the guarded HTTP protocol
-    uvicorn.run(gateway.app, host=bind_host, port=bind_port, log_level="warning", access_log=False,
-                lifespan="on", loop="uvloop", timeout_graceful_shutdown=5, proxy_headers=False,
-                server_header=False, date_header=False, ws="none", **transport)
+
+
+def _supervise(deployment: Deployment, workers: int, host: str | None, port: int | None, admin_port: int | None,
+               log_level: str, config: Path | None) -> None:
+    """``serve --workers N``: refuse what cannot be shared, bind once, run the workers; always exits."""
+    from portcullis.config.model import shared_state
+    from portcullis.gateway import default_resource
+    from portcullis.serving.supervisor import Supervisor, bind_all
+    from portcullis.storage.workers import workers_problem
+
+    cfg = deployment.gateway
+    problem = workers_problem(workers, shared_state(cfg))
+    if problem is not None:
+        err.print(f"{deployment.root / 'gateway.yaml'}: {problem}", highlight=False, markup=False)
+        raise typer.Exit(2)
+    listen_host = host or cfg.listen.host
+    try:
+        bound = bind_all(deployment.root, host=listen_host, port=cfg.listen.port if port is None else port,
+                         admin_host=cfg.admin.host, admin_port=cfg.admin.port if admin_port is None else admin_port,
+                         log_level=log_level)
+    except OSError as exc:
+        err.print(f"serve: cannot bind the listeners: {exc.strerror or type(exc).__name__}", highlight=False,
+                  markup=False)
+        raise typer.Exit(1) from None
+    resource = (cfg.identity.resource if cfg.identity else None) or default_resource(deployment, host,
+                                                                                    bound.spec.port)
+    _banner(deployment, resource, config, port)
+    out.print(f"{workers} workers (supervisor pid {os.getpid()})", highlight=False)
+    sys.stdout.flush()
+    try:
+        code = Supervisor(bound.spec, workers).run()
+    finally:
+        bound.close()
+    raise typer.Exit(code)
 
 
 def _example(url: str, config: Path | None, port: int | None) -> str:
@@ -289,8 +319,6 @@ def _print_findings(rows: Sequence[PinRow]) -> None:
 
 def _pin_check_gateway(url: str, token: str | None, services: list[str] | None) -> None:
     """``pin --check --gateway``: the running gateway's view of every pin; exit 1 unless all unchanged."""
-    import os
-
     import httpx2
 
     token = token or os.environ.get("PORTCULLIS_TOKEN")

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
@@ -28,6 +29,7 @@ from portcullis.observability.config import ObservabilityConfig
 from portcullis.policy.limits import LimitRule, check_unique_ids
 from portcullis.policy.model import ToolPolicy, check_caller_pattern
 from portcullis.storage.config import StorageConfig
+from portcullis.storage.workers import MAX_WORKERS, SharedState, workers_problem
 
 _SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -75,6 +77,10 @@ class ListenConfig(_Model):
         description="Accepted Origin header values (':*' = any port). A present, foreign Origin gets 403.",
     )
     tls: TlsConfig | None = Field(None, description="Terminate TLS (and optionally require client certificates).")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="Gateway processes serving this listener (and the "
+                         "admin one) on one host, under a supervisor; ``portcullis serve --workers`` overrides it. "
+                         "More than one needs storage.postgresql, storage.redis and sessions.key_ref "
+                         "(docs/cluster.md).")
 
 
 class LimitsConfig(_Model):
@@ -552,6 +558,19 @@ class GatewayConfig(_Model):
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
+
+    @model_validator(mode="after")
+    def _workers_share_state(self) -> GatewayConfig:
+        problem = workers_problem(self.listen.workers, shared_state(self))
+        if problem is not None:
+            raise PydanticCustomError("workers_need_shared_state", problem)
+        return self
+
+
+def shared_state(config: GatewayConfig) -> SharedState:
+    """Which shared-state settings ``config`` has (for :func:`~portcullis.storage.workers.workers_problem`)."""
+    return SharedState(postgresql=config.storage.postgresql is not None, redis=config.storage.redis is not None,
+                       session_key=config.sessions.key_ref is not None)
 
 
 # --------------------------------------------------------------------------- tool manifests

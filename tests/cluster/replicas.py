@@ -1,0 +1,90 @@
+"""Several gateway processes on loopback over one deployment: replicas (one process per port) or one
+``serve --workers N`` supervisor. Used by the cluster tests and bench/cluster.py.
+
+The deployment's gateway.yaml points ``storage.postgresql.url_ref`` / ``storage.redis.url_ref`` at
+environment variables holding the test's ``pg_url`` / ``redis_url`` (with the test's Redis key prefix),
+seals 2025-era sessions with one shared key, and trusts the development issuer; every process shares
+one state directory, for the development issuer key only (the shared state lives in the stores).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.harness import GatewayProcess, copy_demo
+
+# Flipped to True by the integrator once the PostgreSQL and Redis stores are read by the gateway
+# (branches h16-pg, h16-audit, h16-redis). Until then the storage section is configuration only: every
+# process keeps embedded SQLite state, so the cross-replica acceptance tests would prove nothing.
+STORES_WIRED = False
+STORES_REASON = "the PostgreSQL/Redis stores are not wired into the gateway yet (tests/cluster/replicas.py)"
+RESOURCE = "https://gateway.example/mcp"  # replicas behind one name share the token audience
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDeployment:
+    """A deployment directory and the environment every gateway process of it needs."""
+
+    root: Path
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def per_process_files(self, index: int | str) -> dict[str, str]:
+        """Until the stores are wired: an audit chain and a counters file per process (each has one
+        writer). ``"{worker}"`` lets a supervisor's workers name theirs (portcullis/serving/worker.py)."""
+        if STORES_WIRED:
+            return {}
+        return {"PORTCULLIS_AUDIT_PATH": str(self.root.parent / f"audit-{index}.sqlite3"),
+                "PORTCULLIS_COUNTERS_PATH": str(self.root.parent / f"counters-{index}.sqlite3")}
+
+
+def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: str, *,
+                       edit: dict[str, object] | None = None) -> ClusterDeployment:
+    """The demo deployment at ``root`` configured for cluster mode over the test's stores."""
+    copy_demo(root)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["sessions"] = {"key_ref": "secret://env/PORTCULLIS_TEST_SESSION_KEY"}
+    config["identity"] = {"allow_insecure_dev_issuer": True, "resource": RESOURCE}
+    config["storage"] = {"postgresql": {"url_ref": "secret://env/PORTCULLIS_TEST_PG_URL"},
+                         "redis": {"url_ref": "secret://env/PORTCULLIS_TEST_REDIS_URL", "key_prefix": redis_prefix}}
+    config.update(edit or {})
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
+           "PORTCULLIS_TEST_PG_URL": pg_url, "PORTCULLIS_TEST_REDIS_URL": redis_url}
+    return ClusterDeployment(root, root.parent / "shared-state", env)
+
+
+def start_replica(cluster: ClusterDeployment, index: int) -> GatewayProcess:
+    """One replica: its own port and admin port, not yet waited for."""
+    return GatewayProcess(cluster.root, env={**cluster.env, **cluster.per_process_files(index)},
+                          state_dir=cluster.state_dir, audience=RESOURCE)
+
+
+def start_supervisor(cluster: ClusterDeployment, workers: int, *, extra_env: dict[str, str] | None = None
+                     ) -> GatewayProcess:
+    """``portcullis serve --workers N`` over the deployment, not yet waited for."""
+    return GatewayProcess(cluster.root, env={**cluster.env, **cluster.per_process_files("{worker}"),
+                                             **(extra_env or {})},
+                          state_dir=cluster.state_dir, audience=RESOURCE, args=("--workers", str(workers)))
+
+
+@contextmanager
+def replicas(cluster: ClusterDeployment, count: int) -> Iterator[list[GatewayProcess]]:
+    """``count`` replicas, each ready, stopped afterwards (also when one fails to start)."""
+    started: list[GatewayProcess] = []
+    try:
+        for index in range(count):
+            started.append(start_replica(cluster, index))
+        for gateway in started:
+            gateway.wait_ready()
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
