@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from portcullis.identity.pg_revocation import PostgresRevocations, revoke
-from portcullis.identity.revocation import Revoked, RevocationUnavailable
+from portcullis.identity.revocation import RevocationUnavailable, Revoked
 from portcullis.kill.pg_store import PostgresKillSwitchStore
 from portcullis.kill.runtime import KillSwitches
 from portcullis.kill.store import KillSwitchStoreUnavailable, UnknownSwitch
@@ -22,8 +22,8 @@ from portcullis.monitoring.state import MonitorStateUnavailable
 from portcullis.policy.pg_versions import PostgresPolicyVersionStore
 from portcullis.storage.postgres import Database
 from tests.cluster.pg import migrated, terminate
-from tests.unit.test_kill_switches import BOT
 from tests.unit import test_policy_versions as sqlite_contract
+from tests.unit.test_kill_switches import BOT
 
 
 @pytest.fixture
