@@ -115,3 +115,27 @@ def _call(gateway: GatewayProcess, token: str) -> dict[str, object]:
         "Mcp-Method": "tools/call", "Mcp-Name": "billing.get_invoice"})
     result: dict[str, object] = answer.json()
     return result
+
+
+def test_kill_and_token_revoke_write_to_postgresql_in_cluster_mode(tmp_path: Path, pg_url: str) -> None:
+    from portcullis.identity.pg_revocation import PostgresRevocations
+    from portcullis.identity.revocation import Revoked
+    from portcullis.kill.pg_store import PostgresKillSwitchStore
+    from tests.cluster.pg import database
+
+    root = cluster_deployment(tmp_path / "deployment")
+    assert run("storage", "migrate", "-c", str(root), url=pg_url)[0] == 0
+    code, output = run("kill", "set", "agent", "billing-bot", "--reason", "looping", "-c", str(root), url=pg_url)
+    assert code == 0, output
+    code, output = run("token", "revoke", "--agent", "evil-bot", "-c", str(root), url=pg_url)
+    assert code == 0 and "revoked agent evil-bot in postgresql://" in output, output
+    db = database(pg_url)
+    try:
+        assert [s.target for s in PostgresKillSwitchStore(db).active(time.time())] == ["billing-bot"]
+        revocations = PostgresRevocations(db)
+        revocations.load()
+        with pytest.raises(Revoked):
+            revocations.check(jti=None, client_id=None, agent_id="evil-bot")
+    finally:
+        db.close()
+    assert not (tmp_path / "deployment" / ".portcullis").exists()

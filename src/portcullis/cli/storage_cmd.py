@@ -58,6 +58,20 @@ def open_configured(config: Path, command: str) -> Database:
         _fail(f"{command}: {exc.message}: {exc.detail}")
 
 
+def cluster_database(config: Path | None, command: str) -> Database | None:
+    """``config``'s PostgreSQL when its gateway.yaml has ``storage.postgresql`` (the CLI then writes where every
+    replica reads: ``portcullis kill``, ``portcullis token revoke``), else None (the embedded files)."""
+    from portcullis.cli.main import _raw_gateway
+
+    if config is None:
+        return None
+    raw = _raw_gateway(config)
+    storage = raw.get("storage") if isinstance(raw, dict) else None
+    if not (isinstance(storage, dict) and storage.get("postgresql")):
+        return None
+    return open_configured(config, command)
+
+
 @storage_app.command("migrate")
 def migrate(config: Config) -> None:
     """Create or upgrade every component's schema to this program's version; prints what changed."""

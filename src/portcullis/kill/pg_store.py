@@ -48,11 +48,13 @@ def _unavailable(detail: str) -> Exception:
 class PostgresKillSwitchStore:
     """Kill switches in the cluster's PostgreSQL (tables ``kill_*``); blocking, called from threads."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self._db, self._clock = db, clock
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, owns_database: bool = False) -> None:
+        self._db, self._clock, self._owns = db, clock, owns_database
 
     def close(self) -> None:
-        """The pool belongs to the :class:`Database`."""
+        """Closes the pool only when this store owns it (the CLI's); a gateway's belongs to its stores."""
+        if self._owns:
+            self._db.close()
 
     def set(self, kind: str, target: str, reason: str, actor: str, expires_at: float | None = None) -> KillSwitch:
         switch = _checked(kind, target, reason, actor, expires_at, self._clock())
