@@ -16,6 +16,7 @@ failure (unreachable, connection killed, statement timeout) is :class:`ApprovalS
 from __future__ import annotations
 
 import builtins
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,6 +67,9 @@ class PostgresApprovalStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
+        self._refreshing = False
 
     async def _run(self, fn: Callable[[Conn], T]) -> T:
         return await anyio.to_thread.run_sync(self._db.run, fn, _unavailable)
@@ -74,9 +78,25 @@ class PostgresApprovalStore:
         """The pool belongs to the :class:`Database` (closed by whoever opened it)."""
 
     def open_counts(self) -> dict[str, int]:
-        rows = self._db.run(lambda c: c.execute("SELECT status, count(*) FROM approvals_approval WHERE status IN "
-                                                "('pending', 'approved') GROUP BY status").fetchall(), _unavailable)
-        return {status: int(count) for status, count in rows}
+        """Approvals pending and approved-but-unused (the metrics scrape). The scrape runs on the event loop, so
+        this never waits on the network: it returns the last counts read and starts a refresh in a thread."""
+        with self._counts_lock:
+            if not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh_counts, name="approvals-open-counts", daemon=True).start()
+            return dict(self._counts)
+
+    def _refresh_counts(self) -> None:
+        try:
+            rows = self._db.run(lambda c: c.execute("SELECT status, count(*) FROM approvals_approval WHERE status IN "
+                                                    "('pending', 'approved') GROUP BY status").fetchall(), _unavailable)
+            counts = {status: int(count) for status, count in rows}
+        except ApprovalStoreUnavailable:
+            counts = None  # the last counts stay; calls fail closed on their own
+        with self._counts_lock:
+            if counts is not None:
+                self._counts = counts
+            self._refreshing = False
 
     async def count_open(self, requester_key: str, now: float) -> int:
         return await self._run(lambda c: _count(c, requester_key, now))
