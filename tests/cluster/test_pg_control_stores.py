@@ -56,7 +56,10 @@ def test_kill_store_set_lift_history_and_events(db: Database) -> None:
     events = store.pending_events()
     assert [(e.event, e.switch.id) for e in events] == [("set", first.id), ("set", second.id), ("lift", first.id)]
     store.mark_audited(events[0].seq)
-    assert len(store.pending_events()) == 2
+    assert store.pending_events() == ()  # claimed by this replica for CLAIM_S: no other audits them meanwhile
+    with db.pool.connection() as conn:
+        conn.execute("UPDATE kill_switch_events SET claimed_until = 0")  # the claim lapses (say the replica died)
+    assert len(store.pending_events()) == 2  # unaudited ones are claimed again: never lost
     assert store.active(time.time() + 1e9) == (second,)  # no expiry: still active
     expiring = store.set("client", "web-app", "x", "cli:oncall", expires_at=time.time() + 60)
     assert expiring not in store.active(time.time() + 61)
@@ -86,6 +89,27 @@ async def test_a_switch_set_on_one_replica_applies_on_the_other_within_the_poll(
         tg.cancel_scope.cancel()
     assert [a["event"] for a in audited] == ["set", "lift"]
     assert elsewhere.pending_events() == ()  # audited once, marked for every replica
+
+
+async def test_three_replicas_auditing_at_once_audit_each_event_once(db: Database, other: Database) -> None:
+    audited: list[str] = []
+
+    async def audit(request_id: str, fields: Any) -> None:
+        audited.append(request_id)
+
+    replicas = [KillSwitches(PostgresKillSwitchStore(d), poll_s=0.01) for d in (db, other, db)]
+    for kills in replicas:
+        kills.start(audit)
+    switches = [PostgresKillSwitchStore(other).set("agent", f"bot-{i}", "r", "cli:oncall") for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        for kills in replicas:
+            tg.start_soon(kills.run)
+        with anyio.fail_after(20):
+            while len(audited) < len(switches):
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.2)  # more polls: nothing audited twice
+        tg.cancel_scope.cancel()
+    assert sorted(audited) == sorted(set(audited)) and len(audited) == len(switches)
 
 
 async def test_a_killed_connection_keeps_the_last_snapshot_degraded_then_recovers(db: Database) -> None:

@@ -5,10 +5,11 @@ Same contract as :class:`~portcullis.kill.store.SqliteKillSwitchStore`: every re
 (or by ``portcullis kill`` against the same database) applies on all of them within a second; Redis
 pub/sub only shortens that. ``set`` and ``lift`` write the switch and its event in one transaction;
 ``lift`` locks the row (``UPDATE … WHERE`` active), so two replicas lifting one switch lift it once.
-Events are audited once per event: ``mark_audited`` is idempotent, and a replica that audits an event
-another replica is auditing at the same moment writes a second record with the same request id
-(``kill-<switch>-<seq>``), which names it as the same change. Driver failures are
-:class:`KillSwitchStoreUnavailable` (fixed message; the masked database name in ``detail``).
+Every replica audits pending events, so ``pending_events`` *claims* them (``FOR UPDATE SKIP LOCKED``, a
+claim of ``CLAIM_S`` by the database clock): one replica audits an event; if it dies before
+``mark_audited``, another claims the event once the claim lapses (then the event may be audited twice,
+under the same request id ``kill-<switch>-<seq>``, which names it as the same change; never zero times).
+Driver failures are :class:`KillSwitchStoreUnavailable` (fixed message; the masked database name in ``detail``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ PG_COMPONENT = Component("kill", (
     CREATE TABLE kill_switch_events (
         seq bigserial PRIMARY KEY, switch_id text NOT NULL REFERENCES kill_switches (id), event text NOT NULL,
         at double precision NOT NULL, actor text NOT NULL, reason text NOT NULL,
-        audited boolean NOT NULL DEFAULT false);
+        audited boolean NOT NULL DEFAULT false, claimed_until double precision);
     CREATE INDEX kill_switch_events_pending ON kill_switch_events (seq) WHERE NOT audited;""",
 ))
+CLAIM_S = 30.0  # how long a replica's claim on pending events lasts before another may audit them
 _SELECT = ("SELECT id, kind, target, reason, actor, set_at, expires_at, lifted_at, lifted_by, lift_reason "
            "FROM kill_switches ")
 
@@ -94,11 +96,16 @@ class PostgresKillSwitchStore:
         return tuple(KillSwitch(*row) for row in rows)
 
     def pending_events(self, limit: int = 100) -> tuple[Event, ...]:
+        """Events not yet audited and not claimed by another replica, oldest first; claimed for this one."""
         rows = self._db.run(lambda c: c.execute(
+            "WITH claimed AS (UPDATE kill_switch_events SET claimed_until = "
+            "extract(epoch FROM clock_timestamp()) + %s WHERE seq IN (SELECT seq FROM kill_switch_events "
+            "WHERE NOT audited AND (claimed_until IS NULL OR claimed_until < extract(epoch FROM clock_timestamp())) "
+            "ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING seq, switch_id, event, at, actor, reason) "
             "SELECT e.seq, e.event, e.at, e.actor, e.reason, s.id, s.kind, s.target, s.reason, s.actor, s.set_at, "
             "s.expires_at, s.lifted_at, s.lifted_by, s.lift_reason "
-            "FROM kill_switch_events e JOIN kill_switches s ON s.id = e.switch_id "
-            "WHERE NOT e.audited ORDER BY e.seq LIMIT %s", (limit,)).fetchall(), _unavailable)
+            "FROM claimed e JOIN kill_switches s ON s.id = e.switch_id ORDER BY e.seq", (CLAIM_S, limit)).fetchall(),
+            _unavailable)
         return tuple(Event(int(r[0]), KillSwitch(*r[5:]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows)
 
     def mark_audited(self, seq: int) -> None:
