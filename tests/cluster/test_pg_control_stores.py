@@ -112,7 +112,7 @@ async def test_three_replicas_auditing_at_once_audit_each_event_once(db: Databas
     assert sorted(audited) == sorted(set(audited)) and len(audited) == len(switches)
 
 
-async def test_a_killed_connection_keeps_the_last_snapshot_degraded_then_recovers(db: Database) -> None:
+async def test_terminated_backends_are_the_stores_unavailable_error_and_the_next_refresh_recovers(db: Database) -> None:
     store = PostgresKillSwitchStore(db)
     store.set("agent", "billing-bot", "looping", "cli:oncall")
     kills = KillSwitches(store)
