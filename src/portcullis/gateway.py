@@ -26,7 +26,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
 from portcullis.approvals.service import ApprovalService
-from portcullis.approvals.store import ApprovalStoreUnavailable, SqliteApprovalStore, approval_store_path
 from portcullis.audit.attempts import AttemptRecorder, NullAttemptHooks
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
@@ -45,7 +44,7 @@ from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.model import Sink
 from portcullis.config.secrets import resolve_secret
 from portcullis.definition_watch import DefinitionWatch
-from portcullis.errors import ConfigError, PortcullisError, Problem
+from portcullis.errors import ConfigError, Problem
 from portcullis.governance.sinks import logs_hash_key, services_withholding_logs
 from portcullis.governance.sinks import sink_allowed as governance_sink_allowed
 from portcullis.identity.authenticate import Authenticator
@@ -55,14 +54,10 @@ from portcullis.identity.jwks import JwksCache
 from portcullis.identity.jwt_verify import BearerVerifier
 from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, service_audience
 from portcullis.identity.principal import Principal, principal_key
-from portcullis.identity.revocation import SqliteRevocations
 from portcullis.identity.state_dir import resolve_state_dir
 from portcullis.kill.api import KillSwitchApi
 from portcullis.kill.containment import KillSwitchContainment
-from portcullis.kill.runtime import open_kill_switches
 from portcullis.monitoring.monitor import Monitor
-from portcullis.monitoring.state import FILE_NAME as MONITOR_STATE_FILE
-from portcullis.monitoring.state import SqliteMonitorStateStore
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
@@ -86,6 +81,7 @@ from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
 from portcullis.state.sqlite import SqliteStateStore
+from portcullis.storage.build import build_stores
 from portcullis.subscriptions import SubscriptionBounds, SubscriptionHub
 from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
 from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver, make_settler
@@ -196,11 +192,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                        "allow_insecure_dev_issuer for local development)")
     state_dir = resolve_state_dir(cfg.state_dir, env)
     resource = ident.resource or default_resource(deployment, host, port)
-    # kill switches: a SQLite file in the state directory, read whole first: unreadable means no start (fail closed)
-    try:
-        kills = open_kill_switches(state_dir, clock=clock)
-    except PortcullisError as exc:
-        raise _problem(deployment, f"kill switches: {exc.detail or exc.message}") from None
+    # the control-plane stores: embedded SQLite files, or the cluster's PostgreSQL (schema checked); the kill
+    # switches are read whole first: unreadable means no start (fail closed) (storage/build.py)
+    stores = build_stores(deployment, state_dir, env, clock)
+    kills = stores.kills
 
     # identity: issuers (plus the development issuer when explicitly allowed)
     issuers = list(ident.issuers)
@@ -217,8 +212,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                            f"resource URI {resource}")
     caches = {issuer.name: JwksCache(issuer, clock=clock) for issuer in issuers}
     verifier = BearerVerifier(issuers, caches, clock=clock) if issuers else None
-    revocations = SqliteRevocations(Path(ident.revocation_file) if ident.revocation_file
-                                    else state_dir / "revocations.db")
+    revocations = stores.revocations
     revocations.load()
     metadata_url = resource.replace("/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
     authenticator = Authenticator(
@@ -310,6 +304,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     except StateUnavailable as exc:
         raise _problem(deployment, f"limits: {exc.detail}") from None
 
+    # AUDIT (h16-audit): in cluster mode (stores.kind == "postgresql") the integrator opens PostgresAuditStore
+    # over stores.database here instead of the SQLite file (storage/build.py AUDIT_PG_MODULE)
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
     # the background task group; records are signed with a key kept in the state directory.
     audit_path = Path(env.get("PORTCULLIS_AUDIT_PATH") or cfg.audit.path or state_dir / "audit.sqlite3")
@@ -350,11 +346,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
                                export=None if siem is None else siem.offer)
     kills.audit = auditor.kill_switch  # changes are audited from the first refresh on (also those made while down)
-    # approvals: pending requests survive restarts (a SQLite file in the state directory)
-    try:
-        approval_store = SqliteApprovalStore.open(approval_store_path(state_dir, cfg.approvals.path, env))
-    except ApprovalStoreUnavailable as exc:
-        raise _problem(deployment, f"approvals: {exc.detail}") from None
+    approval_store = stores.approvals  # pending requests survive restarts (and span replicas in cluster mode)
     notifier: WebhookNotifier | None = None
     link_signer: LinkSigner | None = None
     notify_cfg = cfg.approvals.notify
@@ -395,7 +387,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         cfg.alerts, clock=clock, audit=auditor.alert, notify=None if notifier is None else notifier.offer_payload,
         counted=metrics.alert if cfg.observability.metrics.enabled else None,
         containment=containment,
-        store=SqliteMonitorStateStore(state_dir / MONITOR_STATE_FILE))  # baselines survive restarts; opened lazily
+        store=stores.monitor_state)  # baselines survive restarts; opened lazily
     response_cache = None
     if any(m.manifest.cache is not None and cache_served(cfg, m.manifest) for m in deployment.manifests):
         response_cache = MemoryResponseCache(max_entries=cfg.response_cache.max_entries,
@@ -447,7 +439,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         if siem is not None:
             siem.offer(record.to_json())
 
-    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock,
+    reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock, store=stores.versions,
                               on_commit=manifest_adopter(catalog, upstreams, view_changed,
                                                          (surface_catalog, surface_watch)),
                               companion=(surface_engine, surface_engine_for))

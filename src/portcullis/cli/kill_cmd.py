@@ -18,7 +18,7 @@ from __future__ import annotations
 import getpass
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.table import Table
@@ -27,6 +27,9 @@ from portcullis.cli.safe_text import cell, console, json_text, lines_safe
 from portcullis.errors import PortcullisError
 from portcullis.kill.model import KINDS
 from portcullis.kill.store import FILE_NAME, SqliteKillSwitchStore
+
+if TYPE_CHECKING:
+    from portcullis.kill.pg_store import PostgresKillSwitchStore
 
 kill_app = typer.Typer(no_args_is_help=True, help="Kill switches: set, lift, list (revoke credentials: token revoke).")
 out = console()
@@ -45,9 +48,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _store(config: Path | None, state_dir: Path | None) -> SqliteKillSwitchStore:
+def _store(config: Path | None, state_dir: Path | None) -> SqliteKillSwitchStore | PostgresKillSwitchStore:
+    from portcullis.cli.storage_cmd import cluster_database
     from portcullis.config.state_paths import StatePaths
 
+    database = None if state_dir is not None else cluster_database(config, "kill")
+    if database is not None:  # cluster mode: the switch every replica polls
+        from portcullis.kill.pg_store import PostgresKillSwitchStore
+
+        return PostgresKillSwitchStore(database, owns_database=True)
     if state_dir is not None:
         directory = state_dir.expanduser().resolve()
     else:

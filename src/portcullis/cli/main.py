@@ -21,6 +21,7 @@ from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
+from portcullis.cli.storage_cmd import storage_app
 
 if TYPE_CHECKING:
     from portcullis.config.loader import Deployment
@@ -394,6 +395,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(incident_app, name="incident")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
+app.add_typer(storage_app, name="storage")
 
 
 @token_app.command("issue")
@@ -447,12 +449,28 @@ def token_revoke(config: ConfigDir = None,
     ``identity.revocation_file`` of gateway.yaml), so this works even when the rest of the
     deployment does not load. Without --config: $PORTCULLIS_STATE_DIR, else ./.portcullis."""
     from portcullis.config.state_paths import REVOCATIONS_FILE, StatePaths
+    from portcullis.errors import PortcullisError
     from portcullis.identity.revocation import revoke
 
     chosen = [(k, v) for k, v in (("jti", jti), ("client", client), ("agent", agent)) if v]
     if len(chosen) != 1:
         err.print("token revoke: give exactly one of --jti, --client, --agent", highlight=False)
         raise typer.Exit(2)
+    from portcullis.cli.storage_cmd import cluster_database
+
+    database = None if state_dir or revocation_file else cluster_database(config, "token revoke")
+    if database is not None:  # cluster mode (storage.postgresql): the list every replica reloads
+        from portcullis.identity.pg_revocation import revoke as revoke_in_database
+
+        try:
+            revoke_in_database(database, chosen[0][0], chosen[0][1], reason)
+        except PortcullisError as exc:
+            err.print(f"token revoke: {exc.message}: {exc.detail}", highlight=False, markup=False)
+            raise typer.Exit(1) from None
+        finally:
+            database.close()
+        out.print(f"revoked {chosen[0][0]} {chosen[0][1]} in {database.name}", highlight=False, markup=False)
+        return
     if revocation_file is not None:
         path = revocation_file.expanduser().resolve()
     elif state_dir is not None:

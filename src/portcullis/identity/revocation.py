@@ -75,11 +75,17 @@ class SqliteRevocations:
         self._max_staleness_s = max_staleness_s
         self._snapshot: _Snapshot | None = None
 
-    def load(self) -> None:
-        """Read the whole list (blocking; run in a thread off the request path)."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)  # what a failed load raises
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Every ``(kind, value)`` in the list (blocking)."""
         with sqlite3.connect(self._path, timeout=2.0) as db:
             db.execute(_SCHEMA)
-            rows = db.execute("SELECT kind, value FROM revocations").fetchall()
+            return db.execute("SELECT kind, value FROM revocations").fetchall()
+
+    def load(self) -> None:
+        """Read the whole list (blocking; run in a thread off the request path)."""
+        rows = self.rows()
         by_kind: dict[str, set[str]] = {kind: set() for kind in KINDS}
         for kind, value in rows:
             by_kind[kind].add(value)
@@ -98,7 +104,7 @@ class SqliteRevocations:
         while True:
             try:
                 await anyio.to_thread.run_sync(self.load)
-            except (sqlite3.Error, OSError) as exc:
+            except self.errors as exc:
                 log.warning("revocation list could not be read; requests are denied until it can",
                             extra={"fields": {"error": type(exc).__name__}})
             await anyio.sleep(self._refresh_s)

@@ -16,7 +16,12 @@ from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.policy.rego_probe import EVAL_FLOOR_S, ProbeLimits
 from portcullis.policy.reloader import PolicyReloader, ReloadSettings
-from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
+from portcullis.policy.versions import (
+    VERSIONS_FILE,
+    PolicyVersionStore,
+    SqlitePolicyVersionStore,
+    VersionStoreUnavailable,
+)
 from portcullis.surface import SurfaceCatalog
 from portcullis.surface_watch import SurfaceWatch
 from portcullis.upstream.registry import UpstreamRegistry
@@ -29,13 +34,15 @@ def build_reloader(deployment: Deployment, active: ActivePolicy, state_dir: Path
                    clock: Callable[[], float] = time.time,
                    on_commit: Callable[[Deployment], None] | None = None,
                    companion: tuple[ActivePolicy, Callable[[PolicyEngine, Deployment], PolicyEngine]] | None = None,
-                   ) -> PolicyReloader:
-    """The reloader over the versions file in ``state_dir``; ConfigError when that cannot be opened."""
+                   store: PolicyVersionStore | None = None) -> PolicyReloader:
+    """The reloader over ``store`` (default: the versions file in ``state_dir``); ConfigError when that cannot
+    be opened."""
     authz = deployment.gateway.authorization
-    try:
-        store = SqlitePolicyVersionStore(state_dir / VERSIONS_FILE)
-    except VersionStoreUnavailable as exc:
-        raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"policy versions: {exc}")]) from None
+    if store is None:
+        try:
+            store = SqlitePolicyVersionStore(state_dir / VERSIONS_FILE)
+        except VersionStoreUnavailable as exc:
+            raise ConfigError([Problem(deployment.root / "gateway.yaml", None, f"policy versions: {exc}")]) from None
     try:
         gateway_yaml = (deployment.root / "gateway.yaml").read_bytes()
     except OSError:
