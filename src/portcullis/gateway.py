@@ -31,6 +31,7 @@ from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
 from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
 from portcullis.audit.note import checkpoint_export
+from portcullis.audit.pg_store import PostgresAuditStore, prepare_postgres_audit
 from portcullis.audit.query import AuditQuery
 from portcullis.audit.query import search as audit_search
 from portcullis.audit.record import Checkpoint
@@ -304,13 +305,17 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     except StateUnavailable as exc:
         raise _problem(deployment, f"limits: {exc.detail}") from None
 
-    # AUDIT (h16-audit): in cluster mode (stores.kind == "postgresql") the integrator opens PostgresAuditStore
-    # over stores.database here instead of the SQLite file (storage/build.py AUDIT_PG_MODULE)
     # audit: the chain's store is opened here (synchronously, at start) and its writer runs in
-    # the background task group; records are signed with a key kept in the state directory.
+    # the background task group; records are signed with a key kept in the state directory. In cluster
+    # mode every replica appends to one chain in PostgreSQL (same signing key; its pool opens in the loop).
     audit_path = Path(env.get("PORTCULLIS_AUDIT_PATH") or cfg.audit.path or state_dir / "audit.sqlite3")
+    audit_store: Any
     try:
-        audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
+        if cfg.storage.postgresql is not None:
+            audit_store = prepare_postgres_audit(cfg.storage.postgresql, origin=deployment.root / "gateway.yaml",
+                                                 key_id=audit_keys.key_id)
+        else:
+            audit_store = SqliteAuditStore.open_sync(audit_path, durability=cfg.audit.durability)
     except AuditUnavailable as exc:
         raise _problem(deployment, f"audit: {exc.detail}") from None
     siem = None if cfg.audit.siem is None else build_queue(
@@ -364,7 +369,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         audit trail through a read-only connection in a worker thread (never the writer's)."""
         who = next(((name, requester[name]) for name in ("agent_id", "user_id", "client_id")
                     if isinstance(requester.get(name), str)), None)
-        if who is None:
+        if who is None or cfg.storage.postgresql is not None:  # cluster mode: the search reads SQLite only
             return []
         # the same source too: "billing-bot" asserted by another issuer is another caller
         source = {"issuer_name": requester["issuer_name"]} if isinstance(requester.get("issuer_name"), str) else {}
@@ -477,42 +482,50 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                     handle.recycle()
 
     async def run_audit() -> None:
-        async with audit_writer, contextlib.AsyncExitStack() as exports:
-            for queue in (siem, witness):  # entered after the writer, so they flush before the writer closes
-                if queue is not None:
-                    await exports.enter_async_context(queue)
-            try:
-                async with anyio.create_task_group() as housekeeping:
-                    # the tail window: a durable record is signed at most checkpoint_every_s later
-                    housekeeping.start_soon(checkpointer.run, name="audit-checkpoints")
-                    housekeeping.start_soon(attempts.run, name="audit-attempts")
-                    ticks = 0
-                    while True:
-                        await anyio.sleep(1.0)
-                        await audit_store.checkpoint_wal()
-                        ticks += 1
-                        if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds; approved
-                            # containment proposals decided elsewhere (or whose switch failed) are executed
-                            try:
-                                await approvals.sweep()
-                                if ticks % 3600 == 5:  # at start, then hourly: finished approvals past retention
-                                    await approvals.prune()
-                            except Exception as exc:  # the next sweep retries; redeem checks expiry itself
-                                log.warning("approval sweep failed",
-                                            extra={"fields": {"error": type(exc).__name__}})
-                        if ticks % 3600 == 5 and cfg.audit.retention_days is not None:  # at start, then hourly
-                            try:
-                                await prune_audit(audit_store, audit_writer.record,
-                                                  lambda: checkpointer.tick(force=True),
-                                                  audit_keys.signing_key.public_key(),
-                                                  retention_days=cfg.audit.retention_days, now=clock())
-                            except Exception as exc:  # the next run retries; nothing is deleted unattested
-                                log.warning("audit retention failed",
-                                            extra={"fields": {"error": type(exc).__name__}})
-            finally:
+        if isinstance(audit_store, PostgresAuditStore):  # its pool belongs to this loop; fail closed if it cannot
+            await audit_store.open(cfg.storage.postgresql.connect_timeout_s if cfg.storage.postgresql else 5.0)
+        try:
+            async with audit_writer, contextlib.AsyncExitStack() as exports:
+                for queue in (siem, witness):  # entered after the writer, so they flush before the writer closes
+                    if queue is not None:
+                        await exports.enter_async_context(queue)
+                try:
+                    async with anyio.create_task_group() as housekeeping:
+                        # the tail window: a durable record is signed at most checkpoint_every_s later
+                        housekeeping.start_soon(checkpointer.run, name="audit-checkpoints")
+                        housekeeping.start_soon(attempts.run, name="audit-attempts")
+                        ticks = 0
+                        while True:
+                            await anyio.sleep(1.0)
+                            if isinstance(audit_store, SqliteAuditStore):
+                                await audit_store.checkpoint_wal()
+                            ticks += 1
+                            if ticks % 5 == 0:  # approvals nobody touched expire (audited) within seconds; approved
+                                # containment proposals decided elsewhere (or whose switch failed) are executed
+                                try:
+                                    await approvals.sweep()
+                                    if ticks % 3600 == 5:  # at start, then hourly: finished approvals past retention
+                                        await approvals.prune()
+                                except Exception as exc:  # the next sweep retries; redeem checks expiry itself
+                                    log.warning("approval sweep failed",
+                                                extra={"fields": {"error": type(exc).__name__}})
+                            if ticks % 3600 == 5 and cfg.audit.retention_days is not None:  # at start, then hourly
+                                try:
+                                    await prune_audit(audit_store, audit_writer.record,
+                                                      lambda: checkpointer.tick(force=True),
+                                                      audit_keys.signing_key.public_key(),
+                                                      retention_days=cfg.audit.retention_days, now=clock())
+                                except Exception as exc:  # the next run retries; nothing is deleted unattested
+                                    log.warning("audit retention failed",
+                                                extra={"fields": {"error": type(exc).__name__}})
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await attempts.flush(every=True)  # also done by attempts.run; here for a run that never started
+                        await checkpointer.tick(force=True)
+        finally:
+            if isinstance(audit_store, PostgresAuditStore):
                 with anyio.CancelScope(shield=True):
-                    await attempts.flush(every=True)  # also done by attempts.run; here for a run that never started
-                    await checkpointer.tick(force=True)
+                    await audit_store.aclose()
 
     async def run_state() -> None:
         try:

@@ -120,6 +120,13 @@ class PostgresAuditStore:
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise _unavailable(what, exc) from None
 
+    async def open(self, timeout_s: float) -> None:
+        """Open the pool in the serving event loop (a store from :func:`prepare_postgres_audit`)."""
+        try:
+            await self._pool.open(wait=True, timeout=timeout_s)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise _unavailable("open", exc) from None
+
     async def aclose(self) -> None:
         await self._pool.close()
 
@@ -235,11 +242,7 @@ class PostgresAuditStore:
                 row = await (await conn.execute("SELECT key_id FROM audit_signer")).fetchone()
             except psycopg.Error as exc:
                 raise _unavailable("signer", exc) from None
-        if row is None or row[0] != key_id:
-            theirs = "?" if row is None else str(row[0]).encode("ascii", "backslashreplace").decode("ascii")[:32]
-            raise AuditUnavailable(detail=(
-                f"this replica's audit signing key (id {key_id}) is not the cluster's (id {theirs}): give every "
-                "replica the same audit-signing.pem and audit-hmac.key (docs/audit.md, cluster)"))
+        _check_signer(key_id, None if row is None else row[0])
 
 
 async def open_postgres_audit(config: PostgresConfig, *, url: str | None = None, origin: Path | None = None,
@@ -255,20 +258,7 @@ async def open_postgres_audit(config: PostgresConfig, *, url: str | None = None,
         from portcullis.config.secrets import resolve_secret
 
         url = resolve_secret(config.url_ref, origin=origin) if origin is not None else resolve_secret(config.url_ref)
-    timeout_ms = str(config.statement_timeout_ms)
-
-    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("SELECT set_config('statement_timeout', %s, false), "
-                           "set_config('lock_timeout', %s, false), "
-                           "set_config('synchronous_commit', 'on', false), "
-                           "set_config('default_transaction_read_only', %s, false)",
-                           (timeout_ms, timeout_ms, "on" if readonly else "off"))
-
-    pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-        url, min_size=1, max_size=config.pool_size, open=False, timeout=config.connect_timeout_s,
-        kwargs={"autocommit": True, "connect_timeout": max(1, int(config.connect_timeout_s))},
-        configure=configure, check=psycopg_pool.AsyncConnectionPool.check_connection,
-        reconnect_timeout=max(1.0, config.connect_timeout_s))
+    pool = _pool(config, url, readonly)
     try:
         await pool.open(wait=True, timeout=config.connect_timeout_s)
         found = await anyio.to_thread.run_sync(_schema_problems_sync, url, config.connect_timeout_s)
@@ -291,3 +281,52 @@ async def open_postgres_audit(config: PostgresConfig, *, url: str | None = None,
 def _schema_problems_sync(url: str, connect_timeout_s: float) -> list[str]:
     with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout_s))) as conn:
         return problems(conn, [PG_COMPONENT])
+
+
+def _pool(config: PostgresConfig, url: str, readonly: bool) -> psycopg_pool.AsyncConnectionPool[Any]:
+    """The audit store's pool, not opened (it is opened in the event loop that uses it)."""
+    timeout_ms = str(config.statement_timeout_ms)
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT set_config('statement_timeout', %s, false), "
+                           "set_config('lock_timeout', %s, false), "
+                           "set_config('synchronous_commit', 'on', false), "
+                           "set_config('default_transaction_read_only', %s, false)",
+                           (timeout_ms, timeout_ms, "on" if readonly else "off"))
+
+    return psycopg_pool.AsyncConnectionPool(
+        url, min_size=1, max_size=config.pool_size, open=False, timeout=config.connect_timeout_s,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(config.connect_timeout_s))},
+        configure=configure, check=psycopg_pool.AsyncConnectionPool.check_connection,
+        reconnect_timeout=max(1.0, config.connect_timeout_s))
+
+
+def prepare_postgres_audit(config: PostgresConfig, *, origin: Path, key_id: str) -> PostgresAuditStore:
+    """The gateway's audit store, checked at start before any event loop runs (``build_gateway`` is sync).
+
+    Resolves the URL, refuses a schema that is behind or ahead and a replica whose checkpoint key is not
+    the cluster's (:class:`AuditUnavailable`, fixed text), all over one short synchronous connection; the
+    returned store's async pool is opened by :meth:`PostgresAuditStore.open` in the serving loop.
+    """
+    from portcullis.config.secrets import resolve_secret
+
+    url = resolve_secret(config.url_ref, origin=origin)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(config.connect_timeout_s))) as conn:
+            found = problems(conn, [PG_COMPONENT])
+            if found:
+                raise AuditUnavailable(detail="audit store (PostgreSQL): " + "; ".join(found))
+            conn.execute("INSERT INTO audit_signer (key_id) VALUES (%s) ON CONFLICT (one) DO NOTHING", (key_id,))
+            row = conn.execute("SELECT key_id FROM audit_signer").fetchone()
+    except psycopg.Error as exc:
+        raise _unavailable("open", exc) from None
+    _check_signer(key_id, None if row is None else row[0])
+    return PostgresAuditStore(_pool(config, url, readonly=False))
+
+
+def _check_signer(key_id: str, cluster: object) -> None:
+    if cluster != key_id:
+        theirs = "?" if cluster is None else str(cluster).encode("ascii", "backslashreplace").decode("ascii")[:32]
+        raise AuditUnavailable(detail=(
+            f"this replica's audit signing key (id {key_id}) is not the cluster's (id {theirs}): give every "
+            "replica the same audit-signing.pem and audit-hmac.key (docs/audit.md, cluster)"))
