@@ -120,7 +120,7 @@ class RedisStateStore:
         """The sum of ``key``'s live buckets at ``now`` (one HGETALL; never creates a key)."""
         check_key(key)
         check_now(now)
-        fields: dict[bytes, bytes] = await self._run("window_total", self._client.hgetall(self._wkey(key)))
+        fields: dict[bytes | str, bytes | str] = await self._run("window_total", self._client.hgetall(self._wkey(key)))
         total = Decimal(0)
         for expiry, value in fields.items():
             if _float(expiry) > now:
@@ -157,10 +157,11 @@ class RedisStateStore:
         """The live value of ``key`` at ``now``, or None."""
         check_key(key)
         check_now(now)
-        raw: bytes | None = await self._run("value_get", self._client.get(self._vkey(key)))
+        raw: bytes | str | None = await self._run("value_get", self._client.get(self._vkey(key)))
         if raw is None:
             return None
-        expiry, sep, value = raw.decode("utf-8", "replace").partition("|")
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        expiry, sep, value = text.partition("|")
         if not sep:
             raise StateUnavailable(detail="state store holds a malformed value")
         return value if _float(expiry) > now else None
@@ -198,10 +199,13 @@ class RedisStateStore:
 def _reply(reply: Any) -> tuple[int, str, str, str]:
     try:
         code, before, after, field = reply
-        decode = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
-        return int(code), decode(before), decode(after), decode(field)
+        return int(code), _text(before), _text(after), _text(field)
     except (TypeError, ValueError, UnicodeDecodeError):
         raise StateUnavailable(detail="redis window_add: malformed reply") from None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _float(raw: bytes | str) -> float:
