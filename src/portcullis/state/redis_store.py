@@ -46,6 +46,7 @@ from portcullis.state.values import check_value
 
 _EXACT = decimal.Context(prec=60, traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow])
 T = TypeVar("T")
+MAX_CONNECTIONS = 64  # per store (per gateway process): a burst of calls queues instead of opening hundreds
 
 
 def to_scaled(amount: Decimal) -> str:
@@ -80,12 +81,17 @@ class RedisStateStore:
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, connect_timeout_s: float, op_timeout_s: float,
-                 max_keys: int = 100_000, on_error: Callable[[str], None] | None = None) -> RedisStateStore:
-        """A store on a new connection pool to ``url`` (connects lazily; nothing raised until first use)."""
+                 max_keys: int = 100_000, on_error: Callable[[str], None] | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> RedisStateStore:
+        """A store on a new pool of at most ``max_connections`` connections to ``url`` (connects lazily;
+        nothing raised until first use). A call that finds every connection busy waits for one, within
+        the same op timeout."""
         try:
-            client = aioredis.Redis.from_url(url, socket_timeout=op_timeout_s,
-                                             socket_connect_timeout=connect_timeout_s,
-                                             retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=op_timeout_s + connect_timeout_s,
+                socket_timeout=op_timeout_s, socket_connect_timeout=connect_timeout_s,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            client = aioredis.Redis(connection_pool=pool)
         except (ValueError, RedisError) as exc:
             raise StateUnavailable(detail=f"redis url not usable: {type(exc).__name__}") from None
         return cls(client, key_prefix=key_prefix, op_timeout_s=op_timeout_s + connect_timeout_s,
