@@ -129,7 +129,8 @@ async def test_a_paused_redis_times_out_fails_closed_and_recovers(redis_url: str
                     raise
                 await asyncio.sleep(0.1)
         assert result.accepted
-        assert await store.window_total("k", now=T0 + 2) in (2, 3, 4)  # the timed-out adds may have counted once paused writes ran
+        # the timed-out adds may have counted once the paused writes ran
+        assert await store.window_total("k", now=T0 + 2) in (2, 3, 4)
     finally:
         admin.close()
         await store.aclose()

@@ -297,7 +297,8 @@ class GatewayMetrics:
         self.alerts_total = counter("alerts_total", "Anomaly alerts raised, by rule (docs/alerts.md).", "rule")
         self.state_store_errors_total = counter("state_store_errors_total", "State-store operations that failed "
                                                 "(the caller failed closed), by store and operation.", "store", "op")
-        self._counters = (self.alerts_total, self.state_store_errors_total, self.definition_findings_total, self.content_findings_total,
+        self._counters = (self.alerts_total, self.state_store_errors_total, self.definition_findings_total,
+                          self.content_findings_total,
                           self.content_withheld_total,
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
                           self.completions_total, self.subscription_notifications_total,

@@ -196,7 +196,7 @@ class RedisStateStore:
         try:
             async with asyncio.timeout(self._timeout):
                 return await call
-        except (RedisError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             if self._on_error is not None:
                 self._on_error(op)
             raise StateUnavailable(detail=f"redis {op} failed: {type(exc).__name__}") from None
