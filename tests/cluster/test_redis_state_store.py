@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from portcullis.state import StateFull, StateStore, StateUnavailable, WindowResult
-from portcullis.state.buckets import BUCKETS, EXACT
+from portcullis.state.buckets import BUCKETS, EXACT, bucket_expiry
 from portcullis.state.redis_store import RedisStateStore
 
 T0 = 1_000.0
@@ -257,3 +257,16 @@ async def test_idle_keys_carry_a_server_ttl(store: RedisStateStore, redis_url: s
             assert 0 < ttl <= (HOUR + WIDTH + 61) * 1000, suffix
     finally:
         await client.aclose()
+
+
+async def test_a_live_key_is_never_evicted_by_a_rounded_clock(make: Factory) -> None:
+    """At 4e-5 s before a key's last bucket expires (real epoch times, where a ``%.14g`` formatting of ``now``
+    would round it up to the expiry), the key is still live: a new key past max_keys is refused."""
+    store = make(max_keys=1)
+    now = 1_700_000_000.5
+    assert (await add(store, "a", window_s=64, now=now)).accepted
+    expiry = bucket_expiry(now, 64)
+    with pytest.raises(StateFull):
+        await add(store, "b", window_s=64, now=expiry - 4e-5)
+    assert await store.window_total("a", now=expiry - 4e-5) == 1
+    assert (await add(store, "b", window_s=64, now=expiry)).accepted  # expired now: its slot is taken

@@ -9,6 +9,10 @@ subtraction work limb by limb too. Nothing is ever converted to a double except 
 bucket expiry times, which are doubles in Python as well (their ``repr`` round-trips through Lua's
 ``tonumber``). Measured and explained in docs/decisions.md ("Redis counters: exact amounts in Lua").
 
+Numbers passed back to Redis commands (scores, ``now``) are the strings the gateway sent, never a Lua
+number, so no version's number formatting (Redis 7 prints the shortest exact form; Lua's own ``%.14g`` would
+round an epoch time by up to 0.1 ms and could evict a key whose window is still live) can matter.
+
 Keys. ``KEYS[1]`` is the key's hash (field: a bucket's expiry as Python's ``repr``; value: its
 scaled total); ``KEYS[2]`` the sorted set of keys with live buckets (score: the key's last expiry),
 which bounds the number of keys (``max_keys``) and lets a full table evict expired keys first.
@@ -71,9 +75,9 @@ local function touch_index(index, ttl)
   local p = redis.call('PTTL', index)
   if p < ttl then redis.call('PEXPIRE', index, ttl) end
 end
-local function make_room(index, now, max_keys)
+local function make_room(index, now_s, max_keys)
   if redis.call('ZCARD', index) < max_keys then return true end
-  local old = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 256)
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', now_s, 'LIMIT', 0, 256)
   for _, k in ipairs(old) do
     redis.call('DEL', k)
     redis.call('ZREM', index, k)
@@ -108,15 +112,15 @@ local before = tostr(total)
 local after = add(total, amount)
 if cmp(after, limit) > 0 then return {0, before, before, ''} end
 if redis.call('ZSCORE', KEYS[2], KEYS[1]) == false then
-  if not make_room(KEYS[2], now, tonumber(ARGV[5])) then return {-1, before, before, ''} end
+  if not make_room(KEYS[2], ARGV[1], tonumber(ARGV[5])) then return {-1, before, before, ''} end
 end
 if #dead > 0 then redis.call('HDEL', KEYS[1], unpack(dead)) end
 local field, bucket = exp_s, amount
 if last ~= nil and exp <= last then field, bucket = last_s, add(parse(last_total), amount) end
 redis.call('HSET', KEYS[1], field, tostr(bucket))
-local newlast = exp
-if last ~= nil and last > exp then newlast = last end
-redis.call('ZADD', KEYS[2], newlast, KEYS[1])
+local newlast, newlast_s = exp, exp_s
+if last ~= nil and last > exp then newlast, newlast_s = last, last_s end
+redis.call('ZADD', KEYS[2], newlast_s, KEYS[1])
 local ttl = ttl_ms(newlast, now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 touch_index(KEYS[2], ttl)
@@ -145,11 +149,11 @@ VALUE_SET = _LIMBS + r"""
 local now = tonumber(ARGV[1])
 local exp = tonumber(ARGV[2])
 if redis.call('ZSCORE', KEYS[2], KEYS[1]) == false then
-  if not make_room(KEYS[2], now, tonumber(ARGV[4])) then return -1 end
+  if not make_room(KEYS[2], ARGV[1], tonumber(ARGV[4])) then return -1 end
 end
 local ttl = ttl_ms(exp, now)
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
-redis.call('ZADD', KEYS[2], exp, KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
 touch_index(KEYS[2], ttl)
 return 1
 """
