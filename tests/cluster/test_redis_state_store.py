@@ -270,3 +270,13 @@ async def test_a_live_key_is_never_evicted_by_a_rounded_clock(make: Factory) -> 
         await add(store, "b", window_s=64, now=expiry - 4e-5)
     assert await store.window_total("a", now=expiry - 4e-5) == 1
     assert (await add(store, "b", window_s=64, now=expiry)).accepted  # expired now: its slot is taken
+
+
+async def test_a_closed_store_fails_closed_and_maintain_is_harmless(store: RedisStateStore) -> None:
+    await store.maintain(T0)
+    assert (await add(store)).accepted
+    store.close()
+    with pytest.raises(StateUnavailable):
+        await add(store)
+    with pytest.raises(StateUnavailable):
+        await store.value_get("k", now=T0)

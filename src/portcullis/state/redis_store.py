@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import inspect
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -74,6 +75,7 @@ class RedisStateStore:
         self._timeout = op_timeout_s
         self.max_keys = max_keys
         self._on_error = on_error
+        self._closed = False
         self._windex, self._vindex = f"{key_prefix}w#", f"{key_prefix}v#"
         self._add = client.register_script(WINDOW_ADD)
         self._remove = client.register_script(WINDOW_REMOVE)
@@ -99,7 +101,18 @@ class RedisStateStore:
 
     async def aclose(self) -> None:
         """Close the connection pool; later calls fail closed."""
+        self._closed = True
         await self._client.aclose()
+
+    def close(self) -> None:
+        """Refuse later calls (fail closed), like the SQLite store's ``close``; the pool's sockets go with the
+        process (:meth:`aclose` closes them from a coroutine)."""
+        self._closed = True
+
+    async def maintain(self, now: float) -> None:
+        """Nothing to do: expired buckets are dropped by the scripts and idle keys by their server TTL. Here so
+        the gateway's maintenance loop can call either store."""
+        check_now(now)
 
     # ------------------------------------------------------------------------- windows
 
@@ -193,6 +206,10 @@ class RedisStateStore:
 
     async def _run(self, op: str, call: Awaitable[T]) -> T:
         """Await one command within the op timeout; every failure becomes StateUnavailable (fixed text)."""
+        if self._closed:
+            if inspect.iscoroutine(call):
+                call.close()
+            raise StateUnavailable(detail="state store closed")
         try:
             async with asyncio.timeout(self._timeout):
                 return await call
