@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from portcullis.config.secrets import resolve_secret
-from portcullis.state.interface import StateStore
 from portcullis.state.redis_store import RedisStateStore
 from portcullis.state.sqlite import SqliteStateStore
 from portcullis.storage.bus import LocalNoticeBus, NoticeBus, RedisNoticeBus
@@ -33,7 +32,7 @@ def redis_url(redis: RedisConfig, *, origin: Path) -> str:
 
 
 def build_state_store(storage: StorageConfig, *, origin: Path, sqlite_path: Path, max_keys: int = 100_000,
-                      on_error: Callable[[str], None] | None = None) -> StateStore:
+                      on_error: Callable[[str], None] | None = None) -> SqliteStateStore | RedisStateStore:
     """The counters' store. ``on_error(op)`` counts Redis failures (``GatewayMetrics.state_store_error``).
 
     Raises :class:`~portcullis.state.interface.StateUnavailable` when the embedded file cannot be opened
