@@ -164,3 +164,33 @@ async def test_a_dropped_subscriber_reconnects_and_the_poll_backstop_applies_cha
             task.cancel()
         await asyncio.gather(poller, bus_task, return_exceptions=True)
         await b_bus.aclose()
+
+
+async def test_oversized_notices_published_by_anyone_are_dropped(
+        buses: tuple[RedisNoticeBus, RedisNoticeBus], redis_url: str) -> None:
+    """A raw PUBLISH of 5,000 characters (bypassing publish's bound) never reaches a callback; later ones do."""
+    _, b = buses
+    got: list[str] = []
+    b.subscribe("kill_switches", got.append)
+    admin = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        admin.publish(b.channel("kill_switches"), "x" * 5_000)
+        admin.publish(b.channel("kill_switches"), "ok")
+    finally:
+        admin.close()
+    await wait_for(lambda: got == ["ok"], 5)
+
+
+async def test_a_change_is_made_even_when_its_notice_cannot_be_sent(tmp_path: Path) -> None:
+    """Redis unreachable: set and lift still succeed and apply locally; only the notice is lost (polls carry it)."""
+    bus = RedisNoticeBus("redis://127.0.0.1:1/0", key_prefix="p:", connect_timeout_s=0.5, op_timeout_s=0.5)
+    kills = KillSwitches(SqliteKillSwitchStore(tmp_path / "kill.sqlite3"), poll_s=60)
+    kills.start()
+    kills.connect(bus)
+    try:
+        switch = await kills.set("agent", "billing-bot", "incident", "test")
+        assert [s.id for s in kills.snapshot.switches] == [switch.id]
+        await kills.lift(switch.id, "resolved", "test")
+        assert kills.snapshot.switches == ()
+    finally:
+        await bus.aclose()
