@@ -81,8 +81,8 @@ from portcullis.request_state import RequestStateSealer
 from portcullis.service.env import gateway_env
 from portcullis.state.interface import StateUnavailable
 from portcullis.state.response_cache import MemoryResponseCache
-from portcullis.state.sqlite import SqliteStateStore
 from portcullis.storage.build import build_stores
+from portcullis.storage.redis_build import build_notice_bus, build_state_store
 from portcullis.subscriptions import SubscriptionBounds, SubscriptionHub
 from portcullis.surface import GatewaySurface, SurfaceCatalog, surface_policies
 from portcullis.surface_events import RegistrySubscriptions, event_router, make_resolver, make_settler
@@ -299,9 +299,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                         extra={"fields": {"tool": loaded.exposed_name}})
     log.info("policy loaded", extra={"fields": {"policy_version": engine.version,
                                                  "environment": authz.environment}})
-    # limits: windows written through to a file in the state directory, so "per day" survives restarts
+    # limits: windows written through to a file in the state directory, so "per day" survives restarts;
+    # with storage.redis, in Redis shared by every replica (docs/cluster.md), failures counted by the metric
     try:
-        state = SqliteStateStore.open(env.get("PORTCULLIS_COUNTERS_PATH") or state_dir / COUNTERS_FILE)
+        state = build_state_store(cfg.storage, origin=deployment.root / "gateway.yaml",
+                                  sqlite_path=Path(env.get("PORTCULLIS_COUNTERS_PATH") or state_dir / COUNTERS_FILE),
+                                  on_error=lambda op: metrics.state_store_error("redis", op))
     except StateUnavailable as exc:
         raise _problem(deployment, f"limits: {exc.detail}") from None
 
@@ -578,6 +581,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin, run_state, surface_watch.run, hub.run, kills.run,
                                                        reloader.run]
+    if cfg.storage.redis is not None:  # cluster mode: notices between replicas, polls stay the backstop
+        bus = build_notice_bus(cfg.storage, origin=deployment.root / "gateway.yaml")
+        kills.connect(bus)
+        revocations.connect(bus)
+        reloader.connect(bus)
+        background += [bus.run, reloader.follow]
     if rego_workers is not None:
         background.append(rego_workers.run)
     if notifier is not None:

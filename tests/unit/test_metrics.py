@@ -277,3 +277,14 @@ def test_open_approvals_are_read_at_scrape_time_and_a_failing_source_is_left_out
     metrics.set_approvals_source(broken)
     body, _ = metrics.render()
     assert b"portcullis_approvals_open" not in body and b"portcullis_calls_total" in body
+
+
+def test_state_store_errors_are_counted_by_store_and_a_closed_set_of_operations() -> None:
+    """portcullis_state_store_errors_total{store,op}: a known op keeps its name, anything else is ``other``."""
+    metrics = GatewayMetrics(process_metrics=False)
+    metrics.state_store_error("redis", "window_add")
+    metrics.state_store_error("redis", "window_add")
+    metrics.state_store_error("redis", "evil\n{op}")
+    text = metrics.render()[0].decode()
+    assert 'portcullis_state_store_errors_total{op="window_add",store="redis"} 2.0' in text
+    assert 'portcullis_state_store_errors_total{op="other",store="redis"} 1.0' in text

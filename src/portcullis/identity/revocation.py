@@ -26,6 +26,7 @@ import anyio
 
 from portcullis.errors import PortcullisError
 from portcullis.identity.claims import fold
+from portcullis.storage.bus import NoticeBus
 
 log = logging.getLogger("portcullis.identity")
 
@@ -100,13 +101,22 @@ class SqliteRevocations:
                 agent_id is not None and fold(agent_id) in snap.agent):
             raise Revoked(detail="credential revoked")
 
+    async def refresh(self) -> None:
+        """Reload now (a ``revocations`` notice from another replica); a failure keeps the last snapshot,
+        which goes stale and then denies, as in :meth:`run`."""
+        try:
+            await anyio.to_thread.run_sync(self.load)
+        except self.errors as exc:
+            log.warning("revocation list could not be read; requests are denied until it can",
+                        extra={"fields": {"error": type(exc).__name__}})
+
+    def connect(self, bus: NoticeBus) -> None:
+        """Reload at once on every ``revocations`` notice (:mod:`portcullis.storage.bus`); polling stays."""
+        bus.subscribe("revocations", lambda _payload: self.refresh())
+
     async def run(self) -> None:
         while True:
-            try:
-                await anyio.to_thread.run_sync(self.load)
-            except self.errors as exc:
-                log.warning("revocation list could not be read; requests are denied until it can",
-                            extra={"fields": {"error": type(exc).__name__}})
+            await self.refresh()
             await anyio.sleep(self._refresh_s)
 
 

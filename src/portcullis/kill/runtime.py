@@ -7,6 +7,9 @@ within a second.
 * :meth:`KillSwitches.run` polls the store every ``poll_s`` (0.5 s) in a worker thread, swaps the
   snapshot, and writes a ``kill_switch`` audit record for each change not yet audited (set or lifted
   here, by the CLI or by another process), then marks it in the store.
+* Cluster mode: :meth:`KillSwitches.connect` subscribes to a notice bus (:mod:`portcullis.storage.bus`,
+  topic ``kill_switches``): a notice refreshes at once, and a local set or lift publishes one, so a switch
+  set on one replica applies on every replica well within a second; the poll stays the backstop.
 * Fail closed: :meth:`KillSwitches.start` (the gateway's build) raises when the store cannot be read, so
   the gateway does not start. A later failed refresh keeps the last snapshot (switches stay in force) and
   :meth:`KillSwitches.health` reports ``degraded`` for ``/readyz`` until a refresh succeeds again.
@@ -24,9 +27,11 @@ import anyio
 
 from portcullis.kill.model import KillSwitch, Snapshot
 from portcullis.kill.store import FILE_NAME, Event, KillSwitchStore, KillSwitchStoreUnavailable, SqliteKillSwitchStore
+from portcullis.storage.bus import NoticeBus
 
 log = logging.getLogger("portcullis.kill")
 POLL_S = 0.5
+TOPIC = "kill_switches"
 AuditWrite = Callable[[str, Mapping[str, Any]], Awaitable[Any]]  # (request_id, fields) -> record
 
 
@@ -45,6 +50,12 @@ class KillSwitches:
         self.audit: AuditWrite | None = None  # set by the gateway once its audit writer exists
         self._degraded: str | None = None
         self._lock = anyio.Lock()
+        self._bus: NoticeBus | None = None
+
+    def connect(self, bus: NoticeBus) -> None:
+        """Refresh on every ``kill_switches`` notice; publish one after each local set or lift."""
+        self._bus = bus
+        bus.subscribe(TOPIC, lambda _payload: self.refresh())
 
     def start(self, audit: AuditWrite | None = None) -> None:
         """Load the first snapshot (blocking, at build time); raises :class:`KillSwitchStoreUnavailable`."""
@@ -82,12 +93,18 @@ class KillSwitches:
                   expires_at: float | None = None) -> KillSwitch:
         switch = await anyio.to_thread.run_sync(self.store.set, kind, target, reason, actor, expires_at)
         await self.refresh()  # effective on the next call in this process, and audited
+        await self._notify(switch)
         return switch
 
     async def lift(self, switch_id: str, reason: str, actor: str) -> KillSwitch:
         switch = await anyio.to_thread.run_sync(self.store.lift, switch_id, reason, actor)
         await self.refresh()
+        await self._notify(switch)
         return switch
+
+    async def _notify(self, switch: KillSwitch) -> None:
+        if self._bus is not None:
+            await self._bus.publish(TOPIC, switch.id)  # never raises; other replicas' polls are the backstop
 
     async def run(self) -> None:
         while True:

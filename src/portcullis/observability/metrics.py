@@ -50,6 +50,9 @@ name                                         labels                             
 ``portcullis_response_cache_bytes``         (none)                                 bytes the cache holds *
 ``portcullis_log_records_dropped_total``     (none)                                 log records dropped: the log
                                                                                     sink was too slow
+``portcullis_state_store_errors_total``      store, op                              state-store operations that
+                                                                                    failed (fail closed; store
+                                                                                    ``redis``, op from a closed set)
 ==========================================  =====================================  =============================
 
 ``*``: read at scrape time from a callback (:meth:`GatewayMetrics.set_audit_queue_depth_source`,
@@ -119,6 +122,10 @@ CALL_BUCKETS_S = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1
 
 #: What an export stats source returns: exporter name -> {"sent", "dropped", "depth", "failed_attempts"}.
 ExportStats = Mapping[str, Mapping[str, int]]
+
+
+STATE_STORE_OPS = frozenset({"window_add", "window_total", "window_remove", "value_set", "value_get",
+                             "key_count", "bucket_count"})
 
 
 def cap_label(value: object) -> str:
@@ -288,7 +295,10 @@ class GatewayMetrics:
             "subscription_notifications_total", "Notifications to subscribed callers (list changes, resource "
             "updates), by outcome (relayed or why dropped).", "outcome")
         self.alerts_total = counter("alerts_total", "Anomaly alerts raised, by rule (docs/alerts.md).", "rule")
-        self._counters = (self.alerts_total, self.definition_findings_total, self.content_findings_total,
+        self.state_store_errors_total = counter("state_store_errors_total", "State-store operations that failed "
+                                                "(the caller failed closed), by store and operation.", "store", "op")
+        self._counters = (self.alerts_total, self.state_store_errors_total, self.definition_findings_total,
+                          self.content_findings_total,
                           self.content_withheld_total,
                           self.notifications_total, self.client_requests_total, self.client_answers_total,
                           self.completions_total, self.subscription_notifications_total,
@@ -389,6 +399,10 @@ class GatewayMetrics:
     def subscription_notification(self, outcome: str) -> None:
         """One notification to one subscriber: relayed, or why it was dropped (a closed set)."""
         self.subscription_notifications_total.labels(outcome if outcome in SUBSCRIPTION_OUTCOMES else "other").inc()
+
+    def state_store_error(self, store: str, op: str) -> None:
+        """One failed state-store operation (``op`` from the store's closed set, else ``other``)."""
+        self.state_store_errors_total.labels(cap_label(store), op if op in STATE_STORE_OPS else "other").inc()
 
     def upstream_error(self, service: str, kind: str) -> None:
         self.upstream_errors_total.labels(service, kind).inc()

@@ -29,9 +29,10 @@ nor when the task is cancelled — so errors make limits stricter, never looser.
 Races. With the embedded stores (:class:`~portcullis.state.sqlite.SqliteStateStore`, the
 default, and :class:`~portcullis.state.memory.InMemoryStateStore`) nothing awaits inside the store,
 so the whole of :func:`check_limits` runs without another call interleaving on the event loop.
-With a shared store (Redis, later) each ``window_add`` is atomic (one Lua script) but the phases
-are not: another call may briefly see a reservation that is about to be rolled back and be refused
-by it. Concurrent calls can be refused spuriously; they can never together exceed a limit.
+With a shared store (:class:`~portcullis.state.redis_store.RedisStateStore`) each ``window_add`` is
+atomic (one Lua script) but the phases are not: another call may briefly see a reservation that is
+about to be rolled back and be refused by it. Concurrent calls can be refused spuriously; they can
+never together exceed a limit.
 """
 
 from __future__ import annotations

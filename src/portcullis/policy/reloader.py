@@ -55,6 +55,7 @@ from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings, RegoWorkers
 from portcullis.policy.rego_probe import ProbeLimits
 from portcullis.policy.versions import Action, PolicyVersion, PolicyVersionStore, VersionStoreUnavailable
+from portcullis.storage.bus import NoticeBus
 
 if TYPE_CHECKING:
     from portcullis.policy.rego import RegoPolicy
@@ -69,6 +70,8 @@ NO_PREVIOUS = "no previous policy version"
 NOT_VALIDATED = "policy set could not be validated"
 MAX_MESSAGE = 500
 RETIRE_AFTER_S = 30.0
+NOTICE_TOPIC = "policy"
+FOLLOW_POLL_S = 2.0  # how often a replica checks the shared store for another replica's version (backstop)
 SHADOW_WORKERS = 1  # worker processes of a shadow version's own Rego: it is never waited for
 
 
@@ -112,6 +115,7 @@ class PolicyReloader:
         self._retiring: set[asyncio.Task[None]] = set()
         self.version = ""  # the active policy set's id (ps-…)
         self.degraded: str | None = None  # the fixed reason of the last refused change, until one is applied
+        self._bus: NoticeBus | None = None
 
     # ------------------------------------------------------------------ what operators see
 
@@ -141,6 +145,42 @@ class PolicyReloader:
     async def fetch(self, ref: str) -> PolicyVersion | None:
         return await anyio.to_thread.run_sync(self._store.get, ref)
 
+    # ------------------------------------------------------------------ cluster mode
+
+    def connect(self, bus: NoticeBus) -> None:
+        """Adopt the store's active version on every ``policy`` notice; announce each local change."""
+        self._bus = bus
+        bus.subscribe(NOTICE_TOPIC, lambda _payload: self._adopt_quietly())
+
+    async def adopt_active(self) -> dict[str, Any] | None:
+        """Make the version the shared store records as active this replica's too, if it is not already
+        (another replica applied or rolled back). None when there is nothing to adopt or the store cannot say."""
+        try:
+            vid = await anyio.to_thread.run_sync(self._store.active)
+            if vid is None or vid == self.version:
+                return None
+            stored = await anyio.to_thread.run_sync(self._store.get, vid)
+        except VersionStoreUnavailable:
+            return None
+        if stored is None or stored.id != vid or policy_set.content_id(stored.files) != vid:
+            return None  # not stored, or not what its content-addressed id says: never adopted
+        result = await self.apply(stored.files, stored.author, stored.message, adopt=True)
+        log.info("policy version adopted from the shared store", extra={"fields": {"version": vid,
+                                                                                   "status": result["status"]}})
+        return result
+
+    async def follow(self, poll_s: float = FOLLOW_POLL_S) -> None:
+        """The backstop of notices: adopt the shared active version every ``poll_s`` until cancelled."""
+        while True:
+            await anyio.sleep(poll_s)
+            await self._adopt_quietly()
+
+    async def _adopt_quietly(self) -> None:
+        try:
+            await self.adopt_active()
+        except Exception as exc:  # a receiver never breaks the bus or the poll
+            log.warning("policy version not adopted", extra={"fields": {"error": type(exc).__name__}})
+
     # ------------------------------------------------------------------ changes
 
     async def reload_root(self, author: str, message: str) -> dict[str, Any]:
@@ -166,41 +206,48 @@ class PolicyReloader:
         return await self.apply(stored.files, author, message, action="rolled_back")
 
     async def apply(self, files: Mapping[str, str], author: str, message: str,
-                    action: Action = "applied") -> dict[str, Any]:
-        """Validate ``files`` whole and, if good, make them the active version."""
+                    action: Action = "applied", *, adopt: bool = False) -> dict[str, Any]:
+        """Validate ``files`` whole and, if good, make them the active version.
+
+        ``adopt``: the version another replica applied (:meth:`adopt_active`): validated and swapped the same
+        way, but not stored, audited, recorded nor announced again, and a refusal is only logged."""
         author, message = clean_text(author, 200), clean_text(message)
         async with self._lock:
             try:
                 policy_set.check_names(files, self._settings.rego_dir)
             except policy_set.SetRefused as refused:
-                return await self._refuse("", refused.reason, refused.problems, author, message)
+                return await self._refuse("", refused.reason, refused.problems, author, message, quiet=adopt)
             vid = policy_set.content_id(files)
+            if adopt and vid == self.version:
+                return {"status": "unchanged", "version": vid}
             current = self._active.current
             try:
                 engine, deployment, extra = await anyio.to_thread.run_sync(lambda: self._build(files, current))
             except policy_set.SetRefused as refused:
-                return await self._refuse(vid, refused.reason, refused.problems, author, message)
+                return await self._refuse(vid, refused.reason, refused.problems, author, message, quiet=adopt)
             except Exception as exc:  # anything unforeseen refuses the set too: the running version stays
                 log.warning("policy set validation failed", extra={"fields": {"error": type(exc).__name__}})
-                return await self._refuse(vid, NOT_VALIDATED, [], author, message)
+                return await self._refuse(vid, NOT_VALIDATED, [], author, message, quiet=adopt)
             if not await self._start_workers(engine):
-                return await self._refuse(vid, WORKERS_FAILED, [], author, message)
+                return await self._refuse(vid, WORKERS_FAILED, [], author, message, quiet=adopt)
             try:
                 await policy_set.check_fixtures_async(engine, files)  # Rego in the new version's workers
             except policy_set.SetRefused as refused:
                 self._retire(engine.rego)
-                return await self._refuse(vid, refused.reason, refused.problems, author, message)
+                return await self._refuse(vid, refused.reason, refused.problems, author, message, quiet=adopt)
             surface_version = "" if extra is None else extra.version
             try:
-                await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
-                    vid, engine.version, self._clock(), author, message, dict(files), surface_version))
+                if not adopt:
+                    await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
+                        vid, engine.version, self._clock(), author, message, dict(files), surface_version))
             except VersionStoreUnavailable:
                 self._retire(engine.rego)
-                return await self._refuse(vid, STORE_FAILED, [], author, message)
+                return await self._refuse(vid, STORE_FAILED, [], author, message, quiet=adopt)
             try:
-                await self._audit({"action": action, "version": vid, "engine_version": engine.version,
-                                   **({"surface_engine_version": surface_version} if surface_version else {}),
-                                   "previous": self.version, "author": author, "message": message})
+                if not adopt:  # the replica that applied it audited it
+                    await self._audit({"action": action, "version": vid, "engine_version": engine.version,
+                                       **({"surface_engine_version": surface_version} if surface_version else {}),
+                                       "previous": self.version, "author": author, "message": message})
             except Exception as exc:  # fail closed: an unaudited change is not made
                 log.warning("policy change not audited: refused", extra={"fields": {"error": type(exc).__name__}})
                 self._retire(engine.rego)
@@ -212,8 +259,12 @@ class PolicyReloader:
             self._active.swap(engine)
             self._retire(current.rego)  # unless the shadow still evaluates with them
             previous, self.version, self.degraded = self.version, vid, None
-            with contextlib.suppress(VersionStoreUnavailable):
-                await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), action, vid, author, message))
+            if not adopt:
+                with contextlib.suppress(VersionStoreUnavailable):
+                    await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), action, vid, author,
+                                                                              message))
+                if self._bus is not None:  # other replicas adopt it now (their poll is the backstop)
+                    await self._bus.publish(NOTICE_TOPIC, vid)
             log.info("policy version active", extra={"fields": {"action": action, "version": vid,
                                                                  "policy_version": engine.version}})
             return {"status": action, "version": vid, "engine_version": engine.version, "previous": previous}
@@ -361,9 +412,11 @@ class PolicyReloader:
         return None
 
     async def _refuse(self, vid: str, reason: str, problems: list[str], author: str,
-                      message: str) -> dict[str, Any]:
+                      message: str, *, quiet: bool = False) -> dict[str, Any]:
         self.degraded = reason
         log.warning("policy change refused: the running version stays", extra={"fields": {"reason": reason}})
+        if quiet:  # another replica's version: its refusal here is this replica's problem, not a new event
+            return {"status": "refused", "reason": reason, "problems": problems}
         with contextlib.suppress(VersionStoreUnavailable):
             await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), "refused", vid, author, message,
                                                                       reason))

@@ -10,7 +10,8 @@ is defined now.
 Implementations: :class:`~portcullis.state.sqlite.SqliteStateStore` (the embedded default: one
 process, windows written through to a SQLite file so they survive restarts),
 :class:`~portcullis.state.memory.InMemoryStateStore` (the same windows in process only: the test
-double) and, later, a Redis store for cluster mode. :class:`~portcullis.state.memory.FailingStateStore`
+double) and :class:`~portcullis.state.redis_store.RedisStateStore` (the same buckets in Redis, shared
+by every replica: cluster mode, docs/cluster.md). :class:`~portcullis.state.memory.FailingStateStore`
 is the test double for an unreachable store.
 
 The windowed counter, precisely:
