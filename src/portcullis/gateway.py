@@ -451,6 +451,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                               on_commit=manifest_adopter(catalog, upstreams, view_changed,
                                                          (surface_catalog, surface_watch)),
                               companion=(surface_engine, surface_engine_for))
+    reloader.shared = stores.kind == "postgresql"  # the cluster's active version wins at start
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         services = {h.name: ("connected" if h.connected else "down") for h in upstreams.handles()}

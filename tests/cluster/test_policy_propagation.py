@@ -113,3 +113,28 @@ async def test_follow_adopts_without_any_notice_and_tampered_versions_are_never_
     store.record(time.time(), "applied", applied["version"], "x", "y")
     b.reloader.version = "ps-other"
     assert await b.reloader.adopt_active() is None
+
+
+async def test_a_replica_restarted_from_an_old_directory_adopts_the_clusters_version(tmp_path: Path) -> None:
+    """With a shared store, a start never records the directory's version over the cluster's newer one."""
+    root = Path(shutil.copytree(DEMO, tmp_path / "deployment"))
+    store = MemoryPolicyVersionStore()
+    a = Replica(root, tmp_path / "a", store)
+    a.reloader.shared = True
+    await a.reloader.start()
+    files = policy_set.collect(root)
+    changed = {k: v for k, v in files.items() if not k.startswith("policy/fixtures/")}
+    changed[GET_INVOICE] = files[GET_INVOICE].replace('"issuer:dev/agent:billing-bot", ', "")
+    applied = await a.reloader.apply(changed, "ops", "tighten")
+    assert applied["status"] == "applied" and store.active() == applied["version"]
+    # replica B starts from the old directory (the start version)
+    b = Replica(root, tmp_path / "b", store)
+    b.reloader.shared = True
+    await b.reloader.start()
+    assert store.active() == applied["version"]  # not rolled back
+    assert b.reloader.version == applied["version"]  # adopted the cluster's
+    assert not b.records  # adopting is not a change of its own: nothing audited
+    # without a shared store (the embedded default), the directory's version is recorded as before
+    c = Replica(root, tmp_path / "c", store)
+    await c.reloader.start()
+    assert store.active() == policy_set.content_id(files) == c.reloader.version

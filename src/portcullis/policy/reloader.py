@@ -116,6 +116,10 @@ class PolicyReloader:
         self.version = ""  # the active policy set's id (ps-…)
         self.degraded: str | None = None  # the fixed reason of the last refused change, until one is applied
         self._bus: NoticeBus | None = None
+        # a version store shared by replicas (cluster mode): the cluster's active version wins over this
+        # replica's deployment directory at start, so a replica restarted from an old checkout never rolls
+        # every other replica back
+        self.shared = False
 
     # ------------------------------------------------------------------ what operators see
 
@@ -365,12 +369,18 @@ class PolicyReloader:
             await anyio.to_thread.run_sync(self._store.put, PolicyVersion(
                 vid, engine.version, self._clock(), author, message, files,
                 "" if self._companion is None else self._companion[0].current.version))
-            if await anyio.to_thread.run_sync(self._store.active) != vid:
+            active = await anyio.to_thread.run_sync(self._store.active)
+            if active != vid and (active is None or not self.shared):
                 await anyio.to_thread.run_sync(lambda: self._store.record(self._clock(), "applied", vid, author,
                                                                           message))
         except VersionStoreUnavailable:
             log.warning("policy version store unavailable: the start version is not recorded")
+            active = None
         await self._restore_shadow()
+        if self.shared and active not in (None, vid):
+            log.warning("the cluster's active policy version is not this deployment directory's: adopting the "
+                        "cluster's", extra={"fields": {"directory": vid, "cluster": active}})
+            await self._adopt_quietly()
 
     async def run(self) -> None:
         """Background task: the start version, SIGHUP reloads, and stopping retired workers at shutdown."""
