@@ -18,13 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.harness import GatewayProcess, copy_demo
+from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
 
-# Flipped to True by the integrator once the PostgreSQL and Redis stores are read by the gateway
-# (branches h16-pg, h16-audit, h16-redis). Until then the storage section is configuration only: every
-# process keeps embedded SQLite state, so the cross-replica acceptance tests would prove nothing.
-STORES_WIRED = False
-STORES_REASON = "the PostgreSQL/Redis stores are not wired into the gateway yet (tests/cluster/replicas.py)"
 RESOURCE = "https://gateway.example/mcp"  # replicas behind one name share the token audience
 
 
@@ -35,14 +30,6 @@ class ClusterDeployment:
     root: Path
     state_dir: Path
     env: dict[str, str] = field(default_factory=dict)
-
-    def per_process_files(self, index: int | str) -> dict[str, str]:
-        """Until the stores are wired: an audit chain and a counters file per process (each has one
-        writer). ``"{worker}"`` lets a supervisor's workers name theirs (portcullis/serving/worker.py)."""
-        if STORES_WIRED:
-            return {}
-        return {"PORTCULLIS_AUDIT_PATH": str(self.root.parent / f"audit-{index}.sqlite3"),
-                "PORTCULLIS_COUNTERS_PATH": str(self.root.parent / f"counters-{index}.sqlite3")}
 
 
 def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: str, *,
@@ -58,20 +45,22 @@ def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: st
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
            "PORTCULLIS_TEST_PG_URL": pg_url, "PORTCULLIS_TEST_REDIS_URL": redis_url}
+    migrated = run_cli("storage", "migrate", "-c", str(root), env=env)  # the program creates its schema
+    if migrated.returncode != 0:
+        raise RuntimeError(f"portcullis storage migrate failed:\n{migrated.stdout}{migrated.stderr}")
     return ClusterDeployment(root, root.parent / "shared-state", env)
 
 
 def start_replica(cluster: ClusterDeployment, index: int) -> GatewayProcess:
     """One replica: its own port and admin port, not yet waited for."""
-    return GatewayProcess(cluster.root, env={**cluster.env, **cluster.per_process_files(index)},
+    return GatewayProcess(cluster.root, env=cluster.env,
                           state_dir=cluster.state_dir, audience=RESOURCE)
 
 
 def start_supervisor(cluster: ClusterDeployment, workers: int, *, extra_env: dict[str, str] | None = None
                      ) -> GatewayProcess:
     """``portcullis serve --workers N`` over the deployment, not yet waited for."""
-    return GatewayProcess(cluster.root, env={**cluster.env, **cluster.per_process_files("{worker}"),
-                                             **(extra_env or {})},
+    return GatewayProcess(cluster.root, env={**cluster.env, **(extra_env or {})},
                           state_dir=cluster.state_dir, audience=RESOURCE, args=("--workers", str(workers)))
 
 

@@ -1,6 +1,6 @@
-"""Issue 16's acceptance across replicas: enabled by the integrator once the stores are wired
-(``STORES_WIRED`` in tests/cluster/replicas.py). Each test starts its own 2-3 replicas over the real
-PostgreSQL and Redis (fresh schema and key prefix per test) with tests/cluster/replicas.py.
+"""Issue 16's acceptance across replicas. Each test starts its own 2-3 replicas over the real PostgreSQL and
+Redis (fresh schema and key prefix per test, the schema created by `portcullis storage migrate`) with
+tests/cluster/replicas.py.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.cluster.replicas import STORES_REASON, STORES_WIRED, ClusterDeployment, cluster_deployment, replicas
+from tests.cluster.replicas import ClusterDeployment, cluster_deployment, replicas
 from tests.e2e.harness import GatewayProcess, run_cli
 from tests.e2e.test_approvals import approver, ask, pending, refund, vote
 from tests.e2e.test_sessions_across_replicas import AlternatingTransport
 
-pytestmark = pytest.mark.skipif(not STORES_WIRED, reason=STORES_REASON)
 LIMITED = "files.list_dir"
 LIMIT = 100
 

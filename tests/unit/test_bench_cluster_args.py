@@ -21,9 +21,3 @@ def test_bad_arguments_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse(argv)
     assert exited.value.code == 2
-
-
-def test_without_the_stores_wired_it_refuses_to_run(capsys: pytest.CaptureFixture[str]) -> None:
-    """A real run says why it cannot measure yet instead of measuring the embedded default."""
-    assert main(["--setup", "1-replica"]) == 2
-    assert "not wired" in capsys.readouterr().err

@@ -4,10 +4,6 @@ It serves the supervisor's inherited sockets and writes one byte to its ready pi
 connections. It dies with its supervisor (``PR_SET_PDEATHSIG`` on Linux; elsewhere it notices the
 parent change). SIGHUP is ignored until the policy reloader installs its handler, so a reload signal
 forwarded while the worker is still starting cannot kill it.
-
-Test seam, until the cluster stores are wired: ``{worker}`` in ``PORTCULLIS_AUDIT_PATH`` or
-``PORTCULLIS_COUNTERS_PATH`` becomes this worker's index, so that workers over the embedded SQLite
-files (each file has one writer) can be started by tests. Configuration never reaches it.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import sys
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
-_PER_WORKER_PATHS = ("PORTCULLIS_AUDIT_PATH", "PORTCULLIS_COUNTERS_PATH")
 
 
 def _die_with_parent() -> None:
@@ -37,10 +32,6 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     spec = json.loads(argv[0])
-    index = os.environ.get("PORTCULLIS_WORKER_INDEX", "0")
-    for name in _PER_WORKER_PATHS:
-        if "{worker}" in os.environ.get(name, ""):
-            os.environ[name] = os.environ[name].replace("{worker}", index)
 
     from portcullis import logs
     from portcullis.cli.safe_text import lines_safe
