@@ -151,7 +151,63 @@ class MemoryPolicyVersionStore:
         return event.version if event is not None and event.action == "shadow_set" else None
 
 
-class SqlitePolicyVersionStore:
+class SqlPolicyVersions:
+    """The store's queries over the two tables, shared by the SQLite and PostgreSQL stores.
+
+    A subclass supplies :meth:`_rows`: run one statement (``?`` placeholders) and return its rows, a driver
+    failure raised as :class:`VersionStoreUnavailable`.
+    """
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def put(self, version: PolicyVersion) -> PolicyVersion:
+        self._rows("INSERT INTO policy_version (id, engine_version, created_at, author, message, files, "
+                   "surface_engine_version) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                   (version.id, version.engine_version, version.created_at, version.author, version.message,
+                    json.dumps(version.files, sort_keys=True), version.surface_engine_version))
+        if version.surface_engine_version:  # fill in a version stored before it was kept (derived, not content)
+            self._rows("UPDATE policy_version SET surface_engine_version = ? WHERE id = ? "
+                       "AND surface_engine_version = ''", (version.surface_engine_version, version.id))
+        stored = self.get(version.id)
+        if stored is None:
+            raise VersionStoreUnavailable()
+        return stored
+
+    def get(self, ref: str) -> PolicyVersion | None:
+        if not ref:
+            return None
+        rows = self._rows("SELECT id, engine_version, created_at, author, message, files, surface_engine_version "
+                          "FROM policy_version WHERE id = ? OR engine_version = ? OR surface_engine_version = ? "
+                          "ORDER BY id = ? DESC, created_at DESC LIMIT 1", (ref, ref, ref, ref))
+        if not rows:
+            return None
+        vid, engine_version, created_at, author, message, files, surface = rows[0]
+        return PolicyVersion(vid, engine_version, created_at, author, message, json.loads(files), surface)
+
+    def record(self, at: float, action: Action, version: str, author: str, message: str,
+               reason: str = "") -> PolicyEvent:
+        rows = self._rows("INSERT INTO policy_event (at, action, version, author, message, reason) "
+                          "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq", (at, action, version, author, message, reason))
+        return PolicyEvent(int(rows[0][0]), at, action, version, author, message, reason)
+
+    def history(self, limit: int = 100) -> list[PolicyEvent]:
+        rows = self._rows("SELECT seq, at, action, version, author, message, reason FROM policy_event "
+                          "ORDER BY seq DESC LIMIT ?", (limit,))
+        return [PolicyEvent(*row) for row in rows]
+
+    def active(self) -> str | None:
+        rows = self._rows("SELECT version FROM policy_event WHERE action IN ('applied', 'rolled_back') "
+                          "ORDER BY seq DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
+    def shadow(self) -> str | None:
+        rows = self._rows("SELECT action, version FROM policy_event WHERE action IN ('shadow_set', 'shadow_cleared') "
+                          "ORDER BY seq DESC LIMIT 1")
+        return str(rows[0][1]) if rows and rows[0][0] == "shadow_set" else None
+
+
+class SqlitePolicyVersionStore(SqlPolicyVersions):
     """The seam over one SQLite file (see the module docstring). Calls block: run them in a thread."""
 
     def __init__(self, path: Path) -> None:
@@ -172,57 +228,12 @@ class SqlitePolicyVersionStore:
         except (OSError, sqlite3.Error):
             raise VersionStoreUnavailable() from None
 
-    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             with self._lock:
                 return self._db.execute(sql, params).fetchall()
         except sqlite3.Error:
             raise VersionStoreUnavailable() from None
-
-    def put(self, version: PolicyVersion) -> PolicyVersion:
-        self._run("INSERT OR IGNORE INTO policy_version (id, engine_version, created_at, author, message, files, "
-                  "surface_engine_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  (version.id, version.engine_version, version.created_at, version.author, version.message,
-                   json.dumps(version.files, sort_keys=True), version.surface_engine_version))
-        if version.surface_engine_version:  # fill in a version stored before it was kept (derived, not content)
-            self._run("UPDATE policy_version SET surface_engine_version = ? WHERE id = ? "
-                      "AND surface_engine_version = ''", (version.surface_engine_version, version.id))
-        stored = self.get(version.id)
-        if stored is None:
-            raise VersionStoreUnavailable()
-        return stored
-
-    def get(self, ref: str) -> PolicyVersion | None:
-        if not ref:
-            return None
-        rows = self._run("SELECT id, engine_version, created_at, author, message, files, surface_engine_version "
-                         "FROM policy_version WHERE id = ? OR engine_version = ? OR surface_engine_version = ? "
-                         "ORDER BY id = ? DESC, created_at DESC LIMIT 1", (ref, ref, ref, ref))
-        if not rows:
-            return None
-        vid, engine_version, created_at, author, message, files, surface = rows[0]
-        return PolicyVersion(vid, engine_version, created_at, author, message, json.loads(files), surface)
-
-    def record(self, at: float, action: Action, version: str, author: str, message: str,
-               reason: str = "") -> PolicyEvent:
-        rows = self._run("INSERT INTO policy_event (at, action, version, author, message, reason) "
-                         "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq", (at, action, version, author, message, reason))
-        return PolicyEvent(rows[0][0], at, action, version, author, message, reason)
-
-    def history(self, limit: int = 100) -> list[PolicyEvent]:
-        rows = self._run("SELECT seq, at, action, version, author, message, reason FROM policy_event "
-                         "ORDER BY seq DESC LIMIT ?", (limit,))
-        return [PolicyEvent(*row) for row in rows]
-
-    def active(self) -> str | None:
-        rows = self._run("SELECT version FROM policy_event WHERE action IN ('applied', 'rolled_back') "
-                         "ORDER BY seq DESC LIMIT 1")
-        return rows[0][0] if rows else None
-
-    def shadow(self) -> str | None:
-        rows = self._run("SELECT action, version FROM policy_event WHERE action IN ('shadow_set', 'shadow_cleared') "
-                         "ORDER BY seq DESC LIMIT 1")
-        return rows[0][1] if rows and rows[0][0] == "shadow_set" else None
 
     def close(self) -> None:
         with self._lock:
