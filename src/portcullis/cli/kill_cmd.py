@@ -5,7 +5,10 @@ state directory), like ``portcullis token revoke`` does with the revocation list
 even when the admin listener is down or the rest of the deployment does not load: only ``state_dir`` is
 read from ``--config`` (else ``--state-dir``, else ``$PORTCULLIS_STATE_DIR``, else ``./.portcullis``). A
 running gateway applies a change within a second (it polls the store every 0.5 s) and writes the
-``kill_switch`` audit record; a gateway that is stopped audits it when it starts. Whoever can write the
+``kill_switch`` audit record; a gateway that is stopped audits it when it starts. With ``--config`` of a
+cluster deployment (``storage.postgresql``) the change goes to PostgreSQL and, with ``storage.redis``, a
+notice tells every replica at once (:mod:`portcullis.cli.notices`; a notice not sent is reported on stderr
+and never fails the command). Whoever can write the
 state directory can use this command; remote responders use the admin API (``/kill-switches``).
 
 Revoking credentials is ``portcullis token revoke`` (a token, a client's or an agent's tokens).
@@ -95,6 +98,7 @@ def kill_set(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS
     finally:
         store.close()
     out.print(cell(f"set {switch.id}: {switch.kind} {switch.target}"), highlight=False)
+    _announce(config, state_dir, switch.id, "kill set")
 
 
 @kill_app.command("lift")
@@ -109,6 +113,16 @@ def kill_lift(switch_id: Annotated[str, typer.Argument(help="The switch id (ks_â
     finally:
         store.close()
     out.print(cell(f"lifted {switch.id}: {switch.kind} {switch.target}"), highlight=False)
+    _announce(config, state_dir, switch.id, "kill lift")
+
+
+def _announce(config: Path | None, state_dir: Path | None, switch_id: str, command: str) -> None:
+    """Cluster mode: the notice the admin API sends too, so replicas apply the change at once (a failure is
+    reported on stderr; the change is made and their 0.5 s poll applies it)."""
+    if state_dir is None:
+        from portcullis.cli.notices import announce_change
+
+        announce_change(config, "kill_switches", switch_id, command=command, backstop="within 0.5 s")
 
 
 @kill_app.command("list")

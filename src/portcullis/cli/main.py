@@ -470,6 +470,9 @@ def token_revoke(config: ConfigDir = None,
         finally:
             database.close()
         out.print(f"revoked {chosen[0][0]} {chosen[0][1]} in {database.name}", highlight=False, markup=False)
+        from portcullis.cli.notices import announce_change  # replicas reload at once, not at their 1 s poll
+
+        announce_change(config, "revocations", chosen[0][0], command="token revoke", backstop="within 1 s")
         return
     if revocation_file is not None:
         path = revocation_file.expanduser().resolve()

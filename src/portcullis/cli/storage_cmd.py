@@ -61,15 +61,21 @@ def open_configured(config: Path, command: str) -> Database:
 def cluster_database(config: Path | None, command: str) -> Database | None:
     """``config``'s PostgreSQL when its gateway.yaml has ``storage.postgresql`` (the CLI then writes where every
     replica reads: ``portcullis kill``, ``portcullis token revoke``), else None (the embedded files)."""
+    storage = storage_section(config)
+    if config is None or storage is None or not storage.get("postgresql"):
+        return None
+    return open_configured(config, command)
+
+
+def storage_section(config: Path | None) -> dict[str, object] | None:
+    """The raw (unvalidated) ``storage:`` section of ``config``'s gateway.yaml; None without one."""
     from portcullis.cli.main import _raw_gateway
 
     if config is None:
         return None
     raw = _raw_gateway(config)
     storage = raw.get("storage") if isinstance(raw, dict) else None
-    if not (isinstance(storage, dict) and storage.get("postgresql")):
-        return None
-    return open_configured(config, command)
+    return storage if isinstance(storage, dict) else None
 
 
 @storage_app.command("migrate")
