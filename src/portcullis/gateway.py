@@ -60,6 +60,7 @@ from portcullis.kill.api import KillSwitchApi
 from portcullis.kill.containment import KillSwitchContainment
 from portcullis.monitoring.monitor import Monitor
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.observability.multiprocess import SharedMetrics
 from portcullis.observability.tracing import Tracing
 from portcullis.pipeline.auditing import CallAuditor
 from portcullis.pipeline.chain import (
@@ -180,11 +181,12 @@ def default_resource(deployment: Deployment, host: str | None, port: int | None)
 def build_gateway(deployment: Deployment, *, host: str | None = None, port: int | None = None,
                   environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
                   admin_port: int | None = None, admin_sockets: list[socket.socket] | None = None,
-                  **upstream_timing: float) -> Gateway:
+                  metrics_dir: Path | None = None, **upstream_timing: float) -> Gateway:
     """Assemble every part of the gateway for ``deployment``; nothing is started yet.
 
     ``admin_sockets``: the admin listener serves these (bound by a ``--workers`` supervisor) instead of
-    binding ``admin.port`` itself."""
+    binding ``admin.port`` itself. ``metrics_dir``: a worker of such a supervisor: its metrics go to this
+    shared directory too and ``/metrics`` reports every worker (observability/multiprocess.py)."""
     env = dict(os.environ if environ is None else environ)
     cfg = deployment.gateway
     ident = cfg.identity
@@ -339,7 +341,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         on_checkpoint=None if siem is None and witness is None else export_checkpoint)
     audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
-    metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()))
+    metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()),
+                             shared=None if metrics_dir is None else SharedMetrics(metrics_dir))
     metrics.set_audit_queue_depth_source(audit_writer.queue_depth)
     watch.on_finding = metrics.definition_finding
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
@@ -582,6 +585,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin, run_state, surface_watch.run, hub.run, kills.run,
                                                        reloader.run]
+    if metrics.multiprocess:
+        background.append(metrics.run)
     if cfg.storage.redis is not None:  # cluster mode: notices between replicas, polls stay the backstop
         bus = build_notice_bus(cfg.storage, origin=deployment.root / "gateway.yaml")
         kills.connect(bus)

@@ -84,7 +84,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Container, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -105,6 +105,10 @@ from portcullis.notifications import ANSWER_OUTCOMES
 from portcullis.notifications import OUTCOMES as NOTIFICATION_OUTCOMES
 from portcullis.subscriptions import OUTCOMES as SUBSCRIPTION_OUTCOMES
 
+if TYPE_CHECKING:
+    from portcullis.observability.multiprocess import SharedMetrics
+
+_LIVE_ONLY = frozenset({"portcullis_approvals_open"})  # the shared store's figure: read live in every mode
 CLIENT_REQUEST_KINDS = frozenset({"sampling", "elicitation_form", "elicitation_url", "roots"})
 
 log = logging.getLogger("portcullis.metrics")
@@ -204,10 +208,10 @@ class Family(Generic[C]):
 
     __slots__ = ("_children", "_max_series", "_new", "_overflow", "documentation", "labelnames", "name")
 
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], new: Callable[[], C],
-                 *, max_series: int) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 new: Callable[[tuple[str, ...]], C], *, max_series: int) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
-        self._new: Callable[[], C] = new
+        self._new: Callable[[tuple[str, ...]], C] = new  # called with the series' label values
         self._max_series = max_series
         self._overflow = (OVERFLOW,) * len(labelnames)
         self._children: dict[tuple[str, ...], C] = {}
@@ -233,7 +237,7 @@ class Family(Generic[C]):
             child = self._children.get(key)
             if child is not None:
                 return child
-        child = self._children[key] = self._new()
+        child = self._children[key] = self._new(key)
         return child
 
 
@@ -247,7 +251,7 @@ class GatewayMetrics:
     """
 
     def __init__(self, *, known_tools: Container[str] | None = None, known_rules: Container[str] | None = None,
-                 max_series: int = 2000, process_metrics: bool = True) -> None:
+                 max_series: int = 2000, process_metrics: bool = True, shared: SharedMetrics | None = None) -> None:
         if max_series < 1:
             raise ValueError("max_series must be at least 1")
         self._known_tools, self._known_rules = known_tools, known_rules
@@ -257,12 +261,18 @@ class GatewayMetrics:
         self._refusals_source: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
         self._cache_source: Callable[[], Any] | None = None
 
+        self._shared = shared  # multiprocess mode (serve --workers N): series also written to shared files
+
         def counter(name: str, doc: str, *labels: str) -> Family[CounterChild]:
-            return Family(f"portcullis_{name}", doc, labels, CounterChild, max_series=max_series)
+            full = f"portcullis_{name}"
+            new = (lambda _values: CounterChild()) if shared is None else shared.counter(full, doc, labels)
+            return Family(full, doc, labels, new, max_series=max_series)
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Family[HistogramChild]:
-            bounds = (*buckets, float("inf"))
-            return Family(f"portcullis_{name}", doc, labels, lambda: HistogramChild(bounds), max_series=max_series)
+            full, bounds = f"portcullis_{name}", (*buckets, float("inf"))
+            new = ((lambda _values: HistogramChild(bounds)) if shared is None
+                   else shared.histogram(full, doc, labels, bounds))
+            return Family(full, doc, labels, new, max_series=max_series)
 
         self.calls_total = counter("calls_total", "tools/call requests.", "tool", "decision", "outcome")
         self.call_seconds = histogram("call_seconds", "Whole tools/call latency.", CALL_BUCKETS_S, "tool")
@@ -312,7 +322,7 @@ class GatewayMetrics:
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
-        if process_metrics:
+        if process_metrics and shared is None:  # per-process figures have no sum across workers
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)  # registers nothing where gc has no stats
@@ -432,10 +442,33 @@ class GatewayMetrics:
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type; ``accept`` (the request's Accept header) may ask
         for OpenMetrics."""
+        if self._shared is not None:  # the whole host: every worker's files, this worker's own copied first
+            families = list(self._callback_families())
+            self._shared.publish(families)
+            return self._shared.render(accept, [f for f in families if f.name in _LIVE_ONLY])
         if accept is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether this worker reports for every worker of its host (``serve --workers N``)."""
+        return self._shared is not None
+
+    async def run(self) -> None:
+        """Multiprocess mode: copy the scrape-time figures into this worker's files every second (the
+        gateway's task group runs it; returns at once otherwise)."""
+        if self._shared is None:
+            return
+        import anyio
+
+        while True:
+            await anyio.sleep(1.0)
+            try:
+                self._shared.publish(self._callback_families())
+            except Exception:  # a broken source must not stop the copies of the others
+                log.warning("copying scrape-time metrics failed", exc_info=True)
 
     def set_response_cache_source(self, source: Callable[[], Any] | None) -> None:
         """Read ``portcullis_response_cache_total`` (event -> count) and ``portcullis_response_cache_bytes``

@@ -17,6 +17,10 @@ Decisions (docs/decisions.md, docs/cluster.md "Workers and replicas"):
    refuse it early (exit 2) and to learn what to bind.
 5. A dead worker is restarted (:mod:`.restarts`); a slot that keeps failing at start stops everything,
    exit status 1.
+6. ``/metrics`` reports the whole host: the supervisor makes one fresh private directory (mode 0700) for
+   prometheus-client's multiprocess mode, names it in every worker's ``PROMETHEUS_MULTIPROC_DIR`` (over any
+   inherited value: another program's files must not mix in), calls ``mark_process_dead`` for each worker it
+   reaps and removes the directory when it exits (:mod:`portcullis.observability.multiprocess`).
 """
 
 from __future__ import annotations
@@ -25,19 +29,24 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from portcullis.serving.restarts import RestartPolicy, SlotHistory
 
 log = logging.getLogger("portcullis.supervisor")
 WORKER_INDEX_ENV = "PORTCULLIS_WORKER_INDEX"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it when a worker imports it
 _TICK_S = 0.05
 
 
@@ -93,6 +102,7 @@ class Supervisor:
         self._slots = [_Slot(i) for i in range(workers)]
         self._stop_signal: int | None = None
         self._hups = 0
+        self.metrics_dir: str | None = None  # while running: the workers' shared metrics directory
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -103,6 +113,7 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
+        self.metrics_dir = tempfile.mkdtemp(prefix="portcullis-metrics-")  # new, empty, 0700: nothing stale
         try:
             return self._loop()
         finally:
@@ -111,6 +122,7 @@ class Supervisor:
                     slot.proc.kill()
                     slot.proc.wait()
                 self._close_ready(slot)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _loop(self) -> int:
         while self._stop_signal is None:
@@ -139,7 +151,8 @@ class Supervisor:
         fds = [self._spec.listen_fd, write_fd] + ([] if self._spec.admin_fd is None else [self._spec.admin_fd])
         try:
             slot.proc = subprocess.Popen(self._spec.argv(write_fd), pass_fds=fds, start_new_session=True,  # noqa: S603
-                                         env={**os.environ, WORKER_INDEX_ENV: str(slot.index)})
+                                         env={**os.environ, WORKER_INDEX_ENV: str(slot.index),
+                                              METRICS_DIR_ENV: str(self.metrics_dir)})
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -159,6 +172,8 @@ class Supervisor:
         if slot.proc is None:
             return False
         code = slot.proc.returncode
+        if self.metrics_dir is not None:  # its live gauges leave the sums; its counters stay in the totals
+            mark_process_dead(slot.proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
         self._read_ready(slot)  # it may have started just before it died
         slot.history = slot.history.died(started=slot.started, uptime_s=now - slot.spawned_at, policy=self._policy)
         slot.proc = None

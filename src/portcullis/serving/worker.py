@@ -38,6 +38,7 @@ def main(argv: list[str]) -> None:
     from portcullis.config.loader import load_deployment
     from portcullis.errors import ConfigError
     from portcullis.gateway import build_gateway
+    from portcullis.observability.multiprocess import MULTIPROC_ENV
     from portcullis.serving.run import serve_gateway
 
     logs.configure(str(spec["log_level"]).upper())
@@ -46,8 +47,10 @@ def main(argv: list[str]) -> None:
     ready_fd = int(spec["ready_fd"])
     try:
         deployment = load_deployment(Path(spec["config"]))
+        metrics_dir = os.environ.get(MULTIPROC_ENV)  # set by the supervisor: /metrics reports every worker
         gateway = build_gateway(deployment, host=spec["host"], port=int(spec["port"]),
-                                admin_sockets=None if admin is None else [admin])
+                                admin_sockets=None if admin is None else [admin],
+                                metrics_dir=None if not metrics_dir else Path(metrics_dir))
     except ConfigError as exc:
         for problem in exc.problems:
             print(lines_safe(str(problem)), file=sys.stderr)
