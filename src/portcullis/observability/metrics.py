@@ -77,6 +77,10 @@ Speed. The hot path is plain Python arithmetic on cached children (no locks): ab
 cheaper than ``prometheus_client``'s own ``Counter``/``Histogram`` (``bench/observability_micro.py``);
 ``prometheus_client`` is used only to format the scrape. Update from the event-loop thread, as
 the pipeline does; a scrape from any thread sees each value whole.
+
+Workers (``serve --workers N``): given ``shared`` (:mod:`portcullis.observability.multiprocess`), every
+series is also written through to prometheus-client's multiprocess files and :meth:`GatewayMetrics.render`
+reports every worker of the host; without it (one process, replicas) nothing above changes.
 """
 
 from __future__ import annotations
