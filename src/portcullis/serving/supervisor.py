@@ -113,7 +113,12 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
-        self.metrics_dir = tempfile.mkdtemp(prefix="portcullis-metrics-")  # new, empty, 0700: nothing stale
+        try:
+            self.metrics_dir = tempfile.mkdtemp(prefix="portcullis-metrics-")  # new, empty, 0700: nothing stale
+        except OSError as exc:
+            log.error("cannot create the workers' metrics directory (TMPDIR)",
+                      extra={"fields": {"error": type(exc).__name__}})
+            return 1
         try:
             return self._loop()
         finally:
