@@ -80,6 +80,9 @@ def test_a_dead_workers_counts_stay_and_its_replacement_adds_to_them(directory: 
     assert calls(replacement) == 6
     replacement.call_done("billing.refund", "allow", "ok", 0.01)
     assert calls(b) == calls(replacement) == 7
+    reused = worker(directory, 201)  # a later worker given the dead one's pid continues its file: still exact
+    reused.call_done("billing.refund", "allow", "ok", 0.01)
+    assert calls(b) == 8
 
 
 def test_scrape_time_counters_are_summed_and_open_approvals_are_not(directory: Path) -> None:
@@ -100,6 +103,8 @@ def test_per_process_figures_are_left_out_and_python_info_stays(directory: Path)
     names = {family.name for family in text_string_to_metric_families(worker(directory, 401).render()[0].decode())}
     assert "python_info" in names and "portcullis_calls" not in names  # no series yet: no family
     assert not any(name.startswith(("process_", "python_gc_")) for name in names)
+    body, content_type = worker(directory, 402).render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
     single = {family.name for family in text_string_to_metric_families(GatewayMetrics().render()[0].decode())}
     assert "process_cpu_seconds" in single and "portcullis_calls" in single  # the one-process mode: as before
 
