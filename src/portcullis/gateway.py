@@ -265,10 +265,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     async def record_spawn(fields: Mapping[str, Any], kind: str = SPAWN_KIND) -> None:
         """Each stdio spawn and its confinement, durable before the child starts, and each connection's
         service identity, durable before it serves (docs/audit.md)."""
-        record = await audit_writer.record(kind, f"{'spawn' if kind == SPAWN_KIND else 'identity'}-{uuid.uuid4().hex}",
-                                           fields)
-        if siem is not None:
-            siem.offer(record.to_json())
+        await audit_writer.record(kind, f"{'spawn' if kind == SPAWN_KIND else 'identity'}-{uuid.uuid4().hex}", fields)
 
     upstreams = UpstreamRegistry.from_config(cfg, on_tools, env, on_change=catalog.note_change, on_event=on_event,
                                              child_env=child_env, gateway_keys=minter, on_spawn=record_spawn,
@@ -339,7 +336,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     checkpointer = Checkpointer(audit_store, audit_keys.signing_key, clock=clock, policy=CheckpointPolicy(
         every_records=cfg.audit.checkpoint_every_records, every_s=cfg.audit.checkpoint_every_s),
         on_checkpoint=None if siem is None and witness is None else export_checkpoint)
-    audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer)
+    # every durable record goes to the SIEM from the writer, batch by batch in chain order (audit/writer.py)
+    audit_writer = AuditWriter(audit_store, clock=clock, checkpointer=checkpointer,
+                               export=None if siem is None else siem.offer)
     # metrics: the pipeline's hooks; tool and rule labels are bounded by the catalog and policy
     metrics = GatewayMetrics(known_tools=_KnownTools(catalog), known_rules=frozenset(engine.rule_ids()),
                              shared=None if metrics_dir is None else SharedMetrics(metrics_dir))
@@ -348,14 +347,13 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     hooks: Hooks = metrics if cfg.observability.metrics.enabled else NullHooks()
     tracing = Tracing.from_config(cfg.observability.tracing, "portcullis-gateway")
     auditor = CallAuditor(audit_writer, audit_key=audit_keys.hmac_key, environment=authz.environment, hooks=hooks,
-                          export=None if siem is None else siem.offer, service_version=upstreams.server_version,
+                          service_version=upstreams.server_version,
                           sinks=cfg.governance.sinks)
     # refused requests (no or a bad credential, a refused Host, body, session...): aggregated
     # attempt records, counted on the request path and written by a background task (audit/attempts.py)
     attempts = AttemptRecorder(audit_writer, audit_key=audit_keys.hmac_key, clock=clock,
                                window_s=cfg.audit.attempts.window_s, max_keys=cfg.audit.attempts.max_keys,
-                               hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks(),
-                               export=None if siem is None else siem.offer)
+                               hooks=metrics if cfg.observability.metrics.enabled else NullAttemptHooks())
     kills.audit = auditor.kill_switch  # changes are audited from the first refresh on (also those made while down)
     approval_store = stores.approvals  # pending requests survive restarts (and span replicas in cluster mode)
     notifier: WebhookNotifier | None = None
@@ -446,9 +444,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     sealer = SessionSealer(session_keys, ttl_s=cfg.sessions.ttl_s, clock=clock)
 
     async def audit_policy(fields: Mapping[str, Any]) -> None:
-        record = await audit_writer.record("policy_version", f"policy-{uuid.uuid4().hex}", fields)
-        if siem is not None:
-            siem.offer(record.to_json())
+        await audit_writer.record("policy_version", f"policy-{uuid.uuid4().hex}", fields)
 
     reloader = build_reloader(deployment, active, state_dir, pool_settings, audit_policy, clock, store=stores.versions,
                               on_commit=manifest_adopter(catalog, upstreams, view_changed,

@@ -58,9 +58,14 @@ def test_audit_records_reach_the_jsonl_file_and_a_syslog_receiver(tmp_path: Path
     assert [r.kind for r in exported].count("spawn") == 3  # the demo's three stdio services, each confined
     assert [r.kind for r in exported].count("service_identity") == 3  # and each one's session established
     assert all(record_hash_ok(r) for r in exported)
-    # every record exactly once; records written concurrently (the services' spawn and identity records) are
-    # offered to the exporter as each writer resumes, so the file's order may differ from the chain's there
-    assert sorted(r.index for r in exported) == list(range(10))
+    # every record exactly once, in chain order: the writer exports each durable batch in sequence, so even the
+    # records written concurrently (the services' spawn and identity records) reach the file as they are chained
+    assert [r.index for r in exported] == list(range(10))
+    # and each checkpoint line follows every record it covers (later records may precede it too)
+    for position, line in enumerate(lines):
+        if line["kind"] == "checkpoint":
+            before = [r["index"] for r in lines[:position] if r["kind"] != "checkpoint"]
+            assert before[:line["index"] + 1] == list(range(line["index"] + 1))
     # every checkpoint went out too, the last (clean stop) covering the last record; the store verifies against them
     checkpoints = [line for line in lines if line["kind"] == "checkpoint"]
     assert checkpoints and checkpoints[-1]["index"] == 9

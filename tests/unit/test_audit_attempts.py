@@ -208,9 +208,8 @@ async def test_a_flood_through_the_recorder_grows_the_chain_by_two_records_and_v
     metrics = GatewayMetrics(process_metrics=False)
     exported: list[dict[str, Any]] = []
     async with await SqliteAuditStore.open(tmp_path / "a.db") as store:
-        async with AuditWriter(store, clock=clock) as writer:
-            recorder = AttemptRecorder(writer, audit_key=KEY, clock=clock, window_s=10, hooks=metrics,
-                                       export=lambda r: exported.append(r) or True)
+        async with AuditWriter(store, clock=clock, export=exported.append) as writer:
+            recorder = AttemptRecorder(writer, audit_key=KEY, clock=clock, window_s=10, hooks=metrics)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(recorder.run, 0.01)
                 for _ in range(10_000):

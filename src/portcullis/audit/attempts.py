@@ -214,11 +214,9 @@ class AttemptRecorder:
     """Feeds attempts to the aggregator (sync, O(1)) and writes due records in a background task."""
 
     def __init__(self, writer: RecordWriter, *, audit_key: bytes, clock: Callable[[], float],
-                 window_s: float = 10.0, max_keys: int = 10_000, hooks: AttemptHooks | None = None,
-                 export: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 window_s: float = 10.0, max_keys: int = 10_000, hooks: AttemptHooks | None = None) -> None:
         self._writer, self._clock, self._key = writer, clock, audit_key
         self._hooks: AttemptHooks = hooks or NullAttemptHooks()
-        self._export = export
         self.aggregator = AttemptAggregator(window_s=window_s, max_keys=max_keys)
         self._wake: anyio.Event | None = None
 
@@ -266,7 +264,7 @@ class AttemptRecorder:
 
     async def _write(self, fields: dict[str, Any]) -> None:
         try:
-            record = await self._writer.record(KIND, f"attempt-{uuid.uuid4().hex}", fields)
+            await self._writer.record(KIND, f"attempt-{uuid.uuid4().hex}", fields)
         except (AuditUnavailable, ValueError) as exc:
             self._hooks.audit_failure()
             log.error("attempt record not written", extra={"fields": {
@@ -274,5 +272,3 @@ class AttemptRecorder:
                 "error": type(exc).__name__}})
             return
         self._hooks.audit_record(KIND)
-        if self._export is not None:
-            self._export(record.to_json())

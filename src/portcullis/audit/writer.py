@@ -24,6 +24,15 @@ Contract:
   written or failed by the writer's task, which answers every queued record), so a cancelled
   caller learns the outcome before the cancellation reaches it. An inline commit does not suspend
   before it is durable.
+* Export (``export``, e.g. the SIEM queue's ``offer``): after each batch commits, and before any of
+  its callers is answered or the checkpointer runs, the writer hands its records to ``export`` one
+  by one, in chain order, each as ``AuditRecord.to_json()``. Batches commit one at a time, so what
+  ``export`` receives is exactly the order this writer appended in: every durable record once,
+  never a record that is not durable, never one of a failed batch. ``export`` must be synchronous
+  and must not block (the queue's ``offer`` buffers, or drops and counts); an exception it raises
+  is logged and swallowed, never turned into a failed append. With a chaining store (several
+  processes append one chain) each process's writer exports only its own records: strictly
+  increasing indices, with gaps where other processes' records sit.
 * Bad ``fields`` (not JSON, NaN) or an unknown ``kind`` raise ``ValueError`` to that caller
   only, before anything is queued. Timestamps come from the injected ``clock``.
 """
@@ -65,10 +74,12 @@ class AuditWriter:
 
     def __init__(self, store: AuditStore, *, clock: Callable[[], float], max_batch: int = 256,
                  max_delay_s: float = 0.002, max_pending: int = 4096,
-                 checkpointer: Checkpointer | None = None) -> None:
+                 checkpointer: Checkpointer | None = None,
+                 export: Callable[[dict[str, Any]], object] | None = None) -> None:
         if max_batch < 1 or max_pending < 1 or max_delay_s < 0:
             raise ValueError("max_batch and max_pending must be >= 1 and max_delay_s >= 0")
         self._store, self._clock, self._checkpointer = store, clock, checkpointer
+        self._export = export
         self._max_batch, self._max_delay_s = max_batch, max_delay_s
         self._send: MemoryObjectSendStream[_Pending]
         self._receive: MemoryObjectReceiveStream[_Pending]
@@ -176,6 +187,8 @@ class AuditWriter:
                 _finish(pending, None, AuditUnavailable(detail=detail))
             return
         self._head = (records[-1].index, records[-1].hash)
+        if self._export is not None:  # durable now; in chain order, before any caller (or checkpoint) runs
+            _export(self._export, records)
         for pending, record in zip(batch, records, strict=True):
             _finish(pending, record, None)
         if self._checkpointer is not None:
@@ -192,6 +205,15 @@ def _chain(batch: list[_Pending], head: tuple[int, str] | None) -> list[AuditRec
         records.append(record)
         index, prev = index + 1, record.hash
     return records
+
+
+def _export(export: Callable[[dict[str, Any]], object], records: list[AuditRecord]) -> None:
+    for record in records:
+        try:
+            export(record.to_json())
+        except Exception:  # export is a copy for monitoring: its bug never fails a durable append
+            log.error("audit export hook raised; record not exported", exc_info=True,
+                      extra={"fields": {"index": record.index}})
 
 
 def _outcome(pending: _Pending) -> AuditRecord:

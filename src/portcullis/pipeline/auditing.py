@@ -87,15 +87,14 @@ def tool_json(route: Route, service_version: str | None) -> dict[str, Any]:
 
 
 class CallAuditor:
-    """Writes a call's records through the :class:`AuditWriter`, then offers them for export."""
+    """Writes a call's records through the :class:`AuditWriter` (which also hands them to the SIEM export)."""
 
     def __init__(self, writer: AuditWriter, *, audit_key: bytes, environment: str, hooks: Hooks,
-                 export: Callable[[dict[str, Any]], bool] | None = None,
                  service_version: Callable[[str], str | None] = lambda _service: None,
                  sinks: Mapping[Classification, Sequence[Sink]] | None = None) -> None:
         self._writer, self._key, self._environment = writer, audit_key, environment
         self._sinks = GovernanceConfig().sinks if sinks is None else sinks
-        self._hooks, self._export, self._service_version = hooks, export, service_version
+        self._hooks, self._service_version = hooks, service_version
 
     async def decision(self, ctx: CallContext, route: Route, decision: Any,
                        presented: Mapping[str, Any] | None = None) -> AuditRecord:
@@ -250,6 +249,4 @@ class CallAuditor:
             self._hooks.audit_failure()
             raise AuditUnavailable(detail=f"audit record not serialisable: {exc}") from None
         self._hooks.audit_record(kind)
-        if self._export is not None:
-            self._export(record.to_json())
         return record

@@ -9,8 +9,9 @@ Layers (each module's docstring states its contract):
 * ``webhook``   ``WebhookExporter``: HTTPS POST with an HMAC-SHA256 signature; ``verify_signature``
 * ``config``    the ``siem`` configuration models, ``build_exporters`` and ``build_queue``
 
-Seam for the pipeline: once a record is durable, ``queue.offer(record.to_json())`` — synchronous,
-never blocks, never raises; records that cannot be exported are counted in ``queue.stats()``.
+Seam: ``AuditWriter(export=queue.offer)``: the writer offers each durable batch's records in chain
+order, before its callers resume. ``offer`` is synchronous, never blocks, never raises; records that
+cannot be exported are counted in ``queue.stats()``.
 Export is a copy for monitoring: the hash-chained store stays the record of truth.
 """
 
