@@ -71,6 +71,16 @@ def _store(config: Path | None, state_dir: Path | None) -> SqliteKillSwitchStore
         _fail(f"kill: {exc.message}")
 
 
+def _notify(config: Path | None, store: object, switch_id: str) -> None:
+    """Cluster mode: tell every replica over the notice bus to reload now (best effort; they poll anyway)."""
+    from portcullis.cli.storage_cmd import notify_replicas
+    from portcullis.kill.pg_store import PostgresKillSwitchStore
+    from portcullis.kill.runtime import TOPIC
+
+    if isinstance(store, PostgresKillSwitchStore):
+        notify_replicas(config, TOPIC, switch_id)
+
+
 def _actor() -> str:
     try:
         name = getpass.getuser()
@@ -95,6 +105,7 @@ def kill_set(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS
     finally:
         store.close()
     out.print(cell(f"set {switch.id}: {switch.kind} {switch.target}"), highlight=False)
+    _notify(config, store, switch.id)
 
 
 @kill_app.command("lift")
@@ -109,6 +120,7 @@ def kill_lift(switch_id: Annotated[str, typer.Argument(help="The switch id (ks_â
     finally:
         store.close()
     out.print(cell(f"lifted {switch.id}: {switch.kind} {switch.target}"), highlight=False)
+    _notify(config, store, switch.id)
 
 
 @kill_app.command("list")

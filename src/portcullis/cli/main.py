@@ -456,7 +456,7 @@ def token_revoke(config: ConfigDir = None,
     if len(chosen) != 1:
         err.print("token revoke: give exactly one of --jti, --client, --agent", highlight=False)
         raise typer.Exit(2)
-    from portcullis.cli.storage_cmd import cluster_database
+    from portcullis.cli.storage_cmd import cluster_database, notify_replicas
 
     database = None if state_dir or revocation_file else cluster_database(config, "token revoke")
     if database is not None:  # cluster mode (storage.postgresql): the list every replica reloads
@@ -470,6 +470,7 @@ def token_revoke(config: ConfigDir = None,
         finally:
             database.close()
         out.print(f"revoked {chosen[0][0]} {chosen[0][1]} in {database.name}", highlight=False, markup=False)
+        notify_replicas(config, "revocations", chosen[0][0])  # every replica reloads now, not at its next poll
         return
     if revocation_file is not None:
         path = revocation_file.expanduser().resolve()

@@ -72,6 +72,30 @@ def cluster_database(config: Path | None, command: str) -> Database | None:
     return open_configured(config, command)
 
 
+def notify_replicas(config: Path | None, topic: str, payload: str) -> bool:
+    """After a CLI change in the cluster's PostgreSQL: one notice on ``config``'s ``storage.redis`` bus, so every
+    replica reloads at once instead of at its next poll. Best effort, never fails the command (the change is
+    made; polling carries it): False when nothing was sent."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from portcullis.cli.main import _raw_gateway
+    from portcullis.errors import PortcullisError
+    from portcullis.storage.config import StorageConfig
+    from portcullis.storage.redis_build import announce
+
+    if config is None:
+        return False
+    raw = _raw_gateway(config)
+    section = raw.get("storage") if isinstance(raw, dict) else None
+    try:
+        storage = StorageConfig.model_validate(section or {})
+        return asyncio.run(announce(storage, topic, payload, origin=config / "gateway.yaml"))
+    except (ValidationError, PortcullisError):
+        return False
+
+
 @storage_app.command("migrate")
 def migrate(config: Config) -> None:
     """Create or upgrade every component's schema to this program's version; prints what changed."""
