@@ -29,7 +29,7 @@ import yaml
 from portcullis.identity.pg_revocation import revoke
 from portcullis.storage.config import PostgresConfig, StorageConfig
 from portcullis.storage.postgres import Database, StorageUnavailable
-from portcullis.storage.redis_build import announce
+from portcullis.storage.redis_build import announce, build_notice_bus
 from tests.cluster.private_servers import PrivatePostgres, PrivateRedis
 from tests.cluster.replicas import ClusterDeployment, cluster_deployment, replicas
 from tests.e2e.harness import GatewayProcess, run_cli
@@ -207,7 +207,7 @@ async def test_redis_stopped_mid_load_fails_limited_calls_closed_and_service_res
     print(f"Redis: first limited call served {first:.2f} s, both replicas {recovery:.2f} s after it returned "
           f"({len(load.answers)} calls)")
     for gateway in servers.gateways:
-        _clean_log(gateway, REDIS_PW, f"redis://:{REDIS_PW}")
+        _clean_log(gateway, REDIS_PW, "redis://")
 
 
 async def test_postgresql_stopped_mid_load_fails_calls_closed_loses_no_acknowledged_record(servers: Servers
@@ -283,10 +283,30 @@ async def test_a_revocation_applies_on_every_replica_within_a_second(servers: Se
         assert max(elapsed) < 1.0, f"revocation applied after {elapsed} s"
         for gateway in gateways:
             assert not await refused(gateway, other_token)
-        third = gateways[0].token()  # the command itself, end to end
-        revoked = run_cli("token", "revoke", "--jti", _jti(third), "-c", str(cluster.root), env=cluster.env)
+    # the command itself, end to end: it writes the row and sends the notice (watched here on the bus)
+    third = gateways[0].token()
+    bus = build_notice_bus(_storage(cluster), origin=cluster.root / "gateway.yaml")
+    heard: list[str] = []
+
+    async def hear(payload: str) -> None:
+        heard.append(payload)
+    bus.subscribe("revocations", hear)
+    listening = asyncio.create_task(bus.run())
+    try:
+        await asyncio.wait_for(bus.connected.wait(), 10)  # type: ignore[attr-defined]
+        revoked = await asyncio.to_thread(run_cli, "token", "revoke", "--jti", _jti(third), "-c", str(cluster.root),
+                                          env=cluster.env)
         assert revoked.returncode == 0, revoked.stdout + revoked.stderr
-        assert all([await refused(g, third) for g in gateways])
+        deadline = time.monotonic() + 10
+        while "jti" not in heard:
+            assert time.monotonic() < deadline, "portcullis token revoke sent no notice"
+            await asyncio.sleep(0.02)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await bus.aclose()  # type: ignore[attr-defined]
+    async with httpx2.AsyncClient(timeout=30) as http:
+        assert all([not _served((await _call(http, g, AUDITED, third))[2]) for g in gateways])
 
 
 def _storage(cluster: ClusterDeployment) -> StorageConfig:
