@@ -74,6 +74,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             with replicas(cluster, 2) as gateways:
                 print(f"replicas ready after {time.monotonic() - started:.1f} s")
                 yield Servers(pg, redis, cluster, gateways)
+            for gateway in gateways:  # stopped by SIGINT in time (not SIGKILLed), its pools closed without a trace
+                log = (gateway.config.parent / f"gateway-{gateway.port}.log").read_text(errors="replace")
+                assert gateway.proc.returncode in (0, 130) and "Traceback" not in log, log[-3000:]  # not killed
         finally:
             redis.stop()
     finally:
