@@ -67,7 +67,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                        "redis": {"url_ref": "secret://env/PORTCULLIS_TEST_REDIS_URL", "key_prefix": "outage:",
                                  "connect_timeout_s": 1, "op_timeout_s": 1}}
             cluster = cluster_deployment(tmp / "deployment", pg_url, redis.url, "outage:", edit={
-                "storage": storage,
+                "storage": storage, "admin": {"responders": ["role:oncall"]},
                 "authorization": {"environment": "production", "limits": [
                     {"id": "roomy", "tools": [LIMITED], "per": ["issuer"], "window_s": 60, "max_calls": 1_000_000}]}})
             started = time.monotonic()
@@ -230,6 +230,13 @@ async def test_postgresql_stopped_mid_load_fails_calls_closed_loses_no_acknowled
         assert NOT_COMPLETED in codes, {(s, t[:200]) for s, t, _ in answers}
         for gateway in servers.gateways:  # not wedged: health answers at once
             assert httpx2.get(f"{gateway.base}/healthz", timeout=10).status_code in (200, 503)
+        responder = servers.gateways[0].token(user="olivia", agent=None, roles=["oncall"])
+        switch = httpx2.post(servers.gateways[0].admin_base + "/kill-switches", timeout=30,
+                             headers={"authorization": f"Bearer {responder}"},
+                             json={"kind": "tool", "target": LIMITED, "reason": "incident"})
+        # refused by the store, or before it once the revocation list is stale (both fail closed, no URL)
+        assert switch.status_code == 503 and switch.json()["error"] in (
+            "kill switch store unavailable", "Authentication temporarily unavailable"), switch.text
 
     first, recovery = await _outage(load, servers.pg, while_down)
     print(f"PostgreSQL: first call served {first:.2f} s, both replicas {recovery:.2f} s after it returned "
