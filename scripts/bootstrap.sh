@@ -30,10 +30,18 @@ compgen -G '/usr/lib/*/libseccomp.so.2' >/dev/null || compgen -G '/lib/*/libsecc
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) >/dev/null 2>&1; }
 fresh_postgres=0
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) >/dev/null 2>&1; }
-redis_up || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# the binaries themselves too: the outage tests (tests/cluster/private_servers.py) run a private redis-server
+# and a private PostgreSQL (initdb, pg_ctl) they can stop, even where the shared ones run elsewhere
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+pg_server_bin() {
+    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
 if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then
     missing+=(postgresql)
     fresh_postgres=1
+elif ! pg_server_bin; then
+    missing+=(postgresql)  # for its binaries: the PostgreSQL on 5432 is left alone (Debian may add a cluster on 5433)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -605,6 +605,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                     tg.start_soon(task)
         finally:
             await anyio.to_thread.run_sync(tracing.shutdown)  # flushes batched spans
+            if stores.database is not None:  # the control stores' PostgreSQL pool (the audit's closes itself)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(stores.database.close)
 
     def visible(principal: Principal) -> frozenset[str]:
         now = clock()

@@ -44,6 +44,7 @@ from portcullis.audit.record import AuditRecord, Checkpoint, canonical_bytes, co
 from portcullis.audit.store import _to_record
 from portcullis.storage.config import PostgresConfig
 from portcullis.storage.migrations import Component, problems
+from portcullis.storage.postgres import reconnect_timeout
 
 AUDIT_LOCK = 0x61756474  # pg_advisory_xact_lock key of the audit chain ("audt")
 
@@ -298,7 +299,7 @@ def _pool(config: PostgresConfig, url: str, readonly: bool) -> psycopg_pool.Asyn
         url, min_size=1, max_size=config.pool_size, open=False, timeout=config.connect_timeout_s,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(config.connect_timeout_s))},
         configure=configure, check=psycopg_pool.AsyncConnectionPool.check_connection,
-        reconnect_timeout=max(1.0, config.connect_timeout_s))
+        reconnect_timeout=reconnect_timeout(config))
 
 
 def prepare_postgres_audit(config: PostgresConfig, *, origin: Path, key_id: str) -> PostgresAuditStore:

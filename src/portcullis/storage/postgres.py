@@ -4,6 +4,8 @@
   ``options`` (kept beside any ``options`` the URL already carries, e.g. a ``search_path``), and opens one
   sync pool of at most ``pool_size`` connections in autocommit mode (a store opens a transaction where it
   needs one). It waits for the first connection: an unreachable database refuses the start (fail closed).
+  A connection lost later (the server stopped or restarted) fails that statement closed; the pool drops it,
+  retries in the background for :func:`reconnect_timeout` only, and opens a new one on the next demand.
   Stores run their statements in worker threads, as their SQLite siblings do (docs/decisions.md).
 * :meth:`Database.async_pool` is an async pool over the same settings, opened on first use inside the
   running loop, for a store whose protocol is async and hot enough to want one (the audit store).
@@ -68,6 +70,13 @@ def conninfo(url: str, cfg: PostgresConfig) -> str:
     return make_conninfo(**params)
 
 
+def reconnect_timeout(cfg: PostgresConfig) -> float:
+    """How long a pool keeps retrying one lost connection (psycopg_pool's default is 5 minutes, its backoff
+    doubling up to a minute and more). Kept short so that, after an outage, the next call opens a connection at
+    once instead of waiting for a retry scheduled long ago: calls fail closed meanwhile either way."""
+    return max(1.0, cfg.connect_timeout_s)
+
+
 class Database:
     """One PostgreSQL database: a sync pool (opened here), an async one on demand, and its masked name."""
 
@@ -79,7 +88,8 @@ class Database:
         self._lock = threading.Lock()
         self.pool = ConnectionPool(self._info, min_size=1, max_size=cfg.pool_size, open=False,
                                    timeout=cfg.connect_timeout_s, kwargs={"autocommit": True},
-                                   check=ConnectionPool.check_connection, name="portcullis")
+                                   check=ConnectionPool.check_connection, name="portcullis",
+                                   reconnect_timeout=reconnect_timeout(cfg))
 
     def open(self) -> Database:
         """Open the pool and wait for its first connection; :class:`StorageUnavailable` when none comes."""
@@ -91,6 +101,7 @@ class Database:
         return self
 
     def close(self) -> None:
+        """Close the sync pool (the gateway does at shutdown; the async pool is its user's to close)."""
         self.pool.close(timeout=1)
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T], unavailable: Callable[[str], Exception]) -> T:
@@ -110,7 +121,8 @@ class Database:
                 self._async = AsyncConnectionPool(self._info, min_size=1, max_size=self._cfg.pool_size, open=False,
                                                   timeout=self._cfg.connect_timeout_s, kwargs={"autocommit": True},
                                                   check=AsyncConnectionPool.check_connection,
-                                                  name="portcullis-async")
+                                                  name="portcullis-async",
+                                                  reconnect_timeout=reconnect_timeout(self._cfg))
             return self._async
 
     def check_schema(self, components: Sequence[Component]) -> None:
