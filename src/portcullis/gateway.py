@@ -34,6 +34,7 @@ from portcullis.audit.note import checkpoint_export
 from portcullis.audit.pg_store import PostgresAuditStore, prepare_postgres_audit
 from portcullis.audit.query import AuditQuery
 from portcullis.audit.query import search as audit_search
+from portcullis.audit.reader import postgres_reader
 from portcullis.audit.record import Checkpoint
 from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
@@ -372,15 +373,19 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
         audit trail through a read-only connection in a worker thread (never the writer's)."""
         who = next(((name, requester[name]) for name in ("agent_id", "user_id", "client_id")
                     if isinstance(requester.get(name), str)), None)
-        if who is None or cfg.storage.postgresql is not None:  # cluster mode: the search reads SQLite only
+        if who is None:
             return []
         # the same source too: "billing-bot" asserted by another issuer is another caller
         source = {"issuer_name": requester["issuer_name"]} if isinstance(requester.get("issuer_name"), str) else {}
         query = AuditQuery(tool=tool, principal={who[0]: who[1], **source}, kind="decision", since=clock() - 86400,
                            limit=limit)
+        if isinstance(audit_store, PostgresAuditStore):  # cluster mode: READ ONLY transactions on the store's pool
+            records = await postgres_reader(audit_store).search(query)
+        else:
+            records = await audit_search(audit_path, query)
         return [{"at": record.ts, "request_id": record.request_id,
                  "effect": record.fields.get("decision", {}).get("effect"),
-                 "arguments": record.fields.get("arguments")} for record in await audit_search(audit_path, query)]
+                 "arguments": record.fields.get("arguments")} for record in records]
 
     metrics.set_approvals_source(approval_store.open_counts)
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,

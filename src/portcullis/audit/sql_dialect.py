@@ -1,0 +1,85 @@
+"""The two SQL dialects forensic queries are written in (``query.py``): SQLite and PostgreSQL.
+
+Both stores keep a record as seven columns with ``fields`` the record's canonical JSON as text
+(``record.canonical_bytes``: orjson, sorted keys, compact, UTF-8; only control characters, ``"`` and
+``\\`` are escaped). A dialect gives the pieces that differ: the parameter marker (``?``/``%s``), the
+row source with its parsed JSON ``j``, and a JSON-string equality and list membership at a fixed path.
+
+* SQLite: JSON1 on ``j`` (``'{}'`` for a row whose ``fields`` is not valid JSON, so one tampered row
+  cannot abort a query); values are compared as decoded text and must be JSON strings.
+* PostgreSQL (``json``, not ``jsonb``): ``->`` keeps a value's text as stored, so a string is compared
+  as its canonical JSON encoding against the filter value encoded the same way (bound). PostgreSQL text
+  cannot hold NUL and its JSON functions refuse a document holding ``\\u0000`` anywhere, so an unescaped
+  ``\\u0000`` is rewritten to ``\\ufffe`` on both sides before parsing (the same SQL expression; canonical
+  JSON never contains the escape ``\\ufffe``, it writes U+FFFE as a raw character, so nothing collides).
+  A row whose ``fields`` is not JSON (only tampering writes one) fails a filtered query closed
+  (:class:`AuditUnavailable`): PostgreSQL 15 has no ``IS JSON`` to skip it.
+* Paths are constant keys from code (checked here); values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from portcullis.audit.record import canonical_bytes
+
+_KEY = re.compile(r"^[a-z_]{1,32}$")
+_ROW = "idx, ts, request_id, kind, fields, prev_hash, hash"
+# an unescaped \u0000 (not the tail of an escaped backslash) -> \ufffe; same text in SQL and for values
+_NUL_ESCAPE = r"(?<!\\)((?:\\\\)*)\\u0000"
+_NO_NUL = r"\1\\ufffe"
+
+
+def _keys(path: Sequence[str]) -> Sequence[str]:
+    if not path or not all(_KEY.match(key) for key in path):
+        raise ValueError("a JSON path is constant keys")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database spells the forensic queries (module docstring)."""
+
+    name: str
+    param: str
+    rows: str  # every audit_record column, plus j: the parsed fields
+    numeric_ts: str  # a condition true when ts is a number
+
+    def text_at(self, path: Sequence[str]) -> str:
+        """Condition: the JSON string at ``path`` equals the next bound value (:meth:`value`)."""
+        if self.name == "sqlite":
+            at = "$." + ".".join(_keys(path))
+            return f"(json_type(j, '{at}') = 'text' AND json_extract(j, '{at}') = ?)"
+        return f"({_pg_at(path)})::text = {_PG_VALUE}"
+
+    def member_of(self, path: Sequence[str]) -> str:
+        """Condition: the JSON list at ``path`` holds a string equal to the next bound value."""
+        if self.name == "sqlite":
+            at = "$." + ".".join(_keys(path))
+            return (f"(json_type(j, '{at}') = 'array' AND EXISTS (SELECT 1 FROM json_each(j, '{at}') "  # noqa: S608
+                    "WHERE type = 'text' AND value = ?))")  # (constant keys, checked by _keys)
+        at = _pg_at(path)
+        return (f"EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({at}) = 'array' THEN {at} "  # noqa: S608
+                f"ELSE '[]'::json END) AS e(v) WHERE e.v::text = {_PG_VALUE})")
+
+    def value(self, text: str) -> object:
+        """A filter string as this dialect binds it."""
+        return text if self.name == "sqlite" else canonical_bytes(text).decode("utf-8")
+
+
+def _pg_at(path: Sequence[str]) -> str:
+    return "j" + "".join(f" -> '{key}'" for key in _keys(path))
+
+
+_PG_VALUE = f"regexp_replace(%s, '{_NUL_ESCAPE}', '{_NO_NUL}', 'g')"
+
+SQLITE = Dialect("sqlite", "?",
+                 f"SELECT {_ROW}, CASE WHEN json_valid(fields) THEN fields ELSE '{{}}' END AS j "  # noqa: S608
+                 "FROM audit_record",
+                 "typeof(ts) IN ('real', 'integer')")
+POSTGRES = Dialect("postgresql", "%s",
+                   f"SELECT {_ROW}, regexp_replace(fields, '{_NUL_ESCAPE}', '{_NO_NUL}', 'g')::json AS j "  # noqa: S608
+                   "FROM audit_record",
+                   "TRUE")
