@@ -68,6 +68,8 @@ class AuditQuery:
         texts = [self.tool, self.request_id, *self.principal.values()]
         if not all(v is None or isinstance(v, str) for v in texts):
             raise ValueError("tool, request_id and principal values must be strings")
+        if not all(v is None or _encodable(v) for v in texts):
+            raise ValueError("tool, request_id and principal values must be valid Unicode (no lone surrogates)")
         if self.effect is not None and self.effect not in EFFECTS:
             raise ValueError(f"effect must be one of: {', '.join(sorted(EFFECTS))}")
         if self.kind is not None and self.kind not in KINDS:
@@ -76,6 +78,14 @@ class AuditQuery:
             raise ValueError("since and until must be finite")
         if type(self.limit) is not int or not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def where(dialect: Dialect, *, tool: str | None = None, principal: Mapping[str, str] | None = None,
@@ -90,8 +100,8 @@ def where(dialect: Dialect, *, tool: str | None = None, principal: Mapping[str, 
         clauses.append(sql)
         params.extend(values)
 
-    if request_id is not None:
-        add(f"request_id = {p}", request_id)
+    if request_id is not None:  # PostgreSQL text holds no NUL: such an id is in no row (and cannot be bound)
+        add(*((f"request_id = {p}", request_id) if dialect.can_bind(request_id) else ("FALSE",)))
     if kind is not None:
         add(f"kind = {p}", kind)
     if since is not None:

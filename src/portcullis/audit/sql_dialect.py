@@ -5,15 +5,18 @@ Both stores keep a record as seven columns with ``fields`` the record's canonica
 ``\\`` are escaped). A dialect gives the pieces that differ: the parameter marker (``?``/``%s``), the
 row source with its parsed JSON ``j``, and a JSON-string equality and list membership at a fixed path.
 
-* SQLite: JSON1 on ``j`` (``'{}'`` for a row whose ``fields`` is not valid JSON, so one tampered row
-  cannot abort a query); values are compared as decoded text and must be JSON strings.
-* PostgreSQL (``json``, not ``jsonb``): ``->`` keeps a value's text as stored, so a string is compared
-  as its canonical JSON encoding against the filter value encoded the same way (bound). PostgreSQL text
-  cannot hold NUL and its JSON functions refuse a document holding ``\\u0000`` anywhere, so an unescaped
-  ``\\u0000`` is rewritten to ``\\ufffe`` on both sides before parsing (the same SQL expression; canonical
-  JSON never contains the escape ``\\ufffe``, it writes U+FFFE as a raw character, so nothing collides).
-  A row whose ``fields`` is not JSON (only tampering writes one) fails a filtered query closed
-  (:class:`AuditUnavailable`): PostgreSQL 15 has no ``IS JSON`` to skip it.
+* Both compare a JSON string *as stored* (its canonical encoding: ``->`` returns a value's JSON text)
+  against the filter value encoded the same way and bound: nothing is unescaped, so a value holding NUL
+  (``\\u0000`` in the text) is neither cut short (SQLite's ``json_extract`` stops at NUL, so ``"a"`` once
+  matched ``"a\\x00b"``) nor refused. A non-string at the path never equals an encoded string.
+* SQLite (3.38+ for ``->``): JSON1 on ``j``, which is ``'{}'`` for a row whose ``fields`` is not valid
+  JSON, so one tampered row cannot abort a query.
+* PostgreSQL (``json``, not ``jsonb``: ``->`` keeps the text as stored): its JSON functions refuse a
+  document holding ``\\u0000`` anywhere, so an unescaped ``\\u0000`` is rewritten to ``\\ufffe`` on both
+  sides before parsing (the same SQL expression; canonical JSON never contains the escape ``\\ufffe``, it
+  writes U+FFFE as a raw character, so nothing collides). A row whose ``fields`` is not JSON (only
+  tampering writes one) fails a filtered query closed (:class:`AuditUnavailable`): PostgreSQL 15 has no
+  ``IS JSON`` to skip it. Its text cannot hold NUL, so a request id holding one matches no row.
 * Paths are constant keys from code (checked here); values are always bound parameters.
 """
 
@@ -48,25 +51,32 @@ class Dialect:
     numeric_ts: str  # a condition true when ts is a number
 
     def text_at(self, path: Sequence[str]) -> str:
-        """Condition: the JSON string at ``path`` equals the next bound value (:meth:`value`)."""
+        """Condition: the JSON string at ``path``, as stored, equals the next bound value (:meth:`value`)."""
         if self.name == "sqlite":
-            at = "$." + ".".join(_keys(path))
-            return f"(json_type(j, '{at}') = 'text' AND json_extract(j, '{at}') = ?)"
+            return f"(j -> '{_sqlite_path(path)}') = ?"
         return f"({_pg_at(path)})::text = {_PG_VALUE}"
 
     def member_of(self, path: Sequence[str]) -> str:
         """Condition: the JSON list at ``path`` holds a string equal to the next bound value."""
         if self.name == "sqlite":
-            at = "$." + ".".join(_keys(path))
-            return (f"(json_type(j, '{at}') = 'array' AND EXISTS (SELECT 1 FROM json_each(j, '{at}') "  # noqa: S608
-                    "WHERE type = 'text' AND value = ?))")  # (constant keys, checked by _keys)
+            at = _sqlite_path(path)
+            return (f"(json_type(j, '{at}') = 'array' AND EXISTS (SELECT 1 FROM json_each(j, '{at}') AS e "  # noqa: S608
+                    "WHERE e.type = 'text' AND (j -> e.fullkey) = ?))")
         at = _pg_at(path)
         return (f"EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({at}) = 'array' THEN {at} "  # noqa: S608
                 f"ELSE '[]'::json END) AS e(v) WHERE e.v::text = {_PG_VALUE})")
 
+    def can_bind(self, text: str) -> bool:
+        """Whether ``text`` can be bound as a column's text (PostgreSQL text cannot hold NUL)."""
+        return self.name == "sqlite" or "\x00" not in text
+
     def value(self, text: str) -> object:
-        """A filter string as this dialect binds it."""
-        return text if self.name == "sqlite" else canonical_bytes(text).decode("utf-8")
+        """A filter string as both dialects bind it: its canonical JSON encoding (how records store it)."""
+        return canonical_bytes(text).decode("utf-8")
+
+
+def _sqlite_path(path: Sequence[str]) -> str:
+    return "$." + ".".join(_keys(path))
 
 
 def _pg_at(path: Sequence[str]) -> str:
