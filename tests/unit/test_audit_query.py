@@ -21,7 +21,8 @@ from portcullis.audit import (
     make_record,
     verify_store,
 )
-from portcullis.audit.query import AuditQuery, search, timeline
+from portcullis.audit.query import AuditQuery
+from portcullis.audit.reader import search, timeline
 
 T0 = 1_800_000_000.0
 HMAC_KEY = b"h" * 32

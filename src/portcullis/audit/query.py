@@ -8,7 +8,7 @@ Contract:
   :data:`PRINCIPAL_FIELDS`, so nothing a caller types reaches the SQL or a JSON path; every value is
   bound and compared for equality (no ``LIKE``: ``%``, ``_`` and backslashes are plain characters).
 * They run through an :class:`~portcullis.audit.reader.AuditReader` (``reader.py``), on a read-only
-  store. :func:`search` and :func:`timeline` here are the SQLite-file shortcuts.
+  store; this module is pure (no I/O).
 * Filters read ``fields`` as JSON; a record whose ``fields`` is not valid JSON (tampering) matches no
   filter in SQLite and fails the filtered query closed in PostgreSQL (``sql_dialect.py``); either way
   it still appears in an unfiltered search.
@@ -16,7 +16,7 @@ Contract:
 
 Filters and the record layout (``docs/audit.md``): ``tool`` and ``principal`` exist on
 ``decision`` and ``rejected`` records only, so those filters never match ``outcome`` records
-(use :func:`timeline` to see outcomes with their decisions). ``effect="deny"`` matches
+(use a timeline to see outcomes with their decisions). ``effect="deny"`` matches
 ``decision`` records that denied *and* ``rejected`` records (refused before a decision): both
 are calls the gateway refused, which is what an investigator hunting a caller wants; add
 ``kind="decision"`` for policy denials only.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 from portcullis.audit.record import KINDS, AuditRecord
@@ -133,7 +132,7 @@ def search_sql(dialect: Dialect, query: AuditQuery) -> tuple[str, list[object]]:
 
 def timeline_query(*, request_id: str | None = None, agent_id: str | None = None, since: float | None = None,
                    until: float | None = None, limit: int = 100) -> AuditQuery:
-    """The checked filter of :func:`timeline` (``ValueError`` on a bad one)."""
+    """The checked filter of a timeline (``ValueError`` on a bad one): one request, or one agent's."""
     principal = {} if agent_id is None else {"agent_id": agent_id}
     return AuditQuery(principal=principal, since=since, until=until, request_id=request_id, limit=limit)
 
@@ -173,28 +172,3 @@ def group_requests(rows: list[AuditRecord]) -> list[RequestTimeline]:
     for record in rows:  # dicts keep insertion order
         groups.setdefault(record.request_id, []).append(record)
     return [RequestTimeline(rid, tuple(records)) for rid, records in groups.items()]
-
-
-async def search(store_path: str | Path, query: AuditQuery) -> list[AuditRecord]:
-    """:meth:`AuditReader.search` on the SQLite store at ``store_path``, opened read-only."""
-    from portcullis.audit.reader import open_sqlite_reader
-
-    async with open_sqlite_reader(store_path) as reader:
-        return await reader.search(query)
-
-
-async def timeline(store_path: str | Path, *, request_id: str | None = None, agent_id: str | None = None,
-                   since: float | None = None, until: float | None = None,
-                   limit: int = 100) -> list[RequestTimeline]:
-    """:meth:`AuditReader.timeline` on the SQLite store at ``store_path``, opened read-only.
-
-    The latest ``limit`` requests matching the filters, oldest first, each with all its records.
-    A request matches when any of its records matches (``agent_id`` is on decision and
-    rejected records only); its other records (the outcome) come with it even when they fall
-    outside ``since``/``until``. With no filter at all: the latest ``limit`` requests.
-    """
-    from portcullis.audit.reader import open_sqlite_reader
-
-    checked = timeline_query(request_id=request_id, agent_id=agent_id, since=since, until=until, limit=limit)
-    async with open_sqlite_reader(store_path) as reader:
-        return await reader.timeline(checked)

@@ -20,7 +20,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from portcullis.audit.query import AuditQuery, RequestTimeline, edge_sql, group_requests, search_sql, timeline_sql
+from portcullis.audit.query import (
+    AuditQuery,
+    RequestTimeline,
+    edge_sql,
+    group_requests,
+    search_sql,
+    timeline_query,
+    timeline_sql,
+)
 from portcullis.audit.record import AuditRecord, Checkpoint
 from portcullis.audit.sql_dialect import POSTGRES, SQLITE, Dialect
 
@@ -119,3 +127,24 @@ async def open_postgres_reader(config: PostgresConfig, *, origin: Path) -> Async
         raise AuditUnavailable(detail=f"storage.postgresql.url_ref: {exc}") from None
     async with store:
         yield postgres_reader(store)
+
+
+async def search(store_path: str | Path, query: AuditQuery) -> list[AuditRecord]:
+    """:meth:`AuditReader.search` on the SQLite store at ``store_path``, opened read-only."""
+    async with open_sqlite_reader(store_path) as reader:
+        return await reader.search(query)
+
+
+async def timeline(store_path: str | Path, *, request_id: str | None = None, agent_id: str | None = None,
+                   since: float | None = None, until: float | None = None,
+                   limit: int = 100) -> list[RequestTimeline]:
+    """:meth:`AuditReader.timeline` on the SQLite store at ``store_path``, opened read-only.
+
+    The latest ``limit`` requests matching the filters, oldest first, each with all its records.
+    A request matches when any of its records matches (``agent_id`` is on decision and
+    rejected records only); its other records (the outcome) come with it even when they fall
+    outside ``since``/``until``. With no filter at all: the latest ``limit`` requests.
+    """
+    checked = timeline_query(request_id=request_id, agent_id=agent_id, since=since, until=until, limit=limit)
+    async with open_sqlite_reader(store_path) as reader:
+        return await reader.timeline(checked)
