@@ -62,9 +62,11 @@ class Dialect:
             at = _sqlite_path(path)
             return (f"(json_type(j, '{at}') = 'array' AND EXISTS (SELECT 1 FROM json_each(j, '{at}') AS e "  # noqa: S608
                     "WHERE e.type = 'text' AND (j -> e.fullkey) = ?))")
-        at = _pg_at(path)
-        return (f"EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({at}) = 'array' THEN {at} "  # noqa: S608
-                f"ELSE '[]'::json END) AS e(v) WHERE e.v::text = {_PG_VALUE})")
+        # the list is extracted once (OFFSET 0 keeps the planner from copying the expression into the CASE):
+        # each json operator re-parses the document
+        return (f"EXISTS (SELECT 1 FROM (SELECT {_pg_at(path)} AS x OFFSET 0) AS a, "  # noqa: S608
+                "json_array_elements(CASE WHEN json_typeof(a.x) = 'array' THEN a.x ELSE '[]'::json END) AS e(v) "
+                f"WHERE e.v::text = {_PG_VALUE})")
 
     def can_bind(self, text: str) -> bool:
         """Whether ``text`` can be bound as a column's text (PostgreSQL text cannot hold NUL)."""
@@ -80,7 +82,7 @@ def _sqlite_path(path: Sequence[str]) -> str:
 
 
 def _pg_at(path: Sequence[str]) -> str:
-    return "j" + "".join(f" -> '{key}'" for key in _keys(path))
+    return "json_extract_path(j, " + ", ".join(f"'{key}'" for key in _keys(path)) + ")"  # one parse of j
 
 
 _PG_VALUE = f"regexp_replace(%s, '{_NUL_ESCAPE}', '{_NO_NUL}', 'g')"
@@ -90,6 +92,7 @@ SQLITE = Dialect("sqlite", "?",
                  "FROM audit_record",
                  "typeof(ts) IN ('real', 'integer')")
 POSTGRES = Dialect("postgresql", "%s",
-                   f"SELECT {_ROW}, regexp_replace(fields, '{_NUL_ESCAPE}', '{_NO_NUL}', 'g')::json AS j "  # noqa: S608
+                   f"SELECT {_ROW}, (CASE WHEN strpos(fields, '\\u0000') > 0 "  # noqa: S608 - the regex only when needed
+                   f"THEN regexp_replace(fields, '{_NUL_ESCAPE}', '{_NO_NUL}', 'g') ELSE fields END)::json AS j "
                    "FROM audit_record",
                    "TRUE")
