@@ -5,13 +5,15 @@ Both stores keep a record as seven columns with ``fields`` the record's canonica
 ``\\`` are escaped). A dialect gives the pieces that differ: the parameter marker (``?``/``%s``), the
 row source with its parsed JSON ``j``, and a JSON-string equality and list membership at a fixed path.
 
-* Both compare a JSON string *as stored* (its canonical encoding: ``->`` returns a value's JSON text)
+* Both compare a JSON string *as stored* (its canonical encoding: SQLite's ``->`` and PostgreSQL's
+  ``json_extract_path`` on ``json`` return a value's JSON text)
   against the filter value encoded the same way and bound: nothing is unescaped, so a value holding NUL
   (``\\u0000`` in the text) is neither cut short (SQLite's ``json_extract`` stops at NUL, so ``"a"`` once
   matched ``"a\\x00b"``) nor refused. A non-string at the path never equals an encoded string.
 * SQLite (3.38+ for ``->``): JSON1 on ``j``, which is ``'{}'`` for a row whose ``fields`` is not valid
   JSON, so one tampered row cannot abort a query.
-* PostgreSQL (``json``, not ``jsonb``: ``->`` keeps the text as stored): its JSON functions refuse a
+* PostgreSQL (``json``, not ``jsonb``, which keeps the text as stored; each operator re-parses it, so a
+  condition extracts its path once): its JSON functions refuse a
   document holding ``\\u0000`` anywhere, so an unescaped ``\\u0000`` is rewritten to ``\\ufffe`` on both
   sides before parsing (the same SQL expression; canonical JSON never contains the escape ``\\ufffe``, it
   writes U+FFFE as a raw character, so nothing collides). A row whose ``fields`` is not JSON (only
