@@ -113,19 +113,23 @@ def postgres_reader(store: PostgresAuditStore) -> AuditReader:
     return StoreReader(store, POSTGRES)
 
 
-@asynccontextmanager
-async def open_postgres_reader(config: PostgresConfig, *, origin: Path) -> AsyncIterator[AuditReader]:
-    """A reader of the cluster's audit trail (``storage.postgresql`` of the gateway.yaml at ``origin``),
-    over a pool of read-only sessions; a URL that cannot be resolved is :class:`AuditUnavailable`."""
+async def open_postgres_readonly(config: PostgresConfig, *, origin: Path) -> PostgresAuditStore:
+    """The cluster's audit store (``storage.postgresql`` of the gateway.yaml at ``origin``) over a pool of
+    read-only sessions; a URL that cannot be resolved is :class:`AuditUnavailable` too."""
     from portcullis.audit.errors import AuditUnavailable
     from portcullis.audit.pg_store import open_postgres_audit
     from portcullis.errors import ConfigError
 
     try:
-        store = await open_postgres_audit(config, origin=origin, readonly=True)
+        return await open_postgres_audit(config, origin=origin, readonly=True)
     except ConfigError as exc:
         raise AuditUnavailable(detail=f"storage.postgresql.url_ref: {exc}") from None
-    async with store:
+
+
+@asynccontextmanager
+async def open_postgres_reader(config: PostgresConfig, *, origin: Path) -> AsyncIterator[AuditReader]:
+    """A reader of the cluster's audit trail over :func:`open_postgres_readonly`, closed on exit."""
+    async with await open_postgres_readonly(config, origin=origin) as store:
         yield postgres_reader(store)
 
 

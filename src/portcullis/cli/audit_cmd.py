@@ -114,14 +114,9 @@ async def _open_readonly(store: Path | None, state_dir: Path | None, config: Pat
         from portcullis.audit.store import SqliteAuditStore
 
         return await SqliteAuditStore.open_readonly(_store_path(store, state_dir, config))
-    from portcullis.audit.errors import AuditUnavailable
-    from portcullis.audit.pg_store import open_postgres_audit
-    from portcullis.errors import ConfigError
+    from portcullis.audit.reader import open_postgres_readonly
 
-    try:
-        return await open_postgres_audit(postgres, origin=Path(config or ".") / "gateway.yaml", readonly=True)
-    except ConfigError as exc:
-        raise AuditUnavailable(detail=f"storage.postgresql.url_ref: {exc}") from None
+    return await open_postgres_readonly(postgres, origin=Path(config or ".") / "gateway.yaml")
 
 
 def _state_dir(state_dir: Path | None, config: Path | None) -> Path:
