@@ -389,8 +389,9 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     # approvers see the requester's recent decided calls: read-only reads of the trail (the SQLite file through
     # its own read-only connection, never the writer's; in cluster mode READ ONLY transactions on the PG pool)
     pg_reader = postgres_reader(audit_store) if isinstance(audit_store, PostgresAuditStore) else None
-    recent_calls = audit_recent_calls((lambda: contextlib.nullcontext(pg_reader)) if pg_reader is not None
-                                      else (lambda: open_sqlite_reader(audit_path)), clock)
+    open_reader = ((lambda: contextlib.nullcontext(pg_reader)) if pg_reader is not None
+                   else (lambda: open_sqlite_reader(audit_path)))
+    recent_calls = audit_recent_calls(open_reader, clock)
     metrics.set_approvals_source(approval_store.open_counts)
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
@@ -579,7 +580,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                          console=_console(deployment, issuers, caches, ConsoleServices(
                              approvals=approvals, revocations=revocations, kills=kills, policy=reloader,
                              audit=audit_store, metrics=metrics_render, responders=cfg.admin.responders,
-                             operators=cfg.admin.operators), clock))
+                             operators=cfg.admin.operators, audit_reader=open_reader,
+                             audit_public_key=audit_keys.signing_key.public_key()), clock))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port
