@@ -200,7 +200,7 @@ async def test_every_console_response_carries_the_csp_and_the_other_headers(harn
     for response in responses:
         assert response.headers["content-security-policy"] == CSP, response.url
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"
         if "/static/" in str(response.url) and response.status_code == 200:
             assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
             suffix = str(response.url).rsplit(".", 1)[1]

@@ -26,10 +26,14 @@ from starlette.responses import Response
 
 from portcullis.approvals.model import visible, visible_json
 
+# Referrer-Policy same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" on every
+# POST, its own origin's included (Fetch, "append a request Origin header"), so the admin listener's Origin
+# allow-list and the CSRF check could not tell the console's own forms from an opaque origin's. A referrer
+# still never leaves the console's origin.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
-                    "referrer-policy": "no-referrer", "x-frame-options": "DENY",
+                    "referrer-policy": "same-origin", "x-frame-options": "DENY",
                     "cross-origin-opener-policy": "same-origin", "cross-origin-resource-policy": "same-origin"}
 PAGE_HEADERS = {**SECURITY_HEADERS, "cache-control": "no-store"}
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
