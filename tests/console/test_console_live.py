@@ -94,7 +94,7 @@ async def test_oidc_login_approve_in_the_console_and_the_agent_retry_runs(stack:
     assert browser.get(f"{stack.admin_base}/console/approvals").status_code == 303
 
 
-async def test_a_responder_searches_the_audit_sets_and_lifts_a_switch_and_rolls_back_on_the_gateway(
+async def test_a_responder_searches_the_audit_sets_and_lifts_a_switch_on_the_gateway(
         stack: ConsoleStack) -> None:
     """The responders' and operators' pages wired to the gateway's own services (its audit reader, chain
     verification, kill switches, policy reloader, metrics)."""

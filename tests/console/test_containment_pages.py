@@ -172,3 +172,15 @@ async def test_a_rollback_the_reloader_refuses_is_shown_and_changes_nothing(ops:
     unknown = await ops.client.post("/console/containment/policy/rollback",
                                     data={"csrf_token": token, "version": "ps-" + "0" * 64, "confirm": "yes"})
     assert unknown.status_code == 422 and "unknown policy version" in unknown.text
+
+
+async def test_recent_alerts_are_listed_inert_and_visible_and_policy_is_for_operators(ops: Ops) -> None:
+    await ops.writer.record("alert", "alert-1", {"rule": "denied_burst", "key_text": "agent " + HOSTILE,
+                                                 "observed": 40, "threshold": 10, "baseline": 2.5,
+                                                 "containment": {"kind": "agent", "mode": "proposed"}})
+    await dev_login(ops.client, "rita", "oncall")
+    page = (await ops.client.get("/console/containment")).text
+    assert 'id="alerts"' in page and "denied_burst" in page and "?id=alert-1" in page
+    assert "<script>alert(1)" not in page and r"\u{202E}" in page and r"\u{200B}" in page
+    assert 'id="policy-link"' not in page
+    assert (await ops.client.get("/console/containment/policy")).status_code == 403  # a responder only
