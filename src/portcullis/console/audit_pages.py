@@ -70,11 +70,11 @@ def when(ts: float | None) -> str:
 
 
 def parse_query(args: Mapping[str, str]) -> tuple[AuditQuery | None, int, str | None]:
-    """The form's filters as a query for ``page`` (1-based); ``(None, 1, None)`` for an empty form;
-    ``(None, 1, problem)`` for a bad one."""
-    values = {name: args.get(name, "").strip() for name in FILTERS}
-    if not any(values.values()):
+    """The form's filters as a query for ``page`` (1-based; a form with every field empty: the newest
+    records); ``(None, 1, None)`` when no search was made; ``(None, 1, problem)`` for a bad one."""
+    if not any(name in args for name in FILTERS):  # the page opened without a search
         return None, 1, None
+    values = {name: args.get(name, "").strip() for name in FILTERS}
     try:
         page = int(args.get("page", "1") or "1")
     except ValueError:
