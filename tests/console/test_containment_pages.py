@@ -184,3 +184,39 @@ async def test_recent_alerts_are_listed_inert_and_visible_and_policy_is_for_oper
     assert "<script>alert(1)" not in page and r"\u{202E}" in page and r"\u{200B}" in page
     assert 'id="policy-link"' not in page
     assert (await ops.client.get("/console/containment/policy")).status_code == 403  # a responder only
+
+
+async def test_without_the_services_the_pages_say_unavailable(tmp_path: Path) -> None:
+    """A console whose kill switch, policy and audit services are absent: 503 pages, never a crash."""
+    import httpx2
+
+    from portcullis.config.console import ConsoleConfig
+    from portcullis.console.build import build_console
+    from portcullis.console.services import ConsoleServices
+    from portcullis.console.store import MemoryConsoleStore
+    from portcullis.identity.config import ClaimMap
+    from portcullis.transport.admin import AdminApp
+    from portcullis.transport.origin_guard import OriginGuard
+    from tests.console.conftest import ADMIN, ORIGIN, Revocations, issuer_config
+
+    services = ConsoleServices(approvals=None, revocations=Revocations(), responders=("role:oncall",),  # type: ignore[arg-type]
+                               operators=("role:oncall",))
+    console = build_console(ConsoleConfig.model_validate({"enabled": True, "dev_login": True}), services,
+                            store=MemoryConsoleStore(), issuers=[issuer_config()], caches={}, claim_map=ClaimMap(),
+                            origin=tmp_path / "gateway.yaml")
+    admin = AdminApp(metrics=lambda: (b"", "text/plain"), readiness=lambda: (True, {}),
+                     guard=OriginGuard(("127.0.0.1:*",), ("https://127.0.0.1:*",)), console=console)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=admin), base_url=ADMIN,
+                                  headers={"origin": ORIGIN, "sec-fetch-site": "same-origin"}) as client:
+        await dev_login(client, "rita", "oncall")
+        page = await client.get("/console/containment")
+        assert page.status_code == 503
+        token = csrf_of(page.text)
+        assert (await client.get("/console/containment/policy")).status_code == 503
+        for path in ("/console/containment/kill-switches", "/console/containment/kill-switches/confirm",
+                     "/console/containment/policy/rollback", "/console/containment/policy/rollback/confirm"):
+            answer = await client.post(path, data={"csrf_token": token, "confirm": "yes", "kind": "tool",
+                                                   "target": "x", "reason": "r", "version": "ps-1"})
+            assert answer.status_code == 503, path
+        assert (await client.get("/console/audit?tool=x")).status_code == 503
+        assert 'id="live-problem"' in (await client.get("/console/live")).text

@@ -108,6 +108,8 @@ async def confirm(ctx: Ctx) -> Response:
     """The confirmation step: what would be contained, nothing changed yet."""
     if not roles.responder(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.kills is None:
+        return _unavailable(ctx, "kill switch store")
     try:
         kind, target, reason = _checked(ctx.form)
     except KillSwitchInputError as exc:
@@ -118,6 +120,8 @@ async def confirm(ctx: Ctx) -> Response:
 async def set_switch(ctx: Ctx) -> Response:
     if not roles.responder(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.kills is None:
+        return _unavailable(ctx, "kill switch store")
     if ctx.form.get("confirm") != "yes":
         return await page(ctx, error="Not set: confirm the switch first.", status=400)
     try:
@@ -133,6 +137,8 @@ async def set_switch(ctx: Ctx) -> Response:
 async def lift(ctx: Ctx) -> Response:
     if not roles.responder(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.kills is None:
+        return _unavailable(ctx, "kill switch store")
     try:
         await ctx.services.kills.lift(ctx.params["id"], check_reason(ctx.form.get("reason")),
                                       actor_of(ctx.principal))

@@ -65,6 +65,8 @@ async def page(ctx: Ctx, *, error: str | None = None, result: dict[str, Any] | N
 async def diff(ctx: Ctx) -> Response:
     if not roles.operator(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.policy is None:
+        return _unavailable(ctx)
     args = ctx.request.query_params
     old_ref, new_ref = args.get("from", "")[:_REF], args.get("to", "")[:_REF]
     try:
@@ -95,6 +97,8 @@ def diff_lines(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]
 async def confirm(ctx: Ctx) -> Response:
     if not roles.operator(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.policy is None:
+        return _unavailable(ctx)
     ref = ctx.form.get("version", "")[:_REF]
     try:
         stored = await ctx.services.policy.fetch(ref)
@@ -110,6 +114,8 @@ async def confirm(ctx: Ctx) -> Response:
 async def rollback(ctx: Ctx) -> Response:
     if not roles.operator(ctx):
         return roles.refused(ctx, ROLE)
+    if ctx.services.policy is None:
+        return _unavailable(ctx)
     if ctx.form.get("confirm") != "yes":
         return await page(ctx, error="Not rolled back: confirm the rollback first.", status=400)
     ref = ctx.form.get("version", "")[:_REF]
