@@ -3,7 +3,8 @@ Prometheus text format and parsed back here: one source of truth, no second set 
 
 Pure: :func:`live_figures` takes the exposition text and returns calls per tool and decision, latency
 quantiles per tool from the ``portcullis_call_seconds`` histogram buckets (as ``histogram_quantile`` does:
-linear within the bucket; counted since the gateway started), errors, queue depths, and how the shadow policy version's decisions compared with the active one's.
+linear within the bucket; counted since the gateway started), errors, queue depths, and how the shadow
+policy version's decisions compared with the active one's.
 """
 
 from __future__ import annotations
