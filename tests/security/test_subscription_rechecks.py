@@ -35,8 +35,10 @@ deny contains {"id": "x", "reason": "x"} if x < 0
 
 
 async def test_a_rego_check_at_its_budget_does_not_stall_the_loop_and_tells_nobody(tmp_path: Path) -> None:
-    rego = RegoPolicy.compile({"t.rego": SLOW_LATER}, budget_s=1.0)
-    pool = rego.workers(PoolSettings(size=1))
+    # 0.3 s of CPU, a wall-clock backstop of 9 s: under the re-check's 10 s even on a machine 30x loaded, so
+    # the outcome is the budget's deny (with 1 s of CPU, a loaded machine overran the re-check: check_failed)
+    rego = RegoPolicy.compile({"t.rego": SLOW_LATER}, budget_s=0.3)
+    pool = rego.workers(PoolSettings(size=1, wall_s=9.0))
     try:
         assert await pool.wait_ready(60), "Rego workers did not start"
         counted: list[str] = []

@@ -43,12 +43,13 @@ _HIDDEN_RULE = {"terminal_escape": "injection.terminal_escape"}
 _INCOMPLETE = Finding("injection.scan_incomplete", "high", "", "", "scan over its time budget: the rest was not read")
 
 
-def scan_result(text: str, *, budget_s: float | None = None, clock: Callable[[], float] = time.perf_counter,
+def scan_result(text: str, *, budget_s: float | None = None, clock: Callable[[], float] = time.thread_time,
                 depth: int = 0, plain: bool = False, decoded: Sequence[str] | None = None) -> list[Finding]:
     """Every injection finding in the tool-result text ``text`` (pointer ``""``; callers that scan a
     structured result pass each string and set the pointer themselves, see :func:`with_pointer`).
 
-    ``budget_s`` (default 50 ms + 250 ms per MiB): past it, at any step, the answer carries
+    ``budget_s`` (default 50 ms + 250 ms per MiB, of this thread's CPU time by default, so host load never
+    turns an ordinary result into an incomplete scan): past it, at any step, the answer carries
     ``injection.scan_incomplete`` (fail closed), whatever was found before. Base64 runs that decode to
     text are scanned too (``injection.encoded_instruction``; ``depth`` counts the decoding levels).
     ``plain``: the caller has checked that :func:`~.unicode_safety.plain_ascii` holds for ``text``.
@@ -125,7 +126,7 @@ MAX_VALUE_DEPTH = 64
 
 
 def scan_value(value: Any, *, budget_s: float | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> list[Finding]:
+               clock: Callable[[], float] = time.thread_time) -> list[Finding]:
     """Every injection finding in a JSON value — an MCP result (``content`` blocks, ``structuredContent``,
     embedded resources, ``_meta``), an error, a notification's params — each pointed at its string.
 

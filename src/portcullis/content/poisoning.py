@@ -67,12 +67,13 @@ _PADDING = re.compile(r"(?:[^\S\n]*\n){8,}[^\S\n]*|[^\S\n]{40,}")  # 8+ line bre
 
 def scan_definition(tool: Mapping[str, Any], *, other_tools: Iterable[str] = (),
                     allowed_hosts: Iterable[str] = (), budget_s: float = DEFAULT_BUDGET_S,
-                    clock: Any = time.perf_counter) -> list[Finding]:
+                    clock: Any = time.thread_time) -> list[Finding]:
     """Every finding in the wire-format tool definition ``tool`` (camelCase keys, as ``tools/list`` sends).
 
     ``other_tools``: names of tools of *other* services (exposed or upstream names); a description
     that mentions one is flagged as shadowing. ``allowed_hosts``: hosts a default or example URL may
-    name (exact, or a suffix after a dot). ``clock``: a ``() -> seconds`` callable (injected in tests).
+    name (exact, or a suffix after a dot). ``clock``: a ``() -> seconds`` callable, this thread's CPU time by
+    default (host load never makes a definition look poisoned; injected in tests).
     """
     own = str(tool.get("name", ""))
     others = tuple(sorted({name for name in other_tools if name and name != own and len(name) >= 3}))
