@@ -200,12 +200,13 @@ def default_resource(deployment: Deployment, host: str | None, port: int | None)
 def build_gateway(deployment: Deployment, *, host: str | None = None, port: int | None = None,
                   environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
                   admin_port: int | None = None, admin_sockets: list[socket.socket] | None = None,
-                  metrics_dir: Path | None = None, **upstream_timing: float) -> Gateway:
+                  metrics_dir: Path | None = None, ready_gate_s: float = 0.0, **upstream_timing: float) -> Gateway:
     """Assemble every part of the gateway for ``deployment``; nothing is started yet.
 
     ``admin_sockets``: the admin listener serves these (bound by a ``--workers`` supervisor) instead of
     binding ``admin.port`` itself. ``metrics_dir``: a worker of such a supervisor: its metrics go to this
-    shared directory too and ``/metrics`` reports every worker (observability/multiprocess.py)."""
+    shared directory too and ``/metrics`` reports every worker (observability/multiprocess.py). ``ready_gate_s``:
+    such a worker accepts MCP connections only once ready, or after this many seconds."""
     env = dict(os.environ if environ is None else environ)
     cfg = deployment.gateway
     ident = cfg.identity
@@ -638,5 +639,5 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                      notification_counted=metrics.notification if cfg.observability.metrics.enabled else None,
                      push=PushRegistry(answer_counted=metrics.client_answer, request_counted=metrics.client_request)
                      if cfg.observability.metrics.enabled else None,
-                     log_levels=LogLevels(state, clock), subscriptions=hub)
+                     log_levels=LogLevels(state, clock), subscriptions=hub, ready_gate_s=ready_gate_s)
     return Gateway(deployment, catalog, upstreams, app, resource, state_dir, minter, http_limits, connections)

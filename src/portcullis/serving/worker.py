@@ -28,6 +28,11 @@ def _die_with_parent() -> None:
         raise SystemExit(1)
 
 
+#: a worker accepts on the shared socket once its services are connected, or after this long (a service that
+#: never comes up must not keep the worker out: it serves as a single gateway would, answering its readiness)
+READY_GATE_S = 60.0
+
+
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
@@ -50,7 +55,8 @@ def main(argv: list[str]) -> None:
         metrics_dir = os.environ.get(MULTIPROC_ENV)  # set by the supervisor: /metrics reports every worker
         gateway = build_gateway(deployment, host=spec["host"], port=int(spec["port"]),
                                 admin_sockets=None if admin is None else [admin],
-                                metrics_dir=None if not metrics_dir else Path(metrics_dir))
+                                metrics_dir=None if not metrics_dir else Path(metrics_dir),
+                                ready_gate_s=READY_GATE_S)
     except ConfigError as exc:
         for problem in exc.problems:
             print(lines_safe(str(problem)), file=sys.stderr)

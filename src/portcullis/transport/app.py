@@ -180,8 +180,12 @@ class GatewayApp:
                  attempts: AttemptSink | None = None, stream_bounds: StreamBounds | None = None,
                  notification_counted: Callable[[str], None] | None = None,
                  watch_json_disconnect: bool = False, push: PushRegistry | None = None,
-                 log_levels: LogLevels | None = None, subscriptions: SubscriptionHub | None = None) -> None:
+                 log_levels: LogLevels | None = None, subscriptions: SubscriptionHub | None = None,
+                 ready_gate_s: float = 0.0) -> None:
         self._dispatcher = dispatcher
+        # a ``--workers`` worker on a shared socket: start accepting only once ready (or after this many seconds),
+        # so a replacement worker never answers "Unknown tool" for a service it has not connected yet
+        self._ready_gate_s = ready_gate_s
         self._sealer = sealer
         self._guard = guard
         self._authenticator = authenticator
@@ -576,6 +580,9 @@ class GatewayApp:
         async with anyio.create_task_group() as tg:
             if self._background is not None:
                 tg.start_soon(self._background)
+            with anyio.move_on_after(self._ready_gate_s):  # past it: serve as a single gateway does, not ready
+                while self._ready_gate_s > 0 and not self._readiness()[0]:
+                    await anyio.sleep(0.05)
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
             tg.cancel_scope.cancel()
