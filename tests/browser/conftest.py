@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, TIMEOUT_MS, Shots, Site, Watch
+from tests.browser.console_gateway import Console, start_console
 
 
 def _unavailable(reason: str) -> None:
@@ -94,3 +95,11 @@ def foreign_site() -> Iterator[Site]:
     served = Site(host="localhost")
     yield served
     served.close()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """The demo gateway with the console on, and the OpenID Provider it logs people in with (per module)."""
+    started = start_console(tmp_path_factory.mktemp("console"))
+    yield started
+    started.stop()

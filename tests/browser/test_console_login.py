@@ -1,0 +1,149 @@
+"""The console in a real browser: logging in through the OpenID Provider's form, the session cookie, the
+Content-Security-Policy and where the pages fetch from, session fixation and cross-site request forgery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.browser.browsing import Shots, Site, origin
+from tests.browser.conftest import Tab
+from tests.browser.console_gateway import Console, assert_console_headers, held, log_in, refund, status_of
+
+SESSION = "__Host-portcullis_console"
+LOGIN = "__Host-portcullis_console_login"
+def cookie(tab: Tab, name: str) -> dict[str, Any] | None:
+    return next((c for c in tab.context.cookies() if c["name"] == name), None)
+
+
+def plant(tab: Tab, console: Console, name: str, value: str) -> None:
+    """An attacker's cookie in this browser before the login (as a sibling subdomain or an XSS would)."""
+    tab.context.add_cookies([{"name": name, "value": value, "url": console.gateway.admin_base + "/",
+                              "secure": True, "httpOnly": True, "sameSite": "Lax"}])
+
+
+def who(tab: Tab, console: Console) -> str | None:
+    """Whom this browser's session is, or None when the console sends it to the login page."""
+    tab.page.goto(f"{console.url}/approvals")
+    if tab.page.url.startswith(f"{console.url}/login"):
+        return None
+    return str(tab.page.locator("#who").inner_text())
+
+
+def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab, shots: Shots) -> None:
+    """The console sends a stranger to its login page, the button to the provider's form, the form back to
+    the queue with a Secure, HttpOnly, SameSite=Strict session; every page carries the CSP, nothing is
+    fetched from anywhere but the gateway (and the provider, during the login), and no script is blocked."""
+    page, admin = tab.page, console.gateway.admin_base
+    first = page.goto(console.url)
+    assert page.url == f"{console.url}/login"
+    assert_console_headers(first)
+    shots.shoot(page, "login")
+    page.locator("#oidc-login").click()
+    page.get_by_label("Username").wait_for()
+    assert page.url.startswith(f"{console.provider.issuer}/authorize?")
+    shots.shoot(page, "provider-login-form")
+    page.get_by_label("Username").fill("bob")
+    page.get_by_label("Password").fill(console.provider.passwords["bob"])
+    with page.expect_response(f"{console.url}/approvals") as queue:
+        page.get_by_role("button", name="Sign in").click()
+    assert_console_headers(queue.value)
+    assert page.locator("#who").inner_text() == "bob"
+    shots.shoot(page, "approvals-queue-empty")
+
+    session = cookie(tab, SESSION)
+    assert session is not None and cookie(tab, LOGIN) is None
+    assert (session["secure"], session["httpOnly"], session["sameSite"]) == (True, True, "Strict")
+    assert [e["username"] for e in console.provider.events("token")] == ["bob"]  # the code redeemed with PKCE
+    assert tab.watch.origins() <= {admin, console.provider.issuer}, tab.watch.origins()
+
+    after_login = len(tab.watch.requests)
+    with page.expect_request(f"{console.url}/approvals/list"):  # htmx runs under the CSP and polls the queue
+        assert_console_headers(page.reload())
+    assert {origin(u) for u in tab.watch.requests[after_login:]} == {admin}
+    tab.watch.assert_inert(page)
+
+
+def test_a_cookie_planted_before_login_is_not_the_session_after_it(
+        console: Console, new_tab: Callable[[], Tab]) -> None:
+    """Session fixation: neither a made-up session cookie, nor the attacker's own live session, nor the
+    attacker's own pre-login cookie becomes the victim's session; the session ends at logout."""
+    attacker = new_tab()
+    log_in(attacker, console, "dave")
+    attackers_session = cookie(attacker, SESSION)
+    assert attackers_session is not None
+    lurker = new_tab()  # the attacker's second browser, parked on the login page
+    lurker.page.goto(f"{console.url}/login")
+    attackers_login = cookie(lurker, LOGIN)
+    assert attackers_login is not None
+
+    for name, value in ((SESSION, "planted-by-an-attacker-0123456789"), (SESSION, attackers_session["value"]),
+                        (LOGIN, attackers_login["value"])):
+        victim = new_tab()
+        plant(victim, console, name, value)
+        log_in(victim, console, "bob")
+        session = cookie(victim, SESSION)
+        assert session is not None and session["value"] != value, name
+        assert who(victim, console) == "bob"
+        assert who(attacker, console) != "bob"
+        assert who(lurker, console) is None  # the attacker's pre-login cookie logged nobody in
+
+    victim.page.locator("#logout").click()
+    victim.page.wait_for_url(f"{console.url}/login")
+    replay = new_tab()
+    plant(replay, console, SESSION, str(session["value"]))
+    assert who(replay, console) is None  # the session ended at logout: its cookie opens nothing
+
+
+HOSTILE_FORM = """<!doctype html><title>win a prize</title>
+<form method="post" action="{action}"><input name="csrf_token" value="{token}"><input name="reason" value="csrf">
+</form><script>document.forms[0].submit()</script>"""
+
+
+@pytest.mark.parametrize("where", ["same-site-other-port", "other-site", "sandboxed-frame"])
+def test_a_form_another_origin_posts_changes_nothing(
+        console: Console, tab: Tab, site: Site, foreign_site: Site, shots: Shots, where: str) -> None:
+    """A logged-in approver visits a hostile page that posts an approval to the console, even carrying the
+    session's real CSRF token (as if it had leaked): refused, and the approval stays pending without a vote."""
+    approval_id = held(console.gateway, refund(150, order="ORD-40001"))
+    log_in(tab, console, "bob")
+    tab.page.goto(f"{console.url}/approvals/{approval_id}")
+    token = tab.page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token
+    form = HOSTILE_FORM.format(action=f"{console.url}/approvals/{approval_id}/approve", token=token)
+    if where == "sandboxed-frame":  # an opaque origin: the browser sends Origin: null
+        srcdoc = form.replace("&", "&amp;").replace('"', "&quot;")
+        url = site.page(f"/frame-{approval_id}", f'<iframe sandbox="allow-forms allow-scripts" srcdoc="{srcdoc}">'
+                                                 "</iframe>")
+    else:
+        url = (site if where == "same-site-other-port" else foreign_site).page(f"/prize-{approval_id}", form)
+
+    with tab.page.expect_response(lambda r: r.request.method == "POST" and "/approve" in r.url) as answer:
+        tab.page.goto(url)
+    assert answer.value.status >= 400, answer.value.status
+    shots.shoot(tab.page, f"csrf-refused-{where}")
+    state = status_of(console, approval_id)
+    assert state["status"] == "pending" and state["votes"] == [], state
+
+
+def test_a_form_from_the_consoles_own_origin_without_its_token_changes_nothing(console: Console, tab: Tab) -> None:
+    """The synchronizer token on its own: a same-origin post without the session's token, or with another
+    one, is refused and records nothing."""
+    approval_id = held(console.gateway, refund(160, order="ORD-40002"))
+    log_in(tab, console, "bob")
+    tab.page.goto(f"{console.url}/approvals/{approval_id}")
+    for token in (None, "0" * 43):
+        field = "" if token is None else f'<input name="csrf_token" value="{token}">'
+        with tab.page.expect_response(lambda r: r.request.method == "POST") as answer:
+            tab.page.evaluate("""([action, field]) => {
+                const form = document.createElement("form");
+                form.method = "post"; form.action = action;
+                form.innerHTML = field + '<input name="reason" value="forged">';
+                document.body.appendChild(form); form.submit();
+            }""", [f"{console.url}/approvals/{approval_id}/approve", field])
+        assert answer.value.status == 403
+        tab.page.goto(f"{console.url}/approvals/{approval_id}")
+    state = status_of(console, approval_id)
+    assert state["status"] == "pending" and state["votes"] == [], state
