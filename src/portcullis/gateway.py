@@ -44,6 +44,10 @@ from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.model import Sink
 from portcullis.config.secrets import resolve_secret
+from portcullis.console.app import ConsoleApp
+from portcullis.console.build import build_console
+from portcullis.console.build import build_store as build_console_store
+from portcullis.console.services import ConsoleServices
 from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
 from portcullis.governance.sinks import logs_hash_key, services_withholding_logs
@@ -51,6 +55,7 @@ from portcullis.governance.sinks import sink_allowed as governance_sink_allowed
 from portcullis.identity.authenticate import Authenticator
 from portcullis.identity.certs import CertIdentityMapper
 from portcullis.identity.dev_issuer import dev_issuer_config
+from portcullis.identity.issuers import IssuerConfig
 from portcullis.identity.jwks import JwksCache
 from portcullis.identity.jwt_verify import BearerVerifier
 from portcullis.identity.minting import KeyRing, TokenMinter, gateway_issuer, service_audience
@@ -159,6 +164,20 @@ def _keyring(deployment: Deployment, clock: Callable[[], float]) -> KeyRing:
     if not pems:
         raise _problem(deployment, "upstream_tokens.keys_ref: no PEM private key found")
     return KeyRing.from_pem(pems, clock=clock)
+
+
+def _console(deployment: Deployment, issuers: list[IssuerConfig], caches: Mapping[str, JwksCache],
+             services: ConsoleServices, clock: Callable[[], float]) -> ConsoleApp | None:
+    """The web console (``console.enabled``), its sessions in Redis when ``storage.redis`` is set."""
+    cfg = deployment.gateway
+    if not cfg.console.enabled or cfg.identity is None:
+        return None
+    if cfg.console.dev_login:
+        log.warning("console.dev_login: the web console offers a DEVELOPMENT login (anyone who reaches it picks "
+                    "their own identity). Never use this in production.")
+    origin = deployment.root / "gateway.yaml"
+    return build_console(cfg.console, services, store=build_console_store(cfg.storage, origin=origin),
+                         issuers=issuers, caches=caches, claim_map=cfg.identity.claims, origin=origin, clock=clock)
 
 
 def _service_of(catalog: Catalog) -> Callable[[str], str | None]:
@@ -566,7 +585,11 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                          max_header_count=limits.max_header_count,
                          pins=PinsApi(catalog, authenticator.authenticate, cfg.admin.operators),
                          kill_switches=KillSwitchApi(kills, authenticator.authenticate, cfg.admin.responders),
-                         policy=PolicyApi(reloader, authenticator.authenticate, cfg.admin.operators))
+                         policy=PolicyApi(reloader, authenticator.authenticate, cfg.admin.operators),
+                         console=_console(deployment, issuers, caches, ConsoleServices(
+                             approvals=approvals, revocations=revocations, kills=kills, policy=reloader,
+                             audit=audit_store, metrics=metrics_render, responders=cfg.admin.responders,
+                             operators=cfg.admin.operators), clock))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
+from portcullis.config.console import ConsoleConfig, console_problem
 from portcullis.config.content import ContentConfig, ToolContent
 from portcullis.config.stdio_sandbox import StdioSandbox
 from portcullis.governance.sinks import DEFAULT_SINKS, cache_refusal
@@ -555,6 +556,8 @@ class GatewayConfig(_Model):
     storage: StorageConfig = Field(StorageConfig(), description="Where shared state lives: the embedded default "
                                    "(SQLite, in process) or PostgreSQL and Redis for many processes and replicas "
                                    "(docs/cluster.md).")
+    console: ConsoleConfig = Field(ConsoleConfig(), description="The web console for approvers and responders at "
+                                   "/console on the admin listener (docs/console.md). Off by default.")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(
         description="Upstream MCP services by name.", min_length=1
     )
@@ -564,6 +567,9 @@ class GatewayConfig(_Model):
         problem = workers_problem(self.listen.workers, shared_state(self))
         if problem is not None:
             raise PydanticCustomError("workers_need_shared_state", problem)
+        console = console_problem(self.console, self.identity, self.admin.port)
+        if console is not None:
+            raise PydanticCustomError("console_misconfigured", console)
         return self
 
 

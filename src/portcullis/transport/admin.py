@@ -5,7 +5,8 @@ metrics never share a port with the MCP endpoint that agents reach. The approver
 (``/approvals…``, :mod:`portcullis.approvals.api`) and the operators' pin report (``/pins``,
 :mod:`portcullis.transport.pins_api`), the responders' kill switches (``/kill-switches…``,
 :mod:`portcullis.kill.api`) and policy versions (``/policy…``, :mod:`portcullis.transport.policy_api`) live
-here too, authenticated per request.
+here too, authenticated per request; so does the web console (``/console…``, :mod:`portcullis.console`,
+when ``console.enabled``), with its own sessions and CSRF checks.
 Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
 The readiness body names services and their state, never configuration or secrets.
 
@@ -70,9 +71,10 @@ class AdminApp:
                  guard: OriginGuard, max_header_count: int = 100,
                  pins: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
                  kill_switches: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
-                 policy: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+                 policy: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+                 console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
         self._metrics, self._readiness, self._approvals, self._pins = metrics, readiness, approvals, pins
-        self._kill_switches, self._policy = kill_switches, policy
+        self._kill_switches, self._policy, self._console = kill_switches, policy, console
         self._guard, self._max_headers = guard, max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,6 +100,9 @@ class AdminApp:
             return
         if self._policy is not None and (path == "/policy" or path.startswith("/policy/")):
             await self._policy(scope, receive, send)  # authenticated and authorized there
+            return
+        if self._console is not None and (path == "/console" or path.startswith("/console/")):
+            await self._console(scope, receive, send)  # sessions, CSRF and authorization there
             return
         if path not in ("/metrics", "/livez", "/readyz"):
             await _send(send, 404, _TEXT, b"Not Found")

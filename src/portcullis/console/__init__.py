@@ -1,0 +1,1 @@
+"""The web console for approvers and responders, at ``/console`` on the admin listener (docs/console.md)."""

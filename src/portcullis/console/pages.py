@@ -1,0 +1,16 @@
+"""Every console page module's ``register(app)``: the one list :func:`~portcullis.console.build.build_console`
+walks. A new page module adds its function here (one line each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from portcullis.console import approvals_pages
+
+if TYPE_CHECKING:
+    from portcullis.console.app import ConsoleApp
+
+PAGES: list[Callable[[ConsoleApp], None]] = [
+    approvals_pages.register,
+]
