@@ -89,7 +89,7 @@ class Ctx:
                 "dev_banner": self.app.dev_login, "nav": NAV, "current": self.nav, **values}
 
     def render(self, template: str, *, status: int = 200, **values: Any) -> Response:
-        return self.app.renderer.page(template, self.context(**values), status=status)
+        return self.app.renderer.page(template, self.context(status=status, **values), status=status)
 
     def redirect(self, path: str) -> Response:
         return RedirectResponse(path, status_code=303, headers=dict(SECURITY_HEADERS))

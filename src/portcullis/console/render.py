@@ -3,8 +3,9 @@
 Jinja2 with autoescape always on (every template, whatever its name). The ``vis`` filter shows
 invisible, bidirectional and zero-width characters as visible escapes
 (:func:`~portcullis.approvals.model.visible`); use it on every requester- or upstream-controlled
-string (autoescape makes markup inert, ``vis`` makes hidden characters visible). ``vis_json``
-pretty-prints a value with :func:`~portcullis.approvals.model.visible_json` applied, nothing cut.
+string (autoescape makes markup inert, ``vis`` makes hidden characters visible). ``value`` shows a
+JSON value as nested HTML with ``vis`` applied (``shown_value`` for values the approval service already
+made visible: never apply ``vis`` twice, it escapes backslashes); ``vis_json`` is the text form.
 
 Static files are the package's ``static/`` directory, listed once at start, served at
 ``/console/static/<content hash>/<name>`` with ``Cache-Control: immutable`` (a new file is a new URL);
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.responses import Response
 
 from portcullis.approvals.model import visible, visible_json
@@ -39,8 +42,33 @@ def vis(value: Any) -> str:
 
 
 def vis_json(value: Any) -> str:
-    """A JSON value pretty-printed, every string (keys too) with hidden characters shown, nothing cut."""
+    """A JSON value pretty-printed, every string (keys too) with hidden characters shown, nothing cut
+    (for text; a string's backslashes then read doubled, as JSON writes them — prefer :func:`value_html`)."""
     return json.dumps(visible_json(value), indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def value_html(value: Any, *, raw: bool = True) -> Markup:
+    """A JSON value as nested HTML (objects as key/value tables, arrays as numbered lists, strings quoted),
+    so the structure comes from the markup, never from the text: a string holding quotes, braces or line
+    breaks cannot pose as more keys. ``raw``: apply :func:`vis` to strings and keys here; False for values
+    already made visible (the approval service's views). Escaped; nothing cut."""
+    text = vis if raw else (lambda v: v if isinstance(v, str) else str(v))
+    if isinstance(value, Mapping):
+        if not value:
+            return Markup('<span class="kw">{}</span>')
+        rows = Markup("").join(Markup('<tr><th scope="row" class="mono">{}</th><td>{}</td></tr>').format(
+            text(k), value_html(v, raw=raw)) for k, v in value.items())
+        return Markup('<table class="kv"><tbody>{}</tbody></table>').format(rows)
+    if isinstance(value, list | tuple):
+        if not value:
+            return Markup('<span class="kw">[]</span>')
+        items = Markup("").join(Markup("<li>{}</li>").format(value_html(v, raw=raw)) for v in value)
+        return Markup('<ol class="arr" start="0">{}</ol>').format(items)
+    if isinstance(value, str):
+        return Markup('<span class="str mono">&quot;{}&quot;</span>').format(text(value))
+    if value is None or isinstance(value, bool):
+        return Markup('<span class="kw">{}</span>').format("null" if value is None else str(value).lower())
+    return Markup('<span class="num mono">{}</span>').format(text(value))
 
 
 class StaticFiles:
@@ -75,6 +103,8 @@ class Renderer:
                                       trim_blocks=True, lstrip_blocks=True)
         self.env.filters["vis"] = vis
         self.env.filters["vis_json"] = vis_json
+        self.env.filters["value"] = value_html  # raw values
+        self.env.filters["shown_value"] = lambda v: value_html(v, raw=False)  # values already made visible
         self.env.globals["static"] = static.url
 
     def page(self, template: str, context: dict[str, Any], *, status: int = 200,

@@ -1,0 +1,93 @@
+"""The console on a real gateway process over HTTP, with the test OpenID Provider as a process: a refund is
+held, a person logs in through OIDC (code flow, PKCE), sees it, approves it with a reason, and the agent's
+retry runs. Cookies are handled by hand here: an HTTP client does not send Secure cookies over http, a
+browser does to 127.0.0.1 (docs/console.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import MCPError
+
+from tests.console.live import ConsoleStack
+from tests.e2e.test_approvals import ask, pending, refund
+
+pytestmark = pytest.mark.xdist_group("console-live")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    with ConsoleStack(tmp_path_factory.mktemp("console")) as running:
+        yield running
+
+
+class Browser:
+    """Just enough of a browser: cookies by name (Secure ones too, over http to 127.0.0.1), same-origin
+    headers on POST, no redirects followed unless asked."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin, self.cookies = origin, {}  # type: ignore[var-annotated]
+        self.http = httpx2.Client(timeout=30, follow_redirects=False)
+
+    def _keep(self, response: httpx2.Response) -> httpx2.Response:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if "max-age=0" in header.lower() or not value or value == '""':
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return response
+
+    def _headers(self, url: str) -> dict[str, str]:
+        if not url.startswith(self.origin):
+            return {}
+        return {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def get(self, url: str) -> httpx2.Response:
+        return self._keep(self.http.get(url, headers=self._headers(url)))
+
+    def post(self, url: str, data: dict[str, str]) -> httpx2.Response:
+        headers = {**self._headers(url), "origin": self.origin, "sec-fetch-site": "same-origin"}
+        if not url.startswith(self.origin):
+            headers = {"origin": "null"}
+        return self._keep(self.http.post(url, data=data, headers=headers))
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+async def test_oidc_login_approve_in_the_console_and_the_agent_retry_runs(stack: ConsoleStack) -> None:
+    data: dict[str, Any] = await pending(stack.gateway, refund(300, order="ORD-20002"))
+    approval_id = data["approval_id"]
+    browser = Browser(stack.admin_base)
+    login = browser.get(f"{stack.admin_base}/console/login")
+    assert login.status_code == 200 and 'id="oidc-login"' in login.text and 'id="dev-banner"' in login.text
+    start = browser.post(f"{stack.admin_base}/console/login/oidc", {"csrf_token": _csrf(login.text)})
+    assert start.status_code == 303 and start.headers["location"].startswith(f"{stack.op.issuer}/authorize?")
+    form = browser.get(start.headers["location"])
+    assert 'id="op-login"' in form.text
+    granted = browser.post(start.headers["location"], {"user": "dana", "roles": "finance-approver"})
+    assert granted.status_code == 303
+    landed = browser.get(granted.headers["location"])
+    assert landed.status_code == 200 and "__Host-portcullis_console" in browser.cookies
+    queue = browser.get(f"{stack.admin_base}/console/approvals")
+    assert queue.status_code == 200 and approval_id in queue.text and '<span id="who">dana</span>' in queue.text
+    detail = browser.get(f"{stack.admin_base}/console/approvals/{approval_id}")
+    assert "ORD-20002" in detail.text and "content-security-policy" in detail.headers
+    voted = browser.post(f"{stack.admin_base}/console/approvals/{approval_id}/approve",
+                         {"csrf_token": _csrf(detail.text), "reason": "checked with the customer"})
+    assert voted.status_code == 303, voted.text
+    result = await ask(stack.gateway, refund(300, order="ORD-20002"), approval_id=approval_id)
+    assert not isinstance(result, MCPError), result
+    assert approval_id not in browser.get(f"{stack.admin_base}/console/approvals/list").text
+    out = browser.post(f"{stack.admin_base}/console/logout", {"csrf_token": _csrf(detail.text)})
+    assert out.status_code == 303
+    assert browser.get(f"{stack.admin_base}/console/approvals").status_code == 303
