@@ -31,13 +31,16 @@ CSP = {"default-src": "'none'", "script-src": "'self'", "style-src": "'self'", "
        "connect-src": "'self'", "form-action": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'"}
 
 
-def assert_console_headers(response: Any) -> None:
-    """The console's CSP (every directive, nothing looser) and the other security headers of a page."""
+def assert_console_headers(response: Any, *, posts_to: str | None = None) -> None:
+    """The console's CSP (every directive, nothing looser; the login page's form may also go to the provider,
+    ``posts_to``) and the other security headers of a page."""
     assert response is not None
     headers = response.all_headers()
     policy = dict(d.strip().split(" ", 1) for d in headers["content-security-policy"].split(";") if d.strip())
-    assert policy == CSP, policy
-    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+    expected = CSP if posts_to is None else {**CSP, "form-action": f"'self' {posts_to}"}
+    assert policy == expected, policy
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] in ("same-origin", "no-referrer")  # nothing sent to another origin
     assert headers["cache-control"] == "no-store"
 
 
@@ -141,7 +144,7 @@ def held(gateway: GatewayProcess, arguments: dict[str, Any], **kwargs: Any) -> s
 def log_in(tab: Any, console: Console, user: str, *, start: str | None = None) -> None:
     """Log ``user`` in through the console's login page and the provider's form; ends on the console."""
     page = tab.page
-    page.goto(start or console.url)
+    page.goto(start or f"{console.url}/login")
     page.locator("#oidc-login").click()
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(console.provider.passwords[user])

@@ -18,10 +18,10 @@ def cookie(tab: Tab, name: str) -> dict[str, Any] | None:
     return next((c for c in tab.context.cookies() if c["name"] == name), None)
 
 
-def plant(tab: Tab, console: Console, name: str, value: str) -> None:
+def plant(tab: Tab, name: str, value: str) -> None:
     """An attacker's cookie in this browser before the login (as a sibling subdomain or an XSS would)."""
-    tab.context.add_cookies([{"name": name, "value": value, "url": console.gateway.admin_base + "/",
-                              "secure": True, "httpOnly": True, "sameSite": "Lax"}])
+    tab.context.add_cookies([{"name": name, "value": value, "domain": "127.0.0.1", "path": "/", "secure": True,
+                              "httpOnly": True, "sameSite": "Lax"}])
 
 
 def who(tab: Tab, console: Console) -> str | None:
@@ -39,7 +39,7 @@ def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab,
     page, admin = tab.page, console.gateway.admin_base
     first = page.goto(console.url)
     assert page.url == f"{console.url}/login"
-    assert_console_headers(first)
+    assert_console_headers(first, posts_to=console.provider.issuer)
     shots.shoot(page, "login")
     page.locator("#oidc-login").click()
     page.get_by_label("Username").wait_for()
@@ -82,7 +82,7 @@ def test_a_cookie_planted_before_login_is_not_the_session_after_it(
     for name, value in ((SESSION, "planted-by-an-attacker-0123456789"), (SESSION, attackers_session["value"]),
                         (LOGIN, attackers_login["value"])):
         victim = new_tab()
-        plant(victim, console, name, value)
+        plant(victim, name, value)
         log_in(victim, console, "bob")
         session = cookie(victim, SESSION)
         assert session is not None and session["value"] != value, name
@@ -93,7 +93,7 @@ def test_a_cookie_planted_before_login_is_not_the_session_after_it(
     victim.page.locator("#logout").click()
     victim.page.wait_for_url(f"{console.url}/login")
     replay = new_tab()
-    plant(replay, console, SESSION, str(session["value"]))
+    plant(replay, SESSION, str(session["value"]))
     assert who(replay, console) is None  # the session ended at logout: its cookie opens nothing
 
 
@@ -120,7 +120,9 @@ def test_a_form_another_origin_posts_changes_nothing(
     else:
         url = (site if where == "same-site-other-port" else foreign_site).page(f"/prize-{approval_id}", form)
 
-    with tab.page.expect_response(lambda r: r.request.method == "POST" and "/approve" in r.url) as answer:
+    target = f"{console.url}/approvals/{approval_id}/approve"
+    with tab.page.expect_event("framenavigated", lambda frame: frame.url == target), \
+            tab.page.expect_response(lambda r: r.request.method == "POST" and r.url == target) as answer:
         tab.page.goto(url)
     assert answer.value.status >= 400, answer.value.status
     shots.shoot(tab.page, f"csrf-refused-{where}")
@@ -136,14 +138,13 @@ def test_a_form_from_the_consoles_own_origin_without_its_token_changes_nothing(c
     tab.page.goto(f"{console.url}/approvals/{approval_id}")
     for token in (None, "0" * 43):
         field = "" if token is None else f'<input name="csrf_token" value="{token}">'
-        with tab.page.expect_response(lambda r: r.request.method == "POST") as answer:
+        with tab.page.expect_navigation() as answer:  # the post's answer, loaded
             tab.page.evaluate("""([action, field]) => {
                 const form = document.createElement("form");
                 form.method = "post"; form.action = action;
                 form.innerHTML = field + '<input name="reason" value="forged">';
                 document.body.appendChild(form); form.submit();
             }""", [f"{console.url}/approvals/{approval_id}/approve", field])
-        assert answer.value.status == 403
-        tab.page.goto(f"{console.url}/approvals/{approval_id}")
+        assert answer.value is not None and answer.value.status == 403
     state = status_of(console, approval_id)
     assert state["status"] == "pending" and state["votes"] == [], state

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 from starlette.responses import RedirectResponse, Response
 
 from portcullis.console.app import Ctx
 from portcullis.console.oidc import LoginFailed, OidcClient
-from portcullis.console.render import PAGE_HEADERS, SECURITY_HEADERS
+from portcullis.console.render import PAGE_HEADERS, SECURITY_HEADERS, csp_posting_to
 from portcullis.console.sessions import LOGIN_COOKIE, SESSION_COOKIE
 from portcullis.identity.claims import ClaimRejected, principal_from_claims
 from portcullis.identity.config import ClaimMap
@@ -65,6 +66,12 @@ class LoginPages:
         pre_id, ctx.pre_login = await ctx.app.sessions.pre_login(ctx.request.cookies.get(LOGIN_COOKIE))
         response = ctx.render("login.html", status=status, error=error, oidc=self._oidc is not None,
                               oidc_name=self._oidc.name if self._oidc else "", dev_login=self._dev)
+        if self._oidc is not None:
+            try:  # the login form's post is redirected to the provider: the CSP must let it go there
+                endpoint = urlsplit(str((await self._oidc.discover())["authorization_endpoint"]))
+                response.headers["content-security-policy"] = csp_posting_to(f"{endpoint.scheme}://{endpoint.netloc}")
+            except LoginFailed:
+                pass  # starting the login fails the same way, with its own page
         set_cookie(response, LOGIN_COOKIE, pre_id, int(ctx.app.sessions.login_ttl_s), "lax")
         return response
 
