@@ -112,9 +112,15 @@ class _Gateway(GatewayProcess):
             env={**os.environ, "PORTCULLIS_STATE_DIR": str(self.state_dir)})
 
 
-if __name__ == "__main__":  # a stack to look at by hand: prints its URLs, runs until Ctrl-C
+if __name__ == "__main__":  # a stack to look at by hand: prints its URLs, runs until Ctrl-C or SIGTERM
+    import signal
     import tempfile
     import time
+
+    def _interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a background job ignores SIGINT: stop it with SIGTERM
 
     with ConsoleStack(Path(tempfile.mkdtemp(prefix="console-stack-"))) as stack:
         print(json.dumps({"console": stack.admin_base + "/console", "op": stack.op.issuer,

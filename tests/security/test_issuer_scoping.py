@@ -296,6 +296,8 @@ def deployment(root: Path, *, issuers: tuple[str, ...] = ("corp", "partner"), al
     gateway["identity"] = {"issuers": [{"name": n, **{k: (v.format(name=n) if isinstance(v, str) else v)
                                                       for k, v in ISSUER.items()}} for n in issuers], **identity}
     gateway["approvals"]["approvers"][0]["approvers"] = approvers or ["issuer:corp/role:finance-approver"]
+    if not identity.get("allow_insecure_dev_issuer"):
+        gateway.pop("console", None)  # the demo's console logs in by the development login, which needs it
     gateway = json.loads(json.dumps(gateway))  # no shared objects: the loader refuses YAML aliases
     (root / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
     for path in (root / "tools").rglob("*.yml"):

@@ -2,7 +2,7 @@
 
 =====  ==========================  ===========================================================
 GET    ``/console/login``          the login page (sets the pre-login cookie and its CSRF token)
-POST   ``/console/login/oidc``     starts an OIDC login: 303 to the provider's authorization endpoint
+GET    ``/console/login/oidc``     starts an OIDC login: 303 to the provider's authorization endpoint
 GET    ``/console/oidc/callback``  the provider's redirect: code exchange, ID token check, new session
 POST   ``/console/login/dev``      development login (only with ``console.dev_login``)
 POST   ``/console/logout``         ends the session
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import urlsplit
 
 from starlette.responses import RedirectResponse, Response
 
 from portcullis.console.app import Ctx
 from portcullis.console.oidc import LoginFailed, OidcClient
-from portcullis.console.render import PAGE_HEADERS, SECURITY_HEADERS, csp_posting_to
+from portcullis.console.render import PAGE_HEADERS
 from portcullis.console.sessions import LOGIN_COOKIE, SESSION_COOKIE
 from portcullis.identity.claims import ClaimRejected, principal_from_claims
 from portcullis.identity.config import ClaimMap
@@ -57,7 +56,7 @@ class LoginPages:
         from portcullis.console.app import ConsoleApp
         assert isinstance(app, ConsoleApp)
         app.route("GET", "/login", self.page, auth=False)
-        app.route("POST", "/login/oidc", self.start, auth=False)
+        app.route("GET", "/login/oidc", self.start, auth=False)
         app.route("GET", "/oidc/callback", self.callback, auth=False)
         app.route("POST", "/login/dev", self.dev, auth=False)
         app.route("POST", "/logout", self.logout)
@@ -66,27 +65,25 @@ class LoginPages:
         pre_id, ctx.pre_login = await ctx.app.sessions.pre_login(ctx.request.cookies.get(LOGIN_COOKIE))
         response = ctx.render("login.html", status=status, error=error, oidc=self._oidc is not None,
                               oidc_name=self._oidc.name if self._oidc else "", dev_login=self._dev)
-        if self._oidc is not None:
-            try:  # the login form's post is redirected to the provider: the CSP must let it go there
-                endpoint = urlsplit(str((await self._oidc.discover())["authorization_endpoint"]))
-                response.headers["content-security-policy"] = csp_posting_to(f"{endpoint.scheme}://{endpoint.netloc}")
-            except LoginFailed:
-                pass  # starting the login fails the same way, with its own page
         set_cookie(response, LOGIN_COOKIE, pre_id, int(ctx.app.sessions.login_ttl_s), "lax")
         return response
 
     async def start(self, ctx: Ctx) -> Response:
+        """A link, not a form: the CSP's ``form-action 'self'`` also governs where a form's redirect may go,
+        and the provider is another origin. Starting a login changes nothing but this browser's pre-login
+        record (a started login is useless without the person authenticating at the provider)."""
         if self._oidc is None:
             return await self.page(ctx, error="OpenID Connect login is not configured.", status=404)
-        pre_id = ctx.request.cookies.get(LOGIN_COOKIE)
-        assert pre_id is not None  # the CSRF check found its pre-login record
+        pre_id, ctx.pre_login = await ctx.app.sessions.pre_login(ctx.request.cookies.get(LOGIN_COOKIE))
         try:
             started = await self._oidc.start()
         except LoginFailed as exc:
             log.warning("console login could not start", extra={"fields": {"reason": exc.detail}})
             return await self.page(ctx, error=LOGIN_FAILED, status=502)
         await ctx.app.sessions.start_flow(pre_id, started.state, started.flow)
-        return RedirectResponse(started.url, status_code=303, headers=dict(SECURITY_HEADERS))
+        response = RedirectResponse(started.url, status_code=303, headers=dict(PAGE_HEADERS))
+        set_cookie(response, LOGIN_COOKIE, pre_id, int(ctx.app.sessions.login_ttl_s), "lax")
+        return response
 
     async def callback(self, ctx: Ctx) -> Response:
         query = ctx.request.query_params

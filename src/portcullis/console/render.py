@@ -26,22 +26,16 @@ from starlette.responses import Response
 
 from portcullis.approvals.model import visible, visible_json
 
-# Referrer-Policy same-origin, not no-referrer: under no-referrer Chromium sends ``Origin: null`` on the
-# console's own form posts, which the admin listener's Origin guard and the CSRF check rightly refuse
-# (found by tests/browser); same-origin still sends nothing to any other origin.
+# Referrer-Policy same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" on every
+# POST, its own origin's included (Fetch, "append a request Origin header"), so the admin listener's Origin
+# allow-list and the CSRF check could not tell the console's own forms from an opaque origin's. A referrer
+# still never leaves the console's origin.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
                     "referrer-policy": "same-origin", "x-frame-options": "DENY",
                     "cross-origin-opener-policy": "same-origin", "cross-origin-resource-policy": "same-origin"}
 PAGE_HEADERS = {**SECURITY_HEADERS, "cache-control": "no-store"}
-
-
-def csp_posting_to(origin: str) -> str:
-    """The CSP of a page whose form may also be redirected to ``origin``: browsers apply ``form-action`` to
-    every redirect after a form post, so the login page's post that answers 303 to the provider's
-    authorization endpoint needs that origin (found by tests/browser: Chromium blocks it otherwise)."""
-    return CSP.replace("form-action 'self'", f"form-action 'self' {origin}")
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
 
