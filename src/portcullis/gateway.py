@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
+from portcullis.approvals.recent_calls import audit_recent_calls
 from portcullis.approvals.service import ApprovalService
 from portcullis.audit.attempts import AttemptRecorder, NullAttemptHooks
 from portcullis.audit.checkpoint import Checkpointer, CheckpointPolicy
@@ -32,8 +33,7 @@ from portcullis.audit.errors import AuditUnavailable
 from portcullis.audit.keys import AuditKeys
 from portcullis.audit.note import checkpoint_export
 from portcullis.audit.pg_store import PostgresAuditStore, prepare_postgres_audit
-from portcullis.audit.query import AuditQuery
-from portcullis.audit.query import search as audit_search
+from portcullis.audit.reader import open_sqlite_reader, postgres_reader
 from portcullis.audit.record import Checkpoint
 from portcullis.audit.retention import prune_audit
 from portcullis.audit.siem.config import build_queue
@@ -386,21 +386,12 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                 allow_insecure_http=notify_cfg.allow_insecure_http, timeout_s=notify_cfg.timeout_s, clock=clock)
         except (ValueError, OSError) as exc:
             raise _problem(deployment, f"approvals.notify: {exc}") from None
-    async def recent_calls(tool: str, requester: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
-        """The same agent's (else user's, else client's) decided calls of ``tool`` in the last day, from the
-        audit trail through a read-only connection in a worker thread (never the writer's)."""
-        who = next(((name, requester[name]) for name in ("agent_id", "user_id", "client_id")
-                    if isinstance(requester.get(name), str)), None)
-        if who is None or cfg.storage.postgresql is not None:  # cluster mode: the search reads SQLite only
-            return []
-        # the same source too: "billing-bot" asserted by another issuer is another caller
-        source = {"issuer_name": requester["issuer_name"]} if isinstance(requester.get("issuer_name"), str) else {}
-        query = AuditQuery(tool=tool, principal={who[0]: who[1], **source}, kind="decision", since=clock() - 86400,
-                           limit=limit)
-        return [{"at": record.ts, "request_id": record.request_id,
-                 "effect": record.fields.get("decision", {}).get("effect"),
-                 "arguments": record.fields.get("arguments")} for record in await audit_search(audit_path, query)]
-
+    # approvers see the requester's recent decided calls: read-only reads of the trail (the SQLite file through
+    # its own read-only connection, never the writer's; in cluster mode READ ONLY transactions on the PG pool)
+    pg_reader = postgres_reader(audit_store) if isinstance(audit_store, PostgresAuditStore) else None
+    open_reader = ((lambda: contextlib.nullcontext(pg_reader)) if pg_reader is not None
+                   else (lambda: open_sqlite_reader(audit_path)))
+    recent_calls = audit_recent_calls(open_reader, clock)
     metrics.set_approvals_source(approval_store.open_counts)
     approvals = ApprovalService(approval_store, cfg.approvals, clock=clock, audit=auditor.approval,
                                 notify=None if notifier is None else notifier.offer, links=link_signer,
@@ -589,7 +580,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                          console=_console(deployment, issuers, caches, ConsoleServices(
                              approvals=approvals, revocations=revocations, kills=kills, policy=reloader,
                              audit=audit_store, metrics=metrics_render, responders=cfg.admin.responders,
-                             operators=cfg.admin.operators), clock))
+                             operators=cfg.admin.operators, audit_reader=open_reader,
+                             audit_public_key=audit_keys.signing_key.public_key()), clock))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

@@ -167,7 +167,13 @@ async def test_an_approval_granted_on_one_replica_is_redeemed_once_on_another(cl
     """Asked on replica 0, approved on replica 1, then redeemed on all three at once: exactly one redemption
     runs the refund (the trail has one served refund), the others and any later replay are refused."""
     with replicas(cluster, 3) as gateways:
-        approval_id = (await pending(gateways[0], refund(120)))["approval_id"]
+        asked = await pending(gateways[0], refund(120))
+        approval_id = asked["approval_id"]
+        # the approver's view on another replica shows the requester's decided calls, read from PostgreSQL
+        view = httpx2.get(f"{gateways[2].admin_base}/approvals/{approval_id}",
+                          headers={"Authorization": f"Bearer {approver(gateways[2], 'bob')}"}, timeout=15)
+        assert view.status_code == 200, view.text
+        assert [c["effect"] for c in view.json()["recent_calls"]] == ["require_approval"], view.text
         assert vote(gateways[1], approval_id, "approve", approver(gateways[1], "bob")).status_code == 200
         answers = await asyncio.gather(*(ask(g, refund(120), approval_id=approval_id) for g in gateways))
         served = [a for a in answers if not isinstance(a, MCPError)]

@@ -56,6 +56,8 @@ def console_gateway_yaml(*, op_issuer: str, port: int, admin_port: int) -> dict[
     config["console"] = {"enabled": True, "dev_login": True, "oidc": {
         "issuer": op_issuer, "client_id": CLIENT_ID,
         "redirect_url": f"http://127.0.0.1:{admin_port}/console/oidc/callback"}}
+    # the responders' and operators' pages (audit, containment, live) for development-login roles
+    config.setdefault("admin", {}).update(responders=["issuer:dev/role:oncall"], operators=["issuer:dev/role:platform"])
     config["approvals"]["approvers"] = [{"tools": ["billing.*"], "approvers": [
         "issuer:dev/role:finance-approver", "issuer:corp/role:finance-approver"]}]
     return config

@@ -134,5 +134,17 @@ async def test_a_store_that_is_down_fails_closed_with_a_clear_page(harness: Harn
     for answer in (await harness.client.get("/console/approvals"), await harness.client.get("/console/login"),
                    await harness.client.post("/console/login/dev", data={"csrf_token": token, "user": "bob"})):
         assert answer.status_code == 503
-        assert "session store is unavailable" in answer.text and "__Host-portcullis_console=" not in str(
-            answer.headers)
+        assert "session store is unavailable" in answer.text and "<h1>Log in</h1>" in answer.text
+        assert 'id="dev-login-form"' not in answer.text and "__Host-portcullis_console=" not in str(answer.headers)
+
+
+async def test_a_started_login_expires_after_login_ttl_s() -> None:
+    clock = Clock()
+    sessions = Sessions(MemoryConsoleStore(clock=clock), ttl_s=3600, idle_s=600, login_ttl_s=60, clock=clock)
+    pre_id, _ = await sessions.pre_login(None)
+    await sessions.start_flow(pre_id, "s1", {"nonce": "n"})
+    await sessions.start_flow(pre_id, "s2", {"nonce": "n"})
+    clock.now += 59
+    assert await sessions.take_flow(pre_id, "s1") == {"nonce": "n"}
+    clock.now += 2
+    assert await sessions.take_flow(pre_id, "s2") is None

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import MCPError
@@ -91,3 +92,45 @@ async def test_oidc_login_approve_in_the_console_and_the_agent_retry_runs(stack:
     out = browser.post(f"{stack.admin_base}/console/logout", {"csrf_token": _csrf(detail.text)})
     assert out.status_code == 303
     assert browser.get(f"{stack.admin_base}/console/approvals").status_code == 303
+
+
+async def test_a_responder_searches_the_audit_sets_and_lifts_a_switch_on_the_gateway(
+        stack: ConsoleStack) -> None:
+    """The responders' and operators' pages wired to the gateway's own services (its audit reader, chain
+    verification, kill switches, policy reloader, metrics)."""
+    await pending(stack.gateway, refund(250, order="ORD-30003"))
+    base = f"{stack.admin_base}/console"
+    browser = Browser(stack.admin_base)
+    login = browser.get(f"{base}/login")
+    assert browser.post(f"{base}/login/dev", {"csrf_token": _csrf(login.text), "user": "rita",
+                                              "roles": "oncall platform"}).status_code == 200
+    found = browser.get(f"{base}/audit?tool=billing.process_refund&decision=require_approval")
+    assert found.status_code == 200 and 'id="audit-results"' in found.text, found.text
+    request_id = re.search(r'class="request-link" href="/console/audit/request\?id=([^"]+)"', found.text)
+    assert request_id is not None
+    timeline = browser.get(f"{base}/audit/request?id={request_id.group(1)}")
+    assert "ORD-30003" in timeline.text and 'id="summary-decision">require_approval' in timeline.text
+    state = ""
+    for _ in range(100):
+        state = browser.get(f"{base}/audit/chain").text
+        if 'data-state="ok"' in state:
+            break
+        await anyio.sleep(0.1)
+    assert 'data-state="ok"' in state
+    page = browser.get(f"{base}/containment")
+    token = _csrf(page.text)
+    form = {"csrf_token": token, "kind": "tool", "target": "files.read", "reason": "live test"}
+    assert 'id="kill-set-confirm"' in browser.post(f"{base}/containment/kill-switches/confirm", form).text
+    assert browser.post(f"{base}/containment/kill-switches", {**form, "confirm": "yes"}).status_code == 303
+    listed = browser.get(f"{base}/containment").text
+    switch = re.search(r'data-switch-id="(ks_[0-9a-f]{24})"', listed)
+    assert switch is not None
+    lifted = browser.post(f"{base}/containment/kill-switches/{switch.group(1)}/lift",
+                          {"csrf_token": token, "reason": "done"})
+    assert lifted.status_code == 303 and 'id="no-active-switches"' in browser.get(f"{base}/containment").text
+    kill_records = browser.get(f"{base}/audit?request_id=&tool=&agent=&user=&since=2000-01-01T00:00").text
+    assert "kill_switch" in kill_records
+    policy = browser.get(f"{base}/containment/policy")
+    assert policy.status_code == 200 and 'id="active-version"' in policy.text
+    live = browser.get(f"{base}/live/figures")
+    assert live.status_code == 200 and "billing.process_refund" in live.text and 'id="live-queues"' in live.text

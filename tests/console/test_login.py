@@ -185,3 +185,27 @@ async def test_development_login_refuses_malformed_claims(harness: Harness) -> N
     assert answer.status_code == 400 and not await _logged_in(harness.client)
     answer = await harness.client.post("/console/login/dev", data={"csrf_token": csrf_of(page.text), "user": ""})
     assert answer.status_code == 400
+
+
+async def test_the_login_link_works_without_a_visit_to_the_login_page(harness: Harness) -> None:
+    start = await harness.client.get("/console/login/oidc")
+    assert start.status_code == 303 and LOGIN_COOKIE in _cookie(start, LOGIN_COOKIE)
+    granted = await harness.extra["op_client"].post(start.headers["location"].removeprefix(OP),
+                                                    data={"user": "carol", "roles": "finance-approver"})
+    answer = await harness.client.get(str(granted.headers["location"]).removeprefix(ADMIN))
+    assert answer.status_code == 200 and await _logged_in(harness.client)
+
+
+async def test_a_provider_error_or_a_missing_code_ends_the_login(harness: Harness) -> None:
+    start = await harness.client.get("/console/login/oidc")
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    answer = await harness.client.get(f"/console/oidc/callback?error=access_denied&state={state}")
+    assert answer.status_code == 400 and not await _logged_in(harness.client)
+    again = await harness.client.get(f"/console/oidc/callback?code=whatever&state={state}")
+    assert again.status_code == 400 and harness.op.token_requests == 0  # the state was used up
+
+
+async def test_a_discovery_document_for_another_issuer_stops_the_login(harness: Harness) -> None:
+    harness.op.issuer = "https://other.test"  # its discovery now names another issuer
+    start = await harness.client.get("/console/login/oidc")
+    assert start.status_code == 502 and "did not complete" in start.text

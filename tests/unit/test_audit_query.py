@@ -21,7 +21,8 @@ from portcullis.audit import (
     make_record,
     verify_store,
 )
-from portcullis.audit.query import AuditQuery, search, timeline
+from portcullis.audit.query import AuditQuery
+from portcullis.audit.reader import search, timeline
 
 T0 = 1_800_000_000.0
 HMAC_KEY = b"h" * 32
@@ -198,6 +199,7 @@ async def test_a_tool_named_like_an_injection_is_found_by_that_exact_name(tmp_pa
     ({"limit": True}, "limit"),
     ({"since": float("nan")}, "finite"),
     ({"tool": 5}, "strings"),
+    ({"principal": {"agent_id": "bot\udcff"}}, "valid Unicode"),  # a CLI argument that was not UTF-8
 ])
 def test_bad_queries_are_refused_before_any_sql(kwargs: dict[str, Any], message: str) -> None:
     """Principal field names are whitelisted and every other filter is checked when the query is built."""

@@ -1,6 +1,7 @@
-"""Reading an incident's records from the SQLite audit store, and verifying the range read.
+"""Reading an incident's records from the audit store (SQLite or PostgreSQL, through an
+:class:`~portcullis.audit.reader.AuditReader`), and verifying the range read.
 
-Steps (all inside one read transaction of a ``mode=ro`` store, so the records, the checkpoints
+Steps (all inside one read transaction of a read-only store, so the records, the checkpoints
 and the verdict describe one moment):
 
 1. Find the range: the first and last index of the records whose time is in the window.
@@ -22,7 +23,6 @@ else up to its newest checkpoint (the rest is protected by its links only).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -38,15 +38,11 @@ from portcullis.audit.incident_model import (
     IncidentReport,
 )
 from portcullis.audit.incident_services import SERVICE_KINDS
+from portcullis.audit.reader import AuditReader
 from portcullis.audit.record import AuditRecord, Checkpoint
-from portcullis.audit.store import SqliteAuditStore
 from portcullis.audit.verify import ChainVerifier, VerifyReport
 
 PAGE = 2000
-_COLUMNS = "idx, ts, request_id, kind, fields, prev_hash, hash"
-_EDGE = ("SELECT " + _COLUMNS + " FROM audit_record"  # noqa: S608 - fixed text, values bound
-         " WHERE typeof(ts) IN ('real', 'integer') AND ts >= ? "
-         "AND ts <= ? ORDER BY idx {} LIMIT 1")
 _FOREVER = 1e300
 
 
@@ -56,15 +52,14 @@ def _shown(value: object) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
-async def incident_report(path: str | Path, flt: IncidentFilter, public_key: Ed25519PublicKey) -> IncidentReport:
-    """The report for ``flt`` over the store at ``path``; the range verified with ``public_key``."""
-    async with await SqliteAuditStore.open_readonly(path) as store, store.snapshot():
-        window = (flt.since, _FOREVER if flt.until is None else flt.until)
-        first = await store.select_records(_EDGE.format("ASC"), window)
-        if not first:
+async def incident_report(store: AuditReader, flt: IncidentFilter, public_key: Ed25519PublicKey) -> IncidentReport:
+    """The report for ``flt`` over ``store``; the range verified with ``public_key``."""
+    async with store.snapshot():
+        edges = await store.window_edges(flt.since, _FOREVER if flt.until is None else flt.until)
+        if edges is None:
             empty = ChainRange(CHAIN_EMPTY, "no records in the window", None, None, None, None, 0)
             return build_report((), flt, empty)
-        [last] = await store.select_records(_EDGE.format("DESC"), window)
+        first, last = edges
         checkpoints = await store.checkpoints()
         verifier = ChainVerifier(checkpoints, public_key)
         kept: list[AuditRecord] = []
@@ -78,7 +73,7 @@ async def incident_report(path: str | Path, flt: IncidentFilter, public_key: Ed2
             if len(page) < PAGE or (verifier.failed and page[-1].index > last.index):
                 break
             next_index = page[-1].index + 1
-        chain = _range(verifier.finish(), first[0], last, checkpoints, public_key)
+        chain = _range(verifier.finish(), first, last, checkpoints, public_key)
         return build_report(kept, flt, chain)
 
 

@@ -188,10 +188,18 @@ class PostgresAuditStore:
             (from_index, limit))
 
     async def select_records(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
-        """One ``SELECT`` of ``audit_record``'s seven columns; ``sql`` is fixed text, values in ``params``."""
+        """One ``SELECT`` of ``audit_record``'s seven columns; ``sql`` is fixed text, values in ``params``.
+
+        Runs in a ``READ ONLY`` transaction (the snapshot's, inside :meth:`snapshot`), so a forensic read
+        on the gateway's own pool cannot write either; the session's ``statement_timeout`` bounds it."""
         async with self._connection("read") as conn:
             try:
-                rows = await (await conn.execute(sql, tuple(params))).fetchall()
+                if _snapshot_conn.get() is conn:
+                    rows = await (await conn.execute(sql, tuple(params))).fetchall()
+                else:
+                    async with conn.transaction():
+                        await conn.execute("SET TRANSACTION READ ONLY")
+                        rows = await (await conn.execute(sql, tuple(params))).fetchall()
             except psycopg.Error as exc:
                 raise _unavailable("read", exc) from None
         return [_to_record(row) for row in rows]

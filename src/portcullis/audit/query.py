@@ -1,26 +1,28 @@
-"""Forensic search over the embedded SQLite audit store, read-only.
+"""Forensic queries over the audit trail, read-only, in SQLite or PostgreSQL: one SQL text per query.
 
 Contract:
 
-* Every query opens the store with :meth:`SqliteAuditStore.open_readonly` (``mode=ro``): a
-  search never creates, migrates or writes the file, and a missing or foreign file is
-  :class:`~portcullis.audit.errors.AuditUnavailable`.
-* The SQL is fixed text; every value is a bound parameter. Principal fields come from the
-  whitelist :data:`PRINCIPAL_FIELDS`, so nothing a caller types reaches the SQL or a JSON path.
-* Filters read ``fields`` with SQLite's JSON functions; a record whose ``fields`` is not valid
-  JSON (tampering) matches no filter but still appears in an unfiltered search.
-* Search does not verify: run ``verify`` first; what search returns is evidence only if the
-  chain verifies.
+* :class:`AuditQuery` is the checked filter; :func:`search_sql`, :func:`timeline_sql` and :func:`edge_sql`
+  turn it into fixed SQL text for a :class:`~portcullis.audit.sql_dialect.Dialect` (SQLite's ``?`` and
+  JSON1, PostgreSQL's ``%s`` and ``json``) plus bound values. Principal fields come from the whitelist
+  :data:`PRINCIPAL_FIELDS`, so nothing a caller types reaches the SQL or a JSON path; every value is
+  bound and compared for equality (no ``LIKE``: ``%``, ``_`` and backslashes are plain characters).
+* They run through an :class:`~portcullis.audit.reader.AuditReader` (``reader.py``), on a read-only
+  store; this module is pure (no I/O).
+* Filters read ``fields`` as JSON; a record whose ``fields`` is not valid JSON (tampering) matches no
+  filter in SQLite and fails the filtered query closed in PostgreSQL (``sql_dialect.py``); either way
+  it still appears in an unfiltered search.
+* Search does not verify: run ``verify`` first; what search returns is evidence only if the chain verifies.
 
 Filters and the record layout (``docs/audit.md``): ``tool`` and ``principal`` exist on
 ``decision`` and ``rejected`` records only, so those filters never match ``outcome`` records
-(use :func:`timeline` to see outcomes with their decisions). ``effect="deny"`` matches
+(use a timeline to see outcomes with their decisions). ``effect="deny"`` matches
 ``decision`` records that denied *and* ``rejected`` records (refused before a decision): both
 are calls the gateway refused, which is what an investigator hunting a caller wants; add
 ``kind="decision"`` for policy denials only.
 
-Cost: only ``request_id`` has an index; other filters scan ``audit_record`` from the newest
-record backwards and stop after ``limit`` matches, so a rare match in a large store is a full scan.
+Cost: ``request_id`` has an index (and ``ts`` in PostgreSQL); other filters scan ``audit_record`` from
+the newest record backwards and stop after ``limit`` matches, so a rare match in a large store is a full scan.
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 from portcullis.audit.record import KINDS, AuditRecord
-from portcullis.audit.store import SqliteAuditStore
+from portcullis.audit.sql_dialect import Dialect
 
 EFFECTS = frozenset({"allow", "deny", "require_approval"})
 MAX_LIMIT = 100_000
@@ -43,17 +44,7 @@ _LIST_PRINCIPAL = ("roles", "scopes")
 PRINCIPAL_FIELDS = frozenset(_SCALAR_PRINCIPAL + _LIST_PRINCIPAL)
 """Principal fields a query may filter on; ``roles`` and ``scopes`` match one member of the list."""
 
-# JSON is read through `j`, which is '{}' for a row whose fields are not valid JSON, so one
-# tampered row cannot make json_extract abort the whole query.
-_ROWS = ("SELECT idx, ts, request_id, kind, fields, prev_hash, hash, "
-         "CASE WHEN json_valid(fields) THEN fields ELSE '{}' END AS j FROM audit_record")
-_COLUMNS = "idx, ts, request_id, kind, fields, prev_hash, hash"
-_PRINCIPAL_SQL = {
-    **{name: f"json_extract(j, '$.principal.{name}') = ?" for name in _SCALAR_PRINCIPAL},
-    **{name: f"EXISTS (SELECT 1 FROM json_each(j, '$.principal.{name}') WHERE value = ?)"  # noqa: S608 - names are constants above
-       for name in _LIST_PRINCIPAL},
-}
-
+COLUMNS = "idx, ts, request_id, kind, fields, prev_hash, hash"
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
@@ -76,6 +67,8 @@ class AuditQuery:
         texts = [self.tool, self.request_id, *self.principal.values()]
         if not all(v is None or isinstance(v, str) for v in texts):
             raise ValueError("tool, request_id and principal values must be strings")
+        if not all(v is None or _encodable(v) for v in texts):
+            raise ValueError("tool, request_id and principal values must be valid Unicode (no lone surrogates)")
         if self.effect is not None and self.effect not in EFFECTS:
             raise ValueError(f"effect must be one of: {', '.join(sorted(EFFECTS))}")
         if self.kind is not None and self.kind not in KINDS:
@@ -86,43 +79,79 @@ class AuditQuery:
             raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
 
 
-def _where(*, tool: str | None = None, principal: Mapping[str, str] | None = None, since: float | None = None,
-           until: float | None = None, effect: str | None = None, kind: str | None = None,
-           request_id: str | None = None) -> tuple[str, list[object]]:
-    """The WHERE clause (fixed text from the tables above) and its bound values."""
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def where(dialect: Dialect, *, tool: str | None = None, principal: Mapping[str, str] | None = None,
+          since: float | None = None, until: float | None = None, effect: str | None = None, kind: str | None = None,
+          request_id: str | None = None) -> tuple[str, list[object]]:
+    """The WHERE clause (fixed text of ``dialect``) and its bound values, over ``dialect.rows``."""
     clauses: list[str] = []
     params: list[object] = []
+    p = dialect.param
 
     def add(sql: str, *values: object) -> None:
         clauses.append(sql)
         params.extend(values)
 
-    if request_id is not None:
-        add("request_id = ?", request_id)
+    if request_id is not None:  # PostgreSQL text holds no NUL: such an id is in no row (and cannot be bound)
+        add(*((f"request_id = {p}", request_id) if dialect.can_bind(request_id) else ("FALSE",)))
     if kind is not None:
-        add("kind = ?", kind)
+        add(f"kind = {p}", kind)
     if since is not None:
-        add("ts >= ?", since)
+        add(f"ts >= {p}", since)
     if until is not None:
-        add("ts <= ?", until)
+        add(f"ts <= {p}", until)
     if tool is not None:
-        add("kind IN ('decision', 'rejected', 'attempt') AND json_extract(j, '$.tool.name') = ?", tool)
-    for name, value in sorted((principal or {}).items()):
-        add(_PRINCIPAL_SQL[name], value)  # KeyError impossible: AuditQuery whitelists the names
+        add(f"kind IN ('decision', 'rejected', 'attempt') AND {dialect.text_at(('tool', 'name'))}",
+            dialect.value(tool))
+    for name, value in sorted((principal or {}).items()):  # names: AuditQuery's whitelist, never input
+        at = ("principal", name)
+        add(dialect.member_of(at) if name in _LIST_PRINCIPAL else dialect.text_at(at), dialect.value(value))
     if effect == "deny":
-        add("((kind = 'decision' AND json_extract(j, '$.decision.effect') = 'deny') OR kind = 'rejected')")
+        add(f"((kind = 'decision' AND {dialect.text_at(('decision', 'effect'))}) OR kind = 'rejected')",
+            dialect.value("deny"))
     elif effect is not None:
-        add("kind = 'decision' AND json_extract(j, '$.decision.effect') = ?", effect)
-    return (" AND ".join(f"({c})" for c in clauses) or "1"), params
+        add(f"kind = 'decision' AND {dialect.text_at(('decision', 'effect'))}", dialect.value(effect))
+    return (" AND ".join(f"({c})" for c in clauses) or "TRUE"), params
 
 
-async def search(store_path: str | Path, query: AuditQuery) -> list[AuditRecord]:
+def search_sql(dialect: Dialect, query: AuditQuery) -> tuple[str, list[object]]:
     """The newest ``query.limit`` records matching ``query``, newest first."""
-    where, params = _where(tool=query.tool, principal=query.principal, since=query.since, until=query.until,
-                           effect=query.effect, kind=query.kind, request_id=query.request_id)
-    sql = f"SELECT {_COLUMNS} FROM ({_ROWS}) WHERE {where} ORDER BY idx DESC LIMIT ?"  # noqa: S608 - fixed text, values bound
-    async with await SqliteAuditStore.open_readonly(store_path) as store:
-        return await store.select_records(sql, [*params, query.limit])
+    clause, params = where(dialect, tool=query.tool, principal=query.principal, since=query.since,
+                           until=query.until, effect=query.effect, kind=query.kind, request_id=query.request_id)
+    sql = (f"SELECT {COLUMNS} FROM ({dialect.rows}) AS r WHERE {clause} "  # noqa: S608 - fixed text, values bound
+           f"ORDER BY idx DESC LIMIT {dialect.param}")
+    return sql, [*params, query.limit]
+
+
+def timeline_query(*, request_id: str | None = None, agent_id: str | None = None, since: float | None = None,
+                   until: float | None = None, limit: int = 100) -> AuditQuery:
+    """The checked filter of a timeline (``ValueError`` on a bad one): one request, or one agent's."""
+    principal = {} if agent_id is None else {"agent_id": agent_id}
+    return AuditQuery(principal=principal, since=since, until=until, request_id=request_id, limit=limit)
+
+
+def timeline_sql(dialect: Dialect, query: AuditQuery) -> tuple[str, list[object]]:
+    """Every record of the latest ``query.limit`` requests with a record matching ``query``, in index order."""
+    clause, params = where(dialect, principal=query.principal, since=query.since, until=query.until,
+                           request_id=query.request_id)
+    sql = (f"WITH chosen AS (SELECT request_id, MAX(idx) AS last FROM ({dialect.rows}) AS r "  # noqa: S608 - fixed
+           f"WHERE {clause} GROUP BY request_id ORDER BY last DESC LIMIT {dialect.param}) "
+           f"SELECT {COLUMNS} FROM audit_record WHERE request_id IN (SELECT request_id FROM chosen) ORDER BY idx")
+    return sql, [*params, query.limit]
+
+
+def edge_sql(dialect: Dialect, *, newest: bool) -> str:
+    """The first (or last) record whose time is in ``[since, until]`` (two bound values)."""
+    p = dialect.param
+    return (f"SELECT {COLUMNS} FROM audit_record WHERE {dialect.numeric_ts} "  # noqa: S608 - fixed text
+            f"AND ts >= {p} AND ts <= {p} ORDER BY idx {'DESC' if newest else 'ASC'} LIMIT 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,24 +166,9 @@ class RequestTimeline:
         return next((r for r in self.records if r.kind == kind), None)
 
 
-async def timeline(store_path: str | Path, *, request_id: str | None = None, agent_id: str | None = None,
-                   since: float | None = None, until: float | None = None,
-                   limit: int = 100) -> list[RequestTimeline]:
-    """The latest ``limit`` requests matching the filters, oldest first, each with all its records.
-
-    A request matches when any of its records matches (``agent_id`` is on decision and
-    rejected records only); its other records (the outcome) come with it even when they fall
-    outside ``since``/``until``. With no filter at all: the latest ``limit`` requests.
-    """
-    principal = {} if agent_id is None else {"agent_id": agent_id}
-    checked = AuditQuery(principal=principal, since=since, until=until, request_id=request_id, limit=limit)
-    where, params = _where(principal=checked.principal, since=since, until=until, request_id=request_id)
-    sql = (f"WITH chosen AS (SELECT request_id, MAX(idx) AS last FROM ({_ROWS}) WHERE {where} "  # noqa: S608 - fixed text, values bound
-           "GROUP BY request_id ORDER BY last DESC LIMIT ?) "
-           f"SELECT {_COLUMNS} FROM audit_record WHERE request_id IN (SELECT request_id FROM chosen) ORDER BY idx")
-    async with await SqliteAuditStore.open_readonly(store_path) as store:
-        rows = await store.select_records(sql, [*params, checked.limit])
+def group_requests(rows: list[AuditRecord]) -> list[RequestTimeline]:
+    """Rows in index order as requests, ordered by their first index."""
     groups: dict[str, list[AuditRecord]] = {}
-    for record in rows:  # dicts keep insertion order: groups come out ordered by their first index
+    for record in rows:  # dicts keep insertion order
         groups.setdefault(record.request_id, []).append(record)
     return [RequestTimeline(rid, tuple(records)) for rid, records in groups.items()]

@@ -1,6 +1,7 @@
 """``portcullis audit``: verify, search, timeline and export the audit trail — read-only.
 
-Every command opens the store with ``mode=ro``: forensics never changes the evidence. Values
+Every command opens the store read-only (SQLite ``mode=ro``; PostgreSQL, when gateway.yaml's
+``storage.postgresql`` is set, read-only sessions): forensics never changes the evidence. Values
 shown in tables come from callers (tool names, principal ids), so :func:`terminal_safe` renders
 control, bidi and invisible characters visibly and tables take them as plain ``Text`` (no Rich
 markup); ``--json`` output is ASCII-only JSON. Exit codes: 0 ok, 1 failure (verification
@@ -16,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -30,6 +32,7 @@ from portcullis.cli.safe_text import console, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
     from portcullis.audit.anchors import Anchor
+    from portcullis.audit.reader import AuditReader
     from portcullis.audit.record import AuditRecord, Checkpoint
     from portcullis.audit.verify import VerifyReport
 
@@ -111,14 +114,9 @@ async def _open_readonly(store: Path | None, state_dir: Path | None, config: Pat
         from portcullis.audit.store import SqliteAuditStore
 
         return await SqliteAuditStore.open_readonly(_store_path(store, state_dir, config))
-    from portcullis.audit.errors import AuditUnavailable
-    from portcullis.audit.pg_store import open_postgres_audit
-    from portcullis.errors import ConfigError
+    from portcullis.audit.reader import open_postgres_readonly
 
-    try:
-        return await open_postgres_audit(postgres, origin=Path(config or ".") / "gateway.yaml", readonly=True)
-    except ConfigError as exc:
-        raise AuditUnavailable(detail=f"storage.postgresql.url_ref: {exc}") from None
+    return await open_postgres_readonly(postgres, origin=Path(config or ".") / "gateway.yaml")
 
 
 def _state_dir(state_dir: Path | None, config: Path | None) -> Path:
@@ -133,12 +131,21 @@ def _store_path(store: Path | None, state_dir: Path | None, config: Path | None)
     """``--store``; else as the gateway: gateway.yaml's ``audit.path``, else ``<state dir>/audit.sqlite3``."""
     if store is not None:
         return store
-    if store is None and _postgres(store, config) is not None:
-        raise _fail("the audit trail is in PostgreSQL (storage.postgresql in gateway.yaml): this command reads a "
-                    "SQLite store only; `audit verify` and `audit export` read PostgreSQL")
     if state_dir is None and (audit_path := _configured(config)[1]):
         return Path(audit_path)
     return _state_dir(state_dir, config) / STORE_FILE
+
+
+def open_reader(store: Path | None, state_dir: Path | None, config: Path | None
+                ) -> AbstractAsyncContextManager[AuditReader]:
+    """The forensic reader of the trail the gateway writes: PostgreSQL when gateway.yaml's
+    ``storage.postgresql`` is set (and no ``--store`` names a file), else the SQLite file; read-only."""
+    from portcullis.audit.reader import open_postgres_reader, open_sqlite_reader
+
+    postgres = _postgres(store, config)
+    if postgres is None:
+        return open_sqlite_reader(_store_path(store, state_dir, config))
+    return open_postgres_reader(postgres, origin=Path(config or ".") / "gateway.yaml")
 
 
 def _run(fn: Callable[[], Awaitable[T]], what: str) -> T:
@@ -501,7 +508,6 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
            limit: Limit = 100, as_json: AsJson = False) -> None:
     """Find records; the newest first."""
     from portcullis.audit.query import AuditQuery
-    from portcullis.audit.query import search as run_search
 
     now = time.time()
     try:
@@ -511,8 +517,8 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
                            effect=decision, kind=kind, request_id=request_id, limit=limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    path = _store_path(store, state_dir, config)
-    records = _run(lambda: run_search(path, query), "search")
+    reader = open_reader(store, state_dir, config)
+    records = _run(lambda: _search(reader, query), "search")
     if as_json:
         for record in records:
             typer.echo(_json_line(record.to_json()))
@@ -525,6 +531,16 @@ def search(store: Store = None, state_dir: StateDir = None, config: ConfigDir = 
     for record in records:
         _add_row(table, record)
     out.print(table)
+
+
+async def _search(reader: AbstractAsyncContextManager[AuditReader], query: Any) -> list[AuditRecord]:
+    async with reader as opened:
+        return await opened.search(query)
+
+
+async def _timeline(reader: AbstractAsyncContextManager[AuditReader], query: Any) -> list[Any]:
+    async with reader as opened:
+        return await opened.timeline(query)
 
 
 def _principal_filters(items: Sequence[str]) -> dict[str, str]:
@@ -545,16 +561,20 @@ def timeline(request_id: Annotated[str | None, typer.Option(help="One request.")
              store: Store = None, state_dir: StateDir = None, config: ConfigDir = None,
              since: Since = None, until: Until = None, limit: Limit = 100, as_json: AsJson = False) -> None:
     """Requests in order, each with its decision (or rejection) and outcome."""
-    from portcullis.audit.query import timeline as run_timeline
+    from portcullis.audit.query import timeline_query
 
     if (request_id is None) == (agent is None):
         raise typer.BadParameter("give exactly one of --request-id and --agent", param_hint="--request-id")
     now = time.time()
-    start = None if since is None else parse_time(since, now=now, option="--since")
-    end = None if until is None else parse_time(until, now=now, option="--until")
-    path = _store_path(store, state_dir, config)
-    groups = _run(lambda: run_timeline(path, request_id=request_id, agent_id=agent, since=start, until=end,
-                                       limit=limit), "timeline")
+    try:
+        query = timeline_query(request_id=request_id, agent_id=agent,
+                               since=None if since is None else parse_time(since, now=now, option="--since"),
+                               until=None if until is None else parse_time(until, now=now, option="--until"),
+                               limit=limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    reader = open_reader(store, state_dir, config)
+    groups = _run(lambda: _timeline(reader, query), "timeline")
     if as_json:
         for group in groups:
             typer.echo(_json_line({"request_id": group.request_id, "records": [r.to_json() for r in group.records]}))

@@ -1,6 +1,6 @@
 """``portcullis incident report``: what happened in a window, from the audit trail, verified.
 
-Read-only (the store is opened ``mode=ro``). The report is built by the pure
+Read-only (SQLite ``mode=ro``, or the cluster's PostgreSQL in read-only sessions). The report is built by the pure
 ``portcullis.audit.incident`` over the records ``incident_source`` reads and verifies; this
 module parses options, finds the store and key the way ``portcullis audit`` does, and prints.
 Exit codes: 0 the range verifies (or the window is empty), 1 the range FAILED verification or is
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from portcullis.cli.audit_cmd import ConfigDir, StateDir, Store, _fail, _run, _state_dir, _store_path, parse_time
+from portcullis.cli.audit_cmd import ConfigDir, StateDir, Store, _fail, _run, _state_dir, open_reader, parse_time
 
 incident_app = typer.Typer(no_args_is_help=True, help="Incident response from the audit trail (read-only).")
 
@@ -44,7 +44,7 @@ def report(since: Annotated[str, typer.Option(help="From this time: ISO 8601 (no
                "audit-signing.pub.pem; for evidence pass a copy kept elsewhere).", dir_okay=False)] = None) -> None:
     """Blast radius, timeline, versions in force and service identity for a window; states the chain
     range read and whether it verifies. Filters combine with AND."""
-    from portcullis.audit.incident_model import IncidentFilter
+    from portcullis.audit.incident_model import IncidentFilter, IncidentReport
     from portcullis.audit.incident_source import incident_report
     from portcullis.audit.keys import load_public_key, public_key_path
     from portcullis.cli.incident_render import render_json, render_markdown
@@ -66,8 +66,13 @@ def report(since: Annotated[str, typer.Option(help="From this time: ISO 8601 (no
         key = load_public_key(key_path)
     except ConfigError as exc:
         raise _fail(f"incident report: {exc}") from None
-    path = _store_path(store, state_dir, config)
-    built = _run(lambda: incident_report(path, flt, key), "incident report")
+    reader = open_reader(store, state_dir, config)
+
+    async def build() -> IncidentReport:
+        async with reader as opened:
+            return await incident_report(opened, flt, key)
+
+    built = _run(build, "incident report")
     typer.echo(render_json(built) if output_format == "json" else render_markdown(built), nl=False)
     if not built.chain.ok:
         raise typer.Exit(1)

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 import typer
 from rich.table import Table
 
-from portcullis.cli.audit_cmd import StateDir, Store, _run, _state_dir, _store_path, _utc
+from portcullis.cli.audit_cmd import StateDir, Store, _run, _state_dir, _utc, open_reader
 from portcullis.cli.policy_cmd import REGO_BUDGET_S, policy_app
 from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
 
 if TYPE_CHECKING:
+    from portcullis.audit.record import AuditRecord
     from portcullis.config.loader import Deployment
     from portcullis.policy.engine import PolicyEngine
     from portcullis.policy.replay import ReplayDiff
+    from portcullis.policy.versions import PolicyVersion
 
 VERSION_ID = re.compile(r"^(ps|pv)-[0-9a-f]{1,64}$")
 WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
@@ -59,7 +61,7 @@ def diff(old: Annotated[str, typer.Option("--from", help="Stored version (ps-…
                                             min=1, max=100_000)] = 10_000,
          fmt: Annotated[Literal["table", "json"], typer.Option("--format")] = "table") -> None:
     """Replay the window's audited tools/call decisions under two versions and list every change."""
-    from portcullis.audit.query import AuditQuery, search
+    from portcullis.audit.query import AuditQuery
     from portcullis.policy.replay import replay_diff
 
     try:
@@ -73,9 +75,14 @@ def diff(old: Annotated[str, typer.Option("--from", help="Stored version (ps-…
     old_engine, old_id = _engine(deployment, states, old, "--from")
     new_engine, new_id = _engine(deployment, states, new, "--to")
     now = time.time()
-    path = _store_path(store, state_dir, config)
     query = AuditQuery(kind="decision", since=now - span, until=now, limit=limit)
-    records = _run(lambda: search(path, query), "read")
+    reader = open_reader(store, state_dir, config)
+
+    async def read() -> list[AuditRecord]:
+        async with reader as opened:
+            return await opened.search(query)
+
+    records = _run(read, "read")
     result = replay_diff(records, old_engine, new_engine, old_version=old_id, new_version=new_id)
     truncated = len(records) >= limit
     if fmt == "json":
@@ -100,20 +107,10 @@ def _deployment(config: Path) -> Deployment:
 def _engine(deployment: Deployment, states: Path, ref: str, option: str) -> tuple[PolicyEngine, str]:
     """The engine of a stored version, or of a candidate directory (``--to`` only), and its label."""
     from portcullis.policy.policy_set import SetRefused, collect, content_id, validate
-    from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
 
     authz = deployment.gateway.authorization
     if VERSION_ID.fullmatch(ref):
-        if not (states / VERSIONS_FILE).is_file():
-            _fail(f"{option}: unknown policy version (no version store in the state directory)", 2)
-        try:
-            versions = SqlitePolicyVersionStore(states / VERSIONS_FILE)
-            try:
-                stored = versions.get(ref)
-            finally:
-                versions.close()
-        except VersionStoreUnavailable:
-            _fail(f"{option}: the policy version store cannot be read")
+        stored = _stored(deployment, states, ref, option)
         if stored is None:
             _fail(f"{option}: unknown policy version", 2)
         files, label = stored.files, stored.id
@@ -136,6 +133,34 @@ def _engine(deployment: Deployment, states: Path, ref: str, option: str) -> tupl
             _fail("\n".join([f"{option}: refused: {refused.reason}", *refused.problems]),
                   2 if candidate_set else 1)
     return engine, label
+
+
+def _stored(deployment: Deployment, states: Path, ref: str, option: str) -> PolicyVersion | None:
+    """The stored version ``ref``: from the cluster's PostgreSQL when gateway.yaml's ``storage.postgresql``
+    is set, else from ``<state dir>/policy_versions.sqlite3``."""
+    from portcullis.errors import PortcullisError
+    from portcullis.policy.versions import VERSIONS_FILE, SqlitePolicyVersionStore, VersionStoreUnavailable
+
+    postgres = deployment.gateway.storage.postgresql
+    try:
+        if postgres is not None:
+            from portcullis.policy.pg_versions import PostgresPolicyVersionStore
+            from portcullis.storage.postgres import open_database
+
+            db = open_database(postgres, origin=deployment.root / "gateway.yaml")
+            try:
+                return PostgresPolicyVersionStore(db).get(ref)
+            finally:
+                db.close()
+        if not (states / VERSIONS_FILE).is_file():
+            _fail(f"{option}: unknown policy version (no version store in the state directory)", 2)
+        versions = SqlitePolicyVersionStore(states / VERSIONS_FILE)
+        try:
+            return versions.get(ref)
+        finally:
+            versions.close()
+    except (VersionStoreUnavailable, PortcullisError):
+        _fail(f"{option}: the policy version store cannot be read")
 
 
 def _table(result: ReplayDiff, truncated: bool, limit: int) -> None:

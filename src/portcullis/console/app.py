@@ -12,7 +12,7 @@ Before a handler runs:
   nothing happens;
 - a route with ``auth=True`` (the default) needs a live session whose credential is not revoked:
   without one a GET is redirected to the login page (htmx requests get ``HX-Redirect``), a POST is 403;
-- the session store down is a 503 page (fail closed).
+- the session store down is the login page with that error and no way in (503; fail closed).
 
 Every response carries the CSP and the other headers of :mod:`~portcullis.console.render`.
 """
@@ -139,8 +139,10 @@ class ConsoleApp:
             return await self._run(route, ctx)
         except ConsoleStoreUnavailable as exc:
             log.error("console session store unavailable", extra={"fields": {"detail": exc.detail}})
-            return self._error(request, 503, "The console's session store is unavailable, so nobody can log "
-                               "in or stay logged in. Try again when it is back (operators: see the gateway log).")
+            return self.renderer.page("login.html", Ctx(request, {}, self).context(
+                status=503, oidc=False, dev_login=False, store_down=True,
+                error="The console's session store is unavailable, so nobody can log in or stay logged in. Try "
+                      "again when it is back (operators: see the gateway log)."), status=503)
         except RevocationUnavailable:
             return self._error(request, 503, "The revocation list is unavailable; the console refuses every "
                                "session until it is back.")
