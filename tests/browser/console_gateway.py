@@ -26,6 +26,7 @@ PEOPLE: dict[str, dict[str, Any]] = {
     "bob": {**PERSON, "name": "Bob", "roles": ["finance-approver"]},
     "carol": {**PERSON, "name": "Carol", "roles": ["finance-approver"]},
     "dave": {**PERSON, "name": "Dave", "roles": ["support"]},
+    "rita": {**PERSON, "name": "Rita", "roles": ["oncall", "platform"]},  # a responder and an operator
 }
 CSP = {"default-src": "'none'", "script-src": "'self'", "style-src": "'self'", "img-src": "'self'",
        "connect-src": "'self'", "form-action": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'"}
@@ -114,8 +115,9 @@ def show_free_text(root: Path) -> None:
 
 
 def agent_call(gateway: GatewayProcess, arguments: dict[str, Any], *, approval_id: str | None = None,
-               justification: str | None = None, token: str | None = None) -> Any:
-    """One refund by billing-bot (for alice) through the official SDK client: its result or its MCPError."""
+               justification: str | None = None, token: str | None = None, tool: str = REFUND) -> Any:
+    """One call (a refund unless ``tool`` says otherwise) by billing-bot (for alice) through the official SDK
+    client: its result or its MCPError."""
     meta: dict[str, Any] = {}
     if approval_id:
         meta[META] = approval_id
@@ -125,7 +127,7 @@ def agent_call(gateway: GatewayProcess, arguments: dict[str, Any], *, approval_i
     async def call() -> Any:
         async with gateway.client(token=token) as client:
             try:
-                return await client.call_tool(REFUND, arguments, meta=meta or None)
+                return await client.call_tool(tool, arguments, meta=meta or None)
             except MCPError as exc:
                 return exc
 
