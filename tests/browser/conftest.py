@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, TIMEOUT_MS, Shots, Site, Watch
-from tests.browser.console_gateway import Console, start_console
+from tests.browser.console_gateway import Console, log_in, start_console
 
 
 def _unavailable(reason: str) -> None:
@@ -59,12 +59,13 @@ class Tab:
 
 
 @pytest.fixture
-def new_tab(browser: Any) -> Iterator[Callable[[], Tab]]:
-    """Open a fresh browser context (another person, or the same person before logging in)."""
+def new_tab(browser: Any) -> Iterator[Callable[..., Tab]]:
+    """Open a fresh browser context (another person, or the same person before logging in); ``state``: the
+    cookies of a browser saved earlier (Playwright's storage state)."""
     opened: list[Any] = []
 
-    def open_tab() -> Tab:
-        context = browser.new_context(viewport={"width": 1366, "height": 900})
+    def open_tab(state: Any = None) -> Tab:
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, storage_state=state)
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)
         opened.append(context)
@@ -77,8 +78,31 @@ def new_tab(browser: Any) -> Iterator[Callable[[], Tab]]:
 
 
 @pytest.fixture
-def tab(new_tab: Callable[[], Tab]) -> Tab:
+def tab(new_tab: Callable[..., Tab]) -> Tab:
     return new_tab()
+
+
+@pytest.fixture(scope="module")
+def _signed_in() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def as_person(new_tab: Callable[..., Tab], console: Console, _signed_in: dict[str, Any]) -> Callable[[str], Tab]:
+    """A browser of ``user``, logged in and on the approval queue. The first time in a module it logs in through
+    the provider's form; later it reuses that session's cookies (tests of the login itself use ``log_in``)."""
+    def open_as(user: str) -> Tab:
+        if user not in _signed_in:
+            tab = new_tab()
+            log_in(tab, console, user)
+            _signed_in[user] = tab.context.storage_state()
+            return tab
+        tab = new_tab(_signed_in[user])
+        tab.page.goto(f"{console.url}/approvals")
+        assert tab.page.locator("#who").inner_text() == user
+        return tab
+
+    return open_as
 
 
 @pytest.fixture(scope="module")

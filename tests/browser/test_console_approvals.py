@@ -18,7 +18,6 @@ from tests.browser.console_gateway import (
     agent_call,
     assert_console_headers,
     held,
-    log_in,
     refund,
     show_free_text,
     start_console,
@@ -48,11 +47,11 @@ def open_approval(tab: Tab, console: Console, approval_id: str) -> None:
 
 
 def test_an_approver_approves_a_held_refund_and_the_agents_retry_runs(
-        console: Console, tab: Tab, shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     """The held call appears in the open queue without a reload; its page shows the call in full; the
     approval is recorded for the approver with the reason, and the agent's retry runs exactly that call."""
+    tab = as_person("bob")
     page = tab.page
-    log_in(tab, console, "bob")
     after_login = len(tab.watch.requests)
     approval_id = held(console.gateway, refund(300, order="ORD-50001"), justification="customer charged twice")
     row = page.locator(f'tr[data-approval-id="{approval_id}"]')
@@ -89,9 +88,10 @@ def test_an_approver_approves_a_held_refund_and_the_agents_retry_runs(
     tab.watch.assert_inert(page)
 
 
-def test_an_approver_denies_and_the_agents_retry_is_refused(console: Console, tab: Tab, shots: Shots) -> None:
+def test_an_approver_denies_and_the_agents_retry_is_refused(
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     approval_id = held(console.gateway, refund(200, order="ORD-50002"))
-    log_in(tab, console, "bob")
+    tab = as_person("bob")
     open_approval(tab, console, approval_id)
     tab.page.get_by_label("Reason for denying (optional)").fill("not our customer")
     tab.page.locator("#deny").click()
@@ -106,12 +106,11 @@ def test_an_approver_denies_and_the_agents_retry_is_refused(console: Console, ta
 
 
 def test_two_approvers_are_shown_as_such_and_both_are_needed(
-        console: Console, new_tab: Callable[[], Tab], shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     """Over 400 the policy wants two different people: one approval leaves the call pending, the second
     (another person) lets the retry run."""
     approval_id = held(console.gateway, refund(450, order="ORD-50003"))
-    bob, carol = new_tab(), new_tab()
-    log_in(bob, console, "bob")
+    bob = as_person("bob")
     open_approval(bob, console, approval_id)
     assert bob.page.locator("#approval-count").inner_text() == (
         "0 of 2 required — two different people must approve")
@@ -123,7 +122,7 @@ def test_two_approvers_are_shown_as_such_and_both_are_needed(
     early = agent_call(console.gateway, refund(450, order="ORD-50003"), approval_id=approval_id)
     assert isinstance(early, MCPError) and early.code == -31010, early  # one person is not enough
 
-    log_in(carol, console, "carol")
+    carol = as_person("carol")
     open_approval(carol, console, approval_id)
     carol.page.locator("#approve").click()
     carol.page.wait_for_url(f"{console.url}/approvals/{approval_id}?done=approve")
@@ -135,11 +134,11 @@ def test_two_approvers_are_shown_as_such_and_both_are_needed(
 
 
 def test_a_person_without_the_role_sees_nothing_to_decide_and_is_refused(
-        console: Console, tab: Tab, shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     """Dave is a person but no finance approver: an empty queue while a refund waits, "no such approval"
     at its URL, and a vote he forges with his own session's token is refused."""
     approval_id = held(console.gateway, refund(180, order="ORD-50004"))
-    log_in(tab, console, "dave")
+    tab = as_person("dave")
     page = tab.page
     assert page.locator("#no-approvals").is_visible() and page.locator("a.approval-link").count() == 0
     shots.shoot(page, "approvals-nothing-to-decide")
@@ -166,7 +165,7 @@ HOSTILE = f"{MARKUP} \u202eevil\u202c zero\u200bwidth\u2066"
 
 
 def test_hostile_strings_from_the_requester_render_inert_and_visible(
-        console: Console, tab: Tab, shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     """Markup, script, bidi overrides and zero-width characters in the arguments, the justification, the
     requester's user id and a vote's reason: shown as text with every hidden character escaped, and no
     script runs (no ``window.__pwned``, no dialog, nothing the CSP had to block)."""
@@ -174,7 +173,7 @@ def test_hostile_strings_from_the_requester_render_inert_and_visible(
     token = console.gateway.token(user=requester)
     approval_id = held(console.gateway, refund(190, order="ORD-50005", reason=HOSTILE), justification=HOSTILE,
                        token=token)
-    log_in(tab, console, "bob")
+    tab = as_person("bob")
     page = tab.page
     row = page.locator(f'tr[data-approval-id="{approval_id}"]')
     assert requester in row.inner_text()  # the markup as text

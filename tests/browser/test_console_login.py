@@ -104,13 +104,14 @@ HOSTILE_FORM = """<!doctype html><title>win a prize</title>
 
 @pytest.mark.parametrize("where", ["same-site-other-port", "other-site", "same-site-null-origin"])
 def test_a_form_another_origin_posts_changes_nothing(
-        console: Console, tab: Tab, site: Site, foreign_site: Site, shots: Shots, where: str) -> None:
+        console: Console, as_person: Callable[[str], Tab], site: Site, foreign_site: Site, shots: Shots,
+        where: str) -> None:
     """A logged-in approver visits a hostile page that posts an approval to the console, even carrying the
     session's real CSRF token (as if it had leaked): refused, and the approval stays pending without a vote.
     From another port of the same host the SameSite=Strict cookie goes along (same site); with the page's
     referrer policy no-referrer the browser sends ``Origin: null``."""
     approval_id = held(console.gateway, refund(150, order="ORD-40001"))
-    log_in(tab, console, "bob")
+    tab = as_person("bob")
     tab.page.goto(f"{console.url}/approvals/{approval_id}")
     token = tab.page.locator('meta[name="csrf-token"]').get_attribute("content")
     assert token
@@ -133,11 +134,12 @@ def test_a_form_another_origin_posts_changes_nothing(
     assert state["status"] == "pending" and state["votes"] == [], state
 
 
-def test_a_form_from_the_consoles_own_origin_without_its_token_changes_nothing(console: Console, tab: Tab) -> None:
+def test_a_form_from_the_consoles_own_origin_without_its_token_changes_nothing(
+        console: Console, as_person: Callable[[str], Tab]) -> None:
     """The synchronizer token on its own: a same-origin post without the session's token, or with another
     one, is refused and records nothing."""
     approval_id = held(console.gateway, refund(160, order="ORD-40002"))
-    log_in(tab, console, "bob")
+    tab = as_person("bob")
     tab.page.goto(f"{console.url}/approvals/{approval_id}")
     for token in (None, "0" * 43):
         field = "" if token is None else f'<input name="csrf_token" value="{token}">'

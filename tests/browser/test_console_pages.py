@@ -21,7 +21,6 @@ from tests.browser.console_gateway import (
     agent_call,
     assert_console_headers,
     held,
-    log_in,
     refund,
     start_console,
 )
@@ -56,12 +55,12 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
 
 
 def test_a_responder_searches_the_audit_and_reads_a_requests_timeline(
-        console: Console, tab: Tab, shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     """Search by tool and decision finds the held refund; its timeline shows the decision; the chain is
     verified intact; a requester id made of markup is shown as text and runs nothing."""
     hostile_user = '<img src=x onerror="window.__pwned=4">'
     held(console.gateway, refund(260, order="ORD-60001"), token=console.gateway.token(user=hostile_user))
-    log_in(tab, console, "rita")
+    tab = as_person("rita")
     page = tab.page
     page.locator("#nav-audit").click()
     page.wait_for_url(f"{console.url}/audit")
@@ -90,9 +89,9 @@ def test_a_responder_searches_the_audit_and_reads_a_requests_timeline(
 
 
 def test_a_responder_sets_and_lifts_a_kill_switch_and_the_agent_feels_both(
-        console: Console, tab: Tab, shots: Shots) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     assert not isinstance(invoice(console), MCPError)
-    log_in(tab, console, "rita")
+    tab = as_person("rita")
     page = tab.page
     assert_console_headers(page.goto(f"{console.url}/containment"))
     shots.shoot(page, "containment")
@@ -120,7 +119,7 @@ def test_a_responder_sets_and_lifts_a_kill_switch_and_the_agent_feels_both(
 
 
 def test_an_operator_rolls_back_a_policy_and_the_gateway_follows(
-        console: Console, tab: Tab, shots: Shots, tmp_path: Path) -> None:
+        console: Console, as_person: Callable[[str], Tab], shots: Shots, tmp_path: Path) -> None:
     """A pushed version that locks billing-bot out of invoices, rolled back in the console: the start
     version is active again and the agent's call runs."""
     changed = tmp_path / "changed"
@@ -136,7 +135,7 @@ def test_an_operator_rolls_back_a_policy_and_the_gateway_follows(
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     eventually(lambda: isinstance(invoice(console), MCPError), "the pushed version is not in effect")
 
-    log_in(tab, console, "rita")
+    tab = as_person("rita")
     page = tab.page
     assert_console_headers(page.goto(f"{console.url}/containment/policy"))
     active = page.locator("#active-version").inner_text()
@@ -156,9 +155,9 @@ def test_an_operator_rolls_back_a_policy_and_the_gateway_follows(
     tab.watch.assert_inert(page)
 
 
-def test_the_live_view_shows_the_calls(console: Console, tab: Tab, shots: Shots) -> None:
+def test_the_live_view_shows_the_calls(console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
     assert not isinstance(invoice(console), MCPError)
-    log_in(tab, console, "rita")
+    tab = as_person("rita")
     assert_console_headers(tab.page.goto(f"{console.url}/live"))
     assert INVOICE in tab.page.locator("#live-calls").inner_text()
     assert tab.page.locator("#live-queues").is_visible()
@@ -168,8 +167,8 @@ def test_the_live_view_shows_the_calls(console: Console, tab: Tab, shots: Shots)
 
 @pytest.mark.parametrize("path", ["/audit", "/containment", "/containment/policy", "/live"])
 def test_a_person_without_the_roles_is_refused_every_responders_page(
-        console: Console, tab: Tab, shots: Shots, path: str) -> None:
-    log_in(tab, console, "dave")
+        console: Console, as_person: Callable[[str], Tab], shots: Shots, path: str) -> None:
+    tab = as_person("dave")
     answer = tab.page.goto(console.url + path)
     assert answer is not None and answer.status == 403
     assert tab.page.locator("#error-message").is_visible()
