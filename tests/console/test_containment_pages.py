@@ -160,7 +160,10 @@ async def test_an_operator_diffs_and_rolls_back_a_policy_version_and_it_is_audit
     [record, *_] = await ops.records("policy_version")
     assert (record.fields["action"], record.fields["version"]) == ("rolled_back", start)
     assert record.fields["author"] == "olga"
+    ops.metrics.shadow_version("agree")
+    ops.metrics.shadow_version("disagree")
     after = (await ops.client.get("/console/containment/policy?done=rollback")).text
+    assert "<td>agree</td><td class=\"num\">1</td>" in after and "<td>disagree</td>" in after
     assert "Rolled back." in after and "<script>alert(1)" not in after
     # the reloader stores a message without control/format characters (clean_text); the markup stays inert
     assert "back out &lt;script&gt;alert(1)&lt;/script&gt;gnp.exe&lt;img" in after

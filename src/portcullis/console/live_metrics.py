@@ -3,7 +3,8 @@ Prometheus text format and parsed back here: one source of truth, no second set 
 
 Pure: :func:`live_figures` takes the exposition text and returns calls per tool and decision, latency
 quantiles per tool from the ``portcullis_call_seconds`` histogram buckets (as ``histogram_quantile`` does:
-linear within the bucket; counted since the gateway started), errors and queue depths.
+linear within the bucket; counted since the gateway started), errors, queue depths, and how the shadow
+policy version's decisions compared with the active one's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def live_figures(text: str) -> dict[str, Any]:
     counts: dict[str, float] = {}
     errors: dict[str, float] = defaultdict(float)
     queues: dict[str, float] = {}
+    shadow: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             labels, value = s.labels, s.value
@@ -58,6 +60,8 @@ def live_figures(text: str) -> dict[str, Any]:
             elif s.name in ("portcullis_policy_errors_total", "portcullis_audit_failures_total",
                             "portcullis_state_store_errors_total"):
                 errors[s.name.removeprefix("portcullis_").removesuffix("_total").replace("_", " ")] += value
+            elif s.name == "portcullis_shadow_version_total":
+                shadow[labels.get("result", "")] += value
             elif s.name == "portcullis_audit_queue_depth":
                 queues["audit queue"] = value
             elif s.name == "portcullis_export_queue_depth":
@@ -71,7 +75,8 @@ def live_figures(text: str) -> dict[str, Any]:
                 "p95": _ms(quantile(0.95, b))} for tool, b in sorted(buckets.items())][:MAX_ROWS]
     return {"calls": call_rows, "latency": latency,
             "errors": [{"what": k, "count": int(v)} for k, v in sorted(errors.items()) if v > 0][:MAX_ROWS],
-            "queues": [{"what": k, "depth": int(v)} for k, v in sorted(queues.items())]}
+            "queues": [{"what": k, "depth": int(v)} for k, v in sorted(queues.items())],
+            "shadow": {k: int(v) for k, v in sorted(shadow.items())}}
 
 
 def _ms(seconds: float | None) -> str:

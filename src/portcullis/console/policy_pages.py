@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from portcullis.console import roles
 from portcullis.console.audit_pages import when
+from portcullis.console.live_metrics import live_figures
 from portcullis.policy.reloader import MAX_MESSAGE
 from portcullis.policy.versions import VersionStoreUnavailable
 from portcullis.transport.policy_api import author_of
@@ -58,7 +59,7 @@ async def page(ctx: Ctx, *, error: str | None = None, result: dict[str, Any] | N
     versions = list(dict.fromkeys(e["version"] for e in history if e["version"]))
     done = ctx.request.query_params.get("done")
     return ctx.render("policy.html", status=status, state=reloader.status(), history=history, versions=versions,
-                      error=error, result=result, max_message=MAX_MESSAGE,
+                      error=error, result=result, max_message=MAX_MESSAGE, shadow=_shadow_counts(ctx),
                       notice="Rolled back." if done == "rollback" else None)
 
 
@@ -123,6 +124,22 @@ async def rollback(ctx: Ctx) -> Response:
     if result.get("status") == "refused":
         return await page(ctx, error=f"Refused: {result.get('reason')}", result=result, status=422)
     return ctx.redirect("/console/containment/policy?done=rollback")
+
+
+def _shadow_counts(ctx: Ctx) -> dict[str, int]:
+    """The shadow version's decisions against the active one's since start (agree, disagree, error, dropped),
+    from what ``/metrics`` serves; empty when metrics are off or none was counted."""
+    render = ctx.services.metrics
+    if render is None:
+        return {}
+    body = render()[0]
+    if not body.startswith(b"# HELP"):
+        return {}
+    try:
+        counts: dict[str, int] = live_figures(body.decode("utf-8"))["shadow"]
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return counts
 
 
 def _unavailable(ctx: Ctx) -> Response:
