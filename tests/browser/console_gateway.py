@@ -159,3 +159,29 @@ def status_of(console: Console, approval_id: str) -> dict[str, Any]:
                         headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !(el.tagName === 'BUTTON' && el.innerText.trim()))
+    .map(el => el.outerHTML)"""
+
+
+def assert_accessible_basics(page: Any) -> None:
+    """Every form control has a name a screen reader reads (a label, aria-label, or a button's text), the
+    page has one h1 and says its language, and its first Tab lands on the skip link."""
+    assert page.evaluate(UNLABELLED) == [], page.url
+    assert page.locator("h1").count() == 1, page.url
+    assert page.locator("html").get_attribute("lang") == "en"
+    page.locator("body").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip", page.url
+
+
+def tab_to(page: Any, element_id: str, presses: int = 80) -> None:
+    """Move the keyboard focus forward with Tab until it is on ``#element_id``."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return
+    raise AssertionError(f"#{element_id} is not reachable with the keyboard on {page.url}")

@@ -16,12 +16,14 @@ from tests.browser.conftest import Tab
 from tests.browser.console_gateway import (
     Console,
     agent_call,
+    assert_accessible_basics,
     assert_console_headers,
     held,
     refund,
     show_free_text,
     start_console,
     status_of,
+    tab_to,
 )
 from tests.e2e.audit_load import STORE_FILE, read_chain
 
@@ -196,3 +198,22 @@ def test_hostile_strings_from_the_requester_render_inert_and_visible(
     assert page.locator("#votes tbody td").nth(3).inner_text() == shown
     shots.shoot(page, "approval-hostile")
     tab.watch.assert_inert(page)
+
+
+def test_an_approver_decides_with_the_keyboard_alone_on_labelled_pages(
+        console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
+    """The queue and the approval page: every control labelled, one h1, a skip link first; Tab reaches the
+    reason and the Approve button, Enter approves."""
+    approval_id = held(console.gateway, refund(120, order="ORD-50006"))
+    tab = as_person("bob")
+    page = tab.page
+    assert_accessible_basics(page)
+    open_approval(tab, console, approval_id)
+    assert_accessible_basics(page)
+    tab_to(page, "approve-reason")
+    page.keyboard.type("checked by keyboard")
+    tab_to(page, "approve")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{console.url}/approvals/{approval_id}?done=approve")
+    assert page.locator("#approval-status").inner_text() == "approved"
+    assert "checked by keyboard" in page.locator("#votes").inner_text()

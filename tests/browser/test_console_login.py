@@ -10,7 +10,15 @@ import pytest
 
 from tests.browser.browsing import Shots, Site, origin
 from tests.browser.conftest import Tab
-from tests.browser.console_gateway import Console, assert_console_headers, held, log_in, refund, status_of
+from tests.browser.console_gateway import (
+    Console,
+    assert_accessible_basics,
+    assert_console_headers,
+    held,
+    log_in,
+    refund,
+    status_of,
+)
 
 SESSION = "__Host-portcullis_console"
 LOGIN = "__Host-portcullis_console_login"
@@ -40,6 +48,7 @@ def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab,
     first = page.goto(console.url)
     assert page.url == f"{console.url}/login"
     assert_console_headers(first)
+    assert_accessible_basics(page)
     shots.shoot(page, "login")
     page.locator("#oidc-login").click()
     page.get_by_label("Username").wait_for()

@@ -19,6 +19,7 @@ from tests.browser.conftest import Tab
 from tests.browser.console_gateway import (
     Console,
     agent_call,
+    assert_accessible_basics,
     assert_console_headers,
     held,
     refund,
@@ -174,3 +175,10 @@ def test_a_person_without_the_roles_is_refused_every_responders_page(
     assert tab.page.locator("#error-message").is_visible()
     assert tab.page.locator("#kill-set-form, #audit-search, #policy-history, #live-figures").count() == 0
     shots.shoot(tab.page, "refused" + path.replace("/", "-"))
+
+
+def test_every_responders_page_labels_its_controls(console: Console, as_person: Callable[[str], Tab]) -> None:
+    tab = as_person("rita")
+    for path in ("/audit", "/containment", "/containment/policy", "/live"):
+        tab.page.goto(console.url + path)
+        assert_accessible_basics(tab.page)
