@@ -98,14 +98,15 @@ def test_a_responder_sets_and_lifts_a_kill_switch_and_the_agent_feels_both(
     shots.shoot(page, "containment")
     page.locator("#kill-kind").select_option("tool")
     page.locator("#kill-target").fill(INVOICE)
-    page.locator("#kill-reason").fill("invoices leak, incident 42")
+    reason = 'invoices leak <script>window.__pwned=5</script><img src=x onerror="window.__pwned=6"> <b>#42</b>'
+    page.locator("#kill-reason").fill(reason)
     page.locator("#kill-set-review").click()
     assert page.locator("#confirm-target").inner_text() == INVOICE
     shots.shoot(page, "kill-switch-confirm")
     page.locator("#kill-set-confirm").click()
     assert page.locator("#containment-notice").inner_text() == "Kill switch set."
     row = page.locator("#active-switches tr[data-switch-id]")
-    assert row.count() == 1 and INVOICE in row.inner_text()
+    assert row.count() == 1 and INVOICE in row.inner_text() and reason in row.inner_text()  # markup as text
     shots.shoot(page, "kill-switch-set")
     eventually(lambda: isinstance(invoice(console), MCPError), "the agent's call is still served")
 
