@@ -122,8 +122,9 @@ def foreign_site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    """The demo gateway with the console on, and the OpenID Provider it logs people in with (per module)."""
+def console(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """The demo gateway with the console on, and the OpenID Provider it logs people in with (per module;
+    after the browser, so that a machine without one skips before starting anything)."""
     started = start_console(tmp_path_factory.mktemp("console"))
     yield started
     started.stop()

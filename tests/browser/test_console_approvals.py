@@ -29,7 +29,7 @@ from tests.e2e.audit_load import STORE_FILE, read_chain
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def console(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The console of a demo deployment that shows approvers a refund's free-text reason."""
     started = start_console(tmp_path_factory.mktemp("console"), prepare=show_free_text)
     yield started

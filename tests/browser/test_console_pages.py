@@ -36,7 +36,7 @@ def _roles(config: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def console(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The console of a deployment whose responders hold role oncall and operators role platform."""
     started = start_console(tmp_path_factory.mktemp("console"), edit=_roles)
     yield started
