@@ -162,3 +162,21 @@ def test_a_form_from_the_consoles_own_origin_without_its_token_changes_nothing(
         assert answer.value is not None and answer.value.status == 403
     state = status_of(console, approval_id)
     assert state["status"] == "pending" and state["votes"] == [], state
+
+
+def test_a_hostile_page_cannot_frame_the_console(
+        console: Console, as_person: Callable[[str], Tab], site: Site, shots: Shots) -> None:
+    """Clickjacking: the approval page inside another origin's frame is not rendered (CSP frame-ancestors
+    'none', X-Frame-Options DENY), so no Approve button can sit under a decoy."""
+    approval_id = held(console.gateway, refund(170, order="ORD-40003"))
+    tab = as_person("bob")
+    target = f"{console.url}/approvals/{approval_id}"
+    url = site.page(f"/frame-{approval_id}", f'<!doctype html><title>decoy</title><iframe src="{target}"></iframe>')
+    with tab.page.expect_response(target) as framed:
+        tab.page.goto(url)
+    assert framed.value.status == 200  # the console answered (the session cookie went along: same site) ...
+    frame = tab.page.frame_locator("iframe")
+    tab.page.wait_for_load_state("load")
+    assert frame.locator("#approve").count() == 0 and frame.locator("#approval-id").count() == 0  # ... unshown
+    shots.shoot(tab.page, "framed-refused")
+    assert status_of(console, approval_id)["status"] == "pending"
