@@ -109,8 +109,9 @@ def test_an_approver_denies_and_the_agents_retry_is_refused(
 
 def test_two_approvers_are_shown_as_such_and_both_are_needed(
         console: Console, as_person: Callable[[str], Tab], shots: Shots) -> None:
-    """Over 400 the policy wants two different people: one approval leaves the call pending, the second
-    (another person) lets the retry run."""
+    """Over 400 the policy wants two different people: one approval leaves the call pending (the same person
+    approving again is refused), the second (another person) lets the retry run, and the first approver's
+    open page shows the approval without a reload."""
     approval_id = held(console.gateway, refund(450, order="ORD-50003"))
     bob = as_person("bob")
     open_approval(bob, console, approval_id)
@@ -121,6 +122,9 @@ def test_two_approvers_are_shown_as_such_and_both_are_needed(
     assert bob.page.locator("#approval-status").inner_text() == "pending"
     assert bob.page.locator("#approval-count").inner_text().startswith("1 of 2 required")
     shots.shoot(bob.page, "approval-two-person-one-of-two")
+    bob.page.locator("#approve").click()  # the same person again counts for nothing
+    bob.page.locator("#vote-error").wait_for()
+    assert bob.page.locator("#approval-count").inner_text().startswith("1 of 2 required")
     early = agent_call(console.gateway, refund(450, order="ORD-50003"), approval_id=approval_id)
     assert isinstance(early, MCPError) and early.code == -31010, early  # one person is not enough
 
@@ -130,6 +134,9 @@ def test_two_approvers_are_shown_as_such_and_both_are_needed(
     carol.page.wait_for_url(f"{console.url}/approvals/{approval_id}?done=approve")
     assert carol.page.locator("#approval-status").inner_text() == "approved"
     assert carol.page.locator("#votes tbody tr").count() == 2
+    from playwright.sync_api import expect  # here: the module imports without Playwright (conftest skips)
+
+    expect(bob.page.locator("#approval-status")).to_have_text("approved", timeout=30_000)  # live, no reload
     shots.shoot(carol.page, "approval-two-person-approved")
     retried = agent_call(console.gateway, refund(450, order="ORD-50003"), approval_id=approval_id)
     assert not isinstance(retried, MCPError), retried
