@@ -45,6 +45,7 @@ def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab,
     the queue with a Secure, HttpOnly, SameSite=Strict session; every page carries the CSP, nothing is
     fetched from anywhere but the gateway (and the provider, during the login), and no script is blocked."""
     page, admin = tab.page, console.gateway.admin_base
+    grants = len(console.provider.events("token"))
     first = page.goto(console.url)
     assert page.url == f"{console.url}/login"
     assert_console_headers(first)
@@ -65,7 +66,7 @@ def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab,
     session = cookie(tab, SESSION)
     assert session is not None and cookie(tab, LOGIN) is None
     assert (session["secure"], session["httpOnly"], session["sameSite"]) == (True, True, "Strict")
-    assert [e["username"] for e in console.provider.events("token")] == ["bob"]  # the code redeemed with PKCE
+    assert [e["username"] for e in console.provider.events("token")[grants:]] == ["bob"]  # redeemed with PKCE
     assert tab.watch.origins() <= {admin, console.provider.issuer}, tab.watch.origins()
 
     after_login = len(tab.watch.requests)
