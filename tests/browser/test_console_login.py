@@ -50,6 +50,7 @@ def test_a_person_logs_in_through_the_providers_form(console: Console, tab: Tab,
     assert page.url == f"{console.url}/login"
     assert_console_headers(first)
     assert_accessible_basics(page)
+    assert page.locator("#dev-banner, #dev-login-form").count() == 0  # no development login configured
     shots.shoot(page, "login")
     page.locator("#oidc-login").click()
     page.get_by_label("Username").wait_for()
