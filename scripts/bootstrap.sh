@@ -2,8 +2,9 @@
 # System packages that `make run` / `make test` need on a fresh Debian machine: Python's venv
 # module, Node.js with npm (for the MCP conformance suite and the reference stdio server), the
 # sandbox's bubblewrap, libseccomp and Debian's own python3 (the code kit runs /usr/bin/python3 inside
-# the sandbox's read-only /usr; docs/sandbox.md), and PostgreSQL (the SQL kit's engine tests; cluster
-# mode). Installs only what is missing; needs root (or sudo) only when something is missing or
+# the sandbox's read-only /usr; docs/sandbox.md), PostgreSQL (the SQL kit's engine tests; cluster
+# mode), and Debian's Chromium with a font (the console's browser tests drive it headless through
+# Playwright; docs/console.md "Testing"). Installs only what is missing; needs root (or sudo) only when something is missing or
 # PostgreSQL is not running.
 set -euo pipefail
 
@@ -44,12 +45,19 @@ elif ! pg_server_bin; then
     missing+=(postgresql)  # for its binaries: the PostgreSQL on 5432 is left alone (Debian may add a cluster on 5433)
 fi
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "bootstrap: installing Debian packages: ${missing[*]}"
-    need_root "install ${missing[*]}"
+# Chromium without its recommends (desktop portals, printing): headless needs only its own dependencies
+# and one font for text (screenshots with no font show boxes).
+browser=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+fc-list 2>/dev/null | grep -qi . || browser+=(fonts-liberation)
+
+if [ "${#missing[@]}" -gt 0 ] || [ "${#browser[@]}" -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]} ${browser[*]}"
+    need_root "install ${missing[*]} ${browser[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${missing[@]}"
+    [ "${#missing[@]}" -eq 0 ] || $SUDO apt-get install -y -qq "${missing[@]}"
+    [ "${#browser[@]}" -eq 0 ] || $SUDO apt-get install -y -qq --no-install-recommends "${browser[@]}"
 fi
 
 # PostgreSQL on 127.0.0.1:5432 with a `test` database (tests create and drop their own schema and role

@@ -30,7 +30,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # across workers, every worker that got a share would start the module's gateway again. Different modules
 # still run in parallel; every other test is scheduled on its own, except modules elsewhere that start a
 # module-scoped gateway and say so with their own `xdist_group` mark.
-_BY_MODULE = {"e2e", "conformance", "cluster"}
+_BY_MODULE = {"e2e", "conformance", "cluster", "browser"}
 _TESTS = Path(__file__).resolve().parent
 
 

@@ -215,3 +215,20 @@ async def test_every_console_response_carries_the_csp_and_the_other_headers(harn
 async def test_an_expired_session_sends_htmx_polls_to_the_login_page(harness: Harness) -> None:
     poll = await harness.client.get("/console/approvals/list", headers={"hx-request": "true"})
     assert poll.status_code == 401 and poll.headers["hx-redirect"] == "/console/login"
+
+
+async def test_the_detail_page_polls_its_state_with_the_same_authorization(harness: Harness) -> None:
+    approval_id = await _propose(harness, required=2)
+    await dev_login(harness.client, "bob", "finance-approver")
+    page = (await harness.client.get(f"/console/approvals/{approval_id}")).text
+    assert f'hx-get="/console/approvals/{approval_id}/state" hx-trigger="every 2s"' in page
+    carol = harness.new_client()
+    await dev_login(carol, "carol", "finance-approver")
+    detail = await carol.get(f"/console/approvals/{approval_id}")
+    await carol.post(f"/console/approvals/{approval_id}/approve", data={"csrf_token": csrf_of(detail.text)})
+    state = await harness.client.get(f"/console/approvals/{approval_id}/state", headers={"hx-request": "true"})
+    assert state.status_code == 200 and "<html" not in state.text and "1 of 2 required" in state.text
+    eve = harness.new_client()
+    await dev_login(eve, "eve", "intern")
+    refused = await eve.get(f"/console/approvals/{approval_id}/state")
+    assert refused.status_code == 404 and "required" not in refused.text

@@ -119,14 +119,16 @@ class GatewayProcess:
 
     Its state directory (development issuer key, revocations) is ``<config>/../state-<port>``
     unless ``state_dir`` is given; :meth:`token` signs development tokens for it. ``args`` are added to
-    the command line (``("--workers", "2")`` runs a supervisor and its workers).
+    the command line (``("--workers", "2")`` runs a supervisor and its workers). ``admin_port`` is for a
+    deployment that must name its admin listener's URL in its configuration (the console's OIDC redirect).
     """
 
     def __init__(self, config: Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
                  state_dir: Path | None = None, audience: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, args: tuple[str, ...] = ()) -> None:
+                 ssl_context: ssl.SSLContext | None = None, args: tuple[str, ...] = (),
+                 admin_port: int | None = None) -> None:
         self.port = port or free_port()
-        self.admin_port = free_port()
+        self.admin_port = admin_port or free_port()
         self.admin_base = f"http://127.0.0.1:{self.admin_port}"
         scheme = "https" if ssl_context is not None else "http"
         self.ssl_context = ssl_context

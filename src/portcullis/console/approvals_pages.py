@@ -5,6 +5,7 @@ GET    ``/console/approvals``                                the queue (its list
 GET    ``/console/approvals/list``                           the list fragment htmx polls (does not keep
                                                              an idle session alive)
 GET    ``/console/approvals/<id>``                           one approval, everything bound, made visible
+GET    ``/console/approvals/<id>/state``                     its status and votes count (polled every 2 s)
 POST   ``/console/approvals/<id>/approve`` (and ``/deny``)   a vote with an optional ``reason``
 =====  ====================================================  ==========================================
 
@@ -38,6 +39,7 @@ def register(app: ConsoleApp) -> None:
     app.route("GET", "/approvals", queue, nav="approvals")
     app.route("GET", "/approvals/list", queue_fragment, touch=False, nav="approvals")
     app.route("GET", f"/approvals/{_ID}", one, nav="approvals")
+    app.route("GET", f"/approvals/{_ID}/state", state_fragment, touch=False, nav="approvals")
     app.route("POST", f"/approvals/{_ID}/(?P<verdict>approve|deny)", vote, nav="approvals")
 
 
@@ -58,7 +60,13 @@ async def queue_fragment(ctx: Ctx) -> Response:
     return await queue(ctx, template="approval_rows.html")
 
 
-async def one(ctx: Ctx, *, notice: str | None = None, error: str | None = None, status: int = 200) -> Response:
+async def state_fragment(ctx: Ctx) -> Response:
+    """The status and vote count the detail page polls (the same authorization as the page)."""
+    return await one(ctx, template="approval_state.html")
+
+
+async def one(ctx: Ctx, *, notice: str | None = None, error: str | None = None, status: int = 200,
+              template: str = "approval.html") -> Response:
     principal = ctx.principal
     try:
         view = await ctx.services.approvals.view(ctx.params["id"])
@@ -70,8 +78,7 @@ async def one(ctx: Ctx, *, notice: str | None = None, error: str | None = None, 
     done = ctx.request.query_params.get("done")
     if notice is None and done in ("approve", "deny"):
         notice = "Your approval was recorded." if done == "approve" else "Your denial was recorded."
-    return ctx.render("approval.html", status=status, a=view, notice=notice, error=error,
-                      max_reason=MAX_REASON)
+    return ctx.render(template, status=status, a=view, notice=notice, error=error, max_reason=MAX_REASON)
 
 
 async def vote(ctx: Ctx) -> Response:
