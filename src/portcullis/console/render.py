@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -60,8 +61,8 @@ def value_html(value: Any, *, raw: bool = True) -> Markup:
     if isinstance(value, Mapping):
         if not value:
             return Markup('<span class="kw">{}</span>')
-        rows = Markup("").join(Markup('<tr><th scope="row" class="mono">{}</th><td>{}</td></tr>').format(
-            text(k), value_html(v, raw=raw)) for k, v in value.items())
+        rows = Markup("").join(Markup('<tr><th scope="row" class="mono">{}</th><td>{}{}</td></tr>').format(
+            text(k), value_html(v, raw=raw), _when(k, v)) for k, v in value.items())
         return Markup('<table class="kv"><tbody>{}</tbody></table>').format(rows)
     if isinstance(value, list | tuple):
         if not value:
@@ -73,6 +74,16 @@ def value_html(value: Any, *, raw: bool = True) -> Markup:
     if value is None or isinstance(value, bool):
         return Markup('<span class="kw">{}</span>').format("null" if value is None else str(value).lower())
     return Markup('<span class="num mono">{}</span>').format(text(value))
+
+
+def _when(key: object, value: object) -> Markup:
+    """After a record's time field (``at``, ``*_at``: UNIX seconds), the same instant in UTC for people."""
+    if not (isinstance(key, str) and (key == "at" or key.endswith("_at"))):
+        return Markup("")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e11:
+        return Markup("")
+    stamp = datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup(' <span class="muted">({})</span>').format(stamp)
 
 
 class StaticFiles:
