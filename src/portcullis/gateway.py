@@ -47,6 +47,7 @@ from portcullis.config.secrets import resolve_secret
 from portcullis.console.app import ConsoleApp
 from portcullis.console.build import build_console
 from portcullis.console.build import build_store as build_console_store
+from portcullis.console.replay import ChildReplayer
 from portcullis.console.services import ConsoleServices
 from portcullis.definition_watch import DefinitionWatch
 from portcullis.errors import ConfigError, Problem
@@ -581,7 +582,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                              approvals=approvals, revocations=revocations, kills=kills, policy=reloader,
                              audit=audit_store, metrics=metrics_render, responders=cfg.admin.responders,
                              operators=cfg.admin.operators, audit_reader=open_reader,
-                             audit_public_key=audit_keys.signing_key.public_key()), clock))
+                             audit_public_key=audit_keys.signing_key.public_key(), replay=ChildReplayer(
+                                 deployment.root, state_dir, None if pg_reader else audit_path, env)), clock))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

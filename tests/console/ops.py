@@ -64,7 +64,7 @@ class Ops:
             return await reader.search(AuditQuery(kind=kind, limit=100))
 
 
-async def ops_console(tmp_path: Path, *, with_policy: bool = True) -> AsyncIterator[Ops]:
+async def ops_console(tmp_path: Path, *, with_policy: bool = True, replay: Any = None) -> AsyncIterator[Ops]:
     from portcullis.approvals.service import ApprovalService
     from portcullis.approvals.store import SqliteApprovalStore
 
@@ -98,7 +98,7 @@ async def ops_console(tmp_path: Path, *, with_policy: bool = True) -> AsyncItera
     services = ConsoleServices(approvals=approvals, revocations=Revocations(), kills=kills, policy=reloader,
                                audit=store, metrics=metrics.render, responders=("role:oncall",),
                                operators=("role:platform",), audit_reader=lambda: open_sqlite_reader(audit_path),
-                               audit_public_key=keys.signing_key.public_key())
+                               audit_public_key=keys.signing_key.public_key(), replay=replay)
     config = ConsoleConfig.model_validate({"enabled": True, "dev_login": True})
     console = build_console(config, services, store=MemoryConsoleStore(), issuers=[issuer_config()], caches={},
                             claim_map=ClaimMap(), origin=tmp_path / "gateway.yaml")

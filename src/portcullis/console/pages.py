@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from portcullis.console import approvals_pages, audit_pages, containment_pages, live_pages, policy_pages
+from portcullis.console import (
+    approvals_pages,
+    audit_pages,
+    containment_pages,
+    live_pages,
+    policy_pages,
+    policy_replay_pages,
+)
 
 if TYPE_CHECKING:
     from portcullis.console.app import ConsoleApp
@@ -16,5 +23,6 @@ PAGES: list[Callable[[ConsoleApp], None]] = [
     audit_pages.register,
     containment_pages.register,
     policy_pages.register,
+    policy_replay_pages.register,
     live_pages.register,
 ]

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from portcullis.console import roles
 from portcullis.console.audit_pages import when
 from portcullis.console.live_metrics import live_figures
+from portcullis.console.replay import WINDOWS
 from portcullis.policy.reloader import MAX_MESSAGE
 from portcullis.policy.versions import VersionStoreUnavailable
 from portcullis.transport.policy_api import author_of
@@ -76,7 +77,8 @@ async def diff(ctx: Ctx) -> Response:
         return _unavailable(ctx)
     if old is None or new is None:
         return await page(ctx, error="Unknown policy version.", status=404)
-    return ctx.render("policy_diff.html", old=old.summary(), new=new.summary(), lines=diff_lines(old.files, new.files))
+    return ctx.render("policy_diff.html", old=old.summary(), new=new.summary(), lines=diff_lines(old.files, new.files),
+                      windows=WINDOWS)
 
 
 def diff_lines(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:

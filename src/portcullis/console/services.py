@@ -31,3 +31,6 @@ class ConsoleServices:
     # the opener the approvers' recent calls use
     audit_reader: Callable[[], AbstractAsyncContextManager[AuditReader]] | None = None
     audit_public_key: Ed25519PublicKey | None = None  # checkpoint signatures, for the chain status
+    # the policy replay-diff in a child process (console/replay.py ChildReplayer: the deployment directory,
+    # state directory and audit file the gateway uses)
+    replay: Any = None
