@@ -9,6 +9,7 @@ what A decided for a USD refund of 30 (allowed), which B denies."""
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ async def test_a_child_that_overruns_is_killed_and_shown_as_an_error(tmp_path: P
                                                    "window": "7d"})
         assert page.status_code == 504 and "did not finish" in page.text
         assert runner.started == 1
+        assert runner.last_exit == -signal.SIGKILL  # killed, not waited for
         assert str(tmp_path) not in page.text and "Traceback" not in page.text
 
 
@@ -173,6 +175,16 @@ async def test_a_failing_child_is_an_error_page_without_paths(tmp_path: Path) ->
                                                    "window": "1h"})  # well-formed, not stored: exit code 2
         assert page.status_code == 502 and "The replay failed" in page.text
         assert str(tmp_path) not in page.text and "Traceback" not in page.text
+
+
+async def test_an_answer_over_the_output_cap_is_refused(tmp_path: Path) -> None:
+    rig = await _rig(tmp_path)
+    runner = ChildReplayer(rig.dep, rig.state, rig.store, timeout_s=120, max_output=16)
+    async for ops in ops_console(_dir(tmp_path / "console"), replay=runner):
+        token = await _operator(ops)
+        page = await ops.client.post(REPLAY, data={"csrf_token": token, "from": rig.id_a, "to": rig.id_b,
+                                                   "window": "24h"})
+        assert page.status_code == 502 and "too large" in page.text and runner.started == 1
 
 
 async def test_one_replay_at_a_time(tmp_path: Path) -> None:

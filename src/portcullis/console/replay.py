@@ -61,6 +61,7 @@ class ChildReplayer:
         self.timeout_s, self.max_output = timeout_s, max_output
         self._lock = asyncio.Lock()
         self.started = 0  # children started (tests)
+        self.last_exit: int | None = None  # the last child's exit code (tests)
 
     def argv(self, old: str, new: str, window: str) -> list[str]:
         if not valid(old, new, window):
@@ -98,6 +99,7 @@ class ChildReplayer:
                 with contextlib.suppress(ProcessLookupError):
                     child.kill()
                 await child.wait()
+            self.last_exit = child.returncode
         if out is None:
             raise ReplayFailed("The replay's answer was too large to show; try a shorter window.")
         if code != 0:
