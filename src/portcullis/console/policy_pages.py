@@ -8,6 +8,8 @@ POST   ``/console/containment/policy/rollback/confirm``       the confirmation s
 POST   ``/console/containment/policy/rollback``               rollback (needs ``confirm=yes``)
 =====  =====================================================  ===========================================
 
+The diff page's replay-diff form posts to :mod:`.policy_replay_pages` (a child process, never this one's Rego).
+
 The calls are the ``/policy`` API's (:class:`~portcullis.policy.reloader.PolicyReloader` ``status``,
 ``history``, ``fetch``, ``rollback`` with :func:`~portcullis.transport.policy_api.author_of`), so a rollback
 is validated, stored, audited (``policy_version`` record, fail closed) and announced exactly as the API's.

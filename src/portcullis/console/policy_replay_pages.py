@@ -46,11 +46,8 @@ async def replay(ctx: Ctx) -> Response:
                           f"a window of {', '.join(WINDOWS)}.")
     try:
         result = await runner.run(old, new, window)
-    except ReplayBusy:
-        return ctx.render("error.html", status=409, message="A replay is running; try again when it has "
-                          "finished.")
-    except ReplayFailed as failed:
-        return ctx.render("error.html", status=504 if failed.timed_out else 502, message=failed.message)
+    except (ReplayBusy, ReplayFailed) as refused:
+        return ctx.render("error.html", status=refused.status, message=refused.message)
     return ctx.render("policy_replay.html", old=old, new=new, window=window, result=_shown(result))
 
 

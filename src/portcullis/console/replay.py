@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from portcullis.errors import PortcullisError
+
 log = logging.getLogger("portcullis.console")
 
 VERSION_ID = re.compile(r"(ps|pv)-[0-9a-f]{1,64}")  # the CLI's (cli/policy_replay_cmd.py), full match
@@ -29,16 +31,22 @@ MAX_OUTPUT = 8 * 1024 * 1024
 TIMEOUT_S = 60.0
 
 
-class ReplayBusy(Exception):
+class ReplayBusy(PortcullisError):
     """Another replay is running in this gateway."""
 
+    status, message = 409, "A replay is running; try again when it has finished."
 
-class ReplayFailed(Exception):
+
+class ReplayFailed(PortcullisError):
     """The child failed, timed out or answered something unreadable; ``message`` is safe to show."""
+
+    status, message = 502, "The replay failed."
 
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
-        self.message, self.timed_out = message, timed_out
+        self.timed_out = timed_out
+        if timed_out:
+            self.status = 504
 
 
 class Replayer(Protocol):
