@@ -106,16 +106,28 @@ async def test_sessions_end_when_idle_and_at_their_absolute_lifetime() -> None:
     assert await sessions.load(session_id) is None  # ...and not past it
 
 
-async def test_a_full_memory_store_refuses_new_records_after_dropping_expired_ones() -> None:
+async def test_a_store_full_of_sessions_refuses_new_records_after_dropping_expired_ones() -> None:
     clock = Clock()
     store = MemoryConsoleStore(clock=clock, max_records=2)
-    await store.put("a", {}, 10)
-    await store.put("b", {}, 100)
+    await store.put("session:a", {}, 10)
+    await store.put("session:b", {}, 100)
     with pytest.raises(ConsoleStoreUnavailable):
-        await store.put("c", {}, 10)
+        await store.put("session:c", {}, 10)
     clock.now += 11
-    await store.put("c", {}, 10)  # "a" expired and made room
-    assert await store.get("a") is None and await store.get("b") == {}
+    await store.put("session:c", {}, 10)  # "a" expired and made room
+    assert await store.get("session:a") is None and await store.get("session:b") == {}
+
+
+async def test_a_flood_of_login_page_visits_never_evicts_a_session_or_locks_out_a_login() -> None:
+    clock = Clock()
+    sessions = Sessions(MemoryConsoleStore(clock=clock, max_records=50), ttl_s=3600, idle_s=600, login_ttl_s=600,
+                        clock=clock)
+    session_id, _ = await sessions.create(BOB, dev=True, jti=None)
+    for _ in range(5000):  # anonymous visitors, each a new pre-login record, none expired
+        await sessions.pre_login(None)
+    pre_id, pre = await sessions.pre_login(None)  # a real person still gets one ...
+    assert await sessions.find_pre_login(pre_id) == pre
+    assert await sessions.load(session_id) is not None  # ... and a logged-in person stays logged in
 
 
 class DownStore:

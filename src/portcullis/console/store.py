@@ -26,7 +26,9 @@ from redis.exceptions import RedisError
 
 from portcullis.errors import PortcullisError
 
-MAX_RECORDS = 20_000  # in memory: past it, expired records go first, then new records are refused
+MAX_RECORDS = 20_000  # in memory: past it, expired records go first, then the oldest anonymous ones (pre-login
+# records and started logins, which anyone can make by opening the login page), and only a store full of
+# sessions refuses: a flood of login-page visits can never lock people out or end a session
 
 
 class ConsoleStoreUnavailable(PortcullisError):
@@ -63,6 +65,10 @@ class MemoryConsoleStore:
         if key not in self._records and len(self._records) >= self._max:
             for old in [k for k, (until, _) in self._records.items() if until <= now]:
                 del self._records[old]
+            if len(self._records) >= self._max:  # oldest first (insertion order); a session is never evicted
+                anonymous = (k for k in self._records if not k.startswith("session:"))
+                for old in [k for k, _ in zip(anonymous, range(len(self._records) - self._max + 1), strict=False)]:
+                    del self._records[old]
             if len(self._records) >= self._max:
                 raise ConsoleStoreUnavailable(detail="in-memory console store is full")
         self._records[key] = (now + ttl_s, json.dumps(record))
