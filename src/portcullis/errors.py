@@ -80,7 +80,8 @@ class Problem:
     path: Path
     line: int | None
     message: str
-    severity: str = "error"  # "error" | "warning"
+    severity: str = "error"  # "error" | "warning" | "note"
+    rule: str = "config"  # a stable id of the check that found it (SARIF ruleId, `lint --format json`)
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
