@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from portcullis import build_info
 from portcullis.approvals.api import ApprovalApi
 from portcullis.approvals.notify import LinkSigner, WebhookNotifier, load_link_key
 from portcullis.approvals.recent_calls import audit_recent_calls
@@ -583,7 +584,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                              audit=audit_store, metrics=metrics_render, responders=cfg.admin.responders,
                              operators=cfg.admin.operators, audit_reader=open_reader,
                              audit_public_key=audit_keys.signing_key.public_key(), replay=ChildReplayer(
-                                 deployment.root, state_dir, None if pg_reader else audit_path, env)), clock))
+                                 deployment.root, state_dir, None if pg_reader else audit_path, env)), clock),
+                         version=lambda: build_info.current().report(active.current.version))
 
     async def run_admin() -> None:
         port = cfg.admin.port if admin_port is None else admin_port

@@ -20,7 +20,7 @@ from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
-from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
+from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
 from portcullis.cli.storage_cmd import storage_app
 
 if TYPE_CHECKING:
@@ -505,6 +505,13 @@ def _raw_gateway(config: Path) -> object:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: Annotated[bool, typer.Option("--json", help="The build as JSON: version, commit, policy "
+                                                  "revision, SBOM digest (as GET /version reports it).")] = False,
+            ) -> None:
     """Print the version."""
+    if as_json:
+        from portcullis.build_info import current
+
+        out.print(json_text(current().report(None)), highlight=False)
+        return
     out.print(f"portcullis {__version__}", highlight=False)

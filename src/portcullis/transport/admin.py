@@ -1,4 +1,4 @@
-"""The admin listener: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz`` for operators.
+"""The admin listener: ``/metrics`` (Prometheus), ``/livez``, ``/readyz`` and ``/version`` for operators.
 
 It is a second, separate listener (``admin:`` in ``gateway.yaml``, loopback by default) so that
 metrics never share a port with the MCP endpoint that agents reach. The approvers' API
@@ -8,7 +8,8 @@ metrics never share a port with the MCP endpoint that agents reach. The approver
 here too, authenticated per request; so does the web console (``/console…``, :mod:`portcullis.console`,
 when ``console.enabled``), with its own sessions and CSRF checks.
 Otherwise only ``GET`` is served; every other path is 404 and every other verb 405.
-The readiness body names services and their state, never configuration or secrets.
+The readiness body names services and their state, never configuration or secrets; ``/version`` names the
+build (commit, policy revision, SBOM digest: :mod:`portcullis.build_info`) and the active policy version.
 
 Every request, the approvers' API included, first passes the same Host and Origin allow-lists as
 the front door (:class:`~portcullis.transport.origin_guard.OriginGuard`, ``admin.allowed_hosts``
@@ -72,8 +73,10 @@ class AdminApp:
                  pins: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
                  kill_switches: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
                  policy: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
-                 console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+                 console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+                 version: Callable[[], dict[str, Any]] | None = None) -> None:
         self._metrics, self._readiness, self._approvals, self._pins = metrics, readiness, approvals, pins
+        self._version = version
         self._kill_switches, self._policy, self._console = kill_switches, policy, console
         self._guard, self._max_headers = guard, max_header_count
 
@@ -104,13 +107,15 @@ class AdminApp:
         if self._console is not None and (path == "/console" or path.startswith("/console/")):
             await self._console(scope, receive, send)  # sessions, CSRF and authorization there
             return
-        if path not in ("/metrics", "/livez", "/readyz"):
+        if path not in ("/metrics", "/livez", "/readyz") and (path != "/version" or self._version is None):
             await _send(send, 404, _TEXT, b"Not Found")
         elif method not in ("GET", "HEAD"):
             await _send(send, 405, [*_TEXT, (b"allow", b"GET, HEAD")], b"Method Not Allowed")
         elif path == "/metrics":
             body, content_type = self._metrics()
             await _send(send, 200, [(b"content-type", content_type.encode("latin-1"))], body)
+        elif path == "/version" and self._version is not None:
+            await _send(send, 200, _JSON, json.dumps(self._version()).encode())
         else:
             ready, detail = (True, {}) if path == "/livez" else self._readiness()
             body = json.dumps({"status": "ok" if ready else "starting", **detail}).encode()
