@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -222,7 +225,9 @@ def test_deployment_files_are_mounted_at_their_paths() -> None:
     """Manifests and policy files given as values land at their relative paths under /etc/portcullis."""
     docs = render({"deploymentFiles": {"tools/billing/refund.yml": "name: refund\n", "policy/x.rego": "package x\n"}})
     data = one(docs, "ConfigMap")["data"]
-    items = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"]
+    [source] = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+                if v["name"] == "deployment-src"]
+    items = source["configMap"]["items"]
     paths = {item["path"]: data[item["key"]] for item in items}
     assert paths["tools/billing/refund.yml"] == "name: refund\n" and paths["policy/x.rego"] == "package x\n"
     assert "gateway.yaml" in paths
@@ -249,3 +254,51 @@ def test_several_replicas_without_shared_state_do_not_render() -> None:
     for values in ({"replicaCount": 2}, {"autoscaling": {"enabled": True}}):
         with pytest.raises(helm_python.HelmError, match=r"gateway\.storage\.postgresql"):
             render(values)
+
+
+def kubelet_config_volume(root: Path, files: Mapping[str, str]) -> Path:
+    """A ConfigMap volume as the kubelet lays it out: the files in a timestamped directory behind ``..data``."""
+    stamped = root / "..2026_12_06_11_00_00.1"
+    for rel, content in files.items():
+        (stamped / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stamped / rel).write_text(content)
+    (root / "..data").symlink_to(stamped.name)
+    for top in {Path(rel).parts[0] for rel in files}:
+        (root / top).symlink_to(f"..data/{top}")
+    return root
+
+
+def run_config_script(renders: dict[str, Docs], tmp_path: Path, pod_ip: str) -> subprocess.CompletedProcess[str]:
+    [init] = one(renders["cluster"], "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    assert init["command"][:3] == ["/opt/venv/bin/python", "-I", "-c"]
+    gateway_yaml = one(renders["cluster"], "ConfigMap")["data"]["gateway.yaml"]
+    src = kubelet_config_volume(tmp_path / "src", {"gateway.yaml": gateway_yaml, "tools/billing/refund.yml": "x: 1\n"})
+    (tmp_path / "dst").mkdir()
+    script = init["command"][3].replace('"/etc/portcullis-src"', repr(str(src))).replace(
+        '"/etc/portcullis"', repr(str(tmp_path / "dst")))
+    return subprocess.run([sys.executable, "-I", "-c", script], env={**os.environ, "POD_IP": pod_ip},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(("pod_ip", "allowed"), [("10.1.2.3", "10.1.2.3:*"), ("fd00::5", "[fd00::5]:*")])
+def test_init_container_copies_the_deployment_and_allows_the_pod_address(
+        renders: dict[str, Docs], tmp_path: Path, pod_ip: str, allowed: str) -> None:
+    """The init script copies every file (not the kubelet's ``..data`` indirection) and adds the pod's own
+    address to the admin Host allow-list, so Prometheus scraping the pod IP is accepted."""
+    done = run_config_script(renders, tmp_path, pod_ip)
+    assert done.returncode == 0, done.stderr
+    dst = tmp_path / "dst"
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == [
+        "gateway.yaml", "tools/billing/refund.yml"]
+    config = GatewayConfig.model_validate(yaml.safe_load((dst / "gateway.yaml").read_text()))
+    assert config.admin.allowed_hosts[-1] == allowed
+    assert allowed not in config.listen.allowed_hosts
+
+
+@pytest.mark.parametrize("pod_ip", ["", "evil.example.com", "10.0.0.1:*, *", "10.0.0.1\nx"])
+def test_init_container_refuses_an_address_that_is_not_one(renders: dict[str, Docs], tmp_path: Path,
+                                                           pod_ip: str) -> None:
+    """Anything but an IP address in POD_IP stops the pod from starting (nothing is added to the allow-list)."""
+    done = run_config_script(renders, tmp_path, pod_ip)
+    assert done.returncode != 0
+    assert "ValueError" in done.stderr

@@ -82,3 +82,38 @@ kubelet's probes send Host: localhost.
 {{- fail "more than one replica (replicaCount > 1 or autoscaling.enabled) needs gateway.storage.postgresql, gateway.storage.redis and gateway.sessions.key_ref (docs/cluster.md)" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The init container's script: copies the deployment from the ConfigMap (skipping the kubelet's `..data`
+indirection) to the directory the gateway reads, and adds this pod's own address to the admin listener's Host
+allow-list, so a Prometheus that scrapes pod IPs (a ServiceMonitor) is not refused with 421. POD_IP comes from
+the downward API and must parse as an IP address; anything else stops the pod from starting.
+*/}}
+{{- define "portcullis.configScript" -}}
+import ipaddress, os, pathlib, shutil, yaml
+src, dst = pathlib.Path("/etc/portcullis-src"), pathlib.Path("/etc/portcullis")
+for top, dirs, files in os.walk(src, followlinks=True):
+    dirs[:] = [d for d in dirs if not d.startswith("..")]
+    for name in files:
+        if not name.startswith(".."):
+            rel = pathlib.Path(top, name).relative_to(src)
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dst / rel)
+ip = ipaddress.ip_address(os.environ["POD_IP"])
+config = yaml.safe_load((dst / "gateway.yaml").read_text())
+config["admin"]["allowed_hosts"].append(f"[{ip}]:*" if ip.version == 6 else f"{ip}:*")
+(dst / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+{{- end }}
+
+{{- define "portcullis.containerSecurityContext" -}}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  {{- toYaml .Values.seccompProfile | nindent 2 }}
+{{- end }}
