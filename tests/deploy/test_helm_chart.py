@@ -221,6 +221,15 @@ def test_rendered_gateway_yaml_is_a_valid_gateway_config(renders: dict[str, Docs
     assert all(set(e["valueFrom"]) == {"secretKeyRef"} for e in env)  # by reference to existing Secrets only
 
 
+def test_rendered_cluster_deployment_lints_clean(renders: dict[str, Docs], tmp_path: Path) -> None:
+    """`portcullis lint` finds nothing in the cluster values' gateway.yaml (with its secrets' variables set)."""
+    from portcullis.config.loader import lint_deployment
+
+    (tmp_path / "gateway.yaml").write_text(one(renders["cluster"], "ConfigMap")["data"]["gateway.yaml"])
+    env = {e["name"]: "set" for e in CLUSTER["secretEnv"]}
+    assert [str(p) for p in lint_deployment(tmp_path, env)] == []
+
+
 def test_deployment_files_are_mounted_at_their_paths() -> None:
     """Manifests and policy files given as values land at their relative paths under /etc/portcullis."""
     docs = render({"deploymentFiles": {"tools/billing/refund.yml": "name: refund\n", "policy/x.rego": "package x\n"}})
