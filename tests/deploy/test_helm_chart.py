@@ -30,6 +30,7 @@ SERVICE_MONITOR = jsonschema.Draft202012Validator(
     json.loads((Path(__file__).parent / "servicemonitor.schema.json").read_text()))
 CLUSTER = yaml.safe_load((CHART / "values-cluster.yaml").read_text())
 NAMESPACE = "gateway"
+LOCALHOST_SECCOMP = {"type": "Localhost", "localhostProfile": "profiles/portcullis.json"}
 Docs = list[dict[str, Any]]
 
 
@@ -42,7 +43,9 @@ def render(values: Mapping[str, Any] | None = None) -> Docs:
 @pytest.fixture(scope="module")
 def renders() -> dict[str, Docs]:
     """One render per values file for the whole module (the SDK's render is the slow part)."""
-    return {"default": render(), "cluster": render(CLUSTER)}
+    return {"default": render(), "cluster": render(CLUSTER),
+            # the seccomp profile that lets bwrap make user namespaces (docs/kubernetes.md): still restricted
+            "localhost": render({"seccompProfile": LOCALHOST_SECCOMP})}
 
 
 def one(docs: Docs, kind: str, name: str = "portcullis") -> dict[str, Any]:
@@ -71,7 +74,7 @@ def test_renders_hold_the_expected_objects(renders: dict[str, Docs]) -> None:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("values", ["default", "cluster"])
+@pytest.mark.parametrize("values", ["default", "cluster", "localhost"])
 def test_every_object_validates_against_the_kubernetes_schemas(renders: dict[str, Docs], values: str,
                                                               version: str) -> None:
     """Strict schemas (unknown fields are errors) of that Kubernetes version; the ServiceMonitor (a CRD the
@@ -99,7 +102,7 @@ def test_the_validators_can_fail(renders: dict[str, Docs]) -> None:
         SERVICE_MONITOR.validate(monitor)
 
 
-@pytest.mark.parametrize("values", ["default", "cluster"])
+@pytest.mark.parametrize("values", ["default", "cluster", "localhost"])
 def test_every_pod_template_meets_the_restricted_profile(renders: dict[str, Docs], values: str) -> None:
     """PodSecurity restricted, plus what the issue adds: read-only root, limits, no service-account token."""
     pods = [(doc["kind"], pod) for doc in renders[values] if (pod := pss.pod_template(doc)) is not None]
@@ -112,6 +115,8 @@ def test_every_pod_template_meets_the_restricted_profile(renders: dict[str, Docs
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
             assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        if values == "localhost":
+            assert spec["securityContext"]["seccompProfile"] == LOCALHOST_SECCOMP
     account = one(renders[values], "ServiceAccount")
     assert account["automountServiceAccountToken"] is False
 
@@ -192,8 +197,8 @@ def test_selectors_match_the_pod_labels(renders: dict[str, Docs], values: str) -
 def test_network_policy_denies_by_default_and_allows_only_what_is_declared(renders: dict[str, Docs]) -> None:
     """Both directions are policed; ingress reaches two ports from named peers only; egress is DNS plus the
     declared services; no rule without peers (which would allow everyone) is ever written."""
-    for name, docs in renders.items():
-        spec = one(docs, "NetworkPolicy")["spec"]
+    for name in ("default", "cluster"):
+        spec = one(renders[name], "NetworkPolicy")["spec"]
         assert spec["policyTypes"] == ["Ingress", "Egress"]
         for rule in spec["ingress"] + spec["egress"]:
             assert rule.get("from") or rule.get("to"), rule
