@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dockerfile_parse import DockerfileParser
 
-from portcullis import __version__
+from portcullis import __version__, build_info
 from tests.deploy.tools import REPO, venv_tool
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -127,3 +128,24 @@ def test_shell_removal_covers_every_shell_debian_installs() -> None:
     listed = subprocess.run(["dpkg-query", "-L", "dash", "bash"], capture_output=True, text=True, check=True).stdout
     shells = {Path(line).name for line in listed.splitlines() if re.fullmatch(r"/(usr/)?bin/[a-z]*sh", line)}
     assert shells == SHELLS
+
+
+def test_image_puts_the_build_record_and_sbom_where_version_reads_them() -> None:
+    """The runtime stage copies build.json and the SBOM to the paths GET /version reads, and names them in the
+    environment variables it reads (portcullis.build_info)."""
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    assert parser.envs[build_info.BUILD_INFO_ENV] == build_info.DEFAULT_BUILD_INFO
+    assert parser.envs[build_info.SBOM_ENV] == build_info.DEFAULT_SBOM
+    copies = [ins["value"].split() for ins in final_stage(parser) if ins["instruction"] == "COPY"]
+    assert ["--from=build", "/out/sbom.cdx.json", "/out/build.json", "/usr/share/portcullis/"] in copies
+    assert str(Path(build_info.DEFAULT_SBOM).parent) == str(Path(build_info.DEFAULT_BUILD_INFO).parent) == (
+        "/usr/share/portcullis")
+
+
+def test_hadolint_config_ignores_only_what_it_explains() -> None:
+    """One ignored rule (DL3008, unpinned apt versions), with its reason; the threshold stays at info."""
+    text = (REPO / ".hadolint.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert config["failure-threshold"] == "info" and config["strict-labels"] is True
+    assert config["ignored"] == ["DL3008"]
+    assert "# DL3008 (pin apt package versions)" in text
