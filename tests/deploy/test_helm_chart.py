@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -59,10 +60,21 @@ def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 @pytest.mark.parametrize("values", ["default", "cluster"])
 def test_helm_lint_reports_no_error_or_warning(values: str) -> None:
-    """Helm's own lint (the SDK's), with each values file: nothing above info ("icon is recommended")."""
-    report = helm_python.lint(CHART, None if values == "default" else CLUSTER, strict=False)
+    """Helm's own lint (the SDK's, strict: warnings fail), with each values file: nothing above info ("icon is
+    recommended")."""
+    report = helm_python.lint(CHART, None if values == "default" else CLUSTER, strict=True,
+                              kube_version=f"v{K8S_VERSIONS[0]}.0")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] > 1] == []
+
+
+def test_helm_lint_can_fail(tmp_path: Path) -> None:
+    """A template that fails to render is a lint error (the lint above is not a pass by default)."""
+    broken = tmp_path / "portcullis"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "pdb.yaml").write_text("{{ .Values.missing.field }}\n")
+    report = helm_python.lint(broken, None, strict=True)
+    assert [m for m in report["messages"] if m["severity"] == 3]
 
 
 def test_renders_hold_the_expected_objects(renders: dict[str, Docs]) -> None:
