@@ -275,6 +275,17 @@ def test_values_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
         helm_python.Chart.load(CHART).validate_schema(bad)
 
 
+def test_a_state_volume_is_never_shared_by_two_pods() -> None:
+    """With a PersistentVolumeClaim for the state directory the rollout is Recreate; otherwise rolling."""
+    deployment = one(render({"state": {"existingClaim": "portcullis-state"}}), "Deployment")
+    kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    claimed = deployment["spec"]
+    assert claimed["strategy"] == {"type": "Recreate"}
+    [state] = [v for v in claimed["template"]["spec"]["volumes"] if v["name"] == "state"]
+    assert state == {"name": "state", "persistentVolumeClaim": {"claimName": "portcullis-state"}}
+    assert one(render(), "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 def test_several_replicas_without_shared_state_do_not_render() -> None:
     """replicaCount > 1 or autoscaling in the embedded mode fails at render, naming what is missing."""
     for values in ({"replicaCount": 2}, {"autoscaling": {"enabled": True}}):
