@@ -33,9 +33,14 @@ def test_file_reference_resolves_to_the_stripped_contents(tmp_path: Path) -> Non
         ("secret://env/PORTCULLIS_TEST_EMPTY", "the secret is empty"),
         ("secret://env/NOT-A-NAME", "not a valid environment variable name"),
         ("secret://file/nonexistent/portcullis-test-key", "the file cannot be read"),
-        ("secret://vault/kv/key", "unknown secret scheme 'vault'"),
+        ("secret://ldap/kv/key", "unknown secret scheme 'ldap'"),
+        ("secret://vault/kv/key", "not a valid secret:// reference (docs/secrets.md)"),
+        ("secret://vault/kv/../sys/seal#x", "a vault path has no empty, '.' or '..' segments"),
+        ("secret://vault/kv/key#field", "secrets.vault is not configured"),
+        ("secret://sealed/nonexistent/portcullis-test#field", "the sealing key's environment variable is not set"),
     ],
-    ids=["unset variable", "empty variable", "bad variable name", "missing file", "unknown scheme"],
+    ids=["unset variable", "empty variable", "bad variable name", "missing file", "unknown scheme",
+         "vault without field", "vault dot-dot", "vault not configured", "sealed without key"],
 )
 def test_unresolvable_reference_is_a_config_error_naming_it(
     monkeypatch: pytest.MonkeyPatch, ref: str, why: str
@@ -43,6 +48,7 @@ def test_unresolvable_reference_is_a_config_error_naming_it(
     """Each failure raises ConfigError whose message names the reference and the reason only."""
     monkeypatch.delenv("PORTCULLIS_TEST_UNSET", raising=False)
     monkeypatch.setenv("PORTCULLIS_TEST_EMPTY", "")
+    monkeypatch.delenv("PORTCULLIS_SEALED_KEY", raising=False)
     with pytest.raises(ConfigError) as caught:
         resolve_secret(ref)
     assert str(caught.value) == f"<secret>: error: secret {ref} cannot be resolved: {why}"

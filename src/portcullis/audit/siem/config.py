@@ -21,10 +21,11 @@ from portcullis.audit.siem.jsonl import JsonlExporter
 from portcullis.audit.siem.queue import ExportQueue
 from portcullis.audit.siem.syslog import SyslogExporter
 from portcullis.audit.siem.webhook import WebhookExporter
+from portcullis.config.secrets import SECRET_REF_PATTERN
 from portcullis.errors import ConfigError, PortcullisError, Problem
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_SECRET_REF = r"^secret://(env|file)/\S+$"  # noqa: S105 - a pattern for references, not a secret
+_SECRET_REF = SECRET_REF_PATTERN
 Facility = Literal["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
                    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
                    "local5", "local6", "local7"]

@@ -27,13 +27,14 @@ from portcullis.audit.siem.config import _header_value, _ssl_context, _why
 from portcullis.audit.siem.interface import ExportFailed, Record
 from portcullis.audit.siem.queue import ExportQueue
 from portcullis.audit.siem.webhook import endpoint
+from portcullis.config.secrets import SECRET_REF_PATTERN
 from portcullis.errors import ConfigError, PortcullisError, Problem
 from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.audit.witness")
 
 EXPORTER_NAME = "audit.witness"  # a dot: no SIEM exporter can be named so (their names are [a-z0-9_-])
-_SECRET_REF = r"^secret://(env|file)/\S+$"  # noqa: S105 - a pattern for references, not a secret
+_SECRET_REF = SECRET_REF_PATTERN
 _REASON_BYTES = 512
 
 
