@@ -124,6 +124,7 @@ class VaultProvider:
             except SecretUnavailable as exc:
                 if exc.why != _DENIED or not isinstance(self._config.auth, VaultAppRoleAuth):
                     raise
+                log.info("vault read denied; logging in again", extra={"fields": {"ref": str(ref)}})
                 self.login()  # a token that expired under us: one fresh login, then the answer stands
                 answer = self._call("GET", url, self._token, None, what="read")
         data = answer.get("data")
