@@ -21,6 +21,7 @@ from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
+from portcullis.cli.secrets_cmd import secrets_app
 from portcullis.cli.storage_cmd import storage_app
 
 if TYPE_CHECKING:
@@ -396,6 +397,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
 app.add_typer(storage_app, name="storage")
+app.add_typer(secrets_app, name="secrets")
 
 
 @token_app.command("issue")
