@@ -43,6 +43,7 @@ from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.model import Sink
+from portcullis.config.secret_store import open_secret_store
 from portcullis.config.secrets import resolve_secret
 from portcullis.console.app import ConsoleApp
 from portcullis.console.build import build_console
@@ -216,6 +217,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                        "allow_insecure_dev_issuer for local development)")
     state_dir = resolve_state_dir(cfg.state_dir, env)
     resource = ident.resource or default_resource(deployment, host, port)
+    # every secret:// reference resolved now (fail closed); vault ones then come from this store, kept fresh
+    secret_store = open_secret_store(cfg, deployment.root)
     # the control-plane stores: embedded SQLite files, or the cluster's PostgreSQL (schema checked); the kill
     # switches are read whole first: unreadable means no start (fail closed) (storage/build.py)
     stores = build_stores(deployment, state_dir, env, clock)
@@ -342,10 +345,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     except AuditUnavailable as exc:
         raise _problem(deployment, f"audit: {exc.detail}") from None
     siem = None if cfg.audit.siem is None else build_queue(
-        cfg.audit.siem, base_dir=deployment.root,
+        cfg.audit.siem, base_dir=deployment.root, current=secret_store.current,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     witness = None if cfg.audit.witness is None else build_witness_queue(
-        cfg.audit.witness, base_dir=deployment.root,
+        cfg.audit.witness, base_dir=deployment.root, current=secret_store.current,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     # every checkpoint also leaves the machine: to each SIEM exporter and the witness, as a C2SP signed note
     def export_checkpoint(checkpoint: Checkpoint) -> None:
@@ -598,7 +601,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin, run_state, surface_watch.run, hub.run, kills.run,
-                                                       reloader.run]
+                                                       reloader.run, secret_store.run]
     if metrics.multiprocess:
         background.append(metrics.run)
     if cfg.storage.redis is not None:  # cluster mode: notices between replicas, polls stay the backstop

@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -37,6 +37,9 @@ from portcullis.config.secret_providers.config import SecretsConfig
 from portcullis.config.secret_providers.vault import VaultProvider
 from portcullis.config.secrets import SecretRef, is_reference, parse_ref, unresolvable
 from portcullis.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from portcullis.config.model import GatewayConfig
 
 log = logging.getLogger("portcullis.secrets")
 _RETRY_S = 2.0  # after a failed renewal or login, the next attempt
@@ -197,3 +200,26 @@ def read_secret(ref: SecretRef, origin: Path) -> str:
         return provider.read(ref)
     except SecretUnavailable as exc:
         raise unresolvable(ref, origin, exc.why) from None
+
+
+def secret_getter(ref: str, origin: Path) -> Callable[[], str]:
+    """For a consumer that reads ``ref`` at each use: the active store's live getter, else the value now."""
+    store = _active
+    if store is not None:
+        try:
+            return store.current(ref)
+        except ValueError as exc:  # not the grammar: the store names it as resolve_secret does
+            raise unresolvable(ref if is_reference(ref) else "(not a secret:// reference)", origin, str(exc)) from None
+    from portcullis.config.secrets import resolve_secret
+
+    value = resolve_secret(ref, origin=origin)
+    return lambda: value
+
+
+def open_secret_store(config: GatewayConfig, root: Path) -> SecretStore:
+    """The gateway's store: every reference in ``config`` resolved now (ConfigError otherwise), activated."""
+    origin = root / "gateway.yaml"
+    store = SecretStore(config.secrets, origin=origin, base_dir=root)
+    store.prime(references(config.model_dump(mode="json")))
+    activate(store)
+    return store
