@@ -108,6 +108,7 @@ from portcullis.transport.streaming import LogLevels
 from portcullis.upstream.build_identity import IDENTITY_KIND
 from portcullis.upstream.confinement import SPAWN_KIND
 from portcullis.upstream.registry import UpstreamRegistry
+from portcullis.upstream.secret_rotation import rotation_recycler
 
 log = logging.getLogger("portcullis.gateway")
 COUNTERS_FILE = "counters.sqlite3"
@@ -299,6 +300,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                                                            cfg.governance.sinks),
                                                  logs_hash_key(audit_keys.hmac_key)),
                                              **upstream_timing)
+    secret_store.subscribe(rotation_recycler(upstreams, cfg.services))  # a child's rotated secret: a new spawn
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization

@@ -32,6 +32,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from portcullis.config.model import HttpService, StdioService
+from portcullis.config.secrets import is_reference, resolve_secret
 from portcullis.errors import (
     RESULT_TOO_DEEP,
     ConfigError,
@@ -63,7 +64,8 @@ LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 def stdio_launch(cfg: StdioService, environ: Mapping[str, str],
                  extra_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The child's argv (the program resolved to an absolute path) and its whole environment:
-    ``env_passthrough``, ``env`` and the gateway's trust, nothing else."""
+    ``env_passthrough``, ``env`` (its ``secret://`` references resolved now, the current value of each)
+    and the gateway's trust, nothing else."""
     if cfg.module is not None:
         argv = [sys.executable, "-m", cfg.module, *cfg.args]
     else:
@@ -74,9 +76,15 @@ def stdio_launch(cfg: StdioService, environ: Mapping[str, str],
                                        message=f"stdio command not found: {command}")])
         argv = [resolved, *cfg.args]
     child_env = {name: environ[name] for name in cfg.env_passthrough if name in environ}
-    child_env.update(cfg.env)
+    child_env.update({name: resolve_secret(value, origin=Path("gateway.yaml")) if is_reference(value) else value
+                      for name, value in cfg.env.items()})
     child_env.update(extra_env or {})  # the gateway's public keys and the service's audience
     return argv, child_env
+
+
+def secret_env_keys(cfg: StdioService) -> frozenset[str]:
+    """The child's variables set from ``secret://`` references: redacted from its stderr whatever their name."""
+    return frozenset(name for name, value in cfg.env.items() if is_reference(value))
 
 
 def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
@@ -375,6 +383,7 @@ class SdkConnector:
                                                  max_depth=self._cfg.max_result_depth, closed=closed,
                                                  pass_fds=spawn.pass_fds,
                                                  stderr=StderrRelay(self.name, env=child_env,
+                                                                    secret_keys=secret_env_keys(self._cfg),
                                                                     max_line_bytes=self._cfg.stderr.max_line_bytes,
                                                                     lines_per_s=self._cfg.stderr.lines_per_s,
                                                                     burst=self._cfg.stderr.burst,
