@@ -106,3 +106,27 @@ def test_literal_secret_locs_flags_secret_named_keys_without_references() -> Non
         "max_tokens": 5,
     }
     assert list(literal_secret_locs(config)) == [("db", "password"), ("tokens", 0), ("env", "GITHUB_TOKEN")]
+
+
+@pytest.mark.parametrize("ref", [
+    "secret://env/NAME\n", "secret://file/tmp/x\x1b[2J", "secret://vault/kv/a#b\x07", "secret://file/a b",
+    "secret://vault/kv/a#b#c", "secret://sealed/tmp/x", "secret://env/A#field", "secret://vault/kv#f",
+    "secret://file/tmp/x\u202e#f\x9b",
+], ids=["trailing newline", "escape sequence", "bell in field", "space", "two fields", "sealed without field",
+        "env with field", "vault without path", "bidi and C1"])
+def test_hostile_references_break_the_grammar_and_are_shown_escaped(ref: str) -> None:
+    """Whitespace, control characters and grammar breaks are refused by the schema pattern, and an error
+    about such a reference shows it with every invisible character escaped."""
+    from pydantic import ValidationError
+
+    from portcullis.config.secrets import parse_ref
+    from portcullis.storage.config import PostgresConfig
+
+    with pytest.raises(ValueError, match="not a valid secret:// reference"):
+        parse_ref(ref)
+    with pytest.raises(ValidationError):
+        PostgresConfig(url_ref=ref)
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret(ref)
+    shown = str(caught.value)
+    assert not any(ch in shown for ch in "\n\x1b\x07\u202e\x9b")

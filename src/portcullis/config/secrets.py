@@ -23,16 +23,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from portcullis.errors import ConfigError, Problem
+from portcullis.text import escape_invisible
 
 SCHEME = "secret://"
 MAX_SECRET_BYTES = 65_536
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
-_FIELD = r"#[^\s#]{1,256}"
-SECRET_REF_PATTERN = (rf"^secret://(?:env/{_NAME}|file/[^\s#]+(?:{_FIELD})?|sealed/[^\s#]+{_FIELD}"
-                      rf"|vault/[^\s#/]+/[^\s#]+{_FIELD})$")
+_PART = r"[!-\"$-~]"  # printable ASCII but '#': a reference holds nothing that can act on a terminal or log
+_FIELD = rf"#{_PART}{{1,256}}"
+SECRET_REF_PATTERN = (rf"^secret://(?:env/{_NAME}|file/{_PART}+(?:{_FIELD})?|sealed/{_PART}+{_FIELD}"
+                      rf"|vault/[!-\"$-.0-~]+/{_PART}+{_FIELD})$")
 """Every ``secret://`` reference a configuration may hold (the models' and JSON Schemas' pattern)."""
-LOCAL_REF_PATTERN = rf"^secret://(?:env/{_NAME}|file/[^\s#]+(?:{_FIELD})?)$"
+LOCAL_REF_PATTERN = rf"^secret://(?:env/{_NAME}|file/{_PART}+(?:{_FIELD})?)$"
 """References that need no other provider: the credentials of the sealed and Vault providers."""
 
 Provider = Literal["env", "file", "sealed", "vault"]
@@ -54,7 +56,7 @@ class SecretRef:
 
 def parse_ref(ref: str) -> SecretRef:
     """``ref`` parsed; ValueError (naming at most the provider, never the text) when it breaks the grammar."""
-    if not _REF.match(ref):
+    if not _REF.fullmatch(ref):
         raise ValueError("not a valid secret:// reference (docs/secrets.md)")
     provider, _, rest = ref.removeprefix(SCHEME).partition("/")
     path, hashed, field = rest.partition("#")
@@ -137,8 +139,9 @@ def find_known_secrets(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _safe_ref(ref: str) -> str:
-    """A non-reference might be a pasted secret: show only that it was not a reference."""
-    return ref if is_reference(ref) else "(not a secret:// reference)"
+    """A non-reference might be a pasted secret: show only that it was not a reference; a malformed one
+    is shown with its invisible characters escaped, so it cannot act on a terminal or a log line."""
+    return escape_invisible(ref[:512]) if is_reference(ref) else "(not a secret:// reference)"
 
 
 def unresolvable(ref: str | SecretRef, origin: Path, why: str) -> ConfigError:
