@@ -223,3 +223,9 @@ def open_secret_store(config: GatewayConfig, root: Path) -> SecretStore:
     store.prime(references(config.model_dump(mode="json")))
     activate(store)
     return store
+
+
+def use_configured(config: SecretsConfig, root: Path) -> None:
+    """For a command outside the gateway (``portcullis storage``, ``audit``, ``policy replay``): activate a
+    store for ``config`` so that its vault references resolve, read once, with no background refresh."""
+    activate(SecretStore(config, origin=root / "gateway.yaml", base_dir=root))
