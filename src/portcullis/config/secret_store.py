@@ -35,7 +35,7 @@ from portcullis.config.secret_providers import (
 )
 from portcullis.config.secret_providers.config import SecretsConfig
 from portcullis.config.secret_providers.vault import VaultProvider
-from portcullis.config.secrets import SecretRef, is_reference, parse_ref, unresolvable
+from portcullis.config.secrets import SecretRef, is_reference, parse_ref, parsed_ref, resolve_secret, unresolvable
 from portcullis.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
@@ -85,10 +85,8 @@ class SecretStore:
         problems: list[Problem] = []
         for text in sorted(set(refs)):
             try:
-                ref = parse_ref(text)
+                ref = parsed_ref(text, self._origin)
                 self._values[ref] = self.read(ref)
-            except ValueError as exc:
-                problems.append(Problem(self._origin, None, f"secret {text} cannot be resolved: {exc}"))
             except ConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -96,7 +94,7 @@ class SecretStore:
 
     def current(self, ref: str) -> Callable[[], str]:
         """A getter of the latest value of ``ref`` (resolved now if it was not yet)."""
-        parsed = parse_ref(ref)
+        parsed = parsed_ref(ref, self._origin)
         if parsed not in self._values:
             self.prime([ref])
         return lambda: self._values[parsed]
@@ -206,11 +204,7 @@ def secret_getter(ref: str, origin: Path) -> Callable[[], str]:
     """For a consumer that reads ``ref`` at each use: the active store's live getter, else the value now."""
     store = _active
     if store is not None:
-        try:
-            return store.current(ref)
-        except ValueError as exc:  # not the grammar: the store names it as resolve_secret does
-            raise unresolvable(ref if is_reference(ref) else "(not a secret:// reference)", origin, str(exc)) from None
-    from portcullis.config.secrets import resolve_secret
+        return store.current(ref)
 
     value = resolve_secret(ref, origin=origin)
     return lambda: value

@@ -94,13 +94,14 @@ def resolve_secret(ref: str, *, origin: Path = _WHERE) -> str:
 
     env, file and sealed references are read now; vault ones come from the process's secret store
     (config/secret_store.py), which the gateway opens at start from ``gateway.yaml``'s ``secrets:``."""
-    parsed = _parsed(ref, origin)
+    parsed = parsed_ref(ref, origin)
     from portcullis.config.secret_store import read_secret  # the store imports this module's grammar
 
     return read_secret(parsed, origin)
 
 
-def _parsed(ref: str, origin: Path) -> SecretRef:
+def parsed_ref(ref: str, origin: Path = _WHERE) -> SecretRef:
+    """``ref`` parsed, or the ConfigError that says why not (the reference shown escaped)."""
     try:
         return parse_ref(ref)
     except ValueError as exc:
