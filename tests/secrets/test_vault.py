@@ -157,3 +157,23 @@ async def test_a_failed_refresh_keeps_the_last_value(bao: Bao, monkeypatch: pyte
         tg.cancel_scope.cancel()
     assert get() == value
     _never_logged(caplog, value, bao.root_token)
+
+
+def test_a_revoked_approle_token_is_replaced_by_a_new_login(bao: Bao, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An operator revokes the gateway's token: the next refresh is denied once, logs in again and reads."""
+    caplog.set_level(logging.DEBUG)
+    bao.policy("revoked", 'path "secret/data/revoked/*" { capabilities = ["read"] }')
+    bao.put("revoked/key", {"value": "before"})
+    store = _approle_store(bao, monkeypatch, "revoked", "revoked")
+    get = store.current("secret://vault/secret/revoked/key#value")
+    accessors = bao.api("LIST", "auth/token/accessors").json()["data"]["keys"]
+    for accessor in accessors:
+        meta = bao.ok("POST", "auth/token/lookup-accessor", {"accessor": accessor})["data"].get("meta") or {}
+        if meta.get("role_name") == "revoked":
+            bao.ok("POST", "auth/token/revoke-accessor", {"accessor": accessor})
+    bao.put("revoked/key", {"value": "after"})
+    assert [str(ref) for ref in store.refresh()] == ["secret://vault/secret/revoked/key#value"]
+    assert get() == "after"
+    assert [r.getMessage() for r in caplog.records].count("vault read denied; logging in again") == 1
+    store.vault.close()  # type: ignore[union-attr]
