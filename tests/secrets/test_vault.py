@@ -177,3 +177,23 @@ def test_a_revoked_approle_token_is_replaced_by_a_new_login(bao: Bao, monkeypatc
     assert get() == "after"
     assert [r.getMessage() for r in caplog.records].count("vault read denied; logging in again") == 1
     store.vault.close()  # type: ignore[union-attr]
+
+
+def test_a_given_token_that_cannot_be_renewed_is_given_up_once(bao: Bao, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """token auth: a renewal refused (the token revoked) is logged once and not retried in a loop."""
+    token = bao.token("default", ttl="1h", renewable=True)
+    monkeypatch.setenv("PORTCULLIS_TEST_VAULT_TOKEN", token)
+    now = [0.0]
+    store = SecretStore(SecretsConfig.model_validate({"vault": {"address": bao.address, "auth": {
+        "method": "token", "token_ref": "secret://env/PORTCULLIS_TEST_VAULT_TOKEN"}}}), clock=lambda: now[0])
+    assert store.vault is not None
+    store.vault.login()
+    assert store.vault.renew_due_in() == pytest.approx(1800, abs=5)
+    bao.ok("POST", "auth/token/revoke", {"token": token})
+    now[0] = 3600.0  # the renewal point has passed
+    store.vault.maintain()
+    assert store.vault.renew_due_in() is None
+    assert [r.getMessage() for r in caplog.records].count(
+        "vault token cannot be renewed; it expires and vault secrets will no longer refresh") == 1
+    store.vault.close()

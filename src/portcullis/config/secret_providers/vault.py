@@ -108,7 +108,8 @@ class VaultProvider:
                 return
             if approle:
                 self.login()
-            else:
+            else:  # nothing more to try: stop trying (the values read so far stay in use)
+                self._renewable = False
                 log.error("vault token cannot be renewed; it expires and vault secrets will no longer refresh")
 
     # -- reading -------------------------------------------------------------------------------------
