@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import secrets
@@ -15,11 +16,16 @@ import pytest
 
 from portcullis.audit.siem.webhook import WebhookExporter
 from portcullis.audit.witness.client import WitnessExporter
+from portcullis.config.console import ConsoleOidcConfig
 from portcullis.config.loader import load_deployment
 from portcullis.config.secret_providers.config import SecretsConfig
 from portcullis.config.secret_store import SecretStore, activate
+from portcullis.console.oidc import LoginFailed, OidcClient
 from portcullis.errors import ConfigError
 from portcullis.gateway import build_gateway
+from portcullis.identity.config import ClaimMap
+from portcullis.identity.jwks import JwksCache
+from tests.console.conftest import CLIENT_ID, OP, REDIRECT, issuer_config
 from tests.e2e.harness import write_deployment
 from tests.secrets.conftest import Bao
 
@@ -103,3 +109,32 @@ def test_the_gateway_refuses_to_start_on_a_missing_vault_field(bao: Bao, token_e
     assert [p.message for p in caught.value.problems] == [
         "secret secret://vault/secret/gateway/other#missing cannot be resolved: the field does not exist"]
     assert value not in caplog.text and bao.root_token not in caplog.text
+
+
+async def test_console_sends_the_rotated_client_secret_at_the_next_login(bao: Bao, token_env: None) -> None:
+    """The console's OIDC client secret is read at each code exchange: a refresh is enough."""
+    bao.put("console/oidc", {"secret": "first-client-secret"})
+    store = _store(bao)
+    sent: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        return json.dumps({"issuer": OP, "authorization_endpoint": f"{OP}/authorize",
+                           "token_endpoint": f"{OP}/token"}).encode()
+
+    async def post(url: str, form: dict[str, str]) -> bytes:
+        sent.append(form["client_secret"])
+        return b"{}"  # no ID token: the login fails after the exchange, which is all this test needs
+
+    config = ConsoleOidcConfig(issuer=OP, client_id=CLIENT_ID, redirect_url=REDIRECT,
+                               client_secret_ref="secret://vault/secret/console/oidc#secret")
+    issuer = issuer_config()
+    client = OidcClient(config, issuer, JwksCache(issuer), ClaimMap(), fetch=fetch, post=post,
+                        client_secret=store.current("secret://vault/secret/console/oidc#secret"))
+    flow = {"nonce": "n", "verifier": "v"}
+    with pytest.raises(LoginFailed):
+        await client.finish("code-1", flow)
+    bao.put("console/oidc", {"secret": "second-client-secret"})
+    store.refresh()
+    with pytest.raises(LoginFailed):
+        await client.finish("code-2", flow)
+    assert sent == ["first-client-secret", "second-client-secret"]
