@@ -109,3 +109,19 @@ def test_seal_refuses_a_non_string_mapping_without_echoing_it(tmp_path: Path, ke
         result = runner.invoke(app, ["secrets", "seal", str(source), "--output", str(tmp_path / "out")])
         assert result.exit_code == 2 and VALUE not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_every_reference_is_resolved_at_start_even_in_a_service_named_secrets(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start resolves every reference of the configuration (fail closed), whatever the service's name."""
+    from portcullis.config.model import GatewayConfig
+    from portcullis.config.secret_store import activate, open_secret_store
+
+    monkeypatch.delenv("PORTCULLIS_TEST_UNSET", raising=False)
+    config = GatewayConfig.model_validate({"version": 1, "services": {"secrets": {
+        "transport": "stdio", "command": "/bin/true", "env": {"K": "secret://env/PORTCULLIS_TEST_UNSET"}}}})
+    with pytest.raises(ConfigError) as caught:
+        open_secret_store(config, tmp_path)
+    activate(None)
+    assert [p.message for p in caught.value.problems] == [
+        "secret secret://env/PORTCULLIS_TEST_UNSET cannot be resolved: the environment variable is not set"]

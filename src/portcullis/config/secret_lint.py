@@ -25,7 +25,7 @@ Loc = tuple[str | int, ...]
 def credential_env_names(gateway: GatewayConfig) -> frozenset[str]:
     """Environment variables holding a provider credential or read by any ``secret://env/`` reference."""
     names = set(PROVIDER_TOKEN_ENV) | {gateway.secrets.sealed.key_env}
-    refs = list(references(gateway.model_dump(mode="json")))
+    refs = list(references(gateway.model_dump(mode="json", exclude={"secrets"})))
     vault = gateway.secrets.vault
     if vault is not None:
         refs += [ref for ref in vault.auth.model_dump().values() if isinstance(ref, str) and is_reference(ref)]

@@ -159,11 +159,10 @@ class SecretStore:
 
 
 def references(value: Any) -> Iterator[str]:
-    """Every ``secret://`` string in a configuration dump, except the providers' own credentials."""
+    """Every ``secret://`` string in a configuration dump."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            if key != "secrets":
-                yield from references(item)
+        for item in value.values():
+            yield from references(item)
     elif isinstance(value, list | tuple):
         for item in value:
             yield from references(item)
@@ -214,7 +213,7 @@ def open_secret_store(config: GatewayConfig, root: Path) -> SecretStore:
     """The gateway's store: every reference in ``config`` resolved now (ConfigError otherwise), activated."""
     origin = root / "gateway.yaml"
     store = SecretStore(config.secrets, origin=origin, base_dir=root)
-    store.prime(references(config.model_dump(mode="json")))
+    store.prime(references(config.model_dump(mode="json", exclude={"secrets"})))  # not the providers' own
     activate(store)
     return store
 
