@@ -13,6 +13,7 @@ which runs it in a worker thread. A lock keeps the token consistent between the 
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -138,17 +139,23 @@ class VaultProvider:
               what: str) -> dict[str, Any]:
         headers = {} if token is None else {"X-Vault-Token": token}
         try:
-            response = self._http.request(method, url, headers=headers, json=body)
+            with self._http.stream(method, url, headers=headers, json=body) as response:
+                status, content = response.status_code, bytearray()
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > _MAX_BODY:  # bounded: an answer this large is not one we asked for
+                        break
         except httpx2.HTTPError as exc:
             raise SecretUnavailable(f"Vault {what} failed: {type(exc).__name__}") from None
-        if response.status_code == 403:
+        if status == 403:
             raise SecretUnavailable(_DENIED)
-        if response.status_code == 404:
+        if status == 404:
             raise SecretUnavailable("no such secret at Vault" if what == "read" else f"Vault {what}: not found")
-        if response.status_code != 200 or len(response.content) > _MAX_BODY:
-            raise SecretUnavailable(f"Vault {what} answered HTTP {response.status_code}")
+        if status != 200 or len(content) > _MAX_BODY:
+            raise SecretUnavailable(f"Vault {what} answered HTTP {status}" if status != 200
+                                    else f"Vault {what}: the answer is too large")
         try:
-            answer = response.json()
+            answer = json.loads(content)
         except ValueError:
             raise SecretUnavailable(f"Vault {what}: the answer is not JSON") from None
         if not isinstance(answer, dict):

@@ -1,0 +1,63 @@
+"""A Vault that answers badly (too large, not JSON, an error page quoting secrets, a redirect) is refused,
+and the reason never quotes the answer. Also: plain http to a remote host needs the loud opt-in."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx2
+import pytest
+
+from portcullis.config.secret_providers.config import SecretsConfig
+from portcullis.config.secret_store import SecretStore
+from portcullis.errors import ConfigError
+
+TOKEN = "s.gateway-token-value"
+QUOTED = "leaked-secret-value"
+
+
+def _store(monkeypatch: pytest.MonkeyPatch, answer: httpx2.Response, address: str = "http://127.0.0.1:8200",
+           **vault: object) -> SecretStore:
+    monkeypatch.setenv("PORTCULLIS_TEST_VAULT_TOKEN", TOKEN)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("lookup-self"):
+            return httpx2.Response(200, json={"data": {"ttl": 0, "renewable": False}})
+        return answer
+
+    return SecretStore(SecretsConfig.model_validate({"vault": {"address": address, **vault, "auth": {
+        "method": "token", "token_ref": "secret://env/PORTCULLIS_TEST_VAULT_TOKEN"}}}),
+        vault_transport=httpx2.MockTransport(handler))
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (httpx2.Response(200, content=b"{" + b" " * (2 << 20) + b"}"), "Vault read: the answer is too large"),
+    (httpx2.Response(200, content=f"<html>{QUOTED}</html>".encode()), "Vault read: the answer is not JSON"),
+    (httpx2.Response(500, json={"errors": [QUOTED, TOKEN]}), "Vault read answered HTTP 500"),
+    (httpx2.Response(302, headers={"location": f"http://evil.example/?t={TOKEN}"}), "Vault read answered HTTP 302"),
+    (httpx2.Response(200, json={"data": {"data": [QUOTED]}}), "the secret is not a mapping of fields"),
+    (httpx2.Response(200, json=[QUOTED]), "Vault read: the answer is not understood"),
+], ids=["too large", "not json", "error page", "redirect", "data not a mapping", "not an object"])
+def test_a_bad_vault_answer_is_refused_without_quoting_it(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture,
+                                                         answer: httpx2.Response, why: str) -> None:
+    """Each bad answer is a ConfigError naming the reference and a fixed reason; nothing from the answer."""
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as caught:
+        _store(monkeypatch, answer).prime(["secret://vault/secret/app#key"])
+    message = str(caught.value)
+    assert message.endswith(f"secret secret://vault/secret/app#key cannot be resolved: {why}")
+    assert QUOTED not in message and TOKEN not in message
+    assert QUOTED not in caplog.text and TOKEN not in caplog.text
+
+
+def test_plain_http_to_a_remote_vault_needs_the_opt_in(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """http:// to a non-loopback host is refused, and allowed with allow_insecure_http only with a warning."""
+    ok = httpx2.Response(200, json={"data": {"data": {"key": "v"}}})
+    with pytest.raises(ConfigError, match="allow_insecure_http"):
+        _store(monkeypatch, ok, address="http://vault.example:8200")
+    with caplog.at_level(logging.WARNING):
+        store = _store(monkeypatch, ok, address="http://vault.example:8200", allow_insecure_http=True)
+    assert any("allow_insecure_http" in r.getMessage() for r in caplog.records)
+    store.prime(["secret://vault/secret/app#key"])
