@@ -43,11 +43,14 @@ def demo_deployment() -> Path:
 
 def _load(config: Path | None) -> Deployment:
     from portcullis.config.loader import load_deployment
+    from portcullis.config.secret_store import use_configured
     from portcullis.errors import ConfigError
 
     root = config or demo_deployment()
     try:
-        return load_deployment(root)
+        deployment = load_deployment(root)
+        use_configured(deployment.gateway.secrets, root)  # vault references (stdio env when pinning...)
+        return deployment
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(lines_safe(str(problem)), highlight=False, markup=False)
