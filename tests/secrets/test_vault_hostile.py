@@ -4,6 +4,7 @@ and the reason never quotes the answer. Also: plain http to a remote host needs 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -16,14 +17,14 @@ TOKEN = "s.gateway-token-value"
 QUOTED = "leaked-secret-value"
 
 
-def _store(monkeypatch: pytest.MonkeyPatch, answer: httpx2.Response, address: str = "http://127.0.0.1:8200",
-           **vault: object) -> SecretStore:
+def _store(monkeypatch: pytest.MonkeyPatch, answer: httpx2.Response | Callable[[], httpx2.Response],
+           address: str = "http://127.0.0.1:8200", **vault: object) -> SecretStore:
     monkeypatch.setenv("PORTCULLIS_TEST_VAULT_TOKEN", TOKEN)
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("lookup-self"):
             return httpx2.Response(200, json={"data": {"ttl": 0, "renewable": False}})
-        return answer
+        return answer if isinstance(answer, httpx2.Response) else answer()
 
     return SecretStore(SecretsConfig.model_validate({"vault": {"address": address, **vault, "auth": {
         "method": "token", "token_ref": "secret://env/PORTCULLIS_TEST_VAULT_TOKEN"}}}),
@@ -61,3 +62,23 @@ def test_plain_http_to_a_remote_vault_needs_the_opt_in(monkeypatch: pytest.Monke
         store = _store(monkeypatch, ok, address="http://vault.example:8200", allow_insecure_http=True)
     assert any("allow_insecure_http" in r.getMessage() for r in caplog.records)
     store.prime(["secret://vault/secret/app#key"])
+
+
+def test_an_unexpected_failure_in_a_refresh_keeps_the_last_value(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever a refresh raises, the last good value stays and the warning names the type, not its text."""
+    broken = [False]
+
+    def answer() -> httpx2.Response:
+        if broken[0]:  # the server starts failing in an odd way
+            raise RuntimeError(QUOTED)
+        return httpx2.Response(200, json={"data": {"data": {"key": "good-value"}}})
+
+    store = _store(monkeypatch, answer)
+    get = store.current("secret://vault/secret/app#key")
+    broken[0] = True
+    with caplog.at_level(logging.WARNING):
+        assert store.refresh() == []
+    assert get() == "good-value"
+    assert any(getattr(r, "fields", {}).get("why") == "RuntimeError" for r in caplog.records)
+    assert QUOTED not in caplog.text

@@ -111,9 +111,10 @@ class SecretStore:
                 continue
             try:
                 value = self._providers[ref.provider].read(ref)
-            except SecretUnavailable as exc:
+            except Exception as exc:  # any failure: the last value stays; the refresh goes on (never its text)
+                why = exc.why if isinstance(exc, SecretUnavailable) else type(exc).__name__
                 log.warning("secret refresh failed; the last value stays in use",
-                            extra={"fields": {"ref": str(ref), "why": exc.why}})
+                            extra={"fields": {"ref": str(ref), "why": why}})
                 continue
             if value != self._values[ref]:
                 self._values[ref] = value
@@ -133,16 +134,20 @@ class SecretStore:
                 if self.vault is not None and self._clock() >= retry_at:
                     try:
                         await anyio.to_thread.run_sync(self.vault.maintain)
-                    except SecretUnavailable as exc:
+                    except Exception as exc:  # never ends the gateway: the values read so far stay in use
                         retry_at = self._clock() + _RETRY_S
-                        log.warning("vault token could not be renewed or replaced",
-                                    extra={"fields": {"why": exc.why}})
+                        why = exc.why if isinstance(exc, SecretUnavailable) else type(exc).__name__
+                        log.warning("vault token could not be renewed or replaced", extra={"fields": {"why": why}})
                 if self._clock() >= next_refresh:
                     next_refresh = self._clock() + every
                     for ref in await anyio.to_thread.run_sync(self.refresh):
                         log.info("secret rotated", extra={"fields": {"ref": str(ref)}})
                         for listener in self._listeners:
-                            listener(ref)
+                            try:
+                                listener(ref)
+                            except Exception as exc:  # one subscriber's failure stops neither the others nor us
+                                log.warning("secret rotation subscriber failed",
+                                            extra={"fields": {"ref": str(ref), "error": type(exc).__name__}})
         finally:
             if self.vault is not None:
                 self.vault.close()
