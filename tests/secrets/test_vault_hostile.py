@@ -82,3 +82,14 @@ def test_an_unexpected_failure_in_a_refresh_keeps_the_last_value(monkeypatch: py
     assert get() == "good-value"
     assert any(getattr(r, "fields", {}).get("why") == "RuntimeError" for r in caplog.records)
     assert QUOTED not in caplog.text
+
+
+@pytest.mark.parametrize("token", ["two\nlines", "tab\there", "ünïcode", "with space"])
+def test_a_token_that_is_no_header_value_is_refused_unquoted(monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    """A given token with a newline, a control, non-ASCII or a space never reaches a header, nor the error."""
+    store = _store(monkeypatch, httpx2.Response(200, json={"data": {"data": {"key": "v"}}}))
+    monkeypatch.setenv("PORTCULLIS_TEST_VAULT_TOKEN", token)
+    with pytest.raises(ConfigError) as caught:
+        store.prime(["secret://vault/secret/app#key"])
+    assert str(caught.value).endswith("cannot be resolved: the Vault token is not a printable header value")
+    assert token not in str(caught.value)

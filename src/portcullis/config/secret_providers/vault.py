@@ -71,14 +71,16 @@ class VaultProvider:
                     answer = self._call("POST", f"auth/{auth.mount}/login", None, body, what="AppRole login")["auth"]
                     token, lease, renewable = answer["client_token"], answer["lease_duration"], answer["renewable"]
                 else:
-                    token = self._read_local(auth.token_ref)
+                    token = _header_token(self._read_local(auth.token_ref))
                     data = self._call("GET", "auth/token/lookup-self", token, None, what="token lookup")["data"]
                     lease, renewable = data.get("ttl") or 0, bool(data.get("renewable"))
             except (KeyError, TypeError, AttributeError):
                 raise SecretUnavailable("Vault's login answer is not understood") from None
             if not isinstance(token, str) or not isinstance(lease, int | float):
                 raise SecretUnavailable("Vault's login answer is not understood")
-            self._token, self._lease_s, self._renewable, self._since = token, float(lease), renewable, self._clock()
+            self._token = _header_token(token)
+            self._lease_s, self._since = float(lease), self._clock()
+            self._renewable = renewable is True
             log.info("vault token obtained", extra={"fields": {"method": auth.method, "lease_s": lease}})
 
     def renew_due_in(self) -> float | None:
@@ -145,7 +147,7 @@ class VaultProvider:
                     content += chunk
                     if len(content) > _MAX_BODY:  # bounded: an answer this large is not one we asked for
                         break
-        except httpx2.HTTPError as exc:
+        except (httpx2.HTTPError, ValueError) as exc:  # ValueError: a header or body httpx cannot encode
             raise SecretUnavailable(f"Vault {what} failed: {type(exc).__name__}") from None
         if status == 403:
             raise SecretUnavailable(_DENIED)
@@ -164,3 +166,10 @@ class VaultProvider:
 
 
 _DENIED = "permission denied by Vault (policy, or the token is no longer valid)"
+
+
+def _header_token(token: str) -> str:
+    """``token`` if it can be sent as a header value as is; the reason never quotes it."""
+    if not token or not all(33 <= ord(c) <= 126 for c in token):
+        raise SecretUnavailable("the Vault token is not a printable header value")
+    return token
