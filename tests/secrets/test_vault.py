@@ -104,11 +104,11 @@ def test_vault_without_a_vault_section_is_refused() -> None:
 
 async def test_approle_token_stays_valid_across_renewals_and_relogin(bao: Bao, monkeypatch: pytest.MonkeyPatch,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    """With a 3 s token TTL and 8 s max TTL, the store renews, then logs in again, and never reads denied."""
+    """With a 4 s token TTL and 10 s max TTL, the store renews, then logs in again, and never reads denied."""
     caplog.set_level(logging.DEBUG)
     bao.policy("short", 'path "secret/data/short/*" { capabilities = ["read"] }')
     bao.put("short/key", {"value": "v1"})
-    store = _approle_store(bao, monkeypatch, "short", "short", token_ttl="3s", token_max_ttl="8s")
+    store = _approle_store(bao, monkeypatch, "short", "short", token_ttl="4s", token_max_ttl="10s")
     get = store.current("secret://vault/secret/short/key#value")
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.run)
