@@ -44,6 +44,7 @@ from portcullis.audit.writer import AuditWriter
 from portcullis.catalog import Catalog
 from portcullis.config.loader import Deployment, cache_served
 from portcullis.config.model import Sink
+from portcullis.config.secret_store import open_secret_store
 from portcullis.config.secrets import resolve_secret
 from portcullis.console.app import ConsoleApp
 from portcullis.console.build import build_console
@@ -108,6 +109,7 @@ from portcullis.transport.streaming import LogLevels
 from portcullis.upstream.build_identity import IDENTITY_KIND
 from portcullis.upstream.confinement import SPAWN_KIND
 from portcullis.upstream.registry import UpstreamRegistry
+from portcullis.upstream.secret_rotation import rotation_recycler
 
 log = logging.getLogger("portcullis.gateway")
 COUNTERS_FILE = "counters.sqlite3"
@@ -217,6 +219,8 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                        "allow_insecure_dev_issuer for local development)")
     state_dir = resolve_state_dir(cfg.state_dir, env)
     resource = ident.resource or default_resource(deployment, host, port)
+    # every secret:// reference resolved now (fail closed); vault ones then come from this store, kept fresh
+    secret_store = open_secret_store(cfg, deployment.root)
     # the control-plane stores: embedded SQLite files, or the cluster's PostgreSQL (schema checked); the kill
     # switches are read whole first: unreadable means no start (fail closed) (storage/build.py)
     stores = build_stores(deployment, state_dir, env, clock)
@@ -297,6 +301,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
                                                                            cfg.governance.sinks),
                                                  logs_hash_key(audit_keys.hmac_key)),
                                              **upstream_timing)
+    secret_store.subscribe(rotation_recycler(upstreams, cfg.services))  # a child's rotated secret: a new spawn
 
     # authorization: the policy engine is built (and Rego compiled) once, here, per policy version
     authz = cfg.authorization
@@ -343,10 +348,10 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
     except AuditUnavailable as exc:
         raise _problem(deployment, f"audit: {exc.detail}") from None
     siem = None if cfg.audit.siem is None else build_queue(
-        cfg.audit.siem, base_dir=deployment.root,
+        cfg.audit.siem, base_dir=deployment.root, current=secret_store.current,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     witness = None if cfg.audit.witness is None else build_witness_queue(
-        cfg.audit.witness, base_dir=deployment.root,
+        cfg.audit.witness, base_dir=deployment.root, current=secret_store.current,
         resolve_secret=lambda ref: resolve_secret(ref, origin=deployment.root / "gateway.yaml").encode())
     # every checkpoint also leaves the machine: to each SIEM exporter and the witness, as a C2SP signed note
     def export_checkpoint(checkpoint: Checkpoint) -> None:
@@ -600,7 +605,7 @@ def build_gateway(deployment: Deployment, *, host: str | None = None, port: int 
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [upstreams.run, revocations.run, rotate_keys, run_audit,
                                                        run_admin, run_state, surface_watch.run, hub.run, kills.run,
-                                                       reloader.run]
+                                                       reloader.run, secret_store.run]
     if metrics.multiprocess:
         background.append(metrics.run)
     if cfg.storage.redis is not None:  # cluster mode: notices between replicas, polls stay the backstop

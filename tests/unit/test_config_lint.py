@@ -163,6 +163,27 @@ BROKEN = {
         {"gateway.yaml": GATEWAY + f"    env:\n      API_TOKEN: {SECRET}\n"},
         [("gateway.yaml", 16, "services.files.env.API_TOKEN: literal secret: use a secret:// reference")],
     ),
+    "passthrough of the sealing key": Case(
+        {"gateway.yaml": GATEWAY.replace("[HOME]", "[HOME, PORTCULLIS_SEALED_KEY]")},
+        [("gateway.yaml", 14, "services.files.env_passthrough: PORTCULLIS_SEALED_KEY holds a secret provider "
+          "credential")],
+    ),
+    "passthrough of a vault token": Case(
+        {"gateway.yaml": GATEWAY.replace("[HOME]", "[BAO_TOKEN, HOME]")},
+        [("gateway.yaml", 14, "services.files.env_passthrough: BAO_TOKEN holds a secret provider credential")],
+    ),
+    "passthrough of a variable a reference reads": Case(
+        {"gateway.yaml": GATEWAY.replace("[HOME]", "[HOME, PORTCULLIS_TEST_KEYS]")},
+        [("gateway.yaml", 14, "services.files.env_passthrough: PORTCULLIS_TEST_KEYS holds a secret provider")],
+    ),
+    "malformed reference in a stdio env": Case(
+        {"gateway.yaml": GATEWAY + "    env:\n      API_KEY: secret://vault/kv/no-field\n"},
+        [("gateway.yaml", 16, "services.files.env.API_KEY: not a valid secret:// reference")],
+    ),
+    "vault reference without secrets.vault": Case(
+        {"gateway.yaml": GATEWAY + "    env:\n      API_KEY: secret://vault/kv/app#key\n"},
+        [("gateway.yaml", 16, "services.files.env.API_KEY: secret://vault/kv/app#key needs secrets.vault")],
+    ),
     "literal secret in a list": Case(
         {
             "gateway.yaml": GATEWAY.replace(

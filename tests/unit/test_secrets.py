@@ -33,9 +33,14 @@ def test_file_reference_resolves_to_the_stripped_contents(tmp_path: Path) -> Non
         ("secret://env/PORTCULLIS_TEST_EMPTY", "the secret is empty"),
         ("secret://env/NOT-A-NAME", "not a valid environment variable name"),
         ("secret://file/nonexistent/portcullis-test-key", "the file cannot be read"),
-        ("secret://vault/kv/key", "unknown secret scheme 'vault'"),
+        ("secret://ldap/kv/key", "unknown secret scheme 'ldap'"),
+        ("secret://vault/kv/key", "not a valid secret:// reference (docs/secrets.md)"),
+        ("secret://vault/kv/../sys/seal#x", "a vault path has no empty, '.' or '..' segments"),
+        ("secret://vault/kv/key#field", "secrets.vault is not configured"),
+        ("secret://sealed/nonexistent/portcullis-test#field", "the sealing key's environment variable is not set"),
     ],
-    ids=["unset variable", "empty variable", "bad variable name", "missing file", "unknown scheme"],
+    ids=["unset variable", "empty variable", "bad variable name", "missing file", "unknown scheme",
+         "vault without field", "vault dot-dot", "vault not configured", "sealed without key"],
 )
 def test_unresolvable_reference_is_a_config_error_naming_it(
     monkeypatch: pytest.MonkeyPatch, ref: str, why: str
@@ -43,6 +48,7 @@ def test_unresolvable_reference_is_a_config_error_naming_it(
     """Each failure raises ConfigError whose message names the reference and the reason only."""
     monkeypatch.delenv("PORTCULLIS_TEST_UNSET", raising=False)
     monkeypatch.setenv("PORTCULLIS_TEST_EMPTY", "")
+    monkeypatch.delenv("PORTCULLIS_SEALED_KEY", raising=False)
     with pytest.raises(ConfigError) as caught:
         resolve_secret(ref)
     assert str(caught.value) == f"<secret>: error: secret {ref} cannot be resolved: {why}"
@@ -100,3 +106,27 @@ def test_literal_secret_locs_flags_secret_named_keys_without_references() -> Non
         "max_tokens": 5,
     }
     assert list(literal_secret_locs(config)) == [("db", "password"), ("tokens", 0), ("env", "GITHUB_TOKEN")]
+
+
+@pytest.mark.parametrize("ref", [
+    "secret://env/NAME\n", "secret://file/tmp/x\x1b[2J", "secret://vault/kv/a#b\x07", "secret://file/a b",
+    "secret://vault/kv/a#b#c", "secret://sealed/tmp/x", "secret://env/A#field", "secret://vault/kv#f",
+    "secret://file/tmp/x\u202e#f\x9b",
+], ids=["trailing newline", "escape sequence", "bell in field", "space", "two fields", "sealed without field",
+        "env with field", "vault without path", "bidi and C1"])
+def test_hostile_references_break_the_grammar_and_are_shown_escaped(ref: str) -> None:
+    """Whitespace, control characters and grammar breaks are refused by the schema pattern, and an error
+    about such a reference shows it with every invisible character escaped."""
+    from pydantic import ValidationError
+
+    from portcullis.config.secrets import parse_ref
+    from portcullis.storage.config import PostgresConfig
+
+    with pytest.raises(ValueError, match="not a valid secret:// reference"):
+        parse_ref(ref)
+    with pytest.raises(ValidationError):
+        PostgresConfig(url_ref=ref)
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret(ref)
+    shown = str(caught.value)
+    assert not any(ch in shown for ch in "\n\x1b\x07\u202e\x9b")

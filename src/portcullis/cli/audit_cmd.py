@@ -82,10 +82,13 @@ def _json_line(obj: object) -> str:
 
 def _gateway(config: Path) -> Any:
     from portcullis.config.loader import load_deployment
+    from portcullis.config.secret_store import use_configured
     from portcullis.errors import ConfigError
 
     try:
-        return load_deployment(config).gateway
+        gateway = load_deployment(config).gateway
+        use_configured(gateway.secrets, config)  # a PostgreSQL URL may be a vault reference
+        return gateway
     except ConfigError as exc:
         for problem in exc.problems:
             _consoles()[1].print(lines_safe(str(problem)), markup=False)

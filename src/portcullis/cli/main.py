@@ -21,6 +21,7 @@ from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
+from portcullis.cli.secrets_cmd import secrets_app
 from portcullis.cli.storage_cmd import storage_app
 
 if TYPE_CHECKING:
@@ -42,11 +43,14 @@ def demo_deployment() -> Path:
 
 def _load(config: Path | None) -> Deployment:
     from portcullis.config.loader import load_deployment
+    from portcullis.config.secret_store import use_configured
     from portcullis.errors import ConfigError
 
     root = config or demo_deployment()
     try:
-        return load_deployment(root)
+        deployment = load_deployment(root)
+        use_configured(deployment.gateway.secrets, root)  # vault references (stdio env when pinning...)
+        return deployment
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(lines_safe(str(problem)), highlight=False, markup=False)
@@ -396,6 +400,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
 app.add_typer(storage_app, name="storage")
+app.add_typer(secrets_app, name="secrets")
 
 
 @token_app.command("issue")

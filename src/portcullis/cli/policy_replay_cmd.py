@@ -98,8 +98,12 @@ def _deployment(config: Path) -> Deployment:
 
     if not (config / "gateway.yaml").is_file():
         _fail("--config: no gateway.yaml in that directory", 2)
+    from portcullis.config.secret_store import use_configured
+
     try:
-        return load_deployment(config)
+        deployment = load_deployment(config)
+        use_configured(deployment.gateway.secrets, config)  # a PostgreSQL URL may be a vault reference
+        return deployment
     except ConfigError:
         _fail("--config: the deployment does not load (run `portcullis check`)", 2)
 

@@ -37,6 +37,8 @@ def open_configured(config: Path, command: str) -> Database:
     from pydantic import ValidationError
 
     from portcullis.cli.main import _raw_gateway
+    from portcullis.config.secret_providers.config import SecretsConfig
+    from portcullis.config.secret_store import use_configured
     from portcullis.errors import ConfigError
     from portcullis.storage.config import StorageConfig
     from portcullis.storage.postgres import StorageUnavailable, open_database
@@ -47,6 +49,13 @@ def open_configured(config: Path, command: str) -> Database:
         storage = StorageConfig.model_validate(section or {})
     except ValidationError as exc:
         _fail(f"{command}: {config / 'gateway.yaml'}: storage: {exc.error_count()} problem(s); run `portcullis lint`")
+    try:
+        secrets = raw.get("secrets") if isinstance(raw, dict) else None
+        use_configured(SecretsConfig.model_validate(secrets or {}), config)  # vault references
+    except ValidationError as exc:
+        _fail(f"{command}: {config / 'gateway.yaml'}: secrets: {exc.error_count()} problem(s); run `portcullis lint`")
+    except ConfigError as exc:
+        _fail(f"{command}: " + "; ".join(str(p) for p in exc.problems))
     if storage.postgresql is None:
         _fail(f"{command}: {config / 'gateway.yaml'} has no storage.postgresql: the embedded stores need no "
               "migration")

@@ -50,6 +50,7 @@ from portcullis.config.model import (
     resource_prefix,
 )
 from portcullis.config.schema_patterns import pattern_problems
+from portcullis.config.secret_lint import secret_problems
 from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
 from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
@@ -448,6 +449,8 @@ def _check_gateway(root: Path, texts: dict[Path, bytes], report: _Problems) -> G
         line = doc.line_of(("sessions", "key_ref"))
         report.error(path, line, "sessions.key_ref: must be a secret:// reference")
     gateway = _validate(GatewayConfig, path, doc, report)
+    for loc, message in () if gateway is None else secret_problems(gateway):
+        report.error(path, doc.line_of(loc), message)
     for name, service in ({} if gateway is None else gateway.services).items():
         if isinstance(service, StdioService):  # the gateway warns about these at every start too
             for flag in service.sandbox.unsafe_flags():

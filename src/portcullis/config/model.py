@@ -20,6 +20,8 @@ from portcullis.audit.siem.config import SiemExportConfig
 from portcullis.audit.witness.client import WitnessConfig
 from portcullis.config.console import ConsoleConfig, console_problem
 from portcullis.config.content import ContentConfig, ToolContent
+from portcullis.config.secret_providers.config import SecretsConfig
+from portcullis.config.secrets import SECRET_REF_PATTERN
 from portcullis.config.stdio_sandbox import StdioSandbox
 from portcullis.governance.sinks import DEFAULT_SINKS, cache_refusal
 from portcullis.governance.sinks import Sink as Sink  # re-exported: the sink vocabulary lives there
@@ -197,7 +199,8 @@ class StdioService(_ServiceBase):
         (), description="Names of gateway environment variables copied to the child. Nothing else is."
     )
     env: dict[Annotated[str, Field(pattern=_ENV_NAME)], str] = Field(
-        default_factory=dict, description="Explicit environment values for the child."
+        default_factory=dict, description="Explicit environment values for the child; a secret:// reference is "
+        "resolved at each spawn (docs/secrets.md)."
     )
     cwd: str | None = None
     stderr: StderrBounds = Field(StderrBounds(), description="Bounds on the child's stderr relayed into the "
@@ -436,7 +439,7 @@ class ApprovalNotifyConfig(_Model):
 
     webhook_url: str = Field(pattern=r"^https?://[^\s#]+$", max_length=2048, description="Incoming-webhook URL "
                              "(https://; http:// only with allow_insecure_http).")
-    secret_ref: str = Field(pattern=r"^secret://(env|file)/\S+$", description="secret:// reference to the HMAC "
+    secret_ref: str = Field(pattern=SECRET_REF_PATTERN, description="secret:// reference to the HMAC "
                             "key that signs each POST (X-Portcullis-Signature), at least 16 bytes.")
     link_base: str = Field(pattern=r"^https?://[^\s#?]+$", max_length=1024, description="Base URL of this "
                            "gateway's admin listener as approvers reach it; links are <link_base>/approvals/<id>/"
@@ -556,6 +559,8 @@ class GatewayConfig(_Model):
     storage: StorageConfig = Field(StorageConfig(), description="Where shared state lives: the embedded default "
                                    "(SQLite, in process) or PostgreSQL and Redis for many processes and replicas "
                                    "(docs/cluster.md).")
+    secrets: SecretsConfig = Field(SecretsConfig(), description="Secret providers beyond env and file: sealed "
+                                   "files and Vault/OpenBao, refreshed while running (docs/secrets.md).")
     console: ConsoleConfig = Field(ConsoleConfig(), description="The web console for approvers and responders at "
                                    "/console on the admin listener (docs/console.md). Off by default.")
     services: dict[Annotated[str, Field(pattern=_SERVICE_NAME)], ServiceConfig] = Field(

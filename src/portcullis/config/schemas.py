@@ -32,9 +32,11 @@ _HEADER = """\
 A deployment directory holds `gateway.yaml` and one manifest per tool under
 `tools/<domain>/<tool>.yml`, per resource or resource template under `resources/<domain>/<name>.yml`
 and per prompt under `prompts/<domain>/<name>.yml` (docs/mcp-surface.md). Unknown keys are errors
-everywhere. Secrets are never written in these files: use `secret://env/NAME` or
-`secret://file/<absolute path>` references. The JSON Schemas are in `schemas/` (`gateway.schema.json`,
-`tool-manifest.schema.json`, `resource-manifest.schema.json`, `prompt-manifest.schema.json`).
+everywhere. Secrets are never written in these files: use `secret://env/NAME`,
+`secret://file/<absolute path>[#field]`, `secret://sealed/<absolute path>#field` or
+`secret://vault/<mount>/<path>#field` references (docs/secrets.md). The JSON Schemas are in `schemas/`
+(`gateway.schema.json`, `tool-manifest.schema.json`, `resource-manifest.schema.json`,
+`prompt-manifest.schema.json`).
 """
 _CONSTRAINTS = (
     ("pattern", "pattern `{}`"),

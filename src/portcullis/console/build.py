@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from portcullis.config.console import ConsoleConfig
-from portcullis.config.secrets import resolve_secret
+from portcullis.config.secret_store import secret_getter
 from portcullis.console.app import ConsoleApp
 from portcullis.console.login import LoginPages
 from portcullis.console.oidc import OidcClient
@@ -42,7 +42,7 @@ def build_console(config: ConsoleConfig, services: ConsoleServices, *, store: Co
     the same ``issuer`` and that issuer's key cache."""
     if oidc is None and config.oidc is not None:
         issuer = next(i for i in issuers if i.issuer == config.oidc.issuer)  # console_problem checked it
-        secret = (resolve_secret(config.oidc.client_secret_ref, origin=origin)
+        secret = (secret_getter(config.oidc.client_secret_ref, origin)  # read at each use: follows a rotation
                   if config.oidc.client_secret_ref else None)
         oidc = OidcClient(config.oidc, issuer, caches[issuer.name], claim_map, client_secret=secret, clock=clock)
     sessions = Sessions(store, ttl_s=config.session_ttl_s, idle_s=config.idle_timeout_s,

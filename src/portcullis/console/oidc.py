@@ -110,7 +110,8 @@ class OidcClient:
     """One configured OpenID Provider, for the console (module docstring)."""
 
     def __init__(self, config: ConsoleOidcConfig, issuer: IssuerConfig, cache: JwksCache, claim_map: ClaimMap, *,
-                 client_secret: str | None = None, fetch: Callable[[str], Awaitable[bytes]] | None = None,
+                 client_secret: str | Callable[[], str] | None = None,
+                 fetch: Callable[[str], Awaitable[bytes]] | None = None,
                  post: Poster | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config, self._issuer, self._claims = config, issuer, claim_map
         self._secret = client_secret
@@ -167,7 +168,7 @@ class OidcClient:
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.config.redirect_url,
                 "client_id": self.config.client_id, "code_verifier": verifier}
         if self._secret is not None:
-            form["client_secret"] = self._secret
+            form["client_secret"] = self._secret if isinstance(self._secret, str) else self._secret()
         raw = await self._post(str(doc["token_endpoint"]), form)
         try:
             answer = json.loads(raw)

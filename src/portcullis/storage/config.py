@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_REF = r"^secret://(env|file)/\S+$"
+from portcullis.config.secrets import SECRET_REF_PATTERN
+
+_REF = SECRET_REF_PATTERN
 
 
 class _Model(BaseModel):

@@ -25,13 +25,14 @@ from typing import Any, Literal, cast
 
 import anyio
 import httpx2
-from mcp import Client, MCPError, StdioServerParameters, types
+from mcp import Client, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from portcullis.config.model import HttpService, StdioService
+from portcullis.config.secrets import is_reference, resolve_secret
 from portcullis.errors import (
     RESULT_TOO_DEEP,
     ConfigError,
@@ -52,7 +53,7 @@ from portcullis.upstream.interface import server_version
 from portcullis.upstream.sdk_http_guard import GuardedTransport
 from portcullis.upstream.stderr_relay import StderrRelay
 from portcullis.upstream.stdio_bounded import bounded_stdio_client
-from portcullis.upstream.stdio_spawn import ENV, RecordSpawn, check_confinement, clean_env_argv, prepare_spawn
+from portcullis.upstream.stdio_spawn import RecordSpawn, check_confinement, prepare_spawn
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -60,30 +61,33 @@ _CONNECTION_CLOSED = -32000
 LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 
 
+def stdio_argv(cfg: StdioService) -> list[str]:
+    """The child's argv, the program resolved to an absolute path; ConfigError if it is not found."""
+    if cfg.module is not None:
+        return [sys.executable, "-m", cfg.module, *cfg.args]
+    command = cfg.command or ""
+    resolved = command if os.path.isabs(command) else shutil.which(command)
+    if resolved is None:
+        raise ConfigError([Problem(path=Path("gateway.yaml"), line=None,
+                                   message=f"stdio command not found: {command}")])
+    return [resolved, *cfg.args]
+
+
 def stdio_launch(cfg: StdioService, environ: Mapping[str, str],
                  extra_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The child's argv (the program resolved to an absolute path) and its whole environment:
-    ``env_passthrough``, ``env`` and the gateway's trust, nothing else."""
-    if cfg.module is not None:
-        argv = [sys.executable, "-m", cfg.module, *cfg.args]
-    else:
-        command = cfg.command or ""
-        resolved = command if os.path.isabs(command) else shutil.which(command)
-        if resolved is None:
-            raise ConfigError([Problem(path=Path("gateway.yaml"), line=None,
-                                       message=f"stdio command not found: {command}")])
-        argv = [resolved, *cfg.args]
+    """The child's argv (:func:`stdio_argv`) and its whole environment: ``env_passthrough``, ``env`` (its
+    ``secret://`` references resolved now, the current value of each) and the gateway's trust, nothing else."""
+    argv = stdio_argv(cfg)
     child_env = {name: environ[name] for name in cfg.env_passthrough if name in environ}
-    child_env.update(cfg.env)
+    child_env.update({name: resolve_secret(value, origin=Path("gateway.yaml")) if is_reference(value) else value
+                      for name, value in cfg.env.items()})
     child_env.update(extra_env or {})  # the gateway's public keys and the service's audience
     return argv, child_env
 
 
-def stdio_parameters(cfg: StdioService, environ: Mapping[str, str],
-                     extra_env: Mapping[str, str] | None = None) -> StdioServerParameters:
-    """Unconfined spawn parameters with a clean environment (see :func:`stdio_launch`)."""
-    argv, child_env = stdio_launch(cfg, environ, extra_env)
-    return StdioServerParameters(command=ENV, args=clean_env_argv(argv, child_env), cwd=cfg.cwd)
+def secret_env_keys(cfg: StdioService) -> frozenset[str]:
+    """The child's variables set from ``secret://`` references: redacted from its stderr whatever their name."""
+    return frozenset(name for name, value in cfg.env.items() if is_reference(value))
 
 
 class _InFlight:
@@ -354,7 +358,7 @@ class SdkConnector:
         self._on_spawn = on_spawn  # the spawn audit record, durable before each child starts
         self._sandbox = sandbox
         if isinstance(cfg, StdioService):
-            stdio_parameters(cfg, self._environ)  # resolve the command now: a missing one is a config error
+            stdio_argv(cfg)  # resolve the command now: a missing one is a config error (secrets: at each spawn)
             self._sandbox = check_confinement(name, cfg, sandbox or StdioSandbox.from_environ(self._environ))
 
     @asynccontextmanager
@@ -375,6 +379,7 @@ class SdkConnector:
                                                  max_depth=self._cfg.max_result_depth, closed=closed,
                                                  pass_fds=spawn.pass_fds,
                                                  stderr=StderrRelay(self.name, env=child_env,
+                                                                    secret_keys=secret_env_keys(self._cfg),
                                                                     max_line_bytes=self._cfg.stderr.max_line_bytes,
                                                                     lines_per_s=self._cfg.stderr.lines_per_s,
                                                                     burst=self._cfg.stderr.burst,

@@ -11,7 +11,8 @@ stderr is a pipe and :meth:`StderrRelay.pump` reads it:
    so nothing in it can act on a terminal or pass for another line.
 3. Secrets redacted: well-known token formats (the ones ``portcullis lint`` looks for),
    ``Bearer …`` credentials, JWTs, ``<secret-ish name>=<value>`` pairs, and the exact values of
-   the child's own secret-named environment variables become ``[redacted]``.
+   the child's own secret-named environment variables, and of those set from ``secret://``
+   references, become ``[redacted]``.
 4. Rate bounded: a token bucket (``lines_per_s``, ``burst``) on a monotonic clock; lines past it
    are read (so the child never blocks on a full pipe) but dropped and counted, and one record
    reports how many were dropped once lines are let through again.
@@ -38,7 +39,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, Callable, Collection, Mapping
 
 from portcullis.config.secrets import KNOWN_FORMATS, SECRET_KEY_NAME
 from portcullis.text import escape_invisible
@@ -66,15 +67,16 @@ def escape_line(text: str) -> str:
 class StderrRelay:
     """Relays one child's stderr into the log (see the module docstring)."""
 
-    def __init__(self, service: str, *, env: Mapping[str, str] | None = None,
+    def __init__(self, service: str, *, env: Mapping[str, str] | None = None, secret_keys: Collection[str] = (),
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, lines_per_s: float = DEFAULT_LINES_PER_S,
                  burst: int = DEFAULT_BURST, clock: Callable[[], float] = time.monotonic,
                  logger: logging.Logger = log, withhold_key: bytes | None = None) -> None:
         if max_line_bytes < 1 or lines_per_s <= 0 or burst < 1:
             raise ValueError("stderr relay bounds must be positive")
         self.service = service
-        self._secrets = sorted({v for k, v in (env or {}).items()
-                                if SECRET_KEY_NAME.search(k) and len(v) >= _MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._secrets = sorted({v for k, v in (env or {}).items()  # secret_keys: set from secret:// references
+                                if (k in secret_keys or SECRET_KEY_NAME.search(k)) and len(v) >= _MIN_SECRET_CHARS},
+                               key=len, reverse=True)
         self._max, self._rate, self._burst, self._clock, self._log = max_line_bytes, lines_per_s, burst, clock, logger
         self._tokens, self._last = float(burst), clock()
         self.relayed = self.dropped = 0

@@ -20,11 +20,12 @@ from portcullis.audit.siem.interface import Exporter
 from portcullis.audit.siem.jsonl import JsonlExporter
 from portcullis.audit.siem.queue import ExportQueue
 from portcullis.audit.siem.syslog import SyslogExporter
-from portcullis.audit.siem.webhook import WebhookExporter
+from portcullis.audit.siem.webhook import HeaderSource, WebhookExporter
+from portcullis.config.secrets import SECRET_REF_PATTERN
 from portcullis.errors import ConfigError, PortcullisError, Problem
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_SECRET_REF = r"^secret://(env|file)/\S+$"  # noqa: S105 - a pattern for references, not a secret
+_SECRET_REF = SECRET_REF_PATTERN
 Facility = Literal["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
                    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
                    "local5", "local6", "local7"]
@@ -118,14 +119,19 @@ class SiemExportConfig(_Model):
         return self
 
 
+Current = Callable[[str], Callable[[], str]]
+"""A reference's live getter (config/secret_store.py): a header read at each send follows a rotation."""
+
+
 def build_exporters(configs: Sequence[JsonlExportConfig | SyslogExportConfig | WebhookExportConfig], *,
-                    resolve_secret: Callable[[str], bytes], base_dir: Path) -> list[Exporter]:
+                    resolve_secret: Callable[[str], bytes], base_dir: Path,
+                    current: Current | None = None) -> list[Exporter]:
     """One exporter per config, in order; ``ConfigError`` listing every one that cannot be built."""
     exporters: list[Exporter] = []
     problems: list[Problem] = []
     for config in configs:
         try:
-            exporters.append(_build(config, resolve_secret, base_dir))
+            exporters.append(_build(config, resolve_secret, base_dir, current))
         except ConfigError as exc:  # an unresolvable secret: keep its problem (it names the ref, not the value)
             problems += [Problem(p.path, p.line, f"audit export {config.name!r}: {p.message}") for p in exc.problems]
         except (ValueError, OSError, ssl.SSLError, PortcullisError) as exc:
@@ -135,16 +141,18 @@ def build_exporters(configs: Sequence[JsonlExportConfig | SyslogExportConfig | W
     return exporters
 
 
-def build_queue(config: SiemExportConfig, *, resolve_secret: Callable[[str], bytes], base_dir: Path) -> ExportQueue:
+def build_queue(config: SiemExportConfig, *, resolve_secret: Callable[[str], bytes], base_dir: Path,
+                current: Current | None = None) -> ExportQueue:
     """The exporters of ``config`` behind one :class:`ExportQueue` (enter it with ``async with``)."""
-    return ExportQueue(build_exporters(config.exporters, resolve_secret=resolve_secret, base_dir=base_dir),
+    return ExportQueue(build_exporters(config.exporters, resolve_secret=resolve_secret, base_dir=base_dir,
+                                       current=current),
                        max_pending=config.max_pending, max_batch=config.max_batch, max_attempts=config.max_attempts,
                        retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
                        send_timeout_s=config.send_timeout_s, flush_timeout_s=config.flush_timeout_s)
 
 
 def _build(config: JsonlExportConfig | SyslogExportConfig | WebhookExportConfig,
-           resolve_secret: Callable[[str], bytes], base_dir: Path) -> Exporter:
+           resolve_secret: Callable[[str], bytes], base_dir: Path, current: Current | None) -> Exporter:
     if isinstance(config, JsonlExportConfig):
         return JsonlExporter(base_dir / config.path, max_bytes=config.max_bytes, backups=config.backups,
                              fsync=config.fsync, name=config.name)
@@ -153,9 +161,11 @@ def _build(config: JsonlExportConfig | SyslogExportConfig | WebhookExportConfig,
                               hostname=config.hostname, ssl_context=_ssl_context(config.ca_file, base_dir),
                               max_datagram=config.max_datagram, connect_timeout_s=config.connect_timeout_s,
                               name=config.name)
-    authorization = None
+    authorization: HeaderSource = None
     if config.authorization_ref is not None:
         authorization = _header_value(resolve_secret(config.authorization_ref))
+        if current is not None:
+            authorization = current(config.authorization_ref)
     return WebhookExporter(config.url, resolve_secret(config.secret_ref), timeout_s=config.timeout_s,
                            allow_insecure_http=config.allow_insecure_http,
                            ssl_context=_ssl_context(config.ca_file, base_dir), authorization=authorization,

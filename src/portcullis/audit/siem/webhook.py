@@ -101,11 +101,25 @@ def endpoint(url: str, what: str, *, allow_insecure_http: bool, credentials_hint
     return f"{parsed.scheme}://{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
 
 
+HeaderSource = str | Callable[[], str] | None
+"""A header value, or a getter read at each send (a secret that may rotate)."""
+
+
+def header_now(source: HeaderSource) -> str | None:
+    """The header value for this send; a rotated value that is no header value fails it, unquoted."""
+    if source is None or isinstance(source, str):
+        return source
+    value = source()
+    if not value or not all(32 <= ord(c) <= 126 for c in value):
+        raise ExportFailed("authorization secret is not a printable ASCII header value")
+    return value
+
+
 class WebhookExporter:
     """POSTs each batch to ``url``, signed with ``key`` (the resolved ``secret://`` bytes)."""
 
     def __init__(self, url: str, key: bytes, *, timeout_s: float = 10.0, allow_insecure_http: bool = False,
-                 ssl_context: ssl.SSLContext | None = None, authorization: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, authorization: HeaderSource = None,
                  name: str = "webhook", clock: Callable[[], float] = time.time,
                  transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.where = endpoint(url, "webhook", allow_insecure_http=allow_insecure_http,
@@ -135,8 +149,8 @@ class WebhookExporter:
         headers = {"content-type": "application/json",
                    SIGNATURE_HEADER: signature_header(self._key, body, int(self._clock())),
                    BATCH_ID_HEADER: hashlib.sha256(body).hexdigest()[:32]}
-        if self._authorization is not None:
-            headers["authorization"] = self._authorization
+        if (authorization := header_now(self._authorization)) is not None:
+            headers["authorization"] = authorization
         status = await self._post(body, headers)
         if 200 <= status < 300:
             return refused

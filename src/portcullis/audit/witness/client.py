@@ -23,17 +23,18 @@ from pathlib import Path
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from portcullis.audit.siem.config import _header_value, _ssl_context, _why
+from portcullis.audit.siem.config import Current, _header_value, _ssl_context, _why
 from portcullis.audit.siem.interface import ExportFailed, Record
 from portcullis.audit.siem.queue import ExportQueue
-from portcullis.audit.siem.webhook import endpoint
+from portcullis.audit.siem.webhook import HeaderSource, endpoint, header_now
+from portcullis.config.secrets import SECRET_REF_PATTERN
 from portcullis.errors import ConfigError, PortcullisError, Problem
 from portcullis.text import escape_invisible
 
 log = logging.getLogger("portcullis.audit.witness")
 
 EXPORTER_NAME = "audit.witness"  # a dot: no SIEM exporter can be named so (their names are [a-z0-9_-])
-_SECRET_REF = r"^secret://(env|file)/\S+$"  # noqa: S105 - a pattern for references, not a secret
+_SECRET_REF = SECRET_REF_PATTERN
 _REASON_BYTES = 512
 
 
@@ -70,7 +71,7 @@ class WitnessConfig(BaseModel):
 class WitnessExporter:
     """POSTs the note of each checkpoint record it is given; other records are refused (counted)."""
 
-    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0,
+    def __init__(self, url: str, *, token: HeaderSource = None, timeout_s: float = 10.0,
                  allow_insecure_http: bool = False, ssl_context: ssl.SSLContext | None = None,
                  name: str = EXPORTER_NAME, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.name = name
@@ -81,12 +82,19 @@ class WitnessExporter:
                         extra={"fields": {"endpoint": self.where}})
         self._url, self._timeout_s, self._ssl_context, self._transport = url, timeout_s, ssl_context, transport
         self._headers = {"content-type": "text/plain; charset=utf-8"}
-        if token is not None:
-            self._headers["authorization"] = f"Bearer {token}"
+        self._token = token  # a getter is read at each send: a rotated token is used without a restart
         self._client: httpx2.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"WitnessExporter(endpoint={self.where!r})"
+
+    def _headers_now(self) -> dict[str, str]:
+        token = header_now(self._token)
+        if token is None:
+            return self._headers
+        if " " in token:
+            raise ExportFailed("witness token must not contain spaces")
+        return {**self._headers, "authorization": f"Bearer {token}"}
 
     async def send(self, batch: Sequence[Record]) -> int:
         refused = 0
@@ -118,8 +126,9 @@ class WitnessExporter:
         if self._client is None:
             self._client = httpx2.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False,
                                               verify=self._ssl_context or True, transport=self._transport)
+        headers = self._headers_now()
         try:
-            async with self._client.stream("POST", self._url, content=body, headers=self._headers) as response:
+            async with self._client.stream("POST", self._url, content=body, headers=headers) as response:
                 answer = bytearray()
                 async for chunk in response.aiter_raw():
                     answer += chunk
@@ -134,14 +143,15 @@ class WitnessExporter:
 
 
 def build_witness_queue(config: WitnessConfig, *, resolve_secret: Callable[[str], bytes],
-                        base_dir: Path) -> ExportQueue:
+                        base_dir: Path, current: Current | None = None) -> ExportQueue:
     """The witness exporter behind its own queue (enter it with ``async with``); ``ConfigError`` if it
     cannot be built (the message names the reference or the file, never a secret)."""
     try:
         token = None if config.token_ref is None else _header_value(resolve_secret(config.token_ref))
         if token is not None and " " in token:
             raise ValueError("witness token must not contain spaces")
-        exporter = WitnessExporter(config.url, token=token, timeout_s=config.timeout_s,
+        live = None if current is None or config.token_ref is None else current(config.token_ref)
+        exporter = WitnessExporter(config.url, token=live or token, timeout_s=config.timeout_s,
                                    allow_insecure_http=config.allow_insecure_http,
                                    ssl_context=_ssl_context(config.ca_file, base_dir))
     except ConfigError as exc:
