@@ -180,15 +180,15 @@ BROKEN = {
     ),
     "github token in a manifest": Case(
         {"tools/billing/refund.yml": REFUND.replace("Refund an order.", f"Uses {GITHUB_TOKEN} to call.")},
-        [("tools/billing/refund.yml", 4, "literal secret (GitHub token)")],
+        [("tools/billing/refund.yml", 4, "literal secret (secret.github.token: github_token)")],
     ),
     "aws key in a comment": Case(
         {"tools/billing/refund.yml": REFUND + f"# old key: {AWS_KEY}\n"},
-        [("tools/billing/refund.yml", 16, "literal secret (AWS access key id)")],
+        [("tools/billing/refund.yml", 16, "literal secret (secret.aws.access_key_id: aws_access_key_id)")],
     ),
     "private key in a policy file": Case(
-        {"policy/notes.md": "# notes\n-----BEGIN RSA PRIVATE KEY-----\nMIIB\n"},
-        [("policy/notes.md", 2, "literal secret (private key)")],
+        {"policy/notes.md": "# notes\n-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n"},
+        [("policy/notes.md", 2, "literal secret (secret.private_key.pem: private_key)")],
     ),
     "broken classification scheme": Case(
         {"policy/data_class.yml": "classes:\n  - Public\n  Internal: x\n"},

@@ -131,7 +131,8 @@ def to_lines(problems: Sequence[Problem]) -> list[str]:
 def to_table(problems: Sequence[Problem], root: Path) -> Table:
     """Severity, file:line, rule, message; every cell escaped, none parsed as markup."""
     table = Table("severity", "where", "rule", "message")
-    table.columns[3].overflow = "fold"
+    for column in table.columns:
+        column.overflow = "fold"  # wrap long paths and ids, never cut them short
     for p in problems:
         where = relative(p.path, root) or str(p.path)
         table.add_row(cell(severity_of(p)), cell(f"{where}:{p.line}" if p.line else where, None), cell(p.rule),

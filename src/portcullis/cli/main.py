@@ -22,6 +22,7 @@ from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, lines_safe, terminal_safe
+from portcullis.cli.secret_scan_cmd import secrets_scan_app
 from portcullis.cli.storage_cmd import storage_app
 
 if TYPE_CHECKING:
@@ -386,6 +387,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
 app.add_typer(storage_app, name="storage")
+app.add_typer(secrets_scan_app, name="secrets")  # WP-C: add seal/unseal to this group
 
 
 @token_app.command("issue")

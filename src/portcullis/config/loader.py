@@ -11,7 +11,8 @@ Contract: :func:`lint_deployment` returns every problem, each with its file and 
 :func:`load_deployment` raises one :class:`~portcullis.errors.ConfigError` carrying every
 error-severity problem (warnings never raise) or returns a frozen :class:`Deployment`. The checks,
 in order: (1) walk the directory, refusing symlinks that leave it (they are never read);
-(2) scan every file for well-known secret formats; (3) gateway.yaml: YAML, schema, literal
+(2) scan every file (dot-directories such as ``.github/`` included, not ``.git/``) for literal secrets
+with the output filter's rules (:mod:`.secret_scan`); (3) gateway.yaml: YAML, schema, literal
 secrets, ``sessions.key_ref``; (4) each manifest: YAML, schema, JSON Schema 2020-12 of its
 schemas, every schema pattern ECMA-262 and linear-time (:mod:`.schema_patterns`); (5) across
 files: unknown services, duplicate tools, exposed-name collisions (also after NFKC + casefold),
@@ -50,7 +51,8 @@ from portcullis.config.model import (
     resource_prefix,
 )
 from portcullis.config.schema_patterns import pattern_problems
-from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
+from portcullis.config.secret_scan import scan_file
+from portcullis.config.secrets import is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
 from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
@@ -239,17 +241,16 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
     if not root.is_dir():
         report.error("deployment", root, None, "not a directory")
         return report, None
-    files = _walk(root, report, _state_paths(root, report, environ))  # 1
-    texts: dict[Path, bytes] = {}
-    for rel, real in files.items():
-        if (data := _read(root / rel, real, report)) is not None:
-            texts[rel] = data
-            for line, kind in find_known_secrets(data.decode("utf-8", errors="replace")):  # 2
-                report.error("secret.literal", root / rel, line, f"literal secret ({kind}): use a secret:// reference")
+    files, texts = _files(root, report, environ)  # 1
+    for rel, data in texts.items():
+        report += scan_file(root / rel, data)  # 2
     gateway = _check_gateway(root, texts, report)  # 3
+    _drop_repeated_secrets(report)
     manifests: list[_Checked] = []
     surface: list[tuple[Path, str, YamlDocument, ResourceManifest | PromptManifest]] = []
     for rel in sorted(files):
+        if any(part.startswith(".") for part in rel.parts[:-1]):
+            continue  # .github/ and friends: scanned for secrets (2), never read as configuration
         if rel.parts[0] in _SURFACE_DIRS and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
             if rel in texts and (doc := _parse(root / rel, texts[rel], report)) is not None:
                 model = _SURFACE_DIRS[rel.parts[0]]
@@ -271,6 +272,33 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
     return report, None if gateway is None else Deployment(root, gateway, tuple(loaded), tuple(surfaced))
 
 
+def deployment_files(root: Path, environ: Mapping[str, str] | None = None) -> tuple[list[Problem], dict[Path, bytes]]:
+    """Steps 1 of the checks alone: the problems of the walk, and the bytes of every file read (relative
+    path -> at most ``MAX_BYTES + 1`` bytes); for ``portcullis secrets scan``."""
+    report = _Problems()
+    if not root.is_dir():
+        report.error("deployment", root, None, "not a directory")
+        return report, {}
+    return report, _files(root, report, environ)[1]
+
+
+def _files(root: Path, report: _Problems, environ: Mapping[str, str] | None) -> tuple[dict[Path, Path],
+                                                                                     dict[Path, bytes]]:
+    files = _walk(root, report, _state_paths(root, report, environ))
+    texts: dict[Path, bytes] = {}
+    for rel, real in files.items():
+        if (data := _read(root / rel, real, report)) is not None:
+            texts[rel] = data
+    return files, texts
+
+
+def _drop_repeated_secrets(report: _Problems) -> None:
+    """A value under a secret-named key is reported once (``secret.ref``), not again by the generic rule."""
+    keyed = {(p.path, p.line) for p in report if p.rule == "secret.ref"}
+    report[:] = [p for p in report if not (p.rule == GENERIC_RULE and (p.path, p.line) in keyed)]
+
+
+GENERIC_RULE = "secret.generic.assignment"
 _SURFACE_DIRS: dict[str, type[ResourceManifest] | type[PromptManifest]] = {
     "resources": ResourceManifest, "prompts": PromptManifest}
 
@@ -367,7 +395,7 @@ def _walk(root: Path, report: _Problems, state: StatePaths) -> dict[Path, Path]:
         state = dataclasses.replace(state, skip_state_dir=False)  # skipping it would skip the deployment
     files: dict[Path, Path] = {}
     for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # .git and friends
+        dirs[:] = sorted(d for d in dirs if d != ".git"  # dot-directories (.github/) are read and scanned
                          and not state.holds_dir(Path(os.path.realpath(Path(folder, d)))))
         for name in [*dirs, *names]:
             path = Path(folder, name)
