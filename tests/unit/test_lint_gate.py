@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft4Validator
@@ -152,3 +153,83 @@ def test_table_cells_escape_controls_in_messages() -> None:
                                     "schema")], ROOT))
     text = console.export_text()
     assert "\\x1b[31m[link=http:x]y[/link]" in text and "\x1b" not in text
+
+
+# ----------------------------------------------------------------------------- coverage and approvals
+
+REFUND = "tools/billing/process_refund.yml"
+
+
+def _demo(tmp_path: Path) -> Path:
+    import shutil
+
+    from portcullis.cli.main import demo_deployment
+
+    return Path(shutil.copytree(demo_deployment(), tmp_path / "demo"))
+
+
+def _edit(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    if old not in text:
+        raise AssertionError(f"{old!r} not in {rel}")
+    path.write_text(text.replace(old, new))
+
+
+def _unattended_refunds(root: Path) -> None:
+    """No amount rule and no Rego module: nothing sends a refund to a person any more."""
+    _edit(root, REFUND, "  requires_approval_over: 100\n  requires_two_approvals_over: 400\n", "")
+    (root / "policy" / "portcullis_demo.rego").unlink()
+
+
+def _found(root: Path) -> list[tuple[str, int | None, str, str]]:
+    return [(p.path.relative_to(root).as_posix(), p.line, p.severity, p.rule) for p in lint_deployment(root)]
+
+
+def test_the_demo_deployment_lints_clean_under_every_rule(tmp_path: Path) -> None:
+    """Not even a note: risk on every item, fixtures covering all, approvals for the high-risk tool."""
+    assert lint_deployment(_demo(tmp_path)) == []
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda root: _edit(root, "resources/files/handbook-index.yml", "risk: low\n", ""),
+     ("resources/files/handbook-index.yml", 2, "error", "coverage.risk")),
+    (lambda root: _edit(root, "policy/fixtures/files.yaml", "prompt: files.summarize_file",
+                        "tool: files.read_file"),
+     ("prompts/files/summarize_file.yml", 3, "error", "coverage.fixture")),
+    (lambda root: (root / "policy" / "fixtures" / "extra.yaml").write_text(
+        "- principal: {user_id: u}\n  tool: files.nope\n  now: '2026-03-02T10:00:00Z'\n  expect: {effect: deny}\n"),
+     ("policy/fixtures/extra.yaml", None, "error", "fixture.unknown")),
+    (lambda root: (root / "policy" / "fixtures" / "broken.yaml").write_text("- [unclosed DISTINCT-CONTENT\n"),
+     ("policy/fixtures/broken.yaml", None, "error", "fixture.invalid")),
+    (_unattended_refunds, (REFUND, 6, "error", "approval.missing")),
+    (lambda root: _edit(root, "gateway.yaml", 'tools: ["billing.*"]', 'tools: ["files.*"]'),
+     (REFUND, 6, "error", "approval.approver")),
+], ids=["resource-without-risk", "prompt-without-fixture", "fixture-names-nothing", "fixture-not-yaml",
+        "high-risk-without-approval-path", "high-risk-nobody-may-approve"])
+def test_each_coverage_and_approval_gap_is_an_error_at_its_file(tmp_path: Path, change: Any,
+                                                                expected: tuple[str, int | None, str, str]) -> None:
+    """One broken property of the demo, one problem under its rule id, at the manifest key's line."""
+    root = _demo(tmp_path)
+    change(root)
+    assert _found(root) == [expected]
+    assert all("DISTINCT-CONTENT" not in p.message for p in lint_deployment(root))  # never the file's text
+
+
+def test_risk_scoring_that_reaches_one_approver_is_an_approval_path(tmp_path: Path) -> None:
+    """approvals.risk with the default points (high 30 + Confidential 15 >= 40) sends every refund to a person."""
+    root = _demo(tmp_path)
+    _unattended_refunds(root)
+    _edit(root, "gateway.yaml", "approvals:\n  ttl_s: 900\n", "approvals:\n  ttl_s: 900\n  risk: {}\n")
+    assert _found(root) == []
+
+
+def test_without_fixtures_coverage_is_a_note_not_a_failure(tmp_path: Path) -> None:
+    """A deployment that has not adopted fixtures yet gets one note; --fail-on note makes it fail (exit 4)."""
+    root = _demo(tmp_path)
+    import shutil
+
+    shutil.rmtree(root / "policy" / "fixtures")
+    assert _found(root) == [("policy/fixtures", None, "note", "coverage.fixture")]
+    assert runner.invoke(app, ["lint", str(root)]).exit_code == 0
+    assert runner.invoke(app, ["lint", str(root), "--fail-on", "note"]).exit_code == 4

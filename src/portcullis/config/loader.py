@@ -116,13 +116,25 @@ def lint_deployment(root: Path, environ: Mapping[str, str] | None = None) -> lis
     Past the checks :func:`load_deployment` makes, (6) the policies: conflicts, unreachable rules,
     tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`); (7) each
     manifest's definition through the tool-poisoning scanner
-    (:mod:`portcullis.content.definition_review`), every finding an error.
+    (:mod:`portcullis.content.definition_review`), every finding an error; (8) coverage and approval
+    paths (:mod:`.lint_rules`): a risk level on every resource and prompt, decision fixtures that load
+    and cover every exposed tool, resource and prompt, and an approval path and approver for every
+    high-risk tool.
     """
     problems, deployment = _check(Path(root), environ)
     if deployment is not None:
         problems += _policy_problems(deployment)  # 6
         problems += _poisoning_problems(deployment)  # 7
+        problems += _deployment_rules(deployment)  # 8
     return _sorted(problems)
+
+
+def _deployment_rules(deployment: Deployment) -> list[Problem]:
+    """Coverage (risk, decision fixtures) and approval paths (:mod:`.lint_rules`)."""
+    from portcullis.config.lint_rules import deployment_rules
+    from portcullis.policy.engine import configured_environment
+
+    return _located(deployment_rules(deployment, configured_environment(deployment)))
 
 
 def _policy_problems(deployment: Deployment) -> list[Problem]:

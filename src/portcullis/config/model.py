@@ -698,6 +698,8 @@ class _SurfaceManifest(_Model):
     service: str = Field(pattern=_SERVICE_NAME, description="The service (in gateway.yaml) that serves it.")
     owner: str = Field(min_length=3, description="Accountable owner: a team or person's address.")
     description: str = Field(min_length=1, max_length=4096)
+    risk: Risk | None = Field(None, description="low, medium or high, as for a tool (input.tool.risk in Rego); "
+                              "`portcullis lint` requires it.")
     classification: ToolClassification
     pin: str | None = Field(
         None, pattern=PIN_PATTERN,
@@ -710,7 +712,7 @@ class _SurfaceManifest(_Model):
     retention_class: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]{0,31}$",
                                         description="A label for how long its records are kept downstream.")
 
-    @field_validator("owner", "classification", mode="before")
+    @field_validator("owner", "risk", "classification", mode="before")
     @classmethod
     def _reviewed(cls, value: Any) -> Any:
         values = value.values() if isinstance(value, dict) else (value,)

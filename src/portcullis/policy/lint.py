@@ -48,7 +48,7 @@ from portcullis.policy.native import failing_checks
 if TYPE_CHECKING:
     from portcullis.config.loader import LoadedManifest
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 Loc = tuple[str | int, ...]
 _COMPOSITION = ("$ref", "$dynamicRef", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
                 "dependentSchemas", "unevaluatedProperties", "patternProperties")
@@ -66,7 +66,7 @@ class PolicyProblem:
         path: the manifest (or Rego file / directory) it is in.
         loc: where in the manifest's YAML, as keys and indexes (``()`` for the whole file).
         message: what is wrong, without secrets.
-        severity: ``"error"`` or ``"warning"``.
+        severity: ``"error"``, ``"warning"`` or ``"note"``.
         line: the line, when known without the YAML (Rego compile errors); else None.
         rule: the stable id of the check (``policy.conflict``; ``portcullis lint --format sarif``'s ruleId).
     """

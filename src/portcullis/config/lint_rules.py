@@ -1,0 +1,164 @@
+"""The lint gate's deployment-wide checks, past what loading a deployment already refuses.
+
+:func:`deployment_rules` runs, in order:
+
+1. ``coverage.risk`` — every resource and prompt manifest declares a ``risk`` (tools must already);
+2. decision fixtures (``policy/fixtures/*.yaml``): each file loads (``fixture.invalid``), each fixture
+   names a tool, resource or prompt the deployment exposes (``fixture.unknown``), and every exposed
+   tool, resource and prompt appears in at least one fixture (``coverage.fixture``: an error once the
+   deployment has fixtures; without any, one note: nothing shows its policies work, adopt fixtures);
+3. every high-risk tool with a policy has an approval path — ``policy.requires_approval_over``, risk
+   scoring (``approvals.risk``) whose points for the tool reach ``one_approver``, or a Rego module that
+   declares ``require_approval`` — (``approval.missing``), and an ``approvals.approvers`` rule that lets
+   somebody approve it (``approval.approver``): else every call that needs approval is denied, or the
+   tool runs unattended. A high-risk tool without a policy is denied to everyone, so it needs neither.
+
+Pure over the loaded :class:`~portcullis.config.loader.Deployment` except reading the fixture and
+Rego files. Messages never quote file contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from portcullis.config.model import GatewayConfig, ToolManifest
+from portcullis.policy.lint import PolicyProblem
+
+if TYPE_CHECKING:
+    from portcullis.config.loader import Deployment, LoadedManifest
+    from portcullis.policy.fixtures import Fixture
+
+FIXTURE_DIR = Path("policy", "fixtures")
+_MAX_FIXTURE_BYTES = 1_048_576
+
+
+def deployment_rules(deployment: Deployment, environment: str | None) -> list[PolicyProblem]:
+    """Checks 1 to 3 (module docstring); each problem at its file and YAML key (the caller finds the line)."""
+    problems = [PolicyProblem(item.path, ("name",), f"{item.kind} {item.manifest.name!r}: no risk: declare risk: low, "
+                        "medium or high", "error", rule="coverage.risk")
+                for item in deployment.surface if item.manifest.risk is None]  # 1
+    problems += _fixtures(deployment)  # 2
+    rego_approval = _rego_declares_approval(deployment.root / "policy")
+    for loaded in deployment.manifests:  # 3
+        problems += _approval(loaded, deployment.gateway, environment, rego_approval)
+    return problems
+
+
+# ----------------------------------------------------------------------------- 2. fixtures
+
+
+def fixture_files(root: Path) -> list[Path]:
+    """``policy/fixtures/*.yaml`` and ``*.yml``, sorted."""
+    folder = root / FIXTURE_DIR
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+
+
+def _fixtures(deployment: Deployment) -> list[PolicyProblem]:
+    from portcullis.policy.fixtures import load_fixtures
+
+    files = fixture_files(deployment.root)
+    exposed: dict[tuple[str, str], Path] = {("tool", m.exposed_name): m.path for m in deployment.manifests}
+    exposed |= {("prompt" if s.kind == "prompt" else "resource", s.exposed): s.path for s in deployment.surface}
+    if not files:
+        if not exposed:
+            return []
+        return [PolicyProblem(deployment.root / FIXTURE_DIR, (), "no decision fixtures: add policy/fixtures/*.yaml "
+                        "with an allow and a deny case per tool, resource and prompt (`portcullis policy test`)",
+                        "note", rule="coverage.fixture")]
+    problems: list[PolicyProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for path in files:
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(_MAX_FIXTURE_BYTES + 1)
+            if len(data) > _MAX_FIXTURE_BYTES:
+                raise ValueError(f"larger than {_MAX_FIXTURE_BYTES} bytes")
+            loaded: tuple[Fixture, ...] = load_fixtures(data.decode("utf-8"))
+        except OSError:
+            problems.append(PolicyProblem(path, (), "cannot be read", "error", rule="fixture.invalid"))
+            continue
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            problems.append(PolicyProblem(path, (), f"not a fixture list: {where}: {first['msg']}", "error",
+                                          rule="fixture.invalid"))
+            continue
+        except (ValueError, UnicodeDecodeError) as exc:
+            why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__  # never the file's text
+            problems.append(PolicyProblem(path, (), f"not a fixture list: {why}", "error",
+                                          rule="fixture.invalid"))
+            continue
+        for fixture in loaded:
+            kind = "tool" if fixture.tool is not None else "resource" if fixture.resource is not None else "prompt"
+            if (kind, fixture.target) not in exposed:
+                problems.append(PolicyProblem(path, (), f"fixture {fixture.label[:80]!r}: no exposed {kind} "
+                                              f"{fixture.target[:120]!r}", "error", rule="fixture.unknown"))
+            seen.add((kind, fixture.target))
+    for (kind, name), path in sorted(exposed.items()):
+        if (kind, name) not in seen:
+            problems.append(PolicyProblem(path, ("name",), f"{kind} {name!r} appears in no decision fixture "
+                                          "(policy/fixtures/*.yaml)", "error", rule="coverage.fixture"))
+    return problems
+
+
+# ----------------------------------------------------------------------------- 3. approvals
+
+
+def _approval(loaded: LoadedManifest, gateway: GatewayConfig, environment: str | None,
+              rego_approval: bool) -> list[PolicyProblem]:
+    manifest = loaded.manifest
+    if manifest.risk != "high" or manifest.policy is None:
+        return []
+    name = loaded.exposed_name
+    if not (manifest.policy.requires_approval_over is not None or rego_approval
+            or _scoring_asks(manifest, gateway, environment)):
+        return [PolicyProblem(loaded.path, ("risk",), f"{name}: high risk, but no call of it ever waits for a "
+                              "person: set policy.requires_approval_over, approvals.risk scoring that reaches "
+                              "one_approver, or a Rego require_approval rule", "error", rule="approval.missing")]
+    if not approvable(name, "high", gateway.approvals.approvers):
+        return [PolicyProblem(loaded.path, ("risk",), f"{name}: calls can need approval, but no approvals.approvers "
+                              "rule covers this high-risk tool: nobody can approve them", "error",
+                              rule="approval.approver")]
+    return []
+
+
+def approvable(tool: str, risk: str, rules: Iterable[object]) -> bool:
+    """Whether some approver rule's ``tools`` and ``risk`` cover ``tool`` (as ApprovalService.may_approve)."""
+    for rule in rules:
+        patterns: tuple[str, ...] = getattr(rule, "tools", ())
+        allowed = getattr(rule, "risk", None)
+        if allowed is not None and risk not in allowed:
+            continue
+        if any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in patterns):
+            return True
+    return False
+
+
+def _scoring_asks(manifest: ToolManifest, gateway: GatewayConfig, environment: str | None) -> bool:
+    """Whether risk scoring gives every call of the tool at least ``one_approver`` points (before the
+    amount and rate parts, which depend on the call)."""
+    scoring = gateway.approvals.risk
+    if scoring is None:
+        return False
+    classes = (manifest.classification.input, manifest.classification.output)
+    points = (scoring.tool_risk.get("high", 0) + max(scoring.classification.get(c, 0) for c in classes)
+              + scoring.environment.get(environment or "", 0))
+    return points >= scoring.thresholds.one_approver
+
+
+def _rego_declares_approval(folder: Path) -> bool:
+    """Whether a Rego module in ``folder`` writes a ``require_approval`` rule (which tools it covers is
+    decided at run time; the fixtures show it)."""
+    if not folder.is_dir():
+        return False
+    for path in sorted(folder.glob("*.rego")):
+        try:
+            if b"require_approval" in path.read_bytes()[:_MAX_FIXTURE_BYTES]:
+                return True
+        except OSError:
+            continue
+    return False
