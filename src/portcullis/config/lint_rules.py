@@ -11,7 +11,14 @@
    scoring (``approvals.risk``) whose points for the tool reach ``one_approver``, or a Rego module that
    declares ``require_approval`` — (``approval.missing``), and an ``approvals.approvers`` rule that lets
    somebody approve it (``approval.approver``): else every call that needs approval is denied, or the
-   tool runs unattended. A high-risk tool without a policy is denied to everyone, so it needs neither.
+   tool runs unattended. A high-risk tool without a policy is denied to everyone, so it needs neither;
+4. what ``portcullis serve`` would refuse when it builds the gateway, checked without building it
+   (one decision, made once): no ``identity`` (``serve.refuses``), an issuer whose ``audience`` is not
+   the gateway's resource URI as served without ``--host``/``--port`` (``serve.refuses``); and, as
+   warnings since they depend on the machine that serves (``serve.environment``): a stdio ``command``
+   not on this machine's PATH, the ``otlp`` tracing exporter without its package.
+   ``listen.workers`` without shared state, Rego that does not compile and every schema rule are
+   refused by loading already (``schema``, ``rego.compile``).
 
 Pure over the loaded :class:`~portcullis.config.loader.Deployment` except reading the fixture and
 Rego files. Messages never quote file contents.
@@ -45,7 +52,46 @@ def deployment_rules(deployment: Deployment, environment: str | None) -> list[Po
     rego_approval = _rego_declares_approval(deployment.root / "policy")
     for loaded in deployment.manifests:  # 3
         problems += _approval(loaded, deployment.gateway, environment, rego_approval)
+    problems += serve_refusals(deployment)  # 4
     return problems
+
+
+# ----------------------------------------------------------------------------- 4. serve parity
+
+
+def serve_refusals(deployment: Deployment) -> list[PolicyProblem]:
+    """Check 4: what building the gateway would refuse, as problems at gateway.yaml's keys."""
+    import os
+    import shutil
+
+    from portcullis.config.model import StdioService
+    from portcullis.gateway import default_resource
+
+    path, cfg = deployment.root / "gateway.yaml", deployment.gateway
+    found: list[PolicyProblem] = []
+    if cfg.identity is None:
+        found.append(PolicyProblem(path, (), "identity: missing; serve refuses to start: configure how callers "
+                                   "authenticate (issuers, mtls, or allow_insecure_dev_issuer for development)",
+                                   "error", rule="serve.refuses"))
+    else:
+        resource = cfg.identity.resource or default_resource(deployment, None, None)
+        for index, issuer in enumerate(cfg.identity.issuers):
+            if issuer.audience != resource:
+                found.append(PolicyProblem(path, ("identity", "issuers", index, "audience"), f"identity.issuers"
+                                           f"[{issuer.name}].audience must equal the gateway's resource URI "
+                                           f"{resource}: serve refuses to start", "error", rule="serve.refuses"))
+    for name, service in cfg.services.items():
+        command = service.command if isinstance(service, StdioService) else None
+        if command and not os.path.isabs(command) and shutil.which(command) is None:
+            found.append(PolicyProblem(path, ("services", name, "command"), f"services.{name}.command: "
+                                       f"{command[:80]!r} is not on this machine's PATH: the service cannot start "
+                                       "here", "warning", rule="serve.environment"))
+    tracing = cfg.observability.tracing
+    if tracing.exporter == "otlp" and not _installed("opentelemetry.exporter.otlp.proto.http.trace_exporter"):
+        found.append(PolicyProblem(path, ("observability", "tracing", "exporter"), "observability.tracing.exporter "
+                                   "'otlp' needs the package opentelemetry-exporter-otlp-proto-http, which is not "
+                                   "installed here: serve refuses to start", "warning", rule="serve.environment"))
+    return found
 
 
 # ----------------------------------------------------------------------------- 2. fixtures
@@ -162,3 +208,12 @@ def _rego_declares_approval(folder: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
