@@ -195,3 +195,17 @@ def test_an_encoded_secret_is_found_as_the_output_filter_finds_it(tmp_path: Path
     hits = [p for p in scan_directory(root) if p.rule == "secret.github.token"]
     assert [(p.path.name, p.line) for p in hits] == [("blob.txt", 3)] and "base64" in hits[0].message
     assert value not in hits[0].message and wrapped not in hits[0].message
+
+
+def test_a_file_too_large_to_scan_whole_fails_the_gate_but_not_the_load(tmp_path: Path) -> None:
+    """Past MAX_BYTES the tail is unseen: an error for lint and secrets scan, never "clean"; loading for serve
+    (and a policy push) only warns, so the file's own size checks give the reason."""
+    from portcullis.config.loader import load_deployment
+    from portcullis.config.yaml_lines import MAX_BYTES
+
+    root = _deployment(tmp_path)
+    _, value, _ = SAMPLES["secret.github.token"]
+    (root / "policy" / "big.txt").write_text("x" * MAX_BYTES + f"\ntoken {value}\n")
+    for problems in (lint_deployment(root), scan_directory(root)):
+        assert [(p.path.name, p.severity) for p in problems if p.rule == "secret.unscanned"] == [("big.txt", "error")]
+    load_deployment(root)

@@ -51,7 +51,7 @@ from portcullis.config.model import (
     resource_prefix,
 )
 from portcullis.config.schema_patterns import pattern_problems
-from portcullis.config.secret_scan import scan_file
+from portcullis.config.secret_scan import scan_file, strict
 from portcullis.config.secrets import is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
 from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
@@ -122,6 +122,7 @@ def lint_deployment(root: Path, environ: Mapping[str, str] | None = None) -> lis
     high-risk tool.
     """
     problems, deployment = _check(Path(root), environ)
+    problems = strict(problems)  # a file not scanned whole for secrets fails the gate (loading only warns)
     if deployment is not None:
         problems += _policy_problems(deployment)  # 6
         problems += _poisoning_problems(deployment)  # 7

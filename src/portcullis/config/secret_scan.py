@@ -6,7 +6,8 @@ One decision, made once: the rules that keep a secret out of a tool's result
 URL-encoded runs) also keep one out of the repository. Step by step, per file:
 
 1. the bytes are decoded as UTF-8 (undecodable bytes replaced: a binary file is still scanned);
-2. a file longer than :data:`~.yaml_lines.MAX_BYTES` was read only in part: an error, never "clean";
+2. a file longer than :data:`~.yaml_lines.MAX_BYTES` was read only in part: never "clean" (a warning
+   where a deployment is loaded, whose own size checks then speak; an error in ``lint`` and ``secrets scan``);
 3. :meth:`~portcullis.content.scan.DetectorSet.scan` runs the secret rules (a generous CPU budget:
    lint runs offline); a *blocked* result is an error ("could not be scanned"), never "clean";
 4. findings inside a ``secret://`` reference are dropped (the reference is what should be there);
@@ -21,6 +22,7 @@ own state directory; symlinks leaving the directory refused), and these steps on
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
@@ -47,7 +49,7 @@ def scan_file(path: Path, data: bytes) -> list[Problem]:
     """Every literal secret in one file's ``data`` (steps 1 to 5), each at its line."""
     if len(data) > MAX_BYTES:  # 2
         return [Problem(path, None, f"larger than {MAX_BYTES} bytes: not scanned for secrets whole; keep large "
-                        "files out of the deployment directory", "error", UNSCANNED)]
+                        "files out of the deployment directory", "warning", UNSCANNED)]
     text = data.decode("utf-8", errors="replace")  # 1
     result = _detectors().scan(text, BUDGET)  # 3
     if result.blocked:
@@ -83,4 +85,9 @@ def scan_directory(root: Path, environ: Mapping[str, str] | None = None) -> list
     problems, files = deployment_files(Path(root), environ)
     for rel, data in files.items():
         problems += scan_file(Path(root) / rel, data)
-    return sorted(problems, key=lambda p: (str(p.path), p.line or 0))
+    return sorted(strict(problems), key=lambda p: (str(p.path), p.line or 0))
+
+
+def strict(problems: list[Problem]) -> list[Problem]:
+    """The CI gate's view: a file not scanned whole is an error, not a warning."""
+    return [dataclasses.replace(p, severity="error") if p.rule == UNSCANNED else p for p in problems]
