@@ -26,7 +26,6 @@ Rego files. Messages never quote file contents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,23 +164,11 @@ def _approval(loaded: LoadedManifest, gateway: GatewayConfig, environment: str |
         return [PolicyProblem(loaded.path, ("risk",), f"{name}: high risk, but no call of it ever waits for a "
                               "person: set policy.requires_approval_over, approvals.risk scoring that reaches "
                               "one_approver, or a Rego require_approval rule", "error", rule="approval.missing")]
-    if not approvable(name, "high", gateway.approvals.approvers):
+    if not any(rule.covers(name, "high") for rule in gateway.approvals.approvers):
         return [PolicyProblem(loaded.path, ("risk",), f"{name}: calls can need approval, but no approvals.approvers "
                               "rule covers this high-risk tool: nobody can approve them", "error",
                               rule="approval.approver")]
     return []
-
-
-def approvable(tool: str, risk: str, rules: Iterable[object]) -> bool:
-    """Whether some approver rule's ``tools`` and ``risk`` cover ``tool`` (as ApprovalService.may_approve)."""
-    for rule in rules:
-        patterns: tuple[str, ...] = getattr(rule, "tools", ())
-        allowed = getattr(rule, "risk", None)
-        if allowed is not None and risk not in allowed:
-            continue
-        if any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in patterns):
-            return True
-    return False
 
 
 def _scoring_asks(manifest: ToolManifest, gateway: GatewayConfig, environment: str | None) -> bool:

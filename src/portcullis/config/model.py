@@ -386,6 +386,12 @@ class ApproverRule(_Model):
     risk: tuple[Literal["low", "medium", "high"], ...] | None = Field(
         None, min_length=1, description="Only for tools of these manifest risk levels (default: any).")
 
+    def covers(self, tool: str, tool_risk: str) -> bool:
+        """Whether this rule's ``tools`` and ``risk`` take in ``tool`` (an exposed name) of that risk level."""
+        if self.risk is not None and tool_risk not in self.risk:
+            return False
+        return any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in self.tools)
+
 
 class RiskAmount(_Model):
     pointer: str = Field("/amount", pattern=r"^(/([^~/]|~[01])*)+$", description="Argument holding the amount.")
