@@ -233,3 +233,18 @@ def test_without_fixtures_coverage_is_a_note_not_a_failure(tmp_path: Path) -> No
     assert _found(root) == [("policy/fixtures", None, "note", "coverage.fixture")]
     assert runner.invoke(app, ["lint", str(root)]).exit_code == 0
     assert runner.invoke(app, ["lint", str(root), "--fail-on", "note"]).exit_code == 4
+
+
+def test_lint_dot_from_inside_the_repository_gives_repository_relative_sarif_paths(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`portcullis lint . --format sarif` (the CI workflow's call): URIs relative to the checkout, never absolute."""
+    target = _broken(tmp_path)
+    monkeypatch.chdir(target)
+    monkeypatch.setenv("PORTCULLIS_STATE_DIR", str(tmp_path / "state"))
+    result = runner.invoke(app, ["lint", ".", "--format", "sarif"])
+    assert result.exit_code == 1
+    log = json.loads(result.output)
+    assert _sarif_errors(log) == []
+    uris = {loc["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]
+            for loc in r.get("locations", [])}
+    assert "gateway.yaml" in uris and not any(uri.startswith("/") for uri in uris)
