@@ -109,3 +109,15 @@ def test_every_build_time_refusal_is_accounted_for() -> None:
         if re.search(r"\bConfigError\(", path.read_text(encoding="utf-8")):
             raising.add(rel)
     assert raising == set(KNOWN_BUILD_REFUSALS)
+
+
+def test_what_depends_on_the_serving_machine_is_a_warning(tmp_path: Path) -> None:
+    """A stdio command this machine lacks: serve here would fail to start it; lint warns (CI may not be the host)."""
+    root = _demo(tmp_path)
+
+    def add_service(config: dict[str, Any]) -> None:
+        config["services"]["ghost"] = {"transport": "stdio", "command": "portcullis-no-such-command-\x1b[31m"}
+    _gateway(add_service)(root)
+    found = [p for p in lint_deployment(root) if p.rule == "serve.environment"]
+    assert [(p.path.name, p.severity) for p in found] == [("gateway.yaml", "warning")]
+    assert found[0].line is not None and "services.ghost.command" in found[0].message
