@@ -199,13 +199,16 @@ def test_the_demo_deployment_lints_clean_under_every_rule(tmp_path: Path) -> Non
      ("prompts/files/summarize_file.yml", 3, "error", "coverage.fixture")),
     (lambda root: (root / "policy" / "fixtures" / "extra.yaml").write_text(
         "- principal: {user_id: u}\n  tool: files.nope\n  now: '2026-03-02T10:00:00Z'\n  expect: {effect: deny}\n"),
-     ("policy/fixtures/extra.yaml", None, "error", "fixture.unknown")),
+     ("policy/fixtures/extra.yaml", 2, "error", "fixture.unknown")),
     (lambda root: (root / "policy" / "fixtures" / "broken.yaml").write_text("- [unclosed DISTINCT-CONTENT\n"),
-     ("policy/fixtures/broken.yaml", None, "error", "fixture.invalid")),
+     ("policy/fixtures/broken.yaml", 2, "error", "fixture.invalid")),
+    (lambda root: (root / "policy" / "fixtures" / "bomb.yaml").write_text(
+        "- &a [DISTINCT-CONTENT, DISTINCT-CONTENT]\n- &b [*a, *a, *a, *a]\n- [*b, *b, *b, *b]\n"),
+     ("policy/fixtures/bomb.yaml", 1, "error", "fixture.invalid")),
     (_unattended_refunds, (REFUND, 6, "error", "approval.missing")),
     (lambda root: _edit(root, "gateway.yaml", 'tools: ["billing.*"]', 'tools: ["files.*"]'),
      (REFUND, 6, "error", "approval.approver")),
-], ids=["resource-without-risk", "prompt-without-fixture", "fixture-names-nothing", "fixture-not-yaml",
+], ids=["resource-without-risk", "prompt-without-fixture", "fixture-names-nothing", "fixture-not-yaml", "fixture-alias-bomb",
         "high-risk-without-approval-path", "high-risk-nobody-may-approve"])
 def test_each_coverage_and_approval_gap_is_an_error_at_its_file(tmp_path: Path, change: Any,
                                                                 expected: tuple[str, int | None, str, str]) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from portcullis.policy.fixtures import Fixture
 
 FIXTURE_DIR = Path("policy", "fixtures")
-_MAX_FIXTURE_BYTES = 1_048_576
+_MAX_REGO_BYTES = 1_048_576
 
 
 def deployment_rules(deployment: Deployment, environment: str | None) -> list[PolicyProblem]:
@@ -103,7 +103,6 @@ def fixture_files(root: Path) -> list[Path]:
 
 
 def _fixtures(deployment: Deployment) -> list[PolicyProblem]:
-    from portcullis.policy.fixtures import load_fixtures
 
     files = fixture_files(deployment.root)
     exposed: dict[tuple[str, str], Path] = {("tool", m.exposed_name): m.path for m in deployment.manifests}
@@ -112,42 +111,50 @@ def _fixtures(deployment: Deployment) -> list[PolicyProblem]:
         if not exposed:
             return []
         return [PolicyProblem(deployment.root / FIXTURE_DIR, (), "no decision fixtures: add policy/fixtures/*.yaml "
-                        "with an allow and a deny case per tool, resource and prompt (`portcullis policy test`)",
-                        "note", rule="coverage.fixture")]
+                              "with an allow and a deny case per tool, resource and prompt (`portcullis policy "
+                              "test`)", "note", rule="coverage.fixture")]
     problems: list[PolicyProblem] = []
     seen: set[tuple[str, str]] = set()
     for path in files:
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(_MAX_FIXTURE_BYTES + 1)
-            if len(data) > _MAX_FIXTURE_BYTES:
-                raise ValueError(f"larger than {_MAX_FIXTURE_BYTES} bytes")
-            loaded: tuple[Fixture, ...] = load_fixtures(data.decode("utf-8"))
-        except OSError:
-            problems.append(PolicyProblem(path, (), "cannot be read", "error", rule="fixture.invalid"))
+        loaded, refused = _load_fixture_file(path)
+        if refused is not None:
+            problems.append(refused)
             continue
-        except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            problems.append(PolicyProblem(path, (), f"not a fixture list: {where}: {first['msg']}", "error",
-                                          rule="fixture.invalid"))
-            continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__  # never the file's text
-            problems.append(PolicyProblem(path, (), f"not a fixture list: {why}", "error",
-                                          rule="fixture.invalid"))
-            continue
-        for fixture in loaded:
+        for index, fixture in enumerate(loaded):
             kind = "tool" if fixture.tool is not None else "resource" if fixture.resource is not None else "prompt"
             if (kind, fixture.target) not in exposed:
-                problems.append(PolicyProblem(path, (), f"fixture {fixture.label[:80]!r}: no exposed {kind} "
-                                              f"{fixture.target[:120]!r}", "error", rule="fixture.unknown"))
+                problems.append(PolicyProblem(path, (index, kind), f"fixture {fixture.label[:80]!r}: no exposed "
+                                              f"{kind} {fixture.target[:120]!r}", "error", rule="fixture.unknown"))
             seen.add((kind, fixture.target))
     for (kind, name), path in sorted(exposed.items()):
         if (kind, name) not in seen:
             problems.append(PolicyProblem(path, ("name",), f"{kind} {name!r} appears in no decision fixture "
                                           "(policy/fixtures/*.yaml)", "error", rule="coverage.fixture"))
     return problems
+
+
+def _load_fixture_file(path: Path) -> tuple[tuple[Fixture, ...], PolicyProblem | None]:
+    """The fixtures of one file, read with the deployment's safe YAML loader (no aliases, bounded size
+    and depth; messages never quote the file), or the problem that refuses it."""
+    from portcullis.config.yaml_lines import MAX_BYTES, YamlError, load_yaml
+    from portcullis.policy.fixtures import parse_fixtures
+
+    try:
+        with path.open("rb") as handle:
+            doc = load_yaml(handle.read(MAX_BYTES + 1))
+    except OSError:
+        return (), PolicyProblem(path, (), "cannot be read", "error", rule="fixture.invalid")
+    except YamlError as exc:
+        return (), PolicyProblem(path, (), exc.message, "error", exc.line, "fixture.invalid")
+    if not isinstance(doc.value, list):
+        return (), PolicyProblem(path, (), "a fixture file is a YAML list", "error", 1, "fixture.invalid")
+    try:
+        return parse_fixtures(doc.value), None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return (), PolicyProblem(path, tuple(part for part in first["loc"] if isinstance(part, (str, int))),
+                                 f"not a fixture list: {where}: {first['msg']}", "error", rule="fixture.invalid")
 
 
 # ----------------------------------------------------------------------------- 3. approvals
@@ -190,7 +197,7 @@ def _rego_declares_approval(folder: Path) -> bool:
         return False
     for path in sorted(folder.glob("*.rego")):
         try:
-            if b"require_approval" in path.read_bytes()[:_MAX_FIXTURE_BYTES]:
+            if b"require_approval" in path.read_bytes()[:_MAX_REGO_BYTES]:
                 return True
         except OSError:
             continue

@@ -139,6 +139,11 @@ def load_fixtures(text: str) -> tuple[Fixture, ...]:
     return _FIXTURES.validate_python(data)
 
 
+def parse_fixtures(value: object) -> tuple[Fixture, ...]:
+    """Validate an already parsed fixture list (pydantic's ValidationError, a ValueError, if malformed)."""
+    return _FIXTURES.validate_python(value)
+
+
 def fired_rule_ids(decision: Decision) -> tuple[str, ...]:
     """The rule ids a decision cites, including those of its shadow decision."""
     shadow = decision.shadow.rule_ids if decision.shadow is not None else ()
