@@ -208,8 +208,8 @@ def test_the_demo_deployment_lints_clean_under_every_rule(tmp_path: Path) -> Non
     (_unattended_refunds, (REFUND, 6, "error", "approval.missing")),
     (lambda root: _edit(root, "gateway.yaml", 'tools: ["billing.*"]', 'tools: ["files.*"]'),
      (REFUND, 6, "error", "approval.approver")),
-], ids=["resource-without-risk", "prompt-without-fixture", "fixture-names-nothing", "fixture-not-yaml", "fixture-alias-bomb",
-        "high-risk-without-approval-path", "high-risk-nobody-may-approve"])
+], ids=["resource-without-risk", "prompt-without-fixture", "fixture-names-nothing", "fixture-not-yaml",
+        "fixture-alias-bomb", "high-risk-without-approval-path", "high-risk-nobody-may-approve"])
 def test_each_coverage_and_approval_gap_is_an_error_at_its_file(tmp_path: Path, change: Any,
                                                                 expected: tuple[str, int | None, str, str]) -> None:
     """One broken property of the demo, one problem under its rule id, at the manifest key's line."""
