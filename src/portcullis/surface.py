@@ -252,7 +252,7 @@ def surface_policies(catalog: SurfaceCatalog) -> dict[str, tuple[ToolPolicy | No
     for entry in catalog.entries:
         m = entry.loaded.manifest
         out[entry.exposed] = (m.policy, ToolInfo(
-            exposed_name=entry.exposed, service=entry.service, upstream_name=entry.upstream, risk="low",
+            exposed_name=entry.exposed, service=entry.service, upstream_name=entry.upstream, risk=str(m.risk or "low"),
             owner=m.owner, classification_input=str(m.classification.input),
             classification_output=str(m.classification.output)))
     return out

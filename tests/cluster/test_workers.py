@@ -87,7 +87,7 @@ def test_serve_and_lint_refuse_several_workers_over_the_embedded_default(tmp_pat
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["listen"] = {**config.get("listen", {}), "workers": 2}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    linted = run_cli("lint", str(root), timeout=60)
+    linted = run_cli("lint", "--format", "text", str(root), timeout=60)
     assert linted.returncode == 1
     assert expected in " ".join(linted.stderr.split())
 

@@ -70,7 +70,7 @@ def test_import_drafts_manifests_lint_refuses_until_reviewed(tmp_path: Path) -> 
     assert drafted["input_schema"] == live["add"]["inputSchema"] and "pin" not in drafted and "policy" not in drafted
     assert yaml.safe_load(echo.read_text())["pin"] == definition_hash(live["echo"])
     # unreviewed: lint and serve's loader refuse both files, at the placeholders
-    lint = run_cli("lint", str(root))
+    lint = run_cli("lint", "--format", "text", str(root))
     assert lint.returncode == 1
     refused = [line for line in (lint.stdout + lint.stderr).splitlines() if "REVIEW-ME" in line]
     assert {Path(line.split(":")[0]).name for line in refused} == {"add.yml", "echo.yml"}
@@ -79,7 +79,7 @@ def test_import_drafts_manifests_lint_refuses_until_reviewed(tmp_path: Path) -> 
     # reviewed: echo is clean; add still fails lint on its poisoned description (the scanner reads the copy)
     _review(echo)
     _review(add)
-    lint = run_cli("lint", str(root))
+    lint = run_cli("lint", "--format", "text", str(root))
     output = lint.stdout + lint.stderr
     assert "REVIEW-ME" not in output and "echo.yml" not in output.replace("echo.yml differs", "")
     assert lint.returncode == 1 and "add.yml" in output and "poisoning.secret_file" in output

@@ -62,7 +62,7 @@ def test_lint_reports_a_poisoned_manifest_at_its_line(tmp_path: Path) -> None:
     live = _live()
     manifests = [manifest_from_live("svc", live["add"]), manifest_from_live("svc", live["echo"])]
     root = _deployment(tmp_path / "d", manifests)
-    done = run_cli("lint", str(root))
+    done = run_cli("lint", "--format", "text", str(root))
     assert done.returncode == 1
     lines = [line for line in (done.stdout + done.stderr).splitlines() if "poisoning.secret_file" in line]
     assert lines and "add.yml:4:" in lines[0].replace("\\", "/"), lines

@@ -199,6 +199,7 @@ services:
   billing:
     transport: http
     url: http://127.0.0.1:9001/mcp
+identity: {allow_insecure_dev_issuer: true}
 """
 
 MANIFEST = """\
@@ -206,7 +207,7 @@ name: refund
 service: billing
 owner: payments@example.com
 description: Refund an order.
-risk: high
+risk: medium
 classification:
   input: Confidential
   output: Confidential

@@ -41,7 +41,7 @@ def test_lint_reports_file_and_line_and_fails(tmp_path: Path) -> None:
     runner.invoke(app, ["init", str(tmp_path / "d")])
     config = tmp_path / "d" / "gateway.yaml"
     config.write_text(config.read_text() + "\nsurprise_key: 1\n")
-    result = runner.invoke(app, ["lint", str(tmp_path / "d")])
+    result = runner.invoke(app, ["lint", "--format", "text", str(tmp_path / "d")])
     line = len(config.read_text().splitlines())
     assert result.exit_code == 1
     assert f"gateway.yaml:{line}: error" in result.output

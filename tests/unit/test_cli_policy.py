@@ -36,9 +36,9 @@ def test_policy_test_passes_every_demo_fixture_with_full_rule_coverage() -> None
     """The bundled demo's fixtures all pass and every native and Rego rule fires at least once."""
     result = runner.invoke(app, ["policy", "test"])
     assert result.exit_code == 0, result.output
-    assert "rule coverage: 15/15" in result.output
+    assert "rule coverage: 18/18" in result.output
     assert "never fired" not in result.output and "FAIL" not in result.output
-    assert "30 passed, 0 failed" in result.output
+    assert "36 passed, 0 failed" in result.output
 
 
 def test_policy_test_prints_a_json_report(demo: Path) -> None:
@@ -50,7 +50,7 @@ def test_policy_test_prints_a_json_report(demo: Path) -> None:
     assert report["policy_version"] == PolicyEngine.from_deployment(
         load_deployment(demo), environment="production").version
     first = report["results"][0]
-    assert set(first) == {"file", "name", "tool", "passed", "expected", "got"}
+    assert set(first) == {"file", "name", "tool", "method", "passed", "expected", "got"}
     refund = next(r for r in report["results"] if r["name"] == "billing-bot refunds 300 USD")
     assert refund["got"] == {"effect": "require_approval", "reasons": ["amount_needs_approval"],
                              "rule_ids": ["billing.process_refund/requires_approval_over"]}
@@ -66,7 +66,7 @@ def test_policy_test_fails_and_shows_expected_and_actual_decisions(demo: Path) -
     failing = [line for line in result.output.splitlines() if "FAIL" in line]
     assert len(failing) == 1 and "billing-bot refunds 600 USD" in failing[0]
     assert "allow" in failing[0] and "deny" in failing[0]
-    assert "29 passed, 1 failed" in result.output
+    assert "35 passed, 1 failed" in result.output
 
 
 def test_policy_test_runs_only_the_given_fixture_files_and_reports_uncovered_rules(demo: Path) -> None:
@@ -76,7 +76,7 @@ def test_policy_test_runs_only_the_given_fixture_files_and_reports_uncovered_rul
     result = runner.invoke(app, ["policy", "test", str(demo), "--fixtures", str(only)])
     assert result.exit_code == 0, result.output
     assert "1 passed, 0 failed" in result.output
-    assert "rule coverage: 0/15" in result.output
+    assert "rule coverage: 0/18" in result.output
     assert "never fired: billing.process_refund/max_amount" in result.output
     assert "never fired: rego/trainee_high_risk" in result.output
 

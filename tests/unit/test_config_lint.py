@@ -201,15 +201,15 @@ BROKEN = {
     ),
     "github token in a manifest": Case(
         {"tools/billing/refund.yml": REFUND.replace("Refund an order.", f"Uses {GITHUB_TOKEN} to call.")},
-        [("tools/billing/refund.yml", 4, "literal secret (GitHub token)")],
+        [("tools/billing/refund.yml", 4, "literal secret (secret.github.token: github_token)")],
     ),
     "aws key in a comment": Case(
         {"tools/billing/refund.yml": REFUND + f"# old key: {AWS_KEY}\n"},
-        [("tools/billing/refund.yml", 16, "literal secret (AWS access key id)")],
+        [("tools/billing/refund.yml", 16, "literal secret (secret.aws.access_key_id: aws_access_key_id)")],
     ),
     "private key in a policy file": Case(
-        {"policy/notes.md": "# notes\n-----BEGIN RSA PRIVATE KEY-----\nMIIB\n"},
-        [("policy/notes.md", 2, "literal secret (private key)")],
+        {"policy/notes.md": "# notes\n-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n"},
+        [("policy/notes.md", 2, "literal secret (secret.private_key.pem: private_key)")],
     ),
     "broken classification scheme": Case(
         {"policy/data_class.yml": "classes:\n  - Public\n  Internal: x\n"},
@@ -243,8 +243,16 @@ def _build(tmp_path: Path, files: dict[str, str | Link | None]) -> Path:
         if isinstance(content, Link):
             os.symlink(tmp_path / content.target, path)
         elif content is not None:
-            path.write_text(content)
+            path.write_text(_with_identity(content) if relative == "gateway.yaml" else content)
     return root
+
+
+def _with_identity(text: str) -> str:
+    """serve refuses a gateway.yaml without identity (so lint does): one is appended to a mapping that has
+    none, last, so the tables' line numbers hold."""
+    if "identity:" in text or not text.startswith("version:"):
+        return text
+    return text + "identity: {allow_insecure_dev_issuer: true}\n"
 
 
 def _rows(root: Path, severity: str) -> list[tuple[str, int | None, str]]:
@@ -263,8 +271,8 @@ def _matches(rows: list[tuple[str, int | None, str]], expected: list[tuple[str, 
 
 
 def test_base_deployment_is_clean(tmp_path: Path) -> None:
-    """The deployment the tables start from has no problem at all."""
-    assert lint_deployment(_build(tmp_path, {})) == []
+    """The deployment the tables start from has no problem at all (a note that it has no fixtures yet)."""
+    assert [p.rule for p in lint_deployment(_build(tmp_path, {}))] == ["coverage.fixture"]
 
 
 @pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())

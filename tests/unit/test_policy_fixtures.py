@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from portcullis.cli.main import demo_deployment
 from portcullis.config.loader import load_deployment
 from portcullis.policy import PolicyEngine, ToolInfo, ToolPolicy, load_fixtures, run_fixtures
+from portcullis.surface import SurfaceCatalog, surface_policies
 
 TOOL = "billing.process_refund"
 
@@ -177,10 +178,31 @@ def test_fixtures_reject_malformed_files(text: str) -> None:
 def test_the_demo_fixtures_pass_and_cover_every_rule() -> None:
     """The bundled demo's fixture files pass against its manifests and Rego module, with no rule left unfired."""
     root = demo_deployment()
-    demo = PolicyEngine.from_deployment(load_deployment(root), environment="production", rego_budget_s=10.0)
+    deployment = load_deployment(root)
+    demo = PolicyEngine.from_deployment(deployment, environment="production", rego_budget_s=10.0)
+    surface = PolicyEngine.build(surface_policies(SurfaceCatalog(deployment)), demo.rego, environment="production")
     fixtures = [f for path in sorted(Path(root, "policy", "fixtures").glob("*.yaml"))
                 for f in load_fixtures(path.read_text())]
-    report = run_fixtures(demo, fixtures)
+    report = run_fixtures(demo, fixtures, surface)
     assert [r.fixture.label for r in report.results if not r.passed] == []
+    assert {r.fixture.method for r in report.results} == {"tools/call", "resources/read", "prompts/get"}
     assert report.uncovered == ()
     assert {"rego/contractor_sensitive_data", "rego/cross_tenant", "rego/trainee_high_risk"} <= set(report.covered)
+
+
+@pytest.mark.parametrize("targets", [{}, {"tool": "a.b", "prompt": "a.p"}, {"resource": "x+r://i", "prompt": "a.p"}])
+def test_a_fixture_names_exactly_one_tool_resource_or_prompt(targets: dict[str, str]) -> None:
+    """None, or two of tool/resource/prompt, is a malformed fixture."""
+    entry = {"principal": {"user_id": "u"}, "now": "2026-03-02T10:00:00Z", "expect": {"effect": "allow"}, **targets}
+    with pytest.raises(ValueError, match="exactly one"):
+        load_fixtures(yaml.safe_dump([entry]))
+
+
+def test_a_resource_fixture_without_the_surface_engine_is_a_broken_test() -> None:
+    """A resource or prompt fixture is never silently decided by the tools' engine."""
+    deployment = load_deployment(demo_deployment())
+    demo = PolicyEngine.from_deployment(deployment, environment="production", rego_budget_s=10.0)
+    fixture = load_fixtures(yaml.safe_dump([{"principal": {"user_id": "u"}, "resource": "files+handbook://index",
+                                              "now": "2026-03-02T10:00:00Z", "expect": {"effect": "allow"}}]))
+    with pytest.raises(ValueError, match="unknown resource"):
+        run_fixtures(demo, fixture)

@@ -9,16 +9,22 @@ from typing import Any
 
 import pytest
 
-from portcullis.config.loader import load_deployment
+from portcullis.config.loader import Deployment, load_deployment
 from portcullis.policy import policy_set
 from portcullis.policy.active import ActivePolicy
 from portcullis.policy.engine import PolicyEngine
 from portcullis.policy.rego_pool import PoolSettings
 from portcullis.policy.reloader import AUDIT_FAILED, NO_PREVIOUS, UNKNOWN_VERSION, PolicyReloader, ReloadSettings
 from portcullis.policy.versions import MemoryPolicyVersionStore
+from portcullis.surface import SurfaceCatalog, surface_policies
 
 DEMO = Path(__file__).resolve().parents[2] / "src" / "portcullis" / "demo" / "deployment"
 GET_INVOICE = "tools/billing/get_invoice.yml"
+
+
+def _staging_surface(tools: PolicyEngine, deployment: Deployment) -> PolicyEngine:
+    """The companion engine as the gateway builds it (resources and prompts), in another environment."""
+    return PolicyEngine.build(surface_policies(SurfaceCatalog(deployment)), tools.rego, environment="staging")
 
 
 class Rig:
@@ -34,7 +40,7 @@ class Rig:
                                   pool=PoolSettings())
         self.surface = ActivePolicy(self.engine, "surface")
         self.reloader = PolicyReloader(self.active, self.store, settings, self.audit, clock=lambda: 1.0,
-                                       companion=(self.surface, lambda tools, _: tools.with_environment("staging")))
+                                       companion=(self.surface, _staging_surface))
         self.a = policy_set.collect(root)
         self.b = {k: v for k, v in self.a.items() if not k.startswith("policy/fixtures/")}
         self.b[GET_INVOICE] = self.a[GET_INVOICE].replace('"issuer:dev/agent:billing-bot", ', "")

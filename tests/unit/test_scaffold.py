@@ -8,6 +8,12 @@ import pytest
 
 from portcullis.config.loader import lint_deployment, load_deployment, write_pin
 from portcullis.config.scaffold import init_deployment
+from portcullis.errors import Problem
+
+
+def _lint(root: Path) -> list[Problem]:
+    """The scaffold's problems but the note that it has no decision fixtures yet (issue 18's init adds them)."""
+    return [p for p in lint_deployment(root) if p.rule != "coverage.fixture"]
 
 
 def test_scaffold_writes_the_documented_layout(tmp_path: Path) -> None:
@@ -26,7 +32,7 @@ def test_scaffold_writes_the_documented_layout(tmp_path: Path) -> None:
 def test_scaffold_lints_with_only_the_not_pinned_warning(tmp_path: Path) -> None:
     """A fresh scaffold has no errors; its one warning says the example tool is not pinned yet."""
     init_deployment(tmp_path)
-    problems = lint_deployment(tmp_path)
+    problems = _lint(tmp_path)
     assert [(p.path.relative_to(tmp_path).as_posix(), p.severity) for p in problems] == [
         ("tools/example/echo.yml", "warning")
     ]
@@ -49,7 +55,7 @@ def test_pinning_the_scaffold_clears_the_last_warning(tmp_path: Path) -> None:
     manifest = tmp_path / "tools/example/echo.yml"
     before = manifest.read_text()
     write_pin(manifest, "sha256:" + "1" * 64)
-    assert lint_deployment(tmp_path) == []
+    assert _lint(tmp_path) == []
     assert manifest.read_text() == before + "pin: sha256:" + "1" * 64 + "\n"
 
 
@@ -76,7 +82,7 @@ def test_forced_scaffold_replaces_its_files_and_keeps_others(tmp_path: Path) -> 
     (tmp_path / "notes.txt").write_text("mine")
     init_deployment(tmp_path, force=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert [p.severity for p in lint_deployment(tmp_path)] == ["warning"]
+    assert [p.severity for p in _lint(tmp_path)] == ["warning"]
 
 
 def test_forced_scaffold_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:

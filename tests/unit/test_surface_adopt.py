@@ -189,7 +189,8 @@ async def test_a_resource_rule_change_is_adopted_with_the_engines_in_one_step(ri
 
 
 async def test_removing_a_prompt_tells_callers_the_prompt_list_changed(rig: Rig) -> None:
-    without = {k: v for k, v in rig.a.items() if k != PROMPT}
+    # its fixtures go too: a fixture that names a removed prompt is a broken test, and refuses the set
+    without = {k: v for k, v in rig.a.items() if k != PROMPT and not k.startswith("policy/fixtures/")}
     assert (await rig.reloader.apply(without, "ops", "no prompt"))["status"] == "applied"
     assert rig.surface.prompt("files.summarize_file") is None and rig.views == ["prompts"]
     assert (await rig.reloader.apply(rig.a, "ops", "prompt back"))["status"] == "applied"

@@ -308,13 +308,8 @@ class ApprovalService:
         return updated
 
     def may_approve(self, tool: str, approver: Principal, tool_risk: str = "") -> bool:
-        for rule in self._config.approvers:
-            if rule.risk is not None and tool_risk not in rule.risk:
-                continue
-            if any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in rule.tools):
-                if caller_matches(rule.approvers, approver):
-                    return True
-        return False
+        return any(rule.covers(tool, tool_risk) and caller_matches(rule.approvers, approver)
+                   for rule in self._config.approvers)
 
     async def view(self, approval_id: str) -> dict[str, Any] | None:
         """What an approver sees: everything bound, made visible, and the requester's recent similar

@@ -15,12 +15,14 @@ from rich.table import Table
 from rich.text import Text
 
 from portcullis import __version__
+from portcullis.cli import lint_cmd
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.incident_cmd import incident_app
 from portcullis.cli.kill_cmd import kill_app
 from portcullis.cli.policy_cmd import policy_app
 from portcullis.cli.safe_text import cell, console, json_text, lines_safe, terminal_safe
+from portcullis.cli.secret_scan_cmd import scan as secrets_scan
 from portcullis.cli.secrets_cmd import secrets_app
 from portcullis.cli.storage_cmd import storage_app
 
@@ -162,18 +164,7 @@ def init(target: Annotated[Path, typer.Argument(help="Directory to create.")],
         out.print(f"created {path}", highlight=False)
 
 
-@app.command()
-def lint(target: Annotated[Path, typer.Argument(help="Deployment directory to check.")]) -> None:
-    """Check a deployment directory against the published schemas and cross-file rules."""
-    from portcullis.config.loader import lint_deployment
-
-    problems = lint_deployment(target)
-    for problem in problems:
-        (err if problem.severity == "error" else out).print(lines_safe(str(problem)), highlight=False,
-                                                            markup=False)
-    errors = sum(p.severity == "error" for p in problems)
-    out.print(f"{errors} error(s), {len(problems) - errors} warning(s)", highlight=False)
-    raise typer.Exit(1 if errors else 0)
+app.command("lint")(lint_cmd.lint)
 
 
 @app.command()
@@ -401,6 +392,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(kill_app, name="kill")
 app.add_typer(storage_app, name="storage")
 app.add_typer(secrets_app, name="secrets")
+secrets_app.command("scan")(secrets_scan)  # lint's literal-secret scan alone (cli/secret_scan_cmd.py)
 
 
 @token_app.command("issue")

@@ -50,7 +50,7 @@ def policy_test(
     """Decide every golden fixture with the deployment's policies; exit 1 on any failure."""
     from portcullis.policy.fixtures import load_fixtures, run_fixtures
 
-    engine, root = _engine(target, environment)
+    engine, root, surface = _engine(target, environment)
     files = fixtures or sorted([*(root / "policy" / "fixtures").glob("*.yaml"),
                                 *(root / "policy" / "fixtures").glob("*.yml")])
     if not files:
@@ -67,7 +67,7 @@ def policy_test(
         loaded += batch
         sources += [path] * len(batch)
     try:
-        report = run_fixtures(engine, loaded)
+        report = run_fixtures(engine, loaded, surface)
     except ValueError as exc:
         _fail(str(exc))
     if as_json:
@@ -81,11 +81,12 @@ def policy_test(
 @policy_app.command("version")
 def policy_version(target: Target = None, environment: Environment = None) -> None:
     """Print the policy version (pv-…) of a deployment: it changes whenever any decision could."""
-    engine, _ = _engine(target, environment)
+    engine, _, _ = _engine(target, environment)
     out.print(engine.version, highlight=False)
 
 
-def _engine(target: Path | None, environment: str | None) -> tuple[PolicyEngine, Path]:
+def _engine(target: Path | None, environment: str | None) -> tuple[PolicyEngine, Path, PolicyEngine]:
+    """The tools' engine, the deployment root, and the resources' and prompts' engine (the same Rego)."""
     from portcullis.cli.main import demo_deployment
     from portcullis.config.loader import load_deployment
     from portcullis.errors import ConfigError
@@ -97,7 +98,11 @@ def _engine(target: Path | None, environment: str | None) -> tuple[PolicyEngine,
         env = environment or configured_environment(deployment) or DEFAULT_ENVIRONMENT
         # Fixtures check decisions, not latency: a generous Rego budget keeps a busy machine from
         # turning a slow evaluation into a policy_error deny (the budget is no part of the version).
-        return PolicyEngine.from_deployment(deployment, environment=env, rego_budget_s=REGO_BUDGET_S), root
+        engine = PolicyEngine.from_deployment(deployment, environment=env, rego_budget_s=REGO_BUDGET_S)
+        from portcullis.surface import SurfaceCatalog, surface_policies
+
+        surface = PolicyEngine.build(surface_policies(SurfaceCatalog(deployment)), engine.rego, environment=env)
+        return engine, root, surface
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(lines_safe(str(problem)), highlight=False, markup=False)
@@ -119,7 +124,7 @@ def _print(version: str, report: FixtureReport, sources: list[Path]) -> None:
         # fixture files, tool names and rule ids are text, never markup or terminal control
         table.add_row(Text("pass", style="green") if result.passed else Text("FAIL", style="red"),
                       Text.assemble(terminal_safe(f"{source.name}: {fixture.label}", None), "\n",
-                                    (terminal_safe(fixture.tool, None), "dim")),
+                                    (terminal_safe(fixture.target, None), "dim")),
                       _effect(fixture.expect.effect, fixture.expect.rule_ids),
                       _effect(decision.effect, fired_rule_ids(decision)))
     out.print(table)
@@ -142,7 +147,8 @@ def _json(version: str, report: FixtureReport, sources: list[Path]) -> dict[str,
         "policy_version": version,
         "passed": report.passed,
         "results": [{
-            "file": str(source), "name": r.fixture.label, "tool": r.fixture.tool, "passed": r.passed,
+            "file": str(source), "name": r.fixture.label, "tool": r.fixture.target, "method": r.fixture.method,
+            "passed": r.passed,
             "expected": {"effect": r.fixture.expect.effect, "rule_ids": sorted(r.fixture.expect.rule_ids)},
             "got": {"effect": r.decision.effect, "rule_ids": sorted(fired_rule_ids(r.decision)),
                     "reasons": list(r.decision.reasons)},

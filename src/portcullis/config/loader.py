@@ -11,7 +11,8 @@ Contract: :func:`lint_deployment` returns every problem, each with its file and 
 :func:`load_deployment` raises one :class:`~portcullis.errors.ConfigError` carrying every
 error-severity problem (warnings never raise) or returns a frozen :class:`Deployment`. The checks,
 in order: (1) walk the directory, refusing symlinks that leave it (they are never read);
-(2) scan every file for well-known secret formats; (3) gateway.yaml: YAML, schema, literal
+(2) scan every file (dot-directories such as ``.github/`` included, not ``.git/``) for literal secrets
+with the output filter's rules (:mod:`.secret_scan`); (3) gateway.yaml: YAML, schema, literal
 secrets, ``sessions.key_ref``; (4) each manifest: YAML, schema, JSON Schema 2020-12 of its
 schemas, every schema pattern ECMA-262 and linear-time (:mod:`.schema_patterns`); (5) across
 files: unknown services, duplicate tools, exposed-name collisions (also after NFKC + casefold),
@@ -51,7 +52,8 @@ from portcullis.config.model import (
 )
 from portcullis.config.schema_patterns import pattern_problems
 from portcullis.config.secret_lint import secret_problems
-from portcullis.config.secrets import find_known_secrets, is_reference, literal_secret_locs
+from portcullis.config.secret_scan import scan_file, strict
+from portcullis.config.secrets import is_reference, literal_secret_locs
 from portcullis.config.state_paths import StatePaths
 from portcullis.config.stdio_sandbox import UNSAFE_SANDBOX_TEXT, UNSEEN_PATH_TEXT, unseen_path_arguments
 from portcullis.config.yaml_lines import MAX_BYTES, YamlDocument, YamlError, load_yaml, set_top_level_scalar
@@ -115,13 +117,26 @@ def lint_deployment(root: Path, environ: Mapping[str, str] | None = None) -> lis
     Past the checks :func:`load_deployment` makes, (6) the policies: conflicts, unreachable rules,
     tools without a policy, Rego that does not compile (:mod:`portcullis.policy.lint`); (7) each
     manifest's definition through the tool-poisoning scanner
-    (:mod:`portcullis.content.definition_review`), every finding an error.
+    (:mod:`portcullis.content.definition_review`), every finding an error; (8) coverage and approval
+    paths (:mod:`.lint_rules`): a risk level on every resource and prompt, decision fixtures that load
+    and cover every exposed tool, resource and prompt, and an approval path and approver for every
+    high-risk tool.
     """
     problems, deployment = _check(Path(root), environ)
+    problems = strict(problems)  # a file not scanned whole for secrets fails the gate (loading only warns)
     if deployment is not None:
         problems += _policy_problems(deployment)  # 6
         problems += _poisoning_problems(deployment)  # 7
+        problems += _deployment_rules(deployment)  # 8
     return _sorted(problems)
+
+
+def _deployment_rules(deployment: Deployment) -> list[Problem]:
+    """Coverage (risk, decision fixtures) and approval paths (:mod:`.lint_rules`)."""
+    from portcullis.config.lint_rules import deployment_rules
+    from portcullis.policy.engine import configured_environment
+
+    return _located(deployment_rules(deployment, configured_environment(deployment)))
 
 
 def _policy_problems(deployment: Deployment) -> list[Problem]:
@@ -158,7 +173,7 @@ def _located(found: list[PolicyProblem]) -> list[Problem]:
                     docs[item.path] = None
             doc = docs[item.path]
             line = None if doc is None else doc.line_of(item.loc)
-        problems.append(Problem(item.path, line, item.message, item.severity))
+        problems.append(Problem(item.path, line, item.message, item.severity, item.rule))
     return problems
 
 
@@ -223,11 +238,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class _Problems(list[Problem]):
-    def error(self, path: Path, line: int | None, message: str) -> None:
-        self.append(Problem(path, line, message))
+    """Problems as the checks find them, each under the stable id of its check (``rule``)."""
 
-    def warning(self, path: Path, line: int | None, message: str) -> None:
-        self.append(Problem(path, line, message, "warning"))
+    def error(self, rule: str, path: Path, line: int | None, message: str) -> None:
+        self.append(Problem(path, line, message, "error", rule))
+
+    def warning(self, rule: str, path: Path, line: int | None, message: str) -> None:
+        self.append(Problem(path, line, message, "warning", rule))
 
 
 _Checked = tuple[Path, str, YamlDocument, ToolManifest]
@@ -236,31 +253,30 @@ _Checked = tuple[Path, str, YamlDocument, ToolManifest]
 def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem], Deployment | None]:
     report = _Problems()
     if not root.is_dir():
-        report.error(root, None, "not a directory")
+        report.error("deployment", root, None, "not a directory")
         return report, None
-    files = _walk(root, report, _state_paths(root, report, environ))  # 1
-    texts: dict[Path, bytes] = {}
-    for rel, real in files.items():
-        if (data := _read(root / rel, real, report)) is not None:
-            texts[rel] = data
-            for line, kind in find_known_secrets(data.decode("utf-8", errors="replace")):  # 2
-                report.error(root / rel, line, f"literal secret ({kind}): use a secret:// reference")
+    files, texts = _files(root, report, environ)  # 1
+    for rel, data in texts.items():
+        report += scan_file(root / rel, data)  # 2
     gateway = _check_gateway(root, texts, report)  # 3
+    _drop_repeated_secrets(report)
     manifests: list[_Checked] = []
     surface: list[tuple[Path, str, YamlDocument, ResourceManifest | PromptManifest]] = []
     for rel in sorted(files):
+        if any(part.startswith(".") for part in rel.parts[:-1]):
+            continue  # .github/ and friends: scanned for secrets (2), never read as configuration
         if rel.parts[0] in _SURFACE_DIRS and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
             if rel in texts and (doc := _parse(root / rel, texts[rel], report)) is not None:
                 model = _SURFACE_DIRS[rel.parts[0]]
                 if (item := _validate(model, root / rel, doc, report)) is not None:
                     surface.append((root / rel, rel.parts[1], doc, item))
         elif rel.parts[0] in _SURFACE_DIRS:
-            report.warning(root / rel, None, f"not a manifest at {rel.parts[0]}/<domain>/<name>.yml: ignored")
+            report.warning("layout", root / rel, None, f"not a manifest at {rel.parts[0]}/<domain>/<name>.yml: ignored")
         elif rel.parts[0] == "tools" and len(rel.parts) == 3 and rel.suffix in _MANIFEST_SUFFIXES:
             if rel in texts and (checked := _check_manifest(root / rel, texts[rel], report)):  # 4
                 manifests.append((root / rel, rel.parts[1], *checked))
         elif rel.parts[0] == "tools":
-            report.warning(root / rel, None, "not a manifest at tools/<domain>/<tool>.yml: ignored")
+            report.warning("layout", root / rel, None, "not a manifest at tools/<domain>/<tool>.yml: ignored")
         elif rel == Path("policy", "data_class.yml") and rel in texts:
             _parse(root / rel, texts[rel], report, mapping=False)  # free-form for now: YAML only
     loaded = _cross_check(gateway, manifests, report)  # 5
@@ -270,6 +286,33 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
     return report, None if gateway is None else Deployment(root, gateway, tuple(loaded), tuple(surfaced))
 
 
+def deployment_files(root: Path, environ: Mapping[str, str] | None = None) -> tuple[list[Problem], dict[Path, bytes]]:
+    """Steps 1 of the checks alone: the problems of the walk, and the bytes of every file read (relative
+    path -> at most ``MAX_BYTES + 1`` bytes); for ``portcullis secrets scan``."""
+    report = _Problems()
+    if not root.is_dir():
+        report.error("deployment", root, None, "not a directory")
+        return report, {}
+    return report, _files(root, report, environ)[1]
+
+
+def _files(root: Path, report: _Problems, environ: Mapping[str, str] | None) -> tuple[dict[Path, Path],
+                                                                                     dict[Path, bytes]]:
+    files = _walk(root, report, _state_paths(root, report, environ))
+    texts: dict[Path, bytes] = {}
+    for rel, real in files.items():
+        if (data := _read(root / rel, real, report)) is not None:
+            texts[rel] = data
+    return files, texts
+
+
+def _drop_repeated_secrets(report: _Problems) -> None:
+    """A value under a secret-named key is reported once (``secret.ref``), not again by the generic rule."""
+    keyed = {(p.path, p.line) for p in report if p.rule == "secret.ref"}
+    report[:] = [p for p in report if not (p.rule == GENERIC_RULE and (p.path, p.line) in keyed)]
+
+
+GENERIC_RULE = "secret.generic.assignment"
 _SURFACE_DIRS: dict[str, type[ResourceManifest] | type[PromptManifest]] = {
     "resources": ResourceManifest, "prompts": PromptManifest}
 
@@ -285,13 +328,15 @@ def _cross_check_surface(root: Path, gateway: GatewayConfig | None,
     for path, domain, doc, manifest in items:
         name_line = doc.line_of(("name",))
         if path.stem != manifest.name:
-            report.warning(path, name_line, f"name {manifest.name!r} differs from the file name {path.stem!r}")
+            report.warning("name.file", path, name_line,
+                           f"name {manifest.name!r} differs from the file name {path.stem!r}")
         if manifest.pin is None:
-            report.warning(path, 1, "not pinned: it will not be served until `portcullis pin` records its hash")
+            report.warning("pin.missing", path, 1,
+                           "not pinned: it will not be served until `portcullis pin` records its hash")
         if gateway is None:
             continue
         if (service := gateway.services.get(manifest.service)) is None:
-            report.error(path, doc.line_of(("service",)),
+            report.error("reference.service", path, doc.line_of(("service",)),
                          f"service {manifest.service!r} is not declared in gateway.yaml")
             continue
         if isinstance(manifest, PromptManifest):
@@ -301,7 +346,8 @@ def _cross_check_surface(root: Path, gateway: GatewayConfig | None,
             kind, public = "resource", prefix + (manifest.uri or manifest.uri_template or "")
         for key in ((kind, manifest.service, "name:" + manifest.name), (kind, "", "exposed:" + public)):
             if key in seen:
-                report.error(path, name_line, f"{kind} {manifest.name!r} ({public!r}) is also defined in {seen[key]}")
+                report.error("name.duplicate", path, name_line,
+                             f"{kind} {manifest.name!r} ({public!r}) is also defined in {seen[key]}")
                 break
         else:
             seen[(kind, manifest.service, "name:" + manifest.name)] = seen[(kind, "", "exposed:" + public)] = path
@@ -309,7 +355,7 @@ def _cross_check_surface(root: Path, gateway: GatewayConfig | None,
     for owner, prefix in sorted(prefixes.items()):
         for other, other_prefix in sorted(prefixes.items()):
             if other != owner and other_prefix.startswith(prefix):
-                report.error(root / "gateway.yaml", None,
+                report.error("name.prefix", root / "gateway.yaml", None,
                              f"services.{owner}.resource_prefix {prefix!r} is a prefix of {other!r}'s "
                              f"{other_prefix!r}: their resource URIs could be confused")
     return loaded
@@ -327,9 +373,9 @@ def _issuer_scopes(root: Path, gateway: GatewayConfig, gateway_text: bytes, mani
             if gateway_doc is None:
                 gateway_doc = _parse(root / "gateway.yaml", gateway_text, _Problems())
             line = None if gateway_doc is None else gateway_doc.line_of(problem.loc)
-            report.error(root / "gateway.yaml", line, problem.message)
+            report.error("policy.issuer_scope", root / "gateway.yaml", line, problem.message)
         else:
-            report.error(problem.path, docs[problem.path].line_of(problem.loc), problem.message)
+            report.error("policy.issuer_scope", problem.path, docs[problem.path].line_of(problem.loc), problem.message)
 
 
 def _state_paths(root: Path, report: _Problems, environ: Mapping[str, str] | None) -> StatePaths:
@@ -346,12 +392,12 @@ def _state_paths(root: Path, report: _Problems, environ: Mapping[str, str] | Non
     paths = StatePaths.from_raw(raw, environ)
     real_root = root.resolve()
     if paths.state_dir == real_root:
-        report.error(path, None, "state_dir is the deployment directory itself: the gateway's keys would sit "
-                     "among the configuration; give it a directory of its own")
+        report.error("state.dir", path, None, "state_dir is the deployment directory itself: the gateway's keys "
+                     "would sit among the configuration; give it a directory of its own")
     elif real_root in paths.state_dir.parents:
         inside = paths.state_dir.relative_to(real_root)
-        report.warning(path, None, f"state_dir is inside the deployment directory ({inside}): it is never read "
-                       "as configuration, but keep it out of version control (it holds private keys)")
+        report.warning("state.dir", path, None, f"state_dir is inside the deployment directory ({inside}): it is "
+                       "never read as configuration, but keep it out of version control (it holds private keys)")
     return paths
 
 
@@ -363,7 +409,7 @@ def _walk(root: Path, report: _Problems, state: StatePaths) -> dict[Path, Path]:
         state = dataclasses.replace(state, skip_state_dir=False)  # skipping it would skip the deployment
     files: dict[Path, Path] = {}
     for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # .git and friends
+        dirs[:] = sorted(d for d in dirs if d != ".git"  # dot-directories (.github/) are read and scanned
                          and not state.holds_dir(Path(os.path.realpath(Path(folder, d)))))
         for name in [*dirs, *names]:
             path = Path(folder, name)
@@ -373,9 +419,9 @@ def _walk(root: Path, report: _Problems, state: StatePaths) -> dict[Path, Path]:
                 continue
             target = Path(os.path.realpath(path))
             if target != real_root and real_root not in target.parents:
-                report.error(path, None, "symlink points outside the deployment directory: not read")
+                report.error("symlink", path, None, "symlink points outside the deployment directory: not read")
             elif target.is_dir():
-                report.warning(path, None, "symlinked directory not followed")
+                report.warning("symlink", path, None, "symlinked directory not followed")
             elif name in names and not state.holds_file(target):
                 files[path.relative_to(root)] = target
     return files
@@ -388,9 +434,9 @@ def _read(path: Path, real: Path, report: _Problems) -> bytes | None:
         with os.fdopen(os.open(real, flags), "rb") as handle:
             if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 return handle.read(MAX_BYTES + 1)
-        report.warning(path, None, "not a regular file: ignored")
+        report.warning("file", path, None, "not a regular file: ignored")
     except OSError:
-        report.error(path, None, "cannot be read")
+        report.error("file", path, None, "cannot be read")
     return None
 
 
@@ -399,10 +445,10 @@ def _parse(path: Path, data: bytes, report: _Problems, *, mapping: bool = True) 
     try:
         doc = load_yaml(data)
     except YamlError as exc:
-        report.error(path, exc.line, exc.message)
+        report.error("yaml", path, exc.line, exc.message)
         return None
     if mapping and not isinstance(doc.value, dict):
-        report.error(path, 1, "expected a mapping at the top level")
+        report.error("yaml", path, 1, "expected a mapping at the top level")
         return None
     return doc
 
@@ -414,7 +460,7 @@ def _validate(model: type[_M], path: Path, doc: YamlDocument, report: _Problems)
         for error in exc.errors(include_url=False, include_input=False):
             loc = _present(doc.value, error["loc"], keep_last=error["type"] == "missing")
             prefix = ".".join(str(part) for part in loc)
-            report.error(path, doc.line_of(loc), f"{prefix}: {error['msg']}" if prefix else error["msg"])
+            report.error("schema", path, doc.line_of(loc), f"{prefix}: {error['msg']}" if prefix else error["msg"])
         return None
 
 
@@ -436,28 +482,28 @@ def _check_gateway(root: Path, texts: dict[Path, bytes], report: _Problems) -> G
     path = root / "gateway.yaml"
     if Path("gateway.yaml") not in texts:
         if not any(p.path == path and p.severity == "error" for p in report):
-            report.error(path, None, "missing: a deployment needs a gateway.yaml")
+            report.error("deployment", path, None, "missing: a deployment needs a gateway.yaml")
         return None
     if (doc := _parse(path, texts[Path("gateway.yaml")], report)) is None:
         return None
     for loc in literal_secret_locs(doc.value):
         dotted = ".".join(str(part) for part in loc)
-        report.error(path, doc.line_of(loc), f"{dotted}: literal secret: use a secret:// reference")
+        report.error("secret.ref", path, doc.line_of(loc), f"{dotted}: literal secret: use a secret:// reference")
     sessions = doc.value.get("sessions")
     key_ref = sessions.get("key_ref") if isinstance(sessions, dict) else None
     if isinstance(key_ref, str) and not is_reference(key_ref):
         line = doc.line_of(("sessions", "key_ref"))
-        report.error(path, line, "sessions.key_ref: must be a secret:// reference")
+        report.error("secret.ref", path, line, "sessions.key_ref: must be a secret:// reference")
     gateway = _validate(GatewayConfig, path, doc, report)
     for loc, message in () if gateway is None else secret_problems(gateway):
-        report.error(path, doc.line_of(loc), message)
+        report.error("secret.ref", path, doc.line_of(loc), message)
     for name, service in ({} if gateway is None else gateway.services).items():
         if isinstance(service, StdioService):  # the gateway warns about these at every start too
             for flag in service.sandbox.unsafe_flags():
-                report.warning(path, doc.line_of(("services", name, "sandbox", flag)),
+                report.warning("sandbox.unsafe", path, doc.line_of(("services", name, "sandbox", flag)),
                                f"services.{name}.sandbox.{flag}: {UNSAFE_SANDBOX_TEXT[flag]}")
             for index in unseen_path_arguments(service.args, service.cwd, service.sandbox):
-                report.warning(path, doc.line_of(("services", name, "args", index)),
+                report.warning("sandbox.path", path, doc.line_of(("services", name, "args", index)),
                                f"services.{name}.args[{index}]: {UNSEEN_PATH_TEXT}")
     return gateway
 
@@ -470,10 +516,10 @@ def _check_manifest(path: Path, data: bytes, report: _Problems) -> tuple[YamlDoc
             for error in _META.iter_errors(schema):
                 why = error.message if len(error.message) <= 160 else error.message[:157] + "..."
                 line = doc.line_of((field, *error.absolute_path))
-                report.error(path, line, f"{field}: not a valid JSON Schema 2020-12: {why}")
+                report.error("schema.json_schema", path, line, f"{field}: not a valid JSON Schema 2020-12: {why}")
             for loc, message in pattern_problems(schema):  # ECMA-262, linear time
                 dotted = ".".join(str(part) for part in (field, *loc))
-                report.error(path, doc.line_of((field, *loc)), f"{dotted}: {message}")
+                report.error("schema.pattern", path, doc.line_of((field, *loc)), f"{dotted}: {message}")
     manifest = _validate(ToolManifest, path, doc, report)
     return None if manifest is None else (doc, manifest)
 
@@ -485,18 +531,20 @@ def _cross_check(gateway: GatewayConfig | None, manifests: list[_Checked], repor
     for path, domain, doc, manifest in manifests:
         name, name_line = manifest.name, doc.line_of(("name",))
         if path.stem != name:
-            report.warning(path, name_line, f"name {name!r} differs from the file name {path.stem!r}")
+            report.warning("name.file", path, name_line, f"name {name!r} differs from the file name {path.stem!r}")
         if manifest.pin is None:
-            report.warning(path, 1, _UNPINNED)
+            report.warning("pin.missing", path, 1, _UNPINNED)
         if gateway is None:
             continue
         if (service := gateway.services.get(manifest.service)) is None:
             line = doc.line_of(("service",))
-            report.error(path, line, f"service {manifest.service!r} is not declared in gateway.yaml")
+            report.error("reference.service", path, line,
+                         f"service {manifest.service!r} is not declared in gateway.yaml")
             continue
         if (key := (manifest.service, name)) in tools:
             where = tools[key]
-            report.error(path, name_line, f"tool {name!r} of {manifest.service!r} is also defined in {where}")
+            report.error("name.duplicate", path, name_line,
+                         f"tool {name!r} of {manifest.service!r} is also defined in {where}")
             continue
         tools[key] = path
         public = exposed_name(manifest.service, service.tool_prefix, name)
@@ -504,11 +552,12 @@ def _cross_check(gateway: GatewayConfig | None, manifests: list[_Checked], repor
         if folded in exposed:
             other, where = exposed[folded]
             how = "collides with" if other == public else "looks like"
-            report.error(path, name_line, f"exposed name {public!r} {how} {other!r} from {where}")
+            report.error("name.duplicate", path, name_line, f"exposed name {public!r} {how} {other!r} from {where}")
             continue
         exposed[folded] = (public, path)
         if manifest.cache is not None and not cache_served(gateway, manifest):
-            report.warning(path, doc.line_of(("cache",)), "cache is declared but the gateway never caches this tool "
+            report.warning("cache.unused", path, doc.line_of(("cache",)),
+                           "cache is declared but the gateway never caches this tool "
                            "(response_cache disabled, or its output classification is not in "
                            "response_cache.classifications)")
         loaded.append(LoadedManifest(path, domain, manifest, public))

@@ -389,6 +389,12 @@ class ApproverRule(_Model):
     risk: tuple[Literal["low", "medium", "high"], ...] | None = Field(
         None, min_length=1, description="Only for tools of these manifest risk levels (default: any).")
 
+    def covers(self, tool: str, tool_risk: str) -> bool:
+        """Whether this rule's ``tools`` and ``risk`` take in ``tool`` (an exposed name) of that risk level."""
+        if self.risk is not None and tool_risk not in self.risk:
+            return False
+        return any(p == "*" or (p.endswith("*") and tool.startswith(p[:-1])) or p == tool for p in self.tools)
+
 
 class RiskAmount(_Model):
     pointer: str = Field("/amount", pattern=r"^(/([^~/]|~[01])*)+$", description="Argument holding the amount.")
@@ -703,6 +709,8 @@ class _SurfaceManifest(_Model):
     service: str = Field(pattern=_SERVICE_NAME, description="The service (in gateway.yaml) that serves it.")
     owner: str = Field(min_length=3, description="Accountable owner: a team or person's address.")
     description: str = Field(min_length=1, max_length=4096)
+    risk: Risk | None = Field(None, description="low, medium or high, as for a tool (input.tool.risk in Rego); "
+                              "`portcullis lint` requires it.")
     classification: ToolClassification
     pin: str | None = Field(
         None, pattern=PIN_PATTERN,
@@ -715,7 +723,7 @@ class _SurfaceManifest(_Model):
     retention_class: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]{0,31}$",
                                         description="A label for how long its records are kept downstream.")
 
-    @field_validator("owner", "classification", mode="before")
+    @field_validator("owner", "risk", "classification", mode="before")
     @classmethod
     def _reviewed(cls, value: Any) -> Any:
         values = value.values() if isinstance(value, dict) else (value,)

@@ -50,7 +50,8 @@ def manifest_findings(manifests: Iterable[LoadedManifest]) -> list[PolicyProblem
         others = _other_tools(loaded_all, loaded.manifest.service)
         for finding in scan_definition(wire_view(loaded), other_tools=others):
             problems.append(PolicyProblem(loaded.path, _yaml_loc(finding.pointer),
-                                          f"{loaded.exposed_name}: {finding_message(finding)}", "error"))
+                                          f"{loaded.exposed_name}: {finding_message(finding)}", "error",
+                                          rule=finding.rule))
     return problems
 
 

@@ -4,12 +4,18 @@ A fixture file is a YAML list; each entry::
 
     - name: billing-bot refunds 80 USD          # optional, for reports
       principal: {issuer_name: corp, agent_id: billing-bot, tenant: acme}   # Principal claim form
-      tool: billing.process_refund              # the exposed name
+      tool: billing.process_refund              # the exposed name (or resource: / prompt:, below)
       arguments: {amount: 80, currency: USD}
       environment: production                   # optional: default, the engine's environment
       now: "2026-03-02T10:00:00Z"               # timezone-aware
       session: {refunds_today: 2}               # optional: the Rego input's ``session``
       expect: {effect: allow, rule_ids: []}
+
+Instead of ``tool:``, a fixture may name a ``resource:`` (its exposed URI or URI template) or a
+``prompt:`` (its exposed name): it is then decided as the gateway decides a ``resources/read`` or
+``prompts/get``, by the resources' and prompts' engine (``surface`` in :func:`run_fixtures`), with
+that method and the given ``arguments`` (a read's native rules see ``{"uri": …}``). The Rego input's
+``resource`` / ``prompt`` object is not built for a fixture: write such rules' cases as tool fixtures.
 
 Fixtures run through :meth:`~portcullis.policy.engine.PolicyEngine.decide`, so they exercise the
 native policies and the Rego modules together. ``principal`` is the claim form of
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from portcullis.identity.principal import Principal
 from portcullis.policy.decision import Decision, Effect
@@ -62,7 +68,11 @@ class Fixture(_Model):
 
     name: str | None = Field(None, description="A label for reports.")
     principal: dict[str, Any] = Field(description="Principal claim form (client_id/auth_method/issuer optional).")
-    tool: str = Field(min_length=1, description="The exposed tool name; the engine must know it.")
+    tool: str | None = Field(None, min_length=1, description="The exposed tool name; the engine must know it.")
+    resource: str | None = Field(None, min_length=1, description="Or: an exposed resource URI or URI template "
+                                 "(decided as a resources/read).")
+    prompt: str | None = Field(None, min_length=1, description="Or: an exposed prompt name (decided as a "
+                               "prompts/get).")
     arguments: dict[str, Any] = Field(default_factory=dict, description="The call's arguments.")
     environment: str | None = Field(
         None, min_length=1, description="The gateway environment of the call; default: the engine's.")
@@ -70,10 +80,26 @@ class Fixture(_Model):
     session: dict[str, Any] | None = Field(None, description="The Rego input's ``session`` object.")
     expect: Expectation
 
+    @model_validator(mode="after")
+    def _one_target(self) -> Fixture:
+        if sum(item is not None for item in (self.tool, self.resource, self.prompt)) != 1:
+            raise ValueError("a fixture names exactly one of tool, resource and prompt")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The exposed tool, resource or prompt it decides."""
+        return self.tool or self.resource or self.prompt or ""
+
+    @property
+    def method(self) -> str:
+        """The MCP method the gateway decides it for."""
+        return "tools/call" if self.tool else "resources/read" if self.resource else "prompts/get"
+
     @property
     def label(self) -> str:
-        """The fixture's name, else its tool."""
-        return self.name or self.tool
+        """The fixture's name, else what it decides."""
+        return self.name or self.target
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,62 +139,79 @@ def load_fixtures(text: str) -> tuple[Fixture, ...]:
     return _FIXTURES.validate_python(data)
 
 
+def parse_fixtures(value: object) -> tuple[Fixture, ...]:
+    """Validate an already parsed fixture list (pydantic's ValidationError, a ValueError, if malformed)."""
+    return _FIXTURES.validate_python(value)
+
+
 def fired_rule_ids(decision: Decision) -> tuple[str, ...]:
     """The rule ids a decision cites, including those of its shadow decision."""
     shadow = decision.shadow.rule_ids if decision.shadow is not None else ()
     return decision.rule_ids + shadow
 
 
-def run_fixtures(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureReport:
-    """Decide every fixture with ``engine`` (Rego in this process: the CLI) and report results and
+def run_fixtures(engine: PolicyEngine, fixtures: Sequence[Fixture],
+                 surface: PolicyEngine | None = None) -> FixtureReport:
+    """Decide every fixture with ``engine`` (``surface``, the resources' and prompts' engine, for a
+    ``resource:`` or ``prompt:`` fixture; Rego in this process: the CLI) and report results and
     rule coverage.
 
-    Raises :class:`ValueError` for a fixture whose tool the engine does not know or whose
-    principal is malformed: a fixture that cannot run is a broken test, not a failing decision.
-    A known tool without a policy is decided (``no_policy``), so a fixture can show that denial.
+    Raises :class:`ValueError` for a fixture whose tool, resource or prompt the engine does not know
+    or whose principal is malformed: a fixture that cannot run is a broken test, not a failing
+    decision. A known one without a policy is decided (``no_policy``), so a fixture can show that denial.
     """
-    planned = _plan(engine, fixtures)
-    return _report(engine, [(fixture, on.decide(fixture.tool, principal, fixture.arguments, now=fixture.now,
-                                                 session=fixture.session))
-                            for fixture, on, principal in planned])
+    planned = _plan(engine, surface, fixtures)
+    return _report((engine, surface), [(fixture, on.decide(fixture.target, principal, fixture.arguments,
+                                                           now=fixture.now, session=fixture.session,
+                                                           method=fixture.method))
+                                       for fixture, on, principal in planned])
 
 
-async def run_fixtures_async(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> FixtureReport:
+async def run_fixtures_async(engine: PolicyEngine, fixtures: Sequence[Fixture],
+                             surface: PolicyEngine | None = None) -> FixtureReport:
     """:func:`run_fixtures` with :meth:`~portcullis.policy.engine.PolicyEngine.decide_async`: in the
     gateway, every Rego evaluation runs in the engine's worker processes, under their limits."""
     decided = []
-    for fixture, on, principal in _plan(engine, fixtures):
-        decided.append((fixture, await on.decide_async(fixture.tool, principal, fixture.arguments, now=fixture.now,
-                                                       session=fixture.session)))
-    return _report(engine, decided)
+    for fixture, on, principal in _plan(engine, surface, fixtures):
+        decided.append((fixture, await on.decide_async(fixture.target, principal, fixture.arguments,
+                                                       now=fixture.now, session=fixture.session,
+                                                       method=fixture.method)))
+    return _report((engine, surface), decided)
 
 
-def _plan(engine: PolicyEngine, fixtures: Sequence[Fixture]) -> list[tuple[Fixture, PolicyEngine, Principal]]:
+def _plan(engine: PolicyEngine, surface: PolicyEngine | None,
+          fixtures: Sequence[Fixture]) -> list[tuple[Fixture, PolicyEngine, Principal]]:
     """Each fixture with the engine of its environment and its principal; ValueError for a broken one."""
-    engines = {engine.environment: engine}
+    engines: dict[tuple[bool, str], PolicyEngine] = {(True, engine.environment): engine}
+    if surface is not None:
+        engines[(False, surface.environment)] = surface
     planned = []
     for fixture in fixtures:
-        if fixture.tool not in engine.tools:
-            raise ValueError(f"fixture {fixture.label!r}: unknown tool {fixture.tool!r}")
+        base = engine if fixture.tool is not None else surface
+        if base is None or fixture.target not in base.tools:
+            kind = "tool" if fixture.tool is not None else "resource" if fixture.resource is not None else "prompt"
+            raise ValueError(f"fixture {fixture.label!r}: unknown {kind} {fixture.target!r}")
         try:
             principal = Principal.from_claims({**_PRINCIPAL_DEFAULTS, **fixture.principal})
         except ValueError as exc:
             raise ValueError(f"fixture {fixture.label!r}: principal: {exc}") from None
-        environment = fixture.environment or engine.environment
-        if environment not in engines:
-            engines[environment] = engine.with_environment(environment)
-        planned.append((fixture, engines[environment], principal))
+        key = (fixture.tool is not None, fixture.environment or base.environment)
+        if key not in engines:
+            engines[key] = base.with_environment(key[1])
+        planned.append((fixture, engines[key], principal))
     return planned
 
 
-def _report(engine: PolicyEngine, decided: Sequence[tuple[Fixture, Decision]]) -> FixtureReport:
+def _report(engines: tuple[PolicyEngine, PolicyEngine | None],
+            decided: Sequence[tuple[Fixture, Decision]]) -> FixtureReport:
     results = []
     for fixture, decision in decided:
         passed = (decision.effect == fixture.expect.effect
                   and set(fired_rule_ids(decision)) == set(fixture.expect.rule_ids))
         results.append(FixtureResult(fixture, decision, passed))
     fired = {rule for result in results for rule in fired_rule_ids(result.decision)}
-    known = [rule for rule in engine.rule_ids() if not rule.endswith("/policy_error")]
+    known = list(dict.fromkeys(rule for engine in engines if engine is not None for rule in engine.rule_ids()
+                               if not rule.endswith("/policy_error")))
     known += sorted(rule for rule in fired if rule not in known and not rule.endswith("/policy_error"))
     return FixtureReport(
         results=tuple(results),

@@ -48,7 +48,7 @@ from portcullis.policy.native import failing_checks
 if TYPE_CHECKING:
     from portcullis.config.loader import LoadedManifest
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 Loc = tuple[str | int, ...]
 _COMPOSITION = ("$ref", "$dynamicRef", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
                 "dependentSchemas", "unevaluatedProperties", "patternProperties")
@@ -66,8 +66,9 @@ class PolicyProblem:
         path: the manifest (or Rego file / directory) it is in.
         loc: where in the manifest's YAML, as keys and indexes (``()`` for the whole file).
         message: what is wrong, without secrets.
-        severity: ``"error"`` or ``"warning"``.
+        severity: ``"error"``, ``"warning"`` or ``"note"``.
         line: the line, when known without the YAML (Rego compile errors); else None.
+        rule: the stable id of the check (``policy.conflict``; ``portcullis lint --format sarif``'s ruleId).
     """
 
     path: Path
@@ -75,6 +76,7 @@ class PolicyProblem:
     message: str
     severity: Severity
     line: int | None = None
+    rule: str = "policy"
 
 
 def lint_policies(manifests: Iterable[LoadedManifest], *, environment: str | None,
@@ -89,18 +91,22 @@ def lint_policies(manifests: Iterable[LoadedManifest], *, environment: str | Non
         manifest, path = loaded.manifest, loaded.path
         if manifest.policy is None and report_missing:  # 1
             problems.append(PolicyProblem(path, ("name",), f"{loaded.exposed_name}: no policy: the tool is "
-                                          "denied to every caller (add a policy: section)", "warning"))
+                                          "denied to every caller (add a policy: section)", "warning",
+                                          rule="policy.missing"))
         elif manifest.policy is not None:
-            problems += (PolicyProblem(path, ("policy", *loc), message, severity)
-                         for loc, message, severity in _policy(manifest.policy, manifest.input_schema, environment))
+            problems += (PolicyProblem(path, ("policy", *loc), message, severity, rule=rule)
+                         for loc, message, severity, rule in _policy(manifest.policy, manifest.input_schema,
+                                                                     environment))
         for index, pointer in enumerate(manifest.sensitive_arguments):  # 7
             if _schema_at(manifest.input_schema, pointer)[0] == _ABSENT:
                 problems.append(PolicyProblem(path, ("sensitive_arguments", index), f"sensitive_arguments: "
-                                              f"{_show(pointer)} names no argument of the input schema", "warning"))
+                                              f"{_show(pointer)} names no argument of the input schema", "warning",
+                                              rule="policy.pointer"))
         if manifest.egress is None and manifest.annotations.openWorldHint is True:  # 9
             problems.append(PolicyProblem(path, ("annotations", "openWorldHint"), f"{loaded.exposed_name}: "
                                           "openWorldHint without egress: the hint makes it an egress tool for the "
-                                          "toxic-flow rule; say so with egress: true (or egress: false)", "warning"))
+                                          "toxic-flow rule; say so with egress: true (or egress: false)", "warning",
+                                          rule="policy.egress"))
     if rego_dir is not None:
         problems += _rego(rego_dir)  # 8
     return problems
@@ -109,16 +115,22 @@ def lint_policies(manifests: Iterable[LoadedManifest], *, environment: str | Non
 _Found = tuple[Loc, str, Severity]
 
 
-def _policy(policy: ToolPolicy, schema: Mapping[str, Any], environment: str | None) -> Iterator[_Found]:
-    yield from _conflicts(policy)  # 2
+def _policy(policy: ToolPolicy, schema: Mapping[str, Any],
+            environment: str | None) -> Iterator[tuple[Loc, str, Severity, str]]:
+    """Checks 2 to 7, each finding with its rule id."""
+    checks: list[tuple[str, Iterable[_Found]]] = [("policy.conflict", _conflicts(policy))]  # 2
     if environment is not None and policy.environments is not None and environment not in policy.environments:
-        yield (("environments",), f"environments: the gateway's environment {_show(environment)} is not listed: "
-               "every call is denied", "warning")  # 3
-    for index, constraint in enumerate(policy.constraints):
-        yield from _enum(constraint, ("constraints", index))  # 4
-    yield from _amounts(policy, schema)  # 5
-    yield from _currencies(policy, schema)  # 6
-    yield from _pointers(policy, schema)  # 7
+        checks.append(("policy.environment", [(("environments",), f"environments: the gateway's environment "
+                                               f"{_show(environment)} is not listed: every call is denied",
+                                               "warning")]))  # 3
+    checks += [("policy.enum", _enum(constraint, ("constraints", index)))  # 4
+               for index, constraint in enumerate(policy.constraints)]
+    checks += [("policy.unreachable", _amounts(policy, schema)),  # 5
+               ("policy.unreachable", _currencies(policy, schema)),  # 6
+               ("policy.pointer", _pointers(policy, schema))]  # 7
+    for rule, found in checks:
+        for loc, message, severity in found:
+            yield loc, message, severity, rule
 
 
 # ----------------------------------------------------------------------------- 2. caller conflicts
@@ -313,10 +325,10 @@ def _rego(directory: Path) -> list[PolicyProblem]:
         if located is not None and (directory / located["file"]).is_file():
             line = int(located["line"]) if located["line"] else None
             return [PolicyProblem(directory / located["file"], (), f"Rego policy does not compile: "
-                                  f"{located['message']}", "error", line)]
-        return [PolicyProblem(directory, (), f"Rego policy does not compile: {exc}", "error")]
+                                  f"{located['message']}", "error", line, "rego.compile")]
+        return [PolicyProblem(directory, (), f"Rego policy does not compile: {exc}", "error", rule="rego.compile")]
     except OSError:
-        return [PolicyProblem(directory, (), "Rego policy cannot be read", "error")]
+        return [PolicyProblem(directory, (), "Rego policy cannot be read", "error", rule="rego.compile")]
     return []
 
 

@@ -165,26 +165,31 @@ def validate(files: Mapping[str, str], gateway_yaml: bytes, *, scratch: Path, re
         engine = PolicyEngine.build(tool_policies(deployment.manifests), rego, environment=environment)
         if fixtures:
             from portcullis.policy.fixtures import run_fixtures
+            from portcullis.surface import SurfaceCatalog, surface_policies
 
-            _check_report(lambda loaded: run_fixtures(engine, loaded), files, work)
+            surface = PolicyEngine.build(surface_policies(SurfaceCatalog(deployment)), rego, environment=environment)
+            _check_report(lambda loaded: run_fixtures(engine, loaded, surface), files, work)
         return engine, deployment
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def check_fixtures_async(engine: PolicyEngine, files: Mapping[str, str]) -> None:
+async def check_fixtures_async(engine: PolicyEngine, files: Mapping[str, str],
+                               surface: PolicyEngine | None = None) -> None:
     """The set's golden fixtures, decided with :meth:`~portcullis.policy.engine.PolicyEngine.decide_async`
-    (in the gateway: in the engine's Rego worker processes, under their limits); SetRefused if one fails."""
+    (in the gateway: in the engine's Rego worker processes, under their limits); SetRefused if one fails.
+    Without ``surface`` (the resources' and prompts' engine) only the tool fixtures are decided."""
     from portcullis.policy.fixtures import load_fixtures, run_fixtures_async
 
     try:
-        loaded = [f for text in _fixture_texts(files) for f in load_fixtures(text)]
+        loaded = [f for text in _fixture_texts(files) for f in load_fixtures(text)
+                  if surface is not None or f.tool is not None]
     except ValueError as exc:
         raise SetRefused(FIXTURES, [str(exc)[:200]]) from None
     if not loaded:
         return
     try:
-        report = await run_fixtures_async(engine, loaded)
+        report = await run_fixtures_async(engine, loaded, surface)
     except ValueError as exc:
         raise SetRefused(FIXTURES, [str(exc)[:200]]) from None
     _refuse_failures(report)

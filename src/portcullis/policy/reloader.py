@@ -235,7 +235,7 @@ class PolicyReloader:
             if not await self._start_workers(engine):
                 return await self._refuse(vid, WORKERS_FAILED, [], author, message, quiet=adopt)
             try:
-                await policy_set.check_fixtures_async(engine, files)  # Rego in the new version's workers
+                await policy_set.check_fixtures_async(engine, files, extra)  # Rego in the new version's workers
             except policy_set.SetRefused as refused:
                 self._retire(engine.rego)
                 return await self._refuse(vid, refused.reason, refused.problems, author, message, quiet=adopt)
