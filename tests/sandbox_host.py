@@ -18,6 +18,7 @@ from portcullis.kits.sandbox import SandboxHost, detect_host
 
 EXEC_TESTS_UID = 65531  # in Debian's reserved range, used by nothing else on the test machine
 FAIL_CLOSED_TESTS_UID = 65530
+CMDLINE_TESTS_UID = 65529
 
 
 def sandbox_host(uid: int) -> SandboxHost:

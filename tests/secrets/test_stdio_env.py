@@ -18,7 +18,6 @@ from portcullis.upstream.registry import UpstreamRegistry
 from portcullis.upstream.sdk_client import stdio_launch
 from portcullis.upstream.secret_rotation import rotation_recycler
 from portcullis.upstream.stderr_relay import StderrRelay
-from portcullis.upstream.stdio_spawn import ENV, clean_env_argv
 from tests.secrets.conftest import Bao
 
 PRINT_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
@@ -31,7 +30,7 @@ def _service() -> StdioService:
 
 
 def _child_env(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run([ENV, *clean_env_argv(argv, env)], capture_output=True, check=True, timeout=60)
+    done = subprocess.run(argv, env=env, capture_output=True, check=True, timeout=60)  # as an unconfined spawn
     return cast(dict[str, Any], json.loads(done.stdout))
 
 

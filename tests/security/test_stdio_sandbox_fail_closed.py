@@ -81,7 +81,9 @@ def test_a_confined_spawn_is_a_bwrap_command_with_its_filter() -> None:
     prepared = _prepare(_cfg(), StdioSandbox(), records)
     try:
         command = [prepared.params.command, *prepared.params.args]
-        assert "/usr/bin/bwrap" in command and "--seccomp" in command and prepared.pass_fds
+        # the filter and bwrap's options (the environment among them) on descriptors, not the command line
+        assert "/usr/bin/bwrap" in command and "--args" in command and len(prepared.pass_fds) == 2
+        assert "--setenv" not in command and prepared.params.env == {}
         assert [f["outcome"] for f in records.fields] == ["spawning"]
     finally:
         prepared.cleanup()
@@ -92,7 +94,9 @@ def test_unsafe_no_sandbox_runs_unconfined_with_a_clean_environment(caplog: pyte
     records = Records()
     with caplog.at_level(logging.WARNING, logger="portcullis.upstream"):
         prepared = _prepare(_cfg(unsafe_no_sandbox=True), StdioSandbox(MISSING_BWRAP), records)
-    assert prepared.params.command == "/usr/bin/env" and prepared.params.args[0] == "-i"
+    # exactly the declared environment (none here), given as the process's own: no env -i K=V command line
+    assert [prepared.params.command, *prepared.params.args] == [sys.executable, "-c", "pass"]
+    assert prepared.params.env == {}
     assert records.fields[0]["confinement"]["backend"] == "none"
     assert records.fields[0]["confinement"]["unsafe"] == ["unsafe_no_sandbox"]
     assert any("weakened" in r.getMessage() for r in caplog.records)

@@ -4,12 +4,15 @@
 :class:`~portcullis.upstream.confinement.Confinement` into the command that starts the child:
 
 1. The spec: the child's argv (run through ``env -u PWD``, and ``-C <cwd>`` when the service has a
-   ``cwd``; else it starts in its private ``/tmp``), its whole environment (nothing inherited), the view bound at
+   ``cwd``; else it starts in its private ``/tmp``), its whole environment (nothing inherited; given to
+   bwrap in its options descriptor, never on a command line nor as bwrap's own environment), the view bound at
    the same places (paths inside the system view, ``/usr`` and the like, are visible already and
    left out), the network mode (``none``: a network namespace of its own with no interface but
    loopback, and a seccomp filter that refuses every socket but ``AF_UNIX``), and the limits.
-2. The seccomp filter compiled for that mode, in an in-memory file bwrap reads on a passed
-   descriptor.
+2. The seccomp filter compiled for that mode, and bwrap's options (the environment among them,
+   :func:`~portcullis.kits.sandbox.options_fd`), each in an in-memory file bwrap reads on a passed
+   descriptor: bwrap's command line, which any local user can read for the child's whole life, holds
+   no value of the environment.
 3. When the gateway runs as root, a ``pids`` cgroup for this spawn (:mod:`.pids_cgroup`), joined
    by a ``/bin/sh`` launcher before it execs bwrap; otherwise ``RLIMIT_NPROC`` bounds the
    processes (set by ``prlimit`` inside the sandbox, with the other rlimits).
@@ -34,9 +37,11 @@ from portcullis.kits.sandbox import (
     SandboxSpec,
     SandboxUnavailable,
     build_argv,
+    bwrap_options,
     compile_filter,
     detect_host,
     filter_fd,
+    options_fd,
 )
 from portcullis.upstream.confinement import Confinement
 from portcullis.upstream.pids_cgroup import PidsCgroups, find_pids_root
@@ -109,24 +114,30 @@ class StdioSandbox:
         """Steps 1-4 for one spawn (the caller starts ``Launch.argv`` and calls ``cleanup`` after)."""
         self.check()
         spec = sandbox_spec(c, argv, child_env, cwd, self.host)
-        bpf = filter_fd(spec.network)  # 2
+        fds = [filter_fd(spec.network)]  # 2
         try:
-            command = build_argv(spec, self.host, seccomp_fd=bpf)
+            fds.append(options_fd(bwrap_options(spec, self.host, seccomp_fd=fds[0])))
+            command = build_argv(spec, self.host, args_fd=fds[1])
             if self._cgroups is None:  # 4: RLIMIT_NPROC binds the gateway's (non-root) user
-                return Launch(command, (bpf,), lambda: os.close(bpf))
+                return Launch(command, tuple(fds), lambda: _close(fds))
             cgroups = self._cgroups
             try:
                 procs = cgroups.create(c.service, spec.limits.max_processes)  # 3
             except OSError as exc:
                 raise SandboxUnavailable(detail="pids cgroup could not be made") from exc
         except BaseException:
-            os.close(bpf)
+            _close(fds)
             raise
 
         def cleanup() -> None:
-            with contextlib.suppress(OSError):
-                os.close(bpf)
+            _close(fds)
             cgroups.remove(procs)
 
         # "$0" is the cgroup's procs file: the shell moves itself in, then becomes bwrap
-        return Launch(["/bin/sh", "-c", 'echo "$$" > "$0" && exec "$@"', procs, *command], (bpf,), cleanup)
+        return Launch(["/bin/sh", "-c", 'echo "$$" > "$0" && exec "$@"', procs, *command], tuple(fds), cleanup)
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,8 +1,9 @@
 """Upstream connections through the official SDK client: stdio children and legacy HTTP.
 
 stdio children get exactly the environment the configuration lists, nothing inherited (the SDK
-would merge a default set, HOME, PATH, USER, …): confined children (the default) get it as bwrap's
-whole environment, unconfined ones (``sandbox.unsafe_no_sandbox``) through ``env -i``. The command is
+would merge a default set, HOME, PATH, USER, …): confined children (the default) get it through
+bwrap's options descriptor, unconfined ones (``sandbox.unsafe_no_sandbox``) as their process
+environment; never on a command line, which every local user can read. The command is
 resolved to an absolute path by the gateway first; each spawn is decided, recorded and prepared by
 :mod:`.stdio_spawn`.
 

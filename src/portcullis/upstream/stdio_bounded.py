@@ -154,7 +154,8 @@ async def bounded_stdio_client(server: StdioServerParameters, *, max_line_bytes:
 
     With ``stderr`` the child's stderr is a pipe relayed into the log as escaped, redacted,
     rate-bounded fields (:mod:`.stderr_relay`); without it the child writes to ``errlog``.
-    ``pass_fds`` stay open in the child (a sandbox's seccomp filter)."""
+    ``pass_fds`` stay open in the child (a sandbox's seccomp filter and options). The process's
+    environment is exactly ``server.env`` (none when None), never merged with the SDK's defaults."""
     if pass_fds:  # the SDK's helper passes none; the same spawn otherwise (own session, same pipes)
         process: Any = await anyio.open_process(
             [server.command, *server.args], env=dict(server.env or {}), cwd=server.cwd, start_new_session=True,

@@ -5,7 +5,10 @@
 1. The file view (:mod:`.stdio_view`, inputs from :mod:`.stdio_view_inputs`) unless the service
    is ``unsafe_no_sandbox``; a declared path that is missing refuses the spawn.
 2. The :class:`~portcullis.upstream.confinement.Confinement` and, when confined, the sandbox's
-   launch (:mod:`.confined_spawn`); a sandbox that cannot confine refuses the spawn.
+   launch (:mod:`.confined_spawn`); a sandbox that cannot confine refuses the spawn. The child's
+   environment is never on a command line (``/proc/<pid>/cmdline`` is open to every local user): an
+   unconfined child is started with it as its process environment, a confined one through bwrap's
+   options descriptor.
 3. A ``spawn`` audit record, durable before the child starts (``outcome: spawning``), or one that
    says the spawn was refused and why. No durable record, no child.
 4. A log line naming the service, backend, network and limits (no paths, no values), a warning
@@ -38,12 +41,6 @@ from portcullis.upstream.stdio_view_inputs import MissingViewPath, view_inputs
 log = logging.getLogger("portcullis.upstream")
 
 RecordSpawn = Callable[[Mapping[str, Any]], Awaitable[None]]
-ENV = "/usr/bin/env"
-
-
-def clean_env_argv(argv: list[str], child_env: Mapping[str, str]) -> list[str]:
-    """``env``'s arguments that run ``argv`` with exactly ``child_env`` (after :data:`ENV`)."""
-    return ["-i", *(f"{k}={v}" for k, v in sorted(child_env.items())), *argv]
 
 
 class SpawnRefused(UpstreamUnavailable):
@@ -71,8 +68,8 @@ async def prepare_spawn(name: str, cfg: StdioService, argv: list[str], child_env
         await _refused(record, confinement_for(name, cfg, (), child_env), "view_path_missing")
         raise SpawnRefused(detail="a sandbox path does not exist") from None
     c = confinement_for(name, cfg, view, child_env)
-    if not c.confined:
-        prepared = PreparedSpawn(StdioServerParameters(command=ENV, args=clean_env_argv(argv, child_env), cwd=cwd),
+    if not c.confined:  # exactly child_env, as the process's environment: never on a command line (ps shows it)
+        prepared = PreparedSpawn(StdioServerParameters(command=argv[0], args=argv[1:], env=dict(child_env), cwd=cwd),
                                  confinement=c)
     else:
         try:
@@ -82,7 +79,8 @@ async def prepare_spawn(name: str, cfg: StdioService, argv: list[str], child_env
             log.error("stdio service not started: it cannot be confined", extra={"fields": {
                 "service": name, "error": type(exc).__name__, "detail": getattr(exc, "detail", None)}})
             raise SpawnRefused(detail="sandbox unavailable") from None
-        prepared = PreparedSpawn(StdioServerParameters(command=launch.argv[0], args=launch.argv[1:]),
+        # bwrap gets none of the gateway's environment; the child's is in bwrap's options descriptor
+        prepared = PreparedSpawn(StdioServerParameters(command=launch.argv[0], args=launch.argv[1:], env={}),
                                  launch.pass_fds, launch.cleanup, c)
     try:
         if record is not None:

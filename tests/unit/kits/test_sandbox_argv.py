@@ -15,10 +15,13 @@ from portcullis.kits.sandbox import (
     SandboxSpec,
     SandboxSpecError,
     build_argv,
+    bwrap_options,
     classify,
     compile_filter,
     detect_host,
     launch_argv,
+    limit_args,
+    options_fd,
 )
 from portcullis.kits.sandbox.run import parse_status
 
@@ -27,7 +30,11 @@ PY = ("/usr/bin/python3", "-I", "-S", "-c", "print(1)")
 
 
 def _argv(**kw: object) -> list[str]:
-    return build_argv(SandboxSpec(argv=PY, **kw), HOST, seccomp_fd=7, status_fd=8)  # type: ignore[arg-type]
+    """bwrap's options as they are read from its descriptor, then its command line's command part."""
+    spec = SandboxSpec(argv=PY, **kw)  # type: ignore[arg-type]
+    command = build_argv(spec, HOST, args_fd=5)
+    assert command[:3] == [HOST.bwrap, "--args", "5"]
+    return [*bwrap_options(spec, HOST, seccomp_fd=7, status_fd=8), *command[3:]]
 
 
 def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
@@ -75,6 +82,28 @@ def test_argv_binds_and_environment_are_exactly_the_declared_ones() -> None:
     assert _pairs(argv, "--setenv") == [("LANG", "C.UTF-8")]
 
 
+def test_the_command_line_holds_no_option_and_no_environment_value() -> None:
+    """bwrap's command line is ``--args FD``, prlimit's limits and the child's argv: the options, the
+    environment among them, are read from the descriptor (every local user can read a command line)."""
+    spec = SandboxSpec(argv=PY, env=(("API_KEY", "canary-value-1f9e"),), ro_binds=(Bind("/data/in", "/in"),))
+    argv = build_argv(spec, HOST, args_fd=11)
+    assert argv == [HOST.bwrap, "--args", "11", "--", HOST.prlimit, *limit_args(spec.limits), "--", *PY]
+    fd = options_fd(bwrap_options(spec, HOST, seccomp_fd=7))
+    try:
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    assert data.split(b"\0")[:-1] == [os.fsencode(o) for o in bwrap_options(spec, HOST, seccomp_fd=7)]
+    assert data.endswith(b"\0") and b"canary-value-1f9e" in data
+
+
+@pytest.mark.parametrize("options", [["--setenv", "A", "x\x00--bind"], ["--ro-bind\x00/", "/x"]])
+def test_an_option_with_a_nul_is_never_split_into_two(options: list[str]) -> None:
+    """A NUL inside an option would make bwrap read two options from one: refused."""
+    with pytest.raises(SandboxSpecError):
+        options_fd(options)
+
+
 def test_launch_argv_opens_the_filter_and_drops_root() -> None:
     """The self-contained form: sh opens the filter on fd 9, setpriv drops to the host id, then bwrap."""
     argv = launch_argv(SandboxSpec(argv=PY), HOST, seccomp_file="/run/f.bpf", as_root=True)
@@ -82,6 +111,12 @@ def test_launch_argv_opens_the_filter_and_drops_root() -> None:
     assert argv[4] == "/usr/bin/setpriv" and f"--reuid={HOST.host_uid}" in argv and "--clear-groups" in argv
     assert argv[argv.index(HOST.bwrap):][argv[argv.index(HOST.bwrap):].index("--seccomp") + 1] == "9"
     assert "/usr/bin/setpriv" not in launch_argv(SandboxSpec(argv=PY), HOST, seccomp_file="/f", as_root=False)
+
+
+def test_launch_argv_refuses_an_environment() -> None:
+    """launch_argv has no descriptor for bwrap's options: an environment would be on its command line."""
+    with pytest.raises(SandboxSpecError):
+        launch_argv(SandboxSpec(argv=PY, env=(("API_KEY", "x"),)), HOST, seccomp_file="/f", as_root=False)
 
 
 BAD_SPECS = [

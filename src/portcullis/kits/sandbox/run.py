@@ -4,8 +4,10 @@ Steps, in order:
 
 1. Refuse unless bwrap is an executable file (fail closed: never run unconfined).
 2. Compile the seccomp filter into an in-memory file; open a pipe for bwrap's JSON status.
-3. Spawn bwrap in a new session, with an empty environment, as the unprivileged host id when the
-   gateway is root (``user=``/``group=`` are applied by the C spawn code, not a ``preexec_fn``).
+3. Spawn bwrap in a new session, with an empty environment and its options (the child's environment
+   among them) in an in-memory file it reads with ``--args``, never on its command line, as the
+   unprivileged host id when the gateway is root (``user=``/``group=`` are applied by the C spawn
+   code, not a ``preexec_fn``).
 4. Drain stdout and stderr concurrently, keeping at most ``max_output_bytes`` of each; past that,
    or past ``wall_s``, kill bwrap's process group. bwrap's init is pid 1 of the child's pid
    namespace and dies with its parent, so the kernel kills every process the child started.
@@ -24,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from portcullis.kits.sandbox.argv import build_argv
+from portcullis.kits.sandbox.argv import build_argv, bwrap_options, options_fd
 from portcullis.kits.sandbox.errors import SandboxUnavailable
 from portcullis.kits.sandbox.seccomp import filter_fd
 from portcullis.kits.sandbox.spec import SandboxHost, SandboxSpec
@@ -140,21 +142,26 @@ async def run(spec: SandboxSpec, host: SandboxHost, *, stdin: bytes = b"") -> Sa
     identity = spawn_identity(host)
     bpf = filter_fd(spec.network)
     status_r, status_w = os.pipe()
+    opened = [bpf, status_w]
     try:
-        argv = build_argv(spec, host, seccomp_fd=bpf, status_fd=status_w)
+        options = options_fd(bwrap_options(spec, host, seccomp_fd=bpf, status_fd=status_w))
+        opened.append(options)
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={}, cwd="/", pass_fds=(bpf, status_w),
+            *build_argv(spec, host, args_fd=options), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={}, cwd="/", pass_fds=tuple(opened),
             start_new_session=True, user=identity[0] if identity else None,
             group=identity[1] if identity else None, extra_groups=[] if identity else None,
         )
     except OSError as exc:
         os.close(status_r)
         raise SandboxUnavailable(detail="bwrap could not be started") from exc
+    except BaseException:
+        os.close(status_r)
+        raise
     finally:
-        os.close(bpf)
-        os.close(status_w)
+        for fd in opened:
+            os.close(fd)
     status = _Status(status_r)
     try:
         return await _supervise(proc, spec, stdin, status, started)

@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from portcullis.kits.sandbox.errors import SandboxUnavailable
+from portcullis.kits.sandbox.memfd import memory_fd
 from portcullis.kits.sandbox.spec import Network
 
 DENIED = (
@@ -92,15 +93,7 @@ def compile_filter(network: Network) -> bytes:
 
 def filter_fd(network: Network) -> int:
     """An in-memory file holding the filter, positioned at 0, for ``bwrap --seccomp FD``."""
-    program = compile_filter(network)
-    fd = os.memfd_create("portcullis-seccomp", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, program)
-        os.lseek(fd, 0, os.SEEK_SET)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    return memory_fd("portcullis-seccomp", compile_filter(network))
 
 
 def filter_file(directory: str, network: Network) -> str:
