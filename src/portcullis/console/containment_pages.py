@@ -59,10 +59,10 @@ def register(app: ConsoleApp) -> None:
 
 
 async def page(ctx: Ctx, *, error: str | None = None, status: int = 200) -> Response:
-    if not roles.responder(ctx):
-        if roles.operator(ctx):
-            return ctx.redirect("/console/containment/policy")
-        return roles.refused(ctx, ROLE)
+    if not roles.reader(ctx):  # the Containment section's own entry in roles.SECTIONS
+        return roles.refused(ctx, "responders and operators")
+    if not roles.responder(ctx):  # an operator: the section's part for them
+        return ctx.redirect("/console/containment/policy")
     kills = ctx.services.kills
     if kills is None:
         return _unavailable(ctx, "kill switch store")
