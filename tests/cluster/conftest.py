@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -44,9 +45,10 @@ def pg_url_for(schema: str) -> str:
     return f"{PG_BASE}?options={quote(f'-c search_path={schema}', safe='')}"
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) afterwards."""
+@contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) on leaving; for a
+    fixture of any scope (:func:`pg_schema` is the per-test one)."""
     _require(5432, "PostgreSQL")
     import psycopg
 
@@ -58,6 +60,13 @@ def pg_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_BASE, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) afterwards."""
+    with fresh_pg_schema() as schema:
+        yield schema
 
 
 @pytest.fixture
