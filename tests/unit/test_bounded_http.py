@@ -50,11 +50,13 @@ def _counting(answer: httpx2.Response) -> tuple[httpx2.MockTransport, list[httpx
 async def test_both_callers_refuse_a_hostile_url_before_any_request(url: str) -> None:
     """The key set fetch and the token POST share the check: nothing is sent."""
     transport, seen = _counting(httpx2.Response(200, content=b"{}"))
-    with pytest.raises(JwksUnavailable):
+    with pytest.raises(JwksUnavailable) as fetched:
         await HttpsFetcher(transport=transport)(url)
-    with pytest.raises(LoginFailed):
+    with pytest.raises(LoginFailed) as posted:
         await HttpsPoster(transport=transport)(url, {"code": "c"})
     assert seen == []
+    assert fetched.value.detail.startswith("key set fetch URL refused")
+    assert posted.value.detail.startswith("token endpoint URL refused") and (not url or url not in posted.value.detail)
 
 
 async def test_a_redirect_is_a_failure_not_a_second_request() -> None:

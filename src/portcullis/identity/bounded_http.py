@@ -53,7 +53,7 @@ async def bounded_request(method: str, url: str, *, what: str, error: type[Portc
     """The body of a 200 answer to one ``method`` request (``form`` url-encoded), under the module's rules;
     otherwise ``error(detail=f"{what} …")``. ``transport``: an ``httpx2.MockTransport`` in tests."""
     if not url_allowed(url):
-        raise error(detail=f"{what} URL must be https (or http to loopback)")
+        raise error(detail=f"{what} URL refused: https, or http to loopback; no user info, no fragment")
     try:
         with anyio.fail_after(timeout_s):
             async with httpx2.AsyncClient(timeout=timeout_s, follow_redirects=False, transport=transport) as client:
