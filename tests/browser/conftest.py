@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, TIMEOUT_MS, Shots, Site, Watch
-from tests.browser.console_gateway import Console, log_in, start_console
+from tests.browser.console_pages import log_in
+from tests.support.console_stack import Console, start_console
 
 
 def _unavailable(reason: str) -> None:
