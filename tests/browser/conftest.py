@@ -62,11 +62,12 @@ class Tab:
 @pytest.fixture
 def new_tab(browser: Any) -> Iterator[Callable[..., Tab]]:
     """Open a fresh browser context (another person, or the same person before logging in); ``state``: the
-    cookies of a browser saved earlier (Playwright's storage state)."""
+    cookies of a browser saved earlier (Playwright's storage state); ``options``: more of Playwright's
+    ``new_context`` options (e.g. ``java_script_enabled=False``)."""
     opened: list[Any] = []
 
-    def open_tab(state: Any = None) -> Tab:
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, storage_state=state)
+    def open_tab(state: Any = None, **options: Any) -> Tab:
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, storage_state=state, **options)
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)
         opened.append(context)

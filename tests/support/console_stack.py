@@ -59,9 +59,9 @@ class Console:
 
 def start_console(directory: Path, *, people: dict[str, dict[str, Any]] | None = None,
                   edit: Callable[[dict[str, Any]], None] | None = None,
-                  prepare: Callable[[Path], None] | None = None) -> Console:
+                  prepare: Callable[[Path], None] | None = None, env: dict[str, str] | None = None) -> Console:
     """The provider, then the gateway whose console trusts it (``edit(config)`` may change gateway.yaml,
-    ``prepare(root)`` the deployment's other files)."""
+    ``prepare(root)`` the deployment's other files; ``env``: more of the gateway's environment)."""
     port, admin_port = free_port(), free_port()
     callback = f"http://127.0.0.1:{admin_port}/console/oidc/callback"
     provider = ProviderProcess(directory / "provider", users=people or PEOPLE, client_id=CLIENT_ID,
@@ -83,7 +83,7 @@ def start_console(directory: Path, *, people: dict[str, dict[str, Any]] | None =
         if edit is not None:
             edit(config)
         (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        gateway = GatewayProcess(root, port=port, admin_port=admin_port)
+        gateway = GatewayProcess(root, port=port, admin_port=admin_port, env=env)
         try:
             gateway.wait_ready()
         except BaseException:
