@@ -74,9 +74,10 @@ def pg_url(pg_schema: str) -> str:
     return pg_url_for(pg_schema)
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+@contextmanager
+def private_redis_prefix() -> Iterator[str]:
+    """A key prefix of its own in the shared Redis (skipped, or failed under CI, when Redis is not running);
+    its keys are deleted afterwards (never a flush: the Redis is shared)."""
     _require(6379, "Redis")
     import redis
 
@@ -91,6 +92,13 @@ def redis_prefix() -> Iterator[str]:
                 client.delete(*keys)
         finally:
             client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+    with private_redis_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture
