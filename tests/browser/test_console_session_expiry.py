@@ -85,6 +85,7 @@ def test_an_idle_session_ends_then_a_busy_one_at_its_absolute_time(
     with bob_form.expect_response(f"{console.url}/approvals/{approval_id}/approve") as posted:
         bob_form.locator("#approve").click()
     assert posted.value.status == 403
+    assert "Your session has ended" in bob_form.locator("main").inner_text()  # not "reload the page"
     shots.shoot(bob_form, "idle-approve-refused")
     assert status_of(console, approval_id)["status"] == "pending"
     bob_form.get_by_role("link", name="Back to the console").click()

@@ -117,8 +117,8 @@ async def test_the_login_log_names_the_token_id_that_ends_one_persons_session(
     """The jti in the 'console login' line revokes that session alone; another person's stays."""
     caplog.set_level(logging.INFO, logger="portcullis.console")
     other = harness.new_client()
-    await oidc_login(other, harness.extra["op_client"], "dave")
-    await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    await oidc_login(other, harness, "dave")
+    await oidc_login(harness.client, harness, "carol")
     logins = [r for r in caplog.records if r.getMessage() == "console login"]
     carol = next(r.fields for r in logins if r.fields["user"].endswith("carol"))  # type: ignore[attr-defined]
     assert isinstance(carol["jti"], str) and carol["jti"]

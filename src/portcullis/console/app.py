@@ -158,6 +158,14 @@ class ConsoleApp:
                 ctx.session = None
         else:
             ctx.pre_login = await self.sessions.find_pre_login(request.cookies.get(LOGIN_COOKIE))
+        if route.auth and ctx.session is None:
+            # before the CSRF check: without a session nothing can change, and an expired session's form
+            # deserves "log in again", not "reload the page"
+            if request.method == "POST":
+                return self._error(request, 403, "Your session has ended. Log in again.")
+            if ctx.htmx:
+                return Response(status_code=401, headers={**SECURITY_HEADERS, "hx-redirect": "/console/login"})
+            return ctx.redirect("/console/login")
         if ctx.request.method == "POST":
             expected = ctx.session.csrf if ctx.session else ctx.pre_login.csrf if ctx.pre_login else None
             body = await _read_form(request)
@@ -170,12 +178,6 @@ class ConsoleApp:
                 log.warning("console request refused: CSRF", extra={"fields": {"reason": exc.detail}})
                 return self._error(request, 403, "This form could not be accepted (its security token is missing "
                                    "or stale, or it came from another site). Reload the page and try again.")
-        if route.auth and ctx.session is None:
-            if request.method == "POST":
-                return self._error(request, 403, "Your session has ended. Log in again.")
-            if ctx.htmx:
-                return Response(status_code=401, headers={**SECURITY_HEADERS, "hx-redirect": "/console/login"})
-            return ctx.redirect("/console/login")
         return await route.handler(ctx)
 
     def _live_credential(self, session: Session) -> bool:
