@@ -79,10 +79,40 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
     .map(el => el.outerHTML)"""
 
 
+# WCAG 2.2 contrast (1.4.3): every visible piece of text against the background it is drawn on (ancestors'
+# backgrounds composited, white canvas below), at least 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold)
+LOW_CONTRAST = """() => {
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, below) => { const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + below[i] * (1 - a)).concat(1); };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const background = (el) => { const layers = []; for (let e = el; e; e = e.parentElement) {
+      const b = parse(getComputedStyle(e).backgroundColor);
+      if (b && b[3] > 0) layers.push(b); if (b && b[3] >= 1) break; }
+    let bg = [255, 255, 255, 1]; for (const layer of layers.reverse()) bg = over(layer, bg); return bg; };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length) continue;
+    const st = getComputedStyle(el); if (st.visibility === 'hidden' || Number(st.opacity) === 0) continue;
+    const bg = background(el), fg = over(parse(st.color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a), ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(st.fontSize), large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName.toLowerCase()}#${el.id}.${el.className} ${ratio.toFixed(2)}`);
+  }
+  return bad; }"""
+
+
 def assert_accessible_basics(page: Any) -> None:
     """Every form control has a name a screen reader reads (a label, aria-label, or a button's text), the
-    page has one h1 and says its language, and its first Tab lands on the skip link."""
+    page has one h1 and says its language, its first Tab lands on the skip link, every text has enough
+    contrast with its background, and the page fits a laptop screen's width (no sideways scrolling)."""
     assert page.evaluate(UNLABELLED) == [], page.url
+    assert page.evaluate(LOW_CONTRAST) == [], page.url
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), page.url
     assert page.locator("h1").count() == 1, page.url
     assert page.locator("html").get_attribute("lang") == "en"
     page.locator("body").focus()
