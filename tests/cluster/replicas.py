@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,10 +33,33 @@ class ClusterDeployment:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def keep_services(root: Path, *services: str) -> Path:
+    """Drop every demo service but ``services`` from the deployment at ``root`` (its tools, resources, prompts and
+    golden policy fixtures too): each stdio service is a process every gateway starts, the slow part of a start
+    on a loaded machine."""
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    unknown = set(services) - set(config["services"])
+    assert not unknown, f"not demo services: {sorted(unknown)}"
+    config["services"] = {name: spec for name, spec in config["services"].items() if name in services}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for kind in ("tools", "resources", "prompts"):
+        for directory in (root / kind).glob("*"):
+            if directory.name not in services:
+                shutil.rmtree(directory)
+    for fixtures in (root / "policy" / "fixtures").glob("*.yaml"):  # a reload checks them against the tools
+        if fixtures.stem not in services:
+            fixtures.unlink()
+    return root
+
+
 def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: str, *,
-                       edit: dict[str, object] | None = None) -> ClusterDeployment:
-    """The demo deployment at ``root`` configured for cluster mode over the test's stores."""
+                       edit: dict[str, object] | None = None,
+                       services: tuple[str, ...] | None = None) -> ClusterDeployment:
+    """The demo deployment at ``root`` configured for cluster mode over the test's stores (only ``services``
+    when given: :func:`keep_services`)."""
     copy_demo(root)
+    if services is not None:
+        keep_services(root, *services)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["sessions"] = {"key_ref": "secret://env/PORTCULLIS_TEST_SESSION_KEY"}
     config["identity"] = {"allow_insecure_dev_issuer": True, "resource": RESOURCE}

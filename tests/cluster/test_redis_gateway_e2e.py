@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mcp import MCPError
 
+from tests.cluster.replicas import keep_services
 from tests.e2e.harness import GatewayProcess, copy_demo
 
 pytestmark = pytest.mark.xdist_group("cluster/test_redis_gateway_e2e.py")
@@ -24,7 +25,7 @@ REFUSED = (-31020, "Call refused by policy")
 
 
 def deployment(tmp_path: Path, prefix: str) -> Path:
-    root = copy_demo(tmp_path / "deployment")
+    root = keep_services(copy_demo(tmp_path / "deployment"), "files")  # the one service called (each is a process)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["identity"]["resource"] = RESOURCE
     config["storage"] = {"redis": {"url_ref": "secret://env/PORTCULLIS_REDIS_URL", "key_prefix": prefix.rstrip(":"),

@@ -37,13 +37,25 @@ POLICY_REFUSED, APPROVAL_REFUSED, KILLED = -31020, -31013, -31050
 POLL_S = 0.02
 
 
-@pytest.fixture
-def cluster(tmp_path: Any, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
-    # `per: [issuer]`: every caller of the development issuer shares one counter, so the limit is global
-    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix, edit={
+def _cluster(tmp_path: Any, pg_url: str, redis_url: str, redis_prefix: str, service: str) -> ClusterDeployment:
+    # `per: [issuer]`: every caller of the development issuer shares one counter, so the limit is global;
+    # only the one demo service a test calls (every replica start spawns each service)
+    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix, services=(service,), edit={
         "admin": {"responders": ["role:oncall"]},
         "authorization": {"environment": "production", "limits": [
             {"id": RULE, "tools": [LIMITED], "per": ["issuer"], "window_s": 120, "max_calls": LIMIT}]}})
+
+
+@pytest.fixture
+def files_cluster(tmp_path: Any, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
+    """The cluster with the files service only (``files.list_dir``, the limited tool)."""
+    return _cluster(tmp_path, pg_url, redis_url, redis_prefix, "files")
+
+
+@pytest.fixture
+def billing_cluster(tmp_path: Any, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
+    """The cluster with the billing service only (invoices and refunds)."""
+    return _cluster(tmp_path, pg_url, redis_url, redis_prefix, "billing")
 
 
 def _jti(token: str) -> str:
@@ -88,9 +100,9 @@ async def _until(condition: Callable[[], Awaitable[bool]], deadline_s: float) ->
     return time.monotonic() - start
 
 
-async def test_any_replica_serves_any_session(cluster: ClusterDeployment) -> None:
+async def test_any_replica_serves_any_session(billing_cluster: ClusterDeployment) -> None:
     """One SDK session alternates over three replicas request by request, every call served."""
-    with replicas(cluster, 3) as gateways:
+    with replicas(billing_cluster, 3) as gateways:
         transport = AlternatingTransport([g.port for g in gateways])
         async with httpx2.AsyncClient(transport=transport, timeout=30, headers=gateways[0].auth_headers()) as http:
             async with Client(streamable_http_client(gateways[0].url, http_client=http), cache=None,
@@ -103,10 +115,10 @@ async def test_any_replica_serves_any_session(cluster: ClusterDeployment) -> Non
         assert all(status < 400 for _, status in posts), posts
 
 
-async def test_a_global_limit_holds_within_five_percent_across_three_replicas(cluster: ClusterDeployment) -> None:
+async def test_a_global_limit_holds_within_five_percent_across_three_replicas(files_cluster: ClusterDeployment) -> None:
     """2 x LIMIT concurrent calls spread over three replicas: LIMIT (within 5%) are served, not 3 x LIMIT, and
     every other one is refused by the limit itself (not by a store error)."""
-    with replicas(cluster, 3) as gateways:
+    with replicas(files_cluster, 3) as gateways:
         async with AsyncExitStack() as stack:
             clients = await _sessions(stack, gateways)
             gate = asyncio.Semaphore(24)
@@ -124,11 +136,12 @@ async def test_a_global_limit_holds_within_five_percent_across_three_replicas(cl
         {(r.code, json.dumps(r.data)) for r in refusals}
 
 
-async def test_a_kill_switch_set_on_one_replica_applies_on_all_within_a_second(cluster: ClusterDeployment) -> None:
+async def test_a_kill_switch_set_on_one_replica_applies_on_all_within_a_second(files_cluster: ClusterDeployment
+                                                                              ) -> None:
     """A switch set through replica 0's admin API refuses the tool on replicas 1 and 2 within 1 s of the set's
     answer; lifted with the CLI (`portcullis kill lift -c`, straight to PostgreSQL), the tool works again
     everywhere."""
-    with replicas(cluster, 3) as gateways:
+    with replicas(files_cluster, 3) as gateways:
         async with AsyncExitStack() as stack:
             clients = await _sessions(stack, gateways)
             assert [await _list_dir(c) for c in clients] == [None, None, None]
@@ -154,8 +167,8 @@ async def test_a_kill_switch_set_on_one_replica_applies_on_all_within_a_second(c
             assert max(elapsed) < 1.0, f"kill switch applied after {elapsed} s on replicas 1, 2"
             assert (await _list_dir(clients[0])) is not None
 
-            lifted = run_cli("kill", "lift", switch_id, "--reason", "resolved", "-c", str(cluster.root),
-                             env=cluster.env)
+            lifted = run_cli("kill", "lift", switch_id, "--reason", "resolved", "-c", str(files_cluster.root),
+                             env=files_cluster.env)
             assert lifted.returncode == 0, lifted.stdout + lifted.stderr
             for client in clients:
                 async def served(client: Any = client) -> bool:
@@ -163,10 +176,11 @@ async def test_a_kill_switch_set_on_one_replica_applies_on_all_within_a_second(c
                 await _until(served, 15.0)
 
 
-async def test_an_approval_granted_on_one_replica_is_redeemed_once_on_another(cluster: ClusterDeployment) -> None:
+async def test_an_approval_granted_on_one_replica_is_redeemed_once_on_another(billing_cluster: ClusterDeployment
+                                                                             ) -> None:
     """Asked on replica 0, approved on replica 1, then redeemed on all three at once: exactly one redemption
     runs the refund (the trail has one served refund), the others and any later replay are refused."""
-    with replicas(cluster, 3) as gateways:
+    with replicas(billing_cluster, 3) as gateways:
         asked = await pending(gateways[0], refund(120))
         approval_id = asked["approval_id"]
         # the approver's view on another replica shows the requester's decided calls, read from PostgreSQL
@@ -182,31 +196,31 @@ async def test_an_approval_granted_on_one_replica_is_redeemed_once_on_another(cl
         for gateway in gateways:
             replay = await ask(gateway, refund(120), approval_id=approval_id)
             assert isinstance(replay, MCPError) and replay.code == APPROVAL_REFUSED, replay
-    chain = _chain(cluster)
+    chain = _chain(billing_cluster)
     refunds = {rid for kind, rid, f in chain if kind == "decision" and f["tool"]["name"] == REFUND}
     assert [f["outcome"] for kind, rid, f in chain if kind == "outcome" and rid in refunds].count("ok") == 1
 
 
-async def test_the_audit_verifies_after_concurrent_writers(cluster: ClusterDeployment) -> None:
+async def test_the_audit_verifies_after_concurrent_writers(files_cluster: ClusterDeployment) -> None:
     """Three replicas writing at once leave one chain `portcullis audit verify` (reading PostgreSQL) accepts,
     holding every call's decision and outcome."""
-    with replicas(cluster, 3) as gateways:
+    with replicas(files_cluster, 3) as gateways:
         async with AsyncExitStack() as stack:
             clients = await _sessions(stack, gateways)
             results = await asyncio.gather(*(_list_dir(clients[i % 3]) for i in range(60)))
     assert results == [None] * 60
-    chain = _chain(cluster)
+    chain = _chain(files_cluster)
     decisions = [rid for kind, rid, f in chain if kind == "decision" and f["tool"]["name"] == LIMITED]
     outcomes = {rid for kind, rid, _ in chain if kind == "outcome"}
     assert len(decisions) == 60 and set(decisions) <= outcomes
-    out = _verify(cluster)
+    out = _verify(files_cluster)
     assert re.search(rf"OK: {len(chain)} record\(s\) verified", out), out
 
 
-async def test_a_replica_killed_mid_load_loses_no_acknowledged_record(cluster: ClusterDeployment) -> None:
+async def test_a_replica_killed_mid_load_loses_no_acknowledged_record(billing_cluster: ClusterDeployment) -> None:
     """Load on two replicas; replica 1 is SIGKILLed once it has acknowledged calls. Every acknowledged call (by
     its token's jti) has its decision and outcome in the PostgreSQL chain, and the chain still verifies."""
-    with replicas(cluster, 2) as gateways:
+    with replicas(billing_cluster, 2) as gateways:
         acknowledged: list[tuple[int, str]] = []
         stop = asyncio.Event()
 
@@ -238,11 +252,11 @@ async def test_a_replica_killed_mid_load_loses_no_acknowledged_record(cluster: C
         await _until(more_on_replica_0, 60.0)
         stop.set()
         await asyncio.gather(*load)
-    chain = _chain(cluster)
+    chain = _chain(billing_cluster)
     request_of = {f["credential"]["jti"]: rid for kind, rid, f in chain
                   if kind == "decision" and (f.get("credential") or {}).get("jti")}
     outcomes = {rid: f["outcome"] for kind, rid, f in chain if kind == "outcome"}
     lost = [(replica, jti) for replica, jti in acknowledged
             if jti not in request_of or outcomes.get(request_of[jti]) != "ok"]
     assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged calls have no record: {lost[:5]}"
-    _verify(cluster)
+    _verify(billing_cluster)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from portcullis.cli.main import app
 from portcullis.storage.build import pg_components
+from tests.cluster.replicas import keep_services
 from tests.e2e.harness import GatewayProcess, copy_demo
 
 pytestmark = pytest.mark.xdist_group("cluster/test_storage_serve.py")
@@ -22,7 +23,7 @@ URL_ENV = "PORTCULLIS_TEST_STORAGE_URL"
 
 
 def cluster_deployment(root: Path) -> Path:
-    copy_demo(root)
+    keep_services(copy_demo(root), "billing")  # the one service called: a gateway start spawns each service
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["storage"] = {"postgresql": {"url_ref": f"secret://env/{URL_ENV}", "connect_timeout_s": 3}}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -16,11 +16,13 @@ import httpx2
 import pytest
 import yaml
 
+from portcullis.serving.restarts import RESTART_DELAY_ENV
 from portcullis.storage.workers import SharedState, workers_problem
-from tests.cluster.replicas import ClusterDeployment, cluster_deployment, start_supervisor
+from tests.cluster.replicas import ClusterDeployment, cluster_deployment, keep_services, start_supervisor
 from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
 
 DENIED = "denied_callers: [\"app:public-chat\"]"
+FAST_RESTARTS = {RESTART_DELAY_ENV: "0.05"}  # the backoff still doubles; only its first step is short
 
 
 def _children(pid: int) -> set[int]:
@@ -51,12 +53,13 @@ def _healthz(gateway: GatewayProcess) -> int:
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
-    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix)
+    # one stdio service (the one the SIGHUP test edits): every worker start spawns each service
+    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix, services=("billing",))
 
 
 def test_one_worker_by_default_is_one_process_without_a_supervisor(tmp_path: Path) -> None:
     """Without --workers the gateway serves in the process that was started, as before."""
-    with GatewayProcess(copy_demo(tmp_path / "deployment")) as gateway:
+    with GatewayProcess(keep_services(copy_demo(tmp_path / "deployment"), "billing")) as gateway:
         assert _healthz(gateway) == 200
         assert _workers(gateway) == set()
 
@@ -101,7 +104,7 @@ def test_serve_refuses_a_worker_count_out_of_range(tmp_path: Path, count: str) -
 
 def test_supervisor_serves_on_shared_sockets_and_restarts_a_killed_worker(cluster: ClusterDeployment) -> None:
     """Two workers answer on one port and one admin port; a worker killed with SIGKILL is replaced."""
-    with start_supervisor(cluster, 2) as gateway:
+    with start_supervisor(cluster, 2, extra_env=FAST_RESTARTS) as gateway:
         _poll(lambda: len(_workers(gateway)) == 2, "two workers")
         _poll(lambda: gateway.log().count("worker serving") == 2, "both workers serving")
         # a worker accepts as soon as it serves and answers 503 until its services are connected (a loaded
@@ -155,7 +158,7 @@ def test_supervisor_gives_up_when_workers_keep_failing_at_start(cluster: Cluster
     supervisor exits 1 instead of restarting forever."""
     cluster.state_dir.parent.mkdir(parents=True, exist_ok=True)
     cluster.state_dir.write_text("not a directory")
-    gateway = start_supervisor(cluster, 2)
+    gateway = start_supervisor(cluster, 2, extra_env=FAST_RESTARTS)
     try:
         assert gateway.proc.wait(timeout=120) == 1
         log = gateway.log()
