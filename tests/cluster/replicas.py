@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from typer.testing import CliRunner
 
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from portcullis.cli.main import app
+from tests.e2e.harness import GatewayProcess, copy_demo
 
 RESOURCE = "https://gateway.example/mcp"  # replicas behind one name share the token audience
 
@@ -69,9 +71,11 @@ def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: st
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
            "PORTCULLIS_TEST_PG_URL": pg_url, "PORTCULLIS_TEST_REDIS_URL": redis_url}
-    migrated = run_cli("storage", "migrate", "-c", str(root), env=env)  # the program creates its schema
-    if migrated.returncode != 0:
-        raise RuntimeError(f"portcullis storage migrate failed:\n{migrated.stdout}{migrated.stderr}")
+    # the program creates its schema: `portcullis storage migrate`, run in this process (a CLI process of its own
+    # costs seconds of imports on a loaded machine; tests/cluster/test_storage_serve.py runs it as a command)
+    migrated = CliRunner().invoke(app, ["storage", "migrate", "-c", str(root)], env=env)
+    if migrated.exit_code != 0:
+        raise RuntimeError(f"portcullis storage migrate failed:\n{migrated.output}")
     return ClusterDeployment(root, root.parent / "shared-state", env)
 
 
