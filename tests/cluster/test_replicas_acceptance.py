@@ -31,7 +31,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.cluster.conftest import REDIS_BASE, fresh_pg_schema, private_redis_prefix, pg_url_for
+from tests.cluster.conftest import REDIS_BASE, fresh_pg_schema, pg_url_for, private_redis_prefix
 from tests.cluster.replicas import ClusterDeployment, cluster_deployment, replicas
 from tests.e2e.harness import GatewayProcess, run_cli
 from tests.e2e.test_approvals import REFUND, approver, ask, pending, refund, vote

@@ -23,7 +23,7 @@ import yaml
 
 from portcullis.serving.restarts import RESTART_DELAY_ENV
 from portcullis.storage.workers import SharedState, workers_problem
-from tests.cluster.conftest import REDIS_BASE, fresh_pg_schema, private_redis_prefix, pg_url_for
+from tests.cluster.conftest import REDIS_BASE, fresh_pg_schema, pg_url_for, private_redis_prefix
 from tests.cluster.replicas import ClusterDeployment, cluster_deployment, keep_services, start_supervisor
 from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
 
