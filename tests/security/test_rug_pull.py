@@ -115,24 +115,29 @@ MAX_AGE_S = 150.0
 
 
 class Fleet:
-    """One gateway in front of ``count`` fresh services of one era; each row takes one (:meth:`take`).
+    """One gateway in front of fresh services of one era, ``pools`` naming how many each pool holds; each row
+    takes one from its pool (:meth:`take`).
 
     The services are pinned with the pins the real ``portcullis pin`` wrote for one service of the era (a pin
-    hashes the definition, not the service's name). ``watched`` services get health checks every 0.2 s."""
+    hashes the definition, not the service's name). The ``watched`` pool's services get health checks every
+    0.2 s, the others QUIET_S apart."""
 
-    def __init__(self, tmp: Path, era: str, count: int, watched: int) -> None:
+    def __init__(self, tmp: Path, era: str, pools: dict[str, int], admin: dict[str, Any] | None = None) -> None:
         module = ERAS[era]
         template = pinned_manifests(deployment(tmp / "template", module, tmp / "template.log"))
         services: dict[str, dict[str, Any]] = {}
         manifests: list[dict[str, Any]] = []
-        self._free: dict[bool, list[tuple[str, Path]]] = {False: [], True: []}
-        for index in range(count + watched):
-            name, log, is_watched = f"rug{index}", tmp / "logs" / f"rug{index}.log", index >= count
-            services[name] = _stdio_service(module, log, 0.2 if is_watched else QUIET_S)
-            manifests += [{**m, "service": name} for m in template]
-            self._free[is_watched].append((name, log))
+        self._free: dict[str, list[tuple[str, Path]]] = {pool: [] for pool in pools}
         (tmp / "logs").mkdir()
-        root = write_deployment(tmp / "deployment", _gateway_config(services), manifests)
+        for pool, count in pools.items():
+            for _ in range(count):
+                name = f"rug{len(services)}"
+                log = tmp / "logs" / f"{name}.log"
+                services[name] = _stdio_service(module, log, 0.2 if pool == "watched" else QUIET_S)
+                manifests += [{**m, "service": name} for m in template]
+                self._free[pool].append((name, log))
+        config = _gateway_config(services) if admin is None else {**_gateway_config(services), "admin": admin}
+        root = write_deployment(tmp / "deployment", config, manifests)
         self.gateway = GatewayProcess(root)
         try:
             self.gateway.wait_ready(timeout=240)  # every service of the fleet starts before /healthz is 200
@@ -141,69 +146,75 @@ class Fleet:
             raise
         self.started = time.monotonic()
 
-    def left(self, watched: bool) -> int:
-        return len(self._free[watched])
+    def left(self) -> dict[str, int]:
+        return {pool: len(free) for pool, free in self._free.items()}
 
-    def take(self, *, watched: bool) -> Rig:
-        assert self._free[watched], "more rows than the fleet has services: count them in Fleets.size"
-        name, log = self._free[watched].pop(0)
+    def take(self, pool: str) -> Rig:
+        assert self._free[pool], f"more rows than the fleet's {pool} pool has services: see Fleets.take"
+        name, log = self._free[pool].pop(0)
         return Rig(self.gateway, log, name)
 
 
 class Fleets:
-    """The module's fleets, started on first use: one per era, with one service per row of that era."""
+    """A module's fleets, each started on first use: one per era and kind of row, with one service for each
+    collected row of this module in that era whose fixtures name one of the fleet's pools."""
 
-    def __init__(self, session: pytest.Session, tmp: pytest.TempPathFactory) -> None:
-        self._session, self._tmp, self._fleets = session, tmp, dict[str, Fleet]()
+    def __init__(self, session: pytest.Session, tmp: pytest.TempPathFactory, module: Path) -> None:
+        self._session, self._tmp, self._module, self._fleets = session, tmp, module, dict[Any, Fleet]()
 
     def size(self, era: str, fixture: str) -> int:
-        """How many collected rows of this module in ``era`` use ``fixture`` (each needs a service)."""
+        """How many collected rows of the module in ``era`` use ``fixture`` (each needs a service)."""
         return sum(1 for item in self._session.items
-                   if item.path == Path(__file__) and fixture in getattr(item, "fixturenames", ())
+                   if item.path == self._module and fixture in getattr(item, "fixturenames", ())
                    and getattr(item, "callspec", None) is not None and item.callspec.params.get("era") == era)
 
-    def take(self, era: str, *, watched: bool) -> Rig:
-        fleet = self._fleets.get(era)
-        if fleet is not None and time.monotonic() - fleet.started > MAX_AGE_S:
+    def take(self, era: str, pool: str, pools: tuple[str, ...], *, admin: dict[str, Any] | None = None) -> Rig:
+        """A fresh service from ``pool`` of the era's fleet of ``pools``; a fleet older than MAX_AGE_S is first
+        replaced by one holding the services it had left."""
+        key = (era, pools)
+        fleet = self._fleets.get(key)
+        if fleet is None:
+            self._fleets[key] = Fleet(self._tmp.mktemp("rug-fleet"), era,
+                                      {name: self.size(era, name) for name in pools}, admin)
+        elif time.monotonic() - fleet.started > MAX_AGE_S:
             fleet.gateway.stop()
-            self._fleets[era] = Fleet(self._tmp.mktemp("rug-fleet"), era, fleet.left(False), fleet.left(True))
-        elif fleet is None:
-            self._fleets[era] = Fleet(self._tmp.mktemp("rug-fleet"), era, self.size(era, "rig"),
-                                      self.size(era, "watched"))
-        return self._fleets[era].take(watched=watched)
+            self._fleets[key] = Fleet(self._tmp.mktemp("rug-fleet"), era, fleet.left(), admin)
+        return self._fleets[key].take(pool)
 
-    def stop(self) -> None:
+    def __enter__(self) -> Fleets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         for fleet in self._fleets.values():
             fleet.gateway.stop()
 
 
 @pytest.fixture(scope="module")
 def fleets(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleets]:
-    started = Fleets(request.session, tmp_path_factory)
-    try:
+    with Fleets(request.session, tmp_path_factory, request.path) as started:
         yield started
-    finally:
-        started.stop()
+
+
+ROWS = ("rig", "watched")
 
 
 @pytest.fixture
 def rig(fleets: Fleets, era: str) -> Rig:
-    """A fresh service, health checks a minute apart: what the gateway does here, it does because it was told."""
-    return fleets.take(era, watched=False)
+    """A fresh service, health checks minutes apart: what the gateway does here, it does because it was told."""
+    return fleets.take(era, "rig", ROWS)
 
 
 @pytest.fixture
 def watched(fleets: Fleets, era: str) -> Rig:
     """A fresh service, health checks every 0.2 s: for services that change without saying so."""
-    return fleets.take(era, watched=True)
+    return fleets.take(era, "watched", ROWS)
 
 
 @pytest.fixture
-def own_rig(tmp_path: Path, era: str) -> Iterator[Rig]:
-    """A service behind a gateway of its own: for rows that watch everything the gateway tells its callers."""
-    log = tmp_path / "rug.log"
-    with GatewayProcess(deployment(tmp_path / "deployment", ERAS[era], log)) as gateway:
-        yield Rig(gateway, log)
+def listened(fleets: Fleets, era: str) -> Rig:
+    """A fresh service behind a gateway that only the rows watching what the gateway tells its callers share
+    (the other rows' changes would be told too)."""
+    return fleets.take(era, "listened", ("listened",))
 
 
 def logged(rig: Rig, text: str, seconds: float = 30) -> bool:
@@ -445,6 +456,16 @@ async def test_over_http_a_storm_costs_bounded_relistings(http_rig: Rig) -> None
 # ----------------------------------------------------------------------------- pin --check --gateway
 
 
+def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``portcullis <args>`` run in this process (typer's runner), answered as :func:`run_cli` answers."""
+    from typer.testing import CliRunner
+
+    from portcullis.cli.main import app
+
+    result = CliRunner(env=env).invoke(app, list(args))
+    return subprocess.CompletedProcess(["portcullis", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_not(tmp_path: Path) -> None:
     """The running child changed echo; a fresh child (plain `pin --check`) still serves the old definition,
     so only `pin --check --gateway` reports the drift. The report needs a caller in admin.operators."""
@@ -463,15 +484,17 @@ def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_
         fresh = run_cli("pin", str(root), "--check")
         operator = gateway.token(user="ops-alice")
         seen = run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token", operator)
-        ci = run_cli("pin", "--check", "--gateway", gateway.admin_base, env={
+        # the real entry point ran above; the other callers run the same command in this process
+        ci = cli_in_process("pin", "--check", "--gateway", gateway.admin_base, env={
             "PORTCULLIS_TOKEN": gateway.token(user=None, agent=None, client="ci-pipeline")})
         refusals = {
-            "no token": run_cli("pin", "--check", "--gateway", gateway.admin_base, env={"PORTCULLIS_TOKEN": ""}),
-            "not an operator": run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token",
-                                       gateway.token(user="mallory")),
-            "forged token": run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token",
-                                    operator[:-4] + "AAAA"),
-            "without --check": run_cli("pin", "--gateway", gateway.admin_base, "--token", operator),
+            "no token": cli_in_process("pin", "--check", "--gateway", gateway.admin_base,
+                                       env={"PORTCULLIS_TOKEN": ""}),
+            "not an operator": cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
+                                              gateway.token(user="mallory")),
+            "forged token": cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
+                                           operator[:-4] + "AAAA"),
+            "without --check": cli_in_process("pin", "--gateway", gateway.admin_base, "--token", operator),
         }
         raw = {method: httpx2.request(method, f"{gateway.admin_base}/pins", headers={
             "Authorization": f"Bearer {operator}"}).status_code for method in ("GET", "POST", "DELETE")}
@@ -484,12 +507,13 @@ def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_
     assert raw == {"GET": 200, "POST": 405, "DELETE": 405} and anonymous == 401
 
 
-@pytest.mark.parametrize("kind", ["description", "none"])
-async def test_callers_hear_of_a_change_of_the_exposed_tools_only(own_rig: Rig, kind: str) -> None:
+# "none" first: it hears nothing from a gateway whose services changed nothing yet
+@pytest.mark.parametrize("kind", ["none", "description"])
+async def test_callers_hear_of_a_change_of_the_exposed_tools_only(listened: Rig, kind: str) -> None:
     """Subscribed callers of both eras get the gateway's own tools/list_changed when the exposed tools changed
     (a quarantine), never the upstream's announcement itself: an announcement that changed nothing pinned
     tells them nothing."""
-    rig = own_rig  # a gateway of its own: its callers hear of nothing but this service
+    rig = listened
     heard: list[Any] = []
 
     async def handler(message: Any) -> None:
@@ -499,7 +523,7 @@ async def test_callers_hear_of_a_change_of_the_exposed_tools_only(own_rig: Rig, 
     async with rig.gateway.client(mode="legacy", message_handler=handler) as legacy, \
             rig.gateway.client(mode="2026-07-28") as modern, modern.listen(tools_list_changed=True) as subscription:
         await anyio.sleep(0.5)  # the legacy session's GET stream is open
-        assert await outcome(legacy, "mutate", {"kind": kind}) == f"mutated {kind}"
+        assert await rig.outcome(legacy, "mutate", {"kind": kind}) == f"mutated {kind}"
         events: list[Any] = []
         with anyio.move_on_after(3 if kind == "none" else 15):
             async for event in subscription:
@@ -512,4 +536,4 @@ async def test_callers_hear_of_a_change_of_the_exposed_tools_only(own_rig: Rig, 
         with anyio.fail_after(10):
             while not heard:
                 await anyio.sleep(0.05)
-        assert "rug.echo" not in {t.name for t in (await modern.list_tools()).tools}
+        assert f"{rig.service}.echo" not in {t.name for t in (await modern.list_tools()).tools}
