@@ -4,6 +4,7 @@ counting across restarts of the real gateway process."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -314,11 +315,12 @@ async def test_a_closed_store_fails_closed(path: Path, opened: list[SqliteStateS
 
 # ----------------------------------------------------------------------------- the real gateway
 
-LIMIT = {"id": "invoices-daily", "tools": [TOOL], "per": ["agent"], "window_s": DAY, "max_calls": 3}
+# per user too: each row counts for a user of its own, so the rows can share the gateways they restart
+LIMIT = {"id": "invoices-daily", "tools": [TOOL], "per": ["agent", "user"], "window_s": DAY, "max_calls": 3}
 
 
-async def _call(gateway: GatewayProcess) -> str:
-    async with gateway.client() as client:
+async def _call(gateway: GatewayProcess, user: str) -> str:
+    async with gateway.client(token=gateway.token(user=user)) as client:
         try:
             result = await client.call_tool(TOOL, {"invoice_id": "INV-1001"})
         except MCPError as exc:
@@ -326,27 +328,72 @@ async def _call(gateway: GatewayProcess) -> str:
     return "ok" if not result.is_error else "error"
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-async def test_a_per_day_total_survives_restarting_the_gateway(tmp_path: Path, how: signal.Signals) -> None:
-    """Two calls, the gateway stopped (or killed), started again on the same state: one more call
-    fits a three-a-day limit and the next is refused."""
-    root = copy_demo(tmp_path / "deployment")
+def billing_only(root: Path) -> Path:
+    """The demo deployment at ``root`` without its analytics and files services (the rows call billing only, and
+    every stdio service is a child each gateway start waits for)."""
+    copy_demo(root)
+    for path in ("tools/analytics", "tools/files", "prompts", "resources", "policy/fixtures/analytics.yaml",
+                 "policy/fixtures/files.yaml"):
+        target = root / path
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["services"] = {"billing": config["services"]["billing"]}
     config["authorization"] = {"environment": "production", "limits": [LIMIT]}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    state = tmp_path / "state"
-    with GatewayProcess(root, state_dir=state) as first:
-        assert [await _call(first), await _call(first)] == ["ok", "ok"]
-        first.proc.send_signal(how)
-        first.proc.wait(timeout=30)
-    with GatewayProcess(root, state_dir=state) as second:
-        assert [await _call(second), await _call(second)] == ["ok", "Call refused by policy"]
-        assert '"limits/invoices-daily"' in second.log() or "limits/invoices-daily" in _decisions(state)
+    return root
 
 
-def _decisions(state: Path) -> str:
+class Restarts:
+    """Gateways started one after another on one deployment and one state directory: each row stops (or kills)
+    the running one and starts the next, which the next row stops in turn."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.root, self.state = billing_only(tmp / "deployment"), tmp / "state"
+        self.running: GatewayProcess | None = None
+
+    def current(self) -> GatewayProcess:
+        if self.running is None:
+            self.start()
+        assert self.running is not None
+        return self.running
+
+    def start(self) -> GatewayProcess:
+        self.running = GatewayProcess(self.root, state_dir=self.state)
+        self.running.wait_ready()
+        return self.running
+
+
+@pytest.fixture(scope="module")
+def restarts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
+    chain = Restarts(tmp_path_factory.mktemp("restarts"))
+    try:
+        yield chain
+    finally:
+        if chain.running is not None:
+            chain.running.stop()
+
+
+@pytest.mark.xdist_group("security/test_limit_persistence.py::restarts")  # the rows share their gateways
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+async def test_a_per_day_total_survives_restarting_the_gateway(restarts: Restarts, how: signal.Signals) -> None:
+    """Two calls, the gateway stopped (or killed), started again on the same state: one more call
+    fits a three-a-day limit and the next is refused."""
+    user = f"limits-{how.name.lower()}"
+    first = restarts.current()
+    assert [await _call(first, user), await _call(first, user)] == ["ok", "ok"]
+    first.proc.send_signal(how)
+    first.proc.wait(timeout=30)
+    first.stop()
+    second = restarts.start()
+    assert [await _call(second, user), await _call(second, user)] == ["ok", "Call refused by policy"]
+    assert '"limits/invoices-daily"' in second.log() or "limits/invoices-daily" in _decisions(restarts.state, user)
+
+
+def _decisions(state: Path, user: str) -> str:
+    """The decision records about ``user``'s calls."""
     with sqlite3.connect(f"file:{state / 'audit.sqlite3'}?mode=ro", uri=True) as db:
-        return "\n".join(row[0] for row in db.execute("SELECT fields FROM audit_record WHERE kind = 'decision'"))
+        rows = [row[0] for row in db.execute("SELECT fields FROM audit_record WHERE kind = 'decision'")]
+    return "\n".join(row for row in rows if f'"{user}"' in row)
 
 
 def test_the_gateway_refuses_to_start_on_a_damaged_counters_file(tmp_path: Path) -> None:
