@@ -4,7 +4,6 @@ counting across restarts of the real gateway process."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from portcullis.state import InMemoryStateStore, SqliteStateStore, StateUnavaila
 from portcullis.state.buckets import BUCKETS
 from portcullis.state.interface import MAX_AMOUNT
 from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.security.conftest import billing_demo_with
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -328,27 +328,14 @@ async def _call(gateway: GatewayProcess, user: str) -> str:
     return "ok" if not result.is_error else "error"
 
 
-def billing_only(root: Path) -> Path:
-    """The demo deployment at ``root`` without its analytics and files services (the rows call billing only, and
-    every stdio service is a child each gateway start waits for)."""
-    copy_demo(root)
-    for path in ("tools/analytics", "tools/files", "prompts", "resources", "policy/fixtures/analytics.yaml",
-                 "policy/fixtures/files.yaml"):
-        target = root / path
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["services"] = {"billing": config["services"]["billing"]}
-    config["authorization"] = {"environment": "production", "limits": [LIMIT]}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return root
-
-
 class Restarts:
     """Gateways started one after another on one deployment and one state directory: each row stops (or kills)
     the running one and starts the next, which the next row stops in turn."""
 
     def __init__(self, tmp: Path) -> None:
-        self.root, self.state = billing_only(tmp / "deployment"), tmp / "state"
+        self.state = tmp / "state"
+        self.root = billing_demo_with(tmp / "deployment",
+                                      authorization={"environment": "production", "limits": [LIMIT]})
         self.running: GatewayProcess | None = None
 
     def current(self) -> GatewayProcess:
