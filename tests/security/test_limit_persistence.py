@@ -360,7 +360,7 @@ def restarts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
             chain.running.stop()
 
 
-@pytest.mark.xdist_group("security/test_limit_persistence.py::restarts")  # the rows share their gateways
+@pytest.mark.xdist_group("security/test_limit_persistence.py-restarts")  # the rows share their gateways
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 async def test_a_per_day_total_survives_restarting_the_gateway(restarts: Restarts, how: signal.Signals) -> None:
     """Two calls, the gateway stopped (or killed), started again on the same state: one more call

@@ -20,11 +20,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.security.test_rug_pull import ERAS, UNKNOWN, Fleets, Rig, cli_in_process
+from tests.security.test_rug_pull import UNKNOWN, Fleets, Rig, cli_in_process, era_groups
 
 ADMIN = {"operators": ["user:ops-alice"]}
-ERA_GROUPS = [pytest.param(era, marks=pytest.mark.xdist_group(f"security/test_live_definition_scan.py::{era}"))
-              for era in ERAS]
+ERA_GROUPS = era_groups("security/test_live_definition_scan.py")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,13 @@ def pinned_manifests(root: Path) -> list[dict[str, Any]]:
     return manifests
 
 
-ERA_GROUPS = [pytest.param(era, marks=pytest.mark.xdist_group(f"security/test_rug_pull.py::{era}")) for era in ERAS]
+def era_groups(module: str) -> list[Any]:
+    """The eras as parameters, each in an xdist group of its own: an era's rows of ``module`` (a path under
+    tests/) run on one worker, so the gateway they share starts once; the other era's may run on another."""
+    return [pytest.param(era, marks=pytest.mark.xdist_group(f"{module}-{era.replace(' ', '-')}")) for era in ERAS]
+
+
+ERA_GROUPS = era_groups("security/test_rug_pull.py")
 
 
 @pytest.fixture(params=ERA_GROUPS)
@@ -348,7 +354,7 @@ async def test_an_unannounced_removal_is_quarantined_after_the_upstream_refuses_
 # ----------------------------------------------------------------------------- HTTP (the relay)
 
 
-HTTP_GROUP = pytest.mark.xdist_group("security/test_rug_pull.py::http")  # their shared gateway starts once
+HTTP_GROUP = pytest.mark.xdist_group("security/test_rug_pull.py-http")  # their shared gateway starts once
 
 
 def _http_service(log: Path) -> tuple[subprocess.Popen[bytes], str]:
