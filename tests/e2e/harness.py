@@ -53,6 +53,26 @@ def copy_demo(target: Path) -> Path:
     return target
 
 
+def copy_demo_services(target: Path, *services: str) -> Path:
+    """The demo deployment at ``target`` with only ``services`` (each a demo service: billing, analytics, files).
+
+    A test that calls one demo service does not pay for starting the others (each stdio child is
+    about a second of CPU at every gateway start): the other services' entries, tool manifests,
+    prompts, resources and policy fixtures are removed; everything else is the demo's own.
+    """
+    root = copy_demo(target)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    unknown = set(services) - set(config["services"])
+    assert not unknown, f"not demo services: {sorted(unknown)}"
+    for name in [s for s in config["services"] if s not in services]:
+        del config["services"][name]
+        for folder in ("tools", "prompts", "resources"):
+            shutil.rmtree(root / folder / name, ignore_errors=True)
+        (root / "policy" / "fixtures" / f"{name}.yaml").unlink(missing_ok=True)
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
 def copy_demo_with_operators(target: Path, *operators: str) -> Path:
     """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API)."""
     root = copy_demo(target)

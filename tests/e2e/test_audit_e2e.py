@@ -29,7 +29,7 @@ from tests.e2e.audit_load import (
     node,
     read_chain,
 )
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli
 
 PUBLIC_KEY = "audit-signing.pub.pem"
 ALLOWED = ("first call", "second call", "third call")
@@ -308,7 +308,7 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
         async with AuditWriter(store, clock=clock, max_delay_s=0, checkpointer=checkpointer) as writer:
             for i in range(10):
                 await writer.record("decision", f"old-{i}", {"tool": "refund", "n": i})
-    root = copy_demo(tmp_path / "deployment")
+    root = copy_demo_services(tmp_path / "deployment", "billing")  # one service is enough to start
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config.setdefault("audit", {})["retention_days"] = 1
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -324,8 +324,8 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
     finally:
         gateway.stop()
     records = await read_chain(state / STORE_FILE)
-    # checkpoints at 0, 5 and 9; the demo's three spawn (and service_identity) records follow 9, so 9 is no
-    # longer the head: pruned through 9
+    # checkpoints at 0, 5 and 9; the billing service's spawn (and service_identity) records follow 9, so 9 is
+    # no longer the head: pruned through 9
     assert records[0].index == 10
     assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [9]
     verified = run_cli("audit", "verify", "--store", str(state / STORE_FILE), "--public-key",

@@ -23,7 +23,7 @@ MODERN = {"Content-Type": "application/json", "Accept": "application/json", "MCP
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = build(tmp_path_factory.mktemp("auth") / "deployment")
+    root = build(tmp_path_factory.mktemp("auth") / "deployment", billing=False)  # no test calls billing
     with GatewayProcess(root) as process:
         yield process
 
@@ -162,7 +162,7 @@ def test_revoked_tokens_agents_and_clients_are_refused_within_seconds(gateway: G
 
 async def test_unreadable_revocation_list_denies_every_request(tmp_path: Path) -> None:
     """If the revocation list cannot be read, requests are denied (fail closed), not allowed."""
-    root = build(tmp_path / "deployment")
+    root = build(tmp_path / "deployment", billing=False)
     with GatewayProcess(root) as gw:
         token = gw.token()
         assert post(gw, token).status_code == 200

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx2
 import yaml
 
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli
 
 MODERN = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
           "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
@@ -24,7 +24,7 @@ def status(gateway: GatewayProcess, token: str) -> int:
 def test_gateway_restarts_with_its_state_inside_the_deployment_and_revokes_when_broken(tmp_path: Path) -> None:
     """Start, stop, start again with state_dir inside the deployment; then break the deployment and
     revoke an agent with `token revoke --config`: the running gateway refuses it within seconds."""
-    root = copy_demo(tmp_path / "deployment")
+    root = copy_demo_services(tmp_path / "deployment", "billing")  # one service: the test lists tools
     state = root / "state"
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["state_dir"] = str(state)
