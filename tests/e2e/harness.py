@@ -73,9 +73,10 @@ def copy_demo_services(target: Path, *services: str) -> Path:
     return root
 
 
-def copy_demo_with_operators(target: Path, *operators: str) -> Path:
-    """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API)."""
-    root = copy_demo(target)
+def copy_demo_with_operators(target: Path, *operators: str, services: tuple[str, ...] | None = None) -> Path:
+    """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API);
+    with ``services``, only those demo services (:func:`copy_demo_services`)."""
+    root = copy_demo(target) if services is None else copy_demo_services(target, *services)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["admin"] = {"operators": list(operators)}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
