@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import json
 import sqlite3
@@ -29,7 +30,7 @@ from tests.e2e.audit_load import (
     node,
     read_chain,
 )
-from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli
+from tests.e2e.harness import GatewayProcess, copy_demo_services
 
 PUBLIC_KEY = "audit-signing.pub.pem"
 ALLOWED = ("first call", "second call", "third call")
@@ -80,9 +81,25 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, echo_tool: tuple[str, di
     return Run(gateway.state_dir, pin)
 
 
+def _cli(*args: str) -> tuple[int, str]:
+    """A ``portcullis`` command run in this process (no interpreter start and import per run), in a thread
+    of its own so that a test inside a running event loop can call it too: its exit code and output. A crash
+    is raised, never mistaken for the command's own failure exit."""
+    from typer.testing import CliRunner
+
+    from portcullis.cli.main import app
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(CliRunner().invoke, app, list(args)).result()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
 def verify_cli(store: Path, public_key: Path) -> tuple[int, str]:
-    done = run_cli("audit", "verify", "--store", str(store), "--public-key", str(public_key))
-    return done.returncode, done.stdout + done.stderr
+    """``portcullis audit verify`` over ``store``."""
+    return _cli("audit", "verify", "--store", str(store), "--public-key", str(public_key))
 
 
 def _by_request(records: list[AuditRecord]) -> dict[str, list[AuditRecord]]:
@@ -328,21 +345,13 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
     # no longer the head: pruned through 9
     assert records[0].index == 10
     assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [9]
-    verified = run_cli("audit", "verify", "--store", str(state / STORE_FILE), "--public-key",
-                       str(state / PUBLIC_KEY_FILE))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "records 0..9 were pruned by retention" in verified.stdout
+    code, output = verify_cli(state / STORE_FILE, state / PUBLIC_KEY_FILE)
+    assert code == 0, output
+    assert "records 0..9 were pruned by retention" in output
 
 
 def _incident(store: Path, public_key: Path, *args: str) -> tuple[int, str]:
-    from typer.testing import CliRunner
-
-    from portcullis.cli.main import app
-
-    result = CliRunner().invoke(app, ["incident", "report", "--since", "0", "--store", str(store), "--public-key",
-                                      str(public_key), *args])
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
+    return _cli("incident", "report", "--since", "0", "--store", str(store), "--public-key", str(public_key), *args)
 
 
 def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mixed_run: Run) -> None:
