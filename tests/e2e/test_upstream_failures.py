@@ -16,7 +16,7 @@ import pytest
 from mcp import Client, MCPError
 
 from tests.e2e import flaky_service
-from tests.e2e.harness import REPO, GatewayProcess, manifest_from_live, run_cli, write_deployment
+from tests.e2e.harness import REPO, GatewayProcess, cli_in_process, manifest_from_live, write_deployment
 
 DECLARED = ("echo", "sleep", "pid", "env_names", "actor_token")
 
@@ -54,8 +54,8 @@ def build(root: Path, *, child_env: dict[str, str] | None = None, pin: bool = Tr
         (root / "tools" / "billing").mkdir(parents=True, exist_ok=True)
         (root / "tools" / "billing" / "get_invoice.yml").write_bytes(demo_invoice.read_bytes())
     if pin:
-        done = run_cli("pin", str(root))
-        assert done.returncode == 0, done.stdout + done.stderr
+        code, output = cli_in_process("pin", str(root))
+        assert code == 0, output
     return root
 
 
@@ -175,5 +175,4 @@ async def test_changed_definition_is_quarantined_until_repinned(tmp_path: Path) 
     assert caught.value.error.message == "Unknown tool"
     assert not still.is_error
     assert "live definition differs from the pin" in log
-    check = run_cli("pin", str(root), "--check")
-    assert check.returncode == 1
+    assert cli_in_process("pin", str(root), "--check")[0] == 1
