@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import contextlib
 import json
 import sqlite3
@@ -30,7 +29,7 @@ from tests.e2e.audit_load import (
     node,
     read_chain,
 )
-from tests.e2e.harness import GatewayProcess, copy_demo_services
+from tests.e2e.harness import GatewayProcess, cli_in_process, copy_demo_services
 
 PUBLIC_KEY = "audit-signing.pub.pem"
 ALLOWED = ("first call", "second call", "third call")
@@ -81,25 +80,9 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, echo_tool: tuple[str, di
     return Run(gateway.state_dir, pin)
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    """A ``portcullis`` command run in this process (no interpreter start and import per run), in a thread
-    of its own so that a test inside a running event loop can call it too: its exit code and output. A crash
-    is raised, never mistaken for the command's own failure exit."""
-    from typer.testing import CliRunner
-
-    from portcullis.cli.main import app
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        result = pool.submit(CliRunner().invoke, app, list(args)).result()
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
-
-
 def verify_cli(store: Path, public_key: Path) -> tuple[int, str]:
     """``portcullis audit verify`` over ``store``."""
-    return _cli("audit", "verify", "--store", str(store), "--public-key", str(public_key))
+    return cli_in_process("audit", "verify", "--store", str(store), "--public-key", str(public_key))
 
 
 def _by_request(records: list[AuditRecord]) -> dict[str, list[AuditRecord]]:
@@ -351,7 +334,8 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
 
 
 def _incident(store: Path, public_key: Path, *args: str) -> tuple[int, str]:
-    return _cli("incident", "report", "--since", "0", "--store", str(store), "--public-key", str(public_key), *args)
+    return cli_in_process("incident", "report", "--since", "0", "--store", str(store), "--public-key",
+                          str(public_key), *args)
 
 
 def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mixed_run: Run) -> None:
