@@ -130,12 +130,12 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 1
                           timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
-def cli_in_process(*args: str) -> tuple[int, str]:
-    """A ``portcullis`` command run in this process: its exit code and output (stdout and stderr).
+def run_cli_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`run_cli` without a new interpreter: the same typer app run in this process.
 
-    The same typer app as :func:`run_cli` without an interpreter start and the CLI's imports per run
-    (seconds on a loaded machine); in a thread of its own, so that a test inside a running event loop can
-    call it too. A crash is raised, never mistaken for the command's own failure exit."""
+    No interpreter start and CLI imports per run (seconds on a loaded machine); in a thread of its own, so
+    that a test inside a running event loop can call it too. A crash is raised, never mistaken for the
+    command's own failure exit."""
     import concurrent.futures
 
     from typer.testing import CliRunner
@@ -147,7 +147,14 @@ def cli_in_process(*args: str) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert "Traceback" not in result.output
-    return result.exit_code, result.output
+    return subprocess.CompletedProcess(["portcullis", *args], result.exit_code, result.stdout, result.stderr)
+
+
+def cli_in_process(*args: str) -> tuple[int, str]:
+    """A ``portcullis`` command run in this process (:func:`run_cli_in_process`): its exit code and output
+    (stdout, then stderr)."""
+    done = run_cli_in_process(*args)
+    return done.returncode, done.stdout + done.stderr
 
 
 def dev_identity(gateway: dict[str, Any]) -> dict[str, Any]:

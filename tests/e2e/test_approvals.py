@@ -13,7 +13,7 @@ import pytest
 from mcp import MCPError
 
 from tests.e2e.audit_load import STORE_FILE, read_chain
-from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli
+from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli_in_process
 
 REFUND = "billing.process_refund"
 META = "io.portcullis/approval-id"
@@ -81,13 +81,13 @@ async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayPr
     assert again["status"] == "pending" and again["approval_id"] == approval_id
 
     bob = approver(gateway, "bob")
-    shown = run_cli("approvals", "show", approval_id, "--admin-url", gateway.admin_base, "--token", bob)
+    shown = run_cli_in_process("approvals", "show", approval_id, "--admin-url", gateway.admin_base, "--token", bob)
     assert shown.returncode == 0, shown.stderr
     assert "customer charged twice\\u{202E}" in shown.stdout  # invisible characters made visible
     assert '"amount": 300' in shown.stdout and "sha256:" in shown.stdout and "billing-bot" in shown.stdout
     history = shown.stdout.split("calls of this tool in the last day", 1)[1]
     assert "ORD-20077" in history and "allow" in history  # the same agent's earlier call, from the audit trail
-    done = run_cli("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
+    done = run_cli_in_process("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
                    "--reason", "order checked")
     assert done.returncode == 0 and "approved" in done.stdout, done.stdout + done.stderr
 
@@ -394,10 +394,10 @@ async def test_the_open_cap_and_cli_paging_end_to_end(notifying_gateway: Gateway
     assert isinstance(over, MCPError) and over.code == -31020
     assert over.error.data == {"rule_id": "approvals/max_open_per_requester", "retry_after_s": 900}
     base = ["--admin-url", gateway.admin_base, "--token", approver(gateway, "bob"), "--json"]
-    one = run_cli("approvals", "list", "--limit", "2", *base)
+    one = run_cli_in_process("approvals", "list", "--limit", "2", *base)
     assert one.returncode == 0, one.stderr
     assert len(json.loads(one.stdout)) == 2 and "next_cursor apr_" in one.stderr
-    every = run_cli("approvals", "list", "--limit", "1", "--all", *base)
+    every = run_cli_in_process("approvals", "list", "--limit", "1", "--all", *base)
     assert every.returncode == 0, every.stderr
     rows = json.loads(every.stdout)
     assert len({row["id"] for row in rows}) == len(rows)  # no page repeats a row
