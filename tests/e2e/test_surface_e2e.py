@@ -21,7 +21,15 @@ import yaml
 from mcp import Client, MCPError, StdioServerParameters, types
 
 from portcullis.pinning import surface_hash
-from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
+from tests.e2e.harness import (
+    REPO,
+    GatewayProcess,
+    cli_in_process,
+    free_port,
+    manifest_from_live,
+    stop_child,
+    write_deployment,
+)
 from tests.e2e.surface_service import CANARY
 
 MODULE = "tests.e2e.surface_service"
@@ -67,8 +75,8 @@ def _pinned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for relative, data in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(yaml.safe_dump(data, sort_keys=False))
-    done = run_cli("pin", str(root))
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, output = cli_in_process("pin", str(root))
+    assert code == 0, output
     for relative in files:  # every manifest now carries the live definition's pin
         assert yaml.safe_load((root / relative).read_text())["pin"].startswith("sha256:")
     _PINNED.append(root)
