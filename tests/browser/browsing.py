@@ -1,16 +1,12 @@
 """Helpers of the browser tests: the system Chromium, screenshots kept as artifacts, a watch on what a page
 does (requests, dialogs, Content-Security-Policy violations, script errors), the agent's async calls from
-the synchronous Playwright tests, and child processes (the OpenID Provider, a hostile site)."""
+the synchronous Playwright tests, and a site of another origin (a hostile page)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import secrets
-import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx2
-
-from tests.e2e.harness import REPO, stop_child, wait_port
-from tests.ports import free_port
+from tests.e2e.harness import REPO
 
 T = TypeVar("T")
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
@@ -91,39 +84,6 @@ def run_async(make: Callable[[], Awaitable[T]], timeout: float = 120) -> T:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, main()).result(timeout)
-
-
-class OidcProvider:
-    """:mod:`tests.browser.oidc_provider` as a child process, with users and one registered client."""
-
-    def __init__(self, directory: Path, *, users: dict[str, dict[str, Any]], client_id: str,
-                 redirect_uris: list[str], client_secret: str | None = None) -> None:
-        self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
-        self.passwords = {login: secrets.token_urlsafe(12) for login in users}
-        config = {"clients": [{"client_id": client_id, "redirect_uris": redirect_uris,
-                               "client_secret": client_secret}],
-                  "users": {login: {"password": self.passwords[login], "claims": claims}
-                            for login, claims in users.items()}}
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "provider.json").write_text(json.dumps(config))
-        self._log = open(directory / f"provider-{self.port}.log", "w")  # closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.browser.oidc_provider", "--port", str(self.port),
-                                      "--config", str(directory / "provider.json")],
-                                     cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_port(self.port, timeout=60)
-        except AssertionError:
-            self.stop()
-            raise
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        every = httpx2.get(f"{self.issuer}/_test/events", timeout=15).json()
-        return [e for e in every if kind is None or e["event"] == kind]
-
-    def stop(self) -> None:
-        stop_child(self.proc)
-        self._log.close()
 
 
 class Site:

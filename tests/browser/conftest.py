@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, TIMEOUT_MS, Shots, Site, Watch
-from tests.browser.console_gateway import Console, log_in, start_console
+from tests.browser.console_pages import log_in
+from tests.support.console_stack import Console, start_console
 
 
 def _unavailable(reason: str) -> None:
@@ -61,11 +62,12 @@ class Tab:
 @pytest.fixture
 def new_tab(browser: Any) -> Iterator[Callable[..., Tab]]:
     """Open a fresh browser context (another person, or the same person before logging in); ``state``: the
-    cookies of a browser saved earlier (Playwright's storage state)."""
+    cookies of a browser saved earlier (Playwright's storage state); ``options``: more of Playwright's
+    ``new_context`` options (e.g. ``java_script_enabled=False``)."""
     opened: list[Any] = []
 
-    def open_tab(state: Any = None) -> Tab:
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, storage_state=state)
+    def open_tab(state: Any = None, **options: Any) -> Tab:
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, storage_state=state, **options)
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)
         opened.append(context)

@@ -13,19 +13,16 @@ from mcp import MCPError
 from portcullis.approvals.model import visible
 from tests.browser.browsing import Shots, origin, run_async
 from tests.browser.conftest import Tab
-from tests.browser.console_gateway import (
-    Console,
+from tests.browser.console_pages import (
     agent_call,
     assert_accessible_basics,
     assert_console_headers,
     held,
     refund,
-    show_free_text,
-    start_console,
-    status_of,
     tab_to,
 )
 from tests.e2e.audit_load import STORE_FILE, read_chain
+from tests.support.console_stack import Console, show_free_text, start_console, status_of
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ import pytest
 
 from tests.browser.browsing import Shots, Site, origin
 from tests.browser.conftest import Tab
-from tests.browser.console_gateway import (
-    Console,
+from tests.browser.console_pages import (
     assert_accessible_basics,
     assert_console_headers,
     held,
     log_in,
     refund,
-    status_of,
 )
+from tests.support.console_stack import Console, status_of
 
 SESSION = "__Host-portcullis_console"
 LOGIN = "__Host-portcullis_console_login"

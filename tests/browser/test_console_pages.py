@@ -16,16 +16,15 @@ from mcp import MCPError
 
 from tests.browser.browsing import Shots
 from tests.browser.conftest import Tab
-from tests.browser.console_gateway import (
-    Console,
+from tests.browser.console_pages import (
     agent_call,
     assert_accessible_basics,
     assert_console_headers,
     held,
     refund,
-    start_console,
 )
 from tests.e2e.harness import run_cli
+from tests.support.console_stack import Console, start_console
 
 INVOICE = "billing.get_invoice"
 

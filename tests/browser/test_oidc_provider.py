@@ -1,6 +1,6 @@
-"""The browser tests' OpenID Provider is strict where the console must be: a login through its form in the
-real browser yields a code that only the PKCE verifier redeems, once, for an ID token with the chosen
-claims; a request without S256 PKCE or with an unregistered redirect is refused."""
+"""The test OpenID Provider (tests/support/oidc_provider.py) is strict where the console must be: a login
+through its form in the real browser yields a code that only the PKCE verifier redeems, once, for an ID
+token with the chosen claims; a request without S256 PKCE or with an unregistered redirect is refused."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ import httpx2
 import jwt
 import pytest
 
-from tests.browser.browsing import OidcProvider, Shots, Site
+from tests.browser.browsing import Shots, Site
 from tests.browser.conftest import Tab
+from tests.support.oidc_provider import ProviderProcess
 
 CLIENT = "browser-test-client"
 
 
 @pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[OidcProvider]:
+def provider(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[ProviderProcess]:
     site.page("/callback", "<!doctype html><title>back</title><p>back at the client</p>")
-    started = OidcProvider(tmp_path_factory.mktemp("provider"), client_id=CLIENT,
+    started = ProviderProcess(tmp_path_factory.mktemp("provider"), client_id=CLIENT,
                            redirect_uris=[site.base + "/callback"],
                            users={"bob": {"roles": ["finance-approver"], "principal_type": "person",
                                           "name": "Bob <b>Approver</b>"}})
@@ -36,13 +37,13 @@ def _pkce() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-def _authorize(provider: OidcProvider, redirect_uri: str, **overrides: str) -> str:
+def _authorize(provider: ProviderProcess, redirect_uri: str, **overrides: str) -> str:
     params = {"response_type": "code", "client_id": CLIENT, "redirect_uri": redirect_uri, "scope": "openid profile",
               "state": "st-" + secrets.token_hex(4), "nonce": "n-" + secrets.token_hex(4), **overrides}
     return f"{provider.issuer}/authorize?{urlencode({k: v for k, v in params.items() if v})}"
 
 
-def _log_in(tab: Tab, provider: OidcProvider, url: str, password: str | None = None) -> dict[str, list[str]]:
+def _log_in(tab: Tab, provider: ProviderProcess, url: str, password: str | None = None) -> dict[str, list[str]]:
     tab.page.goto(url)
     tab.page.get_by_label("Username").fill("bob")
     tab.page.get_by_label("Password").fill(password or provider.passwords["bob"])
@@ -50,14 +51,14 @@ def _log_in(tab: Tab, provider: OidcProvider, url: str, password: str | None = N
     return parse_qs(urlsplit(tab.page.url).query)
 
 
-def _redeem(provider: OidcProvider, code: str, verifier: str, redirect_uri: str) -> httpx2.Response:
+def _redeem(provider: ProviderProcess, code: str, verifier: str, redirect_uri: str) -> httpx2.Response:
     return httpx2.post(f"{provider.issuer}/token", timeout=15, data={
         "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "client_id": CLIENT,
         "redirect_uri": redirect_uri})
 
 
 def test_a_form_login_yields_a_code_that_only_its_verifier_redeems_once(
-        provider: OidcProvider, site: Site, tab: Tab, shots: Shots) -> None:
+        provider: ProviderProcess, site: Site, tab: Tab, shots: Shots) -> None:
     """Wrong password: the form again. Right one: back at the client with code, state and iss; the code
     with the verifier gives an ID token signed by the published key with the user's claims and the nonce."""
     redirect = site.base + "/callback"
@@ -90,14 +91,14 @@ def test_a_form_login_yields_a_code_that_only_its_verifier_redeems_once(
 @pytest.mark.parametrize("pkce", [{}, {"code_challenge": "x" * 43, "code_challenge_method": "plain"},
                                   {"code_challenge": "short", "code_challenge_method": "S256"}])
 def test_an_authorization_request_without_s256_pkce_is_refused(
-        provider: OidcProvider, site: Site, tab: Tab, pkce: dict[str, str]) -> None:
+        provider: ProviderProcess, site: Site, tab: Tab, pkce: dict[str, str]) -> None:
     tab.page.goto(_authorize(provider, site.base + "/callback", state="s2", **pkce))
     back = parse_qs(urlsplit(tab.page.url).query)
     assert back["error"] == ["invalid_request"] and back["state"] == ["s2"] and "code" not in back
 
 
 def test_an_unregistered_redirect_gets_an_error_page_not_a_redirect(
-        provider: OidcProvider, site: Site, tab: Tab) -> None:
+        provider: ProviderProcess, site: Site, tab: Tab) -> None:
     _, challenge = _pkce()
     for redirect in (site.base + "/callback/", site.base.replace("127.0.0.1", "localhost") + "/callback"):
         answer = tab.page.goto(_authorize(provider, redirect, code_challenge=challenge, code_challenge_method="S256"))

@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -44,9 +45,10 @@ def pg_url_for(schema: str) -> str:
     return f"{PG_BASE}?options={quote(f'-c search_path={schema}', safe='')}"
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) afterwards."""
+@contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) on leaving; for a
+    fixture of any scope (:func:`pg_schema` is the per-test one)."""
     _require(5432, "PostgreSQL")
     import psycopg
 
@@ -61,13 +63,21 @@ def pg_schema() -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh, empty schema in the ``test`` database, dropped (with everything in it) afterwards."""
+    with fresh_pg_schema() as schema:
+        yield schema
+
+
+@pytest.fixture
 def pg_url(pg_schema: str) -> str:
     return pg_url_for(pg_schema)
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+@contextmanager
+def private_redis_prefix() -> Iterator[str]:
+    """A key prefix of its own in the shared Redis (skipped, or failed under CI, when Redis is not running);
+    its keys are deleted afterwards (never a flush: the Redis is shared)."""
     _require(6379, "Redis")
     import redis
 
@@ -82,6 +92,13 @@ def redis_prefix() -> Iterator[str]:
                 client.delete(*keys)
         finally:
             client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+    with private_redis_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from typer.testing import CliRunner
 
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from portcullis.cli.main import app
+from tests.e2e.harness import GatewayProcess, copy_demo
 
 RESOURCE = "https://gateway.example/mcp"  # replicas behind one name share the token audience
 
@@ -32,10 +35,33 @@ class ClusterDeployment:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def keep_services(root: Path, *services: str) -> Path:
+    """Drop every demo service but ``services`` from the deployment at ``root`` (its tools, resources, prompts and
+    golden policy fixtures too): each stdio service is a process every gateway starts, the slow part of a start
+    on a loaded machine."""
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    unknown = set(services) - set(config["services"])
+    assert not unknown, f"not demo services: {sorted(unknown)}"
+    config["services"] = {name: spec for name, spec in config["services"].items() if name in services}
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for kind in ("tools", "resources", "prompts"):
+        for directory in (root / kind).glob("*"):
+            if directory.name not in services:
+                shutil.rmtree(directory)
+    for fixtures in (root / "policy" / "fixtures").glob("*.yaml"):  # a reload checks them against the tools
+        if fixtures.stem not in services:
+            fixtures.unlink()
+    return root
+
+
 def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: str, *,
-                       edit: dict[str, object] | None = None) -> ClusterDeployment:
-    """The demo deployment at ``root`` configured for cluster mode over the test's stores."""
+                       edit: dict[str, object] | None = None,
+                       services: tuple[str, ...] | None = None) -> ClusterDeployment:
+    """The demo deployment at ``root`` configured for cluster mode over the test's stores (only ``services``
+    when given: :func:`keep_services`)."""
     copy_demo(root)
+    if services is not None:
+        keep_services(root, *services)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["sessions"] = {"key_ref": "secret://env/PORTCULLIS_TEST_SESSION_KEY"}
     config["identity"] = {"allow_insecure_dev_issuer": True, "resource": RESOURCE}
@@ -45,9 +71,11 @@ def cluster_deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: st
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"PORTCULLIS_TEST_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
            "PORTCULLIS_TEST_PG_URL": pg_url, "PORTCULLIS_TEST_REDIS_URL": redis_url}
-    migrated = run_cli("storage", "migrate", "-c", str(root), env=env)  # the program creates its schema
-    if migrated.returncode != 0:
-        raise RuntimeError(f"portcullis storage migrate failed:\n{migrated.stdout}{migrated.stderr}")
+    # the program creates its schema: `portcullis storage migrate`, run in this process (a CLI process of its own
+    # costs seconds of imports on a loaded machine; tests/cluster/test_storage_serve.py runs it as a command)
+    migrated = CliRunner().invoke(app, ["storage", "migrate", "-c", str(root)], env=env)
+    if migrated.exit_code != 0:
+        raise RuntimeError(f"portcullis storage migrate failed:\n{migrated.output}")
     return ClusterDeployment(root, root.parent / "shared-state", env)
 
 

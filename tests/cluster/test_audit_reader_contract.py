@@ -3,7 +3,6 @@ the same answers; hostile filter values are matched literally and never widen a 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from portcullis.audit.query import AuditQuery, timeline_query
 from portcullis.audit.reader import AuditReader, open_sqlite_reader, postgres_reader
 from portcullis.storage.config import PostgresConfig
 from portcullis.storage.migrations import migrate
-from tests.cluster.conftest import PG_BASE, _require, pg_url_for
+from tests.cluster.conftest import fresh_pg_schema, pg_url_for
 from tests.unit.test_audit_query import ALICE, SCENARIO, Clock, principal, rejected, ts
 
 CONFIG = PostgresConfig(url_ref="secret://env/PORTCULLIS_TEST_UNUSED", pool_size=2, connect_timeout_s=3,
@@ -81,11 +80,7 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pg_store() -> Iterator[str]:
     """One schema for the module's read-only tests, written once (the writes are the slow part)."""
-    _require(5432, "PostgreSQL")
-    schema = "t_" + secrets.token_hex(6)
-    with psycopg.connect(PG_BASE, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+    with fresh_pg_schema() as schema:
         url = pg_url_for(schema)
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn, [PG_COMPONENT])
@@ -96,9 +91,6 @@ def pg_store() -> Iterator[str]:
 
         anyio.run(write)
         yield url
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.replicas import ClusterDeployment, cluster_deployment, start_supervisor
-from tests.cluster.test_workers import _healthz, _poll, _workers
+from tests.cluster.test_workers import FAST_RESTARTS, _healthz, _poll, _workers
 from tests.e2e.harness import GatewayProcess
 
 TOOL = "billing.get_invoice"
@@ -29,7 +29,8 @@ META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontex
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
-    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix)
+    # only the service called: every worker start spawns each service
+    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix, services=("billing",))
 
 
 def _call(gateway: GatewayProcess, token: str, i: int) -> None:
@@ -73,7 +74,7 @@ def _both_ready(gateway: GatewayProcess) -> None:
 
 def test_any_worker_reports_every_workers_calls_and_a_restart_neither_loses_nor_doubles(
         cluster: ClusterDeployment) -> None:
-    gateway = start_supervisor(cluster, 2)
+    gateway = start_supervisor(cluster, 2, extra_env=FAST_RESTARTS)
     try:
         gateway.wait_ready()
         _both_ready(gateway)

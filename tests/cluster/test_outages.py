@@ -66,7 +66,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                                       "statement_timeout_ms": 5000},
                        "redis": {"url_ref": "secret://env/PORTCULLIS_TEST_REDIS_URL", "key_prefix": "outage:",
                                  "connect_timeout_s": 1, "op_timeout_s": 1}}
-            cluster = cluster_deployment(tmp / "deployment", pg_url, redis.url, "outage:", edit={
+            cluster = cluster_deployment(tmp / "deployment", pg_url, redis.url, "outage:",
+                                         services=("billing", "files"), edit={
                 "storage": storage, "admin": {"responders": ["role:oncall"]},
                 "authorization": {"environment": "production", "limits": [
                     {"id": "roomy", "tools": [LIMITED], "per": ["issuer"], "window_s": 60, "max_calls": 1_000_000}]}})

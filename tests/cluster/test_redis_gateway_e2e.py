@@ -16,6 +16,8 @@ import pytest
 import yaml
 from mcp import MCPError
 
+from portcullis.identity.dev_issuer import dev_issuer_config
+from tests.cluster.replicas import keep_services
 from tests.e2e.harness import GatewayProcess, copy_demo
 
 pytestmark = pytest.mark.xdist_group("cluster/test_redis_gateway_e2e.py")
@@ -24,7 +26,7 @@ REFUSED = (-31020, "Call refused by policy")
 
 
 def deployment(tmp_path: Path, prefix: str) -> Path:
-    root = copy_demo(tmp_path / "deployment")
+    root = keep_services(copy_demo(tmp_path / "deployment"), "files")  # the one service called (each is a process)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["identity"]["resource"] = RESOURCE
     config["storage"] = {"redis": {"url_ref": "secret://env/PORTCULLIS_REDIS_URL", "key_prefix": prefix.rstrip(":"),
@@ -54,16 +56,18 @@ async def test_a_limit_holds_across_two_replicas(tmp_path: Path, redis_url: str,
     root = deployment(tmp_path, redis_prefix)
     env = {"PORTCULLIS_REDIS_URL": redis_url}
     state_a, state_b = tmp_path / "state-a", tmp_path / "state-b"
+    state_a.mkdir()
+    state_b.mkdir()
+    dev_issuer_config(state_a, RESOURCE)  # the key both trust, made before either starts: they start together
+    for name in ("dev-issuer-key.pem", "dev-issuer-jwks.json"):
+        shutil.copy2(state_a / name, state_b / name)
     a = GatewayProcess(root, env=env, state_dir=state_a, audience=RESOURCE)
     try:
-        a.wait_ready()
-        token = a.token(agent="support-bot")
-        state_b.mkdir()
-        for name in ("dev-issuer-key.pem", "dev-issuer-jwks.json"):
-            shutil.copy2(state_a / name, state_b / name)
         b = GatewayProcess(root, env=env, state_dir=state_b, audience=RESOURCE)
         try:
+            a.wait_ready()
             b.wait_ready()
+            token = a.token(agent="support-bot")
             assert not (await call(a, token)).is_error
             assert not (await call(b, token)).is_error
             assert not (await call(a, token)).is_error

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from portcullis.cli.main import app
 from portcullis.storage.build import pg_components
+from tests.cluster.replicas import keep_services
 from tests.e2e.harness import GatewayProcess, copy_demo
 
 pytestmark = pytest.mark.xdist_group("cluster/test_storage_serve.py")
@@ -22,7 +23,7 @@ URL_ENV = "PORTCULLIS_TEST_STORAGE_URL"
 
 
 def cluster_deployment(root: Path) -> Path:
-    copy_demo(root)
+    keep_services(copy_demo(root), "billing")  # the one service called: a gateway start spawns each service
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["storage"] = {"postgresql": {"url_ref": f"secret://env/{URL_ENV}", "connect_timeout_s": 3}}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -63,28 +64,32 @@ def test_the_cli_refuses_an_embedded_deployment_and_an_unreachable_database(tmp_
     assert "Traceback" not in output
 
 
-def _refused(root: Path, url: str) -> str:
-    gateway = GatewayProcess(root, env={URL_ENV: url})
+def _refused(root: Path, *urls: str) -> list[str]:
+    """The log of ``serve`` over each URL (started together), each of which must exit with status 2."""
+    gateways: list[GatewayProcess] = []
     try:
-        assert gateway.proc.wait(timeout=120) == 2
-        return gateway.log()
+        for url in urls:
+            gateways.append(GatewayProcess(root, env={URL_ENV: url}))
+        for gateway in gateways:
+            assert gateway.proc.wait(timeout=120) == 2
+        return [gateway.log() for gateway in gateways]
     finally:
-        gateway.stop()
+        for gateway in gateways:
+            gateway.stop()
 
 
 def test_serve_refuses_an_unmigrated_or_newer_schema_and_an_unreachable_database(tmp_path: Path,
                                                                                  pg_url: str) -> None:
     root = cluster_deployment(tmp_path / "deployment")
-    log = _refused(root, pg_url)
+    log, unreachable = _refused(root, pg_url, "postgresql://ops:hunter2@127.0.0.1:1/x?sslmode=disable")
     assert "storage.postgresql: approvals: schema version 0, this program needs 1 (run `portcullis storage " \
            "migrate`)" in log and "Traceback" not in log
-    log = _refused(root, "postgresql://ops:hunter2@127.0.0.1:1/x?sslmode=disable")
-    assert "storage.postgresql: PostgreSQL unavailable: postgresql://ops@127.0.0.1:1/x: cannot connect" in log
-    assert "hunter2" not in log and "Traceback" not in log
+    assert "storage.postgresql: PostgreSQL unavailable: postgresql://ops@127.0.0.1:1/x: cannot connect" in unreachable
+    assert "hunter2" not in unreachable and "Traceback" not in unreachable
     assert run("storage", "migrate", "-c", str(root), url=pg_url)[0] == 0
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE portcullis_schema SET version = version + 1 WHERE component = 'kill'")
-    log = _refused(root, pg_url)
+    [log] = _refused(root, pg_url)
     assert "kill: schema version 2 is newer than this program knows (1)" in log
 
 

@@ -3,6 +3,9 @@
 The supervisor tests run today over a deployment whose storage section points at the real PostgreSQL
 and Redis (so they stay meaningful once the stores are wired); until then each worker keeps its own
 embedded audit chain and counters file (tests/cluster/replicas.py), which is what lets N workers start.
+
+Starting a supervisor and its workers is the slow part: the restart, SIGHUP and SIGTERM tests share one (started
+again if an earlier test stopped it), each reading only the log written since it began.
 """
 
 from __future__ import annotations
@@ -10,17 +13,23 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 import pytest
 import yaml
 
+from portcullis.serving.restarts import RESTART_DELAY_ENV
 from portcullis.storage.workers import SharedState, workers_problem
-from tests.cluster.replicas import ClusterDeployment, cluster_deployment, start_supervisor
+from tests.cluster.conftest import REDIS_BASE, fresh_pg_schema, pg_url_for, private_redis_prefix
+from tests.cluster.replicas import ClusterDeployment, cluster_deployment, keep_services, start_supervisor
 from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
 
+pytestmark = pytest.mark.xdist_group("cluster/test_workers.py")  # one worker: the shared supervisor
 DENIED = "denied_callers: [\"app:public-chat\"]"
+FAST_RESTARTS = {RESTART_DELAY_ENV: "0.05"}  # the backoff still doubles; only its first step is short
 
 
 def _children(pid: int) -> set[int]:
@@ -49,14 +58,53 @@ def _healthz(gateway: GatewayProcess) -> int:
     return httpx2.get(f"{gateway.base}/healthz", timeout=10).status_code
 
 
+def _deployment(root: Path, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
+    # one stdio service (the one the SIGHUP test edits): every worker start spawns each service
+    return cluster_deployment(root, pg_url, redis_url, redis_prefix, services=("billing",))
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str) -> ClusterDeployment:
-    return cluster_deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix)
+    return _deployment(tmp_path / "deployment", pg_url, redis_url, redis_prefix)
+
+
+@dataclass
+class _Shared:
+    cluster: ClusterDeployment
+    gateway: GatewayProcess | None = None
+
+
+@pytest.fixture(scope="module")
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Shared]:
+    with fresh_pg_schema() as schema, private_redis_prefix() as prefix:
+        shared = _Shared(_deployment(tmp_path_factory.mktemp("workers") / "deployment", pg_url_for(schema),
+                                     REDIS_BASE, prefix))
+        try:
+            yield shared
+        finally:
+            if shared.gateway is not None:
+                shared.gateway.stop()
+
+
+@pytest.fixture
+def supervisor(_shared: _Shared) -> GatewayProcess:
+    """``serve --workers 2`` with both workers serving and ready, shared (started again once a test stopped it)."""
+    if _shared.gateway is None or _shared.gateway.proc.poll() is not None:
+        if _shared.gateway is not None:
+            _shared.gateway.stop()
+        _shared.gateway = start_supervisor(_shared.cluster, 2, extra_env=FAST_RESTARTS)
+    gateway = _shared.gateway
+    _poll(lambda: len(_workers(gateway)) == 2, "two workers")
+    _poll(lambda: gateway.log().count("worker serving") >= 2, "both workers serving")
+    # a worker accepts as soon as it serves and answers 503 until its services are connected (a loaded
+    # machine: seconds); either worker may take a connection, so ready means several 200s in a row
+    _poll(lambda: all(_healthz(gateway) == 200 for _ in range(10)), "both workers ready")
+    return gateway
 
 
 def test_one_worker_by_default_is_one_process_without_a_supervisor(tmp_path: Path) -> None:
     """Without --workers the gateway serves in the process that was started, as before."""
-    with GatewayProcess(copy_demo(tmp_path / "deployment")) as gateway:
+    with GatewayProcess(keep_services(copy_demo(tmp_path / "deployment"), "billing")) as gateway:
         assert _healthz(gateway) == 200
         assert _workers(gateway) == set()
 
@@ -99,55 +147,46 @@ def test_serve_refuses_a_worker_count_out_of_range(tmp_path: Path, count: str) -
     assert served.returncode == 2 and "--workers" in served.stderr
 
 
-def test_supervisor_serves_on_shared_sockets_and_restarts_a_killed_worker(cluster: ClusterDeployment) -> None:
+def test_supervisor_serves_on_shared_sockets_and_restarts_a_killed_worker(supervisor: GatewayProcess) -> None:
     """Two workers answer on one port and one admin port; a worker killed with SIGKILL is replaced."""
-    with start_supervisor(cluster, 2) as gateway:
-        _poll(lambda: len(_workers(gateway)) == 2, "two workers")
-        _poll(lambda: gateway.log().count("worker serving") == 2, "both workers serving")
-        # a worker accepts as soon as it serves and answers 503 until its services are connected (a loaded
-        # machine: seconds); either worker may take a connection, so ready means several 200s in a row
-        _poll(lambda: all(_healthz(gateway) == 200 for _ in range(10)), "both workers ready")
-        assert httpx2.get(f"{gateway.admin_base}/livez", timeout=10).status_code == 200
-        before = _workers(gateway)
-        victim = min(before)
-        subprocess.run(["kill", "-KILL", str(victim)], check=True)
-        _poll(lambda: len(_workers(gateway)) == 2 and victim not in _workers(gateway), "a replacement worker")
-        assert "worker exited; restarting" in gateway.log()
-        _poll(lambda: gateway.log().count("worker serving") == 3, "the replacement serving")
-        # the replacement accepts at once and answers 503 until its services are connected, then 200
-        _poll(lambda: all(_healthz(gateway) == 200 for _ in range(10)), "both workers ready")
-        assert gateway.proc.poll() is None
+    gateway = supervisor
+    assert httpx2.get(f"{gateway.admin_base}/livez", timeout=10).status_code == 200
+    before = _workers(gateway)
+    victim = min(before)
+    since = len(gateway.log())
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    _poll(lambda: len(_workers(gateway)) == 2 and victim not in _workers(gateway), "a replacement worker")
+    assert "worker exited; restarting" in gateway.log()[since:]
+    _poll(lambda: gateway.log()[since:].count("worker serving") == 1, "the replacement serving")
+    # the replacement accepts at once and answers 503 until its services are connected, then 200
+    _poll(lambda: all(_healthz(gateway) == 200 for _ in range(10)), "both workers ready")
+    assert gateway.proc.poll() is None
 
 
-def test_supervisor_forwards_sighup_to_every_worker(cluster: ClusterDeployment) -> None:
+def test_supervisor_forwards_sighup_to_every_worker(supervisor: GatewayProcess) -> None:
     """SIGHUP to the supervisor makes each worker re-read the deployment; none of them dies of it."""
-    with start_supervisor(cluster, 2) as gateway:
-        _poll(lambda: gateway.log().count("worker serving") == 2, "both workers serving")
-        pids = _workers(gateway)
-        active = gateway.log().count("policy version active")
-        manifest = cluster.root / "tools" / "billing" / "get_invoice.yml"
-        manifest.write_text(manifest.read_text().replace(DENIED, "denied_callers: [\"app:public-chat\", "
-                                                                  "\"app:nobody\"]"))
-        gateway.proc.send_signal(signal.SIGHUP)
-        _poll(lambda: gateway.log().count("policy version active") >= active + 2, "a reload in each worker")
-        assert _workers(gateway) == pids
-        assert gateway.proc.poll() is None
+    gateway = supervisor
+    pids = _workers(gateway)
+    active = gateway.log().count("policy version active")
+    manifest = gateway.config / "tools" / "billing" / "get_invoice.yml"
+    manifest.write_text(manifest.read_text().replace(DENIED, "denied_callers: [\"app:public-chat\", "
+                                                              "\"app:nobody\"]"))
+    gateway.proc.send_signal(signal.SIGHUP)
+    _poll(lambda: gateway.log().count("policy version active") >= active + 2, "a reload in each worker")
+    assert _workers(gateway) == pids
+    assert gateway.proc.poll() is None
 
 
-def test_sigterm_drains_every_worker_and_exits_zero(cluster: ClusterDeployment) -> None:
+def test_sigterm_drains_every_worker_and_exits_zero(supervisor: GatewayProcess) -> None:
     """SIGTERM: each worker stops gracefully, then the supervisor exits 0 and leaves no process behind."""
-    gateway = start_supervisor(cluster, 2)
-    try:
-        gateway.wait_ready()
-        _poll(lambda: len(_workers(gateway)) == 2, "two workers")
-        pids = _workers(gateway)
-        gateway.proc.send_signal(signal.SIGTERM)
-        assert gateway.proc.wait(timeout=60) == 0
-        assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
-        assert "draining workers" in gateway.log()
-        assert "worker exited; restarting" not in gateway.log()
-    finally:
-        gateway.stop()
+    gateway = supervisor
+    pids = _workers(gateway)
+    since = len(gateway.log())
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert gateway.proc.wait(timeout=60) == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+    assert "draining workers" in gateway.log()[since:]
+    assert "worker exited; restarting" not in gateway.log()[since:]
 
 
 def test_supervisor_gives_up_when_workers_keep_failing_at_start(cluster: ClusterDeployment) -> None:
@@ -155,7 +194,7 @@ def test_supervisor_gives_up_when_workers_keep_failing_at_start(cluster: Cluster
     supervisor exits 1 instead of restarting forever."""
     cluster.state_dir.parent.mkdir(parents=True, exist_ok=True)
     cluster.state_dir.write_text("not a directory")
-    gateway = start_supervisor(cluster, 2)
+    gateway = start_supervisor(cluster, 2, extra_env=FAST_RESTARTS)
     try:
         assert gateway.proc.wait(timeout=120) == 1
         log = gateway.log()

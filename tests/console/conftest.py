@@ -1,11 +1,12 @@
-"""The console on an admin listener app, with a real ApprovalService (SQLite), a test OpenID Provider
-reached over HTTP (an ASGI transport) and a revocation list the test controls."""
+"""The console on an admin listener app, with a real ApprovalService (SQLite), the test OpenID Provider
+(tests/support/oidc_provider.py, in-process) reached over HTTP (an ASGI transport) and a revocation list the
+test controls."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from portcullis.identity.jwks import HttpsFetcher, JwksCache
 from portcullis.identity.revocation import Revoked
 from portcullis.transport.admin import AdminApp
 from portcullis.transport.origin_guard import OriginGuard
-from tests.console.oidc_provider import TestProvider
+from tests.support.oidc_provider import Provider
 
 ADMIN = "https://127.0.0.1:9464"
 ORIGIN = ADMIN
@@ -36,6 +37,7 @@ REDIRECT = f"{ADMIN}/console/oidc/callback"
 APPROVERS = ApprovalsConfig.model_validate({"ttl_s": 600, "approvers": [
     {"tools": ["billing.*"], "approvers": ["role:finance-approver"]}]})
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_LOGIN_REQUEST = re.compile(r'name="request" value="([^"]+)"')
 
 
 class Revocations:
@@ -58,16 +60,30 @@ class Audit:
 @dataclass
 class Harness:
     client: httpx2.AsyncClient
-    op: TestProvider
+    op: Provider
+    op_client: httpx2.AsyncClient
     approvals: ApprovalService
     revocations: Revocations
     store: MemoryConsoleStore
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def new_client(self) -> httpx2.AsyncClient:
         """Another browser: its own cookies."""
         return httpx2.AsyncClient(transport=self.client._transport, base_url=ADMIN,
                                   headers={"origin": ORIGIN, "sec-fetch-site": "same-origin"})
+
+    async def op_grant(self, authorize: str, user: str, roles: str = "") -> httpx2.Response:
+        """A person signs in on the provider's form at ``authorize`` (the console's redirect to it): the
+        provider's answer, a redirect to the callback with a code. ``user`` is registered as a person
+        (``principal_type: user``) with ``roles`` (split on commas and spaces) first."""
+        assert authorize.startswith(f"{OP}/authorize?"), authorize
+        form = await self.op_client.get(authorize.removeprefix(OP))
+        assert form.status_code == 200, form.text
+        found = _LOGIN_REQUEST.search(form.text)
+        assert found is not None, "no login request on the provider's form"
+        password = self.op.add_user(user, {"principal_type": "user",
+                                           "roles": [r for r in roles.replace(",", " ").split() if r]})
+        return await self.op_client.post("/login", data={"request": found.group(1), "username": user,
+                                                         "password": password})
 
 
 def csrf_of(page: str) -> str:
@@ -84,16 +100,13 @@ async def dev_login(client: httpx2.AsyncClient, user: str, roles: str = "") -> h
     return response
 
 
-async def oidc_login(client: httpx2.AsyncClient, op_client: httpx2.AsyncClient, user: str,
-                     roles: str = "") -> httpx2.Response:
+async def oidc_login(client: httpx2.AsyncClient, harness: Harness, user: str, roles: str = "") -> httpx2.Response:
     """The whole code flow as a browser does it; answers the callback's response."""
     await client.get("/console/login")
     start = await client.get("/console/login/oidc")
     assert start.status_code == 303, start.text
-    authorize = start.headers["location"]
-    assert authorize.startswith(f"{OP}/authorize?")
-    granted = await op_client.post(authorize.removeprefix(OP), data={"user": user, "roles": roles})
-    assert granted.status_code == 303
+    granted = await harness.op_grant(start.headers["location"], user, roles)
+    assert granted.status_code == 302, granted.text
     callback = granted.headers["location"]
     assert callback.startswith(REDIRECT)
     return await client.get(callback.removeprefix(ADMIN))
@@ -107,7 +120,7 @@ def issuer_config() -> IssuerConfig:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    op = TestProvider(OP, CLIENT_ID, REDIRECT)
+    op = Provider(OP, {"clients": [{"client_id": CLIENT_ID, "redirect_uris": [REDIRECT]}]})
     to_op = httpx2.ASGITransport(app=op.app)
     issuer = issuer_config()
     cache = JwksCache(issuer, fetch=HttpsFetcher(transport=to_op))
@@ -129,4 +142,4 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=admin), base_url=ADMIN,
                                   headers={"origin": ORIGIN, "sec-fetch-site": "same-origin"}) as client, \
             httpx2.AsyncClient(transport=to_op, base_url=OP) as op_client:
-        yield Harness(client, op, approvals, revocations, console_store, {"op_client": op_client})
+        yield Harness(client, op, op_client, approvals, revocations, console_store)

@@ -160,3 +160,16 @@ async def test_a_started_login_expires_after_login_ttl_s() -> None:
     assert await sessions.take_flow(pre_id, "s1") == {"nonce": "n"}
     clock.now += 2
     assert await sessions.take_flow(pre_id, "s2") is None
+
+
+async def test_a_form_posted_after_the_session_ended_says_so_and_changes_nothing(harness: Harness) -> None:
+    """Without a session a POST is refused before its CSRF check (nothing can change either way): with the
+    ended session's token and with none, the page says to log in again (another site's post is refused
+    earlier, by the admin listener's Origin guard)."""
+    await dev_login(harness.client, "bob", "finance-approver")
+    token = csrf_of((await harness.client.get("/console/approvals")).text)
+    await harness.client.post("/console/logout", data={"csrf_token": token})
+    for data in ({"csrf_token": token, "reason": "x"}, {"reason": "x"}):
+        answer = await harness.client.post("/console/approvals/apr_" + "0" * 32 + "/approve", data=data)
+        assert answer.status_code == 403 and "Your session has ended. Log in again." in answer.text
+        assert "security token" not in answer.text

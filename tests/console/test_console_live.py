@@ -1,7 +1,8 @@
-"""The console on a real gateway process over HTTP, with the test OpenID Provider as a process: a refund is
-held, a person logs in through OIDC (code flow, PKCE), sees it, approves it with a reason, and the agent's
-retry runs. Cookies are handled by hand here: an HTTP client does not send Secure cookies over http, a
-browser does to 127.0.0.1 (docs/console.md)."""
+"""The console on a real gateway process over HTTP, with the test OpenID Provider as a process (the stack
+of tests/support/console_stack.py, the development login on too): a refund is held, a person logs in through
+OIDC (code flow, PKCE), sees it, approves it with a reason, and the agent's retry runs. Cookies are handled
+by hand here: an HTTP client does not send Secure cookies over http, a browser does to 127.0.0.1
+(docs/console.md)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ import httpx2
 import pytest
 from mcp import MCPError
 
-from tests.console.live import ConsoleStack
 from tests.e2e.test_approvals import ask, pending, refund
+from tests.support.console_stack import PEOPLE, Console, start_console, with_dev_login
 
 pytestmark = pytest.mark.xdist_group("console-live")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
-    with ConsoleStack(tmp_path_factory.mktemp("console")) as running:
-        yield running
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    people = {**PEOPLE, "dana": {"principal_type": "person", "roles": ["finance-approver"]}}
+    running = start_console(tmp_path_factory.mktemp("console"), people=people, edit=with_dev_login)
+    yield running
+    running.stop()
 
 
 class Browser:
@@ -59,48 +62,55 @@ class Browser:
         return self._keep(self.http.post(url, data=data, headers=headers))
 
 
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found is not None
+def _field(page: str, name: str) -> str:
+    found = re.search(f'name="{name}" value="([^"]+)"', page)
+    assert found is not None, name
     return found.group(1)
 
 
-async def test_oidc_login_approve_in_the_console_and_the_agent_retry_runs(stack: ConsoleStack) -> None:
+def _csrf(page: str) -> str:
+    return _field(page, "csrf_token")
+
+
+async def test_oidc_login_approve_in_the_console_and_the_agent_retry_runs(stack: Console) -> None:
     data: dict[str, Any] = await pending(stack.gateway, refund(300, order="ORD-20002"))
     approval_id = data["approval_id"]
-    browser = Browser(stack.admin_base)
-    login = browser.get(f"{stack.admin_base}/console/login")
+    admin = stack.gateway.admin_base
+    browser = Browser(admin)
+    login = browser.get(f"{admin}/console/login")
     assert login.status_code == 200 and 'id="oidc-login"' in login.text and 'id="dev-banner"' in login.text
-    start = browser.get(f"{stack.admin_base}/console/login/oidc")
-    assert start.status_code == 303 and start.headers["location"].startswith(f"{stack.op.issuer}/authorize?")
+    start = browser.get(f"{admin}/console/login/oidc")
+    op = stack.provider.issuer
+    assert start.status_code == 303 and start.headers["location"].startswith(f"{op}/authorize?")
     form = browser.get(start.headers["location"])
-    assert 'id="op-login"' in form.text
-    granted = browser.post(start.headers["location"], {"user": "dana", "roles": "finance-approver"})
-    assert granted.status_code == 303
+    assert form.status_code == 200 and 'id="password"' in form.text
+    granted = browser.post(f"{op}/login", {"request": _field(form.text, "request"), "username": "dana",
+                                           "password": stack.provider.passwords["dana"]})
+    assert granted.status_code == 302 and granted.headers["location"].startswith(f"{admin}/console/oidc/callback?")
     landed = browser.get(granted.headers["location"])
     assert landed.status_code == 200 and "__Host-portcullis_console" in browser.cookies
-    queue = browser.get(f"{stack.admin_base}/console/approvals")
+    queue = browser.get(f"{admin}/console/approvals")
     assert queue.status_code == 200 and approval_id in queue.text and '<span id="who">dana</span>' in queue.text
-    detail = browser.get(f"{stack.admin_base}/console/approvals/{approval_id}")
+    detail = browser.get(f"{admin}/console/approvals/{approval_id}")
     assert "ORD-20002" in detail.text and "content-security-policy" in detail.headers
-    voted = browser.post(f"{stack.admin_base}/console/approvals/{approval_id}/approve",
+    voted = browser.post(f"{admin}/console/approvals/{approval_id}/approve",
                          {"csrf_token": _csrf(detail.text), "reason": "checked with the customer"})
     assert voted.status_code == 303, voted.text
     result = await ask(stack.gateway, refund(300, order="ORD-20002"), approval_id=approval_id)
     assert not isinstance(result, MCPError), result
-    assert approval_id not in browser.get(f"{stack.admin_base}/console/approvals/list").text
-    out = browser.post(f"{stack.admin_base}/console/logout", {"csrf_token": _csrf(detail.text)})
+    assert approval_id not in browser.get(f"{admin}/console/approvals/list").text
+    out = browser.post(f"{admin}/console/logout", {"csrf_token": _csrf(detail.text)})
     assert out.status_code == 303
-    assert browser.get(f"{stack.admin_base}/console/approvals").status_code == 303
+    assert browser.get(f"{admin}/console/approvals").status_code == 303
 
 
 async def test_a_responder_searches_the_audit_sets_and_lifts_a_switch_on_the_gateway(
-        stack: ConsoleStack) -> None:
+        stack: Console) -> None:
     """The responders' and operators' pages wired to the gateway's own services (its audit reader, chain
     verification, kill switches, policy reloader, metrics)."""
     await pending(stack.gateway, refund(250, order="ORD-30003"))
-    base = f"{stack.admin_base}/console"
-    browser = Browser(stack.admin_base)
+    base = stack.url
+    browser = Browser(stack.gateway.admin_base)
     login = browser.get(f"{base}/login")
     assert browser.post(f"{base}/login/dev", {"csrf_token": _csrf(login.text), "user": "rita",
                                               "roles": "oncall platform"}).status_code == 200

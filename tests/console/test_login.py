@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from portcullis.console.sessions import LOGIN_COOKIE, SESSION_COOKIE
-from tests.console.conftest import ADMIN, CLIENT_ID, OP, Harness, csrf_of, dev_login, oidc_login
+from tests.console.conftest import ADMIN, CLIENT_ID, Harness, csrf_of, dev_login, oidc_login
 
 
 def _cookie(response: httpx2.Response, name: str) -> str:
@@ -32,7 +32,7 @@ async def _logged_in(client: httpx2.AsyncClient) -> bool:
 async def test_oidc_login_makes_a_session_with_the_bearer_claim_mapping(harness: Harness) -> None:
     client = harness.client
     assert (await client.get("/console/approvals")).headers["location"] == "/console/login"
-    answer = await oidc_login(client, harness.extra["op_client"], "carol", "finance-approver")
+    answer = await oidc_login(client, harness, "carol", "finance-approver")
     assert answer.status_code == 200
     assert 'http-equiv="refresh" content="0;url=/console/approvals"' in answer.text
     session = _cookie(answer, SESSION_COOKIE)
@@ -62,8 +62,7 @@ async def test_the_authorization_request_uses_pkce_s256_state_and_nonce(harness:
 async def _callback_url(harness: Harness, client: httpx2.AsyncClient, user: str = "carol") -> str:
     await client.get("/console/login")
     start = await client.get("/console/login/oidc")
-    granted = await harness.extra["op_client"].post(start.headers["location"].removeprefix(OP),
-                                                    data={"user": user, "roles": "finance-approver"})
+    granted = await harness.op_grant(start.headers["location"], user, "finance-approver")
     return str(granted.headers["location"]).removeprefix(ADMIN)
 
 
@@ -90,8 +89,8 @@ async def test_state_is_bound_to_the_browser_that_started_the_login(harness: Har
 
 async def test_pkce_verifier_is_checked_by_the_provider(harness: Harness) -> None:
     callback = await _callback_url(harness, harness.client)
-    for grant in harness.op.codes.values():
-        grant["challenge"] = "A" * 43  # the code was issued for another challenge
+    for code in harness.op.codes.values():
+        code.pending.challenge = "A" * 43  # the code was issued for another challenge
     answer = await harness.client.get(callback)
     assert answer.status_code == 401 and not await _logged_in(harness.client)
 
@@ -108,29 +107,29 @@ async def test_pkce_verifier_is_checked_by_the_provider(harness: Harness) -> Non
 ])
 async def test_a_bad_id_token_is_refused(harness: Harness, override: dict[str, Any], why: str) -> None:
     harness.op.claims_override = override
-    answer = await oidc_login(harness.client, harness.extra["op_client"], "carol", "finance-approver")
+    answer = await oidc_login(harness.client, harness, "carol", "finance-approver")
     assert answer.status_code == 401, why
     assert "did not complete" in answer.text and not await _logged_in(harness.client)
 
 
 async def test_a_token_signed_by_another_key_or_algorithm_is_refused(harness: Harness) -> None:
     harness.op.sign_with = ec.generate_private_key(ec.SECP256R1())
-    answer = await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    answer = await oidc_login(harness.client, harness, "carol")
     assert answer.status_code == 401
     harness.op.sign_with, harness.op.alg = ec.generate_private_key(ec.SECP384R1()), "ES384"  # not pinned
-    answer = await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    answer = await oidc_login(harness.client, harness, "carol")
     assert answer.status_code == 401
-    harness.op.sign_with, harness.op.alg = b"k" * 32, "HS256"  # type: ignore[assignment]
-    answer = await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    harness.op.sign_with, harness.op.alg = b"k" * 32, "HS256"
+    answer = await oidc_login(harness.client, harness, "carol")
     assert answer.status_code == 401 and not await _logged_in(harness.client)
 
 
 async def test_revoked_credentials_cannot_log_in_and_sessions_end_on_revocation(harness: Harness) -> None:
     harness.revocations.revoked.add(CLIENT_ID)  # the client id the claim mapping reads (azp here)
-    answer = await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    answer = await oidc_login(harness.client, harness, "carol")
     assert answer.status_code == 401 and not await _logged_in(harness.client)
     harness.revocations.revoked.clear()
-    await oidc_login(harness.client, harness.extra["op_client"], "carol")
+    await oidc_login(harness.client, harness, "carol")
     assert await _logged_in(harness.client)
     record = json.loads(next(v for k, v in harness.store._records.items() if k.startswith("session:"))[1])
     harness.revocations.revoked.add(record["jti"])  # the ID token's id
@@ -147,7 +146,7 @@ async def test_login_makes_a_new_session_id_and_discards_any_earlier_one(harness
     victim = harness.client
     victim.cookies.set(SESSION_COOKIE, planted or "", domain="127.0.0.1")  # fixation: a known session id
     victim.cookies.set(LOGIN_COOKIE, pre or "", domain="127.0.0.1")  # and a known pre-login id
-    await oidc_login(victim, harness.extra["op_client"], "carol", "finance-approver")
+    await oidc_login(victim, harness, "carol", "finance-approver")
     fresh = victim.cookies.get(SESSION_COOKIE)
     assert fresh and fresh != planted
     assert '<span id="who">carol</span>' in (await victim.get("/console/approvals")).text
@@ -190,8 +189,7 @@ async def test_development_login_refuses_malformed_claims(harness: Harness) -> N
 async def test_the_login_link_works_without_a_visit_to_the_login_page(harness: Harness) -> None:
     start = await harness.client.get("/console/login/oidc")
     assert start.status_code == 303 and LOGIN_COOKIE in _cookie(start, LOGIN_COOKIE)
-    granted = await harness.extra["op_client"].post(start.headers["location"].removeprefix(OP),
-                                                    data={"user": "carol", "roles": "finance-approver"})
+    granted = await harness.op_grant(start.headers["location"], "carol", "finance-approver")
     answer = await harness.client.get(str(granted.headers["location"]).removeprefix(ADMIN))
     assert answer.status_code == 200 and await _logged_in(harness.client)
 

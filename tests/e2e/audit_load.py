@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 from portcullis.audit.export import iter_store
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.store import SqliteAuditStore
-from tests.e2e.harness import REPO, GatewayProcess, manifest_from_live, run_cli, write_deployment
+from tests.e2e.harness import REPO, GatewayProcess, cli_in_process, manifest_from_live, write_deployment
 
 EVERYTHING = REPO / ".tools/everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 ECHO = "everything.echo"
@@ -46,9 +46,9 @@ def echo_deployment(root: Path, node_path: str, echo: Mapping[str, Any], **manif
         "everything": {"transport": "stdio", "command": node_path, "args": [str(EVERYTHING), "stdio"],
                        "sandbox": {"read_only_paths": [str(REPO / ".tools/everything")]}}}},  # the script node runs
         [manifest_from_live("everything", echo, **manifest)])
-    pinned = run_cli("pin", str(root))
-    if pinned.returncode != 0:
-        pytest.fail(f"portcullis pin failed:\n{pinned.stdout}{pinned.stderr}")
+    code, output = cli_in_process("pin", str(root))
+    if code != 0:
+        pytest.fail(f"portcullis pin failed:\n{output}")
     return root
 
 

@@ -53,9 +53,30 @@ def copy_demo(target: Path) -> Path:
     return target
 
 
-def copy_demo_with_operators(target: Path, *operators: str) -> Path:
-    """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API)."""
+def copy_demo_services(target: Path, *services: str) -> Path:
+    """The demo deployment at ``target`` with only ``services`` (each a demo service: billing, analytics, files).
+
+    A test that calls one demo service does not pay for starting the others (each stdio child is
+    about a second of CPU at every gateway start): the other services' entries, tool manifests,
+    prompts, resources and policy fixtures are removed; everything else is the demo's own.
+    """
     root = copy_demo(target)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    unknown = set(services) - set(config["services"])
+    assert not unknown, f"not demo services: {sorted(unknown)}"
+    for name in [s for s in config["services"] if s not in services]:
+        del config["services"][name]
+        for folder in ("tools", "prompts", "resources"):
+            shutil.rmtree(root / folder / name, ignore_errors=True)
+        (root / "policy" / "fixtures" / f"{name}.yaml").unlink(missing_ok=True)
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def copy_demo_with_operators(target: Path, *operators: str, services: tuple[str, ...] | None = None) -> Path:
+    """The demo deployment at ``target`` with ``admin.operators`` set (who may use the ``/policy…`` admin API);
+    with ``services``, only those demo services (:func:`copy_demo_services`)."""
+    root = copy_demo(target) if services is None else copy_demo_services(target, *services)
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["admin"] = {"operators": list(operators)}
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -107,6 +128,33 @@ def manifest_from_live(service: str, tool: Mapping[str, Any], **overrides: Any) 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "portcullis", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+def run_cli_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`run_cli` without a new interpreter: the same typer app run in this process.
+
+    No interpreter start and CLI imports per run (seconds on a loaded machine); in a thread of its own, so
+    that a test inside a running event loop can call it too. A crash is raised, never mistaken for the
+    command's own failure exit."""
+    import concurrent.futures
+
+    from typer.testing import CliRunner
+
+    from portcullis.cli.main import app
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(CliRunner().invoke, app, list(args)).result()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "Traceback" not in result.output
+    return subprocess.CompletedProcess(["portcullis", *args], result.exit_code, result.stdout, result.stderr)
+
+
+def cli_in_process(*args: str) -> tuple[int, str]:
+    """A ``portcullis`` command run in this process (:func:`run_cli_in_process`): its exit code and output
+    (stdout, then stderr)."""
+    done = run_cli_in_process(*args)
+    return done.returncode, done.stdout + done.stderr
 
 
 def dev_identity(gateway: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from mcp import MCPError
 
 from tests.e2e.audit_load import STORE_FILE, read_chain
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, copy_demo_services, run_cli_in_process
 
 REFUND = "billing.process_refund"
 META = "io.portcullis/approval-id"
@@ -23,9 +23,14 @@ def refund(amount: float, order: str = "ORD-20001") -> dict[str, Any]:
     return {"order_id": order, "amount": amount, "currency": "USD", "reason": "duplicate charge"}
 
 
+def billing_demo(target: Path) -> Path:
+    """The demo deployment with its billing service alone: every call here is a refund."""
+    return copy_demo_services(target, "billing")
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = copy_demo(tmp_path_factory.mktemp("approvals") / "deployment")
+    root = billing_demo(tmp_path_factory.mktemp("approvals") / "deployment")
     with GatewayProcess(root) as process:
         yield process
 
@@ -35,14 +40,15 @@ def approver(gateway: GatewayProcess, user: str, *roles: str, agent: str | None 
 
 
 async def ask(gateway: GatewayProcess, arguments: dict[str, Any], approval_id: str | None = None,
-              justification: str | None = None) -> Any:
-    """One call by billing-bot (on behalf of alice); returns the result or the MCPError."""
+              justification: str | None = None, token: str | None = None) -> Any:
+    """One call by billing-bot (on behalf of alice unless ``token`` says otherwise); returns the result or
+    the MCPError."""
     meta: dict[str, Any] = {}
     if approval_id:
         meta[META] = approval_id
     if justification:
         meta["io.portcullis/justification"] = justification
-    async with gateway.client() as client:
+    async with gateway.client(token=token) as client:
         try:
             return await client.call_tool(REFUND, arguments, meta=meta or None)
         except MCPError as exc:
@@ -75,13 +81,13 @@ async def test_the_whole_flow_with_the_sdk_client_and_the_cli(gateway: GatewayPr
     assert again["status"] == "pending" and again["approval_id"] == approval_id
 
     bob = approver(gateway, "bob")
-    shown = run_cli("approvals", "show", approval_id, "--admin-url", gateway.admin_base, "--token", bob)
+    shown = run_cli_in_process("approvals", "show", approval_id, "--admin-url", gateway.admin_base, "--token", bob)
     assert shown.returncode == 0, shown.stderr
     assert "customer charged twice\\u{202E}" in shown.stdout  # invisible characters made visible
     assert '"amount": 300' in shown.stdout and "sha256:" in shown.stdout and "billing-bot" in shown.stdout
     history = shown.stdout.split("calls of this tool in the last day", 1)[1]
     assert "ORD-20077" in history and "allow" in history  # the same agent's earlier call, from the audit trail
-    done = run_cli("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
+    done = run_cli_in_process("approvals", "approve", approval_id, "--admin-url", gateway.admin_base, "--token", bob,
                    "--reason", "order checked")
     assert done.returncode == 0 and "approved" in done.stdout, done.stdout + done.stderr
 
@@ -157,30 +163,6 @@ async def test_above_the_second_threshold_two_distinct_approvers_are_needed(gate
     assert not isinstance(await ask(gateway, refund(450), approval_id=approval_id), MCPError)
 
 
-async def test_a_pending_approval_survives_a_gateway_restart(tmp_path: Path) -> None:
-    root = copy_demo(tmp_path / "deployment")
-    state = tmp_path / "state"
-    first = GatewayProcess(root, state_dir=state)
-    try:
-        first.wait_ready()
-        approval_id = (await pending(first, refund(160)))["approval_id"]
-    finally:
-        first.stop()
-    second = GatewayProcess(root, state_dir=state)
-    try:
-        second.wait_ready()
-        listed = httpx2.get(f"{second.admin_base}/approvals?status=pending", timeout=15,
-                            headers={"Authorization": f"Bearer {approver(second, 'bob')}"})
-        assert [a["id"] for a in listed.json()["approvals"]] == [approval_id]
-        assert vote(second, approval_id, "approve", approver(second, "bob")).status_code == 200
-        result = await ask(second, refund(160), approval_id=approval_id)
-        assert not isinstance(result, MCPError), result
-    finally:
-        second.stop()
-    events = [r.fields["event"] for r in await read_chain(state / STORE_FILE) if r.kind == "approval"]
-    assert events == ["proposed", "approved", "executed"]
-
-
 def test_approval_ids_in_meta_are_checked(gateway: GatewayProcess) -> None:
     """A malformed approval id is a precise invalid-params error, not silently ignored."""
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
@@ -224,69 +206,76 @@ class _Sink:
         self.server.shutdown()
 
 
-async def test_approvers_are_notified_with_signed_expiring_links(tmp_path: Path) -> None:
-    import time
-
-    import yaml
-
-    from portcullis.audit.siem.webhook import verify_signature
-
-    sink = _Sink()
-    key = "n" * 32
-    root = copy_demo(tmp_path / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["approvals"]["notify"] = {"webhook_url": sink.url, "secret_ref": "secret://env/PORTCULLIS_TEST_NOTIFY",
-                                     "link_base": "https://approvals.example", "allow_insecure_http": True}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    gateway = GatewayProcess(root, env={"PORTCULLIS_TEST_NOTIFY": key})
-    try:
-        gateway.wait_ready()
-        approval_id = (await pending(gateway, refund(310)))["approval_id"]
-        deadline = time.monotonic() + 10
-        while not sink.received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        headers, body = sink.received[0]
-        assert verify_signature(key.encode(), headers["x-portcullis-signature"], body, time.time())
-        notice = json.loads(body)
-        assert notice["approval"]["id"] == approval_id and approval_id not in notice["text"]
-        assert "billing.process_refund" in notice["text"] and '"amount"' not in json.dumps(notice)
-        assert notice["approval"]["arguments_hash"] in notice["approval"]["summary"]  # summary and hash only
-        links = {b["text"]["text"]: b["url"] for b in notice["blocks"][-1]["elements"]}
-        approve_link = links["Review and approve"].replace("https://approvals.example", gateway.admin_base)
-        assert f"/approvals/{approval_id}/approve?exp=" in approve_link
-
-        shown = httpx2.get(approve_link, timeout=15)  # following the link shows, never decides
-        assert shown.status_code == 200 and shown.json()["status"] == "pending"
-        assert "arguments" not in shown.json() and shown.json()["arguments_hash"].startswith("sha256:")
-        for tampered in (approve_link[:-1] + ("0" if approve_link[-1] != "0" else "1"),
-                         approve_link.replace("exp=", "exp=9"),
-                         approve_link.replace("/approve?", "/deny?")):
-            assert httpx2.get(tampered, timeout=15).status_code == 403, tampered
-        assert httpx2.post(approve_link, timeout=15).status_code == 401  # the link alone approves nothing
-        bob = approver(gateway, "bob")
-        voted = httpx2.post(approve_link, headers={"Authorization": f"Bearer {bob}"}, json={}, timeout=15)
-        assert voted.status_code == 200 and voted.json()["status"] == "approved"
-        assert not isinstance(await ask(gateway, refund(310), approval_id=approval_id), MCPError)
-    finally:
-        gateway.stop()
-        sink.close()
+NOTIFY_KEY = "n" * 32
+# the notifying gateway's cap on open requests per requester, for test_the_open_cap_and_cli_paging_end_to_end
+# (its requester is a user no other test of that gateway calls as)
+OPEN_CAP = 3
 
 
 @pytest.fixture(scope="module")
-def notifying_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def notifying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, _Sink]]:
+    """A gateway that notifies approvers through a local webhook, and that webhook (what it received)."""
     import yaml
 
     sink = _Sink()
-    root = copy_demo(tmp_path_factory.mktemp("elicit") / "deployment")
+    root = billing_demo(tmp_path_factory.mktemp("elicit") / "deployment")
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["approvals"]["notify"] = {"webhook_url": sink.url, "secret_ref": "secret://env/PORTCULLIS_TEST_NOTIFY",
                                      "link_base": "https://approvals.example", "allow_insecure_http": True}
+    config["approvals"]["max_open_per_requester"] = OPEN_CAP
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     try:
-        with GatewayProcess(root, env={"PORTCULLIS_TEST_NOTIFY": "n" * 32}) as process:
-            yield process
+        with GatewayProcess(root, env={"PORTCULLIS_TEST_NOTIFY": NOTIFY_KEY}) as process:
+            yield process, sink
     finally:
         sink.close()
+
+
+@pytest.fixture
+def notifying_gateway(notifying: tuple[GatewayProcess, _Sink]) -> GatewayProcess:
+    return notifying[0]
+
+
+async def test_approvers_are_notified_with_signed_expiring_links(notifying: tuple[GatewayProcess, _Sink]) -> None:
+    import time
+
+    from portcullis.audit.siem.webhook import verify_signature
+
+    gateway, sink = notifying
+
+    def notice_of(approval_id: str) -> tuple[dict[str, str], bytes] | None:
+        """The webhook delivery about ``approval_id`` (other tests' requests are notified to the same sink)."""
+        return next((sent for sent in list(sink.received)
+                     if (json.loads(sent[1]).get("approval") or {}).get("id") == approval_id), None)
+
+    approval_id = (await pending(gateway, refund(310)))["approval_id"]
+    deadline = time.monotonic() + 10
+    while notice_of(approval_id) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    delivered = notice_of(approval_id)
+    assert delivered is not None, "no notice about the request"
+    headers, body = delivered
+    assert verify_signature(NOTIFY_KEY.encode(), headers["x-portcullis-signature"], body, time.time())
+    notice = json.loads(body)
+    assert notice["approval"]["id"] == approval_id and approval_id not in notice["text"]
+    assert "billing.process_refund" in notice["text"] and '"amount"' not in json.dumps(notice)
+    assert notice["approval"]["arguments_hash"] in notice["approval"]["summary"]  # summary and hash only
+    links = {b["text"]["text"]: b["url"] for b in notice["blocks"][-1]["elements"]}
+    approve_link = links["Review and approve"].replace("https://approvals.example", gateway.admin_base)
+    assert f"/approvals/{approval_id}/approve?exp=" in approve_link
+
+    shown = httpx2.get(approve_link, timeout=15)  # following the link shows, never decides
+    assert shown.status_code == 200 and shown.json()["status"] == "pending"
+    assert "arguments" not in shown.json() and shown.json()["arguments_hash"].startswith("sha256:")
+    for tampered in (approve_link[:-1] + ("0" if approve_link[-1] != "0" else "1"),
+                     approve_link.replace("exp=", "exp=9"),
+                     approve_link.replace("/approve?", "/deny?")):
+        assert httpx2.get(tampered, timeout=15).status_code == 403, tampered
+    assert httpx2.post(approve_link, timeout=15).status_code == 401  # the link alone approves nothing
+    bob = approver(gateway, "bob")
+    voted = httpx2.post(approve_link, headers={"Authorization": f"Bearer {bob}"}, json={}, timeout=15)
+    assert voted.status_code == 200 and voted.json()["status"] == "approved"
+    assert not isinstance(await ask(gateway, refund(310), approval_id=approval_id), MCPError)
 
 
 async def test_a_client_that_elicits_urls_gets_input_required_and_resumes_by_itself(
@@ -369,7 +358,7 @@ async def test_expiry_means_deny(tmp_path: Path) -> None:
 
     import yaml
 
-    root = copy_demo(tmp_path / "deployment")
+    root = billing_demo(tmp_path / "deployment")
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["approvals"]["ttl_s"] = 10  # the shortest allowed
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -391,30 +380,52 @@ async def test_expiry_means_deny(tmp_path: Path) -> None:
     assert (late, "expired") in events and (approved_too_late, "expired") in events
 
 
-async def test_the_open_cap_and_cli_paging_end_to_end(tmp_path: Path) -> None:
+async def test_the_open_cap_and_cli_paging_end_to_end(notifying_gateway: GatewayProcess) -> None:
     """A real gateway with approvals.max_open_per_requester: 3: the fourth request is -31020 naming the
-    cap, and `portcullis approvals list` pages through the three (one page, then every page)."""
-    import yaml
+    cap, and `portcullis approvals list` pages through the three (one page, then every page).
 
-    root = copy_demo(tmp_path / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["approvals"]["max_open_per_requester"] = 3
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    gateway = GatewayProcess(root, state_dir=tmp_path / "state")
-    try:
-        gateway.wait_ready()
-        ids = [(await pending(gateway, refund(200 + n, order=f"ORD-3000{n}")))["approval_id"] for n in range(3)]
-        over = await ask(gateway, refund(299, order="ORD-30009"))
-        assert isinstance(over, MCPError) and over.code == -31020
-        assert over.error.data == {"rule_id": "approvals/max_open_per_requester", "retry_after_s": 900}
-        base = ["--admin-url", gateway.admin_base, "--token", approver(gateway, "bob"), "--json"]
-        one = run_cli("approvals", "list", "--limit", "2", *base)
-        assert one.returncode == 0, one.stderr
-        assert len(json.loads(one.stdout)) == 2 and "next_cursor apr_" in one.stderr
-        every = run_cli("approvals", "list", "--limit", "1", "--all", *base)
-        assert every.returncode == 0, every.stderr
-        assert sorted(row["id"] for row in json.loads(every.stdout)) == sorted(ids)
-    finally:
-        gateway.stop()
-    events = [r.fields["event"] for r in await read_chain(tmp_path / "state" / STORE_FILE) if r.kind == "approval"]
+    The gateway is shared with other tests, so this requester (dana, through billing-bot) is one no other
+    test calls as; other requesters' open requests are listed too and left out of the comparison."""
+    gateway = notifying_gateway
+    dana = gateway.token(user="dana")
+    ids = [(await pending(gateway, refund(200 + n, order=f"ORD-3000{n}"), token=dana))["approval_id"]
+           for n in range(OPEN_CAP)]
+    over = await ask(gateway, refund(299, order="ORD-30009"), token=dana)
+    assert isinstance(over, MCPError) and over.code == -31020
+    assert over.error.data == {"rule_id": "approvals/max_open_per_requester", "retry_after_s": 900}
+    base = ["--admin-url", gateway.admin_base, "--token", approver(gateway, "bob"), "--json"]
+    one = run_cli_in_process("approvals", "list", "--limit", "2", *base)
+    assert one.returncode == 0, one.stderr
+    assert len(json.loads(one.stdout)) == 2 and "next_cursor apr_" in one.stderr
+    every = run_cli_in_process("approvals", "list", "--limit", "1", "--all", *base)
+    assert every.returncode == 0, every.stderr
+    rows = json.loads(every.stdout)
+    assert len({row["id"] for row in rows}) == len(rows)  # no page repeats a row
+    assert sorted(row["id"] for row in rows if row["requester"] == "dana") == sorted(ids)
+    events = [r.fields["event"] for r in await read_chain(gateway.state_dir / STORE_FILE)
+              if r.kind == "approval" and r.fields["requester"].get("user_id") == "dana"]
     assert events == ["proposed"] * 3 + ["refused"]
+
+
+async def test_a_pending_approval_survives_a_gateway_restart(gateway: GatewayProcess) -> None:
+    """Last in the module (it stops the module's gateway for good): a request left pending is still
+    pending in a new gateway process over the same deployment and state, and can be approved and run.
+
+    Other tests of this module leave their own requests behind, so the listing is searched for this one
+    and the audit trail is read for this one's events."""
+    approval_id = (await pending(gateway, refund(160)))["approval_id"]
+    gateway.stop()
+    second = GatewayProcess(gateway.config, state_dir=gateway.state_dir)
+    try:
+        second.wait_ready()
+        listed = httpx2.get(f"{second.admin_base}/approvals?status=pending", timeout=15,
+                            headers={"Authorization": f"Bearer {approver(second, 'bob')}"})
+        assert approval_id in [a["id"] for a in listed.json()["approvals"]]
+        assert vote(second, approval_id, "approve", approver(second, "bob")).status_code == 200
+        result = await ask(second, refund(160), approval_id=approval_id)
+        assert not isinstance(result, MCPError), result
+    finally:
+        second.stop()
+    events = [r.fields["event"] for r in await read_chain(gateway.state_dir / STORE_FILE)
+              if r.kind == "approval" and r.fields["approval_id"] == approval_id]
+    assert events == ["proposed", "approved", "executed"]

@@ -29,7 +29,7 @@ from tests.e2e.audit_load import (
     node,
     read_chain,
 )
-from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.e2e.harness import GatewayProcess, cli_in_process, copy_demo_services
 
 PUBLIC_KEY = "audit-signing.pub.pem"
 ALLOWED = ("first call", "second call", "third call")
@@ -81,8 +81,8 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, echo_tool: tuple[str, di
 
 
 def verify_cli(store: Path, public_key: Path) -> tuple[int, str]:
-    done = run_cli("audit", "verify", "--store", str(store), "--public-key", str(public_key))
-    return done.returncode, done.stdout + done.stderr
+    """``portcullis audit verify`` over ``store``."""
+    return cli_in_process("audit", "verify", "--store", str(store), "--public-key", str(public_key))
 
 
 def _by_request(records: list[AuditRecord]) -> dict[str, list[AuditRecord]]:
@@ -308,7 +308,7 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
         async with AuditWriter(store, clock=clock, max_delay_s=0, checkpointer=checkpointer) as writer:
             for i in range(10):
                 await writer.record("decision", f"old-{i}", {"tool": "refund", "n": i})
-    root = copy_demo(tmp_path / "deployment")
+    root = copy_demo_services(tmp_path / "deployment", "billing")  # one service is enough to start
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config.setdefault("audit", {})["retention_days"] = 1
     (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -324,25 +324,18 @@ async def test_the_gateway_prunes_old_audit_segments_and_the_rest_verifies(tmp_p
     finally:
         gateway.stop()
     records = await read_chain(state / STORE_FILE)
-    # checkpoints at 0, 5 and 9; the demo's three spawn (and service_identity) records follow 9, so 9 is no
-    # longer the head: pruned through 9
+    # checkpoints at 0, 5 and 9; the billing service's spawn (and service_identity) records follow 9, so 9 is
+    # no longer the head: pruned through 9
     assert records[0].index == 10
     assert [r.fields["pruned_through"] for r in records if r.kind == "retention"] == [9]
-    verified = run_cli("audit", "verify", "--store", str(state / STORE_FILE), "--public-key",
-                       str(state / PUBLIC_KEY_FILE))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "records 0..9 were pruned by retention" in verified.stdout
+    code, output = verify_cli(state / STORE_FILE, state / PUBLIC_KEY_FILE)
+    assert code == 0, output
+    assert "records 0..9 were pruned by retention" in output
 
 
 def _incident(store: Path, public_key: Path, *args: str) -> tuple[int, str]:
-    from typer.testing import CliRunner
-
-    from portcullis.cli.main import app
-
-    result = CliRunner().invoke(app, ["incident", "report", "--since", "0", "--store", str(store), "--public-key",
-                                      str(public_key), *args])
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
+    return cli_in_process("incident", "report", "--since", "0", "--store", str(store), "--public-key",
+                          str(public_key), *args)
 
 
 def test_incident_report_over_a_real_run_names_the_blast_radius_pin_and_spawn(mixed_run: Run) -> None:

@@ -23,7 +23,7 @@ MODERN = {"Content-Type": "application/json", "Accept": "application/json", "MCP
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = build(tmp_path_factory.mktemp("auth") / "deployment")
+    root = build(tmp_path_factory.mktemp("auth") / "deployment", billing=False)  # no test calls billing
     with GatewayProcess(root) as process:
         yield process
 
@@ -160,24 +160,6 @@ def test_revoked_tokens_agents_and_clients_are_refused_within_seconds(gateway: G
     assert post(gateway, gateway.token(user="someone-else", agent="other-agent")).status_code == 200
 
 
-async def test_unreadable_revocation_list_denies_every_request(tmp_path: Path) -> None:
-    """If the revocation list cannot be read, requests are denied (fail closed), not allowed."""
-    root = build(tmp_path / "deployment")
-    with GatewayProcess(root) as gw:
-        token = gw.token()
-        assert post(gw, token).status_code == 200
-        (gw.state_dir / "revocations.db").write_bytes(b"this is not a sqlite database" * 100)
-        deadline = time.monotonic() + 15
-        status = 200
-        while time.monotonic() < deadline:
-            status = post(gw, token).status_code
-            if status != 200:
-                break
-            await asyncio.sleep(0.25)
-        assert status == 503
-        assert "revocation" in gw.log()
-
-
 def test_a_gateway_without_identity_refuses_to_start(tmp_path: Path) -> None:
     """A deployment with no way to authenticate is a configuration error, not an open door."""
     root = build(tmp_path / "deployment", pin=False)
@@ -197,3 +179,22 @@ async def test_the_sdk_client_authenticates_end_to_end(gateway: GatewayProcess) 
     with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces 401 as an exception group
         async with gateway.client(token="forged.token.value") as client:
             await client.list_tools()
+
+
+async def test_unreadable_revocation_list_denies_every_request(gateway: GatewayProcess) -> None:
+    """If the revocation list cannot be read, requests are denied (fail closed), not allowed.
+
+    Last in the module: it breaks the module's gateway for good (every later request is refused)."""
+    token = gateway.token()
+    assert post(gateway, token).status_code == 200
+    logged = len(gateway.log())  # earlier tests revoked tokens: only what is logged from here on counts
+    (gateway.state_dir / "revocations.db").write_bytes(b"this is not a sqlite database" * 100)
+    deadline = time.monotonic() + 15
+    status = 200
+    while time.monotonic() < deadline:
+        status = post(gateway, token).status_code
+        if status != 200:
+            break
+        await asyncio.sleep(0.25)
+    assert status == 503
+    assert "revocation" in gateway.log()[logged:]

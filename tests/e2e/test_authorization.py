@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mcp import MCPError
 
-from tests.e2e.harness import GatewayProcess, copy_demo
+from tests.e2e.harness import GatewayProcess, copy_demo_services
 
 REFUND = "billing.process_refund"
 UNKNOWN = (-32602, "Unknown tool")
@@ -48,8 +48,9 @@ async def call_error(gateway: GatewayProcess, name: str, arguments: dict[str, An
 
 @pytest.fixture(scope="module")
 def limited_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """The demo with two session-aware limits added to its gateway.yaml."""
-    root = copy_demo(tmp_path_factory.mktemp("limits") / "deployment")
+    """The demo with two session-aware limits added to its gateway.yaml (and without analytics: no test of
+    the limits calls it)."""
+    root = copy_demo_services(tmp_path_factory.mktemp("limits") / "deployment", "billing", "files")
     config = yaml.safe_load((root / "gateway.yaml").read_text())
     config["authorization"] = {"environment": "production", "limits": [
         {"id": "billing-bot-eur-daily", "tools": [REFUND], "per": ["agent"], "window_s": 86400,
@@ -214,7 +215,7 @@ def test_rego_runtime_error_denies_with_policy_error(tmp_path: Path) -> None:
     """A Rego module that fails at evaluation time refuses every call it covers (policy_error), audited."""
     import anyio
 
-    root = copy_demo(tmp_path / "deployment")
+    root = copy_demo_services(tmp_path / "deployment", "billing")  # the call below is billing's
     (root / "policy" / "broken.rego").write_text(
         "package portcullis.broken\n\n"
         "import rego.v1\n\n"

@@ -24,9 +24,9 @@ from tests.e2e.audit_load import STORE_FILE, read_chain
 from tests.e2e.harness import (
     REPO,
     GatewayProcess,
+    cli_in_process,
     free_port,
     manifest_from_live,
-    run_cli,
     stop_child,
     wait_port,
     write_deployment,
@@ -59,8 +59,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
         tools = anyio.run(_live_tools)
         write_deployment(root, config, [manifest_from_live(svc, tool) for svc in ("asker", "askerh")
                                         for tool in tools])
-        done = run_cli("pin", str(root))
-        assert done.returncode == 0, done.stdout + done.stderr
+        code, output = cli_in_process("pin", str(root))
+        assert code == 0, output
         with GatewayProcess(root) as process:
             yield process
     finally:

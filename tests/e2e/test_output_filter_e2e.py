@@ -27,9 +27,9 @@ from tests.e2e.audit_load import STORE_FILE
 from tests.e2e.harness import (
     REPO,
     GatewayProcess,
+    cli_in_process,
     free_port,
     manifest_from_live,
-    run_cli,
     stop_child,
     wait_port,
     write_deployment,
@@ -57,8 +57,8 @@ def build(root: Path, http_port: int) -> Path:
     write_deployment(root, gateway, [manifest_from_live("canary", ECHO_TOOL),
                                      manifest_from_live("canaryh", ECHO_TOOL)])
     (root / "exports").mkdir()
-    done = run_cli("pin", str(root))
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, output = cli_in_process("pin", str(root))
+    assert code == 0, output
     return root
 
 

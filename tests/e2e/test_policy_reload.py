@@ -1,6 +1,6 @@
 """Policy versions end to end: broken pushes refused whole, rollback, SIGHUP, and a reload under load.
 
-One gateway (the demo deployment, its Rego and fixtures) for the whole module; calls with the
+One gateway (the demo deployment without analytics, its Rego and fixtures) for the whole module; calls with the
 official SDK client. Version A is the demo; version B takes the billing-bot agent out of
 ``billing.get_invoice``'s allowed callers (and drops the fixtures that expect the old answer).
 """
@@ -62,7 +62,9 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = copy_demo_with_operators(tmp_path_factory.mktemp("reload") / "deployment", OPERATOR)
+    # billing (the pushed policy's subject) and files (a tool removed and added back); analytics is never called
+    root = copy_demo_with_operators(tmp_path_factory.mktemp("reload") / "deployment", OPERATOR,
+                                    services=("billing", "files"))
     with GatewayProcess(root) as gateway:
         yield Rig(gateway, root)
 

@@ -21,9 +21,9 @@ import pytest
 from tests.e2e.harness import (
     REPO,
     GatewayProcess,
+    cli_in_process,
     free_port,
     manifest_from_live,
-    run_cli,
     stop_child,
     wait_port,
     write_deployment,
@@ -50,8 +50,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "notesh": {"transport": "http", "url": f"http://127.0.0.1:{http_port}/mcp", "timeout_s": 20}}}
         write_deployment(root, config, [manifest_from_live("notes", WORK_TOOL),
                                         manifest_from_live("notesh", WORK_TOOL)])
-        done = run_cli("pin", str(root))
-        assert done.returncode == 0, done.stdout + done.stderr
+        code, output = cli_in_process("pin", str(root))
+        assert code == 0, output
         with GatewayProcess(root) as process:
             yield process
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +21,15 @@ import yaml
 from mcp import Client, MCPError, StdioServerParameters, types
 
 from portcullis.pinning import surface_hash
-from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, stop_child, write_deployment
+from tests.e2e.harness import (
+    REPO,
+    GatewayProcess,
+    cli_in_process,
+    free_port,
+    manifest_from_live,
+    stop_child,
+    write_deployment,
+)
 from tests.e2e.surface_service import CANARY
 
 MODULE = "tests.e2e.surface_service"
@@ -39,7 +48,16 @@ def _live() -> dict[str, Any]:
     return asyncio.run(listing())
 
 
-def _deployment(root: Path, service: dict[str, Any]) -> Path:
+# the pinned deployment, built (and pinned against the live service) once per test process: both fixture
+# params and the subscriptions module copy it and only change how the gateway reaches the service
+_PINNED: list[Path] = []
+
+
+def _pinned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if _PINNED:
+        return _PINNED[0]
+    root = tmp_path_factory.mktemp("surface-pinned") / "deployment"
+    service = {"transport": "stdio", "command": sys.executable, "args": ["-m", MODULE], "cwd": str(REPO)}
     live = _live()
     controls = [manifest_from_live("surf", t) for t in live["tools"] if t["name"] in ("mutate", "touch")]
     write_deployment(root, {"version": 1, "identity": {"allow_insecure_dev_issuer": True},
@@ -57,10 +75,21 @@ def _deployment(root: Path, service: dict[str, Any]) -> Path:
     for relative, data in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(yaml.safe_dump(data, sort_keys=False))
-    done = run_cli("pin", str(root))
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, output = cli_in_process("pin", str(root))
+    assert code == 0, output
     for relative in files:  # every manifest now carries the live definition's pin
         assert yaml.safe_load((root / relative).read_text())["pin"].startswith("sha256:")
+    _PINNED.append(root)
+    return root
+
+
+def _deployment(root: Path, service: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the pinned deployment whose gateway reaches the surface service as ``service`` says (the
+    service's definitions, hence the pins, are the same over either transport)."""
+    shutil.copytree(_pinned(tmp_path_factory), root)
+    config = yaml.safe_load((root / "gateway.yaml").read_text())
+    config["services"]["surf"] = service
+    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
 
 
@@ -91,7 +120,7 @@ def surface_gateway(request: pytest.FixtureRequest,
         child, url = start_http_service()
         service = {"transport": "http", "url": url}
     try:
-        with GatewayProcess(_deployment(root, service)) as gateway:
+        with GatewayProcess(_deployment(root, service, tmp_path_factory)) as gateway:
             yield gateway
     finally:
         if child is not None:

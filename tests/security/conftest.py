@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -24,10 +25,26 @@ def demo_with(root: Path, **sections: dict[str, Any]) -> Path:
     return root
 
 
+def billing_demo_with(root: Path, **sections: dict[str, Any]) -> Path:
+    """:func:`demo_with` without the demo's analytics and files services and what only they serve: for tests of
+    the HTTP layer, the audit and billing's tools, where every other stdio service is a child each gateway
+    start waits for."""
+    demo_with(root, **sections)
+    for part in ("tools/analytics", "tools/files", "prompts", "resources"):
+        shutil.rmtree(root / part)
+    for fixture in ("analytics", "files"):
+        (root / "policy" / "fixtures" / f"{fixture}.yaml").unlink()
+    path = root / "gateway.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["services"] = {"billing": config["services"]["billing"]}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
 @pytest.fixture(scope="module")
 def bounded_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The demo gateway with one-second header and body read timeouts."""
-    root = demo_with(tmp_path_factory.mktemp("bounded") / "deployment",
+    root = billing_demo_with(tmp_path_factory.mktemp("bounded") / "deployment",
                      limits={"header_timeout_s": 1.0, "body_timeout_s": 1.0})
     with GatewayProcess(root) as gateway:
         yield gateway

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx2
 import pytest
-import yaml
 
 from portcullis.approvals.api import MAX_BODY as APPROVALS_MAX
 from portcullis.kill.api import MAX_BODY as KILL_MAX
-from tests.e2e.harness import GatewayProcess, copy_demo
+from tests.e2e.harness import GatewayProcess
+from tests.security.conftest import billing_demo_with
 
 pytestmark = pytest.mark.xdist_group("security/test_admin_api_hostile.py")
 
@@ -32,10 +32,8 @@ SWITCH = "ks_" + "0" * 24
 @pytest.fixture(scope="module")
 def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, list[Any]]]:
     """The gateway, and its policy history before any hostile request."""
-    root = copy_demo(tmp_path_factory.mktemp("admin-hostile") / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["admin"] = {**config.get("admin", {}), "operators": ["role:ops"], "responders": ["role:oncall"]}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    root = billing_demo_with(tmp_path_factory.mktemp("admin-hostile") / "deployment",
+                             admin={"operators": ["role:ops"], "responders": ["role:oncall"]})
     with GatewayProcess(root) as gw:
         yield gw, _send(gw, "GET", "/policy", _token(gw, "ops")).json()["history"]
 
@@ -98,7 +96,12 @@ def _send(gw: GatewayProcess, method: str, path: str, token: str | None, body: b
     headers = {} if token is None else {"authorization": f"Bearer {token}"}
     if content_type is not None:
         headers["content-type"] = content_type
-    return httpx2.request(method, gw.admin_base + path, headers=headers, content=body or None, timeout=30)
+    return _CLIENT.request(method, gw.admin_base + path, headers=headers, content=body or None)
+
+
+# one client for every request (building one per request costs more than the request); no connection is reused,
+# so each request arrives on a fresh connection as it would from a new client
+_CLIENT = httpx2.Client(timeout=30, limits=httpx2.Limits(max_keepalive_connections=0))
 
 
 def _refused(response: httpx2.Response, status: int, error: str | None, where: str) -> None:

@@ -23,7 +23,7 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.store import SqliteAuditStore
 from portcullis.identity.dev_issuer import issue_token
 from tests.e2e.harness import GatewayProcess, run_cli
-from tests.security.conftest import demo_with, exchange, status_of
+from tests.security.conftest import billing_demo_with, exchange, status_of
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -141,7 +141,7 @@ pytestmark = pytest.mark.xdist_group("security/test_attempt_records.py")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    root = demo_with(tmp_path_factory.mktemp("attempts") / "deployment", audit={"attempts": {"window_s": 1.0}})
+    root = billing_demo_with(tmp_path_factory.mktemp("attempts") / "deployment", audit={"attempts": {"window_s": 1.0}})
     secrets: list[str] = []
     statuses: dict[str, int] = {}
     gateway = GatewayProcess(root)

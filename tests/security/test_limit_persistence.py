@@ -24,6 +24,7 @@ from portcullis.state import InMemoryStateStore, SqliteStateStore, StateUnavaila
 from portcullis.state.buckets import BUCKETS
 from portcullis.state.interface import MAX_AMOUNT
 from tests.e2e.harness import GatewayProcess, copy_demo, run_cli
+from tests.security.conftest import billing_demo_with
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -314,11 +315,12 @@ async def test_a_closed_store_fails_closed(path: Path, opened: list[SqliteStateS
 
 # ----------------------------------------------------------------------------- the real gateway
 
-LIMIT = {"id": "invoices-daily", "tools": [TOOL], "per": ["agent"], "window_s": DAY, "max_calls": 3}
+# per user too: each row counts for a user of its own, so the rows can share the gateways they restart
+LIMIT = {"id": "invoices-daily", "tools": [TOOL], "per": ["agent", "user"], "window_s": DAY, "max_calls": 3}
 
 
-async def _call(gateway: GatewayProcess) -> str:
-    async with gateway.client() as client:
+async def _call(gateway: GatewayProcess, user: str) -> str:
+    async with gateway.client(token=gateway.token(user=user)) as client:
         try:
             result = await client.call_tool(TOOL, {"invoice_id": "INV-1001"})
         except MCPError as exc:
@@ -326,27 +328,59 @@ async def _call(gateway: GatewayProcess) -> str:
     return "ok" if not result.is_error else "error"
 
 
+class Restarts:
+    """Gateways started one after another on one deployment and one state directory: each row stops (or kills)
+    the running one and starts the next, which the next row stops in turn."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.state = tmp / "state"
+        self.root = billing_demo_with(tmp / "deployment",
+                                      authorization={"environment": "production", "limits": [LIMIT]})
+        self.running: GatewayProcess | None = None
+
+    def current(self) -> GatewayProcess:
+        if self.running is None:
+            self.start()
+        assert self.running is not None
+        return self.running
+
+    def start(self) -> GatewayProcess:
+        self.running = GatewayProcess(self.root, state_dir=self.state)
+        self.running.wait_ready()
+        return self.running
+
+
+@pytest.fixture(scope="module")
+def restarts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
+    chain = Restarts(tmp_path_factory.mktemp("restarts"))
+    try:
+        yield chain
+    finally:
+        if chain.running is not None:
+            chain.running.stop()
+
+
+@pytest.mark.xdist_group("security/test_limit_persistence.py-restarts")  # the rows share their gateways
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-async def test_a_per_day_total_survives_restarting_the_gateway(tmp_path: Path, how: signal.Signals) -> None:
+async def test_a_per_day_total_survives_restarting_the_gateway(restarts: Restarts, how: signal.Signals) -> None:
     """Two calls, the gateway stopped (or killed), started again on the same state: one more call
     fits a three-a-day limit and the next is refused."""
-    root = copy_demo(tmp_path / "deployment")
-    config = yaml.safe_load((root / "gateway.yaml").read_text())
-    config["authorization"] = {"environment": "production", "limits": [LIMIT]}
-    (root / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    state = tmp_path / "state"
-    with GatewayProcess(root, state_dir=state) as first:
-        assert [await _call(first), await _call(first)] == ["ok", "ok"]
-        first.proc.send_signal(how)
-        first.proc.wait(timeout=30)
-    with GatewayProcess(root, state_dir=state) as second:
-        assert [await _call(second), await _call(second)] == ["ok", "Call refused by policy"]
-        assert '"limits/invoices-daily"' in second.log() or "limits/invoices-daily" in _decisions(state)
+    user = f"limits-{how.name.lower()}"
+    first = restarts.current()
+    assert [await _call(first, user), await _call(first, user)] == ["ok", "ok"]
+    first.proc.send_signal(how)
+    first.proc.wait(timeout=30)
+    first.stop()
+    second = restarts.start()
+    assert [await _call(second, user), await _call(second, user)] == ["ok", "Call refused by policy"]
+    assert '"limits/invoices-daily"' in second.log() or "limits/invoices-daily" in _decisions(restarts.state, user)
 
 
-def _decisions(state: Path) -> str:
+def _decisions(state: Path, user: str) -> str:
+    """The decision records about ``user``'s calls."""
     with sqlite3.connect(f"file:{state / 'audit.sqlite3'}?mode=ro", uri=True) as db:
-        return "\n".join(row[0] for row in db.execute("SELECT fields FROM audit_record WHERE kind = 'decision'"))
+        rows = [row[0] for row in db.execute("SELECT fields FROM audit_record WHERE kind = 'decision'")]
+    return "\n".join(row for row in rows if f'"{user}"' in row)
 
 
 def test_the_gateway_refuses_to_start_on_a_damaged_counters_file(tmp_path: Path) -> None:

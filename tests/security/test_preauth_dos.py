@@ -21,7 +21,7 @@ import pytest
 
 from portcullis.transport.http_guard import ClientConnections, HttpLimits, client_key
 from tests.e2e.harness import GatewayProcess
-from tests.security.conftest import demo_with, exchange, read_until_closed, status_of
+from tests.security.conftest import billing_demo_with, exchange, read_until_closed, status_of
 
 MAX_HEADERS = 100  # the defaults the bounded gateway runs with
 MAX_HEADER_BYTES = 16_384
@@ -215,7 +215,7 @@ pytestmark = pytest.mark.xdist_group("security/test_preauth_dos.py")
 @pytest.fixture(scope="module")
 def capped_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The demo gateway allowing four connections per client address, with a long header timeout."""
-    root = demo_with(tmp_path_factory.mktemp("capped") / "deployment",
+    root = billing_demo_with(tmp_path_factory.mktemp("capped") / "deployment",
                      limits={"max_connections_per_client": 4, "header_timeout_s": 60.0})
     with GatewayProcess(root) as gateway:
         yield gateway

@@ -21,26 +21,22 @@ err = console(stderr=True)
 
 def announce_change(config: Path | None, topic: str, payload: str, *, command: str, backstop: str) -> bool:
     """Publish ``topic`` for ``config``'s replicas; True when sent. ``backstop`` says when polls apply it."""
-    from pydantic import ValidationError
-
-    from portcullis.cli.storage_cmd import storage_section
+    from portcullis.cli.storage_cmd import StorageSectionInvalid, configured_storage
     from portcullis.errors import ConfigError
-    from portcullis.storage.config import StorageConfig
     from portcullis.storage.redis_build import announce
 
-    section = storage_section(config)
-    if config is None or section is None or not section.get("redis"):
-        return False
     why = "Redis did not take it"
     try:
-        storage = StorageConfig.model_validate(section)
+        storage = configured_storage(config, "redis")
+        if config is None or storage is None:
+            return False
         # the bus logs its own failure with the error class; here the one line below says it instead
         logging.getLogger("portcullis.storage.bus").addHandler(logging.NullHandler())
         sent = asyncio.run(announce(storage, topic, payload, origin=config / "gateway.yaml"))
-    except ValidationError as exc:
-        sent, why = False, f"storage: {exc.error_count()} problem(s); run `portcullis lint`"
+    except StorageSectionInvalid as exc:
+        sent, why = False, str(exc)
     except ConfigError as exc:  # an unresolvable url_ref: the problem names the reference, never a value
-        sent, why = False, "; ".join(str(p) for p in exc.problems)
+        sent, why = False, exc.message
     except Exception as exc:  # never fail a change that is made because its notice could not be sent
         sent, why = False, type(exc).__name__
     if not sent:

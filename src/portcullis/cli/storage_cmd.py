@@ -17,6 +17,7 @@ import typer
 from portcullis.cli.safe_text import console, lines_safe
 
 if TYPE_CHECKING:
+    from portcullis.storage.config import StorageConfig
     from portcullis.storage.postgres import Database
 
 storage_app = typer.Typer(no_args_is_help=True, help="Cluster storage: schema migrations and status.")
@@ -32,59 +33,84 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+class StorageSectionInvalid(Exception):
+    """gateway.yaml's ``storage:`` section does not validate; the text counts the problems, never shows a value."""
+
+
+def configured_storage(config: Path | None, part: str) -> StorageConfig | None:
+    """``config``'s gateway.yaml ``storage:`` section, validated as ``serve`` validates it, when the section
+    names ``part`` (``postgresql``, ``redis``); None without ``config``, without a section (a mapping) or
+    without that part. The one reader of the section for every CLI command; raises
+    :class:`StorageSectionInvalid`."""
+    from pydantic import ValidationError
+
+    from portcullis.cli.main import _raw_gateway
+    from portcullis.storage.config import StorageConfig
+
+    if config is None:
+        return None
+    raw = _raw_gateway(config)
+    section = raw.get("storage") if isinstance(raw, dict) else None
+    if not isinstance(section, dict) or not section.get(part):
+        return None
+    try:
+        return StorageConfig.model_validate(section)
+    except ValidationError as exc:
+        raise StorageSectionInvalid(f"storage: {exc.error_count()} problem(s); run `portcullis lint`") from None
+
+
 def open_configured(config: Path, command: str) -> Database:
     """The PostgreSQL of ``config``'s ``storage.postgresql``; exits 2 with a fixed message otherwise."""
+    database = cluster_database(config, command)
+    if database is None:
+        _fail(f"{command}: {config / 'gateway.yaml'} has no storage.postgresql: the embedded stores need no "
+              "migration")
+    return database
+
+
+def cluster_database(config: Path | None, command: str) -> Database | None:
+    """``config``'s PostgreSQL when its gateway.yaml has ``storage.postgresql`` (the CLI then writes where every
+    replica reads: ``portcullis kill``, ``portcullis token revoke``), else None (the embedded files); exits 2
+    with a fixed message when that section is invalid or the database cannot be opened."""
+    from portcullis.errors import ConfigError
+    from portcullis.storage.postgres import StorageUnavailable, open_database
+
+    if config is None:
+        return None
+    origin = config / "gateway.yaml"
+    try:
+        storage = configured_storage(config, "postgresql")
+    except StorageSectionInvalid as exc:
+        _fail(f"{command}: {origin}: {exc}")
+    if storage is None or storage.postgresql is None:
+        return None
+    _use_secrets(config, command)  # the URL may be a vault reference
+    try:
+        return open_database(storage.postgresql, origin=origin)
+    except ConfigError as exc:
+        _fail(f"{command}: {exc.message}")
+    except StorageUnavailable as exc:
+        _fail(f"{command}: {exc.message}: {exc.detail}")
+
+
+def _use_secrets(config: Path, command: str) -> None:
+    """Set up the secret store of ``config``'s ``secrets:`` section (vault references resolve through it);
+    exits 2 with a message naming problems and references, never a value."""
     from pydantic import ValidationError
 
     from portcullis.cli.main import _raw_gateway
     from portcullis.config.secret_providers.config import SecretsConfig
     from portcullis.config.secret_store import use_configured
     from portcullis.errors import ConfigError
-    from portcullis.storage.config import StorageConfig
-    from portcullis.storage.postgres import StorageUnavailable, open_database
 
     raw = _raw_gateway(config)
-    section = raw.get("storage") if isinstance(raw, dict) else None
+    secrets = raw.get("secrets") if isinstance(raw, dict) else None
     try:
-        storage = StorageConfig.model_validate(section or {})
-    except ValidationError as exc:
-        _fail(f"{command}: {config / 'gateway.yaml'}: storage: {exc.error_count()} problem(s); run `portcullis lint`")
-    try:
-        secrets = raw.get("secrets") if isinstance(raw, dict) else None
-        use_configured(SecretsConfig.model_validate(secrets or {}), config)  # vault references
+        use_configured(SecretsConfig.model_validate(secrets or {}), config)
     except ValidationError as exc:
         _fail(f"{command}: {config / 'gateway.yaml'}: secrets: {exc.error_count()} problem(s); run `portcullis lint`")
     except ConfigError as exc:
         _fail(f"{command}: " + "; ".join(str(p) for p in exc.problems))
-    if storage.postgresql is None:
-        _fail(f"{command}: {config / 'gateway.yaml'} has no storage.postgresql: the embedded stores need no "
-              "migration")
-    try:
-        return open_database(storage.postgresql, origin=config / "gateway.yaml")
-    except ConfigError as exc:
-        _fail(f"{command}: " + "; ".join(str(p) for p in exc.problems))
-    except StorageUnavailable as exc:
-        _fail(f"{command}: {exc.message}: {exc.detail}")
-
-
-def cluster_database(config: Path | None, command: str) -> Database | None:
-    """``config``'s PostgreSQL when its gateway.yaml has ``storage.postgresql`` (the CLI then writes where every
-    replica reads: ``portcullis kill``, ``portcullis token revoke``), else None (the embedded files)."""
-    storage = storage_section(config)
-    if config is None or storage is None or not storage.get("postgresql"):
-        return None
-    return open_configured(config, command)
-
-
-def storage_section(config: Path | None) -> dict[str, object] | None:
-    """The raw (unvalidated) ``storage:`` section of ``config``'s gateway.yaml; None without one."""
-    from portcullis.cli.main import _raw_gateway
-
-    if config is None:
-        return None
-    raw = _raw_gateway(config)
-    storage = raw.get("storage") if isinstance(raw, dict) else None
-    return storage if isinstance(storage, dict) else None
 
 
 @storage_app.command("migrate")

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from portcullis.config.secrets import SECRET_REF_PATTERN
+from portcullis.identity.bounded_http import is_loopback_host
 from portcullis.identity.config import IdentityConfig
-from portcullis.identity.jwks import is_loopback_host
 
 CALLBACK_PATH = "/console/oidc/callback"
 _REF = SECRET_REF_PATTERN

@@ -14,6 +14,9 @@ Before a handler runs:
   without one a GET is redirected to the login page (htmx requests get ``HX-Redirect``), a POST is 403;
 - the session store down is the login page with that error and no way in (503; fail closed).
 
+A page's navigation lists only the sections the person may open (:func:`~portcullis.console.roles.nav`,
+the predicates the pages themselves check); each page still checks its role.
+
 Every response carries the CSP and the other headers of :mod:`~portcullis.console.render`.
 """
 
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from portcullis.console import roles
 from portcullis.console.csrf import TOKEN_FIELD, CsrfRefused, check_request
 from portcullis.console.render import SECURITY_HEADERS, Renderer, StaticFiles
 from portcullis.console.services import ConsoleServices
@@ -41,8 +45,6 @@ log = logging.getLogger("portcullis.console")
 
 MAX_FORM_BYTES = 65_536
 PREFIX = "/console"
-NAV = (("approvals", "Approvals", "/console/approvals"), ("audit", "Audit", "/console/audit"),
-       ("containment", "Containment", "/console/containment"), ("live", "Live", "/console/live"))
 Handler = Callable[["Ctx"], Awaitable[Response]]
 Scope = MutableMapping[str, Any]
 
@@ -54,7 +56,7 @@ class Route:
     handler: Handler
     auth: bool = True
     touch: bool = True  # False for polling fragments: they do not keep an idle session alive
-    nav: str | None = None  # which NAV entry is current on this page
+    nav: str | None = None  # which roles.SECTIONS entry is current on this page
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ class Ctx:
     def context(self, **values: Any) -> dict[str, Any]:
         csrf = self.session.csrf if self.session else self.pre_login.csrf if self.pre_login else ""
         return {"principal": self.session.principal if self.session else None, "csrf_token": csrf,
-                "dev_banner": self.app.dev_login, "nav": NAV, "current": self.nav, **values}
+                "dev_banner": self.app.dev_login, "nav": roles.nav(self), "current": self.nav, **values}
 
     def render(self, template: str, *, status: int = 200, **values: Any) -> Response:
         return self.app.renderer.page(template, self.context(status=status, **values), status=status)
@@ -156,6 +158,14 @@ class ConsoleApp:
                 ctx.session = None
         else:
             ctx.pre_login = await self.sessions.find_pre_login(request.cookies.get(LOGIN_COOKIE))
+        if route.auth and ctx.session is None:
+            # before the CSRF check: without a session nothing can change, and an expired session's form
+            # deserves "log in again", not "reload the page"
+            if request.method == "POST":
+                return self._error(request, 403, "Your session has ended. Log in again.")
+            if ctx.htmx:
+                return Response(status_code=401, headers={**SECURITY_HEADERS, "hx-redirect": "/console/login"})
+            return ctx.redirect("/console/login")
         if ctx.request.method == "POST":
             expected = ctx.session.csrf if ctx.session else ctx.pre_login.csrf if ctx.pre_login else None
             body = await _read_form(request)
@@ -168,12 +178,6 @@ class ConsoleApp:
                 log.warning("console request refused: CSRF", extra={"fields": {"reason": exc.detail}})
                 return self._error(request, 403, "This form could not be accepted (its security token is missing "
                                    "or stale, or it came from another site). Reload the page and try again.")
-        if route.auth and ctx.session is None:
-            if request.method == "POST":
-                return self._error(request, 403, "Your session has ended. Log in again.")
-            if ctx.htmx:
-                return Response(status_code=401, headers={**SECURITY_HEADERS, "hx-redirect": "/console/login"})
-            return ctx.redirect("/console/login")
         return await route.handler(ctx)
 
     def _live_credential(self, session: Session) -> bool:

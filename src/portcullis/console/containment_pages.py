@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,7 +42,8 @@ from portcullis.kill.model import (
 from portcullis.kill.store import KillSwitchStoreUnavailable, UnknownSwitch
 
 if TYPE_CHECKING:
-    from portcullis.console.app import ConsoleApp, Ctx
+    from portcullis.console.app import ConsoleApp, Ctx, Handler
+    from portcullis.kill.runtime import KillSwitches
 
 log = logging.getLogger("portcullis.console")
 
@@ -59,10 +61,10 @@ def register(app: ConsoleApp) -> None:
 
 
 async def page(ctx: Ctx, *, error: str | None = None, status: int = 200) -> Response:
-    if not roles.responder(ctx):
-        if roles.operator(ctx):
-            return ctx.redirect("/console/containment/policy")
-        return roles.refused(ctx, ROLE)
+    if not roles.reader(ctx):  # the Containment section's own entry in roles.SECTIONS
+        return roles.refused(ctx, "responders and operators")
+    if not roles.responder(ctx):  # an operator: the section's part for them
+        return ctx.redirect("/console/containment/policy")
     kills = ctx.services.kills
     if kills is None:
         return _unavailable(ctx, "kill switch store")
@@ -104,12 +106,23 @@ def _checked(form: dict[str, str]) -> tuple[str, str, str]:
     return check_kind(form.get("kind")), check_target(form.get("target")), check_reason(form.get("reason"))
 
 
-async def confirm(ctx: Ctx) -> Response:
+def _responders_with_kills(action: Callable[[Ctx, KillSwitches], Awaitable[Response]]) -> Handler:
+    """A kill switch action: responders only (the 403 page otherwise, nothing changed), and only while the
+    kill switch store is configured; ``action`` gets the service."""
+
+    async def guarded(ctx: Ctx) -> Response:
+        if not roles.responder(ctx):
+            return roles.refused(ctx, ROLE)
+        if ctx.services.kills is None:
+            return _unavailable(ctx, "kill switch store")
+        return await action(ctx, ctx.services.kills)
+
+    return guarded
+
+
+@_responders_with_kills
+async def confirm(ctx: Ctx, kills: KillSwitches) -> Response:
     """The confirmation step: what would be contained, nothing changed yet."""
-    if not roles.responder(ctx):
-        return roles.refused(ctx, ROLE)
-    if ctx.services.kills is None:
-        return _unavailable(ctx, "kill switch store")
     try:
         kind, target, reason = _checked(ctx.form)
     except KillSwitchInputError as exc:
@@ -117,16 +130,13 @@ async def confirm(ctx: Ctx) -> Response:
     return ctx.render("kill_confirm.html", kind=kind, target=target, reason=reason)
 
 
-async def set_switch(ctx: Ctx) -> Response:
-    if not roles.responder(ctx):
-        return roles.refused(ctx, ROLE)
-    if ctx.services.kills is None:
-        return _unavailable(ctx, "kill switch store")
+@_responders_with_kills
+async def set_switch(ctx: Ctx, kills: KillSwitches) -> Response:
     if ctx.form.get("confirm") != "yes":
         return await page(ctx, error="Not set: confirm the switch first.", status=400)
     try:
         kind, target, reason = _checked(ctx.form)
-        await ctx.services.kills.set(kind, target, reason, actor_of(ctx.principal), None)
+        await kills.set(kind, target, reason, actor_of(ctx.principal), None)
     except KillSwitchInputError as exc:
         return await page(ctx, error=f"Not set: {exc.message}", status=400)
     except KillSwitchStoreUnavailable:
@@ -134,14 +144,10 @@ async def set_switch(ctx: Ctx) -> Response:
     return ctx.redirect("/console/containment?done=set")
 
 
-async def lift(ctx: Ctx) -> Response:
-    if not roles.responder(ctx):
-        return roles.refused(ctx, ROLE)
-    if ctx.services.kills is None:
-        return _unavailable(ctx, "kill switch store")
+@_responders_with_kills
+async def lift(ctx: Ctx, kills: KillSwitches) -> Response:
     try:
-        await ctx.services.kills.lift(ctx.params["id"], check_reason(ctx.form.get("reason")),
-                                      actor_of(ctx.principal))
+        await kills.lift(ctx.params["id"], check_reason(ctx.form.get("reason")), actor_of(ctx.principal))
     except KillSwitchInputError as exc:
         return await page(ctx, error=f"Not lifted: {exc.message}", status=400)
     except UnknownSwitch:

@@ -135,7 +135,9 @@ class LoginPages:
         cookies = ctx.request.cookies
         session_id, _ = await ctx.app.sessions.create(
             principal, dev=dev, jti=jti, replacing=(cookies.get(LOGIN_COOKIE), cookies.get(SESSION_COOKIE)))
-        log.info("console login", extra={"fields": {"user": principal.user_id, "issuer": principal.issuer_name}})
+        # the token id, so that one person's session can be ended at once (``portcullis token revoke --jti``)
+        log.info("console login", extra={"fields": {"user": principal.user_id, "issuer": principal.issuer_name,
+                                                    "jti": jti}})
         response = ctx.app.renderer.page("continue.html", {"target": HOME}, headers=PAGE_HEADERS)
         set_cookie(response, SESSION_COOKIE, session_id, None, "strict")
         clear_cookie(response, LOGIN_COOKIE, "lax")

@@ -7,8 +7,9 @@ ID token check.
 - Authorization request: ``response_type=code``, a random ``state`` and ``nonce`` (each 256 bits) and a
   PKCE verifier whose S256 challenge is sent. The caller binds state, nonce and verifier to the
   browser's pre-login record (:mod:`~portcullis.console.sessions`), used once.
-- Code exchange: one POST to the token endpoint (https or loopback http, TLS verified, no redirects,
-  bounded time and size, the same conventions as :class:`~portcullis.identity.jwks.HttpsFetcher`).
+- Code exchange: one POST to the token endpoint through
+  :func:`~portcullis.identity.bounded_http.bounded_request`, the key set fetch's own (https or loopback http,
+  TLS verified, no redirects, bounded time and size).
 - ID token: verified by :class:`~portcullis.identity.jwt_verify.BearerVerifier` with the identity
   issuer's own key cache and pinned algorithms, audience = the console's ``client_id``; then ``nonce``
   (constant time) and ``azp`` when present; the principal comes from
@@ -26,17 +27,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import anyio
 import httpx2
 
 from portcullis.config.console import ConsoleOidcConfig
 from portcullis.errors import PortcullisError
 from portcullis.identity.authenticate import principal_from_token
+from portcullis.identity.bounded_http import bounded_request, url_allowed
 from portcullis.identity.config import ClaimMap
 from portcullis.identity.issuers import IssuerConfig
-from portcullis.identity.jwks import HttpsFetcher, JwksCache, is_loopback_host
+from portcullis.identity.jwks import HttpsFetcher, JwksCache
 from portcullis.identity.jwt_verify import BearerVerifier, InvalidToken, VerifiedToken
 from portcullis.identity.principal import Principal
 
@@ -51,46 +52,17 @@ class LoginFailed(PortcullisError):
     status, message = 401, "login failed"
 
 
-def url_allowed(url: object) -> bool:
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    host = parts.hostname or ""
-    if not host or parts.username is not None or parts.fragment:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(host))
-
-
 class HttpsPoster:
-    """One form POST: https (or loopback http), TLS verified, no redirects, bounded time and size."""
+    """One form POST to the token endpoint: :func:`~portcullis.identity.bounded_http.bounded_request` (https or
+    loopback http, TLS verified, no redirects, bounded time and size)."""
 
     def __init__(self, *, timeout_s: float = 10.0, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._timeout_s, self._transport = timeout_s, transport
 
     async def __call__(self, url: str, form: dict[str, str]) -> bytes:
-        if not url_allowed(url):
-            raise LoginFailed(detail="token endpoint must be https (or http to loopback)")
-        try:
-            with anyio.fail_after(self._timeout_s):
-                async with httpx2.AsyncClient(timeout=self._timeout_s, follow_redirects=False,
-                                              transport=self._transport) as client:
-                    async with client.stream("POST", url, data=form,
-                                             headers={"accept": "application/json"}) as response:
-                        body = bytearray()
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > MAX_TOKEN_RESPONSE:
-                                raise LoginFailed(detail="token response larger than the size cap")
-                        if response.status_code != 200:
-                            raise LoginFailed(detail=f"token endpoint answered HTTP {response.status_code}")
-                        return bytes(body)
-        except TimeoutError:
-            raise LoginFailed(detail="token endpoint timed out") from None
-        except httpx2.HTTPError as exc:
-            raise LoginFailed(detail=f"token endpoint failed: {type(exc).__name__}") from None
+        return await bounded_request("POST", url, what="token endpoint", error=LoginFailed, form=form,
+                                     timeout_s=self._timeout_s, max_bytes=MAX_TOKEN_RESPONSE,
+                                     transport=self._transport)
 
 
 def pkce_challenge(verifier: str) -> str:

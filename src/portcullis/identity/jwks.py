@@ -15,13 +15,13 @@ Contract:
   fetch; then they are dropped and every lookup answers ``None`` (fail closed). :meth:`JwksCache.
   keep_fresh` refreshes ahead of that in the background so an outage is survivable at all.
 - HTTP goes through an injected ``fetch(url) -> bytes``; :class:`HttpsFetcher` is the default
-  (https only, http only to loopback, no redirects, 5 s, 256 KiB). Errors are translated to
+  (:func:`~portcullis.identity.bounded_http.bounded_request`: https only, http only to loopback, no
+  redirects, 5 s, 256 KiB). Errors are translated to
   :class:`JwksUnavailable` here; nothing above sees an HTTP library's exceptions.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -41,6 +40,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
 from portcullis.errors import PortcullisError
+from portcullis.identity.bounded_http import bounded_request, url_allowed
 from portcullis.identity.issuers import IssuerConfig
 
 log = logging.getLogger("portcullis.identity")
@@ -153,30 +153,6 @@ def parse_jwks(raw: bytes) -> dict[str | None, VerificationKey]:
 # --------------------------------------------------------------------------- fetching
 
 
-def _url_allowed(url: str) -> bool:
-    """https anywhere; plain http only to a loopback host."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if not host or parts.username is not None or parts.password is not None:
-        return False
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and is_loopback_host(host)
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback IP address (where plain-text transport stays on this machine)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class HttpsFetcher:
     """The default fetcher: one GET, https (or loopback http), no redirects, bounded time and size."""
 
@@ -187,25 +163,8 @@ class HttpsFetcher:
         self._transport = transport  # a MockTransport in tests
 
     async def __call__(self, url: str) -> bytes:
-        if not _url_allowed(url):
-            raise JwksUnavailable(detail="key set URL must be https (or http to loopback)")
-        try:
-            with anyio.fail_after(self._timeout_s):
-                async with httpx2.AsyncClient(timeout=self._timeout_s, follow_redirects=False,
-                                              transport=self._transport) as client:
-                    async with client.stream("GET", url, headers={"accept": "application/json"}) as response:
-                        if response.status_code != 200:
-                            raise JwksUnavailable(detail=f"key set fetch answered HTTP {response.status_code}")
-                        body = bytearray()
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > self._max_bytes:
-                                raise JwksUnavailable(detail="key set larger than the size cap")
-                        return bytes(body)
-        except TimeoutError:
-            raise JwksUnavailable(detail="key set fetch timed out") from None
-        except httpx2.HTTPError as exc:
-            raise JwksUnavailable(detail=f"key set fetch failed: {type(exc).__name__}") from None
+        return await bounded_request("GET", url, what="key set fetch", error=JwksUnavailable,
+                                     timeout_s=self._timeout_s, max_bytes=self._max_bytes, transport=self._transport)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -308,7 +267,7 @@ class JwksCache:
         if doc.get("issuer") != self._config.issuer:
             raise JwksUnavailable(detail="discovery 'issuer' differs from the configured issuer")
         jwks_uri = doc.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not _url_allowed(jwks_uri):
+        if not isinstance(jwks_uri, str) or not url_allowed(jwks_uri):
             raise JwksUnavailable(detail="discovery 'jwks_uri' missing or not https")
         return jwks_uri
 

@@ -42,7 +42,7 @@ from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from portcullis.serving.restarts import RestartPolicy, SlotHistory
+from portcullis.serving.restarts import RestartPolicy, SlotHistory, restart_policy
 
 log = logging.getLogger("portcullis.supervisor")
 WORKER_INDEX_ENV = "PORTCULLIS_WORKER_INDEX"
@@ -98,7 +98,12 @@ class Supervisor:
 
     def __init__(self, spec: WorkerSpec, workers: int, *, policy: RestartPolicy | None = None,
                  drain_s: float = 30.0) -> None:
-        self._spec, self._policy, self._drain_s = spec, policy or RestartPolicy(), drain_s
+        self._spec, self._drain_s = spec, drain_s
+        self._policy, self._policy_error = RestartPolicy(), None  # an invalid setting: run() refuses to start
+        try:
+            self._policy = policy or restart_policy(os.environ)
+        except ValueError as exc:
+            self._policy_error = str(exc)
         self._slots = [_Slot(i) for i in range(workers)]
         self._stop_signal: int | None = None
         self._hups = 0
@@ -111,6 +116,9 @@ class Supervisor:
             self._stop_signal = signum
 
     def run(self) -> int:
+        if self._policy_error is not None:
+            log.error("invalid worker restart setting", extra={"fields": {"error": self._policy_error}})
+            return 2
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         try:

@@ -43,7 +43,7 @@ import orjson
 from anyio.abc import AsyncResource, ByteStream, ConnectedUDPSocket, SocketAttribute
 
 from portcullis.audit.siem.interface import ExportFailed, Record
-from portcullis.identity.jwks import is_loopback_host
+from portcullis.identity.bounded_http import is_loopback_host
 
 log = logging.getLogger("portcullis.audit.siem")
 

@@ -28,7 +28,7 @@ import httpx2
 from portcullis.config.secret_providers.base import SecretUnavailable, pick_field
 from portcullis.config.secret_providers.config import VaultAppRoleAuth, VaultConfig
 from portcullis.config.secrets import SecretRef
-from portcullis.identity.jwks import is_loopback_host
+from portcullis.identity.bounded_http import is_loopback_host
 
 log = logging.getLogger("portcullis.secrets.vault")
 _MAX_BODY = 1 << 20
