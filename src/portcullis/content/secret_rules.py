@@ -71,8 +71,6 @@ def _not_placeholder(value: str) -> frozenset[str] | None:
 
 
 def _generic(value: str) -> frozenset[str] | None:
-    if value.startswith("secret://"):  # a reference to a secret (config/secrets.py), not one
-        return None
     return _NO_FLAGS if validators.generic_secret_ok(value, 3.0) else None
 
 
