@@ -284,3 +284,12 @@ def test_decoding_follows_two_levels_and_stops_at_the_depth_limit() -> None:
     thrice = base64.b64encode(twice.encode()).decode()
     assert not scan_text(thrice).findings
     assert [f.encoding for f in scan_text(thrice, ScanBudget(decode_depth=3)).findings] == ["base64>base64>base64"]
+
+
+@pytest.mark.parametrize("text", ['api_key = "secret://Zx9kQ2mP7vR4tL8wQ3nB"',
+                                  "password: secret://q7BsW9Zk3XvR1yT0pLmN8aGf",
+                                  'token="secret://env/Zx9kQ2mP7vR4tL8wQ3nBq7Bs"'])
+def test_a_secret_prefixed_with_secret_scheme_is_still_a_secret_in_output(text: str) -> None:
+    """The output filter does not take ``secret://`` as proof of a reference: an upstream that prefixes a
+    real value would slip it through (only lint, reading configuration, skips references)."""
+    assert "generic_secret" in _kinds(text)
