@@ -236,3 +236,11 @@ def test_force_keeps_foreign_files_and_refreshes_its_own(tmp_path: Path) -> None
     _init(target, "--force")
     assert all((target / relative).read_text() == text for relative, text in foreign.items())
     assert _codeowners(target)[0] == ("*", ["@your-org/platform-team"])
+
+
+def test_a_target_that_cannot_be_written_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    """A target below a regular file: exit 1 with the path and the reason, no traceback."""
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["init", str(tmp_path / "file" / "d")])
+    assert result.exit_code == 1 and "init: cannot write" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -41,6 +41,10 @@ def init(target: Annotated[Path, typer.Argument(help="Directory to create.")],
     except (FileExistsError, ValueError) as exc:
         err.print(f"init: {terminal_safe(str(exc), None, double_backslashes=False)}", highlight=False, markup=False)
         raise typer.Exit(2) from None
+    except OSError as exc:  # permissions, a full disk: the files written so far stay, say which failed
+        where = terminal_safe(str(exc.filename or target), None)
+        err.print(f"init: cannot write {where}: {exc.strerror or type(exc).__name__}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
     for path in written:
         out.print(f"created {terminal_safe(str(path), None)}", highlight=False, markup=False)
     out.print("next: review the example tools, `portcullis pin`, and apply README.md's branch protection",
