@@ -63,6 +63,19 @@ def test_a_fresh_repository_passes_lint_policy_test_and_secret_scan(tmp_path: Pa
     assert scanned.exit_code == 0 and "0 error(s)" in scanned.output
 
 
+def test_lint_in_ci_conditions_has_only_the_pin_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as the workflow runs it (from the checkout, with its PORTCULLIS_STATE_DIR, after the SARIF report is
+    written there): still only pin warnings, no state.dir warning."""
+    _init(tmp_path / "d")
+    flow = yaml.safe_load((tmp_path / "d/.github/workflows/portcullis.yml").read_text())
+    monkeypatch.chdir(tmp_path / "d")
+    monkeypatch.setenv("PORTCULLIS_STATE_DIR", flow["env"]["PORTCULLIS_STATE_DIR"])
+    assert runner.invoke(app, ["lint", ".", "--format", "sarif", "--output", "lint.sarif"]).exit_code == 0
+    assert {p.rule for p in lint_deployment(Path("."))} == {"pin.missing"}
+    monkeypatch.delenv("PORTCULLIS_STATE_DIR")
+    assert "state.dir" in {p.rule for p in lint_deployment(Path("."))}  # what the setting is for
+
+
 def test_custom_domains_pass_too(tmp_path: Path) -> None:
     """Two high domains, a medium and a low one, custom owners: still no errors, and policy test passes."""
     _init(tmp_path / "d", "--domain", "ledger:high", "--domain", "infra_ops:high", "--domain", "crm-sync:medium",
@@ -154,7 +167,7 @@ def _scaffolded(tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("relative", [
     "gateway.yaml", "tools/payments/transfer_funds.yml", "policy/fixtures/readonly.yaml", "policy/README.md",
-    ".github/CODEOWNERS", ".github/workflows/portcullis.yml", "README.md"])
+    ".github/CODEOWNERS", ".github/workflows/portcullis.yml", "README.md", ".gitignore"])
 def test_a_secret_planted_in_a_scaffolded_file_fails_the_secret_scan(tmp_path: Path, relative: str) -> None:
     """A literal token added to a scaffolded file: `secrets scan` exits 1 naming the file and rule, not the value."""
     assert relative in _scaffolded(tmp_path)
@@ -176,7 +189,7 @@ def test_every_scaffolded_file_is_scanned(tmp_path: Path) -> None:
         path.write_text(path.read_text() + f"# {TOKEN}\n")
     found = {p.path.relative_to(tmp_path / "d").as_posix() for p in lint_deployment(tmp_path / "d")
              if p.rule == "secret.github.token"}
-    assert found == set(files) and len(files) == 12
+    assert found == set(files) and len(files) == 13
 
 
 HOSTILE_DOMAINS = {

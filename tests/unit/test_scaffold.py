@@ -22,6 +22,7 @@ LAYOUT = [
     "policy/fixtures/payments.yaml",
     "policy/data_class.yml",
     "policy/README.md",
+    ".gitignore",
     ".github/CODEOWNERS",
     ".github/workflows/portcullis.yml",
     "README.md",

@@ -176,7 +176,7 @@ POLICY_README = """\
 - `data_class.yml`: the data classification scheme the manifests refer to.
 - `fixtures/<domain>.yaml`: golden decisions, one file per risk domain. `portcullis policy test .`
   decides each; `portcullis lint .` fails while an exposed tool appears in none.
-- `*.rego`: optional custom rules, evaluated after each manifest's native policy (docs/rego.md).
+- `*.rego`: optional organisation-wide rules; they can only add denials and approvals to the native policies.
 """
 
 

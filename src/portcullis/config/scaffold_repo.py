@@ -2,6 +2,7 @@
 
 Contract: :func:`repo_files` returns ``{relative path: text}`` for
 
+- ``.gitignore``: the gateway's default state directory (private keys) and lint's SARIF report;
 - ``.github/CODEOWNERS``: ``*`` to the owner first, then the high-risk domains' tool directories,
   ``/policy/``, ``/gateway.yaml`` and ``/.github/`` to the security team and the owner (GitHub applies
   the LAST matching line, so the order goes from general to specific);
@@ -21,6 +22,12 @@ from collections.abc import Sequence
 
 from portcullis.config.scaffold_domains import TOOL_NAMES, Risk, tool_path
 
+GITIGNORE = """\
+# The gateway's state directory when it runs from here: private keys and stores, never configuration.
+.portcullis/
+# lint's SARIF report (CI uploads it to code scanning).
+lint.sarif
+"""
 JOBS = ("lint", "policy-test", "secret-scan")  # also the required status checks
 PYTHON = "3.12"
 # Full commit SHAs of the actions' release tags (the tag in the trailing comment). A tag can be
@@ -32,7 +39,7 @@ UPLOAD_SARIF = "github/codeql-action/upload-sarif@8aad20d150bbac5944a9f9d289da16
 
 def repo_files(domains: Sequence[tuple[str, Risk]], owner: str, security_team: str, version: str) -> dict[str, str]:
     """CODEOWNERS, the workflow and the README for these (validated) domains and owners."""
-    return {".github/CODEOWNERS": codeowners(domains, owner, security_team),
+    return {".gitignore": GITIGNORE, ".github/CODEOWNERS": codeowners(domains, owner, security_team),
             ".github/workflows/portcullis.yml": workflow(version),
             "README.md": readme(domains, owner, security_team)}
 
@@ -75,6 +82,8 @@ env:
   # The portcullis release this repository is checked with: the one that scaffolded it. Raise it
   # in a pull request of its own, so a changed check shows up as that change.
   PORTCULLIS_VERSION: "{version}"
+  # The gateway's state directory, outside the checkout (lint warns when it is inside the deployment).
+  PORTCULLIS_STATE_DIR: /tmp/portcullis-state
 
 jobs:
   lint:
@@ -154,6 +163,7 @@ checks and code owners review.
 | `policy/fixtures/<domain>.yaml` | golden decisions: who may call what, with which arguments |
 | `policy/data_class.yml` | the data classification scheme manifests refer to |
 | `.github/CODEOWNERS` | who must review what |
+| `.gitignore` | keeps the gateway's state (`.portcullis/`, private keys) and `lint.sarif` out of the repository |
 | `.github/workflows/portcullis.yml` | the gate: `lint`, `policy-test`, `secret-scan` |
 
 Risk domains:
@@ -170,6 +180,9 @@ portcullis policy test .          # decide every fixture
 portcullis secrets scan .         # literal secrets in any file
 portcullis pin . --service <name> # after reviewing a tool's live definition: record its hash
 ```
+
+The commands keep the gateway's state (keys, stores) in `./.portcullis` unless `PORTCULLIS_STATE_DIR` (or
+`state_dir` in `gateway.yaml`) points elsewhere: point it outside this repository, as CI does.
 
 A new tool is not served until it is pinned, and CI fails until a fixture names it. A high-risk
 tool needs an approval path (`policy.requires_approval_over`, risk scoring or a Rego rule) and an
