@@ -151,3 +151,16 @@ def test_forced_scaffold_replaces_a_symlink_instead_of_writing_through_it(tmp_pa
 def test_default_domains_are_one_of_each_risk() -> None:
     """The defaults show all three risk levels."""
     assert sorted(d.risk for d in DEFAULT_DOMAINS) == ["high", "low", "medium"]
+
+
+@pytest.mark.parametrize("linked", [".github", "tools", "policy/fixtures"])
+def test_forced_scaffold_refuses_a_linked_directory_and_writes_nothing(tmp_path: Path, linked: str) -> None:
+    """A directory of the scaffold that is a symlink (a hostile checkout) is refused before any write."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "deploy"
+    (target / linked).parent.mkdir(parents=True)
+    (target / linked).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        init_deployment(target, force=True)
+    assert list(outside.iterdir()) == [] and not (target / "gateway.yaml").exists()

@@ -18,7 +18,8 @@ no duplicates, no device names), risks ``low``/``medium``/``high``, owners GitHu
 (``@user``, ``@org/team``) or e-mail addresses; a refusal is a :class:`ValueError` whose message shows
 the offending text ASCII-escaped. A non-empty target is refused unless ``force``; with ``force`` only
 the scaffold's files are replaced (each written atomically, so a symlink in their place is replaced,
-never written through) and everything else is left alone.
+never written through) and everything else is left alone; a directory on the way that is a symlink (or
+not a directory) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -222,6 +223,11 @@ def init_deployment(target: Path, *, force: bool = False, domains: Sequence[Doma
         raise FileExistsError(f"{target} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not force:
         raise FileExistsError(f"{target} is not empty (use force to write into it anyway)")
+    for relative in files:  # a linked directory would take the write elsewhere: refuse before writing anything
+        for parent in list(Path(relative).parents)[-2::-1]:
+            if (target / parent).is_symlink() or ((target / parent).exists() and not (target / parent).is_dir()):
+                raise FileExistsError(f"{target / parent} is a symbolic link or not a directory: init does not "
+                                      "write through it")
     written = []
     for relative, text in files.items():
         path = target / relative
