@@ -134,7 +134,7 @@ def test_no_output_format_ever_shows_a_secret_value(tmp_path: Path) -> None:
     """All samples in one file: every format of both commands names rules, never values; exit 1."""
     root = _deployment(tmp_path)
     lines = [f"{before}{value}{after}" for before, value, after in SAMPLES.values()]
-    (root / ".github").mkdir()
+    (root / ".github").mkdir(exist_ok=True)
     (root / ".github" / "leaks.txt").write_text("\n\n".join(lines) + "\n")
     for command in ("lint", "secrets scan"):
         for fmt in ("table", "text", "json", "sarif"):
@@ -149,7 +149,7 @@ def test_secret_references_and_a_fresh_scaffold_are_clean(tmp_path: Path) -> Non
     """secret:// references under secret-named keys, in any file, are what should be there: no finding."""
     root = _deployment(tmp_path)
     assert scan_directory(root) == []
-    (root / ".github").mkdir()
+    (root / ".github").mkdir(exist_ok=True)
     (root / ".github" / "refs.yml").write_text(
         "key_ref: secret://env/PORTCULLIS_SESSION_KEYS\npassword: secret://file/run/secrets/db_password\n"
         "api_key: \"secret://env/UPSTREAM_API_KEY\"\nclient_secret: secret://env/CONSOLE_CLIENT_SECRET\n")
@@ -177,7 +177,7 @@ def test_a_file_name_with_terminal_escapes_is_shown_escaped(tmp_path: Path) -> N
     """The finding's file name carries ESC, BEL and a bidi override: every format shows them escaped."""
     root = _deployment(tmp_path)
     _, value, _ = SAMPLES["secret.npm.token"]
-    (root / ".github").mkdir()
+    (root / ".github").mkdir(exist_ok=True)
     (root / ".github" / "x\x1b]0;pwned\x07\u202e[red]y.txt").write_text(f"npm {value}\n")
     for fmt in ("table", "text", "json", "sarif"):
         result = runner.invoke(app, ["secrets", "scan", str(root), "--format", fmt])

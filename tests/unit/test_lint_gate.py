@@ -94,7 +94,7 @@ def test_lint_writes_a_valid_sarif_file_and_still_fails_on_errors(tmp_path: Path
 def test_every_problem_of_a_broken_deployment_carries_a_specific_rule_id(tmp_path: Path) -> None:
     """No check reports under the catch-all id."""
     target = _broken(tmp_path)
-    (target / "tools" / "example" / "bad.yml").write_text("name: [unclosed\n")
+    (target / "tools" / "readonly" / "bad.yml").write_text("name: [unclosed\n")
     (target / "tools" / "stray.txt").write_text("x\n")
     problems = lint_deployment(target)
     assert {p.rule for p in problems} >= {"schema", "yaml", "layout"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from portcullis.config.scaffold import FILES
+from portcullis.config.scaffold import scaffold_files
 from portcullis.config.schemas import json_schemas, render_reference, schema_text, write_schemas
 from portcullis.config.yaml_lines import load_yaml
 
@@ -43,13 +43,13 @@ def test_published_schemas_are_valid_draft_2020_12(name: str) -> None:
 
 
 def test_scaffold_files_validate_against_the_published_schemas() -> None:
-    """The scaffolded gateway.yaml and manifest pass the schemas that editors will use."""
+    """The scaffolded gateway.yaml and every example manifest pass the schemas that editors will use."""
     schemas = json_schemas()
-    for relative, name in (
-        ("gateway.yaml", "gateway.schema.json"),
-        ("tools/example/echo.yml", "tool-manifest.schema.json"),
-    ):
-        errors = list(Draft202012Validator(schemas[name]).iter_errors(load_yaml(FILES[relative]).value))
+    files = scaffold_files()
+    checked = {relative: "tool-manifest.schema.json" for relative in files if relative.startswith("tools/")}
+    assert len(checked) == 3
+    for relative, name in {"gateway.yaml": "gateway.schema.json", **checked}.items():
+        errors = list(Draft202012Validator(schemas[name]).iter_errors(load_yaml(files[relative]).value))
         assert errors == []
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portcullis import __version__
-from portcullis.cli import lint_cmd
+from portcullis.cli import init_cmd, lint_cmd
 from portcullis.cli.approvals_cmd import approvals_app
 from portcullis.cli.audit_cmd import audit_app
 from portcullis.cli.incident_cmd import incident_app
@@ -149,21 +149,7 @@ def _example(url: str, config: Path | None, port: int | None) -> str:
             f"    -d '{body}'")
 
 
-@app.command()
-def init(target: Annotated[Path, typer.Argument(help="Directory to create.")],
-         force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False) -> None:
-    """Scaffold a deployment directory (gateway.yaml, tools/<domain>/<tool>.yml, policy/)."""
-    from portcullis.config.scaffold import init_deployment
-
-    try:
-        written = init_deployment(target, force=force)
-    except (FileExistsError, ValueError) as exc:
-        err.print(f"init: {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    for path in written:
-        out.print(f"created {path}", highlight=False)
-
-
+app.command("init")(init_cmd.init)
 app.command("lint")(lint_cmd.lint)
 
 

@@ -333,7 +333,7 @@ class AuditConfig(_Model):
 
 
 class AdminConfig(_Model):
-    """A second listener for operators: ``/metrics``, ``/livez``, ``/readyz``. Loopback by default."""
+    """A second listener for operators: ``/metrics``, ``/livez``, ``/readyz``, ``/version``. Loopback by default."""
 
     host: str = Field("127.0.0.1", description="Bind address of the admin listener.")
     port: int | None = Field(
