@@ -68,7 +68,8 @@ def _deployment(root: Path) -> Path:
         "gateway.yaml": GATEWAY,
         "tools/billing/refund.yml": REFUND,
         "tools/files/read_file.yaml": READ_FILE,
-        "policy/data_class.yml": "classes: [Public, Internal, Confidential, Restricted]\n",
+        "policy/data_class.yml": "levels:\n" + "".join(f"  - {{name: {c}, meaning: {c} data}}\n"
+                                                        for c in ("Public", "Internal", "Confidential", "Restricted")),
         "policy/rules.rego": "package portcullis\n",
     }.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
     gateway.yaml                 listeners, services, limits
     tools/<domain>/<tool>.yml    one manifest per tool (.yaml also accepted)
     policy/*.rego                optional custom rules (Rego), compiled by the policy lint
-    policy/data_class.yml        classification scheme (free-form for now)
+    policy/data_class.yml        classification scheme (config/data_class.py)
 
 Contract: :func:`lint_deployment` returns every problem, each with its file and line;
 :func:`load_deployment` raises one :class:`~portcullis.errors.ConfigError` carrying every
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
+from portcullis.config.data_class import DataClassScheme
 from portcullis.config.model import (
     PIN_PATTERN,
     GatewayConfig,
@@ -278,7 +279,8 @@ def _check(root: Path, environ: Mapping[str, str] | None) -> tuple[list[Problem]
         elif rel.parts[0] == "tools":
             report.warning("layout", root / rel, None, "not a manifest at tools/<domain>/<tool>.yml: ignored")
         elif rel == Path("policy", "data_class.yml") and rel in texts:
-            _parse(root / rel, texts[rel], report, mapping=False)  # free-form for now: YAML only
+            if (doc := _parse(root / rel, texts[rel], report)) is not None:
+                _validate(DataClassScheme, root / rel, doc, report)
     loaded = _cross_check(gateway, manifests, report)  # 5
     surfaced = _cross_check_surface(root, gateway, surface, report)
     if gateway is not None:

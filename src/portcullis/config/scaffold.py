@@ -158,17 +158,26 @@ services:
 """
 
 DATA_CLASS_YML = """\
-# Data classification scheme, least to most sensitive. Manifests classify each tool's inputs and
-# outputs with one of these names.
-classes:
+# Data classification scheme (schemas/data-class.schema.json): the four levels, least to most sensitive,
+# each once. Manifests classify each tool's inputs and outputs with one of these names; a handling rule
+# for a level applies to every level above it.
+levels:
   - name: Public
-    description: Meant for anyone; no harm if disclosed.
+    meaning: Meant for anyone; no harm if disclosed.
+    handling:
+      - No restrictions on callers or on logging.
   - name: Internal
-    description: For employees; minor harm if disclosed.
+    meaning: For employees and their agents; minor harm if disclosed.
+    handling:
+      - Callers are authenticated staff or agents acting for them.
   - name: Confidential
-    description: Customer or business data; serious harm if disclosed.
+    meaning: Customer or business data; serious harm if disclosed.
+    handling:
+      - Only callers whose role needs it.
   - name: Restricted
-    description: Credentials, payment or health data; severe harm if disclosed.
+    meaning: Credentials, payment or health data; severe harm if disclosed.
+    handling:
+      - Named people and approved agents only; risky calls need a person's approval.
 """
 
 POLICY_README = """\

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from portcullis.config.data_class import DataClassScheme
 from portcullis.config.loader import atomic_write_text
 from portcullis.config.model import GatewayConfig, PromptManifest, ResourceManifest, ToolManifest
 
@@ -23,6 +24,7 @@ _FILES = (
     ("resource-manifest.schema.json", ResourceManifest, "resources/<domain>/<name>.yml",
      "Portcullis resource or resource-template manifest"),
     ("prompt-manifest.schema.json", PromptManifest, "prompts/<domain>/<name>.yml", "Portcullis prompt manifest"),
+    ("data-class.schema.json", DataClassScheme, "policy/data_class.yml", "Portcullis data classification scheme"),
 )
 _HEADER = """\
 # Configuration reference
