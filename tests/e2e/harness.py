@@ -130,12 +130,12 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 1
                           timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
-def run_cli_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli_in_process(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """:func:`run_cli` without a new interpreter: the same typer app run in this process.
 
     No interpreter start and CLI imports per run (seconds on a loaded machine); in a thread of its own, so
     that a test inside a running event loop can call it too. A crash is raised, never mistaken for the
-    command's own failure exit."""
+    command's own failure exit. ``env`` is set for the run (typer's runner restores the environment)."""
     import concurrent.futures
 
     from typer.testing import CliRunner
@@ -143,7 +143,7 @@ def run_cli_in_process(*args: str) -> subprocess.CompletedProcess[str]:
     from portcullis.cli.main import app
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        result = pool.submit(CliRunner().invoke, app, list(args)).result()
+        result = pool.submit(CliRunner(env=dict(env) if env else None).invoke, app, list(args)).result()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert "Traceback" not in result.output

@@ -20,7 +20,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.security.test_rug_pull import UNKNOWN, Fleets, Rig, cli_in_process, era_groups
+from tests.e2e.harness import run_cli_in_process
+from tests.security.test_rug_pull import UNKNOWN, Fleets, Rig, era_groups
 
 ADMIN = {"operators": ["user:ops-alice"]}
 ERA_GROUPS = era_groups("security/test_live_definition_scan.py")
@@ -60,7 +61,7 @@ def _echo_row(rig: Rig) -> tuple[dict[str, Any], bytes]:
 
 def _check(rig: Rig) -> Any:
     """``pin --check --gateway`` for the row's own service."""
-    return cli_in_process("pin", "--check", "--gateway", rig.gateway.admin_base, "--service", rig.service,
+    return run_cli_in_process("pin", "--check", "--gateway", rig.gateway.admin_base, "--service", rig.service,
                           "--token", rig.gateway.token(user="ops-alice"))
 
 

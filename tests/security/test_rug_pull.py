@@ -29,7 +29,15 @@ import yaml
 from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client.subscriptions import ToolsListChanged
 
-from tests.e2e.harness import REPO, GatewayProcess, free_port, manifest_from_live, run_cli, write_deployment
+from tests.e2e.harness import (
+    REPO,
+    GatewayProcess,
+    free_port,
+    manifest_from_live,
+    run_cli,
+    run_cli_in_process,
+    write_deployment,
+)
 
 ERAS = {"2025 push": "tests.security.rug_legacy_service", "2026 listen": "tests.security.rug_modern_service"}
 DECLARED = ("echo", "other", "mutate", "slow_mutate")
@@ -461,16 +469,6 @@ async def test_over_http_a_storm_costs_bounded_relistings(http_rig: Rig) -> None
 # ----------------------------------------------------------------------------- pin --check --gateway
 
 
-def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``portcullis <args>`` run in this process (typer's runner), answered as :func:`run_cli` answers."""
-    from typer.testing import CliRunner
-
-    from portcullis.cli.main import app
-
-    result = CliRunner(env=env).invoke(app, list(args))
-    return subprocess.CompletedProcess(["portcullis", *args], result.exit_code, result.stdout, result.stderr)
-
-
 def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_not(tmp_path: Path) -> None:
     """The running child changed echo; a fresh child (plain `pin --check`) still serves the old definition,
     so only `pin --check --gateway` reports the drift. The report needs a caller in admin.operators."""
@@ -490,16 +488,16 @@ def test_pin_check_against_the_running_gateway_sees_a_change_a_fresh_child_does_
         operator = gateway.token(user="ops-alice")
         seen = run_cli("pin", "--check", "--gateway", gateway.admin_base, "--token", operator)
         # the real entry point ran above; the other callers run the same command in this process
-        ci = cli_in_process("pin", "--check", "--gateway", gateway.admin_base, env={
+        ci = run_cli_in_process("pin", "--check", "--gateway", gateway.admin_base, env={
             "PORTCULLIS_TOKEN": gateway.token(user=None, agent=None, client="ci-pipeline")})
         refusals = {
-            "no token": cli_in_process("pin", "--check", "--gateway", gateway.admin_base,
+            "no token": run_cli_in_process("pin", "--check", "--gateway", gateway.admin_base,
                                        env={"PORTCULLIS_TOKEN": ""}),
-            "not an operator": cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
+            "not an operator": run_cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
                                               gateway.token(user="mallory")),
-            "forged token": cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
+            "forged token": run_cli_in_process("pin", "--check", "--gateway", gateway.admin_base, "--token",
                                            operator[:-4] + "AAAA"),
-            "without --check": cli_in_process("pin", "--gateway", gateway.admin_base, "--token", operator),
+            "without --check": run_cli_in_process("pin", "--gateway", gateway.admin_base, "--token", operator),
         }
         raw = {method: httpx2.request(method, f"{gateway.admin_base}/pins", headers={
             "Authorization": f"Bearer {operator}"}).status_code for method in ("GET", "POST", "DELETE")}
