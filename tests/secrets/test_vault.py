@@ -197,3 +197,19 @@ def test_a_given_token_that_cannot_be_renewed_is_given_up_once(bao: Bao, monkeyp
     assert [r.getMessage() for r in caplog.records].count(
         "vault token cannot be renewed; it expires and vault secrets will no longer refresh") == 1
     store.vault.close()
+
+
+def test_an_unreachable_vault_refuses_the_start_naming_only_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vault down (nothing listens at its address): resolving at start fails closed with one problem that
+    names the reference and never the token."""
+    from tests.ports import free_port
+
+    token = secrets.token_hex(16)
+    monkeypatch.setenv("PORTCULLIS_TEST_VAULT_TOKEN", token)
+    store = SecretStore(SecretsConfig.model_validate({"vault": {
+        "address": f"http://127.0.0.1:{free_port()}", "timeout_s": 2,
+        "auth": {"method": "token", "token_ref": "secret://env/PORTCULLIS_TEST_VAULT_TOKEN"}}}))
+    with pytest.raises(ConfigError) as refused:
+        store.prime(["secret://vault/secret/app/db#password"])
+    text = "; ".join(str(p) for p in refused.value.problems)
+    assert "secret://vault/secret/app/db#password" in text and token not in text
